@@ -1,0 +1,39 @@
+# Two commands do all set-up: `make lab` opens the course, `make test` runs every test.
+# Both create the virtual environment first if it is missing (pinned by constraints.txt).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION := 2.13.0
+TRITON_VERSION := 3.9.0
+# JupyterLab refuses to start as root unless told.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+.PHONY: lab test test-fast student venv clean-venv
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@# CUDA builds of torch bring their own matching Triton; the CPU build needs it added.
+	$(PY) -c "import triton" 2>/dev/null || $(PY) -m pip install --quiet triton==$(TRITON_VERSION) \
+	  || echo "Triton is not available on this platform: the kernel cells run their PyTorch references only."
+	touch $@
+
+lab: venv
+	$(VENV)/bin/jupyter lab $(ROOT_FLAG) notebooks/00_welcome.ipynb
+
+test: venv
+	$(PY) -m pytest tests notebooks --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+
+test-fast: venv
+	$(PY) -m pytest tests -m "not slow and not browser"
+
+student: venv
+	$(PY) -m gptoss_edu student notebooks student
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,116 @@
+"""Causal self-attention: multi-head to grouped-query, sliding windows, sinks, and a KV cache."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .rotary import apply_rotary
+
+# Queries are processed in chunks this long so the score matrix stays small on long prompts.
+QUERY_CHUNK = 1024
+
+
+class KVCache:
+    """Preallocated keys and values for every layer; ``length`` positions are filled."""
+
+    def __init__(self, cfg: ModelConfig, batch_size: int, max_len: int,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        if max_len > cfg.context_length:
+            raise ValueError(f"a cache of {max_len} positions exceeds the context length {cfg.context_length}")
+        shape = (batch_size, cfg.n_kv_heads, max_len, cfg.head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
+        self.max_len = max_len
+        self.length = 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this step's keys and values for ``layer``; return all filled ones so far."""
+        start, end = self.length, self.length + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"the KV cache holds {self.max_len} positions; this step needs {end}")
+        self.k[layer][:, :, start:end] = k
+        self.v[layer][:, :, start:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def nbytes(self) -> int:
+        """Bytes held by the cache."""
+        return sum(t.numel() * t.element_size() for t in self.k + self.v)
+
+
+def attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int = 0) -> torch.Tensor:
+    """Boolean [Tq, Tk]: True where a query may look at a key (causal, and within the window)."""
+    delta = q_pos[:, None] - k_pos[None, :]
+    allowed = delta >= 0
+    if window:
+        allowed &= delta < window  # ``window`` keys, the current one included
+    return allowed
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float, q_start: int = 0,
+           window: int = 0, sinks: torch.Tensor | None = None, dropout: float = 0.0) -> torch.Tensor:
+    """Softmax attention of q [B, Hq, Tq, D] over k, v [B, Hkv, Tk, D]; query i sits at q_start + i."""
+    B, Hq, Tq, D = q.shape
+    Hkv, Tk = k.shape[1], k.shape[2]
+    groups = Hq // Hkv
+    # Grouped-query attention: view the query heads as [Hkv, groups] instead of copying k and v.
+    qg = q.reshape(B, Hkv, groups, Tq, D)
+    k_pos = torch.arange(Tk, device=q.device)
+    outs = []
+    for s in range(0, Tq, QUERY_CHUNK):
+        qc = qg[:, :, :, s:s + QUERY_CHUNK]
+        q_pos = torch.arange(q_start + s, q_start + s + qc.shape[3], device=q.device)
+        scores = (qc @ k.unsqueeze(2).transpose(-1, -2)).float() * scale  # [B, Hkv, G, tq, Tk]
+        scores = scores.masked_fill(~attention_mask(q_pos, k_pos, window), float("-inf"))
+        if sinks is not None:
+            # The sink is one more logit in every row; its probability is dropped after the softmax.
+            sink = sinks.float().reshape(1, Hkv, groups, 1, 1).expand(B, Hkv, groups, qc.shape[3], 1)
+            probs = torch.softmax(torch.cat((scores, sink), dim=-1), dim=-1)[..., :-1]
+        else:
+            probs = torch.softmax(scores, dim=-1)
+        if dropout:
+            probs = nn.functional.dropout(probs, dropout, training=True)
+        outs.append(probs.to(v.dtype) @ v.unsqueeze(2))
+    return torch.cat(outs, dim=3).reshape(B, Hq, Tq, D)
+
+
+class Attention(nn.Module):
+    """Causal self-attention with rotary or learned positions, GQA, an optional window and sinks."""
+
+    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.layer, self.n_heads, self.n_kv_heads, self.head_dim = layer, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.window = cfg.window(layer)
+        self.rotary = cfg.positions != "learned"
+        self.scale = cfg.head_dim ** -0.5
+        self.dropout = cfg.dropout
+        q_dim, kv_dim = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+        self.q_proj = nn.Linear(cfg.d_model, q_dim, bias=cfg.attn_bias)
+        self.k_proj = nn.Linear(cfg.d_model, kv_dim, bias=cfg.attn_bias)
+        self.v_proj = nn.Linear(cfg.d_model, kv_dim, bias=cfg.attn_bias)
+        self.o_proj = nn.Linear(q_dim, cfg.d_model, bias=cfg.attn_bias)
+        self.sinks = nn.Parameter(torch.zeros(cfg.n_heads)) if cfg.sinks else None
+        self.backend = "torch"
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                cache: KVCache | None = None) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if self.rotary:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        q_start = 0
+        if cache is not None:
+            q_start = cache.length
+            k, v = cache.update(self.layer, k, v)
+        dropout = self.dropout if self.training else 0.0
+        if self.backend == "triton" and not dropout:
+            from gptoss_kernels.attention import attention
+
+            y = attention(q, k, v, scale=self.scale, sinks=self.sinks, sliding_window=self.window, q_start=q_start)
+        else:
+            y = attend(q, k, v, scale=self.scale, q_start=q_start, window=self.window, sinks=self.sinks,
+                       dropout=dropout)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))

@@ -1,0 +1,488 @@
+"""Checkpoints in the real layouts: read and write GPT-2 and gpt-oss safetensors, shard by shard.
+
+Three layouts are read into the one course model:
+- Hugging Face GPT-2 (``transformer.h.N.attn.c_attn`` ..., Conv1D weights stored [in, out]);
+- Hugging Face gpt-oss (``model.layers.N.self_attn.q_proj`` ..., experts as MXFP4 ``_blocks``/``_scales``
+  or dense [E, in, out]);
+- OpenAI's own ``original/`` gpt-oss layout (``block.N.attn.qkv`` ..., fused q, k, v).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from . import mxfp4
+from .config import ModelConfig
+from .model import GPT
+from .rotary import Rotary
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+
+# A convert function takes a checkpoint tensor and gives (course name, tensor) pairs.
+Convert = Callable[[torch.Tensor], list[tuple[str, torch.Tensor]]]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read into the course model; the message says why and what to do."""
+
+
+# ---- name maps -----------------------------------------------------------------------------
+
+def _gpt2_rule(name: str, cfg: ModelConfig) -> tuple[str, Convert] | None:
+    n = name.removeprefix("transformer.")
+    d = cfg.d_model
+    simple = {"wte.weight": "embed.weight", "wpe.weight": "pos_embed.weight", "ln_f.weight": "norm.weight",
+              "ln_f.bias": "norm.bias", "lm_head.weight": "lm_head.weight"}
+    if n in simple:
+        return simple[n], lambda t, s=simple[n]: [(s, t)]
+    m = re.fullmatch(r"h\.(\d+)\.(.+)", n)
+    if not m:
+        return None
+    i, rest = int(m.group(1)), m.group(2)
+    p = f"blocks.{i}."
+    if rest in ("attn.bias", "attn.masked_bias"):  # old GPT-2 files store the causal mask: not a weight
+        return "", lambda t: []
+    norms = {"ln_1": "attn_norm", "ln_2": "mlp_norm"}
+    if rest.split(".")[0] in norms:
+        target = p + norms[rest.split(".")[0]] + "." + rest.split(".")[1]
+        return target, lambda t: [(target, t)]
+    if rest == "attn.c_attn.weight":  # Conv1D [d, 3d]: transpose to [3d, d], then q, k, v rows
+        return p + "attn.qkv", lambda t: list(zip((p + "attn.q_proj.weight", p + "attn.k_proj.weight",
+                                                    p + "attn.v_proj.weight"), t.t().split(d, dim=0)))
+    if rest == "attn.c_attn.bias":
+        return p + "attn.qkv", lambda t: list(zip((p + "attn.q_proj.bias", p + "attn.k_proj.bias",
+                                                    p + "attn.v_proj.bias"), t.split(d, dim=0)))
+    linear = {"attn.c_proj": "attn.o_proj", "mlp.c_fc": "mlp.fc_in", "mlp.c_proj": "mlp.fc_out"}
+    mod, _, kind = rest.rpartition(".")
+    if mod in linear:
+        target = f"{p}{linear[mod]}.{kind}"
+        return target, lambda t: [(target, t.t() if kind == "weight" else t)]
+    return None
+
+
+def _gptoss_rule(name: str, cfg: ModelConfig) -> tuple[str, Convert] | None:
+    simple = {"model.embed_tokens.weight": "embed.weight", "model.norm.weight": "norm.weight",
+              "lm_head.weight": "lm_head.weight"}
+    if name in simple:
+        return simple[name], lambda t, s=simple[name]: [(s, t)]
+    m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", name)
+    if not m:
+        return None
+    p, rest = f"blocks.{m.group(1)}.", m.group(2)
+    renames = {"input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "mlp_norm.weight"}
+    if rest in renames:
+        target = p + renames[rest]
+    elif rest.startswith("self_attn."):
+        target = p + "attn." + rest.removeprefix("self_attn.")
+    elif rest.startswith("mlp.router.") or re.fullmatch(r"mlp\.experts\.\w+_(blocks|scales|bias)", rest):
+        target = p + rest
+    elif rest in ("mlp.experts.gate_up_proj", "mlp.experts.down_proj"):  # dense HF experts are [E, in, out]
+        target = p + rest
+        return target, lambda t: [(target, t.transpose(1, 2))]
+    else:
+        return None
+    return target, lambda t: [(target, t)]
+
+
+def _original_rule(name: str, cfg: ModelConfig) -> tuple[str, Convert] | None:
+    simple = {"embedding.weight": "embed.weight", "norm.scale": "norm.weight", "unembedding.weight": "lm_head.weight"}
+    if name in simple:
+        return simple[name], lambda t, s=simple[name]: [(s, t)]
+    m = re.fullmatch(r"block\.(\d+)\.(.+)", name)
+    if not m:
+        return None
+    p, rest = f"blocks.{m.group(1)}.", m.group(2)
+    q, kv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    if rest in ("attn.qkv.weight", "attn.qkv.bias"):
+        kind = rest.rsplit(".", 1)[1]
+        return p + "attn.qkv", lambda t: list(zip((f"{p}attn.q_proj.{kind}", f"{p}attn.k_proj.{kind}",
+                                                    f"{p}attn.v_proj.{kind}"), t.split([q, kv, kv], dim=0)))
+    renames = {
+        "attn.norm.scale": "attn_norm.weight", "attn.sinks": "attn.sinks", "attn.out.weight": "attn.o_proj.weight",
+        "attn.out.bias": "attn.o_proj.bias", "mlp.norm.scale": "mlp_norm.weight", "mlp.gate.weight": "mlp.router.weight",
+        "mlp.gate.bias": "mlp.router.bias", "mlp.mlp1_weight.blocks": "mlp.experts.gate_up_proj_blocks",
+        "mlp.mlp1_weight.scales": "mlp.experts.gate_up_proj_scales", "mlp.mlp1_bias": "mlp.experts.gate_up_proj_bias",
+        "mlp.mlp2_weight.blocks": "mlp.experts.down_proj_blocks", "mlp.mlp2_weight.scales": "mlp.experts.down_proj_scales",
+        "mlp.mlp2_bias": "mlp.experts.down_proj_bias",
+    }
+    if rest not in renames:
+        return None
+    target = p + renames[rest]
+    return target, lambda t: [(target, t)]
+
+
+RULES = {"gpt2": _gpt2_rule, "gpt_oss": _gptoss_rule, "original": _original_rule}
+
+
+# ---- reading -------------------------------------------------------------------------------
+
+ORIGINAL_KEYS = ("num_hidden_layers", "num_experts", "experts_per_token", "vocab_size", "hidden_size",
+                 "intermediate_size", "swiglu_limit", "head_dim", "num_attention_heads", "num_key_value_heads",
+                 "sliding_window", "initial_context_length", "rope_theta", "rope_scaling_factor",
+                 "rope_ntk_alpha", "rope_ntk_beta")
+
+
+def config_from_original(cfg: dict[str, Any], name: str = "gpt-oss") -> ModelConfig:
+    """A ModelConfig from OpenAI's ``original/config.json`` (the reference ModelConfig's fields)."""
+    missing = [k for k in ORIGINAL_KEYS if k not in cfg]
+    if missing:
+        raise CheckpointError(f"original/config.json is missing {', '.join(repr(k) for k in missing)}")
+    n = cfg["num_hidden_layers"]
+    hf = {
+        "model_type": "gpt_oss", "vocab_size": cfg["vocab_size"], "hidden_size": cfg["hidden_size"],
+        "num_hidden_layers": n, "num_attention_heads": cfg["num_attention_heads"],
+        "num_key_value_heads": cfg["num_key_value_heads"], "head_dim": cfg["head_dim"],
+        "intermediate_size": cfg["intermediate_size"], "num_local_experts": cfg["num_experts"],
+        "num_experts_per_tok": cfg["experts_per_token"], "rope_theta": cfg["rope_theta"],
+        "swiglu_limit": cfg["swiglu_limit"], "sliding_window": cfg["sliding_window"],
+        "layer_types": ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)],
+        "max_position_embeddings": int(cfg["initial_context_length"] * cfg["rope_scaling_factor"]),
+        "initial_context_length": cfg["initial_context_length"],
+        "rope_scaling": {"rope_type": "yarn", "factor": cfg["rope_scaling_factor"],
+                         "beta_fast": cfg["rope_ntk_beta"], "beta_slow": cfg["rope_ntk_alpha"],
+                         "original_max_position_embeddings": cfg["initial_context_length"], "truncate": False},
+        "tie_word_embeddings": False,
+    }
+    return ModelConfig.from_hf_config(hf, name=name)
+
+
+def read_config(path: str | Path) -> tuple[ModelConfig, str, dict[str, Any]]:
+    """(config, layout, raw config.json) of a checkpoint folder; layout is gpt2, gpt_oss or original."""
+    path = Path(path)
+    cfg_file = path / "config.json"
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is not a folder: pass a checkpoint folder holding config.json and safetensors")
+    if not cfg_file.exists():
+        raise CheckpointError(f"{path} has no config.json: is it a checkpoint folder?")
+    try:
+        raw = json.loads(cfg_file.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{cfg_file} is not valid JSON ({e})") from None
+    qc = raw.get("quantization_config")
+    if qc is not None and qc.get("quant_method") != "mxfp4":
+        raise CheckpointError(f"{cfg_file} asks for quantization {qc.get('quant_method')!r}: the course reads "
+                              "MXFP4 ('mxfp4') checkpoints or unquantized ones")
+    name = path.name if path.name != "original" else path.parent.name
+    if "model_type" not in raw and "num_experts" in raw and "experts_per_token" in raw:
+        return config_from_original(raw, name), "original", raw
+    try:
+        cfg = ModelConfig.from_hf_config(raw, name=name)
+    except KeyError as e:
+        raise CheckpointError(f"{cfg_file}: {e.args[0]}") from None
+    return cfg, raw["model_type"], raw
+
+
+def weight_files(path: str | Path) -> list[Path]:
+    """The safetensors files of a checkpoint folder, through its index when there is one."""
+    path = Path(path)
+    index = path / INDEX_FILE
+    if index.exists():
+        weight_map = json.loads(index.read_text()).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{index} has no 'weight_map': the index is damaged")
+        files = [path / f for f in sorted(set(weight_map.values()))]
+        missing = [f.name for f in files if not f.exists()]
+        if missing:
+            raise CheckpointError(f"{path} is missing shard(s) {', '.join(missing)} named in {INDEX_FILE}: "
+                                  "finish the download (it resumes) or copy them in")
+        return files
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt*"))
+        hint = (f" (found {', '.join(pickles)}: pickle files are never loaded; convert them to safetensors)"
+                if pickles else "")
+        raise CheckpointError(f"{path} holds no .safetensors weights{hint}")
+    return files
+
+
+def _open(file: Path):
+    from safetensors import safe_open
+
+    try:
+        return safe_open(str(file), framework="pt", device="cpu")
+    except Exception as e:  # safetensors raises its own error types for bad headers
+        raise CheckpointError(f"{file} is not a readable safetensors file (truncated or another format?): {e}") from None
+
+
+def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) of every tensor in ``files``, one at a time so memory stays near one tensor."""
+    for file in files:
+        with _open(file) as f:
+            for name in f.keys():
+                try:
+                    yield name, f.get_tensor(name)
+                except Exception as e:
+                    raise CheckpointError(f"{file}: tensor {name!r} cannot be read (truncated file?): {e}") from None
+
+
+@dataclass
+class LoadReport:
+    """What load_model read: tensors, bytes by dtype, time, and where it went."""
+
+    path: str
+    layout: str
+    device: str
+    tensors: int = 0
+    files: int = 0
+    bytes_by_dtype: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+    packed_experts: bool = False
+
+    def __str__(self) -> str:
+        total = sum(self.bytes_by_dtype.values())
+        by = ", ".join(f"{str(k).removeprefix('torch.')} {v / 2**20:,.1f} MiB" for k, v in self.bytes_by_dtype.most_common())
+        experts = "experts kept in MXFP4" if self.packed_experts else "all weights dense"
+        return (f"loaded {self.tensors} tensors from {self.files} file(s) ({self.layout} layout), "
+                f"{total / 2**30:,.2f} GiB [{by}] to {self.device} in {self.seconds:.1f} s; {experts}")
+
+
+def _set(model: nn.Module, name: str, value: torch.Tensor) -> None:
+    mod_name, _, attr = name.rpartition(".")
+    mod = model.get_submodule(mod_name) if mod_name else model
+    if attr in mod._parameters:
+        mod._parameters[attr] = nn.Parameter(value, requires_grad=value.is_floating_point())
+    else:
+        mod._buffers[attr] = value
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+               keep_mxfp4: bool = False, progress: bool = False, verbose: bool = False) -> GPT:
+    """Build the course model from a checkpoint folder (HF GPT-2, HF gpt-oss, or gpt-oss ``original/``).
+
+    Tensors stream shard by shard straight to ``device``; with ``keep_mxfp4`` the experts stay
+    packed (uint8) and are dequantized per use, so no dense copy of them is ever made.
+    """
+    t0 = time.perf_counter()
+    path = Path(path)
+    cfg, layout, _ = read_config(path)
+    files = weight_files(path)
+    device = torch.device(device)
+    with torch.device("meta"):
+        model = GPT(cfg, packed_experts=keep_mxfp4 and cfg.is_moe)
+    expected = {n: t for n, t in list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers())}
+    if cfg.tie_embeddings:
+        expected.pop("lm_head.weight", None)
+    rule = RULES[layout]
+    report = LoadReport(str(path), layout, str(device), files=len(files), packed_experts=keep_mxfp4 and cfg.is_moe)
+    seen: set[str] = set()
+    unexpected: list[str] = []
+    pending: dict[str, dict[str, torch.Tensor]] = {}  # packed experts waiting for their other half
+
+    def place(target: str, value: torch.Tensor, source: str) -> None:
+        want = expected[target]
+        if tuple(value.shape) != tuple(want.shape):
+            raise CheckpointError(f"tensor {source!r} has shape {tuple(value.shape)}; this config expects "
+                                  f"{tuple(want.shape)} for {target} (is config.json from the same model?)")
+        out_dtype = value.dtype if value.dtype == torch.uint8 else dtype
+        _set(model, target, value.to(device=device, dtype=out_dtype).contiguous())
+        seen.add(target)
+
+    bar = _progress(files, progress)
+    for name, tensor in iter_tensors(files):
+        found = rule(name, cfg)
+        if found is None:
+            unexpected.append(name)
+            continue
+        report.tensors += 1
+        report.bytes_by_dtype[tensor.dtype] += tensor.numel() * tensor.element_size()
+        for target, value in found[1](tensor):
+            if target == "lm_head.weight" and cfg.tie_embeddings:
+                continue  # tied to the embedding: nothing to load
+            if target in expected:
+                place(target, value, name)
+            elif target.endswith(("_blocks", "_scales")) and target.rsplit("_", 1)[0] in expected:
+                # Packed on disk, dense in the model: dequantize once both halves have arrived.
+                base, kind = target.rsplit("_", 1)
+                pending.setdefault(base, {})[kind] = value.to(device)
+                if len(pending[base]) == 2:
+                    parts = pending.pop(base)
+                    place(base, mxfp4.dequantize(parts["blocks"], parts["scales"], dtype), name)
+            else:
+                raise CheckpointError(
+                    f"tensor {name!r} does not fit this model (it would go to {target}): "
+                    + ("the checkpoint's experts are dense, so they cannot stay in MXFP4: load with keep_mxfp4=False"
+                       if keep_mxfp4 and target.rsplit(".", 1)[-1] in ("gate_up_proj", "down_proj")
+                       else "is config.json from the same model?"))
+        if bar is not None:
+            bar.update(tensor.numel() * tensor.element_size())
+    if bar is not None:
+        bar.close()
+    if unexpected:
+        raise CheckpointError(f"{path} holds tensors the {layout} layout does not have: {', '.join(unexpected[:5])}"
+                              + (f" and {len(unexpected) - 5} more" if len(unexpected) > 5 else ""))
+    missing = [n for n in expected if n not in seen and not n.endswith("inv_freq")]
+    if missing:
+        raise CheckpointError(f"{path} is missing tensor(s) for {', '.join(missing[:5])}"
+                              + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+                              + f" (shape {tuple(expected[missing[0]].shape)} for the first)")
+    if cfg.tie_embeddings:
+        model.lm_head.weight = model.embed.weight
+    if model.rotary is not None:  # computed, not stored: build it for real now
+        model.rotary = Rotary(cfg).to(device)
+    model.eval()
+    report.seconds = time.perf_counter() - t0
+    model.load_report = report
+    if verbose:
+        print(report)
+    return model
+
+
+def _progress(files: list[Path], enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    total = sum(f.stat().st_size for f in files)
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="loading weights")
+
+
+# ---- writing -------------------------------------------------------------------------------
+
+def hf_state_dict(model: GPT, mxfp4_experts: bool = True,
+                  dtype: torch.dtype = torch.bfloat16) -> Iterator[tuple[str, torch.Tensor]]:
+    """The model's tensors under Hugging Face names, in the real layout (one tensor at a time)."""
+    cfg = model.config
+    sd = model.state_dict()
+    if cfg._is_gpt2_shaped():
+        yield from _gpt2_tensors(sd, cfg, dtype)
+    elif cfg._is_gptoss_shaped():
+        yield from _gptoss_tensors(sd, cfg, mxfp4_experts, dtype)
+    else:
+        cfg.to_hf_config()  # raises the explanation
+
+
+def _gpt2_tensors(sd: dict[str, torch.Tensor], cfg: ModelConfig, dtype: torch.dtype):
+    yield "transformer.wte.weight", sd["embed.weight"].to(dtype)
+    yield "transformer.wpe.weight", sd["pos_embed.weight"].to(dtype)
+    for i in range(cfg.n_layers):
+        p, h = f"blocks.{i}.", f"transformer.h.{i}."
+        for ours, theirs in (("attn_norm", "ln_1"), ("mlp_norm", "ln_2")):
+            yield h + theirs + ".weight", sd[p + ours + ".weight"].to(dtype)
+            yield h + theirs + ".bias", sd[p + ours + ".bias"].to(dtype)
+        yield h + "attn.c_attn.weight", torch.cat([sd[f"{p}attn.{x}_proj.weight"] for x in "qkv"]).t().contiguous().to(dtype)
+        yield h + "attn.c_attn.bias", torch.cat([sd[f"{p}attn.{x}_proj.bias"] for x in "qkv"]).to(dtype)
+        for ours, theirs in (("attn.o_proj", "attn.c_proj"), ("mlp.fc_in", "mlp.c_fc"), ("mlp.fc_out", "mlp.c_proj")):
+            yield h + theirs + ".weight", sd[p + ours + ".weight"].t().contiguous().to(dtype)
+            yield h + theirs + ".bias", sd[p + ours + ".bias"].to(dtype)
+    yield "transformer.ln_f.weight", sd["norm.weight"].to(dtype)
+    yield "transformer.ln_f.bias", sd["norm.bias"].to(dtype)
+
+
+def _gptoss_tensors(sd: dict[str, torch.Tensor], cfg: ModelConfig, mxfp4_experts: bool, dtype: torch.dtype):
+    yield "model.embed_tokens.weight", sd["embed.weight"].to(dtype)
+    for i in range(cfg.n_layers):
+        p, h = f"blocks.{i}.", f"model.layers.{i}."
+        yield h + "input_layernorm.weight", sd[p + "attn_norm.weight"].to(dtype)
+        for x in ("q", "k", "v", "o"):
+            yield f"{h}self_attn.{x}_proj.weight", sd[f"{p}attn.{x}_proj.weight"].to(dtype)
+            yield f"{h}self_attn.{x}_proj.bias", sd[f"{p}attn.{x}_proj.bias"].to(dtype)
+        yield h + "self_attn.sinks", sd[p + "attn.sinks"].to(dtype)
+        yield h + "post_attention_layernorm.weight", sd[p + "mlp_norm.weight"].to(dtype)
+        yield h + "mlp.router.weight", sd[p + "mlp.router.weight"].to(dtype)
+        yield h + "mlp.router.bias", sd[p + "mlp.router.bias"].to(dtype)
+        for w in ("gate_up_proj", "down_proj"):
+            e = f"{p}mlp.experts.{w}"
+            if e + "_blocks" in sd:  # already packed: the bytes go through untouched
+                yield f"{h}mlp.experts.{w}_blocks", sd[e + "_blocks"]
+                yield f"{h}mlp.experts.{w}_scales", sd[e + "_scales"]
+            elif mxfp4_experts:
+                blocks, scales = mxfp4.quantize(sd[e])
+                yield f"{h}mlp.experts.{w}_blocks", blocks
+                yield f"{h}mlp.experts.{w}_scales", scales
+            else:
+                yield f"{h}mlp.experts.{w}", sd[e].transpose(1, 2).contiguous().to(dtype)
+            yield f"{h}mlp.experts.{w}_bias", sd[e + "_bias"].to(dtype)
+    yield "model.norm.weight", sd["norm.weight"].to(dtype)
+    if not cfg.tie_embeddings:
+        yield "lm_head.weight", sd["lm_head.weight"].to(dtype)
+
+
+def shard_names(n_shards: int) -> list[str]:
+    """gpt-oss's shard names: zero-based, and 'of' names the last index (model-00000-of-00002 ...)."""
+    if n_shards == 1:
+        return [SINGLE_FILE]
+    return [f"model-{i:05d}-of-{n_shards - 1:05d}.safetensors" for i in range(n_shards)]
+
+
+def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: torch.dtype = torch.bfloat16,
+                     max_shard_bytes: int | None = None, overwrite: bool = False) -> Path:
+    """Write ``model`` as a Hugging Face checkpoint folder in the real layout (MXFP4 experts by default).
+
+    The folder is written beside its destination and renamed into place, so an interrupted
+    write never leaves a half-written checkpoint behind.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists: pass overwrite=True to replace it")
+    cfg_json = model.config.to_hf_config()
+    if not mxfp4:
+        cfg_json.pop("quantization_config", None)
+    if dtype != torch.bfloat16:
+        cfg_json["torch_dtype"] = str(dtype).removeprefix("torch.")
+    tensors = list(hf_state_dict(model, mxfp4, dtype))
+    nbytes = [t.numel() * t.element_size() for _, t in tensors]
+    shards: list[list[int]] = [[]]
+    size = 0
+    for i, b in enumerate(nbytes):
+        if max_shard_bytes and shards[-1] and size + b > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(i)
+        size += b
+    names = shard_names(len(shards))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        weight_map = {}
+        for fname, idx in zip(names, shards):
+            save_file({tensors[i][0]: tensors[i][1].contiguous() for i in idx}, str(tmp / fname), metadata={"format": "pt"})
+            weight_map.update({tensors[i][0]: fname for i in idx})
+        if len(shards) > 1:
+            index = {"metadata": {"total_size": sum(nbytes)}, "weight_map": dict(sorted(weight_map.items()))}
+            (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+        (tmp / "config.json").write_text(json.dumps(cfg_json, indent=2, sort_keys=True) + "\n")
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def manifest(cfg: ModelConfig, mxfp4_experts: bool = True) -> list[tuple[str, str, tuple[int, ...]]]:
+    """(name, dtype, shape) of every tensor the writer would produce for ``cfg``, with nothing allocated."""
+    with torch.device("meta"):
+        model = GPT(cfg, packed_experts=mxfp4_experts and cfg.is_moe)
+    return [(n, str(t.dtype).removeprefix("torch."), tuple(t.shape)) for n, t in hf_state_dict(model, mxfp4_experts)]
+
+
+def manifest_bytes(entries: list[tuple[str, str, tuple[int, ...]]]) -> int:
+    """Total bytes of a manifest's tensors."""
+    size = {"bfloat16": 2, "float16": 2, "float32": 4, "uint8": 1}
+    total = 0
+    for _, dtype, shape in entries:
+        n = 1
+        for s in shape:
+            n *= s
+        total += n * size[dtype]
+    return total

@@ -1,0 +1,329 @@
+"""ModelConfig: one config whose switches are the steps of the course, GPT-2 to gpt-oss."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Positions = Literal["learned", "rope", "yarn"]
+Norm = Literal["layernorm", "rmsnorm"]
+MLPKind = Literal["gelu", "swiglu", "gptoss_swiglu"]
+LayerType = Literal["full_attention", "sliding_attention"]
+
+SHARED_GPTOSS = Path(__file__).resolve().parent / "presets"
+
+
+@dataclass
+class ModelConfig:
+    """Every switch the course turns, from GPT-2 (the defaults) to gpt-oss."""
+
+    name: str = "gpt2-124m"
+    vocab_size: int = 50257
+    d_model: int = 768
+    n_layers: int = 12
+    n_heads: int = 12
+    n_kv_heads: int = 12
+    head_dim: int = 64
+    d_ff: int = 3072
+    context_length: int = 1024
+    # positions
+    positions: Positions = "learned"
+    rope_theta: float = 10000.0
+    rope_scaling_factor: float = 1.0  # > 1 with positions="yarn"
+    rope_original_context: int = 4096
+    rope_beta_fast: float = 32.0
+    rope_beta_slow: float = 1.0
+    rope_truncate: bool = False
+    # norms
+    norm: Norm = "layernorm"
+    norm_eps: float = 1e-5
+    # feed-forward
+    mlp: MLPKind = "gelu"
+    gelu_approximate: Literal["none", "tanh"] = "tanh"
+    swiglu_alpha: float = 1.702
+    swiglu_limit: float = 7.0
+    mlp_bias: bool = True
+    n_experts: int = 0  # 0: one dense MLP per block
+    experts_per_token: int = 0
+    # attention
+    attn_bias: bool = True
+    sliding_window: int = 0
+    layer_types: tuple[LayerType, ...] = field(default_factory=tuple)  # empty: all full attention
+    sinks: bool = False
+    # training-only and output
+    dropout: float = 0.1
+    tie_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        self.layer_types = tuple(self.layer_types)
+        self.validate()
+
+    # ---- checks -------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ValueError naming the first inconsistent field."""
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ValueError(f"ModelConfig {self.name!r}: {msg}")
+
+        for f in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "context_length"):
+            need(int(getattr(self, f)) > 0, f"{f} must be positive, got {getattr(self, f)}")
+        need(self.positions in ("learned", "rope", "yarn"), f"positions must be learned|rope|yarn, got {self.positions!r}")
+        need(self.norm in ("layernorm", "rmsnorm"), f"norm must be layernorm|rmsnorm, got {self.norm!r}")
+        need(self.mlp in ("gelu", "swiglu", "gptoss_swiglu"), f"mlp must be gelu|swiglu|gptoss_swiglu, got {self.mlp!r}")
+        need(self.n_heads % self.n_kv_heads == 0, f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})")
+        need(self.head_dim % 2 == 0 or self.positions == "learned", f"rotary positions need an even head_dim, got {self.head_dim}")
+        need(self.positions != "yarn" or self.rope_scaling_factor >= 1, "YaRN needs rope_scaling_factor >= 1")
+        need(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        if self.n_experts:
+            need(1 <= self.experts_per_token <= self.n_experts,
+                 f"experts_per_token must be in 1..n_experts ({self.n_experts}), got {self.experts_per_token}")
+            need(self.mlp == "gptoss_swiglu", f"experts are gpt-oss SwiGLU experts: set mlp='gptoss_swiglu' (got {self.mlp!r})")
+        if self.layer_types:
+            need(len(self.layer_types) == self.n_layers,
+                 f"layer_types has {len(self.layer_types)} entries for {self.n_layers} layers")
+            bad = set(self.layer_types) - {"full_attention", "sliding_attention"}
+            need(not bad, f"unknown layer types {sorted(bad)}: use full_attention|sliding_attention")
+            need("sliding_attention" not in self.layer_types or self.sliding_window > 0,
+                 "sliding_attention layers need sliding_window > 0")
+
+    # ---- derived ------------------------------------------------------------
+    def window(self, layer: int) -> int:
+        """The sliding window of ``layer`` in keys (0 = full causal attention)."""
+        if self.layer_types and self.layer_types[layer] == "sliding_attention":
+            return self.sliding_window
+        return 0
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_experts > 0
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        """A copy with ``changes`` applied (and checked): how each notebook takes one step."""
+        return dataclasses.replace(self, **changes)
+
+    # ---- parameter counts ---------------------------------------------------
+    def param_counts(self) -> dict[str, int]:
+        """Parameters by part, with ``total`` and ``active`` (those one token is multiplied by)."""
+        d, hd = self.d_model, self.head_dim
+        q, kv = self.n_heads * hd, self.n_kv_heads * hd
+        b = int(self.attn_bias)
+        attn = d * (q + 2 * kv) + b * (q + 2 * kv) + q * d + b * d + (self.n_heads if self.sinks else 0)
+        norm_p = d * (2 if self.norm == "layernorm" else 1)
+        mb = int(self.mlp_bias)
+        if self.mlp == "gelu":
+            expert = d * self.d_ff + mb * self.d_ff + self.d_ff * d + mb * d
+        else:  # both SwiGLUs: gate and up (d -> 2 d_ff), then down
+            expert = d * 2 * self.d_ff + mb * 2 * self.d_ff + self.d_ff * d + mb * d
+        if self.is_moe:
+            router = d * self.n_experts + self.n_experts
+            mlp_total, mlp_active = router + self.n_experts * expert, router + self.experts_per_token * expert
+        else:
+            mlp_total = mlp_active = expert
+        per_layer_fixed = attn + 2 * norm_p
+        embed = self.vocab_size * d
+        pos = self.context_length * d if self.positions == "learned" else 0
+        unembed = 0 if self.tie_embeddings else self.vocab_size * d
+        body_total = self.n_layers * (per_layer_fixed + mlp_total) + norm_p
+        body_active = self.n_layers * (per_layer_fixed + mlp_active) + norm_p
+        # Active, as gpt-oss's model card counts it: what a token multiplies by. Embedding
+        # lookups are not multiplications, unless the table doubles as the (tied) unembedding.
+        return {
+            "embedding": embed + pos,
+            "attention": self.n_layers * attn,
+            "mlp": self.n_layers * mlp_total,
+            "mlp_active": self.n_layers * mlp_active,
+            "norms": self.n_layers * 2 * norm_p + norm_p,
+            "unembedding": unembed,
+            "total": embed + pos + body_total + unembed,
+            "active": body_active + (unembed if unembed else embed),
+        }
+
+    def kv_cache_bytes(self, tokens: int, batch: int = 1, dtype_bytes: int = 2) -> int:
+        """Bytes of the KV cache for ``tokens`` positions (keys and values, all layers)."""
+        per_token = 2 * self.n_layers * self.n_kv_heads * self.head_dim * dtype_bytes
+        return per_token * tokens * batch
+
+    def weight_bytes(self, dtype_bytes: float = 2, mxfp4_experts: bool = False) -> int:
+        """Bytes of all weights at ``dtype_bytes`` each, experts in MXFP4 (4.25 bits) if asked."""
+        total = self.param_counts()["total"]
+        if not (mxfp4_experts and self.is_moe):
+            return int(total * dtype_bytes)
+        d = self.d_model
+        expert_w = self.n_experts * (d * 2 * self.d_ff + self.d_ff * d) * self.n_layers
+        return int((total - expert_w) * dtype_bytes + expert_w * 17 / 32)
+
+    # ---- HF config.json -----------------------------------------------------
+    @classmethod
+    def from_hf_config(cls, cfg: dict[str, Any], name: str | None = None) -> "ModelConfig":
+        """Read a Hugging Face ``config.json`` dict of GPT-2 or gpt-oss."""
+        kind = cfg.get("model_type")
+        if kind == "gpt2":
+            return _from_gpt2(cfg, name)
+        if kind == "gpt_oss":
+            return _from_gpt_oss(cfg, name)
+        raise ValueError(
+            f"config.json has model_type {kind!r}: the course reads GPT-2 ('gpt2') and gpt-oss ('gpt_oss') only"
+        )
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "ModelConfig":
+        """Read a Hugging Face ``config.json`` file."""
+        with open(path) as f:
+            return cls.from_hf_config(json.load(f), name=Path(path).parent.name or None)
+
+    def to_hf_config(self) -> dict[str, Any]:
+        """This config as a Hugging Face ``config.json`` dict (GPT-2 or gpt-oss keys)."""
+        if self._is_gpt2_shaped():
+            return {
+                "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
+                "vocab_size": self.vocab_size, "n_positions": self.context_length, "n_embd": self.d_model,
+                "n_layer": self.n_layers, "n_head": self.n_heads, "n_inner": self.d_ff,
+                "activation_function": "gelu_new" if self.gelu_approximate == "tanh" else "gelu",
+                "layer_norm_epsilon": self.norm_eps, "resid_pdrop": self.dropout, "embd_pdrop": self.dropout,
+                "attn_pdrop": self.dropout, "tie_word_embeddings": True,
+                "bos_token_id": 50256 if self.vocab_size > 50256 else None,
+                "eos_token_id": 50256 if self.vocab_size > 50256 else None, "torch_dtype": "float32",
+            }
+        if self._is_gptoss_shaped():
+            return {
+                "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss",
+                "attention_bias": self.attn_bias, "attention_dropout": 0.0,
+                # The harmony ids; a small test vocabulary has no room for them.
+                "eos_token_id": 200002 if self.vocab_size > 200002 else None,
+                "pad_token_id": 199999 if self.vocab_size > 199999 else None,
+                "experts_per_token": self.experts_per_token, "num_experts_per_tok": self.experts_per_token,
+                "head_dim": self.head_dim, "hidden_act": "silu", "hidden_size": self.d_model,
+                "initial_context_length": self.rope_original_context, "initializer_range": 0.02,
+                "intermediate_size": self.d_ff,
+                "layer_types": list(self.layer_types) or ["full_attention"] * self.n_layers,
+                "max_position_embeddings": self.context_length,
+                "num_attention_heads": self.n_heads, "num_hidden_layers": self.n_layers,
+                "num_key_value_heads": self.n_kv_heads, "num_local_experts": self.n_experts,
+                "output_router_logits": False,
+                "quantization_config": {
+                    "modules_to_not_convert": [
+                        "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head",
+                    ],
+                    "quant_method": "mxfp4",
+                },
+                "rms_norm_eps": self.norm_eps,
+                "rope_scaling": {
+                    "beta_fast": float(self.rope_beta_fast), "beta_slow": float(self.rope_beta_slow),
+                    "factor": float(self.rope_scaling_factor),
+                    "original_max_position_embeddings": self.rope_original_context,
+                    "rope_type": "yarn", "truncate": self.rope_truncate,
+                },
+                "rope_theta": self.rope_theta, "router_aux_loss_coef": 0.9,
+                "sliding_window": self.sliding_window, "swiglu_limit": self.swiglu_limit,
+                "tie_word_embeddings": self.tie_embeddings, "torch_dtype": "bfloat16",
+                "use_cache": True, "vocab_size": self.vocab_size,
+            }
+        raise ValueError(
+            f"ModelConfig {self.name!r} is a course step between GPT-2 and gpt-oss: it has no Hugging Face "
+            "config.json of its own (only the GPT-2 and gpt-oss shapes do)"
+        )
+
+    def _is_gpt2_shaped(self) -> bool:
+        return (self.positions == "learned" and self.norm == "layernorm" and self.mlp == "gelu"
+                and self.n_kv_heads == self.n_heads and not self.sinks and not self.layer_types
+                and not self.is_moe and self.tie_embeddings and self.attn_bias and self.mlp_bias
+                and self.head_dim * self.n_heads == self.d_model)
+
+    def _is_gptoss_shaped(self) -> bool:
+        return (self.positions in ("rope", "yarn") and self.norm == "rmsnorm" and self.is_moe
+                and self.sinks and self.mlp == "gptoss_swiglu" and self.mlp_bias)
+
+
+def _require(cfg: dict[str, Any], keys: list[str], family: str) -> None:
+    missing = [k for k in keys if k not in cfg]
+    if missing:
+        raise KeyError(f"{family} config.json is missing {', '.join(repr(k) for k in missing)}")
+
+
+def _from_gpt2(cfg: dict[str, Any], name: str | None) -> ModelConfig:
+    _require(cfg, ["vocab_size", "n_embd", "n_layer", "n_head"], "GPT-2")
+    d, h = cfg["n_embd"], cfg["n_head"]
+    act = cfg.get("activation_function", "gelu_new")
+    if act not in ("gelu_new", "gelu", "gelu_pytorch_tanh"):
+        raise ValueError(f"GPT-2 config.json has activation_function {act!r}: the course supports gelu_new and gelu")
+    return ModelConfig(
+        name=name or "gpt2", vocab_size=cfg["vocab_size"], d_model=d, n_layers=cfg["n_layer"], n_heads=h,
+        n_kv_heads=h, head_dim=d // h, d_ff=cfg.get("n_inner") or 4 * d,
+        context_length=cfg.get("n_positions", 1024), positions="learned", norm="layernorm",
+        norm_eps=cfg.get("layer_norm_epsilon", 1e-5), mlp="gelu",
+        gelu_approximate="none" if act == "gelu" else "tanh", dropout=cfg.get("resid_pdrop", 0.1),
+        tie_embeddings=cfg.get("tie_word_embeddings", True),
+    )
+
+
+def _from_gpt_oss(cfg: dict[str, Any], name: str | None) -> ModelConfig:
+    _require(cfg, ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                   "head_dim", "intermediate_size", "num_local_experts", "rope_theta"], "gpt-oss")
+    k = cfg.get("num_experts_per_tok", cfg.get("experts_per_token"))
+    if k is None:
+        raise KeyError("gpt-oss config.json is missing 'num_experts_per_tok' (or 'experts_per_token')")
+    rs = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
+    factor = float(rs.get("factor", 1.0))
+    layer_types = tuple(cfg.get("layer_types") or (
+        ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(cfg["num_hidden_layers"])]
+        if cfg.get("sliding_window") else []))
+    return ModelConfig(
+        name=name or "gpt-oss", vocab_size=cfg["vocab_size"], d_model=cfg["hidden_size"],
+        n_layers=cfg["num_hidden_layers"], n_heads=cfg["num_attention_heads"],
+        n_kv_heads=cfg["num_key_value_heads"], head_dim=cfg["head_dim"], d_ff=cfg["intermediate_size"],
+        context_length=cfg.get("max_position_embeddings", 131072),
+        positions="yarn" if rs.get("rope_type") == "yarn" and factor > 1 else "rope",
+        rope_theta=float(cfg["rope_theta"]), rope_scaling_factor=factor,
+        rope_original_context=int(rs.get("original_max_position_embeddings", cfg.get("initial_context_length", 4096))),
+        rope_beta_fast=float(rs.get("beta_fast", 32.0)), rope_beta_slow=float(rs.get("beta_slow", 1.0)),
+        rope_truncate=bool(rs.get("truncate", True)),
+        norm="rmsnorm", norm_eps=cfg.get("rms_norm_eps", 1e-5), mlp="gptoss_swiglu",
+        swiglu_alpha=1.702, swiglu_limit=float(cfg.get("swiglu_limit", 7.0)), mlp_bias=True,
+        n_experts=cfg["num_local_experts"], experts_per_token=k,
+        attn_bias=cfg.get("attention_bias", True), sliding_window=cfg.get("sliding_window") or 0,
+        layer_types=layer_types, sinks=True, dropout=0.0, tie_embeddings=cfg.get("tie_word_embeddings", False),
+    )
+
+
+def _alternating(n_layers: int) -> tuple[LayerType, ...]:
+    return tuple("sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers))
+
+
+def _load_preset_json(name: str) -> dict[str, Any]:
+    with open(SHARED_GPTOSS / f"{name}.config.json") as f:
+        return json.load(f)
+
+
+def preset(name: str) -> ModelConfig:
+    """A named config: the two real families, and small CPU-sized ones of the same kinds."""
+    if name == "gpt2-124m":
+        return ModelConfig(name=name)
+    if name in ("gpt-oss-20b", "gpt-oss-120b"):
+        return ModelConfig.from_hf_config(_load_preset_json(name), name=name)
+    if name == "gpt2-tiny":
+        return ModelConfig(name=name, vocab_size=50257, d_model=64, n_layers=2, n_heads=4, n_kv_heads=4,
+                           head_dim=16, d_ff=256, context_length=256)
+    if name == "gpt-oss-tiny":
+        return preset("gpt-oss-20b").replace(
+            name=name, d_model=64, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=16, d_ff=64,
+            n_experts=8, experts_per_token=2, sliding_window=8, layer_types=_alternating(4),
+            context_length=4096, rope_original_context=256, rope_scaling_factor=16.0)
+    raise KeyError(f"no preset {name!r}; choose from {', '.join(PRESETS)}")
+
+
+PRESETS = ("gpt2-124m", "gpt-oss-20b", "gpt-oss-120b", "gpt2-tiny", "gpt-oss-tiny")
+
+
+def yarn_correction_range(cfg: ModelConfig) -> tuple[float, float]:
+    """YaRN's (low, high) correction dims: below low frequencies are interpolated, above kept."""
+    def dim_for(rotations: float) -> float:
+        return cfg.head_dim * math.log(cfg.rope_original_context / (rotations * 2 * math.pi)) / (2 * math.log(cfg.rope_theta))
+
+    low, high = dim_for(cfg.rope_beta_fast), dim_for(cfg.rope_beta_slow)
+    if cfg.rope_truncate:
+        low, high = math.floor(low), math.ceil(high)
+    return max(low, 0.0), min(high, cfg.head_dim - 1.0)

@@ -1,0 +1,99 @@
+"""Generation over the KV cache: greedy or temperature/top-p sampling, streamed token by token."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from .model import GPT
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0,
+                generator: torch.Generator | None = None) -> int:
+    """Pick the next token from logits [vocab]: argmax at temperature 0, else nucleus sampling."""
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"temperature must be >= 0 and top_p in (0, 1], got {temperature} and {top_p}")
+    if temperature == 0:
+        return int(logits.argmax())
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1:
+        sorted_p, order = probs.sort(descending=True)
+        # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
+        drop = sorted_p.cumsum(-1) - sorted_p >= top_p
+        sorted_p[drop] = 0
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
+    return int(torch.multinomial(probs.cpu(), 1, generator=generator))
+
+
+@dataclass
+class Generation:
+    """The new tokens, why generation stopped, and how fast it ran."""
+
+    tokens: list[int] = field(default_factory=list)
+    stop_reason: str = "max_new_tokens"
+    prompt_tokens: int = 0
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Decode speed: new tokens after the first over the time spent producing them."""
+        return (len(self.tokens) - 1) / self.decode_seconds if len(self.tokens) > 1 and self.decode_seconds else 0.0
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def stream(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_tokens: int = 256,
+           temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None,
+           stop_tokens: Sequence[int] = (), stats: Generation | None = None) -> Iterator[int]:
+    """Yield new token ids one by one; the prompt is prefilled once, then one token per step."""
+    ids = prompt_ids.tolist() if isinstance(prompt_ids, torch.Tensor) else list(prompt_ids)
+    if not ids:
+        raise ValueError("the prompt is empty: give at least one token")
+    ctx = model.config.context_length
+    if len(ids) >= ctx:
+        raise ValueError(f"the prompt has {len(ids)} tokens; the context holds {ctx}: shorten it")
+    stats = stats if stats is not None else Generation()
+    stats.prompt_tokens = len(ids)
+    device = model.embed.weight.device
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    budget = min(max_new_tokens, ctx - len(ids))
+    cache = model.new_cache(1, len(ids) + budget)
+    stops = set(stop_tokens)
+    t0 = time.perf_counter()
+    logits = model(torch.tensor([ids], device=device), cache)[0, -1]
+    for step in range(budget):
+        token = sample_next(logits, temperature, top_p, generator)
+        _sync(device)
+        now = time.perf_counter()
+        if step == 0:
+            stats.prefill_seconds, t0 = now - t0, now
+        else:
+            stats.decode_seconds = now - t0
+        stats.tokens.append(token)
+        yield token
+        if token in stops:
+            stats.stop_reason = "stop_token"
+            return
+        if step + 1 < budget:
+            logits = model(torch.tensor([[token]], device=device), cache)[0, -1]
+    stats.stop_reason = "max_new_tokens" if budget == max_new_tokens else "context_full"
+
+
+def generate(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_tokens: int = 256,
+             temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None,
+             stop_tokens: Sequence[int] = (), on_token: Callable[[int], None] | None = None) -> Generation:
+    """Generate up to ``max_new_tokens``, calling ``on_token`` with each; returns tokens and timings."""
+    result = Generation()
+    for token in stream(model, prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                        seed=seed, stop_tokens=stop_tokens, stats=result):
+        if on_token is not None:
+            on_token(token)
+    return result

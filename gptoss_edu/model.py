@@ -1,0 +1,126 @@
+"""The one model of the course: GPT-2 or gpt-oss (or any step between) by its config."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .attention import Attention, KVCache
+from .config import ModelConfig
+from .mlp import make_mlp
+from .moe import MoE
+from .norms import make_norm
+from .rotary import Rotary
+
+BACKENDS = ("torch", "triton")
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, cfg: ModelConfig, layer: int, packed_experts: bool = False) -> None:
+        super().__init__()
+        self.attn_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
+        self.attn = Attention(cfg, layer)
+        self.mlp_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
+        self.mlp = MoE(cfg, packed_experts) if cfg.is_moe else make_mlp(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.attn_norm(x), rope, cache))
+        return x + self.drop(self.mlp(self.mlp_norm(x)))
+
+
+class GPT(nn.Module):
+    """Token ids [B, T] to next-token logits [B, T, vocab]."""
+
+    def __init__(self, cfg: ModelConfig, packed_experts: bool = False) -> None:
+        super().__init__()
+        self.config = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos_embed = nn.Embedding(cfg.context_length, cfg.d_model) if cfg.positions == "learned" else None
+        self.rotary = Rotary(cfg) if cfg.positions != "learned" else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg, i, packed_experts) for i in range(cfg.n_layers))
+        self.norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        self.backend = "torch"
+        if not any(p.is_meta for p in self.parameters()):
+            self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self, std: float = 0.02) -> None:
+        """GPT-2's initialisation: N(0, 0.02), output projections scaled by 1/sqrt(2 * layers)."""
+        out_std = std / math.sqrt(2 * self.config.n_layers)
+        for name, p in self.named_parameters():
+            if name.endswith("bias") or "sinks" in name:
+                p.zero_()
+            elif "norm" in name:
+                p.fill_(1.0)
+            else:
+                last = name.endswith(("o_proj.weight", "fc_out.weight", "down_proj.weight", "experts.down_proj"))
+                p.normal_(0.0, out_std if last else std)
+        for m in self.modules():
+            if getattr(m, "packed", False):  # random packed experts: quantize random dense ones
+                from . import mxfp4
+
+                for w in ("gate_up_proj", "down_proj"):
+                    blocks = getattr(m, f"{w}_blocks")
+                    dense = torch.randn(*blocks.shape[:-2], blocks.shape[-2] * 32, device=blocks.device) * std
+                    b, s = mxfp4.quantize(dense)
+                    blocks.copy_(b)
+                    getattr(m, f"{w}_scales").copy_(s)
+
+    # ---- running ------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Logits [B, T, vocab]; with ``cache`` the ids continue the cached positions."""
+        if input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"input_ids must be an integer tensor [batch, tokens], got {input_ids.dtype} "
+                             f"{tuple(input_ids.shape)}")
+        T = input_ids.shape[1]
+        start = cache.length if cache is not None else 0
+        if start + T > self.config.context_length:
+            raise ValueError(f"{start + T} positions exceed the context length of {self.config.context_length} "
+                             f"({self.config.name}): shorten the prompt or generate fewer tokens")
+        positions = torch.arange(start, start + T, device=input_ids.device)
+        x = self.embed(input_ids)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed(positions)
+        x = self.drop(x)
+        rope = self.rotary(positions, x.dtype) if self.rotary is not None else None
+        for block in self.blocks:
+            x = block(x, rope, cache)
+        if cache is not None:
+            cache.length += T
+        return self.lm_head(self.norm(x))
+
+    def new_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache:
+        """An empty KV cache on this model's device and dtype."""
+        p = self.embed.weight
+        return KVCache(self.config, batch_size, max_len or self.config.context_length, p.device, p.dtype)
+
+    def set_backend(self, backend: str) -> "GPT":
+        """Run RMSNorm, attention and the experts on 'torch' (readable) or 'triton' (kernels)."""
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend == "triton":
+            from gptoss_kernels import require_triton
+
+            require_triton()
+        for m in self.modules():
+            if hasattr(m, "backend"):
+                m.backend = backend
+        return self
+
+    def num_parameters(self) -> int:
+        """Parameters and packed expert bytes counted as the weights they stand for."""
+        n = sum(p.numel() for p in self.parameters())
+        for m in self.modules():
+            if getattr(m, "packed", False):
+                n += sum(b.numel() * 2 for name, b in m.named_buffers() if name.endswith("_blocks"))
+        return n

@@ -1,0 +1,116 @@
+"""MXFP4: 4-bit E2M1 values in blocks of 32 that share one E8M0 (power-of-two) scale.
+
+Layout (the one gpt-oss checkpoints use): a weight [..., rows, cols] is stored as
+``blocks`` uint8 [..., rows, cols // 32, 16] (two codes a byte, low nibble first) and
+``scales`` uint8 [..., rows, cols // 32] (value = code * 2 ** (scale - 127)).
+"""
+
+from __future__ import annotations
+
+import torch
+
+BLOCK_SIZE = 32
+SCALE_BIAS = 127
+
+# The 16 E2M1 codes: bit 3 is the sign, bits 2-1 the exponent, bit 0 the mantissa.
+FP4_VALUES: tuple[float, ...] = (
+    +0.0, +0.5, +1.0, +1.5, +2.0, +3.0, +4.0, +6.0,
+    -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0,
+)
+FP4_MAX = 6.0
+_MAGNITUDES = torch.tensor(FP4_VALUES[:8])
+_MIDPOINTS = (_MAGNITUDES[1:] + _MAGNITUDES[:-1]) / 2
+
+
+def fp4_lut(dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The 16 E2M1 values as a lookup table indexed by code."""
+    return torch.tensor(FP4_VALUES, dtype=dtype, device=device)
+
+
+def e2m1_bits(code: int) -> str:
+    """The four bits of an E2M1 code as 'S EE M', for showing a code by hand."""
+    if not 0 <= code < 16:
+        raise ValueError(f"an E2M1 code is 0..15, got {code}")
+    b = f"{code:04b}"
+    return f"{b[0]} {b[1:3]} {b[3]}"
+
+
+def _check_packed(blocks: torch.Tensor, scales: torch.Tensor) -> None:
+    if blocks.dtype != torch.uint8 or scales.dtype != torch.uint8:
+        raise TypeError(f"MXFP4 blocks and scales must be uint8, got {blocks.dtype} and {scales.dtype}")
+    if blocks.shape[-1] != BLOCK_SIZE // 2:
+        raise ValueError(f"MXFP4 blocks must end in {BLOCK_SIZE // 2} bytes, got shape {tuple(blocks.shape)}")
+    if blocks.shape[:-1] != scales.shape:
+        raise ValueError(
+            f"MXFP4 blocks {tuple(blocks.shape)} and scales {tuple(scales.shape)} disagree: "
+            f"scales must be blocks.shape[:-1]"
+        )
+
+
+def dequantize(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """Unpack ``blocks`` [..., rows, G, 16] with ``scales`` [..., rows, G] to [..., rows, G * 32]."""
+    _check_packed(blocks, scales)
+    lut = fp4_lut(torch.float32, blocks.device)
+    lo = lut[(blocks & 0x0F).long()]
+    hi = lut[(blocks >> 4).long()]
+    # Low nibble is element 2j, high nibble element 2j + 1.
+    values = torch.stack((lo, hi), dim=-1).flatten(-2)  # [..., rows, G, 32]
+    exponents = scales.to(torch.int32) - SCALE_BIAS
+    values = torch.ldexp(values, exponents.unsqueeze(-1).to(torch.float32))
+    return values.flatten(-2).to(dtype)
+
+
+def _round_to_e2m1(x: torch.Tensor) -> torch.Tensor:
+    """Codes 0..15 of the nearest E2M1 value to ``x`` (ties to an even mantissa)."""
+    mags = x.abs()
+    mids = _MIDPOINTS.to(device=x.device, dtype=x.dtype)
+    down = torch.bucketize(mags, mids, right=False)
+    up = torch.bucketize(mags, mids, right=True)
+    # Where the two differ the value sits exactly between two codes: keep the even one.
+    idx = torch.where((down != up) & (down % 2 == 1), up, down)
+    sign = (torch.signbit(x) & (idx > 0)).to(torch.int64) << 3
+    return (idx | sign).to(torch.uint8)
+
+
+def quantize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantize ``w`` [..., rows, cols] (cols a multiple of 32) to MXFP4 ``(blocks, scales)``.
+
+    Each block's scale is the smallest power of two that brings its largest magnitude
+    within E2M1's range (so nothing saturates), then each value rounds to the nearest code.
+    """
+    if w.shape[-1] % BLOCK_SIZE:
+        raise ValueError(f"MXFP4 needs the last dimension to be a multiple of {BLOCK_SIZE}, got {tuple(w.shape)}")
+    if not torch.isfinite(w).all():
+        raise ValueError("MXFP4 cannot represent inf or NaN: the weight to quantize has some")
+    x = w.detach().to(torch.float32).reshape(*w.shape[:-1], w.shape[-1] // BLOCK_SIZE, BLOCK_SIZE)
+    amax = x.abs().amax(dim=-1)
+    # frexp gives amax / 6 = m * 2**e with m in [0.5, 1): 2**e is then the smallest power
+    # of two >= amax / 6, except that an exact power of two m == 0.5 needs e - 1.
+    m, e = torch.frexp(amax / FP4_MAX)
+    e = torch.where(m == 0.5, e - 1, e)
+    e = torch.where(amax == 0, torch.full_like(e, -SCALE_BIAS), e).clamp(-SCALE_BIAS, 255 - SCALE_BIAS)
+    scaled = torch.ldexp(x, (-e).unsqueeze(-1).to(torch.float32))
+    codes = _round_to_e2m1(scaled.clamp(-FP4_MAX, FP4_MAX))
+    packed = codes[..., 0::2] | (codes[..., 1::2] << 4)
+    return packed.contiguous(), (e + SCALE_BIAS).to(torch.uint8)
+
+
+def nbytes(shape: tuple[int, ...]) -> int:
+    """Bytes of blocks plus scales for a weight of ``shape`` [..., rows, cols] in MXFP4."""
+    *lead, cols = shape
+    n_blocks = int(torch.tensor(lead).prod()) * (cols // BLOCK_SIZE) if lead else cols // BLOCK_SIZE
+    return n_blocks * (BLOCK_SIZE // 2 + 1)
+
+
+def quantization_error(w: torch.Tensor) -> dict[str, float]:
+    """Errors of MXFP4, int8 (per-row absmax) and bf16 against ``w`` as a dict of relative RMS errors."""
+    w = w.detach().float()
+    rms = w.pow(2).mean().sqrt()
+
+    def rel(q: torch.Tensor) -> float:
+        return float((q - w).pow(2).mean().sqrt() / rms)
+
+    mx = dequantize(*quantize(w), dtype=torch.float32)
+    step = w.abs().amax(dim=-1, keepdim=True).clamp_min(1e-30) / 127
+    int8 = (w / step).round().clamp(-127, 127) * step
+    return {"mxfp4": rel(mx), "int8": rel(int8), "bf16": rel(w.bfloat16().float())}

@@ -1,0 +1,53 @@
+"""Rotary position embeddings (RoPE) and YaRN's NTK-by-parts scaling."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import ModelConfig, yarn_correction_range
+
+
+def rope_inv_freq(head_dim: int, theta: float) -> torch.Tensor:
+    """Plain RoPE's angular frequencies theta^(-2i/d), one per pair of dims."""
+    return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+
+
+def yarn_inv_freq(cfg: ModelConfig) -> tuple[torch.Tensor, float]:
+    """YaRN frequencies and attention factor: interpolate slow dims by the factor, keep fast ones."""
+    factor = cfg.rope_scaling_factor
+    wavelength_scale = cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim)
+    low, high = yarn_correction_range(cfg)
+    if low == high:  # avoid a zero-width ramp
+        high += 1e-3
+    dims = torch.arange(cfg.head_dim // 2, dtype=torch.float32)
+    ramp = ((dims - low) / (high - low)).clamp(0, 1)  # 0 below low (fast dims), 1 above high
+    keep = 1 - ramp  # share of the original (extrapolated) frequency
+    inv_freq = 1.0 / (factor * wavelength_scale) * (1 - keep) + 1.0 / wavelength_scale * keep
+    concentration = 0.1 * math.log(factor) + 1.0 if factor > 1 else 1.0
+    return inv_freq, concentration
+
+
+class Rotary(nn.Module):
+    """Makes the cos and sin tables for positions; plain RoPE or YaRN, by the config."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.positions == "yarn":
+            inv_freq, self.attention_factor = yarn_inv_freq(cfg)
+        else:
+            inv_freq, self.attention_factor = rope_inv_freq(cfg.head_dim, cfg.rope_theta), 1.0
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin [T, head_dim / 2] for integer ``positions`` [T] (YaRN's factor folded in)."""
+        angles = positions.to(torch.float32)[:, None] * self.inv_freq.to(positions.device)[None, :]
+        return (angles.cos() * self.attention_factor).to(dtype), (angles.sin() * self.attention_factor).to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x[i], x[i + d/2]) of ``x`` [..., T, d] by the angles behind cos/sin [T, d/2]."""
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((first * cos - second * sin, second * cos + first * sin), dim=-1)

@@ -1,0 +1,136 @@
+"""The model on its own: presets, parameter counts, the KV cache, generation and bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import gptoss_edu as g
+from conftest import randomize
+from gptoss_edu.attention import attend, attention_mask
+from gptoss_edu.config import yarn_correction_range
+from gptoss_edu.generate import generate, sample_next
+
+
+def test_real_presets_come_from_the_shipped_configs():
+    c20, c120 = g.preset("gpt-oss-20b"), g.preset("gpt-oss-120b")
+    assert (c20.n_layers, c20.n_experts, c20.experts_per_token) == (24, 32, 4)
+    assert (c120.n_layers, c120.n_experts, c120.experts_per_token) == (36, 128, 4)
+    assert c20.window(0) == 128 and c20.window(1) == 0 and c20.positions == "yarn"
+
+
+def test_parameter_counts_match_the_spec():
+    # SPEC.md section 1 (counted from the released checkpoints).
+    assert g.preset("gpt-oss-20b").param_counts()["total"] == 20_914_757_184
+    assert g.preset("gpt-oss-20b").param_counts()["active"] == 3_608_307_264
+    assert g.preset("gpt-oss-120b").param_counts()["total"] == 116_829_156_672
+    assert g.preset("gpt-oss-120b").param_counts()["active"] == 5_132_849_472
+    assert g.preset("gpt2-124m").param_counts()["total"] == 124_439_808  # GPT-2 small, tied
+    assert g.preset("gpt-oss-20b").kv_cache_bytes(1) == 48 * 1024
+    assert g.preset("gpt-oss-120b").kv_cache_bytes(1) == 72 * 1024
+    assert g.preset("gpt-oss-20b").weight_bytes(2, mxfp4_experts=True) == 13_761_264_768
+
+
+@pytest.mark.parametrize("name", ["gpt2-tiny", "gpt-oss-tiny"])
+def test_param_counts_equal_the_built_model(name):
+    cfg = g.preset(name).replace(vocab_size=1000, context_length=64)
+    assert g.GPT(cfg).num_parameters() == cfg.param_counts()["total"]
+
+
+def test_yarn_correction_range_of_gptoss():
+    low, high = yarn_correction_range(g.preset("gpt-oss-20b"))
+    assert math.isclose(low, 8.0928, abs_tol=1e-4) and math.isclose(high, 17.3980, abs_tol=1e-4)
+
+
+def test_sliding_window_counts_the_current_key():
+    m = attention_mask(torch.arange(10), torch.arange(10), window=4)
+    assert m[9].nonzero().flatten().tolist() == [6, 7, 8, 9]
+    assert m.sum(1).tolist() == [1, 2, 3, 4, 4, 4, 4, 4, 4, 4]
+
+
+def test_sinks_only_enlarge_the_denominator():
+    q, k, v = torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8)
+    no_sink = attend(q, k, v, scale=0.3)
+    very_negative = attend(q, k, v, scale=0.3, sinks=torch.full((2,), -1e4))
+    torch.testing.assert_close(very_negative, no_sink)
+    big = attend(q, k, v, scale=0.3, sinks=torch.full((2,), 30.0))
+    assert big.abs().max() < 1e-6  # all mass to the sink: the output vanishes
+
+
+def test_gqa_with_one_group_is_mha():
+    cfg = g.preset("gpt2-tiny").replace(positions="rope", dropout=0.0)
+    mha = randomize(g.GPT(cfg), seed=1)
+    gqa = g.GPT(cfg.replace(n_kv_heads=cfg.n_heads))  # same thing spelled as GQA
+    gqa.load_state_dict(mha.state_dict())
+    ids = torch.randint(0, cfg.vocab_size, (1, 12))
+    torch.testing.assert_close(gqa.eval()(ids), mha(ids))
+
+
+@pytest.mark.parametrize("name,prompt", [("gpt2-tiny", 5), ("gpt-oss-tiny", 3), ("gpt-oss-tiny", 17)])
+def test_incremental_decoding_equals_full_forward(name, prompt):
+    cfg = g.preset(name).replace(vocab_size=500, context_length=64, dropout=0.0)
+    model = randomize(g.GPT(cfg), seed=prompt)
+    ids = torch.randint(0, 500, (2, 30))
+    with torch.no_grad():
+        full = model(ids)
+        cache = model.new_cache(2, 30)
+        steps = [model(ids[:, :prompt], cache)] + [model(ids[:, t:t + 1], cache) for t in range(prompt, 30)]
+    assert cfg.sliding_window == 0 or 30 > cfg.sliding_window
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_greedy_generation_is_the_argmax_of_the_full_forward():
+    model = randomize(g.GPT(g.preset("gpt-oss-tiny").replace(vocab_size=300)), seed=4)
+    out = generate(model, [5, 6, 7], max_new_tokens=12, temperature=0)
+    with torch.no_grad():
+        logits = model(torch.tensor([[5, 6, 7] + out.tokens]))
+    assert logits[0, 2:-1].argmax(-1).tolist() == out.tokens
+    assert out.stop_reason == "max_new_tokens" and len(out.tokens) == 12
+
+
+def test_generation_stops_on_a_stop_token_and_is_seeded():
+    model = randomize(g.GPT(g.preset("gpt2-tiny").replace(vocab_size=50)), seed=5, std=0.02)
+    a = generate(model, [1], max_new_tokens=40, temperature=1.0, seed=11)
+    b = generate(model, [1], max_new_tokens=40, temperature=1.0, seed=11)
+    assert a.tokens == b.tokens
+    stop = a.tokens[5]
+    c = generate(model, [1], max_new_tokens=40, temperature=1.0, seed=11, stop_tokens=[stop])
+    assert c.stop_reason == "stop_token" and c.tokens[-1] == stop and stop not in c.tokens[:-1]
+
+
+def test_top_p_keeps_only_the_nucleus():
+    logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
+    gen = torch.Generator().manual_seed(0)
+    picks = {sample_next(logits, 1.0, 0.7, gen) for _ in range(200)}
+    assert picks == {0, 1}
+
+
+def test_context_overflow_is_a_clear_error():
+    model = g.GPT(g.preset("gpt2-tiny").replace(vocab_size=50, context_length=16))
+    with pytest.raises(ValueError, match="exceed the context length of 16"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+    with pytest.raises(ValueError, match="the context holds 16"):
+        generate(model, list(range(16)), max_new_tokens=3)
+    with pytest.raises(ValueError, match="integer tensor"):
+        model(torch.zeros(1, 4))
+
+
+def test_bad_configs_name_the_problem():
+    with pytest.raises(ValueError, match="multiple of n_kv_heads"):
+        g.preset("gpt-oss-tiny").replace(n_kv_heads=3)
+    with pytest.raises(ValueError, match="experts_per_token"):
+        g.preset("gpt-oss-tiny").replace(experts_per_token=9)
+    with pytest.raises(KeyError, match="'num_key_value_heads'"):
+        cfg = g.preset("gpt-oss-tiny").to_hf_config()
+        del cfg["num_key_value_heads"]
+        g.ModelConfig.from_hf_config(cfg)
+    with pytest.raises(ValueError, match="model_type 'llama'"):
+        g.ModelConfig.from_hf_config({"model_type": "llama"})
+
+
+@pytest.mark.parametrize("name", ["gpt2-124m", "gpt-oss-20b", "gpt-oss-120b"])
+def test_hf_config_round_trip(name):
+    cfg = g.preset(name)
+    assert g.ModelConfig.from_hf_config(cfg.to_hf_config(), name=name) == cfg

@@ -1,0 +1,99 @@
+"""The course model against transformers' GPT-2 and gpt-oss on the same random weights.
+
+Tolerance: float32 rounding. Logits are of unit scale (max |logit| a few units); the two
+implementations order some sums differently, so we allow 1e-4 absolute.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, GptOssForCausalLM, Mxfp4Config
+
+import gptoss_edu as g
+from conftest import randomize
+
+ATOL = 1e-4
+
+GPT2_SHAPES = [
+    dict(vocab_size=300, n_positions=64, n_embd=48, n_layer=2, n_head=4),
+    dict(vocab_size=257, n_positions=40, n_embd=64, n_layer=3, n_head=8),
+    dict(vocab_size=500, n_positions=128, n_embd=96, n_layer=1, n_head=2, n_inner=200),
+]
+
+
+@pytest.mark.parametrize("shape", GPT2_SHAPES, ids=lambda s: f"d{s['n_embd']}-L{s['n_layer']}-h{s['n_head']}")
+def test_gpt2_matches_transformers(shape, tmp_path):
+    torch.manual_seed(shape["n_embd"])
+    ref = GPT2LMHeadModel(GPT2Config(**shape)).eval()
+    ref.save_pretrained(tmp_path)  # transformers' own GPT-2 layout on disk
+    ours = g.load_model(tmp_path)
+    ids = torch.randint(0, shape["vocab_size"], (2, shape["n_positions"]))
+    with torch.no_grad():
+        want, got = ref(ids).logits, ours(ids)
+    assert want.abs().max() > 0.1  # a live model, not an all-zero comparison
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+
+
+def test_gpt2_written_by_us_loads_in_transformers(tmp_path):
+    cfg = g.preset("gpt2-tiny").replace(vocab_size=320, context_length=48)
+    ours = randomize(g.GPT(cfg), seed=3)
+    g.write_checkpoint(ours, tmp_path / "ck", dtype=torch.float32)
+    ref = GPT2LMHeadModel.from_pretrained(tmp_path / "ck").eval()
+    ids = torch.randint(0, 320, (3, 48))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), ref(ids).logits, atol=ATOL, rtol=0)
+
+
+# Each shape exercises: sequences longer than the window, positions past YaRN's original
+# context, several experts with top-k > 1, GQA, and a sharded MXFP4 checkpoint.
+GPTOSS_SHAPES = [
+    dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, d_ff=64, n_experts=4, experts_per_token=2,
+         sliding_window=4, rope_original_context=16, rope_scaling_factor=4.0, T=40),
+    dict(d_model=96, n_layers=4, n_heads=8, n_kv_heads=2, head_dim=12, d_ff=32, n_experts=8, experts_per_token=4,
+         sliding_window=7, rope_original_context=8, rope_scaling_factor=8.0, T=33),
+    dict(d_model=32, n_layers=3, n_heads=2, n_kv_heads=1, head_dim=32, d_ff=96, n_experts=3, experts_per_token=1,
+         sliding_window=16, rope_original_context=32, rope_scaling_factor=2.0, T=50),
+]
+
+
+def gptoss_config(shape: dict) -> g.ModelConfig:
+    s = dict(shape)
+    s.pop("T")
+    layer_types = tuple("sliding_attention" if i % 2 == 0 else "full_attention" for i in range(s["n_layers"]))
+    return g.preset("gpt-oss-20b").replace(
+        name="test", vocab_size=384, layer_types=layer_types,
+        context_length=s["rope_original_context"] * int(s["rope_scaling_factor"]), **s)
+
+
+@pytest.mark.parametrize("shape", GPTOSS_SHAPES, ids=lambda s: f"d{s['d_model']}-E{s['n_experts']}k{s['experts_per_token']}-w{s['sliding_window']}")
+def test_gptoss_matches_transformers(shape, tmp_path):
+    cfg = gptoss_config(shape)
+    ours = randomize(g.GPT(cfg), seed=shape["d_model"])
+    path = g.write_checkpoint(ours, tmp_path / "ck", max_shard_bytes=60_000)  # real layout: bf16 + MXFP4, sharded
+    assert (path / "model.safetensors.index.json").exists()
+    ref = GptOssForCausalLM.from_pretrained(path, quantization_config=Mxfp4Config(dequantize=True),
+                                            dtype=torch.float32).eval()
+    loaded = g.load_model(path)
+    packed = g.load_model(path, keep_mxfp4=True)
+    ids = torch.randint(0, cfg.vocab_size, (2, shape["T"]))
+    with torch.no_grad():
+        want = ref(ids).logits
+        got, got_packed = loaded(ids), packed(ids)
+    assert shape["T"] > cfg.sliding_window and shape["T"] > cfg.rope_original_context
+    assert 0.5 < want.abs().max() < 50
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
+    torch.testing.assert_close(got_packed, want, atol=ATOL, rtol=0)
+
+
+def test_gptoss_router_picks_the_same_experts_as_transformers(tmp_path):
+    cfg = gptoss_config(GPTOSS_SHAPES[1])
+    ours = g.write_checkpoint(randomize(g.GPT(cfg), seed=7), tmp_path / "ck")
+    ref = GptOssForCausalLM.from_pretrained(ours, quantization_config=Mxfp4Config(dequantize=True),
+                                            dtype=torch.float32).eval()
+    model = g.load_model(ours)
+    x = torch.randn(20, cfg.d_model)
+    _, w_ours, i_ours = model.blocks[1].mlp.router(x)
+    _, w_ref, i_ref = ref.model.layers[1].mlp.router(x)
+    assert torch.equal(i_ours, i_ref)
+    torch.testing.assert_close(w_ours, w_ref, atol=1e-6, rtol=0)
