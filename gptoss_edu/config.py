@@ -327,3 +327,39 @@ def yarn_correction_range(cfg: ModelConfig) -> tuple[float, float]:
     if cfg.rope_truncate:
         low, high = math.floor(low), math.ceil(high)
     return max(low, 0.0), min(high, cfg.head_dim - 1.0)
+
+
+# What each notebook changes, applied in order: course_config(n) is the block after notebook n.
+COURSE_STEPS: dict[int, dict[str, Any]] = {
+    1: {},  # GPT-2 as it is
+    2: {"positions": "rope", "dropout": 0.0},
+    3: {"norm": "rmsnorm"},
+    4: {"mlp": "gptoss_swiglu"},
+    5: {"n_kv_heads": 2},
+    6: {"sliding_window": 8, "layer_types": "alternating", "sinks": True},
+    7: {"n_experts": 8, "experts_per_token": 2, "tie_embeddings": False},
+    9: {"positions": "yarn", "rope_scaling_factor": 4.0, "rope_original_context": 64},
+}
+
+
+def course_config(step: int, base: ModelConfig | None = None) -> ModelConfig:
+    """The config after notebook ``step`` (1..13), built from ``base`` (default: gpt2-tiny) by the course's changes."""
+    if not 0 <= step <= 13:
+        raise ValueError(f"the course's notebooks are 0..13, got {step}")
+    cfg = base or preset("gpt2-tiny")
+    for n in sorted(COURSE_STEPS):
+        if n > step:
+            break
+        changes = dict(COURSE_STEPS[n])
+        if changes.get("layer_types") == "alternating":
+            changes["layer_types"] = _alternating(cfg.n_layers)
+        if "n_kv_heads" in changes:
+            changes["n_kv_heads"] = max(1, cfg.n_heads // 2)
+        cfg = cfg.replace(**changes)
+    return cfg.replace(name=f"{cfg.name.split('@')[0]}@step{step:02d}")
+
+
+def config_diff(old: ModelConfig, new: ModelConfig) -> dict[str, tuple[Any, Any]]:
+    """Fields that differ between two configs, as {field: (old, new)}; the name is left out."""
+    return {f.name: (getattr(old, f.name), getattr(new, f.name)) for f in dataclasses.fields(ModelConfig)
+            if f.name != "name" and getattr(old, f.name) != getattr(new, f.name)}

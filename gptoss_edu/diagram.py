@@ -1,0 +1,70 @@
+"""A picture of the transformer block a config describes, with one step's change marked."""
+
+from __future__ import annotations
+
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyBboxPatch
+
+from .config import ModelConfig
+
+# What each course step changes, by the part of the picture it touches.
+PARTS = ("embedding", "positions", "attn_norm", "attention", "mlp_norm", "mlp", "final_norm", "unembedding")
+HIGHLIGHT = "#ffb347"
+PLAIN = "#dce9f5"
+
+
+def _labels(cfg: ModelConfig) -> dict[str, str]:
+    norm = "LayerNorm" if cfg.norm == "layernorm" else "RMSNorm"
+    heads = (f"{cfg.n_heads} heads" if cfg.n_kv_heads == cfg.n_heads
+             else f"{cfg.n_heads} q heads / {cfg.n_kv_heads} kv heads")
+    extras = []
+    if cfg.positions != "learned":
+        extras.append("RoPE" if cfg.positions == "rope" else f"YaRN x{cfg.rope_scaling_factor:g}")
+    if cfg.sliding_window:
+        extras.append(f"window {cfg.sliding_window} on alternate layers")
+    if cfg.sinks:
+        extras.append("sinks")
+    mlp = {"gelu": "GELU MLP", "swiglu": "SwiGLU MLP", "gptoss_swiglu": "clamped SwiGLU"}[cfg.mlp]
+    if cfg.is_moe:
+        mlp = f"router: top-{cfg.experts_per_token} of {cfg.n_experts} experts ({mlp})"
+    return {
+        "embedding": f"token embedding ({cfg.vocab_size:,} x {cfg.d_model})",
+        "positions": "+ learned positions" if cfg.positions == "learned" else "positions: rotary, inside attention",
+        "attn_norm": norm,
+        "attention": f"causal attention, {heads}" + (f"\n{', '.join(extras)}" if extras else ""),
+        "mlp_norm": norm,
+        "mlp": mlp,
+        "final_norm": f"final {norm}",
+        "unembedding": "unembedding" + (" (tied to the embedding)" if cfg.tie_embeddings else " (its own weights)"),
+    }
+
+
+def draw_block(cfg: ModelConfig, highlight: str | tuple[str, ...] = (), title: str | None = None,
+               fig: Figure | None = None) -> Figure:
+    """Draw the model a config describes, bottom to top, marking the parts in ``highlight``."""
+    marked = {highlight} if isinstance(highlight, str) else set(highlight)
+    unknown = marked - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown part(s) {sorted(unknown)}; parts are {', '.join(PARTS)}")
+    fig = fig or Figure(figsize=(6.2, 6.0))
+    ax = fig.add_subplot()
+    ax.set_xlim(0, 10)
+    ax.set_ylim(0, 10.6)
+    ax.axis("off")
+    labels = _labels(cfg)
+    order = ["embedding", "positions", "attn_norm", "attention", "mlp_norm", "mlp", "final_norm", "unembedding"]
+    ys = [0.4, 1.5, 2.9, 4.0, 5.5, 6.6, 8.4, 9.5]
+    for part, y in zip(order, ys):
+        h = 0.95 if part in ("attention", "mlp") else 0.7
+        colour = HIGHLIGHT if part in marked else PLAIN
+        ax.add_patch(FancyBboxPatch((1.4, y), 7.2, h, boxstyle="round,pad=0.05", fc=colour, ec="#345", lw=1.2))
+        ax.text(5.0, y + h / 2, labels[part], ha="center", va="center", fontsize=8.5,
+                fontweight="bold" if part in marked else "normal")
+    # The repeated block and its two residual connections.
+    ax.add_patch(FancyBboxPatch((0.9, 2.7), 8.2, 5.2, boxstyle="round,pad=0.1", fc="none", ec="#888", ls="--"))
+    ax.text(9.3, 5.3, f"x {cfg.n_layers}", fontsize=10, va="center")
+    for y0, y1 in ((2.75, 5.2), (5.35, 7.75)):
+        ax.annotate("", xy=(1.0, y1), xytext=(1.0, y0), arrowprops=dict(arrowstyle="->", color="#555"))
+        ax.text(0.45, (y0 + y1) / 2, "+x", fontsize=8, color="#555", rotation=90, va="center")
+    ax.set_title(title or f"{cfg.name}: {cfg.param_counts()['total'] / 1e6:,.1f} M parameters", fontsize=10)
+    return fig

@@ -1,0 +1,53 @@
+"""Exercise checks: each notebook's exercises have a module here (nb02, nb03, ...).
+
+A check takes the learner's answer, tries it on fresh inputs against the package's own
+version, and returns a :class:`CheckResult` that says what is right or what is wrong.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class CheckResult:
+    """The verdict of an exercise check; shows as one line in a notebook."""
+
+    passed: bool
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __repr__(self) -> str:
+        return ("✅ " if self.passed else "❌ ") + self.message
+
+    def _repr_markdown_(self) -> str:
+        colour = "green" if self.passed else "#b00"
+        return f"<span style='color:{colour}'>{repr(self)}</span>"
+
+
+def passed(message: str = "Correct.") -> CheckResult:
+    """A passing verdict."""
+    return CheckResult(True, message)
+
+
+def failed(message: str) -> CheckResult:
+    """A failing verdict that explains what is wrong."""
+    return CheckResult(False, message)
+
+
+def compare(got: object, want: torch.Tensor, what: str, atol: float = 1e-5) -> CheckResult | None:
+    """None if ``got`` equals ``want`` (shape, then values); else a failing verdict naming ``what``."""
+    if got is None:
+        return failed(f"{what} returned None: did you forget to `return` the result?")
+    if not isinstance(got, torch.Tensor):
+        return failed(f"{what} should return a torch.Tensor, got {type(got).__name__}")
+    if got.shape != want.shape:
+        return failed(f"{what} has shape {tuple(got.shape)}, expected {tuple(want.shape)}")
+    err = (got.float() - want.float()).abs().max().item()
+    if not err <= atol:  # also catches NaN
+        return failed(f"{what} has the right shape but differs by up to {err:.3g} (tolerance {atol:g})")
+    return None

@@ -1,0 +1,68 @@
+"""Explorers: a matplotlib figure redrawn by ipywidgets controls, and testable without a browser.
+
+Each notebook's explorers live in a module of this package named after what they show; they
+all build on :class:`Explorer`, whose ``set(**values)`` moves the controls as a learner would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from typing import Any, Callable
+
+import ipywidgets as widgets
+import matplotlib
+
+matplotlib.use(matplotlib.get_backend())  # keep the notebook's backend; headless runs use Agg
+from matplotlib.figure import Figure  # noqa: E402
+
+Draw = Callable[..., None]
+
+
+def figure_png(fig: Figure, dpi: int = 80) -> bytes:
+    """The figure rendered to PNG bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+class Explorer(widgets.VBox):
+    """Controls above a figure; every change calls ``draw(fig, **values)`` on a fresh figure."""
+
+    def __init__(self, title: str, draw: Draw, controls: dict[str, widgets.ValueWidget],
+                 figsize: tuple[float, float] = (7.0, 3.6)) -> None:
+        self.title, self.draw_fn, self.controls, self.figsize = title, draw, controls, figsize
+        self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
+        self.figure: Figure | None = None
+        for c in controls.values():
+            c.observe(lambda _change: self.redraw(), names="value")
+        box = widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap"))
+        super().__init__([widgets.HTML(f"<b>{title}</b>"), box, self.image])
+        self.redraw()
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """The controls' current values by name."""
+        return {name: c.value for name, c in self.controls.items()}
+
+    def redraw(self) -> None:
+        """Draw the figure for the current values and show it."""
+        fig = Figure(figsize=self.figsize, layout="constrained")
+        self.draw_fn(fig, **self.values)
+        self.figure = fig
+        self.image.value = figure_png(fig)
+
+    def set(self, **values: Any) -> "Explorer":
+        """Move controls as a learner would (each change redraws); for tests and scripted tours."""
+        for name, value in values.items():
+            if name not in self.controls:
+                raise KeyError(f"{self.title!r} has no control {name!r}; it has {', '.join(self.controls)}")
+            self.controls[name].value = value
+        return self
+
+    def fingerprint(self) -> str:
+        """A short hash of the current picture: tests compare it before and after a change."""
+        return hashlib.sha256(self.image.value).hexdigest()[:16]
+
+    def __repr__(self) -> str:  # nbval compares this text, so it must not carry the PNG
+        return f"Explorer({self.title!r}; controls: {', '.join(self.controls)})"
