@@ -18,6 +18,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt torch==$(TORCH_VERSION)
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@# OpenAI's reference torch model, a second reference for the tests; it declares Python >= 3.12
+	@# but needs only torch and safetensors.
+	$(PY) -m pip install --quiet --no-deps --ignore-requires-python gpt-oss==0.0.9
 	@# CUDA builds of torch bring their own matching Triton; the CPU build needs it added.
 	$(PY) -c "import triton" 2>/dev/null || $(PY) -m pip install --quiet triton==$(TRITON_VERSION) \
 	  || echo "Triton is not available on this platform: the kernel cells run their PyTorch references only."

@@ -180,7 +180,7 @@ def read_config(path: str | Path) -> tuple[ModelConfig, str, dict[str, Any]]:
         return config_from_original(raw, name), "original", raw
     try:
         cfg = ModelConfig.from_hf_config(raw, name=name)
-    except KeyError as e:
+    except (KeyError, ValueError) as e:
         raise CheckpointError(f"{cfg_file}: {e.args[0]}") from None
     return cfg, raw["model_type"], raw
 
@@ -410,6 +410,52 @@ def _gptoss_tensors(sd: dict[str, torch.Tensor], cfg: ModelConfig, mxfp4_experts
         yield "lm_head.weight", sd["lm_head.weight"].to(dtype)
 
 
+ORIGINAL_NAMES = {  # HF name (after model.layers.N.) -> OpenAI original name (after block.N.)
+    "input_layernorm.weight": "attn.norm.scale", "self_attn.sinks": "attn.sinks",
+    "self_attn.o_proj.weight": "attn.out.weight", "self_attn.o_proj.bias": "attn.out.bias",
+    "post_attention_layernorm.weight": "mlp.norm.scale", "mlp.router.weight": "mlp.gate.weight",
+    "mlp.router.bias": "mlp.gate.bias", "mlp.experts.gate_up_proj_blocks": "mlp.mlp1_weight.blocks",
+    "mlp.experts.gate_up_proj_scales": "mlp.mlp1_weight.scales", "mlp.experts.gate_up_proj_bias": "mlp.mlp1_bias",
+    "mlp.experts.down_proj_blocks": "mlp.mlp2_weight.blocks", "mlp.experts.down_proj_scales": "mlp.mlp2_weight.scales",
+    "mlp.experts.down_proj_bias": "mlp.mlp2_bias",
+}
+
+
+def original_tensors(model: GPT, dtype: torch.dtype = torch.bfloat16) -> Iterator[tuple[str, torch.Tensor]]:
+    """The model's tensors under OpenAI's ``original/`` names: q, k, v fused into one qkv."""
+    qkv: dict[str, dict[str, torch.Tensor]] = {}
+    for name, t in _gptoss_tensors(model.state_dict(), model.config, True, dtype):
+        top = {"model.embed_tokens.weight": "embedding.weight", "model.norm.weight": "norm.scale",
+               "lm_head.weight": "unembedding.weight"}
+        if name in top:
+            yield top[name], t
+            continue
+        layer, rest = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", name).groups()
+        m = re.fullmatch(r"self_attn\.([qkv])_proj\.(weight|bias)", rest)
+        if m:  # gather q, k and v, then emit them as one fused tensor
+            parts = qkv.setdefault(f"{layer}.{m.group(2)}", {})
+            parts[m.group(1)] = t
+            if len(parts) == 3:
+                yield f"block.{layer}.attn.qkv.{m.group(2)}", torch.cat([parts["q"], parts["k"], parts["v"]])
+            continue
+        yield f"block.{layer}.{ORIGINAL_NAMES[rest]}", t
+
+
+def original_config(cfg: ModelConfig) -> dict[str, Any]:
+    """OpenAI's ``original/config.json`` for a gpt-oss-shaped config (the reference ModelConfig's fields)."""
+    if not cfg._is_gptoss_shaped() or cfg.tie_embeddings:
+        raise ValueError("the original/ layout holds untied gpt-oss models only")
+    return {
+        "num_hidden_layers": cfg.n_layers, "num_experts": cfg.n_experts, "experts_per_token": cfg.experts_per_token,
+        "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model, "intermediate_size": cfg.d_ff,
+        "swiglu_limit": cfg.swiglu_limit, "head_dim": cfg.head_dim, "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_kv_heads, "sliding_window": cfg.sliding_window,
+        "initial_context_length": cfg.rope_original_context, "rope_theta": cfg.rope_theta,
+        "rope_scaling_factor": cfg.rope_scaling_factor, "rope_ntk_alpha": cfg.rope_beta_slow,
+        "rope_ntk_beta": cfg.rope_beta_fast,
+    }
+
+
 def shard_names(n_shards: int) -> list[str]:
     """gpt-oss's shard names: zero-based, and 'of' names the last index (model-00000-of-00002 ...)."""
     if n_shards == 1:
@@ -418,8 +464,11 @@ def shard_names(n_shards: int) -> list[str]:
 
 
 def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: torch.dtype = torch.bfloat16,
-                     max_shard_bytes: int | None = None, overwrite: bool = False) -> Path:
-    """Write ``model`` as a Hugging Face checkpoint folder in the real layout (MXFP4 experts by default).
+                     max_shard_bytes: int | None = None, overwrite: bool = False, layout: str = "hf") -> Path:
+    """Write ``model`` as a checkpoint folder in the real layout (MXFP4 experts by default).
+
+    ``layout`` is "hf" (Hugging Face names, as the hub's root folder) or "original" (OpenAI's
+    names, as the hub's ``original/`` folder: fused qkv, a single file, its own config keys).
 
     The folder is written beside its destination and renamed into place, so an interrupted
     write never leaves a half-written checkpoint behind.
@@ -429,12 +478,18 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists: pass overwrite=True to replace it")
-    cfg_json = model.config.to_hf_config()
-    if not mxfp4:
-        cfg_json.pop("quantization_config", None)
-    if dtype != torch.bfloat16:
-        cfg_json["torch_dtype"] = str(dtype).removeprefix("torch.")
-    tensors = list(hf_state_dict(model, mxfp4, dtype))
+    if layout == "original":
+        cfg_json = original_config(model.config)
+        tensors = list(original_tensors(model, dtype))
+    elif layout == "hf":
+        cfg_json = model.config.to_hf_config()
+        if not mxfp4:
+            cfg_json.pop("quantization_config", None)
+        if dtype != torch.bfloat16:
+            cfg_json["torch_dtype"] = str(dtype).removeprefix("torch.")
+        tensors = list(hf_state_dict(model, mxfp4, dtype))
+    else:
+        raise ValueError(f"layout must be 'hf' or 'original', got {layout!r}")
     nbytes = [t.numel() * t.element_size() for _, t in tensors]
     shards: list[list[int]] = [[]]
     size = 0

@@ -14,7 +14,7 @@ Norm = Literal["layernorm", "rmsnorm"]
 MLPKind = Literal["gelu", "swiglu", "gptoss_swiglu"]
 LayerType = Literal["full_attention", "sliding_attention"]
 
-SHARED_GPTOSS = Path(__file__).resolve().parent / "presets"
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 
 @dataclass
@@ -294,7 +294,7 @@ def _alternating(n_layers: int) -> tuple[LayerType, ...]:
 
 
 def _load_preset_json(name: str) -> dict[str, Any]:
-    with open(SHARED_GPTOSS / f"{name}.config.json") as f:
+    with open(PRESET_DIR / f"{name}.config.json") as f:
         return json.load(f)
 
 

@@ -1,0 +1,245 @@
+"""Checkpoints in the real layouts: manifest of the full-size models, OpenAI's original layout, errors."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import gptoss_edu as g
+from conftest import randomize
+from gptoss_edu import checkpoint as ck
+from gptoss_edu import mxfp4
+from gptoss_edu.config import PRESET_DIR
+
+# SPEC.md section 3, layer-0 rows of the 20b table.
+SPEC_20B_LAYER = {
+    "input_layernorm.weight": ("bfloat16", (2880,)),
+    "self_attn.q_proj.weight": ("bfloat16", (4096, 2880)), "self_attn.q_proj.bias": ("bfloat16", (4096,)),
+    "self_attn.k_proj.weight": ("bfloat16", (512, 2880)), "self_attn.k_proj.bias": ("bfloat16", (512,)),
+    "self_attn.v_proj.weight": ("bfloat16", (512, 2880)), "self_attn.v_proj.bias": ("bfloat16", (512,)),
+    "self_attn.o_proj.weight": ("bfloat16", (2880, 4096)), "self_attn.o_proj.bias": ("bfloat16", (2880,)),
+    "self_attn.sinks": ("bfloat16", (64,)),
+    "post_attention_layernorm.weight": ("bfloat16", (2880,)),
+    "mlp.router.weight": ("bfloat16", (32, 2880)), "mlp.router.bias": ("bfloat16", (32,)),
+    "mlp.experts.gate_up_proj_blocks": ("uint8", (32, 5760, 90, 16)),
+    "mlp.experts.gate_up_proj_scales": ("uint8", (32, 5760, 90)),
+    "mlp.experts.gate_up_proj_bias": ("bfloat16", (32, 5760)),
+    "mlp.experts.down_proj_blocks": ("uint8", (32, 2880, 90, 16)),
+    "mlp.experts.down_proj_scales": ("uint8", (32, 2880, 90)),
+    "mlp.experts.down_proj_bias": ("bfloat16", (32, 2880)),
+}
+
+
+def test_full_size_20b_manifest_is_the_real_layout():
+    entries = ck.manifest(g.preset("gpt-oss-20b"))
+    by_name = {n: (d, s) for n, d, s in entries}
+    assert len(entries) == len(by_name) == 3 + 24 * len(SPEC_20B_LAYER)
+    for rest, want in SPEC_20B_LAYER.items():
+        for layer in (0, 23):
+            assert by_name[f"model.layers.{layer}.{rest}"] == want, rest
+    assert by_name["model.embed_tokens.weight"] == ("bfloat16", (201088, 2880))
+    assert by_name["lm_head.weight"] == ("bfloat16", (201088, 2880))
+    assert by_name["model.norm.weight"] == ("bfloat16", (2880,))
+    assert ck.manifest_bytes(entries) == 13_761_264_768  # SPEC: 12.82 GiB
+
+
+def test_full_size_120b_manifest_bytes():
+    entries = ck.manifest(g.preset("gpt-oss-120b"))
+    assert ck.manifest_bytes(entries) == 65_248_815_744
+    shapes = {n: s for n, _, s in entries}
+    assert shapes["model.layers.35.mlp.experts.gate_up_proj_blocks"] == (128, 5760, 90, 16)
+
+
+def test_shard_names_follow_the_hub():
+    assert ck.shard_names(3) == ["model-00000-of-00002.safetensors", "model-00001-of-00002.safetensors",
+                                 "model-00002-of-00002.safetensors"]
+    assert ck.shard_names(1) == ["model.safetensors"]
+
+
+def small_gptoss(seed: int = 0, **changes) -> g.GPT:
+    cfg = g.preset("gpt-oss-tiny").replace(vocab_size=256, context_length=64, rope_original_context=16,
+                                           rope_scaling_factor=4.0, **changes)
+    return randomize(g.GPT(cfg), seed=seed)
+
+
+def test_written_folder_matches_the_real_config_keys(tmp_path):
+    path = g.write_checkpoint(small_gptoss(), tmp_path / "ck", max_shard_bytes=100_000)
+    real = json.loads((PRESET_DIR / "gpt-oss-20b.config.json").read_text())
+    ours = json.loads((path / "config.json").read_text())
+    assert set(ours) == set(real)
+    index = json.loads((path / "model.safetensors.index.json").read_text())
+    files = sorted(set(index["weight_map"].values()))
+    assert len(files) >= 3 and all(re.fullmatch(r"model-\d{5}-of-\d{5}\.safetensors", f) for f in files)
+    assert files[-1].startswith(f"model-{len(files) - 1:05d}-of-{len(files) - 1:05d}")
+    total = sum(t.numel() * t.element_size() for f in files for t in load_file(path / f).values())
+    assert index["metadata"]["total_size"] == total
+
+
+def test_mxfp4_experts_are_written_as_quantize_makes_them(tmp_path):
+    model = small_gptoss(seed=2)
+    path = g.write_checkpoint(model, tmp_path / "ck")
+    tensors = load_file(path / "model.safetensors")
+    blocks, scales = mxfp4.quantize(model.blocks[1].mlp.experts.gate_up_proj.detach())
+    assert torch.equal(tensors["model.layers.1.mlp.experts.gate_up_proj_blocks"], blocks)
+    assert torch.equal(tensors["model.layers.1.mlp.experts.gate_up_proj_scales"], scales)
+
+
+def test_original_layout_reads_into_the_same_model(tmp_path):
+    model = small_gptoss(seed=3)
+    hf = g.load_model(g.write_checkpoint(model, tmp_path / "hf"))
+    orig = g.load_model(g.write_checkpoint(model, tmp_path / "original", layout="original"))
+    assert orig.load_report.layout == "original"
+    ids = torch.randint(0, 256, (1, 30))
+    with torch.no_grad():
+        torch.testing.assert_close(orig(ids), hf(ids), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("seed,window,k", [(0, 4, 2), (1, 16, 1), (2, 7, 4)])
+def test_original_layout_matches_openai_reference(tmp_path, seed, window, k):
+    """OpenAI's own torch model (gpt-oss 0.0.9) on our original/ folder: the same logits in float32."""
+    from gpt_oss.torch.model import Transformer
+
+    # The reference asserts 0 < low < high < head_dim/2 - 1 for YaRN: needs head_dim 32 and context 256.
+    layer_types = tuple("sliding_attention" if i % 2 == 0 else "full_attention" for i in range(4))
+    cfg = g.preset("gpt-oss-20b").replace(
+        name="ref", vocab_size=300, d_model=64, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=32, d_ff=64,
+        n_experts=4, experts_per_token=k, sliding_window=window, layer_types=layer_types,
+        rope_original_context=256, rope_scaling_factor=4.0, context_length=1024)
+    path = g.write_checkpoint(randomize(g.GPT(cfg), seed=seed), tmp_path / "original", layout="original")
+    ref = Transformer.from_checkpoint(str(path), device="cpu").float()
+    ours = g.load_model(path)
+    ids = torch.randint(0, 300, (280,))  # past the original context of 256
+    with torch.no_grad():
+        want, got = ref(ids), ours(ids[None])[0]
+    assert want.abs().max() > 0.5
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+
+
+def test_keep_mxfp4_never_dequantizes_while_loading(tmp_path, monkeypatch):
+    path = g.write_checkpoint(small_gptoss(seed=4), tmp_path / "ck")
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("dequantize called: a dense copy of the experts was made")
+
+    monkeypatch.setattr(mxfp4, "dequantize", forbidden)
+    model = g.load_model(path, keep_mxfp4=True, dtype=torch.bfloat16)
+    experts = model.blocks[0].mlp.experts
+    assert experts.gate_up_proj_blocks.dtype == torch.uint8 and not hasattr(experts, "gate_up_proj")
+    assert "experts kept in MXFP4" in str(model.load_report)
+
+
+def test_dense_checkpoint_round_trips_exactly(tmp_path):
+    model = small_gptoss(seed=5)
+    path = g.write_checkpoint(model, tmp_path / "dense", mxfp4=False, dtype=torch.float32)
+    assert "quantization_config" not in json.loads((path / "config.json").read_text())
+    ids = torch.randint(0, 256, (2, 20))
+    with torch.no_grad():
+        torch.testing.assert_close(g.load_model(path)(ids), model(ids), atol=0, rtol=0)
+    with pytest.raises(g.CheckpointError, match="experts are dense.*keep_mxfp4=False"):
+        g.load_model(path, keep_mxfp4=True)
+
+
+def test_load_report_and_progress(tmp_path, capsys):
+    path = g.write_checkpoint(small_gptoss(), tmp_path / "ck", max_shard_bytes=100_000)
+    g.load_model(path, progress=True, verbose=True)
+    out = capsys.readouterr()
+    assert re.search(r"loaded \d+ tensors from [3-9] file\(s\) \(gpt_oss layout\)", out.out)
+    assert "loading weights" in out.err  # the progress bar
+
+
+# ---- bad input -------------------------------------------------------------------------------
+
+@pytest.fixture
+def written(tmp_path):
+    return g.write_checkpoint(small_gptoss(seed=6), tmp_path / "ck")
+
+
+def rewrite(path, change):
+    tensors = load_file(path / "model.safetensors")
+    change(tensors)
+    save_file(tensors, str(path / "model.safetensors"))
+
+
+def test_missing_tensor_is_named(written):
+    rewrite(written, lambda t: t.pop("model.layers.2.self_attn.sinks"))
+    with pytest.raises(g.CheckpointError, match=r"missing tensor\(s\) for blocks\.2\.attn\.sinks"):
+        g.load_model(written)
+
+
+def test_misshaped_tensor_names_both_shapes(written):
+    rewrite(written, lambda t: t.update({"model.layers.0.self_attn.k_proj.weight": torch.zeros(16, 64)}))
+    with pytest.raises(g.CheckpointError,
+                       match=r"'model.layers.0.self_attn.k_proj.weight' has shape \(16, 64\); .* expects \(32, 64\)"):
+        g.load_model(written)
+
+
+def test_unexpected_tensor_is_named(written):
+    rewrite(written, lambda t: t.update({"model.layers.0.mlp.shared_expert.weight": torch.zeros(2)}))
+    with pytest.raises(g.CheckpointError, match="shared_expert"):
+        g.load_model(written)
+
+
+def test_truncated_and_foreign_files_are_refused(written):
+    data = (written / "model.safetensors").read_bytes()
+    (written / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(g.CheckpointError, match="truncated"):
+        g.load_model(written)
+    (written / "model.safetensors").write_bytes(b"PK\x03\x04 this is a zip, not safetensors")
+    with pytest.raises(g.CheckpointError, match="not a readable safetensors file"):
+        g.load_model(written)
+
+
+def test_pickle_only_folder_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(g.preset("gpt2-tiny").to_hf_config()))
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04not loaded")
+    with pytest.raises(g.CheckpointError, match="pickle files are never loaded"):
+        g.load_model(tmp_path)
+
+
+def test_missing_shard_named_in_index(tmp_path):
+    path = g.write_checkpoint(small_gptoss(), tmp_path / "ck", max_shard_bytes=100_000)
+    victim = sorted(path.glob("model-*.safetensors"))[1]
+    victim.unlink()
+    with pytest.raises(g.CheckpointError, match=f"missing shard\\(s\\) {victim.name}"):
+        g.load_model(path)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda c: c.update(quantization_config={"quant_method": "gptq"}), "quantization 'gptq'"),
+    (lambda c: c.update(model_type="llama"), "model_type 'llama'"),
+    (lambda c: c.pop("num_local_experts"), "missing 'num_local_experts'"),
+])
+def test_bad_config_is_explained(written, edit, message):
+    cfg = json.loads((written / "config.json").read_text())
+    edit(cfg)
+    (written / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(g.CheckpointError, match=message):
+        g.load_model(written)
+
+
+def test_interrupted_write_leaves_nothing_half_written(tmp_path, monkeypatch):
+    model = small_gptoss()
+    good = g.write_checkpoint(model, tmp_path / "ck")
+    before = sorted(p.name for p in good.iterdir())
+    import safetensors.torch
+
+    calls = []
+
+    def failing_save(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real_save(*args, **kwargs)
+
+    real_save = safetensors.torch.save_file
+    monkeypatch.setattr(safetensors.torch, "save_file", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        g.write_checkpoint(model, good, max_shard_bytes=100_000, overwrite=True)
+    assert sorted(p.name for p in good.iterdir()) == before  # the old checkpoint is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["ck"]  # no temporary folder left behind
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        g.write_checkpoint(model, good)
