@@ -41,6 +41,15 @@ class Rotary(nn.Module):
             inv_freq, self.attention_factor = rope_inv_freq(cfg.head_dim, cfg.rope_theta), 1.0
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
+    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 (nn.Module's signature)
+        # model.to(torch.bfloat16) would round the frequencies to 8 bits, and far positions' angles
+        # with them; like transformers, keep them float32 and let only the device follow.
+        inv_freq = self.inv_freq
+        super()._apply(fn, recurse)
+        if self.inv_freq.dtype != torch.float32:
+            self.inv_freq = inv_freq.to(device=self.inv_freq.device, dtype=torch.float32)
+        return self
+
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin [T, head_dim / 2] for integer ``positions`` [T] (YaRN's factor folded in)."""
         angles = positions.to(torch.float32)[:, None] * self.inv_freq.to(positions.device)[None, :]

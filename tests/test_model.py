@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import gptoss_edu as g
-from conftest import randomize
+from random_weights import randomize
 from gptoss_edu.attention import attend, attention_mask
 from gptoss_edu.config import yarn_correction_range
 from gptoss_edu.generate import generate, sample_next
@@ -134,3 +134,13 @@ def test_bad_configs_name_the_problem():
 def test_hf_config_round_trip(name):
     cfg = g.preset(name)
     assert g.ModelConfig.from_hf_config(cfg.to_hf_config(), name=name) == cfg
+
+
+def test_rope_frequencies_stay_float32_when_the_model_is_cast():
+    model = g.GPT(g.preset("gpt-oss-tiny"))
+    want = model.rotary.inv_freq.clone()
+    model.to(torch.bfloat16)
+    assert next(model.parameters()).dtype == torch.bfloat16
+    assert model.rotary.inv_freq.dtype == torch.float32 and torch.equal(model.rotary.inv_freq, want)
+    model.float()
+    assert torch.equal(model.rotary.inv_freq, want)

@@ -11,7 +11,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, GptOssForCausalLM, Mxfp4Config
 
 import gptoss_edu as g
-from conftest import randomize
+from random_weights import randomize
 
 ATOL = 1e-4
 

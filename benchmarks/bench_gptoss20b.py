@@ -1,0 +1,411 @@
+"""Benchmark gpt-oss-20b on one GPU: the course's Triton kernels, plain PyTorch, and transformers.
+
+Builds a full-size gpt-oss-20b with random weights straight on the GPU, experts in the real
+MXFP4 layout (uint8 blocks and E8M0 scales, nothing downloaded), and measures, for each path:
+  - prefill tokens/s for a 2k-token prompt,
+  - batch-1 decode tokens/s with 1k and 8k tokens of context,
+  - peak GPU memory,
+  - each decode figure as a fraction of the memory-bandwidth ceiling: the bytes a decode step
+    must read (the weights it multiplies by, only the chosen experts, plus the KV cache) over
+    the device-to-device copy rate measured here.
+The paths, one after another on the same weights:
+  triton        gptoss_edu.GPT with experts kept in MXFP4, set_backend("triton")
+  torch         gptoss_edu.GPT with experts dequantized to bf16, set_backend("torch")
+  transformers  GptOssForCausalLM with the same dequantized weights (if transformers is installed)
+
+Usage:
+  python benchmarks/bench_gptoss20b.py                 # full size (needs ~60 GB of GPU memory for all paths)
+  python benchmarks/bench_gptoss20b.py --layers 4      # the same widths, fewer layers
+  python benchmarks/bench_gptoss20b.py --smoke         # a tiny model on the CPU (Triton interpreter): a quick check
+  python benchmarks/bench_gptoss20b.py --json out.json # also write the figures as JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+GiB = 1024 ** 3
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--layers", type=int, default=None, help="run a shrunken model with this many layers")
+    p.add_argument("--smoke", action="store_true", help="tiny model on the CPU under the Triton interpreter")
+    p.add_argument("--contexts", type=int, nargs="+", default=None, help="decode context lengths (default 1024 8192)")
+    p.add_argument("--prompt", type=int, default=None, help="prefill prompt length (default 2048)")
+    p.add_argument("--decode-steps", type=int, default=None, help="timed decode steps per context (default 32)")
+    p.add_argument("--paths", nargs="+", default=["triton", "torch", "transformers"],
+                   choices=["triton", "torch", "transformers"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, default=None, help="write the results here as JSON")
+    return p.parse_args(argv)
+
+
+ARGS = parse_args() if __name__ == "__main__" else None
+if ARGS is not None and ARGS.smoke:
+    os.environ["TRITON_INTERPRET"] = "1"  # before triton or the kernels are imported
+
+import torch  # noqa: E402
+
+import gptoss_edu as g  # noqa: E402
+from gptoss_edu.model import GPT  # noqa: E402
+from gptoss_edu.rotary import Rotary  # noqa: E402
+
+
+# ------------------------------------------------------------------------------ the model
+
+
+def bench_config(args: argparse.Namespace) -> g.ModelConfig:
+    """gpt-oss-20b, or fewer layers of it, or (smoke) the tiny preset with a small vocabulary."""
+    if args.smoke:
+        cfg = g.preset("gpt-oss-tiny").replace(vocab_size=512, n_layers=2,
+                                                layer_types=("sliding_attention", "full_attention"))
+    else:
+        cfg = g.preset("gpt-oss-20b")
+    if args.layers:
+        base = cfg.layer_types or ("full_attention",) * cfg.n_layers
+        types = tuple(base[i % len(base)] for i in range(args.layers))
+        cfg = cfg.replace(n_layers=args.layers, layer_types=types)
+    return cfg.replace(dropout=0.0)
+
+
+def empty_model(cfg: g.ModelConfig, device: torch.device, dtype: torch.dtype, packed: bool) -> GPT:
+    """The model with uninitialised storage on ``device``: built on the meta device, then allocated."""
+    with torch.device("meta"):
+        model = GPT(cfg, packed_experts=packed)
+    model = model.to(dtype=dtype).to_empty(device=device).eval()
+    model.rotary = Rotary(cfg).to(device) if model.rotary is not None else None  # fp32 frequencies, recomputed
+    known = ("rotary.", "_blocks", "_scales")
+    odd = [n for n, _ in model.named_buffers() if not (n.startswith(known[0]) or n.endswith(known[1:]))]
+    if odd:
+        raise RuntimeError(f"the benchmark does not know how to initialise these buffers: {odd}")
+    return model
+
+
+@torch.no_grad()
+def randomize_packed(model: GPT, seed: int) -> None:
+    """Random weights: N(0, 0.02) matrices, unit norms, N(0, 1) sinks; experts as random MXFP4 bytes."""
+    gen = torch.Generator(device=model.embed.weight.device).manual_seed(seed)
+    for name, p in model.named_parameters():
+        if "norm" in name:
+            p.fill_(1.0)
+        elif "sinks" in name:
+            p.normal_(0.0, 1.0, generator=gen)
+        else:
+            p.normal_(0.0, 0.02, generator=gen)
+    for name, b in model.named_buffers():
+        if name.endswith("_blocks"):
+            b.random_(0, 256, generator=gen)  # any byte is two valid E2M1 codes
+        elif name.endswith("_scales"):
+            # Random codes have an RMS of about 2.9; a scale of 2^-7 makes weights of RMS ~0.02.
+            b.random_(119, 122, generator=gen)
+
+
+@torch.no_grad()
+def dense_from_packed(packed: GPT, device: torch.device, dtype: torch.dtype) -> GPT:
+    """The same model with every expert dequantized to ``dtype`` (the plain PyTorch path)."""
+    from gptoss_edu.mxfp4 import dequantize
+
+    dense = empty_model(packed.config, device, dtype, packed=False)
+    src = dict(packed.named_parameters())
+    src_buf = dict(packed.named_buffers())
+    for name, p in dense.named_parameters():
+        if name in src:
+            p.copy_(src[name])
+        else:  # blocks.N.mlp.experts.gate_up_proj -> its blocks and scales
+            p.copy_(dequantize(src_buf[name + "_blocks"], src_buf[name + "_scales"], dtype))
+    return dense
+
+
+@torch.no_grad()
+def hf_from_packed(packed: GPT, device: torch.device, dtype: torch.dtype):
+    """transformers' GptOssForCausalLM with the same weights, experts dequantized (eager attention: sinks)."""
+    from transformers import GptOssConfig, GptOssForCausalLM
+    from transformers.models.gpt_oss.modeling_gpt_oss import GptOssRotaryEmbedding
+
+    from gptoss_edu.checkpoint import hf_state_dict
+    from gptoss_edu.mxfp4 import dequantize
+
+    hf_cfg = {k: v for k, v in packed.config.to_hf_config().items() if k != "quantization_config"}
+    config = GptOssConfig(**hf_cfg)
+    config._attn_implementation = "eager"
+    with torch.device("meta"):
+        hf = GptOssForCausalLM(config)
+    hf = hf.to(dtype=dtype).to_empty(device=device).eval()
+    hf.model.rotary_emb = GptOssRotaryEmbedding(config).to(device)
+    params = dict(hf.named_parameters())
+    pending: dict[str, torch.Tensor] = {}
+    for name, t in hf_state_dict(packed, mxfp4_experts=True, dtype=dtype):
+        if name.endswith(("_blocks", "_scales")):
+            pending[name] = t
+            base = name.rsplit("_", 1)[0]
+            if base + "_blocks" in pending and base + "_scales" in pending:
+                w = dequantize(pending.pop(base + "_blocks"), pending.pop(base + "_scales"), dtype)
+                params[base].copy_(w.transpose(1, 2))  # transformers keeps experts as [E, in, out]
+        else:
+            params[name].copy_(t)
+    return hf
+
+
+# ------------------------------------------------------------------------------ runners
+
+
+class Runner:
+    """One way of running the model: make a cache, feed tokens into it."""
+
+    def __init__(self, name: str, model: Any, new_cache: Callable[[int], Any], step: Callable[[torch.Tensor, Any], Any]):
+        self.name, self.model, self.new_cache, self.step = name, model, new_cache, step
+
+
+def ours(name: str, model: GPT) -> Runner:
+    return Runner(name, model, lambda max_len: model.new_cache(1, max_len), lambda ids, cache: model(ids, cache))
+
+
+def transformers_runner(hf: Any) -> Runner:
+    from transformers import DynamicCache
+
+    def step(ids: torch.Tensor, cache: Any) -> torch.Tensor:
+        return hf(input_ids=ids, past_key_values=cache, use_cache=True).logits
+
+    return Runner("transformers", hf, lambda max_len: DynamicCache(config=hf.config), step)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def measure(runner: Runner, cfg: g.ModelConfig, args: argparse.Namespace, device: torch.device,
+            chunk: int) -> dict[str, Any]:
+    """Prefill tokens/s, decode tokens/s per context, peak memory; last prefill logits for a cross-check."""
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    vocab = cfg.vocab_size
+    out: dict[str, Any] = {"decode": {}}
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+    prompt = torch.randint(0, vocab, (1, args.prompt), generator=gen).to(device)
+    times = []
+    for rep in range(3):  # the first run compiles the kernels: not timed
+        cache = runner.new_cache(args.prompt)
+        sync(device)
+        t0 = time.perf_counter()
+        logits = runner.step(prompt, cache)
+        sync(device)
+        if rep:
+            times.append(time.perf_counter() - t0)
+        del cache
+    out["prefill_tokens_per_s"] = args.prompt / statistics.median(times)
+    out["prefill_last_logits"] = logits[0, -1].float().cpu()
+    del logits
+
+    warmup = 3
+    for ctx in args.contexts:
+        cache = runner.new_cache(ctx + warmup + args.decode_steps)
+        ids = torch.randint(0, vocab, (1, ctx + warmup + args.decode_steps), generator=gen).to(device)
+        for s in range(0, ctx, chunk):  # fill the cache (not timed)
+            runner.step(ids[:, s:min(ctx, s + chunk)], cache)
+        for i in range(warmup):
+            runner.step(ids[:, ctx + i:ctx + i + 1], cache)
+        sync(device)
+        t0 = time.perf_counter()
+        for i in range(ctx + warmup, ctx + warmup + args.decode_steps):
+            runner.step(ids[:, i:i + 1], cache)
+        sync(device)
+        out["decode"][ctx] = args.decode_steps / (time.perf_counter() - t0)
+        del cache
+    if device.type == "cuda":
+        out["peak_gib"] = torch.cuda.max_memory_allocated(device) / GiB
+    return out
+
+
+# ---------------------------------------------------------------- the bandwidth ceiling
+
+
+def copy_bandwidth(device: torch.device, nbytes: int) -> float:
+    """Bytes per second of a device-to-device copy (each byte read once and written once)."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    sync(device)
+    reps = 10
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        dst.copy_(src)
+    sync(device)
+    return 2 * nbytes * reps / (time.perf_counter() - t0)
+
+
+def decode_bytes(model: torch.nn.Module, cfg: g.ModelConfig, context: int, kv_bytes: int) -> int:
+    """Bytes one decode step must read: each weight it uses once (K of E experts, one embedding row), the KV cache."""
+    total = 0
+    share = cfg.experts_per_token / cfg.n_experts
+    tensors = list(model.named_parameters()) + list(model.named_buffers())
+    for name, t in tensors:
+        n = t.numel() * t.element_size()
+        if "rotary" in name or "inv_freq" in name:
+            continue
+        if name in ("embed.weight", "model.embed_tokens.weight"):
+            n = t.shape[1] * t.element_size()  # one row is looked up
+        elif "experts." in name:
+            n = int(n * share)
+        total += n
+    for layer in range(cfg.n_layers):
+        window = cfg.window(layer)
+        keys = min(context, window) if window else context
+        total += 2 * cfg.n_kv_heads * cfg.head_dim * keys * kv_bytes
+    return total
+
+
+# ---------------------------------------------------------------------------------- main
+
+
+def describe_needs(cfg: g.ModelConfig) -> str:
+    packed = cfg.weight_bytes(2, mxfp4_experts=True) / GiB
+    dense = cfg.weight_bytes(2) / GiB
+    return (f"{cfg.name} ({cfg.n_layers} layers): about {packed:.1f} GiB of weights with MXFP4 experts (triton path) "
+            f"and {dense:.1f} GiB dequantized to bf16 (torch and transformers paths, one after another, each "
+            f"built from an MXFP4 copy: about {packed + dense + 4:.0f} GiB at the peak)")
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = bench_config(args)
+    if not args.smoke and not torch.cuda.is_available():
+        print("No CUDA GPU here, so there is nothing to measure. This benchmark needs one NVIDIA GPU with room for")
+        print("  " + describe_needs(cfg) + ".")
+        print("Use --layers N for a shrunken model, or --smoke for a tiny CPU run that only checks the script works.")
+        return 0
+    device = torch.device("cpu" if args.smoke else "cuda")
+    dtype = torch.float32 if args.smoke else torch.bfloat16
+    args.contexts = args.contexts or ([16, 40] if args.smoke else [1024, 8192])
+    args.prompt = args.prompt or (24 if args.smoke else 2048)
+    args.decode_steps = args.decode_steps or (2 if args.smoke else 32)
+    chunk = 24 if args.smoke else 2048
+    torch.manual_seed(args.seed)
+
+    import triton
+
+    versions = {"torch": torch.__version__, "triton": triton.__version__}
+    if importlib.util.find_spec("transformers"):
+        import transformers
+
+        versions["transformers"] = transformers.__version__
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (Triton interpreter)"
+    print(f"{cfg.name}, {cfg.n_layers} layers, random weights; {name}; "
+          + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    print("needs " + describe_needs(cfg))
+
+    bw = copy_bandwidth(device, (1 if args.smoke else 2) * GiB // (64 if args.smoke else 1))
+    print(f"device-to-device copy: {bw / 1e9:.0f} GB/s (bytes read + written)")
+
+    def build_packed() -> GPT:
+        # Seeded, so building it again gives the same weights (checked below through the logits).
+        model = empty_model(cfg, device, dtype, packed=True)
+        randomize_packed(model, args.seed)
+        return model
+
+    kv_bytes = torch.empty((), dtype=dtype).element_size()
+    results: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
+
+    def run(runner: Runner) -> None:
+        print(f"running {runner.name} ...", flush=True)
+        r = measure(runner, cfg, args, device, chunk)
+        r["decode_bytes"] = {ctx: decode_bytes(runner.model, cfg, ctx, kv_bytes) for ctx in args.contexts}
+        r["decode_ceiling_fraction"] = {ctx: r["decode"][ctx] * r["decode_bytes"][ctx] / bw for ctx in args.contexts}
+        results[runner.name] = r
+
+    def fits(extra_bytes: int) -> bool:
+        if device.type != "cuda":
+            return True
+        free, _ = torch.cuda.mem_get_info(device)
+        return free > extra_bytes + 4 * GiB
+
+    if "triton" in args.paths:
+        packed = build_packed()
+        run(ours("triton", packed.set_backend("triton")))
+        del packed
+    # Each dense path is built from a fresh MXFP4 copy, which is then freed: the peak memory of a
+    # path counts only its own model.
+    dense_bytes = cfg.weight_bytes(2)
+    for path in ("torch", "transformers"):
+        if path not in args.paths:
+            continue
+        if path == "transformers" and not importlib.util.find_spec("transformers"):
+            skipped[path] = "transformers is not installed"
+            continue
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        if not fits(dense_bytes + cfg.weight_bytes(2, mxfp4_experts=True)):
+            skipped[path] = f"needs about {dense_bytes / GiB:.1f} GiB of GPU memory for bf16 experts"
+            continue
+        packed = build_packed()
+        model = (dense_from_packed(packed, device, dtype).set_backend("torch") if path == "torch"
+                 else hf_from_packed(packed, device, dtype))
+        del packed
+        run(ours("torch", model) if path == "torch" else transformers_runner(model))
+        del model
+
+    report(results, skipped, args, bw)
+    if args.smoke:
+        print("(smoke run: the kernels ran in Triton's interpreter on the CPU; these figures only show the script works)")
+    if args.json:
+        write_json(args.json, cfg, name, versions, bw, results, skipped, args)
+    return 0
+
+
+def report(results: dict[str, dict[str, Any]], skipped: dict[str, str], args: argparse.Namespace, bw: float) -> None:
+    head = f"{'path':<14}{'prefill ' + str(args.prompt) + ' tok/s':>20}"
+    for ctx in args.contexts:
+        head += f"{'decode@' + str(ctx) + ' tok/s (ceiling)':>30}"
+    head += f"{'peak GiB':>10}"
+    print("\n" + head)
+    for name, r in results.items():
+        line = f"{name:<14}{r['prefill_tokens_per_s']:>20.1f}"
+        for ctx in args.contexts:
+            line += f"{r['decode'][ctx]:>20.2f} ({100 * r['decode_ceiling_fraction'][ctx]:5.1f}%)"
+        line += f"{r['peak_gib']:>10.2f}" if "peak_gib" in r else f"{'n/a':>10}"
+        print(line)
+    for name, why in skipped.items():
+        print(f"{name:<14}skipped: {why}")
+    for name, r in results.items():
+        per_ctx = ", ".join(f"{ctx}: {n / 1e6:,.1f} MB" for ctx, n in r["decode_bytes"].items())
+        print(f"{name}: a decode step must read {per_ctx} (weights it uses, the chosen experts, KV cache)")
+    print(f"ceiling = copy rate {bw / 1e9:.0f} GB/s over those bytes; (x%) is the measured decode rate as a share of it")
+    if "triton" in results:
+        ref = results["triton"]["prefill_last_logits"]
+        for name, r in results.items():
+            if name != "triton":
+                diff = (r["prefill_last_logits"] - ref).abs().max().item()
+                print(f"same weights check: last prefill logits, {name} vs triton: max |diff| {diff:.3g} "
+                      f"(logits up to {ref.abs().max().item():.3g})")
+
+
+def write_json(path: Path, cfg: g.ModelConfig, device_name: str, versions: dict[str, str], bw: float,
+               results: dict[str, dict[str, Any]], skipped: dict[str, str], args: argparse.Namespace) -> None:
+    data = {
+        "model": cfg.name, "layers": cfg.n_layers, "device": device_name, "versions": versions,
+        "copy_bandwidth_bytes_per_s": bw, "prompt": args.prompt, "decode_steps": args.decode_steps,
+        "results": {n: {k: v for k, v in r.items() if k != "prefill_last_logits"} for n, r in results.items()},
+        "skipped": skipped, "config": dataclasses.asdict(cfg),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)  # never a half-written file
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main(ARGS))

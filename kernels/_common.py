@@ -1,0 +1,120 @@
+"""What every kernel module shares: Triton (or a stand-in when it is missing), and launch checks."""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+
+    _TRITON_ERROR: str | None = None
+except ImportError as err:  # the CPU wheel of torch does not bring Triton along
+    _TRITON_ERROR = str(err)
+
+    def _jit(fn: Callable | None = None, **_: Any) -> Any:
+        # Kernels still get defined (so importing works); calling a wrapper raises in check_launch.
+        return fn if fn is not None else (lambda f: f)
+
+    triton = SimpleNamespace(jit=_jit, cdiv=lambda a, b: -(-a // b),
+                             next_power_of_2=lambda n: 1 << max(0, int(n) - 1).bit_length())
+    tl = SimpleNamespace(constexpr=Any)
+
+# Set GPTOSS_KERNELS_POISON=1 (the tests do) to fill every buffer a wrapper allocates with NaN,
+# so an element a kernel forgets to write shows up instead of hiding as stale memory.
+POISON_ENV = "GPTOSS_KERNELS_POISON"
+
+TORCH_FALLBACK = {
+    "rmsnorm": "gptoss_edu.norms.rms_norm (or gptoss_kernels.rmsnorm.rmsnorm_reference)",
+    "attention": "gptoss_edu.attention.attend (or gptoss_kernels.attention.attention_reference)",
+    "moe": "gptoss_kernels.moe.moe_mxfp4_reference",
+    "vector_add": "x + y",
+}
+
+
+def triton_available() -> bool:
+    """True when Triton can be imported."""
+    return _TRITON_ERROR is None
+
+
+def interpreter_mode() -> bool:
+    """True when TRITON_INTERPRET asks Triton to run kernels on the CPU with numpy."""
+    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _interpreted(kernel: Any) -> bool:
+    # The environment is read when @triton.jit runs (at import), so ask the kernel, not os.environ.
+    return type(kernel).__name__ == "InterpretedFunction"
+
+
+def require_triton() -> None:
+    """Raise a clear RuntimeError unless the kernels can run here (Triton, and a GPU or the interpreter)."""
+    if not triton_available():
+        raise RuntimeError(
+            f"the Triton kernels need Triton, which is not installed ({_TRITON_ERROR}). Install it "
+            f"(pip install triton, on Linux) or use the PyTorch path instead: model.set_backend('torch')."
+        )
+    if not torch.cuda.is_available() and not interpreter_mode():
+        raise RuntimeError(
+            "the Triton kernels need a CUDA GPU, or TRITON_INTERPRET=1 set before importing triton and "
+            "gptoss_kernels to run them on the CPU in Triton's (slow) interpreter. The PyTorch path runs "
+            "anywhere: model.set_backend('torch')."
+        )
+
+
+def check_launch(kernel: Any, name: str, *tensors: torch.Tensor) -> None:
+    """Raise a clear error when ``kernel`` cannot run on the devices of ``tensors``."""
+    fallback = TORCH_FALLBACK.get(name, "the PyTorch path")
+    if not triton_available():
+        raise RuntimeError(
+            f"gptoss_kernels.{name} needs Triton, which is not installed ({_TRITON_ERROR}). "
+            f"Install it (pip install triton, on Linux) or use the PyTorch path instead: "
+            f"model.set_backend('torch'), or {fallback}."
+        )
+    devices = {t.device.type for t in tensors}
+    if len(devices) > 1:
+        raise ValueError(f"gptoss_kernels.{name}: all tensors must be on one device, got {sorted(devices)}")
+    if devices == {"cpu"} and not _interpreted(kernel):
+        hint = (" TRITON_INTERPRET is set now but was not when gptoss_kernels was imported: set it first."
+                if interpreter_mode() else "")
+        raise RuntimeError(
+            f"gptoss_kernels.{name} got CPU tensors, but Triton compiles for a GPU. Move the tensors to "
+            f"a CUDA device, or set TRITON_INTERPRET=1 before importing triton and gptoss_kernels to run "
+            f"the kernel on the CPU in Triton's (slow) interpreter.{hint} The PyTorch path runs anywhere: "
+            f"model.set_backend('torch'), or {fallback}."
+        )
+
+
+def new_buffer(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An uninitialised tensor for a kernel to fill (NaN-filled when GPTOSS_KERNELS_POISON=1)."""
+    if dtype.is_floating_point and os.environ.get(POISON_ENV, "") == "1":
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def check_tensor(name: str, t: Any, ndim: int | None = None, dtypes: tuple[torch.dtype, ...] | None = None) -> None:
+    """Raise a ValueError/TypeError naming ``name`` if it is not a tensor of the right rank and dtype."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if ndim is not None and t.dim() != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(t.shape)}")
+    if dtypes is not None and t.dtype not in dtypes:
+        raise TypeError(f"{name} must be one of {[str(d) for d in dtypes]}, got {t.dtype}")
+
+
+def check_shape(name: str, t: torch.Tensor, shape: tuple[int, ...]) -> None:
+    """Raise a ValueError naming ``name`` if its shape is not ``shape``."""
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(t.shape)}")
+
+
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """tl.dot's input precision: exact fp32 for fp32 inputs (tf32 would lose 13 mantissa bits)."""
+    return "ieee" if dtype == torch.float32 else "tf32"

@@ -1,0 +1,349 @@
+"""Attention for gpt-oss in Triton: causal, sliding window, learned sinks, grouped-query heads.
+
+Two kernels share one idea, the online softmax: walk over the keys a tile at a time, keep for
+every query row the running maximum ``m``, the running denominator ``l`` and the running
+weighted sum of values ``acc``, and rescale them whenever the maximum grows. A sink is one more
+logit in every row that has no value attached: starting with ``m = sink`` and ``l = 1``
+(that is, ``exp(sink - m)``) folds it into the denominator for free.
+
+- ``attention_prefill``: flash-attention style, one program per (block of queries, query head).
+- ``attention_decode``: a few queries over a long KV cache. One program per (KV head, split of
+  the keys) handles all the query heads that share that KV head, so each key is read once;
+  the splits of a long cache run in parallel and a small kernel combines them.
+
+Scores are computed in base 2 (``exp2`` is the fast instruction): ``s * log2(e)``.
+"""
+
+import functools
+import math
+
+import torch
+
+from ._common import FLOAT_DTYPES, check_launch, check_tensor, dot_precision, new_buffer, tl, triton
+
+LOG2E = math.log2(math.e)
+# attention() uses the decode kernel while the query rows per KV head (queries x heads per KV head)
+# stay this few: 16 new tokens for gpt-oss's 8 query heads per KV head.
+DECODE_MAX_ROWS = 128
+
+
+# Lengths and positions change every decode step: compiling a variant per divisibility would stall.
+@triton.jit(do_not_specialize=["Tq", "Tk", "q_start", "window"])
+def _attn_prefill_kernel(
+    q_ptr, k_ptr, v_ptr, sink_ptr, o_ptr,
+    sqb, sqh, sqt, sqd, skb, skh, skt, skd, svb, svh, svt, svd, sob, soh, sot, sod,
+    Hq, Tq, Tk, D, q_start, window, qk_scale,
+    GROUPS: tl.constexpr, HAS_SINKS: tl.constexpr, DOT_PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // Hq
+    h = bh % Hq
+    hkv = h // GROUPS  # grouped-query attention: GROUPS query heads read one KV head
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_mask = offs_d < D  # head_dim need not be a power of two
+    q_pos = q_start + offs_m
+    q = tl.load(q_ptr + b * sqb + h * sqh + offs_m[:, None] * sqt + offs_d[None, :] * sqd,
+                mask=(offs_m < Tq)[:, None] & d_mask[None, :], other=0.0)
+
+    if HAS_SINKS:
+        sink = tl.load(sink_ptr + h).to(tl.float32) * 1.4426950408889634  # log2(e)
+        m_i = tl.zeros([BLOCK_M], dtype=tl.float32) + sink
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32) + 1.0
+    else:
+        m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - float("inf")
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+
+    # Only the keys some query of this block may see: from the window start of the first query
+    # (rounded down to a tile) up to the last query itself.
+    first_pos = q_start + pid_m * BLOCK_M
+    last_pos = tl.minimum(first_pos + BLOCK_M, q_start + Tq) - 1
+    hi = tl.minimum(last_pos + 1, Tk)
+    lo = tl.maximum(first_pos - window + 1, 0)
+    lo = (lo // BLOCK_N) * BLOCK_N
+
+    k_base = k_ptr + b * skb + hkv * skh
+    v_base = v_ptr + b * svb + hkv * svh
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        n_mask = offs_n < Tk
+        kt = tl.load(k_base + offs_n[None, :] * skt + offs_d[:, None] * skd,
+                     mask=n_mask[None, :] & d_mask[:, None], other=0.0)  # [BLOCK_D, BLOCK_N]
+        s = tl.dot(q, kt, input_precision=DOT_PREC) * qk_scale
+        delta = q_pos[:, None] - offs_n[None, :]
+        allowed = (delta >= 0) & (delta < window) & n_mask[None, :]
+        s = tl.where(allowed, s, float("-inf"))
+
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        # A row that has seen no key yet keeps m = -inf; subtracting 0 instead avoids -inf - -inf.
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m_i - m_safe)
+        p = tl.exp2(s - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        v = tl.load(v_base + offs_n[:, None] * svt + offs_d[None, :] * svd,
+                    mask=n_mask[:, None] & d_mask[None, :], other=0.0)  # [BLOCK_N, BLOCK_D]
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+        m_i = m_new
+
+    # Every real row saw at least its own key (l > 0); padding rows past Tq divide by 1, unstored.
+    out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
+    tl.store(o_ptr + b * sob + h * soh + offs_m[:, None] * sot + offs_d[None, :] * sod,
+             out.to(o_ptr.dtype.element_ty), mask=(offs_m < Tq)[:, None] & d_mask[None, :])
+
+
+@triton.jit(do_not_specialize=["Tq", "Tk", "q_start", "window", "kv_lo", "kv_hi", "chunk", "n_splits"])
+def _attn_decode_kernel(
+    q_ptr, k_ptr, v_ptr, sink_ptr, o_ptr, m_ptr, l_ptr, acc_ptr,
+    sqb, sqh, sqt, sqd, skb, skh, skt, skd, svb, svh, svt, svd, sob, soh, sot, sod,
+    Hkv, Tq, Tk, D, q_start, window, qk_scale, kv_lo, kv_hi, chunk, n_splits,
+    GROUPS: tl.constexpr, FOLD_SINK: tl.constexpr, FINAL: tl.constexpr, DOT_PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    bk = tl.program_id(0)
+    split = tl.program_id(1)
+    b = bk // Hkv
+    hkv = bk % Hkv
+
+    # Row r of this program is query t = r % Tq of query head hkv * GROUPS + r // Tq.
+    R = GROUPS * Tq
+    offs_r = tl.arange(0, BLOCK_M)
+    r_mask = offs_r < R
+    g = offs_r // Tq
+    t = offs_r % Tq
+    h = hkv * GROUPS + g
+    q_pos = q_start + t
+    offs_d = tl.arange(0, BLOCK_D)
+    d_mask = offs_d < D
+    q = tl.load(q_ptr + b * sqb + h[:, None] * sqh + t[:, None] * sqt + offs_d[None, :] * sqd,
+                mask=r_mask[:, None] & d_mask[None, :], other=0.0)
+
+    if FOLD_SINK:
+        sink = tl.load(sink_ptr + h, mask=r_mask, other=0.0).to(tl.float32) * 1.4426950408889634
+        m_i = sink
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32) + 1.0
+    else:
+        # With several splits the sink is added once, when the splits are combined.
+        m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - float("inf")
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+
+    start = kv_lo + split * chunk
+    end = tl.minimum(start + chunk, kv_hi)
+    k_base = k_ptr + b * skb + hkv * skh
+    v_base = v_ptr + b * svb + hkv * svh
+    for start_n in range(start, end, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        n_mask = offs_n < end
+        kt = tl.load(k_base + offs_n[None, :] * skt + offs_d[:, None] * skd,
+                     mask=n_mask[None, :] & d_mask[:, None], other=0.0)
+        s = tl.dot(q, kt, input_precision=DOT_PREC) * qk_scale
+        delta = q_pos[:, None] - offs_n[None, :]
+        allowed = (delta >= 0) & (delta < window) & n_mask[None, :]
+        s = tl.where(allowed, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp2(m_i - m_safe)
+        p = tl.exp2(s - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        v = tl.load(v_base + offs_n[:, None] * svt + offs_d[None, :] * svd,
+                    mask=n_mask[:, None] & d_mask[None, :], other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+        m_i = m_new
+
+    if FINAL:
+        out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]  # padding rows only
+        tl.store(o_ptr + b * sob + h[:, None] * soh + t[:, None] * sot + offs_d[None, :] * sod,
+                 out.to(o_ptr.dtype.element_ty), mask=r_mask[:, None] & d_mask[None, :])
+    else:
+        # Partial state of this split, laid out [B * Hkv, n_splits, R(, D)].
+        row = (bk * n_splits + split) * R + offs_r
+        tl.store(m_ptr + row, m_i, mask=r_mask)
+        tl.store(l_ptr + row, l_i, mask=r_mask)
+        tl.store(acc_ptr + row[:, None] * D + offs_d[None, :], acc, mask=r_mask[:, None] & d_mask[None, :])
+
+
+@triton.jit(do_not_specialize=["Tq", "n_splits"])
+def _attn_combine_kernel(
+    sink_ptr, o_ptr, m_ptr, l_ptr, acc_ptr, sob, soh, sot, sod, Hkv, Tq, D, n_splits,
+    GROUPS: tl.constexpr, HAS_SINKS: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    bk = tl.program_id(0)
+    r = tl.program_id(1)  # one row: query t of query head hkv * GROUPS + g
+    b = bk // Hkv
+    hkv = bk % Hkv
+    g = r // Tq
+    t = r % Tq
+    h = hkv * GROUPS + g
+    R = GROUPS * Tq
+
+    offs_s = tl.arange(0, BLOCK_S)
+    s_mask = offs_s < n_splits
+    offs_d = tl.arange(0, BLOCK_D)
+    d_mask = offs_d < D
+    rows = (bk * n_splits + offs_s) * R + r
+    m_s = tl.load(m_ptr + rows, mask=s_mask, other=float("-inf"))
+    l_s = tl.load(l_ptr + rows, mask=s_mask, other=0.0)
+    acc_s = tl.load(acc_ptr + rows[:, None] * D + offs_d[None, :], mask=s_mask[:, None] & d_mask[None, :], other=0.0)
+
+    m = tl.max(m_s, axis=0)
+    if HAS_SINKS:
+        sink = tl.load(sink_ptr + h).to(tl.float32) * 1.4426950408889634
+        m = tl.maximum(m, sink)
+    m_safe = tl.where(m == float("-inf"), 0.0, m)
+    w = tl.exp2(m_s - m_safe)  # a split that saw no key has m = -inf and weight 0
+    l_tot = tl.sum(l_s * w, axis=0)
+    if HAS_SINKS:
+        l_tot += tl.exp2(sink - m_safe)
+    out = tl.sum(acc_s * w[:, None], axis=0) / l_tot
+    tl.store(o_ptr + b * sob + h * soh + t * sot + offs_d * sod, out.to(o_ptr.dtype.element_ty), mask=d_mask)
+
+
+def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor | None,
+                  sliding_window: int, q_start: int) -> None:
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor(name, t, ndim=4, dtypes=FLOAT_DTYPES)
+    B, Hq, Tq, D = q.shape
+    if k.shape != v.shape:
+        raise ValueError(f"k and v must have the same shape [B, Hkv, Tk, D], got k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if k.shape[0] != B or k.shape[3] != D:
+        raise ValueError(f"k [B, Hkv, Tk, D] {tuple(k.shape)} does not match q [B, Hq, Tq, D] {tuple(q.shape)} in B or D")
+    if Hq % k.shape[1]:
+        raise ValueError(f"the query heads ({Hq}) must be a multiple of the KV heads ({k.shape[1]})")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"q, k and v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if sinks is not None:
+        check_tensor("sinks", sinks, ndim=1, dtypes=FLOAT_DTYPES)
+        if sinks.shape[0] != Hq:
+            raise ValueError(f"sinks must have one logit per query head ({Hq}), got shape {tuple(sinks.shape)}")
+    if sliding_window < 0:
+        raise ValueError(f"sliding_window must be >= 0 (0 = no window), got {sliding_window}")
+    if q_start < 0 or q_start + Tq > k.shape[2]:
+        raise ValueError(f"the queries sit at positions q_start..q_start+Tq-1 = {q_start}..{q_start + Tq - 1}, "
+                         f"which must be keys too (Tk = {k.shape[2]}): need 0 <= q_start <= Tk - Tq")
+
+
+def _effective_window(sliding_window: int, q_start: int, Tq: int) -> int:
+    # "No window" becomes a window wider than any distance, so the kernels need no branch.
+    return sliding_window if sliding_window > 0 else q_start + Tq + 1
+
+
+def _block_d(D: int) -> int:
+    return max(16, triton.next_power_of_2(D))  # tl.dot needs every dimension >= 16
+
+
+def attention_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float,
+                      sinks: torch.Tensor | None = None, sliding_window: int = 0, q_start: int = 0,
+                      block_m: int | None = None, block_n: int | None = None) -> torch.Tensor:
+    """Flash-attention kernel: q [B, Hq, Tq, D] over k, v [B, Hkv, Tk, D] -> [B, Hq, Tq, D]."""
+    _check_inputs(q, k, v, sinks, sliding_window, q_start)
+    check_launch(_attn_prefill_kernel, "attention", q, k, v, *([sinks] if sinks is not None else []))
+    B, Hq, Tq, D = q.shape
+    Hkv, Tk = k.shape[1], k.shape[2]
+    out = new_buffer((B, Hq, Tq, D), q.dtype, q.device)
+    if out.numel() == 0:
+        return out
+    block_d = _block_d(D)
+    block_m = block_m or (64 if q.is_cuda else 32)
+    block_n = block_n or (64 if q.is_cuda else 32)
+    sink_arg = sinks.detach() if sinks is not None else q
+    grid = (triton.cdiv(Tq, block_m), B * Hq)
+    _attn_prefill_kernel[grid](
+        q, k, v, sink_arg, out, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        Hq, Tq, Tk, D, q_start, _effective_window(sliding_window, q_start, Tq), scale * LOG2E,
+        GROUPS=Hq // Hkv, HAS_SINKS=sinks is not None, DOT_PREC=dot_precision(q.dtype),
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=4, num_stages=2,
+    )
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _num_sms(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 2
+
+
+def attention_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float,
+                     sinks: torch.Tensor | None = None, sliding_window: int = 0, q_start: int = 0,
+                     num_splits: int | None = None, block_n: int | None = None) -> torch.Tensor:
+    """Split-K decode kernel for a few queries over a long cache; same arguments and result as attention."""
+    _check_inputs(q, k, v, sinks, sliding_window, q_start)
+    check_launch(_attn_decode_kernel, "attention", q, k, v, *([sinks] if sinks is not None else []))
+    B, Hq, Tq, D = q.shape
+    Hkv, Tk = k.shape[1], k.shape[2]
+    groups = Hq // Hkv
+    out = new_buffer((B, Hq, Tq, D), q.dtype, q.device)
+    if out.numel() == 0:
+        return out
+    window = _effective_window(sliding_window, q_start, Tq)
+    # Keys any of the queries can see: from the first query's window start to the last query.
+    kv_lo = max(0, q_start - window + 1)
+    kv_hi = q_start + Tq
+    n_keys = kv_hi - kv_lo
+    block_n = block_n or (64 if q.is_cuda else 32)
+    if num_splits is None:
+        # Enough programs to fill the GPU twice over, but at least 256 keys per split.
+        want = max(1, 2 * _num_sms(q.device) // (B * Hkv))
+        num_splits = max(1, min(want, triton.cdiv(n_keys, 256)))
+    chunk = triton.cdiv(triton.cdiv(n_keys, max(1, num_splits)), block_n) * block_n
+    num_splits = triton.cdiv(n_keys, chunk)
+    R = groups * Tq
+    block_m = max(16, triton.next_power_of_2(R))
+    block_d = _block_d(D)
+    final = num_splits == 1
+    sink_arg = sinks.detach() if sinks is not None else q
+    if final:
+        m_part = l_part = acc_part = q  # unused
+    else:
+        m_part = new_buffer((B * Hkv, num_splits, R), torch.float32, q.device)
+        l_part = new_buffer((B * Hkv, num_splits, R), torch.float32, q.device)
+        acc_part = new_buffer((B * Hkv, num_splits, R, D), torch.float32, q.device)
+    _attn_decode_kernel[(B * Hkv, num_splits)](
+        q, k, v, sink_arg, out, m_part, l_part, acc_part,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        Hkv, Tq, Tk, D, q_start, window, scale * LOG2E, kv_lo, kv_hi, chunk, num_splits,
+        GROUPS=groups, FOLD_SINK=final and sinks is not None, FINAL=final, DOT_PREC=dot_precision(q.dtype),
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=4,
+    )
+    if not final:
+        _attn_combine_kernel[(B * Hkv, R)](
+            sink_arg, out, m_part, l_part, acc_part, *out.stride(), Hkv, Tq, D, num_splits,
+            GROUPS=groups, HAS_SINKS=sinks is not None,
+            BLOCK_S=triton.next_power_of_2(num_splits), BLOCK_D=block_d, num_warps=1,
+        )
+    return out
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float,
+              sinks: torch.Tensor | None = None, sliding_window: int = 0, q_start: int = 0) -> torch.Tensor:
+    """Causal attention of q [B, Hq, Tq, D] (query i at position q_start + i) over k, v [B, Hkv, Tk, D]."""
+    _check_inputs(q, k, v, sinks, sliding_window, q_start)
+    rows = q.shape[1] // k.shape[1] * q.shape[2]  # query rows per KV head
+    kernel = attention_decode if rows <= DECODE_MAX_ROWS else attention_prefill
+    return kernel(q, k, v, scale=scale, sinks=sinks, sliding_window=sliding_window, q_start=q_start)
+
+
+def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float,
+                        sinks: torch.Tensor | None = None, sliding_window: int = 0, q_start: int = 0) -> torch.Tensor:
+    """The same attention in plain PyTorch, in float32, materialising the whole score matrix."""
+    B, Hq, Tq, D = q.shape
+    Hkv, Tk = k.shape[1], k.shape[2]
+    k = k.float().repeat_interleave(Hq // Hkv, dim=1)  # query head h reads KV head h // groups
+    v = v.float().repeat_interleave(Hq // Hkv, dim=1)
+    scores = (q.float() @ k.transpose(-1, -2)) * scale  # [B, Hq, Tq, Tk]
+    q_pos = torch.arange(q_start, q_start + Tq, device=q.device)[:, None]
+    k_pos = torch.arange(Tk, device=q.device)[None, :]
+    allowed = k_pos <= q_pos
+    if sliding_window > 0:
+        allowed &= q_pos - k_pos < sliding_window  # the window counts the query's own key
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    if sinks is not None:
+        sink_col = sinks.float().view(1, Hq, 1, 1).expand(B, Hq, Tq, 1)
+        probs = torch.softmax(torch.cat((scores, sink_col), dim=-1), dim=-1)[..., :-1]
+    else:
+        probs = torch.softmax(scores, dim=-1)
+    return (probs @ v).to(q.dtype)

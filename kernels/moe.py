@@ -1,0 +1,402 @@
+"""gpt-oss's mixture of experts as Triton kernels that read the MXFP4 weights as stored.
+
+The expert weights stay packed in memory (4 bits a value plus one byte of scale per 32
+values, about 4.25 bits a weight) and are turned into numbers only in registers, right before
+they are multiplied. That is the whole point: a decode step is limited by how many bytes it
+reads, and MXFP4 reads about a quarter of bf16's.
+
+Per token t and chosen expert e (weight w):
+    gate_up = x[t] @ W1[e].T + b1[e]       rows of W1 interleaved: even = gate, odd = up
+    h       = (clamp(up, -limit, limit) + 1) * g * sigmoid(alpha * g),   g = clamp(gate, max=limit)
+    out[t] += w * (h @ W2[e].T + b2[e])
+
+Two paths, chosen by the number of tokens:
+- decode (a few tokens): one program per (token, expert) pair and block of output rows, a
+  matrix-vector product straight off the packed rows;
+- prefill (many tokens): pairs sorted by expert, each expert's rows cut into tiles of
+  BLOCK_M, and a grouped matmul with tl.dot, so each expert's weights are read once per tile.
+In both, the SwiGLU runs in the first matmul's epilogue (a program computes the gate row and
+the up row of the same units, so the 2I-wide gate_up never goes to memory, only h), and the
+bias and routing weight are applied in the second's.
+
+Packing (gptoss_edu.mxfp4): byte j of a 32-value block holds value 2j in its low nibble and
+2j + 1 in its high nibble. Rather than interleave the two nibbles back into one row, the
+kernels split the activations instead: dot(x, w) = dot(x_even, w_low) + dot(x_odd, w_high).
+"""
+
+import torch
+
+from ._common import (FLOAT_DTYPES, check_launch, check_shape, check_tensor, dot_precision, new_buffer,
+                      tl, triton)
+
+# moe_mxfp4() takes the decode path up to this many tokens.
+DECODE_MAX_TOKENS = 8
+
+
+@triton.jit
+def _e2m1_to_f32(code):
+    """E2M1 codes (uint32, 0..15) to float32 by building the float's bits."""
+    sign = code >> 3
+    exp = (code >> 1) & 3
+    man = code & 1
+    # exp > 0: 2^(exp-1) * (1 + man/2) is a normal float with exponent field exp + 126 and the
+    # top mantissa bit = man.  exp == 0: 0 or 0.5 (= exponent field 126, empty mantissa).
+    normal = exp > 0
+    e_field = tl.where(normal, exp + 126, man * 126)
+    m_field = tl.where(normal, man << 22, man * 0)
+    return ((sign << 31) | (e_field << 23) | m_field).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _load_mxfp4(blk_ptrs, scl_ptrs, mask):
+    """Load packed bytes and their E8M0 scales; return the (low nibble, high nibble) values in fp32."""
+    byte = tl.load(blk_ptrs, mask=mask, other=0).to(tl.uint32)
+    s = tl.load(scl_ptrs, mask=mask, other=127).to(tl.uint32)
+    # 2^(s - 127) is the float whose exponent field is s; s = 0 is 2^-127, a subnormal: mantissa bit 22.
+    # (Bits, not a float literal: Triton would type a subnormal literal as float64.)
+    scale = tl.where(s == 0, 0x400000, s << 23).to(tl.float32, bitcast=True)
+    return _e2m1_to_f32(byte & 15) * scale, _e2m1_to_f32(byte >> 4) * scale
+
+
+@triton.jit
+def _gptoss_swiglu(gate, up, alpha, limit):
+    gate = tl.minimum(gate, limit)  # no lower clamp on the gate
+    up = tl.minimum(tl.maximum(up, -limit), limit)
+    return (up + 1.0) * (gate * tl.sigmoid(alpha * gate))
+
+
+@triton.jit
+def _dequant_kernel(blk_ptr, scl_ptr, out_ptr, n_bytes, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n_bytes
+    lo, hi = _load_mxfp4(blk_ptr + offs, scl_ptr + offs // 16, mask)  # 16 bytes share a scale
+    tl.store(out_ptr + 2 * offs, lo.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + 2 * offs + 1, hi.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+# ----------------------------------------------------------------------------- decode path
+
+
+@triton.jit
+def _gate_up_matvec_kernel(
+    x_ptr, idx_ptr, blk_ptr, scl_ptr, bias_ptr, h_ptr,
+    I, K, stride_x, alpha, limit,
+    ROW_BYTES: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_B: tl.constexpr,
+):
+    pair = tl.program_id(0)  # pair = token * K + slot
+    pid_i = tl.program_id(1)
+    token = pair // K
+    e = tl.load(idx_ptr + pair).to(tl.int64)
+    G = ROW_BYTES // 16  # scales per row
+    offs_i = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
+    i_mask = offs_i < I
+    gate_rows = e * 2 * I + 2 * offs_i  # even rows of W1[e] are the gate, odd the up
+    up_rows = gate_rows + 1
+    acc_g = tl.zeros([BLOCK_I], dtype=tl.float32)
+    acc_u = tl.zeros([BLOCK_I], dtype=tl.float32)
+    for kb in range(0, ROW_BYTES, BLOCK_B):
+        offs_b = kb + tl.arange(0, BLOCK_B)
+        b_mask = offs_b < ROW_BYTES
+        x_even = tl.load(x_ptr + token * stride_x + 2 * offs_b, mask=b_mask, other=0.0).to(tl.float32)
+        x_odd = tl.load(x_ptr + token * stride_x + 2 * offs_b + 1, mask=b_mask, other=0.0).to(tl.float32)
+        mask = i_mask[:, None] & b_mask[None, :]
+        lo, hi = _load_mxfp4(blk_ptr + gate_rows[:, None] * ROW_BYTES + offs_b[None, :],
+                             scl_ptr + gate_rows[:, None] * G + offs_b[None, :] // 16, mask)
+        acc_g += tl.sum(lo * x_even[None, :] + hi * x_odd[None, :], axis=1)
+        lo, hi = _load_mxfp4(blk_ptr + up_rows[:, None] * ROW_BYTES + offs_b[None, :],
+                             scl_ptr + up_rows[:, None] * G + offs_b[None, :] // 16, mask)
+        acc_u += tl.sum(lo * x_even[None, :] + hi * x_odd[None, :], axis=1)
+    gate = acc_g + tl.load(bias_ptr + gate_rows, mask=i_mask, other=0.0).to(tl.float32)
+    up = acc_u + tl.load(bias_ptr + up_rows, mask=i_mask, other=0.0).to(tl.float32)
+    h = _gptoss_swiglu(gate, up, alpha, limit)
+    tl.store(h_ptr + pair * I + offs_i, h.to(h_ptr.dtype.element_ty), mask=i_mask)
+
+
+@triton.jit
+def _down_matvec_kernel(
+    h_ptr, idx_ptr, wt_ptr, blk_ptr, scl_ptr, bias_ptr, out_ptr,
+    D, I, K, stride_out,
+    ROW_BYTES: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
+):
+    token = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    G = ROW_BYTES // 16
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = offs_n < D
+    out = tl.zeros([BLOCK_N], dtype=tl.float32)
+    # The K chosen experts of this token are summed here, in order, without atomics.
+    for slot in range(0, K):
+        pair = token * K + slot
+        e = tl.load(idx_ptr + pair).to(tl.int64)
+        w = tl.load(wt_ptr + pair).to(tl.float32)
+        rows = e * D + offs_n
+        acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+        for kb in range(0, ROW_BYTES, BLOCK_B):
+            offs_b = kb + tl.arange(0, BLOCK_B)
+            b_mask = offs_b < ROW_BYTES
+            h_even = tl.load(h_ptr + pair * I + 2 * offs_b, mask=b_mask, other=0.0).to(tl.float32)
+            h_odd = tl.load(h_ptr + pair * I + 2 * offs_b + 1, mask=b_mask, other=0.0).to(tl.float32)
+            lo, hi = _load_mxfp4(blk_ptr + rows[:, None] * ROW_BYTES + offs_b[None, :],
+                                 scl_ptr + rows[:, None] * G + offs_b[None, :] // 16,
+                                 n_mask[:, None] & b_mask[None, :])
+            acc += tl.sum(lo * h_even[None, :] + hi * h_odd[None, :], axis=1)
+        bias = tl.load(bias_ptr + rows, mask=n_mask, other=0.0).to(tl.float32)
+        out += w * (acc + bias)
+    tl.store(out_ptr + token * stride_out + offs_n, out.to(out_ptr.dtype.element_ty), mask=n_mask)
+
+
+# ---------------------------------------------------------------------------- prefill path
+
+
+@triton.jit
+def _gate_up_grouped_kernel(
+    x_ptr, order_ptr, tile_expert_ptr, tile_start_ptr, tile_end_ptr, blk_ptr, scl_ptr, bias_ptr, h_ptr,
+    I, K, stride_x, alpha, limit,
+    ROW_BYTES: tl.constexpr, DOT_PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_B: tl.constexpr,
+):
+    tile = tl.program_id(0)
+    pid_i = tl.program_id(1)
+    G = ROW_BYTES // 16
+    e = tl.load(tile_expert_ptr + tile).to(tl.int64)
+    row_start = tl.load(tile_start_ptr + tile)
+    row_end = tl.load(tile_end_ptr + tile)
+    # Rows of this tile are positions in the expert-sorted list of (token, slot) pairs.
+    offs_m = row_start + tl.arange(0, BLOCK_M)
+    m_mask = offs_m < row_end
+    pair = tl.load(order_ptr + offs_m, mask=m_mask, other=0)
+    token = pair // K
+    offs_i = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
+    i_mask = offs_i < I
+    gate_rows = e * 2 * I + 2 * offs_i
+    up_rows = gate_rows + 1
+    acc_g = tl.zeros([BLOCK_M, BLOCK_I], dtype=tl.float32)
+    acc_u = tl.zeros([BLOCK_M, BLOCK_I], dtype=tl.float32)
+    for kb in range(0, ROW_BYTES, BLOCK_B):
+        offs_b = kb + tl.arange(0, BLOCK_B)
+        b_mask = offs_b < ROW_BYTES
+        x_mask = m_mask[:, None] & b_mask[None, :]
+        x_rows = x_ptr + token[:, None] * stride_x + 2 * offs_b[None, :]
+        x_even = tl.load(x_rows, mask=x_mask, other=0.0)  # [BLOCK_M, BLOCK_B]
+        x_odd = tl.load(x_rows + 1, mask=x_mask, other=0.0)
+        w_mask = b_mask[:, None] & i_mask[None, :]  # weights as [BLOCK_B, BLOCK_I]: W1[e].T
+        lo, hi = _load_mxfp4(blk_ptr + gate_rows[None, :] * ROW_BYTES + offs_b[:, None],
+                             scl_ptr + gate_rows[None, :] * G + offs_b[:, None] // 16, w_mask)
+        acc_g += tl.dot(x_even, lo.to(x_even.dtype), input_precision=DOT_PREC)
+        acc_g += tl.dot(x_odd, hi.to(x_odd.dtype), input_precision=DOT_PREC)
+        lo, hi = _load_mxfp4(blk_ptr + up_rows[None, :] * ROW_BYTES + offs_b[:, None],
+                             scl_ptr + up_rows[None, :] * G + offs_b[:, None] // 16, w_mask)
+        acc_u += tl.dot(x_even, lo.to(x_even.dtype), input_precision=DOT_PREC)
+        acc_u += tl.dot(x_odd, hi.to(x_odd.dtype), input_precision=DOT_PREC)
+    gate = acc_g + tl.load(bias_ptr + gate_rows, mask=i_mask, other=0.0).to(tl.float32)[None, :]
+    up = acc_u + tl.load(bias_ptr + up_rows, mask=i_mask, other=0.0).to(tl.float32)[None, :]
+    h = _gptoss_swiglu(gate, up, alpha, limit)
+    tl.store(h_ptr + offs_m[:, None] * I + offs_i[None, :], h.to(h_ptr.dtype.element_ty),
+             mask=m_mask[:, None] & i_mask[None, :])
+
+
+@triton.jit
+def _down_grouped_kernel(
+    h_ptr, order_ptr, wt_ptr, tile_expert_ptr, tile_start_ptr, tile_end_ptr, blk_ptr, scl_ptr, bias_ptr, y_ptr,
+    D, I,
+    ROW_BYTES: tl.constexpr, DOT_PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
+):
+    tile = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    G = ROW_BYTES // 16
+    e = tl.load(tile_expert_ptr + tile).to(tl.int64)
+    row_start = tl.load(tile_start_ptr + tile)
+    row_end = tl.load(tile_end_ptr + tile)
+    offs_m = row_start + tl.arange(0, BLOCK_M)
+    m_mask = offs_m < row_end
+    pair = tl.load(order_ptr + offs_m, mask=m_mask, other=0)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = offs_n < D
+    rows = e * D + offs_n
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for kb in range(0, ROW_BYTES, BLOCK_B):
+        offs_b = kb + tl.arange(0, BLOCK_B)
+        b_mask = offs_b < ROW_BYTES
+        h_rows = h_ptr + offs_m[:, None] * I + 2 * offs_b[None, :]
+        h_mask = m_mask[:, None] & b_mask[None, :]
+        h_even = tl.load(h_rows, mask=h_mask, other=0.0)
+        h_odd = tl.load(h_rows + 1, mask=h_mask, other=0.0)
+        lo, hi = _load_mxfp4(blk_ptr + rows[None, :] * ROW_BYTES + offs_b[:, None],
+                             scl_ptr + rows[None, :] * G + offs_b[:, None] // 16,
+                             b_mask[:, None] & n_mask[None, :])
+        acc += tl.dot(h_even, lo.to(h_even.dtype), input_precision=DOT_PREC)
+        acc += tl.dot(h_odd, hi.to(h_odd.dtype), input_precision=DOT_PREC)
+    bias = tl.load(bias_ptr + rows, mask=n_mask, other=0.0).to(tl.float32)
+    w = tl.load(wt_ptr + pair, mask=m_mask, other=0.0).to(tl.float32)
+    y = (acc + bias[None, :]) * w[:, None]
+    # Written back in (token, slot) order; the K slots of a token are summed afterwards.
+    tl.store(y_ptr + pair[:, None] * D + offs_n[None, :], y, mask=m_mask[:, None] & n_mask[None, :])
+
+
+# ------------------------------------------------------------------------------- wrappers
+
+
+def _check_moe_inputs(x, expert_idx, expert_weights, gate_up_blocks, gate_up_scales, gate_up_bias,
+                      down_blocks, down_scales, down_bias, check_indices: bool) -> tuple[int, int, int, int, int]:
+    check_tensor("x", x, ndim=2, dtypes=FLOAT_DTYPES)
+    check_tensor("expert_idx", expert_idx, ndim=2, dtypes=(torch.int32, torch.int64))
+    check_tensor("expert_weights", expert_weights, ndim=2, dtypes=FLOAT_DTYPES)
+    check_tensor("gate_up_blocks", gate_up_blocks, ndim=4, dtypes=(torch.uint8,))
+    check_tensor("gate_up_scales", gate_up_scales, ndim=3, dtypes=(torch.uint8,))
+    check_tensor("gate_up_bias", gate_up_bias, ndim=2, dtypes=FLOAT_DTYPES)
+    check_tensor("down_blocks", down_blocks, ndim=4, dtypes=(torch.uint8,))
+    check_tensor("down_scales", down_scales, ndim=3, dtypes=(torch.uint8,))
+    check_tensor("down_bias", down_bias, ndim=2, dtypes=FLOAT_DTYPES)
+    N, D = x.shape
+    K = expert_idx.shape[1]
+    E, two_i = gate_up_blocks.shape[0], gate_up_blocks.shape[1]
+    I = down_blocks.shape[2] * 32
+    if D % 32 or two_i != 2 * I:
+        raise ValueError(f"MXFP4 experts need D = x.shape[1] ({D}) a multiple of 32 and gate_up rows (2I = {two_i}) "
+                         f"twice the down_proj input I = {I} (down_blocks.shape[2] * 32)")
+    check_shape("expert_idx", expert_idx, (N, K))
+    check_shape("expert_weights", expert_weights, (N, K))
+    check_shape("gate_up_blocks", gate_up_blocks, (E, 2 * I, D // 32, 16))
+    check_shape("gate_up_scales", gate_up_scales, (E, 2 * I, D // 32))
+    check_shape("gate_up_bias", gate_up_bias, (E, 2 * I))
+    check_shape("down_blocks", down_blocks, (E, D, I // 32, 16))
+    check_shape("down_scales", down_scales, (E, D, I // 32))
+    check_shape("down_bias", down_bias, (E, D))
+    if check_indices and expert_idx.numel() and bool(((expert_idx < 0) | (expert_idx >= E)).any()):
+        raise ValueError(f"expert_idx holds values outside 0..{E - 1} (there are {E} experts)")
+    return N, D, K, E, I
+
+
+def _prepare(x, expert_idx, expert_weights, tensors):
+    check_launch(_gate_up_matvec_kernel, "moe", x, expert_idx, expert_weights, *tensors)
+    x = x if x.stride(-1) == 1 else x.contiguous()
+    return x, expert_idx.to(torch.int32).contiguous(), expert_weights.contiguous(), [t.detach().contiguous() for t in tensors]
+
+
+def moe_mxfp4_decode(x: torch.Tensor, expert_idx: torch.Tensor, expert_weights: torch.Tensor,
+                     gate_up_blocks: torch.Tensor, gate_up_scales: torch.Tensor, gate_up_bias: torch.Tensor,
+                     down_blocks: torch.Tensor, down_scales: torch.Tensor, down_bias: torch.Tensor, *,
+                     alpha: float = 1.702, limit: float = 7.0, check_indices: bool = True,
+                     block_rows: int | None = None, block_bytes: int | None = None) -> torch.Tensor:
+    """The MoE by matrix-vector products per (token, expert) pair; best for a few tokens."""
+    N, D, K, E, I = _check_moe_inputs(x, expert_idx, expert_weights, gate_up_blocks, gate_up_scales, gate_up_bias,
+                                      down_blocks, down_scales, down_bias, check_indices)
+    x, idx, wts, (gu_b, gu_s, gu_bias, dn_b, dn_s, dn_bias) = _prepare(
+        x, expert_idx, expert_weights, [gate_up_blocks, gate_up_scales, gate_up_bias, down_blocks, down_scales, down_bias])
+    out = new_buffer((N, D), x.dtype, x.device)
+    if N == 0:
+        return out
+    if K == 0:
+        return out.zero_()
+    # 16 rows a program: enough programs to fill a GPU at batch 1, and registers to spare (96 on sm_90).
+    block_i = block_n = block_rows or 16
+    block_b = block_bytes or (128 if x.is_cuda else 32)
+    h = new_buffer((N * K, I), x.dtype, x.device)
+    _gate_up_matvec_kernel[(N * K, triton.cdiv(I, block_i))](
+        x, idx, gu_b, gu_s, gu_bias, h, I, K, x.stride(0), float(alpha), float(limit),
+        ROW_BYTES=D // 2, BLOCK_I=block_i, BLOCK_B=block_b, num_warps=4)
+    _down_matvec_kernel[(N, triton.cdiv(D, block_n))](
+        h, idx, wts, dn_b, dn_s, dn_bias, out, D, I, K, out.stride(0),
+        ROW_BYTES=I // 2, BLOCK_N=block_n, BLOCK_B=block_b, num_warps=4)
+    return out
+
+
+def _expert_tiles(idx: torch.Tensor, E: int, block_m: int):
+    """Sort the (token, slot) pairs by expert and cut each expert's run into tiles of block_m rows."""
+    flat = idx.flatten()
+    order = torch.argsort(flat, stable=True).to(torch.int32)  # sorted position -> pair id
+    counts = torch.bincount(flat, minlength=E)
+    seg_end = torch.cumsum(counts, 0)
+    seg_start = seg_end - counts
+    tiles = (counts + block_m - 1) // block_m  # an expert nobody chose gets no tile
+    n_tiles = int(tiles.sum())  # one host sync; the prefill path is compute-bound anyway
+    experts = torch.arange(E, device=idx.device)
+    tile_expert = torch.repeat_interleave(experts, tiles, output_size=n_tiles)
+    first_tile = torch.cumsum(tiles, 0) - tiles
+    j = torch.arange(n_tiles, device=idx.device) - first_tile[tile_expert]
+    tile_start = seg_start[tile_expert] + j * block_m
+    tile_end = seg_end[tile_expert]
+    as32 = lambda t: t.to(torch.int32).contiguous()  # noqa: E731
+    return order, as32(tile_expert), as32(tile_start), as32(tile_end), n_tiles
+
+
+def moe_mxfp4_prefill(x: torch.Tensor, expert_idx: torch.Tensor, expert_weights: torch.Tensor,
+                      gate_up_blocks: torch.Tensor, gate_up_scales: torch.Tensor, gate_up_bias: torch.Tensor,
+                      down_blocks: torch.Tensor, down_scales: torch.Tensor, down_bias: torch.Tensor, *,
+                      alpha: float = 1.702, limit: float = 7.0, check_indices: bool = True,
+                      block_m: int | None = None, block_n: int | None = None,
+                      block_bytes: int | None = None) -> torch.Tensor:
+    """The MoE as grouped matmuls over tokens sorted by expert; best for many tokens."""
+    N, D, K, E, I = _check_moe_inputs(x, expert_idx, expert_weights, gate_up_blocks, gate_up_scales, gate_up_bias,
+                                      down_blocks, down_scales, down_bias, check_indices)
+    x, idx, wts, (gu_b, gu_s, gu_bias, dn_b, dn_s, dn_bias) = _prepare(
+        x, expert_idx, expert_weights, [gate_up_blocks, gate_up_scales, gate_up_bias, down_blocks, down_scales, down_bias])
+    if N == 0 or K == 0:
+        return torch.zeros((N, D), dtype=x.dtype, device=x.device)
+    gpu = x.is_cuda
+    block_m = block_m or (64 if gpu else 16)
+    block_n = block_n or (64 if gpu else 16)
+    block_b = block_bytes or (32 if gpu else 16)  # bytes of a row per step: 2 * block_b values
+    order, tile_expert, tile_start, tile_end, n_tiles = _expert_tiles(idx, E, block_m)
+    h = new_buffer((N * K, I), x.dtype, x.device)  # rows in expert-sorted order
+    y = new_buffer((N * K, D), torch.float32, x.device)  # rows in (token, slot) order
+    prec = dot_precision(x.dtype)
+    _gate_up_grouped_kernel[(n_tiles, triton.cdiv(I, block_n))](
+        x, order, tile_expert, tile_start, tile_end, gu_b, gu_s, gu_bias, h, I, K, x.stride(0),
+        float(alpha), float(limit), ROW_BYTES=D // 2, DOT_PREC=prec,
+        BLOCK_M=block_m, BLOCK_I=block_n, BLOCK_B=block_b, num_warps=8)
+    _down_grouped_kernel[(n_tiles, triton.cdiv(D, block_n))](
+        h, order, wts, tile_expert, tile_start, tile_end, dn_b, dn_s, dn_bias, y, D, I,
+        ROW_BYTES=I // 2, DOT_PREC=prec, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_B=block_b, num_warps=8)
+    return y.view(N, K, D).sum(dim=1).to(x.dtype)
+
+
+def moe_mxfp4(x: torch.Tensor, expert_idx: torch.Tensor, expert_weights: torch.Tensor,
+              gate_up_blocks: torch.Tensor, gate_up_scales: torch.Tensor, gate_up_bias: torch.Tensor,
+              down_blocks: torch.Tensor, down_scales: torch.Tensor, down_bias: torch.Tensor, *,
+              alpha: float = 1.702, limit: float = 7.0, check_indices: bool = True) -> torch.Tensor:
+    """gpt-oss experts on x [N, D] from MXFP4 weights; the decode path for few tokens, else prefill."""
+    check_tensor("x", x, ndim=2, dtypes=FLOAT_DTYPES)
+    path = moe_mxfp4_decode if x.shape[0] <= DECODE_MAX_TOKENS else moe_mxfp4_prefill
+    return path(x, expert_idx, expert_weights, gate_up_blocks, gate_up_scales, gate_up_bias,
+                down_blocks, down_scales, down_bias, alpha=alpha, limit=limit, check_indices=check_indices)
+
+
+def dequantize_mxfp4(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Triton twin of gptoss_edu.mxfp4.dequantize: blocks [..., G, 16] and scales [..., G] to [..., G * 32]."""
+    check_tensor("blocks", blocks, dtypes=(torch.uint8,))
+    check_tensor("scales", scales, dtypes=(torch.uint8,))
+    if blocks.dim() < 2 or blocks.shape[-1] != 16 or blocks.shape[:-1] != scales.shape:
+        raise ValueError(f"MXFP4 blocks must be [..., G, 16] and scales [..., G]; got {tuple(blocks.shape)} "
+                         f"and {tuple(scales.shape)}")
+    check_launch(_dequant_kernel, "moe", blocks, scales)
+    blocks, scales = blocks.contiguous(), scales.contiguous()
+    out = new_buffer((*blocks.shape[:-2], blocks.shape[-2] * 32), dtype, blocks.device)
+    n = blocks.numel()
+    if n:
+        _dequant_kernel[(triton.cdiv(n, 1024),)](blocks, scales, out, n, BLOCK=1024)
+    return out
+
+
+def moe_mxfp4_reference(x: torch.Tensor, expert_idx: torch.Tensor, expert_weights: torch.Tensor,
+                        gate_up_blocks: torch.Tensor, gate_up_scales: torch.Tensor, gate_up_bias: torch.Tensor,
+                        down_blocks: torch.Tensor, down_scales: torch.Tensor, down_bias: torch.Tensor, *,
+                        alpha: float = 1.702, limit: float = 7.0) -> torch.Tensor:
+    """The same experts in plain PyTorch: dequantize every expert, then loop over the chosen ones, in fp32."""
+    from gptoss_edu.mxfp4 import dequantize
+
+    w1 = dequantize(gate_up_blocks, gate_up_scales, torch.float32)  # [E, 2I, D]
+    w2 = dequantize(down_blocks, down_scales, torch.float32)  # [E, D, I]
+    xf = x.float()
+    out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+    for e in expert_idx.unique().tolist():
+        token, slot = (expert_idx == e).nonzero(as_tuple=True)  # who chose expert e, and as which of its K
+        gate_up = xf[token] @ w1[e].T + gate_up_bias[e].float()
+        gate, up = gate_up[:, 0::2], gate_up[:, 1::2]
+        gate = gate.clamp(max=limit)
+        up = up.clamp(min=-limit, max=limit)
+        h = (up + 1) * (gate * torch.sigmoid(alpha * gate))
+        y = h @ w2[e].T + down_bias[e].float()
+        out.index_add_(0, token, y * expert_weights[token, slot].float()[:, None])
+    return out.to(x.dtype)
