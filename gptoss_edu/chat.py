@@ -1,0 +1,267 @@
+"""A terminal chat with a gpt-oss checkpoint in the harmony format.
+
+    python -m gptoss_edu chat --model DIR_OR_REPO --reasoning high
+
+The model's thinking (the analysis channel) is shown dimmed and its answer plainly. The
+conversation is kept between turns, with the thinking of answered turns dropped as the
+harmony format prescribes. Ctrl-C stops the current reply and keeps the session; Ctrl-D
+(end of input) quits; /reset starts a new conversation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+import torch
+
+from . import harmony
+from .generate import Generation, stream
+from .model import GPT
+from .tokenizer import HARMONY_VOCAB_SIZE, get_encoding
+
+DIM, RESET = "\x1b[2m", "\x1b[0m"
+
+
+class ChatError(Exception):
+    """Something the user can fix: a missing checkpoint, a model that cannot chat."""
+
+
+def resolve_model(spec: str) -> Path:
+    """A checkpoint folder, or a Hugging Face repo id downloaded (or found on disk) by gptoss_edu.hub."""
+    from .hub import download
+
+    return download(spec)
+
+
+def load_chat_model(path: Path, device: str, backend: str = "torch") -> GPT:
+    """Load a checkpoint that can chat in harmony (a gpt-oss vocabulary), on `device`."""
+    from .checkpoint import load_model, read_config
+
+    cfg, _, raw = read_config(path)
+    if cfg.vocab_size != HARMONY_VOCAB_SIZE:
+        raise ChatError(
+            f"{path} is a model with a {cfg.vocab_size}-token vocabulary"
+            f"{' (GPT-2)' if cfg.vocab_size == 50257 else ''}: it was never trained on the harmony "
+            f"chat format, which needs gpt-oss's o200k_harmony tokenizer ({HARMONY_VOCAB_SIZE} tokens). "
+            "Chat with a gpt-oss checkpoint (e.g. --model openai/gpt-oss-20b)."
+        )
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    # MXFP4 experts stay packed: dequantized, gpt-oss-20b would not fit a 16 GB GPU.
+    packed = (raw.get("quantization_config") or {}).get("quant_method") == "mxfp4"
+    model = load_model(path, device=device, dtype=dtype, keep_mxfp4=packed and cfg.is_moe)
+    return model.set_backend(backend)
+
+
+class ChatSession:
+    """A conversation with a model: the messages so far, and how to get the next reply."""
+
+    def __init__(
+        self,
+        model: GPT,
+        reasoning: str = "medium",
+        date: str | None = None,
+        instructions: str | None = None,
+        max_new_tokens: int = 512,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        out: TextIO | None = None,
+        color: bool | None = None,
+    ):
+        self.model = model
+        self.enc = get_encoding("o200k_harmony")
+        self.header = [harmony.system(reasoning, date=date)]
+        if instructions:
+            self.header.append(harmony.developer(instructions))
+        self.messages: list[harmony.Message] = []
+        self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
+        self.seed, self.turn = seed, 0
+        self.out = out if out is not None else sys.stdout
+        self.color = self.out.isatty() if color is None else color
+        self._dim = False  # whether the terminal is now writing dimmed text
+
+    def reset(self) -> None:
+        """Forget the conversation (the system and developer messages stay)."""
+        self.messages = []
+
+    def prompt_ids(self) -> list[int]:
+        """The conversation rendered for the model, ending with `<|start|>assistant`."""
+        return harmony.render_conversation(self.header + self.messages, encoding=self.enc)
+
+    # ---- printing ------------------------------------------------------------------
+    def _write(self, text: str, dim: bool = False) -> None:
+        if self.color and dim != self._dim:
+            self.out.write(DIM if dim else RESET)
+            self._dim = dim
+        self.out.write(text)
+        self.out.flush()
+
+    # ---- one turn --------------------------------------------------------------------
+    def reply(self, text: str) -> Generation | None:
+        """Send a user message, stream the reply to the screen, keep both in the conversation."""
+        self.messages.append(harmony.user(text))
+        prompt = self.prompt_ids()
+        context = self.model.config.context_length
+        if len(prompt) >= context:
+            self.messages.pop()
+            self._write(
+                f"(not sent: the conversation would be {len(prompt)} tokens, over this model's context "
+                f"window of {context}. Shorten the message, or /reset to start over.)\n"
+            )
+            return None
+        stats = Generation()
+        parser = harmony.StreamParser("assistant", self.enc)
+        tokens = stream(
+            self.model, prompt, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+            top_p=self.top_p, seed=None if self.seed is None else self.seed + self.turn,
+            stop_tokens=harmony.stop_tokens(self.enc), stats=stats,
+        )
+        self.turn += 1
+        shown, printed, problem, interrupted = None, False, None, False
+        try:
+            for token in tokens:
+                try:
+                    delta = parser.process(token)
+                except harmony.HarmonyError as e:
+                    problem = str(e)
+                    break
+                if parser.state != "content":
+                    continue
+                channel = parser.current_channel
+                if shown != (channel, parser.current_recipient):
+                    shown = (channel, parser.current_recipient)
+                    if printed:
+                        self._write("\n")
+                    if channel != "final":
+                        to = f" to {parser.current_recipient}" if parser.current_recipient else ""
+                        self._write(f"[{'thinking' if channel == 'analysis' else channel}{to}] ", dim=True)
+                if delta:
+                    self._write(delta, dim=channel != "final")
+                    printed = True
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            tokens.close()
+            self._write("")  # back to normal text, even after an interrupt
+        self._keep(parser)
+        if printed:
+            self._write("\n")
+        self._report(stats, parser, problem, interrupted, len(prompt) + len(stats.tokens) >= context)
+        return stats
+
+    def _keep(self, parser: harmony.StreamParser) -> None:
+        """Add the reply's messages to the conversation (an interrupted answer as far as it got)."""
+        for m in parser.messages:
+            if m.recipient is not None:
+                continue  # a tool call: this chat has no tools to answer it
+            self.messages.append(m)
+        if parser.state == "content" and parser.current_channel == "final" and parser.current_content:
+            self.messages.append(harmony.assistant(parser.current_content, "final"))
+
+    def _report(self, stats: Generation, parser, problem, interrupted: bool, context_full: bool) -> None:
+        notes = []
+        if interrupted:
+            notes.append("interrupted")
+        elif stats.stop_reason != "stop_token":
+            notes.append("the context window is full: /reset to start over" if context_full
+                         else f"stopped at --max-new-tokens {self.max_new_tokens}")
+        calls = [m.recipient for m in parser.messages if m.recipient is not None]
+        if calls:
+            notes.append(f"the model called {', '.join(calls)}, but this chat has no tools")
+        if problem is not None or (parser.state != "content" and not parser.messages and stats.tokens):
+            raw = self.enc.decode(stats.tokens)
+            reason = problem or "no complete message header"
+            notes.append(f"the reply does not follow the harmony format ({reason}); raw text: {raw!r}")
+        n = len(stats.tokens)
+        speed = f"{n} tokens, {stats.tokens_per_second:.1f} tokens/s" if n else "no tokens"
+        prompt = f"prompt {stats.prompt_tokens} tokens in {stats.prefill_seconds:.2f} s"
+        self._write(f"({speed}; {prompt}{''.join('; ' + x for x in notes)})", dim=True)
+        self._write("\n")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command-line options of `python -m gptoss_edu chat`."""
+    parser.add_argument("--model", required=True,
+                        help="checkpoint folder, or Hugging Face repo id (e.g. openai/gpt-oss-20b)")
+    parser.add_argument("--reasoning", default="medium", choices=harmony.REASONING_EFFORTS,
+                        help="reasoning effort written in the system message (default: medium)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--backend", default="torch", choices=("torch", "triton"),
+                        help="run the hot ops in PyTorch or in the course's Triton kernels")
+    parser.add_argument("--max-new-tokens", type=int, default=512, help="longest reply in tokens (default: 512)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default: 1.0, OpenAI's advice)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: 1.0)")
+    parser.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
+    parser.add_argument("--date", default=None, help="current date for the system message: YYYY-MM-DD or 'today'")
+    parser.add_argument("--instructions", default=None, help="developer instructions (the 'system prompt')")
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    if args.max_new_tokens < 1:
+        raise ChatError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if args.temperature < 0:
+        raise ChatError(f"--temperature must be >= 0, got {args.temperature}")
+    if not 0 < args.top_p <= 1:
+        raise ChatError(f"--top-p must be in (0, 1], got {args.top_p}")
+    if args.date == "today":
+        args.date = datetime.date.today().isoformat()
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ChatError(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
+
+
+def read_line(prompt: str) -> str:
+    """One line of user input; a prompt only when someone is typing at a terminal."""
+    if sys.stdin.isatty():
+        return input(prompt)
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line.rstrip("\r\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    """The chat loop; returns the exit status."""
+    try:
+        _check_arguments(args)
+        path = resolve_model(args.model)
+        t0 = time.perf_counter()
+        model = load_chat_model(path, args.device, args.backend)
+    except (ChatError, ValueError, OSError, RuntimeError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="replace")  # model text must never crash a narrow terminal
+    session = ChatSession(
+        model, args.reasoning, args.date, args.instructions, args.max_new_tokens,
+        args.temperature, args.top_p, args.seed,
+    )
+    params = model.num_parameters() / 1e9
+    print(f"{path.name}: {params:.3g}B parameters on {args.device}, loaded in "
+          f"{time.perf_counter() - t0:.1f} s; reasoning {args.reasoning}.")
+    print("Ctrl-C stops a reply, Ctrl-D quits, /reset starts a new conversation.")
+    while True:
+        try:
+            text = read_line(">>> ")
+        except EOFError:
+            print()
+            return 0
+        except KeyboardInterrupt:
+            print("\n(Ctrl-D quits)")
+            continue
+        if text.strip() == "/reset":
+            session.reset()
+            print("(new conversation)")
+            continue
+        if not text.strip():
+            continue
+        try:
+            session.reply(text)
+        except KeyboardInterrupt:  # landed outside the token loop (rendering, printing)
+            print("\n(interrupted)")
