@@ -1,0 +1,350 @@
+"""Download a gpt-oss checkpoint from the Hugging Face Hub: only what the course reads, checked first.
+
+``download("openai/gpt-oss-20b")`` lists the repository, keeps the files the course needs,
+skips those already on disk, checks the free disk space before the first byte, and then lets
+``huggingface_hub`` fetch the rest (with progress bars; an interrupted download resumes where
+it stopped). Without a network, or with ``HF_HUB_OFFLINE=1``, it returns the files already on
+disk or says what to do. A local folder passed instead of a repository id is checked and
+returned as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from .memory import disk_free, format_bytes
+
+DEFAULT_REPO = "openai/gpt-oss-20b"
+
+# ---- what the course reads from a gpt-oss repository ------------------------------------------
+# All knowledge of the real repository's layout lives here. openai/gpt-oss-20b holds at its root
+# config.json, generation_config.json, model.safetensors.index.json and the shards
+# model-0000N-of-00002.safetensors (the Hugging Face layout, which the course loads), the tokenizer
+# files (the course ships its own BPE files in data/), and two more full copies of the weights:
+# original/ (OpenAI's own layout) and metal/ (Apple Metal's).
+CONFIG = "config.json"
+INDEX = "model.safetensors.index.json"
+WEIGHTS_SUFFIX = ".safetensors"
+ROOT_FILES = (CONFIG, "generation_config.json", INDEX)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+ORIGINAL_DIR = "original"
+METAL_DIR = "metal"
+
+
+class HubError(RuntimeError):
+    """A download that cannot go on; the message says why and what to do."""
+
+
+class NotEnoughDiskSpace(HubError):
+    """The files to fetch do not fit in the free space of the target disk."""
+
+
+class WeightsUnavailable(HubError):
+    """No network (or offline mode) and the weights are not on this machine."""
+
+
+class IncompleteCheckpoint(HubError):
+    """A local folder that lacks files a checkpoint needs."""
+
+
+def select_files(files: Sequence[tuple[str, int]], include_original: bool = False, include_metal: bool = False,
+                 include_tokenizer: bool = False) -> list[tuple[str, int]]:
+    """The (path, size) entries of a repository listing that the course downloads, sorted by path."""
+    chosen = []
+    for path, size in files:
+        if size is None or int(size) < 0:
+            raise ValueError(f"listing entry {path!r} has no valid size ({size!r})")
+        top, _, rest = path.partition("/")
+        if not rest:  # a file at the repository root
+            keep = (path in ROOT_FILES or path.endswith(WEIGHTS_SUFFIX)
+                    or (include_tokenizer and path in TOKENIZER_FILES))
+        else:
+            keep = (include_original and top == ORIGINAL_DIR) or (include_metal and top == METAL_DIR)
+        if keep:
+            chosen.append((path, int(size)))
+    names = {p for p, _ in chosen}
+    missing = [what for what, ok in ((CONFIG, CONFIG in names),
+                                     (f"*{WEIGHTS_SUFFIX} weights", any("/" not in p and p.endswith(WEIGHTS_SUFFIX)
+                                                                        for p in names)))
+               if not ok]
+    if missing:
+        raise HubError(f"the repository has no {' and no '.join(missing)} at its root: it is not a checkpoint "
+                       "in the Hugging Face layout the course reads (is the repository id right?)")
+    return sorted(chosen)
+
+
+def check_local(path: str | Path, include_original: bool = False, include_metal: bool = False) -> Path:
+    """Check that a folder holds a complete checkpoint (config, index, every shard); return it."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise IncompleteCheckpoint(f"{path} is not a folder: pass a checkpoint folder (with config.json and "
+                                   "*.safetensors) or a Hub repository id such as 'openai/gpt-oss-20b'")
+    missing = missing_files(path, include_original, include_metal)
+    if missing:
+        raise IncompleteCheckpoint(f"{path} is not a complete checkpoint: missing {', '.join(missing)}. "
+                                   "Finish the download (run download() again: it resumes) or copy the files in.")
+    return path
+
+
+def missing_files(path: str | Path, include_original: bool = False, include_metal: bool = False) -> list[str]:
+    """What a checkpoint folder lacks (config.json, weights, shards its index names), empty when complete."""
+    path = Path(path).expanduser()
+    missing = _missing_in(path)
+    if include_original:
+        missing += [f"{ORIGINAL_DIR}/{m}" for m in _missing_in(path / ORIGINAL_DIR)]
+    if include_metal and not any((path / METAL_DIR).glob("*")):
+        missing.append(f"{METAL_DIR}/ (Metal weights)")
+    return missing
+
+
+def _missing_in(folder: Path) -> list[str]:
+    """What a checkpoint folder lacks: config.json, weights, or shards its index names."""
+    missing = [] if (folder / CONFIG).is_file() else [CONFIG]
+    index = folder / INDEX
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text()).get("weight_map")
+        except json.JSONDecodeError as e:
+            return missing + [f"a readable {INDEX} ({e})"]
+        if not isinstance(weight_map, dict) or not weight_map:
+            return missing + [f"the 'weight_map' of {INDEX}"]
+        missing += sorted(s for s in set(weight_map.values()) if not (folder / s).is_file())
+    elif not any(folder.glob(f"*{WEIGHTS_SUFFIX}")):
+        missing.append(f"*{WEIGHTS_SUFFIX} weights")
+    return missing
+
+
+# ---- the plan: what to fetch, and whether it fits -----------------------------------------------
+
+@dataclass
+class DownloadPlan:
+    """The files a download selects, those already on disk, and the space the rest needs."""
+
+    repo_id: str
+    target: Path  # where the files go: local_dir, or the Hugging Face cache
+    files: list[tuple[str, int]]
+    present: list[str] = field(default_factory=list)
+    free_bytes: int = 0
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(size for _, size in self.files)
+
+    @property
+    def needed_bytes(self) -> int:
+        """Bytes still to fetch: files already fully on disk do not count."""
+        have = set(self.present)
+        return sum(size for name, size in self.files if name not in have)
+
+    @property
+    def fits(self) -> bool:
+        return self.needed_bytes <= self.free_bytes
+
+    def __str__(self) -> str:
+        return (f"{self.repo_id}: {len(self.files)} files, {format_bytes(self.total_bytes)}; "
+                f"{len(self.present)} already on disk; to fetch {format_bytes(self.needed_bytes)} into "
+                f"{self.target} ({format_bytes(self.free_bytes)} free)")
+
+
+def check_disk(needed_bytes: int, path: str | Path) -> int:
+    """Raise NotEnoughDiskSpace unless ``needed_bytes`` fit in the free space at ``path``; return the free bytes."""
+    free = disk_free(path)
+    if needed_bytes > free:
+        raise NotEnoughDiskSpace(
+            f"the download needs {format_bytes(needed_bytes)}, and only {format_bytes(free)} are free at {path}: "
+            "free some space there, or pass local_dir=... on a disk with room")
+    return free
+
+
+def plan_download(repo_id: str = DEFAULT_REPO, local_dir: str | Path | None = None, *, include_original: bool = False,
+                  include_metal: bool = False, include_tokenizer: bool = False,
+                  revision: str | None = None) -> DownloadPlan:
+    """List the repository (network), select the course's files and see which are already on disk."""
+    files = select_files(list_repo_files(repo_id, revision), include_original, include_metal, include_tokenizer)
+    target = Path(local_dir).expanduser() if local_dir is not None else Path(_hub_cache())
+    present = [name for name, size in files if _present(repo_id, name, size, local_dir, revision)]
+    plan = DownloadPlan(repo_id, target, files, present)
+    plan.free_bytes = disk_free(target)
+    return plan
+
+
+def list_repo_files(repo_id: str, revision: str | None = None) -> list[tuple[str, int]]:
+    """(path, size in bytes) of every file of a model repository on the Hub."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoFile
+
+    entries = HfApi().list_repo_tree(repo_id, recursive=True, revision=revision)
+    # The size of a large file is that of its content, not of its Git LFS pointer.
+    return [(e.path, e.lfs.size if getattr(e, "lfs", None) is not None else e.size)
+            for e in entries if isinstance(e, RepoFile)]
+
+
+def _present(repo_id: str, name: str, size: int, local_dir: str | Path | None, revision: str | None) -> bool:
+    """Whether ``name`` is already fully on disk (the right size) in local_dir or the Hugging Face cache."""
+    if local_dir is not None:
+        local = Path(local_dir).expanduser() / name
+        return local.is_file() and local.stat().st_size == size
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo_id, name, revision=revision)
+    return isinstance(cached, str) and os.path.isfile(cached) and os.path.getsize(cached) == size
+
+
+# ---- download ---------------------------------------------------------------------------------
+
+def download(repo_id_or_path: str | Path = DEFAULT_REPO, local_dir: str | Path | None = None, *,
+             include_original: bool = False, include_metal: bool = False, include_tokenizer: bool = False,
+             revision: str | None = None, progress: bool = True) -> Path:
+    """Fetch the course's files of a gpt-oss repository (or check a local folder) and return the folder."""
+    if _is_local(repo_id_or_path):
+        return check_local(repo_id_or_path, include_original, include_metal)
+    repo_id = str(repo_id_or_path)
+    if _offline():
+        return _from_disk(repo_id, local_dir, include_original, include_metal, revision,
+                          reason="offline mode is on (HF_HUB_OFFLINE=1)")
+    errors = _network_errors()
+    from huggingface_hub import errors as hf_errors
+
+    try:
+        plan = plan_download(repo_id, local_dir, include_original=include_original, include_metal=include_metal,
+                             include_tokenizer=include_tokenizer, revision=revision)
+    except errors as e:
+        return _from_disk(repo_id, local_dir, include_original, include_metal, revision,
+                          reason=f"the Hub could not be reached ({type(e).__name__}: {e})")
+    except (hf_errors.RepositoryNotFoundError, hf_errors.GatedRepoError) as e:
+        raise HubError(f"cannot list {repo_id!r} on the Hub ({type(e).__name__}): check the repository id; a "
+                       "gated or private repository needs `hf auth login` first") from e
+    except hf_errors.RevisionNotFoundError as e:
+        raise HubError(f"{repo_id!r} has no revision {revision!r}: pass an existing branch, tag or commit") from e
+    except hf_errors.HfHubHTTPError as e:  # the Hub is down or refuses: what is on disk may still do
+        return _from_disk(repo_id, local_dir, include_original, include_metal, revision,
+                          reason=f"the Hub answered with an error ({e})")
+    if progress:
+        print(plan)
+    check_disk(plan.needed_bytes, plan.target)
+    from huggingface_hub import snapshot_download
+
+    try:
+        with _progress_bars(progress):
+            folder = snapshot_download(repo_id, revision=revision, local_dir=local_dir,
+                                       allow_patterns=[name for name, _ in plan.files])
+    except errors as e:
+        raise HubError(f"the download of {repo_id} stopped ({type(e).__name__}: {e}); the finished files and the "
+                       "partial one are kept: run download() again to resume") from e
+    return check_local(folder, include_original, include_metal)
+
+
+def _from_disk(repo_id: str, local_dir: str | Path | None, include_original: bool, include_metal: bool,
+               revision: str | None, reason: str) -> Path:
+    """The checkpoint already on disk (local_dir, else the Hugging Face cache), or WeightsUnavailable."""
+    where = f"in {local_dir}" if local_dir is not None else f"in the Hugging Face cache ({_hub_cache()})"
+    folder: str | Path | None = local_dir
+    if folder is None:
+        from huggingface_hub import snapshot_download
+
+        try:  # with local_files_only the library only looks up the cached snapshot of this revision
+            folder = snapshot_download(repo_id, revision=revision, local_files_only=True, allow_patterns=[CONFIG])
+        except Exception:  # any failure here means the same: no usable cached snapshot
+            folder = None
+    detail = "nothing is there"
+    if folder is not None and Path(folder).expanduser().is_dir():
+        missing = missing_files(folder, include_original, include_metal)
+        if not missing:
+            return Path(folder).expanduser()
+        detail = f"missing {', '.join(missing)}"
+    raise WeightsUnavailable(
+        f"the weights of {repo_id} could not be fetched: {reason}, and they are not complete {where} ({detail}). "
+        "Connect to the internet (and unset HF_HUB_OFFLINE) and run download() again, or download them on "
+        f"another machine (`hf download {repo_id} --exclude 'original/*' --exclude 'metal/*' --local-dir DIR`), "
+        "copy DIR here and pass its path instead of the repository id.")
+
+
+def _is_local(repo_id_or_path: str | Path) -> bool:
+    """A path, not a repository id: an existing folder, or written like a path."""
+    if isinstance(repo_id_or_path, Path):
+        return True
+    s = str(repo_id_or_path)
+    # A repository id is "name" or "owner/name"; anything else is meant as a folder.
+    return (os.path.isdir(os.path.expanduser(s)) or s.startswith(("/", ".", "~")) or "\\" in s
+            or s.count("/") > 1)
+
+
+def _offline() -> bool:
+    """Offline mode, from huggingface_hub (read at its import) or the environment now."""
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+    return bool(constants.HF_HUB_OFFLINE) or env
+
+
+def _hub_cache() -> str:
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """The exception types that mean "the Hub cannot be reached", for the installed huggingface_hub."""
+    from huggingface_hub import errors as hf_errors
+
+    found: list[type[BaseException]] = [hf_errors.OfflineModeIsEnabled, hf_errors.LocalEntryNotFoundError,
+                                        ConnectionError, TimeoutError]
+    # huggingface_hub 1.x and 2.x talk through httpx (vendored as httpx2 in 2.x); 0.x through requests.
+    for module in ("httpx2", "httpx", "requests"):
+        try:
+            mod = __import__(module)
+        except ImportError:
+            continue
+        for name in ("TransportError", "ConnectionError", "Timeout"):
+            cls = getattr(mod, name, None)
+            if isinstance(cls, type) and issubclass(cls, BaseException):
+                found.append(cls)
+    return tuple(found)
+
+
+@contextmanager
+def _progress_bars(on: bool) -> Iterator[None]:
+    """huggingface_hub's progress bars on or off for the duration, then as they were."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was_disabled = are_progress_bars_disabled()
+    (enable_progress_bars if on else disable_progress_bars)()
+    try:
+        yield
+    finally:
+        (disable_progress_bars if was_disabled else enable_progress_bars)()
+
+
+# ---- `python -m gptoss_edu download` -------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The download command's arguments."""
+    parser.add_argument("repo", nargs="?", default=DEFAULT_REPO, help=f"repository id or local folder (default {DEFAULT_REPO})")
+    parser.add_argument("--local-dir", help="download into this folder (default: the Hugging Face cache)")
+    parser.add_argument("--revision", help="branch, tag or commit")
+    parser.add_argument("--original", action="store_true", help="also fetch original/ (OpenAI's own layout)")
+    parser.add_argument("--dry-run", action="store_true", help="only print what would be fetched and whether it fits")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Download (or check) the checkpoint and print the folder that holds it (the download command)."""
+    import sys
+
+    try:
+        if args.dry_run and not _is_local(args.repo):
+            plan = plan_download(args.repo, args.local_dir, include_original=args.original, revision=args.revision)
+            print(plan)
+            print("it fits" if plan.fits else "it does NOT fit: free some space or choose --local-dir on a larger disk")
+            return 0 if plan.fits else 1
+        folder = download(args.repo, args.local_dir, include_original=args.original, revision=args.revision)
+    except HubError as e:
+        print(f"download: {e}", file=sys.stderr)
+        return 1
+    print(folder)
+    return 0

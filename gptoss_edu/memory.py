@@ -1,0 +1,250 @@
+"""Memory and disk planning for a gpt-oss model: checkpoint bytes, KV cache, workspace, does it fit.
+
+Every figure is derived from a config: a dict of Hugging Face ``config.json`` keys (``hidden_size``,
+``num_hidden_layers``, ...), any object with those attributes, or the course's ``ModelConfig``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple
+
+KiB, MiB, GiB = 1024, 1024**2, 1024**3
+MXFP4_BLOCK = 32  # values per block: 16 bytes of E2M1 codes and one E8M0 scale byte
+
+# Hugging Face config key -> the course ModelConfig attribute that holds the same number.
+_KEYS = {
+    "hidden_size": "d_model",
+    "num_hidden_layers": "n_layers",
+    "num_attention_heads": "n_heads",
+    "num_key_value_heads": "n_kv_heads",
+    "head_dim": "head_dim",
+    "vocab_size": "vocab_size",
+    "num_local_experts": "n_experts",
+    "intermediate_size": "d_ff",
+}
+_FLAGS = {"attention_bias": ("attn_bias", True), "tie_word_embeddings": ("tie_embeddings", False)}
+
+
+def dims(config: Any) -> dict[str, int]:
+    """The sizes memory planning needs, as HF config keys, from a dict, an HF config or a ModelConfig."""
+    def get(key: str, course_name: str, default: Any = None) -> Any:
+        if isinstance(config, Mapping):
+            return config.get(key, default)
+        for name in (key, course_name):
+            if hasattr(config, name):
+                return getattr(config, name)
+        return default
+
+    out: dict[str, int] = {}
+    for key, course_name in _KEYS.items():
+        value = get(key, course_name)
+        if value is None and key == "head_dim" and out.get("num_attention_heads"):
+            value = out["hidden_size"] // out["num_attention_heads"]  # HF's default when the key is absent
+        if value is None:
+            raise ValueError(f"the config has no {key!r} (nor {course_name!r}): pass a gpt-oss config.json dict "
+                             "or a ModelConfig")
+        out[key] = int(value)
+    for key, (course_name, default) in _FLAGS.items():
+        out[key] = int(bool(get(key, course_name, default)))
+    return out
+
+
+# ---- weights ----------------------------------------------------------------------------------
+
+def checkpoint_parts(config: Any) -> dict[str, int]:
+    """Bytes of a gpt-oss checkpoint by kind: bf16 tensors, MXFP4 expert blocks and their scales."""
+    c = dims(config)
+    d, L, E, ff, V = c["hidden_size"], c["num_hidden_layers"], c["num_local_experts"], c["intermediate_size"], c["vocab_size"]
+    H, q, kv = c["num_attention_heads"], c["num_attention_heads"] * c["head_dim"], c["num_key_value_heads"] * c["head_dim"]
+    if E <= 0:
+        raise ValueError("this config has no experts (num_local_experts is 0): the gpt-oss checkpoint layout, "
+                         "with MXFP4 experts, does not apply")
+    if d % MXFP4_BLOCK or ff % MXFP4_BLOCK:
+        raise ValueError(f"MXFP4 experts need hidden_size ({d}) and intermediate_size ({ff}) to be multiples of 32")
+    bias = c["attention_bias"]
+    attn = d * (q + 2 * kv) + q * d + bias * (q + 2 * kv + d) + H  # q, k, v, o (+ biases) and the sinks
+    layer_bf16 = attn + 2 * d + (E * d + E) + E * (2 * ff + d)  # + two norms, the router, expert biases
+    expert_values = E * (2 * ff * d + d * ff)  # gate_up [2ff, d] and down [d, ff] per expert
+    embeddings = V * d * (1 if c["tie_word_embeddings"] else 2)
+    return {
+        "bf16": 2 * (embeddings + L * layer_bf16 + d),  # + the final norm
+        "mxfp4_blocks": L * expert_values // 2,  # two 4-bit codes a byte
+        "mxfp4_scales": L * expert_values // MXFP4_BLOCK,  # one byte a block of 32
+    }
+
+
+def checkpoint_bytes(config: Any) -> int:
+    """Bytes of a gpt-oss checkpoint on disk (and of its weights in memory with experts kept in MXFP4)."""
+    return sum(checkpoint_parts(config).values())
+
+
+def kv_cache_bytes(config: Any, context: int, batch: int = 1, dtype_bytes: int = 2) -> int:
+    """Bytes of keys and values for ``context`` positions of every layer (how the course's cache holds them)."""
+    c = dims(config)
+    per_token = 2 * c["num_hidden_layers"] * c["num_key_value_heads"] * c["head_dim"] * dtype_bytes
+    return per_token * int(context) * int(batch)
+
+
+# ---- workspace --------------------------------------------------------------------------------
+
+def workspace_parts(config: Any, prompt_tokens: int, context: int | None = None, batch: int = 1,
+                    dtype_bytes: int = 2) -> dict[str, int]:
+    """Peak temporary bytes of each phase of the course's PyTorch forward pass over ``prompt_tokens``.
+
+    The phases follow one another, so a pass needs the largest of them (``workspace_bytes``):
+    attention holds float32 scores for ``QUERY_CHUNK`` queries at a time; the experts unpack one
+    expert's MXFP4 weights through float32 temporaries; the last step makes the logits of every
+    prompt position. Decode steps (one query over ``context`` keys) need far less. The Triton
+    kernels never hold the scores nor unpacked experts, so they need less again.
+
+    tests/test_memory.py checks the estimate against the bytes the model allocates: never below,
+    within 1.6 times.
+    """
+    from .attention import QUERY_CHUNK
+
+    c = dims(config)
+    d, ff, V, E, hd = (c["hidden_size"], c["intermediate_size"], c["vocab_size"], c["num_local_experts"],
+                       c["head_dim"])
+    H, q, kv = c["num_attention_heads"], c["num_attention_heads"] * hd, c["num_key_value_heads"] * hd
+    P, B, act = int(prompt_tokens), int(batch), int(dtype_bytes)
+    N = B * P  # tokens in the pass
+    # Live through the pass: the residual stream and its normed copy, the rotary cos/sin (float32).
+    stream = N * (2 * d * act + 2 * hd * 4)
+
+    # Attention, per score element: float32 scores, their masked copy, and the softmax with its
+    # sink column (12 bytes); the previous chunk's masked scores and softmax stay alive while the
+    # next chunk's are made.
+    chunks = [min(QUERY_CHUNK, P - s) for s in range(0, P, QUERY_CHUNK)]
+    prev = [0] + chunks[:-1]
+    per_key = max(max(12 * c_ + 4 * p_, 8 * c_ + 8 * p_) for c_, p_ in zip(chunks, prev))
+    decode = 12 * max(int(context or P), P)  # one query over every cached key
+    attention = B * H * max(per_key * P, decode) + N * 3 * (d + q + 2 * kv) * act
+
+    # Experts, one at a time: mxfp4.dequantize holds about 12.5 bytes per weight at its peak (int64
+    # indices, float32 halves, their interleaving, the scaled result), first for gate_up [2ff, d],
+    # then for down [d, ff] while the SwiGLU output [N, ff] waits; between the two, gate_up's output
+    # and the SwiGLU's temporaries take about 7 ff values a token. At worst every token picks the
+    # same expert. Beside these live the block's input, its normed copy, the gathered tokens, the
+    # summed output, and the router's float32 logits.
+    def unpack(n: int) -> int:
+        return n * 25 // 2
+
+    ffn = max(unpack(2 * ff * d), unpack(d * ff) + N * ff * act, N * 7 * ff * act) if E else N * 7 * ff * act
+    experts = ffn + N * (6 * d * act + 4 * E)
+    logits = N * V * act + N * 4 * d  # the norm before the head works in float32
+    return {"attention": attention, "experts": experts, "logits": logits, "stream": stream}
+
+
+def workspace_bytes(config: Any, prompt_tokens: int, context: int | None = None, batch: int = 1,
+                    dtype_bytes: int = 2) -> int:
+    """Peak temporary bytes of the course's PyTorch forward pass: its largest phase plus the residual stream."""
+    parts = workspace_parts(config, prompt_tokens, context, batch, dtype_bytes)
+    return max(parts["attention"], parts["experts"], parts["logits"]) + parts["stream"]
+
+
+# ---- the machine ------------------------------------------------------------------------------
+
+class GpuMemory(NamedTuple):
+    free: int
+    total: int
+
+
+def gpu_memory() -> GpuMemory | None:
+    """Free and total bytes of the current CUDA device, or None when there is no GPU."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    free, total = torch.cuda.mem_get_info()
+    return GpuMemory(int(free), int(total))
+
+
+def disk_free(path: str | Path) -> int:
+    """Free bytes on the disk that holds ``path`` (or would: the nearest existing parent is asked)."""
+    p = Path(path).expanduser().absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return int(shutil.disk_usage(p).free)
+
+
+def format_bytes(n: int | float) -> str:
+    """Bytes in binary units: '12.82 GiB', '48.0 KiB', '512 B'."""
+    n = float(n)
+    for unit, size in (("TiB", 1024**4), ("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+        if abs(n) >= size:
+            return f"{n / size:.2f} {unit}" if unit in ("TiB", "GiB") else f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+# ---- the plan ---------------------------------------------------------------------------------
+
+@dataclass
+class MemoryPlan:
+    """What running a model at a given context needs on the GPU, and whether it fits."""
+
+    weights: int
+    kv_cache: int
+    workspace: int
+    context: int
+    prompt_tokens: int
+    gpu_bytes: int | None = None
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv_cache + self.workspace
+
+    @property
+    def fits(self) -> bool | None:
+        """True or False against ``gpu_bytes``; None when no GPU memory was given or found."""
+        return None if self.gpu_bytes is None else self.total <= self.gpu_bytes
+
+    @property
+    def headroom(self) -> int | None:
+        """GPU bytes left over (negative: missing), or None without a GPU figure."""
+        return None if self.gpu_bytes is None else self.gpu_bytes - self.total
+
+    def rows(self) -> list[tuple[str, int | None]]:
+        """(label, bytes) rows of the plan, for a table."""
+        return [("weights (experts in MXFP4)", self.weights),
+                (f"KV cache ({self.context} positions)", self.kv_cache),
+                (f"workspace (prefill of {self.prompt_tokens} tokens)", self.workspace),
+                ("total", self.total),
+                ("GPU memory available", self.gpu_bytes)]
+
+    def __str__(self) -> str:
+        lines = [f"{label:<40} {format_bytes(b) if b is not None else 'no GPU':>12}" for label, b in self.rows()]
+        if self.fits is not None:
+            verdict = "fits" if self.fits else "does NOT fit"
+            lines.append(f"{verdict}: {format_bytes(abs(self.headroom or 0))} "
+                         f"{'to spare' if self.fits else 'missing'}")
+        return "\n".join(lines)
+
+
+def plan(config: Any, context: int, gpu_bytes: int | None = None, *, prompt_tokens: int | None = None,
+         batch: int = 1, dtype_bytes: int = 2) -> MemoryPlan:
+    """Weights, KV cache and workspace for ``context`` positions, against ``gpu_bytes`` (default: this GPU's free memory).
+
+    ``prompt_tokens`` (the prefill length) defaults to the whole context: the worst case.
+    ``dtype_bytes`` is the size of the run's dtype (2 for bf16): of the weights other than the
+    MXFP4 experts, of the KV cache and of the activations.
+    """
+    if context <= 0 or batch <= 0:
+        raise ValueError(f"context and batch must be positive, got {context} and {batch}")
+    prompt = int(context if prompt_tokens is None else prompt_tokens)
+    if not 0 < prompt <= context:
+        raise ValueError(f"prompt_tokens must be in 1..context ({context}), got {prompt}")
+    if gpu_bytes is None:
+        found = gpu_memory()
+        gpu_bytes = found.free if found is not None else None
+    parts = checkpoint_parts(config)
+    # The experts stay packed as on disk; everything else is held in the run's dtype.
+    weights = parts["bf16"] // 2 * dtype_bytes + parts["mxfp4_blocks"] + parts["mxfp4_scales"]
+    return MemoryPlan(weights=weights,
+                      kv_cache=kv_cache_bytes(config, context, batch, dtype_bytes),
+                      workspace=workspace_bytes(config, prompt, context, batch, dtype_bytes),
+                      context=int(context), prompt_tokens=prompt, gpu_bytes=gpu_bytes)

@@ -1,0 +1,416 @@
+"""gptoss_edu.hub without a network: file selection, disk check, resume, offline mode, local folders.
+
+The Hub's listing and downloading functions are replaced by fakes that serve files from a dict,
+so every path of download() runs here exactly as it would against the real repository.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import namedtuple
+from pathlib import Path
+
+import huggingface_hub
+import pytest
+from huggingface_hub import constants
+from huggingface_hub import errors as hf_errors
+
+from gptoss_edu import hub
+
+REPO = "openai/gpt-oss-20b"
+
+# The real repository's file list (sizes made up but of the right order: shards of several GB).
+REAL_FILES = [
+    (".gitattributes", 1_570), ("LICENSE", 11_357), ("README.md", 7_090), ("USAGE_POLICY", 200),
+    ("chat_template.jinja", 16_738), ("config.json", 1_806), ("generation_config.json", 177),
+    ("model-00000-of-00002.safetensors", 4_625 * 10**6), ("model-00001-of-00002.safetensors", 4_115 * 10**6),
+    ("model-00002-of-00002.safetensors", 4_178 * 10**6), ("model.safetensors.index.json", 36_355),
+    ("special_tokens_map.json", 98), ("tokenizer.json", 27_868_174), ("tokenizer_config.json", 4_200),
+    ("original/config.json", 376), ("original/dtypes.json", 13_083), ("original/model.safetensors", 13_761 * 10**6),
+    ("metal/model.bin", 13_750 * 10**6),
+]
+COURSE = ["config.json", "generation_config.json", "model-00000-of-00002.safetensors",
+          "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json"]
+SHARDS = [n for n in COURSE if n.endswith(".safetensors")]
+
+
+@pytest.fixture(autouse=True)
+def online(monkeypatch):
+    """Every test starts online (the Hub is faked), whatever the environment running the tests says."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
+# ---- selection ----------------------------------------------------------------------------------
+
+def test_select_keeps_only_what_the_course_reads():
+    chosen = hub.select_files(REAL_FILES)
+    assert [name for name, _ in chosen] == COURSE
+    assert dict(chosen) == {n: s for n, s in REAL_FILES if n in COURSE}  # sizes carried through
+
+
+def test_select_adds_original_metal_and_tokenizer_only_when_asked():
+    names = lambda **kw: {n for n, _ in hub.select_files(REAL_FILES, **kw)}  # noqa: E731
+    assert names(include_original=True) - set(COURSE) == {"original/config.json", "original/dtypes.json",
+                                                          "original/model.safetensors"}
+    assert names(include_metal=True) - set(COURSE) == {"metal/model.bin"}
+    assert names(include_tokenizer=True) - set(COURSE) == {"tokenizer.json", "tokenizer_config.json",
+                                                           "special_tokens_map.json", "chat_template.jinja"}
+    everything = names(include_original=True, include_metal=True, include_tokenizer=True)
+    assert everything == {n for n, _ in REAL_FILES} - {".gitattributes", "LICENSE", "README.md", "USAGE_POLICY"}
+
+
+def test_select_ignores_weights_in_other_folders_and_refuses_a_non_checkpoint():
+    files = [("config.json", 10), ("model.safetensors", 100), ("extra/model.safetensors", 100)]
+    assert hub.select_files(files) == [("config.json", 10), ("model.safetensors", 100)]
+    with pytest.raises(hub.HubError, match=r"no config\.json"):
+        hub.select_files([("model.safetensors", 1), ("README.md", 2)])
+    with pytest.raises(hub.HubError, match=r"no \*\.safetensors weights"):
+        hub.select_files([("config.json", 1), ("original/model.safetensors", 2)], include_original=True)
+    with pytest.raises(ValueError, match="no valid size"):
+        hub.select_files([("config.json", None)])
+
+
+# ---- a fake Hub ---------------------------------------------------------------------------------
+
+Entry = namedtuple("Entry", "path size lfs")
+Lfs = namedtuple("Lfs", "size")
+
+
+def http_response(status: int, repo_id: str):
+    """A response of the HTTP client huggingface_hub uses, for its error types."""
+    import httpx2
+
+    url = f"https://huggingface.co/api/models/{repo_id}/tree/main"
+    return httpx2.Response(status, request=httpx2.Request("GET", url))
+
+
+class FakeHub:
+    """Serves REAL_FILES-shaped repositories from memory; files are written with their listed size."""
+
+    def __init__(self, monkeypatch, files=REAL_FILES, free=10**15):
+        self.files, self.free = dict(files), free
+        self.listed, self.downloads = 0, []
+        monkeypatch.setattr(hub, "list_repo_files", self.list_repo_files)
+        monkeypatch.setattr(huggingface_hub, "snapshot_download", self.snapshot_download)
+        monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(2 * self.free, self.free, self.free))
+
+    def list_repo_files(self, repo_id, revision=None):
+        self.listed += 1
+        if repo_id != REPO:
+            raise hf_errors.RepositoryNotFoundError(f"404 {repo_id}", response=http_response(404, repo_id))
+        return list(self.files.items())
+
+    def snapshot_download(self, repo_id, *, revision=None, local_dir=None, allow_patterns=None, **kw):
+        assert not kw.get("local_files_only"), "the online path must not be local-only"
+        self.downloads.append(sorted(allow_patterns))
+        folder = Path(local_dir)
+        for name in allow_patterns:
+            path = folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.exists() and path.stat().st_size == self.files[name]:
+                continue
+            if name == "model.safetensors.index.json":
+                path.write_text(index_json(SHARDS, self.files[name]))
+            else:  # sparse: the listed size without writing gigabytes
+                with open(path, "wb") as f:
+                    f.truncate(self.files[name])
+        return str(folder)
+
+
+def index_json(shards, size=0) -> str:
+    """An index naming ``shards``, padded with spaces (valid JSON) to ``size`` bytes."""
+    text = json.dumps({"weight_map": {f"t{i}": s for i, s in enumerate(shards)}})
+    return text.ljust(size)
+
+
+def fill(folder: Path, names, sizes=dict(REAL_FILES), index_shards=SHARDS):
+    """Put ``names`` into ``folder`` at their listed sizes (sparse), the index naming ``index_shards``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if name == "model.safetensors.index.json":
+            path.write_text(index_json(index_shards, sizes.get(name, 0)))
+        else:
+            with open(path, "wb") as f:
+                f.truncate(sizes.get(name, 8))
+
+
+# ---- download, disk check, resume -----------------------------------------------------------------
+
+def test_download_fetches_only_the_course_files(tmp_path, monkeypatch, capsys):
+    fake = FakeHub(monkeypatch)
+    out = hub.download(REPO, tmp_path / "w")
+    assert out == tmp_path / "w"
+    assert f"{REPO}: 6 files" in capsys.readouterr().out
+    assert fake.downloads == [COURSE]
+    assert sorted(p.name for p in out.iterdir()) == COURSE
+
+
+def test_download_with_original_checks_the_original_folder_too(tmp_path, monkeypatch):
+    fake = FakeHub(monkeypatch)
+    out = hub.download(REPO, tmp_path / "w", include_original=True, progress=False)
+    assert set(fake.downloads[0]) - set(COURSE) == {"original/config.json", "original/dtypes.json",
+                                                    "original/model.safetensors"}
+    assert (out / "original" / "model.safetensors").stat().st_size == 13_761 * 10**6
+
+
+def test_disk_check_refuses_before_the_first_byte(tmp_path, monkeypatch):
+    needed = sum(s for n, s in REAL_FILES if n in COURSE)
+    fake = FakeHub(monkeypatch, free=needed - 1)
+    with pytest.raises(hub.NotEnoughDiskSpace) as e:
+        hub.download(REPO, tmp_path / "w", progress=False)
+    msg = str(e.value)
+    assert hub.format_bytes(needed) in msg and hub.format_bytes(needed - 1) in msg
+    assert str(tmp_path / "w") in msg and "local_dir=" in msg
+    assert fake.downloads == [] and not (tmp_path / "w").exists()
+
+
+def test_disk_check_passes_with_exactly_enough(tmp_path, monkeypatch):
+    needed = sum(s for n, s in REAL_FILES if n in COURSE)
+    fake = FakeHub(monkeypatch, free=needed)
+    hub.download(REPO, tmp_path / "w", progress=False)
+    assert fake.downloads == [COURSE]
+
+
+def test_resume_does_not_count_files_already_there(tmp_path, monkeypatch):
+    sizes = dict(REAL_FILES)
+    target = tmp_path / "w"
+    fill(target, ["config.json", "model-00000-of-00002.safetensors", "model-00001-of-00002.safetensors"])
+    # A partial shard (wrong size) is still to fetch.
+    with open(target / "model-00002-of-00002.safetensors", "wb") as f:
+        f.truncate(10)
+    rest = sum(sizes[n] for n in ["generation_config.json", "model-00002-of-00002.safetensors",
+                                  "model.safetensors.index.json"])
+    FakeHub(monkeypatch, free=rest)
+    plan = hub.plan_download(REPO, target)
+    assert sorted(plan.present) == ["config.json", "model-00000-of-00002.safetensors",
+                                    "model-00001-of-00002.safetensors"]
+    assert plan.needed_bytes == rest and plan.total_bytes > rest and plan.fits
+    assert hub.download(REPO, target, progress=False) == target  # enough for the rest, not for all
+    assert (target / "model-00002-of-00002.safetensors").stat().st_size == sizes["model-00002-of-00002.safetensors"]
+    fill(target, ["model-00002-of-00002.safetensors"], sizes={})  # partial again: only that shard is needed
+    shard = sizes["model-00002-of-00002.safetensors"]
+    FakeHub(monkeypatch, free=shard - 1)
+    with pytest.raises(hub.NotEnoughDiskSpace):
+        hub.download(REPO, target, progress=False)
+    fake = FakeHub(monkeypatch, free=shard)
+    hub.download(REPO, target, progress=False)
+    assert fake.downloads == [COURSE]  # the library is still given every file: it verifies what is there
+
+
+def test_disk_free_asks_the_nearest_existing_folder(tmp_path, monkeypatch):
+    asked = []
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: asked.append(Path(p)) or shutil._ntuple_diskusage(3, 2, 1))
+    assert hub.disk_free(tmp_path / "not" / "yet") == 1
+    assert asked == [tmp_path]
+
+
+def test_unknown_repository_is_a_clear_error(tmp_path, monkeypatch):
+    FakeHub(monkeypatch)
+    with pytest.raises(hub.HubError, match="check the repository id"):
+        hub.download("openai/gpt-oss-2b", tmp_path, progress=False)
+
+
+# ---- offline -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def offline(monkeypatch):
+    """HF_HUB_OFFLINE=1 as huggingface_hub sees it (it reads the variable once, at import)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+
+def test_offline_without_the_weights_says_what_to_do(tmp_path, monkeypatch, offline):
+    fake = FakeHub(monkeypatch)
+    with pytest.raises(hub.WeightsUnavailable) as e:
+        hub.download(REPO, tmp_path / "w", progress=False)
+    msg = str(e.value)
+    assert "HF_HUB_OFFLINE" in msg and "could not be fetched" in msg
+    assert "pass its path" in msg and "Connect" in msg
+    assert fake.listed == 0 and fake.downloads == []
+
+
+def test_offline_with_the_weights_on_disk_returns_them(tmp_path, monkeypatch, offline):
+    fake = FakeHub(monkeypatch)
+    fill(tmp_path / "w", COURSE)
+    assert hub.download(REPO, tmp_path / "w", progress=False) == tmp_path / "w"
+    assert fake.listed == 0 and fake.downloads == []
+
+
+def test_offline_names_the_missing_shard(tmp_path, monkeypatch, offline):
+    FakeHub(monkeypatch)
+    fill(tmp_path / "w", [n for n in COURSE if n != "model-00001-of-00002.safetensors"])
+    with pytest.raises(hub.WeightsUnavailable, match="model-00001-of-00002.safetensors"):
+        hub.download(REPO, tmp_path / "w", progress=False)
+
+
+def test_offline_finds_the_hugging_face_cache(tmp_path, monkeypatch, offline):
+    """With no local_dir the library's cache lookup (local files only) is asked, and its folder checked."""
+    snapshot = tmp_path / "cache" / "snapshots" / "abc"
+    fill(snapshot, COURSE)
+    calls = []
+
+    def cached(repo_id, *, revision=None, local_files_only=False, allow_patterns=None, **kw):
+        calls.append(local_files_only)
+        if repo_id != REPO:
+            raise hf_errors.LocalEntryNotFoundError("not cached")
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", cached)
+    assert hub.download(REPO, progress=False) == snapshot
+    assert calls == [True]
+    with pytest.raises(hub.WeightsUnavailable, match="Hugging Face cache"):
+        hub.download("openai/gpt-oss-120b", progress=False)
+
+
+def test_no_network_falls_back_to_disk_or_explains(tmp_path, monkeypatch):
+    """A connection error while listing (no offline flag) is answered like offline mode."""
+    import httpx2
+
+    def unreachable(repo_id, revision=None):
+        raise httpx2.ConnectError("[Errno -3] Temporary failure in name resolution")
+
+    FakeHub(monkeypatch)
+    monkeypatch.setattr(hub, "list_repo_files", unreachable)
+    with pytest.raises(hub.WeightsUnavailable, match="could not be reached.*ConnectError"):
+        hub.download(REPO, tmp_path / "w", progress=False)
+    fill(tmp_path / "w", COURSE)
+    assert hub.download(REPO, tmp_path / "w", progress=False) == tmp_path / "w"
+
+
+def test_offline_flag_set_after_import_is_honoured(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    fake = FakeHub(monkeypatch)
+    with pytest.raises(hub.WeightsUnavailable):
+        hub.download(REPO, tmp_path / "w", progress=False)
+    assert fake.listed == 0
+
+
+# ---- a local folder instead of a repository id ----------------------------------------------------
+
+def test_local_folder_is_returned_as_is(tmp_path, monkeypatch):
+    fake = FakeHub(monkeypatch)
+    fill(tmp_path / "ckpt", COURSE)
+    assert hub.download(tmp_path / "ckpt") == tmp_path / "ckpt"
+    assert hub.download(str(tmp_path / "ckpt")) == tmp_path / "ckpt"
+    assert fake.listed == 0 and fake.downloads == []
+
+
+def test_local_single_file_checkpoint_without_index(tmp_path):
+    fill(tmp_path / "one", ["config.json", "model.safetensors"])
+    assert hub.download(str(tmp_path / "one")) == tmp_path / "one"
+
+
+def test_local_folder_lists_everything_missing(tmp_path):
+    fill(tmp_path / "part", ["model.safetensors.index.json", "model-00000-of-00002.safetensors"])
+    with pytest.raises(hub.IncompleteCheckpoint) as e:
+        hub.download(tmp_path / "part")
+    msg = str(e.value)
+    for missing in ("config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"):
+        assert missing in msg
+    assert "model-00000-of-00002.safetensors" not in msg
+    fill(tmp_path / "empty", ["config.json"])
+    with pytest.raises(hub.IncompleteCheckpoint, match=r"\*\.safetensors weights"):
+        hub.download(tmp_path / "empty")
+    fill(tmp_path / "noorig", COURSE)
+    with pytest.raises(hub.IncompleteCheckpoint, match="original/config.json"):
+        hub.download(tmp_path / "noorig", include_original=True)
+
+
+def test_local_path_that_does_not_exist(tmp_path):
+    with pytest.raises(hub.IncompleteCheckpoint, match="is not a folder"):
+        hub.download(str(tmp_path / "nowhere"))
+    with pytest.raises(hub.IncompleteCheckpoint, match="is not a folder"):
+        hub.download("./weights/gpt-oss-20b")
+
+
+def test_damaged_index_is_named(tmp_path):
+    fill(tmp_path / "bad", ["config.json", "model-00000-of-00002.safetensors"])
+    (tmp_path / "bad" / "model.safetensors.index.json").write_text("{not json")
+    with pytest.raises(hub.IncompleteCheckpoint, match="readable model.safetensors.index.json"):
+        hub.download(tmp_path / "bad")
+
+
+# ---- the real listing function, the Hugging Face cache, and errors while talking to the Hub ----------
+
+def test_listing_reads_sizes_of_large_files_from_lfs(monkeypatch):
+    from huggingface_hub.hf_api import RepoFile, RepoFolder
+
+    tree = [RepoFile(path="config.json", size=1806, oid="a"),
+            RepoFile(path="model-00000-of-00002.safetensors", size=134, oid="b",
+                     lfs={"size": 4_625_000_000, "oid": "c" * 64, "pointerSize": 134}),
+            RepoFolder(path="original", oid="d")]
+    asked = []
+
+    def list_repo_tree(self, repo_id, recursive=False, revision=None, **kw):
+        asked.append((repo_id, recursive, revision))
+        return iter(tree)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_tree", list_repo_tree)
+    assert hub.list_repo_files(REPO, "main") == [("config.json", 1806),
+                                                 ("model-00000-of-00002.safetensors", 4_625_000_000)]
+    assert asked == [(REPO, True, "main")]
+
+
+def test_resume_into_the_hugging_face_cache(tmp_path, monkeypatch):
+    """Without local_dir the files go to the library's cache; cached files of the right size count as there."""
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    fill(tmp_path / "snap", ["config.json", "model-00000-of-00002.safetensors"])
+    fill(tmp_path / "snap", ["model-00001-of-00002.safetensors"], sizes={})  # a wrong size: not there
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache",
+                        lambda repo_id, name, revision=None: str(tmp_path / "snap" / name)
+                        if (tmp_path / "snap" / name).exists() else None)
+    FakeHub(monkeypatch)
+    plan = hub.plan_download(REPO)
+    assert plan.target == tmp_path / "hub"
+    assert plan.present == ["config.json", "model-00000-of-00002.safetensors"]
+    assert plan.needed_bytes == plan.total_bytes - 1_806 - 4_625 * 10**6
+
+
+def test_hub_server_error_falls_back_to_disk(tmp_path, monkeypatch):
+    def down(repo_id, revision=None):
+        raise hf_errors.HfHubHTTPError("503 Service Unavailable", response=http_response(503, repo_id))
+
+    FakeHub(monkeypatch)
+    monkeypatch.setattr(hub, "list_repo_files", down)
+    with pytest.raises(hub.WeightsUnavailable, match="answered with an error"):
+        hub.download(REPO, tmp_path / "w", progress=False)
+    fill(tmp_path / "w", COURSE)
+    assert hub.download(REPO, tmp_path / "w", progress=False) == tmp_path / "w"
+
+
+def test_connection_lost_during_the_download_says_it_resumes(tmp_path, monkeypatch):
+    import httpx2
+
+    def cut(repo_id, **kw):
+        raise httpx2.ReadTimeout("timed out")
+
+    FakeHub(monkeypatch)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", cut)
+    with pytest.raises(hub.HubError, match="run download\\(\\) again to resume"):
+        hub.download(REPO, tmp_path / "w", progress=False)
+
+
+def test_progress_bars_are_restored(tmp_path, monkeypatch):
+    from huggingface_hub.utils import are_progress_bars_disabled
+
+    seen = []
+    fake = FakeHub(monkeypatch)
+    real = fake.snapshot_download
+
+    def watch(*a, **kw):
+        seen.append(are_progress_bars_disabled())
+        return real(*a, **kw)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", watch)
+    before = are_progress_bars_disabled()
+    hub.download(REPO, tmp_path / "a", progress=False)
+    hub.download(REPO, tmp_path / "b", progress=True)
+    # HF_HUB_DISABLE_PROGRESS_BARS in the environment wins over the argument, as the library intends.
+    env = constants.HF_HUB_DISABLE_PROGRESS_BARS
+    assert seen == ([True, False] if env is None else [env, env])
+    assert are_progress_bars_disabled() == before

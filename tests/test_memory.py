@@ -1,0 +1,253 @@
+"""gptoss_edu.memory: checkpoint and KV-cache bytes against SPEC.md and real tensors, the workspace
+estimate against allocations measured while the course's model runs, and the plan."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import weakref
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+import gptoss_edu as g
+from gptoss_edu import attention, memory
+from gptoss_edu.model import GPT
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "gptoss"
+CONFIGS = {n: json.loads((SHARED / f"gpt-oss-{n}.config.json").read_text()) for n in ("20b", "120b")}
+
+# SPEC.md, section 1.
+SPEC_CHECKPOINT = {"20b": 13_761_264_768, "120b": 65_248_815_744}
+SPEC_KV_PER_TOKEN = {"20b": 48 * 1024, "120b": 72 * 1024}
+
+
+# ---- weights and KV cache against SPEC.md ---------------------------------------------------------
+
+@pytest.mark.parametrize("size", ["20b", "120b"])
+def test_checkpoint_bytes_match_the_spec(size):
+    assert memory.checkpoint_bytes(CONFIGS[size]) == SPEC_CHECKPOINT[size]
+
+
+@pytest.mark.parametrize("size", ["20b", "120b"])
+def test_kv_cache_per_token_matches_the_spec(size):
+    assert memory.kv_cache_bytes(CONFIGS[size], 1) == SPEC_KV_PER_TOKEN[size]
+    assert memory.kv_cache_bytes(CONFIGS[size], 4096, batch=3) == 3 * 4096 * SPEC_KV_PER_TOKEN[size]
+    assert memory.kv_cache_bytes(CONFIGS[size], 10, dtype_bytes=4) == 20 * SPEC_KV_PER_TOKEN[size]
+
+
+def test_any_config_form_gives_the_same_numbers():
+    """A dict of HF keys, an object with HF attributes, and the course's ModelConfig agree."""
+    hf = CONFIGS["20b"]
+    as_object = type("HFConfig", (), dict(hf))()
+    course = g.preset("gpt-oss-20b")
+    for cfg in (as_object, course):
+        assert memory.checkpoint_bytes(cfg) == SPEC_CHECKPOINT["20b"]
+        assert memory.kv_cache_bytes(cfg, 7) == 7 * SPEC_KV_PER_TOKEN["20b"]
+        assert memory.workspace_bytes(cfg, 300, 4096) == memory.workspace_bytes(hf, 300, 4096)
+
+
+def test_bad_configs_are_named():
+    cfg = dict(CONFIGS["20b"])
+    del cfg["num_key_value_heads"]
+    with pytest.raises(ValueError, match="num_key_value_heads"):
+        memory.kv_cache_bytes(cfg, 1)
+    with pytest.raises(ValueError, match="no experts"):
+        memory.checkpoint_bytes(g.preset("gpt2-124m"))
+    with pytest.raises(ValueError, match="multiples of 32"):
+        memory.checkpoint_bytes({**CONFIGS["20b"], "intermediate_size": 2880 + 16})
+
+
+@pytest.mark.parametrize("size", ["20b", "120b"])
+def test_checkpoint_bytes_equal_the_model_built_on_meta(size):
+    """The course model of the full config, packed experts and bf16 rest, built without memory."""
+    with torch.device("meta"):
+        model = GPT(g.ModelConfig.from_hf_config(CONFIGS[size]), packed_experts=True).to(torch.bfloat16)
+    state = model.state_dict()
+    assert sum(t.numel() * t.element_size() for t in state.values()) == SPEC_CHECKPOINT[size]
+    parts = memory.checkpoint_parts(CONFIGS[size])
+    assert parts["mxfp4_blocks"] == sum(t.numel() for n, t in state.items() if n.endswith("_blocks"))
+    assert parts["mxfp4_scales"] == sum(t.numel() for n, t in state.items() if n.endswith("_scales"))
+
+
+@pytest.mark.parametrize("changes", [{}, {"n_experts": 4, "experts_per_token": 1, "d_ff": 96},
+                                     {"n_layers": 2, "layer_types": ("sliding_attention", "full_attention"),
+                                      "n_heads": 8, "n_kv_heads": 1, "vocab_size": 1000}])
+def test_checkpoint_bytes_equal_a_written_checkpoint(tmp_path, changes):
+    """The tensor bytes of a real-layout checkpoint the course writes, shard headers excluded."""
+    cfg = g.preset("gpt-oss-tiny").replace(**changes)
+    folder = g.write_checkpoint(GPT(cfg), tmp_path / "ckpt")
+    on_disk = 0
+    for file in folder.glob("*.safetensors"):
+        with safe_open(str(file), "pt") as f:
+            for name in f.keys():
+                t = f.get_tensor(name)
+                on_disk += t.numel() * t.element_size()
+    assert on_disk == memory.checkpoint_bytes(json.loads((folder / "config.json").read_text()))
+    assert on_disk == memory.checkpoint_bytes(cfg)
+
+
+def test_kv_cache_bytes_equal_the_course_cache():
+    cfg = g.preset("gpt-oss-tiny")
+    for batch, context, dtype in ((1, 100, torch.bfloat16), (3, 17, torch.float32)):
+        cache = attention.KVCache(cfg, batch, context, dtype=dtype)
+        assert memory.kv_cache_bytes(cfg, context, batch, dtype.itemsize) == cache.nbytes()
+
+
+# ---- workspace against measured allocations ---------------------------------------------------------
+
+class PeakBytes(TorchDispatchMode):
+    """Counts the bytes of tensors allocated while active, and their peak (views and in-place results
+    of memory allocated before do not count)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, list[int]] = {}  # storage address -> [bytes, tensors alive on it]
+        self.now = self.peak = 0
+
+    def _release(self, key: int) -> None:
+        entry = self.live[key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.now -= entry[0]
+            del self.live[key]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {a.untyped_storage().data_ptr() for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)}
+        for t in tree_flatten(out)[0]:
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            key = storage.data_ptr()
+            if key == 0 or (key not in self.live and key in inputs):
+                continue
+            if key not in self.live:
+                self.live[key] = [storage.nbytes(), 0]
+                self.now += storage.nbytes()
+                self.peak = max(self.peak, self.now)
+            self.live[key][1] += 1
+            weakref.finalize(t, self._release, key)
+        return out
+
+
+def test_peak_counter_itself():
+    a = torch.ones(1000, 1000)
+    with PeakBytes() as p:
+        b = a * 2  # 4 MB
+        c = b + 1  # 8 MB live
+        del b
+        d = c @ c  # 8 MB live again
+        c.add_(1)  # in place: nothing new
+        v = d[10:]  # a view: nothing new
+        del c, d, v
+    assert p.peak == 8_000_000 and p.now == 0
+
+
+def measured_workspace(cfg: g.ModelConfig, prompt: int, dtype: torch.dtype, batch: int = 1) -> int:
+    """Peak bytes allocated by one prefill forward of the course model (MXFP4 experts) with its cache."""
+    torch.manual_seed(0)
+    model = GPT(cfg, packed_experts=True).to(dtype).eval()
+    cache = model.new_cache(batch, prompt)
+    ids = torch.randint(0, cfg.vocab_size, (batch, prompt))
+    with torch.no_grad(), PeakBytes() as p:
+        model(ids, cache)
+    return p.peak
+
+
+# Shapes where each phase leads in turn: experts (wide d_ff), attention (many heads, a long prompt,
+# several query chunks), logits (large vocabulary).
+TWO_LAYERS = dict(n_layers=2, layer_types=("sliding_attention", "full_attention"))
+SHAPES = {
+    "experts": dict(vocab_size=100, d_model=128, d_ff=512, n_heads=1, n_kv_heads=1, head_dim=32, n_experts=2,
+                    experts_per_token=1, **TWO_LAYERS),
+    "attention": dict(vocab_size=300, d_model=64, d_ff=64, n_heads=16, n_kv_heads=2, head_dim=16, **TWO_LAYERS),
+    "logits": dict(vocab_size=20000, d_model=64, d_ff=64, **TWO_LAYERS),
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("prompt", [1, 50, 200])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_workspace_bounds_the_measured_peak(shape, prompt, dtype, monkeypatch):
+    """The estimate is never below what the model allocates, and within 1.6x of it."""
+    monkeypatch.setattr(attention, "QUERY_CHUNK", 64)  # several query chunks at these prompt lengths
+    cfg = g.preset("gpt-oss-tiny").replace(**SHAPES[shape])
+    measured = measured_workspace(cfg, prompt, dtype)
+    estimate = memory.workspace_bytes(cfg, prompt, prompt, dtype_bytes=dtype.itemsize)
+    assert measured <= estimate <= 1.6 * measured, (shape, prompt, dtype, measured, estimate)
+    if prompt == 200:  # the phase the shape was made for is the one the estimate says leads
+        parts = memory.workspace_parts(cfg, prompt, prompt, dtype_bytes=dtype.itemsize)
+        assert max(("attention", "experts", "logits"), key=parts.get) == shape
+
+
+def test_workspace_batch_and_decode():
+    cfg = CONFIGS["20b"]
+    one = memory.workspace_parts(cfg, 512, 4096)
+    two = memory.workspace_parts(cfg, 512, 4096, batch=2)
+    assert two["logits"] == 2 * one["logits"] and two["stream"] == 2 * one["stream"]
+    # A one-token step over a long cache: the scores of one query over every key.
+    step = memory.workspace_parts(cfg, 1, 131072)
+    assert step["attention"] >= 64 * 131072 * 4
+
+
+# ---- the machine and the plan ---------------------------------------------------------------------
+
+def test_disk_free_and_gpu_memory(tmp_path, monkeypatch):
+    assert memory.disk_free(tmp_path) == shutil.disk_usage(tmp_path).free
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(100, 40, 60))
+    assert memory.disk_free(tmp_path / "a" / "b") == 60
+    found = memory.gpu_memory()
+    if torch.cuda.is_available():
+        assert 0 < found.free <= found.total
+    else:
+        assert found is None
+
+
+def test_plan_adds_up_and_says_whether_it_fits():
+    cfg = CONFIGS["20b"]
+    p = memory.plan(cfg, 4096, gpu_bytes=16 * memory.GiB, prompt_tokens=512)
+    assert p.weights == SPEC_CHECKPOINT["20b"]
+    assert p.kv_cache == 4096 * SPEC_KV_PER_TOKEN["20b"]
+    assert p.workspace == memory.workspace_bytes(cfg, 512, 4096)
+    assert p.total == p.weights + p.kv_cache + p.workspace
+    assert p.fits is True and p.headroom == 16 * memory.GiB - p.total
+    fp32 = memory.plan(cfg, 4096, gpu_bytes=16 * memory.GiB, prompt_tokens=512, dtype_bytes=4)
+    assert fp32.weights - p.weights == memory.checkpoint_parts(cfg)["bf16"]  # the non-expert part doubles
+    assert fp32.kv_cache == 2 * p.kv_cache
+    assert memory.plan(cfg, 4096, gpu_bytes=p.total).fits is not None
+    assert memory.plan(cfg, 4096, gpu_bytes=p.total, prompt_tokens=512).fits is True
+    assert memory.plan(cfg, 4096, gpu_bytes=p.total - 1, prompt_tokens=512).fits is False
+    # 120b: its 60.77 GiB of weights do not fit in 48 GiB, and fit in 80 GiB.
+    assert memory.plan(CONFIGS["120b"], 4096, gpu_bytes=48 * memory.GiB, prompt_tokens=64).fits is False
+    assert memory.plan(CONFIGS["120b"], 4096, gpu_bytes=80 * memory.GiB, prompt_tokens=64).fits is True
+    text = str(p)
+    assert "12.82 GiB" in text and "fits" in text and "KV cache (4096 positions)" in text
+
+
+def test_plan_without_a_gpu_figure(monkeypatch):
+    monkeypatch.setattr(memory, "gpu_memory", lambda: None)
+    p = memory.plan(CONFIGS["20b"], 1024)
+    assert p.gpu_bytes is None and p.fits is None and p.headroom is None
+    assert p.prompt_tokens == 1024  # the whole context as the prompt: the worst case
+    assert "no GPU" in str(p)
+    monkeypatch.setattr(memory, "gpu_memory", lambda: memory.GpuMemory(free=10 * memory.GiB, total=16 * memory.GiB))
+    assert memory.plan(CONFIGS["20b"], 1024).gpu_bytes == 10 * memory.GiB
+
+
+def test_plan_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="positive"):
+        memory.plan(CONFIGS["20b"], 0, gpu_bytes=1)
+    with pytest.raises(ValueError, match="prompt_tokens"):
+        memory.plan(CONFIGS["20b"], 100, gpu_bytes=1, prompt_tokens=101)
+
+
+def test_format_bytes():
+    assert memory.format_bytes(SPEC_CHECKPOINT["20b"]) == "12.82 GiB"
+    assert memory.format_bytes(48 * 1024) == "48.0 KiB"
+    assert memory.format_bytes(512) == "512 B"
+    assert memory.format_bytes(3 * 1024**4) == "3.00 TiB"
