@@ -5,12 +5,38 @@ from __future__ import annotations
 import difflib
 import html
 import inspect
+import linecache
+import re
 from typing import Callable
 
 
 def source_of(obj: Callable | type | str) -> str:
     """The source text of a function or class (or the string itself)."""
-    return obj if isinstance(obj, str) else inspect.getsource(obj)
+    if isinstance(obj, str):
+        return obj
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):
+        if isinstance(obj, type):
+            found = _class_source_from_methods(obj)
+            if found is not None:
+                return found
+        raise
+
+
+def _class_source_from_methods(cls: type) -> str | None:
+    """A class defined in a notebook cell: inspect cannot find it (its module has no file), but its
+    methods' code objects name the cell, whose lines IPython keeps in linecache."""
+    pattern = re.compile(rf"^(\s*)class\s+{re.escape(cls.__name__)}\b")
+    for member in vars(cls).values():
+        code = getattr(getattr(member, "__func__", member), "__code__", None)
+        if code is None:
+            continue
+        lines = linecache.getlines(code.co_filename)
+        for i in range(min(code.co_firstlineno, len(lines)) - 1, -1, -1):
+            if pattern.match(lines[i]):
+                return "".join(inspect.getblock(lines[i:]))
+    return None
 
 
 class CodeDiff:

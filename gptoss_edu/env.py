@@ -1,0 +1,374 @@
+"""What this machine can run of the course: packages against their pins, CPU, memory, GPU and disk.
+
+``check_environment()`` returns an :class:`EnvironmentReport` (a list of :class:`Check` rows
+that shows as a table in a notebook); ``main()`` prints the same table for
+``python -m gptoss_edu.env`` (and ``run`` for ``python -m gptoss_edu doctor``) and returns 1
+when a required package is missing or too old.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import importlib.metadata as metadata
+import importlib.util
+import os
+import platform
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+OK, WARN, FAIL = "OK", "WARN", "FAIL"
+
+REPO = Path(__file__).resolve().parent.parent
+GiB = 1024**3
+
+# Below this much RAM even the CPU-sized models and a JupyterLab tab get tight.
+MIN_RAM_BYTES = 4 * GiB
+# gpt-oss-20b on a GPU needs its weights plus room for activations and a KV cache of a few
+# thousand tokens (48 KiB a token); 2 GiB covers both with margin.
+GPU_HEADROOM_BYTES = 2 * GiB
+
+
+@dataclass(frozen=True)
+class Package:
+    """A distribution the course uses, and what is lost without it."""
+
+    dist: str  # the name pip knows
+    module: str  # the name Python imports
+    role: str  # "course": notebooks need it; "test": only `make test`; "kernels": optional
+    used_for: str  # what the course uses it for
+    without: str  # what happens when it is missing
+
+
+PACKAGES = (
+    Package("torch", "torch", "course", "every model and check",
+            "nothing runs: install the course (make lab)"),
+    Package("triton", "triton", "kernels", "the kernels of notebook 10",
+            "notebook 10 runs the PyTorch references only"),
+    Package("safetensors", "safetensors", "course", "reading and writing checkpoints",
+            "checkpoints cannot be read or written"),
+    Package("huggingface_hub", "huggingface_hub", "course", "downloads from the Hub",
+            "no downloads; local checkpoints still load"),
+    Package("tiktoken", "tiktoken", "course", "the tokenizers (offline, from data/)",
+            "no tokenizer: notebooks 01, 11, 12 and 13 stop"),
+    Package("matplotlib", "matplotlib", "course", "plots and widget figures", "no plots or widgets"),
+    Package("ipywidgets", "ipywidgets", "course", "the widgets' controls", "the Explore sections have no controls"),
+    Package("jupyterlab", "jupyterlab", "course", "the notebooks' editor", "no JupyterLab to open the notebooks in"),
+    Package("tqdm", "tqdm", "course", "progress bars", "no progress bars"),
+    Package("transformers", "transformers", "course", "the reference GPT-2 and gpt-oss",
+            "the checks against transformers' GPT-2 and gpt-oss stop"),
+    Package("openai-harmony", "openai_harmony", "test", "make test (OpenAI's harmony renderer)",
+            "the tests against OpenAI's harmony renderer cannot run"),
+    Package("pytest", "pytest", "test", "make test", "make test cannot run"),
+    Package("nbval", "nbval", "test", "make test (the notebooks)", "make test cannot check the notebooks"),
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One row of the environment table."""
+
+    item: str
+    wanted: str
+    found: str
+    status: str  # OK, WARN or FAIL
+    meaning: str
+
+
+# ---- versions -------------------------------------------------------------------------------
+
+def _release(version: str) -> tuple[int, ...]:
+    """The numeric release part of a version: '2.13.0+cpu' -> (2, 13, 0), '0.0.8' -> (0, 0, 8)."""
+    nums = re.match(r"\d+(\.\d+)*", version.strip())
+    return tuple(int(x) for x in nums.group(0).split(".")) if nums else ()
+
+
+def _same_release(a: str, b: str) -> bool:
+    ra, rb = _release(a), _release(b)
+    n = max(len(ra), len(rb))
+    return ra + (0,) * (n - len(ra)) == rb + (0,) * (n - len(rb))
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read_pins(repo: Path = REPO) -> dict[str, str]:
+    """Pinned versions: constraints.txt, plus torch and Triton from the Makefile (which installs them)."""
+    pins: dict[str, str] = {}
+    constraints = repo / "constraints.txt"
+    if constraints.is_file():
+        for line in constraints.read_text().splitlines():
+            m = re.fullmatch(r"\s*([A-Za-z0-9_.\-]+)\s*==\s*([^\s;#]+).*", line)
+            if m:
+                pins[_normal(m.group(1))] = m.group(2)
+    makefile = repo / "Makefile"
+    if makefile.is_file():
+        for var, dist in (("TORCH_VERSION", "torch"), ("TRITON_VERSION", "triton")):
+            m = re.search(rf"^{var}\s*:?=\s*(\S+)", makefile.read_text(), re.M)
+            if m:
+                pins[dist] = m.group(1)
+    return pins
+
+
+def read_minimums() -> dict[str, str]:
+    """The lowest versions pyproject.toml accepts, from the installed package's metadata."""
+    mins: dict[str, str] = {}
+    try:
+        requires = metadata.requires("gptoss-edu") or []
+    except metadata.PackageNotFoundError:
+        return mins
+    for req in requires:
+        m = re.match(r"([A-Za-z0-9_.\-]+)\s*>=\s*([0-9][^,;\s]*)", req)
+        if m:
+            mins[_normal(m.group(1))] = m.group(2)
+    return mins
+
+
+def _installed(pkg: Package) -> str | None:
+    try:
+        return metadata.version(pkg.dist)
+    except metadata.PackageNotFoundError:
+        # Some environments (conda, system packages) import fine without pip metadata.
+        return "present (version unknown)" if importlib.util.find_spec(pkg.module) else None
+
+
+def check_package(pkg: Package, pins: dict[str, str], mins: dict[str, str], gpu: bool) -> Check:
+    """Compare one package with its pin and its minimum; say what it means for the course."""
+    pin, least = pins.get(_normal(pkg.dist)), mins.get(_normal(pkg.dist))
+    wanted = pin or (f">={least}" if least else "any")
+    found = _installed(pkg)
+    if found is None:
+        status = FAIL if pkg.role == "course" else WARN
+        return Check(pkg.dist, wanted, "missing", status, pkg.without + f" (pip install {pkg.dist}"
+                     + (f"=={pin}" if pin else "") + ")")
+    if least and _release(found) and _release(found) < _release(least):
+        return Check(pkg.dist, wanted, found, FAIL, f"older than {least}, the oldest the course accepts: upgrade it")
+    if pkg.dist == "triton":
+        meaning = ("notebook 10 compiles the kernels for the GPU" if gpu else
+                   "notebook 10 runs the kernels in Triton's interpreter (TRITON_INTERPRET=1): correct, slow")
+    else:
+        meaning = pkg.used_for
+    if pin and _release(found) and not _same_release(found, pin):
+        return Check(pkg.dist, wanted, found, WARN, f"not the tested version ({pin}); most likely fine")
+    return Check(pkg.dist, wanted, found, OK, meaning)
+
+
+def check_python(mins_python: str | None = None) -> Check:
+    """Python itself against the package's requires-python."""
+    if mins_python is None:
+        try:
+            spec = metadata.metadata("gptoss-edu")["Requires-Python"] or ""
+        except metadata.PackageNotFoundError:
+            spec = ""
+        mins_python = spec.removeprefix(">=").strip() or "3.10"
+    found = platform.python_version()
+    ok = _release(found) >= _release(mins_python)
+    return Check("python", f">={mins_python}", found, OK if ok else FAIL,
+                 "supported" if ok else f"the course needs Python {mins_python} or newer")
+
+
+# ---- the machine ------------------------------------------------------------------------------
+
+def cpu_cores() -> int:
+    """Cores this process may use (the affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def total_ram() -> int | None:
+    """Physical memory in bytes, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        try:
+            import psutil
+
+            return int(psutil.virtual_memory().total)
+        except ImportError:
+            return None
+
+
+def gpu_info() -> tuple[str, int] | None:
+    """(name, memory in bytes) of the first CUDA GPU, or None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(0)
+    return props.name, int(props.total_memory)
+
+
+def _hub_cache() -> Path:
+    try:
+        from huggingface_hub import constants
+
+        return Path(constants.HF_HUB_CACHE)
+    except ImportError:
+        return Path.home() / ".cache" / "huggingface" / "hub"
+
+
+def free_disk(path: Path) -> int:
+    """Free bytes on the disk that holds ``path`` (or its nearest existing parent)."""
+    path = path.resolve()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def gib(n: float) -> str:
+    """Bytes as GiB with one decimal."""
+    return f"{n / GiB:.1f} GiB"
+
+
+def _gpt_oss_20b_bytes() -> int:
+    from .config import preset
+
+    return preset("gpt-oss-20b").weight_bytes(2, mxfp4_experts=True)
+
+
+def check_machine() -> list[Check]:
+    """CPU cores, RAM, GPU and free disk, each with what it means for the course."""
+    rows = []
+    cores = cpu_cores()
+    rows.append(Check("CPU cores", ">=2", str(cores), OK if cores >= 2 else WARN,
+                      "every notebook runs on a CPU" if cores >= 2 else "one core: notebooks run, slowly"))
+    ram = total_ram()
+    if ram is None:
+        rows.append(Check("memory (RAM)", f">={gib(MIN_RAM_BYTES)}", "unknown", WARN, "could not read it"))
+    else:
+        enough = ram >= MIN_RAM_BYTES
+        rows.append(Check("memory (RAM)", f">={gib(MIN_RAM_BYTES)}", gib(ram), OK if enough else WARN,
+                          "enough for every notebook" if enough else "tight: close other programs"))
+    weights = _gpt_oss_20b_bytes()
+    need = weights + GPU_HEADROOM_BYTES
+    gpu = gpu_info()
+    if gpu is None:
+        rows.append(Check("GPU", f">={gib(need)} for 12", "none (CUDA not available)", WARN,
+                          "CPU only: notebooks run; 10 uses Triton's interpreter, 12 uses the small checkpoint"))
+    else:
+        name, mem = gpu
+        big = mem >= need
+        rows.append(Check("GPU", f">={gib(need)} for 12", f"{name}, {gib(mem)}", OK if big else WARN,
+                          "10 compiles and times the kernels; 12 runs gpt-oss-20b" if big else
+                          f"10 compiles the kernels; gpt-oss-20b needs {gib(need)}, so 12 uses the small checkpoint"))
+    free = free_disk(_hub_cache())
+    roomy = free >= weights
+    rows.append(Check("free disk (HF cache)", f">={gib(weights)} for 12", gib(free), OK if roomy else WARN,
+                      "room to download gpt-oss-20b" if roomy else
+                      f"gpt-oss-20b's download is {gib(weights)}: 12 uses the small checkpoint"))
+    return rows
+
+
+def check_data() -> Check:
+    """The tokenizer files in data/ that notebooks 01 and 11 read offline."""
+    try:
+        from .tokenizer import BPE_FILES, data_dir
+
+        folder = data_dir()
+        missing = [f for f in BPE_FILES if not (folder / f).is_file()]
+    except (ImportError, FileNotFoundError) as e:
+        return Check("data files", "tokenizer BPE files", "not found", FAIL, str(e))
+    if missing:
+        return Check("data files", "tokenizer BPE files", f"missing {', '.join(missing)}", FAIL,
+                     "restore them from the repository (git checkout -- data/)")
+    return Check("data files", "tokenizer BPE files", "present", OK, "tokenizers load offline")
+
+
+# ---- the report -------------------------------------------------------------------------------
+
+class EnvironmentReport:
+    """The rows of the environment check; a table in a notebook, plain text in a terminal."""
+
+    columns = ("item", "wanted", "found", "status", "meaning")
+
+    def __init__(self, packages: list[Check], machine: list[Check]) -> None:
+        self.packages, self.machine = packages, machine
+
+    @property
+    def rows(self) -> list[Check]:
+        return self.packages + self.machine
+
+    def __iter__(self) -> Iterator[Check]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, item: str) -> Check:
+        for row in self.rows:
+            if row.item == item:
+                return row
+        raise KeyError(f"no row {item!r}; rows are {', '.join(r.item for r in self.rows)}")
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing the notebooks need is missing or too old."""
+        return not any(r.status == FAIL for r in self.rows)
+
+    def summary(self) -> str:
+        """One stable line: every required package OK, or which ones fail."""
+        bad = [r.item for r in self.rows if r.status == FAIL]
+        if bad:
+            return f"environment: FAIL: {', '.join(bad)} (see the table for what to do)"
+        return "environment: all required packages OK"
+
+    def table(self) -> str:
+        """The rows as a plain-text table."""
+        cells = [self.columns] + [tuple(getattr(r, c) for c in self.columns) for r in self.rows]
+        widths = [max(len(row[i]) for row in cells[:]) for i in range(len(self.columns) - 1)]
+        lines = []
+        for k, row in enumerate(cells):
+            lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths)) + "  " + row[-1])
+            if k == 0:
+                lines.append("  ".join("-" * w for w in widths) + "  " + "-" * len("meaning"))
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.table() + "\n\n" + self.summary()
+
+    def _repr_html_(self) -> str:
+        colour = {OK: "#d4f4d4", WARN: "#fff1c2", FAIL: "#ffd0d0"}
+        head = "".join(f"<th style='text-align:left'>{c}</th>" for c in self.columns)
+        body = "".join(
+            "<tr>" + "".join(
+                f"<td style='text-align:left;{'background:' + colour[r.status] if c == 'status' else ''}'>"
+                f"{html.escape(getattr(r, c))}</td>" for c in self.columns) + "</tr>"
+            for r in self.rows)
+        return f"<table>{'<tr>' + head + '</tr>'}{body}</table><p><b>{html.escape(self.summary())}</b></p>"
+
+
+def check_environment() -> EnvironmentReport:
+    """Check the packages against their pins and the machine against what each notebook needs."""
+    pins, mins = read_pins(), read_minimums()
+    gpu = gpu_info() is not None
+    packages = [check_python()] + [check_package(p, pins, mins, gpu) for p in PACKAGES]
+    return EnvironmentReport(packages, check_machine() + [check_data()])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the environment table; exit status 1 when a required package is missing or too old."""
+    report = check_environment()
+    print(report)
+    return 0 if report.ok else 1
+
+
+# `python -m gptoss_edu doctor`: the command-line interface's add_arguments/run pair.
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The doctor command takes no arguments."""
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the environment table (the doctor command)."""
+    return main([])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

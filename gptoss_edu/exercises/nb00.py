@@ -1,0 +1,65 @@
+"""Notebook 00's exercise: count the parameters of one GPT-2 block by hand."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..config import ModelConfig, preset
+from ..model import Block
+from . import CheckResult, failed, passed
+
+# GPT-2-shaped configs to try an answer on; the last has d_ff != 4 * d_model on purpose.
+SHAPES = (
+    dict(d_model=768, n_heads=12, n_kv_heads=12, head_dim=64, d_ff=3072),
+    dict(d_model=64, n_heads=4, n_kv_heads=4, head_dim=16, d_ff=256),
+    dict(d_model=96, n_heads=6, n_kv_heads=6, head_dim=16, d_ff=200),
+)
+
+
+def block_params(cfg: ModelConfig) -> int:
+    """The parameters of one block of the package's model, counted from its tensors."""
+    with torch.device("meta"):  # counting needs shapes only, no memory
+        block = Block(cfg, 0)
+    return sum(p.numel() for p in block.parameters())
+
+
+def _mistakes(cfg: ModelConfig) -> dict[str, int]:
+    """What typical wrong counts come out as, for this config."""
+    d, f = cfg.d_model, cfg.d_ff
+    right = block_params(cfg)
+    return {
+        "you left out the biases (attention has 3d + d of them, the MLP d_ff + d); "
+        "every nn.Linear in GPT-2 has one": right - (4 * d + f + d),
+        "you left out the two LayerNorms: each has a scale and a shift of d_model values (4 d in all)": right - 4 * d,
+        "you gave each LayerNorm only its scale: it has a shift (bias) too": right - 2 * d,
+        "you left out the attention's output projection (d x d weights plus d biases)": right - (d * d + d),
+        "you counted q, k and v as one d x d matrix: they are three": right - 2 * (d * d + d),
+    }
+
+
+def check_block_params(fn: Callable[[ModelConfig], int]) -> CheckResult:
+    """Try ``fn(cfg)`` on a few GPT-2-shaped configs against the package's Block."""
+    base = preset("gpt2-124m")
+    for shape in SHAPES:
+        cfg = base.replace(**shape)
+        try:
+            got = fn(cfg)
+        except Exception as e:  # the learner's code: report, don't crash the notebook
+            return failed(f"not yet: your function raised {type(e).__name__}: {e}")
+        if got is None:
+            return failed("not yet: your function returned None: did you forget to `return` the count?")
+        want = block_params(cfg)
+        if got == want:
+            continue
+        for why, wrong in _mistakes(cfg).items():
+            if got == wrong:
+                return failed(f"not yet: {got:,} for d_model={cfg.d_model}, d_ff={cfg.d_ff} "
+                              f"(expected {want:,}): {why}.")
+        if cfg.d_ff != 4 * cfg.d_model and got == block_params(cfg.replace(d_ff=4 * cfg.d_model)):
+            return failed(f"not yet: right for GPT-2 124M, wrong for d_ff={cfg.d_ff}: "
+                          "use cfg.d_ff, not 4 * cfg.d_model.")
+        return failed(f"not yet: {got:,} for d_model={cfg.d_model}, d_ff={cfg.d_ff}; the block has {want:,} "
+                      f"(off by {got - want:+,}). Count each nn.Linear as in*out + out, each LayerNorm as 2*d.")
+    return passed(f"Right: one GPT-2 124M block has {block_params(base):,} parameters (12 d^2 + 13 d for d_ff = 4d).")

@@ -1,0 +1,125 @@
+"""The environment check: pins read from the repository, verdicts per package, and what each row means."""
+
+from __future__ import annotations
+
+import pytest
+
+from gptoss_edu import env
+from gptoss_edu.env import FAIL, OK, WARN, Check, EnvironmentReport, Package
+
+
+def test_pins_come_from_constraints_and_makefile(tmp_path):
+    (tmp_path / "constraints.txt").write_text("# a comment\nnumpy==2.4.6\nHuggingFace_Hub==2.4.0\n-e .\n")
+    (tmp_path / "Makefile").write_text("PY := x\nTORCH_VERSION := 2.13.0\nTRITON_VERSION := 3.9.0\n")
+    pins = env.read_pins(tmp_path)
+    assert pins == {"numpy": "2.4.6", "huggingface-hub": "2.4.0", "torch": "2.13.0", "triton": "3.9.0"}
+
+
+def test_the_repositorys_pins_cover_torch_and_transformers():
+    pins = env.read_pins()
+    assert "torch" in pins and "transformers" in pins
+
+
+@pytest.mark.parametrize("a, b, same", [("2.13.0+cpu", "2.13.0", True), ("2.13", "2.13.0", True),
+                                         ("2.13.1", "2.13.0", False), ("0.0.8", "0.0.8", True)])
+def test_release_comparison_ignores_local_build_tags(a, b, same):
+    assert env._same_release(a, b) is same
+
+
+def test_missing_course_package_fails_and_says_how_to_install():
+    pkg = Package("no-such-dist-xyz", "no_such_dist_xyz", "course", "x", "the notebooks stop")
+    row = env.check_package(pkg, {"no-such-dist-xyz": "1.0"}, {}, gpu=False)
+    assert (row.status, row.found) == (FAIL, "missing")
+    assert "the notebooks stop" in row.meaning and "pip install no-such-dist-xyz==1.0" in row.meaning
+
+
+def test_missing_optional_package_only_warns():
+    pkg = Package("no-such-dist-xyz", "no_such_dist_xyz", "kernels", "x", "notebook 10 runs the references")
+    row = env.check_package(pkg, {}, {}, gpu=False)
+    assert row.status == WARN and row.wanted == "any"
+
+
+def test_version_against_pin_and_minimum():
+    torch_pkg = next(p for p in env.PACKAGES if p.dist == "torch")
+    import torch
+
+    base = torch.__version__.split("+")[0]
+    assert env.check_package(torch_pkg, {"torch": base}, {}, gpu=False).status == OK
+    other = env.check_package(torch_pkg, {"torch": "1.0.0"}, {}, gpu=False)
+    assert other.status == WARN and "not the tested version (1.0.0)" in other.meaning
+    old = env.check_package(torch_pkg, {}, {"torch": "99.0"}, gpu=False)
+    assert old.status == FAIL and "older than 99.0" in old.meaning
+
+
+def test_triton_row_says_where_kernels_run():
+    triton_pkg = next(p for p in env.PACKAGES if p.dist == "triton")
+    if env._installed(triton_pkg) is None:
+        pytest.skip("triton is not installed here (its missing-package row is tested above)")
+    assert "interpreter" in env.check_package(triton_pkg, {}, {}, gpu=False).meaning
+    assert "compiles" in env.check_package(triton_pkg, {}, {}, gpu=True).meaning
+
+
+def _machine_row(monkeypatch, item, gpu=None, free=100 * env.GiB):
+    monkeypatch.setattr(env, "gpu_info", lambda: gpu)
+    monkeypatch.setattr(env, "free_disk", lambda path: free)
+    return next(r for r in env.check_machine() if r.item == item)
+
+
+def test_no_gpu_says_what_runs_instead(monkeypatch):
+    row = _machine_row(monkeypatch, "GPU")
+    assert row.status == WARN
+    assert row.meaning == "CPU only: notebooks run; 10 uses Triton's interpreter, 12 uses the small checkpoint"
+
+
+def test_gpu_size_decides_notebook_12(monkeypatch):
+    need = env._gpt_oss_20b_bytes() + env.GPU_HEADROOM_BYTES
+    big = _machine_row(monkeypatch, "GPU", gpu=("Big GPU", need))
+    small = _machine_row(monkeypatch, "GPU", gpu=("Small GPU", need - 1))
+    assert big.status == OK and "12 runs gpt-oss-20b" in big.meaning and big.found.startswith("Big GPU")
+    assert small.status == WARN and "12 uses the small checkpoint" in small.meaning
+
+
+def test_gpt_oss_20b_weights_come_from_the_preset():
+    from gptoss_edu import preset
+
+    assert env._gpt_oss_20b_bytes() == preset("gpt-oss-20b").weight_bytes(2, mxfp4_experts=True)
+
+
+def test_small_disk_warns(monkeypatch):
+    row = _machine_row(monkeypatch, "free disk (HF cache)", free=env.GiB)
+    assert row.status == WARN and "small checkpoint" in row.meaning
+
+
+def test_report_summary_and_table():
+    good = Check("torch", "2.13.0", "2.13.0", OK, "fine")
+    warn = Check("GPU", "x", "none", WARN, "CPU only")
+    bad = Check("tiktoken", "0.14.0", "missing", FAIL, "install it")
+    ok_report = EnvironmentReport([good], [warn])
+    assert ok_report.ok and ok_report.summary() == "environment: all required packages OK"
+    bad_report = EnvironmentReport([good, bad], [warn])
+    assert not bad_report.ok and bad_report.summary().startswith("environment: FAIL: tiktoken")
+    text = repr(bad_report)
+    assert "tiktoken" in text and "FAIL" in text and text.splitlines()[0].startswith("item")
+    assert "background:#ffd0d0" in bad_report._repr_html_()
+    assert bad_report["GPU"] is warn
+    with pytest.raises(KeyError, match="no row 'disk'"):
+        bad_report["disk"]
+
+
+def test_main_prints_the_table_and_returns_the_status(capsys):
+    code = env.main([])
+    out = capsys.readouterr().out
+    report = env.check_environment()
+    assert code == (0 if report.ok else 1)
+    assert "torch" in out and "GPU" in out and report.summary() in out
+    assert {r.item for r in report} >= {"python", "torch", "triton", "CPU cores", "memory (RAM)", "GPU"}
+
+
+def test_doctor_command_interface(capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    env.add_arguments(parser)
+    args = parser.parse_args([])
+    code = env.run(args)
+    assert code in (0, 1) and "environment:" in capsys.readouterr().out

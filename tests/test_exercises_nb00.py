@@ -1,0 +1,56 @@
+"""Notebook 00's exercise check: a right count passes; each typical mistake gets its own explanation."""
+
+from __future__ import annotations
+
+from gptoss_edu import preset
+from gptoss_edu.exercises.nb00 import block_params, check_block_params
+from gptoss_edu.model import Block
+
+
+def right(cfg):
+    d, f = cfg.d_model, cfg.d_ff
+    return (3 * d * d + 3 * d) + (d * d + d) + (d * f + f) + (f * d + d) + 2 * 2 * d
+
+
+def test_block_params_counts_real_tensors():
+    cfg = preset("gpt2-tiny")
+    assert block_params(cfg) == sum(p.numel() for p in Block(cfg, 0).parameters())
+    assert block_params(preset("gpt2-124m")) == 12 * 768**2 + 13 * 768
+
+
+def test_right_answer_passes():
+    r = check_block_params(right)
+    assert r.passed and "7,087,872" in r.message
+
+
+def test_no_biases():
+    r = check_block_params(lambda c: right(c) - (4 * c.d_model + c.d_ff + c.d_model))
+    assert not r.passed and "left out the biases" in r.message
+
+
+def test_no_layernorms():
+    r = check_block_params(lambda c: right(c) - 4 * c.d_model)
+    assert not r.passed and "left out the two LayerNorms" in r.message
+
+
+def test_layernorm_without_shift():
+    r = check_block_params(lambda c: right(c) - 2 * c.d_model)
+    assert not r.passed and "only its scale" in r.message
+
+
+def test_no_output_projection():
+    r = check_block_params(lambda c: right(c) - (c.d_model**2 + c.d_model))
+    assert not r.passed and "output projection" in r.message
+
+
+def test_four_d_instead_of_d_ff():
+    r = check_block_params(lambda c: right(c.replace(d_ff=4 * c.d_model)))
+    assert not r.passed and "use cfg.d_ff" in r.message
+
+
+def test_other_wrong_answers_get_the_difference():
+    r = check_block_params(lambda c: right(c) + 1)
+    assert not r.passed and "off by +1" in r.message
+    assert "returned None" in check_block_params(lambda c: None).message
+    assert "raised ZeroDivisionError" in check_block_params(lambda c: 1 // 0).message
+    assert all(check_block_params(f).message.startswith('not yet: ') for f in (lambda c: 0, lambda c: None))

@@ -1,0 +1,61 @@
+"""Notebook 01's exercise check (GELU, tanh approximation): right answers pass, each mistake is named."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from gptoss_edu.exercises.nb01 import check_gelu
+from gptoss_edu.mlp import GeluMLP
+from gptoss_edu import preset
+
+C = math.sqrt(2 / math.pi)
+
+
+def right(x):
+    return 0.5 * x * (1 + torch.tanh(C * (x + 0.044715 * x**3)))
+
+
+def test_right_answers_pass():
+    assert check_gelu(right).passed
+    assert check_gelu(lambda x: F.gelu(x, approximate="tanh")).passed
+
+
+def test_the_reference_is_the_packages_mlp_activation():
+    mlp = GeluMLP(preset("gpt2-tiny"))
+    assert mlp.approximate == "tanh"
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda x: F.gelu(x), "exact GELU"),
+    (lambda x: x * torch.sigmoid(1.702 * x), "sigmoid approximation"),
+    (lambda x: 0.5 * x * (1 + torch.tanh(C * x)), "cubic term is missing"),
+    (lambda x: 0.5 * x * (1 + torch.tanh(x + 0.044715 * x**3)), "sqrt(2/pi) in front"),
+    (lambda x: 0.5 * x * (1 + torch.tanh(C * x + 0.044715 * x**3)), "multiplies the whole bracket"),
+    (lambda x: 2 * right(x), "twice too large"),
+    (lambda x: 0.5 * (1 + torch.tanh(C * (x + 0.044715 * x**3))), "leading x is missing"),
+    (torch.relu, "this is ReLU"),
+])
+def test_typical_mistakes_are_named(wrong, message):
+    r = check_gelu(wrong)
+    assert not r.passed and message in r.message and r.message.startswith("not yet: ")
+
+
+def test_other_failures():
+    assert "returned None" in check_gelu(lambda x: None).message
+    assert "has shape (3,)" in check_gelu(lambda x: torch.zeros(3)).message
+    assert "raised RuntimeError" in check_gelu(lambda x: x @ x).message
+    assert "in place" in check_gelu(lambda x: x.mul_(0.5)).message
+    generic = check_gelu(lambda x: right(x) + 0.01)
+    assert not generic.passed and "differs by up to 0.01" in generic.message
+
+
+def test_the_check_leaves_the_global_rng_alone():
+    torch.manual_seed(0)
+    a = torch.rand(3)
+    torch.manual_seed(0)
+    check_gelu(right)
+    assert torch.equal(torch.rand(3), a)

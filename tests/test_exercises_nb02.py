@@ -1,0 +1,63 @@
+"""Notebook 02's exercise check (half-split RoPE): right answers pass, each typical mistake is named."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gptoss_edu.exercises.nb02 import check_rope
+from gptoss_edu.rotary import apply_rotary
+
+
+def right(x, cos, sin):
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
+
+
+def test_right_answers_pass():
+    assert check_rope(right).passed
+    assert check_rope(apply_rotary).passed
+
+
+def test_llama_style_rotate_half_passes_too():
+    def rotate_half(x):
+        a, b = x.chunk(2, dim=-1)
+        return torch.cat((-b, a), dim=-1)
+
+    def llama(x, cos, sin):
+        return x * torch.cat((cos, cos), -1) + rotate_half(x) * torch.cat((sin, sin), -1)
+
+    assert check_rope(llama).passed
+
+
+def interleaved(x, cos, sin):
+    a, b = x[..., 0::2], x[..., 1::2]
+    return torch.stack((a * cos - b * sin, b * cos + a * sin), dim=-1).flatten(-2)
+
+
+def halves(x):
+    return x.chunk(2, dim=-1)
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (interleaved, "interleaved pairs (0,1), (2,3)"),
+    (lambda x, c, s: torch.cat((halves(x)[0] * c + halves(x)[1] * s, halves(x)[1] * c - halves(x)[0] * s), -1),
+     "the wrong way (by -angle)"),
+    (lambda x, c, s: right(x, c, s).roll(x.shape[-1] // 2, dims=-1), "halves come back swapped"),
+    (lambda x, c, s: torch.cat((halves(x)[0] * c - halves(x)[1] * s, halves(x)[1]), -1), "only the first half"),
+    (lambda x, c, s: torch.cat((halves(x)[0] * c, halves(x)[1] * c), -1), "left out the sin terms"),
+    (lambda x, c, s: x.clone(), "nothing is rotated"),
+])
+def test_typical_mistakes_are_named(wrong, message):
+    r = check_rope(wrong)
+    assert not r.passed and r.message.startswith("not yet: ") and message in r.message
+
+
+def test_other_failures():
+    assert "returned None" in check_rope(lambda x, c, s: None).message
+    assert "has shape" in check_rope(lambda x, c, s: x[..., :2]).message
+    bad = check_rope(lambda x, c, s: x * torch.cat((c, c, c), -1))
+    assert "raised RuntimeError" in bad.message and "cos and sin are [T, d/2]" in bad.message
+    assert "in place" in check_rope(lambda x, c, s: x.mul_(1.0001)).message
+    generic = check_rope(lambda x, c, s: right(x, c, s) * 1.01)
+    assert not generic.passed and "differs by up to" in generic.message

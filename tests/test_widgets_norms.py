@@ -1,0 +1,47 @@
+"""Notebook 03's norm explorer: its controls redraw, and the numbers it shows are the norms' own."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from gptoss_edu.norms import RMSNorm
+from gptoss_edu.widgets.norms import both_norms, norm_explorer
+
+
+def _title(ex):
+    return ex.figure.axes[1].get_title()
+
+
+def test_every_control_redraws():
+    ex = norm_explorer()
+    seen = {ex.fingerprint()}
+    for change in ({"mean": 3.0}, {"scale": 10.0}, {"eps": 0.1}):
+        ex.set(**change)
+        seen.add(ex.fingerprint())
+    assert len(seen) == 4
+    assert repr(ex) == "Explorer('LayerNorm vs RMSNorm'; controls: mean, scale, eps)"
+
+
+def test_a_mean_offset_squeezes_rmsnorm_only():
+    ex = norm_explorer()
+    assert _title(ex).endswith("LayerNorm 1.00, RMSNorm 1.00")  # centred input: the two agree
+    ex.set(mean=3.0)  # pattern std 1, mean 3: RMSNorm keeps 1 / sqrt(1 + 9) of it
+    assert _title(ex).endswith("LayerNorm 1.00, RMSNorm 0.32")
+    ex.set(mean=0.0, scale=0.001)  # tiny input: eps 1e-5 dominates the variance 1e-6
+    assert _title(ex).endswith("LayerNorm 0.30, RMSNorm 0.30")
+
+
+def test_both_norms_are_torchs_and_the_packages():
+    torch.manual_seed(0)
+    x = torch.randn(32) + 2
+    ln, rms = both_norms(x, 1e-5)
+    assert torch.allclose(ln, F.layer_norm(x, (32,), eps=1e-5), atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(rms, RMSNorm(32, eps=1e-5)(x), atol=1e-6)
+
+
+def test_too_small_a_vector_is_refused():
+    with pytest.raises(ValueError, match="fewer than 2 values"):
+        norm_explorer(dim=1)
