@@ -1,0 +1,56 @@
+"""Notebook 05's exercise: the KV cache's bytes per token, from a config."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..config import ModelConfig, preset
+from . import CheckResult, failed, passed
+
+
+def _configs() -> list[tuple[ModelConfig, int]]:
+    """Configs where every factor differs (so each mistake gives a different number), with dtype sizes."""
+    odd = preset("gpt2-tiny").replace(name="odd", n_layers=3, n_heads=12, n_kv_heads=4, head_dim=10, d_model=56)
+    return [(odd, 4), (odd, 2), (preset("gpt-oss-20b"), 2), (preset("gpt-oss-120b"), 1), (preset("gpt2-124m"), 4)]
+
+
+def _diagnose(got: float, cfg: ModelConfig, dtype_bytes: int) -> str:
+    """Name the typical mistake behind ``got``, or say what the answer should be made of."""
+    want = cfg.kv_cache_bytes(1, dtype_bytes=dtype_bytes)
+    L, hkv, hd = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim
+    mistakes = [
+        (want / 2, "you counted keys only (or values only): the cache holds both, so multiply by 2."),
+        (want * cfg.n_heads / hkv, "you used n_heads (query heads); the cache stores keys and values only for "
+                                   "the n_kv_heads key/value heads."),
+        (want / L, "that is one layer's cache: every layer keeps its own keys and values, so multiply by n_layers."),
+        (want * 8, "that is bits, not bytes: dtype_bytes is already in bytes."),
+        (want / dtype_bytes, "you counted values, not bytes: multiply by dtype_bytes."),
+        (2 * L * cfg.d_model * dtype_bytes, "you used d_model; a key (or value) per token and layer has "
+                                            "n_kv_heads * head_dim numbers, which need not equal d_model."),
+    ]
+    for value, message in mistakes:
+        if got == value and value != want:
+            return message
+    return (f"for {cfg.name} in {dtype_bytes}-byte values you gave {got:,}, expected {want:,}. Multiply: "
+            f"2 (keys and values) x n_layers ({L}) x n_kv_heads ({hkv}) x head_dim ({hd}) x dtype_bytes "
+            f"({dtype_bytes}).")
+
+
+def check_kv_bytes_per_token(fn: Callable[[ModelConfig, int], int]) -> CheckResult:
+    """Check ``fn(cfg, dtype_bytes)`` gives the KV cache bytes one token takes (all layers, batch 1)."""
+    for cfg, dtype_bytes in _configs():
+        try:
+            got = fn(cfg, dtype_bytes)
+        except Exception as e:  # the learner's code: report, do not crash the notebook
+            return failed(f"not yet: your function raised {type(e).__name__}: {e}")
+        if got is None:
+            return failed("not yet: your function returned None. Did you forget to `return` the number?")
+        if isinstance(got, bool) or not isinstance(got, (int, float)) and not hasattr(got, "item"):
+            return failed(f"not yet: return a number of bytes, not {type(got).__name__}.")
+        got = got.item() if hasattr(got, "item") else got
+        if got != cfg.kv_cache_bytes(1, dtype_bytes=dtype_bytes):
+            return failed("not yet: " + _diagnose(got, cfg, dtype_bytes))
+    oss = preset("gpt-oss-20b")
+    per_token = oss.kv_cache_bytes(1, dtype_bytes=2)
+    return passed(f"right on {len(_configs())} configs; gpt-oss-20b in bf16 keeps {per_token // 1024} KiB per token, "
+                  f"{oss.kv_cache_bytes(oss.context_length) / 2**30:.3g} GiB at its full context.")

@@ -1,0 +1,95 @@
+"""Notebook 05's explorer: how big the KV cache gets, by context, layers, KV heads and dtype."""
+
+from __future__ import annotations
+
+import ipywidgets as widgets
+import numpy as np
+from matplotlib.figure import Figure
+
+from ..config import ModelConfig, preset
+from . import Explorer
+
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float8": 1}
+UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+
+
+def format_bytes(n: float) -> str:
+    """Bytes in binary units with three significant digits: 49152 -> '48 KiB'."""
+    n = float(n)
+    for unit in UNITS:
+        if abs(n) < 1024 or unit == UNITS[-1]:
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def cache_bytes(cfg: ModelConfig, context: int, layers: int, kv_heads: int, dtype_bytes: int) -> int:
+    """KV cache bytes of ``cfg`` with its layers, KV heads and dtype changed (from cfg.kv_cache_bytes)."""
+    # The layer pattern does not change the cache size; drop it so any layer count is a valid config.
+    return cfg.replace(n_layers=layers, n_kv_heads=kv_heads, layer_types=()).kv_cache_bytes(
+        context, dtype_bytes=dtype_bytes)
+
+
+def attention_kinds(cfg: ModelConfig, kv_heads: int) -> dict[str, int]:
+    """The three ways to share keys and values: MHA, the chosen GQA, MQA, by their KV head counts."""
+    return {f"MHA ({cfg.n_heads} KV heads)": cfg.n_heads, f"GQA ({kv_heads} KV heads)": kv_heads,
+            "MQA (1 KV head)": 1}
+
+
+def draw_kv_cache(fig: Figure, cfg: ModelConfig, context: int, layers: int, kv_heads: int, dtype: str) -> None:
+    """Left: cache bytes vs context for MHA, GQA and MQA, the chosen point marked; right: bars there."""
+    left, right = fig.subplots(1, 2, width_ratios=(3, 2))
+    nbytes = DTYPE_BYTES[dtype]
+    contexts = np.unique(np.geomspace(256, cfg.context_length, 40).astype(int))
+    kinds = attention_kinds(cfg, kv_heads)
+    colours = ("tab:red", "tab:orange", "tab:blue")
+    gib = 2 ** 30
+    for (label, h), colour in zip(kinds.items(), colours):
+        ys = [cache_bytes(cfg, int(t), layers, h, nbytes) / gib for t in contexts]
+        left.plot(contexts, ys, color=colour, label=label, lw=2.5 if h == kv_heads else 1.2)
+    chosen = cache_bytes(cfg, context, layers, kv_heads, nbytes)
+    per_token = cache_bytes(cfg, 1, layers, kv_heads, nbytes)
+    left.plot([context], [chosen / gib], "o", color="black", ms=7, zorder=5)
+    left.annotate(f"{format_bytes(chosen)}\n({format_bytes(per_token)}/token)", (context, chosen / gib),
+                  textcoords="offset points", xytext=(-10, 12), ha="right", fontsize=8)
+    left.set(xscale="log", yscale="log", xlabel="context (tokens)", ylabel="KV cache (GiB, batch 1)",
+             title=f"{cfg.name}: {layers} layers, head_dim {cfg.head_dim}, {dtype}")
+    left.title.set_fontsize(9)
+    left.grid(alpha=0.3, which="both")
+    left.legend(fontsize=7, loc="upper left")
+
+    sizes = [cache_bytes(cfg, context, layers, h, nbytes) / gib for h in kinds.values()]
+    bars = right.bar(["MHA", "GQA", "MQA"], sizes, color=colours)
+    for bar, size in zip(bars, sizes):
+        right.text(bar.get_x() + bar.get_width() / 2, size, format_bytes(size * gib), ha="center",
+                   va="bottom", fontsize=8)
+    right.set(ylabel="GiB", title=f"at {context:,} tokens")
+    right.title.set_fontsize(9)
+    right.set_ylim(0, max(sizes) * 1.15)
+
+
+def kv_cache_explorer(cfg: ModelConfig | None = None, context: int | None = None) -> Explorer:
+    """Controls for context, layers, KV heads and dtype over ``cfg`` (default gpt-oss-20b)."""
+    cfg = cfg or preset("gpt-oss-20b")
+    style = {"description_width": "initial"}
+    contexts = [2 ** p for p in range(8, 64) if 2 ** p <= cfg.context_length]
+    if cfg.context_length not in contexts:
+        contexts.append(cfg.context_length)
+    context = context or cfg.context_length
+    if context not in contexts:
+        raise ValueError(f"context must be one of {contexts}, got {context}")
+    divisors = [h for h in range(1, cfg.n_heads + 1) if cfg.n_heads % h == 0]
+    controls = {
+        "context": widgets.SelectionSlider(options=[(f"{t:,}", t) for t in contexts], value=context,
+                                           description="context", style=style),
+        "layers": widgets.IntSlider(value=cfg.n_layers, min=1, max=max(2 * cfg.n_layers, 8), description="layers",
+                                    style=style),
+        "kv_heads": widgets.SelectionSlider(options=divisors, value=cfg.n_kv_heads, description="KV heads",
+                                            style=style),
+        "dtype": widgets.Dropdown(options=list(DTYPE_BYTES), value="bfloat16", description="dtype", style=style),
+    }
+
+    def draw(fig: Figure, **values) -> None:
+        draw_kv_cache(fig, cfg, **values)
+
+    return Explorer(f"KV cache calculator ({cfg.name})", draw, controls, figsize=(9.0, 3.8))

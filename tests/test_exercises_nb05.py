@@ -1,0 +1,37 @@
+"""Notebook 05's exercise check: the right answer passes; each typical mistake gets its explanation."""
+
+from __future__ import annotations
+
+import pytest
+
+from gptoss_edu.exercises.nb05 import check_kv_bytes_per_token
+
+
+def right(cfg, dtype_bytes):
+    return 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * dtype_bytes
+
+
+def test_right_answers_pass():
+    for fn in (right, lambda cfg, b: cfg.kv_cache_bytes(1, dtype_bytes=b), lambda cfg, b: float(right(cfg, b))):
+        result = check_kv_bytes_per_token(fn)
+        assert result.passed, result.message
+        assert "48 KiB per token" in result.message  # gpt-oss-20b, computed by the check from the config
+
+
+@pytest.mark.parametrize("fn,pattern", [
+    (lambda cfg, b: None, "returned None"),
+    (lambda cfg, b: "480", "return a number of bytes"),
+    (lambda cfg, b: 1 / 0, "raised ZeroDivisionError"),
+    (lambda cfg, b: right(cfg, b) // 2, "keys only"),
+    (lambda cfg, b: 2 * cfg.n_layers * cfg.n_heads * cfg.head_dim * b, "used n_heads"),
+    (lambda cfg, b: 2 * cfg.n_kv_heads * cfg.head_dim * b, "one layer's cache"),
+    (lambda cfg, b: right(cfg, b) * 8, "bits, not bytes"),
+    (lambda cfg, b: 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim, "multiply by dtype_bytes"),
+    (lambda cfg, b: 2 * cfg.n_layers * cfg.d_model * b, "you used d_model"),
+    (lambda cfg, b: right(cfg, b) + 1, "expected"),
+])
+def test_typical_mistakes_are_explained(fn, pattern):
+    result = check_kv_bytes_per_token(fn)
+    assert not result.passed
+    assert result.message.startswith("not yet: ")
+    assert pattern in result.message, result.message

@@ -1,0 +1,61 @@
+"""Notebook 06's exercise check: the right answer passes; each typical mistake gets its explanation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gptoss_edu.exercises.nb06 import check_sink_share, reference_sink_share
+
+
+def band(T, window, causal=True, extra=0):
+    i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
+    allowed = (j <= i) if causal else torch.ones(T, T, dtype=torch.bool)
+    if window:
+        allowed &= i - j < window + extra
+    return allowed
+
+
+def via_softmax(scores, sink, window, **kw):
+    s = scores.masked_fill(~band(scores.shape[-1], window, **kw), float("-inf"))
+    return torch.softmax(torch.cat([s, torch.full((s.shape[0], 1), sink)], dim=-1), dim=-1)[:, -1]
+
+
+def via_sigmoid(scores, sink, window):
+    s = scores.masked_fill(~band(scores.shape[-1], window), float("-inf"))
+    return torch.sigmoid(sink - torch.logsumexp(s, dim=-1))
+
+
+def test_right_answers_pass():
+    for fn in (via_softmax, via_sigmoid):
+        result = check_sink_share(fn)
+        assert result.passed, result.message
+
+
+def test_reference_matches_a_plain_softmax():
+    torch.manual_seed(0)
+    scores = torch.randn(9, 9) * 2
+    for window in (0, 1, 3, 9):
+        torch.testing.assert_close(reference_sink_share(scores, 0.7, window), via_softmax(scores, 0.7, window),
+                                   atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("fn,pattern", [
+    (lambda s, sink, w: None, "returned None"),
+    (lambda s, sink, w: 0.5, "return a torch.Tensor"),
+    (lambda s, sink, w: s[s.shape[0]], "raised IndexError"),
+    (lambda s, sink, w: torch.softmax(s, -1), "whole weight matrix"),
+    (lambda s, sink, w: 1 - via_softmax(s, sink, w), "mass on the keys"),
+    (lambda s, sink, w: via_softmax(s, sink, 0, causal=False), "every query see every key"),
+    (lambda s, sink, w: torch.sigmoid(torch.tensor(sink)).expand(s.shape[0]), "softmax of the sink alone"),
+    (lambda s, sink, w: via_softmax(s, sink, 0), "ignored the window"),
+    (lambda s, sink, w: via_softmax(s, sink, w, extra=1), "one key too wide"),
+    (lambda s, sink, w: via_softmax(s, sink, w, extra=-1), "one key too narrow"),
+    (lambda s, sink, w: via_softmax(s, sink, w, causal=False), "causal mask still hides the future"),
+    (lambda s, sink, w: via_softmax(s, sink + 0.5, w), "differ by up to"),
+])
+def test_typical_mistakes_are_explained(fn, pattern):
+    result = check_sink_share(fn)
+    assert not result.passed
+    assert result.message.startswith("not yet: ")
+    assert pattern in result.message, result.message

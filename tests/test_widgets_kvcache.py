@@ -1,0 +1,57 @@
+"""Notebook 05's KV cache calculator: every control redraws, and the marked point is cfg.kv_cache_bytes."""
+
+from __future__ import annotations
+
+import pytest
+
+from gptoss_edu import preset
+from gptoss_edu.widgets.kvcache import cache_bytes, format_bytes, kv_cache_explorer
+
+
+def marked_point(explorer):
+    left = explorer.figure.axes[0]
+    point = next(line for line in left.get_lines() if line.get_marker() == "o")
+    return point.get_xdata()[0], point.get_ydata()[0] * 2 ** 30
+
+
+def test_each_control_changes_the_picture():
+    ex = kv_cache_explorer()
+    seen = {ex.fingerprint()}
+    for change in ({"context": 8192}, {"layers": 12}, {"kv_heads": 1}, {"dtype": "float32"}):
+        ex.set(**change)
+        seen.add(ex.fingerprint())
+    assert len(seen) == 5
+
+
+def test_marked_point_is_the_configs_cache_size():
+    cfg = preset("gpt-oss-20b")
+    ex = kv_cache_explorer(cfg)
+    x, y = marked_point(ex)
+    assert x == cfg.context_length
+    assert y == pytest.approx(cfg.kv_cache_bytes(cfg.context_length), rel=1e-9)
+    ex.set(context=4096, layers=10, kv_heads=4, dtype="float32")
+    x, y = marked_point(ex)
+    want = cfg.replace(n_layers=10, n_kv_heads=4, layer_types=()).kv_cache_bytes(4096, dtype_bytes=4)
+    assert (x, y) == (4096, pytest.approx(want, rel=1e-9))
+    assert format_bytes(want) in ex.figure.axes[0].texts[0].get_text()
+
+
+def test_three_curves_mha_gqa_mqa():
+    ex = kv_cache_explorer(preset("gpt-oss-120b"))
+    labels = [line.get_label() for line in ex.figure.axes[0].get_lines() if not line.get_label().startswith("_")]
+    assert labels == ["MHA (64 KV heads)", "GQA (8 KV heads)", "MQA (1 KV head)"]
+
+
+def test_cache_bytes_and_formatting():
+    cfg = preset("gpt-oss-20b")
+    assert cache_bytes(cfg, 1, cfg.n_layers, cfg.n_kv_heads, 2) == 2 * 24 * 8 * 64 * 2
+    assert format_bytes(49152) == "48 KiB"
+    assert format_bytes(3 * 2 ** 30) == "3 GiB"
+    assert format_bytes(512) == "512 B"
+
+
+def test_kv_heads_offered_are_divisors():
+    ex = kv_cache_explorer(preset("gpt-oss-20b"))
+    assert list(ex.controls["kv_heads"].options) == [1, 2, 4, 8, 16, 32, 64]
+    with pytest.raises(ValueError, match="context must be one of"):
+        kv_cache_explorer(context=1000)

@@ -1,0 +1,56 @@
+"""Notebook 04's explorer: every slider redraws, and the gate curve is the clamped SwiGLU gate."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gptoss_edu.mlp import gptoss_swiglu
+from gptoss_edu.widgets.swiglu import gate_curve, interleave, swiglu_explorer
+
+
+def gate_line(explorer):
+    left = explorer.figure.axes[0]
+    return next(line for line in left.get_lines() if line.get_label().startswith("gate"))
+
+
+def test_each_control_changes_the_picture():
+    ex = swiglu_explorer()
+    before = ex.fingerprint()
+    ex.set(alpha=1.0)
+    after_alpha = ex.fingerprint()
+    ex.set(limit=3.0)
+    assert len({before, after_alpha, ex.fingerprint()}) == 3
+    assert ex.values == {"alpha": 1.0, "limit": 3.0}
+
+
+@pytest.mark.parametrize("alpha,limit", [(1.702, 7.0), (1.0, 3.0), (2.5, 1.5)])
+def test_gate_curve_is_capped_at_the_limit(alpha, limit):
+    ex = swiglu_explorer().set(alpha=alpha, limit=limit)
+    x, y = (np.asarray(a) for a in gate_line(ex).get_data())
+    # Past the limit the gate is flat at limit * sigmoid(alpha * limit): no growth above the clamp.
+    cap = limit / (1 + math.exp(-alpha * limit))
+    assert y.max() == pytest.approx(cap, rel=1e-5)
+    assert np.allclose(y[x >= limit], cap, rtol=1e-5)
+    assert y.min() < 0  # no lower clamp: the dip below zero stays
+
+
+def test_surface_maximum_is_in_the_title():
+    ex = swiglu_explorer().set(alpha=1.702, limit=7.0)
+    title = ex.figure.axes[1].get_title()
+    assert f"max {(7.0 + 1) * 7.0 / (1 + math.exp(-1.702 * 7.0)):.3g}" in title
+
+
+def test_interleave_puts_gate_at_even_positions():
+    gate, up = torch.randn(3, 5), torch.randn(3, 5)
+    both = interleave(gate, up)
+    assert torch.equal(both[..., 0::2], gate) and torch.equal(both[..., 1::2], up)
+    assert torch.allclose(gptoss_swiglu(both, 1.702, 7.0)[..., :], (up.clamp(-7, 7) + 1) * gate_curve(gate, 1.702, 7.0))
+
+
+def test_unknown_control_is_named():
+    with pytest.raises(KeyError, match="no control 'beta'"):
+        swiglu_explorer().set(beta=1.0)
