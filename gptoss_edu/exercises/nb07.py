@@ -1,0 +1,67 @@
+"""Notebook 07's exercise: the load-balancing loss that keeps a router from favouring a few experts."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..moe import load_balancing_loss
+from . import CheckResult, failed, passed
+
+BalanceLoss = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
+def _loss(probs: torch.Tensor, counts: torch.Tensor, E: int) -> torch.Tensor:
+    return E * (counts * probs.mean(dim=0)).sum()
+
+
+def _typical_mistakes(logits: torch.Tensor, indices: torch.Tensor, E: int) -> dict[str, torch.Tensor]:
+    N, k = indices.shape
+    probs = torch.softmax(logits, dim=-1)
+    counts = torch.bincount(indices.reshape(-1), minlength=E).float()
+    share = counts / (N * k)
+    top, _ = logits.topk(k, dim=-1)
+    chosen = torch.zeros(N, E).scatter_(1, indices, torch.softmax(top, dim=-1))
+    return {
+        "you left out the factor E (the number of experts): with it, perfectly even routing scores 1 "
+        "whatever the number of experts": _loss(probs, share, E) / E,
+        "you divided the counts by the number of tokens: divide by the number of choices (tokens x k), "
+        "so the shares sum to 1": _loss(probs, counts / N, E),
+        "you used the raw counts: use each expert's share of the choices (counts / (tokens x k))":
+            _loss(probs, counts, E),
+        "you averaged the raw logits: average the router's probabilities, softmax(logits) over the experts":
+            _loss(logits, share, E),
+        "your softmax runs over the tokens (dim 0): the probabilities are over the experts (dim -1)":
+            _loss(torch.softmax(logits, dim=0), share, E),
+        "you averaged the routing weights of the chosen experts: use the softmax over all experts, so "
+        "every expert's probability (chosen or not) gets a gradient": _loss(chosen, share, E),
+    }
+
+
+def check_balance_loss(fn: BalanceLoss) -> CheckResult:
+    """Try ``fn(logits [N, E], indices [N, k], n_experts)`` against gptoss_edu.moe.load_balancing_loss."""
+    gen = torch.Generator().manual_seed(7)
+    for n_tokens, E, k in ((24, 8, 2), (40, 32, 4)):
+        logits = torch.randn(n_tokens, E, generator=gen) * 1.5
+        logits[:, 0] += 1.0  # a favoured expert, so the loss is well above its minimum of 1
+        indices = logits.topk(k, dim=-1).indices
+        want = load_balancing_loss(logits, indices, E)
+        try:
+            got = fn(logits.clone(), indices.clone(), E)
+        except Exception as e:  # the learner's code: say what went wrong, don't crash the notebook
+            return failed(f"not yet: your function raised {type(e).__name__}: {e}")
+        if got is None:
+            return failed("not yet: your function returned None: did you forget to `return` the loss?")
+        if not isinstance(got, torch.Tensor) or got.numel() != 1:
+            shape = list(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
+            return failed(f"not yet: return one number (a 0-d tensor), got {shape}")
+        if torch.isclose(got.float().reshape(()), want, rtol=1e-5, atol=1e-6):
+            continue
+        for message, wrong in _typical_mistakes(logits, indices, E).items():
+            if torch.isclose(got.float().reshape(()), wrong, rtol=1e-5, atol=1e-6):
+                return failed("not yet: " + message + ".")
+        return failed(f"not yet: with {E} experts and top-{k} your loss is {float(got):.4g}, expected "
+                      f"{float(want):.4g}: E x sum over experts of (share of choices) x (mean probability)")
+    return passed("your loss matches gptoss_edu.moe.load_balancing_loss: E x sum_e f_e P_e, "
+                  "1 when the routing is perfectly even.")

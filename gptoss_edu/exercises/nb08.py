@@ -1,0 +1,75 @@
+"""Notebook 08's exercise: dequantize MXFP4 blocks and scales by hand."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .. import mxfp4
+from . import CheckResult, compare, failed, passed
+
+Dequantize = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _lut_dequantize(blocks: torch.Tensor, scales: torch.Tensor, lut: torch.Tensor, high_first: bool = False,
+                    bias: int = mxfp4.SCALE_BIAS, use_scale: bool = True, wrap: bool = False) -> torch.Tensor:
+    """A float32 dequantizer with one knob per typical mistake, to recognise what a wrong answer did."""
+    lo, hi = lut[(blocks & 0x0F).long()], lut[(blocks >> 4).long()]
+    pair = (hi, lo) if high_first else (lo, hi)
+    values = torch.stack(pair, dim=-1).flatten(-2)
+    if use_scale:
+        exponent = scales.long() - bias
+        if wrap:  # what uint8 arithmetic does to scales - 127
+            exponent = exponent % 256
+        values = values * torch.pow(2.0, exponent.float()).unsqueeze(-1)
+    return values.flatten(-2)
+
+
+def _typical_mistakes(blocks: torch.Tensor, scales: torch.Tensor) -> dict[str, torch.Tensor]:
+    lut = mxfp4.fp4_lut(torch.float32)
+    as_int = torch.arange(16, dtype=torch.float32)
+    twos = torch.where(as_int < 8, as_int, as_int - 16)
+    magnitude_only = lut[:8].repeat(2)
+    return {
+        "you put the high nibble first: the low nibble (byte & 0x0F) is element 2j, the high nibble (byte >> 4) "
+        "element 2j + 1": _lut_dequantize(blocks, scales, lut, high_first=True),
+        "you used 2**scale: the E8M0 scale has a bias of 127, so its value is 2**(scale - 127)":
+            _lut_dequantize(blocks, scales, lut, bias=0),
+        "scales - 127 wrapped around: the scales are uint8, which cannot go negative; convert first "
+        "(scales.int() - 127)": _lut_dequantize(blocks, scales, lut, wrap=True),
+        "you left the scale out: every value of a block is multiplied by 2**(scale - 127)":
+            _lut_dequantize(blocks, scales, lut, use_scale=False),
+        "you read each 4-bit code as an integer 0..15: it is an E2M1 float, look it up in FP4_VALUES":
+            _lut_dequantize(blocks, scales, as_int),
+        "you read each 4-bit code as a two's-complement integer: it is an E2M1 float (sign bit, 2 exponent "
+        "bits, 1 mantissa bit), look it up in FP4_VALUES": _lut_dequantize(blocks, scales, twos),
+        "you dropped the sign: codes 8..15 are the negative values (bit 3 is the sign)":
+            _lut_dequantize(blocks, scales, magnitude_only),
+    }
+
+
+def check_dequantize(fn: Dequantize) -> CheckResult:
+    """Try ``fn(blocks, scales)`` on fresh random MXFP4 data against gptoss_edu.mxfp4.dequantize."""
+    gen = torch.Generator().manual_seed(8)
+    blocks = torch.randint(0, 256, (3, 5, 4, 16), dtype=torch.uint8, generator=gen)
+    # Scales 110..128: below 127 (so uint8 wrap-around shows) and small enough that a forgotten bias
+    # still gives finite float32 values to recognise.
+    scales = torch.randint(110, 129, (3, 5, 4), dtype=torch.uint8, generator=gen)
+    want = mxfp4.dequantize(blocks, scales, dtype=torch.float32)
+    try:
+        got = fn(blocks.clone(), scales.clone())
+    except Exception as e:  # the learner's code: show what went wrong, don't crash the notebook
+        return failed(f"not yet: your function raised {type(e).__name__}: {e}")
+    if isinstance(got, torch.Tensor) and got.shape == (3, 5, 4, 32):
+        return failed("not yet: the shape is [..., G, 32]; flatten the last two dims to [..., G * 32] "
+                      "(one row of the weight)")
+    problem = compare(got, want, "your function", atol=0)
+    if problem is None:
+        return passed("your dequantizer matches gptoss_edu.mxfp4.dequantize bit for bit on fresh blocks "
+                      "(3 experts x 5 rows x 4 blocks).")
+    if isinstance(got, torch.Tensor) and got.shape == want.shape:
+        for message, wrong in _typical_mistakes(blocks, scales).items():
+            if torch.allclose(got.float(), wrong, rtol=1e-6, atol=0, equal_nan=True):
+                return failed("not yet: " + message + ".")
+    return failed("not yet: " + problem.message)

@@ -1,0 +1,95 @@
+"""Notebook 07's exercise check: a right load-balancing loss passes, each typical mistake is named."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from gptoss_edu.exercises.nb07 import check_balance_loss
+
+
+def right(logits, indices, n_experts):
+    probs = torch.softmax(logits, dim=-1)
+    share = torch.bincount(indices.reshape(-1), minlength=n_experts) / indices.numel()
+    return n_experts * (share * probs.mean(dim=0)).sum()
+
+
+def right_with_one_hot(logits, indices, n_experts):
+    chosen = torch.nn.functional.one_hot(indices, n_experts).float().sum(dim=1)  # [N, E]
+    f = chosen.mean(dim=0) / indices.shape[1]
+    return n_experts * torch.dot(f, torch.softmax(logits, dim=-1).mean(dim=0))
+
+
+def no_factor(logits, indices, n_experts):
+    return right(logits, indices, n_experts) / n_experts
+
+
+def per_token(logits, indices, n_experts):
+    probs = torch.softmax(logits, dim=-1)
+    share = torch.bincount(indices.reshape(-1), minlength=n_experts) / indices.shape[0]
+    return n_experts * (share * probs.mean(dim=0)).sum()
+
+
+def raw_counts(logits, indices, n_experts):
+    counts = torch.bincount(indices.reshape(-1), minlength=n_experts).float()
+    return n_experts * (counts * torch.softmax(logits, dim=-1).mean(dim=0)).sum()
+
+
+def logits_not_probs(logits, indices, n_experts):
+    share = torch.bincount(indices.reshape(-1), minlength=n_experts) / indices.numel()
+    return n_experts * (share * logits.mean(dim=0)).sum()
+
+
+def wrong_dim(logits, indices, n_experts):
+    share = torch.bincount(indices.reshape(-1), minlength=n_experts) / indices.numel()
+    return n_experts * (share * torch.softmax(logits, dim=0).mean(dim=0)).sum()
+
+
+def routing_weights(logits, indices, n_experts):
+    top = logits.gather(1, indices)
+    p = torch.zeros_like(logits).scatter_(1, indices, torch.softmax(top, dim=-1))
+    share = torch.bincount(indices.reshape(-1), minlength=n_experts) / indices.numel()
+    return n_experts * (share * p.mean(dim=0)).sum()
+
+
+def vector(logits, indices, n_experts):
+    share = torch.bincount(indices.reshape(-1), minlength=n_experts) / indices.numel()
+    return n_experts * share * torch.softmax(logits, dim=-1).mean(dim=0)
+
+
+def stub(logits, indices, n_experts):
+    return None
+
+
+def crashes(logits, indices, n_experts):
+    raise RuntimeError("shapes")
+
+
+@pytest.mark.parametrize("fn", [right, right_with_one_hot])
+def test_right_answers_pass(fn):
+    result = check_balance_loss(fn)
+    assert result.passed and repr(result).startswith("✅"), result.message
+
+
+@pytest.mark.parametrize("fn,message", [
+    (no_factor, "left out the factor E"),
+    (per_token, "divided the counts by the number of tokens"),
+    (raw_counts, "raw counts"),
+    (logits_not_probs, "raw logits"),
+    (wrong_dim, r"over the tokens \(dim 0\)"),
+    (routing_weights, "routing weights of the chosen experts"),
+    (vector, "return one number"),
+    (stub, "returned None"),
+    (crashes, "raised RuntimeError: shapes"),
+])
+def test_typical_mistakes_are_named(fn, message):
+    result = check_balance_loss(fn)
+    assert not result.passed and repr(result).startswith("❌ not yet")
+    assert re.search(message, result.message), result.message
+
+
+def test_an_unknown_mistake_gets_the_formula():
+    result = check_balance_loss(lambda lg, idx, E: right(lg, idx, E) + 0.1)
+    assert not result.passed and "expected" in result.message and "mean probability" in result.message

@@ -1,0 +1,103 @@
+"""Notebook 08's exercise check: a right dequantizer passes, each typical mistake is named."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from gptoss_edu import mxfp4
+from gptoss_edu.exercises.nb08 import check_dequantize
+
+LUT = torch.tensor(mxfp4.FP4_VALUES)
+
+
+def right(blocks, scales):
+    lo, hi = LUT[(blocks & 0xF).long()], LUT[(blocks >> 4).long()]
+    values = torch.stack((lo, hi), dim=-1).flatten(-2)
+    return (values * 2.0 ** (scales.int() - 127).float()[..., None]).flatten(-2)
+
+
+def high_first(blocks, scales):
+    lo, hi = LUT[(blocks & 0xF).long()], LUT[(blocks >> 4).long()]
+    return (torch.stack((hi, lo), dim=-1).flatten(-2) * 2.0 ** (scales.int() - 127).float()[..., None]).flatten(-2)
+
+
+def no_bias(blocks, scales):
+    lo, hi = LUT[(blocks & 0xF).long()], LUT[(blocks >> 4).long()]
+    return (torch.stack((lo, hi), dim=-1).flatten(-2) * 2.0 ** scales.float()[..., None]).flatten(-2)
+
+
+def uint8_wrap(blocks, scales):
+    lo, hi = LUT[(blocks & 0xF).long()], LUT[(blocks >> 4).long()]
+    return (torch.stack((lo, hi), dim=-1).flatten(-2) * 2.0 ** (scales - 127)[..., None]).flatten(-2)
+
+
+def no_scale(blocks, scales):
+    lo, hi = LUT[(blocks & 0xF).long()], LUT[(blocks >> 4).long()]
+    return torch.stack((lo, hi), dim=-1).flatten(-2).flatten(-2)
+
+
+def as_integers(blocks, scales):
+    lo, hi = (blocks & 0xF).float(), (blocks >> 4).float()
+    return (torch.stack((lo, hi), dim=-1).flatten(-2) * 2.0 ** (scales.int() - 127).float()[..., None]).flatten(-2)
+
+
+def twos_complement(blocks, scales):
+    def signed(c):
+        c = c.int()
+        return torch.where(c < 8, c, c - 16).float()
+    lo, hi = signed(blocks & 0xF), signed(blocks >> 4)
+    return (torch.stack((lo, hi), dim=-1).flatten(-2) * 2.0 ** (scales.int() - 127).float()[..., None]).flatten(-2)
+
+
+def unsigned(blocks, scales):
+    lut = LUT.abs()
+    lo, hi = lut[(blocks & 0xF).long()], lut[(blocks >> 4).long()]
+    return (torch.stack((lo, hi), dim=-1).flatten(-2) * 2.0 ** (scales.int() - 127).float()[..., None]).flatten(-2)
+
+
+def not_flattened(blocks, scales):
+    return right(blocks, scales).unflatten(-1, (-1, 32))
+
+
+def stub(blocks, scales):
+    return None
+
+
+def raises(blocks, scales):
+    raise NotImplementedError("fill me in")
+
+
+def test_right_answer_passes():
+    result = check_dequantize(right)
+    assert result.passed and repr(result).startswith("✅")
+
+
+def test_package_version_passes():
+    assert check_dequantize(lambda b, s: mxfp4.dequantize(b, s, torch.float32)).passed
+
+
+@pytest.mark.parametrize("fn,message", [
+    (high_first, "high nibble first"),
+    (no_bias, "bias of 127"),
+    (uint8_wrap, "wrapped around"),
+    (no_scale, "left the scale out"),
+    (as_integers, "integer 0..15"),
+    (twos_complement, "two's-complement"),
+    (unsigned, "dropped the sign"),
+    (not_flattened, r"\[..., G, 32\]"),
+    (stub, "returned None"),
+    (raises, "raised NotImplementedError: fill me in"),
+])
+def test_typical_mistakes_are_named(fn, message):
+    result = check_dequantize(fn)
+    assert not result.passed
+    assert repr(result).startswith("❌ not yet")
+    assert re.search(message, result.message), result.message
+
+
+def test_a_wrong_answer_of_no_known_kind_gets_the_generic_message():
+    result = check_dequantize(lambda b, s: right(b, s) * 1.01)
+    assert not result.passed and "differs by up to" in result.message

@@ -1,0 +1,210 @@
+"""MXFP4 (gptoss_edu.mxfp4) against transformers' dequantizer and against the format's definition.
+
+Tolerances: dequantizing is exact arithmetic (a 4-bit code times a power of two), so every
+comparison with transformers is bit for bit (compared as integers of the same width).
+Quantizing is checked by brute force: each value must land on a nearest point of its block's
+grid (the 16 E2M1 values times the block's scale), ties allowed either way.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers.integrations.mxfp4 import convert_moe_packed_tensors
+
+from gptoss_edu import mxfp4
+
+INT_VIEW = {torch.float32: torch.int32, torch.bfloat16: torch.int16}
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    """The raw bits of a float tensor, so -0.0 != +0.0 and NaN == NaN of the same payload."""
+    return t.contiguous().view(INT_VIEW[t.dtype])
+
+
+def reference(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """transformers' dequantizer, its final transpose (to [E, in, out]) undone."""
+    return convert_moe_packed_tensors(blocks, scales, dtype=dtype).transpose(1, 2)
+
+
+def grid(scale_code: int) -> torch.Tensor:
+    """The 16 values a block with this E8M0 scale can hold, in float64."""
+    return torch.tensor([v * 2.0 ** (scale_code - 127) for v in mxfp4.FP4_VALUES], dtype=torch.float64)
+
+
+# ---- the E2M1 codes --------------------------------------------------------------------------
+
+def test_fp4_values_follow_from_their_bits():
+    # E2M1: sign bit, 2 exponent bits (bias 1), 1 mantissa bit; exponent 0 is subnormal.
+    for code in range(16):
+        s, e, m = mxfp4.e2m1_bits(code).split()
+        sign = -1.0 if s == "1" else 1.0
+        e, m = int(e, 2), int(m, 2)
+        value = sign * (m * 0.5 if e == 0 else 2.0 ** (e - 1) * (1 + m / 2))
+        assert value == mxfp4.FP4_VALUES[code] and math.copysign(1, value) == math.copysign(1, mxfp4.FP4_VALUES[code])
+
+
+def test_e2m1_bits_refuses_codes_outside_0_15():
+    with pytest.raises(ValueError, match="0..15"):
+        mxfp4.e2m1_bits(16)
+
+
+# ---- dequantize: bit-exact with transformers -------------------------------------------------
+
+SHAPES = [(1, 1, 1), (4, 6, 3), (2, 33, 5), (3, 64, 90)]  # [experts, rows, blocks per row]; the last is 20b's row width
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_dequantize_matches_transformers_bit_for_bit(shape, dtype):
+    gen = torch.Generator().manual_seed(sum(shape))
+    blocks = torch.randint(0, 256, (*shape, 16), dtype=torch.uint8, generator=gen)
+    scales = torch.randint(100, 151, shape, dtype=torch.uint8, generator=gen)  # the range real checkpoints use
+    got = mxfp4.dequantize(blocks, scales, dtype=dtype)
+    want = reference(blocks, scales, dtype)
+    assert got.shape == (*shape[:-1], shape[-1] * 32)
+    assert torch.equal(bits(got), bits(want))
+    assert got.abs().max() > 0  # not an all-zero comparison
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_every_byte_and_every_scale_code(dtype):
+    # 16 rows of one block each hold all 256 byte values; each scale code 0..254 in turn.
+    blocks = torch.arange(256, dtype=torch.uint8).reshape(1, 16, 1, 16).expand(255, 16, 1, 16).contiguous()
+    scales = torch.arange(255, dtype=torch.uint8).reshape(255, 1, 1).expand(255, 16, 1).contiguous()
+    got = mxfp4.dequantize(blocks, scales, dtype=dtype)
+    assert torch.equal(bits(got), bits(reference(blocks, scales, dtype)))
+    # And against the definition, in Python floats: low nibble is element 2j, high nibble 2j + 1.
+    for scale in (0, 1, 100, 127, 150, 254):
+        for byte in range(256):
+            row, j = divmod(byte, 16)
+            lo = math.ldexp(mxfp4.FP4_VALUES[byte & 0xF], scale - 127)
+            hi = math.ldexp(mxfp4.FP4_VALUES[byte >> 4], scale - 127)
+            pair = got[scale, row, 2 * j: 2 * j + 2].double().tolist()
+            assert pair == [float(torch.tensor(lo, dtype=dtype)), float(torch.tensor(hi, dtype=dtype))], (scale, byte)
+
+
+def test_dequantize_refuses_mismatched_inputs():
+    blocks = torch.zeros(2, 3, 4, 16, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="scales must be blocks.shape"):
+        mxfp4.dequantize(blocks, torch.zeros(2, 3, 5, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="16 bytes"):
+        mxfp4.dequantize(torch.zeros(2, 3, 4, 8, dtype=torch.uint8), torch.zeros(2, 3, 4, dtype=torch.uint8))
+    with pytest.raises(TypeError, match="uint8"):
+        mxfp4.dequantize(blocks.float(), torch.zeros(2, 3, 4, dtype=torch.uint8))
+
+
+# ---- quantize: each value on a nearest grid point --------------------------------------------
+
+def assert_nearest_on_grid(w: torch.Tensor, blocks: torch.Tensor, scales: torch.Tensor) -> None:
+    """Brute force: every dequantized value is a nearest of its block's 16 grid values to the input."""
+    q = mxfp4.dequantize(blocks, scales, dtype=torch.float32).double().reshape(-1, 32)
+    x = w.double().reshape(-1, 32)
+    s = scales.reshape(-1).tolist()
+    for i in range(x.shape[0]):
+        g = grid(s[i])
+        dist = (x[i, :, None] - g[None, :]).abs()  # [32, 16]
+        best = dist.min(dim=1).values
+        assert torch.isin(q[i], g).all(), f"block {i}: a value is off its grid"
+        assert torch.equal((x[i] - q[i]).abs(), best), f"block {i}: a value did not land on a nearest grid point"
+
+
+def assert_scale_is_smallest_that_fits(w: torch.Tensor, scales: torch.Tensor) -> None:
+    """The documented choice: the smallest power of two with amax <= 6 * scale (no saturation)."""
+    amax = w.double().reshape(-1, 32).abs().amax(dim=1)
+    for a, s in zip(amax.tolist(), scales.reshape(-1).tolist()):
+        if a == 0:
+            assert s == 0
+            continue
+        assert a <= 6 * 2.0 ** (s - 127), "the block's largest value saturates"
+        assert s == 0 or a > 6 * 2.0 ** (s - 128), "a smaller scale would have held the block"
+
+
+@pytest.mark.parametrize("shape,std", [((4, 64), 1.0), ((3, 7, 96), 0.02), ((33, 160), 1e-3), ((2, 32), 300.0)])
+def test_quantize_lands_on_nearest_grid_point(shape, std):
+    gen = torch.Generator().manual_seed(shape[-1])
+    w = torch.randn(shape, generator=gen) * std
+    blocks, scales = mxfp4.quantize(w)
+    assert blocks.shape == (*shape[:-1], shape[-1] // 32, 16) and blocks.dtype == torch.uint8
+    assert scales.shape == (*shape[:-1], shape[-1] // 32) and scales.dtype == torch.uint8
+    assert_nearest_on_grid(w, blocks, scales)
+    assert_scale_is_smallest_that_fits(w, scales)
+
+
+def test_quantize_handles_exact_grid_values_and_ties():
+    # A block of exact grid values comes back unchanged; midpoints may go either way (checked by brute force).
+    exact = torch.tensor(mxfp4.FP4_VALUES * 2).reshape(1, 32) * 0.25
+    b, s = mxfp4.quantize(exact)
+    assert torch.equal(mxfp4.dequantize(b, s, torch.float32), exact)
+    mids = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 6.0] * 4).reshape(1, 32)
+    mids[0, 16:] *= -1
+    b, s = mxfp4.quantize(mids)
+    assert_nearest_on_grid(mids, b, s)
+
+
+def test_zero_block():
+    w = torch.zeros(3, 64)
+    w[1, 32:] = torch.linspace(-1, 1, 32)  # one live block among zero ones
+    blocks, scales = mxfp4.quantize(w)
+    back = mxfp4.dequantize(blocks, scales, torch.float32)
+    assert torch.equal(back[0], torch.zeros(64)) and torch.equal(back[1, :32], torch.zeros(32))
+    assert torch.isfinite(back).all()
+    assert_nearest_on_grid(w, blocks, scales)
+
+
+def test_block_with_one_huge_value():
+    gen = torch.Generator().manual_seed(7)
+    w = torch.randn(2, 64, generator=gen) * 0.01
+    w[0, 5] = 1e4
+    w[1, 40] = -3e3
+    blocks, scales = mxfp4.quantize(w)
+    back = mxfp4.dequantize(blocks, scales, torch.float32)
+    assert_nearest_on_grid(w, blocks, scales)
+    assert_scale_is_smallest_that_fits(w, scales)
+    # The outlier is kept to within half a grid step (at most 1/5 of it between 4 and 6), its
+    # neighbours flush to zero, and the blocks without an outlier keep their small values.
+    assert abs(back[0, 5] - 1e4) <= 0.2 * 1e4 and abs(back[1, 40] + 3e3) <= 0.2 * 3e3
+    assert torch.equal(back[0, :32].clone().index_fill_(0, torch.tensor([5]), 0), torch.zeros(32))
+    assert (back[0, 32:] != 0).any()
+
+
+@pytest.mark.parametrize("shape", [(4, 33), (2, 16), (8, 100), (3,)])
+def test_quantize_refuses_widths_not_multiple_of_32(shape):
+    with pytest.raises(ValueError, match="multiple of 32"):
+        mxfp4.quantize(torch.randn(shape))
+
+
+def test_quantize_refuses_inf_and_nan():
+    w = torch.randn(2, 32)
+    w[1, 3] = float("nan")
+    with pytest.raises(ValueError, match="inf or NaN"):
+        mxfp4.quantize(w)
+
+
+@pytest.mark.parametrize("lo,hi", [(100, 151), (0, 253)])
+def test_round_trip_is_stable_in_values(lo, hi):
+    # Already-quantized values quantize to themselves (the bits may differ: a block whose largest
+    # code is small gets a smaller scale and larger codes). Scale codes above 252 are left out:
+    # 6 * 2**126 overflows float32 (and bf16) to inf, in transformers' dequantizer as in ours.
+    gen = torch.Generator().manual_seed(lo)
+    blocks = torch.randint(0, 256, (3, 20, 4, 16), dtype=torch.uint8, generator=gen)
+    scales = torch.randint(lo, hi, (3, 20, 4), dtype=torch.uint8, generator=gen)
+    w = mxfp4.dequantize(blocks, scales, dtype=torch.float32)
+    w2 = mxfp4.dequantize(*mxfp4.quantize(w), dtype=torch.float32)
+    assert torch.equal(w2, w)
+    w_bf16 = mxfp4.dequantize(blocks, scales)  # the default, bf16
+    assert torch.equal(mxfp4.dequantize(*mxfp4.quantize(w_bf16)), w_bf16)
+
+
+def test_nbytes_is_17_bytes_per_32_values():
+    assert mxfp4.nbytes((32, 5760, 2880)) == 32 * 5760 * 90 * 17
+    b, s = mxfp4.quantize(torch.randn(5, 96))
+    assert mxfp4.nbytes((5, 96)) == b.numel() + s.numel()
+
+
+def test_quantization_error_orders_formats():
+    gen = torch.Generator().manual_seed(0)
+    err = mxfp4.quantization_error(torch.randn(64, 256, generator=gen) * 0.02)
+    assert err["bf16"] < err["int8"] < err["mxfp4"] < 0.2

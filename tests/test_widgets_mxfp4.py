@@ -1,0 +1,49 @@
+"""Notebook 08's explorer: moving each control redraws, and the numbers behind the picture are right."""
+
+from __future__ import annotations
+
+import torch
+
+from gptoss_edu import mxfp4
+from gptoss_edu.widgets.mxfp4 import block_explorer, quantize_with_scale, sample_weight
+
+
+def test_each_control_redraws():
+    ex = block_explorer()
+    seen = {ex.fingerprint()}
+    for change in ({"block": 5}, {"scale_shift": -2}, {"outlier": 8.0}):
+        ex.set(**change)
+        assert ex.fingerprint() not in seen, f"{change} did not change the picture"
+        seen.add(ex.fingerprint())
+    assert "block" in repr(ex) and "PNG" not in repr(ex)
+
+
+def test_chosen_scale_agrees_with_the_package_and_shifts_behave():
+    ex = block_explorer()
+    ex.set(block=3, scale_shift=0, outlier=1.0)
+    chosen, err0 = ex.stats["scale_code"], ex.stats["rms_error"]
+    assert ex.stats["saturated"] == 0
+    _, scales = mxfp4.quantize(sample_weight().reshape(-1, 32)[3][None])
+    assert chosen == int(scales[0, 0])
+    ex.set(scale_shift=-2)  # a quarter of the scale: the largest values no longer fit
+    assert ex.stats["scale_code"] == chosen - 2 and ex.stats["saturated"] > 0 and ex.stats["rms_error"] > err0
+    ex.set(scale_shift=3)  # eight times the scale: steps so coarse most values round to zero
+    assert ex.stats["zeros"] > 16 and ex.stats["rms_error"] > err0
+
+
+def test_an_outlier_flushes_its_neighbours():
+    ex = block_explorer()
+    ex.set(block=0, outlier=1.0)
+    zeros, code = ex.stats["zeros"], ex.stats["chosen_code"]
+    ex.set(outlier=16.0)  # 16 = 2**4 times the largest value: the scale grows by about 4 codes
+    assert ex.stats["zeros"] > zeros and ex.stats["chosen_code"] >= code + 3
+
+
+def test_quantize_with_scale_matches_the_package_at_the_chosen_scale():
+    w = sample_weight(4, 64, seed=3)
+    blocks, scales = mxfp4.quantize(w)
+    want = mxfp4.dequantize(blocks, scales, torch.float32).reshape(-1, 32)
+    for i, x in enumerate(w.reshape(-1, 32)):
+        got = quantize_with_scale(x, int(scales.reshape(-1)[i]))
+        # Equal except possibly at exact midpoints (ties may go either way).
+        assert (got - want[i]).abs().max() == 0 or torch.equal((got - x).abs(), (want[i] - x).abs())
