@@ -1,0 +1,824 @@
+"""Train a small model of the course on the shipped corpus, on a CPU.
+
+AdamW with a warmup-then-cosine learning rate, gradient clipping, the MoE load-balancing loss,
+a progress bar with loss and tokens/s, and checkpoints every N steps: the exact fp32 training
+state (model, optimizer, step, history) in safetensors for resuming, and the model in the real
+Hugging Face layout with MXFP4 experts. Interrupting (Ctrl-C, a notebook's stop button,
+SIGTERM) finishes the current step, saves it and stops, so no step is lost; running the same
+command again resumes, and the result is bit for bit the run that was never interrupted.
+
+    python -m gptoss_edu.train tiny-gpt-oss-chat --out runs/tiny-gpt-oss --export data/tiny-gpt-oss
+    python -m gptoss_edu.train course-step-01 --steps 300      # GPT-2 at the course's small size
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from . import harmony
+from .checkpoint import CheckpointError, write_checkpoint
+from .config import ModelConfig, course_config, preset
+from .corpus import Corpus, load_corpus
+from .model import GPT
+from .moe import MoE, load_balancing_loss
+from .tokenizer import encoding_for_vocab
+
+STATE_DIR, MODEL_DIR = "state", "model"
+STATE_TENSORS, STATE_JSON = "train_state.safetensors", "train_state.json"
+STATE_FORMAT = "gptoss-edu-train-state/1"
+# Fields that may change between an interrupted run and its resumption (they change no weight).
+RESUMABLE_CHANGES = ("eval_every", "checkpoint_every")
+
+
+# ---- settings -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything about a run except the model: optimizer, schedule, batches, data, seed."""
+
+    steps: int = 300
+    batch_size: int = 8
+    seq_len: int = 128
+    lr: float = 3e-3
+    min_lr: float = 3e-4  # where the cosine ends
+    warmup_steps: int = 20
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    aux_loss_coef: float = 0.01  # weight of the MoE load-balancing loss
+    data: str = "text"  # "text": the plays as they are; "harmony": speeches as harmony chats
+    corpus_vocab: bool = True  # full softmax, the tokens the corpus never uses sharing one row (CorpusVocab)
+    seed: int = 0
+    eval_every: int = 50
+    eval_batches: int = 8
+    checkpoint_every: int = 100
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.seq_len < 2:
+            raise ValueError(f"steps, batch_size must be >= 1 and seq_len >= 2, got {self.steps}, "
+                             f"{self.batch_size}, {self.seq_len}")
+        if not 0 <= self.warmup_steps < self.steps:
+            raise ValueError(f"warmup_steps must be in 0..steps-1 ({self.steps - 1}), got {self.warmup_steps}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"min_lr must be in 0..lr ({self.lr}), got {self.min_lr}")
+        if self.data not in ("text", "harmony"):
+            raise ValueError(f"data must be 'text' or 'harmony', got {self.data!r}")
+        if self.eval_every < 1 or self.checkpoint_every < 1:
+            raise ValueError("eval_every and checkpoint_every must be >= 1")
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """A copy with ``changes`` applied (and checked)."""
+        return dataclasses.replace(self, **changes)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """The learning rate of optimizer step ``step`` (0-based): linear warmup, then cosine to min_lr."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - 1 - cfg.warmup_steps)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+# ---- data ---------------------------------------------------------------------------------
+
+@dataclass
+class TokenData:
+    """The token ids of the train and val splits, as one long stream each."""
+
+    train: torch.Tensor
+    val: torch.Tensor
+    vocab_size: int
+    kind: str
+
+    def __post_init__(self) -> None:
+        for name in ("train", "val"):
+            t = getattr(self, name)
+            if t.dim() != 1 or t.dtype != torch.int64:
+                raise ValueError(f"{name} ids must be a 1-D int64 tensor, got {t.dtype} {tuple(t.shape)}")
+            if len(t) and (int(t.max()) >= self.vocab_size or int(t.min()) < 0):
+                raise ValueError(f"{name} ids must lie in 0..{self.vocab_size - 1}")
+
+    def used_ids(self) -> torch.Tensor:
+        """The distinct ids of the train split, sorted: the tokens the model ever has to predict."""
+        return torch.unique(self.train)
+
+    def batch(self, step: int, batch_size: int, seq_len: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training batch number ``step``: random windows, a function of (seed, step) alone.
+
+        So a resumed run reads exactly the batches the uninterrupted one would have read.
+        """
+        if len(self.train) <= seq_len:
+            raise ValueError(f"the train split has {len(self.train)} tokens, fewer than seq_len + 1 ({seq_len + 1})")
+        gen = torch.Generator().manual_seed(step_seed(seed, step))
+        starts = torch.randint(0, len(self.train) - seq_len, (batch_size,), generator=gen)
+        rows = torch.stack([self.train[s: s + seq_len + 1] for s in starts.tolist()])
+        return rows[:, :-1], rows[:, 1:]
+
+    def val_batches(self, batch_size: int, seq_len: int, max_batches: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Consecutive non-overlapping windows from the start of the val split (always the same ones)."""
+        n = min((len(self.val) - 1) // seq_len, batch_size * max_batches)
+        if n < 1:
+            raise ValueError(f"the val split has {len(self.val)} tokens, fewer than seq_len + 1 ({seq_len + 1})")
+        rows = torch.stack([self.val[i * seq_len: i * seq_len + seq_len + 1] for i in range(n)])
+        for i in range(0, n, batch_size):
+            yield rows[i: i + batch_size, :-1], rows[i: i + batch_size, 1:]
+
+    def __repr__(self) -> str:
+        return (f"TokenData({self.kind}: {len(self.train):,} train + {len(self.val):,} val tokens, "
+                f"vocab {self.vocab_size:,}, {len(self.used_ids()):,} distinct ids in train)")
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The seed of step ``step``'s randomness (its batch, its dropout): the same on every run."""
+    return (seed * 1_000_003 + step * 7_919 + 12_345) % (2**63 - 1)
+
+
+def text_ids(corpus: Corpus, split: str, vocab_size: int) -> torch.Tensor:
+    """The plays of ``split`` as plain text, tokenized with the model's tokenizer."""
+    enc = encoding_for_vocab(vocab_size)
+    return torch.tensor(enc.encode_ordinary(corpus.text(split)), dtype=torch.int64)
+
+
+def harmony_ids(corpus: Corpus, split: str, seed: int = 0) -> torch.Tensor:
+    """Speeches as harmony chats: the user says one speech, the assistant answers with the next.
+
+    Each speech is the answer to the one before it. A quarter of the chats start with a system
+    message (reasoning effort and sometimes a date drawn at random), a fifth have two turns;
+    the last answer ends with <|return|>, so a model trained on them learns to stop.
+    """
+    rng = random.Random(f"{seed}-{split}")
+    ret = harmony.stop_tokens()[0]
+    ids: list[int] = []
+    for speeches in corpus.speeches(split):
+        i = 0
+        while i + 1 < len(speeches):
+            turns = 2 if rng.random() < 0.2 and i + 3 < len(speeches) else 1
+            messages = []
+            if rng.random() < 0.25:
+                date = f"2025-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}" if rng.random() < 0.5 else None
+                messages.append(harmony.system(reasoning=rng.choice(harmony.REASONING_EFFORTS), date=date))
+            for t in range(turns):
+                messages += [harmony.user(speeches[i + 2 * t].text), harmony.assistant(speeches[i + 2 * t + 1].text)]
+            chat = harmony.render_conversation(messages, next_role=None)
+            ids += chat[:-1] + [ret]  # the last answer is the one being produced: it ends the turn
+            i += 1 if turns == 1 else 3
+    return torch.tensor(ids, dtype=torch.int64)
+
+
+def prepare_data(kind: str, vocab_size: int, corpus: Corpus | None = None, seed: int = 0) -> TokenData:
+    """Token streams of the shipped corpus for a model with ``vocab_size`` ("text" or "harmony")."""
+    corpus = corpus or load_corpus()
+    if kind == "text":
+        return TokenData(text_ids(corpus, "train", vocab_size), text_ids(corpus, "val", vocab_size), vocab_size, kind)
+    if kind == "harmony":
+        enc = encoding_for_vocab(vocab_size)
+        if enc.name != "o200k_harmony":
+            raise ValueError(f"harmony chats need the o200k_harmony vocabulary (201,088 ids); the model has {vocab_size:,}")
+        return TokenData(harmony_ids(corpus, "train", seed), harmony_ids(corpus, "val", seed), vocab_size, kind)
+    raise ValueError(f"data kind must be 'text' or 'harmony', got {kind!r}")
+
+
+# ---- loss ---------------------------------------------------------------------------------
+
+class CorpusVocab:
+    """A softmax over the whole vocabulary in which all tokens the corpus never uses share one output row.
+
+    The corpus uses about 11,500 tokens of a vocabulary of 50,257 or 201,088. Tie the output
+    rows of all the others to one vector c (kept in the first unused row, the anchor): their
+    logits are then all h . c, and together they add ``rest * e^(h . c)`` to the softmax's
+    denominator, so one column, log(rest) + h . c, stands for them. The loss and its gradient
+    are exactly those of the full-vocabulary softmax of that model, at a fraction of the cost;
+    the model can still push every unused token down at once by learning c.
+    """
+
+    def __init__(self, ids: torch.Tensor, vocab_size: int) -> None:
+        self.ids = ids.sort().values
+        self.vocab_size = vocab_size
+        self.position = torch.full((vocab_size,), -1, dtype=torch.int64)
+        self.position[self.ids] = torch.arange(len(self.ids))
+        self.unused = (self.position < 0).nonzero().squeeze(1)
+        self.rest = len(self.unused)
+        self.anchor = int(self.unused[0]) if self.rest else -1
+
+    @torch.no_grad()
+    def tie_unused_rows(self, model: GPT) -> None:
+        """Copy the anchor row into every unused token's output row (their embeddings too, when tied).
+
+        Called after every optimizer step, so the model is always the full model the loss describes.
+        """
+        if self.rest:
+            w = model.lm_head.weight
+            w[self.unused] = w[self.anchor].clone()
+
+    def loss(self, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of ``targets`` given final hidden states and the unembedding ``weight``."""
+        hidden = hidden.float()
+        logits = hidden @ weight[self.ids].float().T
+        if self.rest:
+            shared = hidden @ weight[self.anchor].float()  # the logit of every unused token
+            logits = torch.cat([logits, (math.log(self.rest) + shared).unsqueeze(-1)], dim=-1)
+        pos = self.position[targets]
+        if bool((pos >= 0).all()):  # the usual case, in one fused softmax + pick
+            return nn.functional.cross_entropy(logits.flatten(0, -2), pos.flatten())
+        # A target the corpus never used: its logit is the shared one, not the rest column's.
+        lse = torch.logsumexp(logits, dim=-1)
+        target_logit = logits.gather(-1, pos.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        target_logit = torch.where(pos >= 0, target_logit, shared)
+        return (lse - target_logit).mean()
+
+
+@contextmanager
+def _hidden_states(model: GPT) -> Iterator[nn.Module]:
+    """While inside, ``model(ids)`` returns the final hidden states: the unembedding is set aside."""
+    head = model.lm_head
+    model.lm_head = nn.Identity()
+    try:
+        yield head
+    finally:
+        model.lm_head = head
+
+
+def aux_loss(model: GPT) -> torch.Tensor:
+    """The MoE load-balancing loss of the last forward pass, averaged over the MoE layers (0 if none)."""
+    losses = [load_balancing_loss(m.last_logits, m.last_indices, m.experts.n_experts)
+              for m in model.modules() if isinstance(m, MoE) and m.last_logits is not None]
+    return torch.stack(losses).mean() if losses else torch.zeros(())
+
+
+def lm_loss(model: GPT, x: torch.Tensor, y: torch.Tensor, vocab: CorpusVocab | None) -> torch.Tensor:
+    """Next-token cross-entropy: through the corpus vocabulary, or the plain full softmax."""
+    if vocab is None:
+        logits = model(x)
+        return nn.functional.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+    with _hidden_states(model) as head:
+        hidden = model(x)
+    return vocab.loss(hidden, head.weight, y)
+
+
+@torch.no_grad()
+def evaluate(model: GPT, data: TokenData, cfg: TrainConfig, vocab: CorpusVocab | None = None) -> float:
+    """Mean next-token loss (nats) over the fixed val windows, with dropout off."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for x, y in data.val_batches(cfg.batch_size, cfg.seq_len, cfg.eval_batches):
+        total += lm_loss(model, x, y, vocab).item() * y.numel()
+        count += y.numel()
+    model.train(was_training)
+    return total / count
+
+
+# ---- the loop -----------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    """What a run did: the model, the loss per step and per evaluation, and how it ended."""
+
+    model: GPT
+    model_config: ModelConfig
+    train_config: TrainConfig
+    history: list[dict] = field(default_factory=list)  # one entry per optimizer step
+    evals: list[dict] = field(default_factory=list)  # {"step", "val_loss"}
+    resumed_from: int = 0
+    interrupted: bool = False
+    out: Path | None = None
+    optimizer: torch.optim.Optimizer | None = field(default=None, repr=False)
+
+    @property
+    def step(self) -> int:
+        """Optimizer steps done so far."""
+        return self.history[-1]["step"] if self.history else 0
+
+    @property
+    def tokens_seen(self) -> int:
+        return self.step * self.train_config.batch_size * self.train_config.seq_len
+
+    def final_loss(self, last: int = 20) -> float:
+        """Mean training loss of the last ``last`` steps (one step alone is noisy)."""
+        tail = self.history[-last:]
+        return sum(h["loss"] for h in tail) / len(tail) if tail else float("nan")
+
+    @property
+    def val_loss(self) -> float:
+        return self.evals[-1]["val_loss"] if self.evals else float("nan")
+
+    def tokens_per_second(self) -> float:
+        """Mean training speed over the recorded steps (evaluations and checkpoints not counted)."""
+        timed = [h for h in self.history if h.get("seconds")]
+        secs = sum(h["seconds"] for h in timed)
+        return len(timed) * self.train_config.batch_size * self.train_config.seq_len / secs if secs else 0.0
+
+
+class _StopRequest:
+    """Turn SIGINT/SIGTERM into 'stop after this step'; a second Ctrl-C aborts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after this step (its state is saved; press Ctrl-C again to abort now)", file=sys.stderr)
+
+    def __enter__(self) -> "_StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def make_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; matrices (and expert stacks, embeddings) decay, vectors (biases, norms, sinks) do not."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8, foreach=True)
+
+
+def train(model_cfg: ModelConfig, cfg: TrainConfig, data: TokenData | None = None, *, out: str | Path | None = None,
+          resume: bool = True, progress: bool = True, on_step: Callable[[TrainResult], None] | None = None) -> TrainResult:
+    """Train a fresh ``model_cfg`` model for ``cfg.steps`` steps, or resume the run saved in ``out``.
+
+    With ``out``, the training state is saved every ``cfg.checkpoint_every`` steps, at the end,
+    and when the run is interrupted; HF-layout models go to ``out/model`` at the same times.
+    ``on_step(result)`` is called after every step (a test can stop or break the run there).
+    """
+    if data is None:
+        data = prepare_data(cfg.data, model_cfg.vocab_size, seed=cfg.seed)
+    if data.vocab_size != model_cfg.vocab_size:
+        raise ValueError(f"the data was tokenized for a vocabulary of {data.vocab_size:,} ids; "
+                         f"the model has {model_cfg.vocab_size:,}: prepare_data with the model's vocab_size")
+    torch.manual_seed(cfg.seed)
+    model = GPT(model_cfg)
+    vocab = CorpusVocab(data.used_ids(), model_cfg.vocab_size) if cfg.corpus_vocab else None
+    if vocab is not None:
+        with torch.no_grad():
+            model.lm_head.weight[vocab.anchor] = 0.0  # unused tokens start at logit 0
+        vocab.tie_unused_rows(model)
+    optimizer = make_optimizer(model, cfg)
+    result = TrainResult(model, model_cfg, cfg, out=Path(out) if out is not None else None, optimizer=optimizer)
+    if out is not None and resume and (Path(out) / STATE_DIR).exists():
+        saved = load_state(Path(out) / STATE_DIR, model, optimizer, model_cfg, cfg)
+        result.history, result.evals = saved["history"], saved["evals"]
+        result.resumed_from = saved["step"]
+    elif out is not None and (Path(out) / STATE_DIR).exists():
+        raise FileExistsError(f"{out} already holds a run: resume it, or choose another folder (or delete it)")
+    model.train()
+    start = result.step
+    bar = _progress_bar(cfg.steps, start, progress)
+    tokens = cfg.batch_size * cfg.seq_len
+    saved_at, aborted = start, False
+    with _StopRequest() as stop:
+        try:
+            for step in range(start, cfg.steps):
+                t0 = time.perf_counter()
+                torch.manual_seed(step_seed(cfg.seed, step))  # dropout's randomness, also a function of the step
+                lr = lr_at(step, cfg)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                x, y = data.batch(step, cfg.batch_size, cfg.seq_len, cfg.seed)
+                loss = lm_loss(model, x, y, vocab)
+                aux = aux_loss(model)
+                (loss + cfg.aux_loss_coef * aux).backward()
+                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if vocab is not None:
+                    vocab.tie_unused_rows(model)
+                seconds = time.perf_counter() - t0
+                result.history.append({"step": step + 1, "loss": loss.item(), "aux_loss": aux.item(), "lr": lr,
+                                       "grad_norm": grad_norm.item(), "seconds": seconds})
+                done = step + 1
+                if done % cfg.eval_every == 0 or done == cfg.steps:
+                    result.evals.append({"step": done, "val_loss": evaluate(model, data, cfg, vocab)})
+                if bar is not None:
+                    bar.update(1)
+                    shown = {"loss": f"{loss.item():.3f}", "tok/s": f"{tokens / seconds:,.0f}"}
+                    if result.evals:
+                        shown["val"] = f"{result.val_loss:.3f}"
+                    bar.set_postfix(shown)
+                if out is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+                    save_run(out, result)
+                    saved_at = done
+                if on_step is not None:
+                    on_step(result)
+                if stop.requested:
+                    result.interrupted = True
+                    break
+        except KeyboardInterrupt:
+            aborted = True  # a second Ctrl-C: stop at once, keeping what is already on disk
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+            # Whatever else stopped the loop, the last finished step is kept, unless it is already on disk.
+            if out is not None and not aborted and result.step > saved_at and _consistent(result, optimizer):
+                save_run(out, result)
+    model.eval()
+    return result
+
+
+def _consistent(result: TrainResult, optimizer: torch.optim.Optimizer) -> bool:
+    """True when the model and optimizer hold exactly the state after the last recorded step."""
+    steps = {float(s["step"]) for s in optimizer.state.values() if "step" in s}
+    return steps == {float(result.step)}
+
+
+def _progress_bar(total: int, start: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, desc="training", unit="step", dynamic_ncols=True)
+
+
+# ---- saving and resuming ------------------------------------------------------------------
+
+def _config_dict(cfg: Any) -> dict:
+    d = dataclasses.asdict(cfg)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _share(folder: Path) -> None:
+    """Give a finished folder ordinary permissions (temporary folders and files start private)."""
+    os.chmod(folder, 0o755)
+    for f in folder.iterdir():
+        os.chmod(f, 0o644)
+
+
+def _replace_dir(tmp: Path, path: Path) -> None:
+    """Move the finished folder ``tmp`` to ``path``, replacing what was there in one rename."""
+    if path.exists():
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, path)
+
+
+def save_state(path: str | Path, result: TrainResult, optimizer: torch.optim.Optimizer | None = None) -> Path:
+    """Write the exact training state (fp32 weights, AdamW moments, step, history) to folder ``path``."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    model = result.model
+    optimizer = optimizer or result.optimizer
+    if optimizer is None:
+        raise ValueError("save_state needs the run's optimizer (TrainResult.optimizer is None)")
+    names = {p: n for n, p in model.named_parameters()}
+    tensors: dict[str, torch.Tensor] = {f"model.{n}": p.detach().contiguous() for n, p in model.named_parameters()}
+    persistent = model.state_dict().keys()  # computed buffers (RoPE frequencies) are rebuilt, not saved
+    tensors.update({f"buffer.{n}": b.contiguous() for n, b in model.named_buffers() if n in persistent})
+    for p, st in optimizer.state.items():
+        for key, value in st.items():
+            tensors[f"optim.{names[p]}.{key}"] = value.detach().contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        save_file(tensors, str(tmp / STATE_TENSORS), metadata={"format": STATE_FORMAT})
+        meta = {
+            "format": STATE_FORMAT, "step": result.step, "sha256": _sha256(tmp / STATE_TENSORS),
+            "tensors": sorted(tensors), "model_config": _config_dict(result.model_config),
+            "train_config": _config_dict(result.train_config), "history": result.history, "evals": result.evals,
+        }
+        (tmp / STATE_JSON).write_text(json.dumps(meta, indent=1) + "\n")
+        _share(tmp)
+        _replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def read_state_meta(path: str | Path) -> dict:
+    """The JSON half of a saved training state, checked: format, and the tensors file's hash."""
+    path = Path(path)
+    meta_file, tensor_file = path / STATE_JSON, path / STATE_TENSORS
+    hint = f"delete {path} to start the run afresh"
+    for f in (meta_file, tensor_file):
+        if not f.is_file():
+            raise CheckpointError(f"training state {path} has no {f.name}: it is incomplete ({hint})")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{meta_file} is not valid JSON ({e}): the training state is damaged ({hint})") from None
+    if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{meta_file} is not a {STATE_FORMAT} training state ({hint})")
+    missing = [k for k in ("step", "sha256", "tensors", "model_config", "train_config", "history", "evals") if k not in meta]
+    if missing:
+        raise CheckpointError(f"{meta_file} lacks {', '.join(missing)}: the training state is damaged ({hint})")
+    digest = _sha256(tensor_file)
+    if digest != meta["sha256"]:
+        raise CheckpointError(f"{tensor_file} is damaged or truncated: its sha256 is {digest[:16]}..., the state "
+                              f"recorded {meta['sha256'][:16]}... ({hint})")
+    return meta
+
+
+def load_state(path: str | Path, model: GPT, optimizer: torch.optim.Optimizer, model_cfg: ModelConfig,
+               cfg: TrainConfig) -> dict:
+    """Restore a saved training state into ``model`` and ``optimizer``; refuse one that is damaged or foreign."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    meta = read_state_meta(path)
+    if meta["model_config"] != _config_dict(model_cfg):
+        diff = sorted(k for k in meta["model_config"] if meta["model_config"][k] != _config_dict(model_cfg).get(k))
+        raise CheckpointError(f"{path} was trained with another model config (differs in {', '.join(diff)}): "
+                              "resume with the same model, or start in another folder")
+    mine = _config_dict(cfg)
+    diff = sorted(k for k in mine if k not in RESUMABLE_CHANGES and meta["train_config"].get(k) != mine[k])
+    if diff:
+        was = ", ".join(f"{k}={meta['train_config'].get(k)!r} (you asked for {k}={mine[k]!r})" for k in diff)
+        raise CheckpointError(f"{path} was trained with {was}; resuming needs the same settings "
+                              "(or start in another folder)")
+    try:
+        f = safe_open(str(path / STATE_TENSORS), framework="pt", device="cpu")
+    except Exception as e:
+        raise CheckpointError(f"{path / STATE_TENSORS} is not a readable safetensors file ({e})") from None
+    with f:
+        stored = set(f.keys())
+        if stored != set(meta["tensors"]):
+            raise CheckpointError(f"{path / STATE_TENSORS} does not hold the tensors its JSON lists")
+
+        def get(name: str, like: torch.Tensor | None = None) -> torch.Tensor:
+            if name not in stored:
+                raise CheckpointError(f"{path / STATE_TENSORS} is missing tensor {name!r}")
+            t = f.get_tensor(name)
+            if like is not None and (t.shape != like.shape or t.dtype != like.dtype):
+                raise CheckpointError(f"tensor {name!r} in {path / STATE_TENSORS} is {t.dtype} {tuple(t.shape)}; "
+                                      f"the model needs {like.dtype} {tuple(like.shape)}")
+            return t
+
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.copy_(get(f"model.{n}", p))
+            for n, b in model.named_buffers():
+                if f"buffer.{n}" in stored:
+                    b.copy_(get(f"buffer.{n}", b))
+        optimizer.state.clear()
+        for n, p in model.named_parameters():
+            keys = [k for k in stored if k.startswith(f"optim.{n}.") and "." not in k[len(f"optim.{n}."):]]
+            if keys:
+                optimizer.state[p] = {k.rsplit(".", 1)[1]: get(k) for k in keys}
+        if meta["step"] > 0 and not optimizer.state:
+            raise CheckpointError(f"{path / STATE_TENSORS} has no optimizer state after {meta['step']} steps")
+        torch.set_rng_state(get("rng.torch"))
+    return meta
+
+
+def save_run(out: str | Path, result: TrainResult) -> None:
+    """Save the training state to ``out/state`` and, for GPT-2- or gpt-oss-shaped models, ``out/model``."""
+    out = Path(out)
+    save_state(out / STATE_DIR, result)
+    if _has_hf_layout(result.model_config):
+        export(result, out / MODEL_DIR)
+
+
+def _has_hf_layout(cfg: ModelConfig) -> bool:
+    return cfg._is_gpt2_shaped() or cfg._is_gptoss_shaped()
+
+
+def export(result: TrainResult, path: str | Path, command: str | None = None, about: str | None = None,
+           data: TokenData | None = None) -> Path:
+    """Write the model in the real HF layout (MXFP4 experts) with its training record beside it.
+
+    With ``data``, the written checkpoint is loaded back and its validation loss measured over
+    the full vocabulary (what MXFP4 and bf16 cost); with ``about``, a TRAINING.md is added.
+    Everything is written in a temporary folder first and renamed into place at the end.
+    """
+    from .checkpoint import load_model
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        folder = write_checkpoint(result.model, tmp / "ckpt", mxfp4=True)
+        cfg, tc = result.model_config, result.train_config
+        if cfg._is_gptoss_shaped() and cfg.vocab_size > 200012:
+            gen = {"bos_token_id": 199998, "eos_token_id": [200002, 199999, 200012], "pad_token_id": 199999,
+                   "do_sample": True, "temperature": 1.0, "top_p": 1.0}
+            (folder / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+        exported = None
+        if data is not None:
+            # One window at a time: full-vocabulary logits of a whole batch would take gigabytes.
+            windows = tc.replace(batch_size=1, eval_batches=tc.batch_size * tc.eval_batches)
+            exported = evaluate(load_model(folder), data, windows, None)
+        (folder / "training.json").write_text(json.dumps(training_record(result, command, exported), indent=1) + "\n")
+        if about is not None:
+            (folder / "TRAINING.md").write_text(training_markdown(result, about, command or "", exported))
+        _share(folder)
+        _replace_dir(folder, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def training_record(result: TrainResult, command: str | None = None, exported_val_loss: float | None = None) -> dict:
+    """How the model was trained and how far it got, for training.json and TRAINING.md."""
+    return {
+        "command": command, "steps": result.step, "tokens_seen": result.tokens_seen,
+        "final_train_loss": round(result.final_loss(), 4), "val_loss": round(result.val_loss, 4),
+        "exported_val_loss": None if exported_val_loss is None else round(exported_val_loss, 4),
+        "model_config": _config_dict(result.model_config), "train_config": _config_dict(result.train_config),
+        "evals": [{"step": e["step"], "val_loss": round(e["val_loss"], 4)} for e in result.evals],
+    }
+
+
+# ---- recipes and the command line ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named run: the model, the training settings, and a note on why they are what they are."""
+
+    name: str
+    model: ModelConfig
+    train: TrainConfig
+    about: str
+
+
+CHAT_ABOUT = """\
+A gpt-oss-shaped model (RMSNorm, RoPE with YaRN, grouped-query attention with sinks, sliding
+windows on alternating layers, top-2 of 8 SwiGLU experts) small enough to train on a laptop
+CPU, in the real vocabulary: the harmony renderer's token ids are valid for it, so notebooks
+11 and 12 can chat with it when no GPU or no real weights are there. It learned Shakespeare's
+speeches wrapped as harmony chats (the user says a speech, the assistant answers with the next
+one, on the final channel, ending with <|return|>), so its replies are in the right format and
+stop by themselves; what they say is Shakespeare-flavoured, not sensible.
+
+Why these sizes: the 201,088-token embedding costs 201,088 x d_model numbers whatever else the
+model is. gpt-oss keeps a separate unembedding (lm_head); here it is tied to the embedding
+(tie_word_embeddings: true in config.json, which transformers' GptOssForCausalLM honours), and
+d_model is 32, the smallest width MXFP4's 32-value blocks allow. That makes the checkpoint
+about 13 MB in bf16, of which the embedding is 12.9 MB; an untied d_model 64 would be 51 MB.
+Only the tokens that occur in the training text (11,604 of 201,088) get rows of their own;
+all the others share one row, learned so that none of them is ever likely (see
+gptoss_edu.train.CorpusVocab), which makes the softmax of training 17 times narrower and loses nothing:
+no training text contains them.
+"""
+
+
+def chat_model_config() -> ModelConfig:
+    """The tiny gpt-oss the course ships in data/tiny-gpt-oss (real vocabulary, tied, d_model 32)."""
+    return preset("gpt-oss-tiny").replace(
+        name="tiny-gpt-oss", d_model=32, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=16, d_ff=128,
+        n_experts=8, experts_per_token=2, sliding_window=32, tie_embeddings=True)
+
+
+def recipe(name: str) -> Recipe:
+    """A named recipe: 'tiny-gpt-oss-chat', or 'course-step-NN' (the course's model after notebook NN)."""
+    if name == "tiny-gpt-oss-chat":
+        tc = TrainConfig(steps=2000, batch_size=8, seq_len=256, lr=5e-3, min_lr=5e-4, warmup_steps=100,
+                         data="harmony", eval_every=100, eval_batches=8, checkpoint_every=100)
+        return Recipe(name, chat_model_config(), tc, CHAT_ABOUT)
+    if name.startswith("course-step-"):
+        try:
+            step = int(name.removeprefix("course-step-"))
+            cfg = course_config(step)
+        except ValueError:
+            raise ValueError(f"{name!r}: give the notebook as two digits, course-step-01 .. course-step-13") from None
+        tc = TrainConfig(steps=300, batch_size=8, seq_len=64, lr=3e-3, min_lr=3e-4, warmup_steps=20,
+                         data="text", eval_every=50, eval_batches=8, checkpoint_every=100)
+        about = (f"The course's small model after notebook {step} ({cfg.name}), trained on the plays as plain "
+                 "text with the GPT-2 tokenizer.")
+        return Recipe(name, cfg, tc, about)
+    raise KeyError(f"no recipe {name!r}: use tiny-gpt-oss-chat or course-step-01 .. course-step-13")
+
+
+def training_markdown(result: TrainResult, about: str, command: str, exported_val_loss: float | None) -> str:
+    """TRAINING.md for an exported checkpoint: the command, the settings, and the losses reached."""
+    cfg, tc = result.model_config, result.train_config
+    counts = cfg.param_counts()
+    lines = [
+        f"# {cfg.name}: how it was trained", "", about.strip(), "", "## Command", "",
+        "From the repository root, on a CPU:", "", "```", command, "```", "",
+        "Running the same command again after an interruption resumes where it stopped.", "",
+        "## Result", "",
+        "| | |", "| --- | --- |",
+        f"| steps | {result.step:,} |",
+        f"| tokens seen | {result.tokens_seen:,} ({tc.batch_size} x {tc.seq_len} per step) |",
+        f"| final training loss (mean of the last 20 steps) | {result.final_loss():.3f} nats/token |",
+        f"| validation loss (fp32 weights) | {result.val_loss:.3f} nats/token |",
+    ]
+    if result.evals:
+        best = min(result.evals, key=lambda e: e["val_loss"])
+        lines.append(f"| lowest validation loss during the run | {best['val_loss']:.3f} at step {best['step']:,} |")
+    if exported_val_loss is not None:
+        lines.append(f"| validation loss of this checkpoint (bf16, MXFP4 experts) | {exported_val_loss:.3f} nats/token |")
+    lines += [
+        f"| parameters | {counts['total']:,} ({counts['embedding']:,} in the embedding) |",
+        f"| time in training steps | {sum(h.get('seconds', 0.0) for h in result.history) / 60:.0f} minutes "
+        f"(evaluations and checkpoints not counted) |", "",
+        "The validation set is the last 5% of each play (data/corpus/split.json), as "
+        + ("harmony chats." if tc.data == "harmony" else "plain text."), "",
+        "## Settings", "", "| setting | value |", "| --- | --- |",
+    ]
+    lines += [f"| {k} | {v} |" for k, v in _config_dict(tc).items()]
+    lines += ["", "Model: `gptoss_edu.train.chat_model_config()`" if cfg.name == "tiny-gpt-oss" else "",
+              "", "Loss by evaluation:", "", "| step | val loss |", "| --- | --- |"]
+    lines += [f"| {e['step']} | {e['val_loss']:.3f} |" for e in result.evals]
+    return "\n".join(lines) + "\n"
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The train command's arguments: a recipe, where to write, and overrides of its settings."""
+    ap.add_argument("recipe", help="tiny-gpt-oss-chat, or course-step-NN (01..13)")
+    ap.add_argument("--out", help="run folder for checkpoints (default runs/<recipe>)")
+    ap.add_argument("--export", help="also write the final model here (HF layout, MXFP4 experts, TRAINING.md)")
+    ap.add_argument("--fresh", action="store_true", help="start over even if --out holds a run (it is replaced)")
+    for name in ("steps", "batch_size", "seq_len", "warmup_steps", "seed", "eval_every", "checkpoint_every"):
+        ap.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"override the recipe's {name}")
+    for name in ("lr", "min_lr"):
+        ap.add_argument(f"--{name.replace('_', '-')}", type=float, help=f"override the recipe's {name}")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: train a recipe into --out (resuming if it holds a run), optionally --export it."""
+    ap = argparse.ArgumentParser(prog="python -m gptoss_edu train", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(ap)
+    args = ap.parse_args(argv)
+    args.argv = argv if argv is not None else sys.argv[1:]
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train the recipe named in ``args`` (the train command)."""
+    argv = getattr(args, "argv", None)
+    try:
+        rec = recipe(args.recipe)
+    except (KeyError, ValueError) as e:
+        print(f"train: {e.args[0]}", file=sys.stderr)
+        return 2
+    overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "seq_len", "warmup_steps", "seed", "eval_every",
+                                               "checkpoint_every", "lr", "min_lr") if getattr(args, k) is not None}
+    tc = rec.train.replace(**overrides)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out or Path("runs") / rec.name)
+    if args.fresh and out.exists():
+        shutil.rmtree(out)
+    command = "python -m gptoss_edu.train " + (" ".join(shlex.quote(a) for a in argv) if argv is not None
+                                               else args.recipe)
+    if (out / STATE_DIR).exists():
+        print(f"resuming the run in {out} from step {read_state_meta(out / STATE_DIR)['step']}", file=sys.stderr)
+    data = prepare_data(tc.data, rec.model.vocab_size, seed=tc.seed)
+    print(data, file=sys.stderr)
+    result = train(rec.model, tc, data, out=out, progress=not args.no_progress)
+    print(f"{result.step} steps: train loss {result.final_loss():.3f}, val loss {result.val_loss:.3f} "
+          f"(checkpoints in {out})")
+    if result.interrupted:
+        print(f"interrupted after step {result.step}: run the same command again to resume", file=sys.stderr)
+        return 130
+    if args.export:
+        if not _has_hf_layout(rec.model):
+            print(f"{rec.name} is a course step between GPT-2 and gpt-oss: it has no HF layout to export",
+                  file=sys.stderr)
+            return 2
+        export(result, args.export, command, rec.about, data)
+        record = json.loads((Path(args.export) / "training.json").read_text())
+        print(f"exported to {args.export} (its val loss, bf16 with MXFP4 experts: {record['exported_val_loss']:.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""Notebook 13's explorer: the loss curves of training runs, smoothed, side by side."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import ipywidgets as widgets
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from ..train import TrainResult
+from . import Explorer
+
+
+def smooth(values: Sequence[float], window: int) -> np.ndarray:
+    """Trailing mean over ``window`` values (the first ones average what there is so far)."""
+    v = np.asarray(values, dtype=float)
+    if window <= 1 or len(v) == 0:
+        return v
+    c = np.cumsum(np.insert(v, 0, 0.0))
+    n = np.arange(1, len(v) + 1)
+    lo = np.maximum(0, n - window)
+    return (c[n] - c[lo]) / (n - lo)
+
+
+def plot_losses(ax: Axes, runs: Mapping[str, TrainResult], smoothing: int = 10, show_val: bool = True,
+                x_axis: str = "tokens", colours: Mapping[str, str] | None = None) -> None:
+    """Training loss (smoothed line) and validation loss (dots) of each run against tokens or steps."""
+    if x_axis not in ("tokens", "steps"):
+        raise ValueError(f"x_axis must be 'tokens' or 'steps', got {x_axis!r}")
+    for i, (name, run) in enumerate(runs.items()):
+        per_step = run.train_config.batch_size * run.train_config.seq_len if x_axis == "tokens" else 1
+        steps = np.array([h["step"] for h in run.history])
+        colour = colours[name] if colours else f"C{i}"
+        ax.plot(steps * per_step, smooth([h["loss"] for h in run.history], smoothing), color=colour, lw=1.2,
+                label=f"{name} (train)")
+        if show_val and run.evals:
+            ax.plot([e["step"] * per_step for e in run.evals], [e["val_loss"] for e in run.evals], "o", color=colour,
+                    ms=4, label=f"{name} (val)")
+    ax.set_xlabel("tokens seen" if x_axis == "tokens" else "optimizer step")
+    ax.set_ylabel("loss (nats per token)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def loss_explorer(runs: Mapping[str, TrainResult], shown: Sequence[str] | None = None) -> Explorer:
+    """Pick runs, the smoothing window and the x axis; the figure shows their loss curves."""
+    if not runs:
+        raise ValueError("loss_explorer needs at least one finished run")
+    names = list(runs)
+    colours = {n: f"C{i % 10}" for i, n in enumerate(names)}  # a run keeps its colour when others are hidden
+    shown = tuple(shown) if shown is not None else tuple(names[:2])
+    unknown = set(shown) - set(names)
+    if unknown:
+        raise KeyError(f"no run(s) {sorted(unknown)}; the runs are {', '.join(names)}")
+
+    def draw(fig: Figure, runs_shown: tuple[str, ...], smoothing: int, show_val: bool, x_axis: str) -> None:
+        ax = fig.subplots()
+        picked = {n: runs[n] for n in names if n in runs_shown}
+        if not picked:
+            ax.text(0.5, 0.5, "pick at least one run", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            return
+        plot_losses(ax, picked, smoothing, show_val, x_axis, colours)
+        lows = [min(smooth([h["loss"] for h in r.history], smoothing)) for r in picked.values()]
+        ax.set_ylim(min(lows) - 0.3, None)
+        ax.set_title(f"loss while training (trailing mean over {smoothing} step{'s' if smoothing > 1 else ''})",
+                     fontsize=10)
+
+    return Explorer(
+        "Loss curves",
+        draw,
+        {
+            "runs_shown": widgets.SelectMultiple(options=names, value=shown, rows=min(8, len(names)),
+                                                 description="runs"),
+            "smoothing": widgets.IntSlider(value=10, min=1, max=50, description="smoothing"),
+            "show_val": widgets.Checkbox(value=True, description="val loss"),
+            "x_axis": widgets.ToggleButtons(options=["tokens", "steps"], value="tokens", description="x axis"),
+        },
+        figsize=(8.0, 4.0),
+    )

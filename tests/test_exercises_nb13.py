@@ -1,0 +1,60 @@
+"""Notebook 13's exercise check (the learning-rate schedule): right answers pass, typical slips are named."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from gptoss_edu.exercises.nb13 import check_lr_schedule
+from gptoss_edu.train import lr_at
+
+
+def right(step, cfg):
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / (cfg.steps - 1 - cfg.warmup_steps)
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress)) / 2
+
+
+def cosine_part(step, cfg, end=None, span=None):
+    end = cfg.min_lr if end is None else end
+    span = (cfg.steps - 1 - cfg.warmup_steps) if span is None else span
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return end + (cfg.lr - end) * (1 + math.cos(math.pi * progress)) / 2
+
+
+def with_warmup(decay):
+    return lambda step, cfg: cfg.lr * (step + 1) / cfg.warmup_steps if step < cfg.warmup_steps else decay(step, cfg)
+
+
+def test_right_answers_pass():
+    assert check_lr_schedule(right).passed
+    assert check_lr_schedule(lr_at).passed
+    assert "Right" in repr(check_lr_schedule(right))
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda s, c: cosine_part(max(s, c.warmup_steps), c), "starts at the full rate"),
+    (lambda s, c: c.lr * s / c.warmup_steps if s < c.warmup_steps else cosine_part(s, c),
+     "step 0 gets a rate of 0"),
+    (lambda s, c: c.lr * (s + 1) / (c.warmup_steps + 1) if s < c.warmup_steps else cosine_part(s, c),
+     "the warmup is off"),
+    (with_warmup(lambda s, c: cosine_part(s, c, end=0.0)), "your cosine ends at 0"),
+    (with_warmup(lambda s, c: cosine_part(s, c, span=c.steps - c.warmup_steps)), "should be exactly min_lr"),
+    (with_warmup(lambda s, c: c.lr - (c.lr - c.min_lr) * (s - c.warmup_steps) / (c.steps - 1 - c.warmup_steps)),
+     "straight line"),
+    (with_warmup(lambda s, c: cosine_part(s, c) * (1.001 if s == c.warmup_steps + 5 else 1.0)), "at step"),
+])
+def test_typical_mistakes_are_named(wrong, message):
+    result = check_lr_schedule(wrong)
+    assert not result.passed
+    assert message in result.message and result.message.startswith("not yet")
+
+
+def test_errors_and_stubs_are_reported_not_raised():
+    def stub(step, cfg):
+        raise NotImplementedError("write me")
+
+    assert "raised NotImplementedError: write me" in check_lr_schedule(stub).message
+    assert not check_lr_schedule(lambda s, c: None).passed

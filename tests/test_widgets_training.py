@@ -1,0 +1,48 @@
+"""Notebook 13's loss explorer: its controls redraw, and it plots the runs it was given."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gptoss_edu as g
+from gptoss_edu.train import TrainConfig, TrainResult
+from gptoss_edu.widgets.training import loss_explorer, smooth
+
+
+def fake_run(offset: float) -> TrainResult:
+    """A finished run's record without training: losses falling from 10 + offset."""
+    cfg = TrainConfig(steps=40, batch_size=2, seq_len=8, warmup_steps=1)
+    run = TrainResult(model=None, model_config=g.course_config(1), train_config=cfg)
+    run.history = [{"step": s, "loss": 10 + offset - 0.1 * s + 0.3 * np.sin(s)} for s in range(1, 41)]
+    run.evals = [{"step": s, "val_loss": 10 + offset - 0.1 * s} for s in (20, 40)]
+    return run
+
+
+def test_smoothing_is_a_trailing_mean():
+    assert np.allclose(smooth([1, 2, 3, 4], 2), [1, 1.5, 2.5, 3.5])
+    assert np.allclose(smooth([5, 7], 1), [5, 7])
+
+
+def test_every_control_redraws_and_the_curves_are_the_runs():
+    ex = loss_explorer({"gpt2": fake_run(0.0), "gpt-oss": fake_run(-1.0)})
+    ax = ex.figure.axes[0]
+    assert [l.get_label() for l in ax.get_lines()] == ["gpt2 (train)", "gpt2 (val)", "gpt-oss (train)", "gpt-oss (val)"]
+    assert ax.get_lines()[1].get_xdata().tolist() == [20 * 16, 40 * 16]  # tokens: steps x batch x seq_len
+    seen = {ex.fingerprint()}
+    for change in ({"smoothing": 1}, {"show_val": False}, {"x_axis": "steps"}, {"runs_shown": ("gpt-oss",)}):
+        ex.set(**change)
+        seen.add(ex.fingerprint())
+    assert len(seen) == 5
+    assert [l.get_label() for l in ex.figure.axes[0].get_lines()] == ["gpt-oss (train)"]
+    assert ex.figure.axes[0].get_lines()[0].get_color() == "C1"  # its colour stays when gpt2 is hidden
+    assert ex.figure.axes[0].get_xlabel() == "optimizer step"
+    ex.set(runs_shown=())
+    assert "pick at least one run" in ex.figure.axes[0].texts[0].get_text()
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="at least one"):
+        loss_explorer({})
+    with pytest.raises(KeyError, match="no run"):
+        loss_explorer({"a": fake_run(0)}, shown=["b"])
