@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 from pathlib import Path
@@ -40,3 +41,23 @@ def make_student_copy(src: str | Path, dst: str | Path) -> dict[str, int]:
     shutil.rmtree(dst, ignore_errors=True)
     tmp.rename(dst)
     return counts
+
+
+# `python -m gptoss_edu student`: the command-line interface's add_arguments/run pair.
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The student command's arguments: the course folder and where the copy goes."""
+    parser.add_argument("src", nargs="?", default="notebooks", help="folder of the course's notebooks")
+    parser.add_argument("dst", nargs="?", default="student", help="folder for the student copy (replaced)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the student copy and say how many solutions each notebook lost."""
+    try:
+        counts = make_student_copy(args.src, args.dst)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"student: {e}")
+        return 1
+    for name, n in counts.items():
+        print(f"{name}: {n} solution cell{'s' if n != 1 else ''} removed")
+    print(f"student copy in {args.dst}/")
+    return 0

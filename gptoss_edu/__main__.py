@@ -1,0 +1,46 @@
+"""Command line of the course: `python -m gptoss_edu COMMAND ...` (also `gptoss-edu COMMAND`).
+
+Each command is a module with `add_arguments(parser)` and `run(args) -> exit status`;
+adding one is a line in COMMANDS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command name -> (module holding add_arguments and run, one-line help)
+COMMANDS = {
+    "doctor": ("gptoss_edu.env", "check what this machine can run of the course"),
+    "download": ("gptoss_edu.hub", "download gpt-oss weights from the Hugging Face Hub (disk checked first)"),
+    "chat": ("gptoss_edu.chat", "chat with a gpt-oss checkpoint in the harmony format"),
+    "train": ("gptoss_edu.train", "train a small model of the course on the shipped corpus"),
+    "student": ("gptoss_edu.student", "copy the notebooks without their solutions, for a class"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one sub-parser per command."""
+    parser = argparse.ArgumentParser(prog="python -m gptoss_edu", description="From GPT-2 to gpt-oss: course tools.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command)
+        command.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""`python -m gptoss_edu COMMAND`: every command is wired and answers as documented."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gptoss_edu.__main__ import COMMANDS, build_parser, main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_every_command_has_a_parser():
+    parser = build_parser()
+    required = {"train": ["tiny-gpt-oss-chat"], "chat": ["--model", "data/tiny-gpt-oss"]}
+    for name in COMMANDS:
+        args = parser.parse_args([name] + required.get(name, []))
+        assert callable(args.run)
+    assert set(COMMANDS) >= {"doctor", "download", "chat", "train", "student"}
+
+
+def test_help_runs_as_a_module():
+    proc = subprocess.run([sys.executable, "-m", "gptoss_edu", "--help"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0
+    for name in COMMANDS:
+        assert name in proc.stdout
+
+
+def test_student_copies_without_solutions(tmp_path, capsys):
+    src = tmp_path / "course"
+    src.mkdir()
+    nb = {"cells": [{"cell_type": "code", "metadata": {"tags": ["solution"]}, "source": "x = 1", "outputs": []},
+                    {"cell_type": "markdown", "metadata": {}, "source": "text"}],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    (src / "01_a.ipynb").write_text(json.dumps(nb))
+    assert main(["student", str(src), str(tmp_path / "out")]) == 0
+    assert "01_a.ipynb: 1 solution cell removed" in capsys.readouterr().out
+    copied = json.loads((tmp_path / "out" / "01_a.ipynb").read_text())
+    assert "x = 1" not in json.dumps(copied)
+    assert main(["student", str(tmp_path / "empty"), str(tmp_path / "out2")]) == 1
+
+
+def test_download_of_a_local_folder_checks_it(tmp_path, capsys):
+    assert main(["download", str(REPO / "data" / "tiny-gpt-oss")]) == 0
+    assert capsys.readouterr().out.strip().endswith("tiny-gpt-oss")
+    assert main(["download", str(tmp_path)]) == 1                  # an empty folder is not a checkpoint
+    assert "config.json" in capsys.readouterr().err
+
+
+def test_download_offline_says_what_to_do(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["download", "openai/gpt-oss-20b", "--local-dir", str(tmp_path / "w")]) == 1
+    err = capsys.readouterr().err
+    assert "offline" in err and "hf download" in err
+
+
+def test_train_refuses_an_unknown_recipe(capsys):
+    assert main(["train", "course-step-99"]) == 2
+    assert "course-step-01" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["doctor"])
+def test_doctor_prints_a_verdict_per_package(command, capsys):
+    code = main([command])
+    out = capsys.readouterr().out
+    assert code in (0, 1)
+    assert "torch" in out and ("OK" in out or "FAIL" in out)
