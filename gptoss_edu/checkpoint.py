@@ -511,6 +511,10 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
             index = {"metadata": {"total_size": sum(nbytes)}, "weight_map": dict(sorted(weight_map.items()))}
             (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
         (tmp / "config.json").write_text(json.dumps(cfg_json, indent=2, sort_keys=True) + "\n")
+        # mkdtemp makes the folder private (0700); a checkpoint folder gets the usual permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             os.replace(path, old)

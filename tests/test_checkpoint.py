@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import gptoss_edu as g
-from conftest import randomize
+from random_weights import randomize
 from gptoss_edu import checkpoint as ck
 from gptoss_edu import mxfp4
 from gptoss_edu.config import PRESET_DIR
@@ -77,6 +78,9 @@ def test_written_folder_matches_the_real_config_keys(tmp_path):
     assert files[-1].startswith(f"model-{len(files) - 1:05d}-of-{len(files) - 1:05d}")
     total = sum(t.numel() * t.element_size() for f in files for t in load_file(path / f).values())
     assert index["metadata"]["total_size"] == total
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (path.stat().st_mode & 0o777) == 0o777 & ~umask      # not the private 0700 of a temp folder
 
 
 def test_mxfp4_experts_are_written_as_quantize_makes_them(tmp_path):
