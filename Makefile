@@ -9,7 +9,7 @@ TRITON_VERSION := 3.9.0
 # JupyterLab refuses to start as root unless told.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: lab test test-fast student venv clean-venv
+.PHONY: lab test test-fast test-browser student venv clean-venv
 
 venv: $(VENV)/.installed
 
@@ -29,11 +29,16 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 lab: venv
 	$(VENV)/bin/jupyter lab $(ROOT_FLAG) notebooks/00_welcome.ipynb
 
+# Tests never reach the network (HF_HUB_OFFLINE), and notebook 13 trains on its short schedule.
 test: venv
-	$(PY) -m pytest tests notebooks --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+	HF_HUB_OFFLINE=1 GPTOSS_EDU_QUICK=1 $(PY) -m pytest tests notebooks --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 test-fast: venv
-	$(PY) -m pytest tests -m "not slow and not browser"
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests -m "not slow and not browser"
+
+# The browser tests alone (JupyterLab in headless Chromium); scripts/install_browser.sh installs Chromium.
+test-browser: venv
+	$(PY) -m pytest tests/browser -m browser
 
 student: venv
 	$(PY) -m gptoss_edu student notebooks student
