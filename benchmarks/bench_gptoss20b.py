@@ -10,6 +10,9 @@ MXFP4 layout (uint8 blocks and E8M0 scales, nothing downloaded), and measures, f
     the device-to-device copy rate measured here.
 The paths, one after another on the same weights:
   triton        gptoss_edu.GPT with experts kept in MXFP4, set_backend("triton")
+  triton+graph  the same model; each decode step replayed from a CUDA graph of the static-shape step
+                (gptoss_edu.static_decode.CUDAGraphDecoder); prefill as triton. Without a GPU
+                (--smoke) the same static step runs eagerly
   torch         gptoss_edu.GPT with experts dequantized to bf16, set_backend("torch")
   transformers  GptOssForCausalLM with the same dequantized weights (if transformers is installed)
 
@@ -34,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 GiB = 1024 ** 3
+PATHS = ("triton", "triton+graph", "torch", "transformers")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,8 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--contexts", type=int, nargs="+", default=None, help="decode context lengths (default 1024 8192)")
     p.add_argument("--prompt", type=int, default=None, help="prefill prompt length (default 2048)")
     p.add_argument("--decode-steps", type=int, default=None, help="timed decode steps per context (default 32)")
-    p.add_argument("--paths", nargs="+", default=["triton", "torch", "transformers"],
-                   choices=["triton", "torch", "transformers"])
+    p.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="write the results here as JSON")
     return p.parse_args(argv)
@@ -168,6 +171,43 @@ class Runner:
 
 def ours(name: str, model: GPT) -> Runner:
     return Runner(name, model, lambda max_len: model.new_cache(1, max_len), lambda ids, cache: model(ids, cache))
+
+
+def graph_runner(model: GPT) -> Runner:
+    """The triton path with single-token steps on a CUDAGraphDecoder: one graph recorded per cache, then replayed."""
+    from gptoss_edu.static_decode import CUDAGraphDecoder
+
+    held: dict[str, Any] = {}  # the cache the graph was recorded for, and its decoder
+
+    def new_cache(max_len: int) -> Any:
+        held.clear()  # free the last cache and its graph first: the peak memory holds one of each
+        return model.new_cache(1, max_len)
+
+    def step(ids: torch.Tensor, cache: Any) -> torch.Tensor:
+        if ids.shape[1] > 1:
+            return model(ids, cache)  # prefill: the ordinary forward fills the cache
+        if held.get("cache") is not cache:  # recorded on the first step into a cache (measure's warm-up steps)
+            held["cache"], held["decoder"] = cache, CUDAGraphDecoder(model, cache)
+        return held["decoder"](ids[:, 0])[:, None]
+
+    return Runner("triton+graph", model, new_cache, step)
+
+
+@torch.no_grad()
+def static_decode_check(model: GPT, cfg: g.ModelConfig, device: torch.device, seed: int) -> float:
+    """Largest |difference| between the graph path's decode logits and model(ids, cache)'s over 8 steps."""
+    from gptoss_edu.static_decode import CUDAGraphDecoder
+
+    ids = torch.randint(0, cfg.vocab_size, (1, 24), generator=torch.Generator().manual_seed(seed + 2)).to(device)
+    eager_cache, graph_cache = model.new_cache(1, 24), model.new_cache(1, 24)
+    model(ids[:, :16], eager_cache)
+    model(ids[:, :16], graph_cache)
+    decoder = CUDAGraphDecoder(model, graph_cache)
+    diff = 0.0
+    for t in range(16, 24):
+        want = model(ids[:, t:t + 1], eager_cache)[0, -1].float()
+        diff = max(diff, (decoder(ids[:, t])[0].float() - want).abs().max().item())
+    return diff
 
 
 def transformers_runner(hf: Any) -> Runner:
@@ -333,9 +373,13 @@ def main(args: argparse.Namespace) -> int:
         free, _ = torch.cuda.mem_get_info(device)
         return free > extra_bytes + 4 * GiB
 
-    if "triton" in args.paths:
-        packed = build_packed()
-        run(ours("triton", packed.set_backend("triton")))
+    if "triton" in args.paths or "triton+graph" in args.paths:
+        packed = build_packed().set_backend("triton")
+        if "triton" in args.paths:
+            run(ours("triton", packed))
+        if "triton+graph" in args.paths:  # the same weights: only the decode loop differs
+            run(graph_runner(packed))
+            results["triton+graph"]["static_decode_max_diff"] = static_decode_check(packed, cfg, device, args.seed)
         del packed
     # Each dense path is built from a fresh MXFP4 copy, which is then freed: the peak memory of a
     # path counts only its own model.
@@ -383,6 +427,10 @@ def report(results: dict[str, dict[str, Any]], skipped: dict[str, str], args: ar
     for name, r in results.items():
         per_ctx = ", ".join(f"{ctx}: {n / 1e6:,.1f} MB" for ctx, n in r["decode_bytes"].items())
         print(f"{name}: a decode step must read {per_ctx} (weights it uses, the chosen experts, KV cache)")
+    if "triton+graph" in results:
+        how = "replayed from a CUDA graph" if torch.cuda.is_available() and not args.smoke else "run eagerly (no GPU)"
+        print(f"triton+graph: decode steps {how}; their logits vs model(ids, cache) over 8 steps: max |diff| "
+              f"{results['triton+graph']['static_decode_max_diff']:.3g}")
     print(f"ceiling = copy rate {bw / 1e9:.0f} GB/s over those bytes; (x%) is the measured decode rate as a share of it")
     if "triton" in results:
         ref = results["triton"]["prefill_last_logits"]

@@ -347,3 +347,86 @@ def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, sc
     else:
         probs = torch.softmax(scores, dim=-1)
     return (probs @ v).to(q.dtype)
+
+
+# ------------------------------------------------- decode at a position held on the device
+#
+# attention_decode takes the query position as a Python int and slices the keys to it, so every
+# step has other launch arguments. For a CUDA graph, which replays the very same launches, the
+# position must instead live in device memory: this kernel reads it there, derives the key range
+# from it, then runs the decode kernel's own body (Triton inlines the call), so the math is the same.
+
+
+@triton.jit
+def _attn_decode_at_kernel(
+    pos_ptr, q_ptr, k_ptr, v_ptr, sink_ptr, o_ptr, m_ptr, l_ptr, acc_ptr,
+    sqb, sqh, sqt, sqd, skb, skh, skt, skd, svb, svh, svt, svd, sob, soh, sot, sod,
+    Hkv, Tq, Tk, D, window, qk_scale, n_splits,
+    GROUPS: tl.constexpr, FOLD_SINK: tl.constexpr, FINAL: tl.constexpr, DOT_PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    q_start = tl.load(pos_ptr).to(tl.int32)
+    kv_lo = tl.maximum(q_start - window + 1, 0)
+    kv_hi = tl.minimum(q_start + Tq, Tk)  # never read past the cache, whatever the position says
+    # Split the keys this position can see (not the whole cache) evenly, in whole tiles.
+    chunk = tl.cdiv(tl.cdiv(kv_hi - kv_lo, n_splits), BLOCK_N) * BLOCK_N
+    _attn_decode_kernel(
+        q_ptr, k_ptr, v_ptr, sink_ptr, o_ptr, m_ptr, l_ptr, acc_ptr,
+        sqb, sqh, sqt, sqd, skb, skh, skt, skd, svb, svh, svt, svd, sob, soh, sot, sod,
+        Hkv, Tq, Tk, D, q_start, window, qk_scale, kv_lo, kv_hi, chunk, n_splits,
+        GROUPS=GROUPS, FOLD_SINK=FOLD_SINK, FINAL=FINAL, DOT_PREC=DOT_PREC,
+        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D,
+    )
+
+
+def attention_decode_at(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, position: torch.Tensor, *,
+                        scale: float, sinks: torch.Tensor | None = None, sliding_window: int = 0,
+                        num_splits: int | None = None, block_n: int | None = None) -> torch.Tensor:
+    """attention_decode with q_start read on the device from ``position`` [1]; k, v [B, Hkv, Tk, D] the whole cache."""
+    # Keys from position + Tq on are never read, so the cache past the filled part may hold anything.
+    # The launches depend only on the shapes, never on the position: a CUDA graph can replay them.
+    _check_inputs(q, k, v, sinks, sliding_window, 0)
+    check_tensor("position", position, ndim=1, dtypes=(torch.int32, torch.int64))
+    if position.numel() != 1:
+        raise ValueError(f"position must hold one position (shared by the batch), got shape {tuple(position.shape)}")
+    check_launch(_attn_decode_at_kernel, "attention", q, k, v, position, *([sinks] if sinks is not None else []))
+    B, Hq, Tq, D = q.shape
+    Hkv, Tk = k.shape[1], k.shape[2]
+    groups = Hq // Hkv
+    out = new_buffer((B, Hq, Tq, D), q.dtype, q.device)
+    if out.numel() == 0:
+        return out
+    window = sliding_window if sliding_window > 0 else Tk + 1  # wider than any distance in the cache
+    block_n = block_n or (64 if q.is_cuda else 32)
+    most_keys = min(Tk, window + Tq - 1)  # the most keys any position can see
+    if num_splits is None:
+        # As attention_decode, for the longest key range this cache allows.
+        want = max(1, 2 * _num_sms(q.device) // (B * Hkv))
+        num_splits = max(1, min(want, triton.cdiv(most_keys, 256)))
+    num_splits = max(1, min(num_splits, triton.cdiv(most_keys, block_n)))  # no split is always empty
+    R = groups * Tq
+    block_m = max(16, triton.next_power_of_2(R))
+    block_d = _block_d(D)
+    final = num_splits == 1
+    sink_arg = sinks.detach() if sinks is not None else q
+    if final:
+        m_part = l_part = acc_part = q  # unused
+    else:
+        m_part = new_buffer((B * Hkv, num_splits, R), torch.float32, q.device)
+        l_part = new_buffer((B * Hkv, num_splits, R), torch.float32, q.device)
+        acc_part = new_buffer((B * Hkv, num_splits, R, D), torch.float32, q.device)
+    _attn_decode_at_kernel[(B * Hkv, num_splits)](
+        position, q, k, v, sink_arg, out, m_part, l_part, acc_part,
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        Hkv, Tq, Tk, D, window, scale * LOG2E, num_splits,
+        GROUPS=groups, FOLD_SINK=final and sinks is not None, FINAL=final, DOT_PREC=dot_precision(q.dtype),
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=4,
+    )
+    if not final:
+        # A split that the position leaves without keys stored m = -inf, l = 0: the combine weighs it 0.
+        _attn_combine_kernel[(B * Hkv, R)](
+            sink_arg, out, m_part, l_part, acc_part, *out.stride(), Hkv, Tq, D, num_splits,
+            GROUPS=groups, HAS_SINKS=sinks is not None,
+            BLOCK_S=triton.next_power_of_2(num_splits), BLOCK_D=block_d, num_warps=1,
+        )
+    return out

@@ -1,0 +1,264 @@
+"""Decoding with static shapes, so that a CUDA graph can replay a whole token step at once.
+
+``model(ids, cache)`` slices the KV cache to its filled length, a Python int, so each decode
+step has new shapes and Python launches each of the step's kernels anew (hundreds of launches
+for gpt-oss-20b). At batch 1 on a GPU the launches, not the arithmetic, can eat much of a step.
+Here one decode step has the same shapes at every position:
+
+- the token ids and their position sit in small device tensors, written before each step;
+- each layer writes its key and value into the preallocated cache at that position (index_copy_);
+- attention runs over the whole cache and masks out the keys the position may not see
+  (causal, sliding window; sinks and GQA as in ``attention.attend``).
+
+Every launch is then the same at every position, so the step is recorded once as a CUDA graph
+and replayed per token: one launch from Python instead of hundreds. The step calls the model's
+own modules (norms, projections, rotary, router, experts), so it shares their weights.
+
+    decoder = CUDAGraphDecoder(model, cache)  # cache prefilled by model(prompt_ids, cache)
+    logits = decoder(token)                   # [B, vocab]; writes position cache.length, then advances it
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from .attention import Attention, KVCache, attention_mask
+from .generate import Generation, _sync, sample_next
+from .mlp import gptoss_swiglu
+from .model import GPT
+from .moe import Experts, MoE
+from .rotary import apply_rotary
+
+# Eager runs before capturing: the first one compiles the Triton kernels and sets up cuBLAS,
+# neither of which may happen while a graph is being recorded.
+WARMUP_STEPS = 2
+
+
+def attend_masked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, *, scale: float,
+                  sinks: torch.Tensor | None = None) -> torch.Tensor:
+    """``attend``'s math for q [B, Hq, Tq, D] over a whole cache k, v [B, Hkv, Tk, D], keys picked by ``allowed``."""
+    B, Hq, Tq, D = q.shape
+    Hkv = k.shape[1]
+    groups = Hq // Hkv
+    qg = q.reshape(B, Hkv, groups, Tq, D)  # GQA: query heads grouped by the KV head they read
+    scores = (qg @ k.unsqueeze(2).transpose(-1, -2)).float() * scale  # [B, Hkv, G, Tq, Tk]
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    if sinks is not None:
+        sink = sinks.float().reshape(1, Hkv, groups, 1, 1).expand(B, Hkv, groups, Tq, 1)
+        probs = torch.softmax(torch.cat((scores, sink), dim=-1), dim=-1)[..., :-1]
+    else:
+        probs = torch.softmax(scores, dim=-1)
+    return (probs.to(v.dtype) @ v.unsqueeze(2)).reshape(B, Hq, Tq, D)
+
+
+def _attention_step(attn: Attention, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
+                    cache: KVCache, position: torch.Tensor, allowed: Callable[[int], torch.Tensor]) -> torch.Tensor:
+    """Attention.forward for one token [B, 1, d], writing its key and value at ``position``."""
+    B = x.shape[0]
+    q = attn.q_proj(x).view(B, 1, attn.n_heads, attn.head_dim).transpose(1, 2)
+    k = attn.k_proj(x).view(B, 1, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
+    v = attn.v_proj(x).view(B, 1, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
+    if attn.rotary:
+        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+    keys, values = cache.k[attn.layer], cache.v[attn.layer]
+    # Where to write is data on the device, not a slice bound: the same launch at every position.
+    keys.index_copy_(2, position, k)
+    values.index_copy_(2, position, v)
+    if attn.backend == "triton":
+        from gptoss_kernels.attention import attention_decode_at
+
+        # Reads the position on the device and only the keys it can see, not the whole cache.
+        y = attention_decode_at(q, keys, values, position, scale=attn.scale, sinks=attn.sinks,
+                                sliding_window=attn.window)
+    else:
+        y = attend_masked(q, keys, values, allowed(attn.window), scale=attn.scale, sinks=attn.sinks)
+    return attn.o_proj(y.transpose(1, 2).reshape(B, 1, -1))
+
+
+def _experts_gathered(experts: Experts, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Experts.forward's math in fixed shapes: gather each token's k experts' weights instead of looping over experts."""
+    N, K = indices.shape
+    chosen = indices.reshape(-1)  # pair t * K + slot: token t's slot-th expert
+    xs = x.repeat_interleave(K, dim=0)[:, None, :]  # [N*K, 1, d]
+    # Experts.weight indexes its stacked weights, so a tensor of experts gathers them all at once.
+    w1 = experts.weight("gate_up_proj", chosen, x.dtype)  # [N*K, 2*ff, d], dequantized if packed
+    h = gptoss_swiglu(xs @ w1.transpose(1, 2) + experts.gate_up_proj_bias[chosen, None].to(x.dtype),
+                      experts.alpha, experts.limit)
+    w2 = experts.weight("down_proj", chosen, x.dtype)  # [N*K, d, ff]
+    y = h @ w2.transpose(1, 2) + experts.down_proj_bias[chosen, None].to(x.dtype)  # [N*K, 1, d]
+    return (y.view(N, K, -1) * weights[..., None]).to(x.dtype).sum(dim=1)
+
+
+def _feed_forward_step(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The block's MLP or MoE on x [B, 1, d], with no data-dependent shapes and no host sync."""
+    if not isinstance(mlp, MoE):
+        return mlp(x)  # a dense MLP has fixed shapes already
+    flat = x.reshape(-1, x.shape[-1])
+    _, weights, indices = mlp.router(flat)  # top-k: always k experts a token
+    experts = mlp.experts
+    if experts.backend == "triton" and experts.packed:
+        from gptoss_kernels.moe import moe_mxfp4_decode
+
+        # check_indices reads the indices on the host (a sync no graph can hold); top-k's are in range.
+        out = moe_mxfp4_decode(flat, indices, weights, experts.gate_up_proj_blocks, experts.gate_up_proj_scales,
+                               experts.gate_up_proj_bias, experts.down_proj_blocks, experts.down_proj_scales,
+                               experts.down_proj_bias, alpha=experts.alpha, limit=experts.limit, check_indices=False)
+    else:
+        # Experts.forward loops over indices.unique().tolist(): shapes that change and a host sync.
+        out = _experts_gathered(experts, flat, indices, weights)
+    return out.reshape(x.shape)
+
+
+def static_decode_step(model: GPT, cache: KVCache, tokens: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+    """Logits [B, vocab] for ``tokens`` [B] at ``position`` [1], device tensors; writes their keys and values to ``cache``."""
+    # model(tokens[:, None], cache)[:, -1] at cache.length == position, but cache.length (a Python
+    # int, which a graph cannot update) is left to the caller.
+    x = model.embed(tokens)[:, None]  # [B, 1, d]
+    if model.pos_embed is not None:
+        x = x + model.pos_embed(position)
+    rope = model.rotary(position, x.dtype) if model.rotary is not None else None
+    key_positions = torch.arange(cache.max_len, device=position.device)
+    masks: dict[int, torch.Tensor] = {}
+
+    def allowed(window: int) -> torch.Tensor:
+        # One mask per window size, shared by the layers that use it: [1, max_len].
+        if window not in masks:
+            masks[window] = attention_mask(position, key_positions, window)
+        return masks[window]
+
+    for block in model.blocks:
+        x = x + _attention_step(block.attn, block.attn_norm(x), rope, cache, position, allowed)
+        x = x + _feed_forward_step(block.mlp, block.mlp_norm(x))
+    return model.lm_head(model.norm(x))[:, 0]
+
+
+class CUDAGraphDecoder:
+    """Decodes into one cache with the static step: a CUDA graph recorded once and replayed on a GPU, eager elsewhere."""
+
+    # A graph holds the addresses of the weights and of the cache, and the kernels of the backend
+    # set when it was recorded: make a new decoder after replacing any of them.
+    def __init__(self, model: GPT, cache: KVCache, cuda_graph: bool | None = None) -> None:
+        cfg = model.config
+        device, dtype = model.embed.weight.device, model.embed.weight.dtype
+        want = (cfg.n_kv_heads, cache.max_len, cfg.head_dim)
+        if len(cache.k) != cfg.n_layers or tuple(cache.k[0].shape[1:]) != want:
+            raise ValueError(f"the cache does not fit {cfg.name}: {len(cache.k)} layers of {tuple(cache.k[0].shape)}, "
+                             f"want {cfg.n_layers} of [batch, {', '.join(map(str, want))}]: use model.new_cache()")
+        if cache.k[0].device != device or cache.k[0].dtype != dtype:
+            raise ValueError(f"the cache is {cache.k[0].dtype} on {cache.k[0].device}, the model {dtype} on {device}: "
+                             "use model.new_cache()")
+        if model.training and cfg.dropout > 0:
+            raise ValueError("the static decode step has no dropout: call model.eval() first")
+        use_graph = device.type == "cuda" if cuda_graph is None else cuda_graph
+        if use_graph and (device.type != "cuda" or not torch.cuda.is_available()):
+            raise RuntimeError(f"CUDA graphs need the model and cache on a CUDA GPU, and these are on {device}: pass "
+                               "cuda_graph=False (or leave it None) to run the same static step eagerly")
+        self.model, self.cache, self.use_graph = model, cache, use_graph
+        # The step's inputs: persistent buffers, so a recorded graph reads whatever was written last.
+        self.tokens = torch.zeros(cache.k[0].shape[0], dtype=torch.long, device=device)
+        self.position = torch.zeros(1, dtype=torch.long, device=device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.logits: torch.Tensor | None = None  # the graph's output buffer
+
+    def _run(self) -> torch.Tensor:
+        return static_decode_step(self.model, self.cache, self.tokens, self.position)
+
+    def _set_position(self) -> None:
+        if self.cache.length >= self.cache.max_len:
+            raise ValueError(f"the KV cache holds {self.cache.max_len} positions and all are filled: "
+                             "make a larger cache (model.new_cache(batch, max_len)) to decode further")
+        self.position.fill_(self.cache.length)
+
+    @torch.no_grad()
+    def capture(self) -> None:
+        """Record the step as a CUDA graph (once); its warm-up writes only at cache.length, which the next step rewrites."""
+        if not self.use_graph or self.graph is not None:
+            return
+        self._set_position()  # position cache.length: not yet filled, so the warm-up's writes are harmless
+        device = self.position.device
+        side = torch.cuda.Stream(device)  # warm up off the default stream, as PyTorch's graph docs do
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(WARMUP_STEPS):
+                self._run()
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.logits = self._run()
+        self.graph = graph
+
+    @torch.no_grad()
+    def __call__(self, tokens: int | Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """Logits [B, vocab] after ``tokens`` (one per sequence) at position cache.length, which then advances by one."""
+        # On the graph path the logits are the graph's output buffer: the next call overwrites them.
+        self._set_position()
+        if isinstance(tokens, int):
+            self.tokens.fill_(tokens)  # a fill kernel: no copy from the host
+        else:
+            self.tokens.copy_(torch.as_tensor(tokens).reshape(self.tokens.shape))
+        if self.use_graph:
+            self.capture()
+            self.graph.replay()
+            logits = self.logits
+        else:
+            logits = self._run()
+        self.cache.length += 1
+        return logits
+
+
+@torch.no_grad()
+def stream(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_tokens: int = 256,
+           temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None,
+           stop_tokens: Sequence[int] = (), stats: Generation | None = None,
+           cuda_graph: bool | None = None) -> Iterator[int]:
+    """``generate.stream`` with the decode steps on a CUDAGraphDecoder: same arguments, sampling and tokens."""
+    ids = prompt_ids.tolist() if isinstance(prompt_ids, torch.Tensor) else list(prompt_ids)
+    if not ids:
+        raise ValueError("the prompt is empty: give at least one token")
+    ctx = model.config.context_length
+    if len(ids) >= ctx:
+        raise ValueError(f"the prompt has {len(ids)} tokens; the context holds {ctx}: shorten it")
+    stats = stats if stats is not None else Generation()
+    stats.prompt_tokens = len(ids)
+    device = model.embed.weight.device
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    budget = min(max_new_tokens, ctx - len(ids))
+    cache = model.new_cache(1, len(ids) + budget)
+    decoder = CUDAGraphDecoder(model, cache, cuda_graph)
+    decoder.capture()  # before the clock starts, at position 0, which the prefill then overwrites
+    stops = set(stop_tokens)
+    t0 = time.perf_counter()
+    logits = model(torch.tensor([ids], device=device), cache)[0, -1]
+    for step in range(budget):
+        token = sample_next(logits, temperature, top_p, generator)
+        _sync(device)
+        now = time.perf_counter()
+        if step == 0:
+            stats.prefill_seconds, t0 = now - t0, now
+        else:
+            stats.decode_seconds = now - t0
+        stats.tokens.append(token)
+        yield token
+        if token in stops:
+            stats.stop_reason = "stop_token"
+            return
+        if step + 1 < budget:
+            logits = decoder(token)[0]
+    stats.stop_reason = "max_new_tokens" if budget == max_new_tokens else "context_full"
+
+
+def generate(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_tokens: int = 256,
+             temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None,
+             stop_tokens: Sequence[int] = (), on_token: Callable[[int], None] | None = None,
+             cuda_graph: bool | None = None) -> Generation:
+    """``generate.generate`` on the static decode step (a CUDA graph on a GPU); returns tokens and timings."""
+    result = Generation()
+    for token in stream(model, prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                        seed=seed, stop_tokens=stop_tokens, stats=result, cuda_graph=cuda_graph):
+        if on_token is not None:
+            on_token(token)
+    return result

@@ -1,0 +1,254 @@
+"""The static-shape decode step and its CUDA graph decoder against the model's own incremental decode.
+
+Tolerance: float32 rounding. The static step attends over the whole preallocated cache (the
+masked keys add exact zeros, but the sums are ordered differently) and runs the experts as one
+batched matmul over the gathered weights instead of a loop over experts, so its logits differ
+from model(ids, cache) by float32 rounding: at most 4.3e-6 on logits up to 12 in the cases below
+(about 4e-7 relative; keys and values 7e-7). We allow 1e-5 absolute and relative. On the Triton
+backend both run the same kernels, and agree here to the bit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import gptoss_edu as g
+from gptoss_edu.attention import KVCache
+from gptoss_edu.generate import generate
+from gptoss_edu.static_decode import CUDAGraphDecoder, generate as static_generate, static_decode_step
+from random_weights import randomize
+
+RTOL = ATOL = 1e-5
+ON_GPU = torch.cuda.is_available()
+needs_gpu = pytest.mark.skipif(not ON_GPU, reason="needs a CUDA GPU: a CUDA graph records GPU kernel launches")
+
+
+def config(kind: str) -> g.ModelConfig:
+    """Small configs covering what the static step must handle."""
+    if kind == "gpt-oss-tiny":  # YaRN, window 8 on every other layer, sinks, GQA 4:2, 8 experts top-2
+        return g.preset("gpt-oss-tiny").replace(vocab_size=300, context_length=64)
+    if kind == "gqa-4":  # 4 query heads per KV head, window 5, 3 layers, top-1 of 4 experts
+        layers = ("sliding_attention", "full_attention", "sliding_attention")
+        return g.preset("gpt-oss-tiny").replace(vocab_size=300, context_length=64, d_model=48, n_layers=3, n_heads=8,
+                                                 n_kv_heads=2, head_dim=12, sliding_window=5, layer_types=layers,
+                                                 n_experts=4, experts_per_token=1)
+    if kind == "gpt2-tiny":  # learned positions, LayerNorm, GELU, MHA, tied embeddings
+        return g.preset("gpt2-tiny").replace(vocab_size=300, context_length=64, dropout=0.0)
+    if kind == "course-step-05":  # RoPE, RMSNorm, a dense gpt-oss SwiGLU, GQA: halfway through the course
+        return g.course_config(5).replace(vocab_size=300, context_length=64)
+    raise KeyError(kind)
+
+
+def decode_both(model: g.GPT, ids: torch.Tensor, prompt: int) -> tuple[list, list, KVCache, KVCache]:
+    """Logits of each decode step after ``prompt`` tokens: model(ids, cache) and the static decoder."""
+    B, T = ids.shape
+    eager_cache, static_cache = model.new_cache(B, T), model.new_cache(B, T)
+    with torch.no_grad():
+        model(ids[:, :prompt], eager_cache)
+        model(ids[:, :prompt], static_cache)
+        decoder = CUDAGraphDecoder(model, static_cache)
+        eager = [model(ids[:, t:t + 1], eager_cache)[:, -1] for t in range(prompt, T)]
+        static = [decoder(ids[:, t]).clone() for t in range(prompt, T)]
+    return eager, static, eager_cache, static_cache
+
+
+@pytest.mark.parametrize("kind, batch, prompt, packed", [
+    ("gpt-oss-tiny", 1, 3, False),
+    ("gpt-oss-tiny", 2, 1, True),  # MXFP4 experts, dequantized per gathered expert
+    ("gqa-4", 2, 4, False),
+    ("gpt2-tiny", 1, 5, False),
+    ("course-step-05", 3, 2, False),
+])
+def test_static_step_equals_incremental_decode(kind: str, batch: int, prompt: int, packed: bool) -> None:
+    cfg = config(kind)
+    # Packed experts: random MXFP4 bytes from the constructor (randomize changes parameters only).
+    model = randomize(g.GPT(cfg, packed_experts=packed), seed=batch + prompt)
+    T = 24
+    assert cfg.sliding_window == 0 or T - prompt > cfg.sliding_window + 2  # many steps past the window
+    ids = torch.randint(0, cfg.vocab_size, (batch, T), generator=torch.Generator().manual_seed(prompt))
+    eager, static, eager_cache, static_cache = decode_both(model, ids, prompt)
+    assert max(e.abs().max().item() for e in eager) > 0.5  # a live model, not zeros against zeros
+    for step, (e, s) in enumerate(zip(eager, static)):
+        torch.testing.assert_close(s, e, rtol=RTOL, atol=ATOL, msg=lambda m: f"decode step {step}: {m}")
+    assert static_cache.length == eager_cache.length == T
+    for layer in range(cfg.n_layers):
+        torch.testing.assert_close(static_cache.k[layer], eager_cache.k[layer], rtol=RTOL, atol=ATOL)
+        torch.testing.assert_close(static_cache.v[layer], eager_cache.v[layer], rtol=RTOL, atol=ATOL)
+
+
+def test_static_step_leaves_the_cache_length_to_the_caller() -> None:
+    model = randomize(g.GPT(config("gpt-oss-tiny")), seed=1)
+    cache = model.new_cache(1, 10)
+    with torch.no_grad():
+        model(torch.tensor([[1, 2, 3]]), cache)
+        logits = static_decode_step(model, cache, torch.tensor([4]), torch.tensor([3]))
+    assert logits.shape == (1, 300) and cache.length == 3
+    assert cache.k[0][:, :, 3].abs().sum() > 0 and cache.k[0][:, :, 4:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("kind", ["gpt-oss-tiny", "gpt2-tiny"])
+def test_greedy_generation_gives_the_same_tokens(kind: str) -> None:
+    model = randomize(g.GPT(config(kind)), seed=11)
+    prompt = [5, 17, 42, 7]
+    want = generate(model, prompt, max_new_tokens=20, temperature=0)
+    got = static_generate(model, prompt, max_new_tokens=20, temperature=0)
+    assert got.tokens == want.tokens and len(got.tokens) == 20
+    assert got.stop_reason == want.stop_reason == "max_new_tokens"
+
+
+def test_sampling_and_stops_match_generate() -> None:
+    model = randomize(g.GPT(config("gpt-oss-tiny")), seed=12)
+    kw = dict(max_new_tokens=15, temperature=0.8, top_p=0.9, seed=3)
+    want = generate(model, [1, 2, 3], **kw)
+    assert static_generate(model, [1, 2, 3], **kw).tokens == want.tokens
+    stop = want.tokens[4]
+    got = static_generate(model, [1, 2, 3], stop_tokens=[stop], **kw)
+    assert got.tokens == want.tokens[:want.tokens.index(stop) + 1] and got.stop_reason == "stop_token"
+    full = static_generate(model, list(range(60)), max_new_tokens=10, temperature=0)  # context 64
+    assert len(full.tokens) == 4 and full.stop_reason == "context_full"
+
+
+def test_triton_backend_static_step_equals_incremental_decode(monkeypatch) -> None:
+    """Packed experts on the Triton kernels (the interpreter without a GPU): attention_decode_at, MoE, RMSNorm."""
+    monkeypatch.setenv("GPTOSS_KERNELS_POISON", "1")  # NaN in every buffer a kernel wrapper allocates
+    cfg = config("gpt-oss-tiny").replace(n_layers=2, layer_types=("sliding_attention", "full_attention"))
+    model = g.GPT(cfg, packed_experts=True).eval()
+    randomize(model, seed=4)
+    model.set_backend("triton")
+    ids = torch.randint(0, cfg.vocab_size, (1, 13), generator=torch.Generator().manual_seed(4))
+    eager, static, eager_cache, static_cache = decode_both(model, ids, prompt=3)  # 10 steps, the last 5 past the window of 8
+    for e, s in zip(eager, static):
+        torch.testing.assert_close(s, e, rtol=RTOL, atol=ATOL)
+    torch.testing.assert_close(static_cache.k[1], eager_cache.k[1], rtol=RTOL, atol=ATOL)
+
+
+# ------------------------------------------------------------------------- clear errors
+
+
+def test_cuda_graph_asked_for_on_the_cpu_is_a_clear_error() -> None:
+    model = randomize(g.GPT(config("gpt2-tiny")), seed=0)
+    with pytest.raises(RuntimeError, match="CUDA graphs need .* CUDA GPU.*cuda_graph=False"):
+        CUDAGraphDecoder(model, model.new_cache(1, 8), cuda_graph=True)
+    assert not CUDAGraphDecoder(model, model.new_cache(1, 8)).use_graph  # the default: eager on the CPU
+
+
+def test_full_cache_and_bad_caches_are_clear_errors() -> None:
+    model = randomize(g.GPT(config("gpt2-tiny")), seed=0)
+    cache = model.new_cache(1, 4)
+    with torch.no_grad():
+        model(torch.tensor([[1, 2, 3]]), cache)
+    decoder = CUDAGraphDecoder(model, cache)
+    decoder(4)
+    with pytest.raises(ValueError, match="all are filled"):
+        decoder(5)
+    other = g.GPT(config("gpt-oss-tiny"))
+    with pytest.raises(ValueError, match="does not fit"):
+        CUDAGraphDecoder(model, other.new_cache(1, 4))
+    with pytest.raises(ValueError, match="float64"):
+        CUDAGraphDecoder(model, KVCache(model.config, 1, 4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="model.eval"):
+        CUDAGraphDecoder(g.GPT(config("gpt2-tiny").replace(dropout=0.1)), model.new_cache(1, 4))
+
+
+# ------------------------------------------------------------- the position-tensor kernel
+
+attn_mod = importlib.import_module("gptoss_kernels.attention")
+
+# (B, Hq, Hkv, Tq, Tk, D, window, sinks)
+DECODE_AT_CASES = [
+    (1, 8, 2, 1, 70, 64, 0, True),  # groups 4, no window
+    (2, 4, 4, 1, 50, 48, 16, False),  # MHA, window smaller than the cache
+    (1, 4, 2, 3, 45, 80, 100, True),  # three queries, window larger than the cache
+    (1, 4, 1, 2, 37, 48, 5, True),  # window barely above the queries
+]
+
+
+@pytest.mark.parametrize("case", DECODE_AT_CASES)
+@pytest.mark.parametrize("num_splits", [None, 1, 3])
+def test_attention_decode_at_reads_the_position_on_the_device(case, num_splits, monkeypatch) -> None:
+    monkeypatch.setenv("GPTOSS_KERNELS_POISON", "1")
+    B, Hq, Hkv, Tq, Tk, D, window, sinks = case
+    gen = torch.Generator().manual_seed(Tk)
+    q, k, v = (torch.randn(s, generator=gen) for s in ((B, Hq, Tq, D), (B, Hkv, Tk, D), (B, Hkv, Tk, D)))
+    s = 2 * torch.randn(Hq, generator=gen) if sinks else None
+    for pos in (0, 3, 17, Tk - Tq):
+        # The unfilled cache may hold anything: NaN there shows the kernel never reads it.
+        k_nan, v_nan = k.clone(), v.clone()
+        k_nan[:, :, pos + Tq:], v_nan[:, :, pos + Tq:] = float("nan"), float("nan")
+        out = attn_mod.attention_decode_at(q, k_nan, v_nan, torch.tensor([pos]), scale=D ** -0.5, sinks=s,
+                                           sliding_window=window, num_splits=num_splits, block_n=16)
+        want = attn_mod.attention_reference(q, k[:, :, :pos + Tq], v[:, :, :pos + Tq], scale=D ** -0.5, sinks=s,
+                                            sliding_window=window, q_start=pos)
+        torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_decode_at_bad_position() -> None:
+    q, k = torch.randn(1, 2, 1, 16), torch.randn(1, 1, 8, 16)
+    with pytest.raises(ValueError, match="one position"):
+        attn_mod.attention_decode_at(q, k, k, torch.tensor([1, 2]), scale=0.25)
+    with pytest.raises(TypeError, match="position"):
+        attn_mod.attention_decode_at(q, k, k, torch.tensor([1.0]), scale=0.25)
+
+
+def test_attention_decode_at_compiles_for_h100() -> None:
+    """The kernel (the decode kernel inlined, loop bounds from a load) builds for sm_90 (no GPU needed)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    code = textwrap.dedent("""
+        import importlib
+        from gptoss_kernels import aot
+        A = importlib.import_module("gptoss_kernels.attention")
+        types = {"qk_scale": "fp32", "m_ptr": "*fp32", "l_ptr": "*fp32", "acc_ptr": "*fp32", "pos_ptr": "*i64"}
+        aot._specs = lambda dtype: [(A._attn_decode_at_kernel, types, dict(GROUPS=8, FOLD_SINK=final, FINAL=final,
+            DOT_PREC="tf32", BLOCK_M=16, BLOCK_N=64, BLOCK_D=64), 4, 3) for final in (True, False)]
+        for c in aot.compile_all("bf16", 90):
+            print(c.name, c.shared_bytes)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split() for line in proc.stdout.splitlines()]
+    assert [r[0] for r in rows] == ["_attn_decode_at_kernel"] * 2
+    assert all(int(r[1]) <= 227 * 1024 for r in rows)
+
+
+# ------------------------------------------------------------------------------ on a GPU
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_cuda_graph_replay_equals_incremental_decode(backend: str) -> None:
+    cfg = config("gpt-oss-tiny")
+    model = g.GPT(cfg, packed_experts=True)
+    randomize(model, seed=6)
+    model = model.to("cuda").set_backend(backend)
+    ids = torch.randint(0, cfg.vocab_size, (1, 24), generator=torch.Generator().manual_seed(6)).cuda()
+    eager, static, eager_cache, static_cache = decode_both(model, ids, prompt=4)
+    for e, s in zip(eager, static):
+        torch.testing.assert_close(s, e, rtol=1e-4, atol=1e-4)  # float32, but GPU kernels order sums their own way
+    torch.testing.assert_close(static_cache.v[1], eager_cache.v[1], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_cuda_graph_is_recorded_once_and_generation_matches() -> None:
+    model = randomize(g.GPT(config("gpt-oss-tiny")), seed=8).to("cuda")
+    cache = model.new_cache(1, 16)
+    with torch.no_grad():
+        model(torch.tensor([[1, 2, 3]], device="cuda"), cache)
+    decoder = CUDAGraphDecoder(model, cache)
+    assert decoder.use_graph
+    first = decoder(4).clone()
+    graph = decoder.graph
+    decoder(5)
+    assert graph is not None and decoder.graph is graph and cache.length == 5
+    assert first.isfinite().all()
+    prompt = [5, 17, 42, 7]
+    want = generate(model, prompt, max_new_tokens=20, temperature=0)
+    assert static_generate(model, prompt, max_new_tokens=20, temperature=0).tokens == want.tokens
