@@ -1,0 +1,135 @@
+"""Notebook 10's exercise: gpt-oss's clamped SwiGLU as a Triton kernel.
+
+The learner writes ``swiglu_kernel(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr)``: ``gu``
+holds 2n floats with gate and up interleaved (gate i at 2i, up i at 2i + 1, the layout of the
+experts' first matmul), and ``out[i] = (clamp(up, -limit, limit) + 1) * g * sigmoid(alpha * g)``
+with ``g = min(gate, limit)``. The check launches it itself, one program per BLOCK outputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from ..config import preset
+from ..mlp import gptoss_swiglu
+from . import CheckResult, compare, failed, passed
+
+_GPTOSS = preset("gpt-oss-20b")
+ALPHA, LIMIT = _GPTOSS.swiglu_alpha, _GPTOSS.swiglu_limit
+# (n, BLOCK, alpha, limit): a single element, exact multiples of BLOCK and not; gpt-oss's alpha and
+# limit first (the named mistakes show there), then other values (a hard-coded constant shows there).
+CASES = ((1, 64, ALPHA, LIMIT), (128, 64, ALPHA, LIMIT), (1000, 256, ALPHA, LIMIT), (333, 128, ALPHA, LIMIT),
+         (777, 64, 1.0, 3.0))
+GUARD_VALUE = 1234.5  # what the memory around ``out`` holds; a kernel that writes there changes it
+TOLERANCE = 1e-4
+INF = float("inf")
+
+
+def _swiglu(gate: torch.Tensor, up: torch.Tensor, alpha: float, gate_min: float = -INF, gate_max: float = INF,
+            up_min: float = -INF, up_max: float = INF, plus_one: float = 1.0) -> torch.Tensor:
+    # The SwiGLU with every clamp and constant a knob, to recognise what a wrong kernel computed.
+    gate = gate.clamp(min=gate_min, max=gate_max)
+    up = up.clamp(min=up_min, max=up_max)
+    return (up + plus_one) * (gate * torch.sigmoid(alpha * gate))
+
+
+def _typical_mistakes(gu: torch.Tensor, n: int, alpha: float, limit: float) -> dict[str, torch.Tensor]:
+    """What each usual mistake computes on these inputs, named by the advice that fixes it."""
+    gate, up = gu[0::2], gu[1::2]
+    right = dict(gate_max=limit, up_min=-limit, up_max=limit)
+    return {
+        "gate and up are swapped: gate i is gu[2i] (even), up i is gu[2i + 1] (odd)":
+            _swiglu(up, gate, alpha, **right),
+        "you read gate and up as two halves (gu[i] and gu[n + i]); gpt-oss interleaves them: gate i is gu[2i], "
+        "up i is gu[2i + 1]": _swiglu(gu[:n], gu[n:], alpha, **right),
+        "you loaded gu[i] and gu[i + 1]: output i needs gate = gu[2i] and up = gu[2i + 1] (offsets times two)":
+            _swiglu(gu[:n], gu[1:n + 1], alpha, **right),
+        "the +1 on up is missing: out = (up + 1) * gate * sigmoid(alpha * gate)":
+            _swiglu(gate, up, alpha, plus_one=0.0, **right),
+        "sigmoid(gate) should be sigmoid(alpha * gate)": _swiglu(gate, up, 1.0, **right),
+        "up is clamped only from above: clamp it to [-limit, limit]":
+            _swiglu(gate, up, alpha, gate_max=limit, up_max=limit),
+        "up is not clamped: clamp it to [-limit, limit]": _swiglu(gate, up, alpha, gate_max=limit),
+        "the gate is clamped from below too: gpt-oss clamps the gate only from above (min(gate, limit))":
+            _swiglu(gate, up, alpha, gate_min=-limit, **right),
+        "the gate is not clamped: g = min(gate, limit)": _swiglu(gate, up, alpha, up_min=-limit, up_max=limit),
+        "nothing is clamped: g = min(gate, limit) and up = clamp(up, -limit, limit)": _swiglu(gate, up, alpha),
+        f"the limit is hard-coded: use the limit argument (this case passes limit={limit:g})":
+            _swiglu(gate, up, alpha, gate_max=LIMIT, up_min=-LIMIT, up_max=LIMIT),
+        f"alpha is hard-coded: use the alpha argument (this case passes alpha={alpha:g})":
+            _swiglu(gate, up, ALPHA, **right),
+    }
+
+
+def _is_interpreted(kernel: Any) -> bool:
+    # Triton reads TRITON_INTERPRET when @triton.jit runs; the kernel's type says which it got.
+    return type(kernel).__name__ == "InterpretedFunction"
+
+
+def _run(kernel: Any, gu: torch.Tensor, n: int, block: int, alpha: float, limit: float) -> tuple[torch.Tensor, bool]:
+    """Launch the kernel with guard memory around both buffers; return out and whether a guard changed."""
+    import triton
+
+    device = gu.device
+    # Room on both sides for the usual slips (an unmasked tail, offsets times two) to land in our memory.
+    pad = 2 * n + 4 * block
+    gu_buf = torch.zeros(pad + 2 * n + 2 * pad, device=device)
+    gu_buf[pad:pad + 2 * n] = gu
+    out_buf = torch.full((pad + n + 2 * pad,), GUARD_VALUE, device=device)
+    out_buf[pad:pad + n] = float("nan")  # an output never written stays NaN
+    kernel[(triton.cdiv(n, block),)](gu_buf[pad:], out_buf[pad:], n, alpha, limit, BLOCK=block)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    guard = torch.cat((out_buf[:pad], out_buf[pad + n:]))
+    return out_buf[pad:pad + n].clone(), bool((guard != GUARD_VALUE).any())
+
+
+def check_swiglu_kernel(kernel: Callable) -> CheckResult:
+    """Launch the learner's @triton.jit ``kernel`` on fresh inputs of several sizes against gptoss_swiglu."""
+    try:
+        import triton  # noqa: F401
+    except ImportError as err:
+        return failed(f"this exercise needs Triton, which is not installed here ({err})")
+    kind = type(kernel).__name__
+    if kind not in ("JITFunction", "InterpretedFunction"):
+        return failed(f"pass the kernel itself, decorated with @triton.jit (got a {kind}); the check launches it")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu" and not _is_interpreted(kernel):
+        return failed("there is no GPU here, and the kernel was compiled for one: set os.environ['TRITON_INTERPRET'] "
+                      "= '1' before importing triton (first cell of the notebook), restart, and run again")
+    gen = torch.Generator().manual_seed(10)
+    for n, block, alpha, limit in CASES:
+        # Scale 6: about a quarter of the gates and ups pass the limit of 7, so every clamp matters.
+        gu = torch.randn(2 * n, generator=gen) * 6
+        where = f"(n = {n}, BLOCK = {block})"
+        try:
+            got, wrote_outside = _run(kernel, gu.to(device), n, block, alpha, limit)
+        except Exception as e:  # the learner's code: report it, don't crash the notebook
+            return failed(f"not yet: launching your kernel {where} raised {type(e).__name__}: {e}")
+        got = got.cpu()
+        if wrote_outside:
+            return failed(f"not yet: your kernel wrote outside out {where}. The last program's lanes past n must "
+                          f"not store: tl.store(out_ptr + offs, y, mask=offs < n) (and mask the loads too)")
+        unwritten = got.isnan()
+        if unwritten.all():
+            return failed(f"not yet: your kernel wrote nothing into out {where}: tl.store the result at out_ptr + offs")
+        if unwritten.any():
+            if n > block and not unwritten[:block].any() and unwritten[block:].all():
+                return failed(f"not yet: only the first BLOCK outputs were written {where}: every program wrote the "
+                              f"same block. Offsets must start at the program's block: "
+                              f"offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)")
+            return failed(f"not yet: {int(unwritten.sum())} of {n} outputs were never written {where}. Program pid "
+                          f"handles offs = pid * BLOCK + tl.arange(0, BLOCK), and stores all of them (mask offs < n)")
+        want = gptoss_swiglu(gu, alpha, limit)
+        problem = compare(got, want, f"your kernel's output {where}", atol=TOLERANCE * (1 + want.abs().max().item()))
+        if problem is None:
+            continue
+        for message, wrong in _typical_mistakes(gu, n, alpha, limit).items():
+            if torch.allclose(got, wrong, rtol=TOLERANCE, atol=TOLERANCE, equal_nan=True):
+                return failed(f"not yet {where}: {message}.")
+        return failed("not yet: " + problem.message)
+    sizes = ", ".join(str(c[0]) for c in CASES)
+    return passed(f"your kernel matches gptoss_edu.mlp.gptoss_swiglu on fresh inputs of {len(CASES)} sizes "
+                  f"(n = {sizes}; BLOCK 64 to 256, tails included) and never writes outside out.")

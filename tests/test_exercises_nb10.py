@@ -1,0 +1,228 @@
+"""Notebook 10's exercise check: a right SwiGLU kernel passes, each typical mistake is named.
+
+The kernels below run in Triton's interpreter when there is no GPU (tests/conftest.py sets
+TRITON_INTERPRET=1 before any test module imports Triton).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import triton
+import triton.language as tl
+
+from gptoss_edu.exercises.nb10 import check_swiglu_kernel
+
+ON_GPU = torch.cuda.is_available()
+
+
+@triton.jit
+def right(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    gate = tl.load(gu_ptr + 2 * offs, mask=mask, other=0.0)
+    up = tl.load(gu_ptr + 2 * offs + 1, mask=mask, other=0.0)
+    gate = tl.minimum(gate, limit)
+    up = tl.minimum(tl.maximum(up, -limit), limit)
+    tl.store(out_ptr + offs, (up + 1) * gate * tl.sigmoid(alpha * gate), mask=mask)
+
+
+@triton.jit
+def stub(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)  # noqa: F841
+
+
+@triton.jit
+def no_mask(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    gate = tl.minimum(tl.load(gu_ptr + 2 * offs), limit)
+    up = tl.minimum(tl.maximum(tl.load(gu_ptr + 2 * offs + 1), -limit), limit)
+    tl.store(out_ptr + offs, (up + 1) * gate * tl.sigmoid(alpha * gate))
+
+
+@triton.jit
+def no_pid(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    mask = offs < n
+    gate = tl.minimum(tl.load(gu_ptr + 2 * offs, mask=mask), limit)
+    up = tl.minimum(tl.maximum(tl.load(gu_ptr + 2 * offs + 1, mask=mask), -limit), limit)
+    tl.store(out_ptr + offs, (up + 1) * gate * tl.sigmoid(alpha * gate), mask=mask)
+
+
+@triton.jit
+def pid_plus(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) + tl.arange(0, BLOCK)  # + instead of *
+    mask = offs < n
+    gate = tl.minimum(tl.load(gu_ptr + 2 * offs, mask=mask), limit)
+    up = tl.minimum(tl.maximum(tl.load(gu_ptr + 2 * offs + 1, mask=mask), -limit), limit)
+    tl.store(out_ptr + offs, (up + 1) * gate * tl.sigmoid(alpha * gate), mask=mask)
+
+
+@triton.jit
+def _body(gate_ptrs, up_ptrs, out_ptrs, mask, alpha, limit, gate_lo, up_lo, up_hi, gate_hi, plus):
+    gate = tl.load(gate_ptrs, mask=mask, other=0.0)
+    up = tl.load(up_ptrs, mask=mask, other=0.0)
+    gate = tl.minimum(tl.maximum(gate, gate_lo), gate_hi)
+    up = tl.minimum(tl.maximum(up, up_lo), up_hi)
+    tl.store(out_ptrs, (up + plus) * gate * tl.sigmoid(alpha * gate), mask=mask)
+
+
+BIG = tl.constexpr(1e30)  # a clamp at +-BIG is no clamp
+
+
+@triton.jit
+def swapped(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    _body(gu_ptr + 2 * offs + 1, gu_ptr + 2 * offs, out_ptr + offs, offs < n, alpha, limit, -BIG, -limit, limit,
+          limit, 1.0)
+
+
+@triton.jit
+def halves(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    _body(gu_ptr + offs, gu_ptr + n + offs, out_ptr + offs, offs < n, alpha, limit, -BIG, -limit, limit, limit, 1.0)
+
+
+@triton.jit
+def not_doubled(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    _body(gu_ptr + offs, gu_ptr + offs + 1, out_ptr + offs, offs < n, alpha, limit, -BIG, -limit, limit, limit, 1.0)
+
+
+@triton.jit
+def no_plus_one(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    _body(gu_ptr + 2 * offs, gu_ptr + 2 * offs + 1, out_ptr + offs, offs < n, alpha, limit, -BIG, -limit, limit,
+          limit, 0.0)
+
+
+@triton.jit
+def no_alpha(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    _body(gu_ptr + 2 * offs, gu_ptr + 2 * offs + 1, out_ptr + offs, offs < n, 1.0, limit, -BIG, -limit, limit,
+          limit, 1.0)
+
+
+@triton.jit
+def up_max_only(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    _body(gu_ptr + 2 * offs, gu_ptr + 2 * offs + 1, out_ptr + offs, offs < n, alpha, limit, -BIG, -BIG, limit,
+          limit, 1.0)
+
+
+@triton.jit
+def up_unclamped(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    _body(gu_ptr + 2 * offs, gu_ptr + 2 * offs + 1, out_ptr + offs, offs < n, alpha, limit, -BIG, -BIG, BIG,
+          limit, 1.0)
+
+
+@triton.jit
+def gate_both_sides(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    _body(gu_ptr + 2 * offs, gu_ptr + 2 * offs + 1, out_ptr + offs, offs < n, alpha, limit, -limit, -limit, limit,
+          limit, 1.0)
+
+
+@triton.jit
+def gate_unclamped(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    _body(gu_ptr + 2 * offs, gu_ptr + 2 * offs + 1, out_ptr + offs, offs < n, alpha, limit, -BIG, -limit, limit,
+          BIG, 1.0)
+
+
+@triton.jit
+def no_clamps(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    _body(gu_ptr + 2 * offs, gu_ptr + 2 * offs + 1, out_ptr + offs, offs < n, alpha, limit, -BIG, -BIG, BIG,
+          BIG, 1.0)
+
+
+@triton.jit
+def hard_limit(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    _body(gu_ptr + 2 * offs, gu_ptr + 2 * offs + 1, out_ptr + offs, offs < n, alpha, limit, -BIG, -7.0, 7.0,
+          7.0, 1.0)
+
+
+@triton.jit
+def hard_alpha(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    _body(gu_ptr + 2 * offs, gu_ptr + 2 * offs + 1, out_ptr + offs, offs < n, 1.702, limit, -BIG, -limit, limit,
+          limit, 1.0)
+
+
+@triton.jit
+def off_by_a_bit(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    _body(gu_ptr + 2 * offs, gu_ptr + 2 * offs + 1, out_ptr + offs, offs < n, alpha, limit, -BIG, -limit, limit,
+          limit, 1.01)
+
+
+@triton.jit
+def crashes(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(out_ptr + offs, not_defined_anywhere(offs), mask=offs < n)  # noqa: F821
+
+
+def plain_python(gu, out, n, alpha, limit, BLOCK):
+    return None
+
+
+def test_right_kernel_passes():
+    result = check_swiglu_kernel(right)
+    assert result.passed, result.message
+    assert repr(result).startswith("✅")
+
+
+@pytest.mark.parametrize("kernel,message", [
+    (stub, "wrote nothing"),
+    (no_mask, "wrote outside out.*mask=offs < n"),
+    (no_pid, "only the first BLOCK outputs"),
+    (pid_plus, "never written"),
+    (swapped, "swapped"),
+    (halves, "two halves"),
+    (not_doubled, r"gu\[i\] and gu\[i \+ 1\]"),
+    (no_plus_one, r"\+1 on up is missing"),
+    (no_alpha, r"sigmoid\(alpha \* gate\)"),
+    (up_max_only, "only from above"),
+    (up_unclamped, "up is not clamped"),
+    (gate_both_sides, "from below too"),
+    (gate_unclamped, "gate is not clamped"),
+    (no_clamps, "nothing is clamped"),
+    (hard_limit, "limit is hard-coded"),
+    (hard_alpha, "alpha is hard-coded"),
+    (off_by_a_bit, "differs by up to"),
+    (crashes, "raised"),
+    (plain_python, "decorated with @triton.jit"),
+])
+def test_typical_mistakes_are_named(kernel, message):
+    result = check_swiglu_kernel(kernel)
+    assert not result.passed
+    assert repr(result).startswith("❌")
+    assert re.search(message, result.message), result.message
+
+
+@pytest.mark.skipif(ON_GPU, reason="on a GPU the kernels are compiled, as they should be")
+def test_compiled_kernel_without_gpu_gets_advice(tmp_path):
+    (tmp_path / "learner.py").write_text(textwrap.dedent("""
+        import triton
+        import triton.language as tl
+
+        @triton.jit
+        def kernel(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+            pass
+    """))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
+    code = "from learner import kernel; from gptoss_edu.exercises.nb10 import check_swiglu_kernel; " \
+           "print(check_swiglu_kernel(kernel))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "TRITON_INTERPRET" in proc.stdout and proc.stdout.startswith("❌")

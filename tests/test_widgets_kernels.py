@@ -1,0 +1,154 @@
+"""Notebook 10's explorer, cost model, roofline and benchmark cases.
+
+benchmark_cases runs the kernels, so without a GPU they run in Triton's interpreter
+(tests/conftest.py sets TRITON_INTERPRET=1 before any test module imports Triton).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+import gptoss_edu as g
+from gptoss_edu.attention import attention_mask
+from gptoss_edu.widgets.kernels import (KernelCost, benchmark_cases, block_explorer, draw_roofline,
+                                        kernel_costs, launch_stats, ownership)
+
+ON_GPU = torch.cuda.is_available()
+
+# ----------------------------------------------------------------------------- the explorer
+
+
+def test_each_control_redraws():
+    ex = block_explorer()
+    seen = {ex.fingerprint()}
+    for change in ({"n": 37}, {"block": 8}, {"block": 64}):
+        ex.set(**change)
+        assert ex.fingerprint() not in seen, f"{change} did not change the picture"
+        seen.add(ex.fingerprint())
+    assert "block" in repr(ex) and "PNG" not in repr(ex)
+
+
+def test_stats_follow_the_controls():
+    ex = block_explorer()
+    ex.set(n=50, block=16)
+    assert ex.stats["programs"] == 4 and ex.stats["masked"] == 14  # 4 programs x 16 lanes = 64 for 50 elements
+    ex.set(n=64)
+    assert ex.stats["programs"] == 4 and ex.stats["masked"] == 0
+    ex.set(block=64, n=65)
+    assert ex.stats["programs"] == 2 and ex.stats["masked"] == 63
+
+
+@pytest.mark.parametrize("n, block", [(1, 4), (50, 16), (64, 16), (100, 64), (2880, 1024)])
+def test_ownership_covers_each_element_once(n, block):
+    own = ownership(n, block)
+    assert own.shape == (-(-n // block), block)
+    assert sorted(own[own >= 0].tolist()) == list(range(n))
+    assert launch_stats(n, block)["masked"] == own.size - n
+    assert (own[:-1] >= 0).all()  # only the last program has masked lanes
+
+
+@pytest.mark.parametrize("n, block", [(0, 16), (10, 12), (10, 0)])
+def test_ownership_rejects_bad_launches(n, block):
+    with pytest.raises(ValueError):
+        ownership(n, block)
+
+
+# ----------------------------------------------------------------------------- cost model
+
+
+def costs_by_name(cfg, tokens, context, act=2):
+    return {c.name: c for c in kernel_costs(cfg, tokens, context, act)}
+
+
+def test_decode_intensities_of_gpt_oss_20b():
+    cfg = g.preset("gpt-oss-20b")
+    c = costs_by_name(cfg, tokens=1, context=8192)
+    assert set(c) == {"RMSNorm", "attention, window 128", "attention, full", "experts, MXFP4", "experts, bf16"}
+    assert c["RMSNorm"].intensity == pytest.approx(2 / 3, rel=1e-3)  # 4 FLOPs per 6 bytes (x in, y out, w)
+    # A long cache: each K/V byte meets the Hq / Hkv query heads that share it, 1 FLOP a byte each.
+    assert c["attention, full"].intensity == pytest.approx(cfg.n_heads / cfg.n_kv_heads, rel=0.01)
+    # 2 FLOPs a weight over 17/32 bytes a weight (MXFP4), or over 2 bytes (bf16).
+    assert c["experts, MXFP4"].intensity == pytest.approx(2 * 32 / 17, rel=0.01)
+    assert c["experts, bf16"].intensity == pytest.approx(1.0, rel=0.01)
+    assert all(k.intensity < 10 for k in c.values())
+
+
+def test_prefill_raises_intensity_where_weights_or_keys_are_shared():
+    cfg = g.preset("gpt-oss-20b")
+    decode, prefill = costs_by_name(cfg, 1, 2048), costs_by_name(cfg, 2048, 2048)
+    for name in ("attention, full", "experts, MXFP4", "experts, bf16"):
+        assert prefill[name].intensity > 50 * decode[name].intensity
+    assert prefill["RMSNorm"].intensity < 1.01  # elementwise: never better than 1 FLOP a byte
+
+
+def test_attention_flops_count_the_allowed_pairs():
+    cfg = g.preset("gpt-oss-tiny")
+    for tokens, context in ((5, 20), (20, 20), (1, 3)):
+        c = costs_by_name(cfg, tokens, context)
+        q_pos, k_pos = torch.arange(context - tokens, context), torch.arange(context)
+        for name, window in ((f"attention, window {cfg.sliding_window}", cfg.sliding_window), ("attention, full", 0)):
+            pairs = int(attention_mask(q_pos, k_pos, window).sum())
+            assert c[name].flops == 4 * cfg.n_heads * cfg.head_dim * pairs
+
+
+def test_expert_bytes_count_only_the_chosen_experts():
+    cfg = g.preset("gpt-oss-20b")
+    one, many = costs_by_name(cfg, 1, 8), costs_by_name(cfg, 64, 64)
+    per_expert = 3 * cfg.d_ff * cfg.d_model * 17 / 32
+    assert one["experts, MXFP4"].bytes == pytest.approx(cfg.experts_per_token * per_expert, rel=0.01)
+    assert many["experts, MXFP4"].bytes > cfg.n_experts * per_expert  # 64 tokens x 4 choices: all 32 experts
+
+
+def test_kernel_costs_rejects_more_tokens_than_context():
+    with pytest.raises(ValueError):
+        kernel_costs(g.preset("gpt-oss-tiny"), tokens=9, context=8)
+
+
+# ------------------------------------------------------------------------------- roofline
+
+
+def test_roofline_places_measured_points_below_and_bounds_on_the_roof():
+    fig = Figure()
+    ax = fig.add_subplot()
+    slow = KernelCost("slow", flops=1e9, bytes=1e9)
+    bound = KernelCost("bound", flops=1e12, bytes=1e9)
+    draw_roofline(ax, [("slow", slow, 1.0), ("bound", bound, None)], peak_flops=1e14, peak_bw=1e12, title="t")
+    points = {line.get_label(): line for line in ax.get_lines() if line.get_label() in ("slow", "bound")}
+    assert points["slow"].get_ydata()[0] == pytest.approx(1e9)  # 1e9 FLOPs in 1 s
+    assert points["bound"].get_ydata()[0] == pytest.approx(1e14)  # intensity 1000 > ridge 100: compute roof
+    assert points["bound"].get_markerfacecolor() == "none"
+    assert ax.get_title() == "t"
+    assert ax.get_ylim()[0] < 1e9  # the slow point stays in view
+
+
+def test_roofline_keeps_a_launch_bound_point_in_view():
+    fig = Figure()
+    ax = fig.add_subplot()
+    tiny = KernelCost("tiny", flops=1e4, bytes=2e4)
+    draw_roofline(ax, [("tiny", tiny, 5e-6)], peak_flops=1e15, peak_bw=3e12)  # 2e9 FLOP/s, roof 1.5e12 there
+    assert ax.get_ylim()[0] < 2e9 < ax.get_ylim()[1]
+
+
+# ------------------------------------------------------------------------ benchmark cases
+
+
+def test_benchmark_cases_run_and_agree():
+    cfg = g.preset("gpt-oss-tiny")
+    device, dtype = ("cuda", torch.bfloat16) if ON_GPU else ("cpu", torch.float32)
+    for tokens, context in ((1, 20), (12, 12)):
+        cases = benchmark_cases(cfg, tokens, context, device=device, dtype=dtype)
+        assert {c.backend for c in cases} == {"triton", "torch"}
+        outs: dict[str, list[torch.Tensor]] = {}
+        for case in cases:
+            out = case.fn()
+            assert out.dtype == dtype and not out.isnan().any()
+            outs.setdefault("experts" if case.name.startswith("experts") else case.name, []).append(out)
+        assert len(outs) == 4 and all(len(v) == 2 for v in outs.values())  # each kernel beside its PyTorch twin
+        tol = 3e-2 if dtype == torch.bfloat16 else 1e-4
+        for name, (a, b) in outs.items():
+            scale = 1 + b.float().abs().max().item()
+            np.testing.assert_allclose(a.float().cpu().numpy(), b.float().cpu().numpy(), rtol=tol, atol=tol * scale,
+                                       err_msg=name)
