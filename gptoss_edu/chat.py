@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 import time
 from pathlib import Path
@@ -50,11 +51,23 @@ def load_chat_model(path: Path, device: str, backend: str = "torch") -> GPT:
             f"chat format, which needs gpt-oss's o200k_harmony tokenizer ({HARMONY_VOCAB_SIZE} tokens). "
             "Chat with a gpt-oss checkpoint (e.g. --model openai/gpt-oss-20b)."
         )
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    # MXFP4 experts stay packed: dequantized, gpt-oss-20b would not fit a 16 GB GPU.
-    packed = (raw.get("quantization_config") or {}).get("quant_method") == "mxfp4"
-    model = load_model(path, device=device, dtype=dtype, keep_mxfp4=packed and cfg.is_moe)
+    on_gpu = device.startswith("cuda")
+    dtype = torch.bfloat16 if on_gpu else torch.float32
+    packed = (raw.get("quantization_config") or {}).get("quant_method") == "mxfp4" and cfg.is_moe
+    # MXFP4 experts stay packed on a GPU (dequantized, gpt-oss-20b would not fit 16 GB) and on a CPU
+    # when dense float32 experts would take more than a quarter of the RAM; a small model is
+    # dequantized once on a CPU, where unpacking every expert at every token would be slow.
+    keep = packed and (on_gpu or cfg.param_counts()["total"] * 4 > _ram_bytes() // 4)
+    model = load_model(path, device=device, dtype=dtype, keep_mxfp4=keep)
     return model.set_backend(backend)
+
+
+def _ram_bytes() -> int:
+    """This machine's physical memory (a generous guess where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 16 * 2**30
 
 
 class ChatSession:
