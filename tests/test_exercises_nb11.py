@@ -1,0 +1,98 @@
+"""Notebook 11's exercise check: a right renderer passes, each typical mistake is named."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from gptoss_edu import harmony
+from gptoss_edu.exercises.nb11 import check_render_message, fresh_messages
+from gptoss_edu.tokenizer import data_dir, get_encoding
+
+ENC = get_encoding("o200k_harmony")
+SP = ENC.encode_single_token
+
+
+def renderer(end_final="<|end|>", end_call="<|call|>", author_is_role=False, channel="header",
+             content=ENC.encode_ordinary, recipient=True, end=True):
+    """A hand-written renderer with one knob per typical mistake."""
+    def render(m: harmony.Message) -> list[int]:
+        ids = [SP("<|start|>")] + ENC.encode_ordinary(m.role if author_is_role or m.role != "tool" else m.name)
+        if recipient and m.recipient:
+            ids += ENC.encode_ordinary(f" to={m.recipient}")
+        if m.channel and channel == "header":
+            ids += [SP("<|channel|>")] + ENC.encode_ordinary(m.channel)
+        ids.append(SP("<|message|>"))
+        if m.channel and channel == "content":
+            ids += [SP("<|channel|>")] + ENC.encode_ordinary(m.channel)
+        ids += content(m.content)
+        if not end:
+            return ids
+        if m.role == "assistant" and m.recipient:
+            ids.append(SP(end_call))
+        else:
+            ids.append(SP(end_final if m.channel == "final" else "<|end|>"))
+        return ids
+    return render
+
+
+def raises(m):
+    raise NotImplementedError("fill me in")
+
+
+def test_right_answer_passes():
+    result = check_render_message(renderer())
+    assert result.passed and repr(result).startswith("✅")
+
+
+def test_package_version_passes():
+    assert check_render_message(harmony.render_message).passed
+
+
+@pytest.mark.parametrize("fn,message", [
+    (renderer(end=False), "has no end"),
+    (renderer(end_final="<|return|>"), "ends with <|return|>"),
+    (renderer(end_call="<|end|>"), r"tool call\) ends with <\|end\|>"),
+    (renderer(end_final="<|call|>"), "only an assistant message addressed to a tool ends with <|call|>"),
+    (renderer(author_is_role=True), "starts with the role 'tool'"),
+    (renderer(channel="none"), "has no channel"),
+    (renderer(channel="content"), "wrong channel placement"),
+    (renderer(content=lambda t: ENC.encode(t, allowed_special="all")), "became control tokens"),
+    (renderer(recipient=False), "has no recipient"),
+    (lambda m: ENC.encode_ordinary(ENC.decode(harmony.render_message(m))), "no control token in your ids"),
+    (lambda m: ENC.encode(f"<|start|>{m.role}<|message|>{m.content}<|end|>"),
+     r"raised ValueError: .*disallowed special token.*encode_single_token"),
+    (lambda m: None, "returned None"),
+    (lambda m: ENC.decode(harmony.render_message(m)), "list of token ids .* got str"),
+    (raises, "raised NotImplementedError: fill me in"),
+])
+def test_typical_mistakes_are_named(fn, message):
+    result = check_render_message(fn)
+    assert not result.passed
+    assert repr(result).startswith("❌ not yet")
+    assert re.search(message, result.message), result.message
+
+
+def test_a_wrong_answer_of_no_known_kind_says_where_it_differs():
+    result = check_render_message(lambda m: harmony.render_message(m)[:-1] + ENC.encode_ordinary("\n") + [SP("<|end|>")])
+    assert not result.passed and "differ from token" in result.message and "should read" in result.message
+
+
+def test_fresh_messages_cover_every_kind_and_match_openai_harmony(monkeypatch):
+    """The check's expectations are gptoss_edu's renderer; it must equal openai-harmony's on them."""
+    oh = pytest.importorskip("openai_harmony")
+    monkeypatch.setenv("TIKTOKEN_ENCODINGS_BASE", str(data_dir()))  # offline: the shipped o200k_base
+    ref = oh.load_harmony_encoding(oh.HarmonyEncodingName.HARMONY_GPT_OSS)
+    messages = fresh_messages()
+    assert {m.role for m in messages} == {"user", "assistant", "tool"}
+    assert {m.channel for m in messages if m.role == "assistant"} == set(harmony.CHANNELS)
+    for m in messages:
+        theirs = oh.Message.from_author_and_content(oh.Author(role=oh.Role(m.role), name=m.name), m.content)
+        if m.channel:
+            theirs = theirs.with_channel(m.channel)
+        if m.recipient:
+            theirs = theirs.with_recipient(m.recipient)
+        assert harmony.render_message(m) == ref.render(theirs), m
+    assert fresh_messages() == fresh_messages(11) and fresh_messages(1) != fresh_messages(2)
