@@ -1,0 +1,157 @@
+"""Notebook 12's exercise: the memory plan of a gpt-oss model by hand (weights and KV cache)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from .. import memory
+from ..config import PRESET_DIR
+from . import CheckResult, failed, passed
+
+PlanFn = Callable[[dict, int], dict]
+
+
+def hf_config(name: str) -> dict[str, Any]:
+    """The Hugging Face ``config.json`` of a preset (gpt-oss-20b, gpt-oss-120b) as a dict."""
+    return json.loads((PRESET_DIR / f"{name}.config.json").read_text())
+
+
+def made_up_config() -> dict[str, Any]:
+    """A gpt-oss-shaped config of no real model, so an answer that only knows 120b's numbers fails."""
+    cfg = hf_config("gpt-oss-120b")
+    n = 6
+    cfg.update(num_hidden_layers=n, num_local_experts=16, num_key_value_heads=4, num_attention_heads=32,
+               hidden_size=1024, intermediate_size=1536, vocab_size=50_000, sliding_window=256,
+               layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)])
+    return cfg
+
+
+def cases() -> list[tuple[str, dict[str, Any], int]]:
+    """(label, HF config, context) the check tries, 120b first."""
+    return [("gpt-oss-120b at 8,192 positions", hf_config("gpt-oss-120b"), 8192),
+            ("gpt-oss-20b at 4,096 positions", hf_config("gpt-oss-20b"), 4096),
+            ("a made-up gpt-oss-shaped config at 1,000 positions", made_up_config(), 1000)]
+
+
+def _weights(config: dict, *, scales: bool = True, expert_bytes: float | None = None, gate_up: int = 2,
+             untied: bool = True, attn_bias: bool = True, expert_bias: bool = True, sinks: bool = True,
+             rest_bytes: int = 2) -> int:
+    """Weight bytes with one knob per typical mistake (the defaults give the right answer)."""
+    c = memory.dims(config)
+    d, L, E = c["hidden_size"], c["num_hidden_layers"], c["num_local_experts"]
+    ff, V, hd = c["intermediate_size"], c["vocab_size"], c["head_dim"]
+    H, q, kv = c["num_attention_heads"], c["num_attention_heads"] * hd, c["num_key_value_heads"] * hd
+    attn = d * (q + 2 * kv) + q * d + (q + 2 * kv + d if attn_bias else 0) + (H if sinks else 0)
+    layer_rest = attn + 2 * d + E * d + E + (E * (gate_up * ff + d) if expert_bias else 0)
+    values = L * E * (gate_up * ff * d + d * ff)  # expert weights, as numbers
+    if expert_bytes is None:
+        experts = values // 2 + (values // 32 if scales else 0)
+    else:
+        experts = int(values * expert_bytes)
+    rest = V * d * (2 if untied else 1) + L * layer_rest + d
+    return rest_bytes * rest + experts
+
+
+def _kv(config: dict, context: int, *, k_and_v: int = 2, heads: str = "num_key_value_heads", dtype_bytes: int = 2,
+        windowed: bool = False, per_token: bool = False, layers: bool = True) -> int:
+    """KV-cache bytes with one knob per typical mistake (the defaults give the right answer)."""
+    c = memory.dims(config)
+    per_layer_token = k_and_v * c[heads] * c["head_dim"] * dtype_bytes
+    window = int(config.get("sliding_window") or 0)
+    kinds = config.get("layer_types") or ["full_attention"] * c["num_hidden_layers"]
+    if not layers:
+        kinds = kinds[:1]
+    positions = 1 if per_token else context
+    return sum(per_layer_token * (min(positions, window) if windowed and kind == "sliding_attention" and window
+                                  else positions) for kind in kinds)
+
+
+def _weight_mistakes(config: dict) -> dict[str, int]:
+    right = _weights(config)
+    return {
+        "you left out the MXFP4 scales: every block of 32 expert values has one more byte, its E8M0 scale "
+        "(4.25 bits a value, not 4)": _weights(config, scales=False),
+        "you counted the experts in bf16 (2 bytes a value): on disk and in memory they stay MXFP4 "
+        "(16 bytes of codes + 1 scale byte per 32 values)": _weights(config, expert_bytes=2),
+        "you counted the experts at 1 byte a value: MXFP4 is two 4-bit codes a byte, plus a scale byte "
+        "per 32 values": _weights(config, expert_bytes=1),
+        "you made gate_up as wide as down: its output is 2 x intermediate_size (gate and up, interleaved)":
+            _weights(config, gate_up=1),
+        "you counted one vocabulary matrix: gpt-oss does not tie them (tie_word_embeddings is false), so the "
+        "embedding and lm_head are two matrices": _weights(config, untied=False),
+        "you left out the attention biases: q, k, v and o all have one (attention_bias is true)":
+            _weights(config, attn_bias=False),
+        "you left out the experts' biases: each expert has a gate_up bias (2 x intermediate_size) and a down "
+        "bias (hidden_size), kept in bf16": _weights(config, expert_bias=False),
+        "you left out the attention sinks: one bf16 logit per query head in every layer":
+            _weights(config, sinks=False),
+        "you counted the non-expert weights in float32: they are bf16, 2 bytes each": _weights(config, rest_bytes=4),
+        "your answer is in bits: return bytes (divide by 8)": right * 8,
+    }
+
+
+def _kv_mistakes(config: dict, context: int) -> dict[str, int]:
+    right = _kv(config, context)
+    return {
+        "you counted only the keys: the cache holds keys and values (factor 2)": _kv(config, context, k_and_v=1),
+        "you used the query heads: keys and values exist only for the num_key_value_heads KV heads "
+        "(grouped-query attention)": _kv(config, context, heads="num_attention_heads"),
+        "you counted the cache in float32: it is bf16, 2 bytes a number": _kv(config, context, dtype_bytes=4),
+        "you counted the sliding layers at their window only: that is what a ring-buffer cache could keep "
+        "(half the memory at long contexts), but the course's KVCache, like memory.plan, holds every layer "
+        "for the whole context": _kv(config, context, windowed=True),
+        "you gave the bytes of one position: multiply by the context": _kv(config, context, per_token=True),
+        "you counted one layer: every layer has its own keys and values": _kv(config, context, layers=False),
+        "your answer is in bits: return bytes (divide by 8)": right * 8,
+    }
+
+
+def _as_bytes(value: Any, what: str, want: int) -> tuple[int | None, str | None]:
+    """The value as a whole number of bytes, or a message saying why it is not one."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if hasattr(value, "item"):  # a 0-d tensor or numpy number
+            value = value.item()
+        else:
+            return None, f"{what} should be a number of bytes, got {type(value).__name__}"
+    if value != value:  # NaN
+        return None, f"{what} is NaN"
+    if 0 < value < want / 2**20:
+        return None, f"{what} is {value:g}: return bytes, not GiB or MiB"
+    return round(value), None
+
+
+def check_memory_plan(fn: PlanFn) -> CheckResult:
+    """Try ``fn(config, context)`` -> {"weights": bytes, "kv_cache": bytes} against gptoss_edu.memory.plan."""
+    summary = []
+    for label, config, context in cases():
+        plan = memory.plan(config, context, gpu_bytes=0)
+        try:
+            got = fn(dict(config), context)
+        except Exception as e:  # the learner's code: show what went wrong, don't crash the notebook
+            return failed(f"not yet: for {label} your function raised {type(e).__name__}: {e}")
+        if got is None:
+            return failed("not yet: your function returned None: did you forget to `return` the dict?")
+        if not isinstance(got, dict) or not {"weights", "kv_cache"} <= set(got):
+            return failed("not yet: return a dict with the keys 'weights' and 'kv_cache' (both in bytes), got "
+                          f"{got!r:.80}")
+        problems = []
+        for key, want, mistakes in (("weights", plan.weights, lambda: _weight_mistakes(config)),
+                                    ("kv_cache", plan.kv_cache, lambda: _kv_mistakes(config, context))):
+            value, problem = _as_bytes(got[key], f"'{key}'", want)
+            if problem is None and value != want:
+                known = [m for m, wrong in mistakes().items() if wrong == value]
+                if known:  # two mistakes can give the same number (8 query heads per KV head, 8 bits a byte)
+                    problem = f"'{key}': " + " - or - ".join(known)
+                else:
+                    problem = (f"'{key}' is {value:,} bytes, {(value - want) / want:+.2%} off (check each tensor "
+                               "kind: bf16 weights and biases, expert blocks and scales; for the cache: layers, "
+                               "KV heads, head_dim, keys and values, bytes)")
+            if problem is not None:
+                problems.append(problem)
+        if problems:
+            return failed(f"not yet, for {label}: " + "; ".join(problems) + ".")
+        summary.append((label, plan))
+    label, plan = summary[0]
+    return passed(f"your plan equals memory.plan for {label} (weights {memory.format_bytes(plan.weights)}, "
+                  f"KV cache {memory.format_bytes(plan.kv_cache)}), for gpt-oss-20b and for a made-up config.")

@@ -1,0 +1,278 @@
+"""Notebook 12's widgets: the chat (message box, reasoning effort, Send; thinking and answer apart), and
+an explorer of the memory plan.
+
+:func:`reply` runs one assistant turn in the harmony format (system message at the chosen
+reasoning effort, the conversation so far, then ``<|start|>assistant``), streams the tokens
+through :class:`gptoss_edu.harmony.StreamParser` and keeps each channel's text apart.
+:class:`ChatWidget` puts a text box, the effort dropdown and Send around it; its ``send(text)``
+does what the button does, so tests and scripted tours drive it without a browser.
+:func:`memory_explorer` draws :func:`gptoss_edu.memory.plan` for a model, context, prompt length and
+GPU size picked with its controls.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import ipywidgets as widgets
+import numpy as np
+import tiktoken
+from matplotlib.figure import Figure
+
+from .. import harmony, memory
+from ..config import ModelConfig, preset
+from ..generate import Generation, stream
+from ..model import GPT
+from ..tokenizer import get_encoding
+from . import Explorer
+
+EFFORTS = harmony.REASONING_EFFORTS
+OnText = Callable[[str, str], None]  # (channel, new text)
+
+
+@dataclass
+class Reply:
+    """One assistant turn: the text of each channel, the completed messages, and the timings."""
+
+    effort: str
+    channels: dict[str, str] = field(default_factory=dict)  # channel -> text, in order of appearance
+    channel_tokens: dict[str, int] = field(default_factory=dict)  # channel -> tokens of its text
+    messages: list[harmony.Message] = field(default_factory=list)  # to keep in the conversation
+    stats: Generation = field(default_factory=Generation)
+    problem: str | None = None  # set when the tokens do not follow the harmony format
+    raw: str = ""  # the decoded tokens, for when they do not
+
+    @property
+    def analysis(self) -> str:
+        """The model's thinking (the analysis channel), empty when it wrote none."""
+        return self.channels.get("analysis", "")
+
+    @property
+    def final(self) -> str:
+        """The answer (the final channel), empty when it wrote none."""
+        return self.channels.get("final", "")
+
+    @property
+    def prefill_tokens_per_second(self) -> float:
+        """Prompt tokens read per second (the prefill, which also picks the first new token)."""
+        s = self.stats
+        return s.prompt_tokens / s.prefill_seconds if s.prefill_seconds else 0.0
+
+
+def conversation_ids(messages: Sequence[harmony.Message], effort: str, date: str | None = None,
+                     encoding: tiktoken.Encoding | None = None) -> list[int]:
+    """The prompt for the next assistant turn: system message at ``effort``, ``messages``, ``<|start|>assistant``."""
+    return harmony.render_conversation([harmony.system(effort, date=date), *messages], encoding=encoding)
+
+
+def reply(model: GPT, messages: Sequence[harmony.Message], effort: str = "medium", *, max_new_tokens: int = 256,
+          temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None, date: str | None = None,
+          on_text: OnText | None = None, encoding: tiktoken.Encoding | None = None) -> Reply:
+    """Generate the assistant's next turn after ``messages``, calling ``on_text(channel, text)`` as text arrives."""
+    if effort not in EFFORTS:
+        raise ValueError(f"reasoning effort must be one of {', '.join(EFFORTS)}, got {effort!r}")
+    enc = encoding if encoding is not None else get_encoding("o200k_harmony")
+    prompt = conversation_ids(messages, effort, date, enc)
+    context = model.config.context_length
+    if len(prompt) >= context:
+        raise ValueError(f"the conversation is {len(prompt)} tokens, over this model's context of {context}: "
+                         "start a new chat")
+    out = Reply(effort)
+    parser = harmony.StreamParser("assistant", enc)
+    tokens = stream(model, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                    stop_tokens=harmony.stop_tokens(enc), stats=out.stats)
+    try:
+        for token in tokens:
+            was_content = parser.state == "content"
+            try:
+                delta = parser.process(token)
+            except harmony.HarmonyError as e:
+                out.problem = str(e)
+                break
+            if parser.state != "content":
+                continue
+            channel = parser.current_channel or "(no channel)"
+            if was_content:  # a token of the text (not the <|message|> that opened it)
+                out.channel_tokens[channel] = out.channel_tokens.get(channel, 0) + 1
+            if delta:
+                out.channels[channel] = out.channels.get(channel, "") + delta
+                if on_text is not None:
+                    on_text(channel, delta)
+    finally:
+        tokens.close()
+    out.messages = [m for m in parser.messages if m.recipient is None]  # tool calls: this chat has no tools
+    if parser.state == "content" and parser.current_channel == "final" and parser.current_content:
+        out.messages.append(harmony.assistant(parser.current_content, "final"))  # cut short: keep what came
+    if out.problem is None and out.stats.tokens and not parser.messages and parser.state != "content":
+        out.problem = "no complete message header"
+    out.raw = enc.decode(out.stats.tokens)
+    return out
+
+
+def _box(text: str, colour: str, label: str) -> str:
+    body = html.escape(text, quote=False) if text else "<i>(nothing)</i>"
+    return (f"<div style='border-left:3px solid {colour};padding:2px 8px;margin:2px 0'>"
+            f"<small style='color:{colour}'>{label}</small>"
+            f"<div style='white-space:pre-wrap'>{body}</div></div>")
+
+
+class ChatWidget(widgets.VBox):
+    """Type a message, pick the reasoning effort, Send: the thinking and the answer stream in apart."""
+
+    def __init__(self, model: GPT, effort: str = "medium", *, max_new_tokens: int = 256, temperature: float = 1.0,
+                 top_p: float = 1.0, seed: int | None = None, date: str | None = None) -> None:
+        if effort not in EFFORTS:
+            raise ValueError(f"reasoning effort must be one of {', '.join(EFFORTS)}, got {effort!r}")
+        self.model, self.date = model, date
+        self.max_new_tokens, self.temperature, self.top_p, self.seed = max_new_tokens, temperature, top_p, seed
+        self.encoding = get_encoding("o200k_harmony")
+        self.messages: list[harmony.Message] = []
+        self.replies: list[Reply] = []
+        self.text = widgets.Textarea(placeholder="Your message", layout=widgets.Layout(width="60%", height="3.2em"))
+        self.effort = widgets.Dropdown(options=list(EFFORTS), value=effort, description="reasoning",
+                                       layout=widgets.Layout(width="190px"))
+        self.send_button = widgets.Button(description="Send", button_style="primary")
+        self.reset_button = widgets.Button(description="New chat")
+        self.history = widgets.HTML()
+        self.thinking = widgets.HTML()
+        self.answer = widgets.HTML()
+        self.status = widgets.HTML()
+        self.send_button.on_click(lambda _b: self.send())
+        self.reset_button.on_click(lambda _b: self.reset())
+        controls = widgets.HBox([self.text, self.effort, self.send_button, self.reset_button])
+        super().__init__([controls, self.history, self.thinking, self.answer, self.status])
+        self._show("", "")
+
+    # ---- what the learner does ------------------------------------------------------------
+    def send(self, text: str | None = None) -> Reply | None:
+        """Send ``text`` (default: the box's content) as the user, stream the reply, keep both."""
+        text = self.text.value if text is None else text
+        if not text.strip():
+            self.status.value = "<i>Type a message first.</i>"
+            return None
+        self.messages.append(harmony.user(text))
+        self.send_button.disabled = True
+        self.status.value = f"<i>generating (reasoning: {self.effort.value}) ...</i>"
+        self._show("", "")
+        live: dict[str, str] = {}
+
+        def on_text(channel: str, delta: str) -> None:
+            live[channel] = live.get(channel, "") + delta
+            self._show(live.get("analysis", ""), live.get("final", ""))
+
+        try:
+            out = reply(self.model, self.messages, self.effort.value, max_new_tokens=self.max_new_tokens,
+                        temperature=self.temperature, top_p=self.top_p, date=self.date, on_text=on_text,
+                        seed=None if self.seed is None else self.seed + len(self.replies), encoding=self.encoding)
+        except ValueError as e:  # the conversation no longer fits the context
+            self.messages.pop()
+            self.status.value = f"<span style='color:#b00'>{html.escape(str(e), quote=False)}</span>"
+            return None
+        finally:
+            self.send_button.disabled = False
+        self.messages.extend(out.messages)
+        self.replies.append(out)
+        self.text.value = ""
+        self._show(out.analysis, out.final)
+        self._record(text, out)
+        self.status.value = html.escape(self._summary(out), quote=False)
+        return out
+
+    def reset(self) -> None:
+        """Start a new conversation."""
+        self.messages, self.replies = [], []
+        self.history.value = ""
+        self._show("", "")
+        self.status.value = "<i>new chat</i>"
+
+    # ---- showing ------------------------------------------------------------------------------
+    def _show(self, analysis: str, final: str) -> None:
+        self.thinking.value = _box(analysis, "#888", "thinking (analysis channel)")
+        self.answer.value = _box(final, "#1f77b4", "answer (final channel)")
+
+    def _record(self, text: str, out: Reply) -> None:
+        turn = (f"<div><b>you</b> ({out.effort}): {html.escape(text, quote=False)}</div>"
+                f"<div><b>model</b>: {html.escape(out.final, quote=False) or '<i>(no final answer)</i>'}</div>")
+        self.history.value += turn
+
+    @staticmethod
+    def _summary(out: Reply) -> str:
+        s = out.stats
+        notes = [f"{len(s.tokens)} new tokens, {s.tokens_per_second:.1f} tokens/s",
+                 f"prompt {s.prompt_tokens} tokens at {out.prefill_tokens_per_second:.0f} tokens/s",
+                 f"stopped: {s.stop_reason}"]
+        if out.problem:
+            notes.append(f"not harmony ({out.problem}); raw text: {out.raw!r}")
+        return "; ".join(notes)
+
+    def __repr__(self) -> str:  # nbval compares this text: no HTML, no timings
+        return (f"ChatWidget({self.model.config.name}; controls: message, reasoning effort "
+                f"({'/'.join(EFFORTS)}), Send, New chat)")
+
+
+# ---- the memory plan, explored ------------------------------------------------------------------
+
+GPU_SIZES = {"16 GiB": 16, "24 GiB": 24, "48 GiB": 48, "80 GiB": 80}
+PROMPTS = (128, 1024, 4096, 16384)
+PARTS = (("weights", "#8aa9c9"), ("kv_cache", "#ffb347"), ("workspace", "#c5b0d5"))
+
+
+def draw_plan(fig: Figure, cfg: ModelConfig, context: int, prompt_tokens: int, gpu_gib: int) -> memory.MemoryPlan:
+    """Left: the plan's parts stacked against the GPU; right: the total over every context. Returns the plan."""
+    prompt = min(prompt_tokens, context)
+    plan = memory.plan(cfg, context, gpu_gib * memory.GiB, prompt_tokens=prompt)
+    left, right = fig.subplots(1, 2, width_ratios=(1, 2.2))
+    bottom = 0.0
+    for key, colour in PARTS:
+        size = getattr(plan, key) / memory.GiB
+        left.bar([0], [size], bottom=bottom, color=colour, label=f"{key.replace('_', ' ')} "
+                 f"{memory.format_bytes(getattr(plan, key))}")
+        bottom += size
+    left.axhline(gpu_gib, color="k", ls="--", lw=1)
+    verdict = (f"fits: {memory.format_bytes(plan.headroom)} to spare" if plan.fits
+               else f"does not fit: {memory.format_bytes(-plan.headroom)} missing")
+    left.set(xticks=[], ylabel="GiB", xlim=(-0.8, 0.8), ylim=(0, max(bottom, gpu_gib) * 1.25))
+    left.set_title(f"{cfg.name} on {gpu_gib} GiB\n{verdict}", fontsize=9, color="#080" if plan.fits else "#b00")
+    left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0))  # below the bar, never over it
+
+    contexts = np.unique(np.geomspace(1024, cfg.context_length, 30).astype(int))
+    totals = [memory.plan(cfg, int(t), 0, prompt_tokens=min(prompt, int(t))).total / memory.GiB for t in contexts]
+    right.plot(contexts, totals, color="#345", label="total")
+    right.plot([context], [plan.total / memory.GiB], "o", color="k")
+    right.axhline(gpu_gib, color="k", ls="--", lw=1, label=f"{gpu_gib} GiB GPU")
+    right.set(xscale="log", xlabel="context (positions in the KV cache)", ylabel="GiB",
+              ylim=(0, max(max(totals), gpu_gib) * 1.15))
+    asked = f"prompt {prompt_tokens:,}" + (f" (capped at the context, {prompt:,})" if prompt < prompt_tokens else "")
+    right.set_title(f"total memory over the context; {asked}", fontsize=9)
+    right.grid(alpha=0.3, which="both")
+    right.legend(fontsize=7, loc="upper left")
+    return plan
+
+
+def memory_explorer(models: Sequence[str] = ("gpt-oss-20b", "gpt-oss-120b"), model: str = "gpt-oss-20b",
+                    context: int = 131072, prompt_tokens: int = 1024, gpu: str = "24 GiB") -> Explorer:
+    """Pick a model, context, prompt length and GPU; see memory.plan's weights, KV cache and workspace."""
+    configs = {name: preset(name) for name in models}
+    longest = max(c.context_length for c in configs.values())
+    contexts = [2 ** p for p in range(10, 40) if 2 ** p <= longest]
+    style = {"description_width": "initial"}
+    controls = {
+        "model": widgets.Dropdown(options=list(configs), value=model, description="model", style=style),
+        "context": widgets.SelectionSlider(options=[(f"{t:,}", t) for t in contexts], value=context,
+                                           description="context", style=style),
+        "prompt_tokens": widgets.SelectionSlider(options=[(f"{t:,}", t) for t in PROMPTS], value=prompt_tokens,
+                                                 description="prompt", style=style),
+        "gpu": widgets.Dropdown(options=list(GPU_SIZES), value=gpu, description="GPU", style=style),
+    }
+    current: dict[str, memory.MemoryPlan] = {}
+
+    def draw(fig: Figure, model: str, context: int, prompt_tokens: int, gpu: str) -> None:
+        cfg = configs[model]
+        current["plan"] = draw_plan(fig, cfg, min(context, cfg.context_length), prompt_tokens, GPU_SIZES[gpu])
+
+    explorer = Explorer("Memory plan: weights + KV cache + workspace against a GPU", draw, controls,
+                        figsize=(9.0, 3.6))
+    explorer.current = current  # the plan behind the current picture, for tests and curious learners
+    return explorer

@@ -1,0 +1,156 @@
+"""Notebook 12's chat widget, driven without a browser: a scripted model, then the shipped tiny checkpoint."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+import gptoss_edu as g
+from gptoss_edu import harmony
+from gptoss_edu.tokenizer import get_encoding
+from gptoss_edu import memory
+from gptoss_edu.widgets.chat import ChatWidget, conversation_ids, memory_explorer, reply
+
+TINY = Path(__file__).resolve().parents[1] / "data" / "tiny-gpt-oss"
+ENC = get_encoding("o200k_harmony")
+
+
+def harmony_tokens(text: str) -> list[int]:
+    return ENC.encode(text, allowed_special="all")
+
+
+class Scripted(nn.Module):
+    """Stands in for GPT in generate.stream: writes a fixed token script and records each prompt."""
+
+    def __init__(self, script: str, context: int = 4096) -> None:
+        super().__init__()
+        self.script = harmony_tokens(script)
+        self.config = SimpleNamespace(context_length=context, name="scripted")
+        self.embed = nn.Embedding(1, 1)
+        self.prompts: list[list[int]] = []
+
+    def new_cache(self, batch_size: int, max_len: int) -> SimpleNamespace:
+        return SimpleNamespace(length=0)
+
+    def forward(self, ids: torch.Tensor, cache: SimpleNamespace) -> torch.Tensor:
+        if cache.length == 0:  # a new generation: the prompt, then one token a call
+            self.prompts.append(ids[0].tolist())
+            self.position = 0
+        cache.length += ids.shape[1]
+        logits = torch.full((1, ids.shape[1], ENC.n_vocab), -1e4)
+        logits[0, -1, self.script[min(self.position, len(self.script) - 1)]] = 0.0
+        self.position += 1
+        return logits
+
+
+THINK_THEN_ANSWER = ("<|channel|>analysis<|message|>The user greets me. Reply briefly.<|end|>"
+                     "<|start|>assistant<|channel|>final<|message|>Hello there!<|return|>")
+
+
+def test_reply_keeps_the_channels_apart_and_streams_them():
+    model = Scripted(THINK_THEN_ANSWER)
+    seen = []
+    out = reply(model, [harmony.user("Hi")], "high", temperature=0.0,
+                on_text=lambda channel, text: seen.append((channel, text)))
+    assert out.analysis == "The user greets me. Reply briefly." and out.final == "Hello there!"
+    assert list(out.channels) == ["analysis", "final"] and out.problem is None
+    assert out.stats.stop_reason == "stop_token" and out.stats.prompt_tokens == len(model.prompts[0])
+    assert "".join(t for c, t in seen if c == "analysis") == out.analysis and len(seen) > 2
+    assert [m.channel for m in out.messages] == ["analysis", "final"]
+    assert out.channel_tokens == {"analysis": len(ENC.encode(out.analysis)), "final": len(ENC.encode(out.final))}
+
+
+def test_the_effort_goes_into_the_system_message():
+    for effort in ("low", "medium", "high"):
+        model = Scripted(THINK_THEN_ANSWER)
+        reply(model, [harmony.user("Hi")], effort, temperature=0.0)
+        prompt = ENC.decode(model.prompts[0])
+        assert f"Reasoning: {effort}" in prompt and prompt.endswith("<|start|>assistant")
+        assert model.prompts[0] == conversation_ids([harmony.user("Hi")], effort)
+    with pytest.raises(ValueError, match="reasoning effort"):
+        reply(Scripted(THINK_THEN_ANSWER), [harmony.user("Hi")], "maximal")
+
+
+def test_widget_send_shows_thinking_and_answer_in_their_own_boxes():
+    model = Scripted(THINK_THEN_ANSWER)
+    w = ChatWidget(model, effort="low", temperature=0.0)
+    w.text.value = "Hi"
+    w.send_button.click()  # what the learner does
+    assert "The user greets me" in w.thinking.value and "Hello there!" not in w.thinking.value
+    assert "Hello there!" in w.answer.value and "greets" not in w.answer.value
+    assert "stop_token" in w.status.value and w.text.value == "" and not w.send_button.disabled
+    assert "Hi" in w.history.value and "Hello there!" in w.history.value
+    assert "Reasoning: low" in ENC.decode(model.prompts[0])
+    assert "<" not in repr(w) and "reasoning effort" in repr(w)
+
+
+def test_dropdown_changes_the_effort_and_the_conversation_drops_old_thinking():
+    model = Scripted(THINK_THEN_ANSWER)
+    w = ChatWidget(model, temperature=0.0)
+    w.send("Hi")
+    w.effort.value = "high"
+    w.send("And again?")
+    second = ENC.decode(model.prompts[1])
+    assert "Reasoning: high" in second and "Hello there!" in second and "And again?" in second
+    assert "The user greets me" not in second  # a finished turn's analysis is not shown to the model again
+    assert [r.effort for r in w.replies] == ["medium", "high"]
+    w.reset_button.click()
+    assert w.messages == [] and w.history.value == ""
+    w.send("Fresh start")
+    assert "Hello there!" not in ENC.decode(model.prompts[2])
+
+
+def test_empty_message_and_full_context_are_reported_not_raised():
+    model = Scripted(THINK_THEN_ANSWER, context=30)
+    w = ChatWidget(model)
+    assert w.send("   ") is None and "Type a message" in w.status.value and model.prompts == []
+    assert w.send("Hi") is None and "over this model's context" in w.status.value
+    assert w.messages == [] and not w.send_button.disabled
+
+
+def test_text_that_is_not_harmony_is_shown_raw():
+    model = Scripted("just words, no header<|return|>")
+    out = reply(model, [harmony.user("Hi")], temperature=0.0, max_new_tokens=20)
+    assert out.final == "" and out.problem is not None and "just words" in out.raw
+    w = ChatWidget(model, temperature=0.0)
+    w.send("Hi")
+    assert "not harmony" in w.status.value and "(nothing)" in w.answer.value
+
+
+def test_the_tiny_checkpoint_answers_on_the_final_channel():
+    model = g.load_model(TINY, keep_mxfp4=True)
+    w = ChatWidget(model, effort="low", temperature=0.0, max_new_tokens=60)
+    out = w.send("Who is there?")
+    assert out.stats.stop_reason == "stop_token" and out.problem is None
+    assert len(out.final.split()) >= 3 and html.escape(out.final, quote=False) in w.answer.value
+    assert "(nothing)" in w.thinking.value  # it never learned to think: no analysis channel
+
+
+# ---- the memory-plan explorer ----------------------------------------------------------------------
+
+def test_memory_explorer_each_control_redraws():
+    ex = memory_explorer()
+    seen = {ex.fingerprint()}
+    for change in ({"gpu": "16 GiB"}, {"context": 4096}, {"prompt_tokens": 4096}, {"model": "gpt-oss-120b"}):
+        ex.set(**change)
+        assert ex.fingerprint() not in seen, f"{change} did not change the picture"
+        seen.add(ex.fingerprint())
+    assert "PNG" not in repr(ex) and "gpu" in repr(ex)
+
+
+def test_memory_explorer_shows_memory_plan_and_its_verdict():
+    ex = memory_explorer(model="gpt-oss-20b", context=131072, prompt_tokens=1024, gpu="24 GiB")
+    want = memory.plan(g.preset("gpt-oss-20b"), 131072, 24 * memory.GiB, prompt_tokens=1024)
+    assert ex.current["plan"] == want and want.fits
+    assert "fits" in ex.figure.axes[0].get_title()
+    ex.set(gpu="16 GiB")
+    assert not ex.current["plan"].fits and "does not fit" in ex.figure.axes[0].get_title()
+    ex.set(context=1024, prompt_tokens=16384)  # a prompt longer than the context is capped at it
+    assert ex.current["plan"].prompt_tokens == 1024 and "capped" in ex.figure.axes[1].get_title()
+    ex.set(model="gpt-oss-120b", gpu="80 GiB", context=131072, prompt_tokens=1024)
+    assert ex.current["plan"].fits and ex.current["plan"].weights == memory.checkpoint_bytes(g.preset("gpt-oss-120b"))
