@@ -1,0 +1,44 @@
+"""The stored notebooks as a reader finds them: links that resolve, every cell run, no error shown."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+LINK = re.compile(r"\]\((?:\./)?([^)#\s]+\.ipynb)(?:#[^)]*)?\)")
+
+
+def cells(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["cells"]
+
+
+def test_the_course_has_its_fourteen_notebooks():
+    assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(14)]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_links_to_notebooks_resolve(path):
+    for cell in cells(path):
+        if cell["cell_type"] == "markdown":
+            for target in LINK.findall("".join(cell["source"])):
+                assert (path.parent / target).is_file(), f"{path.name} links to {target}, which does not exist"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_code_cell_ran_and_none_shows_an_error(path):
+    code = [c for c in cells(path) if c["cell_type"] == "code"]
+    assert all(c.get("execution_count") for c in code if "".join(c["source"]).strip()), \
+        f"{path.name} has code cells stored without running them"
+    errors = [o.get("ename") for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, f"{path.name} stores error outputs: {errors}"
+
+
+def test_readme_lists_every_notebook():
+    readme = (REPO / "README.md").read_text()
+    for path in NOTEBOOKS:
+        assert re.search(rf"^\| {path.name[:2]} \|", readme, re.M), f"README's notebook table lacks {path.name}"
