@@ -63,5 +63,5 @@ def check_interleave(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -
     fused = gptoss_swiglu(x @ got.T)
     g, u = (x @ gate.T).clamp(max=7.0), (x @ up.T).clamp(-7.0, 7.0)
     assert torch.allclose(fused, (u + 1) * g * torch.sigmoid(1.702 * g), atol=1e-5)
-    return passed(f"right: rows alternate gate, up on {len(SHAPES)} shapes, and one projection with your "
+    return passed(f"Right: rows alternate gate, up on {len(SHAPES)} shapes, and one projection with your "
                   "weight gives the same SwiGLU as the two separate ones.")

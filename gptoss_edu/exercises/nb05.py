@@ -52,5 +52,5 @@ def check_kv_bytes_per_token(fn: Callable[[ModelConfig, int], int]) -> CheckResu
             return failed("not yet: " + _diagnose(got, cfg, dtype_bytes))
     oss = preset("gpt-oss-20b")
     per_token = oss.kv_cache_bytes(1, dtype_bytes=2)
-    return passed(f"right on {len(_configs())} configs; gpt-oss-20b in bf16 keeps {per_token // 1024} KiB per token, "
+    return passed(f"Right on {len(_configs())} configs; gpt-oss-20b in bf16 keeps {per_token // 1024} KiB per token, "
                   f"{oss.kv_cache_bytes(oss.context_length) / 2**30:.3g} GiB at its full context.")

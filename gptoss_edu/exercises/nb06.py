@@ -95,5 +95,5 @@ def check_sink_share(fn: Callable[[torch.Tensor, float, int], torch.Tensor]) -> 
             return failed(f"not yet: for {T} queries the result should have shape ({T},), got {tuple(got.shape)}.{hint}")
         if not torch.allclose(got.float(), reference_sink_share(scores, sink, window), atol=1e-5):
             return failed("not yet: " + _diagnose(got, scores, sink, window))
-    return passed(f"right on {len(CASES)} cases (windows 4, 5 and full; sinks -1 to 2): the sink's share is "
+    return passed(f"Right on {len(CASES)} cases (windows 4, 5 and full; sinks -1 to 2): the sink's share is "
                   "sigmoid(sink - logsumexp of the visible scores).")

@@ -37,7 +37,7 @@ def draw_swiglu(fig: Figure, alpha: float, limit: float) -> None:
     left.plot(x, curves["gate"], color="tab:orange", lw=2, label=f"gate, alpha {alpha:g}")
     left.axvline(limit, color="tab:red", lw=0.8, ls="--")
     left.text(limit, left.get_ylim()[0], f" limit {limit:g}", color="tab:red", fontsize=8, va="bottom")
-    left.set(title="the gate: min(g, limit) * sigmoid(alpha * g)", xlabel="gate pre-activation g",
+    left.set(title="the gate: g' * sigmoid(alpha * g'), g' = min(g, limit)", xlabel="gate pre-activation g",
              ylabel="value")
     left.title.set_fontsize(9)
     left.legend(fontsize=7, loc="upper left")
