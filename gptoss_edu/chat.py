@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import TextIO
 import torch
 
 from . import harmony
+from .env import total_ram
 from .generate import Generation, stream
 from .model import GPT
 from .tokenizer import HARMONY_VOCAB_SIZE, get_encoding
@@ -57,17 +57,10 @@ def load_chat_model(path: Path, device: str, backend: str = "torch") -> GPT:
     # MXFP4 experts stay packed on a GPU (dequantized, gpt-oss-20b would not fit 16 GB) and on a CPU
     # when dense float32 experts would take more than a quarter of the RAM; a small model is
     # dequantized once on a CPU, where unpacking every expert at every token would be slow.
-    keep = packed and (on_gpu or cfg.param_counts()["total"] * 4 > _ram_bytes() // 4)
+    ram = total_ram()
+    keep = packed and (on_gpu or ram is None or cfg.param_counts()["total"] * 4 > ram // 4)
     model = load_model(path, device=device, dtype=dtype, keep_mxfp4=keep)
     return model.set_backend(backend)
-
-
-def _ram_bytes() -> int:
-    """This machine's physical memory (a generous guess where the OS does not say)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 16 * 2**30
 
 
 class ChatSession:

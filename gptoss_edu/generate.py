@@ -8,7 +8,11 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
+from .attention import KVCache
 from .model import GPT
+
+# One decode step: the token just chosen in, the logits [vocab] for the next one out.
+DecodeStep = Callable[[int], torch.Tensor]
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0,
@@ -49,11 +53,18 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def cached_step(model: GPT, cache: KVCache) -> DecodeStep:
+    """The plain decode step: one token through ``model`` over ``cache``."""
+    device = model.embed.weight.device
+    return lambda token: model(torch.tensor([[token]], device=device), cache)[0, -1]
+
+
 @torch.no_grad()
 def stream(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_tokens: int = 256,
            temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None,
-           stop_tokens: Sequence[int] = (), stats: Generation | None = None) -> Iterator[int]:
-    """Yield new token ids one by one; the prompt is prefilled once, then one token per step."""
+           stop_tokens: Sequence[int] = (), stats: Generation | None = None,
+           decoder: Callable[[GPT, KVCache], DecodeStep] = cached_step) -> Iterator[int]:
+    """Yield new token ids one by one; the prompt is prefilled once, then one ``decoder`` step per token."""
     ids = prompt_ids.tolist() if isinstance(prompt_ids, torch.Tensor) else list(prompt_ids)
     if not ids:
         raise ValueError("the prompt is empty: give at least one token")
@@ -66,6 +77,7 @@ def stream(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_toke
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     budget = min(max_new_tokens, ctx - len(ids))
     cache = model.new_cache(1, len(ids) + budget)
+    step_logits = decoder(model, cache)  # made before the clock starts: it may prepare (e.g. record a graph)
     stops = set(stop_tokens)
     t0 = time.perf_counter()
     logits = model(torch.tensor([ids], device=device), cache)[0, -1]
@@ -83,17 +95,18 @@ def stream(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_toke
             stats.stop_reason = "stop_token"
             return
         if step + 1 < budget:
-            logits = model(torch.tensor([[token]], device=device), cache)[0, -1]
+            logits = step_logits(token)
     stats.stop_reason = "max_new_tokens" if budget == max_new_tokens else "context_full"
 
 
 def generate(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_tokens: int = 256,
              temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None,
-             stop_tokens: Sequence[int] = (), on_token: Callable[[int], None] | None = None) -> Generation:
+             stop_tokens: Sequence[int] = (), on_token: Callable[[int], None] | None = None,
+             decoder: Callable[[GPT, KVCache], DecodeStep] = cached_step) -> Generation:
     """Generate up to ``max_new_tokens``, calling ``on_token`` with each; returns tokens and timings."""
     result = Generation()
     for token in stream(model, prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                        seed=seed, stop_tokens=stop_tokens, stats=result):
+                        seed=seed, stop_tokens=stop_tokens, stats=result, decoder=decoder):
         if on_token is not None:
             on_token(token)
     return result

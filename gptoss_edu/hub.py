@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -334,8 +335,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Download (or check) the checkpoint and print the folder that holds it (the download command)."""
-    import sys
-
     try:
         if args.dry_run and not _is_local(args.repo):
             plan = plan_download(args.repo, args.local_dir, include_original=args.original, revision=args.revision)

@@ -20,14 +20,14 @@ own modules (norms, projections, rotary, router, experts), so it shares their we
 
 from __future__ import annotations
 
-import time
 from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
 
 from .attention import Attention, KVCache, attention_mask
-from .generate import Generation, _sync, sample_next
+from . import generate as generate_
+from .generate import DecodeStep, Generation
 from .mlp import gptoss_swiglu
 from .model import GPT
 from .moe import Experts, MoE
@@ -210,55 +210,22 @@ class CUDAGraphDecoder:
         return logits
 
 
-@torch.no_grad()
-def stream(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_tokens: int = 256,
-           temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None,
-           stop_tokens: Sequence[int] = (), stats: Generation | None = None,
-           cuda_graph: bool | None = None) -> Iterator[int]:
+def graph_step(cuda_graph: bool | None = None) -> Callable[[GPT, KVCache], DecodeStep]:
+    """A ``decoder`` for gptoss_edu.generate: each decode step on a CUDAGraphDecoder over the cache."""
+    def make(model: GPT, cache: KVCache) -> DecodeStep:
+        decoder = CUDAGraphDecoder(model, cache, cuda_graph)
+        decoder.capture()  # at position 0 (the prefill overwrites it), before generate's clock starts
+        return lambda token: decoder(token)[0]
+    return make
+
+
+def stream(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, cuda_graph: bool | None = None,
+           **kwargs) -> Iterator[int]:
     """``generate.stream`` with the decode steps on a CUDAGraphDecoder: same arguments, sampling and tokens."""
-    ids = prompt_ids.tolist() if isinstance(prompt_ids, torch.Tensor) else list(prompt_ids)
-    if not ids:
-        raise ValueError("the prompt is empty: give at least one token")
-    ctx = model.config.context_length
-    if len(ids) >= ctx:
-        raise ValueError(f"the prompt has {len(ids)} tokens; the context holds {ctx}: shorten it")
-    stats = stats if stats is not None else Generation()
-    stats.prompt_tokens = len(ids)
-    device = model.embed.weight.device
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    budget = min(max_new_tokens, ctx - len(ids))
-    cache = model.new_cache(1, len(ids) + budget)
-    decoder = CUDAGraphDecoder(model, cache, cuda_graph)
-    decoder.capture()  # before the clock starts, at position 0, which the prefill then overwrites
-    stops = set(stop_tokens)
-    t0 = time.perf_counter()
-    logits = model(torch.tensor([ids], device=device), cache)[0, -1]
-    for step in range(budget):
-        token = sample_next(logits, temperature, top_p, generator)
-        _sync(device)
-        now = time.perf_counter()
-        if step == 0:
-            stats.prefill_seconds, t0 = now - t0, now
-        else:
-            stats.decode_seconds = now - t0
-        stats.tokens.append(token)
-        yield token
-        if token in stops:
-            stats.stop_reason = "stop_token"
-            return
-        if step + 1 < budget:
-            logits = decoder(token)[0]
-    stats.stop_reason = "max_new_tokens" if budget == max_new_tokens else "context_full"
+    return generate_.stream(model, prompt_ids, decoder=graph_step(cuda_graph), **kwargs)
 
 
-def generate(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_tokens: int = 256,
-             temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None,
-             stop_tokens: Sequence[int] = (), on_token: Callable[[int], None] | None = None,
-             cuda_graph: bool | None = None) -> Generation:
+def generate(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, cuda_graph: bool | None = None,
+             **kwargs) -> Generation:
     """``generate.generate`` on the static decode step (a CUDA graph on a GPU); returns tokens and timings."""
-    result = Generation()
-    for token in stream(model, prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                        seed=seed, stop_tokens=stop_tokens, stats=result, cuda_graph=cuda_graph):
-        if on_token is not None:
-            on_token(token)
-    return result
+    return generate_.generate(model, prompt_ids, decoder=graph_step(cuda_graph), **kwargs)

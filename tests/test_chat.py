@@ -319,6 +319,6 @@ def test_experts_are_dequantized_on_cpu_only_when_they_fit(monkeypatch):
     tiny = chat.load_chat_model(folder, "cpu")
     assert [m.packed for m in tiny.modules() if isinstance(m, Experts)] == [False] * tiny.config.n_layers
     # A machine whose RAM the dense float32 model would crowd (as gpt-oss-20b does any laptop): packed.
-    monkeypatch.setattr(chat, "_ram_bytes", lambda: 4 * tiny.config.param_counts()["total"] * 4 - 1)
+    monkeypatch.setattr(chat, "total_ram", lambda: 4 * tiny.config.param_counts()["total"] * 4 - 1)
     small_ram = chat.load_chat_model(folder, "cpu")
     assert all(m.packed for m in small_ram.modules() if isinstance(m, Experts))
