@@ -13,30 +13,62 @@ QUERY_CHUNK = 1024
 
 
 class KVCache:
-    """Preallocated keys and values for every layer; ``length`` positions are filled."""
+    """Preallocated keys and values for every layer; ``length`` positions are filled.
+
+    A full-attention layer keeps every position. A sliding-window layer never looks more than
+    ``window`` keys back, so it keeps only its last ``window`` positions in a rolling buffer:
+    position p lives in slot p % window, overwriting position p - window.
+    """
 
     def __init__(self, cfg: ModelConfig, batch_size: int, max_len: int,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
         if max_len > cfg.context_length:
             raise ValueError(f"a cache of {max_len} positions exceeds the context length {cfg.context_length}")
-        shape = (batch_size, cfg.n_kv_heads, max_len, cfg.head_dim)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
+        self.slots = cache_slots(cfg, max_len)
+        self.k = [torch.zeros((batch_size, cfg.n_kv_heads, n, cfg.head_dim), device=device, dtype=dtype)
+                  for n in self.slots]
+        self.v = [torch.zeros_like(k) for k in self.k]
         self.max_len = max_len
         self.length = 0
 
+    def rolling(self, layer: int) -> bool:
+        """Whether ``layer`` keeps a rolling buffer shorter than the cache (a sliding-window layer)."""
+        return self.slots[layer] < self.max_len
+
+    def key_start(self, layer: int) -> int:
+        """The position of the first key the next ``update`` of ``layer`` returns (0 unless it rolled)."""
+        return max(0, self.length - self.slots[layer])
+
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store this step's keys and values for ``layer``; return all filled ones so far."""
+        """Store this step's keys and values for ``layer``; return the held ones, from ``key_start`` on, in order."""
         start, end = self.length, self.length + k.shape[2]
         if end > self.max_len:
             raise ValueError(f"the KV cache holds {self.max_len} positions; this step needs {end}")
-        self.k[layer][:, :, start:end] = k
-        self.v[layer][:, :, start:end] = v
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+        n, keys, values = self.slots[layer], self.k[layer], self.v[layer]
+        if end <= n:  # nothing has rolled over yet: position p sits in slot p
+            keys[:, :, start:end] = k
+            values[:, :, start:end] = v
+            return keys[:, :, :end], values[:, :, :end]
+        # The step's first queries may still need keys this write overwrites: read them first.
+        lo = self.key_start(layer)
+        held = torch.arange(lo, start, device=k.device) % n
+        old_k, old_v = keys.index_select(2, held), values.index_select(2, held)
+        first = max(start, end - n)  # only the step's last n positions stay
+        slots = torch.arange(first, end, device=k.device) % n
+        keys.index_copy_(2, slots, k[:, :, first - start:])
+        values.index_copy_(2, slots, v[:, :, first - start:])
+        if lo == start:  # nothing held before this step (a long first prompt)
+            return k, v
+        return torch.cat((old_k, k), dim=2), torch.cat((old_v, v), dim=2)
 
     def nbytes(self) -> int:
         """Bytes held by the cache."""
         return sum(t.numel() * t.element_size() for t in self.k + self.v)
+
+
+def cache_slots(cfg: ModelConfig, max_len: int) -> list[int]:
+    """Positions each layer's cache holds: ``max_len``, or the window on sliding-window layers."""
+    return [min(cfg.window(layer) or max_len, max_len) for layer in range(cfg.n_layers)]
 
 
 def attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int = 0) -> torch.Tensor:
@@ -103,7 +135,8 @@ class Attention(nn.Module):
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         q_start = 0
         if cache is not None:
-            q_start = cache.length
+            # Positions count from the first key the cache returns: masks see only differences.
+            q_start = cache.length - cache.key_start(self.layer)
             k, v = cache.update(self.layer, k, v)
         dropout = self.dropout if self.training else 0.0
         if self.backend == "triton" and not dropout:

@@ -143,7 +143,11 @@ class ModelConfig:
         }
 
     def kv_cache_bytes(self, tokens: int, batch: int = 1, dtype_bytes: int = 2) -> int:
-        """Bytes of the KV cache for ``tokens`` positions (keys and values, all layers)."""
+        """Bytes of keys and values for ``tokens`` positions in every layer (before windows trim the sliding layers).
+
+        What each new token adds while the context is shorter than the window; past it, the
+        sliding layers' rolling buffers stop growing (``memory.kv_cache_bytes`` counts them so).
+        """
         per_token = 2 * self.n_layers * self.n_kv_heads * self.head_dim * dtype_bytes
         return per_token * tokens * batch
 

@@ -81,11 +81,26 @@ def checkpoint_bytes(config: Any) -> int:
     return sum(checkpoint_parts(config).values())
 
 
+def layer_windows(config: Any) -> list[int]:
+    """Each layer's sliding window in keys (0 = full attention), from ``layer_types`` and ``sliding_window``."""
+    get = config.get if isinstance(config, Mapping) else lambda key, default=None: getattr(config, key, default)
+    n_layers = dims(config)["num_hidden_layers"]
+    types, window = get("layer_types") or (), int(get("sliding_window") or 0)
+    if types and len(types) != n_layers:
+        raise ValueError(f"the config has {len(types)} layer_types for {n_layers} layers")
+    return [window if t == "sliding_attention" else 0 for t in types] or [0] * n_layers
+
+
 def kv_cache_bytes(config: Any, context: int, batch: int = 1, dtype_bytes: int = 2) -> int:
-    """Bytes of keys and values for ``context`` positions of every layer (how the course's cache holds them)."""
+    """Bytes of keys and values for ``context`` positions, held as the course's KVCache holds them.
+
+    A full-attention layer keeps every position; a sliding-window layer keeps its last ``window``
+    (a rolling buffer), so at long contexts gpt-oss's cache is about half of every layer in full.
+    """
     c = dims(config)
-    per_token = 2 * c["num_hidden_layers"] * c["num_key_value_heads"] * c["head_dim"] * dtype_bytes
-    return per_token * int(context) * int(batch)
+    per_position = 2 * c["num_key_value_heads"] * c["head_dim"] * dtype_bytes  # one layer's key and value
+    positions = sum(min(w, int(context)) if w else int(context) for w in layer_windows(config))
+    return per_position * positions * int(batch)
 
 
 # ---- workspace --------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ for gpt-oss-20b). At batch 1 on a GPU the launches, not the arithmetic, can eat 
 Here one decode step has the same shapes at every position:
 
 - the token ids and their position sit in small device tensors, written before each step;
-- each layer writes its key and value into the preallocated cache at that position (index_copy_);
+- each layer writes its key and value into the preallocated cache at that position (index_copy_),
+  or, on a sliding-window layer, at the position's slot in the layer's rolling buffer;
 - attention runs over the whole cache and masks out the keys the position may not see
   (causal, sliding window; sinks and GQA as in ``attention.attend``).
 
@@ -25,7 +26,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from .attention import Attention, KVCache, attention_mask
+from .attention import Attention, KVCache, attention_mask, cache_slots
 from . import generate as generate_
 from .generate import DecodeStep, Generation
 from .mlp import gptoss_swiglu
@@ -56,7 +57,7 @@ def attend_masked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: to
 
 
 def _attention_step(attn: Attention, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
-                    cache: KVCache, position: torch.Tensor, allowed: Callable[[int], torch.Tensor]) -> torch.Tensor:
+                    cache: KVCache, position: torch.Tensor, allowed: Callable[[int, int], torch.Tensor]) -> torch.Tensor:
     """Attention.forward for one token [B, 1, d], writing its key and value at ``position``."""
     B = x.shape[0]
     q = attn.q_proj(x).view(B, 1, attn.n_heads, attn.head_dim).transpose(1, 2)
@@ -65,17 +66,21 @@ def _attention_step(attn: Attention, x: torch.Tensor, rope: tuple[torch.Tensor, 
     if attn.rotary:
         q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
     keys, values = cache.k[attn.layer], cache.v[attn.layer]
+    slots, rolling = keys.shape[2], cache.rolling(attn.layer)
     # Where to write is data on the device, not a slice bound: the same launch at every position.
-    keys.index_copy_(2, position, k)
-    values.index_copy_(2, position, v)
+    slot = position % slots if rolling else position
+    keys.index_copy_(2, slot, k)
+    values.index_copy_(2, slot, v)
+    # A rolling buffer holds the window and nothing older: every filled slot is visible, in any
+    # order (softmax does not care), so it is read as a causal cache filled up to its last slot.
+    last, window = (position.clamp(max=slots - 1), 0) if rolling else (position, attn.window)
     if attn.backend == "triton":
         from gptoss_kernels.attention import attention_decode_at
 
         # Reads the position on the device and only the keys it can see, not the whole cache.
-        y = attention_decode_at(q, keys, values, position, scale=attn.scale, sinks=attn.sinks,
-                                sliding_window=attn.window)
+        y = attention_decode_at(q, keys, values, last, scale=attn.scale, sinks=attn.sinks, sliding_window=window)
     else:
-        y = attend_masked(q, keys, values, allowed(attn.window), scale=attn.scale, sinks=attn.sinks)
+        y = attend_masked(q, keys, values, allowed(slots, window), scale=attn.scale, sinks=attn.sinks)
     return attn.o_proj(y.transpose(1, 2).reshape(B, 1, -1))
 
 
@@ -121,14 +126,13 @@ def static_decode_step(model: GPT, cache: KVCache, tokens: torch.Tensor, positio
     if model.pos_embed is not None:
         x = x + model.pos_embed(position)
     rope = model.rotary(position, x.dtype) if model.rotary is not None else None
-    key_positions = torch.arange(cache.max_len, device=position.device)
-    masks: dict[int, torch.Tensor] = {}
+    masks: dict[tuple[int, int], torch.Tensor] = {}
 
-    def allowed(window: int) -> torch.Tensor:
-        # One mask per window size, shared by the layers that use it: [1, max_len].
-        if window not in masks:
-            masks[window] = attention_mask(position, key_positions, window)
-        return masks[window]
+    def allowed(slots: int, window: int) -> torch.Tensor:
+        # One mask [1, slots] per cache layout, shared by the layers that have it.
+        if (slots, window) not in masks:
+            masks[slots, window] = attention_mask(position, torch.arange(slots, device=position.device), window)
+        return masks[slots, window]
 
     for block in model.blocks:
         x = x + _attention_step(block.attn, block.attn_norm(x), rope, cache, position, allowed)
@@ -144,10 +148,11 @@ class CUDAGraphDecoder:
     def __init__(self, model: GPT, cache: KVCache, cuda_graph: bool | None = None) -> None:
         cfg = model.config
         device, dtype = model.embed.weight.device, model.embed.weight.dtype
-        want = (cfg.n_kv_heads, cache.max_len, cfg.head_dim)
-        if len(cache.k) != cfg.n_layers or tuple(cache.k[0].shape[1:]) != want:
-            raise ValueError(f"the cache does not fit {cfg.name}: {len(cache.k)} layers of {tuple(cache.k[0].shape)}, "
-                             f"want {cfg.n_layers} of [batch, {', '.join(map(str, want))}]: use model.new_cache()")
+        want = [(cfg.n_kv_heads, n, cfg.head_dim) for n in cache_slots(cfg, cache.max_len)]
+        have = [tuple(k.shape[1:]) for k in cache.k]
+        if have != want:
+            raise ValueError(f"the cache does not fit {cfg.name}: its layers hold [batch, kv heads, positions, head_dim] "
+                             f"{have}, the model needs {want}: use model.new_cache()")
         if cache.k[0].device != device or cache.k[0].dtype != dtype:
             raise ValueError(f"the cache is {cache.k[0].dtype} on {cache.k[0].device}, the model {dtype} on {device}: "
                              "use model.new_cache()")
@@ -178,7 +183,9 @@ class CUDAGraphDecoder:
         """Record the step as a CUDA graph (once); its warm-up writes only at cache.length, which the next step rewrites."""
         if not self.use_graph or self.graph is not None:
             return
-        self._set_position()  # position cache.length: not yet filled, so the warm-up's writes are harmless
+        # Position cache.length is not filled yet, so the warm-up's writes are harmless; in a rolling
+        # buffer they replace position cache.length - window, which no query from here on can see.
+        self._set_position()
         device = self.position.device
         side = torch.cuda.Stream(device)  # warm up off the default stream, as PyTorch's graph docs do
         side.wait_stream(torch.cuda.current_stream(device))

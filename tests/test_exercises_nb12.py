@@ -14,7 +14,7 @@ from gptoss_edu.exercises.nb12 import check_memory_plan
 def by_hand(config: dict, context: int, *, scales: bool = True, expert_bytes: float | None = None,
             gate_up: int = 2, lm_head: bool = True, attn_bias: bool = True, expert_bias: bool = True,
             sinks: bool = True, rest_bytes: int = 2, kv_factor: int = 2, kv_heads: str = "num_key_value_heads",
-            kv_bytes: int = 2, windowed: bool = False, per_token: bool = False, one_layer: bool = False,
+            kv_bytes: int = 2, windowed: bool = True, per_token: bool = False, one_layer: bool = False,
             unit: float = 1) -> dict:
     """Written from scratch (not with nb12's helpers), the way a learner would; knobs make it wrong."""
     d, L, E = config["hidden_size"], config["num_hidden_layers"], config["num_local_experts"]
@@ -71,7 +71,7 @@ def test_the_cases_agree_with_memory_plan_and_the_mistakes_are_all_wrong():
     ({"kv_factor": 1}, "only the keys"),
     ({"kv_heads": "num_attention_heads"}, "query heads"),
     ({"kv_bytes": 4}, "cache in float32"),
-    ({"windowed": True}, "sliding layers at their window"),
+    ({"windowed": False}, "sliding layers for the whole context"),
     ({"per_token": True}, "one position"),
     ({"one_layer": True}, "one layer"),
     ({"unit": 1 / 2**30}, "return bytes, not GiB"),

@@ -36,8 +36,12 @@ def test_checkpoint_bytes_match_the_spec(size):
 @pytest.mark.parametrize("size", ["20b", "120b"])
 def test_kv_cache_per_token_matches_the_spec(size):
     assert memory.kv_cache_bytes(CONFIGS[size], 1) == SPEC_KV_PER_TOKEN[size]
-    assert memory.kv_cache_bytes(CONFIGS[size], 4096, batch=3) == 3 * 4096 * SPEC_KV_PER_TOKEN[size]
+    assert memory.kv_cache_bytes(CONFIGS[size], 128, batch=3) == 3 * 128 * SPEC_KV_PER_TOKEN[size]
     assert memory.kv_cache_bytes(CONFIGS[size], 10, dtype_bytes=4) == 20 * SPEC_KV_PER_TOKEN[size]
+    # SPEC.md: window 128 on the even layers, half of them. Past 128 positions those stop growing.
+    half = SPEC_KV_PER_TOKEN[size] // 2
+    assert memory.kv_cache_bytes(CONFIGS[size], 4096, batch=3) == 3 * (4096 * half + 128 * half)
+    assert memory.kv_cache_bytes(CONFIGS[size], 129) == 129 * half + 128 * half
 
 
 def test_any_config_form_gives_the_same_numbers():
@@ -93,9 +97,15 @@ def test_checkpoint_bytes_equal_a_written_checkpoint(tmp_path, changes):
 
 def test_kv_cache_bytes_equal_the_course_cache():
     cfg = g.preset("gpt-oss-tiny")
-    for batch, context, dtype in ((1, 100, torch.bfloat16), (3, 17, torch.float32)):
+    assert cfg.sliding_window and "sliding_attention" in cfg.layer_types
+    # Shorter, as long as and longer than the window.
+    for batch, context, dtype in ((1, 100, torch.bfloat16), (3, 17, torch.float32),
+                                  (2, cfg.sliding_window, torch.float32), (1, cfg.sliding_window - 1, torch.float16)):
         cache = attention.KVCache(cfg, batch, context, dtype=dtype)
         assert memory.kv_cache_bytes(cfg, context, batch, dtype.itemsize) == cache.nbytes()
+    full = cfg.replace(layer_types=())
+    assert memory.kv_cache_bytes(full, 100) == full.kv_cache_bytes(100) == attention.KVCache(full, 1, 100, dtype=torch.bfloat16).nbytes()
+    assert memory.kv_cache_bytes(cfg, 100) < cfg.kv_cache_bytes(100)
 
 
 # ---- workspace against measured allocations ---------------------------------------------------------
@@ -212,7 +222,7 @@ def test_plan_adds_up_and_says_whether_it_fits():
     cfg = CONFIGS["20b"]
     p = memory.plan(cfg, 4096, gpu_bytes=16 * memory.GiB, prompt_tokens=512)
     assert p.weights == SPEC_CHECKPOINT["20b"]
-    assert p.kv_cache == 4096 * SPEC_KV_PER_TOKEN["20b"]
+    assert p.kv_cache == (4096 + 128) * SPEC_KV_PER_TOKEN["20b"] // 2  # the window layers hold 128
     assert p.workspace == memory.workspace_bytes(cfg, 512, 4096)
     assert p.total == p.weights + p.kv_cache + p.workspace
     assert p.fits is True and p.headroom == 16 * memory.GiB - p.total

@@ -81,6 +81,29 @@ def test_incremental_decoding_equals_full_forward(name, prompt):
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("chunks", [(30,), (3, 10, 1, 7, 9), (8, 8, 1, 13), (1,) * 30])
+def test_sliding_layers_roll_and_chunked_prefill_equals_full_forward(chunks):
+    """Window layers keep only the last window of positions; chunks that cross it still see what they should."""
+    cfg = g.preset("gpt-oss-tiny").replace(vocab_size=500, context_length=64)
+    model = randomize(g.GPT(cfg), seed=len(chunks))
+    ids = torch.randint(0, 500, (2, sum(chunks)))
+    with torch.no_grad():
+        full = model(ids)
+        cache, whole = model.new_cache(2, 40), model.new_cache(2, 40)
+        starts = [sum(chunks[:i]) for i in range(len(chunks))]
+        steps = [model(ids[:, s:s + n], cache) for s, n in zip(starts, chunks)]
+        model(ids, whole)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    W = cfg.sliding_window
+    for layer in range(cfg.n_layers):
+        held = W if cfg.window(layer) else 40
+        assert cache.k[layer].shape == (2, cfg.n_kv_heads, held, cfg.head_dim)
+        # However the 30 positions arrived, each slot holds the same position's key and value.
+        torch.testing.assert_close(cache.k[layer], whole.k[layer], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(cache.v[layer], whole.v[layer], atol=1e-5, rtol=1e-5)
+    assert cache.key_start(0) == 30 - W and cache.key_start(1) == 0
+
+
 def test_greedy_generation_is_the_argmax_of_the_full_forward():
     model = randomize(g.GPT(g.preset("gpt-oss-tiny").replace(vocab_size=300)), seed=4)
     out = generate(model, [5, 6, 7], max_new_tokens=12, temperature=0)

@@ -54,7 +54,7 @@ def _weights(config: dict, *, scales: bool = True, expert_bytes: float | None = 
 
 
 def _kv(config: dict, context: int, *, k_and_v: int = 2, heads: str = "num_key_value_heads", dtype_bytes: int = 2,
-        windowed: bool = False, per_token: bool = False, layers: bool = True) -> int:
+        windowed: bool = True, per_token: bool = False, layers: bool = True) -> int:
     """KV-cache bytes with one knob per typical mistake (the defaults give the right answer)."""
     c = memory.dims(config)
     per_layer_token = k_and_v * c[heads] * c["head_dim"] * dtype_bytes
@@ -98,9 +98,9 @@ def _kv_mistakes(config: dict, context: int) -> dict[str, int]:
         "you used the query heads: keys and values exist only for the num_key_value_heads KV heads "
         "(grouped-query attention)": _kv(config, context, heads="num_attention_heads"),
         "you counted the cache in float32: it is bf16, 2 bytes a number": _kv(config, context, dtype_bytes=4),
-        "you counted the sliding layers at their window only: that is what a ring-buffer cache could keep "
-        "(half the memory at long contexts), but the course's KVCache, like memory.plan, holds every layer "
-        "for the whole context": _kv(config, context, windowed=True),
+        "you counted the sliding layers for the whole context: a sliding_attention layer never looks more "
+        "than sliding_window keys back, so the course's KVCache keeps only its last sliding_window positions "
+        "(a rolling buffer, notebook 06)": _kv(config, context, windowed=False),
         "you gave the bytes of one position: multiply by the context": _kv(config, context, per_token=True),
         "you counted one layer: every layer has its own keys and values": _kv(config, context, layers=False),
         "your answer is in bits: return bytes (divide by 8)": right * 8,
