@@ -366,6 +366,10 @@ def main(args: argparse.Namespace) -> int:
         r["decode_bytes"] = {ctx: decode_bytes(runner.model, cfg, ctx, kv_bytes) for ctx in args.contexts}
         r["decode_ceiling_fraction"] = {ctx: r["decode"][ctx] * r["decode_bytes"][ctx] / bw for ctx in args.contexts}
         results[runner.name] = r
+        # Each path's figures as soon as they exist, so a run stopped by a time limit keeps them.
+        print(table_row(runner.name, r, args.contexts), flush=True)
+        if args.json:
+            write_json(args.json, cfg, name, versions, bw, results, skipped, args, quiet=True)
 
     def fits(extra_bytes: int) -> bool:
         if device.type != "cuda":
@@ -410,6 +414,14 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def table_row(name: str, r: dict[str, Any], contexts: list[int]) -> str:
+    """One path's line of the results table."""
+    line = f"{name:<14}{r['prefill_tokens_per_s']:>20.1f}"
+    for ctx in contexts:
+        line += f"{r['decode'][ctx]:>20.2f} ({100 * r['decode_ceiling_fraction'][ctx]:5.1f}%)"
+    return line + (f"{r['peak_gib']:>10.2f}" if "peak_gib" in r else f"{'n/a':>10}")
+
+
 def report(results: dict[str, dict[str, Any]], skipped: dict[str, str], args: argparse.Namespace, bw: float) -> None:
     head = f"{'path':<14}{'prefill ' + str(args.prompt) + ' tok/s':>20}"
     for ctx in args.contexts:
@@ -417,11 +429,7 @@ def report(results: dict[str, dict[str, Any]], skipped: dict[str, str], args: ar
     head += f"{'peak GiB':>10}"
     print("\n" + head)
     for name, r in results.items():
-        line = f"{name:<14}{r['prefill_tokens_per_s']:>20.1f}"
-        for ctx in args.contexts:
-            line += f"{r['decode'][ctx]:>20.2f} ({100 * r['decode_ceiling_fraction'][ctx]:5.1f}%)"
-        line += f"{r['peak_gib']:>10.2f}" if "peak_gib" in r else f"{'n/a':>10}"
-        print(line)
+        print(table_row(name, r, args.contexts))
     for name, why in skipped.items():
         print(f"{name:<14}skipped: {why}")
     for name, r in results.items():
@@ -442,7 +450,8 @@ def report(results: dict[str, dict[str, Any]], skipped: dict[str, str], args: ar
 
 
 def write_json(path: Path, cfg: g.ModelConfig, device_name: str, versions: dict[str, str], bw: float,
-               results: dict[str, dict[str, Any]], skipped: dict[str, str], args: argparse.Namespace) -> None:
+               results: dict[str, dict[str, Any]], skipped: dict[str, str], args: argparse.Namespace,
+               quiet: bool = False) -> None:
     data = {
         "model": cfg.name, "layers": cfg.n_layers, "device": device_name, "versions": versions,
         "copy_bandwidth_bytes_per_s": bw, "prompt": args.prompt, "decode_steps": args.decode_steps,
@@ -452,7 +461,8 @@ def write_json(path: Path, cfg: g.ModelConfig, device_name: str, versions: dict[
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
     tmp.replace(path)  # never a half-written file
-    print(f"wrote {path}")
+    if not quiet:
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

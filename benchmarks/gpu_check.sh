@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Everything a GPU has to answer for this repository, in one run: the kernel and static-decode
+# tests on the GPU (bf16 included, CUDA graphs recorded and replayed), then the gpt-oss-20b
+# benchmark. Meant for a lent GPU machine whose Python already has torch, triton, transformers
+# and pytest, with this repository copied but not installed. Each step has a time limit; logs,
+# a summary and the benchmark's JSON (written after every path) go to $OUT.
+#
+#   OUT=gpu-check bash benchmarks/gpu_check.sh            # default limits: tests 240 s, benchmark 480 s
+#   TESTS_S=120 BENCH_S=300 OUT=/tmp/x bash benchmarks/gpu_check.sh -- --paths triton triton+graph
+#
+# Arguments after `--` go to bench_gptoss20b.py. Without a GPU the tests run in Triton's
+# interpreter and the benchmark only says what it would need.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu-check}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT"
+[ "${1:-}" = "--" ] && shift
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+
+# pyproject.toml maps the import name gptoss_kernels onto kernels/; without an install a link does it.
+shim=$(mktemp -d)
+ln -s "$PWD/kernels" "$shim/gptoss_kernels"
+export PYTHONPATH="$PWD:$shim${PYTHONPATH:+:$PYTHONPATH}"
+
+{
+    date -u +"%Y-%m-%d %H:%M UTC"
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+    "$PY" -c "import sys, torch, triton; print('python', sys.version.split()[0], '| torch', torch.__version__, \
+'| triton', triton.__version__, '| cuda', torch.cuda.is_available())"
+    "$PY" -c "import transformers; print('transformers', transformers.__version__)" 2>/dev/null || echo "no transformers"
+} 2>&1 | tee "$OUT/machine.txt"
+
+step() {  # step NAME SECONDS COMMAND...: run it under a limit, keep its log, record its exit status
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name (limit ${limit} s)"
+    local t0=$SECONDS
+    timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
+    local rc=${PIPESTATUS[0]}
+    echo "$name: exit $rc after $((SECONDS - t0)) s$([ "$rc" = 124 ] && echo ' (time limit)')" | tee -a "$OUT/summary.txt"
+}
+
+step tests "${TESTS_S:-240}" "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_kernels.py tests/test_static_decode.py
+step benchmark "${BENCH_S:-480}" "$PY" benchmarks/bench_gptoss20b.py --json "$OUT/bench.json" "$@"
+cat "$OUT/summary.txt"
