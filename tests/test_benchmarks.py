@@ -1,0 +1,58 @@
+"""The GPU benchmark and the GPU check script, run end to end on the CPU (--smoke: a tiny model,
+kernels in Triton's interpreter): they must work before a GPU session spends time on them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PATHS = ["triton", "triton+graph", "torch", "transformers"]
+
+
+def run(cmd: list[str], **env: str) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRITON_INTERPRET": "1", **env}
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=full_env, timeout=600)
+
+
+@pytest.mark.slow
+def test_benchmark_smoke_runs_every_path(tmp_path):
+    out = tmp_path / "bench.json"
+    done = run([sys.executable, "benchmarks/bench_gptoss20b.py", "--smoke", "--json", str(out)])
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads(out.read_text())
+    assert list(data["results"]) == PATHS and not data["skipped"]
+    for name, r in data["results"].items():
+        assert r["prefill_tokens_per_s"] > 0, name
+        assert set(r["decode"]) == {"16", "40"} and all(v > 0 for v in r["decode"].values()), name
+    # The graph path's static step computes what model(ids, cache) does (float32 on the CPU).
+    assert data["results"]["triton+graph"]["static_decode_max_diff"] < 1e-4
+    for name in PATHS[1:]:  # every path ran the same weights as the triton one
+        line = next(l for l in done.stdout.splitlines() if l.startswith(f"same weights check: last prefill logits, {name} "))
+        assert float(line.split("max |diff| ")[1].split()[0]) < 1e-4, line
+
+
+def test_benchmark_without_a_gpu_says_what_it_needs():
+    if __import__("torch").cuda.is_available():
+        pytest.skip("there is a GPU here: the benchmark would run for real")
+    done = run([sys.executable, "benchmarks/bench_gptoss20b.py"])
+    assert done.returncode == 0 and "No CUDA GPU here" in done.stdout and "12.8 GiB" in done.stdout
+
+
+@pytest.mark.slow
+def test_gpu_check_keeps_logs_summary_and_json_and_reports_a_time_limit(tmp_path):
+    out = tmp_path / "check"
+    done = run(["bash", "benchmarks/gpu_check.sh", "--", "--smoke", "--paths", "torch"],
+               OUT=str(out), PYTHON=sys.executable, TESTS_S="1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = (out / "summary.txt").read_text()
+    assert "tests: exit 124" in summary and "(time limit)" in summary  # 1 s is too short for the tests
+    assert "benchmark: exit 0" in summary
+    assert "torch" in (out / "machine.txt").read_text()
+    assert list(json.loads((out / "bench.json").read_text())["results"]) == ["torch"]
+    assert (out / "tests.log").exists() and "decode@16 tok/s" in (out / "benchmark.log").read_text()
