@@ -1,4 +1,5 @@
-"""Small random models with unit-scale outputs, shared by the parity and checkpoint tests."""
+"""Shared by the parity and checkpoint tests: small random models with unit-scale outputs, and
+transformers' reading of a gpt-oss checkpoint to compare them with."""
 
 from __future__ import annotations
 
@@ -22,3 +23,13 @@ def randomize(model: g.GPT, seed: int = 0, std: float = 0.08) -> g.GPT:
         else:
             p.copy_(std * noise * (4 if "embed" in name else 1))
     return model.eval()
+
+
+def transformers_gptoss(path) -> torch.nn.Module:
+    """transformers' GptOssForCausalLM of an MXFP4 checkpoint folder, experts dequantized, all float32."""
+    from transformers import GptOssForCausalLM, Mxfp4Config
+
+    model = GptOssForCausalLM.from_pretrained(path, quantization_config=Mxfp4Config(dequantize=True),
+                                              dtype=torch.float32)
+    # .float(): transformers 5.17 dequantizes the experts to bf16 whatever dtype asks for (5.23: float32).
+    return model.float().eval()

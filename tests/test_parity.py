@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, GptOssForCausalLM, Mxfp4Config
+from transformers import GPT2Config, GPT2LMHeadModel
 
 import gptoss_edu as g
-from random_weights import randomize
+from random_weights import randomize, transformers_gptoss
 
 ATOL = 1e-4
 
@@ -72,8 +72,7 @@ def test_gptoss_matches_transformers(shape, tmp_path):
     ours = randomize(g.GPT(cfg), seed=shape["d_model"])
     path = g.write_checkpoint(ours, tmp_path / "ck", max_shard_bytes=60_000)  # real layout: bf16 + MXFP4, sharded
     assert (path / "model.safetensors.index.json").exists()
-    ref = GptOssForCausalLM.from_pretrained(path, quantization_config=Mxfp4Config(dequantize=True),
-                                            dtype=torch.float32).eval()
+    ref = transformers_gptoss(path)
     loaded = g.load_model(path)
     packed = g.load_model(path, keep_mxfp4=True)
     ids = torch.randint(0, cfg.vocab_size, (2, shape["T"]))
@@ -89,8 +88,7 @@ def test_gptoss_matches_transformers(shape, tmp_path):
 def test_gptoss_router_picks_the_same_experts_as_transformers(tmp_path):
     cfg = gptoss_config(GPTOSS_SHAPES[1])
     ours = g.write_checkpoint(randomize(g.GPT(cfg), seed=7), tmp_path / "ck")
-    ref = GptOssForCausalLM.from_pretrained(ours, quantization_config=Mxfp4Config(dequantize=True),
-                                            dtype=torch.float32).eval()
+    ref = transformers_gptoss(ours)
     model = g.load_model(ours)
     x = torch.randn(20, cfg.d_model)
     _, w_ours, i_ours = model.blocks[1].mlp.router(x)

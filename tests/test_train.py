@@ -323,11 +323,10 @@ def test_shipped_checkpoint_answers_in_the_final_channel_and_stops():
 
 def test_shipped_checkpoint_matches_transformers_with_tied_embeddings():
     """transformers reads the tied, MXFP4 checkpoint to the same logits as the course's loader."""
-    from transformers import GptOssForCausalLM, Mxfp4Config
+    from random_weights import transformers_gptoss
 
     ours = g.load_model(SHIPPED)
-    theirs = GptOssForCausalLM.from_pretrained(SHIPPED, quantization_config=Mxfp4Config(dequantize=True),
-                                               dtype=torch.float32).eval()
+    theirs = transformers_gptoss(SHIPPED)
     assert theirs.lm_head.weight.data_ptr() == theirs.model.embed_tokens.weight.data_ptr()  # tied there too
     ids = torch.tensor([[200006, 1428, 200008, 14999, 382, 1354, 30, 200007, 200006, 173781] * 4])
     with torch.no_grad():
