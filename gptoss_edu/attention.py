@@ -35,12 +35,9 @@ class KVCache:
         """Whether ``layer`` keeps a rolling buffer shorter than the cache (a sliding-window layer)."""
         return self.slots[layer] < self.max_len
 
-    def key_start(self, layer: int) -> int:
-        """The position of the first key the next ``update`` of ``layer`` returns (0 unless it rolled)."""
-        return max(0, self.length - self.slots[layer])
-
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store this step's keys and values for ``layer``; return the held ones, from ``key_start`` on, in order."""
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Store this step's keys and values for ``layer``; return the keys and values its queries attend
+        over, and the index among them of the step's first query (its position, until the layer rolls)."""
         start, end = self.length, self.length + k.shape[2]
         if end > self.max_len:
             raise ValueError(f"the KV cache holds {self.max_len} positions; this step needs {end}")
@@ -48,9 +45,17 @@ class KVCache:
         if end <= n:  # nothing has rolled over yet: position p sits in slot p
             keys[:, :, start:end] = k
             values[:, :, start:end] = v
-            return keys[:, :, :end], values[:, :, :end]
-        # The step's first queries may still need keys this write overwrites: read them first.
-        lo = self.key_start(layer)
+            return keys[:, :, :end], values[:, :, :end], start
+        if k.shape[2] == 1:
+            # Decoding one token: once it is written, the buffer holds exactly the window it sees.
+            # Softmax does not care about their order, so the query reads them as the last of n.
+            slot = start % n
+            keys[:, :, slot:slot + 1] = k
+            values[:, :, slot:slot + 1] = v
+            return keys, values, n - 1
+        # Several new positions: the first queries may need keys this write overwrites, so read the
+        # held ones first, in position order, and put the step's own after them.
+        lo = max(0, start - n)
         held = torch.arange(lo, start, device=k.device) % n
         old_k, old_v = keys.index_select(2, held), values.index_select(2, held)
         first = max(start, end - n)  # only the step's last n positions stay
@@ -58,8 +63,8 @@ class KVCache:
         keys.index_copy_(2, slots, k[:, :, first - start:])
         values.index_copy_(2, slots, v[:, :, first - start:])
         if lo == start:  # nothing held before this step (a long first prompt)
-            return k, v
-        return torch.cat((old_k, k), dim=2), torch.cat((old_v, v), dim=2)
+            return k, v, 0
+        return torch.cat((old_k, k), dim=2), torch.cat((old_v, v), dim=2), start - lo
 
     def nbytes(self) -> int:
         """Bytes held by the cache."""
@@ -135,9 +140,8 @@ class Attention(nn.Module):
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         q_start = 0
         if cache is not None:
-            # Positions count from the first key the cache returns: masks see only differences.
-            q_start = cache.length - cache.key_start(self.layer)
-            k, v = cache.update(self.layer, k, v)
+            # q_start counts from the first key returned: masks only look at differences.
+            k, v, q_start = cache.update(self.layer, k, v)
         dropout = self.dropout if self.training else 0.0
         if self.backend == "triton" and not dropout:
             from gptoss_kernels.attention import attention

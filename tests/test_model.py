@@ -101,7 +101,30 @@ def test_sliding_layers_roll_and_chunked_prefill_equals_full_forward(chunks):
         # However the 30 positions arrived, each slot holds the same position's key and value.
         torch.testing.assert_close(cache.k[layer], whole.k[layer], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(cache.v[layer], whole.v[layer], atol=1e-5, rtol=1e-5)
-    assert cache.key_start(0) == 30 - W and cache.key_start(1) == 0
+
+
+def test_kv_cache_update_returns_what_the_step_attends_over():
+    """Keys whose values are their positions show which positions update() hands back, and in what order."""
+    cfg = g.preset("gpt-oss-tiny").replace(context_length=64)
+    W = cfg.sliding_window
+    cache = g.attention.KVCache(cfg, 1, 40)
+
+    def step(n: int) -> tuple[list[int], int]:
+        pos = torch.arange(cache.length, cache.length + n, dtype=torch.float32)
+        k = pos.reshape(1, 1, n, 1).expand(1, cfg.n_kv_heads, n, cfg.head_dim)
+        keys, values, q_start = cache.update(0, k, k)
+        full, _, q_full = cache.update(1, k, k)  # layer 1 is full attention
+        assert torch.equal(keys, values) and q_full == cache.length and full.shape[2] == cache.length + n
+        cache.length += n
+        return keys[0, 0, :, 0].int().tolist(), q_start
+
+    assert step(3) == ([0, 1, 2], 0)                      # not rolled yet: position = slot
+    assert step(9) == (list(range(12)), 3)                # crosses the window: held 0..2 first, in order
+    assert step(1) == ([8, 9, 10, 11, 12, 5, 6, 7], 7)   # one token: the buffer as it lies, all visible
+    assert step(4) == (list(range(5, 17)), 8)             # held 5..12 in order (5 masked), then 13..16
+    assert cache.k[0][0, 0, :, 0].int().tolist() == [16, 9, 10, 11, 12, 13, 14, 15]
+    assert step(20) == (list(range(9, 37)), 8)            # longer than the window: keeps its last 8
+    assert sorted(cache.k[0][0, 0, :, 0].int().tolist()) == list(range(37 - W, 37))
 
 
 def test_greedy_generation_is_the_argmax_of_the_full_forward():
