@@ -56,3 +56,11 @@ def test_gpu_check_keeps_logs_summary_and_json_and_reports_a_time_limit(tmp_path
     assert "torch" in (out / "machine.txt").read_text()
     assert list(json.loads((out / "bench.json").read_text())["results"]) == ["torch"]
     assert (out / "tests.log").exists() and "decode@16 tok/s" in (out / "benchmark.log").read_text()
+
+
+def test_gpu_check_runs_only_the_steps_asked_for(tmp_path):
+    out = tmp_path / "check"
+    done = run(["bash", "benchmarks/gpu_check.sh"], OUT=str(out), PYTHON=sys.executable, STEPS="benchmark")
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = (out / "summary.txt").read_text()
+    assert "benchmark: exit 0" in summary and "tests:" not in summary and not (out / "tests.log").exists()
