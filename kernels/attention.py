@@ -2,7 +2,8 @@
 
 Two kernels share one idea, the online softmax: walk over the keys a tile at a time, keep for
 every query row the running maximum ``m``, the running denominator ``l`` and the running
-weighted sum of values ``acc``, and rescale them whenever the maximum grows. A sink is one more
+weighted sum of values ``acc``, and rescale them whenever the maximum grows (``_attend_tile``,
+one tile's step, which both kernels call). A sink is one more
 logit in every row that has no value attached: starting with ``m = sink`` and ``l = 1``
 (that is, ``exp(sink - m)``) folds it into the denominator for free.
 
@@ -25,6 +26,29 @@ LOG2E = math.log2(math.e)
 # attention() uses the decode kernel while the query rows per KV head (queries x heads per KV head)
 # stay this few: 16 new tokens for gpt-oss's 8 query heads per KV head.
 DECODE_MAX_ROWS = 128
+
+
+@triton.jit
+def _attend_tile(q, q_pos, k_base, v_base, offs_n, n_mask, offs_d, d_mask, window, qk_scale,
+                 m_i, l_i, acc, skt, skd, svt, svd, DOT_PREC: tl.constexpr):
+    """One tile of keys in the online softmax: scores, causal/window mask, rescale; the new (m, l, acc)."""
+    kt = tl.load(k_base + offs_n[None, :] * skt + offs_d[:, None] * skd,
+                 mask=n_mask[None, :] & d_mask[:, None], other=0.0)  # [BLOCK_D, BLOCK_N]
+    s = tl.dot(q, kt, input_precision=DOT_PREC) * qk_scale
+    delta = q_pos[:, None] - offs_n[None, :]
+    allowed = (delta >= 0) & (delta < window) & n_mask[None, :]
+    s = tl.where(allowed, s, float("-inf"))
+
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    # A row that has seen no key yet keeps m = -inf; subtracting 0 instead avoids -inf - -inf.
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m_i - m_safe)
+    p = tl.exp2(s - m_safe[:, None])
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    v = tl.load(v_base + offs_n[:, None] * svt + offs_d[None, :] * svd,
+                mask=n_mask[:, None] & d_mask[None, :], other=0.0)  # [BLOCK_N, BLOCK_D]
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+    return m_new, l_i, acc
 
 
 # Lengths and positions change every decode step: compiling a variant per divisibility would stall.
@@ -70,24 +94,8 @@ def _attn_prefill_kernel(
     v_base = v_ptr + b * svb + hkv * svh
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        n_mask = offs_n < Tk
-        kt = tl.load(k_base + offs_n[None, :] * skt + offs_d[:, None] * skd,
-                     mask=n_mask[None, :] & d_mask[:, None], other=0.0)  # [BLOCK_D, BLOCK_N]
-        s = tl.dot(q, kt, input_precision=DOT_PREC) * qk_scale
-        delta = q_pos[:, None] - offs_n[None, :]
-        allowed = (delta >= 0) & (delta < window) & n_mask[None, :]
-        s = tl.where(allowed, s, float("-inf"))
-
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        # A row that has seen no key yet keeps m = -inf; subtracting 0 instead avoids -inf - -inf.
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp2(m_i - m_safe)
-        p = tl.exp2(s - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        v = tl.load(v_base + offs_n[:, None] * svt + offs_d[None, :] * svd,
-                    mask=n_mask[:, None] & d_mask[None, :], other=0.0)  # [BLOCK_N, BLOCK_D]
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
-        m_i = m_new
+        m_i, l_i, acc = _attend_tile(q, q_pos, k_base, v_base, offs_n, offs_n < Tk, offs_d, d_mask, window,
+                                     qk_scale, m_i, l_i, acc, skt, skd, svt, svd, DOT_PREC)
 
     # Every real row saw at least its own key (l > 0); padding rows past Tq divide by 1, unstored.
     out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
@@ -137,22 +145,8 @@ def _attn_decode_kernel(
     v_base = v_ptr + b * svb + hkv * svh
     for start_n in range(start, end, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        n_mask = offs_n < end
-        kt = tl.load(k_base + offs_n[None, :] * skt + offs_d[:, None] * skd,
-                     mask=n_mask[None, :] & d_mask[:, None], other=0.0)
-        s = tl.dot(q, kt, input_precision=DOT_PREC) * qk_scale
-        delta = q_pos[:, None] - offs_n[None, :]
-        allowed = (delta >= 0) & (delta < window) & n_mask[None, :]
-        s = tl.where(allowed, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp2(m_i - m_safe)
-        p = tl.exp2(s - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        v = tl.load(v_base + offs_n[:, None] * svt + offs_d[None, :] * svd,
-                    mask=n_mask[:, None] & d_mask[None, :], other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
-        m_i = m_new
+        m_i, l_i, acc = _attend_tile(q, q_pos, k_base, v_base, offs_n, offs_n < end, offs_d, d_mask, window,
+                                     qk_scale, m_i, l_i, acc, skt, skd, svt, svd, DOT_PREC)
 
     if FINAL:
         out = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]  # padding rows only

@@ -149,22 +149,29 @@ def _down_matvec_kernel(
 
 
 @triton.jit
+def _tile_rows(order_ptr, tile_expert_ptr, tile_start_ptr, tile_end_ptr, BLOCK_M: tl.constexpr):
+    """This program's tile: its expert, its rows and their mask, and the (token, slot) pair of each row."""
+    tile = tl.program_id(0)
+    e = tl.load(tile_expert_ptr + tile).to(tl.int64)
+    row_start = tl.load(tile_start_ptr + tile)
+    row_end = tl.load(tile_end_ptr + tile)
+    # Rows of a tile are positions in the expert-sorted list of (token, slot) pairs.
+    offs_m = row_start + tl.arange(0, BLOCK_M)
+    m_mask = offs_m < row_end
+    pair = tl.load(order_ptr + offs_m, mask=m_mask, other=0)
+    return e, offs_m, m_mask, pair
+
+
+@triton.jit
 def _gate_up_grouped_kernel(
     x_ptr, order_ptr, tile_expert_ptr, tile_start_ptr, tile_end_ptr, blk_ptr, scl_ptr, bias_ptr, h_ptr,
     I, K, stride_x, alpha, limit,
     ROW_BYTES: tl.constexpr, DOT_PREC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_B: tl.constexpr,
 ):
-    tile = tl.program_id(0)
     pid_i = tl.program_id(1)
     G = ROW_BYTES // 16
-    e = tl.load(tile_expert_ptr + tile).to(tl.int64)
-    row_start = tl.load(tile_start_ptr + tile)
-    row_end = tl.load(tile_end_ptr + tile)
-    # Rows of this tile are positions in the expert-sorted list of (token, slot) pairs.
-    offs_m = row_start + tl.arange(0, BLOCK_M)
-    m_mask = offs_m < row_end
-    pair = tl.load(order_ptr + offs_m, mask=m_mask, other=0)
+    e, offs_m, m_mask, pair = _tile_rows(order_ptr, tile_expert_ptr, tile_start_ptr, tile_end_ptr, BLOCK_M)
     token = pair // K
     offs_i = pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
     i_mask = offs_i < I
@@ -202,15 +209,9 @@ def _down_grouped_kernel(
     ROW_BYTES: tl.constexpr, DOT_PREC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
 ):
-    tile = tl.program_id(0)
     pid_n = tl.program_id(1)
     G = ROW_BYTES // 16
-    e = tl.load(tile_expert_ptr + tile).to(tl.int64)
-    row_start = tl.load(tile_start_ptr + tile)
-    row_end = tl.load(tile_end_ptr + tile)
-    offs_m = row_start + tl.arange(0, BLOCK_M)
-    m_mask = offs_m < row_end
-    pair = tl.load(order_ptr + offs_m, mask=m_mask, other=0)
+    e, offs_m, m_mask, pair = _tile_rows(order_ptr, tile_expert_ptr, tile_start_ptr, tile_end_ptr, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = offs_n < D
     rows = e * D + offs_n
