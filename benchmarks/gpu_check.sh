@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Everything a GPU has to answer for this repository, in one run: the kernel and static-decode
-# tests on the GPU (bf16 included, CUDA graphs recorded and replayed), then the gpt-oss-20b
-# benchmark. Meant for a lent GPU machine whose Python already has torch, triton, transformers
+# tests on the GPU (bf16 included, CUDA graphs recorded and replayed), a terminal chat with the
+# shipped tiny checkpoint on the Triton path (loaded in bf16, as notebook 12 loads gpt-oss-20b),
+# then the gpt-oss-20b benchmark. Meant for a lent GPU machine whose Python already has torch, triton, transformers
 # and pytest, with this repository copied but not installed. Each step has a time limit; logs,
 # a summary and the benchmark's JSON (written after every path) go to $OUT.
 #
-#   OUT=gpu-check bash benchmarks/gpu_check.sh            # limits: tests 150 s, benchmark 420 s
+#   OUT=gpu-check bash benchmarks/gpu_check.sh            # limits: tests 150 s, chat 60 s, benchmark 360 s
 #   STEPS=benchmark BENCH_S=540 OUT=/tmp/x bash benchmarks/gpu_check.sh -- --paths triton triton+graph
 #
 # The default limits add up to under 10 minutes (with start-up), the most one command may take
-# on a lent machine; STEPS (default "tests benchmark") runs only some steps, to split a run in two.
+# on a lent machine; STEPS (default "tests chat benchmark") runs only some, to split a run in two.
 # Arguments after `--` go to bench_gptoss20b.py. Without a GPU the tests run in Triton's
 # interpreter and the benchmark only says what it would need.
 set -uo pipefail
@@ -43,11 +44,16 @@ step() {  # step NAME SECONDS COMMAND...: run it under a limit, keep its log, re
     echo "$name: exit $rc after $((SECONDS - t0)) s$([ "$rc" = 124 ] && echo ' (time limit)')" | tee -a "$OUT/summary.txt"
 }
 
-STEPS=" ${STEPS:-tests benchmark} "
+STEPS=" ${STEPS:-tests chat benchmark} "
 if [[ $STEPS == *" tests "* ]]; then
     step tests "${TESTS_S:-150}" "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_kernels.py tests/test_static_decode.py
 fi
+if [[ $STEPS == *" chat "* ]]; then
+    # Greedy, so a rerun on the same machine prints the same reply; Ctrl-D (end of input) quits.
+    step chat "${CHAT_S:-60}" bash -c "printf 'Who is there?\nAnd what do you want?\n' | \"$PY\" -m gptoss_edu chat \
+        --model data/tiny-gpt-oss --backend triton --temperature 0 --max-new-tokens 96"
+fi
 if [[ $STEPS == *" benchmark "* ]]; then
-    step benchmark "${BENCH_S:-420}" "$PY" benchmarks/bench_gptoss20b.py --json "$OUT/bench.json" "$@"
+    step benchmark "${BENCH_S:-360}" "$PY" benchmarks/bench_gptoss20b.py --json "$OUT/bench.json" "$@"
 fi
 cat "$OUT/summary.txt"

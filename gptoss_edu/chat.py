@@ -54,11 +54,12 @@ def load_chat_model(path: Path, device: str, backend: str = "torch") -> GPT:
     on_gpu = device.startswith("cuda")
     dtype = torch.bfloat16 if on_gpu else torch.float32
     packed = (raw.get("quantization_config") or {}).get("quant_method") == "mxfp4" and cfg.is_moe
-    # MXFP4 experts stay packed on a GPU (dequantized, gpt-oss-20b would not fit 16 GB) and on a CPU
-    # when dense float32 experts would take more than a quarter of the RAM; a small model is
-    # dequantized once on a CPU, where unpacking every expert at every token would be slow.
+    # MXFP4 experts stay packed on a GPU (dequantized, gpt-oss-20b would not fit 16 GB), for the Triton
+    # kernels (they read the packed bytes), and on a CPU when dense float32 experts would take more
+    # than a quarter of the RAM; otherwise a small model is dequantized once on a CPU, where
+    # unpacking every expert at every token would be slow.
     ram = total_ram()
-    keep = packed and (on_gpu or ram is None or cfg.param_counts()["total"] * 4 > ram // 4)
+    keep = packed and (on_gpu or backend == "triton" or ram is None or cfg.param_counts()["total"] * 4 > ram // 4)
     model = load_model(path, device=device, dtype=dtype, keep_mxfp4=keep)
     return model.set_backend(backend)
 

@@ -322,3 +322,17 @@ def test_experts_are_dequantized_on_cpu_only_when_they_fit(monkeypatch):
     monkeypatch.setattr(chat, "total_ram", lambda: 4 * tiny.config.param_counts()["total"] * 4 - 1)
     small_ram = chat.load_chat_model(folder, "cpu")
     assert all(m.packed for m in small_ram.modules() if isinstance(m, Experts))
+
+
+def test_the_triton_backend_keeps_the_experts_packed_even_when_they_would_fit():
+    """The Triton MoE kernels read the MXFP4 bytes: --backend triton on a CPU must not dequantize them."""
+    import torch
+
+    from gptoss_edu.moe import Experts
+
+    folder = Path(__file__).resolve().parents[1] / "data" / "tiny-gpt-oss"
+    on_triton = chat.load_chat_model(folder, "cpu", "triton")  # kernels in Triton's interpreter here
+    assert all(m.packed for m in on_triton.modules() if isinstance(m, Experts))
+    ids = torch.tensor([[200006, 1428, 200008, 14999, 382]])
+    with torch.no_grad():
+        torch.testing.assert_close(on_triton(ids), chat.load_chat_model(folder, "cpu")(ids), rtol=1e-4, atol=1e-4)
