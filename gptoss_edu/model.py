@@ -53,22 +53,6 @@ class GPT(nn.Module):
         if not any(p.is_meta for p in self.parameters()):
             self.reset_parameters()
 
-    @classmethod
-    def build(cls, cfg: ModelConfig, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-              packed_experts: bool = False) -> "GPT":
-        """A randomly initialised model made directly on ``device`` in ``dtype`` (no float32 detour)."""
-        with torch.device("meta"):
-            model = cls(cfg, packed_experts)
-        model.to_empty(device=device)
-        for name, p in model.named_parameters():
-            p.data = p.data.to(dtype)
-        if model.rotary is not None:  # a computed buffer: rebuild it for real
-            model.rotary = Rotary(cfg).to(device)
-        if cfg.tie_embeddings:
-            model.lm_head.weight = model.embed.weight
-        model.reset_parameters()
-        return model
-
     @torch.no_grad()
     def reset_parameters(self, std: float = 0.02) -> None:
         """GPT-2's initialisation: N(0, 0.02), output projections scaled by 1/sqrt(2 * layers)."""

@@ -62,6 +62,9 @@ def test_bad_configs_are_named():
         memory.kv_cache_bytes(cfg, 1)
     with pytest.raises(ValueError, match="no experts"):
         memory.checkpoint_bytes(g.preset("gpt2-124m"))
+    short = dict(CONFIGS["20b"], layer_types=CONFIGS["20b"]["layer_types"][:-1])
+    with pytest.raises(ValueError, match="23 layer_types for 24 layers"):
+        memory.kv_cache_bytes(short, 4096)
     with pytest.raises(ValueError, match="multiples of 32"):
         memory.checkpoint_bytes({**CONFIGS["20b"], "intermediate_size": 2880 + 16})
 

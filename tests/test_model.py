@@ -125,6 +125,10 @@ def test_kv_cache_update_returns_what_the_step_attends_over():
     assert cache.k[0][0, 0, :, 0].int().tolist() == [16, 9, 10, 11, 12, 13, 14, 15]
     assert step(20) == (list(range(9, 37)), 8)            # longer than the window: keeps its last 8
     assert sorted(cache.k[0][0, 0, :, 0].int().tolist()) == list(range(37 - W, 37))
+    with pytest.raises(ValueError, match="holds 40 positions; this step needs 41"):
+        cache.update(1, torch.zeros(1, cfg.n_kv_heads, 4, cfg.head_dim), torch.zeros(1, cfg.n_kv_heads, 4, cfg.head_dim))
+    with pytest.raises(ValueError, match="a cache of 65 positions exceeds the context length 64"):
+        g.attention.KVCache(cfg, 1, 65)
 
 
 def test_greedy_generation_is_the_argmax_of_the_full_forward():
