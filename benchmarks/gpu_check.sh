@@ -11,6 +11,10 @@
 #
 # The default limits add up to under 10 minutes (with start-up), the most one command may take
 # on a lent machine; STEPS (default "tests chat benchmark") runs only some, to split a run in two.
+# STEPS=notebooks runs notebooks 10 and 12 on the GPU (their GPU branches; notebook 12 on the tiny
+# checkpoint, since the machine cannot download gpt-oss-20b), saving the executed copies under
+# $OUT/notebooks; the image has no Jupyter, so first run scripts/device_wheels.sh here and carry
+# .whl with the tree.
 # Arguments after `--` go to bench_gptoss20b.py. Without a GPU the tests run in Triton's
 # interpreter and the benchmark only says what it would need.
 set -uo pipefail
@@ -52,6 +56,21 @@ if [[ $STEPS == *" chat "* ]]; then
     # Greedy, so a rerun on the same machine prints the same reply; Ctrl-D (end of input) quits.
     step chat "${CHAT_S:-60}" bash -c "printf 'Who is there?\nAnd what do you want?\n' | \"$PY\" -m gptoss_edu chat \
         --model data/tiny-gpt-oss --backend triton --temperature 0 --max-new-tokens 96"
+fi
+if [[ $STEPS == *" notebooks "* ]]; then
+    if [ -d .whl ]; then  # Jupyter's kernel machinery, from scripts/device_wheels.sh
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+        export PYTHONPATH="/tmp/site:$PYTHONPATH"
+    fi
+    run_notebooks() {
+        "$PY" scripts/execute_notebooks.py --timeout 240 --out "$OUT/notebooks" notebooks/10_triton_kernels.ipynb
+        local rc10=$?
+        "$PY" scripts/execute_notebooks.py --timeout 240 --out "$OUT/notebooks" \
+            --set "MODEL = '$PWD/data/tiny-gpt-oss'" notebooks/12_gpt_oss_20b.ipynb && return $rc10
+    }
+    export -f run_notebooks
+    export PY OUT
+    step notebooks "${NOTEBOOKS_S:-300}" bash -c run_notebooks
 fi
 if [[ $STEPS == *" benchmark "* ]]; then
     step benchmark "${BENCH_S:-360}" "$PY" benchmarks/bench_gptoss20b.py --json "$OUT/bench.json" "$@"

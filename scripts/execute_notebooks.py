@@ -1,0 +1,69 @@
+"""Run notebooks top to bottom and save them with their outputs (in place, or as copies in --out).
+
+    python scripts/execute_notebooks.py notebooks/06_sliding_window_sinks.ipynb   # refresh stored outputs
+    python scripts/execute_notebooks.py --out gpu-run notebooks/1[02]_*.ipynb     # keep the originals
+    python scripts/execute_notebooks.py --out run --set 'MODEL="/path/to/checkpoint"' notebooks/12_*.ipynb
+
+The kernel runs in the notebooks' folder, as JupyterLab and nbval run it. ``--set NAME=EXPR``
+adds a cell ``NAME = EXPR`` right after the notebook's settings cell (the one tagged
+``parameters``, as papermill does), so a run can change a setting without editing the notebook.
+A cell that raises stops its notebook: the copy is saved as far as it ran, and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="+", type=Path)
+    parser.add_argument("--out", type=Path, default=None, help="write executed copies here instead of in place")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds a cell may run (default: 1800)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=EXPR",
+                        help="a setting to override after the cell tagged 'parameters' (repeatable)")
+    args = parser.parse_args(argv)
+    for item in args.set:
+        name, _, expr = item.partition("=")
+        if not name.strip().isidentifier() or not expr.strip():
+            parser.error(f"--set {item!r}: write NAME=EXPR, e.g. --set 'MODEL=\"/path/to/checkpoint\"'")
+
+    import nbclient
+    import nbformat
+
+    failed = []
+    for path in args.notebooks:
+        nb = nbformat.read(path, as_version=4)
+        if args.set:
+            tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
+            if not tagged:
+                print(f"{path.name}: no cell is tagged 'parameters', so --set has nowhere to go", file=sys.stderr)
+                return 2
+            lines = [f"{n.strip()} = {e.strip()}" for n, _, e in (item.partition("=") for item in args.set)]
+            nb.cells.insert(tagged[0] + 1, nbformat.v4.new_code_cell(
+                "# Set by scripts/execute_notebooks.py --set\n" + "\n".join(lines)))
+        target = path if args.out is None else args.out / path.name
+        t0 = time.perf_counter()
+        client = nbclient.NotebookClient(nb, timeout=args.timeout, kernel_name="python3", record_timing=True,
+                                         resources={"metadata": {"path": str(path.parent)}})
+        try:
+            client.execute()
+            status = "ran"
+        except nbclient.exceptions.CellExecutionError as e:
+            failed.append(path.name)
+            last = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()[-1]  # the error, without colours
+            status = f"FAILED: {last}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        nbformat.write(nb, tmp)
+        tmp.replace(target)  # never a half-written notebook
+        print(f"{path.name}: {status} in {time.perf_counter() - t0:.0f} s -> {target}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

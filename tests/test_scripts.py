@@ -1,0 +1,64 @@
+"""scripts/execute_notebooks.py: runs notebooks, keeps the originals with --out, overrides settings
+with --set after the cell tagged 'parameters', and reports a failing cell by its error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def notebook(path: Path, *cells: str, tag_first: bool = True) -> Path:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    if tag_first:
+        nb.cells[0].metadata["tags"] = ["parameters"]
+    nbformat.write(nb, path)
+    return path
+
+
+def execute(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "scripts/execute_notebooks.py", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def outputs(path: Path) -> list[str]:
+    nb = nbformat.read(path, as_version=4)
+    return ["".join(o.get("text", "") for o in c.outputs) for c in nb.cells if c.cell_type == "code"]
+
+
+def test_set_overrides_a_setting_and_the_original_is_kept(tmp_path):
+    src = notebook(tmp_path / "a.ipynb", "MODEL = 'openai/gpt-oss-20b'\nSEED = 0", "print(MODEL, SEED)")
+    done = execute("--out", str(tmp_path / "out"), "--set", "MODEL='tiny'", "--set", "SEED = 3", str(src))
+    assert done.returncode == 0, done.stderr
+    assert outputs(tmp_path / "out" / "a.ipynb") == ["", "", "tiny 3\n"]  # the injected cell sits second
+    assert outputs(src) == ["", ""]  # not executed in place
+
+
+def test_in_place_run_and_a_failing_cell(tmp_path):
+    good = notebook(tmp_path / "good.ipynb", "print(6 * 7)")
+    bad = notebook(tmp_path / "bad.ipynb", "x = 1", "1 / 0", "print('never')")
+    done = execute(str(good), str(bad))
+    assert done.returncode == 1
+    assert "good.ipynb: ran" in done.stdout and "bad.ipynb: FAILED: ZeroDivisionError: division by zero" in done.stdout
+    assert outputs(good) == ["42\n"]
+    assert outputs(bad)[2] == "" and "ZeroDivisionError" in str(nbformat.read(bad, as_version=4).cells[1].outputs)
+
+
+def test_set_without_a_parameters_cell_or_in_a_bad_form_is_refused(tmp_path):
+    plain = notebook(tmp_path / "plain.ipynb", "print(1)", tag_first=False)
+    done = execute("--set", "MODEL='x'", str(plain))
+    assert done.returncode == 2 and "no cell is tagged 'parameters'" in done.stderr
+    done = execute("--set", "not a name", str(plain))
+    assert done.returncode == 2 and "write NAME=EXPR" in done.stderr
+    assert outputs(plain) == [""]
+
+
+def test_notebook_12_has_its_settings_cell_tagged():
+    nb = nbformat.read(ROOT / "notebooks" / "12_gpt_oss_20b.ipynb", as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and "MODEL = " in tagged[0].source
