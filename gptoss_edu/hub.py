@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
+import urllib.parse
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,6 +211,10 @@ def download(repo_id_or_path: str | Path = DEFAULT_REPO, local_dir: str | Path |
     if _offline():
         return _from_disk(repo_id, local_dir, include_original, include_metal, revision,
                           reason="offline mode is on (HF_HUB_OFFLINE=1)")
+    unreachable = _hub_unreachable()
+    if unreachable:  # say so now, rather than after huggingface_hub's retries (half a minute)
+        return _from_disk(repo_id, local_dir, include_original, include_metal, revision,
+                          reason=f"the Hub could not be reached ({unreachable})")
     errors = _network_errors()
     from huggingface_hub import errors as hf_errors
 
@@ -282,6 +288,27 @@ def _offline() -> bool:
 
     env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
     return bool(constants.HF_HUB_OFFLINE) or env
+
+
+PROBE_SECONDS = 5.0
+
+
+def _hub_unreachable() -> str | None:
+    """Why the Hub's host cannot be reached at all (no name, no route, refused), or None if it answers.
+
+    Behind a proxy a direct connection proves nothing, so then the probe is skipped (None).
+    """
+    from huggingface_hub import constants
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = urllib.parse.urlparse(constants.ENDPOINT)
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_SECONDS):
+            return None
+    except OSError as e:
+        return f"{host}:{port}: {e}"
 
 
 def _hub_cache() -> str:

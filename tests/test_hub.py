@@ -40,6 +40,7 @@ def online(monkeypatch):
     """Every test starts online (the Hub is faked), whatever the environment running the tests says."""
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "_hub_unreachable", lambda: None)  # the faked Hub always answers
 
 
 # ---- selection ----------------------------------------------------------------------------------
@@ -414,3 +415,29 @@ def test_progress_bars_are_restored(tmp_path, monkeypatch):
     env = constants.HF_HUB_DISABLE_PROGRESS_BARS
     assert seen == ([True, False] if env is None else [env, env])
     assert are_progress_bars_disabled() == before
+
+
+def test_an_unreachable_hub_is_known_at_once_without_retries(tmp_path, monkeypatch):
+    """No name resolution (a machine without internet): the disk is checked at once, no retries."""
+    import socket
+
+    monkeypatch.undo()  # the real probe, with the connection faked
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    asked = []
+
+    def no_name(address, timeout=None):
+        asked.append((address, timeout))
+        raise socket.gaierror(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "create_connection", no_name)
+    monkeypatch.setattr(hub, "list_repo_files", lambda *a, **k: pytest.fail("the Hub was asked anyway"))
+    with pytest.raises(hub.HubError) as e:
+        hub.download("openai/gpt-oss-20b", tmp_path / "w", progress=False)
+    assert "the Hub could not be reached (huggingface.co:443: [Errno -2] Name or service not known)" in str(e.value)
+    assert asked == [(("huggingface.co", 443), hub.PROBE_SECONDS)]
+    # Behind a proxy a direct connection proves nothing: no probe.
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    assert hub._hub_unreachable() is None and len(asked) == 1
