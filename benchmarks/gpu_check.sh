@@ -6,7 +6,7 @@
 # and pytest, with this repository copied but not installed. Each step has a time limit; logs,
 # a summary and the benchmark's JSON (written after every path) go to $OUT.
 #
-#   OUT=gpu-check bash benchmarks/gpu_check.sh            # limits: tests 150 s, chat 60 s, benchmark 360 s
+#   OUT=gpu-check bash benchmarks/gpu_check.sh            # limits: tests 150 s, chat 60 s, benchmark 330 s
 #   STEPS=benchmark BENCH_S=540 OUT=/tmp/x bash benchmarks/gpu_check.sh -- --paths triton triton+graph
 #
 # The default limits add up to under 10 minutes (with start-up), the most one command may take
@@ -16,12 +16,22 @@
 # $OUT/notebooks; the image has no Jupyter, so first run scripts/device_wheels.sh here and carry
 # .whl with the tree.
 # Arguments after `--` go to bench_gptoss20b.py. Without a GPU the tests run in Triton's
-# interpreter and the benchmark only says what it would need.
+# interpreter and the benchmark only says what it would need. The exit status is 0 only when
+# every step asked for exited 0.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-check}
 PY=${PYTHON:-python3}
+STEPS=" ${STEPS:-tests chat benchmark} "
+for s in $STEPS; do
+    case $s in
+        tests | chat | notebooks | benchmark) ;;
+        *) echo "unknown step '$s' in STEPS: the steps are tests, chat, notebooks, benchmark" >&2; exit 2 ;;
+    esac
+done
 mkdir -p "$OUT"
+: > "$OUT/summary.txt"  # this run's steps only
+failed=0
 [ "${1:-}" = "--" ] && shift
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 
@@ -44,11 +54,12 @@ step() {  # step NAME SECONDS COMMAND...: run it under a limit, keep its log, re
     echo "== $name (limit ${limit} s)"
     local t0=$SECONDS
     timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
-    local rc=${PIPESTATUS[0]}
-    echo "$name: exit $rc after $((SECONDS - t0)) s$([ "$rc" = 124 ] && echo ' (time limit)')" | tee -a "$OUT/summary.txt"
+    local rc=${PIPESTATUS[0]} note=""
+    case $rc in 124 | 137) note=" (time limit)" ;; esac  # 137: still running 10 s after the limit, killed
+    echo "$name: exit $rc after $((SECONDS - t0)) s$note" | tee -a "$OUT/summary.txt"
+    [ "$rc" = 0 ] || failed=1
 }
 
-STEPS=" ${STEPS:-tests chat benchmark} "
 if [[ $STEPS == *" tests "* ]]; then
     step tests "${TESTS_S:-150}" "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_kernels.py tests/test_static_decode.py
 fi
@@ -73,6 +84,7 @@ if [[ $STEPS == *" notebooks "* ]]; then
     step notebooks "${NOTEBOOKS_S:-300}" bash -c run_notebooks
 fi
 if [[ $STEPS == *" benchmark "* ]]; then
-    step benchmark "${BENCH_S:-360}" "$PY" benchmarks/bench_gptoss20b.py --json "$OUT/bench.json" "$@"
+    step benchmark "${BENCH_S:-330}" "$PY" benchmarks/bench_gptoss20b.py --json "$OUT/bench.json" "$@"
 fi
 cat "$OUT/summary.txt"
+exit $failed

@@ -7,7 +7,8 @@
 The kernel runs in the notebooks' folder, as JupyterLab and nbval run it. ``--set NAME=EXPR``
 adds a cell ``NAME = EXPR`` right after the notebook's settings cell (the one tagged
 ``parameters``, as papermill does), so a run can change a setting without editing the notebook.
-A cell that raises stops its notebook: the copy is saved as far as it ran, and the exit status is 1.
+A cell that raises (or runs past --timeout, or kills the kernel) stops its notebook: the notebook
+is saved as far as it ran, the next one runs, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="NAME=EXPR",
                         help="a setting to override after the cell tagged 'parameters' (repeatable)")
     args = parser.parse_args(argv)
+    if args.set and args.out is None:
+        parser.error("--set changes a notebook's settings for one run: give --out DIR, so the notebook itself "
+                     "is not rewritten with the override in it")
     for item in args.set:
         name, _, expr = item.partition("=")
         if not name.strip().isidentifier() or not expr.strip():
@@ -53,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             client.execute()
             status = "ran"
-        except nbclient.exceptions.CellExecutionError as e:
+        except (nbclient.exceptions.CellExecutionError, nbclient.exceptions.CellTimeoutError,
+                nbclient.exceptions.DeadKernelError) as e:
             failed.append(path.name)
             last = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()[-1]  # the error, without colours
             status = f"FAILED: {last}"

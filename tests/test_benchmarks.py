@@ -49,7 +49,7 @@ def test_gpu_check_keeps_logs_summary_and_json_and_reports_a_time_limit(tmp_path
     out = tmp_path / "check"
     done = run(["bash", "benchmarks/gpu_check.sh", "--", "--smoke", "--paths", "torch"],
                OUT=str(out), PYTHON=sys.executable, TESTS_S="1", CHAT_S="1")
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == 1, done.stdout + done.stderr  # some step failed
     summary = (out / "summary.txt").read_text()
     # 1 s is too short for the tests and for the chat (its kernels run in Triton's interpreter here).
     assert "tests: exit 124" in summary and "chat: exit 124" in summary and "(time limit)" in summary
@@ -61,7 +61,12 @@ def test_gpu_check_keeps_logs_summary_and_json_and_reports_a_time_limit(tmp_path
 
 def test_gpu_check_runs_only_the_steps_asked_for(tmp_path):
     out = tmp_path / "check"
-    done = run(["bash", "benchmarks/gpu_check.sh"], OUT=str(out), PYTHON=sys.executable, STEPS="benchmark")
-    assert done.returncode == 0, done.stdout + done.stderr
+    (out).mkdir()
+    (out / "summary.txt").write_text("tests: exit 1 after 9 s\n")  # an earlier run's line: not kept
+    done = run(["bash", "benchmarks/gpu_check.sh", "--", "--smoke", "--paths", "torch"], OUT=str(out),
+               PYTHON=sys.executable, STEPS="benchmark")
+    assert done.returncode == 0, done.stdout + done.stderr  # every step asked for exited 0
     summary = (out / "summary.txt").read_text()
-    assert "benchmark: exit 0" in summary and "tests:" not in summary and not (out / "tests.log").exists()
+    assert summary.startswith("benchmark: exit 0") and "tests:" not in summary and not (out / "tests.log").exists()
+    done = run(["bash", "benchmarks/gpu_check.sh"], OUT=str(out), PYTHON=sys.executable, STEPS="benchmarks")
+    assert done.returncode == 2 and "unknown step 'benchmarks'" in done.stderr

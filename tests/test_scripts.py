@@ -49,13 +49,26 @@ def test_in_place_run_and_a_failing_cell(tmp_path):
     assert outputs(bad)[2] == "" and "ZeroDivisionError" in str(nbformat.read(bad, as_version=4).cells[1].outputs)
 
 
-def test_set_without_a_parameters_cell_or_in_a_bad_form_is_refused(tmp_path):
+def test_a_cell_past_the_timeout_is_reported_and_the_next_notebook_runs(tmp_path):
+    slow = notebook(tmp_path / "slow.ipynb", "print('started')", "import time; time.sleep(30)")
+    fast = notebook(tmp_path / "fast.ipynb", "print('fast')")
+    done = execute("--timeout", "2", "--out", str(tmp_path / "out"), str(slow), str(fast))
+    assert done.returncode == 1 and "slow.ipynb: FAILED" in done.stdout and "fast.ipynb: ran" in done.stdout
+    assert outputs(tmp_path / "out" / "slow.ipynb")[0] == "started\n"  # saved as far as it ran
+    assert outputs(tmp_path / "out" / "fast.ipynb") == ["fast\n"]
+
+
+def test_set_without_out_a_parameters_cell_or_in_a_bad_form_is_refused(tmp_path):
     plain = notebook(tmp_path / "plain.ipynb", "print(1)", tag_first=False)
-    done = execute("--set", "MODEL='x'", str(plain))
+    out = ("--out", str(tmp_path / "out"))
+    done = execute(*out, "--set", "MODEL='x'", str(plain))
     assert done.returncode == 2 and "no cell is tagged 'parameters'" in done.stderr
-    done = execute("--set", "not a name", str(plain))
+    done = execute(*out, "--set", "not a name", str(plain))
     assert done.returncode == 2 and "write NAME=EXPR" in done.stderr
-    assert outputs(plain) == [""]
+    tagged = notebook(tmp_path / "tagged.ipynb", "MODEL = 'a'")
+    done = execute("--set", "MODEL='x'", str(tagged))  # in place, it would write the override into the notebook
+    assert done.returncode == 2 and "give --out DIR" in done.stderr
+    assert outputs(plain) == [""] and len(nbformat.read(tagged, as_version=4).cells) == 1
 
 
 def test_notebook_12_has_its_settings_cell_tagged():
