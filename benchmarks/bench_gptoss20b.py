@@ -360,14 +360,16 @@ def main(args: argparse.Namespace) -> int:
     results: dict[str, dict[str, Any]] = {}
     skipped: dict[str, str] = {}
 
-    def run(runner: Runner) -> None:
+    def run(runner: Runner, check: Callable[[], dict[str, Any]] | None = None) -> None:
         print(f"running {runner.name} ...", flush=True)
         r = measure(runner, cfg, args, device, chunk)
         r["decode_bytes"] = {ctx: decode_bytes(runner.model, cfg, ctx, kv_bytes) for ctx in args.contexts}
         r["decode_ceiling_fraction"] = {ctx: r["decode"][ctx] * r["decode_bytes"][ctx] / bw for ctx in args.contexts}
+        if check is not None:
+            r.update(check())
         results[runner.name] = r
         # Each path's figures as soon as they exist, so a run stopped by a time limit keeps them.
-        print(table_row(runner.name, r, args.contexts), flush=True)
+        print(table_header(args) + "\n" + table_row(runner.name, r, args.contexts), flush=True)
         if args.json:
             write_json(args.json, cfg, name, versions, bw, results, skipped, args, quiet=True)
 
@@ -382,8 +384,8 @@ def main(args: argparse.Namespace) -> int:
         if "triton" in args.paths:
             run(ours("triton", packed))
         if "triton+graph" in args.paths:  # the same weights: only the decode loop differs
-            run(graph_runner(packed))
-            results["triton+graph"]["static_decode_max_diff"] = static_decode_check(packed, cfg, device, args.seed)
+            run(graph_runner(packed),
+                check=lambda m=packed: {"static_decode_max_diff": static_decode_check(m, cfg, device, args.seed)})
         del packed
     # Each dense path is built from a fresh MXFP4 copy, which is then freed: the peak memory of a
     # path counts only its own model.
@@ -414,6 +416,14 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def table_header(args: argparse.Namespace) -> str:
+    """The results table's column names."""
+    head = f"{'path':<14}{'prefill ' + str(args.prompt) + ' tok/s':>20}"
+    for ctx in args.contexts:
+        head += f"{'decode@' + str(ctx) + ' tok/s (ceiling)':>30}"
+    return head + f"{'peak GiB':>10}"
+
+
 def table_row(name: str, r: dict[str, Any], contexts: list[int]) -> str:
     """One path's line of the results table."""
     line = f"{name:<14}{r['prefill_tokens_per_s']:>20.1f}"
@@ -423,11 +433,7 @@ def table_row(name: str, r: dict[str, Any], contexts: list[int]) -> str:
 
 
 def report(results: dict[str, dict[str, Any]], skipped: dict[str, str], args: argparse.Namespace, bw: float) -> None:
-    head = f"{'path':<14}{'prefill ' + str(args.prompt) + ' tok/s':>20}"
-    for ctx in args.contexts:
-        head += f"{'decode@' + str(ctx) + ' tok/s (ceiling)':>30}"
-    head += f"{'peak GiB':>10}"
-    print("\n" + head)
+    print("\n" + table_header(args))
     for name, r in results.items():
         print(table_row(name, r, args.contexts))
     for name, why in skipped.items():

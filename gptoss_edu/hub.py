@@ -16,6 +16,7 @@ import os
 import socket
 import sys
 import urllib.parse
+import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -296,11 +297,13 @@ PROBE_SECONDS = 5.0
 def _hub_unreachable() -> str | None:
     """Why the Hub's host cannot be reached at all (no name, no route, refused), or None if it answers.
 
-    Behind a proxy a direct connection proves nothing, so then the probe is skipped (None).
+    Behind a proxy (from the environment or the system's settings) a direct connection proves
+    nothing, so then the probe is skipped (None).
     """
     from huggingface_hub import constants
 
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+    proxies = urllib.request.getproxies()
+    if proxies.get("https") or proxies.get("all"):
         return None
     url = urllib.parse.urlparse(constants.ENDPOINT)
     host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)

@@ -83,12 +83,16 @@ def checkpoint_bytes(config: Any) -> int:
 
 def layer_windows(config: Any) -> list[int]:
     """Each layer's sliding window in keys (0 = full attention), from ``layer_types`` and ``sliding_window``."""
-    get = config.get if isinstance(config, Mapping) else lambda key, default=None: getattr(config, key, default)
     n_layers = dims(config)["num_hidden_layers"]
-    types, window = get("layer_types") or (), int(get("sliding_window") or 0)
-    if types and len(types) != n_layers:
+    if callable(getattr(config, "window", None)):  # the course's ModelConfig knows its layers
+        return [config.window(layer) for layer in range(n_layers)]
+    get = config.get if isinstance(config, Mapping) else lambda key, default=None: getattr(config, key, default)
+    types, window = get("layer_types"), int(get("sliding_window") or 0)
+    if not types:  # a gpt-oss config.json without the list alternates, as the checkpoint reader does
+        types = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers)]
+    if len(types) != n_layers:
         raise ValueError(f"the config has {len(types)} layer_types for {n_layers} layers")
-    return [window if t == "sliding_attention" else 0 for t in types] or [0] * n_layers
+    return [window if t == "sliding_attention" else 0 for t in types]
 
 
 def kv_cache_bytes(config: Any, context: int, batch: int = 1, dtype_bytes: int = 2) -> int:

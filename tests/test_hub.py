@@ -421,11 +421,15 @@ def test_an_unreachable_hub_is_known_at_once_without_retries(tmp_path, monkeypat
     """No name resolution (a machine without internet): the disk is checked at once, no retries."""
     import socket
 
+    import urllib.parse
+    import urllib.request
+
     monkeypatch.undo()  # the real probe, with the connection faked
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(urllib.request, "getproxies", lambda: {})
+    endpoint = urllib.parse.urlparse(constants.ENDPOINT)
+    host, port = endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80)
     asked = []
 
     def no_name(address, timeout=None):
@@ -436,8 +440,8 @@ def test_an_unreachable_hub_is_known_at_once_without_retries(tmp_path, monkeypat
     monkeypatch.setattr(hub, "list_repo_files", lambda *a, **k: pytest.fail("the Hub was asked anyway"))
     with pytest.raises(hub.HubError) as e:
         hub.download("openai/gpt-oss-20b", tmp_path / "w", progress=False)
-    assert "the Hub could not be reached (huggingface.co:443: [Errno -2] Name or service not known)" in str(e.value)
-    assert asked == [(("huggingface.co", 443), hub.PROBE_SECONDS)]
-    # Behind a proxy a direct connection proves nothing: no probe.
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    assert f"the Hub could not be reached ({host}:{port}: [Errno -2] Name or service not known)" in str(e.value)
+    assert asked == [((host, port), hub.PROBE_SECONDS)]
+    # Behind a proxy (an environment variable, or the system's settings) a direct connection proves nothing.
+    monkeypatch.setattr(urllib.request, "getproxies", lambda: {"https": "http://proxy:3128"})
     assert hub._hub_unreachable() is None and len(asked) == 1

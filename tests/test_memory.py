@@ -62,6 +62,11 @@ def test_bad_configs_are_named():
         memory.kv_cache_bytes(cfg, 1)
     with pytest.raises(ValueError, match="no experts"):
         memory.checkpoint_bytes(g.preset("gpt2-124m"))
+    # Without layer_types a gpt-oss config.json alternates (as the checkpoint reader and transformers read it).
+    unlisted = {k: v for k, v in CONFIGS["20b"].items() if k != "layer_types"}
+    assert memory.kv_cache_bytes(unlisted, 4096) == memory.kv_cache_bytes(CONFIGS["20b"], 4096)
+    assert memory.kv_cache_bytes(unlisted, 4096) == attention.KVCache(
+        g.ModelConfig.from_hf_config(unlisted), 1, 4096, device="meta", dtype=torch.bfloat16).nbytes()
     short = dict(CONFIGS["20b"], layer_types=CONFIGS["20b"]["layer_types"][:-1])
     with pytest.raises(ValueError, match="23 layer_types for 24 layers"):
         memory.kv_cache_bytes(short, 4096)

@@ -131,6 +131,17 @@ def test_kv_cache_update_returns_what_the_step_attends_over():
         g.attention.KVCache(cfg, 1, 65)
 
 
+def test_a_cache_made_for_another_window_is_refused():
+    """A rolling buffer only works at the window it was made for: another model's cache is an error, not noise."""
+    cfg = g.preset("gpt-oss-tiny").replace(vocab_size=100, context_length=64)
+    model = g.GPT(cfg)
+    ids = torch.randint(0, 100, (1, 3))
+    for other in (cfg.replace(sliding_window=4), cfg.replace(layer_types=())):
+        with pytest.raises(ValueError, match="layer 0's cache holds .* positions but its window of 8 needs 8"):
+            model(ids, g.GPT(other).new_cache(1, 20))
+    assert model(ids, model.new_cache(1, 20)).shape == (1, 3, 100)
+
+
 def test_greedy_generation_is_the_argmax_of_the_full_forward():
     model = randomize(g.GPT(g.preset("gpt-oss-tiny").replace(vocab_size=300)), seed=4)
     out = generate(model, [5, 6, 7], max_new_tokens=12, temperature=0)

@@ -53,4 +53,5 @@ def check_kv_bytes_per_token(fn: Callable[[ModelConfig, int], int]) -> CheckResu
     oss = preset("gpt-oss-20b")
     per_token = oss.kv_cache_bytes(1, dtype_bytes=2)
     return passed(f"Right on {len(_configs())} configs; gpt-oss-20b in bf16 keeps {per_token // 1024} KiB per token, "
-                  f"{oss.kv_cache_bytes(oss.context_length) / 2**30:.3g} GiB at its full context.")
+                  f"{oss.kv_cache_bytes(oss.context_length) / 2**30:.3g} GiB at its full context in every layer "
+                  "(notebook 06's sliding windows halve that).")

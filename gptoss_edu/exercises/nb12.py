@@ -58,13 +58,9 @@ def _kv(config: dict, context: int, *, k_and_v: int = 2, heads: str = "num_key_v
     """KV-cache bytes with one knob per typical mistake (the defaults give the right answer)."""
     c = memory.dims(config)
     per_layer_token = k_and_v * c[heads] * c["head_dim"] * dtype_bytes
-    window = int(config.get("sliding_window") or 0)
-    kinds = config.get("layer_types") or ["full_attention"] * c["num_hidden_layers"]
-    if not layers:
-        kinds = kinds[:1]
+    windows = memory.layer_windows(config)[:None if layers else 1]
     positions = 1 if per_token else context
-    return sum(per_layer_token * (min(positions, window) if windowed and kind == "sliding_attention" and window
-                                  else positions) for kind in kinds)
+    return sum(per_layer_token * (min(positions, w) if windowed and w else positions) for w in windows)
 
 
 def _weight_mistakes(config: dict) -> dict[str, int]:
@@ -146,7 +142,8 @@ def check_memory_plan(fn: PlanFn) -> CheckResult:
                 else:
                     problem = (f"'{key}' is {value:,} bytes, {(value - want) / want:+.2%} off (check each tensor "
                                "kind: bf16 weights and biases, expert blocks and scales; for the cache: layers, "
-                               "KV heads, head_dim, keys and values, bytes)")
+                               "KV heads, head_dim, keys and values, bytes, and which layers keep only their "
+                               "sliding_window positions)")
             if problem is not None:
                 problems.append(problem)
         if problems:
