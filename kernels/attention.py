@@ -261,6 +261,32 @@ def _num_sms(device: torch.device) -> int:
     return 2
 
 
+def _default_splits(device: torch.device, batch_kv_heads: int, n_keys: int) -> int:
+    """Enough programs to fill the GPU twice over, but at least 256 keys per split."""
+    want = max(1, 2 * _num_sms(device) // batch_kv_heads)
+    return max(1, min(want, triton.cdiv(n_keys, 256)))
+
+
+def _split_state(q: torch.Tensor, programs: int, num_splits: int, R: int, D: int) -> tuple[torch.Tensor, ...]:
+    """Buffers for each split's partial (m, l, acc); one split writes its result directly, so q stands in."""
+    if num_splits == 1:
+        return q, q, q  # unused
+    return (new_buffer((programs, num_splits, R), torch.float32, q.device),
+            new_buffer((programs, num_splits, R), torch.float32, q.device),
+            new_buffer((programs, num_splits, R, D), torch.float32, q.device))
+
+
+def _combine_splits(sink_arg: torch.Tensor, has_sinks: bool, out: torch.Tensor, parts: tuple[torch.Tensor, ...],
+                    Hkv: int, groups: int, num_splits: int, block_d: int) -> None:
+    """Merge the splits' partial softmax states into ``out`` (and add the sink once)."""
+    B, _, Tq, D = out.shape
+    _attn_combine_kernel[(B * Hkv, groups * Tq)](
+        sink_arg, out, *parts, *out.stride(), Hkv, Tq, D, num_splits,
+        GROUPS=groups, HAS_SINKS=has_sinks,
+        BLOCK_S=triton.next_power_of_2(num_splits), BLOCK_D=block_d, num_warps=1,
+    )
+
+
 def attention_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float,
                      sinks: torch.Tensor | None = None, sliding_window: int = 0, q_start: int = 0,
                      num_splits: int | None = None, block_n: int | None = None) -> torch.Tensor:
@@ -280,9 +306,7 @@ def attention_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale
     n_keys = kv_hi - kv_lo
     block_n = block_n or (64 if q.is_cuda else 32)
     if num_splits is None:
-        # Enough programs to fill the GPU twice over, but at least 256 keys per split.
-        want = max(1, 2 * _num_sms(q.device) // (B * Hkv))
-        num_splits = max(1, min(want, triton.cdiv(n_keys, 256)))
+        num_splits = _default_splits(q.device, B * Hkv, n_keys)
     chunk = triton.cdiv(triton.cdiv(n_keys, max(1, num_splits)), block_n) * block_n
     num_splits = triton.cdiv(n_keys, chunk)
     R = groups * Tq
@@ -290,25 +314,16 @@ def attention_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale
     block_d = _block_d(D)
     final = num_splits == 1
     sink_arg = sinks.detach() if sinks is not None else q
-    if final:
-        m_part = l_part = acc_part = q  # unused
-    else:
-        m_part = new_buffer((B * Hkv, num_splits, R), torch.float32, q.device)
-        l_part = new_buffer((B * Hkv, num_splits, R), torch.float32, q.device)
-        acc_part = new_buffer((B * Hkv, num_splits, R, D), torch.float32, q.device)
+    parts = _split_state(q, B * Hkv, num_splits, R, D)
     _attn_decode_kernel[(B * Hkv, num_splits)](
-        q, k, v, sink_arg, out, m_part, l_part, acc_part,
+        q, k, v, sink_arg, out, *parts,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         Hkv, Tq, Tk, D, q_start, window, scale * LOG2E, kv_lo, kv_hi, chunk, num_splits,
         GROUPS=groups, FOLD_SINK=final and sinks is not None, FINAL=final, DOT_PREC=dot_precision(q.dtype),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=4,
     )
     if not final:
-        _attn_combine_kernel[(B * Hkv, R)](
-            sink_arg, out, m_part, l_part, acc_part, *out.stride(), Hkv, Tq, D, num_splits,
-            GROUPS=groups, HAS_SINKS=sinks is not None,
-            BLOCK_S=triton.next_power_of_2(num_splits), BLOCK_D=block_d, num_warps=1,
-        )
+        _combine_splits(sink_arg, sinks is not None, out, parts, Hkv, groups, num_splits, block_d)
     return out
 
 
@@ -393,24 +408,17 @@ def attention_decode_at(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, posit
     window = sliding_window if sliding_window > 0 else Tk + 1  # wider than any distance in the cache
     block_n = block_n or (64 if q.is_cuda else 32)
     most_keys = min(Tk, window + Tq - 1)  # the most keys any position can see
-    if num_splits is None:
-        # As attention_decode, for the longest key range this cache allows.
-        want = max(1, 2 * _num_sms(q.device) // (B * Hkv))
-        num_splits = max(1, min(want, triton.cdiv(most_keys, 256)))
+    if num_splits is None:  # as attention_decode, for the longest key range this cache allows
+        num_splits = _default_splits(q.device, B * Hkv, most_keys)
     num_splits = max(1, min(num_splits, triton.cdiv(most_keys, block_n)))  # no split is always empty
     R = groups * Tq
     block_m = max(16, triton.next_power_of_2(R))
     block_d = _block_d(D)
     final = num_splits == 1
     sink_arg = sinks.detach() if sinks is not None else q
-    if final:
-        m_part = l_part = acc_part = q  # unused
-    else:
-        m_part = new_buffer((B * Hkv, num_splits, R), torch.float32, q.device)
-        l_part = new_buffer((B * Hkv, num_splits, R), torch.float32, q.device)
-        acc_part = new_buffer((B * Hkv, num_splits, R, D), torch.float32, q.device)
+    parts = _split_state(q, B * Hkv, num_splits, R, D)
     _attn_decode_at_kernel[(B * Hkv, num_splits)](
-        position, q, k, v, sink_arg, out, m_part, l_part, acc_part,
+        position, q, k, v, sink_arg, out, *parts,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         Hkv, Tq, Tk, D, window, scale * LOG2E, num_splits,
         GROUPS=groups, FOLD_SINK=final and sinks is not None, FINAL=final, DOT_PREC=dot_precision(q.dtype),
@@ -418,9 +426,5 @@ def attention_decode_at(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, posit
     )
     if not final:
         # A split that the position leaves without keys stored m = -inf, l = 0: the combine weighs it 0.
-        _attn_combine_kernel[(B * Hkv, R)](
-            sink_arg, out, m_part, l_part, acc_part, *out.stride(), Hkv, Tq, D, num_splits,
-            GROUPS=groups, HAS_SINKS=sinks is not None,
-            BLOCK_S=triton.next_power_of_2(num_splits), BLOCK_D=block_d, num_warps=1,
-        )
+        _combine_splits(sink_arg, sinks is not None, out, parts, Hkv, groups, num_splits, block_d)
     return out
