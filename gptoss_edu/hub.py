@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import urllib.parse
 import urllib.request
 from contextlib import contextmanager
@@ -308,10 +309,42 @@ def _hub_unreachable() -> str | None:
     url = urllib.parse.urlparse(constants.ENDPOINT)
     host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
     try:
-        with socket.create_connection((host, port), timeout=PROBE_SECONDS):
-            return None
+        addresses = _resolve(host, port, PROBE_SECONDS)
     except OSError as e:
         return f"{host}:{port}: {e}"
+    error: OSError | None = None
+    for address in addresses:
+        try:
+            with socket.create_connection(address, timeout=PROBE_SECONDS):
+                return None
+        except OSError as e:
+            error = e
+    return f"{host}:{port}: {error}"
+
+
+def _resolve(host: str, port: int, timeout: float) -> list[tuple[str, int]]:
+    """The addresses of ``host``, or an OSError; a lookup that gives no answer in ``timeout`` s is one too."""
+    # getaddrinfo has no time limit of its own, and a resolver that never answers would hold the
+    # probe (and then huggingface_hub) for as long as it likes: ask it from a thread and stop waiting.
+    answer: dict[str, object] = {}
+
+    def lookup() -> None:
+        try:
+            answer["addresses"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as e:
+            answer["error"] = e
+
+    thread = threading.Thread(target=lookup, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if "error" in answer:
+        raise answer["error"]  # type: ignore[misc]
+    if "addresses" not in answer:
+        raise TimeoutError(f"the name lookup gave no answer in {timeout:g} s")
+    unique = dict.fromkeys(info[4][:2] for info in answer["addresses"])  # type: ignore[union-attr]
+    if not unique:
+        raise OSError(f"the name lookup of {host} gave no address")
+    return list(unique)
 
 
 def _hub_cache() -> str:

@@ -432,16 +432,66 @@ def test_an_unreachable_hub_is_known_at_once_without_retries(tmp_path, monkeypat
     host, port = endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80)
     asked = []
 
-    def no_name(address, timeout=None):
-        asked.append((address, timeout))
+    def no_name(name, port, *args, **kwargs):
+        asked.append((name, port))
         raise socket.gaierror(-2, "Name or service not known")
 
-    monkeypatch.setattr(socket, "create_connection", no_name)
+    monkeypatch.setattr(socket, "getaddrinfo", no_name)
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("connected without an address"))
     monkeypatch.setattr(hub, "list_repo_files", lambda *a, **k: pytest.fail("the Hub was asked anyway"))
     with pytest.raises(hub.HubError) as e:
         hub.download("openai/gpt-oss-20b", tmp_path / "w", progress=False)
     assert f"the Hub could not be reached ({host}:{port}: [Errno -2] Name or service not known)" in str(e.value)
-    assert asked == [((host, port), hub.PROBE_SECONDS)]
+    assert asked == [(host, port)]
     # Behind a proxy (an environment variable, or the system's settings) a direct connection proves nothing.
     monkeypatch.setattr(urllib.request, "getproxies", lambda: {"https": "http://proxy:3128"})
     assert hub._hub_unreachable() is None and len(asked) == 1
+
+
+def test_the_hub_probe_stops_waiting_for_a_silent_resolver_and_tries_each_address(monkeypatch):
+    """A name lookup that never answers is an unreachable Hub after PROBE_SECONDS; the first address that answers will do."""
+    import socket
+    import threading
+    import time
+
+    monkeypatch.undo()
+    import urllib.request
+
+    monkeypatch.setattr(urllib.request, "getproxies", lambda: {})
+    monkeypatch.setattr(hub, "PROBE_SECONDS", 0.2)
+    release = threading.Event()
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: release.wait(30) and [])
+    start = time.perf_counter()
+    reason = hub._hub_unreachable()
+    release.set()
+    assert time.perf_counter() - start < 5
+    assert reason is not None and "the name lookup gave no answer in 0.2 s" in reason
+
+    infos = [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("2001:db8::1", 443, 0, 0)),
+             (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", 443)),
+             (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", 443))]
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: infos)
+    tried = []
+
+    class Connection:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    def connect(address, timeout=None):
+        tried.append((address, timeout))
+        if address[0] == "2001:db8::1":
+            raise OSError(101, "Network is unreachable")
+        return Connection()
+
+    monkeypatch.setattr(socket, "create_connection", connect)
+    assert hub._hub_unreachable() is None
+    assert tried == [(("2001:db8::1", 443), 0.2), (("192.0.2.1", 443), 0.2)]
+
+    def refused(address, timeout=None):
+        raise OSError(111, "Connection refused")
+
+    monkeypatch.setattr(socket, "create_connection", refused)
+    assert hub._hub_unreachable().endswith(": [Errno 111] Connection refused")
