@@ -68,6 +68,8 @@ def stream(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_toke
     ids = prompt_ids.tolist() if isinstance(prompt_ids, torch.Tensor) else list(prompt_ids)
     if not ids:
         raise ValueError("the prompt is empty: give at least one token")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be 0 or more, got {max_new_tokens}")
     ctx = model.config.context_length
     if len(ids) >= ctx:
         raise ValueError(f"the prompt has {len(ids)} tokens; the context holds {ctx}: shorten it")

@@ -17,7 +17,9 @@ OpenAI's openai-harmony renderer does, so the token ids here match it token for 
 from __future__ import annotations
 
 import codecs
+import decimal
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -173,16 +175,39 @@ def tool_result(name: str, text: str, channel: str = "commentary") -> Message:
 
 
 def _lines(text: str) -> list[str]:
-    """Split like Rust's str::lines (the renderer's): on \\n, no final empty line, no \\r."""
-    parts = text.split("\n")
-    if parts[-1] == "":
-        parts.pop()
-    return [p[:-1] if p.endswith("\r") else p for p in parts]
+    """Split like Rust's str::lines (the renderer's): on \\n or \\r\\n, no final empty line; a lone \\r stays."""
+    *ended, last = text.split("\n")
+    return [p[:-1] if p.endswith("\r") else p for p in ended] + ([last] if last else [])
 
 
 def _json(value: Any) -> str:
-    """A JSON value written compactly, the way serde_json displays it."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """A JSON value written compactly, the way serde_json displays it (its numbers, its key order)."""
+    if isinstance(value, float) and math.isfinite(value):
+        return _float_json(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_json(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_json(str(k))}:{_json(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _float_json(x: float) -> str:
+    """A float as serde_json writes it: the shortest round-trip digits (as repr), ryu's choice of notation."""
+    if x == 0:
+        return "-0.0" if math.copysign(1.0, x) < 0 else "0.0"
+    sign = "-" if x < 0 else ""
+    _, digit_tuple, k = decimal.Decimal(repr(abs(x))).normalize().as_tuple()
+    digits = "".join(map(str, digit_tuple))
+    n = len(digits) + k  # the value is 0.<digits> x 10^n
+    if 0 <= k and n <= 16:  # 1234e7 -> 12340000000.0
+        text = digits + "0" * k + ".0"
+    elif 0 < n <= 16:  # 1234e-2 -> 12.34
+        text = digits[:n] + "." + digits[n:]
+    elif -5 < n <= 0:  # 1234e-6 -> 0.001234
+        text = "0." + "0" * -n + digits
+    else:  # 1e30, 1234e30 -> 1.234e33: no "+" and no leading zeros in the exponent
+        text = digits[0] + ("." + digits[1:] if len(digits) > 1 else "") + f"e{n - 1}"
+    return sign + text
 
 
 def _default_comment(schema: dict, unquote_enum: bool) -> str:
@@ -203,9 +228,12 @@ def _nullable(schema: dict, type_str: str) -> str:
 
 def schema_to_typescript(schema: dict, indent: str = "") -> str:
     """A JSON schema written as the TypeScript-like type the model was trained to read."""
+    if not isinstance(schema, dict):  # a boolean schema (true: anything), or tuple-form items
+        schema = {}
     if isinstance(schema.get("oneOf"), list):
         out = ""
         for variant in schema["oneOf"]:
+            variant = variant if isinstance(variant, dict) else {}
             out += f"\n{indent} | " + _nullable(variant, schema_to_typescript(variant, indent + "   "))
             notes = [variant["description"]] if isinstance(variant.get("description"), str) else []
             if "default" in variant:
@@ -240,6 +268,7 @@ def _object_to_typescript(schema: dict, indent: str) -> str:
     out += "{\n"
     required = set(schema.get("required") or [])
     for key, prop in (schema.get("properties") or {}).items():
+        prop = prop if isinstance(prop, dict) else {}  # `"key": true` allows any value
         optional = "" if key in required else "?"
         if isinstance(prop.get("title"), str):
             out += f"{indent}// {prop['title']}\n{indent}//\n"
@@ -266,6 +295,7 @@ def _one_of_property(
     name: str, prop: dict, variants: list, description: str | None, indent: str
 ) -> str:
     """A property whose value is one of several types, one variant per line."""
+    variants = [v if isinstance(v, dict) else {} for v in variants]
     first_description = variants[0].get("description") if variants else None
     # The property's description goes above it, unless the first variant repeats it.
     above = description is not None and description != first_description
@@ -543,6 +573,7 @@ class StreamParser:
 
     def process(self, token: int) -> str:
         """Take one token; return the text it added to the current message."""
+        token = int(token)  # a 0-d tensor would miss the stop-token set (tensors hash by identity)
         self.tokens.append(token)
         self.last_delta = ""
         if self.state == "start":

@@ -263,6 +263,40 @@ def test_render_each_message_matches(name, ref):
             assert h.render_message(m, has_functions) == ref.render(to_ref_message(m), options)
 
 
+def _tool_conversation(description: str, parameters: dict | None = None) -> list[h.Message]:
+    return [h.system("low"), h.developer("Be brief.", [h.Tool("f", description, parameters)]), h.user("Go")]
+
+
+EDGE_SCHEMAS = {
+    # Float defaults in every notation serde_json chooses between (decimal, exponent, integral).
+    "float_defaults": {"type": "object", "properties": {
+        f"x{i}": {"type": "number", "default": v}
+        for i, v in enumerate((1e-5, 1e-6, 1e-7, 2.5e-8, 0.1, 0.001234, 3.0, -0.0, 0.0, 123.456, 1e15, 1e16,
+                               1.5e17, 1e21, -4.2e-3, 12345678.9))}},
+    "nested_defaults": {"type": "object", "properties": {
+        "a": {"type": "array", "default": [1e-5, 2, [0.5, 1e22], "s"]},
+        "b": {"type": "object", "default": {"z": 1e-9, "a": {"y": True, "b": None}}}}},
+    # Boolean schemas (true: anything) and tuple-form items are valid JSON Schema.
+    "boolean_property": {"type": "object", "properties": {"a": True, "b": {"type": "string"}}},
+    "tuple_items": {"type": "object", "properties": {"a": {"type": "array", "items": [{"type": "string"}]}}},
+    "boolean_variant": {"type": "object", "properties": {"a": {"oneOf": [True, {"type": "string"}]}}},
+}
+
+
+@pytest.mark.parametrize("name", list(EDGE_SCHEMAS))
+def test_tool_schema_edge_cases_match(name, ref):
+    messages = _tool_conversation("Edge cases.", EDGE_SCHEMAS[name])
+    ours, theirs = h.render_conversation(messages), ref_render_completion(ref, messages)
+    assert ours == theirs, (get_encoding("o200k_harmony").decode(ours), ref.decode(theirs))
+
+
+@pytest.mark.parametrize("description", ["Gets weather.\r", "one\r\ntwo\r", "\r", "a\rb\n\n", "line\r\n"])
+def test_descriptions_split_into_lines_like_the_renderer(description, ref):
+    # Only "\n" and "\r\n" end a line; a lone "\r" is text.
+    messages = _tool_conversation(description)
+    assert h.render_conversation(messages) == ref_render_completion(ref, messages)
+
+
 def test_multi_turn_drops_all_earlier_analysis(ref):
     """The thinking of every turn that ended in a final answer is dropped.
 
@@ -386,6 +420,19 @@ def test_stream_parser_matches_token_by_token(name, ref):
     assert ours.tokens == ids
     if name == "think_then_answer":
         assert waited > 0  # some tokens ended inside a multi-byte character
+
+
+def test_parsers_take_token_tensors(ref):
+    """Ids as a tensor (as generate gives them) parse like a list: the stop tokens still stop."""
+    import torch
+
+    messages, stop = COMPLETIONS[next(iter(COMPLETIONS))]
+    ids = completion_ids(ref, messages, stop)
+    assert [as_tuple(m) for m in h.parse_completion(torch.tensor(ids))] == [as_tuple(m) for m in h.parse_completion(ids)]
+    parser = h.StreamParser("assistant")
+    for token in torch.tensor(ids):
+        parser.process(token)
+    assert parser.state == "start" and parser.tokens == ids and all(type(t) is int for t in parser.tokens)
 
 
 def test_stream_parser_channel_and_deltas():
