@@ -15,6 +15,7 @@ import re
 import shutil
 import tempfile
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,7 +172,13 @@ def read_config(path: str | Path) -> tuple[ModelConfig, str, dict[str, Any]]:
         raw = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{cfg_file} is not valid JSON ({e})") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{cfg_file} holds a JSON {type(raw).__name__}, not an object of settings: "
+                              "restore the checkpoint's config.json")
     qc = raw.get("quantization_config")
+    if qc is not None and not isinstance(qc, dict):
+        raise CheckpointError(f"{cfg_file}: 'quantization_config' should be an object like "
+                              "{\"quant_method\": \"mxfp4\"}, not " + repr(qc))
     if qc is not None and qc.get("quant_method") != "mxfp4":
         raise CheckpointError(f"{cfg_file} asks for quantization {qc.get('quant_method')!r}: the course reads "
                               "MXFP4 ('mxfp4') checkpoints or unquantized ones")
@@ -190,7 +197,11 @@ def weight_files(path: str | Path) -> list[Path]:
     path = Path(path)
     index = path / INDEX_FILE
     if index.exists():
-        weight_map = json.loads(index.read_text()).get("weight_map")
+        try:
+            weight_map = json.loads(index.read_text())
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{index} is not valid JSON ({e}): the index is damaged; download it again") from None
+        weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
         if not isinstance(weight_map, dict):
             raise CheckpointError(f"{index} has no 'weight_map': the index is damaged")
         files = [path / f for f in sorted(set(weight_map.values()))]
@@ -279,7 +290,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     report = LoadReport(str(path), layout, str(device), files=len(files), packed_experts=keep_mxfp4 and cfg.is_moe)
     seen: set[str] = set()
     unexpected: list[str] = []
-    pending: dict[str, dict[str, torch.Tensor]] = {}  # packed experts waiting for their other half
+    pending: dict[str, dict[str, tuple[str, torch.Tensor]]] = {}  # packed experts waiting for their other half
 
     def place(target: str, value: torch.Tensor, source: str) -> None:
         want = expected[target]
@@ -290,6 +301,22 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
         _set(model, target, value.to(device=device, dtype=out_dtype).contiguous())
         seen.add(target)
 
+    def check_dtype(name: str, tensor: torch.Tensor, packed: bool) -> None:
+        # MXFP4 halves are raw bytes; everything else is a number that is cast to ``dtype``.
+        if packed and tensor.dtype != torch.uint8:
+            raise CheckpointError(f"tensor {name!r} is {str(tensor.dtype).removeprefix('torch.')}; MXFP4 blocks "
+                                  "and scales are uint8 bytes: the file is damaged or not a gpt-oss checkpoint")
+        if not packed and not tensor.is_floating_point():
+            raise CheckpointError(f"tensor {name!r} is {str(tensor.dtype).removeprefix('torch.')}; a weight must be "
+                                  "a floating-point tensor: the file is damaged or from another model")
+
+    def convert(what: str, how: Callable[[], Any]) -> Any:
+        try:
+            return how()
+        except (RuntimeError, ValueError, IndexError) as e:  # a tensor too mis-shaped to split or unpack
+            raise CheckpointError(f"{what}: cannot be read into this config ({e}); is config.json from the "
+                                  "same model?") from None
+
     bar = _progress(files, progress)
     for name, tensor in iter_tensors(files):
         found = rule(name, cfg)
@@ -298,7 +325,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
             continue
         report.tensors += 1
         report.bytes_by_dtype[tensor.dtype] += tensor.numel() * tensor.element_size()
-        for target, value in found[1](tensor):
+        if found[0]:  # not a tensor that is skipped (GPT-2's stored causal mask)
+            check_dtype(name, tensor, found[0].endswith(("_blocks", "_scales")))
+        for target, value in convert(f"tensor {name!r} of shape {tuple(tensor.shape)}", lambda: found[1](tensor)):
             if target == "lm_head.weight" and cfg.tie_embeddings:
                 continue  # tied to the embedding: nothing to load
             if target in expected:
@@ -306,10 +335,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
             elif target.endswith(("_blocks", "_scales")) and target.rsplit("_", 1)[0] in expected:
                 # Packed on disk, dense in the model: dequantize once both halves have arrived.
                 base, kind = target.rsplit("_", 1)
-                pending.setdefault(base, {})[kind] = value.to(device)
+                pending.setdefault(base, {})[kind] = (name, value.to(device))
                 if len(pending[base]) == 2:
                     parts = pending.pop(base)
-                    place(base, mxfp4.dequantize(parts["blocks"], parts["scales"], dtype), name)
+                    (blocks_name, blocks), (scales_name, scales) = parts["blocks"], parts["scales"]
+                    dense = convert(f"tensors {blocks_name!r} {tuple(blocks.shape)} and {scales_name!r} "
+                                    f"{tuple(scales.shape)}", lambda: mxfp4.dequantize(blocks, scales, dtype))
+                    place(base, dense, name)
             else:
                 raise CheckpointError(
                     f"tensor {name!r} does not fit this model (it would go to {target}): "
@@ -388,7 +420,8 @@ def _gptoss_tensors(sd: dict[str, torch.Tensor], cfg: ModelConfig, mxfp4_experts
         yield h + "input_layernorm.weight", sd[p + "attn_norm.weight"].to(dtype)
         for x in ("q", "k", "v", "o"):
             yield f"{h}self_attn.{x}_proj.weight", sd[f"{p}attn.{x}_proj.weight"].to(dtype)
-            yield f"{h}self_attn.{x}_proj.bias", sd[f"{p}attn.{x}_proj.bias"].to(dtype)
+            if cfg.attn_bias:
+                yield f"{h}self_attn.{x}_proj.bias", sd[f"{p}attn.{x}_proj.bias"].to(dtype)
         yield h + "self_attn.sinks", sd[p + "attn.sinks"].to(dtype)
         yield h + "post_attention_layernorm.weight", sd[p + "mlp_norm.weight"].to(dtype)
         yield h + "mlp.router.weight", sd[p + "mlp.router.weight"].to(dtype)
@@ -476,55 +509,76 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
     from safetensors.torch import save_file
 
     path = Path(path)
-    if path.exists() and not overwrite:
+    exists = path.exists() or path.is_symlink()
+    if exists and not overwrite:
         raise FileExistsError(f"{path} exists: pass overwrite=True to replace it")
     if layout == "original":
         cfg_json = original_config(model.config)
-        tensors = list(original_tensors(model, dtype))
+        tensors = original_tensors(model, dtype)
     elif layout == "hf":
         cfg_json = model.config.to_hf_config()
         if not mxfp4:
             cfg_json.pop("quantization_config", None)
         if dtype != torch.bfloat16:
             cfg_json["torch_dtype"] = str(dtype).removeprefix("torch.")
-        tensors = list(hf_state_dict(model, mxfp4, dtype))
+        tensors = hf_state_dict(model, mxfp4, dtype)
     else:
         raise ValueError(f"layout must be 'hf' or 'original', got {layout!r}")
-    nbytes = [t.numel() * t.element_size() for _, t in tensors]
-    shards: list[list[int]] = [[]]
-    size = 0
-    for i, b in enumerate(nbytes):
-        if max_shard_bytes and shards[-1] and size + b > max_shard_bytes:
-            shards.append([])
-            size = 0
-        shards[-1].append(i)
-        size += b
-    names = shard_names(len(shards))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    old: Path | None = None
     try:
+        # One shard in memory at a time; shards are named once their count is known.
+        written: list[tuple[Path, list[str]]] = []
+        shard: dict[str, torch.Tensor] = {}
+        size = total = 0
+
+        def flush() -> None:
+            file = tmp / f"shard-{len(written)}.part"
+            save_file(shard, str(file), metadata={"format": "pt"})
+            written.append((file, list(shard)))
+            shard.clear()
+
+        for name, tensor in tensors:
+            nbytes = tensor.numel() * tensor.element_size()
+            if max_shard_bytes and shard and size + nbytes > max_shard_bytes:
+                flush()
+                size = 0
+            shard[name] = tensor.contiguous()
+            size, total = size + nbytes, total + nbytes
+        flush()
         weight_map = {}
-        for fname, idx in zip(names, shards):
-            save_file({tensors[i][0]: tensors[i][1].contiguous() for i in idx}, str(tmp / fname), metadata={"format": "pt"})
-            weight_map.update({tensors[i][0]: fname for i in idx})
-        if len(shards) > 1:
-            index = {"metadata": {"total_size": sum(nbytes)}, "weight_map": dict(sorted(weight_map.items()))}
+        for fname, (file, names) in zip(shard_names(len(written)), written):
+            file.rename(tmp / fname)
+            weight_map.update(dict.fromkeys(names, fname))
+        if len(written) > 1:
+            index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
             (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
         (tmp / "config.json").write_text(json.dumps(cfg_json, indent=2, sort_keys=True) + "\n")
         # mkdtemp makes the folder private (0700); a checkpoint folder gets the usual permissions.
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
+        if exists:
+            # A name of its own, so that a copy left by an interrupted overwrite never blocks the next one.
+            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
             os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old, path)  # put the previous checkpoint back
+                old = None
+                raise
         else:
             os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if old is not None:  # the new checkpoint is in place: what is left is only the old one's disk space
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
     return path
 
 

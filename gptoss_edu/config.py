@@ -193,7 +193,11 @@ class ModelConfig:
                 "eos_token_id": 50256 if self.vocab_size > 50256 else None, "torch_dtype": "float32",
             }
         if self._is_gptoss_shaped():
-            return {
+            # Plain RoPE is YaRN with factor 1 (the same frequencies, no attention factor).
+            factor = float(self.rope_scaling_factor) if self.positions == "yarn" else 1.0
+            # gpt-oss's config.json has no swiglu_alpha (1.702 is built in); transformers 5 reads one if given.
+            alpha = {} if self.swiglu_alpha == 1.702 else {"swiglu_alpha": self.swiglu_alpha}
+            return alpha | {
                 "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss",
                 "attention_bias": self.attn_bias, "attention_dropout": 0.0,
                 # The harmony ids; a small test vocabulary has no room for them.
@@ -217,7 +221,7 @@ class ModelConfig:
                 "rms_norm_eps": self.norm_eps,
                 "rope_scaling": {
                     "beta_fast": float(self.rope_beta_fast), "beta_slow": float(self.rope_beta_slow),
-                    "factor": float(self.rope_scaling_factor),
+                    "factor": factor,
                     "original_max_position_embeddings": self.rope_original_context,
                     "rope_type": "yarn", "truncate": self.rope_truncate,
                 },
@@ -266,11 +270,16 @@ def _from_gpt2(cfg: dict[str, Any], name: str | None) -> ModelConfig:
 
 def _from_gpt_oss(cfg: dict[str, Any], name: str | None) -> ModelConfig:
     _require(cfg, ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-                   "head_dim", "intermediate_size", "num_local_experts", "rope_theta"], "gpt-oss")
+                   "head_dim", "intermediate_size", "num_local_experts"], "gpt-oss")
     k = cfg.get("num_experts_per_tok", cfg.get("experts_per_token"))
     if k is None:
         raise KeyError("gpt-oss config.json is missing 'num_experts_per_tok' (or 'experts_per_token')")
+    # The Hub's config.json has rope_scaling and a top-level rope_theta; transformers 5 saves both
+    # inside rope_parameters instead.
     rs = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
+    rope_theta = cfg.get("rope_theta", rs.get("rope_theta"))
+    if rope_theta is None:
+        raise KeyError("gpt-oss config.json is missing 'rope_theta' (at the top or in 'rope_parameters')")
     factor = float(rs.get("factor", 1.0))
     layer_types = tuple(cfg.get("layer_types") or (
         ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(cfg["num_hidden_layers"])]
@@ -281,12 +290,13 @@ def _from_gpt_oss(cfg: dict[str, Any], name: str | None) -> ModelConfig:
         n_kv_heads=cfg["num_key_value_heads"], head_dim=cfg["head_dim"], d_ff=cfg["intermediate_size"],
         context_length=cfg.get("max_position_embeddings", 131072),
         positions="yarn" if rs.get("rope_type") == "yarn" and factor > 1 else "rope",
-        rope_theta=float(cfg["rope_theta"]), rope_scaling_factor=factor,
+        rope_theta=float(rope_theta), rope_scaling_factor=factor,
         rope_original_context=int(rs.get("original_max_position_embeddings", cfg.get("initial_context_length", 4096))),
         rope_beta_fast=float(rs.get("beta_fast", 32.0)), rope_beta_slow=float(rs.get("beta_slow", 1.0)),
         rope_truncate=bool(rs.get("truncate", True)),
         norm="rmsnorm", norm_eps=cfg.get("rms_norm_eps", 1e-5), mlp="gptoss_swiglu",
-        swiglu_alpha=1.702, swiglu_limit=float(cfg.get("swiglu_limit", 7.0)), mlp_bias=True,
+        swiglu_alpha=float(cfg.get("swiglu_alpha", 1.702)), swiglu_limit=float(cfg.get("swiglu_limit", 7.0)),
+        mlp_bias=True,
         n_experts=cfg["num_local_experts"], experts_per_token=k,
         attn_bias=cfg.get("attention_bias", True), sliding_window=cfg.get("sliding_window") or 0,
         layer_types=layer_types, sinks=True, dropout=0.0, tie_embeddings=cfg.get("tie_word_embeddings", False),

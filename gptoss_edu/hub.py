@@ -203,6 +203,29 @@ def _present(repo_id: str, name: str, size: int, local_dir: str | Path | None, r
 
 # ---- download ---------------------------------------------------------------------------------
 
+def _plan_online(repo_id: str, local_dir: str | Path | None, **selection) -> tuple[DownloadPlan | None, str]:
+    """(plan_download's plan, "") or, when the Hub cannot be asked, (None, why); a refusal is a HubError."""
+    if _offline():
+        return None, "offline mode is on (HF_HUB_OFFLINE=1)"
+    unreachable = _hub_unreachable()
+    if unreachable:  # say so now, rather than after huggingface_hub's retries (half a minute)
+        return None, f"the Hub could not be reached ({unreachable})"
+    from huggingface_hub import errors as hf_errors
+
+    try:
+        return plan_download(repo_id, local_dir, **selection), ""
+    except _network_errors() as e:
+        return None, f"the Hub could not be reached ({type(e).__name__}: {e})"
+    except (hf_errors.RepositoryNotFoundError, hf_errors.GatedRepoError) as e:
+        raise HubError(f"cannot list {repo_id!r} on the Hub ({type(e).__name__}): check the repository id; a "
+                       "gated or private repository needs `hf auth login` first") from e
+    except hf_errors.RevisionNotFoundError as e:
+        revision = selection.get("revision")
+        raise HubError(f"{repo_id!r} has no revision {revision!r}: pass an existing branch, tag or commit") from e
+    except hf_errors.HfHubHTTPError as e:  # the Hub is down or refuses
+        return None, f"the Hub answered with an error ({e})"
+
+
 def download(repo_id_or_path: str | Path = DEFAULT_REPO, local_dir: str | Path | None = None, *,
              include_original: bool = False, include_metal: bool = False, include_tokenizer: bool = False,
              revision: str | None = None, progress: bool = True) -> Path:
@@ -210,30 +233,11 @@ def download(repo_id_or_path: str | Path = DEFAULT_REPO, local_dir: str | Path |
     if _is_local(repo_id_or_path):
         return check_local(repo_id_or_path, include_original, include_metal)
     repo_id = str(repo_id_or_path)
-    if _offline():
-        return _from_disk(repo_id, local_dir, include_original, include_metal, revision,
-                          reason="offline mode is on (HF_HUB_OFFLINE=1)")
-    unreachable = _hub_unreachable()
-    if unreachable:  # say so now, rather than after huggingface_hub's retries (half a minute)
-        return _from_disk(repo_id, local_dir, include_original, include_metal, revision,
-                          reason=f"the Hub could not be reached ({unreachable})")
+    plan, unreachable = _plan_online(repo_id, local_dir, include_original=include_original,
+                                     include_metal=include_metal, include_tokenizer=include_tokenizer, revision=revision)
+    if plan is None:  # what is on disk may still do
+        return _from_disk(repo_id, local_dir, include_original, include_metal, revision, reason=unreachable)
     errors = _network_errors()
-    from huggingface_hub import errors as hf_errors
-
-    try:
-        plan = plan_download(repo_id, local_dir, include_original=include_original, include_metal=include_metal,
-                             include_tokenizer=include_tokenizer, revision=revision)
-    except errors as e:
-        return _from_disk(repo_id, local_dir, include_original, include_metal, revision,
-                          reason=f"the Hub could not be reached ({type(e).__name__}: {e})")
-    except (hf_errors.RepositoryNotFoundError, hf_errors.GatedRepoError) as e:
-        raise HubError(f"cannot list {repo_id!r} on the Hub ({type(e).__name__}): check the repository id; a "
-                       "gated or private repository needs `hf auth login` first") from e
-    except hf_errors.RevisionNotFoundError as e:
-        raise HubError(f"{repo_id!r} has no revision {revision!r}: pass an existing branch, tag or commit") from e
-    except hf_errors.HfHubHTTPError as e:  # the Hub is down or refuses: what is on disk may still do
-        return _from_disk(repo_id, local_dir, include_original, include_metal, revision,
-                          reason=f"the Hub answered with an error ({e})")
     if progress:
         print(plan)
     check_disk(plan.needed_bytes, plan.target)
@@ -400,7 +404,11 @@ def run(args: argparse.Namespace) -> int:
     """Download (or check) the checkpoint and print the folder that holds it (the download command)."""
     try:
         if args.dry_run and not _is_local(args.repo):
-            plan = plan_download(args.repo, args.local_dir, include_original=args.original, revision=args.revision)
+            plan, unreachable = _plan_online(args.repo, args.local_dir, include_original=args.original,
+                                             revision=args.revision)
+            if plan is None:
+                raise HubError(f"cannot plan the download: {unreachable}. A dry run lists the repository on the "
+                               "Hub, so it needs the network; run it where the Hub can be reached")
             print(plan)
             print("it fits" if plan.fits else "it does NOT fit: free some space or choose --local-dir on a larger disk")
             return 0 if plan.fits else 1

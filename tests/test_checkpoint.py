@@ -247,3 +247,70 @@ def test_interrupted_write_leaves_nothing_half_written(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["ck"]  # no temporary folder left behind
     with pytest.raises(FileExistsError, match="overwrite=True"):
         g.write_checkpoint(model, good)
+
+
+@pytest.mark.parametrize("name,dtype,keep,message", [
+    ("model.layers.0.self_attn.k_proj.weight", torch.uint8, False, "is uint8; a weight must be a floating-point"),
+    ("model.layers.1.mlp.experts.down_proj_blocks", torch.int8, True, "is int8; MXFP4 blocks and scales are uint8"),
+    ("model.layers.1.mlp.experts.down_proj_scales", torch.bfloat16, False, "is bfloat16; MXFP4 blocks and scales"),
+])
+def test_wrong_dtype_is_named(written, name, dtype, keep, message):
+    rewrite(written, lambda t: t.update({name: t[name].to(dtype)}))
+    with pytest.raises(g.CheckpointError, match=f"tensor '{re.escape(name)}' {message}"):
+        g.load_model(written, keep_mxfp4=keep)
+
+
+def test_tensors_too_misshaped_to_convert_are_named(tmp_path, written):
+    # Packed on disk, dense in the model: scales that do not match their blocks.
+    name = "model.layers.0.mlp.experts.gate_up_proj_scales"
+    rewrite(written, lambda t: t.update({name: t[name][:, :-1].contiguous()}))
+    with pytest.raises(g.CheckpointError, match=rf"'{re.escape(name)}' \(\d+, \d+, \d+\): cannot be read into this config"):
+        g.load_model(written)
+    # OpenAI's fused qkv, a few rows short.
+    path = g.write_checkpoint(small_gptoss(), tmp_path / "original", layout="original")
+    tensors = load_file(path / "model.safetensors")
+    tensors["block.0.attn.qkv.weight"] = tensors["block.0.attn.qkv.weight"][:-16].clone()
+    save_file(tensors, str(path / "model.safetensors"))
+    with pytest.raises(g.CheckpointError, match=r"tensor 'block.0.attn.qkv.weight' of shape \(\d+, 64\): cannot be read"):
+        g.load_model(path)
+
+
+@pytest.mark.parametrize("file,text,message", [
+    ("model.safetensors.index.json", '{"weight_map": {"a": ', "index.json is not valid JSON .*download it again"),
+    ("config.json", "[1, 2]", "holds a JSON list, not an object"),
+    ("config.json", None, "'quantization_config' should be an object"),
+])
+def test_damaged_json_files_are_explained(tmp_path, file, text, message):
+    path = g.write_checkpoint(small_gptoss(), tmp_path / "ck", max_shard_bytes=100_000)
+    if text is None:
+        text = json.dumps(json.loads((path / file).read_text()) | {"quantization_config": "mxfp4"})
+    (path / file).write_text(text)
+    with pytest.raises(g.CheckpointError, match=message):
+        g.load_model(path)
+
+
+@pytest.mark.parametrize("changes", [{"attn_bias": False}, {"swiglu_alpha": 1.5}, {"positions": "rope"}])
+def test_written_settings_read_back_as_the_same_model(tmp_path, changes):
+    model = small_gptoss(seed=8, **changes)
+    path = g.write_checkpoint(model, tmp_path / "ck", mxfp4=False, dtype=torch.float32)
+    assert len(ck.manifest(model.config, mxfp4_experts=False)) == len(load_file(path / "model.safetensors"))
+    loaded = g.load_model(path)
+    ids = torch.randint(0, 256, (1, 40))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids), model(ids), atol=0, rtol=0)
+
+
+def test_overwrite_replaces_files_links_and_ignores_leftovers(tmp_path):
+    model = small_gptoss()
+    (tmp_path / ".ck.old").mkdir()  # left by an interrupted overwrite of an earlier version
+    (tmp_path / ".ck.old" / "x").write_text("x")
+    ck_path = g.write_checkpoint(model, tmp_path / "ck")
+    assert g.write_checkpoint(model, ck_path, overwrite=True) == ck_path
+    (tmp_path / "file").write_text("not a checkpoint")
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    for target in (tmp_path / "file", tmp_path / "link"):
+        g.write_checkpoint(model, target, overwrite=True)
+        assert target.is_dir() and not target.is_symlink() and (target / "config.json").exists()
+    assert (tmp_path / "real").is_dir()  # a link is replaced, not what it pointed to
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ck.old", "ck", "file", "link", "real"]

@@ -56,6 +56,9 @@ def test_download_offline_says_what_to_do(monkeypatch, tmp_path, capsys):
     assert main(["download", "openai/gpt-oss-20b", "--local-dir", str(tmp_path / "w")]) == 1
     err = capsys.readouterr().err
     assert "offline" in err and "hf download" in err
+    # A dry run lists the repository: no traceback, a reason.
+    assert main(["download", "openai/gpt-oss-20b", "--dry-run"]) == 1
+    assert "cannot plan the download: offline mode is on (HF_HUB_OFFLINE=1)" in capsys.readouterr().err
 
 
 def test_train_refuses_an_unknown_recipe(capsys):

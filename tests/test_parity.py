@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformers
 from transformers import GPT2Config, GPT2LMHeadModel
 
 import gptoss_edu as g
@@ -95,3 +96,27 @@ def test_gptoss_router_picks_the_same_experts_as_transformers(tmp_path):
     _, w_ref, i_ref = ref.model.layers[1].mlp.router(x)
     assert torch.equal(i_ours, i_ref)
     torch.testing.assert_close(w_ours, w_ref, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("changes", [{}, {"attn_bias": False}, {"positions": "rope"}, {"swiglu_alpha": 1.0}],
+                         ids=["as-released", "no-attention-bias", "plain-rope", "alpha-1"])
+def test_gptoss_saved_by_transformers_loads_and_matches(changes, tmp_path):
+    """A folder transformers itself saved (5.x: rope_theta inside rope_parameters) loads, with the same logits."""
+    from transformers import GptOssConfig, GptOssForCausalLM
+
+    if "swiglu_alpha" in changes and "swiglu_alpha" not in GptOssConfig().to_dict():
+        pytest.skip(f"transformers {transformers.__version__} has no swiglu_alpha setting (1.702 is built in)")
+    cfg = gptoss_config(GPTOSS_SHAPES[0]).replace(**changes)
+    ours = randomize(g.GPT(cfg), seed=11)
+    path = g.write_checkpoint(ours, tmp_path / "ours", mxfp4=False, dtype=torch.float32)
+    ref = GptOssForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    ref.save_pretrained(tmp_path / "theirs")
+    loaded = g.load_model(tmp_path / "theirs")
+    assert {k: getattr(loaded.config, k) for k in changes} == changes
+    ids = torch.randint(0, cfg.vocab_size, (2, GPTOSS_SHAPES[0]["T"]))
+    with torch.no_grad():
+        want = ref(ids).logits
+        got, written = loaded(ids), ours(ids)
+    assert 0.5 < want.abs().max() < 50
+    torch.testing.assert_close(written, want, atol=ATOL, rtol=0)  # what we wrote is what transformers reads
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=0)  # and what it saves is what we read
