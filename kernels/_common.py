@@ -75,6 +75,13 @@ def check_launch(kernel: Any, name: str, *tensors: torch.Tensor) -> None:
             f"Install it (pip install triton, on Linux) or use the PyTorch path instead: "
             f"model.set_backend('torch'), or {fallback}."
         )
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        # A kernel's output has no grad_fn: training through it would quietly freeze what it read.
+        raise RuntimeError(
+            f"gptoss_kernels.{name} has no backward pass, and one of its inputs requires grad. Run it under "
+            f"torch.no_grad() (or torch.inference_mode()) for inference, or compute gradients on the PyTorch "
+            f"path: model.set_backend('torch'), or {fallback}."
+        )
     devices = {t.device.type for t in tensors}
     if len(devices) > 1:
         raise ValueError(f"gptoss_kernels.{name}: all tensors must be on one device, got {sorted(devices)}")

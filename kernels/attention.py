@@ -243,7 +243,7 @@ def attention_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scal
     block_d = _block_d(D)
     block_m = block_m or (64 if q.is_cuda else 32)
     block_n = block_n or (64 if q.is_cuda else 32)
-    sink_arg = sinks.detach() if sinks is not None else q
+    sink_arg = sinks.detach().contiguous() if sinks is not None else q  # read as sink_ptr + head
     grid = (triton.cdiv(Tq, block_m), B * Hq)
     _attn_prefill_kernel[grid](
         q, k, v, sink_arg, out, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
@@ -313,7 +313,7 @@ def attention_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale
     block_m = max(16, triton.next_power_of_2(R))
     block_d = _block_d(D)
     final = num_splits == 1
-    sink_arg = sinks.detach() if sinks is not None else q
+    sink_arg = sinks.detach().contiguous() if sinks is not None else q  # read as sink_ptr + head
     parts = _split_state(q, B * Hkv, num_splits, R, D)
     _attn_decode_kernel[(B * Hkv, num_splits)](
         q, k, v, sink_arg, out, *parts,
@@ -415,7 +415,7 @@ def attention_decode_at(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, posit
     block_m = max(16, triton.next_power_of_2(R))
     block_d = _block_d(D)
     final = num_splits == 1
-    sink_arg = sinks.detach() if sinks is not None else q
+    sink_arg = sinks.detach().contiguous() if sinks is not None else q  # read as sink_ptr + head
     parts = _split_state(q, B * Hkv, num_splits, R, D)
     _attn_decode_at_kernel[(B * Hkv, num_splits)](
         position, q, k, v, sink_arg, out, *parts,

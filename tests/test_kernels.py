@@ -102,6 +102,9 @@ def test_rmsnorm_strided_rows_and_columns() -> None:
     assert_close(rmsnorm(x, w, 1e-5), rmsnorm_reference(x, w, 1e-5), "rmsnorm")
     xt = rand(80, 6, seed=7).T  # last dim not contiguous: copied first
     assert_close(rmsnorm(xt, w, 1e-5), rmsnorm_reference(xt, w, 1e-5), "rmsnorm")
+    # A weight that is a strided view (or a broadcast of one value) is read by index too.
+    for weight in (rand(160, seed=8)[::2], torch.full((1,), 2.0, device=DEVICE, dtype=DTYPE).expand(80)):
+        assert_close(rmsnorm(x, weight, 1e-5), rmsnorm_reference(x, weight, 1e-5), "rmsnorm")
 
 
 def test_rmsnorm_real_width() -> None:
@@ -124,6 +127,7 @@ PREFILL_CASES = [
     (1, 4, 1, 29, 29, 0, 64, 64, True),  # groups 4 (MQA), window larger than the sequence
     (1, 4, 2, 20, 45, 25, 32, 10, True),  # a chunk of queries after 25 cached positions
     (1, 2, 1, 5, 5, 0, 16, 0, True),  # fewer queries than one tile
+    (1, 2, 2, 40, 40, 0, 16, 8, False),  # window, no sinks: tiles a row's queries cannot see (no -inf - -inf)
 ]
 DECODE_CASES = [
     (1, 8, 2, 1, 70, 69, 64, 0, True),  # one new token, groups 4
@@ -164,6 +168,38 @@ def test_attention_decode(case, num_splits) -> None:
     blocks = {} if ON_GPU else dict(block_n=16)
     out = attention_decode(q, k, v, **kw, num_splits=num_splits, **blocks)
     assert_close(out, attention_reference(q, k, v, **kw), "attention")
+
+
+def test_attention_strided_sinks() -> None:
+    # Sinks that are a view with a stride (one per query head, every other element) are read by head.
+    q, k, v, _ = attention_inputs(1, 4, 2, 3, 20, 16, False, seed=35)
+    sinks = rand(8, seed=36, scale=2.0)[::2]
+    kw = dict(scale=0.25, sinks=sinks, sliding_window=6, q_start=17)
+    want = attention_reference(q, k, v, **kw)
+    assert_close(attention_prefill(q, k, v, **kw), want, "attention")
+    assert_close(attention_decode(q, k, v, **kw, num_splits=2), want, "attention")
+    position = torch.tensor([17], device=DEVICE)
+    assert_close(attn_mod.attention_decode_at(q[:, :, :1], k, v, position, scale=0.25, sinks=sinks),
+                 attention_reference(q[:, :, :1], k[:, :, :18], v[:, :, :18], scale=0.25, sinks=sinks, q_start=17),
+                 "attention")
+
+
+def test_kernels_refuse_to_be_trained_through() -> None:
+    """The kernels have no backward: an input that wants a gradient is refused unless grad is off."""
+    x, w = rand(2, 32, seed=60), rand(32, seed=61).requires_grad_()
+    with pytest.raises(RuntimeError, match=r"rmsnorm has no backward pass.*torch.no_grad\(\)"):
+        rmsnorm(x, w, 1e-5)
+    with torch.no_grad():
+        assert_close(rmsnorm(x, w, 1e-5), rmsnorm_reference(x, w.detach(), 1e-5), "rmsnorm")
+    q, k, v, s = attention_inputs(1, 2, 1, 1, 4, 16, True, seed=62)
+    with pytest.raises(RuntimeError, match="attention has no backward pass"):
+        attention(q, k, v, scale=0.25, sinks=s.requires_grad_(), q_start=3)
+    # A model on the Triton backend in training mode: an error, not gradients that silently stop.
+    cfg = dataclasses.replace(g.preset("gpt-oss-tiny"), vocab_size=64, n_layers=1, layer_types=("sliding_attention",))
+    model = g.GPT(cfg, packed_experts=True)
+    model.to(DEVICE).set_backend("triton")
+    with pytest.raises(RuntimeError, match=r"has no backward pass.*model.set_backend\('torch'\)"):
+        model(torch.zeros(1, 3, dtype=torch.long, device=DEVICE))
 
 
 def test_attention_sinks_take_mass() -> None:
