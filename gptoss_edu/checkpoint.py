@@ -230,9 +230,14 @@ def _open(file: Path):
 
 def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) of every tensor in ``files``, one at a time so memory stays near one tensor."""
+    where: dict[str, str] = {}
     for file in files:
         with _open(file) as f:
             for name in f.keys():
+                if name in where:  # which copy is the right one cannot be known: refuse both
+                    raise CheckpointError(f"tensor {name!r} is in both {where[name]} and {file.name}: the folder "
+                                          "mixes files of two checkpoints; download it again into an empty folder")
+                where[name] = file.name
                 try:
                     yield name, f.get_tensor(name)
                 except Exception as e:

@@ -75,13 +75,6 @@ def check_launch(kernel: Any, name: str, *tensors: torch.Tensor) -> None:
             f"Install it (pip install triton, on Linux) or use the PyTorch path instead: "
             f"model.set_backend('torch'), or {fallback}."
         )
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        # A kernel's output has no grad_fn: training through it would quietly freeze what it read.
-        raise RuntimeError(
-            f"gptoss_kernels.{name} has no backward pass, and one of its inputs requires grad. Run it under "
-            f"torch.no_grad() (or torch.inference_mode()) for inference, or compute gradients on the PyTorch "
-            f"path: model.set_backend('torch'), or {fallback}."
-        )
     devices = {t.device.type for t in tensors}
     if len(devices) > 1:
         raise ValueError(f"gptoss_kernels.{name}: all tensors must be on one device, got {sorted(devices)}")
@@ -93,6 +86,19 @@ def check_launch(kernel: Any, name: str, *tensors: torch.Tensor) -> None:
             f"a CUDA device, or set TRITON_INTERPRET=1 before importing triton and gptoss_kernels to run "
             f"the kernel on the CPU in Triton's (slow) interpreter.{hint} The PyTorch path runs anywhere: "
             f"model.set_backend('torch'), or {fallback}."
+        )
+
+
+def refuse_grad(name: str, **activations: torch.Tensor) -> None:
+    """Raise if an activation wants a gradient: the kernels have no backward pass."""
+    # A graph built through a kernel would quietly stop there: in a model, the residual stream
+    # still carries gradients around it, so training would run and freeze what the kernel read.
+    wanting = [key for key, t in activations.items() if t is not None and t.requires_grad]
+    if wanting and torch.is_grad_enabled():
+        raise RuntimeError(
+            f"gptoss_kernels.{name} has no backward pass, and {', '.join(wanting)} requires grad. Run it under "
+            f"torch.no_grad() (or torch.inference_mode()) for inference, or compute gradients on the PyTorch path: "
+            f"model.set_backend('torch'), or {TORCH_FALLBACK.get(name, 'the PyTorch path')}."
         )
 
 

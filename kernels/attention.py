@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from ._common import FLOAT_DTYPES, check_launch, check_tensor, dot_precision, new_buffer, tl, triton
+from ._common import FLOAT_DTYPES, check_launch, check_tensor, dot_precision, new_buffer, refuse_grad, tl, triton
 
 LOG2E = math.log2(math.e)
 # attention() uses the decode kernel while the query rows per KV head (queries x heads per KV head)
@@ -205,7 +205,7 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torc
         raise ValueError(f"k and v must have the same shape [B, Hkv, Tk, D], got k {tuple(k.shape)}, v {tuple(v.shape)}")
     if k.shape[0] != B or k.shape[3] != D:
         raise ValueError(f"k [B, Hkv, Tk, D] {tuple(k.shape)} does not match q [B, Hq, Tq, D] {tuple(q.shape)} in B or D")
-    if Hq % k.shape[1]:
+    if k.shape[1] == 0 or Hq % k.shape[1]:
         raise ValueError(f"the query heads ({Hq}) must be a multiple of the KV heads ({k.shape[1]})")
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k and v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
@@ -235,6 +235,7 @@ def attention_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scal
     """Flash-attention kernel: q [B, Hq, Tq, D] over k, v [B, Hkv, Tk, D] -> [B, Hq, Tq, D]."""
     _check_inputs(q, k, v, sinks, sliding_window, q_start)
     check_launch(_attn_prefill_kernel, "attention", q, k, v, *([sinks] if sinks is not None else []))
+    refuse_grad("attention", q=q, k=k, v=v)
     B, Hq, Tq, D = q.shape
     Hkv, Tk = k.shape[1], k.shape[2]
     out = new_buffer((B, Hq, Tq, D), q.dtype, q.device)
@@ -293,6 +294,7 @@ def attention_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale
     """Split-K decode kernel for a few queries over a long cache; same arguments and result as attention."""
     _check_inputs(q, k, v, sinks, sliding_window, q_start)
     check_launch(_attn_decode_kernel, "attention", q, k, v, *([sinks] if sinks is not None else []))
+    refuse_grad("attention", q=q, k=k, v=v)
     B, Hq, Tq, D = q.shape
     Hkv, Tk = k.shape[1], k.shape[2]
     groups = Hq // Hkv
@@ -399,6 +401,7 @@ def attention_decode_at(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, posit
     if position.numel() != 1:
         raise ValueError(f"position must hold one position (shared by the batch), got shape {tuple(position.shape)}")
     check_launch(_attn_decode_at_kernel, "attention", q, k, v, position, *([sinks] if sinks is not None else []))
+    refuse_grad("attention", q=q, k=k, v=v)
     B, Hq, Tq, D = q.shape
     Hkv, Tk = k.shape[1], k.shape[2]
     groups = Hq // Hkv

@@ -27,7 +27,7 @@ kernels split the activations instead: dot(x, w) = dot(x_even, w_low) + dot(x_od
 import torch
 
 from ._common import (FLOAT_DTYPES, check_launch, check_shape, check_tensor, dot_precision, new_buffer,
-                      tl, triton)
+                      refuse_grad, tl, triton)
 
 # moe_mxfp4() takes the decode path up to this many tokens.
 DECODE_MAX_TOKENS = 8
@@ -271,6 +271,7 @@ def _check_moe_inputs(x, expert_idx, expert_weights, gate_up_blocks, gate_up_sca
 
 def _prepare(x, expert_idx, expert_weights, tensors):
     check_launch(_gate_up_matvec_kernel, "moe", x, expert_idx, expert_weights, *tensors)
+    refuse_grad("moe", x=x, expert_weights=expert_weights)
     x = x if x.stride(-1) == 1 else x.contiguous()
     return x, expert_idx.to(torch.int32).contiguous(), expert_weights.contiguous(), [t.detach().contiguous() for t in tensors]
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from ._common import FLOAT_DTYPES, check_launch, check_shape, check_tensor, new_buffer, tl, triton
+from ._common import FLOAT_DTYPES, check_launch, check_shape, check_tensor, new_buffer, refuse_grad, tl, triton
 
 # One program holds a whole row in registers; beyond this the row would spill.
 MAX_D = 65536
@@ -31,6 +31,7 @@ def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     if D == 0 or D > MAX_D:
         raise ValueError(f"rmsnorm needs 0 < D <= {MAX_D} (the last dim of x), got x of shape {tuple(x.shape)}")
     check_launch(_rmsnorm_kernel, "rmsnorm", x, weight)
+    refuse_grad("rmsnorm", x=x)
     x2 = x.reshape(-1, D)
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()

@@ -314,3 +314,13 @@ def test_overwrite_replaces_files_links_and_ignores_leftovers(tmp_path):
         assert target.is_dir() and not target.is_symlink() and (target / "config.json").exists()
     assert (tmp_path / "real").is_dir()  # a link is replaced, not what it pointed to
     assert sorted(p.name for p in tmp_path.iterdir()) == [".ck.old", "ck", "file", "link", "real"]
+
+
+def test_a_tensor_in_two_shards_is_refused(tmp_path):
+    path = g.write_checkpoint(small_gptoss(), tmp_path / "ck", max_shard_bytes=100_000)
+    first, second = sorted(path.glob("model-*.safetensors"))[:2]
+    name, tensor = next(iter(load_file(first).items()))
+    tensors = load_file(second) | {name: tensor}
+    save_file(tensors, str(second))
+    with pytest.raises(g.CheckpointError, match=f"'{re.escape(name)}' is in both {first.name} and {second.name}"):
+        g.load_model(path)

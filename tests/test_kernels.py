@@ -185,19 +185,20 @@ def test_attention_strided_sinks() -> None:
 
 
 def test_kernels_refuse_to_be_trained_through() -> None:
-    """The kernels have no backward: an input that wants a gradient is refused unless grad is off."""
-    x, w = rand(2, 32, seed=60), rand(32, seed=61).requires_grad_()
-    with pytest.raises(RuntimeError, match=r"rmsnorm has no backward pass.*torch.no_grad\(\)"):
+    """The kernels have no backward: an activation that wants a gradient is refused unless grad is off."""
+    x, w = rand(2, 32, seed=60).requires_grad_(), rand(32, seed=61).requires_grad_()
+    with pytest.raises(RuntimeError, match=r"rmsnorm has no backward pass, and x requires grad.*torch.no_grad\(\)"):
         rmsnorm(x, w, 1e-5)
     with torch.no_grad():
-        assert_close(rmsnorm(x, w, 1e-5), rmsnorm_reference(x, w.detach(), 1e-5), "rmsnorm")
+        assert_close(rmsnorm(x, w, 1e-5), rmsnorm_reference(x, w, 1e-5), "rmsnorm")
+    # A weight that requires grad (a module's parameter) with a plain input is fine: nothing is built on it.
+    assert not rmsnorm(x.detach(), w, 1e-5).requires_grad
     q, k, v, s = attention_inputs(1, 2, 1, 1, 4, 16, True, seed=62)
-    with pytest.raises(RuntimeError, match="attention has no backward pass"):
-        attention(q, k, v, scale=0.25, sinks=s.requires_grad_(), q_start=3)
-    # A model on the Triton backend in training mode: an error, not gradients that silently stop.
+    with pytest.raises(RuntimeError, match="attention has no backward pass, and q requires grad"):
+        attention(q.requires_grad_(), k, v, scale=0.25, sinks=s, q_start=3)
+    # A model on the Triton backend, training: an error, not gradients that silently stop at the kernels.
     cfg = dataclasses.replace(g.preset("gpt-oss-tiny"), vocab_size=64, n_layers=1, layer_types=("sliding_attention",))
-    model = g.GPT(cfg, packed_experts=True)
-    model.to(DEVICE).set_backend("triton")
+    model = g.GPT(cfg, packed_experts=True).to(DEVICE).set_backend("triton")
     with pytest.raises(RuntimeError, match=r"has no backward pass.*model.set_backend\('torch'\)"):
         model(torch.zeros(1, 3, dtype=torch.long, device=DEVICE))
 
@@ -236,6 +237,8 @@ def test_attention_bad_inputs() -> None:
         attention(q, k, v, scale=0.25, sinks=s[:3], q_start=5)
     with pytest.raises(ValueError, match="k and v"):
         attention(q, k, v[:, :, :7], scale=0.25, q_start=5)
+    with pytest.raises(ValueError, match=r"multiple of the KV heads \(0\)"):
+        attention(q, k[:, :0], v[:, :0], scale=0.25, q_start=5)
 
 
 # ---------------------------------------------------------------------------------- MoE
