@@ -136,11 +136,14 @@ class TokenData:
         return rows[:, :-1], rows[:, 1:]
 
     def val_batches(self, batch_size: int, seq_len: int, max_batches: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Consecutive non-overlapping windows from the start of the val split (always the same ones)."""
-        n = min((len(self.val) - 1) // seq_len, batch_size * max_batches)
+        """Non-overlapping windows spread evenly over the val split (always the same ones), so every play counts."""
+        windows = (len(self.val) - 1) // seq_len
+        n = min(windows, batch_size * max_batches)
         if n < 1:
             raise ValueError(f"the val split has {len(self.val)} tokens, fewer than seq_len + 1 ({seq_len + 1})")
-        rows = torch.stack([self.val[i * seq_len: i * seq_len + seq_len + 1] for i in range(n)])
+        # The split holds the plays one after another: windows from its start alone would be its first plays.
+        starts = torch.linspace(0, windows - 1, n, dtype=torch.float64).round().long().tolist()
+        rows = torch.stack([self.val[i * seq_len: i * seq_len + seq_len + 1] for i in starts])
         for i in range(0, n, batch_size):
             yield rows[i: i + batch_size, :-1], rows[i: i + batch_size, 1:]
 
@@ -331,10 +334,13 @@ class TrainResult:
 
 
 class _StopRequest:
-    """Turn SIGINT/SIGTERM into 'stop after this step'; a second Ctrl-C aborts at once."""
+    """Turn SIGINT/SIGTERM into 'stop after this step' (which is then saved); a second Ctrl-C aborts at once."""
 
-    def __init__(self) -> None:
+    # Only a run that saves its state installs it: without a folder, stopping early would save
+    # nothing, and a notebook cell training several models must stop as a whole, as Ctrl-C does.
+    def __init__(self, enabled: bool = True) -> None:
         self.requested = False
+        self.enabled = enabled
         self._old: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -344,7 +350,7 @@ class _StopRequest:
         print("\nstopping after this step (its state is saved; press Ctrl-C again to abort now)", file=sys.stderr)
 
     def __enter__(self) -> "_StopRequest":
-        if threading.current_thread() is threading.main_thread():
+        if self.enabled and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handle)
         return self
@@ -355,9 +361,14 @@ class _StopRequest:
 
 
 def make_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; matrices (and expert stacks, embeddings) decay, vectors (biases, norms, sinks) do not."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    """AdamW; matrices (and expert stacks, embeddings) decay, biases, norms and sinks do not."""
+    def decays(name: str, p: nn.Parameter) -> bool:
+        # By name, not only by rank: the experts' biases are [E, width], one vector per expert.
+        return p.dim() >= 2 and not name.endswith(("bias", "sinks")) and "norm" not in name
+
+    params = list(model.named_parameters())
+    decay = [p for n, p in params if decays(n, p)]
+    no_decay = [p for n, p in params if not decays(n, p)]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8, foreach=True)
 
@@ -384,6 +395,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: TokenData | None = Non
         vocab.tie_unused_rows(model)
     optimizer = make_optimizer(model, cfg)
     result = TrainResult(model, model_cfg, cfg, out=Path(out) if out is not None else None, optimizer=optimizer)
+    if out is not None:
+        _recover_dir(Path(out) / STATE_DIR)
     if out is not None and resume and (Path(out) / STATE_DIR).exists():
         saved = load_state(Path(out) / STATE_DIR, model, optimizer, model_cfg, cfg)
         result.history, result.evals = saved["history"], saved["evals"]
@@ -395,7 +408,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: TokenData | None = Non
     bar = _progress_bar(cfg.steps, start, progress)
     tokens = cfg.batch_size * cfg.seq_len
     saved_at, aborted = start, False
-    with _StopRequest() as stop:
+    with _StopRequest(enabled=out is not None) as stop:
         try:
             for step in range(start, cfg.steps):
                 t0 = time.perf_counter()
@@ -482,15 +495,23 @@ def _share(folder: Path) -> None:
 
 
 def _replace_dir(tmp: Path, path: Path) -> None:
-    """Move the finished folder ``tmp`` to ``path``, replacing what was there in one rename."""
+    """Move the finished folder ``tmp`` to ``path``, replacing what was there (see _recover_dir)."""
+    _recover_dir(path)
     if path.exists():
         old = path.with_name(f".{path.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(path, old)
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # a crash just before this leaves only .NAME.old: _recover_dir puts it back
         shutil.rmtree(old)
     else:
         os.replace(tmp, path)
+
+
+def _recover_dir(path: Path) -> None:
+    """Undo a replacement cut short between its two renames: the previous folder goes back in place."""
+    old = path.with_name(f".{path.name}.old")
+    if not path.exists() and old.is_dir():
+        os.replace(old, path)
 
 
 def save_state(path: str | Path, result: TrainResult, optimizer: torch.optim.Optimizer | None = None) -> Path:
@@ -627,6 +648,7 @@ def export(result: TrainResult, path: str | Path, command: str | None = None, ab
     from .checkpoint import load_model
 
     path = Path(path)
+    check_export_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
@@ -649,6 +671,23 @@ def export(result: TrainResult, path: str | Path, command: str | None = None, ab
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+EXPORT_FILES = ("config.json", "generation_config.json", "training.json", "TRAINING.md", "model.safetensors",
+                "model.safetensors.index.json", "model-*-of-*.safetensors")
+
+
+def check_export_target(path: Path) -> None:
+    """Refuse to replace a folder that holds anything but an exported checkpoint (or a file)."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise FileExistsError(f"{path} is a file, not a folder: choose a folder for the checkpoint")
+    others = sorted(p.name for p in path.iterdir() if not any(p.match(pattern) for pattern in EXPORT_FILES))
+    if others:
+        raise FileExistsError(f"{path} holds more than a checkpoint ({', '.join(others[:5])}"
+                              f"{' ...' if len(others) > 5 else ''}), which replacing it would delete: "
+                              "export into an empty or new folder, or one that holds only an earlier export")
 
 
 def training_record(result: TrainResult, command: str | None = None, exported_val_loss: float | None = None) -> dict:
@@ -762,7 +801,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("recipe", help="tiny-gpt-oss-chat, or course-step-NN (01..13)")
     ap.add_argument("--out", help="run folder for checkpoints (default runs/<recipe>)")
     ap.add_argument("--export", help="also write the final model here (HF layout, MXFP4 experts, TRAINING.md)")
-    ap.add_argument("--fresh", action="store_true", help="start over even if --out holds a run (it is replaced)")
+    ap.add_argument("--fresh", action="store_true",
+                    help="start over even if --out holds a run (its state/ and model/ are deleted)")
     for name in ("steps", "batch_size", "seq_len", "warmup_steps", "seed", "eval_every", "checkpoint_every"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"override the recipe's {name}")
     for name in ("lr", "min_lr"):
@@ -789,16 +829,37 @@ def run(args: argparse.Namespace) -> int:
     except (KeyError, ValueError) as e:
         print(f"train: {e.args[0]}", file=sys.stderr)
         return 2
+    try:
+        return _run(args, rec, argv)
+    except (ValueError, OSError) as e:  # bad settings, a damaged or foreign run, a missing corpus, a full disk
+        print(f"train: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, rec: Recipe, argv: list[str] | None) -> int:
     overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "seq_len", "warmup_steps", "seed", "eval_every",
                                                "checkpoint_every", "lr", "min_lr") if getattr(args, k) is not None}
+    if "steps" in overrides and "warmup_steps" not in overrides:
+        # A shorter run keeps the recipe's share of warmup (a warmup longer than the run is refused).
+        overrides["warmup_steps"] = rec.train.warmup_steps * overrides["steps"] // rec.train.steps
     tc = rec.train.replace(**overrides)
+    if args.export and not _has_hf_layout(rec.model):
+        print(f"train: {rec.name} is a course step between GPT-2 and gpt-oss: it has no HF layout to export "
+              "(drop --export)", file=sys.stderr)
+        return 2
+    if args.export:
+        check_export_target(Path(args.export))
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out or Path("runs") / rec.name)
-    if args.fresh and out.exists():
-        shutil.rmtree(out)
+    if args.fresh:
+        # Only what a run writes: the folder may hold other things.
+        for name in (STATE_DIR, MODEL_DIR):
+            shutil.rmtree(out / name, ignore_errors=True)
+            shutil.rmtree(out / f".{name}.old", ignore_errors=True)
     command = "python -m gptoss_edu.train " + (" ".join(shlex.quote(a) for a in argv) if argv is not None
                                                else args.recipe)
+    _recover_dir(out / STATE_DIR)
     if (out / STATE_DIR).exists():
         print(f"resuming the run in {out} from step {read_state_meta(out / STATE_DIR)['step']}", file=sys.stderr)
     data = prepare_data(tc.data, rec.model.vocab_size, seed=tc.seed)
@@ -810,10 +871,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"interrupted after step {result.step}: run the same command again to resume", file=sys.stderr)
         return 130
     if args.export:
-        if not _has_hf_layout(rec.model):
-            print(f"{rec.name} is a course step between GPT-2 and gpt-oss: it has no HF layout to export",
-                  file=sys.stderr)
-            return 2
         export(result, args.export, command, rec.about, data)
         record = json.loads((Path(args.export) / "training.json").read_text())
         print(f"exported to {args.export} (its val loss, bf16 with MXFP4 experts: {record['exported_val_loss']:.3f})")

@@ -218,6 +218,53 @@ def test_resume_refuses_other_settings_and_an_existing_run_without_resume(text_d
     T.train(small(13), quick(steps=2, eval_every=1, checkpoint_every=1), text_data, out=tmp_path, progress=False)
 
 
+def test_without_a_run_folder_ctrl_c_stops_the_whole_cell(text_data):
+    """Nothing would be saved, so there is no 'stop after this step': Ctrl-C interrupts as usual."""
+    def press_ctrl_c(result: T.TrainResult) -> None:
+        if result.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        T.train(small(13), quick(steps=4), text_data, progress=False, on_step=press_ctrl_c)
+
+
+def test_a_crash_between_the_renames_of_a_checkpoint_is_recovered(text_data, tmp_path):
+    """The state is replaced by two renames; cut between them, the previous state is put back and resumed."""
+    cfg = quick(steps=4)
+    whole = T.train(small(13), cfg, text_data, progress=False)
+    def power_cut(result: T.TrainResult) -> None:
+        if result.step == 2:
+            raise RuntimeError("power cut")
+
+    with pytest.raises(RuntimeError, match="power cut"):  # the state of step 2 is saved
+        T.train(small(13), cfg, text_data, out=tmp_path, progress=False, on_step=power_cut)
+    os.replace(tmp_path / T.STATE_DIR, tmp_path / f".{T.STATE_DIR}.old")  # as the first rename leaves it
+    resumed = T.train(small(13), cfg, text_data, out=tmp_path, progress=False)
+    assert resumed.resumed_from == 2
+    same_state(whole, resumed)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([T.STATE_DIR, T.MODEL_DIR])
+
+
+def test_biases_norms_and_sinks_do_not_decay():
+    model = g.GPT(small(13))
+    optimizer = T.make_optimizer(model, quick())
+    names = {p: n for n, p in model.named_parameters()}
+    decay, no_decay = ({names[p] for p in group["params"]} for group in optimizer.param_groups)
+    assert optimizer.param_groups[0]["weight_decay"] > 0 == optimizer.param_groups[1]["weight_decay"]
+    assert "blocks.0.mlp.experts.gate_up_proj_bias" in no_decay and "blocks.0.attn.sinks" in no_decay
+    assert "blocks.0.mlp.experts.gate_up_proj" in decay and "embed.weight" in decay
+    assert all(n.endswith(("bias", "sinks")) or "norm" in n for n in no_decay)
+    assert decay | no_decay == set(names.values())
+
+
+def test_validation_windows_cover_the_whole_split(text_data):
+    windows = (len(text_data.val) - 1) // 16
+    rows = torch.cat([x for x, _ in text_data.val_batches(2, 16, 4)])
+    assert len(rows) == 8 < windows
+    assert torch.equal(rows[0], text_data.val[:16])  # the first window and the last one
+    assert torch.equal(rows[-1], text_data.val[(windows - 1) * 16: windows * 16])
+
+
 # ---- damaged checkpoints ---------------------------------------------------------------------
 
 @pytest.fixture()
@@ -288,6 +335,43 @@ def test_cli_runs_and_refuses_unknown_recipes(tmp_path, capsys):
     code = T.main(["course-step-13", "--out", str(tmp_path), "--steps", "2", "--batch-size", "2", "--seq-len", "16",
                    "--warmup-steps", "1", "--no-progress"])
     assert code == 0 and T.read_state_meta(tmp_path / T.STATE_DIR)["step"] == 2
+
+
+def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
+    tiny = ["--batch-size", "2", "--seq-len", "16", "--no-progress"]
+    # Only --steps: the recipe's warmup shrinks with the run instead of being refused.
+    assert T.main(["course-step-13", "--out", str(tmp_path / "run"), "--steps", "2", *tiny]) == 0
+    assert T.read_state_meta(tmp_path / "run" / T.STATE_DIR)["train_config"]["warmup_steps"] == 0
+    capsys.readouterr()
+    # Resuming with other settings.
+    assert T.main(["course-step-13", "--out", str(tmp_path / "run"), "--steps", "2", "--lr", "0.1", *tiny]) == 2
+    err = capsys.readouterr().err
+    assert "\ntrain: " in err and "you asked for lr=0.1" in err and "Traceback" not in err
+    # Bad settings.
+    assert T.main(["course-step-13", "--out", str(tmp_path / "b"), "--steps", "2", "--warmup-steps", "5", *tiny]) == 2
+    assert "train: warmup_steps must be in 0..steps-1 (1), got 5" in capsys.readouterr().err
+    # A course step between GPT-2 and gpt-oss cannot be exported: said before any training.
+    assert T.main(["course-step-05", "--out", str(tmp_path / "c"), "--export", str(tmp_path / "e"), *tiny]) == 2
+    assert "no HF layout to export" in capsys.readouterr().err and not (tmp_path / "c").exists()
+
+
+def test_cli_fresh_and_export_delete_only_what_a_run_wrote(tmp_path, capsys):
+    tiny = ["--steps", "2", "--batch-size", "2", "--seq-len", "16", "--no-progress"]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    assert T.main(["course-step-13", "--out", str(tmp_path / "run"), *tiny]) == 0
+    assert T.main(["course-step-13", "--out", str(tmp_path / "run"), "--fresh", *tiny]) == 0
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "o200k_base.tiktoken").write_text("not a checkpoint")
+    capsys.readouterr()
+    assert T.main(["course-step-13", "--out", str(tmp_path / "run"), "--export", str(tmp_path / "precious"), *tiny]) == 2
+    assert "holds more than a checkpoint (o200k_base.tiktoken)" in capsys.readouterr().err
+    assert (tmp_path / "precious" / "o200k_base.tiktoken").exists()
+    # An earlier export is replaced.
+    assert T.main(["course-step-13", "--out", str(tmp_path / "run"), "--export", str(tmp_path / "exp"), *tiny]) == 0
+    assert T.main(["course-step-13", "--out", str(tmp_path / "run"), "--export", str(tmp_path / "exp"), *tiny]) == 0
+    assert (tmp_path / "exp" / "config.json").exists()
 
 
 # ---- the shipped checkpoint -------------------------------------------------------------------
