@@ -15,19 +15,36 @@ def source_of(obj: Callable | type | str) -> str:
     if isinstance(obj, str):
         return obj
     try:
-        return inspect.getsource(obj)
-    except (OSError, TypeError):
-        if isinstance(obj, type):
-            found = _class_source_from_methods(obj)
-            if found is not None:
-                return found
-        raise
+        src, error = inspect.getsource(obj), None
+    except (OSError, TypeError) as e:
+        src, error = None, e
+    # A class defined in a notebook cell: inspect finds nothing, or (Python 3.13, which looks the
+    # class's line up in its module's file) lines of whatever file __main__ came from.
+    if isinstance(obj, type) and not _starts_class(obj, src):
+        found = _class_source_from_methods(obj)
+        if found is not None:
+            return found
+    if src is None:
+        raise error
+    return src.lstrip("\n")  # 3.13.0 may start a class at the blank line above it
+
+
+def _class_line(cls: type) -> re.Pattern:
+    return re.compile(rf"^(\s*)class\s+{re.escape(cls.__name__)}\b")
+
+
+def _starts_class(cls: type, src: str | None) -> bool:
+    """Whether ``src`` begins with the definition of ``cls`` (after blank lines and decorators)."""
+    for line in (src or "").splitlines():
+        if line.strip() and not line.lstrip().startswith("@"):
+            return bool(_class_line(cls).match(line))
+    return False
 
 
 def _class_source_from_methods(cls: type) -> str | None:
     """A class defined in a notebook cell: inspect cannot find it (its module has no file), but its
     methods' code objects name the cell, whose lines IPython keeps in linecache."""
-    pattern = re.compile(rf"^(\s*)class\s+{re.escape(cls.__name__)}\b")
+    pattern = _class_line(cls)
     for member in vars(cls).values():
         code = getattr(getattr(member, "__func__", member), "__code__", None)
         if code is None:

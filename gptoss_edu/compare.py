@@ -37,7 +37,7 @@ def _tensor(out: object) -> torch.Tensor:
 
 @torch.no_grad()
 def layer_outputs(model: nn.Module, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The input to the first block ("embeddings"), every block's output, and the logits."""
+    """The input to the first block ("embeddings"), every block's output, and the logits (in eval mode)."""
     blocks = find_blocks(model)
     seen: dict[str, torch.Tensor] = {}
 
@@ -49,9 +49,13 @@ def layer_outputs(model: nn.Module, input_ids: torch.Tensor) -> dict[str, torch.
     for i, block in enumerate(blocks):
         hooks.append(block.register_forward_hook(
             lambda _m, _i, out, name=f"block {i}": seen.__setitem__(name, _tensor(out).detach().float().clone())))
+    # In eval mode: dropout (GPT-2 has 0.1) would make two equal models differ from the embeddings on.
+    training = model.training
+    model.eval()
     try:
         logits = _tensor(model(input_ids))
     finally:
+        model.train(training)
         for h in hooks:
             h.remove()
     seen["logits"] = logits.detach().float()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import linecache
+import sys
 import types
 
 import pytest
@@ -38,10 +40,9 @@ def run_as_notebook_cell(source: str, filename: str = "<ipython-input-7-abc>") -
 
 def test_source_of_a_class_defined_in_a_notebook_cell():
     cell = run_as_notebook_cell(CELL)
-    with pytest.raises((OSError, TypeError)):
-        import inspect
-
-        inspect.getsource(cell.Tiny)          # what inspect alone does for such a class
+    if sys.version_info < (3, 13):  # 3.13 records where a class starts (__firstlineno__) and finds it
+        with pytest.raises((OSError, TypeError)):
+            inspect.getsource(cell.Tiny)          # what inspect alone does for such a class
     src = source_of(cell.Tiny)
     assert src.startswith("class Tiny(torch.nn.Module):")
     assert "return self.w(x).relu()" in src and "def after" not in src

@@ -66,3 +66,14 @@ def test_outputs_and_errors(pair):
     shallow = g.GPT(ours.config.replace(n_layers=2)).eval()
     with pytest.raises(ValueError, match="has 3 blocks and b has 2"):
         compare_layers(ours, shallow, ids)
+
+
+def test_models_in_training_mode_are_compared_without_dropout(pair):
+    ours, ref, ids = pair
+    noisy = copy.deepcopy(ours)
+    for module in noisy.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.5
+    noisy.train()
+    assert compare_layers(noisy, ref, ids, atol=ATOL).equal  # dropout off while comparing
+    assert noisy.training and all(m.training for m in noisy.modules())  # and the mode is given back

@@ -48,6 +48,8 @@ def test_cache_bytes_and_formatting():
     assert format_bytes(49152) == "48 KiB"
     assert format_bytes(3 * 2 ** 30) == "3 GiB"
     assert format_bytes(512) == "512 B"
+    # Never scientific notation: 1000..1023 of a unit are shown in the next one.
+    assert format_bytes(1000) == "0.977 KiB" and format_bytes(1010 * 2 ** 20) == "0.986 GiB"
 
 
 def test_kv_heads_offered_are_divisors():

@@ -40,10 +40,11 @@ def test_an_outlier_flushes_its_neighbours():
 
 
 def test_quantize_with_scale_matches_the_package_at_the_chosen_scale():
-    w = sample_weight(4, 64, seed=3)
-    blocks, scales = mxfp4.quantize(w)
-    want = mxfp4.dequantize(blocks, scales, torch.float32).reshape(-1, 32)
-    for i, x in enumerate(w.reshape(-1, 32)):
-        got = quantize_with_scale(x, int(scales.reshape(-1)[i]))
-        # Equal except possibly at exact midpoints (ties may go either way).
-        assert (got - want[i]).abs().max() == 0 or torch.equal((got - x).abs(), (want[i] - x).abs())
+    # bf16-rounded weights put many values exactly between two grid points: ties must go as the package's.
+    for w in (sample_weight(4, 64, seed=3), sample_weight(16, 256, seed=4).bfloat16().float()):
+        blocks, scales = mxfp4.quantize(w)
+        want = mxfp4.dequantize(blocks, scales, torch.float32).reshape(-1, 32)
+        for i, x in enumerate(w.reshape(-1, 32)):
+            assert torch.equal(quantize_with_scale(x, int(scales.reshape(-1)[i])), want[i])
+    ties = torch.tensor([0.75, 1.75, 3.5, -0.25, 5.0, 7.0, -9.0])  # at scale code 127: the grid itself
+    assert quantize_with_scale(ties, 127).tolist() == [1.0, 2.0, 4.0, 0.0, 4.0, 6.0, -6.0]

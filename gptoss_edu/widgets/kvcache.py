@@ -14,10 +14,10 @@ UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
 
 def format_bytes(n: float) -> str:
-    """Bytes in binary units with three significant digits: 49152 -> '48 KiB'."""
+    """Bytes in binary units with three significant digits: 49152 -> '48 KiB', 1040384 -> '0.992 MiB'."""
     n = float(n)
     for unit in UNITS:
-        if abs(n) < 1024 or unit == UNITS[-1]:
+        if abs(n) < 1000 or unit == UNITS[-1]:  # 1000..1023 would print as 1e+03 with three digits
             return f"{n:.3g} {unit}"
         n /= 1024
     raise AssertionError("unreachable")
@@ -25,7 +25,8 @@ def format_bytes(n: float) -> str:
 
 def cache_bytes(cfg: ModelConfig, context: int, layers: int, kv_heads: int, dtype_bytes: int) -> int:
     """KV cache bytes of ``cfg`` with its layers, KV heads and dtype changed (from cfg.kv_cache_bytes)."""
-    # The layer pattern does not change the cache size; drop it so any layer count is a valid config.
+    # Every layer keeping every position, as in this notebook (05): the sliding-window layers of
+    # notebook 06 keep only their window. Dropping the pattern also makes any layer count valid.
     return cfg.replace(n_layers=layers, n_kv_heads=kv_heads, layer_types=()).kv_cache_bytes(
         context, dtype_bytes=dtype_bytes)
 
@@ -53,7 +54,7 @@ def draw_kv_cache(fig: Figure, cfg: ModelConfig, context: int, layers: int, kv_h
     left.annotate(f"{format_bytes(chosen)}\n({format_bytes(per_token)}/token)", (context, chosen / gib),
                   textcoords="offset points", xytext=(-10, 12), ha="right", fontsize=8)
     left.set(xscale="log", yscale="log", xlabel="context (tokens)", ylabel="KV cache (GiB, batch 1)",
-             title=f"{cfg.name}: {layers} layers, head_dim {cfg.head_dim}, {dtype}")
+             title=f"{cfg.name}: {layers} layers, head_dim {cfg.head_dim}, {dtype} (every layer full)")
     left.title.set_fontsize(9)
     left.grid(alpha=0.3, which="both")
     left.legend(fontsize=7, loc="upper left")

@@ -25,9 +25,10 @@ def sample_weight(rows: int = 8, cols: int = 256, std: float = 0.02, seed: int =
 
 def quantize_with_scale(x: torch.Tensor, scale_code: int) -> torch.Tensor:
     """Each value of ``x`` moved to the nearest point of the grid FP4_VALUES * 2**(scale_code - 127)."""
-    grid = mxfp4.fp4_lut(torch.float64) * 2.0 ** (scale_code - mxfp4.SCALE_BIAS)
-    idx = (x.double()[..., None] - grid).abs().argmin(dim=-1)
-    return grid[idx].to(x.dtype)
+    step = 2.0 ** (scale_code - mxfp4.SCALE_BIAS)
+    # The package's rounding (ties to an even code, as the checkpoint's bytes were made), saturating at 6.
+    codes = mxfp4._round_to_e2m1((x.double() / step).clamp(-mxfp4.FP4_MAX, mxfp4.FP4_MAX))
+    return (mxfp4.fp4_lut(torch.float64)[codes.long()] * step).to(x.dtype)
 
 
 def block_explorer(weight: torch.Tensor | None = None) -> Explorer:
@@ -37,7 +38,9 @@ def block_explorer(weight: torch.Tensor | None = None) -> Explorer:
     stats: dict[str, float] = {}
 
     def rms_error(x: torch.Tensor, code: int) -> float:
-        return float((quantize_with_scale(x, code) - x).pow(2).mean().sqrt() / x.pow(2).mean().sqrt())
+        size = float(x.pow(2).mean().sqrt())
+        error = float((quantize_with_scale(x, code) - x).pow(2).mean().sqrt())
+        return error / size if size else 0.0  # an all-zero block is stored exactly
 
     def draw(fig: Figure, block: int, scale_shift: int, outlier: float) -> None:
         x = blocks[block].clone()
