@@ -323,7 +323,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
                                   "same model?") from None
 
     bar = _progress(files, progress)
+    read: list[str] = []
     for name, tensor in iter_tensors(files):
+        read.append(name)
         found = rule(name, cfg)
         if found is None:
             unexpected.append(name)
@@ -362,9 +364,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
                               + (f" and {len(unexpected) - 5} more" if len(unexpected) > 5 else ""))
     missing = [n for n in expected if n not in seen and not n.endswith("inv_freq")]
     if missing:
-        raise CheckpointError(f"{path} is missing tensor(s) for {', '.join(missing[:5])}"
+        # Named as the files name them (where one file tensor makes one model tensor), then as the model does.
+        theirs = _layout_names(cfg, layout, packed=any(n.endswith(("_blocks", ".blocks")) for n in read))
+        named = [theirs.get(n, n) for n in missing]
+        raise CheckpointError(f"{path} is missing tensor(s) {', '.join(named[:5])}"
                               + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-                              + f" (shape {tuple(expected[missing[0]].shape)} for the first)")
+                              + f" (for the model's {missing[0]}, shape {tuple(expected[missing[0]].shape)}): "
+                              "the download may be incomplete, or config.json from another model")
     if cfg.tie_embeddings:
         model.lm_head.weight = model.embed.weight
     if model.rotary is not None:  # computed, not stored: build it for real now
@@ -375,6 +381,25 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     if verbose:
         print(report)
     return model
+
+
+def _layout_names(cfg: ModelConfig, layout: str, packed: bool) -> dict[str, str]:
+    """{model tensor: the checkpoint's name for it} in ``layout``, where one file tensor makes one model tensor."""
+    with torch.device("meta"):
+        model = GPT(cfg, packed_experts=packed and cfg.is_moe)
+    if layout == "gpt2":
+        names = [n for n, _ in _gpt2_tensors(model.state_dict(), cfg, torch.float32)]
+    elif layout == "original":
+        names = [n for n, _ in original_tensors(model)]
+    else:
+        names = [n for n, _ in _gptoss_tensors(model.state_dict(), cfg, packed, torch.float32)]
+    out = {}
+    for name in names:
+        target = RULES[layout](name, cfg)[0]
+        out[target] = name
+        if target.endswith("_blocks"):  # packed on disk, dense in the model: both halves make it
+            out[target.removesuffix("_blocks")] = f"{name} (with its scales)"
+    return out
 
 
 def _progress(files: list[Path], enabled: bool):

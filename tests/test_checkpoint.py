@@ -168,10 +168,22 @@ def rewrite(path, change):
     save_file(tensors, str(path / "model.safetensors"))
 
 
-def test_missing_tensor_is_named(written):
+def test_missing_tensor_is_named(written, tmp_path):
     rewrite(written, lambda t: t.pop("model.layers.2.self_attn.sinks"))
-    with pytest.raises(g.CheckpointError, match=r"missing tensor\(s\) for blocks\.2\.attn\.sinks"):
+    with pytest.raises(g.CheckpointError, match=r"missing tensor\(s\) model\.layers\.2\.self_attn\.sinks \(for the "
+                                                r"model's blocks\.2\.attn\.sinks, shape \(4,\)\)"):
         g.load_model(written)
+    rewrite(written, lambda t: t.pop("model.layers.1.mlp.experts.down_proj_scales"))
+    with pytest.raises(g.CheckpointError, match=r"missing tensor\(s\) model\.layers\.1\.mlp\.experts\.down_proj_blocks "
+                                                r"\(with its scales\), model\.layers\.2"):
+        g.load_model(written)  # dense in the model: made of blocks and scales
+    original = g.write_checkpoint(small_gptoss(), tmp_path / "original", layout="original")
+    tensors = load_file(original / "model.safetensors")
+    tensors.pop("block.3.mlp.norm.scale")
+    save_file(tensors, str(original / "model.safetensors"))
+    with pytest.raises(g.CheckpointError, match=r"missing tensor\(s\) block\.3\.mlp\.norm\.scale \(for the model's "
+                                                r"blocks\.3\.mlp_norm\.weight"):
+        g.load_model(original, keep_mxfp4=True)
 
 
 def test_misshaped_tensor_names_both_shapes(written):
