@@ -6,6 +6,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION := 2.13.0
 TRITON_VERSION := 3.9.0
+# A package index for torch alone, e.g. https://download.pytorch.org/whl/cpu on a Linux machine
+# without an NVIDIA GPU (PyPI's Linux torch is the CUDA build, several GB more).
+TORCH_INDEX ?=
 # JupyterLab refuses to start as root unless told.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
@@ -16,15 +19,16 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@# An existing environment (e.g. a conda env passed as VENV=$$CONDA_PREFIX) is used as it is.
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "The course needs Python 3.11 or newer, and " + sys.executable + " is " + sys.version.split()[0] + ": run make clean-venv, then make PYTHON=python3.11 (or newer).")'
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple) torch==$(TORCH_VERSION)
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	@# OpenAI's reference torch model, a second reference for the tests; it declares Python >= 3.12
 	@# but needs only torch and safetensors.
 	$(PY) -m pip install --quiet --no-deps --ignore-requires-python gpt-oss==0.0.9
 	@# CUDA builds of torch bring their own matching Triton; the CPU build needs it added.
 	$(PY) -c "import triton" 2>/dev/null || $(PY) -m pip install --quiet triton==$(TRITON_VERSION) \
-	  || echo "Triton is not available on this platform: the kernel cells run their PyTorch references only."
+	  || echo "Triton has no build for this platform (it needs Linux): notebook 10, the kernels, cannot run here; every other notebook can."
 	touch $@
 
 lab: venv

@@ -48,7 +48,7 @@ PACKAGES = (
     Package("torch", "torch", "course", "every model and check",
             "nothing runs: install the course (make lab)"),
     Package("triton", "triton", "kernels", "the kernels of notebook 10",
-            "notebook 10 runs the PyTorch references only"),
+            "notebook 10's kernels cannot run (Triton is built for Linux only); every other notebook can"),
     Package("safetensors", "safetensors", "course", "reading and writing checkpoints",
             "checkpoints cannot be read or written"),
     Package("huggingface_hub", "huggingface_hub", "course", "downloads from the Hub",
@@ -112,6 +112,13 @@ def read_pins(repo: Path = REPO) -> dict[str, str]:
             m = re.search(rf"^{var}\s*:?=\s*(\S+)", makefile.read_text(), re.M)
             if m:
                 pins[dist] = m.group(1)
+    # A CUDA build of torch requires its own Triton (the Makefile adds one only to the CPU build).
+    try:
+        torch_triton = [r for r in metadata.requires("torch") or [] if re.match(r"triton\s*==", r)]
+    except metadata.PackageNotFoundError:
+        torch_triton = []
+    if torch_triton:
+        pins["triton"] = re.match(r"triton\s*==\s*([^\s;,]+)", torch_triton[0]).group(1)
     return pins
 
 
@@ -154,7 +161,8 @@ def check_package(pkg: Package, pins: dict[str, str], mins: dict[str, str], gpu:
     else:
         meaning = pkg.used_for
     if pin and _release(found) and not _same_release(found, pin):
-        return Check(pkg.dist, wanted, found, WARN, f"not the tested version ({pin}); most likely fine")
+        return Check(pkg.dist, wanted, found, WARN, f"not the tested version: if something fails, "
+                     f"pip install -c constraints.txt {pkg.dist}=={pin} (or make clean-venv, then make lab)")
     return Check(pkg.dist, wanted, found, OK, meaning)
 
 
@@ -165,11 +173,71 @@ def check_python(mins_python: str | None = None) -> Check:
             spec = metadata.metadata("gptoss-edu")["Requires-Python"] or ""
         except metadata.PackageNotFoundError:
             spec = ""
-        mins_python = spec.removeprefix(">=").strip() or "3.10"
+        mins_python = spec.removeprefix(">=").strip() or "3.11"
     found = platform.python_version()
     ok = _release(found) >= _release(mins_python)
     return Check("python", f">={mins_python}", found, OK if ok else FAIL,
                  "supported" if ok else f"the course needs Python {mins_python} or newer")
+
+
+def check_dependencies(pins: dict[str, str]) -> list[Check]:
+    """Every package the course's packages need, recursively: installed, compatible, at its pin."""
+    try:
+        from packaging.markers import default_environment
+        from packaging.requirements import InvalidRequirement, Requirement
+    except ImportError:
+        return [Check("dependencies", "installed, compatible", "not checked", WARN,
+                      "the packaging library is missing: pip install packaging")]
+    env = default_environment()
+    found: dict[str, str] = {}
+    missing: set[str] = set()
+    broken: set[str] = set()
+    todo, done = [("gptoss-edu", ("dev",))], set()
+    while todo:
+        dist, extras = todo.pop()
+        if (_normal(dist), extras) in done:
+            continue
+        done.add((_normal(dist), extras))
+        try:
+            requires = metadata.requires(dist) or []
+        except metadata.PackageNotFoundError:  # the course itself not installed: its packages at least
+            requires = [p.dist for p in PACKAGES if p.role == "course"] if dist == "gptoss-edu" else []
+        for line in requires:
+            try:
+                req = Requirement(line)
+            except InvalidRequirement:
+                continue
+            if req.marker and not any(req.marker.evaluate({**env, "extra": e}) for e in extras or ("",)):
+                continue
+            name = _normal(req.name)
+            try:
+                version = metadata.version(req.name)
+            except metadata.PackageNotFoundError:
+                missing.add(f"{name} (for {_normal(dist)})")
+                continue
+            if req.specifier and not req.specifier.contains(version, prereleases=True):
+                broken.add(f"{name} {version} ({_normal(dist)} needs {req.specifier})")
+            found[name] = version
+            todo.append((req.name, tuple(sorted(req.extras))))
+    rows = []
+    if missing or broken:
+        bad = sorted(missing) + sorted(broken)
+        rows.append(Check("dependencies", "installed, compatible", f"{len(bad)} problem(s)", FAIL,
+                          f"{'; '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}: make clean-venv, then make lab"))
+    else:
+        rows.append(Check("dependencies", "installed, compatible", f"{len(found)} packages", OK,
+                          "every package the course's packages need is there, in a version they accept"))
+    drift = sorted(f"{n} {v} (tested {pins[n]})" for n, v in found.items()
+                   if n in pins and _release(v) and not _same_release(v, pins[n]))
+    if drift:
+        rows.append(Check("pinned versions", "constraints.txt", f"{len(drift)} differ", WARN,
+                          f"{'; '.join(drift[:4])}{' ...' if len(drift) > 4 else ''}: the tests passed with the pins "
+                          "(make clean-venv, then make lab, reinstalls them)"))
+    else:
+        pinned = sum(n in pins for n in found)
+        rows.append(Check("pinned versions", "constraints.txt", f"{pinned} of {pinned} as pinned", OK,
+                          "the versions the tests pass with"))
+    return rows
 
 
 # ---- the machine ------------------------------------------------------------------------------
@@ -349,7 +417,7 @@ def check_environment() -> EnvironmentReport:
     """Check the packages against their pins and the machine against what each notebook needs."""
     pins, mins = read_pins(), read_minimums()
     gpu = gpu_info() is not None
-    packages = [check_python()] + [check_package(p, pins, mins, gpu) for p in PACKAGES]
+    packages = [check_python()] + [check_package(p, pins, mins, gpu) for p in PACKAGES] + check_dependencies(pins)
     return EnvironmentReport(packages, check_machine() + [check_data()])
 
 

@@ -12,9 +12,10 @@ import functools
 import hashlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import tiktoken
-from tiktoken.load import load_tiktoken_bpe
+if TYPE_CHECKING:  # imported where used: the environment check finds data/ without tiktoken
+    import tiktoken
 
 DATA_ENV_VAR = "GPTOSS_EDU_DATA"
 
@@ -90,6 +91,8 @@ def load_bpe_ranks(filename: str) -> dict[bytes, int]:
             f"tokenizer file {path} is damaged: its sha256 is {actual}, expected {expected}. "
             "Restore it from the repository (git checkout -- data/)."
         )
+    from tiktoken.load import load_tiktoken_bpe
+
     return load_tiktoken_bpe(str(path), expected_hash=expected)
 
 
@@ -106,6 +109,8 @@ def harmony_special_tokens() -> dict[str, int]:
 
 
 def _build_gpt2() -> tiktoken.Encoding:
+    import tiktoken
+
     ranks = load_bpe_ranks("r50k_base.tiktoken")
     return tiktoken.Encoding(
         name="gpt2",
@@ -117,6 +122,8 @@ def _build_gpt2() -> tiktoken.Encoding:
 
 
 def _build_o200k_harmony() -> tiktoken.Encoding:
+    import tiktoken
+
     ranks = load_bpe_ranks("o200k_base.tiktoken")
     return tiktoken.Encoding(
         name="o200k_harmony",

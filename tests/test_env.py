@@ -46,7 +46,8 @@ def test_version_against_pin_and_minimum():
     base = torch.__version__.split("+")[0]
     assert env.check_package(torch_pkg, {"torch": base}, {}, gpu=False).status == OK
     other = env.check_package(torch_pkg, {"torch": "1.0.0"}, {}, gpu=False)
-    assert other.status == WARN and "not the tested version (1.0.0)" in other.meaning
+    assert other.status == WARN and "not the tested version" in other.meaning
+    assert "pip install -c constraints.txt torch==1.0.0" in other.meaning
     old = env.check_package(torch_pkg, {}, {"torch": "99.0"}, gpu=False)
     assert old.status == FAIL and "older than 99.0" in old.meaning
 
@@ -123,3 +124,35 @@ def test_doctor_command_interface(capsys):
     args = parser.parse_args([])
     code = env.run(args)
     assert code in (0, 1) and "environment:" in capsys.readouterr().out
+
+
+def test_dependencies_all_there_and_pinned():
+    rows = {r.item: r for r in env.check_dependencies(env.read_pins())}
+    assert rows["dependencies"].status == OK and int(rows["dependencies"].found.split()[0]) > 50
+    assert rows["pinned versions"].status == OK
+
+
+def test_a_missing_or_drifted_dependency_is_named(monkeypatch):
+    """pyzmq is nobody's direct pick (JupyterLab needs it through ipykernel): without it no kernel starts."""
+    real = env.metadata.version
+
+    def version(name: str) -> str:
+        if env._normal(name) == "pyzmq":
+            raise env.metadata.PackageNotFoundError(name)
+        return "0.0.1" if env._normal(name) == "tornado" else real(name)
+
+    monkeypatch.setattr(env.metadata, "version", version)
+    rows = {r.item: r for r in env.check_dependencies(env.read_pins())}
+    assert rows["dependencies"].status == FAIL
+    assert "pyzmq (for " in rows["dependencies"].meaning and "tornado 0.0.1 (" in rows["dependencies"].meaning
+    assert rows["pinned versions"].status == WARN and "tornado 0.0.1 (tested " in rows["pinned versions"].meaning
+    report = env.check_environment()
+    assert not report.ok and "dependencies" in report.summary()
+
+
+def test_a_cuda_torch_brings_the_triton_it_requires(tmp_path, monkeypatch):
+    (tmp_path / "Makefile").write_text("TORCH_VERSION := 2.13.0\nTRITON_VERSION := 3.9.0\n")
+    real = env.metadata.requires
+    monkeypatch.setattr(env.metadata, "requires", lambda name: ['triton==3.7.1; platform_system == "Linux"']
+                        if name == "torch" else real(name))
+    assert env.read_pins(tmp_path)["triton"] == "3.7.1"
