@@ -129,7 +129,7 @@ class ChatSession:
             stop_tokens=harmony.stop_tokens(self.enc), stats=stats,
         )
         self.turn += 1
-        shown, printed, problem, interrupted = None, False, None, False
+        shown, printed, problem, interrupted, taken = None, False, None, False, None
         try:
             for token in tokens:
                 try:
@@ -139,6 +139,9 @@ class ChatSession:
                     break
                 if parser.state != "content":
                     continue
+                if parser.current_role != "assistant":  # the model began writing the user's turn
+                    stats.stop_reason, taken = "other_role", parser.current_role
+                    break
                 channel = parser.current_channel
                 if shown != (channel, parser.current_recipient):
                     shown = (channel, parser.current_recipient)
@@ -158,22 +161,26 @@ class ChatSession:
         self._keep(parser)
         if printed:
             self._write("\n")
-        self._report(stats, parser, problem, interrupted, len(prompt) + len(stats.tokens) >= context)
+        self._report(stats, parser, problem, interrupted, len(prompt) + len(stats.tokens) >= context, taken)
         return stats
 
     def _keep(self, parser: harmony.StreamParser) -> None:
         """Add the reply's messages to the conversation (an interrupted answer as far as it got)."""
         for m in parser.messages:
-            if m.recipient is not None:
-                continue  # a tool call: this chat has no tools to answer it
+            if m.recipient is not None or m.role != "assistant":
+                continue  # a tool call (this chat has no tools), or a turn that is not the model's
             self.messages.append(m)
-        if parser.state == "content" and parser.current_channel == "final" and parser.current_content:
+        if (parser.state == "content" and parser.current_role == "assistant" and parser.current_channel == "final"
+                and parser.current_content):
             self.messages.append(harmony.assistant(parser.current_content, "final"))
 
-    def _report(self, stats: Generation, parser, problem, interrupted: bool, context_full: bool) -> None:
+    def _report(self, stats: Generation, parser, problem, interrupted: bool, context_full: bool,
+                taken: str | None = None) -> None:
         notes = []
         if interrupted:
             notes.append("interrupted")
+        elif taken is not None:
+            notes.append(f"the model went on to write a {taken} message itself: cut there")
         elif stats.stop_reason != "stop_token":
             notes.append("the context window is full: /reset to start over" if context_full
                          else f"stopped at --max-new-tokens {self.max_new_tokens}")

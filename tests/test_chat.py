@@ -336,3 +336,16 @@ def test_the_triton_backend_keeps_the_experts_packed_even_when_they_would_fit():
     ids = torch.tensor([[200006, 1428, 200008, 14999, 382]])
     with torch.no_grad():
         torch.testing.assert_close(on_triton(ids), chat.load_chat_model(folder, "cpu")(ids), rtol=1e-4, atol=1e-4)
+
+
+def test_a_model_that_writes_the_users_turn_is_cut_there(answer_model, monkeypatch):
+    """A small model may end its answer with <|end|> and go on as the user: that is not its reply."""
+    monkeypatch.setattr(chat, "stream", scripted(
+        "<|channel|>final<|message|>Answer.<|end|><|start|>user<|message|>Me again.<|end|>"
+        "<|start|>assistant<|channel|>final<|message|>More.<|return|>"))
+    out = io.StringIO()
+    session = chat.ChatSession(answer_model, out=out)
+    stats = session.reply("q")
+    assert stats.stop_reason == "other_role"
+    assert [(m.role, m.text) for m in session.messages] == [("user", "q"), ("assistant", "Answer.")]
+    assert "Me again" not in out.getvalue() and "went on to write a user message itself: cut there" in out.getvalue()

@@ -128,3 +128,11 @@ def test_the_tiny_checkpoint_answers_on_the_final_channel():
     assert out.stats.stop_reason == "stop_token" and out.problem is None
     assert len(out.final.split()) >= 3 and html.escape(out.final, quote=False) in w.answer.value
     assert "(nothing)" in w.thinking.value  # it never learned to think: no analysis channel
+
+
+def test_reply_stops_where_the_model_starts_the_users_turn():
+    model = Scripted("<|channel|>final<|message|>Answer.<|end|><|start|>user<|message|>Me again.<|end|>"
+                     "<|start|>assistant<|channel|>final<|message|>More.<|return|>")
+    out = reply(model, [harmony.user("Hi")], "low", temperature=0.0)
+    assert out.final == "Answer." and out.problem is None and out.stats.stop_reason == "other_role"
+    assert [(m.role, m.channel) for m in out.messages] == [("assistant", "final")]

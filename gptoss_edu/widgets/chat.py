@@ -86,6 +86,9 @@ def reply(model: GPT, messages: Sequence[harmony.Message], effort: str = "medium
                 break
             if parser.state != "content":
                 continue
+            if parser.current_role != "assistant":  # the model began writing the user's turn: its reply is over
+                out.stats.stop_reason = "other_role"
+                break
             channel = parser.current_channel or "(no channel)"
             if was_content:  # a token of the text (not the <|message|> that opened it)
                 out.channel_tokens[channel] = out.channel_tokens.get(channel, 0) + 1
@@ -95,8 +98,10 @@ def reply(model: GPT, messages: Sequence[harmony.Message], effort: str = "medium
                     on_text(channel, delta)
     finally:
         tokens.close()
-    out.messages = [m for m in parser.messages if m.recipient is None]  # tool calls: this chat has no tools
-    if parser.state == "content" and parser.current_channel == "final" and parser.current_content:
+    # Tool calls (this chat has no tools) and turns that are not the model's are left out.
+    out.messages = [m for m in parser.messages if m.recipient is None and m.role == "assistant"]
+    if (parser.state == "content" and parser.current_role == "assistant" and parser.current_channel == "final"
+            and parser.current_content):
         out.messages.append(harmony.assistant(parser.current_content, "final"))  # cut short: keep what came
     if out.problem is None and out.stats.tokens and not parser.messages and parser.state != "content":
         out.problem = "no complete message header"
