@@ -210,9 +210,11 @@ class CorpusVocab:
     The corpus uses about 11,500 tokens of a vocabulary of 50,257 or 201,088. Tie the output
     rows of all the others to one vector c (kept in the first unused row, the anchor): their
     logits are then all h . c, and together they add ``rest * e^(h . c)`` to the softmax's
-    denominator, so one column, log(rest) + h . c, stands for them. The loss and its gradient
-    are exactly those of the full-vocabulary softmax of that model, at a fraction of the cost;
-    the model can still push every unused token down at once by learning c.
+    denominator, so one column, log(rest) + h . c, stands for them. The loss, and its gradient
+    with respect to c and every other weight, are exactly those of the full-vocabulary softmax of
+    that model, at a fraction of the cost; the model can still push every unused token down at
+    once by learning c. (Training treats c as one tensor, as a model with those rows tied would:
+    gradient clipping and AdamW see its summed gradient, not one gradient per unused row.)
     """
 
     def __init__(self, ids: torch.Tensor, vocab_size: int) -> None:
@@ -421,6 +423,12 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: TokenData | None = Non
                 aux = aux_loss(model)
                 (loss + cfg.aux_loss_coef * aux).backward()
                 grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                if not (torch.isfinite(loss) and torch.isfinite(aux) and torch.isfinite(grad_norm)):
+                    # Before the optimizer step: the weights (and what is saved of them) stay finite.
+                    raise FloatingPointError(
+                        f"step {step + 1} gave loss {loss.item()}, gradient norm {grad_norm.item()}: the run diverged. "
+                        "Its last finite step is kept; start again (in a fresh folder) with a lower lr or a "
+                        "longer warmup")
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 if vocab is not None:
@@ -452,7 +460,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: TokenData | None = Non
             if bar is not None:
                 bar.close()
             # Whatever else stopped the loop, the last finished step is kept, unless it is already on disk.
-            if out is not None and not aborted and result.step > saved_at and _consistent(result, optimizer):
+            if (out is not None and not aborted and result.step > saved_at and _consistent(result, optimizer)
+                    and all(torch.isfinite(p).all() for p in model.parameters())):
                 save_run(out, result)
     model.eval()
     return result

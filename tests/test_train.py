@@ -206,6 +206,31 @@ def test_an_error_mid_run_keeps_the_finished_steps(text_data, tmp_path):
     assert T.read_state_meta(tmp_path / T.STATE_DIR)["step"] == 2
 
 
+def test_a_diverged_run_stops_and_keeps_its_last_finite_step(text_data, tmp_path, monkeypatch):
+    real = T.lm_loss
+    calls = []
+
+    def overflowing(*args, **kwargs):  # the third step's loss overflows
+        calls.append(1)
+        loss = real(*args, **kwargs)
+        return loss * float("inf") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(T, "lm_loss", overflowing)
+    with pytest.raises(FloatingPointError, match="step 3 gave loss inf.*the run diverged"):
+        T.train(small(13), quick(), text_data, out=tmp_path / "a", progress=False)
+    assert T.read_state_meta(tmp_path / "a" / T.STATE_DIR)["step"] == 2  # saved, and finite
+    monkeypatch.setattr(T, "lm_loss", real)
+
+    def poison(result: T.TrainResult) -> None:  # weights already broken: nothing is saved over the disk
+        if result.step == 2:
+            with torch.no_grad():
+                result.model.norm.weight.fill_(float("nan"))
+
+    with pytest.raises(FloatingPointError, match="step 3 gave loss nan"):
+        T.train(small(13), quick(), text_data, out=tmp_path / "b", progress=False, on_step=poison)
+    assert not (tmp_path / "b" / T.STATE_DIR).exists()
+
+
 def test_resume_refuses_other_settings_and_an_existing_run_without_resume(text_data, tmp_path):
     T.train(small(13), quick(steps=2), text_data, out=tmp_path, progress=False)
     with pytest.raises(g.CheckpointError, match=r"lr=0.003 \(you asked for lr=0.001\)"):
