@@ -318,6 +318,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     def convert(what: str, how: Callable[[], Any]) -> Any:
         try:
             return how()
+        except torch.cuda.OutOfMemoryError:
+            raise  # not a shape problem: memory.plan says what fits
         except (RuntimeError, ValueError, IndexError) as e:  # a tensor too mis-shaped to split or unpack
             raise CheckpointError(f"{what}: cannot be read into this config ({e}); is config.json from the "
                                   "same model?") from None
@@ -365,8 +367,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     missing = [n for n in expected if n not in seen and not n.endswith("inv_freq")]
     if missing:
         # Named as the files name them (where one file tensor makes one model tensor), then as the model does.
-        theirs = _layout_names(cfg, layout, packed=any(n.endswith(("_blocks", ".blocks")) for n in read))
-        named = [theirs.get(n, n) for n in missing]
+        packed = layout == "original" or any(n.endswith(("_blocks", ".blocks")) for n in read)
+        theirs = _layout_names(cfg, layout, packed, prefixed=any(n.startswith("transformer.") for n in read))
+        # Of a packed pair, name the half that did not come.
+        named = [theirs.get(f"{n}_{'scales' if 'blocks' in pending[n] else 'blocks'}", n) if n in pending
+                 else theirs.get(n, n) for n in missing]
         raise CheckpointError(f"{path} is missing tensor(s) {', '.join(named[:5])}"
                               + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
                               + f" (for the model's {missing[0]}, shape {tuple(expected[missing[0]].shape)}): "
@@ -383,22 +388,21 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     return model
 
 
-def _layout_names(cfg: ModelConfig, layout: str, packed: bool) -> dict[str, str]:
+def _layout_names(cfg: ModelConfig, layout: str, packed: bool, prefixed: bool = True) -> dict[str, str]:
     """{model tensor: the checkpoint's name for it} in ``layout``, where one file tensor makes one model tensor."""
     with torch.device("meta"):
         model = GPT(cfg, packed_experts=packed and cfg.is_moe)
-    if layout == "gpt2":
-        names = [n for n, _ in _gpt2_tensors(model.state_dict(), cfg, torch.float32)]
+    if layout == "gpt2":  # the Hub's GPT-2 files name their tensors without "transformer."
+        names = [n if prefixed else n.removeprefix("transformer.")
+                 for n, _ in _gpt2_tensors(model.state_dict(), cfg, torch.float32)]
     elif layout == "original":
         names = [n for n, _ in original_tensors(model)]
     else:
         names = [n for n, _ in _gptoss_tensors(model.state_dict(), cfg, packed, torch.float32)]
-    out = {}
-    for name in names:
-        target = RULES[layout](name, cfg)[0]
-        out[target] = name
-        if target.endswith("_blocks"):  # packed on disk, dense in the model: both halves make it
-            out[target.removesuffix("_blocks")] = f"{name} (with its scales)"
+    out = {RULES[layout](name, cfg)[0]: name for name in names}
+    for target in [t for t in out if t.endswith("_blocks")]:  # packed on disk, dense in the model: both halves
+        base = target.removesuffix("_blocks")
+        out[base] = f"{out[target]} and {out.get(base + '_scales', 'its scales')}"
     return out
 
 
@@ -508,6 +512,16 @@ def original_config(cfg: ModelConfig) -> dict[str, Any]:
     """OpenAI's ``original/config.json`` for a gpt-oss-shaped config (the reference ModelConfig's fields)."""
     if not cfg._is_gptoss_shaped() or cfg.tie_embeddings:
         raise ValueError("the original/ layout holds untied gpt-oss models only")
+    # Its config.json has no field for these: the reader assumes gpt-oss's own values.
+    alternating = tuple("sliding_attention" if i % 2 == 0 else "full_attention" for i in range(cfg.n_layers))
+    fixed = {"positions": (cfg.positions, "yarn"), "swiglu_alpha": (cfg.swiglu_alpha, 1.702),
+             "attn_bias": (cfg.attn_bias, True), "norm_eps": (cfg.norm_eps, 1e-5),
+             "rope_truncate": (cfg.rope_truncate, False),
+             "layer_types": (cfg.layer_types if cfg.sliding_window else alternating, alternating)}
+    other = [f"{k}={have!r}" for k, (have, want) in fixed.items() if have != want]
+    if other:
+        raise ValueError(f"the original/ layout has no setting for {', '.join(other)} (it assumes gpt-oss's): "
+                         "write this model with layout='hf'")
     return {
         "num_hidden_layers": cfg.n_layers, "num_experts": cfg.n_experts, "experts_per_token": cfg.experts_per_token,
         "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model, "intermediate_size": cfg.d_ff,

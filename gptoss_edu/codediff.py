@@ -35,10 +35,10 @@ def _class_line(cls: type) -> re.Pattern:
 
 def _starts_class(cls: type, src: str | None) -> bool:
     """Whether ``src`` begins with the definition of ``cls`` (after blank lines and decorators)."""
-    for line in (src or "").splitlines():
-        if line.strip() and not line.lstrip().startswith("@"):
-            return bool(_class_line(cls).match(line))
-    return False
+    lines = [line for line in (src or "").splitlines() if line.strip()]
+    if lines and lines[0].lstrip().startswith("@"):  # decorators, perhaps over several lines, then the class
+        lines = [line for line in lines if re.match(r"\s*class\s", line)][:1]
+    return bool(lines) and bool(_class_line(cls).match(lines[0]))
 
 
 def _class_source_from_methods(cls: type) -> str | None:

@@ -50,12 +50,13 @@ def layer_outputs(model: nn.Module, input_ids: torch.Tensor) -> dict[str, torch.
         hooks.append(block.register_forward_hook(
             lambda _m, _i, out, name=f"block {i}": seen.__setitem__(name, _tensor(out).detach().float().clone())))
     # In eval mode: dropout (GPT-2 has 0.1) would make two equal models differ from the embeddings on.
-    training = model.training
+    modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
         logits = _tensor(model(input_ids))
     finally:
-        model.train(training)
+        for m, training in modes.items():  # each module as it was, not all as the top one
+            m.training = training
         for h in hooks:
             h.remove()
     seen["logits"] = logits.detach().float()

@@ -180,24 +180,21 @@ def check_python(mins_python: str | None = None) -> Check:
                  "supported" if ok else f"the course needs Python {mins_python} or newer")
 
 
-def check_dependencies(pins: dict[str, str]) -> list[Check]:
-    """Every package the course's packages need, recursively: installed, compatible, at its pin."""
-    try:
-        from packaging.markers import default_environment
-        from packaging.requirements import InvalidRequirement, Requirement
-    except ImportError:
-        return [Check("dependencies", "installed, compatible", "not checked", WARN,
-                      "the packaging library is missing: pip install packaging")]
+def _closure(extras: tuple[str, ...]) -> tuple[dict[str, str], set[str], set[str]]:
+    """(found versions, missing, incompatible) over everything gptoss-edu[extras] needs, recursively."""
+    from packaging.markers import default_environment
+    from packaging.requirements import InvalidRequirement, Requirement
+
     env = default_environment()
     found: dict[str, str] = {}
     missing: set[str] = set()
     broken: set[str] = set()
-    todo, done = [("gptoss-edu", ("dev",))], set()
+    todo, done = [("gptoss-edu", extras)], set()
     while todo:
-        dist, extras = todo.pop()
-        if (_normal(dist), extras) in done:
+        dist, wanted = todo.pop()
+        if (_normal(dist), wanted) in done:
             continue
-        done.add((_normal(dist), extras))
+        done.add((_normal(dist), wanted))
         try:
             requires = metadata.requires(dist) or []
         except metadata.PackageNotFoundError:  # the course itself not installed: its packages at least
@@ -207,7 +204,7 @@ def check_dependencies(pins: dict[str, str]) -> list[Check]:
                 req = Requirement(line)
             except InvalidRequirement:
                 continue
-            if req.marker and not any(req.marker.evaluate({**env, "extra": e}) for e in extras or ("",)):
+            if req.marker and not any(req.marker.evaluate({**env, "extra": e}) for e in wanted or ("",)):
                 continue
             name = _normal(req.name)
             try:
@@ -219,22 +216,43 @@ def check_dependencies(pins: dict[str, str]) -> list[Check]:
                 broken.add(f"{name} {version} ({_normal(dist)} needs {req.specifier})")
             found[name] = version
             todo.append((req.name, tuple(sorted(req.extras))))
+    return found, missing, broken
+
+
+def _listed(problems: list[str]) -> str:
+    return "; ".join(problems[:4]) + (" ..." if len(problems) > 4 else "")
+
+
+def check_dependencies(pins: dict[str, str]) -> list[Check]:
+    """Every package the course's packages need, recursively: installed, compatible, at its pin."""
+    try:
+        course = _closure(())
+        full = _closure(("dev",))
+    except ImportError:
+        return [Check("dependencies", "installed, compatible", "not checked", WARN,
+                      "the packaging library is missing: pip install packaging")]
     rows = []
-    if missing or broken:
-        bad = sorted(missing) + sorted(broken)
+    bad = sorted(course[1]) + sorted(course[2])
+    if bad:
         rows.append(Check("dependencies", "installed, compatible", f"{len(bad)} problem(s)", FAIL,
-                          f"{'; '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}: make clean-venv, then make lab"))
+                          f"{_listed(bad)}: make clean-venv, then make lab"))
     else:
-        rows.append(Check("dependencies", "installed, compatible", f"{len(found)} packages", OK,
+        rows.append(Check("dependencies", "installed, compatible", f"{len(course[0])} packages", OK,
                           "every package the course's packages need is there, in a version they accept"))
-    drift = sorted(f"{n} {v} (tested {pins[n]})" for n, v in found.items()
+    # What only the tests need (pytest, nbval, playwright, ...): no notebook stops without it.
+    tests_only = sorted((full[1] | full[2]) - (course[1] | course[2]))
+    if tests_only:
+        rows.append(Check("test dependencies", "installed, compatible", f"{len(tests_only)} problem(s)", WARN,
+                          f"{_listed(tests_only)}: the notebooks run; make test needs them (make clean-venv, "
+                          "then make test)"))
+    drift = sorted(f"{n} {v} (tested {pins[n]})" for n, v in full[0].items()
                    if n in pins and _release(v) and not _same_release(v, pins[n]))
     if drift:
         rows.append(Check("pinned versions", "constraints.txt", f"{len(drift)} differ", WARN,
-                          f"{'; '.join(drift[:4])}{' ...' if len(drift) > 4 else ''}: the tests passed with the pins "
-                          "(make clean-venv, then make lab, reinstalls them)"))
+                          f"{_listed(drift)}: the tests passed with the pins (make clean-venv, then make lab, "
+                          "reinstalls them)"))
     else:
-        pinned = sum(n in pins for n in found)
+        pinned = sum(n in pins for n in full[0])
         rows.append(Check("pinned versions", "constraints.txt", f"{pinned} of {pinned} as pinned", OK,
                           "the versions the tests pass with"))
     return rows

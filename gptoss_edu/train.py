@@ -683,7 +683,7 @@ def export(result: TrainResult, path: str | Path, command: str | None = None, ab
 
 
 EXPORT_FILES = ("config.json", "generation_config.json", "training.json", "TRAINING.md", "model.safetensors",
-                "model.safetensors.index.json", "model-*-of-*.safetensors")
+                "model.safetensors.index.json", "model-*-of-*.safetensors", ".DS_Store", ".ipynb_checkpoints")
 
 
 def check_export_target(path: Path) -> None:
@@ -840,7 +840,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         return _run(args, rec, argv)
-    except (ValueError, OSError) as e:  # bad settings, a damaged or foreign run, a missing corpus, a full disk
+    except (ValueError, OSError, FloatingPointError) as e:  # bad settings, a damaged or foreign run, a missing
+        # corpus, a full disk, a run that diverged
         print(f"train: {e}", file=sys.stderr)
         return 2
 

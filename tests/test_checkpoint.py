@@ -174,9 +174,9 @@ def test_missing_tensor_is_named(written, tmp_path):
                                                 r"model's blocks\.2\.attn\.sinks, shape \(4,\)\)"):
         g.load_model(written)
     rewrite(written, lambda t: t.pop("model.layers.1.mlp.experts.down_proj_scales"))
-    with pytest.raises(g.CheckpointError, match=r"missing tensor\(s\) model\.layers\.1\.mlp\.experts\.down_proj_blocks "
-                                                r"\(with its scales\), model\.layers\.2"):
-        g.load_model(written)  # dense in the model: made of blocks and scales
+    with pytest.raises(g.CheckpointError, match=r"missing tensor\(s\) model\.layers\.1\.mlp\.experts\.down_proj_scales, "
+                                                r"model\.layers\.2"):
+        g.load_model(written)  # dense in the model, made of blocks and scales: the half that did not come
     original = g.write_checkpoint(small_gptoss(), tmp_path / "original", layout="original")
     tensors = load_file(original / "model.safetensors")
     tensors.pop("block.3.mlp.norm.scale")
@@ -336,3 +336,30 @@ def test_a_tensor_in_two_shards_is_refused(tmp_path):
     save_file(tensors, str(second))
     with pytest.raises(g.CheckpointError, match=f"'{re.escape(name)}' is in both {first.name} and {second.name}"):
         g.load_model(path)
+
+
+@pytest.mark.parametrize("changes,setting", [({"swiglu_alpha": 1.5}, "swiglu_alpha=1.5"),
+                                             ({"attn_bias": False}, "attn_bias=False"),
+                                             ({"rope_truncate": True}, "rope_truncate=True"),
+                                             ({"positions": "rope"}, "positions='rope'")])
+def test_original_layout_refuses_what_it_cannot_say(tmp_path, changes, setting):
+    with pytest.raises(ValueError, match=f"no setting for {setting}.*layout='hf'"):
+        g.write_checkpoint(small_gptoss(**changes), tmp_path / "o", layout="original")
+    assert not (tmp_path / "o").exists()
+
+
+def test_original_layout_without_its_blocks_names_them(tmp_path):
+    path = g.write_checkpoint(small_gptoss(), tmp_path / "o", layout="original")
+    tensors = {k: v for k, v in load_file(path / "model.safetensors").items() if not k.endswith(".blocks")}
+    save_file(tensors, str(path / "model.safetensors"))
+    with pytest.raises(g.CheckpointError, match=r"missing tensor\(s\) block\.0\.mlp\.mlp1_weight\.blocks"):
+        g.load_model(path)
+
+
+def test_out_of_memory_is_not_called_a_config_mismatch(written, monkeypatch):
+    def full(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(mxfp4, "dequantize", full)
+    with pytest.raises(torch.cuda.OutOfMemoryError, match="Tried to allocate"):
+        g.load_model(written)

@@ -59,3 +59,25 @@ def test_diff_counts_changed_lines():
     assert "+b = 3" in repr(d) and "-b = 2" in repr(d)
     assert repr(CodeDiff("x\n", "x\n")) == "(no change)"
     assert "<table" in show_diff(GptOssSwiGLU, MoE)._repr_html_()
+
+
+DECORATED = """import dataclasses
+
+
+@dataclasses.dataclass(
+    frozen=True,
+)
+class Point:
+    x: int = 0
+
+    def norm(self):
+        return abs(self.x)
+"""
+
+
+def test_a_decorated_class_keeps_its_decorator(tmp_path, monkeypatch):
+    (tmp_path / "decorated_mod.py").write_text(DECORATED)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import decorated_mod
+
+    assert source_of(decorated_mod.Point).startswith("@dataclasses.dataclass(\n    frozen=True,\n)\nclass Point:")

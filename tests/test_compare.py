@@ -77,3 +77,6 @@ def test_models_in_training_mode_are_compared_without_dropout(pair):
     noisy.train()
     assert compare_layers(noisy, ref, ids, atol=ATOL).equal  # dropout off while comparing
     assert noisy.training and all(m.training for m in noisy.modules())  # and the mode is given back
+    noisy.blocks[0].eval()  # a mix of modes comes back as it was, module by module
+    compare_layers(noisy, ref, ids, atol=ATOL)
+    assert noisy.training and not noisy.blocks[0].training and noisy.blocks[1].training

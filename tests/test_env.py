@@ -156,3 +156,18 @@ def test_a_cuda_torch_brings_the_triton_it_requires(tmp_path, monkeypatch):
     monkeypatch.setattr(env.metadata, "requires", lambda name: ['triton==3.7.1; platform_system == "Linux"']
                         if name == "torch" else real(name))
     assert env.read_pins(tmp_path)["triton"] == "3.7.1"
+
+
+def test_a_missing_test_only_package_is_a_warning(monkeypatch):
+    """playwright drives the browser tests; no notebook needs it, so no FAIL."""
+    real = env.metadata.version
+
+    def version(name: str) -> str:
+        if env._normal(name) == "playwright":
+            raise env.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(env.metadata, "version", version)
+    rows = {r.item: r for r in env.check_dependencies(env.read_pins())}
+    assert rows["dependencies"].status == OK
+    assert rows["test dependencies"].status == WARN and "playwright (for gptoss-edu)" in rows["test dependencies"].meaning

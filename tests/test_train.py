@@ -380,6 +380,13 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
     assert "no HF layout to export" in capsys.readouterr().err and not (tmp_path / "c").exists()
 
 
+def test_cli_reports_a_diverged_run_without_a_traceback(tmp_path, capsys):
+    code = T.main(["course-step-13", "--out", str(tmp_path / "run"), "--steps", "3", "--lr", "1e30", "--batch-size", "2",
+                   "--seq-len", "16", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "the run diverged" in err and "Traceback" not in err
+
+
 def test_cli_fresh_and_export_delete_only_what_a_run_wrote(tmp_path, capsys):
     tiny = ["--steps", "2", "--batch-size", "2", "--seq-len", "16", "--no-progress"]
     (tmp_path / "run").mkdir()
@@ -393,8 +400,9 @@ def test_cli_fresh_and_export_delete_only_what_a_run_wrote(tmp_path, capsys):
     assert T.main(["course-step-13", "--out", str(tmp_path / "run"), "--export", str(tmp_path / "precious"), *tiny]) == 2
     assert "holds more than a checkpoint (o200k_base.tiktoken)" in capsys.readouterr().err
     assert (tmp_path / "precious" / "o200k_base.tiktoken").exists()
-    # An earlier export is replaced.
+    # An earlier export is replaced (with what a file browser or Jupyter leaves beside it).
     assert T.main(["course-step-13", "--out", str(tmp_path / "run"), "--export", str(tmp_path / "exp"), *tiny]) == 0
+    (tmp_path / "exp" / ".ipynb_checkpoints").mkdir()
     assert T.main(["course-step-13", "--out", str(tmp_path / "run"), "--export", str(tmp_path / "exp"), *tiny]) == 0
     assert (tmp_path / "exp" / "config.json").exists()
 

@@ -50,6 +50,7 @@ def test_cache_bytes_and_formatting():
     assert format_bytes(512) == "512 B"
     # Never scientific notation: 1000..1023 of a unit are shown in the next one.
     assert format_bytes(1000) == "0.977 KiB" and format_bytes(1010 * 2 ** 20) == "0.986 GiB"
+    assert format_bytes(1023488) == "0.976 MiB" and format_bytes(999.5 * 2 ** 30) == "0.976 TiB"
 
 
 def test_kv_heads_offered_are_divisors():

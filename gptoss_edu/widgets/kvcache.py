@@ -17,7 +17,7 @@ def format_bytes(n: float) -> str:
     """Bytes in binary units with three significant digits: 49152 -> '48 KiB', 1040384 -> '0.992 MiB'."""
     n = float(n)
     for unit in UNITS:
-        if abs(n) < 1000 or unit == UNITS[-1]:  # 1000..1023 would print as 1e+03 with three digits
+        if abs(float(f"{n:.3g}")) < 1000 or unit == UNITS[-1]:  # what rounds to 1000..1023 would print as 1e+03
             return f"{n:.3g} {unit}"
         n /= 1024
     raise AssertionError("unreachable")
