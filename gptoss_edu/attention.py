@@ -140,11 +140,11 @@ class Attention(nn.Module):
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         q_start = 0
         if cache is not None:
-            if cache.slots[self.layer] != min(self.window or cache.max_len, cache.max_len):
+            need = min(self.window or cache.max_len, cache.max_len)
+            if cache.slots[self.layer] != need:
                 raise ValueError(f"layer {self.layer}'s cache holds {cache.slots[self.layer]} positions but its "
-                                 f"{f'window of {self.window}' if self.window else 'full attention'} needs "
-                                 f"{min(self.window or cache.max_len, cache.max_len)}: the cache was made for "
-                                 "another model; make one with model.new_cache()")
+                                 f"{f'window of {self.window}' if self.window else 'full attention'} needs {need}: "
+                                 "the cache was made for another model; make one with model.new_cache()")
             # q_start counts from the first key returned: masks only look at differences.
             k, v, q_start = cache.update(self.layer, k, v)
         dropout = self.dropout if self.training else 0.0

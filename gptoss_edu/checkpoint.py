@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from . import mxfp4
-from .config import ModelConfig
+from .config import ModelConfig, alternating_layer_types
 from .model import GPT
 from .rotary import Rotary
 
@@ -149,7 +149,7 @@ def config_from_original(cfg: dict[str, Any], name: str = "gpt-oss") -> ModelCon
         "intermediate_size": cfg["intermediate_size"], "num_local_experts": cfg["num_experts"],
         "num_experts_per_tok": cfg["experts_per_token"], "rope_theta": cfg["rope_theta"],
         "swiglu_limit": cfg["swiglu_limit"], "sliding_window": cfg["sliding_window"],
-        "layer_types": ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)],
+        "layer_types": list(alternating_layer_types(n)),
         "max_position_embeddings": int(cfg["initial_context_length"] * cfg["rope_scaling_factor"]),
         "initial_context_length": cfg["initial_context_length"],
         "rope_scaling": {"rope_type": "yarn", "factor": cfg["rope_scaling_factor"],
@@ -513,7 +513,7 @@ def original_config(cfg: ModelConfig) -> dict[str, Any]:
     if not cfg._is_gptoss_shaped() or cfg.tie_embeddings:
         raise ValueError("the original/ layout holds untied gpt-oss models only")
     # Its config.json has no field for these: the reader assumes gpt-oss's own values.
-    alternating = tuple("sliding_attention" if i % 2 == 0 else "full_attention" for i in range(cfg.n_layers))
+    alternating = alternating_layer_types(cfg.n_layers)
     fixed = {"positions": (cfg.positions, "yarn"), "swiglu_alpha": (cfg.swiglu_alpha, 1.702),
              "attn_bias": (cfg.attn_bias, True), "norm_eps": (cfg.norm_eps, 1e-5),
              "rope_truncate": (cfg.rope_truncate, False),

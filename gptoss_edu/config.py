@@ -282,8 +282,7 @@ def _from_gpt_oss(cfg: dict[str, Any], name: str | None) -> ModelConfig:
         raise KeyError("gpt-oss config.json is missing 'rope_theta' (at the top or in 'rope_parameters')")
     factor = float(rs.get("factor", 1.0))
     layer_types = tuple(cfg.get("layer_types") or (
-        ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(cfg["num_hidden_layers"])]
-        if cfg.get("sliding_window") else []))
+        alternating_layer_types(cfg["num_hidden_layers"]) if cfg.get("sliding_window") else ()))
     return ModelConfig(
         name=name or "gpt-oss", vocab_size=cfg["vocab_size"], d_model=cfg["hidden_size"],
         n_layers=cfg["num_hidden_layers"], n_heads=cfg["num_attention_heads"],
@@ -303,7 +302,8 @@ def _from_gpt_oss(cfg: dict[str, Any], name: str | None) -> ModelConfig:
     )
 
 
-def _alternating(n_layers: int) -> tuple[LayerType, ...]:
+def alternating_layer_types(n_layers: int) -> tuple[LayerType, ...]:
+    """gpt-oss's layer pattern: sliding-window attention on even layers, full attention on odd ones."""
     return tuple("sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers))
 
 
@@ -324,7 +324,7 @@ def preset(name: str) -> ModelConfig:
     if name == "gpt-oss-tiny":
         return preset("gpt-oss-20b").replace(
             name=name, d_model=64, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=16, d_ff=64,
-            n_experts=8, experts_per_token=2, sliding_window=8, layer_types=_alternating(4),
+            n_experts=8, experts_per_token=2, sliding_window=8, layer_types=alternating_layer_types(4),
             context_length=4096, rope_original_context=256, rope_scaling_factor=16.0)
     raise KeyError(f"no preset {name!r}; choose from {', '.join(PRESETS)}")
 
@@ -366,7 +366,7 @@ def course_config(step: int, base: ModelConfig | None = None) -> ModelConfig:
             break
         changes = dict(COURSE_STEPS[n])
         if changes.get("layer_types") == "alternating":
-            changes["layer_types"] = _alternating(cfg.n_layers)
+            changes["layer_types"] = alternating_layer_types(cfg.n_layers)
         if "n_kv_heads" in changes:
             changes["n_kv_heads"] = max(1, cfg.n_heads // 2)
         cfg = cfg.replace(**changes)

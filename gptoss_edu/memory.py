@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple
 
+from .config import alternating_layer_types
+
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 MXFP4_BLOCK = 32  # values per block: 16 bytes of E2M1 codes and one E8M0 scale byte
 
@@ -89,7 +91,7 @@ def layer_windows(config: Any) -> list[int]:
     get = config.get if isinstance(config, Mapping) else lambda key, default=None: getattr(config, key, default)
     types, window = get("layer_types"), int(get("sliding_window") or 0)
     if not types:  # a gpt-oss config.json without the list alternates, as the checkpoint reader does
-        types = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers)]
+        types = alternating_layer_types(n_layers)
     if len(types) != n_layers:
         raise ValueError(f"the config has {len(types)} layer_types for {n_layers} layers")
     return [window if t == "sliding_attention" else 0 for t in types]

@@ -60,7 +60,7 @@ def dequantize(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = 
     return values.flatten(-2).to(dtype)
 
 
-def _round_to_e2m1(x: torch.Tensor) -> torch.Tensor:
+def round_to_e2m1(x: torch.Tensor) -> torch.Tensor:
     """Codes 0..15 of the nearest E2M1 value to ``x`` (ties to an even mantissa)."""
     mags = x.abs()
     mids = _MIDPOINTS.to(device=x.device, dtype=x.dtype)
@@ -90,7 +90,7 @@ def quantize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     e = torch.where(m == 0.5, e - 1, e)
     e = torch.where(amax == 0, torch.full_like(e, -SCALE_BIAS), e).clamp(-SCALE_BIAS, 255 - SCALE_BIAS)
     scaled = torch.ldexp(x, (-e).unsqueeze(-1).to(torch.float32))
-    codes = _round_to_e2m1(scaled.clamp(-FP4_MAX, FP4_MAX))
+    codes = round_to_e2m1(scaled.clamp(-FP4_MAX, FP4_MAX))
     packed = codes[..., 0::2] | (codes[..., 1::2] << 4)
     return packed.contiguous(), (e + SCALE_BIAS).to(torch.uint8)
 

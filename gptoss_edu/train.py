@@ -365,8 +365,8 @@ class _StopRequest:
 def make_optimizer(model: GPT, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW; matrices (and expert stacks, embeddings) decay, biases, norms and sinks do not."""
     def decays(name: str, p: nn.Parameter) -> bool:
-        # By name, not only by rank: the experts' biases are [E, width], one vector per expert.
-        return p.dim() >= 2 and not name.endswith(("bias", "sinks")) and "norm" not in name
+        # Norms and sinks are vectors; biases too, except the experts' [E, width]: one vector per expert.
+        return p.dim() >= 2 and not name.endswith("bias")
 
     params = list(model.named_parameters())
     decay = [p for n, p in params if decays(n, p)]

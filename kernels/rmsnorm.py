@@ -38,7 +38,8 @@ def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     out = new_buffer(tuple(x2.shape), x.dtype, x.device)
     if x2.shape[0]:
         block = triton.next_power_of_2(D)
-        _rmsnorm_kernel[(x2.shape[0],)](x2, weight.detach().contiguous(), out, x2.stride(0), out.stride(0), D, float(eps),
+        weight = weight.detach().contiguous()  # read as w_ptr + column
+        _rmsnorm_kernel[(x2.shape[0],)](x2, weight, out, x2.stride(0), out.stride(0), D, float(eps),
                                         BLOCK_D=block, num_warps=min(16, max(1, block // 512)))
     return out.view(x.shape)
 

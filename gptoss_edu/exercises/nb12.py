@@ -6,7 +6,7 @@ import json
 from typing import Any, Callable
 
 from .. import memory
-from ..config import PRESET_DIR
+from ..config import PRESET_DIR, alternating_layer_types
 from . import CheckResult, failed, passed
 
 PlanFn = Callable[[dict, int], dict]
@@ -23,7 +23,7 @@ def made_up_config() -> dict[str, Any]:
     n = 6
     cfg.update(num_hidden_layers=n, num_local_experts=16, num_key_value_heads=4, num_attention_heads=32,
                hidden_size=1024, intermediate_size=1536, vocab_size=50_000, sliding_window=256,
-               layer_types=["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)])
+               layer_types=list(alternating_layer_types(n)))
     return cfg
 
 

@@ -27,7 +27,7 @@ def quantize_with_scale(x: torch.Tensor, scale_code: int) -> torch.Tensor:
     """Each value of ``x`` moved to the nearest point of the grid FP4_VALUES * 2**(scale_code - 127)."""
     step = 2.0 ** (scale_code - mxfp4.SCALE_BIAS)
     # The package's rounding (ties to an even code, as the checkpoint's bytes were made), saturating at 6.
-    codes = mxfp4._round_to_e2m1((x.double() / step).clamp(-mxfp4.FP4_MAX, mxfp4.FP4_MAX))
+    codes = mxfp4.round_to_e2m1((x.double() / step).clamp(-mxfp4.FP4_MAX, mxfp4.FP4_MAX))
     return (mxfp4.fp4_lut(torch.float64)[codes.long()] * step).to(x.dtype)
 
 
