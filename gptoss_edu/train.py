@@ -119,6 +119,13 @@ class TokenData:
             if len(t) and (int(t.max()) >= self.vocab_size or int(t.min()) < 0):
                 raise ValueError(f"{name} ids must lie in 0..{self.vocab_size - 1}")
 
+    def fingerprint(self) -> str:
+        """A short hash of both splits' ids: a saved run resumes only on the data it was trained on."""
+        h = hashlib.sha256(f"{self.kind}:{self.vocab_size}:{len(self.train)}:".encode())
+        for t in (self.train, self.val):
+            h.update(t.contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
     def used_ids(self) -> torch.Tensor:
         """The distinct ids of the train split, sorted: the tokens the model ever has to predict."""
         return torch.unique(self.train)
@@ -309,6 +316,7 @@ class TrainResult:
     interrupted: bool = False
     out: Path | None = None
     optimizer: torch.optim.Optimizer | None = field(default=None, repr=False)
+    data_fingerprint: str | None = None  # TokenData.fingerprint() of the data it trains on
 
     @property
     def step(self) -> int:
@@ -396,11 +404,12 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: TokenData | None = Non
             model.lm_head.weight[vocab.anchor] = 0.0  # unused tokens start at logit 0
         vocab.tie_unused_rows(model)
     optimizer = make_optimizer(model, cfg)
-    result = TrainResult(model, model_cfg, cfg, out=Path(out) if out is not None else None, optimizer=optimizer)
+    result = TrainResult(model, model_cfg, cfg, out=Path(out) if out is not None else None, optimizer=optimizer,
+                         data_fingerprint=data.fingerprint())
     if out is not None:
         _recover_dir(Path(out) / STATE_DIR)
     if out is not None and resume and (Path(out) / STATE_DIR).exists():
-        saved = load_state(Path(out) / STATE_DIR, model, optimizer, model_cfg, cfg)
+        saved = load_state(Path(out) / STATE_DIR, model, optimizer, model_cfg, cfg, result.data_fingerprint)
         result.history, result.evals = saved["history"], saved["evals"]
         result.resumed_from = saved["step"]
     elif out is not None and (Path(out) / STATE_DIR).exists():
@@ -548,6 +557,7 @@ def save_state(path: str | Path, result: TrainResult, optimizer: torch.optim.Opt
             "format": STATE_FORMAT, "step": result.step, "sha256": _sha256(tmp / STATE_TENSORS),
             "tensors": sorted(tensors), "model_config": _config_dict(result.model_config),
             "train_config": _config_dict(result.train_config), "history": result.history, "evals": result.evals,
+            "data": result.data_fingerprint,
         }
         (tmp / STATE_JSON).write_text(json.dumps(meta, indent=1) + "\n")
         _share(tmp)
@@ -583,7 +593,7 @@ def read_state_meta(path: str | Path) -> dict:
 
 
 def load_state(path: str | Path, model: GPT, optimizer: torch.optim.Optimizer, model_cfg: ModelConfig,
-               cfg: TrainConfig) -> dict:
+               cfg: TrainConfig, data_fingerprint: str | None = None) -> dict:
     """Restore a saved training state into ``model`` and ``optimizer``; refuse one that is damaged or foreign."""
     from safetensors import safe_open
 
@@ -599,6 +609,10 @@ def load_state(path: str | Path, model: GPT, optimizer: torch.optim.Optimizer, m
         was = ", ".join(f"{k}={meta['train_config'].get(k)!r} (you asked for {k}={mine[k]!r})" for k in diff)
         raise CheckpointError(f"{path} was trained with {was}; resuming needs the same settings "
                               "(or start in another folder)")
+    # States saved before the fingerprint existed have none, and resume as before.
+    if data_fingerprint and meta.get("data") and meta["data"] != data_fingerprint:
+        raise CheckpointError(f"{path} was trained on other token data (fingerprint {meta['data']}, yours is "
+                              f"{data_fingerprint}): resuming needs the same data (or start in another folder)")
     try:
         f = safe_open(str(path / STATE_TENSORS), framework="pt", device="cpu")
     except Exception as e:

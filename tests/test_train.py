@@ -243,6 +243,21 @@ def test_resume_refuses_other_settings_and_an_existing_run_without_resume(text_d
     T.train(small(13), quick(steps=2, eval_every=1, checkpoint_every=1), text_data, out=tmp_path, progress=False)
 
 
+def test_resume_refuses_other_data_and_accepts_a_state_saved_without_a_fingerprint(text_data, tmp_path):
+    T.train(small(13), quick(steps=2), text_data, out=tmp_path, progress=False)
+    other = T.TokenData(text_data.train[1:].clone(), text_data.val, text_data.vocab_size, text_data.kind)
+    assert other.fingerprint() != text_data.fingerprint()
+    with pytest.raises(g.CheckpointError, match="other token data"):
+        T.train(small(13), quick(steps=2), other, out=tmp_path, progress=False)
+    # A state written before fingerprints existed still resumes.
+    meta_file = tmp_path / T.STATE_DIR / T.STATE_JSON
+    meta = json.loads(meta_file.read_text())
+    assert meta["data"] == text_data.fingerprint()
+    del meta["data"]
+    meta_file.write_text(json.dumps(meta))
+    assert T.train(small(13), quick(steps=2), other, out=tmp_path, progress=False).resumed_from == 2
+
+
 def test_without_a_run_folder_ctrl_c_stops_the_whole_cell(text_data):
     """Nothing would be saved, so there is no 'stop after this step': Ctrl-C interrupts as usual."""
     def press_ctrl_c(result: T.TrainResult) -> None:
