@@ -459,7 +459,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: TokenData | None = Non
                     saved_at = done
                 if on_step is not None:
                     on_step(result)
-                if stop.requested:
+                if stop.requested and done < cfg.steps:  # a stop during the last step: the run is complete
                     result.interrupted = True
                     break
         except KeyboardInterrupt:

@@ -182,6 +182,16 @@ def test_interrupt_and_resume_gives_the_uninterrupted_weights(step, text_data, t
     assert [e["step"] for e in second.evals] == [3, 6]
 
 
+def test_a_stop_during_the_last_step_completes_the_run(text_data, tmp_path):
+    def press_ctrl_c(result: T.TrainResult) -> None:
+        if result.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    done = T.train(small(13), quick(steps=2), text_data, out=tmp_path, progress=False, on_step=press_ctrl_c)
+    assert done.step == 2 and not done.interrupted
+    assert T.read_state_meta(tmp_path / T.STATE_DIR)["step"] == 2
+
+
 def test_a_run_killed_between_checkpoints_repeats_only_the_unsaved_steps(text_data, tmp_path):
     cfg = quick(steps=6, checkpoint_every=2)
     whole = T.train(small(13), cfg, text_data, progress=False)
