@@ -94,7 +94,8 @@ def _attn_prefill_kernel(
     v_base = v_ptr + b * svb + hkv * svh
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        m_i, l_i, acc = _attend_tile(q, q_pos, k_base, v_base, offs_n, offs_n < Tk, offs_d, d_mask, window,
+        # Keys past the last query are never loaded: a preallocated cache may hold anything there (NaN * 0 is NaN).
+        m_i, l_i, acc = _attend_tile(q, q_pos, k_base, v_base, offs_n, offs_n < hi, offs_d, d_mask, window,
                                      qk_scale, m_i, l_i, acc, skt, skd, svt, svd, DOT_PREC)
 
     # Every real row saw at least its own key (l > 0); padding rows past Tq divide by 1, unstored.

@@ -170,6 +170,18 @@ def test_attention_decode(case, num_splits) -> None:
     assert_close(out, attention_reference(q, k, v, **kw), "attention")
 
 
+@pytest.mark.parametrize("kernel", ["prefill", "decode"])
+def test_attention_never_reads_keys_after_the_last_query(kernel) -> None:
+    # A cache longer than the positions filled so far, its tail uninitialised (here NaN).
+    Tq, q_start, filled, D = 5, 20, 25, 32
+    q, k, v, s = attention_inputs(1, 4, 2, Tq, filled + 19, D, True, seed=33)
+    k[:, :, filled:], v[:, :, filled:] = float("nan"), float("nan")
+    kw = dict(scale=D ** -0.5, sinks=s, sliding_window=0, q_start=q_start)
+    fn = attention_prefill if kernel == "prefill" else attention_decode
+    out = fn(q, k, v, **kw, **({} if ON_GPU else dict(block_n=16)))
+    assert_close(out, attention_reference(q, k[:, :, :filled], v[:, :, :filled], **kw), "attention")
+
+
 def test_attention_strided_sinks() -> None:
     # Sinks that are a view with a stride (one per query head, every other element) are read by head.
     q, k, v, _ = attention_inputs(1, 4, 2, 3, 20, 16, False, seed=35)
