@@ -39,6 +39,11 @@ class KVCache:
         """Store this step's keys and values for ``layer``; return the keys and values its queries attend
         over, and the index among them of the step's first query (its position, until the layer rolls)."""
         start, end = self.length, self.length + k.shape[2]
+        have = self.k[layer]
+        if k.shape[0] != have.shape[0] or k.dtype != have.dtype or k.device != have.device:
+            raise ValueError(f"the KV cache was made for batch {have.shape[0]}, {have.dtype} on {have.device}; this "
+                             f"step is batch {k.shape[0]}, {k.dtype} on {k.device}: make the cache with "
+                             "model.new_cache(batch_size), after moving or converting the model")
         if end > self.max_len:
             raise ValueError(f"the KV cache holds {self.max_len} positions; this step needs {end}")
         n, keys, values = self.slots[layer], self.k[layer], self.v[layer]

@@ -258,6 +258,13 @@ def _from_gpt2(cfg: dict[str, Any], name: str | None) -> ModelConfig:
     act = cfg.get("activation_function", "gelu_new")
     if act not in ("gelu_new", "gelu", "gelu_pytorch_tanh"):
         raise ValueError(f"GPT-2 config.json has activation_function {act!r}: the course supports gelu_new and gelu")
+    # Two attention variants transformers' GPT-2 implements and the course's attention does not.
+    if not cfg.get("scale_attn_weights", True):
+        raise ValueError("GPT-2 config.json has scale_attn_weights false (scores not divided by sqrt(head_dim)): "
+                         "the course's attention always scales them, so this model cannot be loaded")
+    if cfg.get("scale_attn_by_inverse_layer_idx", False):
+        raise ValueError("GPT-2 config.json has scale_attn_by_inverse_layer_idx true (layer i's scores divided by "
+                         "i + 1): the course's attention does not, so this model cannot be loaded")
     return ModelConfig(
         name=name or "gpt2", vocab_size=cfg["vocab_size"], d_model=d, n_layers=cfg["n_layer"], n_heads=h,
         n_kv_heads=h, head_dim=d // h, d_ff=cfg.get("n_inner") or 4 * d,

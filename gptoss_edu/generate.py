@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
@@ -9,7 +10,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from .attention import KVCache
-from .model import GPT
+from .model import GPT, check_token_ids
 
 # One decode step: the token just chosen in, the logits [vocab] for the next one out.
 DecodeStep = Callable[[int], torch.Tensor]
@@ -18,6 +19,9 @@ DecodeStep = Callable[[int], torch.Tensor]
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1.0,
                 generator: torch.Generator | None = None) -> int:
     """Pick the next token from logits [vocab]: argmax at temperature 0, else nucleus sampling."""
+    if logits.dim() != 1:
+        raise ValueError(f"sample_next takes the logits of one position, [vocab]; got shape {tuple(logits.shape)} "
+                         "(for a batch, pick each row: logits[i])")
     if temperature < 0 or not 0 < top_p <= 1:
         raise ValueError(f"temperature must be >= 0 and top_p in (0, 1], got {temperature} and {top_p}")
     if temperature == 0:
@@ -67,9 +71,13 @@ def stream(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_toke
            stop_tokens: Sequence[int] = (), stats: Generation | None = None,
            decoder: Callable[[GPT, KVCache], DecodeStep] = cached_step) -> Iterator[int]:
     """Yield new token ids one by one; the prompt is prefilled once, then one ``decoder`` step per token."""
-    ids = prompt_ids.tolist() if isinstance(prompt_ids, torch.Tensor) else list(prompt_ids)
+    ids = _prompt_list(prompt_ids)
     if not ids:
         raise ValueError("the prompt is empty: give at least one token")
+    check_token_ids(min(ids), max(ids), model.config.vocab_size)
+    if model.training and model.config.dropout > 0:
+        raise ValueError(f"the model is in training mode, so dropout ({model.config.dropout}) would change every "
+                         "token: call model.eval() before generating")
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be 0 or more, got {max_new_tokens}")
     ctx = model.config.context_length
@@ -90,17 +98,39 @@ def stream(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_toke
         _sync(device)
         now = time.perf_counter()
         if step == 0:
-            stats.prefill_seconds, t0 = now - t0, now
+            stats.prefill_seconds = now - t0
         else:
-            stats.decode_seconds = now - t0
+            stats.decode_seconds += now - t0  # only the time spent here, not the caller's between tokens
         stats.tokens.append(token)
         yield token
+        t0 = time.perf_counter()
         if token in stops:
             stats.stop_reason = "stop_token"
             return
         if step + 1 < budget:
             logits = step_logits(token)
     stats.stop_reason = "max_new_tokens" if budget == max_new_tokens else "context_full"
+
+
+def _prompt_list(prompt_ids: Sequence[int] | torch.Tensor) -> list[int]:
+    """One sequence of ids as a list: from a list, a [T] tensor or a [1, T] tensor."""
+    if isinstance(prompt_ids, torch.Tensor):
+        if prompt_ids.dim() == 2 and prompt_ids.shape[0] == 1:
+            prompt_ids = prompt_ids[0]
+        if prompt_ids.dim() != 1 or prompt_ids.is_floating_point() or prompt_ids.is_complex():
+            raise ValueError(f"generate takes one sequence: a list of ids, or an integer [T] or [1, T] tensor; got "
+                             f"{prompt_ids.dtype} {tuple(prompt_ids.shape)}")
+        return prompt_ids.tolist()
+    ids = []
+    for i in prompt_ids:
+        try:
+            ids.append(operator.index(i))  # ints, numpy ints; not floats
+            if isinstance(i, bool):
+                raise TypeError
+        except TypeError:
+            raise ValueError(f"generate takes one sequence of int token ids; got an item {i!r} "
+                             f"({type(i).__name__})") from None
+    return ids
 
 
 def generate(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_tokens: int = 256,

@@ -34,6 +34,14 @@ class Block(nn.Module):
         return x + self.drop(self.mlp(self.mlp_norm(x)))
 
 
+def check_token_ids(lowest: int, highest: int, vocab_size: int) -> None:
+    """Refuse token ids outside 0..vocab_size-1 (an embedding lookup would fail, on a GPU with a device assert)."""
+    if lowest < 0 or highest >= vocab_size:
+        bad = lowest if lowest < 0 else highest
+        raise ValueError(f"token id {bad} is outside the vocabulary (0..{vocab_size - 1}): was it made by "
+                         "another tokenizer?")
+
+
 class GPT(nn.Module):
     """Token ids [B, T] to next-token logits [B, T, vocab]."""
 
@@ -83,6 +91,10 @@ class GPT(nn.Module):
             raise ValueError(f"input_ids must be an integer tensor [batch, tokens], got {input_ids.dtype} "
                              f"{tuple(input_ids.shape)}")
         T = input_ids.shape[1]
+        if T == 0:
+            raise ValueError(f"input_ids {tuple(input_ids.shape)} holds no tokens: give at least one per sequence")
+        if input_ids.device.type == "cpu":  # elsewhere the check would wait for the device at every step
+            check_token_ids(input_ids.min().item(), input_ids.max().item(), self.config.vocab_size)
         start = cache.length if cache is not None else 0
         if start + T > self.config.context_length:
             raise ValueError(f"{start + T} positions exceed the context length of {self.config.context_length} "

@@ -30,7 +30,7 @@ from .attention import Attention, KVCache, attention_mask, cache_slots
 from . import generate as generate_
 from .generate import DecodeStep, Generation
 from .mlp import gptoss_swiglu
-from .model import GPT
+from .model import GPT, check_token_ids
 from .moe import Experts, MoE
 from .rotary import apply_rotary
 
@@ -202,6 +202,10 @@ class CUDAGraphDecoder:
     def __call__(self, tokens: int | Sequence[int] | torch.Tensor) -> torch.Tensor:
         """Logits [B, vocab] after ``tokens`` (one per sequence) at position cache.length, which then advances by one."""
         # On the graph path the logits are the graph's output buffer: the next call overwrites them.
+        if not isinstance(tokens, torch.Tensor):  # host ids are checked for free; a device tensor would sync
+            ids = [tokens] if isinstance(tokens, int) else list(tokens)
+            if ids:
+                check_token_ids(min(ids), max(ids), self.model.config.vocab_size)
         self._set_position()
         if isinstance(tokens, int):
             self.tokens.fill_(tokens)  # a fill kernel: no copy from the host

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import gptoss_edu as g
 from random_weights import randomize
 from gptoss_edu.attention import attend, attention_mask
 from gptoss_edu.config import yarn_correction_range
-from gptoss_edu.generate import generate, sample_next
+from gptoss_edu.generate import generate, sample_next, stream
 
 
 def test_real_presets_come_from_the_shipped_configs():
@@ -169,7 +170,7 @@ def test_top_p_keeps_only_the_nucleus():
 
 
 def test_context_overflow_is_a_clear_error():
-    model = g.GPT(g.preset("gpt2-tiny").replace(vocab_size=50, context_length=16))
+    model = g.GPT(g.preset("gpt2-tiny").replace(vocab_size=50, context_length=16)).eval()
     with pytest.raises(ValueError, match="exceed the context length of 16"):
         model(torch.zeros(1, 17, dtype=torch.long))
     with pytest.raises(ValueError, match="the context holds 16"):
@@ -179,6 +180,49 @@ def test_context_overflow_is_a_clear_error():
     with pytest.raises(ValueError, match="max_new_tokens must be 0 or more, got -3"):
         generate(model, [1, 2], max_new_tokens=-3)
     assert generate(model, [1, 2], max_new_tokens=0).tokens == []
+
+
+def test_bad_ids_and_caches_are_named_before_they_reach_the_embedding():
+    model = g.GPT(g.preset("gpt2-tiny").replace(vocab_size=50, context_length=16)).eval()
+    for ids in ([[50]], [[3, -1]]):
+        with pytest.raises(ValueError, match=r"token id (50|-1) is outside the vocabulary \(0..49\)"):
+            model(torch.tensor(ids))
+    with pytest.raises(ValueError, match=r"token id 50 is outside the vocabulary"):
+        generate(model, [1, 50], max_new_tokens=2)
+    with pytest.raises(ValueError, match=r"\(1, 0\) holds no tokens"):
+        model(torch.zeros(1, 0, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"made for batch 2, torch.float32.*this step is batch 1"):
+        model(torch.tensor([[1]]), model.new_cache(2))
+    with pytest.raises(ValueError, match=r"made for batch 1, torch.bfloat16"):
+        model(torch.tensor([[1]]), g.GPT(model.config).to(torch.bfloat16).new_cache(1))
+
+
+def test_generate_takes_one_sequence_in_any_usual_form():
+    model = randomize(g.GPT(g.preset("gpt2-tiny").replace(vocab_size=50)), seed=6).eval()
+    want = generate(model, [1, 2, 3], max_new_tokens=4, temperature=0).tokens
+    for prompt in (torch.tensor([1, 2, 3]), torch.tensor([[1, 2, 3]], dtype=torch.int32), (1, 2, 3),
+                   [torch.tensor(1), 2, 3]):
+        assert generate(model, prompt, max_new_tokens=4, temperature=0).tokens == want
+    for bad in (torch.zeros(2, 3, dtype=torch.long), torch.zeros(3), [1, 2.0], [True]):
+        with pytest.raises(ValueError, match="generate takes one sequence"):
+            generate(model, bad, max_new_tokens=2)
+    with pytest.raises(ValueError, match=r"logits of one position, \[vocab\]; got shape \(2, 50\)"):
+        sample_next(torch.zeros(2, 50), temperature=0)
+
+
+def test_generate_refuses_a_model_left_in_training_mode():
+    model = g.GPT(g.preset("gpt2-tiny").replace(vocab_size=50))  # a new module trains: dropout on
+    with pytest.raises(ValueError, match=r"training mode, so dropout \(0.1\).*model.eval\(\)"):
+        generate(model, [1, 2], max_new_tokens=2)
+    assert len(generate(model.eval(), [1, 2], max_new_tokens=2).tokens) == 2
+
+
+def test_decode_speed_counts_only_the_time_spent_generating():
+    model = g.GPT(g.preset("gpt2-tiny").replace(vocab_size=50)).eval()
+    stats = g.generate.Generation()
+    for _ in stream(model, [1, 2], max_new_tokens=5, temperature=0, stats=stats):
+        time.sleep(0.1)  # a slow reader: printing, a widget redrawing
+    assert len(stats.tokens) == 5 and stats.decode_seconds < 0.2
 
 
 def test_bad_configs_name_the_problem():
@@ -192,6 +236,11 @@ def test_bad_configs_name_the_problem():
         g.ModelConfig.from_hf_config(cfg)
     with pytest.raises(ValueError, match="model_type 'llama'"):
         g.ModelConfig.from_hf_config({"model_type": "llama"})
+    gpt2 = g.preset("gpt2-124m").to_hf_config()
+    for key, value in (("scale_attn_weights", False), ("scale_attn_by_inverse_layer_idx", True)):
+        with pytest.raises(ValueError, match=f"{key} {str(value).lower()}"):
+            g.ModelConfig.from_hf_config({**gpt2, key: value})
+    assert g.ModelConfig.from_hf_config({**gpt2, "scale_attn_weights": True, "reorder_and_upcast_attn": True})
 
 
 @pytest.mark.parametrize("name", ["gpt2-124m", "gpt-oss-20b", "gpt-oss-120b"])

@@ -29,7 +29,7 @@ class Scripted(nn.Module):
     def __init__(self, script: str, context: int = 4096) -> None:
         super().__init__()
         self.script = harmony_tokens(script)
-        self.config = SimpleNamespace(context_length=context, name="scripted")
+        self.config = SimpleNamespace(context_length=context, name="scripted", vocab_size=ENC.n_vocab, dropout=0.0)
         self.embed = nn.Embedding(1, 1)
         self.prompts: list[list[int]] = []
 
