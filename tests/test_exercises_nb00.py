@@ -54,3 +54,10 @@ def test_other_wrong_answers_get_the_difference():
     assert "returned None" in check_block_params(lambda c: None).message
     assert "raised ZeroDivisionError" in check_block_params(lambda c: 1 // 0).message
     assert all(check_block_params(f).message.startswith('not yet: ') for f in (lambda c: 0, lambda c: None))
+
+
+def test_the_parts_returned_instead_of_their_sum_are_named():
+    r = check_block_params(lambda c: (right(c) - 10, 6, 4))
+    assert not r.passed and "should be one number, got tuple" in r.message
+    assert "got str" in check_block_params(lambda c: str(right(c))).message
+    assert check_block_params(lambda c: float(right(c))).passed

@@ -61,3 +61,11 @@ def test_other_failures():
     assert "in place" in check_rope(lambda x, c, s: x.mul_(1.0001)).message
     generic = check_rope(lambda x, c, s: right(x, c, s) * 1.01)
     assert not generic.passed and "differs by up to" in generic.message
+
+
+def test_an_answer_that_changes_cos_and_sin_cannot_pass():
+    def zero_everything(x, cos, sin):
+        cos.zero_(), sin.zero_()
+        return torch.zeros_like(x)
+
+    assert not check_rope(zero_everything).passed

@@ -66,3 +66,11 @@ def test_other_failures():
     # right in float32, off in bfloat16 in a way that is none of the named mistakes
     odd = check_rms_norm(lambda x, w, e: right(x, w, e) + (0.01 if x.dtype == torch.bfloat16 else 0.0))
     assert not odd.passed and "on bfloat16 input" in odd.message, odd.message
+
+
+def test_an_answer_that_changes_the_weight_cannot_pass():
+    def zero_everything(x, weight, eps):
+        weight.zero_()
+        return torch.zeros_like(x)
+
+    assert not check_rms_norm(zero_everything).passed

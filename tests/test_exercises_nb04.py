@@ -68,3 +68,9 @@ def test_wrong_even_rows():
 
 def test_changed_values():
     check_fails(lambda g, u: right(g, u) * 2, "move rows, do not change their values")
+
+
+def test_a_float64_answer_passes():
+    # numpy's default dtype: the same values, so the same weight.
+    result = check_interleave(lambda gate, up: right(gate, up).double())
+    assert result.passed, result.message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from gptoss_edu.exercises.nb05 import check_kv_bytes_per_token
 
@@ -20,7 +21,8 @@ def test_right_answers_pass():
 
 @pytest.mark.parametrize("fn,pattern", [
     (lambda cfg, b: None, "returned None"),
-    (lambda cfg, b: "480", "return a number of bytes"),
+    (lambda cfg, b: "480", "should be one number, got str"),
+    (lambda cfg, b: torch.tensor([1.0, 2.0]), "got Tensor of shape (2,)"),
     (lambda cfg, b: 1 / 0, "raised ZeroDivisionError"),
     (lambda cfg, b: right(cfg, b) // 2, "keys only"),
     (lambda cfg, b: 2 * cfg.n_layers * cfg.n_heads * cfg.head_dim * b, "used n_heads"),

@@ -59,3 +59,8 @@ def test_typical_mistakes_are_explained(fn, pattern):
     assert not result.passed
     assert result.message.startswith("not yet: ")
     assert pattern in result.message, result.message
+
+
+def test_keepdim_gets_its_own_hint():
+    result = check_sink_share(lambda s, sink, w: reference_sink_share(s, sink, w)[:, None])
+    assert not result.passed and "squeeze(-1)" in result.message and "weight matrix" not in result.message

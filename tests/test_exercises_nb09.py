@@ -6,11 +6,12 @@ import math
 import re
 
 import pytest
+import torch
 
 from gptoss_edu.exercises.nb09 import check_correction_range
 
 
-def make(two_pi=True, half=False, clamp=True, swap=False, truncate_mode="right"):
+def make(two_pi=True, half=False, clamp=True, swap=False, truncate_mode="right", top=None):
     def fn(head_dim, theta, context, beta_fast, beta_slow, truncate):
         d = head_dim / 2 if half else head_dim
 
@@ -26,7 +27,7 @@ def make(two_pi=True, half=False, clamp=True, swap=False, truncate_mode="right")
         if truncate_mode == "backwards" and truncate:
             low, high = math.ceil(low), math.floor(high)
         if clamp:
-            low, high = max(low, 0), min(high, head_dim - 1)
+            low, high = max(low, 0), min(high, head_dim - 1 if top is None else top(head_dim))
         return low, high
     return fn
 
@@ -52,6 +53,9 @@ def test_right_answer_with_log2_passes():
     (make(two_pi=False), "2\\*pi is missing"),
     (make(half=True), "not head_dim / 2"),
     (make(clamp=False), "clamp the range"),
+    (make(top=lambda d: 1e9), "clamp the range"),  # only the low end clamped
+    (make(top=lambda d: d), "head_dim 16, theta 100"),  # clamped one dim too high
+    (make(top=lambda d: d // 2 - 1), "head_dim 16, theta 100"),  # clamped to the pairs
     (make(truncate_mode="never"), "truncate is true here"),
     (make(truncate_mode="always"), "truncate is false here.*vLLM"),
     (make(truncate_mode="backwards"), "widens the ramp"),
@@ -65,6 +69,18 @@ def test_typical_mistakes_are_named(fn, message):
     assert re.search(message, result.message), result.message
 
 
+def test_right_answer_in_float32_passes():
+    def fn(head_dim, theta, context, beta_fast, beta_slow, truncate):
+        def dim_for(rot):
+            return head_dim * torch.log(torch.tensor(context / (2 * math.pi * rot))) / (2 * torch.log(torch.tensor(theta)))
+        low, high = dim_for(beta_fast), dim_for(beta_slow)
+        if truncate:
+            low, high = torch.floor(low), torch.ceil(high)
+        return low.clamp(min=0), high.clamp(max=head_dim - 1)
+    result = check_correction_range(fn)
+    assert result.passed, result.message
+
+
 def test_unknown_mistake_shows_expected_values():
     result = check_correction_range(lambda *a: (1.0, 2.0))
-    assert not result.passed and "expected (8.0928, 17.3980)" in result.message
+    assert not result.passed and "expected (8.092779, 17.39802)" in result.message

@@ -100,9 +100,10 @@ def test_an_answer_that_only_knows_120b_fails_on_the_other_configs():
     (lambda c, n: None, "returned None"),
     (lambda c, n: {"weights": 1}, "keys 'weights' and 'kv_cache'"),
     (lambda c, n: [1, 2], "keys 'weights' and 'kv_cache'"),
-    (lambda c, n: {"weights": "big", "kv_cache": 0}, "should be a number of bytes"),
+    (lambda c, n: {"weights": "big", "kv_cache": 0}, "should be one number of bytes, got str"),
     (lambda c, n: 1 / 0, "raised ZeroDivisionError"),
-    (lambda c, n: {"weights": float("nan"), "kv_cache": 0}, "NaN"),
+    (lambda c, n: {"weights": float("nan"), "kv_cache": 0}, "is nan"),
+    (lambda c, n: {"weights": float("inf"), "kv_cache": 0}, "is inf"),
 ])
 def test_broken_answers_give_a_verdict_not_an_exception(fn, message):
     result = check_memory_plan(fn)

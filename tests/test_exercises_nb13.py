@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from gptoss_edu.exercises.nb13 import check_lr_schedule
 from gptoss_edu.train import lr_at
@@ -57,4 +58,17 @@ def test_errors_and_stubs_are_reported_not_raised():
         raise NotImplementedError("write me")
 
     assert "raised NotImplementedError: write me" in check_lr_schedule(stub).message
-    assert not check_lr_schedule(lambda s, c: None).passed
+    assert "returned None at step 0" in check_lr_schedule(lambda s, c: None).message
+    assert "returned tuple" in check_lr_schedule(lambda s, c: (c.lr, c.min_lr)).message
+
+
+def test_a_float32_answer_passes():
+    def in_float32(step, cfg):
+        lr, low = torch.tensor(cfg.lr), torch.tensor(cfg.min_lr)
+        if step < cfg.warmup_steps:
+            return lr * (step + 1) / cfg.warmup_steps
+        progress = torch.tensor((step - cfg.warmup_steps) / (cfg.steps - 1 - cfg.warmup_steps))
+        return low + (lr - low) * (1 + torch.cos(math.pi * progress)) / 2
+
+    result = check_lr_schedule(in_float32)
+    assert result.passed, result.message

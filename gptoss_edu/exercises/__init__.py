@@ -6,6 +6,7 @@ version, and returns a :class:`CheckResult` that says what is right or what is w
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -51,3 +52,19 @@ def compare(got: object, want: torch.Tensor, what: str, atol: float = 1e-5) -> C
     if not err <= atol:  # also catches NaN
         return failed(f"{what} has the right shape but differs by up to {err:.3g} (tolerance {atol:g})")
     return None
+
+
+def as_number(value: object, what: str) -> tuple[int | float | None, str | None]:
+    """``value`` as one finite Python number (from an int, float, 0-d tensor or numpy number), or why it is not one."""
+    if value is None:
+        return None, f"{what} is None: did you forget to `return` it?"
+    if not isinstance(value, (int, float)) and hasattr(value, "item"):
+        try:
+            value = value.item()
+        except (RuntimeError, ValueError):  # a tensor or array of several numbers
+            return None, f"{what} should be one number, got {type(value).__name__} of shape {tuple(value.shape)}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None, f"{what} should be one number, got {type(value).__name__}"
+    if not math.isfinite(value):
+        return None, f"{what} is {value}"
+    return value, None

@@ -8,7 +8,7 @@ import torch
 
 from ..config import ModelConfig, preset
 from ..model import Block
-from . import CheckResult, failed, passed
+from . import CheckResult, as_number, failed, passed
 
 # GPT-2-shaped configs to try an answer on; the last has d_ff != 4 * d_model on purpose.
 SHAPES = (
@@ -50,6 +50,9 @@ def check_block_params(fn: Callable[[ModelConfig], int]) -> CheckResult:
             return failed(f"not yet: your function raised {type(e).__name__}: {e}")
         if got is None:
             return failed("not yet: your function returned None: did you forget to `return` the count?")
+        got, problem = as_number(got, "your result")
+        if problem:
+            return failed(f"not yet: {problem} (the sum of the parts).")
         want = block_params(cfg)
         if got == want:
             continue

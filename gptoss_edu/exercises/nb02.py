@@ -54,14 +54,14 @@ def check_rope(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Te
     """Try ``fn(x, cos, sin)`` on fresh inputs against gptoss_edu.rotary.apply_rotary; name the usual mistakes."""
     for x, cos, sin in _inputs():
         x_before = x.clone()
+        want = apply_rotary(x, cos, sin)  # before the learner's code runs, on inputs it cannot touch
         try:
-            got = fn(x, cos, sin)
+            got = fn(x, cos.clone(), sin.clone())
         except Exception as e:  # the learner's code: report, don't crash the notebook
             return failed(f"not yet: your function raised {type(e).__name__}: {e} (x is [..., T, d], "
                           f"cos and sin are [T, d/2])")
         if not torch.equal(x, x_before):
             return failed("not yet: your function changed x in place; compute a new tensor instead")
-        want = apply_rotary(x, cos, sin)
         verdict = compare(got, want, f"your rotation of x {tuple(x.shape)}", atol=ATOL)
         if verdict is None:
             continue

@@ -70,13 +70,13 @@ def check_rms_norm(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tenso
     """Try ``fn(x, weight, eps)`` in float32 and bfloat16 against gptoss_edu.norms.rms_norm; name the slips."""
     for x, w, eps in _inputs():
         x_before = x.clone()
+        want = rms_norm(x, w, eps)  # before the learner's code runs, on inputs it cannot touch
         try:
-            got = fn(x, w, eps)
+            got = fn(x, w.clone(), eps)
         except Exception as e:  # the learner's code: report, don't crash the notebook
             return failed(f"not yet: your function raised {type(e).__name__}: {e}")
         if not torch.equal(x, x_before):
             return failed("not yet: your function changed x in place; compute a new tensor instead")
-        want = rms_norm(x, w, eps)
         shape_or_none = compare(got, want, "your RMSNorm", atol=float("inf"))
         if shape_or_none is not None:
             return failed("not yet: " + shape_or_none.message)

@@ -58,6 +58,7 @@ def check_interleave(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -
             return failed(f"not yet: return a torch.Tensor, not {type(got).__name__}.")
         if got.shape != (2 * ff, d) or not torch.equal(got, reference_interleave(gate, up)):
             return failed("not yet: " + _diagnose(got, gate, up))
+        got = got.to(gate.dtype)  # a float64 copy (numpy's default) holds the same values
     # The weight in use: one projection, then gpt-oss's gate, equals the two separate projections.
     x = torch.randn(5, d, generator=gen) * 3
     fused = gptoss_swiglu(x @ got.T)

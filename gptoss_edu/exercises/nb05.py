@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..config import ModelConfig, preset
-from . import CheckResult, failed, passed
+from . import CheckResult, as_number, failed, passed
 
 
 def _configs() -> list[tuple[ModelConfig, int]]:
@@ -45,9 +45,9 @@ def check_kv_bytes_per_token(fn: Callable[[ModelConfig, int], int]) -> CheckResu
             return failed(f"not yet: your function raised {type(e).__name__}: {e}")
         if got is None:
             return failed("not yet: your function returned None. Did you forget to `return` the number?")
-        if isinstance(got, bool) or not isinstance(got, (int, float)) and not hasattr(got, "item"):
-            return failed(f"not yet: return a number of bytes, not {type(got).__name__}.")
-        got = got.item() if hasattr(got, "item") else got
+        got, problem = as_number(got, "your result")
+        if problem:
+            return failed(f"not yet: {problem} (a number of bytes).")
         if got != cfg.kv_cache_bytes(1, dtype_bytes=dtype_bytes):
             return failed("not yet: " + _diagnose(got, cfg, dtype_bytes))
     oss = preset("gpt-oss-20b")

@@ -90,8 +90,12 @@ def check_sink_share(fn: Callable[[torch.Tensor, float, int], torch.Tensor]) -> 
         if not isinstance(got, torch.Tensor):
             return failed(f"not yet: return a torch.Tensor, not {type(got).__name__}.")
         if got.shape != (T,):
-            hint = (" That looks like the whole weight matrix: return only the sink's column, one number per query."
-                    if got.dim() == 2 else "")
+            if got.shape == (T, 1):
+                hint = " Drop the last dimension (keepdim=False, or .squeeze(-1))."
+            elif got.dim() == 2:
+                hint = " That looks like the whole weight matrix: return only the sink's column, one number per query."
+            else:
+                hint = ""
             return failed(f"not yet: for {T} queries the result should have shape ({T},), got {tuple(got.shape)}.{hint}")
         if not torch.allclose(got.float(), reference_sink_share(scores, sink, window), atol=1e-5):
             return failed("not yet: " + _diagnose(got, scores, sink, window))

@@ -11,13 +11,17 @@ from . import CheckResult, failed, passed
 CorrectionRange = Callable[[int, float, int, float, float, bool], tuple[float, float]]
 
 # (head_dim, theta, original_context, beta_fast, beta_slow, truncate): gpt-oss both ways, a
-# LLaMA-like head, and a small one where the low end falls below 0 and must be clamped.
+# LLaMA-like head, a small one where the low end falls below 0 and one where the high end passes
+# head_dim - 1: both must be clamped.
 CASES = [
     (64, 150000.0, 4096, 32.0, 1.0, False),
     (64, 150000.0, 4096, 32.0, 1.0, True),
     (128, 10000.0, 4096, 32.0, 1.0, True),
     (16, 10000.0, 64, 32.0, 1.0, False),
+    (16, 100.0, 65536, 32.0, 1.0, False),
 ]
+# A float32 computation of the same formula is right: allow its rounding, nothing a mistake gives.
+RTOL = 1e-6
 
 
 def _reference(head_dim: int, theta: float, context: int, beta_fast: float, beta_slow: float,
@@ -67,9 +71,13 @@ def _typical_mistakes(case: tuple) -> dict[str, tuple[float, float]]:
         mistakes["round low down (floor) and high up (ceil): truncation widens the ramp, never narrows it"] = \
             _variant(*case, rounding=(math.ceil, math.floor))
     else:
-        mistakes["truncate is false here: keep the exact values; rounding them anyway is the vLLM bug from "
-                 "SPEC.md's pitfalls (it moves gpt-oss's ramp)"] = _variant(*case, rounding=(math.floor, math.ceil))
+        mistakes["truncate is false here: keep the exact values; rounding them anyway is what a config without "
+                 "the key gets (a vLLM version's bug: it moves gpt-oss's ramp)"] = _variant(*case, rounding=(math.floor, math.ceil))
     return mistakes
+
+
+def _same(got: tuple[float, float], want: tuple[float, float]) -> bool:
+    return all(math.isclose(a, b, rel_tol=RTOL, abs_tol=1e-9) for a, b in zip(got, want))
 
 
 def check_correction_range(fn: CorrectionRange) -> CheckResult:
@@ -86,12 +94,12 @@ def check_correction_range(fn: CorrectionRange) -> CheckResult:
             low, high = (float(v) for v in got)
         except (TypeError, ValueError):
             return failed("not yet: return a pair of numbers (low, high)")
-        if math.isclose(low, want[0], abs_tol=1e-9) and math.isclose(high, want[1], abs_tol=1e-9):
+        if _same((low, high), want):
             continue
         where = f"head_dim {case[0]}, theta {case[1]:g}, context {case[2]}, truncate {case[5]}"
         for message, wrong in _typical_mistakes(case).items():
-            if math.isclose(low, wrong[0], abs_tol=1e-9) and math.isclose(high, wrong[1], abs_tol=1e-9):
+            if _same((low, high), wrong):
                 return failed(f"not yet ({where}): {message}.")
-        return failed(f"not yet ({where}): got ({low:.4f}, {high:.4f}), expected ({want[0]:.4f}, {want[1]:.4f})")
+        return failed(f"not yet ({where}): got ({low:.7g}, {high:.7g}), expected ({want[0]:.7g}, {want[1]:.7g})")
     return passed("your correction range matches gptoss_edu.config.yarn_correction_range, "
                   "with and without truncation.")

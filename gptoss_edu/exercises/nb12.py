@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from .. import memory
 from ..config import PRESET_DIR, alternating_layer_types
-from . import CheckResult, failed, passed
+from . import CheckResult, as_number, failed, passed
 
 PlanFn = Callable[[dict, int], dict]
 
@@ -105,13 +105,9 @@ def _kv_mistakes(config: dict, context: int) -> dict[str, int]:
 
 def _as_bytes(value: Any, what: str, want: int) -> tuple[int | None, str | None]:
     """The value as a whole number of bytes, or a message saying why it is not one."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        if hasattr(value, "item"):  # a 0-d tensor or numpy number
-            value = value.item()
-        else:
-            return None, f"{what} should be a number of bytes, got {type(value).__name__}"
-    if value != value:  # NaN
-        return None, f"{what} is NaN"
+    value, problem = as_number(value, what)
+    if problem:
+        return None, problem.replace("one number", "one number of bytes")
     if 0 < value < want / 2**20:
         return None, f"{what} is {value:g}: return bytes, not GiB or MiB"
     return round(value), None
