@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 SOLUTION_TAG = "solution"
 PLACEHOLDER = "<i>The solution has been removed from this copy. Ask your teacher, or see the full course.</i>"
+# What a copy writes besides its notebooks: their hashes, so a later copy knows what it may replace.
+MANIFEST = ".student-copy.json"
+IGNORED = {".ipynb_checkpoints", ".DS_Store"}  # made by Jupyter and macOS, never anyone's work
 
 
 def strip_notebook(nb: dict) -> tuple[dict, int]:
@@ -23,23 +29,82 @@ def strip_notebook(nb: dict) -> tuple[dict, int]:
     return {**nb, "cells": cells}, removed
 
 
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_student_target(src: Path, dst: Path) -> None:
+    """Refuse a destination whose replacement could lose anything: only an unchanged earlier copy is replaced."""
+    src_r, dst_r, here = src.resolve(), dst.resolve(), Path.cwd().resolve()
+    if dst_r == src_r or dst_r in src_r.parents:
+        raise ValueError(f"{dst} holds the course itself: write the student copy to another folder, e.g. student")
+    if dst_r == here or dst_r in here.parents:
+        raise ValueError(f"{dst} holds the folder you are in: write the student copy to a new folder, e.g. student")
+    if dst.is_symlink() or (dst.exists() and not dst.is_dir()):
+        raise ValueError(f"{dst} exists and is not a folder: choose a folder for the student copy")
+    if not dst.exists():
+        return
+    entries = {p.name for p in dst.iterdir()} - IGNORED
+    if not entries:
+        return
+    manifest = dst / MANIFEST
+    if not manifest.is_file():
+        raise ValueError(f"{dst} already holds files ({', '.join(sorted(entries)[:3])}{', ...' if len(entries) > 3 else ''}) "
+                         "and is not a student copy made by this command: choose a new folder, or empty it first")
+    try:
+        written = json.loads(manifest.read_text())["notebooks"]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"{manifest} is damaged: check what {dst} holds, then delete it or choose another folder") from None
+    changed = sorted(name for name in entries - {MANIFEST}
+                     if name not in written or not (dst / name).is_file()
+                     or _sha256((dst / name).read_bytes()) != written[name])
+    if changed:
+        raise ValueError(f"{dst} holds work that is not the copy this command wrote ({', '.join(changed[:3])}"
+                         f"{', ...' if len(changed) > 3 else ''}: changed or added since): move it elsewhere, or "
+                         "write the new copy to another folder")
+
+
 def make_student_copy(src: str | Path, dst: str | Path) -> dict[str, int]:
-    """Copy every notebook of ``src`` into ``dst`` without its solutions; returns removed counts."""
+    """Copy every notebook of ``src`` into ``dst`` without its solutions; returns removed counts.
+
+    ``dst`` is replaced as a whole, so it must be new, empty, or an earlier copy nobody has changed.
+    """
     src, dst = Path(src), Path(dst)
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src} is not a folder of notebooks")
     notebooks = sorted(src.glob("*.ipynb"))
     if not notebooks:
         raise FileNotFoundError(f"no notebooks in {src}")
-    if dst.resolve() == src.resolve():
-        raise ValueError("the student copy must go to another folder than the course")
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    counts = {}
-    for path in notebooks:
-        nb, counts[path.name] = strip_notebook(json.loads(path.read_text()))
-        (tmp / path.name).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.rename(dst)
+    check_student_target(src, dst)
+    dst = dst.resolve()  # "student/." and the like get a real name to put the temporary folder beside
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    try:
+        counts, written = {}, {}
+        for path in notebooks:
+            try:
+                nb, counts[path.name] = strip_notebook(json.loads(path.read_text(encoding="utf-8")))
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{path} is not a readable notebook ({e})") from None
+            data = (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode()
+            (tmp / path.name).write_bytes(data)
+            written[path.name] = _sha256(data)
+        (tmp / MANIFEST).write_text(json.dumps({"source": str(src.resolve()), "notebooks": written}, indent=1) + "\n")
+        tmp.chmod(0o755)  # mkdtemp makes it private
+        if dst.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old.", dir=dst.parent))
+            old.rmdir()
+            dst.rename(old)
+            try:
+                tmp.rename(dst)
+            except OSError:
+                old.rename(dst)  # the earlier copy goes back: nothing is lost
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return counts
 
 
@@ -47,15 +112,16 @@ def make_student_copy(src: str | Path, dst: str | Path) -> dict[str, int]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The student command's arguments: the course folder and where the copy goes."""
     parser.add_argument("src", nargs="?", default="notebooks", help="folder of the course's notebooks")
-    parser.add_argument("dst", nargs="?", default="student", help="folder for the student copy (replaced)")
+    parser.add_argument("dst", nargs="?", default="student",
+                        help="folder for the student copy: new, empty, or an earlier copy (replaced unless changed)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Write the student copy and say how many solutions each notebook lost."""
     try:
         counts = make_student_copy(args.src, args.dst)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"student: {e}")
+    except (OSError, ValueError) as e:
+        print(f"student: {e}", file=sys.stderr)
         return 1
     for name, n in counts.items():
         print(f"{name}: {n} solution cell{'s' if n != 1 else ''} removed")

@@ -44,6 +44,39 @@ def test_student_copies_without_solutions(tmp_path, capsys):
     assert main(["student", str(tmp_path / "empty"), str(tmp_path / "out2")]) == 1
 
 
+def test_student_replaces_only_an_unchanged_earlier_copy(tmp_path, capsys, monkeypatch):
+    src = tmp_path / "course"
+    src.mkdir()
+    nb = {"cells": [{"cell_type": "code", "metadata": {"tags": ["solution"]}, "source": "x = 1", "outputs": []}],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    (src / "01_a.ipynb").write_text(json.dumps(nb))
+    out = tmp_path / "out"
+    assert main(["student", str(src), str(out)]) == 0
+    assert main(["student", str(src), str(out)]) == 0  # an unchanged copy is refreshed
+    (out / "01_a.ipynb").write_text((out / "01_a.ipynb").read_text().replace("removed", "my answer"))
+    (out / ".ipynb_checkpoints").mkdir()
+    capsys.readouterr()
+    assert main(["student", str(src), str(out)]) == 1  # a learner's answers are never overwritten
+    assert "01_a.ipynb: changed or added since" in capsys.readouterr().err
+    assert "my answer" in (out / "01_a.ipynb").read_text()
+
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "important.txt").write_text("x")
+    (tmp_path / "afile").write_text("y")
+    monkeypatch.chdir(src)
+    for dst, why in ((keep, "not a student copy"), (tmp_path / "afile", "not a folder"), (src, "the course itself"),
+                     (tmp_path, "the course itself"), (Path(".."), "the course itself"), (Path("."), "the course")):
+        assert main(["student", str(src), str(dst)]) == 1
+        assert why in capsys.readouterr().err
+    assert (keep / "important.txt").read_text() == "x" and (tmp_path / "afile").read_text() == "y"
+    assert (src / "01_a.ipynb").exists() and not list(tmp_path.glob(".*"))  # nothing left behind
+    (src / "02_b.ipynb").write_text("{")
+    assert main(["student", str(src), str(tmp_path / "new")]) == 1
+    assert "02_b.ipynb is not a readable notebook" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists() and not list(tmp_path.glob(".new*"))
+
+
 def test_download_of_a_local_folder_checks_it(tmp_path, capsys):
     assert main(["download", str(REPO / "data" / "tiny-gpt-oss")]) == 0
     assert capsys.readouterr().out.strip().endswith("tiny-gpt-oss")
