@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import sys
 import time
 from pathlib import Path
@@ -218,12 +219,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _check_arguments(args: argparse.Namespace) -> None:
     if args.max_new_tokens < 1:
         raise ChatError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
-    if args.temperature < 0:
-        raise ChatError(f"--temperature must be >= 0, got {args.temperature}")
+    if not 0 <= args.temperature < math.inf:  # NaN fails this too
+        raise ChatError(f"--temperature must be a number >= 0, got {args.temperature}")
     if not 0 < args.top_p <= 1:
         raise ChatError(f"--top-p must be in (0, 1], got {args.top_p}")
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise ChatError(f"--seed must be in 0 .. 2**63 - 1, got {args.seed}")
     if args.date == "today":
         args.date = datetime.date.today().isoformat()
+    elif args.date is not None:
+        try:
+            datetime.date.fromisoformat(args.date)
+        except ValueError:
+            raise ChatError(f"--date must be YYYY-MM-DD or 'today', got {args.date!r}") from None
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -252,6 +260,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")  # model text must never crash a narrow terminal
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="replace")  # nor bytes that are not UTF-8 end the conversation
     session = ChatSession(
         model, args.reasoning, args.date, args.instructions, args.max_new_tokens,
         args.temperature, args.top_p, args.seed,

@@ -42,6 +42,10 @@ ORIGINAL_DIR = "original"
 METAL_DIR = "metal"
 
 
+# What to do to fetch again, in Python and on the command line.
+AGAIN = "run the download again (download() in Python, `python -m gptoss_edu download` on the command line)"
+
+
 class HubError(RuntimeError):
     """A download that cannot go on; the message says why and what to do."""
 
@@ -93,7 +97,7 @@ def check_local(path: str | Path, include_original: bool = False, include_metal:
     missing = missing_files(path, include_original, include_metal)
     if missing:
         raise IncompleteCheckpoint(f"{path} is not a complete checkpoint: missing {', '.join(missing)}. "
-                                   "Finish the download (run download() again: it resumes) or copy the files in.")
+                                   f"Finish the download ({AGAIN}: it resumes) or copy the files in.")
     return path
 
 
@@ -232,7 +236,20 @@ def download(repo_id_or_path: str | Path = DEFAULT_REPO, local_dir: str | Path |
     """Fetch the course's files of a gpt-oss repository (or check a local folder) and return the folder."""
     if _is_local(repo_id_or_path):
         return check_local(repo_id_or_path, include_original, include_metal)
-    repo_id = str(repo_id_or_path)
+    try:
+        return _download(str(repo_id_or_path), local_dir, include_original, include_metal, include_tokenizer,
+                         revision, progress)
+    except HubError as e:
+        owner = str(repo_id_or_path).split("/")[0]
+        if "/" in str(repo_id_or_path) and os.path.isdir(owner):  # "data/tiny-gptoss": a mistyped folder?
+            held = ", ".join(sorted(p.name for p in Path(owner).iterdir())[:5]) or "nothing"
+            raise type(e)(f"there is no folder {repo_id_or_path} ({owner}/ holds {held}), so it was taken for a Hub "
+                          f"repository id, and {e}") from e
+        raise
+
+
+def _download(repo_id: str, local_dir: str | Path | None, include_original: bool, include_metal: bool,
+              include_tokenizer: bool, revision: str | None, progress: bool) -> Path:
     plan, unreachable = _plan_online(repo_id, local_dir, include_original=include_original,
                                      include_metal=include_metal, include_tokenizer=include_tokenizer, revision=revision)
     if plan is None:  # what is on disk may still do
@@ -249,7 +266,7 @@ def download(repo_id_or_path: str | Path = DEFAULT_REPO, local_dir: str | Path |
                                        allow_patterns=[name for name, _ in plan.files])
     except errors as e:
         raise HubError(f"the download of {repo_id} stopped ({type(e).__name__}: {e}); the finished files and the "
-                       "partial one are kept: run download() again to resume") from e
+                       f"partial one are kept: {AGAIN} to resume") from e
     return check_local(folder, include_original, include_metal)
 
 
@@ -273,18 +290,18 @@ def _from_disk(repo_id: str, local_dir: str | Path | None, include_original: boo
         detail = f"missing {', '.join(missing)}"
     raise WeightsUnavailable(
         f"the weights of {repo_id} could not be fetched: {reason}, and they are not complete {where} ({detail}). "
-        "Connect to the internet (and unset HF_HUB_OFFLINE) and run download() again, or download them on "
+        f"Connect to the internet (and unset HF_HUB_OFFLINE) and {AGAIN}, or download them on "
         f"another machine (`hf download {repo_id} --exclude 'original/*' --exclude 'metal/*' --local-dir DIR`), "
         "copy DIR here and pass its path instead of the repository id.")
 
 
 def _is_local(repo_id_or_path: str | Path) -> bool:
-    """A path, not a repository id: an existing folder, or written like a path."""
+    """A path, not a repository id: an existing file or folder, or written like a path."""
     if isinstance(repo_id_or_path, Path):
         return True
     s = str(repo_id_or_path)
     # A repository id is "name" or "owner/name"; anything else is meant as a folder.
-    return (os.path.isdir(os.path.expanduser(s)) or s.startswith(("/", ".", "~")) or "\\" in s
+    return (os.path.exists(os.path.expanduser(s)) or s.startswith(("/", ".", "~")) or "\\" in s
             or s.count("/") > 1)
 
 

@@ -305,8 +305,19 @@ def test_bad_arguments(checkpoints, capsys, tmp_path, monkeypatch):
     assert "the weights of nobody/no-such-model could not be fetched" in capsys.readouterr().err
     assert main(["chat", "--model", str(tmp_path)]) == 2
     assert "is not a complete checkpoint: missing config.json" in capsys.readouterr().err
-    assert main(["chat", "--model", str(checkpoints["answer"]), "--temperature", "-1"]) == 2
-    assert "--temperature must be >= 0" in capsys.readouterr().err
+    for option, value, message in (("--temperature", "-1", "--temperature must be a number >= 0"),
+                                   ("--temperature", "nan", "--temperature must be a number >= 0, got nan"),
+                                   ("--seed", str(2**64), "--seed must be in 0 .. 2**63 - 1"),
+                                   ("--date", "2025-13-45", "--date must be YYYY-MM-DD or 'today'")):
+        assert main(["chat", "--model", str(checkpoints["answer"]), option, value]) == 2
+        assert message in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("x")
+    assert main(["chat", "--model", str(tmp_path / "notes.txt")]) == 2  # an existing file is not a repo id
+    assert "notes.txt is not a folder" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "tiny-gpt-oss").mkdir(parents=True)
+    assert main(["chat", "--model", "data/tiny-gptoss"]) == 2  # a typo in a folder name
+    assert "there is no folder data/tiny-gptoss (data/ holds tiny-gpt-oss)" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main([])
     assert e.value.code == 2

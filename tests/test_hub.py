@@ -392,7 +392,7 @@ def test_connection_lost_during_the_download_says_it_resumes(tmp_path, monkeypat
 
     FakeHub(monkeypatch)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", cut)
-    with pytest.raises(hub.HubError, match="run download\\(\\) again to resume"):
+    with pytest.raises(hub.HubError, match="run the download again .* to resume"):
         hub.download(REPO, tmp_path / "w", progress=False)
 
 
