@@ -92,7 +92,7 @@ def stream(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_toke
     step_logits = decoder(model, cache)  # made before the clock starts: it may prepare (e.g. record a graph)
     stops = set(stop_tokens)
     t0 = time.perf_counter()
-    logits = model(torch.tensor([ids], device=device), cache)[0, -1]
+    logits = model(torch.tensor([ids], device=device), cache, last_only=True)[0, -1]
     for step in range(budget):
         token = sample_next(logits, temperature, top_p, generator)
         _sync(device)

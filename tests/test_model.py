@@ -143,6 +143,22 @@ def test_a_cache_made_for_another_window_is_refused():
     assert model(ids, model.new_cache(1, 20)).shape == (1, 3, 100)
 
 
+@pytest.mark.parametrize("name", ["gpt2-tiny", "gpt-oss-tiny"])
+def test_last_only_gives_the_last_positions_logits(name):
+    model = randomize(g.GPT(g.preset(name).replace(vocab_size=300)), seed=3).eval()
+    ids = torch.randint(0, 300, (2, 11), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        full = model(ids)
+        last = model(ids, last_only=True)
+        cache = model.new_cache(2, 16)
+        model(ids[:, :4], cache, last_only=True)
+        cached = model(ids[:, 4:], cache, last_only=True)
+    assert last.shape == (2, 1, 300)
+    # float32: a matmul over fewer rows may block (and round) its sums differently
+    torch.testing.assert_close(last, full[:, -1:], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cached, full[:, -1:], rtol=1e-5, atol=1e-5)
+
+
 def test_greedy_generation_is_the_argmax_of_the_full_forward():
     model = randomize(g.GPT(g.preset("gpt-oss-tiny").replace(vocab_size=300)), seed=4)
     out = generate(model, [5, 6, 7], max_new_tokens=12, temperature=0)

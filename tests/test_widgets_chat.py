@@ -36,7 +36,7 @@ class Scripted(nn.Module):
     def new_cache(self, batch_size: int, max_len: int) -> SimpleNamespace:
         return SimpleNamespace(length=0)
 
-    def forward(self, ids: torch.Tensor, cache: SimpleNamespace) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, cache: SimpleNamespace, last_only: bool = False) -> torch.Tensor:
         if cache.length == 0:  # a new generation: the prompt, then one token a call
             self.prompts.append(ids[0].tolist())
             self.position = 0
