@@ -66,6 +66,16 @@ def require_triton() -> None:
         )
 
 
+# Set by gptoss_kernels.aot while it records the launches a GPU would get: the wrappers then pick
+# the GPU's tile sizes and split counts for CPU tensors, and let them through check_launch.
+AOT_TARGET: dict[str, int] = {}  # {"sms": streaming multiprocessors of the GPU compiled for}
+
+
+def gpu_tiles(t: torch.Tensor) -> bool:
+    """Whether a launch on ``t`` uses the GPU's tile sizes: on a GPU, or while aot records one."""
+    return t.is_cuda or bool(AOT_TARGET)
+
+
 def check_launch(kernel: Any, name: str, *tensors: torch.Tensor) -> None:
     """Raise a clear error when ``kernel`` cannot run on the devices of ``tensors``."""
     fallback = TORCH_FALLBACK.get(name, "the PyTorch path")
@@ -78,7 +88,7 @@ def check_launch(kernel: Any, name: str, *tensors: torch.Tensor) -> None:
     devices = {t.device.type for t in tensors}
     if len(devices) > 1:
         raise ValueError(f"gptoss_kernels.{name}: all tensors must be on one device, got {sorted(devices)}")
-    if devices == {"cpu"} and not _interpreted(kernel):
+    if devices == {"cpu"} and not _interpreted(kernel) and not AOT_TARGET:
         hint = (" TRITON_INTERPRET is set now but was not when gptoss_kernels was imported: set it first."
                 if interpreter_mode() else "")
         raise RuntimeError(

@@ -26,7 +26,7 @@ kernels split the activations instead: dot(x, w) = dot(x_even, w_low) + dot(x_od
 
 import torch
 
-from ._common import (FLOAT_DTYPES, check_launch, check_shape, check_tensor, dot_precision, new_buffer,
+from ._common import (FLOAT_DTYPES, check_launch, check_shape, check_tensor, dot_precision, gpu_tiles, new_buffer,
                       refuse_grad, tl, triton)
 
 # moe_mxfp4() takes the decode path up to this many tokens.
@@ -293,7 +293,7 @@ def moe_mxfp4_decode(x: torch.Tensor, expert_idx: torch.Tensor, expert_weights: 
         return out.zero_()
     # 16 rows a program: enough programs to fill a GPU at batch 1, and registers to spare (96 on sm_90).
     block_i = block_n = block_rows or 16
-    block_b = block_bytes or (128 if x.is_cuda else 32)
+    block_b = block_bytes or (128 if gpu_tiles(x) else 32)
     h = new_buffer((N * K, I), x.dtype, x.device)
     _gate_up_matvec_kernel[(N * K, triton.cdiv(I, block_i))](
         x, idx, gu_b, gu_s, gu_bias, h, I, K, x.stride(0), float(alpha), float(limit),
@@ -336,7 +336,7 @@ def moe_mxfp4_prefill(x: torch.Tensor, expert_idx: torch.Tensor, expert_weights:
         x, expert_idx, expert_weights, [gate_up_blocks, gate_up_scales, gate_up_bias, down_blocks, down_scales, down_bias])
     if N == 0 or K == 0:
         return torch.zeros((N, D), dtype=x.dtype, device=x.device)
-    gpu = x.is_cuda
+    gpu = gpu_tiles(x)
     block_m = block_m or (64 if gpu else 16)
     block_n = block_n or (64 if gpu else 16)
     block_b = block_bytes or (32 if gpu else 16)  # bytes of a row per step: 2 * block_b values

@@ -426,14 +426,20 @@ def test_cpu_tensors_without_interpreter_clear_error() -> None:
 
 
 def test_kernels_compile_for_h100() -> None:
-    """Every kernel compiles for sm_90 with the GPU tile sizes (no GPU needed: Triton ships ptxas)."""
+    """Every kernel launch of a gpt-oss-20b forward compiles for sm_90 as the GPU would run it (no GPU needed)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-m", "gptoss_kernels.aot", "--arch", "90", "--dtype", "bf16"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [line.split() for line in proc.stdout.splitlines()[1:] if line.strip()]
+    rows = [line.split(None, 6) for line in proc.stdout.splitlines()[1:] if line.strip()]
     names = {r[0] for r in rows}
     assert {"_rmsnorm_kernel", "_attn_prefill_kernel", "_attn_decode_kernel", "_attn_combine_kernel",
-            "_gate_up_matvec_kernel", "_down_matvec_kernel", "_gate_up_grouped_kernel", "_down_grouped_kernel"} <= names
+            "_attn_decode_at_kernel", "_gate_up_matvec_kernel", "_down_matvec_kernel", "_gate_up_grouped_kernel",
+            "_down_grouped_kernel", "_dequant_kernel", "_add_kernel"} == names
+    launched = " ".join(r[6] for r in rows)
+    for what in ("decode attention at 8k", "CUDA-graph decode attention, sliding layer", "experts, one token",
+                 "experts, a 2048-token prompt", "prefill attention, 2048 tokens"):
+        assert what in launched
     for r in rows:
         assert int(r[2]) <= 227 * 1024, f"{r[0]} needs {r[2]} bytes of shared memory, more than an H100 has"
+        assert r[4] in ("0", "?"), f"{r[0]} spills {r[4]} bytes a thread to local memory"

@@ -12,10 +12,6 @@ backend both run the same kernels, and agree here to the bit. On a GPU we allow 
 from __future__ import annotations
 
 import importlib
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -202,26 +198,6 @@ def test_attention_decode_at_bad_position() -> None:
         attn_mod.attention_decode_at(q, k, k, torch.tensor([1, 2]), scale=0.25)
     with pytest.raises(TypeError, match="position"):
         attn_mod.attention_decode_at(q, k, k, torch.tensor([1.0]), scale=0.25)
-
-
-def test_attention_decode_at_compiles_for_h100() -> None:
-    """The kernel (the decode kernel inlined, loop bounds from a load) builds for sm_90 (no GPU needed)."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = textwrap.dedent("""
-        import importlib
-        from gptoss_kernels import aot
-        A = importlib.import_module("gptoss_kernels.attention")
-        types = {"qk_scale": "fp32", "m_ptr": "*fp32", "l_ptr": "*fp32", "acc_ptr": "*fp32", "pos_ptr": "*i64"}
-        aot._specs = lambda dtype: [(A._attn_decode_at_kernel, types, dict(GROUPS=8, FOLD_SINK=final, FINAL=final,
-            DOT_PREC="tf32", BLOCK_M=16, BLOCK_N=64, BLOCK_D=64), 4, 3) for final in (True, False)]
-        for c in aot.compile_all("bf16", 90):
-            print(c.name, c.shared_bytes)
-    """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [line.split() for line in proc.stdout.splitlines()]
-    assert [r[0] for r in rows] == ["_attn_decode_at_kernel"] * 2
-    assert all(int(r[1]) <= 227 * 1024 for r in rows)
 
 
 # ------------------------------------------------------------------------------ on a GPU
