@@ -112,14 +112,15 @@ def kv_cache_bytes(config: Any, context: int, batch: int = 1, dtype_bytes: int =
 # ---- workspace --------------------------------------------------------------------------------
 
 def workspace_parts(config: Any, prompt_tokens: int, context: int | None = None, batch: int = 1,
-                    dtype_bytes: int = 2) -> dict[str, int]:
+                    dtype_bytes: int = 2, last_only: bool = False) -> dict[str, int]:
     """Peak temporary bytes of each phase of the course's PyTorch forward pass over ``prompt_tokens``.
 
     The phases follow one another, so a pass needs the largest of them (``workspace_bytes``):
     attention holds float32 scores for ``QUERY_CHUNK`` queries at a time; the experts unpack one
     expert's MXFP4 weights through float32 temporaries; the last step makes the logits of every
-    prompt position. Decode steps (one query over ``context`` keys) need far less. The Triton
-    kernels never hold the scores nor unpacked experts, so they need less again.
+    prompt position, or with ``last_only`` (as generation runs it) of the last one. Decode steps
+    (one query over ``context`` keys) need far less. The Triton kernels never hold the scores nor
+    unpacked experts, so they need less again.
 
     tests/test_memory.py checks the estimate against the bytes the model allocates: never below,
     within 1.6 times.
@@ -155,14 +156,15 @@ def workspace_parts(config: Any, prompt_tokens: int, context: int | None = None,
 
     ffn = max(unpack(2 * ff * d), unpack(d * ff) + N * ff * act, N * 7 * ff * act) if E else N * 7 * ff * act
     experts = ffn + N * (6 * d * act + 4 * E)
-    logits = N * V * act + N * 4 * d  # the norm before the head works in float32
+    rows = B if last_only else N  # the positions whose logits are made
+    logits = rows * V * act + rows * 4 * d  # the norm before the head works in float32
     return {"attention": attention, "experts": experts, "logits": logits, "stream": stream}
 
 
 def workspace_bytes(config: Any, prompt_tokens: int, context: int | None = None, batch: int = 1,
-                    dtype_bytes: int = 2) -> int:
+                    dtype_bytes: int = 2, last_only: bool = False) -> int:
     """Peak temporary bytes of the course's PyTorch forward pass: its largest phase plus the residual stream."""
-    parts = workspace_parts(config, prompt_tokens, context, batch, dtype_bytes)
+    parts = workspace_parts(config, prompt_tokens, context, batch, dtype_bytes, last_only)
     return max(parts["attention"], parts["experts"], parts["logits"]) + parts["stream"]
 
 
@@ -252,7 +254,8 @@ def plan(config: Any, context: int, gpu_bytes: int | None = None, *, prompt_toke
 
     ``prompt_tokens`` (the prefill length) defaults to the whole context: the worst case.
     ``dtype_bytes`` is the size of the run's dtype (2 for bf16): of the weights other than the
-    MXFP4 experts, of the KV cache and of the activations.
+    MXFP4 experts, of the KV cache and of the activations. The workspace is that of generation's
+    prefill, which makes only the last position's logits (``model(ids, cache, last_only=True)``).
     """
     if context <= 0 or batch <= 0:
         raise ValueError(f"context and batch must be positive, got {context} and {batch}")
@@ -267,5 +270,5 @@ def plan(config: Any, context: int, gpu_bytes: int | None = None, *, prompt_toke
     weights = parts["bf16"] // 2 * dtype_bytes + parts["mxfp4_blocks"] + parts["mxfp4_scales"]
     return MemoryPlan(weights=weights,
                       kv_cache=kv_cache_bytes(config, context, batch, dtype_bytes),
-                      workspace=workspace_bytes(config, prompt, context, batch, dtype_bytes),
+                      workspace=workspace_bytes(config, prompt, context, batch, dtype_bytes, last_only=True),
                       context=int(context), prompt_tokens=prompt, gpu_bytes=gpu_bytes)

@@ -166,14 +166,15 @@ def test_peak_counter_itself():
     assert p.peak == 8_000_000 and p.now == 0
 
 
-def measured_workspace(cfg: g.ModelConfig, prompt: int, dtype: torch.dtype, batch: int = 1) -> int:
+def measured_workspace(cfg: g.ModelConfig, prompt: int, dtype: torch.dtype, batch: int = 1,
+                       last_only: bool = False) -> int:
     """Peak bytes allocated by one prefill forward of the course model (MXFP4 experts) with its cache."""
     torch.manual_seed(0)
     model = GPT(cfg, packed_experts=True).to(dtype).eval()
     cache = model.new_cache(batch, prompt)
     ids = torch.randint(0, cfg.vocab_size, (batch, prompt))
     with torch.no_grad(), PeakBytes() as p:
-        model(ids, cache)
+        model(ids, cache, last_only=last_only)
     return p.peak
 
 
@@ -201,6 +202,19 @@ def test_workspace_bounds_the_measured_peak(shape, prompt, dtype, monkeypatch):
     if prompt == 200:  # the phase the shape was made for is the one the estimate says leads
         parts = memory.workspace_parts(cfg, prompt, prompt, dtype_bytes=dtype.itemsize)
         assert max(("attention", "experts", "logits"), key=parts.get) == shape
+
+
+@pytest.mark.parametrize("prompt", [1, 200])
+def test_workspace_with_the_last_logits_only(prompt, monkeypatch):
+    """Generation's prefill (last_only) makes one row of logits: the estimate follows, and still bounds it."""
+    monkeypatch.setattr(attention, "QUERY_CHUNK", 64)
+    cfg = g.preset("gpt-oss-tiny").replace(**SHAPES["logits"])
+    measured = measured_workspace(cfg, prompt, torch.float32, last_only=True)
+    estimate = memory.workspace_bytes(cfg, prompt, prompt, dtype_bytes=4, last_only=True)
+    assert measured <= estimate <= 1.6 * measured, (prompt, measured, estimate)
+    if prompt > 1:
+        assert estimate < memory.workspace_bytes(cfg, prompt, prompt, dtype_bytes=4) / 4  # the logits were most of it
+    assert memory.plan(cfg, prompt, 0, dtype_bytes=4).workspace == estimate
 
 
 def test_workspace_batch_and_decode():
