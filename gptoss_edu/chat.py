@@ -236,6 +236,15 @@ def _check_arguments(args: argparse.Namespace) -> None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ChatError(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
+    if args.backend == "triton":
+        from gptoss_kernels import interpreter_mode, triton_available
+
+        if not triton_available():
+            raise ChatError("--backend triton needs Triton, which is not installed (pip install triton, on Linux); "
+                            "--backend torch runs anywhere")
+        if not args.device.startswith("cuda") and not interpreter_mode():
+            raise ChatError("--backend triton on the CPU needs TRITON_INTERPRET=1 in the environment (Triton's "
+                            "interpreter: slow, for checking); --backend torch runs anywhere")
 
 
 def read_line(prompt: str) -> str:

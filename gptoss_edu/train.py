@@ -80,6 +80,8 @@ class TrainConfig:
                              f"{self.batch_size}, {self.seq_len}")
         if not 0 <= self.warmup_steps < self.steps:
             raise ValueError(f"warmup_steps must be in 0..steps-1 ({self.steps - 1}), got {self.warmup_steps}")
+        if not 0 < self.lr < math.inf:
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
         if not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"min_lr must be in 0..lr ({self.lr}), got {self.min_lr}")
         if self.data not in ("text", "harmony"):
@@ -608,7 +610,7 @@ def load_state(path: str | Path, model: GPT, optimizer: torch.optim.Optimizer, m
     if diff:
         was = ", ".join(f"{k}={meta['train_config'].get(k)!r} (you asked for {k}={mine[k]!r})" for k in diff)
         raise CheckpointError(f"{path} was trained with {was}; resuming needs the same settings "
-                              "(or start in another folder)")
+                              "(or start in another folder, or over with --fresh)")
     # States saved before the fingerprint existed have none, and resume as before.
     if data_fingerprint and meta.get("data") and meta["data"] != data_fingerprint:
         raise CheckpointError(f"{path} was trained on other token data (fingerprint {meta['data']}, yours is "
@@ -771,11 +773,11 @@ def recipe(name: str) -> Recipe:
                          data="harmony", eval_every=100, eval_batches=8, checkpoint_every=100)
         return Recipe(name, chat_model_config(), tc, CHAT_ABOUT)
     if name.startswith("course-step-"):
-        try:
-            step = int(name.removeprefix("course-step-"))
-            cfg = course_config(step)
-        except ValueError:
-            raise ValueError(f"{name!r}: give the notebook as two digits, course-step-01 .. course-step-13") from None
+        digits = name.removeprefix("course-step-")
+        if not (len(digits) == 2 and digits.isdigit() and 1 <= int(digits) <= 13):
+            raise ValueError(f"{name!r}: the course steps are course-step-01 .. course-step-13 (two digits)")
+        step = int(digits)
+        cfg = course_config(step)
         tc = TrainConfig(steps=300, batch_size=8, seq_len=64, lr=3e-3, min_lr=3e-4, warmup_steps=20,
                          data="text", eval_every=50, eval_batches=8, checkpoint_every=100)
         about = (f"The course's small model after notebook {step} ({cfg.name}), trained on the plays as plain "
@@ -867,6 +869,10 @@ def _run(args: argparse.Namespace, rec: Recipe, argv: list[str] | None) -> int:
         # A shorter run keeps the recipe's share of warmup (a warmup longer than the run is refused).
         overrides["warmup_steps"] = rec.train.warmup_steps * overrides["steps"] // rec.train.steps
     tc = rec.train.replace(**overrides)
+    if tc.seq_len > rec.model.context_length:
+        raise ValueError(f"--seq-len {tc.seq_len} is longer than the model's context ({rec.model.context_length})")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {args.threads}")
     if args.export and not _has_hf_layout(rec.model):
         print(f"train: {rec.name} is a course step between GPT-2 and gpt-oss: it has no HF layout to export "
               "(drop --export)", file=sys.stderr)
@@ -889,8 +895,8 @@ def _run(args: argparse.Namespace, rec: Recipe, argv: list[str] | None) -> int:
     data = prepare_data(tc.data, rec.model.vocab_size, seed=tc.seed)
     print(data, file=sys.stderr)
     result = train(rec.model, tc, data, out=out, progress=not args.no_progress)
-    print(f"{result.step} steps: train loss {result.final_loss():.3f}, val loss {result.val_loss:.3f} "
-          f"(checkpoints in {out})")
+    val = f"val loss {result.val_loss:.3f}" if result.evals else "no evaluation yet"
+    print(f"{result.step} steps: train loss {result.final_loss():.3f}, {val} (checkpoints in {out})")
     if result.interrupted:
         print(f"interrupted after step {result.step}: run the same command again to resume", file=sys.stderr)
         return 130

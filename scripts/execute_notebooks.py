@@ -35,13 +35,20 @@ def main(argv: list[str] | None = None) -> int:
         name, _, expr = item.partition("=")
         if not name.strip().isidentifier() or not expr.strip():
             parser.error(f"--set {item!r}: write NAME=EXPR, e.g. --set 'MODEL=\"/path/to/checkpoint\"'")
+    for path in args.notebooks:
+        if path.suffix != ".ipynb" or not path.is_file():
+            parser.error(f"{path} is not a notebook file (NN_name.ipynb)")
 
     import nbclient
     import nbformat
 
     failed = []
     for path in args.notebooks:
-        nb = nbformat.read(path, as_version=4)
+        try:
+            nb = nbformat.read(path, as_version=4)
+        except Exception as e:  # not JSON, or not a notebook: nbformat raises several kinds
+            print(f"{path}: not a readable notebook ({type(e).__name__}: {e})", file=sys.stderr)
+            return 2
         if args.set:
             tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
             if not tagged:

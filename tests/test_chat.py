@@ -318,6 +318,11 @@ def test_bad_arguments(checkpoints, capsys, tmp_path, monkeypatch):
     (tmp_path / "data" / "tiny-gpt-oss").mkdir(parents=True)
     assert main(["chat", "--model", "data/tiny-gptoss"]) == 2  # a typo in a folder name
     assert "there is no folder data/tiny-gptoss (data/ holds tiny-gpt-oss)" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        import gptoss_kernels  # noqa: F401  imported (interpreted) first: @triton.jit reads the variable once
+        monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+        assert main(["chat", "--model", str(checkpoints["answer"]), "--backend", "triton"]) == 2
+        assert "--backend triton on the CPU needs TRITON_INTERPRET=1" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
         main([])
     assert e.value.code == 2

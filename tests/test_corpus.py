@@ -120,6 +120,17 @@ def test_build_is_deterministic_and_checked(tmp_path):
         C.build_corpus(tmp_path / "plays", tmp_path / "c", plays=("hamlet",))
 
 
+def test_the_build_command_says_what_is_wrong(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("x")
+    for args, message in ((["--plays", str(tmp_path / "nowhere")], "nowhere is not a folder"),
+                          (["--plays", str(tmp_path / "notes.txt")], "notes.txt is not a folder"),
+                          (["--plays", str(tmp_path), "--out", str(tmp_path / "notes.txt")], "notes.txt is a file")):
+        with pytest.raises(SystemExit) as stop:
+            C.main(["build", *args])
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "x"
+
+
 def test_damaged_corpus_is_refused(tmp_path):
     shutil.copytree(C.corpus_dir(), tmp_path / "corpus")
     text = tmp_path / "corpus" / C.TEXT_FILE

@@ -71,6 +71,15 @@ def test_set_without_out_a_parameters_cell_or_in_a_bad_form_is_refused(tmp_path)
     assert outputs(plain) == [""] and len(nbformat.read(tagged, as_version=4).cells) == 1
 
 
+def test_a_missing_or_broken_notebook_is_a_message(tmp_path):
+    (tmp_path / "broken.ipynb").write_text("{")
+    for path, message in ((tmp_path / "nowhere.ipynb", "is not a notebook file"),
+                          (ROOT / "README.md", "is not a notebook file"),
+                          (tmp_path / "broken.ipynb", "not a readable notebook")):
+        done = execute(str(path))
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
 def test_notebook_12_has_its_settings_cell_tagged():
     nb = nbformat.read(ROOT / "notebooks" / "12_gpt_oss_20b.ipynb", as_version=4)
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]

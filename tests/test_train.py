@@ -403,6 +403,14 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
     # A course step between GPT-2 and gpt-oss cannot be exported: said before any training.
     assert T.main(["course-step-05", "--out", str(tmp_path / "c"), "--export", str(tmp_path / "e"), *tiny]) == 2
     assert "no HF layout to export" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    for bad, message in ((["--lr", "0"], "lr must be a positive number, got 0.0"),
+                         (["--seq-len", "100000"], "--seq-len 100000 is longer than the model's context"),
+                         (["--threads", "0"], "--threads must be at least 1")):
+        assert T.main(["course-step-13", "--out", str(tmp_path / "d"), "--steps", "2", "--no-progress", *bad]) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / "d").exists()
+    for name in ("course-step-1", "course-step-001", "course-step-+3", "course-step-00"):
+        assert T.main([name, "--out", str(tmp_path / "e")]) == 2
+        assert "course-step-01 .. course-step-13 (two digits)" in capsys.readouterr().err
 
 
 def test_cli_reports_a_diverged_run_without_a_traceback(tmp_path, capsys):
