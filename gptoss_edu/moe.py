@@ -55,11 +55,10 @@ class Experts(nn.Module):
             return mxfp4.dequantize(getattr(self, f"{name}_blocks")[expert], getattr(self, f"{name}_scales")[expert], dtype)
         return getattr(self, name)[expert].to(dtype)
 
-    def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
-                check_indices: bool = True) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Sum over each token's chosen experts of weight * expert(x), for x [N, d]."""
         if self.backend == "triton":
-            return self._forward_triton(x, indices, weights, check_indices)
+            return self._forward_triton(x, indices, weights)
         out = torch.zeros_like(x)
         for e in indices.unique().tolist():
             token, slot = torch.where(indices == e)
@@ -69,8 +68,7 @@ class Experts(nn.Module):
             out.index_add_(0, token, (y * weights[token, slot, None]).to(x.dtype))
         return out
 
-    def _forward_triton(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
-                        check_indices: bool) -> torch.Tensor:
+    def _forward_triton(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         if not self.packed:
             raise RuntimeError("the Triton MoE kernel reads packed MXFP4 experts: load with keep_mxfp4=True "
                                "(or call model.set_backend('torch') for dense experts)")
@@ -78,7 +76,9 @@ class Experts(nn.Module):
 
         return moe_mxfp4(x, indices, weights, self.gate_up_proj_blocks, self.gate_up_proj_scales, self.gate_up_proj_bias,
                          self.down_proj_blocks, self.down_proj_scales, self.down_proj_bias,
-                         alpha=self.alpha, limit=self.limit, check_indices=check_indices)
+                         # Checking the indices on a GPU would wait for it in every layer of every decode step;
+                         # the router's top-k never gives one out of range.
+                         alpha=self.alpha, limit=self.limit, check_indices=not x.is_cuda)
 
 
 class MoE(nn.Module):
@@ -96,9 +96,7 @@ class MoE(nn.Module):
         flat = x.reshape(-1, shape[-1])
         logits, weights, indices = self.router(flat)
         self.last_logits, self.last_indices = logits, indices
-        # The router's top-k indices are in range by construction: checking them would cost the
-        # Triton path a wait for the GPU in every layer of every decode step.
-        return self.experts(flat, indices, weights, check_indices=False).reshape(shape)
+        return self.experts(flat, indices, weights).reshape(shape)
 
 
 def load_balancing_loss(logits: torch.Tensor, indices: torch.Tensor, n_experts: int) -> torch.Tensor:
