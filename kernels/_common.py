@@ -97,6 +97,12 @@ def check_launch(kernel: Any, name: str, *tensors: torch.Tensor) -> None:
             f"the kernel on the CPU in Triton's (slow) interpreter.{hint} The PyTorch path runs anywhere: "
             f"model.set_backend('torch'), or {fallback}."
         )
+    if _interpreted(kernel) and any(t.dtype == torch.bfloat16 for t in tensors):
+        # Seen with triton 3.6 and 3.9: NaN from a bf16 add, garbage from tl.dot; a wrong answer, silently.
+        raise RuntimeError(
+            f"gptoss_kernels.{name} got bfloat16 tensors in Triton's interpreter, which computes bfloat16 wrong "
+            f"(NaN, garbage matmuls). On the CPU use float32 (model.float()); bfloat16 runs on a GPU."
+        )
 
 
 def refuse_grad(name: str, **activations: torch.Tensor) -> None:

@@ -411,6 +411,16 @@ def test_import_without_triton_then_clear_error() -> None:
     assert "not installed" in proc.stdout and "set_backend('torch')" in proc.stdout
 
 
+@pytest.mark.skipif(ON_GPU, reason="the interpreter runs only without a GPU here")
+def test_the_interpreter_refuses_bfloat16() -> None:
+    # Its bfloat16 arithmetic is wrong (a bf16 add gives NaN): an error, never a silent wrong answer.
+    x = torch.randn(64).bfloat16()
+    with pytest.raises(RuntimeError, match="bfloat16 tensors in Triton's interpreter.*float32"):
+        vector_add(x, x)
+    with pytest.raises(RuntimeError, match="bfloat16 tensors in Triton's interpreter"):
+        rmsnorm(x[None], torch.ones(64, dtype=torch.bfloat16), 1e-5)
+
+
 def test_cpu_tensors_without_interpreter_clear_error() -> None:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = run_python("""
