@@ -263,8 +263,8 @@ def measure(runner: Runner, cfg: g.ModelConfig, args: argparse.Namespace, device
 
     warmup = 3
     for ctx in args.contexts:
+        cache = runner.new_cache(ctx + warmup + args.decode_steps)  # frees the last context's cache and graph
         start_peak()  # the peak of this context alone: the model, its cache, one step's work
-        cache = runner.new_cache(ctx + warmup + args.decode_steps)
         ids = torch.randint(0, vocab, (1, ctx + warmup + args.decode_steps), generator=gen).to(device)
         for s in range(0, ctx, chunk):  # fill the cache (not timed)
             runner.step(ids[:, s:min(ctx, s + chunk)], cache)

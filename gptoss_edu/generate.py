@@ -117,7 +117,8 @@ def _prompt_list(prompt_ids: Sequence[int] | torch.Tensor) -> list[int]:
     if isinstance(prompt_ids, torch.Tensor):
         if prompt_ids.dim() == 2 and prompt_ids.shape[0] == 1:
             prompt_ids = prompt_ids[0]
-        if prompt_ids.dim() != 1 or prompt_ids.is_floating_point() or prompt_ids.is_complex():
+        if (prompt_ids.dim() != 1 or prompt_ids.is_floating_point() or prompt_ids.is_complex()
+                or prompt_ids.dtype == torch.bool):
             raise ValueError(f"generate takes one sequence: a list of ids, or an integer [T] or [1, T] tensor; got "
                              f"{prompt_ids.dtype} {tuple(prompt_ids.shape)}")
         return prompt_ids.tolist()

@@ -96,8 +96,8 @@ class GPT(nn.Module):
             raise ValueError(f"input_ids must be an integer tensor [batch, tokens], got {input_ids.dtype} "
                              f"{tuple(input_ids.shape)}")
         T = input_ids.shape[1]
-        if T == 0:
-            raise ValueError(f"input_ids {tuple(input_ids.shape)} holds no tokens: give at least one per sequence")
+        if input_ids.numel() == 0:
+            raise ValueError(f"input_ids {tuple(input_ids.shape)} holds no tokens: give at least one sequence of one")
         if input_ids.device.type == "cpu":  # elsewhere the check would wait for the device at every step
             check_token_ids(input_ids.min().item(), input_ids.max().item(), self.config.vocab_size)
         start = cache.length if cache is not None else 0

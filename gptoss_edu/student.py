@@ -89,7 +89,10 @@ def make_student_copy(src: str | Path, dst: str | Path) -> dict[str, int]:
             data = (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode()
             (tmp / path.name).write_bytes(data)
             written[path.name] = _sha256(data)
-        (tmp / MANIFEST).write_text(json.dumps({"source": str(src.resolve()), "notebooks": written}, indent=1) + "\n")
+        (tmp / MANIFEST).write_text(json.dumps({"notebooks": written}, indent=1) + "\n")
+        for name in IGNORED:  # Jupyter's checkpoints and the like stay, moved into the new copy
+            if (dst / name).exists() and not (tmp / name).exists():
+                (dst / name).rename(tmp / name)
         tmp.chmod(0o755)  # mkdtemp makes it private
         if dst.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old.", dir=dst.parent))

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from ._common import AOT_TARGET, _interpreted, triton, triton_available
+from ._common import AOT_TARGET, _interpreted, interpreter_mode, triton, triton_available
 
 H100_SMS = 132  # an H200 has as many: the split counts of attention_decode depend on it
 
@@ -156,6 +156,10 @@ def compile_all(dtype: str = "bf16", arch: int = 90, sms: int = H100_SMS) -> lis
     """Compile every kernel launch of gpt-oss-20b for ``arch`` (90 = H100/H200), activations in ``dtype``."""
     if not triton_available():
         raise RuntimeError("compiling the kernels needs Triton, which is not installed")
+    attention = importlib.import_module(f"{__package__}.attention")
+    if interpreter_mode() or _interpreted(attention._attn_prefill_kernel):
+        raise RuntimeError("the kernels are interpreted here (TRITON_INTERPRET is set, or was when they were "
+                           "imported): run this without TRITON_INTERPRET, so that they compile")
     from triton.backends.compiler import GPUTarget
 
     torch_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
@@ -167,8 +171,6 @@ def compile_all(dtype: str = "bf16", arch: int = 90, sms: int = H100_SMS) -> lis
         if not launches:
             raise RuntimeError(f"{what} launched no kernel")
         for kernel, args, kwargs in launches:
-            if _interpreted(kernel):
-                raise RuntimeError("the kernels were imported with TRITON_INTERPRET set: run this without it")
             compiled, constexprs = _compile(kernel, args, kwargs, target)
             key = compiled.hash if hasattr(compiled, "hash") else compiled.asm["ptx"]
             if key not in variants:

@@ -42,13 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     import nbclient
     import nbformat
 
-    failed = []
-    for path in args.notebooks:
+    notebooks = {}
+    for path in args.notebooks:  # all read first: a broken one stops the run before any has run
         try:
-            nb = nbformat.read(path, as_version=4)
+            notebooks[path] = nbformat.read(path, as_version=4)
         except Exception as e:  # not JSON, or not a notebook: nbformat raises several kinds
             print(f"{path}: not a readable notebook ({type(e).__name__}: {e})", file=sys.stderr)
             return 2
+    failed = []
+    for path, nb in notebooks.items():
         if args.set:
             tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
             if not tagged:

@@ -53,8 +53,11 @@ def test_student_replaces_only_an_unchanged_earlier_copy(tmp_path, capsys, monke
     out = tmp_path / "out"
     assert main(["student", str(src), str(out)]) == 0
     assert main(["student", str(src), str(out)]) == 0  # an unchanged copy is refreshed
-    (out / "01_a.ipynb").write_text((out / "01_a.ipynb").read_text().replace("removed", "my answer"))
     (out / ".ipynb_checkpoints").mkdir()
+    (out / ".ipynb_checkpoints" / "01_a-checkpoint.ipynb").write_text("autosaved")
+    assert main(["student", str(src), str(out)]) == 0  # Jupyter's checkpoints are kept, moved into the new copy
+    assert (out / ".ipynb_checkpoints" / "01_a-checkpoint.ipynb").read_text() == "autosaved"
+    (out / "01_a.ipynb").write_text((out / "01_a.ipynb").read_text().replace("removed", "my answer"))
     capsys.readouterr()
     assert main(["student", str(src), str(out)]) == 1  # a learner's answers are never overwritten
     assert "01_a.ipynb: changed or added since" in capsys.readouterr().err

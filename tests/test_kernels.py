@@ -435,6 +435,13 @@ def test_cpu_tensors_without_interpreter_clear_error() -> None:
     assert "TRITON_INTERPRET=1" in proc.stdout and "set_backend('torch')" in proc.stdout
 
 
+def test_aot_refuses_interpreted_kernels() -> None:
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([sys.executable, "-m", "gptoss_kernels.aot"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode != 0 and "run this without TRITON_INTERPRET" in proc.stderr
+
+
 def test_kernels_compile_for_h100() -> None:
     """Every kernel launch of a gpt-oss-20b forward compiles for sm_90 as the GPU would run it (no GPU needed)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 
+import numpy as np
 import pytest
 import torch
 
@@ -148,7 +149,9 @@ def test_full_cache_and_bad_caches_are_clear_errors() -> None:
     with torch.no_grad():
         model(torch.tensor([[1, 2, 3]]), cache)
     decoder = CUDAGraphDecoder(model, cache)
-    decoder(4)
+    with pytest.raises(ValueError, match="token id 300 is outside the vocabulary"):
+        decoder(300)
+    decoder(np.int64(4))  # a numpy integer is one token too
     with pytest.raises(ValueError, match="all are filled"):
         decoder(5)
     other = g.GPT(config("gpt-oss-tiny"))
