@@ -99,7 +99,7 @@ class GPT(nn.Module):
         if input_ids.numel() == 0:
             raise ValueError(f"input_ids {tuple(input_ids.shape)} holds no tokens: give at least one sequence of one")
         if input_ids.device.type == "cpu":  # elsewhere the check would wait for the device at every step
-            check_token_ids(input_ids.min().item(), input_ids.max().item(), self.config.vocab_size)
+            check_token_ids(*(int(v) for v in torch.aminmax(input_ids)), self.config.vocab_size)
         start = cache.length if cache is not None else 0
         if start + T > self.config.context_length:
             raise ValueError(f"{start + T} positions exceed the context length of {self.config.context_length} "

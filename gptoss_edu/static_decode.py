@@ -203,7 +203,7 @@ class CUDAGraphDecoder:
         """Logits [B, vocab] after ``tokens`` (one per sequence) at position cache.length, which then advances by one."""
         # On the graph path the logits are the graph's output buffer: the next call overwrites them.
         if not isinstance(tokens, torch.Tensor):  # host ids are checked for free; a device tensor would sync
-            ids = torch.as_tensor(tokens).reshape(-1).tolist()
+            ids = [tokens] if isinstance(tokens, int) else torch.as_tensor(tokens).reshape(-1).tolist()
             if ids:
                 check_token_ids(min(ids), max(ids), self.model.config.vocab_size)
         self._set_position()
