@@ -171,6 +171,8 @@ def workspace_bytes(config: Any, prompt_tokens: int, context: int | None = None,
 # ---- the machine ------------------------------------------------------------------------------
 
 class GpuMemory(NamedTuple):
+    """Free and total bytes of a GPU, as CUDA reports them."""
+
     free: int
     total: int
 

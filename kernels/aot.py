@@ -183,6 +183,7 @@ def compile_all(dtype: str = "bf16", arch: int = 90, sms: int = H100_SMS) -> lis
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: compile every recorded launch and print each variant's registers and shared memory."""
     p = argparse.ArgumentParser(description="Compile the gptoss_kernels for a GPU architecture (no GPU needed), "
                                             "as a gpt-oss-20b forward launches them.")
     p.add_argument("--dtype", default="bf16", choices=("bf16", "fp32"))

@@ -58,8 +58,10 @@ def test_errors_and_stubs_are_reported_not_raised():
         raise NotImplementedError("write me")
 
     assert "raised NotImplementedError: write me" in check_lr_schedule(stub).message
-    assert "returned None at step 0" in check_lr_schedule(lambda s, c: None).message
-    assert "returned tuple" in check_lr_schedule(lambda s, c: (c.lr, c.min_lr)).message
+    assert check_lr_schedule(lambda s, c: None).message.endswith("result at step 0 is None: did you forget to `return` it?")
+    assert "should be one number, got tuple" in check_lr_schedule(lambda s, c: (c.lr, c.min_lr)).message
+    assert "is nan" in check_lr_schedule(lambda s, c: float("nan")).message
+    assert "got str" in check_lr_schedule(lambda s, c: "0.001").message
 
 
 def test_a_float32_answer_passes():

@@ -6,7 +6,7 @@ import math
 from typing import Callable
 
 from ..train import TrainConfig, lr_at
-from . import CheckResult, failed, passed
+from . import CheckResult, as_number, failed, passed
 
 # Schedules the check tries: a short and a long warmup, min_lr zero and not, odd step counts.
 CONFIGS = (
@@ -27,13 +27,10 @@ class _NotANumber(Exception):
 
 
 def _number(value: object, step: int) -> float:
-    if value is None:
-        raise _NotANumber(f"your function returned None at step {step}: return the learning rate, a float")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise _NotANumber(f"your function returned {type(value).__name__} {value!r:.60} at step {step}: return the "
-                          "learning rate, one float") from None
+    number, problem = as_number(value, f"your function's result at step {step}")
+    if problem is not None:
+        raise _NotANumber(problem if value is None else problem + ": return the learning rate, one float")
+    return float(number)
 
 
 def _diagnose(fn: Callable[[int, TrainConfig], float], cfg: TrainConfig) -> str | None:
@@ -75,7 +72,7 @@ def check_lr_schedule(fn: Callable[[int, TrainConfig], float]) -> CheckResult:
         try:
             problem = _diagnose(fn, cfg)
         except _NotANumber as e:
-            return failed(f"not yet: {e}.")
+            return failed(f"not yet: {e}" + ("" if str(e).endswith("?") else "."))
         except Exception as e:  # the learner's code: report, don't crash the notebook
             return failed(f"not yet: your function raised {type(e).__name__}: {e}")
         if problem is not None:
