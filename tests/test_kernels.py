@@ -13,6 +13,7 @@ tl.dot, the probabilities, the SwiGLU output and the output itself (about 2^-8 r
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -43,6 +44,7 @@ from gptoss_kernels.vector_add import vector_add, vector_add_reference  # noqa: 
 # The package exports the functions under the modules' names, so fetch the modules themselves.
 attn_mod = importlib.import_module("gptoss_kernels.attention")
 moe_mod = importlib.import_module("gptoss_kernels.moe")
+common = importlib.import_module("gptoss_kernels._common")
 
 DEVICE = "cuda" if ON_GPU else "cpu"
 DTYPE = torch.bfloat16 if ON_GPU else torch.float32
@@ -113,6 +115,25 @@ def test_rmsnorm_real_width() -> None:
     assert_close(rmsnorm(x, w, 1e-5), rmsnorm_reference(x, w, 1e-5), "rmsnorm")
 
 
+@pytest.mark.parametrize("D", [33, 100, 2880])
+@pytest.mark.parametrize("scale, eps", [(1e-3, 1e-5), (3e-3, 1e-6), (0.0, 1e-5)])
+def test_rmsnorm_where_eps_matters(D: int, scale: float, eps: float) -> None:
+    # mean(x^2) close to eps (or 0): leaving eps out, or adding it outside the square root, shows here.
+    x = rand(3, D, seed=D, scale=scale)
+    w = 1 + rand(D, seed=D + 1, scale=0.2)
+    assert_close(rmsnorm(x, w, eps), rmsnorm_reference(x, w, eps), "rmsnorm")
+
+
+def test_rmsnorm_sums_half_precision_in_fp32() -> None:
+    # |x| ~ 30 over 2880 columns: a float16 sum of squares (~2.6e6) would overflow (max 65504).
+    # float16 runs in the interpreter too (bfloat16 does not); tolerance: float16 rounding of the output.
+    x = rand(2, 2880, seed=12, scale=30.0, dtype=torch.float16)
+    w = 1 + rand(2880, seed=13, scale=0.2, dtype=torch.float16)
+    out = rmsnorm(x, w, 1e-5)
+    assert out.dtype == torch.float16 and out.isfinite().all()
+    torch.testing.assert_close(out.float(), rmsnorm_reference(x, w, 1e-5).float(), rtol=2e-3, atol=2e-3)
+
+
 def test_rmsnorm_bad_weight() -> None:
     with pytest.raises(ValueError, match="weight"):
         rmsnorm(rand(2, 48, seed=0), rand(47, seed=0), 1e-5)
@@ -180,6 +201,71 @@ def test_attention_never_reads_keys_after_the_last_query(kernel) -> None:
     fn = attention_prefill if kernel == "prefill" else attention_decode
     out = fn(q, k, v, **kw, **({} if ON_GPU else dict(block_n=16)))
     assert_close(out, attention_reference(q, k[:, :, :filled], v[:, :, :filled], **kw), "attention")
+
+
+@pytest.mark.parametrize("window", [1, 2, 3, 15, 16, 17, 33, 63, 64, 65, 129])
+@pytest.mark.parametrize("q_start", [0, 5])
+def test_attention_prefill_window_start_at_every_tile_offset(window: int, q_start: int) -> None:
+    # A query tile's first visible key, first_pos - window + 1, lands at every offset of a key tile, the
+    # tile's last slot included (window 2 at q_start 0); tiles of 16 here, a GPU's own (64) there.
+    Tq, D = 150, 16
+    q, k, v, s = attention_inputs(1, 2, 1, Tq, q_start + Tq, D, True, seed=window + q_start)
+    kw = dict(scale=D ** -0.5, sinks=s, sliding_window=window, q_start=q_start)
+    blocks = {} if ON_GPU else dict(block_m=16, block_n=16)
+    assert_close(attention_prefill(q, k, v, **kw, **blocks), attention_reference(q, k, v, **kw), "attention")
+
+
+@pytest.mark.parametrize("Tq", [1, 3, 40])  # 40: the first query sees no key of the later splits
+@pytest.mark.parametrize("window", [0, 5, 37])
+@pytest.mark.parametrize("sinks", [True, False])
+def test_attention_decode_window_over_several_splits(Tq: int, window: int, sinks: bool) -> None:
+    # A window that starts the keys late (kv_lo > 0) while they are still cut into 3 splits.
+    Tk, D = 90, 16
+    q, k, v, s = attention_inputs(1, 4, 2, Tq, Tk, D, sinks, seed=Tq * 100 + window)
+    kw = dict(scale=D ** -0.5, sinks=s, sliding_window=window, q_start=Tk - Tq)
+    out = attention_decode(q, k, v, **kw, num_splits=3, **({} if ON_GPU else dict(block_n=16)))
+    assert_close(out, attention_reference(q, k, v, **kw), "attention")
+
+
+@pytest.mark.skipif(ON_GPU, reason="on a GPU every test runs these tile sizes")
+@pytest.mark.parametrize("case", [
+    # (B, Hq, Hkv, Tq, Tk, q_start, D, window, sinks, kernel)
+    (1, 8, 2, 100, 100, 0, 64, 0, True, "prefill"),  # 2 query and 2 key tiles of 64, both ragged
+    (1, 4, 2, 70, 150, 80, 64, 70, True, "prefill"),  # a chunk at 80, the window starting mid-tile
+    (1, 8, 1, 1, 600, 599, 64, 0, True, "decode"),  # 3 splits of 256 keys, the last ragged
+    (1, 8, 1, 1, 600, 599, 64, 300, False, "decode"),  # a window: 2 splits from key 300
+    (1, 4, 1, 3, 700, 697, 48, 0, True, "decode"),  # 3 queries, D not a power of two
+])
+def test_attention_gpu_tiles_in_the_interpreter(case, monkeypatch) -> None:
+    # With AOT_TARGET set (as gptoss_kernels.aot sets it), the wrappers choose an H100's tiles and splits.
+    B, Hq, Hkv, Tq, Tk, q_start, D, window, sinks, kernel = case
+    monkeypatch.setitem(common.AOT_TARGET, "sms", 132)
+    q, k, v, s = attention_inputs(B, Hq, Hkv, Tq, Tk, D, sinks, seed=Tk)
+    kw = dict(scale=D ** -0.5, sinks=s, sliding_window=window, q_start=q_start)
+    fn = attention_prefill if kernel == "prefill" else attention_decode
+    assert_close(fn(q, k, v, **kw), attention_reference(q, k, v, **kw), "attention")
+    if kernel == "decode" and Tq == 1:  # the CUDA-graph step's kernel, at a few positions of the same cache
+        for pos in (0, 63, 64, 300, Tk - 1):
+            out = attn_mod.attention_decode_at(q, k, v, torch.tensor([pos]), scale=D ** -0.5, sinks=s,
+                                               sliding_window=window)
+            want = attention_reference(q, k[:, :, :pos + 1], v[:, :, :pos + 1], scale=D ** -0.5, sinks=s,
+                                       sliding_window=window, q_start=pos)
+            assert_close(out, want, "attention")
+
+
+def test_attention_decode_at_never_reads_past_the_cache() -> None:
+    # The cache is a view of a longer buffer whose tail is NaN. A position at or past its end is outside the
+    # kernel's contract (the static decoder clamps it), but no key past the cache may be read even then.
+    Tk, D = 40, 16
+    q, k_full, v_full, s = attention_inputs(1, 4, 2, 1, Tk + 16, D, True, seed=3)
+    k_full, v_full = k_full.clone(), v_full.clone()
+    k_full[:, :, Tk:], v_full[:, :, Tk:] = float("nan"), float("nan")
+    k, v = k_full[:, :, :Tk], v_full[:, :, :Tk]
+    for pos in (Tk, Tk + 5):
+        for splits in (1, 2):
+            out = attn_mod.attention_decode_at(q, k, v, torch.tensor([pos], device=DEVICE), scale=D ** -0.5,
+                                               sinks=s, num_splits=splits, **({} if ON_GPU else dict(block_n=16)))
+            assert out.isfinite().all(), f"position {pos}, {splits} splits: a key past the cache was read"
 
 
 def test_attention_strided_sinks() -> None:
@@ -327,6 +413,49 @@ def test_moe_prefill(case) -> None:
     assert_close(out, moe_mxfp4_reference(x, idx, wts, *experts, **kw), "moe", scale_atol=True)
 
 
+# I = 96 and D = 96 or 160 leave partial tiles of 64 rows and of 32 bytes (48 or 80 bytes a row).
+@pytest.mark.parametrize("case", [(20, 96, 96, 4, 2, (), 7.0), (13, 160, 96, 3, 3, (), 7.0), (9, 96, 32, 5, 1, (), 7.0)])
+@pytest.mark.parametrize("block_m, block_n, block_bytes", [(64, 64, 32), (16, 64, 32), (32, 32, 32)])
+def test_moe_prefill_partial_tiles(case, block_m: int, block_n: int, block_bytes: int) -> None:
+    x, idx, wts, experts, limit = moe_case(case, seed=sum(case[:5]))
+    kw = dict(alpha=1.702, limit=limit)
+    out = moe_mxfp4_prefill(x, idx, wts, *experts, **kw, block_m=block_m, block_n=block_n, block_bytes=block_bytes)
+    assert_close(out, moe_mxfp4_reference(x, idx, wts, *experts, **kw), "moe", scale_atol=True)
+
+
+@pytest.mark.parametrize("case", [(3, 96, 96, 4, 2, (), 7.0), (1, 160, 32, 3, 3, (), 7.0)])
+def test_moe_decode_partial_tiles(case) -> None:
+    x, idx, wts, experts, limit = moe_case(case, seed=sum(case[:5]))
+    kw = dict(alpha=1.702, limit=limit)
+    out = moe_mxfp4_decode(x, idx, wts, *experts, **kw, block_rows=64, block_bytes=128)
+    assert_close(out, moe_mxfp4_reference(x, idx, wts, *experts, **kw), "moe", scale_atol=True)
+
+
+@pytest.mark.skipif(ON_GPU, reason="on a GPU every test runs these tile sizes")
+@pytest.mark.parametrize("case", [(20, 96, 96, 4, 2, (), 1.0), (2, 160, 96, 3, 3, (), 1.0)])
+def test_moe_gpu_tiles_in_the_interpreter(case, monkeypatch) -> None:
+    monkeypatch.setitem(common.AOT_TARGET, "sms", 132)  # the wrappers choose an H100's tiles
+    x, idx, wts, experts, limit = moe_case(case, seed=sum(case[:5]) + 1)
+    kw = dict(alpha=1.702, limit=limit)
+    assert_close(moe_mxfp4(x, idx, wts, *experts, **kw), moe_mxfp4_reference(x, idx, wts, *experts, **kw), "moe",
+                 scale_atol=True)
+
+
+@pytest.mark.parametrize("block_m", [64] if ON_GPU else [16, 64])
+def test_moe_prefill_expert_rows_at_tile_edges(block_m: int) -> None:
+    # Each expert's rows are cut into tiles of block_m: experts with 1, block_m - 1, 0, block_m, block_m + 1 and
+    # 2 block_m + 1 rows, so a tile count off by one loses or adds a row.
+    counts = [1, block_m - 1, 0, block_m, block_m + 1, 2 * block_m + 1]
+    idx = torch.cat([torch.full((c,), e) for e, c in enumerate(counts)])
+    idx = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(0))][:, None].to(DEVICE)
+    N, D, I = len(idx), 64, 32
+    x = rand(N, D, seed=N, scale=2.0)
+    wts = 0.5 + rand(N, 1, seed=N + 1, dtype=torch.float32).abs()
+    experts = make_experts(len(counts), D, I, seed=N + 2)
+    out = moe_mxfp4_prefill(x, idx, wts, *experts, block_m=block_m)
+    assert_close(out, moe_mxfp4_reference(x, idx, wts, *experts), "moe", scale_atol=True)
+
+
 def test_moe_clamps_are_exercised() -> None:
     # The limit-1.0 cases above only test the clamps if some gate/up values pass the limit.
     x, idx, wts, experts, limit = moe_case(MOE_PREFILL_CASES[1], seed=70)
@@ -389,9 +518,9 @@ def test_model_triton_backend_matches_torch(monkeypatch) -> None:
 # ------------------------------------------------------------------------ without Triton
 
 
-def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+def run_python(code: str, env: dict[str, str], timeout: int = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          env=env, timeout=120)
+                          env=env, timeout=timeout)
 
 
 def test_import_without_triton_then_clear_error() -> None:
@@ -460,3 +589,40 @@ def test_kernels_compile_for_h100() -> None:
     for r in rows:
         assert int(r[2]) <= 227 * 1024, f"{r[0]} needs {r[2]} bytes of shared memory, more than an H100 has"
         assert r[4] in ("0", "?"), f"{r[0]} spills {r[4]} bytes a thread to local memory"
+
+
+def test_aot_compiles_the_gpu_tiles_and_splits() -> None:
+    """What kernels.aot compiles carries an H100's tile sizes, split counts and tensor-core dots, not the CPU's."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = run_python("""
+        import json
+        from gptoss_kernels.aot import compile_all
+        print(json.dumps([(c.name, {k: v for k, v in c.constexprs.items() if k.isupper()}, c.launches)
+                          for c in compile_all("bf16", 90, 132)]))
+    """, env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    def tiles(name: str, *keys: str) -> set[tuple]:
+        return {tuple(c[k] for k in keys) for n, c, _ in rows if n == name}
+
+    assert tiles("_attn_prefill_kernel", "BLOCK_M", "BLOCK_N", "DOT_PREC") == {(64, 64, "tf32")}
+    for name in ("_attn_decode_kernel", "_attn_decode_at_kernel"):
+        assert tiles(name, "BLOCK_N", "DOT_PREC") == {(64, "tf32")}, name
+    for name in ("_gate_up_grouped_kernel", "_down_grouped_kernel"):
+        assert tiles(name, "BLOCK_M", "BLOCK_B", "DOT_PREC") == {(64, 32, "tf32")}, name
+    for name in ("_gate_up_matvec_kernel", "_down_matvec_kernel"):
+        assert tiles(name, "BLOCK_B") == {(128,)}, name
+    # 8193 keys over 8 KV heads on 132 SMs: 33 splits of 256 keys, combined with BLOCK_S = 64.
+    combine_8k = [c["BLOCK_S"] for n, c, what in rows
+                  if n == "_attn_combine_kernel" and "decode attention at 8k, full layer" in what]
+    assert combine_8k == [64]
+
+
+def test_dot_precision_and_poison() -> None:
+    # float32 dots stay exact (the interpreter's checks rely on it); half precision uses tensor cores.
+    assert common.dot_precision(torch.float32) == "ieee"
+    assert common.dot_precision(torch.bfloat16) == common.dot_precision(torch.float16) == "tf32"
+    # Every test above relies on unwritten elements being NaN.
+    assert os.environ[common.POISON_ENV] == "1"
+    assert common.new_buffer((3, 5), torch.float32, torch.device("cpu")).isnan().all()

@@ -143,6 +143,21 @@ def test_cuda_graph_asked_for_on_the_cpu_is_a_clear_error() -> None:
     assert not CUDAGraphDecoder(model, model.new_cache(1, 8)).use_graph  # the default: eager on the CPU
 
 
+def test_a_batch_with_one_bad_id_is_refused_before_decoding() -> None:
+    # The host check reads the batch's smallest and largest id: either end may be the bad one.
+    model = randomize(g.GPT(config("gpt2-tiny")), seed=0)
+    cache = model.new_cache(2, 8)
+    with torch.no_grad():
+        model(torch.tensor([[1, 2], [3, 4]]), cache)
+    decoder = CUDAGraphDecoder(model, cache)
+    for bad, ids in ((-1, [5, -1]), (-7, [-7, 299]), (300, [0, 300])):
+        with pytest.raises(ValueError, match=f"token id {bad} is outside the vocabulary"):
+            decoder(ids)
+    assert cache.length == 2  # nothing was decoded
+    decoder([5, 299])
+    assert cache.length == 3
+
+
 def test_full_cache_and_bad_caches_are_clear_errors() -> None:
     model = randomize(g.GPT(config("gpt2-tiny")), seed=0)
     cache = model.new_cache(1, 4)
