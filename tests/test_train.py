@@ -16,6 +16,7 @@ import torch
 import gptoss_edu as g
 from gptoss_edu import train as T
 from gptoss_edu.config import course_config
+from gptoss_edu.moe import load_balancing_loss
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "data" / "tiny-gpt-oss"
@@ -482,3 +483,35 @@ def test_shipped_checkpoint_matches_transformers_with_tied_embeddings():
     with torch.no_grad():
         a, b = ours(ids), theirs(ids).logits
     torch.testing.assert_close(a, b, rtol=0, atol=1e-4)  # float32 both; measured 8e-6 on logits up to 23
+
+
+# ---- the load-balancing loss
+
+@pytest.mark.parametrize("tokens,n_experts,k", [(64, 8, 2), (200, 32, 4), (37, 4, 1)])
+def test_aux_loss_value_and_gradient_match_transformers(tokens, n_experts, k):
+    # transformers' load_balancing_loss_func shares each token's top_k assignments out per token, not per
+    # assignment, so its value is top_k times ours (ours is 1 when the routing is even). The gradient must
+    # reach the router's logits: a loss built on a detached softmax would keep the value and train nothing.
+    from transformers.models.gpt_oss.modeling_gpt_oss import load_balancing_loss_func
+
+    gen = torch.Generator().manual_seed(tokens)
+    base = torch.randn(tokens, n_experts, generator=gen) * 2
+    ours_in, ref_in = base.clone().requires_grad_(), base.clone().requires_grad_()
+    indices = ours_in.detach().topk(k, dim=-1).indices
+    ours = load_balancing_loss(ours_in, indices, n_experts)
+    ref = load_balancing_loss_func((ref_in,), n_experts, k) / k
+    torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-6)
+    ours.backward()
+    ref.backward()
+    assert ours_in.grad is not None and ours_in.grad.abs().max() > 1e-4  # the loss reaches the router
+    torch.testing.assert_close(ours_in.grad, ref_in.grad, atol=1e-7, rtol=1e-5)
+
+
+def test_aux_loss_gradient_reaches_the_router_weights_through_the_model():
+    cfg = g.preset("gpt-oss-tiny").replace(vocab_size=100, context_length=64)
+    model = g.GPT(cfg).train()
+    model(torch.randint(0, 100, (2, 16)))
+    T.aux_loss(model).backward()
+    for block in model.blocks:
+        grad = block.mlp.router.weight.grad
+        assert grad is not None and grad.abs().max() > 0, "the balancing loss must train the router"
