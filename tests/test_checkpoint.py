@@ -301,12 +301,15 @@ def test_damaged_json_files_are_explained(tmp_path, file, text, message):
         g.load_model(path)
 
 
-@pytest.mark.parametrize("changes", [{"attn_bias": False}, {"swiglu_alpha": 1.5}, {"positions": "rope"}])
+@pytest.mark.parametrize("changes", [{"attn_bias": False}, {"swiglu_alpha": 1.5}, {"positions": "rope"},
+                                     {"tie_embeddings": True}])
 def test_written_settings_read_back_as_the_same_model(tmp_path, changes):
     model = small_gptoss(seed=8, **changes)
     path = g.write_checkpoint(model, tmp_path / "ck", mxfp4=False, dtype=torch.float32)
     assert len(ck.manifest(model.config, mxfp4_experts=False)) == len(load_file(path / "model.safetensors"))
     loaded = g.load_model(path)
+    assert {k: getattr(loaded.config, k) for k in changes} == changes
+    assert (loaded.lm_head.weight is loaded.embed.weight) == model.config.tie_embeddings
     ids = torch.randint(0, 256, (1, 40))
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids), model(ids), atol=0, rtol=0)

@@ -17,6 +17,7 @@ import gptoss_edu as g
 from gptoss_edu import attention, memory
 from gptoss_edu.config import PRESET_DIR
 from gptoss_edu.model import GPT
+from gptoss_edu.tokenizer import data_dir
 
 # The real config.json files, shipped with the package (copies of ../shared/gptoss/, byte for byte).
 CONFIGS = {n: json.loads((PRESET_DIR / f"gpt-oss-{n}.config.json").read_text()) for n in ("20b", "120b")}
@@ -88,19 +89,35 @@ def test_checkpoint_bytes_equal_the_model_built_on_meta(size):
 
 @pytest.mark.parametrize("changes", [{}, {"n_experts": 4, "experts_per_token": 1, "d_ff": 96},
                                      {"n_layers": 2, "layer_types": ("sliding_attention", "full_attention"),
-                                      "n_heads": 8, "n_kv_heads": 1, "vocab_size": 1000}])
+                                      "n_heads": 8, "n_kv_heads": 1, "vocab_size": 1000},
+                                     {"tie_embeddings": True}, {"attn_bias": False},
+                                     {"tie_embeddings": True, "attn_bias": False, "vocab_size": 777}])
 def test_checkpoint_bytes_equal_a_written_checkpoint(tmp_path, changes):
     """The tensor bytes of a real-layout checkpoint the course writes, shard headers excluded."""
     cfg = g.preset("gpt-oss-tiny").replace(**changes)
     folder = g.write_checkpoint(GPT(cfg), tmp_path / "ckpt")
-    on_disk = 0
+    on_disk = tensor_bytes(folder)
+    assert on_disk == memory.checkpoint_bytes(json.loads((folder / "config.json").read_text()))
+    assert on_disk == memory.checkpoint_bytes(cfg)
+
+
+def test_checkpoint_bytes_of_the_shipped_tied_model():
+    """data/tiny-gpt-oss shares its embedding with the output layer: counted once, as stored."""
+    folder = data_dir() / "tiny-gpt-oss"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["tie_word_embeddings"] is True
+    assert memory.checkpoint_bytes(config) == tensor_bytes(folder)
+
+
+def tensor_bytes(folder) -> int:
+    """Bytes of every tensor in a folder's safetensors files (headers excluded)."""
+    total = 0
     for file in folder.glob("*.safetensors"):
         with safe_open(str(file), "pt") as f:
             for name in f.keys():
                 t = f.get_tensor(name)
-                on_disk += t.numel() * t.element_size()
-    assert on_disk == memory.checkpoint_bytes(json.loads((folder / "config.json").read_text()))
-    assert on_disk == memory.checkpoint_bytes(cfg)
+                total += t.numel() * t.element_size()
+    return total
 
 
 def test_kv_cache_bytes_equal_the_course_cache():

@@ -154,6 +154,19 @@ def test_zero_block():
     assert_nearest_on_grid(w, blocks, scales)
 
 
+def test_a_zero_is_stored_as_plus_zero():
+    # E2M1 has two zeros (codes 0 and 8). Quantizing keeps one of them, so that a value that rounds
+    # to zero packs to the same byte whatever its sign: -0.0, tiny negatives, a negative tie at 0.25.
+    assert mxfp4.round_to_e2m1(torch.tensor([-0.0, 0.0, -1e-30, -0.1, -0.25, 0.25])).tolist() == [0] * 6
+    w = torch.zeros(2, 32)
+    w[:, 0] = 6.0  # scale 1: the grid is FP4_VALUES itself
+    w[0, 1:5] = torch.tensor([-0.0, -0.2, -0.25, 1e-3])
+    w[1, 1:5] = torch.tensor([0.0, 0.2, 0.25, -1e-3])
+    blocks, scales = mxfp4.quantize(w)
+    assert torch.equal(blocks[0], blocks[1]) and torch.equal(scales[0], scales[1])
+    assert blocks[0, 0, 0].item() == 0x07 and blocks[0, 0, 1:].eq(0).all()  # 6.0 is code 7, in the low nibble
+
+
 def test_block_with_one_huge_value():
     gen = torch.Generator().manual_seed(7)
     w = torch.randn(2, 64, generator=gen) * 0.01

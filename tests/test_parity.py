@@ -98,8 +98,9 @@ def test_gptoss_router_picks_the_same_experts_as_transformers(tmp_path):
     torch.testing.assert_close(w_ours, w_ref, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("changes", [{}, {"attn_bias": False}, {"positions": "rope"}, {"swiglu_alpha": 1.0}],
-                         ids=["as-released", "no-attention-bias", "plain-rope", "alpha-1"])
+@pytest.mark.parametrize("changes", [{}, {"attn_bias": False}, {"positions": "rope"}, {"swiglu_alpha": 1.0},
+                                     {"tie_embeddings": True, "attn_bias": False}],
+                         ids=["as-released", "no-attention-bias", "plain-rope", "alpha-1", "tied-no-bias"])
 def test_gptoss_saved_by_transformers_loads_and_matches(changes, tmp_path):
     """A folder transformers itself saved (5.x: rope_theta inside rope_parameters) loads, with the same logits."""
     from transformers import GptOssConfig, GptOssForCausalLM
@@ -113,6 +114,7 @@ def test_gptoss_saved_by_transformers_loads_and_matches(changes, tmp_path):
     ref.save_pretrained(tmp_path / "theirs")
     loaded = g.load_model(tmp_path / "theirs")
     assert {k: getattr(loaded.config, k) for k in changes} == changes
+    assert (loaded.lm_head.weight is loaded.embed.weight) == cfg.tie_embeddings
     ids = torch.randint(0, cfg.vocab_size, (2, GPTOSS_SHAPES[0]["T"]))
     with torch.no_grad():
         want = ref(ids).logits
