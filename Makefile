@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	@# An existing environment (e.g. a conda env passed as VENV=$$CONDA_PREFIX) is used as it is.
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "The course needs Python 3.11 or newer, and " + sys.executable + " is " + sys.version.split()[0] + ": run make clean-venv, then make PYTHON=python3.11 (or newer).")'
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple) torch==$(TORCH_VERSION)
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	@# OpenAI's reference torch model, a second reference for the tests; it declares Python >= 3.12
