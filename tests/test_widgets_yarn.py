@@ -32,7 +32,8 @@ def test_truncation_widens_the_ramp_and_factor_one_is_plain_rope():
     ex.set(truncate=True)
     assert (ex.stats["low"], ex.stats["high"]) == (8, 18)
     ex.set(truncate=False, factor=1.0)
-    assert ex.stats["attention_factor"] == 1.0 and ex.stats["kept"] == 32
+    assert ex.stats["attention_factor"] == 1.0 and ex.stats["kept"] == 32 and ex.stats["interpolated"] == 0
+    assert "YaRN is plain RoPE" in ex.figure.axes[1].get_title()
 
 
 def test_yarn_config_keeps_the_original_context():

@@ -34,7 +34,9 @@ def yarn_explorer(base: ModelConfig | None = None) -> Explorer:
         pairs = torch.arange(cfg.head_dim // 2)
         L = cfg.rope_original_context
         stats.update(low=low, high=high, attention_factor=attention_factor,
-                     kept=int((yarn == plain).sum()), interpolated=int(torch.isclose(yarn, plain / factor).sum()),
+                     kept=int((yarn == plain).sum()),
+                     # At factor 1 nothing is divided: every pair is kept, none interpolated.
+                     interpolated=int(torch.isclose(yarn, plain / factor).sum()) if factor > 1 else 0,
                      longest_wavelength=float(2 * math.pi / yarn.min()))
 
         ax, ax2 = fig.subplots(1, 2)
@@ -53,7 +55,8 @@ def yarn_explorer(base: ModelConfig | None = None) -> Explorer:
         ax2.axhline(L, color="k", ls="--", lw=1, label=f"original context {L:,}")
         ax2.axhline(L * factor, color="#c44e52", ls=":", lw=1, label=f"extended context {int(L * factor):,}")
         ax2.set_ylabel("wavelength (positions per turn)")
-        ax2.set_title(f"{stats['kept']} pairs kept, {stats['interpolated']} divided by {factor:g}", fontsize=9)
+        ax2.set_title(f"{stats['kept']} pairs kept, {stats['interpolated']} divided by {factor:g}" if factor > 1
+                      else f"factor 1: all {stats['kept']} pairs kept, YaRN is plain RoPE", fontsize=9)
         ax2.legend(fontsize=7)
 
     controls = {
