@@ -302,7 +302,9 @@ def test_damaged_json_files_are_explained(tmp_path, file, text, message):
 
 
 @pytest.mark.parametrize("changes", [{"attn_bias": False}, {"swiglu_alpha": 1.5}, {"positions": "rope"},
-                                     {"tie_embeddings": True}])
+                                     {"tie_embeddings": True},
+                                     {"layer_types": ("full_attention", "sliding_attention", "sliding_attention",
+                                                      "full_attention")}])
 def test_written_settings_read_back_as_the_same_model(tmp_path, changes):
     model = small_gptoss(seed=8, **changes)
     path = g.write_checkpoint(model, tmp_path / "ck", mxfp4=False, dtype=torch.float32)

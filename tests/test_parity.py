@@ -99,8 +99,10 @@ def test_gptoss_router_picks_the_same_experts_as_transformers(tmp_path):
 
 
 @pytest.mark.parametrize("changes", [{}, {"attn_bias": False}, {"positions": "rope"}, {"swiglu_alpha": 1.0},
-                                     {"tie_embeddings": True, "attn_bias": False}],
-                         ids=["as-released", "no-attention-bias", "plain-rope", "alpha-1", "tied-no-bias"])
+                                     {"tie_embeddings": True, "attn_bias": False},
+                                     {"layer_types": ("full_attention", "sliding_attention")}],
+                         ids=["as-released", "no-attention-bias", "plain-rope", "alpha-1", "tied-no-bias",
+                              "full-then-sliding"])
 def test_gptoss_saved_by_transformers_loads_and_matches(changes, tmp_path):
     """A folder transformers itself saved (5.x: rope_theta inside rope_parameters) loads, with the same logits."""
     from transformers import GptOssConfig, GptOssForCausalLM
