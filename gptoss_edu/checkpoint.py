@@ -169,8 +169,8 @@ def read_config(path: str | Path) -> tuple[ModelConfig, str, dict[str, Any]]:
     if not cfg_file.exists():
         raise CheckpointError(f"{path} has no config.json: is it a checkpoint folder?")
     try:
-        raw = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as e:
+        raw = json.loads(cfg_file.read_bytes())
+    except ValueError as e:  # invalid JSON, or bytes that are not text at all
         raise CheckpointError(f"{cfg_file} is not valid JSON ({e})") from None
     if not isinstance(raw, dict):
         raise CheckpointError(f"{cfg_file} holds a JSON {type(raw).__name__}, not an object of settings: "
@@ -192,19 +192,25 @@ def read_config(path: str | Path) -> tuple[ModelConfig, str, dict[str, Any]]:
     return cfg, raw["model_type"], raw
 
 
+def read_index(path: str | Path) -> dict[str, str]:
+    """The weight map (tensor name -> shard file) of a checkpoint folder's index, checked."""
+    index = Path(path) / INDEX_FILE
+    try:
+        raw = json.loads(index.read_bytes())
+    except ValueError as e:  # invalid JSON, or bytes that are not text at all
+        raise CheckpointError(f"{index} is not valid JSON ({e}): the index is damaged; download it again") from None
+    weight_map = raw.get("weight_map") if isinstance(raw, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+        raise CheckpointError(f"{index} has no 'weight_map' of tensor names to file names: the index is damaged; "
+                              "download it again")
+    return weight_map
+
+
 def weight_files(path: str | Path) -> list[Path]:
     """The safetensors files of a checkpoint folder, through its index when there is one."""
     path = Path(path)
-    index = path / INDEX_FILE
-    if index.exists():
-        try:
-            weight_map = json.loads(index.read_text())
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{index} is not valid JSON ({e}): the index is damaged; download it again") from None
-        weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
-        if not isinstance(weight_map, dict):
-            raise CheckpointError(f"{index} has no 'weight_map': the index is damaged")
-        files = [path / f for f in sorted(set(weight_map.values()))]
+    if (path / INDEX_FILE).exists():
+        files = [path / f for f in sorted(set(read_index(path).values()))]
         missing = [f.name for f in files if not f.exists()]
         if missing:
             raise CheckpointError(f"{path} is missing shard(s) {', '.join(missing)} named in {INDEX_FILE}: "

@@ -11,7 +11,6 @@ returned as it is.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import sys
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from .checkpoint import INDEX_FILE, CheckpointError, read_index
 from .memory import disk_free, format_bytes
 
 DEFAULT_REPO = "openai/gpt-oss-20b"
@@ -34,7 +34,7 @@ DEFAULT_REPO = "openai/gpt-oss-20b"
 # files (the course ships its own BPE files in data/), and two more full copies of the weights:
 # original/ (OpenAI's own layout) and metal/ (Apple Metal's).
 CONFIG = "config.json"
-INDEX = "model.safetensors.index.json"
+INDEX = INDEX_FILE
 WEIGHTS_SUFFIX = ".safetensors"
 ROOT_FILES = (CONFIG, "generation_config.json", INDEX)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
@@ -118,10 +118,10 @@ def _missing_in(folder: Path) -> list[str]:
     index = folder / INDEX
     if index.is_file():
         try:
-            weight_map = json.loads(index.read_text()).get("weight_map")
-        except json.JSONDecodeError as e:
+            weight_map = read_index(folder)
+        except CheckpointError as e:
             return missing + [f"a readable {INDEX} ({e})"]
-        if not isinstance(weight_map, dict) or not weight_map:
+        if not weight_map:
             return missing + [f"the 'weight_map' of {INDEX}"]
         missing += sorted(s for s in set(weight_map.values()) if not (folder / s).is_file())
     elif not any(folder.glob(f"*{WEIGHTS_SUFFIX}")):

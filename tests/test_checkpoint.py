@@ -289,14 +289,18 @@ def test_tensors_too_misshaped_to_convert_are_named(tmp_path, written):
 
 @pytest.mark.parametrize("file,text,message", [
     ("model.safetensors.index.json", '{"weight_map": {"a": ', "index.json is not valid JSON .*download it again"),
+    ("model.safetensors.index.json", b"\xff\xfe\x00 not text", "index.json is not valid JSON .*download it again"),
+    ("model.safetensors.index.json", "[1, 2]", "index.json has no 'weight_map' .*download it again"),
+    ("model.safetensors.index.json", '{"weight_map": {"a": 5}}', "index.json has no 'weight_map' .*download it again"),
     ("config.json", "[1, 2]", "holds a JSON list, not an object"),
+    ("config.json", b"\xff\xfe\x00 not text", "config.json is not valid JSON"),
     ("config.json", None, "'quantization_config' should be an object"),
 ])
 def test_damaged_json_files_are_explained(tmp_path, file, text, message):
     path = g.write_checkpoint(small_gptoss(), tmp_path / "ck", max_shard_bytes=100_000)
     if text is None:
         text = json.dumps(json.loads((path / file).read_text()) | {"quantization_config": "mxfp4"})
-    (path / file).write_text(text)
+    (path / file).write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(g.CheckpointError, match=message):
         g.load_model(path)
 

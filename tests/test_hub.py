@@ -329,10 +329,13 @@ def test_local_path_that_does_not_exist(tmp_path):
         hub.download("./weights/gpt-oss-20b")
 
 
-def test_damaged_index_is_named(tmp_path):
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b'"weight_map"', b"\xff\xfe\x00 not text",
+                                     b'{"weight_map": {"a": 5}}', b'{"weight_map": {}}'])
+def test_damaged_index_is_named(tmp_path, content):
+    # Valid JSON of the wrong shape, or bytes that are not text, used to end in a traceback.
     fill(tmp_path / "bad", ["config.json", "model-00000-of-00002.safetensors"])
-    (tmp_path / "bad" / "model.safetensors.index.json").write_text("{not json")
-    with pytest.raises(hub.IncompleteCheckpoint, match="readable model.safetensors.index.json"):
+    (tmp_path / "bad" / "model.safetensors.index.json").write_bytes(content)
+    with pytest.raises(hub.IncompleteCheckpoint, match="model.safetensors.index.json"):
         hub.download(tmp_path / "bad")
 
 
