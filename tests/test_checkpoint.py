@@ -372,3 +372,127 @@ def test_out_of_memory_is_not_called_a_config_mismatch(written, monkeypatch):
     monkeypatch.setattr(mxfp4, "dequantize", full)
     with pytest.raises(torch.cuda.OutOfMemoryError, match="Tried to allocate"):
         g.load_model(written)
+
+
+# ---- found by mutation testing: refusals, the temporary folder, shards, counted messages ---------------
+
+def test_an_existing_file_or_dangling_link_is_not_replaced_without_overwrite(tmp_path):
+    # Anything at the path counts, not only a folder; a link to nothing is still something there.
+    model = small_gptoss()
+    (tmp_path / "file").write_text("notes")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for target in (tmp_path / "file", tmp_path / "dangling"):
+        with pytest.raises(FileExistsError, match="overwrite=True"):
+            g.write_checkpoint(model, target)
+    assert (tmp_path / "file").read_text() == "notes" and (tmp_path / "dangling").is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling", "file"]  # no temporary folder either
+
+
+def test_the_checkpoint_is_written_beside_its_destination(tmp_path, monkeypatch):
+    # Renamed into place from the same folder: a rename from another disk (/tmp, say) is a copy, not atomic.
+    moves = []
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: moves.append((os.fspath(src), os.fspath(dst))) or real(src, dst))
+    path = g.write_checkpoint(small_gptoss(), tmp_path / "ck")
+    assert len(moves) == 1 and moves[0][1] == str(path)
+    assert os.path.dirname(moves[0][0]) == str(tmp_path) and os.path.basename(moves[0][0]).startswith(".ck.")
+
+
+def test_a_failed_swap_puts_the_old_checkpoint_back(tmp_path, monkeypatch):
+    # The old checkpoint is moved aside first; when the new one cannot take its place, the old one comes back.
+    model = small_gptoss()
+    good = g.write_checkpoint(model, tmp_path / "ck")
+    before = {p.name: p.read_bytes() for p in good.iterdir()}
+    real = os.replace
+
+    def swap_fails(src, dst):
+        src = os.fspath(src)
+        if os.fspath(dst) == str(good) and os.path.basename(src).startswith(".ck.") and ".old-" not in src:
+            raise OSError("rename failed")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", swap_fails)
+    with pytest.raises(OSError, match="rename failed"):
+        g.write_checkpoint(model, good, overwrite=True)
+    assert {p.name: p.read_bytes() for p in good.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ck"]  # no .ck.old-*, no temporary folder
+
+
+def test_an_interrupt_while_writing_leaves_no_temporary_folder(tmp_path, monkeypatch):
+    # Ctrl-C in a notebook is a KeyboardInterrupt, not an Exception: the cleanup must run all the same.
+    import safetensors.torch
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.torch, "save_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        g.write_checkpoint(small_gptoss(), tmp_path / "ck")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_parent_folders_are_made(tmp_path):
+    path = g.write_checkpoint(small_gptoss(), tmp_path / "runs" / "today" / "ck")
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]  # one file: no index
+
+
+def greedy_shards(sizes: list[tuple[str, int]], limit: int) -> list[list[str]]:
+    """Shards cut greedily: a tensor opens a new shard only when it would take the current one past ``limit``."""
+    shards, size = [[]], 0
+    for name, nbytes in sizes:
+        if shards[-1] and size + nbytes > limit:
+            shards.append([])
+            size = 0
+        shards[-1].append(name)
+        size += nbytes
+    return shards
+
+
+@pytest.mark.parametrize("limit", ["first 3 tensors", 100_000, 1])
+def test_shards_are_filled_up_to_the_limit_in_order(tmp_path, limit):
+    # Exactly the limit still fits; a full shard starts the next afresh; a tensor over the limit gets a
+    # shard of its own; no shard is empty.
+    model = small_gptoss()
+    sizes = [(n, t.numel() * t.element_size()) for n, t in ck.hf_state_dict(model)]
+    if limit == "first 3 tensors":
+        limit = sum(b for _, b in sizes[:3])
+    path = g.write_checkpoint(model, tmp_path / "ck", max_shard_bytes=limit)
+    want = greedy_shards(sizes, limit)
+    assert len(want) > 1
+    weight_map = json.loads((path / "model.safetensors.index.json").read_text())["weight_map"]
+    names = ck.shard_names(len(want))
+    assert weight_map == {n: names[i] for i, shard in enumerate(want) for n in shard}
+    assert sorted(p.name for p in path.glob("*.safetensors")) == names
+
+
+def test_every_missing_shard_is_named(tmp_path):
+    # Learning the list one error at a time would be a slow way to finish a download.
+    path = g.write_checkpoint(small_gptoss(), tmp_path / "ck", max_shard_bytes=100_000)
+    gone = sorted(path.glob("model-*.safetensors"))[1:3]
+    for f in gone:
+        f.unlink()
+    with pytest.raises(g.CheckpointError, match=f"missing shard\\(s\\) {gone[0].name}, {gone[1].name} named in"):
+        g.load_model(path)
+
+
+def test_many_missing_tensors_are_counted(written):
+    # Five are named, and "and N more" counts the rest.
+    gone = [f"model.layers.{i}.{part}" for i in range(3) for part in ("self_attn.sinks", "input_layernorm.weight")]
+    gone.append("model.norm.weight")
+    rewrite(written, lambda t: [t.pop(n) for n in gone])
+    with pytest.raises(g.CheckpointError, match=r"missing tensor\(s\) ([\w.]+, ){4}[\w.]+ and 2 more \(for"):
+        g.load_model(written)
+
+
+def test_many_unexpected_tensors_are_counted(written):
+    extra = {f"model.layers.0.mlp.shared_expert.w{i}": torch.zeros(2) for i in range(7)}
+    rewrite(written, lambda t: t.update(extra))
+    with pytest.raises(g.CheckpointError, match=r"does not have: .*w4 and 2 more$"):
+        g.load_model(written)
+
+
+def test_a_folder_without_config_json_is_explained(tmp_path):
+    path = g.write_checkpoint(small_gptoss(), tmp_path / "ck")
+    (path / "config.json").unlink()
+    with pytest.raises(g.CheckpointError, match="has no config.json: is it a checkpoint folder"):
+        g.load_model(path)

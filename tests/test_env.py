@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from gptoss_edu import env
@@ -171,3 +173,55 @@ def test_a_missing_test_only_package_is_a_warning(monkeypatch):
     rows = {r.item: r for r in env.check_dependencies(env.read_pins())}
     assert rows["dependencies"].status == OK
     assert rows["test dependencies"].status == WARN and "playwright (for gptoss-edu)" in rows["test dependencies"].meaning
+
+
+# ---- found by mutation testing: the disk and memory rows at their limits, pins, unknown versions ----------
+
+def test_free_disk_climbs_to_the_nearest_existing_folder(tmp_path, monkeypatch):
+    # The Hugging Face cache often does not exist yet on a fresh machine: ask the disk it will be made on.
+    asked = []
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: asked.append(p) or shutil._ntuple_diskusage(3, 2, 1))
+    assert env.free_disk(tmp_path / "a" / "b" / "c") == 1
+    assert asked == [tmp_path.resolve()]
+
+
+def test_the_disk_row_asks_about_the_hugging_face_cache(monkeypatch):
+    asked = []
+    monkeypatch.setattr(env, "gpu_info", lambda: None)
+    monkeypatch.setattr(env, "free_disk", lambda path: asked.append(path) or 100 * env.GiB)
+    env.check_machine()
+    assert asked == [env._hub_cache()]
+
+
+def test_exactly_enough_disk_and_memory_are_enough(monkeypatch):
+    monkeypatch.setattr(env, "gpu_info", lambda: None)
+    monkeypatch.setattr(env, "free_disk", lambda path: env._gpt_oss_20b_bytes())
+    monkeypatch.setattr(env, "total_ram", lambda: env.MIN_RAM_BYTES)
+    rows = {r.item: r for r in env.check_machine()}
+    assert rows["free disk (HF cache)"].status == OK and "room to download" in rows["free disk (HF cache)"].meaning
+    assert rows["memory (RAM)"].status == OK
+
+
+def test_pins_ignore_environment_markers_and_comments(tmp_path):
+    (tmp_path / "constraints.txt").write_text("pywin32==311; sys_platform == 'win32'\nnumpy==2.4.6  # why\n")
+    # (plus the Triton that a CUDA build of torch requires, read from torch itself)
+    assert env.read_pins(tmp_path) == {"pywin32": "311", "numpy": "2.4.6"} | env.read_pins(tmp_path / "nothing")
+
+
+def test_the_minimum_itself_is_accepted():
+    import torch
+
+    torch_package = next(p for p in env.PACKAGES if p.dist == "torch")
+    at_minimum = torch.__version__.split("+")[0]
+    assert env.check_package(torch_package, {}, {"torch": at_minimum}, gpu=False).status == OK
+
+
+def test_a_package_without_version_metadata_is_not_called_too_old(monkeypatch):
+    # conda or system packages import fine without pip metadata: an unknown version is not below the minimum.
+    def no_metadata(name):
+        raise env.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(env.metadata, "version", no_metadata)
+    row = env.check_package(Package("torch", "torch", "course", "every model", "nothing runs"), {}, {"torch": "2.0"},
+                            gpu=False)
+    assert row.found == "present (version unknown)" and row.status != FAIL

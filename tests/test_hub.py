@@ -17,6 +17,7 @@ from huggingface_hub import constants
 from huggingface_hub import errors as hf_errors
 
 from gptoss_edu import hub
+from gptoss_edu.__main__ import main
 
 REPO = "openai/gpt-oss-20b"
 
@@ -413,11 +414,12 @@ def test_progress_bars_are_restored(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", watch)
     before = are_progress_bars_disabled()
     hub.download(REPO, tmp_path / "a", progress=False)
+    assert are_progress_bars_disabled() == before  # after each call: two calls can undo each other's slip
     hub.download(REPO, tmp_path / "b", progress=True)
+    assert are_progress_bars_disabled() == before
     # HF_HUB_DISABLE_PROGRESS_BARS in the environment wins over the argument, as the library intends.
     env = constants.HF_HUB_DISABLE_PROGRESS_BARS
     assert seen == ([True, False] if env is None else [env, env])
-    assert are_progress_bars_disabled() == before
 
 
 def test_an_unreachable_hub_is_known_at_once_without_retries(tmp_path, monkeypatch):
@@ -447,8 +449,9 @@ def test_an_unreachable_hub_is_known_at_once_without_retries(tmp_path, monkeypat
     assert f"the Hub could not be reached ({host}:{port}: [Errno -2] Name or service not known)" in str(e.value)
     assert asked == [(host, port)]
     # Behind a proxy (an environment variable, or the system's settings) a direct connection proves nothing.
-    monkeypatch.setattr(urllib.request, "getproxies", lambda: {"https": "http://proxy:3128"})
-    assert hub._hub_unreachable() is None and len(asked) == 1
+    for proxies in ({"https": "http://proxy:3128"}, {"all": "socks5://proxy:1080"}):
+        monkeypatch.setattr(urllib.request, "getproxies", lambda: proxies)
+        assert hub._hub_unreachable() is None and len(asked) == 1
 
 
 def test_the_hub_probe_stops_waiting_for_a_silent_resolver_and_tries_each_address(monkeypatch):
@@ -494,7 +497,137 @@ def test_the_hub_probe_stops_waiting_for_a_silent_resolver_and_tries_each_addres
     assert tried == [(("2001:db8::1", 443), 0.2), (("192.0.2.1", 443), 0.2)]
 
     def refused(address, timeout=None):
+        tried.append((address, timeout))
         raise OSError(111, "Connection refused")
 
+    tried.clear()
     monkeypatch.setattr(socket, "create_connection", refused)
     assert hub._hub_unreachable().endswith(": [Errno 111] Connection refused")
+    # Each address once (getaddrinfo repeats one per socket type): every try may wait PROBE_SECONDS.
+    assert tried == [(("2001:db8::1", 443), 0.2), (("192.0.2.1", 443), 0.2)]
+
+
+# ---- found by mutation testing: sizes, offline spellings and revisions, local paths, dry runs ----------
+
+def test_a_file_larger_than_listed_is_fetched_again(tmp_path, monkeypatch):
+    # Another size than listed means another file (a damaged copy, another revision), larger as much as smaller.
+    FakeHub(monkeypatch)
+    fill(tmp_path / "w", ["config.json"], sizes={"config.json": dict(REAL_FILES)["config.json"] + 100})
+    plan = hub.plan_download(REPO, tmp_path / "w")
+    assert "config.json" not in plan.present and plan.needed_bytes == plan.total_bytes
+
+
+def test_the_plan_measures_free_space_where_the_files_go(tmp_path, monkeypatch):
+    # "It fits" is about the disk of local_dir, not the cache's or the working folder's.
+    FakeHub(monkeypatch)
+    asked = []
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: asked.append(str(p)) or shutil._ntuple_diskusage(9, 8, 7))
+    (tmp_path / "w").mkdir()
+    plan = hub.plan_download(REPO, tmp_path / "w")
+    assert plan.free_bytes == 7 and asked == [str(tmp_path / "w")]
+
+
+def test_a_zero_byte_file_is_listed_with_its_size():
+    # An empty file on the Hub has size 0, which is a size (None would mean unknown).
+    chosen = hub.select_files([("config.json", 10), ("generation_config.json", 0), ("model.safetensors", 100)])
+    assert ("generation_config.json", 0) in chosen
+
+
+def test_the_download_checks_what_the_library_left(tmp_path, monkeypatch):
+    # snapshot_download returning is no proof: a shard the index names but the folder lacks is reported.
+    fake = FakeHub(monkeypatch)
+    real = fake.snapshot_download
+
+    def lossy(*args, **kwargs):
+        folder = real(*args, **kwargs)
+        (tmp_path / "w" / "model-00001-of-00002.safetensors").unlink()
+        return folder
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lossy)
+    with pytest.raises(hub.IncompleteCheckpoint, match="model-00001-of-00002.safetensors"):
+        hub.download(REPO, tmp_path / "w", progress=False)
+
+
+@pytest.mark.parametrize("value", ["true", "YES", " on "])
+def test_offline_flag_in_the_spellings_huggingface_hub_accepts(tmp_path, monkeypatch, value):
+    # Set after huggingface_hub was imported, the variable must still keep the download off the network.
+    monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    fake = FakeHub(monkeypatch)
+    with pytest.raises(hub.WeightsUnavailable, match="offline mode is on"):
+        hub.download(REPO, tmp_path / "w", progress=False)
+    assert fake.listed == 0
+
+
+def test_offline_with_original_checks_original_too(tmp_path, monkeypatch, offline):
+    FakeHub(monkeypatch)
+    fill(tmp_path / "w", COURSE)
+    with pytest.raises(hub.WeightsUnavailable, match="original/config.json"):
+        hub.download(REPO, tmp_path / "w", include_original=True, progress=False)
+
+
+def test_offline_cache_lookup_asks_for_the_requested_revision(tmp_path, monkeypatch, offline):
+    # A cached main must not stand in for another revision.
+    snapshot = tmp_path / "cache" / "snapshots" / "abc"
+    fill(snapshot, COURSE)
+    revisions = []
+
+    def cached(repo_id, *, revision=None, local_files_only=False, **kwargs):
+        revisions.append(revision)
+        if revision != "main":
+            raise hf_errors.LocalEntryNotFoundError("not cached")
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", cached)
+    with pytest.raises(hub.WeightsUnavailable):
+        hub.download(REPO, revision="v2", progress=False)
+    assert revisions == ["v2"]
+
+
+def test_relative_and_home_paths_are_folders_not_repository_ids(tmp_path, monkeypatch):
+    # "./ckpt" and "~/ckpt" have one slash, like "owner/name", and are never sent to the Hub.
+    fake = FakeHub(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for spelled in ("./ckpt", "~/ckpt"):
+        with pytest.raises(hub.IncompleteCheckpoint, match="is not a folder"):
+            hub.download(spelled)
+    assert fake.listed == 0
+
+
+def test_metal_weights_are_checked_when_asked_for(tmp_path):
+    fill(tmp_path / "ck", COURSE)
+    with pytest.raises(hub.IncompleteCheckpoint, match="metal/"):
+        hub.check_local(tmp_path / "ck", include_metal=True)
+    fill(tmp_path / "ck", ["metal/model.bin"])
+    assert hub.check_local(tmp_path / "ck", include_metal=True) == tmp_path / "ck"
+
+
+def test_an_unknown_revision_is_named(tmp_path, monkeypatch):
+    # Not a generic Hub error followed by a look at the disk: the revision is wrong, and the message says so.
+    def no_revision(repo_id, revision=None):
+        raise hf_errors.RevisionNotFoundError("404 revision", response=http_response(404, repo_id))
+
+    fake = FakeHub(monkeypatch)
+    monkeypatch.setattr(hub, "list_repo_files", no_revision)
+    with pytest.raises(hub.HubError, match="has no revision 'v9': pass an existing branch"):
+        hub.download(REPO, tmp_path / "w", revision="v9", progress=False)
+    assert fake.downloads == []
+
+
+def test_dry_run_exit_status_says_whether_it_fits(tmp_path, monkeypatch, capsys):
+    # Scripts read the exit status: 0 only when the download fits; and a dry run fetches nothing.
+    needed = sum(size for name, size in REAL_FILES if name in COURSE)
+    fake = FakeHub(monkeypatch, free=needed - 1)
+    assert main(["download", REPO, "--local-dir", str(tmp_path / "w"), "--dry-run"]) == 1
+    assert "it does NOT fit" in capsys.readouterr().out
+    fake.free = needed
+    assert main(["download", REPO, "--local-dir", str(tmp_path / "w"), "--dry-run"]) == 0
+    assert "it fits" in capsys.readouterr().out
+    assert fake.downloads == [] and not (tmp_path / "w").exists()
+
+
+def test_dry_run_with_original_counts_original(tmp_path, monkeypatch, capsys):
+    # --original adds the 13.8 GB original/ folder: a plan without it would promise room it does not have.
+    FakeHub(monkeypatch)
+    assert main(["download", REPO, "--local-dir", str(tmp_path / "w"), "--dry-run", "--original"]) == 0
+    assert f"{REPO}: {len(COURSE) + 3} files" in capsys.readouterr().out
