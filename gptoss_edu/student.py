@@ -1,4 +1,4 @@
-"""Make a student copy of the notebooks: solution cells removed, outputs of exercises cleared."""
+"""Make a student copy of the notebooks: each solution cell, with its output, replaced by a note."""
 
 from __future__ import annotations
 
@@ -52,7 +52,9 @@ def check_student_target(src: Path, dst: Path) -> None:
         raise ValueError(f"{dst} already holds files ({', '.join(sorted(entries)[:3])}{', ...' if len(entries) > 3 else ''}) "
                          "and is not a student copy made by this command: choose a new folder, or empty it first")
     try:
-        written = json.loads(manifest.read_text())["notebooks"]
+        written = json.loads(manifest.read_bytes())["notebooks"]
+        if not isinstance(written, dict) or not all(isinstance(h, str) for h in written.values()):
+            raise TypeError("the notebooks are not a map of names to hashes")
     except (ValueError, KeyError, TypeError):
         raise ValueError(f"{manifest} is damaged: check what {dst} holds, then delete it or choose another folder") from None
     changed = sorted(name for name in entries - {MANIFEST}

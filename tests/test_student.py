@@ -1,0 +1,139 @@
+"""`python -m gptoss_edu student`: what a solution cell leaves behind, and every kind of destination
+that must be refused or accepted (tests/test_cli.py checks the command's wiring)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from gptoss_edu.__main__ import main
+from gptoss_edu.student import MANIFEST, PLACEHOLDER
+
+
+def course(root: Path, tags=("solution",), outputs=None) -> Path:
+    src = root / "course"
+    src.mkdir()
+    nb = {"cells": [{"cell_type": "code", "metadata": {"tags": list(tags)}, "source": "x = 1", "execution_count": 3,
+                     "outputs": outputs or []},
+                    {"cell_type": "markdown", "metadata": {}, "source": "text"}],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    (src / "01_a.ipynb").write_text(json.dumps(nb))
+    return src
+
+
+def test_a_solution_leaves_no_output_and_a_valid_markdown_cell(tmp_path, capsys):
+    """The solution's outputs (a printed answer, a ✅) go with it; the note is a plain markdown cell."""
+    out = [{"output_type": "stream", "name": "stdout", "text": "SECRET ANSWER 42"}]
+    src = course(tmp_path, tags=("solution", "hide-input"), outputs=out)  # other tags beside 'solution'
+    assert main(["student", str(src), str(tmp_path / "out")]) == 0
+    copied = json.loads((tmp_path / "out" / "01_a.ipynb").read_text())
+    assert "SECRET" not in json.dumps(copied)
+    assert copied["cells"][0] == {"cell_type": "markdown", "metadata": {}, "source": PLACEHOLDER}
+
+
+def test_only_the_top_level_notebooks_are_copied(tmp_path, capsys):
+    src = course(tmp_path)
+    (src / ".ipynb_checkpoints").mkdir()
+    (src / ".ipynb_checkpoints" / "01_a-checkpoint.ipynb").write_text((src / "01_a.ipynb").read_text())
+    assert main(["student", str(src), str(tmp_path / "out")]) == 0
+    assert sorted(os.listdir(tmp_path / "out")) == [MANIFEST, "01_a.ipynb"]
+
+
+def test_a_notebook_without_solutions_says_0_cells(tmp_path, capsys):
+    src = course(tmp_path, tags=())
+    assert main(["student", str(src), str(tmp_path / "out")]) == 0
+    assert "01_a.ipynb: 0 solution cells removed" in capsys.readouterr().out
+
+
+def test_a_folder_holding_only_jupyter_leftovers_is_used(tmp_path, capsys):
+    src, out = course(tmp_path), tmp_path / "out"
+    (out / ".ipynb_checkpoints").mkdir(parents=True)
+    (out / ".ipynb_checkpoints" / "x-checkpoint.ipynb").write_text("autosaved")
+    (out / ".DS_Store").write_text("")
+    assert main(["student", str(src), str(out)]) == 0
+    assert (out / ".ipynb_checkpoints" / "x-checkpoint.ipynb").read_text() == "autosaved"
+
+
+def test_a_file_added_to_an_earlier_copy_is_kept(tmp_path, capsys):
+    src, out = course(tmp_path), tmp_path / "out"
+    assert main(["student", str(src), str(out)]) == 0
+    (out / "my_notes.ipynb").write_text("{}")
+    capsys.readouterr()
+    assert main(["student", str(src), str(out)]) == 1
+    assert "my_notes.ipynb: changed or added since" in capsys.readouterr().err
+    assert (out / "my_notes.ipynb").read_text() == "{}"
+
+
+def test_a_folder_where_a_notebook_was_is_refused(tmp_path, capsys):
+    src, out = course(tmp_path), tmp_path / "out"
+    assert main(["student", str(src), str(out)]) == 0
+    (out / "01_a.ipynb").unlink()
+    (out / "01_a.ipynb").mkdir()
+    (out / "01_a.ipynb" / "work.txt").write_text("mine")
+    capsys.readouterr()
+    assert main(["student", str(src), str(out)]) == 1
+    assert "01_a.ipynb: changed or added since" in capsys.readouterr().err
+    assert (out / "01_a.ipynb" / "work.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("manifest", [b"[]", b'{"notebooks": ["01_a.ipynb"]}', b'{"notebooks": 5}',
+                                      b'{"notebooks": {"01_a.ipynb": 5}}', b"{not json", b"\xff\xfe\x00"])
+def test_a_damaged_manifest_is_named(tmp_path, capsys, manifest):
+    # Valid JSON of the wrong shape used to end in a TypeError traceback.
+    src, out = course(tmp_path), tmp_path / "out"
+    assert main(["student", str(src), str(out)]) == 0
+    (out / MANIFEST).write_bytes(manifest)
+    capsys.readouterr()
+    assert main(["student", str(src), str(out)]) == 1
+    assert "is damaged" in capsys.readouterr().err
+    assert (out / "01_a.ipynb").exists()  # the earlier copy is left as it was
+
+
+def test_a_link_is_not_a_destination(tmp_path, capsys):
+    src, target = course(tmp_path), tmp_path / "target"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)
+    assert main(["student", str(src), str(tmp_path / "link")]) == 1
+    assert "not a folder" in capsys.readouterr().err
+    assert (tmp_path / "link").is_symlink() and list(target.iterdir()) == []
+
+
+def test_the_folder_you_are_in_is_never_replaced(tmp_path, capsys, monkeypatch):
+    src, out = course(tmp_path), tmp_path / "out"
+    assert main(["student", str(src), str(out)]) == 0
+    (out / ".ipynb_checkpoints").mkdir()
+    monkeypatch.chdir(out / ".ipynb_checkpoints")  # a shell inside the earlier copy
+    capsys.readouterr()
+    assert main(["student", str(src), str(out)]) == 1
+    assert "holds the folder you are in" in capsys.readouterr().err
+
+
+def test_the_copy_is_readable_by_others(tmp_path, capsys):
+    src, out = course(tmp_path), tmp_path / "out"
+    old = os.umask(0o022)
+    try:
+        assert main(["student", str(src), str(out)]) == 0
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o755  # not mkdtemp's private 0o700
+
+
+def test_a_failed_swap_puts_the_earlier_copy_back(tmp_path, capsys, monkeypatch):
+    """If the new copy cannot take the old one's place, the old one is restored, not lost."""
+    src, out = course(tmp_path), tmp_path / "out"
+    assert main(["student", str(src), str(out)]) == 0
+    before = (out / "01_a.ipynb").read_bytes()
+    real_rename = Path.rename
+
+    def flaky_rename(self, target):
+        if Path(target) == out.resolve() and self.name.startswith(".out.") and ".old." not in self.name:
+            raise OSError("simulated: the new copy cannot be moved into place")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", flaky_rename)
+    assert main(["student", str(src), str(out)]) == 1
+    assert (out / "01_a.ipynb").read_bytes() == before
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # nothing left beside it
