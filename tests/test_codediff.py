@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import linecache
+import re
 import sys
 import types
 
@@ -81,3 +82,69 @@ def test_a_decorated_class_keeps_its_decorator(tmp_path, monkeypatch):
     import decorated_mod
 
     assert source_of(decorated_mod.Point).startswith("@dataclasses.dataclass(\n    frozen=True,\n)\nclass Point:")
+
+
+# ---- found by mutation testing: the HTML table's marks, colours and escaping -----------------------------
+
+def rows(diff: CodeDiff) -> list[tuple[str, str, str, str, str]]:
+    """(left style, left text, mark, right style, right text) for each row of the table."""
+    return re.findall(r"<tr><td style='([^']*)'><pre style='margin:0'>(.*?)</pre></td>"
+                      r"<td style='color:#080'>(.*?)</td>"
+                      r"<td style='([^']*)'><pre style='margin:0'>(.*?)</pre></td></tr>", diff._repr_html_())
+
+
+def test_only_changed_lines_are_marked_and_coloured():
+    old = "a = 1\nb = 2\nkeep\nif a < b:\nlast\n"
+    new = "a = 1\nb = 3\nkeep\nlast\nx = y < z\n"
+    got = rows(CodeDiff(old, new))
+    assert got == [
+        ("", "a = 1", "", "", "a = 1"),                                  # equal: no mark, no colour
+        ("background:#fdd", "b = 2", "►", "background:#dfd", "b = 3"),  # replaced
+        ("", "keep", "", "", "keep"),
+        ("background:#fdd", "if a &lt; b:", "►", "", ""),              # deleted: only the left coloured
+        ("", "last", "", "", "last"),
+        ("", "", "►", "background:#dfd", "x = y &lt; z"),              # inserted, and escaped
+    ]
+
+
+def test_a_replacement_of_unequal_length_pads_the_shorter_side():
+    got = rows(CodeDiff("same\none\n", "same\nfirst\nsecond\n"))
+    assert got[1:] == [("background:#fdd", "one", "►", "background:#dfd", "first"),
+                       ("", "", "►", "background:#dfd", "second")]
+
+
+def test_titles_are_escaped():
+    html = CodeDiff("a\n", "b\n", "<old>", "new & better")._repr_html_()
+    assert "<th>&lt;old&gt;</th>" in html and "<th>new &amp; better</th>" in html
+
+
+def test_the_unified_diff_runs_from_old_to_new():
+    text = repr(CodeDiff("a = 1\n", "a = 2\n", "before", "after"))
+    assert text.splitlines()[:2] == ["--- before", "+++ after"] and "-a = 1" in text and "+a = 2" in text
+
+
+def test_code_without_source_raises():
+    with pytest.raises(TypeError):
+        source_of(len)  # a builtin has no Python source: say so, do not show an empty diff
+
+
+REDEFINED = '''class Block:
+    def forward(self, x):
+        return x
+
+class Block(Block):
+    """The improved version, defined in the same cell under the same name."""
+
+    def forward(self, x):
+        return 2 * x
+'''
+
+
+def test_a_class_redefined_in_the_same_cell_shows_its_own_source():
+    """The class line searched for is the nearest one above the methods, not the first in the cell."""
+    name = "<ipython-input-9-redefined>"
+    linecache.cache[name] = (len(REDEFINED), None, REDEFINED.splitlines(True), name)
+    ns = {"__name__": "__main__"}
+    exec(compile(REDEFINED, name, "exec"), ns)
+    src = source_of(ns["Block"])
+    assert src.startswith("class Block(Block):") and "return 2 * x" in src and "return x\n" not in src

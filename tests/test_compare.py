@@ -80,3 +80,146 @@ def test_models_in_training_mode_are_compared_without_dropout(pair):
     noisy.blocks[0].eval()  # a mix of modes comes back as it was, module by module
     compare_layers(noisy, ref, ids, atol=ATOL)
     assert noisy.training and not noisy.blocks[0].training and noisy.blocks[1].training
+
+
+# ---- found by mutation testing: gpt-oss in transformers' layout, NaNs, the tolerance, the report --------
+
+def test_a_transformers_gptoss_is_found_at_model_layers(tmp_path):
+    """Notebook 12 compares against GptOssForCausalLM, whose blocks sit at model.layers."""
+    from transformers import GptOssForCausalLM
+
+    cfg = g.preset("gpt-oss-20b").replace(
+        name="test", vocab_size=384, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, d_ff=64,
+        n_experts=4, experts_per_token=2, sliding_window=4, rope_original_context=16, rope_scaling_factor=4.0,
+        context_length=64, layer_types=("sliding_attention", "full_attention"))
+    ours = randomize(g.GPT(cfg), seed=3)
+    path = g.write_checkpoint(ours, tmp_path / "oss", mxfp4=False, dtype=torch.float32)
+    ref = GptOssForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    assert find_blocks(ref) is ref.model.layers
+    ids = torch.randint(0, 384, (1, 20))
+    result = compare_layers(ours, ref, ids, atol=ATOL)
+    assert list(result.diffs) == ["embeddings", "block 0", "block 1", "logits"]
+    assert result.equal, result
+    broken = copy.deepcopy(ours)
+    broken.blocks[1].attn_norm.eps = 1.0
+    assert compare_layers(broken, ref, ids, atol=ATOL).first_difference == "block 1"
+
+
+def test_find_blocks_skips_an_empty_list():
+    """An empty ModuleList at an earlier path is no list of blocks: the next path is used."""
+    model = torch.nn.Module()
+    model.blocks = torch.nn.ModuleList()
+    model.layers = torch.nn.ModuleList([torch.nn.Identity()])
+    assert find_blocks(model) is model.layers
+
+
+def test_a_nan_is_a_difference(pair):
+    """NaN compares false with everything: a NaN layer must not pass as 'within tolerance'."""
+    ours, ref, ids = pair
+    broken = copy.deepcopy(ours)
+    with torch.no_grad():
+        broken.blocks[1].attn_norm.weight[0] = float("nan")
+    result = compare_layers(broken, ref, ids, atol=ATOL)
+    assert result.first_difference == "block 1" and not result.equal
+
+
+def test_the_tolerance_is_inclusive_and_used(pair):
+    ours, _, ids = pair
+    twin = copy.deepcopy(ours)
+    assert compare_layers(ours, twin, ids, atol=0.0).equal  # identical outputs agree at atol=0
+    shifted = copy.deepcopy(ours)
+    with torch.no_grad():
+        shifted.pos_embed.weight[3] += 1e-3
+    assert compare_layers(shifted, ours, ids, atol=1e-2).equal  # the atol passed in is the one used
+    assert compare_layers(shifted, ours, ids, atol=1e-2).atol == 1e-2
+    assert not compare_layers(shifted, ours, ids, atol=1e-5).equal
+
+
+def test_a_negative_change_counts_by_its_size(pair):
+    """The difference is the max of |a - b|: lowering a value shows as much as raising it."""
+    ours, _, ids = pair
+    lowered = copy.deepcopy(ours)
+    with torch.no_grad():
+        lowered.pos_embed.weight[3] -= 1.0
+    result = compare_layers(lowered, ours, ids)
+    assert result.first_difference == "embeddings"
+    assert result.diffs["embeddings"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_only_the_first_difference_is_marked(pair):
+    ours, ref, ids = pair
+    broken = copy.deepcopy(ours)
+    broken.blocks[0].attn_norm.eps = 1.0  # every layer from block 0 on differs
+    text = repr(compare_layers(broken, ref, ids, atol=ATOL, names=("broken", "hf")))
+    assert text.count("<- first difference") == 1
+    assert text.splitlines()[-1] == "broken and hf part at block 0 (tolerance 0.0001)"
+
+
+def test_outputs_of_different_shapes_are_refused_by_name(pair):
+    ours, _, ids = pair
+    wider = g.GPT(ours.config.replace(vocab_size=301)).eval()
+    with pytest.raises(ValueError, match=r"logits: a gives shape \(2, 32, 300\), b \(2, 32, 301\)"):
+        compare_layers(ours, wider, ids)
+
+
+def test_no_hooks_are_left_on_the_models(pair):
+    """The hooks that record each block are removed: the models run as before afterwards."""
+    ours, ref, ids = pair
+    compare_layers(ours, ref, ids)
+    for model in (ours, ref):
+        for m in model.modules():
+            assert not m._forward_hooks and not m._forward_pre_hooks, type(m).__name__
+
+
+class _TupleBlock(torch.nn.Module):
+    """A block like older transformers' ones: called with hidden_states=..., returns (hidden, extra)."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(scale))
+
+    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return hidden_states * self.scale, torch.zeros(1)
+
+
+class _TupleModel(torch.nn.Module):
+    def __init__(self, scales: list[float]) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(10, 4)
+        torch.nn.init.constant_(self.embed.weight, 1.0)
+        self.layers = torch.nn.ModuleList(_TupleBlock(s) for s in scales)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(ids)
+        for layer in self.layers:
+            x = layer(hidden_states=x)[0]
+        return x
+
+
+def test_blocks_that_take_keywords_and_return_tuples():
+    """Hidden states come first in a block's tuple, and may be passed as hidden_states=...."""
+    ids = torch.tensor([[1, 2, 3]])
+    result = compare_layers(_TupleModel([1.0, 2.0]), _TupleModel([1.0, 3.0]), ids)
+    assert result.diffs["embeddings"] == 0.0 and result.diffs["block 0"] == 0.0
+    assert result.diffs["block 1"] == pytest.approx(1.0) and result.first_difference == "block 1"
+
+
+class _InPlaceBlock(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul_(2.0)  # updates the residual stream in place, as some hand-written blocks do
+
+
+def test_recorded_outputs_are_copies_not_views_of_a_stream_changed_in_place():
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layers = torch.nn.ModuleList([_InPlaceBlock(), _InPlaceBlock()])
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            x = ids.float().unsqueeze(-1).clone()
+            for layer in self.layers:
+                x = layer(x)
+            return x
+
+    outs = layer_outputs(Model(), torch.ones(1, 3, dtype=torch.long))
+    assert [outs[k].flatten()[0].item() for k in ("embeddings", "block 0", "block 1", "logits")] == [1.0, 2.0, 4.0, 4.0]

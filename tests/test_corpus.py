@@ -145,11 +145,77 @@ def test_damaged_corpus_is_refused(tmp_path):
         C.load_corpus(tmp_path / "corpus")
 
 
-def test_impossible_split_offsets_are_refused(tmp_path):
+# ---- found by mutation testing: val speeches, several plays, every impossible offset, parsing -----------
+
+def test_val_speeches_come_from_the_val_text(corpus):
+    val = corpus.speeches("val")
+    assert len(val) == 8 and all(val)
+    assert val[0][0].speaker == "KING CLAUDIUS" and val[0][0].text.startswith("Come, Hamlet, come")
+    train_first = {play[0] for play in corpus.speeches("train")}
+    assert not train_first & {play[0] for play in val}
+
+
+def test_joined_text_has_one_blank_line_between_plays_and_one_newline_at_the_end(corpus):
+    for split in ("train", "val", "all"):
+        text = corpus.text(split)
+        assert "\n\n\n" not in text and text.endswith("\n") and not text.endswith("\n\n"), split
+        assert text.count("\n\n") >= len(corpus.plays) - 1
+
+
+def _play_md(title: str, speaker: str) -> str:
+    lines = "\n".join(f"**{speaker}**  \nLine {i} of {title}.\n" for i in range(60))
+    return f"# {title}\n\n## ACT I\n\n{lines}"
+
+
+def test_building_several_plays_puts_each_at_its_own_offsets(tmp_path):
+    """Offsets of the second and later plays count the blank line between plays."""
+    plays = tmp_path / "plays"
+    plays.mkdir()
+    (plays / "hamlet.md").write_text(_play_md("Hamlet", "HAMLET"))
+    (plays / "macbeth.md").write_text(_play_md("Macbeth", "MACBETH"))
+    built = C.build_corpus(plays, tmp_path / "out", plays=("hamlet", "macbeth"))
+    assert [p.title for p in built.plays] == ["HAMLET", "MACBETH"]
+    for play, stem in zip(built.plays, ("hamlet", "macbeth")):
+        assert play.text == C.markdown_to_text((plays / f"{stem}.md").read_text())
+        assert play.val_text.startswith(f"{play.title}:\nLine 5")
+        assert play.train_text.endswith("\n\n")
+
+
+@pytest.mark.parametrize("change", [
+    lambda play: play.update(val_start=play["start"]),    # no training text
+    lambda play: play.update(val_start=play["end"]),      # no validation text
+    lambda play: play.update(val_start=play["end"] + 1),  # validation past the play's end
+    lambda play: play.update(end=10**9),                  # past the end of the file
+    lambda play: play.update(start=-1),
+], ids=["no-train", "no-val", "val-past-end", "end-past-file", "negative-start"])
+def test_impossible_split_offsets_are_refused(tmp_path, change):
     shutil.copytree(C.corpus_dir(), tmp_path / "corpus")
     split_file = tmp_path / "corpus" / C.SPLIT_FILE
     split = json.loads(split_file.read_text())
-    split["plays"][1]["val_start"] = split["plays"][1]["end"] + 1
+    change(split["plays"][1])
     split_file.write_text(json.dumps(split))
     with pytest.raises(C.CorpusError, match="impossible offsets for 'MACBETH'"):
         C.load_corpus(tmp_path / "corpus")
+
+
+def test_speeches_need_a_speaker_line_and_text():
+    text = "HAMLET:\n\nROSENCRANTZ & GUILDENSTERN:\nMy honoured lord!\n\n[Exit]\n"
+    assert C.parse_speeches(text) == [C.Speech("ROSENCRANTZ & GUILDENSTERN", "My honoured lord!")]
+
+
+def test_runs_of_spaces_in_the_markdown_become_one():
+    assert C.markdown_to_text("**A**  \nWords  with   gaps\n") == "A:\nWords with gaps\n"
+
+
+def test_an_unreadable_play_is_a_message_not_a_traceback(tmp_path, capsys):
+    for stem in C.PLAYS:
+        (tmp_path / "plays" / f"{stem}.md").mkdir(parents=True)  # folders where the plays should be
+    with pytest.raises(SystemExit) as stop:
+        C.main(["build", "--plays", str(tmp_path / "plays"), "--out", str(tmp_path / "out")])
+    assert stop.value.code == 2 and capsys.readouterr().err.startswith("corpus: ")
+
+
+def test_a_speech_starting_exactly_at_the_cut_is_the_first_of_validation():
+    """The validation part is the last fraction of the text: a speech starting at its first character belongs to it."""
+    text = "A:\nxxxxx\n\n" + "B:\nyyyyyy\n"  # 10 + 10 characters: B starts at offset 10 = 20 * (1 - 0.5)
+    assert C._val_start(text, 0.5) == 10

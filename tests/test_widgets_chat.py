@@ -13,6 +13,7 @@ from torch import nn
 import gptoss_edu as g
 from gptoss_edu import harmony
 from gptoss_edu.tokenizer import get_encoding
+import gptoss_edu.widgets.chat as chat_widget_module
 from gptoss_edu.widgets.chat import ChatWidget, conversation_ids, reply
 
 TINY = Path(__file__).resolve().parents[1] / "data" / "tiny-gpt-oss"
@@ -136,3 +137,50 @@ def test_reply_stops_where_the_model_starts_the_users_turn():
     out = reply(model, [harmony.user("Hi")], "low", temperature=0.0)
     assert out.final == "Answer." and out.problem is None and out.stats.stop_reason == "other_role"
     assert [(m.role, m.channel) for m in out.messages] == [("assistant", "final")]
+
+
+# ---- found by mutation testing: seeds per turn, the context's edge, cut-short thinking, counts, escaping --
+
+ANSWER = "<|channel|>final<|message|>Hello there!<|return|>"
+
+
+def test_each_turn_samples_with_the_next_seed(monkeypatch):
+    seeds = []
+    real = chat_widget_module.stream
+
+    def recording(*args, seed=None, **kwargs):
+        seeds.append(seed)
+        return real(*args, seed=seed, **kwargs)
+
+    monkeypatch.setattr(chat_widget_module, "stream", recording)
+    w = ChatWidget(Scripted(ANSWER), seed=7, temperature=0.0)
+    w.send("one")
+    w.send("two")
+    assert seeds == [7, 8]
+
+
+def test_a_prompt_that_fills_the_context_exactly_is_refused():
+    n = len(conversation_ids([harmony.user("Hi")], "medium"))
+    model = Scripted(ANSWER, context=n)
+    w = ChatWidget(model, temperature=0.0)
+    assert w.send("Hi") is None and "over this model's context" in w.status.value
+    assert w.messages == [] and model.prompts == []
+    model.config.context_length = n + 1
+    assert w.send("Hi") is not None and len(model.prompts) == 1  # one token of room: sent
+
+
+def test_thinking_cut_short_is_not_kept_as_the_answer():
+    out = reply(Scripted("<|channel|>analysis<|message|>I keep thinking and thinking"), [harmony.user("Hi")],
+                temperature=0.0, max_new_tokens=8)
+    assert out.analysis and out.final == "" and out.messages == []
+
+
+def test_the_message_token_is_not_counted_as_text():
+    out = reply(Scripted(ANSWER), [harmony.user("Hi")], temperature=0.0)
+    assert out.channel_tokens == {"final": len(ENC.encode("Hello there!"))}
+
+
+def test_model_text_is_shown_as_text_not_html():
+    w = ChatWidget(Scripted("<|channel|>final<|message|><b>bold</b> & more<|return|>"), temperature=0.0)
+    w.send("Hi")
+    assert "&lt;b&gt;bold&lt;/b&gt; &amp; more" in w.answer.value and "<b>bold" not in w.answer.value

@@ -1,0 +1,160 @@
+"""The terminal chat's logic with a stand-in model and a scripted token stream: no checkpoint needed
+
+ChatSession reads only model.config.context_length and hands the model to generate.stream, which
+these tests replace; run() is driven with its loading and its input replaced.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from gptoss_edu import chat, harmony
+from gptoss_edu.__main__ import build_parser, main
+from gptoss_edu.tokenizer import get_encoding
+
+ENC = get_encoding("o200k_harmony")
+ANSWER = "<|channel|>final<|message|>Hello world!<|return|>"
+
+
+def ids(text: str) -> list[int]:
+    return ENC.encode(text, allowed_special="all")
+
+
+def fake_model(context: int = 4096) -> SimpleNamespace:
+    return SimpleNamespace(config=SimpleNamespace(context_length=context), num_parameters=lambda: 1e6)
+
+
+def recording(text: str, calls: list, interrupt: bool = False, stop_reason: str | None = None):
+    """A stand-in for generate.stream that records its settings and writes ``text``."""
+
+    def fake_stream(model, prompt_ids, *, stats, stop_tokens, **kwargs):
+        calls.append(kwargs)
+        stats.prompt_tokens = len(prompt_ids)
+        for token in ids(text):
+            stats.tokens.append(token)
+            yield token
+            if token in stop_tokens:
+                stats.stop_reason = "stop_token"
+                return
+        if interrupt:
+            raise KeyboardInterrupt
+        if stop_reason is not None:
+            stats.stop_reason = stop_reason
+
+    return fake_stream
+
+
+def prompt_length(session: chat.ChatSession, text: str) -> int:
+    session.messages.append(harmony.user(text))
+    n = len(session.prompt_ids())
+    session.messages.pop()
+    return n
+
+
+def test_sampling_settings_reach_the_generator_and_the_seed_moves_each_turn(monkeypatch):
+    """--seed makes a session reproducible, but two turns must not sample with the same seed."""
+    calls: list = []
+    monkeypatch.setattr(chat, "stream", recording(ANSWER, calls))
+    session = chat.ChatSession(fake_model(), max_new_tokens=33, temperature=0.7, top_p=0.9, seed=5, out=io.StringIO())
+    session.reply("one")
+    session.reply("two")
+    assert [c["seed"] for c in calls] == [5, 6]
+    assert all(c["top_p"] == 0.9 and c["temperature"] == 0.7 and c["max_new_tokens"] == 33 for c in calls)
+
+
+def test_a_prompt_that_fills_the_context_exactly_is_not_sent(monkeypatch):
+    """A prompt of context_length tokens leaves no room for a reply."""
+    calls: list = []
+    monkeypatch.setattr(chat, "stream", recording(ANSWER, calls))
+    out = io.StringIO()
+    session = chat.ChatSession(fake_model(), out=out)
+    n = prompt_length(session, "hi")
+    session.model = fake_model(context=n)
+    assert session.reply("hi") is None and calls == [] and session.messages == []
+    assert f"would be {n} tokens" in out.getvalue()
+    session.model = fake_model(context=n + 1)  # one token of room: sent
+    assert session.reply("hi") is not None and len(calls) == 1
+
+
+def test_a_reply_that_runs_into_the_context_window_says_so(monkeypatch):
+    out = io.StringIO()
+    session = chat.ChatSession(fake_model(), max_new_tokens=100, out=out)
+    text = "<|channel|>final<|message|>Hello world"  # no end: generation stopped at the window
+    session.model = fake_model(context=prompt_length(session, "q") + len(ids(text)))
+    monkeypatch.setattr(chat, "stream", recording(text, [], stop_reason="context_full"))
+    session.reply("q")
+    assert "the context window is full: /reset to start over" in out.getvalue()
+    assert "--max-new-tokens" not in out.getvalue()
+
+
+def test_a_clean_reply_is_not_reported_as_malformed(monkeypatch):
+    monkeypatch.setattr(chat, "stream", recording(ANSWER, []))
+    out = io.StringIO()
+    chat.ChatSession(fake_model(), out=out).reply("hi")
+    assert "Hello world!" in out.getvalue() and "harmony format" not in out.getvalue()
+
+
+@pytest.mark.parametrize("text", ["<|channel|>analysis<|message|>Still thinking", "<|channel|>final<|message|>"])
+def test_an_interrupt_keeps_no_thinking_and_no_empty_answer(monkeypatch, text):
+    """Interrupted thinking is not an answer, and an answer with no text yet is nothing to keep."""
+    monkeypatch.setattr(chat, "stream", recording(text, [], interrupt=True))
+    out = io.StringIO()
+    session = chat.ChatSession(fake_model(), out=out)
+    session.reply("q")
+    assert "interrupted" in out.getvalue()
+    assert [(m.role, m.text) for m in session.messages] == [("user", "q")]
+
+
+def test_a_commentary_preamble_is_labelled_and_dimmed(monkeypatch):
+    monkeypatch.setattr(chat, "stream", recording(
+        "<|channel|>commentary<|message|>Note.<|end|><|start|>assistant<|channel|>final<|message|>Answer.<|return|>", []))
+    out = io.StringIO()
+    chat.ChatSession(fake_model(), out=out, color=True).reply("q")
+    assert out.getvalue().startswith(chat.DIM + "[commentary] Note." + chat.RESET + "\nAnswer.\n")
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--max-new-tokens", "0", "--max-new-tokens must be at least 1"),
+    ("--top-p", "0", "--top-p must be in (0, 1]"),
+    ("--seed", "-1", "--seed must be in 0 .. 2**63 - 1"),
+])
+def test_out_of_range_options_are_refused_before_loading(capsys, monkeypatch, option, value, message):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["chat", "--model", "no/such-model", option, value]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_today_is_todays_date_and_cuda_needs_a_gpu(monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = build_parser().parse_args(["chat", "--model", "x", "--date", "today", "--device", "cpu"])
+    chat._check_arguments(args)
+    assert args.date == datetime.date.today().isoformat()
+    monkeypatch.setattr(chat.torch.cuda, "is_available", lambda: False)
+    assert main(["chat", "--model", "no/such-model", "--device", "cuda:1"]) == 2
+    assert "no CUDA GPU is available here" in capsys.readouterr().err
+
+
+def test_ctrl_c_at_the_prompt_does_not_quit_and_reset_ignores_spaces(monkeypatch, capsys):
+    """Ctrl-C while typing clears the line; only Ctrl-D (end of input) ends the chat."""
+    typed = iter([KeyboardInterrupt, "  /reset  ", EOFError])
+    read = []
+
+    def fake_read_line(prompt):
+        read.append(prompt)
+        item = next(typed)
+        if isinstance(item, type) and issubclass(item, BaseException):
+            raise item
+        return item
+
+    monkeypatch.setattr(chat, "read_line", fake_read_line)
+    monkeypatch.setattr(chat, "resolve_model", lambda spec: Path(spec))
+    monkeypatch.setattr(chat, "load_chat_model", lambda path, device, backend="torch": fake_model())
+    args = build_parser().parse_args(["chat", "--model", "fake", "--device", "cpu"])
+    assert chat.run(args) == 0
+    out = capsys.readouterr().out
+    assert len(read) == 3 and "(Ctrl-D quits)" in out and "(new conversation)" in out
