@@ -61,3 +61,12 @@ def test_the_parts_returned_instead_of_their_sum_are_named():
     assert not r.passed and "should be one number, got tuple" in r.message
     assert "got str" in check_block_params(lambda c: str(right(c))).message
     assert check_block_params(lambda c: float(right(c))).passed
+
+
+# ---- found by mutation testing: near misses, in-place changes, odd types, every case the check must cover ----
+
+def test_any_exception_is_reported_not_raised():
+    # Hugging Face's GPT-2 config calls d_model `n_embd`; the learner's AttributeError must become a verdict.
+    # Kills: `except Exception` narrowed (the suite only tries ZeroDivisionError).
+    r = check_block_params(lambda c: 12 * c.n_embd ** 2)
+    assert not r.passed and "raised AttributeError" in r.message

@@ -69,3 +69,30 @@ def test_an_answer_that_changes_cos_and_sin_cannot_pass():
         return torch.zeros_like(x)
 
     assert not check_rope(zero_everything).passed
+
+
+# ---- found by mutation testing: near misses, in-place changes, odd types, every case the check must cover ----
+
+def test_a_near_miss_fails():
+    # 0.1% off is no float32 rounding: the tolerance must stay at rounding level.
+    r = check_rope(lambda x, c, s: right(x, c, s) * 1.001)
+    assert not r.passed and "differs by up to" in r.message
+
+
+def test_a_split_hard_coded_for_head_dim_16_fails():
+    # Right for d = 16 only: the check must try more than one head_dim.
+    def hard_coded(x, cos, sin):
+        a, b = x[..., :8], x[..., 8:]
+        return torch.cat((a * cos - b * sin, b * cos + a * sin), dim=-1)
+
+    assert not check_rope(hard_coded).passed
+
+
+def test_flipping_sin_in_place_is_named_as_the_wrong_direction():
+    # The learner's in-place edit of sin must not reach the check's own cos/sin (they get clones).
+    def flips_sin(x, cos, sin):
+        sin.neg_()
+        return right(x, cos, sin)
+
+    r = check_rope(flips_sin)
+    assert not r.passed and "the wrong way (by -angle)" in r.message, r.message

@@ -74,3 +74,36 @@ def test_an_answer_that_changes_the_weight_cannot_pass():
         return torch.zeros_like(x)
 
     assert not check_rms_norm(zero_everything).passed
+
+
+# ---- found by mutation testing: near misses, in-place changes, odd types, every case the check must cover ----
+
+def test_changing_the_weight_in_place_does_not_change_the_diagnosis():
+    # The check's weight must stay intact, else its named mistakes are computed with a zero weight
+    # and "you subtracted the mean" is named for an answer of zeros.
+    def zero_everything(x, weight, eps):
+        weight.zero_()
+        return torch.zeros_like(x)
+
+    r = check_rms_norm(zero_everything)
+    assert not r.passed and "differs by up to" in r.message, r.message
+
+
+def test_a_few_percent_of_bf16_values_off_fails():
+    # The bf16 slack is for rounding noise (a few values in a thousand), not for 2% of the values.
+    def nudged(x, w, e):
+        out = right(x, w, e)
+        if out.dtype == torch.bfloat16:
+            flat = out.flatten().clone()
+            flat[::50] = (flat[::50].float() * 1.02).bfloat16()  # 2% more: always another bf16 value
+            out = flat.view_as(out)
+        return out
+
+    r = check_rms_norm(nudged)
+    assert not r.passed and "on bfloat16 input" in r.message, r.message
+
+
+def test_nan_output_is_called_nan():
+    # Not "differs by up to nan (tolerance inf)": the values are not numbers at all.
+    r = check_rms_norm(lambda x, w, eps: torch.full_like(x, float("nan")))
+    assert not r.passed and "NaN or infinite value(s) where the expected result is finite" in r.message, r.message

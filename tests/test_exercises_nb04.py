@@ -74,3 +74,15 @@ def test_a_float64_answer_passes():
     # numpy's default dtype: the same values, so the same weight.
     result = check_interleave(lambda gate, up: right(gate, up).double())
     assert result.passed, result.message
+
+
+# ---- found by mutation testing: near misses, in-place changes, odd types, every case the check must cover ----
+
+def test_an_answer_that_changes_its_inputs_cannot_pass():
+    # If the check handed over its own tensors, zeroing them would make the expected weight zeros too.
+    def zero_everything(gate, up):
+        gate.zero_(), up.zero_()
+        return torch.zeros(2 * gate.shape[0], gate.shape[1])
+
+    r = check_interleave(zero_everything)
+    assert not r.passed and r.message.startswith("not yet: ")

@@ -37,3 +37,23 @@ def test_typical_mistakes_are_explained(fn, pattern):
     assert not result.passed
     assert result.message.startswith("not yet: ")
     assert pattern in result.message, result.message
+
+
+# ---- found by mutation testing: near misses, in-place changes, odd types, every case the check must cover ----
+
+def test_any_exception_is_reported_not_raised():
+    # Hugging Face's names (n_layer) are a usual slip: the AttributeError must become a verdict.
+    r = check_kv_bytes_per_token(lambda cfg, b: 2 * cfg.n_layer * cfg.n_kv_heads * cfg.head_dim * b)
+    assert not r.passed and "raised AttributeError" in r.message
+
+
+def test_a_bool_is_not_a_number_of_bytes():
+    # as_number refuses bools (True would otherwise count as 1).
+    r = check_kv_bytes_per_token(lambda cfg, b: True)
+    assert not r.passed and "got bool" in r.message
+
+
+def test_hard_coded_bf16_bytes_is_not_called_keys_only():
+    r = check_kv_bytes_per_token(lambda cfg, b: 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * 2)
+    # (Its answer is half the right one at 4-byte values, as "keys only" would be.)
+    assert not r.passed and "does not change with dtype_bytes" in r.message, r.message

@@ -64,3 +64,46 @@ def test_typical_mistakes_are_explained(fn, pattern):
 def test_keepdim_gets_its_own_hint():
     result = check_sink_share(lambda s, sink, w: reference_sink_share(s, sink, w)[:, None])
     assert not result.passed and "squeeze(-1)" in result.message and "weight matrix" not in result.message
+
+
+# ---- found by mutation testing: near misses, in-place changes, odd types, every case the check must cover ----
+
+def _allowed(T, window):
+    i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
+    return (j <= i) & ((window == 0) | (i - j < window))
+
+
+def right(scores, sink, window):
+    lse = torch.logsumexp(scores.masked_fill(~_allowed(scores.shape[-1], window), float("-inf")), dim=-1)
+    return torch.sigmoid(sink - lse)
+
+
+def test_window_zero_taken_literally_fails():
+    # window 0 means full causal attention; `i - j < window` alone masks every key. Needs the window-0 case.
+    def literal(scores, sink, window):
+        T = scores.shape[-1]
+        i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
+        lse = torch.logsumexp(scores.masked_fill(~((j <= i) & (i - j < window)), float("-inf")), dim=-1)
+        return torch.sigmoid(sink - lse)
+
+    r = check_sink_share(literal)
+    assert not r.passed and "window 0" in r.message, r.message
+
+
+def test_a_near_miss_fails():
+    # A sink 0.02 off moves shares by ~1e-3: well past rounding.
+    r = check_sink_share(lambda s, sink, w: right(s, sink + 0.02, w))
+    assert not r.passed and "differ by up to" in r.message, r.message
+
+
+def test_masking_the_scores_in_place_still_gets_the_right_diagnosis():
+    # masked_fill_ on the scores is common; if the check's scores were the learner's, its mistakes
+    # would be computed from the masked scores and this one named "every query see every key".
+    def in_place_no_window(scores, sink, window):
+        T = scores.shape[-1]
+        i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
+        scores.masked_fill_(j > i, float("-inf"))
+        return torch.sigmoid(sink - torch.logsumexp(scores, dim=-1))
+
+    r = check_sink_share(in_place_no_window)
+    assert not r.passed and "ignored the window" in r.message, r.message

@@ -93,3 +93,27 @@ def test_typical_mistakes_are_named(fn, message):
 def test_an_unknown_mistake_gets_the_formula():
     result = check_balance_loss(lambda lg, idx, E: right(lg, idx, E) + 0.1)
     assert not result.passed and "expected" in result.message and "mean probability" in result.message
+
+
+# ---- found by mutation testing: near misses, in-place changes, odd types, every case the check must cover ----
+
+def test_a_one_element_tensor_passes():
+    # keepdim-style [1] results hold one number: the check accepts any tensor with one element.
+    r = check_balance_loss(lambda lg, idx, E: right(lg, idx, E).reshape(1))
+    assert r.passed, r.message
+
+
+def test_top_2_hard_coded_fails():
+    # Right for k = 2 only (dividing by tokens x 2): the check must try another k.
+    def hard_k(logits, indices, n_experts):
+        share = torch.bincount(indices.reshape(-1), minlength=n_experts) / (indices.shape[0] * 2)
+        return n_experts * (share * torch.softmax(logits, dim=-1).mean(dim=0)).sum()
+
+    r = check_balance_loss(hard_k)
+    assert not r.passed and "top-4" in r.message, r.message
+
+
+def test_a_near_miss_fails():
+    # 0.1% off is not rounding.
+    r = check_balance_loss(lambda lg, idx, E: right(lg, idx, E) * 1.001)
+    assert not r.passed and "expected" in r.message

@@ -101,3 +101,23 @@ def test_typical_mistakes_are_named(fn, message):
 def test_a_wrong_answer_of_no_known_kind_gets_the_generic_message():
     result = check_dequantize(lambda b, s: right(b, s) * 1.01)
     assert not result.passed and "differs by up to" in result.message
+
+
+# ---- found by mutation testing: near misses, in-place changes, odd types, every case the check must cover ----
+
+def test_scales_minus_127_in_place_is_named_as_wrap_around():
+    # `scales -= 127` wraps the uint8 scales in place; it must be named, which needs the check's
+    # scales untouched (the learner gets a copy).
+    def in_place(blocks, scales):
+        scales -= 127
+        lo, hi = LUT[(blocks & 0xF).long()], LUT[(blocks >> 4).long()]
+        return (torch.stack((lo, hi), dim=-1).flatten(-2) * 2.0 ** scales[..., None]).flatten(-2)
+
+    r = check_dequantize(in_place)
+    assert not r.passed and "wrapped around" in r.message, r.message
+
+
+def test_bit_for_bit_means_no_slack():
+    # The check promises a bit-exact match: a relative error of 1e-6 fails.
+    r = check_dequantize(lambda b, s: right(b, s) * (1 + 2 ** -20))
+    assert not r.passed and "differs by up to" in r.message

@@ -84,3 +84,28 @@ def test_right_answer_in_float32_passes():
 def test_unknown_mistake_shows_expected_values():
     result = check_correction_range(lambda *a: (1.0, 2.0))
     assert not result.passed and "expected (8.092779, 17.39802)" in result.message
+
+
+# ---- found by mutation testing: near misses, in-place changes, odd types, every case the check must cover ----
+
+def with_pi(pi=math.pi):
+    def fn(head_dim, theta, context, beta_fast, beta_slow, truncate):
+        def dim_for(rot):
+            return head_dim * math.log(context / (2 * pi * rot)) / (2 * math.log(theta))
+        low, high = dim_for(beta_fast), dim_for(beta_slow)
+        if truncate:
+            low, high = math.floor(low), math.ceil(high)
+        return max(low, 0), min(high, head_dim - 1)
+    return fn
+
+
+def test_more_than_two_values_is_not_a_pair():
+    # (low, high, extra) raises ValueError on unpacking: a verdict, not a crash, and never a pass.
+    r = check_correction_range(lambda *a: with_pi()(*a) + (0.0,))
+    assert not r.passed and "pair of numbers" in r.message, r.message
+
+
+def test_pi_as_3_14_fails():
+    # Off by ~2e-4 relative: the tolerance is for float32 rounding only.
+    r = check_correction_range(with_pi(pi=3.14))
+    assert not r.passed and "expected" in r.message, r.message

@@ -95,3 +95,30 @@ def test_fresh_messages_cover_every_kind_and_match_openai_harmony(monkeypatch):
             theirs = theirs.with_recipient(m.recipient)
         assert harmony.render_message(m) == ref.render(theirs), m
     assert fresh_messages() == fresh_messages(11) and fresh_messages(1) != fresh_messages(2)
+
+
+# ---- found by mutation testing: near misses, in-place changes, odd types, every case the check must cover ----
+
+def test_a_tuple_of_ids_passes():
+    # The check accepts a tuple of ids as well as a list.
+    r = check_render_message(lambda m: tuple(harmony.render_message(m)))
+    assert r.passed, r.message
+
+
+def test_a_list_of_token_strings_gets_a_verdict():
+    # Tokens as text pieces instead of ids: a list, but not of ints; the check must say so, not crash.
+    r = check_render_message(lambda m: [ENC.decode([t]) for t in harmony.render_message(m)])
+    assert not r.passed and "list of token ids (Python ints); yours holds a str" in r.message, r.message
+
+
+def test_ids_past_the_message_end_are_named_as_such():
+    r = check_render_message(lambda m: harmony.render_message(m) + [ENC.encode_ordinary(" more")[0]])
+    assert not r.passed and "expected nothing (the message ends there)" in r.message, r.message
+
+
+def test_ids_of_another_integer_type_are_named():
+    # numpy's integers are not Python ints: say which element, and how to convert it.
+    import numpy as np
+
+    r = check_render_message(lambda m: [np.int64(t) for t in harmony.render_message(m)])
+    assert not r.passed and "holds a int64" in r.message and "int(...)" in r.message, r.message

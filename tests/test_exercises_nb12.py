@@ -113,3 +113,20 @@ def test_broken_answers_give_a_verdict_not_an_exception(fn, message):
 def test_an_unknown_mistake_gets_the_generic_message():
     result = check_memory_plan(lambda c, n: {k: v + 1000 for k, v in by_hand(c, n).items()})
     assert not result.passed and "% off" in result.message
+
+
+# ---- found by mutation testing: near misses, in-place changes, odd types, every case the check must cover ----
+
+def test_eight_kv_heads_hard_coded_fails():
+    # Both gpt-oss models have 8 KV heads; only the made-up config shows a hard-coded 8.
+    def hard_kv(config, context):
+        return by_hand({**config, "num_key_value_heads": 8}, context)
+
+    r = check_memory_plan(hard_kv)
+    assert not r.passed and "made-up" in r.message, r.message
+
+
+def test_a_float_a_hair_under_the_bytes_passes():
+    # Float sums can land just under the integer; the check rounds to whole bytes, not truncates.
+    r = check_memory_plan(lambda c, n: {k: v - 1e-3 for k, v in by_hand(c, n).items()})
+    assert r.passed, r.message

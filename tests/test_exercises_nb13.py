@@ -74,3 +74,33 @@ def test_a_float32_answer_passes():
 
     result = check_lr_schedule(in_float32)
     assert result.passed, result.message
+
+
+# ---- found by mutation testing: near misses, in-place changes, odd types, every case the check must cover ----
+
+def schedule(step, cfg, min_lr=None, warmup_end=None):
+    min_lr = cfg.min_lr if min_lr is None else min_lr
+    w = cfg.warmup_steps if warmup_end is None else warmup_end
+    if step < w:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / (cfg.steps - 1 - cfg.warmup_steps)
+    return min_lr + (cfg.lr - min_lr) * (1 + math.cos(math.pi * progress)) / 2
+
+
+def test_min_lr_zero_replaced_by_a_default_fails_with_the_right_reason():
+    # `cfg.min_lr or 0.1 * cfg.lr` (a falsy 0 taken as "unset"): only the min_lr = 0, warmup 1
+    # schedule shows it, and there step 0 is rightly the full rate: the reason is the end, not the start.
+    r = check_lr_schedule(lambda s, c: schedule(s, c, min_lr=c.min_lr or 0.1 * c.lr))
+    assert not r.passed and "exactly min_lr" in r.message, r.message
+
+
+def test_warmup_ending_one_step_early_is_named():
+    # `step < warmup_steps - 1`: only step warmup_steps - 1 is wrong.
+    r = check_lr_schedule(lambda s, c: schedule(s, c, warmup_end=c.warmup_steps - 1))
+    assert not r.passed and "the warmup is off" in r.message, r.message
+
+
+def test_the_last_step_is_checked_too():
+    # Right everywhere but the last step, which keeps the previous rate.
+    r = check_lr_schedule(lambda s, c: schedule(min(s, c.steps - 2), c))
+    assert not r.passed and "exactly min_lr" in r.message, r.message

@@ -48,8 +48,11 @@ def compare(got: object, want: torch.Tensor, what: str, atol: float = 1e-5) -> C
         return failed(f"{what} should return a torch.Tensor, got {type(got).__name__}")
     if got.shape != want.shape:
         return failed(f"{what} has shape {tuple(got.shape)}, expected {tuple(want.shape)}")
+    broken = ~torch.isfinite(got.float()) & torch.isfinite(want.float())
+    if broken.any():
+        return failed(f"{what} has {int(broken.sum())} NaN or infinite value(s) where the expected result is finite")
     err = (got.float() - want.float()).abs().max().item()
-    if not err <= atol:  # also catches NaN
+    if not err <= atol:
         return failed(f"{what} has the right shape but differs by up to {err:.3g} (tolerance {atol:g})")
     return None
 

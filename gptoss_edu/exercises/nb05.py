@@ -36,6 +36,15 @@ def _diagnose(got: float, cfg: ModelConfig, dtype_bytes: int) -> str:
             f"({dtype_bytes}).")
 
 
+def _ignores_dtype(fn: Callable[[ModelConfig, int], int], cfg: ModelConfig, dtype_bytes: int, got: float) -> bool:
+    """Whether ``fn`` gives ``got`` for another dtype size too (a size hard-coded, not read from dtype_bytes)."""
+    try:
+        other, problem = as_number(fn(cfg, 1 if dtype_bytes != 1 else 2), "")
+    except Exception:  # the learner's code: any failure here only means "not that mistake"
+        return False
+    return problem is None and other == got
+
+
 def check_kv_bytes_per_token(fn: Callable[[ModelConfig, int], int]) -> CheckResult:
     """Check ``fn(cfg, dtype_bytes)`` gives the KV cache bytes one token takes (all layers, batch 1)."""
     for cfg, dtype_bytes in _configs():
@@ -49,6 +58,10 @@ def check_kv_bytes_per_token(fn: Callable[[ModelConfig, int], int]) -> CheckResu
         if problem:
             return failed(f"not yet: {problem} (a number of bytes).")
         if got != cfg.kv_cache_bytes(1, dtype_bytes=dtype_bytes):
+            if _ignores_dtype(fn, cfg, dtype_bytes, got):
+                return failed(f"not yet: your result does not change with dtype_bytes ({got:,} for {dtype_bytes}-byte "
+                              "values and for others): multiply by dtype_bytes instead of a fixed size such as "
+                              "bf16's 2.")
             return failed("not yet: " + _diagnose(got, cfg, dtype_bytes))
     oss = preset("gpt-oss-20b")
     per_token = oss.kv_cache_bytes(1, dtype_bytes=2)

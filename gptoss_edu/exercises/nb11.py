@@ -95,7 +95,7 @@ def _diagnose(m: harmony.Message, got: list[int], want: list[int]) -> str:
             return f"the {what} has no recipient: its header says ' to={m.recipient}' right after the author"
     at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
     got_piece = repr(ENC.decode(got[at:at + 3])) if at < len(got) else "nothing (your ids end here)"
-    want_piece = repr(ENC.decode(want[at:at + 3]))
+    want_piece = repr(ENC.decode(want[at:at + 3])) if at < len(want) else "nothing (the message ends there)"
     return (f"for the {what} your ids differ from token {at} on: you have {got_piece}, expected {want_piece}. "
             f"The whole message should read {ENC.decode(want)!r}")
 
@@ -116,9 +116,13 @@ def check_render_message(fn: RenderMessage) -> CheckResult:
             return failed(f"not yet: on a {_describe(m)} your function raised {type(e).__name__}: {text}{hint}")
         if got is None:
             return failed("not yet: your function returned None: did you forget to `return` the ids?")
-        if not isinstance(got, (list, tuple)) or not all(isinstance(t, int) for t in got):
+        if not isinstance(got, (list, tuple)):
             return failed(f"not yet: return a list of token ids (ints), got {type(got).__name__}"
                           + (" (the check compares token ids, not text)" if isinstance(got, str) else ""))
+        odd = next((t for t in got if not isinstance(t, int)), None)
+        if odd is not None:
+            return failed(f"not yet: return a list of token ids (Python ints); yours holds a {type(odd).__name__}, "
+                          f"{odd!r}" + (" (convert with int(...))" if hasattr(odd, "__index__") else ""))
         got = list(got)
         if got != want:
             return failed("not yet: " + _diagnose(m, got, want) + ".")
