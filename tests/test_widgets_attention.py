@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from gptoss_edu.attention import attend
@@ -52,3 +53,38 @@ def test_decode_rows_sit_at_the_end():
     probs, _ = attention_probs(scores, window=4)
     assert (probs > 0).sum(-1).tolist() == [4, 4, 4]
     assert probs[-1, -1] > 0 and probs[0, -1] == 0  # query 7 cannot see key 9
+
+
+# ---- found by mutation testing: the numbers and labels behind the picture ------------------------------
+
+def test_sink_column_sits_under_its_tick_after_a_gap():
+    # The weights picture has T key columns, an empty gap, then the sink's share under the "sink" tick.
+    T = 12
+    ex = window_sink_explorer(tokens=T, window=4, sink=1.0)
+    probs, share = attention_probs(example_scores(T), 4, 1.0)
+    ax = ex.figure.axes[1]
+    picture = np.ma.filled(np.ma.asarray(ax.images[0].get_array(), dtype=float), np.nan)
+    assert list(ax.get_xticks()) == [0, T // 2, T + 1]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", str(T // 2), "sink"]
+    assert np.isnan(picture[:, T]).all()
+    np.testing.assert_allclose(picture[:, T + 1], share.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(picture[:, :T], probs.numpy(), rtol=1e-6)
+
+
+def test_share_bars_stack_keys_after_the_sink():
+    # Each query's bar: its sink share from 0, then the keys' share from there to 1.
+    T = 10
+    ex = window_sink_explorer(tokens=T, window=3, sink=2.0)
+    probs, share = attention_probs(example_scores(T), 3, 2.0)
+    bars = ex.figure.axes[2].patches
+    sink_bars, key_bars = bars[:T], bars[T:]
+    assert [b.get_width() for b in sink_bars] == pytest.approx(share.tolist(), abs=1e-6)
+    assert [b.get_x() for b in key_bars] == pytest.approx(share.tolist(), abs=1e-6)
+    assert [b.get_x() + b.get_width() for b in key_bars] == pytest.approx([1.0] * T, abs=1e-6)
+
+
+def test_mask_title_names_the_window():
+    ex = window_sink_explorer(tokens=16, window=5)
+    assert ex.figure.axes[0].get_title() == "mask: window 5"
+    ex.set(window=0)
+    assert ex.figure.axes[0].get_title() == "mask: full causal"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from matplotlib.colors import to_hex
+from torch.nn import functional as F
 
 from gptoss_edu import preset
-from gptoss_edu.widgets.gpt2 import attention_explorer, attention_weights, parameter_explorer, part_counts
+from gptoss_edu.widgets.gpt2 import PARTS, attention_explorer, attention_weights, human, parameter_explorer, part_counts
 
 
 @pytest.mark.parametrize("name", ["gpt2-124m", "gpt-oss-20b", "gpt-oss-120b"])
@@ -59,3 +61,47 @@ def test_attention_explorer_names_bad_shapes():
         attention_explorer(torch.zeros(2, 3), torch.zeros(2, 3), ["a", "b"])
     with pytest.raises(ValueError, match="2 tokens for 3 positions"):
         attention_explorer(torch.zeros(1, 3, 4), torch.zeros(1, 3, 4), ["a", "b"])
+
+
+# ---- found by mutation testing: the numbers and labels behind the picture ------------------------------
+
+@pytest.mark.parametrize("model", ["gpt2-124m", "gpt-oss-20b", "gpt-oss-120b"])
+def test_bars_and_notes_are_the_part_counts(model):
+    # The first five bars are totals, the next five what one token uses; the note beside a total bar is its size.
+    ex = parameter_explorer()
+    ex.set(model=model)
+    ax = ex.figure.axes[0]
+    counts = part_counts(model)
+    widths = [b.get_width() for b in ax.patches]
+    assert widths[:5] == pytest.approx([counts[p][0] / 1e6 for p in PARTS])
+    assert widths[5:10] == pytest.approx([counts[p][1] / 1e6 for p in PARTS])
+    notes = [t.get_text().strip() for t in ax.texts]
+    want = ["0 (tied to the embedding)" if p == "unembedding" and counts[p][0] == 0 else human(counts[p][0])
+            for p in PARTS]
+    assert notes == want
+
+
+def test_weights_are_scaled_dot_product_attention():
+    # softmax(q k^T / sqrt(d)) under the causal mask: times v it is torch's causal attention.
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 6, 16), torch.randn(2, 6, 16), torch.randn(2, 6, 16)
+    want = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(attention_weights(q, k) @ v, want, atol=1e-5, rtol=1e-5)
+
+
+def test_query_row_is_marked_and_its_visible_keys_coloured():
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 6, 8), torch.randn(1, 6, 8)
+    ex = attention_explorer(q, k, list("abcdef")).set(query=2)
+    left, right = ex.figure.axes[:2]
+    marker = left.get_lines()[0]
+    assert list(marker.get_ydata()) == [2, 2]  # a horizontal line on the query's row
+    colours = [to_hex(b.get_facecolor()) for b in right.patches]
+    assert colours == ["#1f77b4"] * 3 + ["#dddddd"] * 3  # keys 0..2 (itself included) are visible
+
+
+@pytest.mark.parametrize("n,text", [(999.4e6, "999 M"), (999.6e6, "1 B"), (1e9, "1 B"), (20.9e9, "20.9 B"),
+                                    (124.4e6, "124 M")])
+def test_counts_that_round_to_a_thousand_millions_are_billions(n, text):
+    # '.3g' writes 999.6 M as '1e+03 M': the unit is chosen after rounding.
+    assert human(n) == text

@@ -6,9 +6,7 @@ import pytest
 
 from gptoss_edu import harmony
 from gptoss_edu.tokenizer import get_encoding
-from gptoss_edu.widgets.harmony import (
-    SPLIT_COLOURS, TokenView, harmony_explorer, token_kinds, token_texts, tokens_html,
-)
+from gptoss_edu.widgets.harmony import (KIND_COLOURS, SPLIT_COLOURS, TokenView, harmony_explorer, token_kinds, token_texts, tokens_html)
 
 ENC = get_encoding("o200k_harmony")
 
@@ -79,3 +77,29 @@ def test_explorer_controls_rerender():
     assert repr(ex) == f"HarmonyExplorer(effort='high'; {ex.stats['tokens']} tokens)"
     with pytest.raises(KeyError, match="no control 'colour'"):
         ex.set(colour="red")
+
+
+# ---- found by mutation testing: the numbers and labels behind the picture ------------------------------
+
+def test_chips_below_the_figure_are_coloured_by_kind():
+    ex = harmony_explorer(effort="low", message="Hello!")
+    page = ex.tokens.value
+    assert page == tokens_html(ex.ids, ENC)
+    for kind in ("special", "header", "content"):
+        assert f"background:{KIND_COLOURS[kind]}" in page
+    assert not any(f"background:{c}" in page for c in SPLIT_COLOURS)
+
+
+def test_each_bar_is_labelled_with_its_messages_token_count():
+    ex = harmony_explorer(effort="medium", instructions="Be brief.", message="Hi there")
+    msgs = [harmony.system("medium"), harmony.developer("Be brief."), harmony.user("Hi there")]
+    want = [len(harmony.render_message(m)) for m in msgs] + [len(harmony.render_conversation([]))]
+    assert [int(t.get_text()) for t in ex.figure.axes[0].texts] == want
+
+
+def test_legend_counts_every_token_even_repeated_ones():
+    ids = ENC.encode_ordinary("a a a a")
+    assert len(set(ids)) < len(ids)
+    page = tokens_html(harmony.render_message(harmony.user("a a a a")))
+    n = len(harmony.render_message(harmony.user("a a a a")))
+    assert f">{n} tokens &nbsp;" in page

@@ -13,8 +13,7 @@ from matplotlib.figure import Figure
 
 import gptoss_edu as g
 from gptoss_edu.attention import attention_mask
-from gptoss_edu.widgets.kernels import (KernelCost, benchmark_cases, block_explorer, draw_roofline,
-                                        kernel_costs, launch_stats, ownership)
+from gptoss_edu.widgets.kernels import (BLOCKS, KernelCost, benchmark_cases, block_explorer, draw_roofline, kernel_costs, launch_stats, ownership)
 
 ON_GPU = torch.cuda.is_available()
 
@@ -152,3 +151,51 @@ def test_benchmark_cases_run_and_agree():
             scale = 1 + b.float().abs().max().item()
             np.testing.assert_allclose(a.float().cpu().numpy(), b.float().cpu().numpy(), rtol=tol, atol=tol * scale,
                                        err_msg=name)
+
+
+# ---- found by mutation testing: the numbers and labels behind the picture ------------------------------
+
+@pytest.mark.parametrize("tokens, context", [(1, 20), (5, 20), (20, 20), (3, 4)])
+def test_attention_bytes_read_each_visible_key_once(tokens, context):
+    # Keys (and values) some query may see, counted from the mask itself: an off-by-one in the
+    # window's first key changes the bytes, not the FLOPs.
+    cfg, act = g.preset("gpt-oss-tiny"), 2
+    Hq, Hkv, D = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    c = costs_by_name(cfg, tokens, context, act)
+    q_pos, k_pos = torch.arange(context - tokens, context), torch.arange(context)
+    for name, window in ((f"attention, window {cfg.sliding_window}", cfg.sliding_window), ("attention, full", 0)):
+        keys_read = int(attention_mask(q_pos, k_pos, window).any(0).sum())
+        assert c[name].bytes == act * (2 * tokens * Hq * D + 2 * keys_read * Hkv * D + Hq)
+
+
+@pytest.mark.parametrize("act, dtype", [(2, "bf16"), (4, "fp32")])
+def test_expert_bytes_in_full(act, dtype):
+    # Weights of the chosen experts (17/32 or act bytes a value), their biases, x in and out, and h written and read.
+    cfg = g.preset("gpt-oss-20b")
+    d, I, E, k = cfg.d_model, cfg.d_ff, cfg.n_experts, cfg.experts_per_token
+    for tokens in (1, 3, 64):
+        c = costs_by_name(cfg, tokens, 64, act)
+        used = min(E, tokens * k)
+        rest = act * (used * (2 * I + d) + 2 * tokens * d + 2 * tokens * k * I)
+        assert c["experts, MXFP4"].bytes == pytest.approx(used * 3 * I * d * 17 / 32 + rest, rel=1e-12)
+        assert c[f"experts, {dtype}"].bytes == pytest.approx(used * 3 * I * d * act + rest, rel=1e-12)
+    # Decode in fp32: 2 FLOPs per weight over 4 bytes.
+    assert costs_by_name(cfg, 1, 64, 4)["experts, fp32"].intensity == pytest.approx(0.5, rel=0.01)
+
+
+def test_program_counts_over_the_bars():
+    ex = block_explorer()
+    ex.set(n=37, block=8)
+    labels = [t.get_text() for t in ex.figure.axes[1].texts]
+    assert labels == [str(-(-37 // b)) for b in BLOCKS]  # cdiv(n, BLOCK) for each BLOCK, not the chosen one
+
+
+def test_measured_point_sits_at_flops_per_second_and_the_ridge_is_labelled():
+    fig = Figure()
+    ax = fig.add_subplot()
+    cost = KernelCost("k", flops=4e9, bytes=1e9)  # FLOPs and bytes differ: y must use the FLOPs
+    draw_roofline(ax, [("k", cost, 2.0)], peak_flops=1e14, peak_bw=1e12)
+    point = next(line for line in ax.get_lines() if line.get_label() == "k")
+    assert point.get_ydata()[0] == pytest.approx(2e9)
+    assert any(t.get_text() == "ridge\n100 FLOP/B" for t in ax.texts)  # peak FLOP/s over bandwidth
+    assert any(t.get_text() == "memory: 1000 GB/s" for t in ax.texts)

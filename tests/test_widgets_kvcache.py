@@ -58,3 +58,34 @@ def test_kv_heads_offered_are_divisors():
     assert list(ex.controls["kv_heads"].options) == [1, 2, 4, 8, 16, 32, 64]
     with pytest.raises(ValueError, match="context must be one of"):
         kv_cache_explorer(context=1000)
+
+
+# ---- found by mutation testing: the numbers and labels behind the picture ------------------------------
+
+GIB = 2 ** 30
+
+
+def full_cache(cfg, context, layers, kv_heads, nbytes):
+    # Independent of the widget: K and V, every layer keeping every position.
+    return 2 * context * layers * kv_heads * cfg.head_dim * nbytes
+
+
+def test_every_number_follows_the_controls():
+    cfg = preset("gpt-oss-20b")
+    ex = kv_cache_explorer(cfg)
+    ex.set(context=4096, layers=10, kv_heads=4, dtype="float32")
+    left, right = ex.figure.axes[:2]
+    # The annotation: the cache and the cache per token at the chosen dtype.
+    text = left.texts[0].get_text()
+    assert text == f"{format_bytes(full_cache(cfg, 4096, 10, 4, 4))}\n({format_bytes(full_cache(cfg, 1, 10, 4, 4))}/token)"
+    assert left.get_title().startswith(f"{cfg.name}: 10 layers, head_dim {cfg.head_dim}, float32")
+    # Every point of the three curves is the cache at its context, with the chosen layers and dtype.
+    for line, h in zip([l for l in left.get_lines() if not l.get_label().startswith("_")], (cfg.n_heads, 4, 1)):
+        for x, y in zip(line.get_xdata(), line.get_ydata()):
+            assert y * GIB == pytest.approx(full_cache(cfg, int(x), 10, h, 4), rel=1e-9)
+    # The bars are the three kinds at the chosen context, each labelled with its size.
+    assert right.get_title() == "at 4,096 tokens"
+    want = [full_cache(cfg, 4096, 10, h, 4) for h in (cfg.n_heads, 4, 1)]
+    assert [b.get_height() * GIB for b in right.patches] == pytest.approx(want, rel=1e-9)
+    assert [t.get_text() for t in right.texts] == [format_bytes(w) for w in want]
+    assert cache_bytes(cfg, 4096, 10, 4, 4) == want[1]

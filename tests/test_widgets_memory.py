@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import gptoss_edu as g
 from gptoss_edu import memory
 from gptoss_edu.widgets.memory import memory_explorer
@@ -28,3 +30,27 @@ def test_memory_explorer_shows_memory_plan_and_its_verdict():
     assert ex.current["plan"].prompt_tokens == 1024 and "capped" in ex.figure.axes[1].get_title()
     ex.set(model="gpt-oss-120b", gpu="80 GiB", context=131072, prompt_tokens=1024)
     assert ex.current["plan"].fits and ex.current["plan"].weights == memory.checkpoint_bytes(g.preset("gpt-oss-120b"))
+
+
+# ---- found by mutation testing: the numbers and labels behind the picture ------------------------------
+
+@pytest.mark.parametrize("gpu", ["24 GiB", "16 GiB"])
+def test_stack_verdict_point_and_gpu_line_are_the_plans(gpu):
+    ex = memory_explorer(model="gpt-oss-20b", context=131072, prompt_tokens=1024, gpu=gpu)
+    gib = int(gpu.split()[0])
+    plan = memory.plan(g.preset("gpt-oss-20b"), 131072, gib * memory.GiB, prompt_tokens=1024)
+    left, right = ex.figure.axes[:2]
+    # The bar stacks weights, KV cache and workspace, each starting where the last ended.
+    parts = [plan.weights, plan.kv_cache, plan.workspace]
+    bars = left.patches
+    assert [b.get_height() * memory.GiB for b in bars] == pytest.approx(parts)
+    assert [b.get_y() * memory.GiB for b in bars] == pytest.approx([0, parts[0], parts[0] + parts[1]])
+    verdict = (f"fits: {memory.format_bytes(plan.headroom)} to spare" if plan.fits
+               else f"does not fit: {memory.format_bytes(-plan.headroom)} missing")
+    assert left.get_title() == f"gpt-oss-20b on {gib} GiB\n{verdict}"
+    # The marked point is the plan's total; the dashed GPU line is at the GPU's size on both sides.
+    point = next(l for l in right.get_lines() if l.get_marker() == "o")
+    assert point.get_ydata()[0] * memory.GiB == pytest.approx(plan.total)
+    for ax in (left, right):
+        dashed = [l for l in ax.get_lines() if l.get_linestyle() == "--"]
+        assert [list(l.get_ydata()) for l in dashed] == [[gib, gib]]

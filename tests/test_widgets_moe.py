@@ -39,3 +39,40 @@ def test_top_k_is_capped_by_the_number_of_experts():
     ex = routing_explorer(tokens=128)
     ex.set(top_k=8, n_experts=4)
     assert ex.stats["top_k"] == 4 and ex.stats["mean_weights"] and sum(ex.stats["counts"]) == 128 * 4
+
+
+# ---- found by mutation testing: the numbers and labels behind the picture ------------------------------
+
+def test_balanced_line_and_imbalance_count_k_choices_per_token():
+    ex = routing_explorer(tokens=256)
+    ex.set(n_experts=16, top_k=4)
+    fair = 256 * 4 / 16  # every token makes k choices
+    line = ex.figure.axes[0].get_lines()[0]
+    assert list(line.get_ydata()) == [fair, fair] and line.get_label() == "balanced: 64 each"
+    assert ex.stats["imbalance"] == pytest.approx(max(ex.stats["counts"]) / fair)
+
+
+def test_idle_counts_experts_with_no_token():
+    ex = routing_explorer(tokens=64)
+    ex.set(n_experts=64, top_k=1)
+    counts = ex.stats["counts"]
+    assert 1 in counts  # an expert with a single token is busy, not idle
+    assert ex.stats["idle"] == counts.count(0)
+    assert f"{counts.count(0)} idle" in ex.figure.axes[0].get_title()
+
+
+def test_balance_loss_sees_the_temperature():
+    # The router's probabilities are softmax(logits / T): the loss must follow T even where the choices do not.
+    ex = routing_explorer(tokens=256)
+    ex.set(n_experts=8, top_k=2, temperature=1.0)
+    counts, aux1 = ex.stats["counts"], ex.stats["aux_loss"]
+    ex.set(temperature=4.0)  # flatter probabilities: E * sum(share * 1/E) -> 1
+    assert ex.stats["counts"] == counts and abs(ex.stats["aux_loss"] - 1) < abs(aux1 - 1)
+
+
+def test_one_over_k_line_uses_the_capped_k():
+    ex = routing_explorer(tokens=128)
+    ex.set(top_k=8, n_experts=4)
+    ax2 = ex.figure.axes[1]
+    assert list(ax2.get_lines()[0].get_ydata()) == [0.25, 0.25]
+    assert ax2.get_title().endswith("(dotted: 1/k = 0.25)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from gptoss_edu import mxfp4
@@ -48,3 +49,45 @@ def test_quantize_with_scale_matches_the_package_at_the_chosen_scale():
             assert torch.equal(quantize_with_scale(x, int(scales.reshape(-1)[i])), want[i])
     ties = torch.tensor([0.75, 1.75, 3.5, -0.25, 5.0, 7.0, -9.0])  # at scale code 127: the grid itself
     assert quantize_with_scale(ties, 127).tolist() == [1.0, 2.0, 4.0, 0.0, 4.0, 6.0, -6.0]
+
+
+# ---- found by mutation testing: the numbers and labels behind the picture ------------------------------
+
+def rel_rms(q, x):
+    return float((q - x).pow(2).mean().sqrt() / x.pow(2).mean().sqrt())
+
+
+def test_rms_error_is_relative_to_the_block():
+    # At the chosen scale the widget's value is the package's dequantized block.
+    ex = block_explorer()
+    ex.set(block=7, scale_shift=0)
+    x = sample_weight().reshape(-1, 32)[7]
+    blocks, scales = mxfp4.quantize(x[None])
+    q = mxfp4.dequantize(blocks, scales, torch.float32).reshape(32)
+    assert ex.stats["rms_error"] == pytest.approx(rel_rms(q, x), rel=1e-5)
+
+
+def test_shift_bars_are_measured_from_the_chosen_scale_whatever_the_shift():
+    ex = block_explorer()
+    ex.set(block=2, scale_shift=0)
+    at_zero = [b.get_height() for b in ex.figure.axes[1].patches]
+    assert at_zero[3] == pytest.approx(ex.stats["rms_error"])  # shift 0 is the middle bar
+    ex.set(scale_shift=2)
+    assert [b.get_height() for b in ex.figure.axes[1].patches] == pytest.approx(at_zero)
+    assert at_zero[5] == pytest.approx(ex.stats["rms_error"])
+
+
+def test_title_scale_is_the_shifted_code():
+    ex = block_explorer()
+    ex.set(block=1, scale_shift=-2)
+    code = ex.stats["scale_code"]
+    assert code == ex.stats["chosen_code"] - 2
+    assert ex.figure.axes[0].get_title().startswith(f"block 1: scale code {code} = 2^{code - 127};")
+
+
+def test_last_block_on_the_slider_draws():
+    ex = block_explorer()
+    slider = ex.controls["block"]
+    assert slider.max == sample_weight().numel() // 32 - 1
+    ex.set(block=slider.max)  # the slider's end is a real block
+    assert ex.figure.axes[0].get_title().startswith(f"block {slider.max}:")

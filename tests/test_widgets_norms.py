@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -45,3 +48,28 @@ def test_both_norms_are_torchs_and_the_packages():
 def test_too_small_a_vector_is_refused():
     with pytest.raises(ValueError, match="fewer than 2 values"):
         norm_explorer(dim=1)
+
+
+# ---- found by mutation testing: the numbers and labels behind the picture ------------------------------
+
+def test_input_bars_line_and_rms_follow_mean_and_scale():
+    # x = scale * pattern + mean with a centred unit-variance pattern: mean `mean`, std `scale`,
+    # rms sqrt(scale^2 + mean^2).
+    ex = norm_explorer()
+    ex.set(mean=3.0, scale=2.0)
+    left = ex.figure.axes[0]
+    x = np.array([b.get_height() for b in left.patches])
+    assert x.mean() == pytest.approx(3.0) and x.std() == pytest.approx(2.0)
+    assert list(left.get_lines()[0].get_ydata()) == [3.0, 3.0]
+    assert left.get_title() == f"input x = 2 * pattern + +3\nrms {math.sqrt(13):.3g}"
+
+
+def test_output_bars_are_layernorm_and_rmsnorm_of_the_input():
+    ex = norm_explorer(dim=16)
+    ex.set(mean=2.0, scale=0.5, eps=0.01)
+    left, right = ex.figure.axes[:2]
+    x = np.array([b.get_height() for b in left.patches])
+    bars = [b.get_height() for b in right.patches]
+    ln, rms = bars[:16], bars[16:]
+    assert ln == pytest.approx((x - x.mean()) / np.sqrt(x.var() + 0.01), abs=1e-6)
+    assert rms == pytest.approx(x / np.sqrt((x ** 2).mean() + 0.01), abs=1e-6)

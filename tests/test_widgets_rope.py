@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import cmath
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -60,3 +63,54 @@ def test_rotation_keeps_length_and_matches_the_angle():
 def test_odd_head_dim_is_refused():
     with pytest.raises(ValueError, match="head_dim must be even"):
         rope_explorer(head_dim=7)
+
+
+# ---- found by mutation testing: the numbers and labels behind the picture ------------------------------
+
+def _pairs(x, half):
+    return [complex(float(x[i]), float(x[i + half])) for i in range(half)]
+
+
+def _score(q, k, m, n, theta=10000.0):
+    # q at m dotted with k at n: pair i of each is a complex number turned by position * theta^(-2i/d).
+    half = len(q) // 2
+    total = 0.0
+    for i, (a, b) in enumerate(zip(_pairs(q, half), _pairs(k, half))):
+        w = theta ** (-2 * i / len(q))
+        total += (a * cmath.exp(1j * m * w) * (b * cmath.exp(1j * n * w)).conjugate()).real
+    return total
+
+
+def _qk(seed=0, head_dim=16):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(head_dim, generator=gen), torch.randn(head_dim, generator=gen)
+
+
+def test_score_curve_and_point_are_q_at_m_dot_k_at_n():
+    ex = rope_explorer()
+    ex.set(query=10, key=4, shift=0)
+    q, k = _qk()
+    curve = ex.figure.axes[1]
+    base, point = curve.get_lines()[0], curve.get_lines()[2]
+    xs, ys = base.get_xdata(), base.get_ydata()
+    for o in (-20, -3, 0, 6, 40):
+        assert ys[list(xs).index(o)] == pytest.approx(_score(q, k, 64, 64 - o), abs=1e-6)
+    assert point.get_xdata()[0] == 6  # offset m - n
+    assert point.get_ydata()[0] == pytest.approx(_score(q, k, 10, 4), abs=1e-6)
+    assert point.get_ydata()[0] == pytest.approx(ys[list(xs).index(6)], abs=1e-9)  # on the curve
+
+
+def test_pair_panel_draws_the_pair_turned_to_its_position():
+    ex = rope_explorer()
+    ex.set(query=10, key=4, shift=0, pair=5)
+    q, k = _qk()
+    plane = ex.figure.axes[0]
+    w = 10000.0 ** (-2 * 5 / 16)
+    assert plane.get_title() == f"pair 5: dims (5, 13)\nturns once every {2 * math.pi / w:.3g} positions"
+    assert (plane.get_xlabel(), plane.get_ylabel()) == ("x[5]", "x[13]")
+    arrows = [t for t in plane.texts if t.get_text() == ""]
+    q_tip = complex(float(q[5]), float(q[13])) * cmath.exp(1j * 10 * w)
+    k_tip = complex(float(k[5]), float(k[13])) * cmath.exp(1j * 4 * w)
+    assert arrows[1].xy == pytest.approx((q_tip.real, q_tip.imag), abs=1e-6)
+    assert arrows[3].xy == pytest.approx((k_tip.real, k_tip.imag), abs=1e-6)
+    assert arrows[0].xy == pytest.approx((float(q[5]), float(q[13])))

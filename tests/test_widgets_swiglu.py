@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gptoss_edu.mlp import gptoss_swiglu
-from gptoss_edu.widgets.swiglu import gate_curve, interleave, swiglu_explorer
+from gptoss_edu.widgets.swiglu import SPAN, gate_curve, interleave, swiglu_explorer
 
 
 def gate_line(explorer):
@@ -54,3 +54,36 @@ def test_interleave_puts_gate_at_even_positions():
 def test_unknown_control_is_named():
     with pytest.raises(KeyError, match="no control 'beta'"):
         swiglu_explorer().set(beta=1.0)
+
+
+# ---- found by mutation testing: the numbers and labels behind the picture ------------------------------
+
+def sig(v):
+    return 1 / (1 + math.exp(-v))
+
+
+def test_gate_has_no_lower_clamp():
+    # gpt-oss clamps the gate from above only: far below -limit it keeps g * sigmoid(alpha * g).
+    y = gate_curve(torch.tensor([-9.0, -3.0, 9.0], dtype=torch.float64), 1.702, 2.0)
+    assert y.tolist() == pytest.approx([-9 * sig(-1.702 * 9), -3 * sig(-1.702 * 3), 2 * sig(1.702 * 2)])
+
+
+def test_output_map_has_gate_across_and_up_upwards():
+    ex = swiglu_explorer().set(alpha=1.0, limit=3.0)
+    right = ex.figure.axes[1]
+    out = np.asarray(right.images[0].get_array())
+    g = np.linspace(-SPAN, SPAN, 201)
+    for i, j in ((150, 20), (20, 150), (120, 190)):  # row i: up = g[i]; column j: gate = g[j]
+        up, gate = g[i], min(g[j], 3.0)
+        want = (min(max(up, -3.0), 3.0) + 1) * gate * sig(1.0 * gate)
+        assert out[i, j] == pytest.approx(want, rel=1e-4, abs=1e-6)
+
+
+def test_limit_lines_and_label():
+    ex = swiglu_explorer().set(limit=3.0)
+    left, right = ex.figure.axes[:2]
+    assert [t.get_text() for t in left.texts] == [" limit 3"]
+    vertical = [list(l.get_xdata()) for l in right.get_lines() if l.get_xdata()[0] == l.get_xdata()[1]]
+    horizontal = sorted(l.get_ydata()[0] for l in right.get_lines() if l.get_ydata()[0] == l.get_ydata()[1])
+    assert vertical == [[3.0, 3.0]]  # the gate is clamped above only
+    assert horizontal == [-3.0, 3.0]  # the up half both ways

@@ -46,3 +46,21 @@ def test_bad_arguments_are_refused():
         loss_explorer({})
     with pytest.raises(KeyError, match="no run"):
         loss_explorer({"a": fake_run(0)}, shown=["b"])
+
+
+# ---- found by mutation testing: the numbers and labels behind the picture ------------------------------
+
+def trailing_mean(values, window):
+    return [float(np.mean(values[max(0, i + 1 - window): i + 1])) for i in range(len(values))]
+
+
+@pytest.mark.parametrize("smoothing", [1, 5, 10])
+def test_train_line_is_the_trailing_mean_and_the_title_names_it(smoothing):
+    run = fake_run(0.0)
+    ex = loss_explorer({"a": run})
+    ex.set(smoothing=smoothing)
+    ax = ex.figure.axes[0]
+    losses = [h["loss"] for h in run.history]
+    assert ax.get_lines()[0].get_ydata() == pytest.approx(trailing_mean(losses, smoothing))
+    plural = "s" if smoothing > 1 else ""
+    assert ax.get_title() == f"loss while training (trailing mean over {smoothing} step{plural})"

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
+from gptoss_edu import preset
+from gptoss_edu.rotary import rope_inv_freq
 from gptoss_edu.widgets.yarn import yarn_config, yarn_explorer
 
 
@@ -39,3 +42,28 @@ def test_truncation_widens_the_ramp_and_factor_one_is_plain_rope():
 def test_yarn_config_keeps_the_original_context():
     cfg = yarn_config(8.0)
     assert cfg.rope_original_context == 4096 and cfg.context_length == 4096 * 8 and cfg.positions == "yarn"
+
+
+# ---- found by mutation testing: the numbers and labels behind the picture ------------------------------
+
+@pytest.mark.parametrize("factor", [8.0, 32.0])
+def test_context_lines_and_longest_wavelength(factor):
+    cfg = preset("gpt-oss-20b")
+    ex = yarn_explorer()
+    ex.set(factor=factor)
+    labels = [l.get_label() for l in ex.figure.axes[1].get_lines()]
+    assert "original context 4,096" in labels and f"extended context {int(4096 * factor):,}" in labels
+    # The slowest pair sits above the ramp: its plain frequency divided by the factor.
+    slowest = float(rope_inv_freq(cfg.head_dim, cfg.rope_theta).min()) / factor
+    assert ex.stats["longest_wavelength"] == pytest.approx(2 * math.pi / slowest, rel=1e-5)
+
+
+def test_plotted_yarn_frequencies_are_divided_not_scaled_by_the_attention_factor():
+    cfg = preset("gpt-oss-20b")
+    ex = yarn_explorer()  # factor 32
+    plain_line, yarn_line = ex.figure.axes[0].get_lines()[:2]
+    plain = rope_inv_freq(cfg.head_dim, cfg.rope_theta).numpy()
+    y = np.asarray(yarn_line.get_ydata())
+    kept, divided = ex.stats["kept"], ex.stats["interpolated"]
+    assert y[:kept] == pytest.approx(plain[:kept], rel=1e-6)  # below the ramp: unchanged
+    assert y[-divided:] == pytest.approx(plain[-divided:] / 32, rel=1e-6)  # above it: divided by 32
