@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .checkpoint import INDEX_FILE, CheckpointError, read_index
 from .memory import disk_free, format_bytes
 
 DEFAULT_REPO = "openai/gpt-oss-20b"
@@ -34,7 +33,7 @@ DEFAULT_REPO = "openai/gpt-oss-20b"
 # files (the course ships its own BPE files in data/), and two more full copies of the weights:
 # original/ (OpenAI's own layout) and metal/ (Apple Metal's).
 CONFIG = "config.json"
-INDEX = INDEX_FILE
+INDEX = "model.safetensors.index.json"  # checkpoint.INDEX_FILE, named here: importing hub stays torch-free
 WEIGHTS_SUFFIX = ".safetensors"
 ROOT_FILES = (CONFIG, "generation_config.json", INDEX)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
@@ -117,6 +116,8 @@ def _missing_in(folder: Path) -> list[str]:
     missing = [] if (folder / CONFIG).is_file() else [CONFIG]
     index = folder / INDEX
     if index.is_file():
+        from .checkpoint import CheckpointError, read_index  # here, not at the top: checkpoint imports torch
+
         try:
             weight_map = read_index(folder)
         except CheckpointError as e:

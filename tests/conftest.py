@@ -36,3 +36,13 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError(f"CI must run the kernel tests, and Triton is not installed ({len(needing)} tests)")
     for item in needing:
         item.add_marker(pytest.mark.skip(reason=NO_TRITON))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One thread for a module: its sums are added in one order, and on a shared 2-core machine two
+    threads wait on each other far more than they help. Used as pytestmark = usefixtures("one_thread")."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

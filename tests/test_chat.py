@@ -27,6 +27,7 @@ import gptoss_edu
 from gptoss_edu import chat, harmony
 from gptoss_edu.__main__ import main
 from gptoss_edu.tokenizer import get_encoding
+from test_chat_session import recording
 
 ENC = get_encoding("o200k_harmony")
 ANSWER = "assistant<|channel|>final<|message|>Hello world!<|return|>"
@@ -215,17 +216,7 @@ def test_prompt_over_the_context_window(answer_model):
 
 def scripted(text: str):
     """A stand-in for generate.stream that writes `text` (for what a tiny model cannot)."""
-
-    def fake_stream(model, prompt_ids, *, stats, stop_tokens, **kwargs):
-        stats.prompt_tokens = len(prompt_ids)
-        for token in ids(text):
-            stats.tokens.append(token)
-            yield token
-            if token in stop_tokens:
-                stats.stop_reason = "stop_token"
-                return
-
-    return fake_stream
+    return recording(text, [])
 
 
 def test_thinking_then_answer_display(answer_model, monkeypatch):

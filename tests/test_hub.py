@@ -631,3 +631,13 @@ def test_dry_run_with_original_counts_original(tmp_path, monkeypatch, capsys):
     FakeHub(monkeypatch)
     assert main(["download", REPO, "--local-dir", str(tmp_path / "w"), "--dry-run", "--original"]) == 0
     assert f"{REPO}: {len(COURSE) + 3} files" in capsys.readouterr().out
+
+
+def test_importing_the_hub_does_not_import_torch():
+    # `download` starts at once: the index reader (in checkpoint, which needs torch) is imported only when used.
+    import subprocess
+    import sys
+
+    code = "import sys, gptoss_edu.hub; assert 'torch' not in sys.modules, 'torch was imported'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -22,13 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "data" / "tiny-gpt-oss"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread: on a shared 2-core machine two threads wait on each other far more than they help."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,7 @@ from gptoss_edu.config import course_config
 from gptoss_edu.model import GPT
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread: sums are then added in one order, and a shared 2-core machine runs faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def distinct_tokens(n_train: int = 3000, n_val: int = 700, vocab: int = 4000) -> T.TokenData:

@@ -30,8 +30,9 @@ def part_counts(name: str) -> dict[str, tuple[int, int]]:
 
 def human(n: float) -> str:
     """A parameter count in millions or billions, three significant digits."""
+    millions = f"{n / 1e6:.3g}"
     # Compared after rounding: 999.6 M rounds to 1000 M, which is written 1 B (not '1e+03 M').
-    return f"{n / 1e9:.3g} B" if float(f"{n / 1e6:.3g}") >= 1000 else f"{n / 1e6:.3g} M"
+    return f"{n / 1e9:.3g} B" if float(millions) >= 1000 else f"{millions} M"
 
 
 def draw_parameters(fig: Figure, model: str, scale: str) -> None:
