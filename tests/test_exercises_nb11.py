@@ -108,7 +108,7 @@ def test_a_tuple_of_ids_passes():
 def test_a_list_of_token_strings_gets_a_verdict():
     # Tokens as text pieces instead of ids: a list, but not of ints; the check must say so, not crash.
     r = check_render_message(lambda m: [ENC.decode([t]) for t in harmony.render_message(m)])
-    assert not r.passed and "list of token ids (Python ints); yours holds a str" in r.message, r.message
+    assert not r.passed and "list of token ids (Python ints); one of yours is '<|start|>', of type str" in r.message, r.message
 
 
 def test_ids_past_the_message_end_are_named_as_such():
@@ -121,4 +121,4 @@ def test_ids_of_another_integer_type_are_named():
     import numpy as np
 
     r = check_render_message(lambda m: [np.int64(t) for t in harmony.render_message(m)])
-    assert not r.passed and "holds a int64" in r.message and "int(...)" in r.message, r.message
+    assert not r.passed and "of type int64" in r.message and "int(...)" in r.message, r.message
