@@ -15,6 +15,7 @@ import io
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -138,6 +139,7 @@ def test_tty_chat_dims_thinking_and_survives_ctrl_c(checkpoints):
     """On a pseudo-terminal: thinking is dimmed, Ctrl-C stops the reply, the session goes on."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: the chat, with the pty as its controlling terminal
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a shell's background job (make test &) starts with it ignored
         os.execve(sys.executable, chat_command(checkpoints["think"], "--max-new-tokens", "100000"), ENV)
     term = Terminal(fd)
     try:

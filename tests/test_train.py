@@ -269,8 +269,13 @@ def test_without_a_run_folder_ctrl_c_stops_the_whole_cell(text_data):
         if result.step == 2:
             os.kill(os.getpid(), signal.SIGINT)
 
-    with pytest.raises(KeyboardInterrupt):
-        T.train(small(13), quick(steps=4), text_data, progress=False, on_step=press_ctrl_c)
+    # Python's own handler, as in a terminal: a shell's background job (make test &) starts with SIGINT ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            T.train(small(13), quick(steps=4), text_data, progress=False, on_step=press_ctrl_c)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_a_crash_between_the_renames_of_a_checkpoint_is_recovered(text_data, tmp_path):
