@@ -117,17 +117,48 @@ def load_corpus(path: str | Path | None = None) -> Corpus:
 
 # ---- speeches -----------------------------------------------------------------------------
 
-_SPEAKER = re.compile(r"^([A-Z][^\[\]\n]{0,40}):$")
+# A speaker line is a name in which every word is capitalised ("First Witch", "DUKE OF VENICE &
+# Senator"), never a line of verse that happens to end in a colon ("Two things are to be done:").
+# One source line writes "ROSENCRANTZ: & GUILDENSTERN:", hence the colons allowed inside a name.
+_NAME_WORD = r"(?:[A-Z][A-Za-z0-9'-]*:?|&)"
+_SPEAKER = re.compile(rf"^({_NAME_WORD}(?: {_NAME_WORD}){{0,5}}):$")
+
+
+def _is_heading(line: str) -> bool:
+    """A play's title, an act or scene line, PROLOGUE, EPILOGUE, SONG.: things no speaker says."""
+    return line.startswith(("ACT ", "SCENE ")) or (line.isupper() and len(line) > 3)
 
 
 def parse_speeches(text: str) -> list[Speech]:
-    """The speeches in plain corpus text: paragraphs whose first line is ``NAME:``."""
-    out = []
+    """The speeches in plain corpus text: a ``NAME:`` paragraph and the paragraphs that continue it.
+
+    A stage direction can interrupt a speech ("[Exit LUCIUS]" between two paragraphs of Brutus);
+    the paragraph after it goes on with the same speech, and the direction is kept there in its
+    brackets. The next speaker or a heading (a new scene, an epilogue) ends the speech; directions
+    between two speeches belong to neither.
+    """
+    out: list[Speech] = []
+    speaker, lines, directions = None, [], []
+
+    def close() -> None:
+        if speaker is not None and lines:
+            out.append(Speech(speaker, "\n".join(lines)))
+
     for para in re.split(r"\n\s*\n", text):
-        lines = para.strip("\n").split("\n")
-        m = _SPEAKER.match(lines[0])
-        if m and len(lines) > 1:
-            out.append(Speech(m.group(1), "\n".join(lines[1:])))
+        para_lines = para.strip("\n").split("\n")
+        if not para_lines[0]:
+            continue
+        if m := _SPEAKER.match(para_lines[0]):
+            close()
+            speaker, lines, directions = m.group(1).replace(":", ""), para_lines[1:], []
+        elif all(ln.startswith("[") and ln.endswith("]") for ln in para_lines):
+            directions += para_lines
+        elif _is_heading(para_lines[0]):
+            close()
+            speaker, lines, directions = None, [], []
+        elif speaker is not None:
+            lines, directions = lines + directions + para_lines, []
+    close()
     return out
 
 
@@ -176,8 +207,8 @@ def markdown_to_text(md: str) -> str:
 def _val_start(text: str, fraction: float) -> int:
     """The offset of the first speech that starts in the last ``fraction`` of ``text``."""
     target = int(len(text) * (1 - fraction))
-    for m in re.finditer(r"\n\n(?=[A-Z][^\[\]\n]{0,40}:\n)", text):
-        if m.end() >= target:
+    for m in re.finditer(r"\n\n(?=[^\n]+:\n)", text):
+        if m.end() >= target and _SPEAKER.match(text[m.end():text.index("\n", m.end())]):
             return m.end()
     raise CorpusError("no speech starts in the validation part of the play")
 

@@ -103,7 +103,57 @@ def test_speeches_are_speaker_and_text(corpus):
 
 def test_markdown_conversion_handles_the_source_quirks():
     assert C.markdown_to_text(SAMPLE_MD) == SAMPLE_TEXT
-    assert [s.speaker for s in C.parse_speeches(SAMPLE_TEXT)] == ["First Witch", "Second Witch", "FABIAN"]
+    speeches = C.parse_speeches(SAMPLE_TEXT)
+    assert [s.speaker for s in speeches] == ["First Witch", "Second Witch", "FABIAN"]
+    assert speeches[2].text == "Upon the heath.\n[Reads]\n'By the Lord, madam.'"  # the direction's paragraph goes on
+
+
+def test_a_speech_goes_on_after_a_stage_direction():
+    text = ("IAGO:\nAway, I say.\n\n[Exit RODERIGO]\n\nTwo things are to be done:\nMy wife must move for Cassio.\n\n"
+            "[Enter CASSIO]\n\nCASSIO:\nGood morrow.\n\n[Exeunt]\n")
+    assert C.parse_speeches(text) == [
+        # a verse line ending in a colon is not a speaker: the paragraph continues Iago's speech
+        C.Speech("IAGO", "Away, I say.\n[Exit RODERIGO]\nTwo things are to be done:\nMy wife must move for Cassio."),
+        C.Speech("CASSIO", "Good morrow."),  # a direction between two speeches belongs to neither
+    ]
+
+
+@pytest.mark.parametrize("line", ["Caesar, now be still:", "This way will I:", "Where the bee sucks. there suck I:",
+                                  "[Within] HAMLET:", "A B C D E F G:"])
+def test_only_a_name_makes_a_speaker_line(line):
+    assert C.parse_speeches(f"{line}\nwords\n") == []
+
+
+@pytest.mark.parametrize("line, speaker", [("DUKE OF VENICE & Senator:", "DUKE OF VENICE & Senator"),
+                                           ("Both Murderers:", "Both Murderers"), ("O, I die:", None),
+                                           ("ROSENCRANTZ: & GUILDENSTERN::", "ROSENCRANTZ & GUILDENSTERN")])
+def test_speaker_names_as_the_plays_write_them(line, speaker):
+    speeches = C.parse_speeches(f"{line}\n[Within]\nHamlet!\n")
+    assert [s.speaker for s in speeches] == ([speaker] if speaker else [])
+
+
+def test_a_heading_ends_a_speech():
+    text = ("PROSPERO:\nPlease you, draw near.\n\n[Exeunt]\n\nEPILOGUE\nSPOKEN BY PROSPERO\nNow my charms are all "
+            "o'erthrown,\n\nSCENE II. A street.\n\nThat no one says.\n\nSONG.\n\nClown:\nCome away, death,\n")
+    assert C.parse_speeches(text) == [C.Speech("PROSPERO", "Please you, draw near."), C.Speech("Clown", "Come away, death,")]
+
+
+def test_every_line_of_the_plays_is_in_a_speech_but_headings_and_directions(corpus):
+    for play in corpus.plays:
+        speeches = C.parse_speeches(play.text)
+        assert all(C._SPEAKER.match(f"{s.speaker}:") and ":" not in s.speaker for s in speeches)
+        said = {line for s in speeches for line in s.text.split("\n")}
+        for para in play.text.split("\n\n"):
+            lines = para.strip("\n").split("\n")
+            # "ACT I", "SCENE II. A street.", the Tempest's EPILOGUE, and two scene lines the source broke in two
+            if C._is_heading(lines[0]) or lines == ["lying asleep."] or lines == ["a light burning."]:
+                continue
+            if C._SPEAKER.match(lines[0]):
+                lines = lines[1:]
+            lost = [ln for ln in lines if ln not in said and not (ln.startswith("[") and ln.endswith("]"))]
+            assert not lost, (play.title, para[:200])
+    iago = [s for s in corpus.speeches("train")[7] if "Two things are to be done:" in s.text]
+    assert len(iago) == 1 and iago[0].speaker == "IAGO" and iago[0].text.startswith("How poor are they")
 
 
 def test_build_is_deterministic_and_checked(tmp_path):
@@ -219,3 +269,8 @@ def test_a_speech_starting_exactly_at_the_cut_is_the_first_of_validation():
     """The validation part is the last fraction of the text: a speech starting at its first character belongs to it."""
     text = "A:\nxxxxx\n\n" + "B:\nyyyyyy\n"  # 10 + 10 characters: B starts at offset 10 = 20 * (1 - 0.5)
     assert C._val_start(text, 0.5) == 10
+
+
+def test_the_cut_skips_a_verse_line_that_ends_in_a_colon():
+    text = "A:\nxxxxx\n\nThis way will I:\nyy\n\nB:\nzz\n"
+    assert C._val_start(text, 0.7) == text.index("B:")  # the cut target (offset 9) falls before "This way"

@@ -453,6 +453,14 @@ def test_shipped_checkpoint_is_small_real_and_recorded():
     assert record["command"].startswith("python -m gptoss_edu.train tiny-gpt-oss-chat")
 
 
+def test_the_chat_recipe_counts_the_tokens_its_data_uses():
+    """The note in the recipe and the shipped TRAINING.md give the number of tokens of today's chats."""
+    n = len(T.prepare_data("harmony", 201088).used_ids())
+    for notes in (T.CHAT_ABOUT, (SHIPPED / "TRAINING.md").read_text()):
+        assert f"({n:,} of 201,088)" in notes
+        assert f"{201088 / (n + 1):.1f} times narrower" in notes  # the used tokens and the one shared column
+
+
 def test_shipped_checkpoint_answers_in_the_final_channel_and_stops():
     from gptoss_edu import harmony
     from gptoss_edu.generate import generate
