@@ -135,7 +135,8 @@ def test_speaker_names_as_the_plays_write_them(line, speaker):
 def test_a_heading_ends_a_speech():
     text = ("PROSPERO:\nPlease you, draw near.\n\n[Exeunt]\n\nEPILOGUE\nSPOKEN BY PROSPERO\nNow my charms are all "
             "o'erthrown,\n\nSCENE II. A street.\n\nThat no one says.\n\nSONG.\n\nClown:\nCome away, death,\n")
-    assert C.parse_speeches(text) == [C.Speech("PROSPERO", "Please you, draw near."), C.Speech("Clown", "Come away, death,")]
+    assert C.parse_speeches(text) == [C.Speech("PROSPERO", "Please you, draw near."),
+                                      C.Speech("Clown", "Come away, death,")]
 
 
 def test_every_line_of_the_plays_is_in_a_speech_but_headings_and_directions(corpus):

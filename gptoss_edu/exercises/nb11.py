@@ -121,8 +121,9 @@ def check_render_message(fn: RenderMessage) -> CheckResult:
                           + (" (the check compares token ids, not text)" if isinstance(got, str) else ""))
         odd = next((t for t in got if not isinstance(t, int)), None)
         if odd is not None:
+            convert = " (convert with int(...))" if hasattr(odd, "__index__") else ""
             return failed(f"not yet: return a list of token ids (Python ints); one of yours is {odd!r}, "
-                          f"of type {type(odd).__name__}" + (" (convert with int(...))" if hasattr(odd, "__index__") else ""))
+                          f"of type {type(odd).__name__}{convert}")
         got = list(got)
         if got != want:
             return failed("not yet: " + _diagnose(m, got, want) + ".")
