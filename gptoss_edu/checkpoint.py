@@ -546,6 +546,35 @@ def shard_names(n_shards: int) -> list[str]:
     return [f"model-{i:05d}-of-{n_shards - 1:05d}.safetensors" for i in range(n_shards)]
 
 
+def sync_folder(folder: Path) -> None:
+    """Flush a finished folder's files and its entries to the disk, before it is renamed into place.
+
+    The rename makes the swap atomic for a process that is killed; fsync makes it hold through a
+    power cut too, where the rename could otherwise reach the disk before the bytes it names.
+    """
+    if os.name != "posix":  # syncing a folder is a POSIX notion: Windows opens no folder to fsync
+        return
+    for f in folder.iterdir():
+        if f.is_file() and not f.is_symlink():
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    sync_entries(folder)
+
+
+def sync_entries(folder: Path) -> None:
+    """Flush a folder's list of names (after a rename in it) to the disk."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: torch.dtype = torch.bfloat16,
                      max_shard_bytes: int | None = None, overwrite: bool = False, layout: str = "hf") -> Path:
     """Write ``model`` as a checkpoint folder in the real layout (MXFP4 experts by default).
@@ -609,6 +638,7 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)
+        sync_folder(tmp)
         if exists:
             # A name of its own, so that a copy left by an interrupted overwrite never blocks the next one.
             old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
@@ -624,6 +654,7 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    sync_entries(path.parent)
     if old is not None:  # the new checkpoint is in place: what is left is only the old one's disk space
         if old.is_dir() and not old.is_symlink():
             shutil.rmtree(old, ignore_errors=True)

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from . import harmony
-from .checkpoint import CheckpointError, write_checkpoint
+from .checkpoint import CheckpointError, sync_entries, sync_folder, write_checkpoint
 from .config import ModelConfig, course_config, preset
 from .corpus import Corpus, load_corpus
 from .model import GPT
@@ -517,14 +517,17 @@ def _share(folder: Path) -> None:
 def _replace_dir(tmp: Path, path: Path) -> None:
     """Move the finished folder ``tmp`` to ``path``, replacing what was there (see _recover_dir)."""
     _recover_dir(path)
+    sync_folder(tmp)
     if path.exists():
         old = path.with_name(f".{path.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(path, old)
         os.replace(tmp, path)  # a crash just before this leaves only .NAME.old: _recover_dir puts it back
+        sync_entries(path.parent)
         shutil.rmtree(old)
     else:
         os.replace(tmp, path)
+        sync_entries(path.parent)
 
 
 def _recover_dir(path: Path) -> None:

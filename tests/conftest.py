@@ -46,3 +46,47 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+
+class DiskLog:
+    """What reached the disk, in order: ("fsync", path) per file or folder flushed, ("replace", src, dst)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def assert_synced_before_renamed(self, folder) -> None:
+        """``folder`` was renamed into place after its files and its own entries were flushed, and the
+        rename itself was flushed after (its parent folder synced)."""
+        folder = os.path.abspath(folder)
+        at = max(i for i, e in enumerate(self.events) if e[0] == "replace" and e[2] == folder)
+        tmp = self.events[at][1]
+        synced = {e[1] for e in self.events[:at] if e[0] == "fsync"}
+        files = {os.path.join(tmp, name) for name in os.listdir(folder)}
+        assert files and files | {tmp} <= synced, f"not flushed before the rename: {sorted((files | {tmp}) - synced)}"
+        assert ("fsync", os.path.dirname(folder)) in self.events[at + 1:], "the rename itself was not flushed"
+
+
+@pytest.fixture
+def disk_log(monkeypatch) -> DiskLog:
+    """Records every os.fsync (with the path its descriptor was opened on) and os.replace."""
+    log, opened = DiskLog(), {}
+    real_open, real_fsync, real_replace = os.open, os.fsync, os.replace
+
+    def open_(path, flags, *args, **kwargs):
+        fd = real_open(path, flags, *args, **kwargs)
+        opened[fd] = os.path.abspath(path)
+        return fd
+
+    def fsync(fd):
+        log.events.append(("fsync", opened.get(fd)))
+        real_fsync(fd)
+
+    def replace(src, dst, **kwargs):
+        log.events.append(("replace", os.path.abspath(src), os.path.abspath(dst)))
+        real_replace(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return log

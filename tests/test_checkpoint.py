@@ -321,6 +321,16 @@ def test_written_settings_read_back_as_the_same_model(tmp_path, changes):
         torch.testing.assert_close(loaded(ids), model(ids), atol=0, rtol=0)
 
 
+@pytest.mark.skipif(os.name != "posix", reason="folders are fsynced on POSIX systems only")
+def test_a_checkpoint_is_on_the_disk_before_it_is_renamed_into_place(tmp_path, disk_log):
+    """A power cut after the rename must not leave a folder whose files never reached the disk."""
+    model = small_gptoss()
+    for overwrite in (False, True):  # a new folder, then one replacing it
+        path = g.write_checkpoint(model, tmp_path / "ck", max_shard_bytes=100_000, overwrite=overwrite)
+        assert len(list(path.glob("*.safetensors"))) > 1
+        disk_log.assert_synced_before_renamed(path)
+
+
 def test_overwrite_replaces_files_links_and_ignores_leftovers(tmp_path):
     model = small_gptoss()
     (tmp_path / ".ck.old").mkdir()  # left by an interrupted overwrite of an earlier version

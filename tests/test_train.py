@@ -278,6 +278,14 @@ def test_without_a_run_folder_ctrl_c_stops_the_whole_cell(text_data):
         signal.signal(signal.SIGINT, previous)
 
 
+@pytest.mark.skipif(os.name != "posix", reason="folders are fsynced on POSIX systems only")
+def test_a_saved_run_is_on_the_disk_before_it_is_renamed_into_place(text_data, tmp_path, disk_log):
+    T.train(small(13), quick(steps=2, checkpoint_every=1), text_data, out=tmp_path, progress=False)
+    for folder in (T.STATE_DIR, T.MODEL_DIR):  # each replaced at least once: the first save, then the next
+        assert sum(e[0] == "replace" and e[2] == str(tmp_path / folder) for e in disk_log.events) >= 2
+        disk_log.assert_synced_before_renamed(tmp_path / folder)
+
+
 def test_a_crash_between_the_renames_of_a_checkpoint_is_recovered(text_data, tmp_path):
     """The state is replaced by two renames; cut between them, the previous state is put back and resumed."""
     cfg = quick(steps=4)
