@@ -9,6 +9,7 @@ Three layouts are read into the one course model:
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -550,27 +551,30 @@ def sync_folder(folder: Path) -> None:
     """Flush a finished folder's files and its entries to the disk, before it is renamed into place.
 
     The rename makes the swap atomic for a process that is killed; fsync makes it hold through a
-    power cut too, where the rename could otherwise reach the disk before the bytes it names.
+    power cut too (as far as the drive honours fsync), where the rename could otherwise reach the
+    disk before the bytes it names.
     """
-    if os.name != "posix":  # syncing a folder is a POSIX notion: Windows opens no folder to fsync
-        return
     for f in folder.iterdir():
         if f.is_file() and not f.is_symlink():
-            fd = os.open(f, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    sync_entries(folder)
+            _fsync(f)
+    _fsync(folder)
 
 
 def sync_entries(folder: Path) -> None:
     """Flush a folder's list of names (after a rename in it) to the disk."""
-    if os.name != "posix":
+    _fsync(folder)
+
+
+def _fsync(path: Path) -> None:
+    if os.name != "posix":  # Windows opens no folder to sync, and syncs a file only through a writable handle
         return
-    fd = os.open(folder, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as e:
+        # Some file systems (FUSE and network mounts) cannot sync a folder: nothing more can be done there.
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
     finally:
         os.close(fd)
 
@@ -654,12 +658,14 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    sync_entries(path.parent)
-    if old is not None:  # the new checkpoint is in place: what is left is only the old one's disk space
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)
+    try:
+        sync_entries(path.parent)
+    finally:
+        if old is not None:  # the new checkpoint is in place: what is left is only the old one's disk space
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
     return path
 
 

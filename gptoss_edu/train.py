@@ -523,8 +523,10 @@ def _replace_dir(tmp: Path, path: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
         os.replace(path, old)
         os.replace(tmp, path)  # a crash just before this leaves only .NAME.old: _recover_dir puts it back
-        sync_entries(path.parent)
-        shutil.rmtree(old)
+        try:
+            sync_entries(path.parent)
+        finally:
+            shutil.rmtree(old)
     else:
         os.replace(tmp, path)
         sync_entries(path.parent)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import stat
 
 import pytest
 import torch
@@ -329,6 +331,36 @@ def test_a_checkpoint_is_on_the_disk_before_it_is_renamed_into_place(tmp_path, d
         path = g.write_checkpoint(model, tmp_path / "ck", max_shard_bytes=100_000, overwrite=overwrite)
         assert len(list(path.glob("*.safetensors"))) > 1
         disk_log.assert_synced_before_renamed(path)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="folders are fsynced on POSIX systems only")
+def test_a_disk_that_cannot_sync_folders_or_fails_to_is_handled(tmp_path, monkeypatch):
+    real_fsync, parent = os.fsync, os.stat(tmp_path).st_ino
+
+    def failing(err, only_parent=False):
+        def fsync(fd):
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode) and (st.st_ino == parent or not only_parent):
+                raise OSError(err, os.strerror(err))
+            real_fsync(fd)
+        return fsync
+
+    model, other = small_gptoss(0), small_gptoss(1)
+    # A FUSE or network mount that cannot sync a folder (EINVAL): the checkpoint is written all the same.
+    monkeypatch.setattr(os, "fsync", failing(errno.EINVAL))
+    path = g.write_checkpoint(model, tmp_path / "ck")
+    assert torch.equal(g.load_model(path).embed.weight, model.embed.weight.to(torch.bfloat16).float())
+    # A disk error before the rename: reported, and the earlier checkpoint stays as it was.
+    monkeypatch.setattr(os, "fsync", failing(errno.EIO))
+    with pytest.raises(OSError, match=os.strerror(errno.EIO)):
+        g.write_checkpoint(other, path, overwrite=True)
+    assert torch.equal(g.load_model(path).embed.weight, model.embed.weight.to(torch.bfloat16).float())
+    # A disk error flushing the rename: reported; the new checkpoint is in place and no copy of the old is left.
+    monkeypatch.setattr(os, "fsync", failing(errno.EIO, only_parent=True))
+    with pytest.raises(OSError, match=os.strerror(errno.EIO)):
+        g.write_checkpoint(other, path, overwrite=True)
+    assert torch.equal(g.load_model(path).embed.weight, other.embed.weight.to(torch.bfloat16).float())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
 
 
 def test_overwrite_replaces_files_links_and_ignores_leftovers(tmp_path):
