@@ -119,14 +119,17 @@ def load_corpus(path: str | Path | None = None) -> Corpus:
 
 # A speaker line is a name in which every word is capitalised ("First Witch", "DUKE OF VENICE &
 # Senator"), never a line of verse that happens to end in a colon ("Two things are to be done:").
-# One source line writes "ROSENCRANTZ: & GUILDENSTERN:", hence the colons allowed inside a name.
-_NAME_WORD = r"(?:[A-Z][A-Za-z0-9'-]*:?|&)"
-_SPEAKER = re.compile(rf"^({_NAME_WORD}(?: {_NAME_WORD}){{0,5}}):$")
+# One source line writes a pair as "ROSENCRANTZ: & GUILDENSTERN::", hence the colons around "&".
+_NAME_WORD = r"[A-Z][A-Za-z0-9'-]*"
+_SPEAKER = re.compile(rf"^({_NAME_WORD}(?:(?: |:? & ){_NAME_WORD}){{0,5}}):?:$")
+# A direction in which someone else starts to sing ("[ARIEL sings]", "[The Fairies sing]") begins
+# their song, not more of the current speech; "[He digs and sings]" is the speaker's own.
+_SINGER = re.compile(r"^\[(?:Re-enter |Enter )?(?:The )?([A-Z][A-Za-z]*(?: [A-Z][A-Za-z]*)*)\b[^\]]*\bsing(?:s|ing)?\b")
 
 
 def _is_heading(line: str) -> bool:
     """A play's title, an act or scene line, PROLOGUE, EPILOGUE, SONG.: things no speaker says."""
-    return line.startswith(("ACT ", "SCENE ")) or (line.isupper() and len(line) > 3)
+    return not line.endswith(":") and (line.startswith(("ACT ", "SCENE ")) or (line.isupper() and len(line) > 3))
 
 
 def parse_speeches(text: str) -> list[Speech]:
@@ -134,8 +137,9 @@ def parse_speeches(text: str) -> list[Speech]:
 
     A stage direction can interrupt a speech ("[Exit LUCIUS]" between two paragraphs of Brutus);
     the paragraph after it goes on with the same speech, and the direction is kept there in its
-    brackets. The next speaker or a heading (a new scene, an epilogue) ends the speech; directions
-    between two speeches belong to neither.
+    brackets. The next speaker, a heading (a new scene, an epilogue) or a direction in which
+    someone else sings ends the speech; a song is a speech of its singer ("Fairies" for "[The
+    Fairies sing]"). Directions between two speeches belong to neither.
     """
     out: list[Speech] = []
     speaker, lines, directions = None, [], []
@@ -152,7 +156,12 @@ def parse_speeches(text: str) -> list[Speech]:
             close()
             speaker, lines, directions = m.group(1).replace(":", ""), para_lines[1:], []
         elif all(ln.startswith("[") and ln.endswith("]") for ln in para_lines):
-            directions += para_lines
+            singer = next((m.group(1) for ln in para_lines if (m := _SINGER.match(ln))), None)
+            if singer is not None and singer not in ("He", "She", "They", speaker):
+                close()
+                speaker, lines, directions = singer, [], []
+            else:
+                directions += para_lines
         elif _is_heading(para_lines[0]):
             close()
             speaker, lines, directions = None, [], []

@@ -757,10 +757,12 @@ model is. gpt-oss keeps a separate unembedding (lm_head); here it is tied to the
 (tie_word_embeddings: true in config.json, which transformers' GptOssForCausalLM honours), and
 d_model is 32, the smallest width MXFP4's 32-value blocks allow. That makes the checkpoint
 about 13 MB in bf16, of which the embedding is 12.9 MB; an untied d_model 64 would be 51 MB.
-Only the tokens that occur in the training text (12,159 of 201,088) get rows of their own;
-all the others share one row, learned so that none of them is ever likely (see
-gptoss_edu.train.CorpusVocab), which makes the softmax of training 16.5 times narrower and loses nothing:
-no training text contains them.
+Only the tokens that occur in the training text (12,158 of 201,088) get rows of their own;
+all the others share one row (see gptoss_edu.train.CorpusVocab), which makes the softmax of
+training 16.5 times narrower and loses nothing: no training text contains them. Training pushes
+that row down wherever the training text goes, but on text it has not seen the model can still
+give the unused tokens a share: now and then a sampled reply picks one and wanders off into
+other scripts.
 """
 
 

@@ -119,7 +119,7 @@ def test_a_speech_goes_on_after_a_stage_direction():
 
 
 @pytest.mark.parametrize("line", ["Caesar, now be still:", "This way will I:", "Where the bee sucks. there suck I:",
-                                  "[Within] HAMLET:", "A B C D E F G:"])
+                                  "[Within] HAMLET:", "A B C D E F G:", "Juliet: Romeo:"])
 def test_only_a_name_makes_a_speaker_line(line):
     assert C.parse_speeches(f"{line}\nwords\n") == []
 
@@ -137,6 +137,23 @@ def test_a_heading_ends_a_speech():
             "o'erthrown,\n\nSCENE II. A street.\n\nThat no one says.\n\nSONG.\n\nClown:\nCome away, death,\n")
     assert C.parse_speeches(text) == [C.Speech("PROSPERO", "Please you, draw near."),
                                       C.Speech("Clown", "Come away, death,")]
+    assert not C._is_heading("BERNARDO:") and C._is_heading("ACT I")  # a speaker line in capitals is no heading
+
+
+def test_a_song_is_a_speech_of_its_singer():
+    text = ("FERDINAND:\nNo, it begins again.\n\n[ARIEL sings]\n\nFull fathom five thy father lies;\n\n"
+            "[Burthen Ding-dong]\n\nHark! now I hear them,--Ding-dong, bell.\n\nFERDINAND:\nThe ditty.\n\n"
+            "[The Fairies sing]\n\nYou spotted snakes\n\nFirst Clown:\nGo.\n\n[He digs and sings]\n\n"
+            "In youth, when I did love\n\n[Enter STEPHANO, singing]\n\nSTEPHANO:\nI shall no more to sea\n")
+    assert C.parse_speeches(text) == [
+        C.Speech("FERDINAND", "No, it begins again."),
+        C.Speech("ARIEL", "Full fathom five thy father lies;\n[Burthen Ding-dong]\n"
+                          "Hark! now I hear them,--Ding-dong, bell."),
+        C.Speech("FERDINAND", "The ditty."),
+        C.Speech("Fairies", "You spotted snakes"),
+        C.Speech("First Clown", "Go.\n[He digs and sings]\nIn youth, when I did love"),  # the speaker's own song
+        C.Speech("STEPHANO", "I shall no more to sea"),
+    ]
 
 
 def test_every_line_of_the_plays_is_in_a_speech_but_headings_and_directions(corpus):
@@ -146,15 +163,20 @@ def test_every_line_of_the_plays_is_in_a_speech_but_headings_and_directions(corp
         said = {line for s in speeches for line in s.text.split("\n")}
         for para in play.text.split("\n\n"):
             lines = para.strip("\n").split("\n")
-            # "ACT I", "SCENE II. A street.", the Tempest's EPILOGUE, and two scene lines the source broke in two
-            if C._is_heading(lines[0]) or lines == ["lying asleep."] or lines == ["a light burning."]:
-                continue
             if C._SPEAKER.match(lines[0]):
                 lines = lines[1:]
+            # "ACT I", "SCENE II. A street.", the Tempest's EPILOGUE, and two scene lines the source broke in two
+            elif C._is_heading(lines[0]) or lines == ["lying asleep."] or lines == ["a light burning."]:
+                continue
             lost = [ln for ln in lines if ln not in said and not (ln.startswith("[") and ln.endswith("]"))]
             assert not lost, (play.title, para[:200])
     iago = [s for s in corpus.speeches("train")[7] if "Two things are to be done:" in s.text]
     assert len(iago) == 1 and iago[0].speaker == "IAGO" and iago[0].text.startswith("How poor are they")
+    firsts = ("Full fathom five", "Come unto these yellow sands", "You spotted snakes", "Where the bee sucks")
+    songs = {s.text.split("\n")[0]: s.speaker for play in corpus.speeches("train") for s in play
+             if any(w in s.text for w in firsts)}
+    assert songs == {"Full fathom five thy father lies;": "ARIEL", "ARIEL'S song.": "ARIEL",
+                     "You spotted snakes with double tongue,": "Fairies", "Where the bee sucks. there suck I:": "ARIEL"}
 
 
 def test_build_is_deterministic_and_checked(tmp_path):
