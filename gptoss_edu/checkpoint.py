@@ -556,16 +556,12 @@ def sync_folder(folder: Path) -> None:
     """
     for f in folder.iterdir():
         if f.is_file() and not f.is_symlink():
-            _fsync(f)
-    _fsync(folder)
+            fsync_path(f)
+    fsync_path(folder)
 
 
-def sync_entries(folder: Path) -> None:
-    """Flush a folder's list of names (after a rename in it) to the disk."""
-    _fsync(folder)
-
-
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush one file, or a folder's list of names (e.g. after a rename in it), to the disk."""
     if os.name != "posix":  # Windows opens no folder to sync, and syncs a file only through a writable handle
         return
     fd = os.open(path, os.O_RDONLY)
@@ -659,7 +655,7 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     try:
-        sync_entries(path.parent)
+        fsync_path(path.parent)  # the rename itself
     finally:
         if old is not None:  # the new checkpoint is in place: what is left is only the old one's disk space
             if old.is_dir() and not old.is_symlink():

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from . import harmony
-from .checkpoint import CheckpointError, sync_entries, sync_folder, write_checkpoint
+from .checkpoint import CheckpointError, fsync_path, sync_folder, write_checkpoint
 from .config import ModelConfig, course_config, preset
 from .corpus import Corpus, load_corpus
 from .model import GPT
@@ -524,12 +524,12 @@ def _replace_dir(tmp: Path, path: Path) -> None:
         os.replace(path, old)
         os.replace(tmp, path)  # a crash just before this leaves only .NAME.old: _recover_dir puts it back
         try:
-            sync_entries(path.parent)
+            fsync_path(path.parent)  # the rename itself
         finally:
             shutil.rmtree(old)
     else:
         os.replace(tmp, path)
-        sync_entries(path.parent)
+        fsync_path(path.parent)
 
 
 def _recover_dir(path: Path) -> None:
