@@ -485,6 +485,8 @@ def _parse_header(header: str, role: str | None) -> tuple[str, str | None, str |
         channel = rest[:end]
         if not channel:
             raise HarmonyError(f"header {header!r} has <|channel|> but no channel name")
+        if channel not in CHANNELS:  # refused at the header, before any of its text is streamed
+            raise HarmonyError(f"unknown channel {channel!r}; choose one of {', '.join(CHANNELS)}")
         header = header[:at] + rest[end:]
     header = header.strip()
     if CONSTRAIN in header:  # "to=f<|constrain|>json" -> "to=f <|constrain|>json"

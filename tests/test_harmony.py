@@ -481,6 +481,14 @@ def test_bad_streams_are_refused_clearly():
         h.parse_completion(enc.encode("<|start|>robot<|message|>x<|end|>", allowed_special="all"), role=None)
     with pytest.raises(h.HarmonyError, match="no channel name"):
         h.parse_completion(enc.encode("<|channel|><|message|>x<|end|>", allowed_special="all"))
+    # An unknown channel is refused at its header, before any of its text reaches the reader.
+    parser = h.StreamParser()
+    tokens = enc.encode("<|channel|>thoughts<|message|>x<|end|>", allowed_special="all")
+    at_message = tokens.index(enc.encode("<|message|>", allowed_special="all")[0])
+    for token in tokens[:at_message]:
+        parser.process(token)
+    with pytest.raises(h.HarmonyError, match="unknown channel 'thoughts'"):
+        parser.process(tokens[at_message])
 
 
 def test_typed_special_tokens_are_text():
