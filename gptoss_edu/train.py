@@ -36,7 +36,8 @@ import torch
 from torch import nn
 
 from . import harmony
-from .checkpoint import CheckpointError, fsync_path, sync_folder, write_checkpoint
+from .checkpoint import CheckpointError, write_checkpoint
+from .files import replace_folder, restore_folder
 from .config import ModelConfig, course_config, preset
 from .corpus import Corpus, load_corpus
 from .model import GPT
@@ -409,7 +410,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: TokenData | None = Non
     result = TrainResult(model, model_cfg, cfg, out=Path(out) if out is not None else None, optimizer=optimizer,
                          data_fingerprint=data.fingerprint())
     if out is not None:
-        _recover_dir(Path(out) / STATE_DIR)
+        restore_folder(Path(out) / STATE_DIR)
     if out is not None and resume and (Path(out) / STATE_DIR).exists():
         saved = load_state(Path(out) / STATE_DIR, model, optimizer, model_cfg, cfg, result.data_fingerprint)
         result.history, result.evals = saved["history"], saved["evals"]
@@ -515,28 +516,9 @@ def _share(folder: Path) -> None:
 
 
 def _replace_dir(tmp: Path, path: Path) -> None:
-    """Move the finished folder ``tmp`` to ``path``, replacing what was there (see _recover_dir)."""
-    _recover_dir(path)
-    sync_folder(tmp)
-    if path.exists():
-        old = path.with_name(f".{path.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-        os.replace(tmp, path)  # a crash just before this leaves only .NAME.old: _recover_dir puts it back
-        try:
-            fsync_path(path.parent)  # the rename itself
-        finally:
-            shutil.rmtree(old)
-    else:
-        os.replace(tmp, path)
-        fsync_path(path.parent)
-
-
-def _recover_dir(path: Path) -> None:
-    """Undo a replacement cut short between its two renames: the previous folder goes back in place."""
-    old = path.with_name(f".{path.name}.old")
-    if not path.exists() and old.is_dir():
-        os.replace(old, path)
+    """Move the finished folder ``tmp`` to ``path``; a replacement cut short earlier is undone first."""
+    restore_folder(path)
+    replace_folder(tmp, path)
 
 
 def save_state(path: str | Path, result: TrainResult, optimizer: torch.optim.Optimizer | None = None) -> Path:
@@ -892,11 +874,11 @@ def _run(args: argparse.Namespace, rec: Recipe, argv: list[str] | None) -> int:
     if args.fresh:
         # Only what a run writes: the folder may hold other things.
         for name in (STATE_DIR, MODEL_DIR):
-            shutil.rmtree(out / name, ignore_errors=True)
-            shutil.rmtree(out / f".{name}.old", ignore_errors=True)
+            for folder in (out / name, *out.glob(f".{name}.old-*")):  # and copies a cut-short save set aside
+                shutil.rmtree(folder, ignore_errors=True)
     command = "python -m gptoss_edu.train " + (" ".join(shlex.quote(a) for a in argv) if argv is not None
                                                else args.recipe)
-    _recover_dir(out / STATE_DIR)
+    restore_folder(out / STATE_DIR)
     if (out / STATE_DIR).exists():
         print(f"resuming the run in {out} from step {read_state_meta(out / STATE_DIR)['step']}", file=sys.stderr)
     data = prepare_data(tc.data, rec.model.vocab_size, seed=tc.seed)

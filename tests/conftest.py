@@ -55,16 +55,16 @@ class DiskLog:
     def __init__(self) -> None:
         self.events: list[tuple] = []
 
-    def assert_synced_before_renamed(self, folder) -> None:
-        """``folder`` was renamed into place after its files and its own entries were flushed, and the
-        rename itself was flushed after (its parent folder synced)."""
-        folder = os.path.abspath(folder)
-        at = max(i for i, e in enumerate(self.events) if e[0] == "replace" and e[2] == folder)
+    def assert_synced_before_renamed(self, target) -> None:
+        """``target`` (a folder, or a file) was renamed into place after it was flushed (a folder: its
+        files and its own entries), and the rename itself was flushed after (its parent folder synced)."""
+        target = os.path.abspath(target)
+        at = max(i for i, e in enumerate(self.events) if e[0] == "replace" and e[2] == target)
         tmp = self.events[at][1]
         synced = {e[1] for e in self.events[:at] if e[0] == "fsync"}
-        files = {os.path.join(tmp, name) for name in os.listdir(folder)}
+        files = {os.path.join(tmp, name) for name in os.listdir(target)} if os.path.isdir(target) else {tmp}
         assert files and files | {tmp} <= synced, f"not flushed before the rename: {sorted((files | {tmp}) - synced)}"
-        assert ("fsync", os.path.dirname(folder)) in self.events[at + 1:], "the rename itself was not flushed"
+        assert ("fsync", os.path.dirname(target)) in self.events[at + 1:], "the rename itself was not flushed"
 
 
 @pytest.fixture

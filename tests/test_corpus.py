@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -191,6 +192,18 @@ def test_build_is_deterministic_and_checked(tmp_path):
     assert first.plays[0].val_text.startswith("HAMLET:\nLine 5")
     with pytest.raises(C.CorpusError, match="no hamlet.md"):
         C.build_corpus(tmp_path / "plays", tmp_path / "c", plays=("hamlet",))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="files are fsynced on POSIX systems only")
+def test_the_built_files_are_on_the_disk_before_they_are_renamed_into_place(tmp_path, disk_log):
+    plays = tmp_path / "plays" / "tragedies"
+    plays.mkdir(parents=True)
+    (plays / "macbeth.md").write_text(SAMPLE_MD + "\n" + "\n".join(f"**HAMLET**  \nLine {i}.\n" for i in range(60)))
+    C.build_corpus(tmp_path / "plays", tmp_path / "out", plays=("macbeth",))
+    for name in (C.TEXT_FILE, C.SPLIT_FILE):
+        disk_log.assert_synced_before_renamed(tmp_path / "out" / name)
+        assert (tmp_path / "out" / name).stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted([C.TEXT_FILE, C.SPLIT_FILE])
 
 
 def test_the_build_command_says_what_is_wrong(tmp_path, capsys):

@@ -126,14 +126,24 @@ def test_a_failed_swap_puts_the_earlier_copy_back(tmp_path, capsys, monkeypatch)
     src, out = course(tmp_path), tmp_path / "out"
     assert main(["student", str(src), str(out)]) == 0
     before = (out / "01_a.ipynb").read_bytes()
-    real_rename = Path.rename
+    real_replace = os.replace
 
-    def flaky_rename(self, target):
-        if Path(target) == out.resolve() and self.name.startswith(".out.") and ".old." not in self.name:
+    def flaky_replace(source, target):
+        name = os.path.basename(source)
+        if Path(target) == out.resolve() and name.startswith(".out.") and ".old-" not in name:
             raise OSError("simulated: the new copy cannot be moved into place")
-        return real_rename(self, target)
+        return real_replace(source, target)
 
-    monkeypatch.setattr(Path, "rename", flaky_rename)
+    monkeypatch.setattr(os, "replace", flaky_replace)
     assert main(["student", str(src), str(out)]) == 1
     assert (out / "01_a.ipynb").read_bytes() == before
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # nothing left beside it
+
+
+@pytest.mark.skipif(os.name != "posix", reason="folders are fsynced on POSIX systems only")
+def test_the_copy_is_on_the_disk_before_it_is_renamed_into_place(tmp_path, disk_log):
+    src, out = course(tmp_path), tmp_path / "out"
+    for _ in range(2):  # a new copy, then one that replaces it
+        assert main(["student", str(src), str(out)]) == 0
+        disk_log.assert_synced_before_renamed(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["course", "out"]

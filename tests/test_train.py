@@ -316,7 +316,7 @@ def test_a_crash_between_the_renames_of_a_checkpoint_is_recovered(text_data, tmp
 
     with pytest.raises(RuntimeError, match="power cut"):  # the state of step 2 is saved
         T.train(small(13), cfg, text_data, out=tmp_path, progress=False, on_step=power_cut)
-    os.replace(tmp_path / T.STATE_DIR, tmp_path / f".{T.STATE_DIR}.old")  # as the first rename leaves it
+    os.replace(tmp_path / T.STATE_DIR, tmp_path / f".{T.STATE_DIR}.old-0123abcd")  # as the first rename leaves it
     resumed = T.train(small(13), cfg, text_data, out=tmp_path, progress=False)
     assert resumed.resumed_from == 2
     same_state(whole, resumed)
@@ -453,7 +453,12 @@ def test_cli_fresh_and_export_delete_only_what_a_run_wrote(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "notes.txt").write_text("mine")
     assert T.main(["course-step-13", "--out", str(tmp_path / "run"), *tiny]) == 0
+    # A save cut short between its renames leaves the state set aside; --fresh must not resume from it.
+    os.replace(tmp_path / "run" / T.STATE_DIR, tmp_path / "run" / f".{T.STATE_DIR}.old-0123abcd")
+    capsys.readouterr()
     assert T.main(["course-step-13", "--out", str(tmp_path / "run"), "--fresh", *tiny]) == 0
+    assert "resuming" not in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted([T.MODEL_DIR, T.STATE_DIR, "notes.txt"])
     assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "o200k_base.tiktoken").write_text("not a checkpoint")

@@ -1,0 +1,106 @@
+"""Writing files and folders whole: each is written beside its destination, flushed to the disk, and
+renamed into place, so that a reader sees the old version or the new one, never half of one.
+
+A rename alone makes the swap atomic for a process that is killed; the fsyncs make it hold through
+a power cut too (as far as the drive honours them), where the rename could otherwise reach the
+disk before the bytes it names. The checkpoints, the training states, the student copy and the
+corpus are all written this way. Torch-free, like the student copy and the corpus that use it.
+"""
+
+from __future__ import annotations
+
+import errno
+import glob
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+
+def fsync_path(path: Path) -> None:
+    """Flush one file, or a folder's list of names (e.g. after a rename in it), to the disk."""
+    if os.name != "posix":  # Windows opens no folder to sync, and syncs a file only through a writable handle
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        # Some file systems (FUSE and network mounts) cannot sync a folder: nothing more can be done there.
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+    finally:
+        os.close(fd)
+
+
+def sync_folder(folder: Path) -> None:
+    """Flush a finished folder's files and its list of names to the disk, before it is renamed into place."""
+    for f in folder.iterdir():
+        if f.is_file() and not f.is_symlink():
+            fsync_path(f)
+    fsync_path(folder)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def replace_folder(new: Path, path: Path) -> None:
+    """Move the finished folder ``new`` (beside ``path``) to ``path``, in place of whatever is there.
+
+    What was at ``path`` (a folder, a file or a link) is moved aside as ``.NAME.old-XXXXXXXX``, a
+    name of its own so that a copy left by an earlier interruption never blocks this one; it is put
+    back if ``new`` cannot take its place, and removed once ``new`` has. A process killed between
+    the two renames leaves only that copy aside: `restore_folder` puts it back.
+    """
+    sync_folder(new)
+    old: Path | None = None
+    if path.exists() or path.is_symlink():
+        old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(path, old)
+        try:
+            os.replace(new, path)
+        except BaseException:
+            os.replace(old, path)  # the previous version goes back: nothing is lost
+            raise
+    else:
+        os.replace(new, path)
+    try:
+        fsync_path(path.parent)  # the rename itself
+    finally:
+        if old is not None:  # the new folder is in place: what is left is only the old one's disk space
+            _remove(old)
+
+
+def restore_folder(path: Path) -> bool:
+    """Undo a `replace_folder` cut short between its two renames: if ``path`` is missing, its copy set aside goes back.
+
+    Returns whether a copy was put back. With several set aside (interruptions in a row), the
+    one set aside last is the newest version.
+    """
+    if path.exists() or path.is_symlink():
+        return False
+    aside = sorted(path.parent.glob(f".{glob.escape(path.name)}.old-*"), key=lambda p: p.lstat().st_ctime_ns)
+    if not aside:
+        return False
+    os.replace(aside[-1], path)
+    fsync_path(path.parent)
+    return True
+
+
+def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to the file ``path`` whole: the old contents stay until the new ones are on the disk."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        fsync_path(Path(tmp))
+        os.chmod(tmp, mode)  # mkstemp makes files private
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    fsync_path(path.parent)

@@ -1,0 +1,69 @@
+"""gptoss_edu.files: folders and files replaced whole (the checkpoint, train, student and corpus
+tests check each user of it; these check what only the helpers themselves decide)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from gptoss_edu.files import replace_folder, restore_folder, write_file
+
+
+def folder(path: Path, text: str) -> Path:
+    path.mkdir()
+    (path / "data.txt").write_text(text)
+    return path
+
+
+def test_a_replacement_cut_between_its_renames_is_undone(tmp_path):
+    target = folder(tmp_path / "state", "step 1")
+    assert not restore_folder(target)  # present: nothing to undo
+    os.replace(target, tmp_path / ".state.old-0123abcd")  # as the first rename leaves it
+    assert restore_folder(target)
+    assert (target / "data.txt").read_text() == "step 1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]
+    assert not restore_folder(tmp_path / "never-written")
+
+
+def test_of_several_copies_set_aside_the_last_one_comes_back(tmp_path):
+    folder(tmp_path / ".state.old-ffffffff", "step 1")
+    time.sleep(0.01)  # ctime has nanoseconds, but not every file system fills them in
+    os.replace(folder(tmp_path / "x", "step 2"), tmp_path / ".state.old-00000000")
+    assert restore_folder(tmp_path / "state")
+    assert (tmp_path / "state" / "data.txt").read_text() == "step 2"
+
+
+def test_a_name_with_glob_characters_finds_only_its_own_copy(tmp_path):
+    folder(tmp_path / ".run[1].old-0123abcd", "mine")
+    folder(tmp_path / ".run1.old-0123abcd", "another run's")
+    assert restore_folder(tmp_path / "run[1]")
+    assert (tmp_path / "run[1]" / "data.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("kind", ["folder", "file", "link"])
+def test_whatever_was_at_the_path_is_replaced_and_nothing_is_left_beside_it(tmp_path, kind):
+    target = tmp_path / "out"
+    if kind == "folder":
+        folder(target, "old")
+    elif kind == "file":
+        target.write_text("old")
+    else:
+        target.symlink_to(folder(tmp_path / "real", "pointed to"))
+    replace_folder(folder(tmp_path / ".out.new", "new"), target)
+    assert target.is_dir() and not target.is_symlink() and (target / "data.txt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] + (["real"] if kind == "link" else [])
+    if kind == "link":
+        assert (tmp_path / "real" / "data.txt").read_text() == "pointed to"  # a link goes, not what it named
+
+
+def test_a_file_is_replaced_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "split.json"
+    write_file(path, b"first")
+    assert path.read_bytes() == b"first" and path.stat().st_mode & 0o777 == 0o644
+    with pytest.raises(TypeError):
+        write_file(path, "not bytes")  # type: ignore[arg-type]
+    assert path.read_bytes() == b"first"
+    assert [p.name for p in tmp_path.iterdir()] == ["split.json"]  # no temporary file left
