@@ -43,6 +43,9 @@ def up(f):
     (up(lambda x, w, e: x / (x.pow(2).mean(-1, keepdim=True).sqrt() + e) * w), "eps goes inside the square root"),
     (up(lambda x, w, e: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True)) * w), "eps is missing"),
     (up(lambda x, w, e: x / (x.std(-1, keepdim=True) + e) * w), "standard deviation"),
+    # transformers' default, and gpt-oss's value: each ignores the eps it is given
+    (up(lambda x, w, e: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w), "eps = 1e-06 of your own"),
+    (up(lambda x, w, e: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * w), "eps = 1e-05 of your own"),
     (up(lambda x, w, e: x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + e) * w), "you summed the squares"),
     (up(lambda x, w, e: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + e)), "`weight` is missing"),
     (lambda x, w, e: w * (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + e)).to(x.dtype),

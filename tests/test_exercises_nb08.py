@@ -121,3 +121,17 @@ def test_bit_for_bit_means_no_slack():
     # The check promises a bit-exact match: a relative error of 1e-6 fails.
     r = check_dequantize(lambda b, s: right(b, s) * (1 + 2 ** -20))
     assert not r.passed and "differs by up to" in r.message
+
+
+def test_bit_for_bit_means_the_sign_of_zero_and_float32_too():
+    plus_zero = LUT.clone()
+    plus_zero[8] = 0.0  # -0.0 == +0.0: only the sign bit differs
+
+    def no_negative_zero(blocks, scales):
+        lo, hi = plus_zero[(blocks & 0xF).long()], plus_zero[(blocks >> 4).long()]
+        return (torch.stack((lo, hi), dim=-1).flatten(-2) * 2.0 ** (scales.int() - 127).float()[..., None]).flatten(-2)
+
+    r = check_dequantize(no_negative_zero)
+    assert not r.passed and "code 8 is -0.0" in r.message, r.message
+    r = check_dequantize(lambda b, s: right(b, s).double())
+    assert not r.passed and "torch.float64: return float32" in r.message, r.message

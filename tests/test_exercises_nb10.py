@@ -172,6 +172,15 @@ def crashes(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
     tl.store(out_ptr + offs, not_defined_anywhere(offs), mask=offs < n)  # noqa: F821
 
 
+@triton.jit
+def loads_unmasked(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    # Right outputs, stores masked; the loads past n read what is not gu's (only the code shows it).
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    gate = tl.minimum(tl.load(gu_ptr + 2 * offs), limit)
+    up = tl.minimum(tl.maximum(tl.load(gu_ptr + 2 * offs + 1, mask=None), -limit), limit)
+    tl.store(out_ptr + offs, (up + 1) * gate * tl.sigmoid(alpha * gate), mask=offs < n)
+
+
 def plain_python(gu, out, n, alpha, limit, BLOCK):
     return None
 
@@ -201,6 +210,7 @@ def test_right_kernel_passes():
     (hard_alpha, "alpha is hard-coded"),
     (off_by_a_bit, "differs by up to"),
     (crashes, "raised"),
+    (loads_unmasked, "2 tl.load call"),
     (plain_python, "decorated with @triton.jit"),
 ])
 def test_typical_mistakes_are_named(kernel, message):

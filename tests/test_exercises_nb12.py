@@ -13,7 +13,8 @@ from gptoss_edu.exercises.nb12 import check_memory_plan
 
 def by_hand(config: dict, context: int, *, scales: bool = True, expert_bytes: float | None = None,
             gate_up: int = 2, lm_head: bool = True, attn_bias: bool = True, expert_bias: bool = True,
-            sinks: bool = True, rest_bytes: int = 2, kv_factor: int = 2, kv_heads: str = "num_key_value_heads",
+            sinks: bool = True, layer_norms: bool = True, final_norm: bool = True, router_bias: bool = True,
+            rest_bytes: int = 2, kv_factor: int = 2, kv_heads: str = "num_key_value_heads",
             kv_bytes: int = 2, windowed: bool = True, per_token: bool = False, one_layer: bool = False,
             unit: float = 1) -> dict:
     """Written from scratch (not with nb12's helpers), the way a learner would; knobs make it wrong."""
@@ -22,10 +23,10 @@ def by_hand(config: dict, context: int, *, scales: bool = True, expert_bytes: fl
     Hq, Hkv = config["num_attention_heads"], config["num_key_value_heads"]
     q, kv = Hq * hd, Hkv * hd
     attn = d * q + 2 * d * kv + q * d + (q + 2 * kv + d) * attn_bias + Hq * sinks
-    router = E * d + E
-    norms = 2 * d
+    router = E * d + E * router_bias
+    norms = 2 * d * layer_norms
     biases = E * (gate_up * ff + d) * expert_bias
-    bf16_numbers = V * d * (1 + lm_head) + L * (attn + router + norms + biases) + d
+    bf16_numbers = V * d * (1 + lm_head) + L * (attn + router + norms + biases) + d * final_norm
     expert_values = L * E * (gate_up * ff * d + d * ff)
     experts = expert_values * expert_bytes if expert_bytes is not None else (
         expert_values // 2 + scales * expert_values // 32)
@@ -67,6 +68,9 @@ def test_the_cases_agree_with_memory_plan_and_the_mistakes_are_all_wrong():
     ({"attn_bias": False}, "attention biases"),
     ({"expert_bias": False}, "experts' biases"),
     ({"sinks": False}, "sinks"),
+    ({"layer_norms": False}, "the layers' norms"),
+    ({"final_norm": False}, "the final norm"),
+    ({"router_bias": False}, "router's bias"),
     ({"rest_bytes": 4}, "non-expert weights in float32"),
     ({"kv_factor": 1}, "only the keys"),
     ({"kv_heads": "num_attention_heads"}, "query heads"),
@@ -93,7 +97,7 @@ def test_bits_are_named_and_an_ambiguous_kv_answer_names_both_readings():
 def test_an_answer_that_only_knows_120b_fails_on_the_other_configs():
     want = by_hand(nb12.hf_config("gpt-oss-120b"), 8192)
     result = check_memory_plan(lambda c, n: dict(want))
-    assert not result.passed and "gpt-oss-20b" in result.message and "% off" in result.message
+    assert not result.passed and "gpt-oss-20b" in result.message and "bytes off" in result.message
 
 
 @pytest.mark.parametrize("fn,message", [
@@ -112,7 +116,9 @@ def test_broken_answers_give_a_verdict_not_an_exception(fn, message):
 
 def test_an_unknown_mistake_gets_the_generic_message():
     result = check_memory_plan(lambda c, n: {k: v + 1000 for k, v in by_hand(c, n).items()})
-    assert not result.passed and "% off" in result.message
+    assert not result.passed and "'weights' is" in result.message, result.message
+    # a small tensor is -0.00% of the whole: the bytes say how much is missing
+    assert "+1,000 bytes off (+0.00%, +500 bf16 numbers;" in result.message, result.message
 
 
 # ---- found by mutation testing: near misses, in-place changes, odd types, every case the check must cover ----

@@ -24,6 +24,9 @@ def _float32_mistakes(x: torch.Tensor, w: torch.Tensor, eps: float) -> list[tupl
          "root mean square"),
         (x / (ms.sqrt() + eps) * w, "eps goes inside the square root: x / sqrt(mean(x^2) + eps)"),
         (x * torch.rsqrt(ms) * w, "eps is missing: x / sqrt(mean(x^2) + eps) (it matters when x is tiny)"),
+        *[(x * torch.rsqrt(ms + own) * w,
+           f"you used eps = {own:g} of your own: use the `eps` argument (the model passes its config's "
+           "rms_norm_eps; transformers' class would default to 1e-6)") for own in (1e-5, 1e-6) if own != eps],
         (x / (x.std(-1, keepdim=True) + eps) * w,
          "you divided by the standard deviation (which centres); RMSNorm uses sqrt(mean(x^2))"),
         (x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + eps) * w,
@@ -50,9 +53,11 @@ def _bf16_mistakes(x: torch.Tensor, w: torch.Tensor, eps: float) -> list[tuple[t
 def _inputs() -> list[tuple[torch.Tensor, torch.Tensor, float]]:
     # A private generator: inputs the learner did not pick, same on every run, global RNG untouched.
     gen = torch.Generator().manual_seed(303)
+    # Tiny inputs first, where eps matters: two values of it, so that an eps of one's own is caught.
     return [
-        (torch.randn(4, 7, 32, generator=gen) + 0.5, 1 + 0.1 * torch.randn(32, generator=gen), 1e-5),
         (1e-3 * torch.randn(3, 64, generator=gen), 1 + 0.1 * torch.randn(64, generator=gen), 1e-5),
+        (1e-3 * torch.randn(3, 64, generator=gen), 1 + 0.1 * torch.randn(64, generator=gen), 1e-4),
+        (torch.randn(4, 7, 32, generator=gen) + 0.5, 1 + 0.1 * torch.randn(32, generator=gen), 1e-5),
         ((3 * torch.randn(16, 2880, generator=gen) + 0.5).bfloat16(),
          (1 + 0.1 * torch.randn(2880, generator=gen)).bfloat16(), 1e-5),
     ]

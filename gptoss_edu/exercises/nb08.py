@@ -65,6 +65,12 @@ def check_dequantize(fn: Dequantize) -> CheckResult:
         return failed("not yet: the shape is [..., G, 32]; flatten the last two dims to [..., G * 32] "
                       "(one row of the weight)")
     problem = compare(got, want, "your function", atol=0)
+    if problem is None and got.dtype != torch.float32:
+        return failed(f"not yet: the values are right, but the result is {got.dtype}: return float32")
+    if problem is None and not torch.equal(torch.signbit(got), torch.signbit(want)):
+        # -0.0 == +0.0, so only the sign bits tell them apart: "bit for bit" below must mean it.
+        return failed("not yet: the values compare equal, but code 8 is -0.0, not +0.0 (bit 3 is the sign, for "
+                      "zero too): look the codes up in mxfp4.FP4_VALUES as it is")
     if problem is None:
         return passed("your dequantizer matches gptoss_edu.mxfp4.dequantize bit for bit on fresh blocks "
                       "(3 experts x 5 rows x 4 blocks).")

@@ -35,8 +35,8 @@ Rounding = tuple[Callable[[float], float], Callable[[float], float]]
 
 
 def _variant(head_dim: int, theta: float, context: int, beta_fast: float, beta_slow: float, truncate: bool, *,
-             two_pi: bool = True, d: float | None = None, clamp: bool = True, swap: bool = False,
-             rounding: Rounding | None | str = "auto") -> tuple[float, float]:
+             two_pi: bool = True, d: float | None = None, clamp: bool = True, top: float | None = None,
+             swap: bool = False, rounding: Rounding | None | str = "auto") -> tuple[float, float]:
     """The correction range with one knob per typical mistake ("auto" rounding: floor/ceil when truncating)."""
     d = head_dim if d is None else d
 
@@ -51,7 +51,7 @@ def _variant(head_dim: int, theta: float, context: int, beta_fast: float, beta_s
     if rounding is not None:
         low, high = rounding[0](low), rounding[1](high)
     if clamp:
-        low, high = max(low, 0.0), min(high, head_dim - 1.0)
+        low, high = max(low, 0.0), min(high, head_dim - 1.0 if top is None else top)
     return low, high
 
 
@@ -60,11 +60,13 @@ def _typical_mistakes(case: tuple) -> dict[str, tuple[float, float]]:
         "low and high are swapped: low comes from beta_fast (many turns over the context: fast dims), "
         "high from beta_slow": _variant(*case, swap=True),
         "the 2*pi is missing: a pair turns L * theta_i / (2*pi) times over L positions, so solve "
-        "L / (2*pi * wavelength_scale) = rotations": _variant(*case, two_pi=False),
+        "L * theta_i / (2*pi) = rotations": _variant(*case, two_pi=False),
         "use d = head_dim in the formula (the exponent of a pair is 2i / head_dim), not head_dim / 2":
             _variant(*case, d=case[0] / 2),
         "clamp the range to the dims that exist: low at least 0, high at most head_dim - 1":
             _variant(*case, clamp=False),
+        "clamp high to head_dim - 1, as transformers' YaRN does, not to the last pair (head_dim / 2 - 1)":
+            _variant(*case, top=case[0] / 2 - 1),
     }
     if case[-1]:
         mistakes["truncate is true here: round low down (floor) and high up (ceil)"] = _variant(*case, rounding=None)

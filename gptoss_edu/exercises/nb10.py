@@ -8,6 +8,9 @@ with ``g = min(gate, limit)``. The check launches it itself, one program per BLO
 
 from __future__ import annotations
 
+import ast
+import inspect
+import textwrap
 from typing import Any, Callable
 
 import torch
@@ -86,6 +89,22 @@ def _run(kernel: Any, gu: torch.Tensor, n: int, block: int, alpha: float, limit:
     return out_buf[pad:pad + n].clone(), bool((guard != GUARD_VALUE).any())
 
 
+def _unmasked_loads(kernel: Any) -> int:
+    """How many tl.load calls in the kernel's source have no mask (0 when the source cannot be read)."""
+    # A load past the end cannot be seen from the outputs (the stores are masked), only in the code.
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(kernel.fn)))
+    except (AttributeError, OSError, TypeError, SyntaxError):
+        return 0
+    return sum(1 for node in ast.walk(tree)
+               if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load"
+               and len(node.args) < 2 and not any(k.arg == "mask" and not _is_none(k.value) for k in node.keywords))
+
+
+def _is_none(node: ast.expr) -> bool:
+    return isinstance(node, ast.Constant) and node.value is None
+
+
 def check_swiglu_kernel(kernel: Callable) -> CheckResult:
     """Launch the learner's @triton.jit ``kernel`` on fresh inputs of several sizes against gptoss_swiglu."""
     try:
@@ -130,6 +149,11 @@ def check_swiglu_kernel(kernel: Callable) -> CheckResult:
             if torch.allclose(got, wrong, rtol=TOLERANCE, atol=TOLERANCE, equal_nan=True):
                 return failed(f"not yet {where}: {message}.")
         return failed("not yet: " + problem.message)
+    unmasked = _unmasked_loads(kernel)
+    if unmasked:
+        return failed(f"not yet: the outputs are right, but {unmasked} tl.load call(s) in your kernel have no mask: the "
+                      "last program's lanes past n read memory that is not gu's (on a GPU another tensor's, or an "
+                      "illegal address). Load with mask=offs < n, other=0.0")
     sizes = ", ".join(str(c[0]) for c in CASES)
     return passed(f"your kernel matches gptoss_edu.mlp.gptoss_swiglu on fresh inputs of {len(CASES)} sizes "
-                  f"(n = {sizes}; BLOCK 64 to 256, tails included) and never writes outside out.")
+                  f"(n = {sizes}; BLOCK 64 to 256, tails included), masks its loads and never writes outside out.")

@@ -36,20 +36,21 @@ def cases() -> list[tuple[str, dict[str, Any], int]]:
 
 def _weights(config: dict, *, scales: bool = True, expert_bytes: float | None = None, gate_up: int = 2,
              untied: bool = True, attn_bias: bool = True, expert_bias: bool = True, sinks: bool = True,
-             rest_bytes: int = 2) -> int:
+             layer_norms: bool = True, final_norm: bool = True, router_bias: bool = True, rest_bytes: int = 2) -> int:
     """Weight bytes with one knob per typical mistake (the defaults give the right answer)."""
     c = memory.dims(config)
     d, L, E = c["hidden_size"], c["num_hidden_layers"], c["num_local_experts"]
     ff, V, hd = c["intermediate_size"], c["vocab_size"], c["head_dim"]
     H, q, kv = c["num_attention_heads"], c["num_attention_heads"] * hd, c["num_key_value_heads"] * hd
     attn = d * (q + 2 * kv) + q * d + (q + 2 * kv + d if attn_bias else 0) + (H if sinks else 0)
-    layer_rest = attn + 2 * d + E * d + E + (E * (gate_up * ff + d) if expert_bias else 0)
+    norms = 2 * d if layer_norms else 0
+    layer_rest = attn + norms + E * d + (E if router_bias else 0) + (E * (gate_up * ff + d) if expert_bias else 0)
     values = L * E * (gate_up * ff * d + d * ff)  # expert weights, as numbers
     if expert_bytes is None:
         experts = values // 2 + (values // 32 if scales else 0)
     else:
         experts = int(values * expert_bytes)
-    rest = V * d * (2 if untied else 1) + L * layer_rest + d
+    rest = V * d * (2 if untied else 1) + L * layer_rest + (d if final_norm else 0)
     return rest_bytes * rest + experts
 
 
@@ -82,6 +83,12 @@ def _weight_mistakes(config: dict) -> dict[str, int]:
         "bias (hidden_size), kept in bf16": _weights(config, expert_bias=False),
         "you left out the attention sinks: one bf16 logit per query head in every layer":
             _weights(config, sinks=False),
+        "you left out the layers' norms: each layer has two RMSNorm scales (before attention and before the "
+        "MLP), hidden_size numbers each": _weights(config, layer_norms=False),
+        "you left out the final norm: one more RMSNorm scale (hidden_size numbers) before lm_head":
+            _weights(config, final_norm=False),
+        "you left out the router's bias: one bf16 number per expert in every layer":
+            _weights(config, router_bias=False),
         "you counted the non-expert weights in float32: they are bf16, 2 bytes each": _weights(config, rest_bytes=4),
         "your answer is in bits: return bytes (divide by 8)": right * 8,
     }
@@ -136,10 +143,12 @@ def check_memory_plan(fn: PlanFn) -> CheckResult:
                 if known:  # two mistakes can give the same number (8 query heads per KV head, 8 bits a byte)
                     problem = f"'{key}': " + " - or - ".join(known)
                 else:
-                    problem = (f"'{key}' is {value:,} bytes, {(value - want) / want:+.2%} off (check each tensor "
-                               "kind: bf16 weights and biases, expert blocks and scales; for the cache: layers, "
-                               "KV heads, head_dim, keys and values, bytes, and which layers keep only their "
-                               "sliding_window positions)")
+                    off = value - want  # in bytes too: a forgotten small tensor is -0.00% of the whole
+                    numbers = f", {off // 2:+,} bf16 numbers" if off % 2 == 0 else ""
+                    problem = (f"'{key}' is {value:,} bytes, {off:+,} bytes off ({off / want:+.2%}{numbers}; check "
+                               "each tensor kind: bf16 weights and biases, expert blocks and scales; for the cache: "
+                               "layers, KV heads, head_dim, keys and values, bytes, and which layers keep only "
+                               "their sliding_window positions)")
             if problem is not None:
                 problems.append(problem)
         if problems:
