@@ -340,7 +340,7 @@ PRESETS = ("gpt2-124m", "gpt-oss-20b", "gpt-oss-120b", "gpt2-tiny", "gpt-oss-tin
 
 
 def yarn_correction_range(cfg: ModelConfig) -> tuple[float, float]:
-    """YaRN's (low, high) correction dims: below low frequencies are interpolated, above kept."""
+    """YaRN's (low, high) correction range: pairs below low (fast) are kept, pairs above high (slow) divided by the factor."""
     def dim_for(rotations: float) -> float:
         return cfg.head_dim * math.log(cfg.rope_original_context / (rotations * 2 * math.pi)) / (2 * math.log(cfg.rope_theta))
 

@@ -18,14 +18,15 @@ def rope_inv_freq(head_dim: int, theta: float) -> torch.Tensor:
 def yarn_inv_freq(cfg: ModelConfig) -> tuple[torch.Tensor, float]:
     """YaRN frequencies and attention factor: interpolate slow dims by the factor, keep fast ones."""
     factor = cfg.rope_scaling_factor
-    wavelength_scale = cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim)
+    # 1 / theta_i, positions per radian (the wavelength over 2 pi), as transformers computes it
+    per_radian = cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim)
     low, high = yarn_correction_range(cfg)
     if low == high:  # avoid a zero-width ramp
         high += 1e-3
     dims = torch.arange(cfg.head_dim // 2, dtype=torch.float32)
     ramp = ((dims - low) / (high - low)).clamp(0, 1)  # 0 below low (fast dims), 1 above high
     keep = 1 - ramp  # share of the original (extrapolated) frequency
-    inv_freq = 1.0 / (factor * wavelength_scale) * (1 - keep) + 1.0 / wavelength_scale * keep
+    inv_freq = 1.0 / (factor * per_radian) * (1 - keep) + 1.0 / per_radian * keep
     concentration = 0.1 * math.log(factor) + 1.0 if factor > 1 else 1.0
     return inv_freq, concentration
 
