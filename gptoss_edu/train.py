@@ -99,7 +99,9 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     """The learning rate of optimizer step ``step`` (0-based): linear warmup, then cosine to min_lr."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - 1 - cfg.warmup_steps)
+    decay_steps = cfg.steps - 1 - cfg.warmup_steps
+    # One step after the warmup is both the cosine's first and its last: it lands on min_lr, as the last step must.
+    progress = (step - cfg.warmup_steps) / decay_steps if decay_steps > 0 else 1.0
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
 

@@ -92,6 +92,12 @@ def test_lr_schedule_warms_up_then_follows_a_cosine_to_min_lr():
     assert T.lr_at(int(mid), cfg) == pytest.approx(1e-4 + 0.45e-3 * (1 + math.cos(math.pi * (int(mid) - 10) / 89)))
 
 
+def test_the_last_step_gets_min_lr_even_right_after_the_warmup():
+    cfg = T.TrainConfig(steps=10, lr=1e-3, min_lr=1e-4, warmup_steps=9)
+    lrs = [T.lr_at(s, cfg) for s in range(cfg.steps)]
+    assert lrs[8] == pytest.approx(1e-3) and lrs[9] == pytest.approx(1e-4)
+
+
 def test_train_config_refuses_bad_settings():
     with pytest.raises(ValueError, match="warmup_steps"):
         T.TrainConfig(steps=10, warmup_steps=10)
