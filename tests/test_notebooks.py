@@ -42,3 +42,22 @@ def test_readme_lists_every_notebook():
     readme = (REPO / "README.md").read_text()
     for path in NOTEBOOKS:
         assert re.search(rf"^\| {path.name[:2]} \|", readme, re.M), f"README's notebook table lacks {path.name}"
+
+
+def _shows_explorer(cell: dict) -> bool:
+    return any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
+               and "".join(o["data"].get("text/plain", "")).startswith("Explorer(") for o in cell.get("outputs", []))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_explorer_is_followed_by_its_picture_for_a_static_page(path):
+    """GitHub draws no widgets: after each Explorer, before the next section, a stored picture shows what it draws."""
+    found = cells(path)
+    for i, cell in enumerate(found):
+        if not _shows_explorer(cell):
+            continue
+        for later in found[i + 1:]:
+            if later["cell_type"] == "markdown" and "".join(later["source"]).lstrip().startswith("#"):
+                pytest.fail(f"{path.name}: the Explorer of code cell {i} has no stored picture before the next section")
+            if any("image/png" in o.get("data", {}) for o in later.get("outputs", [])):
+                break
