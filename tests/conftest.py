@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 import pytest
 import torch
@@ -90,3 +91,23 @@ def disk_log(monkeypatch) -> DiskLog:
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
     return log
+
+
+@pytest.fixture
+def failing_fsync(monkeypatch):
+    """``failing_fsync(err, only=None)``: from then on, syncing a folder (only the folder ``only``, if
+    given) raises OSError(err), as a disk error, or a file system that cannot sync folders, would."""
+    real = os.fsync
+
+    def arm(err: int, only=None) -> None:
+        inode = os.stat(only).st_ino if only is not None else None
+
+        def fsync(fd):
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode) and inode in (None, st.st_ino):
+                raise OSError(err, os.strerror(err))
+            real(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+
+    return arm

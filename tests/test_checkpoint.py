@@ -6,7 +6,6 @@ import errno
 import json
 import os
 import re
-import stat
 
 import pytest
 import torch
@@ -334,29 +333,19 @@ def test_a_checkpoint_is_on_the_disk_before_it_is_renamed_into_place(tmp_path, d
 
 
 @pytest.mark.skipif(os.name != "posix", reason="folders are fsynced on POSIX systems only")
-def test_a_disk_that_cannot_sync_folders_or_fails_to_is_handled(tmp_path, monkeypatch):
-    real_fsync, parent = os.fsync, os.stat(tmp_path).st_ino
-
-    def failing(err, only_parent=False):
-        def fsync(fd):
-            st = os.fstat(fd)
-            if stat.S_ISDIR(st.st_mode) and (st.st_ino == parent or not only_parent):
-                raise OSError(err, os.strerror(err))
-            real_fsync(fd)
-        return fsync
-
+def test_a_disk_that_cannot_sync_folders_or_fails_to_is_handled(tmp_path, failing_fsync):
     model, other = small_gptoss(0), small_gptoss(1)
     # A FUSE or network mount that cannot sync a folder (EINVAL): the checkpoint is written all the same.
-    monkeypatch.setattr(os, "fsync", failing(errno.EINVAL))
+    failing_fsync(errno.EINVAL)
     path = g.write_checkpoint(model, tmp_path / "ck")
     assert torch.equal(g.load_model(path).embed.weight, model.embed.weight.to(torch.bfloat16).float())
     # A disk error before the rename: reported, and the earlier checkpoint stays as it was.
-    monkeypatch.setattr(os, "fsync", failing(errno.EIO))
+    failing_fsync(errno.EIO)
     with pytest.raises(OSError, match=os.strerror(errno.EIO)):
         g.write_checkpoint(other, path, overwrite=True)
     assert torch.equal(g.load_model(path).embed.weight, model.embed.weight.to(torch.bfloat16).float())
     # A disk error flushing the rename: reported; the new checkpoint is in place and no copy of the old is left.
-    monkeypatch.setattr(os, "fsync", failing(errno.EIO, only_parent=True))
+    failing_fsync(errno.EIO, only=tmp_path)
     with pytest.raises(OSError, match=os.strerror(errno.EIO)):
         g.write_checkpoint(other, path, overwrite=True)
     assert torch.equal(g.load_model(path).embed.weight, other.embed.weight.to(torch.bfloat16).float())

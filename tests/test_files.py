@@ -3,6 +3,7 @@ tests check each user of it; these check what only the helpers themselves decide
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path
@@ -67,3 +68,23 @@ def test_a_file_is_replaced_whole_or_not_at_all(tmp_path):
         write_file(path, "not bytes")  # type: ignore[arg-type]
     assert path.read_bytes() == b"first"
     assert [p.name for p in tmp_path.iterdir()] == ["split.json"]  # no temporary file left
+
+
+@pytest.mark.skipif(os.name != "posix", reason="folders are fsynced on POSIX systems only")
+def test_disk_errors_leave_one_whole_version_in_place(tmp_path, failing_fsync):
+    target = folder(tmp_path / "state", "step 1")
+    # A file system that cannot sync folders (EINVAL, as FUSE and network mounts answer): done all the same.
+    failing_fsync(errno.EINVAL)
+    replace_folder(folder(tmp_path / ".state.a", "step 2"), target)
+    assert (target / "data.txt").read_text() == "step 2"
+    # A disk error before the rename: reported, and the version in place is untouched.
+    failing_fsync(errno.EIO)
+    with pytest.raises(OSError, match=os.strerror(errno.EIO)):
+        replace_folder(folder(tmp_path / ".state.b", "step 3"), target)
+    assert (target / "data.txt").read_text() == "step 2"
+    # A disk error flushing the rename: reported; the new version is in place and no copy of the old is left.
+    failing_fsync(errno.EIO, only=tmp_path)
+    with pytest.raises(OSError, match=os.strerror(errno.EIO)):
+        replace_folder(folder(tmp_path / ".state.c", "step 4"), target)
+    assert (target / "data.txt").read_text() == "step 4"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".state.b", "state"]  # .b: its caller removes it

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
@@ -291,25 +290,6 @@ def test_a_saved_run_is_on_the_disk_before_it_is_renamed_into_place(text_data, t
     for folder in (T.STATE_DIR, T.MODEL_DIR):  # each replaced at least once: the first save, then the next
         assert sum(e[0] == "replace" and e[2] == str(tmp_path / folder) for e in disk_log.events) >= 2
         disk_log.assert_synced_before_renamed(tmp_path / folder)
-
-
-@pytest.mark.skipif(os.name != "posix", reason="folders are fsynced on POSIX systems only")
-def test_a_disk_error_flushing_the_rename_leaves_no_old_copy(tmp_path, monkeypatch):
-    (tmp_path / "state").mkdir()
-    (tmp_path / "state" / "old.txt").write_text("step 1")
-    (tmp_path / ".state.new").mkdir()
-    (tmp_path / ".state.new" / "new.txt").write_text("step 2")
-    real_fsync, parent = os.fsync, os.stat(tmp_path).st_ino
-
-    def fsync(fd):
-        if os.fstat(fd).st_ino == parent:
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    with pytest.raises(OSError, match=os.strerror(errno.EIO)):
-        T._replace_dir(tmp_path / ".state.new", tmp_path / "state")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["state"] and (tmp_path / "state" / "new.txt").exists()
 
 
 def test_a_crash_between_the_renames_of_a_checkpoint_is_recovered(text_data, tmp_path):
