@@ -44,7 +44,7 @@ def load_chat_model(path: Path, device: str, backend: str = "torch") -> GPT:
     """Load a checkpoint that can chat in harmony (a gpt-oss vocabulary), on `device`."""
     from .checkpoint import load_model, read_config
 
-    cfg, _, raw = read_config(path)
+    cfg, layout, raw = read_config(path)
     if cfg.vocab_size != HARMONY_VOCAB_SIZE:
         raise ChatError(
             f"{path} is a model with a {cfg.vocab_size}-token vocabulary"
@@ -54,7 +54,9 @@ def load_chat_model(path: Path, device: str, backend: str = "torch") -> GPT:
         )
     on_gpu = device.startswith("cuda")
     dtype = torch.bfloat16 if on_gpu else torch.float32
-    packed = (raw.get("quantization_config") or {}).get("quant_method") == "mxfp4" and cfg.is_moe
+    # OpenAI's original/ layout always stores its experts in MXFP4, and its config.json never says so.
+    quant = (raw.get("quantization_config") or {}).get("quant_method")
+    packed = cfg.is_moe and (layout == "original" or quant == "mxfp4")
     # MXFP4 experts stay packed on a GPU (dequantized, gpt-oss-20b would not fit 16 GB), for the Triton
     # kernels (they read the packed bytes), and on a CPU when dense float32 experts would take more
     # than a quarter of the RAM; otherwise a small model is dequantized once on a CPU, where

@@ -333,6 +333,22 @@ def test_experts_are_dequantized_on_cpu_only_when_they_fit(monkeypatch):
     assert all(m.packed for m in small_ram.modules() if isinstance(m, Experts))
 
 
+def test_an_original_layout_checkpoint_keeps_its_experts_packed_too(tmp_path, monkeypatch):
+    """OpenAI's original/ config.json has no quantization_config, yet its experts are MXFP4."""
+    import gptoss_edu as g
+    from gptoss_edu.config import alternating_layer_types
+    from gptoss_edu.moe import Experts
+
+    cfg = g.preset("gpt-oss-tiny").replace(vocab_size=chat.HARMONY_VOCAB_SIZE, tie_embeddings=False, d_model=32,
+                                          n_heads=2, n_kv_heads=1, n_layers=2,
+                                          layer_types=alternating_layer_types(2))
+    model = g.GPT(cfg)
+    original = g.write_checkpoint(model, tmp_path / "original", layout="original")
+    monkeypatch.setattr(chat, "total_ram", lambda: 1)  # a machine the dense experts would crowd
+    loaded = chat.load_chat_model(original, "cpu")
+    assert all(m.packed for m in loaded.modules() if isinstance(m, Experts))
+
+
 def test_the_triton_backend_keeps_the_experts_packed_even_when_they_would_fit():
     """The Triton MoE kernels read the MXFP4 bytes: --backend triton on a CPU must not dequantize them."""
     import torch
