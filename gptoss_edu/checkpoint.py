@@ -468,9 +468,12 @@ def _gptoss_tensors(sd: dict[str, torch.Tensor], cfg: ModelConfig, mxfp4_experts
         yield h + "mlp.router.bias", sd[p + "mlp.router.bias"].to(dtype)
         for w in ("gate_up_proj", "down_proj"):
             e = f"{p}mlp.experts.{w}"
-            if e + "_blocks" in sd:  # already packed: the bytes go through untouched
+            if e + "_blocks" in sd and mxfp4_experts:  # already packed: the bytes go through untouched
                 yield f"{h}mlp.experts.{w}_blocks", sd[e + "_blocks"]
                 yield f"{h}mlp.experts.{w}_scales", sd[e + "_scales"]
+            elif e + "_blocks" in sd:  # packed, asked for dense: one tensor at a time, so memory stays bounded
+                dense = mxfp4.dequantize(sd[e + "_blocks"], sd[e + "_scales"], dtype)
+                yield f"{h}mlp.experts.{w}", dense.transpose(1, 2).contiguous()
             elif mxfp4_experts:
                 blocks, scales = mxfp4.quantize(sd[e])
                 yield f"{h}mlp.experts.{w}_blocks", blocks

@@ -137,6 +137,23 @@ def test_keep_mxfp4_never_dequantizes_while_loading(tmp_path, monkeypatch):
     assert "experts kept in MXFP4" in str(model.load_report)
 
 
+def test_a_model_kept_in_mxfp4_can_be_written_dense(tmp_path):
+    """mxfp4=False means dense experts even when the model holds them packed (transformers then loads them all)."""
+    from transformers import GptOssForCausalLM
+
+    packed = g.load_model(g.write_checkpoint(small_gptoss(seed=6), tmp_path / "ck"), keep_mxfp4=True)
+    path = g.write_checkpoint(packed, tmp_path / "dense", mxfp4=False, dtype=torch.float32)
+    assert "quantization_config" not in json.loads((path / "config.json").read_text())
+    names = set(load_file(path / "model.safetensors"))
+    assert "model.layers.0.mlp.experts.gate_up_proj" in names and not any(n.endswith("_blocks") for n in names)
+    ref, info = GptOssForCausalLM.from_pretrained(path, dtype=torch.float32, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    ids = torch.randint(0, 256, (2, 20))
+    with torch.no_grad():
+        torch.testing.assert_close(g.load_model(path)(ids), packed(ids), atol=0, rtol=0)
+        torch.testing.assert_close(ref.eval()(ids).logits, packed(ids), atol=1e-4, rtol=0)
+
+
 def test_dense_checkpoint_round_trips_exactly(tmp_path):
     model = small_gptoss(seed=5)
     path = g.write_checkpoint(model, tmp_path / "dense", mxfp4=False, dtype=torch.float32)
