@@ -210,6 +210,12 @@ def _present(repo_id: str, name: str, size: int, local_dir: str | Path | None, r
 
 def _plan_online(repo_id: str, local_dir: str | Path | None, **selection) -> tuple[DownloadPlan | None, str]:
     """(plan_download's plan, "") or, when the Hub cannot be asked, (None, why); a refusal is a HubError."""
+    from huggingface_hub.utils import validate_repo_id
+
+    try:  # before anything else: offline, a malformed id would only be "not in the cache"
+        validate_repo_id(repo_id)
+    except ValueError as e:
+        raise HubError(f"{repo_id!r} is neither a folder here nor a Hub repository id ({e})") from None
     if _offline():
         return None, "offline mode is on (HF_HUB_OFFLINE=1)"
     unreachable = _hub_unreachable()

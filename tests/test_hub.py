@@ -614,6 +614,20 @@ def test_an_unknown_revision_is_named(tmp_path, monkeypatch):
     assert fake.downloads == []
 
 
+@pytest.mark.parametrize("go_offline", [False, True])
+def test_a_malformed_repository_id_is_a_clear_error_online_and_offline(tmp_path, monkeypatch, capsys, go_offline):
+    fake = FakeHub(monkeypatch)
+    if go_offline:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    for typo in ("openai/gpt-oss-20b ", "gpt oss"):
+        with pytest.raises(hub.HubError, match=f"{typo!r} is neither a folder here nor a Hub repository id"):
+            hub.download(typo, tmp_path / "w", progress=False)
+    assert main(["download", "openai/gpt-oss 20b", "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert "neither a folder here nor a Hub repository id" in err and "Traceback" not in err
+    assert fake.listed == 0 and fake.downloads == []
+
+
 def test_dry_run_exit_status_says_whether_it_fits(tmp_path, monkeypatch, capsys):
     # Scripts read the exit status: 0 only when the download fits; and a dry run fetches nothing.
     needed = sum(size for name, size in REAL_FILES if name in COURSE)
