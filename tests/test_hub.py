@@ -235,6 +235,17 @@ def test_offline_without_the_weights_says_what_to_do(tmp_path, monkeypatch, offl
     assert fake.listed == 0 and fake.downloads == []
 
 
+def test_offline_advice_fetches_what_was_asked_for(tmp_path, monkeypatch, offline):
+    FakeHub(monkeypatch)
+    fill(tmp_path / "w", COURSE)
+    with pytest.raises(hub.WeightsUnavailable, match="missing original/config.json") as e:
+        hub.download(REPO, tmp_path / "w", include_original=True, progress=False)
+    assert f"`hf download {REPO} --exclude 'metal/*' --local-dir DIR`" in str(e.value)
+    with pytest.raises(hub.WeightsUnavailable) as e:
+        hub.download(REPO, tmp_path / "elsewhere", progress=False)
+    assert f"`hf download {REPO} --exclude 'original/*' --exclude 'metal/*' --local-dir DIR`" in str(e.value)
+
+
 def test_offline_with_the_weights_on_disk_returns_them(tmp_path, monkeypatch, offline):
     fake = FakeHub(monkeypatch)
     fill(tmp_path / "w", COURSE)
