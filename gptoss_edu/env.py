@@ -356,16 +356,25 @@ def check_machine() -> list[Check]:
 def check_data() -> Check:
     """The tokenizer files in data/ that notebooks 01 and 11 read offline."""
     try:
-        from .tokenizer import BPE_FILES, data_dir
+        from .tokenizer import BPE_FILES, check_bpe_file, data_dir
 
         folder = data_dir()
-        missing = [f for f in BPE_FILES if not (folder / f).is_file()]
     except (ImportError, FileNotFoundError) as e:
         return Check("data files", "tokenizer BPE files", "not found", FAIL, str(e))
+    missing = [f for f in BPE_FILES if not (folder / f).is_file()]
     if missing:
         return Check("data files", "tokenizer BPE files", f"missing {', '.join(missing)}", FAIL,
                      "restore them from the repository (git checkout -- data/)")
-    return Check("data files", "tokenizer BPE files", "present", OK, "tokenizers load offline")
+    damaged = []
+    for f in BPE_FILES:  # the tokenizer refuses a file whose hash is wrong: say so here first
+        try:
+            check_bpe_file(f)
+        except ValueError:
+            damaged.append(f)
+    if damaged:
+        return Check("data files", "tokenizer BPE files", f"damaged {', '.join(damaged)}", FAIL,
+                     "their SHA-256 is not tiktoken's: restore them from the repository (git checkout -- data/)")
+    return Check("data files", "tokenizer BPE files", "present, hashes right", OK, "tokenizers load offline")
 
 
 # ---- the report -------------------------------------------------------------------------------

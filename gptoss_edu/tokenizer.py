@@ -75,8 +75,8 @@ def data_dir() -> Path:
     )
 
 
-def load_bpe_ranks(filename: str) -> dict[bytes, int]:
-    """Read one shipped BPE rank file through tiktoken, refusing it unless its hash is right."""
+def check_bpe_file(filename: str) -> Path:
+    """The path of one shipped BPE rank file, checked: present, and with the SHA-256 tiktoken expects."""
     if filename not in BPE_FILES:
         raise ValueError(f"unknown BPE file {filename!r}; known: {sorted(BPE_FILES)}")
     path = data_dir() / filename
@@ -91,9 +91,14 @@ def load_bpe_ranks(filename: str) -> dict[bytes, int]:
             f"tokenizer file {path} is damaged: its sha256 is {actual}, expected {expected}. "
             "Restore it from the repository (git checkout -- data/)."
         )
+    return path
+
+
+def load_bpe_ranks(filename: str) -> dict[bytes, int]:
+    """Read one shipped BPE rank file through tiktoken, refusing it unless its hash is right."""
     from tiktoken.load import load_tiktoken_bpe
 
-    return load_tiktoken_bpe(str(path), expected_hash=expected)
+    return load_tiktoken_bpe(str(check_bpe_file(filename)), expected_hash=BPE_FILES[filename])
 
 
 def harmony_special_tokens() -> dict[str, int]:

@@ -227,3 +227,17 @@ def test_a_package_without_version_metadata_is_not_called_too_old(monkeypatch):
     row = env.check_package(Package("torch", "torch", "course", "every model", "nothing runs"), {}, {"torch": "2.0"},
                             gpu=False)
     assert row.found == "present (version unknown)" and row.status != FAIL
+
+
+def test_damaged_or_missing_tokenizer_files_fail(tmp_path, monkeypatch):
+    from gptoss_edu.tokenizer import DATA_ENV_VAR, data_dir
+
+    for name in ("r50k_base.tiktoken", "o200k_base.tiktoken"):
+        (tmp_path / name).write_bytes((data_dir() / name).read_bytes())
+    monkeypatch.setenv(DATA_ENV_VAR, str(tmp_path))
+    assert env.check_data().status == env.OK
+    (tmp_path / "o200k_base.tiktoken").write_bytes((data_dir() / "o200k_base.tiktoken").read_bytes()[:1000])
+    row = env.check_data()
+    assert row.status == env.FAIL and row.found == "damaged o200k_base.tiktoken" and "git checkout" in row.meaning
+    (tmp_path / "r50k_base.tiktoken").unlink()
+    assert env.check_data().found == "missing r50k_base.tiktoken"
