@@ -162,7 +162,7 @@ def config_from_original(cfg: dict[str, Any], name: str = "gpt-oss") -> ModelCon
 
 def read_config(path: str | Path) -> tuple[ModelConfig, str, dict[str, Any]]:
     """(config, layout, raw config.json) of a checkpoint folder; layout is gpt2, gpt_oss or original."""
-    path = Path(path)
+    path = Path(path).expanduser()
     cfg_file = path / "config.json"
     if not path.is_dir():
         raise CheckpointError(f"{path} is not a folder: pass a checkpoint folder holding config.json and safetensors")
@@ -194,7 +194,7 @@ def read_config(path: str | Path) -> tuple[ModelConfig, str, dict[str, Any]]:
 
 def read_index(path: str | Path) -> dict[str, str]:
     """The weight map (tensor name -> shard file) of a checkpoint folder's index, checked."""
-    index = Path(path) / INDEX_FILE
+    index = Path(path).expanduser() / INDEX_FILE
     try:
         raw = json.loads(index.read_bytes())
     except ValueError as e:  # invalid JSON, or bytes that are not text at all
@@ -208,7 +208,7 @@ def read_index(path: str | Path) -> dict[str, str]:
 
 def weight_files(path: str | Path) -> list[Path]:
     """The safetensors files of a checkpoint folder, through its index when there is one."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if (path / INDEX_FILE).exists():
         files = [path / f for f in sorted(set(read_index(path).values()))]
         missing = [f.name for f in files if not f.exists()]
@@ -288,7 +288,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     packed (uint8) and are dequantized per use, so no dense copy of them is ever made.
     """
     t0 = time.perf_counter()
-    path = Path(path)
+    path = Path(path).expanduser()
     cfg, layout, _ = read_config(path)
     files = weight_files(path)
     device = torch.device(device)
@@ -561,7 +561,7 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
     """
     from safetensors.torch import save_file
 
-    path = Path(path)
+    path = Path(path).expanduser()
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise FileExistsError(f"{path} exists: pass overwrite=True to replace it")
     if layout == "original":

@@ -544,3 +544,14 @@ def test_a_folder_without_config_json_is_explained(tmp_path):
     (path / "config.json").unlink()
     with pytest.raises(g.CheckpointError, match="has no config.json: is it a checkpoint folder"):
         g.load_model(path)
+
+
+def test_a_path_from_the_home_folder_is_read_and_written(tmp_path, monkeypatch):
+    """"~/..." works in load_model and write_checkpoint as it does in download."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    model = small_gptoss(seed=7)
+    written = g.write_checkpoint(model, "~/ck")
+    assert written == tmp_path / "ck" and (tmp_path / "ck" / "config.json").is_file()
+    ids = torch.randint(0, 256, (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(g.load_model("~/ck")(ids), g.load_model(tmp_path / "ck")(ids), atol=0, rtol=0)
