@@ -183,12 +183,18 @@ def read_config(path: str | Path) -> tuple[ModelConfig, str, dict[str, Any]]:
         raise CheckpointError(f"{cfg_file} asks for quantization {qc.get('quant_method')!r}: the course reads "
                               "MXFP4 ('mxfp4') checkpoints or unquantized ones")
     name = path.name if path.name != "original" else path.parent.name
-    if "model_type" not in raw and "num_experts" in raw and "experts_per_token" in raw:
-        return config_from_original(raw, name), "original", raw
+    original = "model_type" not in raw and "num_experts" in raw and "experts_per_token" in raw
     try:
+        if original:
+            return config_from_original(raw, name), "original", raw
         cfg = ModelConfig.from_hf_config(raw, name=name)
+    except CheckpointError:
+        raise
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"{cfg_file}: {e.args[0]}") from None
+    except (TypeError, AttributeError) as e:  # e.g. "rope_scaling": "yarn" where an object belongs
+        raise CheckpointError(f"{cfg_file}: a setting has the wrong kind of value ({e}); restore the checkpoint's "
+                              "config.json") from None
     return cfg, raw["model_type"], raw
 
 

@@ -69,8 +69,17 @@ class ModelConfig:
             if not ok:
                 raise ValueError(f"ModelConfig {self.name!r}: {msg}")
 
+        # Types first: a config.json with "hidden_size": "32" or 4.0 would otherwise fail deep inside torch.
+        for f in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "context_length",
+                  "rope_original_context", "n_experts", "experts_per_token", "sliding_window"):
+            v = getattr(self, f)
+            need(isinstance(v, int) and not isinstance(v, bool), f"{f} must be a whole number, got {v!r}")
+        for f in ("rope_theta", "rope_scaling_factor", "rope_beta_fast", "rope_beta_slow", "norm_eps", "swiglu_alpha",
+                  "swiglu_limit", "dropout"):
+            v = getattr(self, f)
+            need(isinstance(v, (int, float)) and not isinstance(v, bool), f"{f} must be a number, got {v!r}")
         for f in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "context_length"):
-            need(int(getattr(self, f)) > 0, f"{f} must be positive, got {getattr(self, f)}")
+            need(getattr(self, f) > 0, f"{f} must be positive, got {getattr(self, f)}")
         need(self.positions in ("learned", "rope", "yarn"), f"positions must be learned|rope|yarn, got {self.positions!r}")
         need(self.norm in ("layernorm", "rmsnorm"), f"norm must be layernorm|rmsnorm, got {self.norm!r}")
         need(self.mlp in ("gelu", "swiglu", "gptoss_swiglu"), f"mlp must be gelu|swiglu|gptoss_swiglu, got {self.mlp!r}")

@@ -555,3 +555,25 @@ def test_a_path_from_the_home_folder_is_read_and_written(tmp_path, monkeypatch):
     ids = torch.randint(0, 256, (1, 12))
     with torch.no_grad():
         torch.testing.assert_close(g.load_model("~/ck")(ids), g.load_model(tmp_path / "ck")(ids), atol=0, rtol=0)
+
+
+WRONG_TYPES = [
+    ("hidden_size", "32", "d_model must be a whole number, got '32'"),
+    ("num_hidden_layers", 2.0, "n_layers must be a whole number, got 2.0|wrong kind of value"),
+    ("rope_theta", "fast", "could not convert string to float: 'fast'"),
+]
+
+
+@pytest.mark.parametrize("layout, key, value, message", [("hf", *case) for case in WRONG_TYPES] + [
+    ("original", *case) for case in WRONG_TYPES] + [
+    ("hf", "layer_types", 42, "wrong kind of value"),  # keys the original layout does not have
+    ("hf", "rope_scaling", "yarn", "wrong kind of value"),
+])
+def test_a_config_value_of_the_wrong_type_is_named(tmp_path, layout, key, value, message):
+    path = g.write_checkpoint(small_gptoss(), tmp_path / "ck", layout=layout)
+    raw = json.loads((path / "config.json").read_text())
+    assert key in raw
+    raw[key] = value
+    (path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(g.CheckpointError, match="|".join(map(re.escape, message.split("|")))):
+        g.load_model(path)
