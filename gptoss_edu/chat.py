@@ -236,6 +236,10 @@ def _check_arguments(args: argparse.Namespace) -> None:
             raise ChatError(f"--date must be YYYY-MM-DD or 'today', got {args.date!r}") from None
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:  # before the model is fetched: a typo must not cost a 13 GB download first
+        torch.device(args.device)
+    except RuntimeError:
+        raise ChatError(f"--device {args.device!r} is not a device: use auto, cpu, cuda or cuda:N") from None
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ChatError(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
     if args.backend == "triton":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,27 @@ def test_doctor_runs_without_torch_or_tiktoken():
     assert done.returncode == 0, done.stderr
     assert "data files" in done.stdout and "tokenizers load offline" in done.stdout
     assert "status " in done.stdout
+
+
+def test_output_piped_into_a_reader_that_stops_early_is_no_error(tmp_path):
+    """`python -m gptoss_edu doctor | head -1`: the closed pipe ends the command quietly, with no traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has already stopped: the first write meets a closed pipe
+    try:
+        done = subprocess.run([sys.executable, "-m", "gptoss_edu", "doctor"], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+    assert done.returncode == 141
+
+
+def test_chat_refuses_a_device_that_is_not_one_before_fetching_the_model(monkeypatch, capsys):
+    from gptoss_edu import chat
+
+    def fetch(spec):
+        raise AssertionError("the model was fetched before the arguments were checked")
+
+    monkeypatch.setattr(chat, "resolve_model", fetch)
+    assert main(["chat", "--model", "openai/gpt-oss-20b", "--device", "gpu"]) == 2
+    assert "--device 'gpu' is not a device: use auto, cpu, cuda or cuda:N" in capsys.readouterr().err
