@@ -143,6 +143,33 @@ def check_shape(name: str, t: torch.Tensor, shape: tuple[int, ...]) -> None:
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
+def tile_size(name: str, value: int | None, default: int, least: int = 16) -> int:
+    """A tile-size option: ``default`` when not given, else checked: a power of two, at least ``least``."""
+    if value is None:
+        return default
+    # tl.arange needs a power of two, and tl.dot on a GPU needs 16 or more along each side (the
+    # interpreter runs smaller tiles, so the mistake would only show on the GPU).
+    if isinstance(value, bool) or not isinstance(value, int) or value < least or value & (value - 1):
+        raise ValueError(f"{name} must be a power of two, at least {least}, got {value!r}")
+    return value
+
+
+# The kernels compute element offsets in 32-bit integers (Triton's default for indices and most strides).
+INDEX_LIMIT = 2**31
+
+
+def extent(t: torch.Tensor) -> int:
+    """How many elements past its first one a tensor's last element sits, plus one (its span in memory)."""
+    return 0 if t.numel() == 0 else 1 + sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride()))
+
+
+def check_index_range(name: str, **spans: int) -> None:
+    """Refuse a launch in which an offset would pass 2**31 elements, before it wraps around on the GPU."""
+    big = [f"{what} spans {n:,} elements" for what, n in spans.items() if n >= INDEX_LIMIT]
+    if big:
+        raise ValueError(f"gptoss_kernels.{name}: {', '.join(big)}, past the 2**31 the kernels' 32-bit offsets "
+                         "reach: split the batch (or the prompt) into smaller calls, or use the PyTorch path")
+
 
 def dot_precision(dtype: torch.dtype) -> str:
     """tl.dot's input precision: exact fp32 for fp32 inputs (tf32 would lose 13 mantissa bits)."""

@@ -20,8 +20,8 @@ import math
 
 import torch
 
-from ._common import (AOT_TARGET, FLOAT_DTYPES, check_launch, check_tensor, dot_precision, gpu_tiles, new_buffer,
-                      refuse_grad, tl, triton)
+from ._common import (AOT_TARGET, FLOAT_DTYPES, check_index_range, check_launch, check_tensor, dot_precision, extent,
+                      gpu_tiles, new_buffer, refuse_grad, tile_size, tl, triton)
 
 LOG2E = math.log2(math.e)
 # attention() uses the decode kernel while the query rows per KV head (queries x heads per KV head)
@@ -217,6 +217,7 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torc
             raise ValueError(f"sinks must have one logit per query head ({Hq}), got shape {tuple(sinks.shape)}")
     if sliding_window < 0:
         raise ValueError(f"sliding_window must be >= 0 (0 = no window), got {sliding_window}")
+    check_index_range("attention", q=max(extent(q), q.numel()), k=extent(k), v=extent(v))  # numel: the output
     if q_start < 0 or q_start + Tq > k.shape[2]:
         raise ValueError(f"the queries sit at positions q_start..q_start+Tq-1 = {q_start}..{q_start + Tq - 1}, "
                          f"which must be keys too (Tk = {k.shape[2]}): need 0 <= q_start <= Tk - Tq")
@@ -244,8 +245,8 @@ def attention_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scal
     if out.numel() == 0:
         return out
     block_d = _block_d(D)
-    block_m = block_m or (64 if gpu_tiles(q) else 32)
-    block_n = block_n or (64 if gpu_tiles(q) else 32)
+    block_m = tile_size("block_m", block_m, 64 if gpu_tiles(q) else 32)
+    block_n = tile_size("block_n", block_n, 64 if gpu_tiles(q) else 32)
     sink_arg = sinks.detach().contiguous() if sinks is not None else q  # read as sink_ptr + head
     grid = (triton.cdiv(Tq, block_m), B * Hq)
     _attn_prefill_kernel[grid](
@@ -314,7 +315,7 @@ def attention_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale
     kv_lo = max(0, q_start - window + 1)
     kv_hi = q_start + Tq
     n_keys = kv_hi - kv_lo
-    block_n = block_n or (64 if gpu_tiles(q) else 32)
+    block_n = tile_size("block_n", block_n, 64 if gpu_tiles(q) else 32)
     if num_splits is None:
         num_splits = _default_splits(q.device, B * Hkv, n_keys)
     chunk = triton.cdiv(triton.cdiv(n_keys, max(1, num_splits)), block_n) * block_n
@@ -417,7 +418,7 @@ def attention_decode_at(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, posit
     if out.numel() == 0:
         return out
     window = sliding_window if sliding_window > 0 else Tk + 1  # wider than any distance in the cache
-    block_n = block_n or (64 if gpu_tiles(q) else 32)
+    block_n = tile_size("block_n", block_n, 64 if gpu_tiles(q) else 32)
     most_keys = min(Tk, window + Tq - 1)  # the most keys any position can see
     if num_splits is None:  # as attention_decode, for the longest key range this cache allows
         num_splits = _default_splits(q.device, B * Hkv, most_keys)

@@ -26,8 +26,8 @@ kernels split the activations instead: dot(x, w) = dot(x_even, w_low) + dot(x_od
 
 import torch
 
-from ._common import (FLOAT_DTYPES, check_launch, check_shape, check_tensor, dot_precision, gpu_tiles, new_buffer,
-                      refuse_grad, tl, triton)
+from ._common import (FLOAT_DTYPES, check_index_range, check_launch, check_shape, check_tensor, dot_precision, extent,
+                      gpu_tiles, new_buffer, refuse_grad, tile_size, tl, triton)
 
 # moe_mxfp4() takes the decode path up to this many tokens.
 DECODE_MAX_TOKENS = 8
@@ -264,6 +264,9 @@ def _check_moe_inputs(x, expert_idx, expert_weights, gate_up_blocks, gate_up_sca
     check_shape("down_blocks", down_blocks, (E, D, I // 32, 16))
     check_shape("down_scales", down_scales, (E, D, I // 32))
     check_shape("down_bias", down_bias, (E, D))
+    # The prefill path keeps a [N * K, I] buffer and writes [N * K, D]; x and the experts are read in place.
+    check_index_range("moe", x=extent(x), **{"the N x K x I hidden buffer": N * K * I, "the N x K x D output": N * K * D},
+                      gate_up_blocks=extent(gate_up_blocks), down_blocks=extent(down_blocks))
     if check_indices and expert_idx.numel() and bool(((expert_idx < 0) | (expert_idx >= E)).any()):
         raise ValueError(f"expert_idx holds values outside 0..{E - 1} (there are {E} experts)")
     return N, D, K, E, I
@@ -292,8 +295,8 @@ def moe_mxfp4_decode(x: torch.Tensor, expert_idx: torch.Tensor, expert_weights: 
     if K == 0:
         return out.zero_()
     # 16 rows a program: enough programs to fill a GPU at batch 1, and registers to spare (96 on sm_90).
-    block_i = block_n = block_rows or 16
-    block_b = block_bytes or (128 if gpu_tiles(x) else 32)
+    block_i = block_n = tile_size("block_rows", block_rows, 16, least=1)  # a matrix-vector product: no tl.dot
+    block_b = tile_size("block_bytes", block_bytes, 128 if gpu_tiles(x) else 32, least=1)
     h = new_buffer((N * K, I), x.dtype, x.device)
     _gate_up_matvec_kernel[(N * K, triton.cdiv(I, block_i))](
         x, idx, gu_b, gu_s, gu_bias, h, I, K, x.stride(0), float(alpha), float(limit),
@@ -337,9 +340,9 @@ def moe_mxfp4_prefill(x: torch.Tensor, expert_idx: torch.Tensor, expert_weights:
     if N == 0 or K == 0:
         return torch.zeros((N, D), dtype=x.dtype, device=x.device)
     gpu = gpu_tiles(x)
-    block_m = block_m or (64 if gpu else 16)
-    block_n = block_n or (64 if gpu else 16)
-    block_b = block_bytes or (32 if gpu else 16)  # bytes of a row per step: 2 * block_b values
+    block_m = tile_size("block_m", block_m, 64 if gpu else 16)
+    block_n = tile_size("block_n", block_n, 64 if gpu else 16)
+    block_b = tile_size("block_bytes", block_bytes, 32 if gpu else 16)  # bytes of a row per step: 2 * block_b values
     order, tile_expert, tile_start, tile_end, n_tiles = _expert_tiles(idx, E, block_m)
     h = new_buffer((N * K, I), x.dtype, x.device)  # rows in expert-sorted order
     y = new_buffer((N * K, D), torch.float32, x.device)  # rows in (token, slot) order

@@ -26,7 +26,9 @@ def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """x * rsqrt(mean(x^2) + eps) * weight over the last dim of x [..., D], in fp32, cast back to x's dtype."""
     check_tensor("x", x, dtypes=FLOAT_DTYPES)
     check_tensor("weight", weight, ndim=1, dtypes=FLOAT_DTYPES)
-    D = x.shape[-1] if x.dim() else 0
+    if x.dim() == 0:
+        raise ValueError("x must have at least one dimension (rmsnorm normalises over the last one), got a 0-d tensor")
+    D = x.shape[-1]
     check_shape("weight", weight, (D,))
     if D == 0 or D > MAX_D:
         raise ValueError(f"rmsnorm needs 0 < D <= {MAX_D} (the last dim of x), got x of shape {tuple(x.shape)}")

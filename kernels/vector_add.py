@@ -21,7 +21,7 @@ def vector_add(x: torch.Tensor, y: torch.Tensor, block: int = 1024) -> torch.Ten
     if x.shape != y.shape or x.dtype != y.dtype:
         raise ValueError(f"x and y must match: x is {tuple(x.shape)} {x.dtype}, y is {tuple(y.shape)} {y.dtype}")
     check_launch(_add_kernel, "vector_add", x, y)
-    if block & (block - 1):
+    if block <= 0 or block & (block - 1):
         raise ValueError(f"block must be a power of two (tl.arange needs one), got {block}")
     x, y = x.contiguous(), y.contiguous()
     out = new_buffer(tuple(x.shape), x.dtype, x.device)

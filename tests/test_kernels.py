@@ -137,6 +137,15 @@ def test_rmsnorm_sums_half_precision_in_fp32() -> None:
 def test_rmsnorm_bad_weight() -> None:
     with pytest.raises(ValueError, match="weight"):
         rmsnorm(rand(2, 48, seed=0), rand(47, seed=0), 1e-5)
+    with pytest.raises(ValueError, match="x must have at least one dimension"):
+        rmsnorm(torch.tensor(3.0), torch.ones(1), 1e-5)
+
+
+def test_vector_add_block_must_be_a_power_of_two() -> None:
+    x = rand(10, seed=0)
+    for bad in (0, -4, 24):
+        with pytest.raises(ValueError, match=f"block must be a power of two .*got {bad}"):
+            vector_add(x, x, block=bad)
 
 
 # ----------------------------------------------------------------------------- attention
@@ -337,6 +346,47 @@ def test_attention_bad_inputs() -> None:
         attention(q, k, v[:, :, :7], scale=0.25, q_start=5)
     with pytest.raises(ValueError, match=r"multiple of the KV heads \(0\)"):
         attention(q, k[:, :0], v[:, :0], scale=0.25, q_start=5)
+
+
+def test_a_tile_size_a_gpu_could_not_compile_is_refused() -> None:
+    # The interpreter runs tiles of 8, or of 24; tl.dot on a GPU needs 16 or more, tl.arange a power of two.
+    q, k, v, _ = attention_inputs(1, 4, 2, 3, 8, 16, False, seed=51)
+    for bad in (8, 24, 0):
+        with pytest.raises(ValueError, match=f"block_n must be a power of two, at least 16, got {bad}"):
+            attention_prefill(q, k, v, scale=0.25, q_start=5, block_n=bad)
+        with pytest.raises(ValueError, match=f"block_n must be a power of two, at least 16, got {bad}"):
+            attention_decode(q, k, v, scale=0.25, q_start=5, block_n=bad)
+    with pytest.raises(ValueError, match="block_m must be a power of two, at least 16, got 8"):
+        attention_prefill(q, k, v, scale=0.25, q_start=5, block_m=8)
+    x, idx, wts, experts, _ = moe_case((3, 64, 32, 4, 2, (), 7.0), seed=52)
+    with pytest.raises(ValueError, match="block_bytes must be a power of two, at least 16, got 8"):
+        moe_mxfp4_prefill(x, idx, wts, *experts, block_bytes=8)
+    with pytest.raises(ValueError, match="block_rows must be a power of two, at least 1, got 12"):
+        moe_mxfp4_decode(x, idx, wts, *experts, block_rows=12)
+
+
+def test_launches_past_32_bit_offsets_are_refused_before_they_wrap() -> None:
+    """Offsets are 32-bit in the kernels: a launch that would pass 2**31 elements is refused (meta: no memory)."""
+    meta = torch.device("meta")
+    q = torch.empty(5, 64, 131072, 64, device=meta)  # five full-context prompts of gpt-oss at once
+    kv = torch.empty(5, 8, 131072, 64, device=meta)
+    with pytest.raises(ValueError, match=r"attention: q spans 2,684,354,560 elements, past the 2\*\*31"):
+        attention(q, kv, kv, scale=0.125)
+    N, D, I, E, K = 190_000, 2880, 2880, 32, 4  # tokens x K slots x 2880 > 2**31
+    u8 = dict(dtype=torch.uint8, device=meta)
+    args = (torch.empty(N, D, device=meta), torch.empty(N, K, dtype=torch.int64, device=meta),
+            torch.empty(N, K, device=meta), torch.empty(E, 2 * I, D // 32, 16, **u8),
+            torch.empty(E, 2 * I, D // 32, **u8), torch.empty(E, 2 * I, device=meta),
+            torch.empty(E, D, I // 32, 16, **u8), torch.empty(E, D, I // 32, **u8), torch.empty(E, D, device=meta))
+    with pytest.raises(ValueError, match="moe: the N x K x I hidden buffer spans 2,188,800,000 elements"):
+        moe_mxfp4_prefill(*args)
+    # One full-context prompt of gpt-oss-20b passes the checks.
+    from gptoss_kernels.attention import _check_inputs
+    from gptoss_kernels.moe import _check_moe_inputs
+
+    _check_inputs(q[:1], kv[:1], kv[:1], None, 128, 0)
+    one = 131072
+    _check_moe_inputs(args[0][:one], args[1][:one], args[2][:one], *args[3:], check_indices=False)
 
 
 # ---------------------------------------------------------------------------------- MoE
