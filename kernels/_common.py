@@ -87,7 +87,9 @@ def check_launch(kernel: Any, name: str, *tensors: torch.Tensor) -> None:
         )
     devices = {t.device.type for t in tensors}
     if len(devices) > 1:
-        raise ValueError(f"gptoss_kernels.{name}: all tensors must be on one device, got {sorted(devices)}")
+        shapes = ", ".join(f"{tuple(t.shape)} on {t.device}" for t in tensors)
+        raise ValueError(f"gptoss_kernels.{name}: all tensors must be on one device, got {shapes}; move them to "
+                         "one (a small index or position tensor left on the CPU is the usual slip)")
     if devices == {"cpu"} and not _interpreted(kernel) and not AOT_TARGET:
         hint = (" TRITON_INTERPRET is set now but was not when gptoss_kernels was imported: set it first."
                 if interpreter_mode() else "")

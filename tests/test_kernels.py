@@ -365,6 +365,15 @@ def test_a_tile_size_a_gpu_could_not_compile_is_refused() -> None:
         moe_mxfp4_decode(x, idx, wts, *experts, block_rows=12)
 
 
+def test_tensors_on_two_devices_are_named_by_shape() -> None:
+    from gptoss_kernels.attention import attention_decode_at
+
+    q, k, v, _ = attention_inputs(1, 4, 2, 1, 8, 16, False, seed=53)
+    position = torch.tensor([7], device="meta")  # as a position left behind on another device would be
+    with pytest.raises(ValueError, match=r"one device, got .*\(1,\) on meta.*left on the CPU is the usual slip"):
+        attention_decode_at(q, k, v, position, scale=0.25)
+
+
 def test_launches_past_32_bit_offsets_are_refused_before_they_wrap() -> None:
     """Offsets are 32-bit in the kernels: a launch that would pass 2**31 elements is refused (meta: no memory)."""
     meta = torch.device("meta")
