@@ -25,7 +25,10 @@ def strip_notebook(nb: dict) -> tuple[dict, int]:
     for cell in nb["cells"]:
         if SOLUTION_TAG in cell.get("metadata", {}).get("tags", []):
             removed += 1
-            cells.append({"cell_type": "markdown", "metadata": {}, "source": PLACEHOLDER})
+            note = {"cell_type": "markdown", "metadata": {}, "source": PLACEHOLDER}
+            if "id" in cell:  # nbformat 4.5 wants every cell to have one
+                note = {"cell_type": "markdown", "id": cell["id"], "metadata": {}, "source": PLACEHOLDER}
+            cells.append(note)
         else:
             cells.append(cell)
     return {**nb, "cells": cells}, removed

@@ -147,3 +147,18 @@ def test_the_copy_is_on_the_disk_before_it_is_renamed_into_place(tmp_path, disk_
         assert main(["student", str(src), str(out)]) == 0
         disk_log.assert_synced_before_renamed(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["course", "out"]
+
+
+def test_the_copy_of_the_course_is_valid_nbformat(tmp_path):
+    """A solution's note keeps the cell's id: nbformat 4.5 requires one on every cell."""
+    import nbformat
+
+    src = Path(__file__).resolve().parents[1] / "notebooks"
+    assert main(["student", str(src), str(tmp_path / "student")]) == 0
+    notes = 0
+    for path in sorted((tmp_path / "student").glob("*.ipynb")):
+        nb = json.loads(path.read_text())
+        assert all("id" in c for c in nb["cells"]), f"{path.name} has a cell without an id"
+        nbformat.validate(nb)
+        notes += sum(c["source"] == PLACEHOLDER for c in nb["cells"])
+    assert notes >= 13  # every notebook's exercise has its solution replaced
