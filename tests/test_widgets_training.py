@@ -64,3 +64,12 @@ def test_train_line_is_the_trailing_mean_and_the_title_names_it(smoothing):
     assert ax.get_lines()[0].get_ydata() == pytest.approx(trailing_mean(losses, smoothing))
     plural = "s" if smoothing > 1 else ""
     assert ax.get_title() == f"loss while training (trailing mean over {smoothing} step{plural})"
+
+
+def test_heavy_smoothing_never_hides_the_val_points():
+    """A trailing mean lags above a falling loss; the val dots below it must stay inside the axes."""
+    ex = loss_explorer({"gpt2": fake_run(0.0)})
+    for smoothing in (1, 20, 50):
+        ex.set(smoothing=smoothing)
+        low = ex.figure.axes[0].get_ylim()[0]
+        assert low < min(e["val_loss"] for e in fake_run(0.0).evals), (smoothing, low)

@@ -64,6 +64,8 @@ def loss_explorer(runs: Mapping[str, TrainResult], shown: Sequence[str] | None =
             return
         plot_losses(ax, picked, smoothing, show_val, x_axis, colours)
         lows = [min(smooth([h["loss"] for h in r.history], smoothing)) for r in picked.values()]
+        if show_val:  # a smoothed curve lags above the loss: the val dots may sit lower, and must stay in view
+            lows += [e["val_loss"] for r in picked.values() for e in r.evals]
         ax.set_ylim(min(lows) - 0.3, None)
         ax.set_title(f"loss while training (trailing mean over {smoothing} step{'s' if smoothing > 1 else ''})",
                      fontsize=10)
