@@ -87,8 +87,11 @@ class TrainConfig:
             raise ValueError(f"min_lr must be in 0..lr ({self.lr}), got {self.min_lr}")
         if self.data not in ("text", "harmony"):
             raise ValueError(f"data must be 'text' or 'harmony', got {self.data!r}")
-        if self.eval_every < 1 or self.checkpoint_every < 1:
-            raise ValueError("eval_every and checkpoint_every must be >= 1")
+        if self.eval_every < 1 or self.checkpoint_every < 1 or self.eval_batches < 1:
+            raise ValueError(f"eval_every, eval_batches and checkpoint_every must be >= 1, got {self.eval_every}, "
+                             f"{self.eval_batches}, {self.checkpoint_every}")
+        if not self.grad_clip > 0:  # 0 would scale every gradient to nothing: only the weight decay would act
+            raise ValueError(f"grad_clip must be > 0 (math.inf: no clipping), got {self.grad_clip}")
 
     def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with ``changes`` applied (and checked)."""
@@ -597,7 +600,7 @@ def load_state(path: str | Path, model: GPT, optimizer: torch.optim.Optimizer, m
     mine = _config_dict(cfg)
     diff = sorted(k for k in mine if k not in RESUMABLE_CHANGES and meta["train_config"].get(k) != mine[k])
     if diff:
-        was = ", ".join(f"{k}={meta['train_config'].get(k)!r} (you asked for {k}={mine[k]!r})" for k in diff)
+        was = ", ".join(f"{k}={meta['train_config'].get(k)!r} (now {k}={mine[k]!r})" for k in diff)
         raise CheckpointError(f"{path} was trained with {was}; resuming needs the same settings "
                               "(or start in another folder, or over with --fresh)")
     # States saved before the fingerprint existed have none, and resume as before.
@@ -873,13 +876,21 @@ def _run(args: argparse.Namespace, rec: Recipe, argv: list[str] | None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out or Path("runs") / rec.name)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file: give a folder for the run's checkpoints")
+    if args.export:
+        export_r, out_r = Path(args.export).resolve(), out.resolve()
+        if export_r == out_r or out_r in export_r.parents or export_r in out_r.parents:
+            raise ValueError(f"--export {args.export} and --out {out} overlap: the export is replaced as a whole and "
+                             "the run keeps its checkpoints in --out, so give each a folder of its own")
     if args.fresh:
         # Only what a run writes: the folder may hold other things.
         for name in (STATE_DIR, MODEL_DIR):
             for folder in (out / name, *out.glob(f".{name}.old-*")):  # and copies a cut-short save set aside
                 shutil.rmtree(folder, ignore_errors=True)
-    command = "python -m gptoss_edu.train " + (" ".join(shlex.quote(a) for a in argv) if argv is not None
-                                               else args.recipe)
+    # What TRAINING.md records, and what resumes the run: without --fresh, which would start it over.
+    recorded = [a for a in argv if a != "--fresh"] if argv is not None else [args.recipe]
+    command = "python -m gptoss_edu.train " + " ".join(shlex.quote(a) for a in recorded)
     restore_folder(out / STATE_DIR)
     if (out / STATE_DIR).exists():
         print(f"resuming the run in {out} from step {read_state_meta(out / STATE_DIR)['step']}", file=sys.stderr)
@@ -889,7 +900,8 @@ def _run(args: argparse.Namespace, rec: Recipe, argv: list[str] | None) -> int:
     val = f"val loss {result.val_loss:.3f}" if result.evals else "no evaluation yet"
     print(f"{result.step} steps: train loss {result.final_loss():.3f}, {val} (checkpoints in {out})")
     if result.interrupted:
-        print(f"interrupted after step {result.step}: run the same command again to resume", file=sys.stderr)
+        again = "the same command" + (" without --fresh" if args.fresh else "")
+        print(f"interrupted after step {result.step}: run {again} again to resume", file=sys.stderr)
         return 130
     if args.export:
         export(result, args.export, command, rec.about, data)

@@ -100,6 +100,10 @@ def test_the_last_step_gets_min_lr_even_right_after_the_warmup():
 def test_train_config_refuses_bad_settings():
     with pytest.raises(ValueError, match="warmup_steps"):
         T.TrainConfig(steps=10, warmup_steps=10)
+    with pytest.raises(ValueError, match=r"grad_clip must be > 0 \(math.inf: no clipping\), got 0"):
+        T.TrainConfig(grad_clip=0.0)  # it would scale every gradient to nothing
+    with pytest.raises(ValueError, match="eval_batches and checkpoint_every must be >= 1, got 50, 0, 100"):
+        T.TrainConfig(eval_batches=0)  # it failed only after the whole run, at its evaluation
     with pytest.raises(ValueError, match="min_lr"):
         T.TrainConfig(lr=1e-3, min_lr=1e-2)
     with pytest.raises(ValueError, match="data"):
@@ -244,7 +248,7 @@ def test_a_diverged_run_stops_and_keeps_its_last_finite_step(text_data, tmp_path
 
 def test_resume_refuses_other_settings_and_an_existing_run_without_resume(text_data, tmp_path):
     T.train(small(13), quick(steps=2), text_data, out=tmp_path, progress=False)
-    with pytest.raises(g.CheckpointError, match=r"lr=0.003 \(you asked for lr=0.001\)"):
+    with pytest.raises(g.CheckpointError, match=r"lr=0.003 \(now lr=0.001\)"):
         T.train(small(13), quick(steps=2, lr=1e-3), text_data, out=tmp_path, progress=False)
     with pytest.raises(g.CheckpointError, match="another model config"):
         T.train(small(12).replace(n_kv_heads=4), quick(steps=2), text_data, out=tmp_path, progress=False)
@@ -410,7 +414,7 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
     # Resuming with other settings.
     assert T.main(["course-step-13", "--out", str(tmp_path / "run"), "--steps", "2", "--lr", "0.1", *tiny]) == 2
     err = capsys.readouterr().err
-    assert "\ntrain: " in err and "you asked for lr=0.1" in err and "Traceback" not in err
+    assert "\ntrain: " in err and "(now lr=0.1)" in err and "Traceback" not in err
     # Bad settings.
     assert T.main(["course-step-13", "--out", str(tmp_path / "b"), "--steps", "2", "--warmup-steps", "5", *tiny]) == 2
     assert "train: warmup_steps must be in 0..steps-1 (1), got 5" in capsys.readouterr().err
@@ -432,6 +436,38 @@ def test_cli_reports_a_diverged_run_without_a_traceback(tmp_path, capsys):
                    "--seq-len", "16", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "the run diverged" in err and "Traceback" not in err
+
+
+def test_a_fresh_run_interrupted_resumes_without_fresh_and_records_no_fresh(tmp_path, capsys, monkeypatch):
+    tiny = ["--steps", "4", "--batch-size", "2", "--seq-len", "16", "--no-progress"]
+    real_train = T.train
+
+    def stopped_at_step_2(*args, **kwargs):
+        def press_ctrl_c(result: T.TrainResult) -> None:
+            if result.step == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+        return real_train(*args, **kwargs, on_step=press_ctrl_c)
+
+    monkeypatch.setattr(T, "train", stopped_at_step_2)
+    run = ["course-step-13", "--out", str(tmp_path / "run"), "--fresh", "--export", str(tmp_path / "exp"), *tiny]
+    assert T.main(run) == 130
+    assert "interrupted after step 2: run the same command without --fresh again to resume" in capsys.readouterr().err
+    monkeypatch.setattr(T, "train", real_train)
+    assert T.main([a for a in run if a != "--fresh"]) == 0
+    assert "resuming the run" in capsys.readouterr().err
+    record = json.loads((tmp_path / "exp" / "training.json").read_text())
+    assert "--fresh" not in record["command"] and "--export" in record["command"]
+
+
+def test_out_and_export_that_overlap_or_an_out_that_is_a_file_are_refused_before_training(tmp_path, capsys):
+    tiny = ["--steps", "2", "--batch-size", "2", "--seq-len", "16", "--no-progress"]
+    for out, export in [("run", "run"), ("run", "run/exp"), ("both/run", "both")]:
+        assert T.main(["course-step-13", "--out", str(tmp_path / out), "--export", str(tmp_path / export), *tiny]) == 2
+        assert "overlap" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("not a folder")
+    assert T.main(["course-step-13", "--out", str(tmp_path / "afile"), *tiny]) == 2
+    assert "is a file: give a folder for the run's checkpoints" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # nothing was trained or written
 
 
 def test_cli_fresh_and_export_delete_only_what_a_run_wrote(tmp_path, capsys):
