@@ -75,6 +75,11 @@ def replace_folder(new: Path, path: Path) -> None:
             _remove(old)
 
 
+def set_aside(path: Path) -> list[Path]:
+    """The copies of ``path`` that cut-short replacements set aside (``.NAME.old-*``), the last one set aside last."""
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.old-*"), key=lambda p: p.lstat().st_ctime_ns)
+
+
 def restore_folder(path: Path) -> bool:
     """Undo a `replace_folder` cut short between its two renames: if ``path`` is missing, its copy set aside goes back.
 
@@ -83,7 +88,7 @@ def restore_folder(path: Path) -> bool:
     """
     if path.exists() or path.is_symlink():
         return False
-    aside = sorted(path.parent.glob(f".{glob.escape(path.name)}.old-*"), key=lambda p: p.lstat().st_ctime_ns)
+    aside = set_aside(path)
     if not aside:
         return False
     os.replace(aside[-1], path)

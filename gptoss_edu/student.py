@@ -25,10 +25,8 @@ def strip_notebook(nb: dict) -> tuple[dict, int]:
     for cell in nb["cells"]:
         if SOLUTION_TAG in cell.get("metadata", {}).get("tags", []):
             removed += 1
-            note = {"cell_type": "markdown", "metadata": {}, "source": PLACEHOLDER}
-            if "id" in cell:  # nbformat 4.5 wants every cell to have one
-                note = {"cell_type": "markdown", "id": cell["id"], "metadata": {}, "source": PLACEHOLDER}
-            cells.append(note)
+            cell_id = {"id": cell["id"]} if "id" in cell else {}  # nbformat 4.5 wants every cell to have one
+            cells.append({"cell_type": "markdown", **cell_id, "metadata": {}, "source": PLACEHOLDER})
         else:
             cells.append(cell)
     return {**nb, "cells": cells}, removed

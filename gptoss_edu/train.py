@@ -37,7 +37,7 @@ from torch import nn
 
 from . import harmony
 from .checkpoint import CheckpointError, write_checkpoint
-from .files import replace_folder, restore_folder
+from .files import replace_folder, restore_folder, set_aside
 from .config import ModelConfig, course_config, preset
 from .corpus import Corpus, load_corpus
 from .model import GPT
@@ -886,7 +886,7 @@ def _run(args: argparse.Namespace, rec: Recipe, argv: list[str] | None) -> int:
     if args.fresh:
         # Only what a run writes: the folder may hold other things.
         for name in (STATE_DIR, MODEL_DIR):
-            for folder in (out / name, *out.glob(f".{name}.old-*")):  # and copies a cut-short save set aside
+            for folder in (out / name, *set_aside(out / name)):  # and copies a cut-short save set aside
                 shutil.rmtree(folder, ignore_errors=True)
     # What TRAINING.md records, and what resumes the run: without --fresh, which would start it over.
     recorded = [a for a in argv if a != "--fresh"] if argv is not None else [args.recipe]

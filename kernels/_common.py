@@ -145,6 +145,7 @@ def check_shape(name: str, t: torch.Tensor, shape: tuple[int, ...]) -> None:
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
+
 def tile_size(name: str, value: int | None, default: int, least: int = 16) -> int:
     """A tile-size option: ``default`` when not given, else checked: a power of two, at least ``least``."""
     if value is None:
