@@ -586,11 +586,8 @@ def read_state_meta(path: str | Path) -> dict:
     return meta
 
 
-def load_state(path: str | Path, model: GPT, optimizer: torch.optim.Optimizer, model_cfg: ModelConfig,
-               cfg: TrainConfig, data_fingerprint: str | None = None) -> dict:
-    """Restore a saved training state into ``model`` and ``optimizer``; refuse one that is damaged or foreign."""
-    from safetensors import safe_open
-
+def check_resumable(path: str | Path, model_cfg: ModelConfig, cfg: TrainConfig) -> dict:
+    """The saved state's metadata, if a run with these settings may resume it; else a CheckpointError saying why."""
     path = Path(path)
     meta = read_state_meta(path)
     if meta["model_config"] != _config_dict(model_cfg):
@@ -603,6 +600,16 @@ def load_state(path: str | Path, model: GPT, optimizer: torch.optim.Optimizer, m
         was = ", ".join(f"{k}={meta['train_config'].get(k)!r} (now {k}={mine[k]!r})" for k in diff)
         raise CheckpointError(f"{path} was trained with {was}; resuming needs the same settings "
                               "(or start in another folder, or over with --fresh)")
+    return meta
+
+
+def load_state(path: str | Path, model: GPT, optimizer: torch.optim.Optimizer, model_cfg: ModelConfig,
+               cfg: TrainConfig, data_fingerprint: str | None = None) -> dict:
+    """Restore a saved training state into ``model`` and ``optimizer``; refuse one that is damaged or foreign."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    meta = check_resumable(path, model_cfg, cfg)
     # States saved before the fingerprint existed have none, and resume as before.
     if data_fingerprint and meta.get("data") and meta["data"] != data_fingerprint:
         raise CheckpointError(f"{path} was trained on other token data (fingerprint {meta['data']}, yours is "
@@ -893,7 +900,9 @@ def _run(args: argparse.Namespace, rec: Recipe, argv: list[str] | None) -> int:
     command = "python -m gptoss_edu.train " + " ".join(shlex.quote(a) for a in recorded)
     restore_folder(out / STATE_DIR)
     if (out / STATE_DIR).exists():
-        print(f"resuming the run in {out} from step {read_state_meta(out / STATE_DIR)['step']}", file=sys.stderr)
+        # Checked before it is announced (and before the corpus is read): a refusal is the only thing said.
+        step = check_resumable(out / STATE_DIR, rec.model, tc)["step"]
+        print(f"resuming the run in {out} from step {step}", file=sys.stderr)
     data = prepare_data(tc.data, rec.model.vocab_size, seed=tc.seed)
     print(data, file=sys.stderr)
     result = train(rec.model, tc, data, out=out, progress=not args.no_progress)

@@ -414,7 +414,8 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
     # Resuming with other settings.
     assert T.main(["course-step-13", "--out", str(tmp_path / "run"), "--steps", "2", "--lr", "0.1", *tiny]) == 2
     err = capsys.readouterr().err
-    assert "\ntrain: " in err and "(now lr=0.1)" in err and "Traceback" not in err
+    # Refused before anything is announced: no "resuming the run" first, no corpus read.
+    assert err.startswith("train: ") and "(now lr=0.1)" in err and "resuming the run" not in err and "Traceback" not in err
     # Bad settings.
     assert T.main(["course-step-13", "--out", str(tmp_path / "b"), "--steps", "2", "--warmup-steps", "5", *tiny]) == 2
     assert "train: warmup_steps must be in 0..steps-1 (1), got 5" in capsys.readouterr().err
