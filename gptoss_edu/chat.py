@@ -24,6 +24,7 @@ from . import harmony
 from .env import total_ram
 from .generate import Generation, stream
 from .model import GPT
+from .static_decode import fast_step
 from .tokenizer import HARMONY_VOCAB_SIZE, get_encoding
 
 DIM, RESET = "\x1b[2m", "\x1b[0m"
@@ -82,6 +83,7 @@ class ChatSession:
         seed: int | None = None,
         out: TextIO | None = None,
         color: bool | None = None,
+        cuda_graph: bool | None = None,
     ):
         self.model = model
         self.enc = get_encoding("o200k_harmony")
@@ -91,6 +93,7 @@ class ChatSession:
         self.messages: list[harmony.Message] = []
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.seed, self.turn = seed, 0
+        self.cuda_graph = cuda_graph  # None: decode steps replay a CUDA graph on a GPU (static_decode.fast_step)
         self.out = out if out is not None else sys.stdout
         self.color = self.out.isatty() if color is None else color
         self._dim = False  # whether the terminal is now writing dimmed text
@@ -129,7 +132,7 @@ class ChatSession:
         tokens = stream(
             self.model, prompt, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
             top_p=self.top_p, seed=None if self.seed is None else self.seed + self.turn,
-            stop_tokens=harmony.stop_tokens(self.enc), stats=stats,
+            stop_tokens=harmony.stop_tokens(self.enc), stats=stats, decoder=fast_step(self.cuda_graph),
         )
         self.turn += 1
         shown, printed, problem, interrupted, taken = None, False, None, False, None
@@ -216,6 +219,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
     parser.add_argument("--date", default=None, help="current date for the system message: YYYY-MM-DD or 'today'")
     parser.add_argument("--instructions", default=None, help="developer instructions (the 'system prompt')")
+    parser.add_argument("--no-cuda-graph", dest="cuda_graph", action="store_false", default=None,
+                        help="on a GPU, launch each decode step's kernels from Python instead of replaying "
+                             "them as one CUDA graph (slower; for comparing)")
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
@@ -279,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdin.reconfigure(errors="replace")  # nor bytes that are not UTF-8 end the conversation
     session = ChatSession(
         model, args.reasoning, args.date, args.instructions, args.max_new_tokens,
-        args.temperature, args.top_p, args.seed,
+        args.temperature, args.top_p, args.seed, cuda_graph=args.cuda_graph,
     )
     params = model.num_parameters() / 1e9
     print(f"{path.name}: {params:.3g}B parameters on {args.device}, loaded in "

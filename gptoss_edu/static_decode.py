@@ -21,6 +21,7 @@ own modules (norms, projections, rotary, router, experts), so it shares their we
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -227,6 +228,31 @@ def graph_step(cuda_graph: bool | None = None) -> Callable[[GPT, KVCache], Decod
         decoder = CUDAGraphDecoder(model, cache, cuda_graph)
         decoder.capture()  # at position 0 (the prefill overwrites it), before generate's clock starts
         return lambda token: decoder(token)[0]
+    return make
+
+
+def _on_gpu(model: GPT) -> bool:
+    return model.embed.weight.device.type == "cuda"
+
+
+def fast_step(cuda_graph: bool | None = None) -> Callable[[GPT, KVCache], DecodeStep]:
+    """A ``decoder`` for gptoss_edu.generate: a CUDA graph where the model is on a GPU, the plain step elsewhere.
+
+    ``cuda_graph=None`` (the chats' default) falls back to the plain step, with a warning, if the
+    graph cannot be recorded; True insists on the graph (an error says why not); False never records one.
+    """
+    def make(model: GPT, cache: KVCache) -> DecodeStep:
+        if not (_on_gpu(model) if cuda_graph is None else cuda_graph):
+            # On a CPU the plain step is as fast: no launch overhead to save, and it reads only the filled cache.
+            return generate_.cached_step(model, cache)
+        try:
+            return graph_step(True)(model, cache)
+        except RuntimeError as e:
+            if cuda_graph:
+                raise
+            warnings.warn(f"the decode step could not be recorded as a CUDA graph ({e}); decoding without one, "
+                          "slower (pass cuda_graph=False, or --no-cuda-graph, to skip the attempt)", stacklevel=2)
+            return generate_.cached_step(model, cache)
     return make
 
 

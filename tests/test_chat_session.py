@@ -67,6 +67,27 @@ def test_sampling_settings_reach_the_generator_and_the_seed_moves_each_turn(monk
     assert all(c["top_p"] == 0.9 and c["temperature"] == 0.7 and c["max_new_tokens"] == 33 for c in calls)
 
 
+def test_decode_steps_replay_a_cuda_graph_unless_no_cuda_graph_is_given(monkeypatch, capsys):
+    calls: list = []
+    monkeypatch.setattr(chat, "stream", recording(ANSWER, calls))
+    monkeypatch.setattr(chat, "fast_step", lambda cuda_graph: ("fast_step", cuda_graph))
+    chat.ChatSession(fake_model(), out=io.StringIO()).reply("one")
+    assert calls[-1]["decoder"] == ("fast_step", None)  # a graph on a GPU, the plain step elsewhere
+    def read_line(prompt):
+        if not lines:
+            raise EOFError  # Ctrl-D
+        return lines.pop()
+
+    monkeypatch.setattr(chat, "read_line", read_line)
+    monkeypatch.setattr(chat, "resolve_model", lambda spec: Path(spec))
+    monkeypatch.setattr(chat, "load_chat_model", lambda path, device, backend="torch": fake_model())
+    for flags, want in (([], None), (["--no-cuda-graph"], False)):
+        lines = ["hello"]
+        assert chat.run(build_parser().parse_args(["chat", "--model", "fake", "--device", "cpu", *flags])) == 0
+        assert calls[-1]["decoder"] == ("fast_step", want)
+    capsys.readouterr()
+
+
 def test_a_prompt_that_fills_the_context_exactly_is_not_sent(monkeypatch):
     """A prompt of context_length tokens leaves no room for a reply."""
     calls: list = []

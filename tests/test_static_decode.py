@@ -12,12 +12,14 @@ backend both run the same kernels, and agree here to the bit. On a GPU we allow 
 from __future__ import annotations
 
 import importlib
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
 import gptoss_edu as g
+from gptoss_edu import static_decode
 from gptoss_edu.attention import KVCache
 from gptoss_edu.generate import generate
 from gptoss_edu.static_decode import CUDAGraphDecoder, generate as static_generate, static_decode_step
@@ -178,6 +180,34 @@ def test_full_cache_and_bad_caches_are_clear_errors() -> None:
         CUDAGraphDecoder(g.GPT(config("gpt2-tiny").replace(dropout=0.1)), model.new_cache(1, 4))
 
 
+# ------------------------------------------------------------------ the chats' decoder
+
+
+def test_fast_step_takes_the_plain_step_on_a_cpu_and_falls_back_when_no_graph_can_be_recorded(monkeypatch) -> None:
+    model = randomize(g.GPT(config("gpt-oss-tiny")), seed=3)
+    prompt = [5, 17, 42, 7]
+    want = generate(model, prompt, max_new_tokens=12, temperature=0).tokens
+    real_graph_step = static_decode.graph_step
+
+    def no_graph(*args, **kwargs):
+        raise AssertionError("fast_step tried to record a graph")
+
+    # On a CPU (and wherever cuda_graph=False) nothing is recorded: the plain step, the same tokens.
+    monkeypatch.setattr(static_decode, "graph_step", no_graph)
+    assert generate(model, prompt, max_new_tokens=12, temperature=0, decoder=static_decode.fast_step()).tokens == want
+    monkeypatch.setattr(static_decode, "_on_gpu", lambda m: True)
+    assert generate(model, prompt, max_new_tokens=12, temperature=0,
+                    decoder=static_decode.fast_step(cuda_graph=False)).tokens == want
+    # "On a GPU" whose graph cannot be recorded (here: the model is on the CPU after all), a warning and
+    # the plain step; insisting on the graph is an error that says why.
+    monkeypatch.setattr(static_decode, "graph_step", real_graph_step)
+    with pytest.warns(UserWarning, match="could not be recorded as a CUDA graph .*CUDA graphs need"):
+        got = generate(model, prompt, max_new_tokens=12, temperature=0, decoder=static_decode.fast_step())
+    assert got.tokens == want
+    with pytest.raises(RuntimeError, match="CUDA graphs need the model and cache on a CUDA GPU"):
+        generate(model, prompt, max_new_tokens=12, temperature=0, decoder=static_decode.fast_step(cuda_graph=True))
+
+
 # ------------------------------------------------------------- the position-tensor kernel
 
 attn_mod = importlib.import_module("gptoss_kernels.attention")
@@ -253,3 +283,25 @@ def test_cuda_graph_is_recorded_once_and_generation_matches() -> None:
     prompt = [5, 17, 42, 7]
     want = generate(model, prompt, max_new_tokens=20, temperature=0)
     assert static_generate(model, prompt, max_new_tokens=20, temperature=0).tokens == want.tokens
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_the_chats_decoder_records_a_graph_on_the_gpu(backend: str, monkeypatch) -> None:
+    model = randomize(g.GPT(config("gpt-oss-tiny"), packed_experts=True), seed=9).to("cuda").set_backend(backend)
+    recorded = []
+    real = static_decode.CUDAGraphDecoder.capture
+
+    def capture(self):
+        real(self)
+        recorded.append(self.graph)
+
+    monkeypatch.setattr(static_decode.CUDAGraphDecoder, "capture", capture)
+    prompt = [5, 17, 42, 7]
+    want = generate(model, prompt, max_new_tokens=20, temperature=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback to the plain step
+        got = generate(model, prompt, max_new_tokens=20, temperature=0, decoder=static_decode.fast_step())
+    assert recorded and recorded[0] is not None
+    assert got.tokens == want.tokens

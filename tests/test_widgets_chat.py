@@ -184,3 +184,18 @@ def test_model_text_is_shown_as_text_not_html():
     w = ChatWidget(Scripted("<|channel|>final<|message|><b>bold</b> & more<|return|>"), temperature=0.0)
     w.send("Hi")
     assert "&lt;b&gt;bold&lt;/b&gt; &amp; more" in w.answer.value and "<b>bold" not in w.answer.value
+
+
+def test_reply_decodes_with_the_chats_decoder(monkeypatch):
+    # A CUDA graph on a GPU, the plain step elsewhere (static_decode.fast_step); cuda_graph reaches it.
+    asked = []
+    real = chat_widget_module.fast_step
+
+    def recording(cuda_graph=None):
+        asked.append(cuda_graph)
+        return real(cuda_graph)
+
+    monkeypatch.setattr(chat_widget_module, "fast_step", recording)
+    out = reply(Scripted(ANSWER), [harmony.user("Hi")], temperature=0.0)
+    reply(Scripted(ANSWER), [harmony.user("Hi")], temperature=0.0, cuda_graph=False)
+    assert asked == [None, False] and out.final == "Hello there!"

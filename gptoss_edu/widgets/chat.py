@@ -19,6 +19,7 @@ import tiktoken
 from .. import harmony
 from ..generate import Generation, stream
 from ..model import GPT
+from ..static_decode import fast_step
 from ..tokenizer import get_encoding
 
 EFFORTS = harmony.REASONING_EFFORTS
@@ -62,8 +63,10 @@ def conversation_ids(messages: Sequence[harmony.Message], effort: str, date: str
 
 def reply(model: GPT, messages: Sequence[harmony.Message], effort: str = "medium", *, max_new_tokens: int = 256,
           temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None, date: str | None = None,
-          on_text: OnText | None = None, encoding: tiktoken.Encoding | None = None) -> Reply:
+          on_text: OnText | None = None, encoding: tiktoken.Encoding | None = None,
+          cuda_graph: bool | None = None) -> Reply:
     """Generate the assistant's next turn after ``messages``, calling ``on_text(channel, text)`` as text arrives."""
+    # cuda_graph=None: on a GPU each decode step replays a CUDA graph (static_decode.fast_step).
     if effort not in EFFORTS:
         raise ValueError(f"reasoning effort must be one of {', '.join(EFFORTS)}, got {effort!r}")
     enc = encoding if encoding is not None else get_encoding("o200k_harmony")
@@ -75,7 +78,7 @@ def reply(model: GPT, messages: Sequence[harmony.Message], effort: str = "medium
     out = Reply(effort)
     parser = harmony.StreamParser("assistant", enc)
     tokens = stream(model, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                    stop_tokens=harmony.stop_tokens(enc), stats=out.stats)
+                    stop_tokens=harmony.stop_tokens(enc), stats=out.stats, decoder=fast_step(cuda_graph))
     try:
         for token in tokens:
             was_content = parser.state == "content"
