@@ -27,6 +27,17 @@ def fp4_lut(dtype: torch.dtype = torch.float32, device: torch.device | str = "cp
     return torch.tensor(FP4_VALUES, dtype=dtype, device=device)
 
 
+_LUTS: dict[torch.device, torch.Tensor] = {}
+
+
+def _lut(device: torch.device) -> torch.Tensor:
+    # One float32 table per device, made once and kept: a CUDA graph may record a decode step that
+    # dequantizes experts, and a table copied from the host inside the recording would fail it.
+    if device not in _LUTS:
+        _LUTS[device] = fp4_lut(torch.float32, device)
+    return _LUTS[device]
+
+
 def e2m1_bits(code: int) -> str:
     """The four bits of an E2M1 code as 'S EE M', for showing a code by hand."""
     if not 0 <= code < 16:
@@ -50,7 +61,7 @@ def _check_packed(blocks: torch.Tensor, scales: torch.Tensor) -> None:
 def dequantize(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
     """Unpack ``blocks`` [..., rows, G, 16] with ``scales`` [..., rows, G] to [..., rows, G * 32]."""
     _check_packed(blocks, scales)
-    lut = fp4_lut(torch.float32, blocks.device)
+    lut = _lut(blocks.device)
     lo = lut[(blocks & 0x0F).long()]
     hi = lut[(blocks >> 4).long()]
     # Low nibble is element 2j, high nibble element 2j + 1.

@@ -180,6 +180,35 @@ def test_full_cache_and_bad_caches_are_clear_errors() -> None:
         CUDAGraphDecoder(g.GPT(config("gpt2-tiny").replace(dropout=0.1)), model.new_cache(1, 4))
 
 
+# ------------------------------------------------- what a CUDA graph cannot record, caught on a CPU
+
+HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__int__", "__float__", "__index__")
+
+
+@pytest.mark.parametrize("kind, packed", [("gpt-oss-tiny", True), ("gpt-oss-tiny", False), ("gpt2-tiny", False),
+                                          ("course-step-05", False)])
+def test_after_its_warm_up_the_torch_step_reads_nothing_back_and_copies_nothing_in(kind, packed, monkeypatch) -> None:
+    # A graph records device work only: a value read back to the host (.item(), an `if` on a tensor)
+    # or a tensor made from Python data (torch.tensor) inside the step breaks the recording on a GPU.
+    # The warm-up before recording may do both (the first call makes and keeps what it needs).
+    model = randomize(g.GPT(config(kind), packed_experts=packed), seed=1)
+    cache = model.new_cache(1, 16)
+    tokens, position = torch.tensor([4]), torch.tensor([3])
+    with torch.no_grad():
+        model(torch.tensor([[1, 2, 3]]), cache)
+        want = static_decode_step(model, cache, tokens, position).clone()  # the warm-up
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("the step reads a tensor back to the host or makes one from Python data")
+
+        for name in HOST_READS:
+            monkeypatch.setattr(torch.Tensor, name, refuse)
+        monkeypatch.setattr(torch, "tensor", refuse)
+        got = static_decode_step(model, cache, tokens, position)
+        monkeypatch.undo()
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
 # ------------------------------------------------------------------ the chats' decoder
 
 
