@@ -88,3 +88,43 @@ def test_disk_errors_leave_one_whole_version_in_place(tmp_path, failing_fsync):
         replace_folder(folder(tmp_path / ".state.c", "step 4"), target)
     assert (target / "data.txt").read_text() == "step 4"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".state.b", "state"]  # .b: its caller removes it
+
+
+# ---- found by mutation testing: descriptors closed, a restore flushed, a link left alone ---------
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open descriptors in /proc/self/fd")
+def test_syncing_leaves_no_file_descriptor_open(tmp_path):
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    target = tmp_path / "state"
+    write_file(tmp_path / "f", b"warm-up")
+    before = open_fds()
+    for i in range(5):
+        write_file(tmp_path / "f", b"x" * i)
+        replace_folder(folder(tmp_path / f".state.new{i}", str(i)), target)
+    assert open_fds() == before
+
+
+@pytest.mark.skipif(os.name != "posix", reason="folders are fsynced on POSIX systems only")
+def test_a_restored_copy_is_on_the_disk(tmp_path, monkeypatch):
+    synced = []
+    real = os.fsync
+
+    def fsync(fd):
+        synced.append(os.fstat(fd).st_ino)
+        real(fd)
+
+    folder(tmp_path / ".state.old-0123abcd", "step 1")
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert restore_folder(tmp_path / "state")
+    assert tmp_path.stat().st_ino in synced  # the rename back is flushed, as replace_folder's are
+
+
+def test_a_link_at_the_path_is_not_replaced_by_a_copy_set_aside(tmp_path):
+    target = tmp_path / "state"
+    target.symlink_to(tmp_path / "elsewhere")  # dangling: exists() is False, but something is there
+    folder(tmp_path / ".state.old-0123abcd", "step 1")
+    assert not restore_folder(target)
+    assert target.is_symlink()

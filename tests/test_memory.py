@@ -300,3 +300,24 @@ def test_format_bytes():
     assert memory.format_bytes(48 * 1024) == "48.0 KiB"
     assert memory.format_bytes(512) == "512 B"
     assert memory.format_bytes(3 * 1024**4) == "3.00 TiB"
+
+
+# ---- found by mutation testing: a default head_dim, byte units, a config without the tie flag -------
+
+
+def test_head_dim_defaults_to_hidden_size_over_query_heads():
+    # HF's default when config.json has no head_dim (gpt-oss's own head_dim, 64, is not 2880 / 64).
+    no_head_dim = {k: v for k, v in CONFIGS["20b"].items() if k != "head_dim"}
+    assert memory.dims(no_head_dim)["head_dim"] == 2880 // 64 == 45
+
+
+def test_format_bytes_at_the_unit_boundaries():
+    assert memory.format_bytes(1023) == "1023 B"
+    assert memory.format_bytes(1024) == "1.0 KiB"
+    assert memory.format_bytes(memory.GiB) == "1.00 GiB"
+
+
+def test_a_config_without_tie_word_embeddings_counts_an_untied_head():
+    # gpt-oss's default (GptOssConfig: tie_word_embeddings=False): the unembedding is a matrix of its own.
+    no_flag = {k: v for k, v in CONFIGS["20b"].items() if k != "tie_word_embeddings"}
+    assert memory.checkpoint_bytes(no_flag) == memory.checkpoint_bytes({**CONFIGS["20b"], "tie_word_embeddings": False})

@@ -273,3 +273,51 @@ def test_rope_frequencies_stay_float32_when_the_model_is_cast():
     assert model.rotary.inv_freq.dtype == torch.float32 and torch.equal(model.rotary.inv_freq, want)
     model.float()
     assert torch.equal(model.rotary.inv_freq, want)
+
+
+# ---- found by mutation testing: top_p 0, seed 0, bool prompts, one step a token, tokens/s -----------
+
+
+def test_top_p_zero_is_refused_by_name():
+    with pytest.raises(ValueError, match="top_p in"):
+        sample_next(torch.zeros(5), temperature=1.0, top_p=0.0)
+
+
+def test_seed_zero_is_a_seed():
+    model = randomize(g.GPT(g.preset("gpt2-tiny").replace(vocab_size=50)), seed=5, std=0.02).eval()
+    torch.manual_seed(1)
+    a = generate(model, [1], max_new_tokens=20, temperature=1.0, seed=0).tokens
+    torch.manual_seed(2)  # the global generator must not matter
+    b = generate(model, [1], max_new_tokens=20, temperature=1.0, seed=0).tokens
+    assert a == b
+
+
+def test_a_bool_tensor_is_not_a_prompt():
+    model = g.GPT(g.preset("gpt2-tiny").replace(vocab_size=50)).eval()
+    with pytest.raises(ValueError, match="generate takes one sequence"):
+        generate(model, torch.tensor([True, False, True]), max_new_tokens=2)
+
+
+def test_each_token_after_the_first_costs_one_decode_step_and_none_follows_the_last():
+    from gptoss_edu.generate import cached_step
+
+    model = g.GPT(g.preset("gpt2-tiny").replace(vocab_size=50)).eval()
+    calls = []
+
+    def counting(model, cache):
+        step = cached_step(model, cache)
+
+        def run(token):
+            calls.append(token)
+            return step(token)
+        return run
+
+    out = generate(model, [1, 2], max_new_tokens=5, temperature=0, decoder=counting)
+    assert len(out.tokens) == 5 and calls == out.tokens[:-1]
+
+
+def test_tokens_per_second_counts_the_tokens_decoded_after_the_prefill():
+    from gptoss_edu.generate import Generation
+
+    assert Generation(tokens=[7, 8, 9], decode_seconds=0.5).tokens_per_second == 4.0  # 2 tokens in 0.5 s
+    assert Generation(tokens=[7], decode_seconds=0.5).tokens_per_second == 0.0

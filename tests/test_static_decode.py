@@ -334,3 +334,48 @@ def test_the_chats_decoder_records_a_graph_on_the_gpu(backend: str, monkeypatch)
         got = generate(model, prompt, max_new_tokens=20, temperature=0, decoder=static_decode.fast_step())
     assert recorded and recorded[0] is not None
     assert got.tokens == want.tokens
+
+
+# ---- found by mutation testing: bf16, a cache with another window, the torch backend's experts -----
+
+
+def test_the_static_step_in_bfloat16_stays_bfloat16_and_matches_decode() -> None:
+    # bf16 is what gpt-oss runs in; float32 router weights must not promote the residual stream.
+    # Tolerance 0.05: bf16 keeps 8 bits, and the two paths round in different places.
+    cfg = config("gpt-oss-tiny")
+    model = randomize(g.GPT(cfg), seed=5).to(torch.bfloat16).eval()
+    ids = torch.randint(0, cfg.vocab_size, (1, 8), generator=torch.Generator().manual_seed(5))
+    eager_cache, static_cache = model.new_cache(1, 8), model.new_cache(1, 8)
+    with torch.no_grad():
+        model(ids[:, :4], eager_cache)
+        model(ids[:, :4], static_cache)
+        decoder = CUDAGraphDecoder(model, static_cache)
+        for t in range(4, 8):
+            want = model(ids[:, t:t + 1], eager_cache)[:, -1]
+            got = decoder(ids[:, t])
+            assert got.dtype == torch.bfloat16
+            torch.testing.assert_close(got.float(), want.float(), rtol=0.05, atol=0.05)
+
+
+def test_a_cache_with_another_window_is_refused() -> None:
+    # Same layers, KV heads and head_dim: only the sliding layers' rolling buffers differ (4 slots, not 8).
+    cfg = config("gpt-oss-tiny")
+    model = randomize(g.GPT(cfg), seed=0)
+    other = g.GPT(cfg.replace(sliding_window=4))
+    with pytest.raises(ValueError, match="does not fit"):
+        CUDAGraphDecoder(model, other.new_cache(1, 16))
+
+
+def test_the_torch_backend_runs_packed_experts_without_the_triton_kernel(monkeypatch) -> None:
+    import gptoss_kernels.moe as kernels_moe
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the torch backend called the Triton MoE kernel")
+
+    monkeypatch.setattr(kernels_moe, "moe_mxfp4_decode", refuse)
+    model = randomize(g.GPT(config("gpt-oss-tiny"), packed_experts=True), seed=1).eval()  # backend "torch"
+    cache = model.new_cache(1, 6)
+    with torch.no_grad():
+        model(torch.tensor([[1, 2, 3]]), cache)
+        CUDAGraphDecoder(model, cache)(4)
+    assert cache.length == 4

@@ -578,3 +578,13 @@ def test_aux_loss_gradient_reaches_the_router_weights_through_the_model():
     for block in model.blocks:
         grad = block.mlp.router.weight.grad
         assert grad is not None and grad.abs().max() > 0, "the balancing loss must train the router"
+
+
+def test_resume_refuses_each_setting_that_changes_the_weights(text_data, tmp_path):
+    # Found by mutation testing: only lr was tried, so any such setting could slip into RESUMABLE_CHANGES.
+    T.train(small(13), quick(steps=2), text_data, out=tmp_path, progress=False)
+    for change in (dict(seed=1), dict(batch_size=3), dict(seq_len=8), dict(warmup_steps=0), dict(min_lr=1e-4),
+                   dict(weight_decay=0.0), dict(grad_clip=0.5), dict(aux_loss_coef=0.0)):
+        (key, value), = change.items()
+        with pytest.raises(g.CheckpointError, match=rf"{key}=.*\(now {key}={value!r}\)"):
+            T.train(small(13), quick(steps=2, **change), text_data, out=tmp_path, progress=False)
