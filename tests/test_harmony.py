@@ -398,6 +398,35 @@ def test_parse_completion_matches(name, ref):
     assert [as_tuple(m) for m in ours] == [as_tuple(m) for m in messages]
 
 
+# Headers written by hand, read with no role given: the corners of the header grammar (a lone word
+# after the role is a recipient; a first word that is no role is a tool's name, as is a lone to=...).
+RAW_HEADERS = [
+    "assistant foo",
+    "to=functions.f",
+    "functions.f to=assistant",
+    "assistant<|channel|>commentary json",
+    "assistant<|channel|>commentary to=functions.f json",
+    "assistant to=functions.f<|channel|>commentary <|constrain|>json",
+    "assistant<|channel|>final",
+    "user",
+]
+
+
+@pytest.mark.parametrize("header", RAW_HEADERS)
+def test_hand_written_headers_read_as_openai_harmony_reads_them(header, ref):
+    ids = get_encoding("o200k_harmony").encode(f"<|start|>{header}<|message|>hi<|end|>", allowed_special="all")
+    theirs = ref.parse_messages_from_completion_tokens(ids, role=None)
+    assert [as_tuple(m) for m in h.parse_completion(ids, role=None)] == [from_ref_message(m) for m in theirs]
+
+
+def test_a_first_word_that_is_neither_a_role_nor_followed_by_more_is_refused_by_both(ref):
+    ids = get_encoding("o200k_harmony").encode("<|start|>functions.f<|message|>hi<|end|>", allowed_special="all")
+    with pytest.raises(Exception, match="(?i)unknown role"):
+        ref.parse_messages_from_completion_tokens(ids, role=None)
+    with pytest.raises(h.HarmonyError, match="unknown role 'functions.f'"):
+        h.parse_completion(ids, role=None)
+
+
 @pytest.mark.parametrize("name", list(COMPLETIONS))
 def test_stream_parser_matches_token_by_token(name, ref):
     messages, stop = COMPLETIONS[name]
