@@ -162,3 +162,43 @@ def test_the_copy_of_the_course_is_valid_nbformat(tmp_path):
         nbformat.validate(nb)
         notes += sum(c["source"] == PLACEHOLDER for c in nb["cells"])
     assert notes >= 13  # every notebook's exercise has its solution replaced
+
+
+def _bound_and_read(source: str) -> tuple[set[str], set[str]]:
+    """Names a cell binds at its top level, and names it reads (IPython's % and ! lines left out)."""
+    import ast
+
+    tree = ast.parse("\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))))
+    bound = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.With, ast.Import,
+                               ast.ImportFrom)):
+            targets = node.names if isinstance(node, (ast.Import, ast.ImportFrom)) else [node]
+            for t in targets:
+                if isinstance(t, ast.alias):
+                    bound.add((t.asname or t.name).split(".")[0])
+                else:
+                    bound |= {n.id for n in ast.walk(t) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    read = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    return bound, read
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb")),
+                         ids=lambda p: p.stem)
+def test_no_cell_after_a_solution_needs_what_the_solution_made(path):
+    # The student copy runs top to bottom ("Run All") with every exercise still a stub: a later cell
+    # that reads a name a solution binds would fail there (the stub returns None), or not exist.
+    made: dict[str, int] = {}
+    for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        bound, read = _bound_and_read("".join(cell["source"]))
+        if "solution" in cell.get("metadata", {}).get("tags", []):
+            made.update(dict.fromkeys(bound, i))
+            continue
+        needs = sorted(name for name in read & set(made))
+        assert not needs, f"{path.name} cell {i} reads {needs}, made by the solution in cell {made[needs[0]]}"
+        for name in bound:
+            made.pop(name, None)  # bound again here: later cells read this cell's version
