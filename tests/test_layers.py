@@ -1,0 +1,99 @@
+"""Norms, rotary, MLPs and the MoE against transformers where it defines them, and the int8 baseline of
+notebook 08 (found unpinned by mutation testing)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import gptoss_edu as g
+from gptoss_edu import mxfp4
+from gptoss_edu.norms import make_norm
+from gptoss_edu.mlp import GeluMLP, SwiGLU
+from gptoss_edu.rotary import Rotary
+
+
+@pytest.mark.parametrize("eps", [1e-5, 0.5])
+def test_layernorm_uses_its_eps(eps):  # N04
+    x = torch.randn(3, 16) * 0.3
+    norm = make_norm("layernorm", 16, eps)
+    ref = torch.nn.LayerNorm(16, eps=eps)
+    torch.testing.assert_close(norm(x), ref(x))
+
+
+@pytest.mark.parametrize("eps", [1e-5, 0.5])
+def test_rmsnorm_uses_the_configs_eps_like_transformers(eps):  # N06
+    from transformers.models.gpt_oss.modeling_gpt_oss import GptOssRMSNorm
+
+    x = torch.randn(3, 16) * 0.3
+    torch.testing.assert_close(make_norm("rmsnorm", 16, eps)(x), GptOssRMSNorm(16, eps=eps)(x))
+
+
+@pytest.mark.parametrize("truncate", [False, True])
+def test_a_zero_width_yarn_ramp_matches_transformers(truncate):  # Y02: the low == high guard
+    from transformers import GptOssConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    beta = 4096 / (2 * math.pi)  # one rotation over the original context: low == high == 0
+    cfg = g.preset("gpt-oss-20b").replace(rope_beta_fast=beta, rope_beta_slow=beta, rope_truncate=truncate)
+    hf = {k: v for k, v in cfg.to_hf_config().items() if k != "quantization_config"}
+    want, want_factor = ROPE_INIT_FUNCTIONS["yarn"](GptOssConfig(**hf), "cpu")
+    rotary = Rotary(cfg)
+    assert torch.isfinite(rotary.inv_freq).all()
+    torch.testing.assert_close(rotary.inv_freq, want.float(), atol=0, rtol=1e-6)
+    assert math.isclose(rotary.attention_factor, want_factor)
+
+
+def test_int8_baseline_rounds_to_the_nearest_step():  # X10
+    torch.manual_seed(0)
+    w = torch.randn(64, 256)
+    err = mxfp4.quantization_error(w)
+    step = w.abs().amax(dim=-1, keepdim=True) / 127
+    rms = w.pow(2).mean().sqrt()
+    # Round-to-nearest errors spread over +-step/2: RMS step/sqrt(12) (~0.29 step); flooring gives ~0.58 step.
+    assert err["int8"] * rms < 0.4 * step.pow(2).mean().sqrt()
+    assert err["int8"] < err["mxfp4"] and err["bf16"] < err["int8"]
+
+
+def test_moe_in_bf16_returns_bf16():  # E05 (moe.py)
+    cfg = g.preset("gpt-oss-tiny").replace(vocab_size=300, context_length=64)
+    torch.manual_seed(0)
+    moe = g.GPT(cfg).blocks[0].mlp
+    for p in moe.parameters():
+        p.data.normal_(0, 0.5)
+    x = torch.randn(2, 5, cfg.d_model)
+    with torch.no_grad():
+        got = moe.to(torch.bfloat16)(x.bfloat16())
+    assert got.dtype == torch.bfloat16 and torch.isfinite(got).all()
+
+@pytest.mark.parametrize("act", ["gelu", "gelu_new"])
+def test_gelu_mlp_uses_the_configs_gelu(act):  # P04
+    from transformers.activations import ACT2FN
+
+    cfg = g.ModelConfig.from_hf_config({**g.preset("gpt2-tiny").to_hf_config(), "activation_function": act})
+    mlp = GeluMLP(cfg)
+    x = torch.randn(4, cfg.d_model) * 40  # wide pre-activations: exact and tanh GELU differ
+    with torch.no_grad():
+        torch.testing.assert_close(mlp(x), mlp.fc_out(ACT2FN[act](mlp.fc_in(x))))
+
+
+def test_swiglu_matches_llamas_mlp():  # P05
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaMLP
+
+    cfg = g.preset("gpt2-tiny").replace(mlp="swiglu", mlp_bias=False)
+    ours = SwiGLU(cfg)
+    ref = LlamaMLP(LlamaConfig(hidden_size=cfg.d_model, intermediate_size=cfg.d_ff, mlp_bias=False, hidden_act="silu"))
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(3, cfg.d_model)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x))
+
+
+@pytest.mark.parametrize("mlp", ["gelu", "swiglu", "gptoss_swiglu"])
+def test_mlp_bias_false_drops_every_mlp_bias(mlp):  # P07, P09
+    cfg = g.preset("gpt2-tiny").replace(vocab_size=100, mlp=mlp, mlp_bias=False)
+    model = g.GPT(cfg)
+    assert model.num_parameters() == cfg.param_counts()["total"]
+    assert not [n for n, _ in model.named_parameters() if ".mlp." in n and n.endswith("bias")]
