@@ -40,6 +40,14 @@ def failed(message: str) -> CheckResult:
     return CheckResult(False, message)
 
 
+def not_a_function(fn: object) -> CheckResult | None:
+    """None if ``fn`` can be called; else a failing verdict (the usual slip: passing what the function returned)."""
+    if callable(fn):
+        return None
+    return failed(f"not yet: pass your function itself, by its name and without calling it, not what it "
+                  f"returns (the check got {type(fn).__name__} {fn!r:.40})")
+
+
 def compare(got: object, want: torch.Tensor, what: str, atol: float = 1e-5) -> CheckResult | None:
     """None if ``got`` equals ``want`` (shape, then values); else a failing verdict naming ``what``."""
     if got is None:

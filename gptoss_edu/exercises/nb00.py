@@ -8,7 +8,7 @@ import torch
 
 from ..config import ModelConfig, preset
 from ..model import Block
-from . import CheckResult, as_number, failed, passed
+from . import CheckResult, as_number, failed, not_a_function, passed
 
 # GPT-2-shaped configs to try an answer on; the last has d_ff != 4 * d_model on purpose.
 SHAPES = (
@@ -41,6 +41,8 @@ def _mistakes(cfg: ModelConfig) -> dict[str, int]:
 
 def check_block_params(fn: Callable[[ModelConfig], int]) -> CheckResult:
     """Try ``fn(cfg)`` on a few GPT-2-shaped configs against the package's Block."""
+    if (wrong := not_a_function(fn)) is not None:
+        return wrong
     base = preset("gpt2-124m")
     for shape in SHAPES:
         cfg = base.replace(**shape)

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch.nn import functional as F
 
-from . import CheckResult, compare, failed, passed
+from . import CheckResult, compare, failed, not_a_function, passed
 
 ATOL = 1e-6  # float32 rounding; the nearest wrong answer (exact GELU) is 4.7e-4 away
 C = math.sqrt(2 / math.pi)
@@ -48,6 +48,8 @@ def _inputs() -> list[torch.Tensor]:
 
 def check_gelu(fn: Callable[[torch.Tensor], torch.Tensor]) -> CheckResult:
     """Try ``fn`` on fresh random inputs against the package's GELU; name the usual mistakes."""
+    if (wrong := not_a_function(fn)) is not None:
+        return wrong
     for x in _inputs():
         x_before = x.clone()
         try:

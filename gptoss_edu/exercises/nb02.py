@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 
 from ..rotary import apply_rotary, rope_inv_freq
-from . import CheckResult, compare, failed, passed
+from . import CheckResult, compare, failed, not_a_function, passed
 
 ATOL = 1e-5  # float32 rounding of a rotation of unit-scale values
 
@@ -52,6 +52,8 @@ def _inputs() -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
 
 def check_rope(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> CheckResult:
     """Try ``fn(x, cos, sin)`` on fresh inputs against gptoss_edu.rotary.apply_rotary; name the usual mistakes."""
+    if (wrong := not_a_function(fn)) is not None:
+        return wrong
     for x, cos, sin in _inputs():
         x_before = x.clone()
         want = apply_rotary(x, cos, sin)  # before the learner's code runs, on inputs it cannot touch

@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 
 from ..norms import rms_norm
-from . import CheckResult, compare, failed, passed
+from . import CheckResult, compare, failed, not_a_function, passed
 
 ATOL = 1e-5  # float32 inputs: rounding only
 # bfloat16 inputs: two correct float32 computations can round to different bf16 values in a few
@@ -73,6 +73,8 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 def check_rms_norm(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]) -> CheckResult:
     """Try ``fn(x, weight, eps)`` in float32 and bfloat16 against gptoss_edu.norms.rms_norm; name the slips."""
+    if (wrong := not_a_function(fn)) is not None:
+        return wrong
     for x, w, eps in _inputs():
         x_before = x.clone()
         want = rms_norm(x, w, eps)  # before the learner's code runs, on inputs it cannot touch

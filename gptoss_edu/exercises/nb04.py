@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 
 from ..mlp import gptoss_swiglu
-from . import CheckResult, failed, passed
+from . import CheckResult, failed, not_a_function, passed
 
 # Shapes where rows (outputs) and columns (inputs) differ, so a transpose cannot pass by accident.
 SHAPES = ((6, 10), (16, 8), (3, 5))
@@ -45,6 +45,8 @@ def _diagnose(got: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> str:
 
 def check_interleave(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> CheckResult:
     """Check ``fn(gate_weight, up_weight)`` builds gpt-oss's interleaved gate_up weight."""
+    if (wrong := not_a_function(fn)) is not None:
+        return wrong
     gen = torch.Generator().manual_seed(4)
     for ff, d in SHAPES:
         gate, up = torch.randn(ff, d, generator=gen), torch.randn(ff, d, generator=gen)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..config import ModelConfig, preset
-from . import CheckResult, as_number, failed, passed
+from . import CheckResult, as_number, failed, not_a_function, passed
 
 
 def _configs() -> list[tuple[ModelConfig, int]]:
@@ -47,6 +47,8 @@ def _ignores_dtype(fn: Callable[[ModelConfig, int], int], cfg: ModelConfig, dtyp
 
 def check_kv_bytes_per_token(fn: Callable[[ModelConfig, int], int]) -> CheckResult:
     """Check ``fn(cfg, dtype_bytes)`` gives the KV cache bytes one token takes (all layers, batch 1)."""
+    if (wrong := not_a_function(fn)) is not None:
+        return wrong
     for cfg, dtype_bytes in _configs():
         try:
             got = fn(cfg, dtype_bytes)

@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 
 from ..attention import attend
-from . import CheckResult, failed, passed
+from . import CheckResult, failed, not_a_function, passed
 
 # (tokens, window, sink logit): a window shorter than the sequence, full causal, a strong sink.
 CASES = ((12, 4, 0.5), (10, 0, -1.0), (16, 5, 2.0))
@@ -78,6 +78,8 @@ def _diagnose(got: torch.Tensor, scores: torch.Tensor, sink: float, window: int)
 
 def check_sink_share(fn: Callable[[torch.Tensor, float, int], torch.Tensor]) -> CheckResult:
     """Check ``fn(scores [T, T], sink, window)`` returns the sink's share of each query's mass [T]."""
+    if (wrong := not_a_function(fn)) is not None:
+        return wrong
     gen = torch.Generator().manual_seed(6)
     for T, window, sink in CASES:
         scores = torch.randn(T, T, generator=gen) * 2

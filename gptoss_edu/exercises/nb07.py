@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 
 from ..moe import load_balancing_loss
-from . import CheckResult, failed, passed
+from . import CheckResult, failed, not_a_function, passed
 
 BalanceLoss = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 
@@ -41,6 +41,8 @@ def _typical_mistakes(logits: torch.Tensor, indices: torch.Tensor, E: int) -> di
 
 def check_balance_loss(fn: BalanceLoss) -> CheckResult:
     """Try ``fn(logits [N, E], indices [N, k], n_experts)`` against gptoss_edu.moe.load_balancing_loss."""
+    if (wrong := not_a_function(fn)) is not None:
+        return wrong
     gen = torch.Generator().manual_seed(7)
     for n_tokens, E, k in ((24, 8, 2), (40, 32, 4)):
         logits = torch.randn(n_tokens, E, generator=gen) * 1.5

@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 
 from .. import mxfp4
-from . import CheckResult, compare, failed, passed
+from . import CheckResult, compare, failed, not_a_function, passed
 
 Dequantize = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -51,6 +51,8 @@ def _typical_mistakes(blocks: torch.Tensor, scales: torch.Tensor) -> dict[str, t
 
 def check_dequantize(fn: Dequantize) -> CheckResult:
     """Try ``fn(blocks, scales)`` on fresh random MXFP4 data against gptoss_edu.mxfp4.dequantize."""
+    if (wrong := not_a_function(fn)) is not None:
+        return wrong
     gen = torch.Generator().manual_seed(8)
     blocks = torch.randint(0, 256, (3, 5, 4, 16), dtype=torch.uint8, generator=gen)
     # Scales 110..128: below 127 (so uint8 wrap-around shows) and small enough that a forgotten bias

@@ -6,7 +6,7 @@ import math
 from typing import Callable
 
 from ..config import preset, yarn_correction_range
-from . import CheckResult, failed, passed
+from . import CheckResult, failed, not_a_function, passed
 
 CorrectionRange = Callable[[int, float, int, float, float, bool], tuple[float, float]]
 
@@ -84,6 +84,8 @@ def _same(got: tuple[float, float], want: tuple[float, float]) -> bool:
 
 def check_correction_range(fn: CorrectionRange) -> CheckResult:
     """Try ``fn(head_dim, theta, original_context, beta_fast, beta_slow, truncate)`` on several heads."""
+    if (wrong := not_a_function(fn)) is not None:
+        return wrong
     for case in CASES:
         want = _reference(*case)
         try:

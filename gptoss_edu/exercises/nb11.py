@@ -7,7 +7,7 @@ from typing import Callable
 
 from .. import harmony
 from ..tokenizer import get_encoding
-from . import CheckResult, failed, passed
+from . import CheckResult, failed, not_a_function, passed
 
 RenderMessage = Callable[[harmony.Message], list[int]]
 
@@ -102,6 +102,8 @@ def _diagnose(m: harmony.Message, got: list[int], want: list[int]) -> str:
 
 def check_render_message(fn: RenderMessage) -> CheckResult:
     """Try ``fn(message)`` on fresh messages of every kind against gptoss_edu.harmony.render_message."""
+    if (wrong := not_a_function(fn)) is not None:
+        return wrong
     messages = fresh_messages()
     for m in messages:
         want = harmony.render_message(m)

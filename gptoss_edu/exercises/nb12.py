@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from .. import memory
 from ..config import PRESET_DIR, alternating_layer_types
-from . import CheckResult, as_number, failed, passed
+from . import CheckResult, as_number, failed, not_a_function, passed
 
 PlanFn = Callable[[dict, int], dict]
 
@@ -122,6 +122,8 @@ def _as_bytes(value: Any, what: str, want: int) -> tuple[int | None, str | None]
 
 def check_memory_plan(fn: PlanFn) -> CheckResult:
     """Try ``fn(config, context)`` -> {"weights": bytes, "kv_cache": bytes} against gptoss_edu.memory.plan."""
+    if (wrong := not_a_function(fn)) is not None:
+        return wrong
     summary = []
     for label, config, context in cases():
         plan = memory.plan(config, context, gpu_bytes=0)

@@ -6,7 +6,7 @@ import math
 from typing import Callable
 
 from ..train import TrainConfig, lr_at
-from . import CheckResult, as_number, failed, passed
+from . import CheckResult, as_number, failed, not_a_function, passed
 
 # Schedules the check tries: a short and a long warmup, min_lr zero and not, odd step counts.
 CONFIGS = (
@@ -68,6 +68,8 @@ def _diagnose(fn: Callable[[int, TrainConfig], float], cfg: TrainConfig) -> str 
 
 def check_lr_schedule(fn: Callable[[int, TrainConfig], float]) -> CheckResult:
     """Try ``fn(step, cfg)`` on every step of a few schedules against gptoss_edu.train.lr_at."""
+    if (wrong := not_a_function(fn)) is not None:
+        return wrong
     for cfg in CONFIGS:
         try:
             problem = _diagnose(fn, cfg)

@@ -1,0 +1,42 @@
+"""Every notebook's exercise check, given what a learner's first tries often are: a function that
+raises, one that returns None, or the function's result instead of the function. Each gets a
+"not yet" that says which, and no check raises (a traceback would hide the message)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+import torch
+
+CHECKS = [(f"nb{n:02d}", name, fn) for n in range(14)
+          for name, fn in inspect.getmembers(importlib.import_module(f"gptoss_edu.exercises.nb{n:02d}"), inspect.isfunction)
+          if name.startswith("check_") and fn.__module__ == f"gptoss_edu.exercises.nb{n:02d}"]
+
+
+def test_every_notebook_has_its_check():
+    assert sorted({nb for nb, _, _ in CHECKS}) == [f"nb{n:02d}" for n in range(14)]
+
+
+def raises(*args, **kwargs):
+    raise ZeroDivisionError("a slip in the learner's code")
+
+
+def returns_none(*args, **kwargs):
+    return None
+
+
+@pytest.mark.parametrize("nb, name, check", CHECKS, ids=[f"{nb}-{name}" for nb, name, _ in CHECKS])
+def test_a_first_try_gets_a_not_yet_that_names_the_slip(nb, name, check):
+    if nb == "nb10":  # takes a @triton.jit kernel, and says so for anything else
+        for wrong in (raises, torch.ones(3)):
+            result = check(wrong)
+            assert not result.passed and "@triton.jit" in result.message
+        return
+    result = check(raises)
+    assert not result.passed and "ZeroDivisionError: a slip in the learner's code" in result.message
+    result = check(returns_none)
+    assert not result.passed and "None" in result.message and "return" in result.message
+    result = check(torch.ones(3))  # check_x(my_fn(x)) instead of check_x(my_fn)
+    assert not result.passed and "pass your function itself" in result.message and "Tensor" in result.message
