@@ -404,8 +404,9 @@ def attention_decode_at(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, posit
                         num_splits: int | None = None, block_n: int | None = None) -> torch.Tensor:
     """attention_decode with q_start read on the device from ``position`` [1]; k, v [B, Hkv, Tk, D] the whole cache.
 
-    ``position + Tq`` must not pass Tk. That is the caller's to keep (StaticDecoder checks it on the
-    host): checking it here would read ``position`` back from the device and stall every step.
+    ``position + Tq`` must not pass Tk. That is the caller's to keep (gptoss_edu.static_decode's
+    CUDAGraphDecoder checks it on the host): checking it here would read ``position`` back from the
+    device and stall every step.
     """
     # Keys from position + Tq on are never read, so the cache past the filled part may hold anything.
     # The launches depend only on the shapes, never on the position: a CUDA graph can replay them.
