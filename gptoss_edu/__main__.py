@@ -21,26 +21,53 @@ COMMANDS = {
 }
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The argument parser with one sub-parser per command; only ``command``'s module is imported."""
+class MissingPackage(Exception):
+    """A command's module needs a package this Python does not have."""
+
+
+def build_parser(only: str | None = None, *, load: bool = True) -> argparse.ArgumentParser:
+    """The argument parser with one sub-parser per command; only ``only``'s module is imported, if given.
+
+    With ``load=False`` no command's module is imported: enough for `--help` and for naming a command.
+    """
     # Importing every command would import torch, tiktoken and the rest, and `doctor` must be able
     # to say which of them is missing.
     parser = argparse.ArgumentParser(prog="python -m gptoss_edu", description="From GPT-2 to gpt-oss: course tools.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         parser_of = sub.add_parser(name, help=help_text, description=help_text)
-        if command is None or name == command:
-            module = importlib.import_module(module_name)
+        if load and only in (None, name):
+            module = _import_command(name, module_name)
             module.add_arguments(parser_of)
             parser_of.set_defaults(run=module.run)
     return parser
+
+
+def _import_command(name: str, module_name: str):
+    """The command's module, or MissingPackage naming what this Python lacks and where to get it."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        missing = (err.name or "").split(".")[0]
+        if not missing or missing == "gptoss_edu":
+            raise
+        raise MissingPackage(
+            f"`python -m gptoss_edu {name}` needs {missing}, which this Python ({sys.executable}) does not have. "
+            "Run the command with the course's environment (`make venv` makes it; then "
+            f"`.venv/bin/python -m gptoss_edu {name} ...`), or run `python -m gptoss_edu doctor` "
+            "to see what is missing and how to install it.") from None
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the command; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(command if command in COMMANDS else None).parse_args(argv)
+    try:
+        parser = build_parser(command, load=command in COMMANDS)
+    except MissingPackage as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    args = parser.parse_args(argv)
     args.argv = argv[1:]  # the command's own arguments, for commands that record how they were run
     try:
         return args.run(args)

@@ -138,6 +138,43 @@ def test_doctor_runs_without_torch_or_tiktoken():
     assert "status " in done.stdout
 
 
+_WITHOUT_TORCH = """
+import sys
+
+class Missing:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Missing())
+from gptoss_edu.__main__ import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_help_and_a_command_name_need_no_torch():
+    """`--help` and a mistyped command answer from the list of commands, without importing any of them."""
+    helped = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH, "--help"], capture_output=True, text=True,
+                            timeout=120, cwd=REPO)
+    assert helped.returncode == 0, helped.stderr
+    assert all(name in helped.stdout for name in COMMANDS)
+    typo = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH, "chta"], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    assert typo.returncode == 2 and "invalid choice: 'chta'" in typo.stderr and "Traceback" not in typo.stderr
+
+
+@pytest.mark.parametrize("argv", [["chat", "--model", "data/tiny-gpt-oss"], ["train", "--help"]])
+def test_a_command_whose_package_is_missing_says_which_and_where_to_get_it(argv):
+    """A learner running the system Python instead of the course's: one line naming torch, not a traceback."""
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH, *argv], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr, done.stderr
+    assert f"`python -m gptoss_edu {argv[0]}` needs torch" in done.stderr
+    assert "make venv" in done.stderr and "python -m gptoss_edu doctor" in done.stderr
+
+
 def test_output_piped_into_a_reader_that_stops_early_is_no_error(tmp_path):
     """`python -m gptoss_edu doctor | head -1`: the closed pipe ends the command quietly, with no traceback."""
     read_end, write_end = os.pipe()
