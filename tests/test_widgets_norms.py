@@ -61,7 +61,9 @@ def test_input_bars_line_and_rms_follow_mean_and_scale():
     x = np.array([b.get_height() for b in left.patches])
     assert x.mean() == pytest.approx(3.0) and x.std() == pytest.approx(2.0)
     assert list(left.get_lines()[0].get_ydata()) == [3.0, 3.0]
-    assert left.get_title() == f"input x = 2 * pattern + +3\nrms {math.sqrt(13):.3g}"
+    assert left.get_title() == f"input x = 2 * pattern + 3\nrms {math.sqrt(13):.3g}"
+    ex.set(mean=-0.5, scale=1.0)
+    assert ex.figure.axes[0].get_title().startswith("input x = 1 * pattern - 0.5\n")
 
 
 def test_output_bars_are_layernorm_and_rmsnorm_of_the_input():

@@ -33,7 +33,7 @@ def norm_explorer(dim: int = 16, seed: int = 0) -> Explorer:
         idx = np.arange(dim)
         left.bar(idx, x.numpy(), color="#888")
         left.axhline(mean, color="#d62728", lw=1, ls="--", label=f"mean {mean:+.3g}")
-        left.set_title(f"input x = {scale:.3g} * pattern + {mean:+.3g}\n"
+        left.set_title(f"input x = {scale:.3g} * pattern {'-' if mean < 0 else '+'} {abs(mean):.3g}\n"
                        f"rms {x.pow(2).mean().sqrt().item():.3g}", fontsize=9)
         left.set_xlabel("dimension")
         left.legend(fontsize=7, loc="lower right")
