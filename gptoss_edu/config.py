@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 from dataclasses import dataclass, field
@@ -290,9 +291,7 @@ def _from_gpt_oss(cfg: dict[str, Any], name: str | None) -> ModelConfig:
     k = cfg.get("num_experts_per_tok", cfg.get("experts_per_token"))
     if k is None:
         raise KeyError("gpt-oss config.json is missing 'num_experts_per_tok' (or 'experts_per_token')")
-    # The Hub's config.json has rope_scaling and a top-level rope_theta; transformers 5 saves both
-    # inside rope_parameters instead.
-    rs = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
+    rs = _rope_settings(cfg)
     rope_theta = cfg.get("rope_theta", rs.get("rope_theta"))
     if rope_theta is None:
         raise KeyError("gpt-oss config.json is missing 'rope_theta' (at the top or in 'rope_parameters')")
@@ -304,7 +303,7 @@ def _from_gpt_oss(cfg: dict[str, Any], name: str | None) -> ModelConfig:
         n_layers=cfg["num_hidden_layers"], n_heads=cfg["num_attention_heads"],
         n_kv_heads=cfg["num_key_value_heads"], head_dim=cfg["head_dim"], d_ff=cfg["intermediate_size"],
         context_length=cfg.get("max_position_embeddings", 131072),
-        positions="yarn" if rs.get("rope_type") == "yarn" and factor > 1 else "rope",
+        positions="yarn" if rs.get("rope_type", rs.get("type")) == "yarn" and factor > 1 else "rope",
         rope_theta=float(rope_theta), rope_scaling_factor=factor,
         rope_original_context=int(rs.get("original_max_position_embeddings", cfg.get("initial_context_length", 4096))),
         rope_beta_fast=float(rs.get("beta_fast", 32.0)), rope_beta_slow=float(rs.get("beta_slow", 1.0)),
@@ -316,6 +315,52 @@ def _from_gpt_oss(cfg: dict[str, Any], name: str | None) -> ModelConfig:
         attn_bias=cfg.get("attention_bias", True), sliding_window=cfg.get("sliding_window") or 0,
         layer_types=layer_types, sinks=True, dropout=0.0, tie_embeddings=cfg.get("tie_word_embeddings", False),
     )
+
+
+# The keys each rope type reads, as transformers' validation lists them; the course's YaRN is gpt-oss's,
+# so the keys that change other models' YaRN (attention_factor, mscale, ...) are refused, not ignored.
+_ROPE_KEYS = {
+    "yarn": {"rope_type", "type", "factor", "original_max_position_embeddings", "rope_theta", "beta_fast",
+             "beta_slow", "truncate"},
+    "default": {"rope_type", "type", "rope_theta"},
+}
+_ROPE_UNSUPPORTED = {"attention_factor", "mscale", "mscale_all_dim", "partial_rotary_factor"}
+
+
+def _rope_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """gpt-oss's rope settings, checked: a typo here would otherwise silently turn YaRN off."""
+    # The Hub's config.json has rope_scaling and a top-level rope_theta; transformers 5 saves both
+    # inside rope_parameters instead.
+    key = "rope_scaling" if cfg.get("rope_scaling") is not None else "rope_parameters"
+    rs = cfg.get(key) or {}
+    if not isinstance(rs, dict):
+        raise ValueError(f"config.json's {key!r} must be an object like {{\"rope_type\": \"yarn\", \"factor\": 32.0, "
+                         f"...}}, got {rs!r}")
+    if not rs:
+        return rs
+    rope_type = rs.get("rope_type", rs.get("type"))
+    if rope_type not in _ROPE_KEYS:
+        raise ValueError(f"config.json's {key} has rope_type {rope_type!r}{_did_you_mean(rope_type, _ROPE_KEYS)}: "
+                         "the course runs 'yarn' (gpt-oss's) and 'default' (plain RoPE)")
+    for name in rs:
+        if name in _ROPE_UNSUPPORTED:
+            raise ValueError(f"config.json's {key} sets {name!r}, which gpt-oss's YaRN does not have and the course "
+                             "does not implement (its attention factor comes from 'factor' alone)")
+        if name not in _ROPE_KEYS[rope_type]:
+            raise ValueError(f"config.json's {key} has an unknown key {name!r}{_did_you_mean(name, _ROPE_KEYS[rope_type])}; "
+                             f"rope_type {rope_type!r} reads {', '.join(sorted(_ROPE_KEYS[rope_type] - {'type'}))}")
+    if rope_type == "yarn":
+        missing = [k for k in ("factor", "original_max_position_embeddings") if k not in rs]
+        if missing:
+            raise KeyError(f"config.json's {key} (rope_type 'yarn') is missing {', '.join(map(repr, missing))}")
+        if isinstance(rs["factor"], bool) or not isinstance(rs["factor"], (int, float)) or not rs["factor"] >= 1:
+            raise ValueError(f"config.json's {key}: YaRN's 'factor' must be a number >= 1, got {rs['factor']!r}")
+    return rs
+
+
+def _did_you_mean(word: Any, choices: Any) -> str:
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def alternating_layer_types(n_layers: int) -> tuple[LayerType, ...]:

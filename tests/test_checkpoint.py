@@ -557,6 +557,17 @@ def test_a_path_from_the_home_folder_is_read_and_written(tmp_path, monkeypatch):
         torch.testing.assert_close(g.load_model("~/ck")(ids), g.load_model(tmp_path / "ck")(ids), atol=0, rtol=0)
 
 
+def test_a_mistyped_rope_type_is_refused_by_name_not_run_as_plain_rope(tmp_path):
+    """A typo in rope_scaling once loaded as plain RoPE, a different model, without a word."""
+    model = small_gptoss()
+    assert model.config.positions == "yarn"
+    path = g.write_checkpoint(model, tmp_path / "ck")
+    raw = json.loads((path / "config.json").read_text())
+    raw["rope_scaling"]["rope_type"] = "yarnn"
+    (path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(g.CheckpointError, match=re.escape("rope_type 'yarnn' (did you mean 'yarn'?)")):
+        g.load_model(path)
+
 WRONG_TYPES = [
     ("hidden_size", "32", "d_model must be a whole number, got '32'"),
     ("num_hidden_layers", 2.0, "n_layers must be a whole number, got 2.0|wrong kind of value"),
@@ -567,7 +578,7 @@ WRONG_TYPES = [
 @pytest.mark.parametrize("layout, key, value, message", [("hf", *case) for case in WRONG_TYPES] + [
     ("original", *case) for case in WRONG_TYPES] + [
     ("hf", "layer_types", 42, "wrong kind of value"),  # keys the original layout does not have
-    ("hf", "rope_scaling", "yarn", "wrong kind of value"),
+    ("hf", "rope_scaling", "yarn", "'rope_scaling' must be an object like {\"rope_type\": \"yarn\""),
 ])
 def test_a_config_value_of_the_wrong_type_is_named(tmp_path, layout, key, value, message):
     path = g.write_checkpoint(small_gptoss(), tmp_path / "ck", layout=layout)

@@ -76,3 +76,55 @@ def test_course_config_applies_each_notebooks_change_at_its_own_step(step):  # C
     assert set(diff) == changed
     assert cfg.positions == ("yarn" if step >= 9 else "rope" if step >= 2 else "learned")
     assert cfg.is_moe == (step >= 7) and cfg.sinks == (step >= 6)
+
+
+# ---- rope settings in config.json: a typo must not silently turn YaRN off ------------------------------
+
+def _oss_json(**rope_changes):
+    raw = json.loads((g.config.PRESET_DIR / "gpt-oss-20b.config.json").read_text())
+    rope = {k: v for k, v in raw["rope_scaling"].items() if rope_changes.get(k, 0) is not None}
+    rope.update({k: v for k, v in rope_changes.items() if v is not None})
+    return raw | {"rope_scaling": rope}
+
+
+@pytest.mark.parametrize("changes, error, message", [
+    ({"rope_type": "yarnn"}, ValueError, "rope_type 'yarnn' (did you mean 'yarn'?)"),
+    ({"rope_type": "linear"}, ValueError, "the course runs 'yarn' (gpt-oss's) and 'default'"),
+    ({"factor": None, "facter": 32.0}, ValueError, "unknown key 'facter' (did you mean 'factor'?)"),
+    ({"beta_fsat": 16.0}, ValueError, "unknown key 'beta_fsat' (did you mean 'beta_fast'?)"),
+    ({"factor": None}, KeyError, "missing 'factor'"),
+    ({"original_max_position_embeddings": None}, KeyError, "missing 'original_max_position_embeddings'"),
+    ({"factor": "32"}, ValueError, "'factor' must be a number >= 1, got '32'"),
+    ({"factor": 0.5}, ValueError, "'factor' must be a number >= 1, got 0.5"),
+    ({"attention_factor": 1.2}, ValueError, "sets 'attention_factor', which gpt-oss's YaRN does not have"),
+    ({"mscale": 1.0}, ValueError, "sets 'mscale'"),
+])
+def test_a_mistyped_rope_setting_is_refused_and_named(changes, error, message):
+    with pytest.raises(error) as caught:
+        g.ModelConfig.from_hf_config(_oss_json(**changes))
+    assert message in str(caught.value)
+
+
+def test_rope_settings_of_the_wrong_kind_are_named():
+    with pytest.raises(ValueError, match="'rope_scaling' must be an object"):
+        g.ModelConfig.from_hf_config(_oss_json() | {"rope_scaling": "yarn"})
+
+
+def test_the_rope_settings_transformers_5_saves_read_as_the_hubs():
+    """transformers 5 writes rope_parameters (rope_theta inside, the type perhaps as 'type'); the same model."""
+    from transformers import GptOssConfig
+
+    saved = GptOssConfig.from_json_file(g.config.PRESET_DIR / "gpt-oss-20b.config.json").to_dict()
+    assert "rope_parameters" in saved and "rope_scaling" not in saved and "rope_theta" not in saved
+    hub = g.preset("gpt-oss-20b")
+    assert g.ModelConfig.from_hf_config(saved, name=hub.name) == hub
+    legacy = _oss_json(rope_type=None, type="yarn")
+    assert g.ModelConfig.from_hf_config(legacy, name=hub.name) == hub
+
+
+def test_rope_type_default_is_plain_rope():
+    raw = _oss_json() | {"rope_scaling": {"rope_type": "default"}}
+    cfg = g.ModelConfig.from_hf_config(raw)
+    assert cfg.positions == "rope" and cfg.rope_theta == raw["rope_theta"]
+    assert g.ModelConfig.from_hf_config(_oss_json() | {"rope_scaling": None}).positions == "rope"
+
