@@ -48,14 +48,19 @@ def _import_command(name: str, module_name: str):
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as err:
-        missing = (err.name or "").split(".")[0]
-        if not missing or missing == "gptoss_edu":
-            raise
-        raise MissingPackage(
-            f"`python -m gptoss_edu {name}` needs {missing}, which this Python ({sys.executable}) does not have. "
-            "Run the command with the course's environment (`make venv` makes it; then "
-            f"`.venv/bin/python -m gptoss_edu {name} ...`), or run `python -m gptoss_edu doctor` "
-            "to see what is missing and how to install it.") from None
+        raise _missing_package(name, err) from None
+
+
+def _missing_package(command: str, err: ModuleNotFoundError) -> MissingPackage:
+    """MissingPackage for a third-party package; ``err`` itself again for a module of the course."""
+    missing = (err.name or "").split(".")[0]
+    if not missing or missing in ("gptoss_edu", "gptoss_kernels"):
+        raise err
+    return MissingPackage(
+        f"`python -m gptoss_edu {command}` needs {missing}, which this Python ({sys.executable}) does not have. "
+        "Run the command with the course's environment (`make venv` makes it; then "
+        f"`.venv/bin/python -m gptoss_edu {command} ...`), or run `python -m gptoss_edu doctor` "
+        "to see what is missing and how to install it.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,10 +72,16 @@ def main(argv: list[str] | None = None) -> int:
     except MissingPackage as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C while torch and the rest are still importing
+        print(file=sys.stderr)
+        return 130
     args = parser.parse_args(argv)
     args.argv = argv[1:]  # the command's own arguments, for commands that record how they were run
     try:
         return args.run(args)
+    except ModuleNotFoundError as err:  # a package a command imports only when it needs it
+        print(f"error: {_missing_package(args.command, err)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130

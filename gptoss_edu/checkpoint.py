@@ -612,9 +612,12 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
             index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
             (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
         (tmp / "config.json").write_text(json.dumps(cfg_json, indent=2, sort_keys=True) + "\n")
-        # mkdtemp makes the folder private (0700); a checkpoint folder gets the usual permissions.
+        # mkdtemp makes the folder private (0700), and safetensors its files (0600): a checkpoint gets the
+        # usual permissions, so that others on a shared machine (a class's students) can read it.
         umask = os.umask(0)
         os.umask(umask)
+        for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~umask)
         os.chmod(tmp, 0o777 & ~umask)
         replace_folder(tmp, path)
     finally:

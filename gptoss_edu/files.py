@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import glob
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -78,6 +79,27 @@ def replace_folder(new: Path, path: Path) -> None:
 def set_aside(path: Path) -> list[Path]:
     """The copies of ``path`` that cut-short replacements set aside (``.NAME.old-*``), the last one set aside last."""
     return sorted(path.parent.glob(f".{glob.escape(path.name)}.old-*"), key=lambda p: p.lstat().st_ctime_ns)
+
+
+def leftovers(path: Path) -> list[Path]:
+    """What writes of ``path`` that were killed mid-way left beside it: their temporary folders or files
+    (``.NAME.`` and tempfile's eight characters) and, once ``path`` is in place, the copies set aside."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}")
+    found = [p for p in path.parent.glob(f".{glob.escape(path.name)}.*") if pattern.fullmatch(p.name)]
+    if path.exists():
+        found += set_aside(path)
+    return sorted(found)
+
+
+def remove_leftovers(path: Path) -> list[Path]:
+    """Remove what `leftovers` finds beside ``path`` (the disk space of killed writes); returns what it removed.
+
+    Only for a destination that no other process is writing at the same time.
+    """
+    found = leftovers(path)
+    for p in found:
+        _remove(p)
+    return found
 
 
 def restore_folder(path: Path) -> bool:

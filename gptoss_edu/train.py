@@ -37,7 +37,7 @@ from torch import nn
 
 from . import harmony
 from .checkpoint import CheckpointError, write_checkpoint
-from .files import replace_folder, restore_folder, set_aside
+from .files import remove_leftovers, replace_folder, restore_folder, set_aside
 from .config import ModelConfig, course_config, preset
 from .corpus import Corpus, load_corpus
 from .model import GPT
@@ -857,6 +857,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         return _run(args, rec, argv)
+    except BrokenPipeError:  # `... | head`: the reader has gone; the command line ends quietly
+        raise
     except (ValueError, OSError, FloatingPointError) as e:  # bad settings, a damaged or foreign run, a missing
         # corpus, a full disk, a run that diverged
         print(f"train: {e}", file=sys.stderr)
@@ -899,6 +901,8 @@ def _run(args: argparse.Namespace, rec: Recipe, argv: list[str] | None) -> int:
     recorded = [a for a in argv if a != "--fresh"] if argv is not None else [args.recipe]
     command = "python -m gptoss_edu.train " + " ".join(shlex.quote(a) for a in recorded)
     restore_folder(out / STATE_DIR)
+    for name in (STATE_DIR, MODEL_DIR):  # what saves killed mid-way left (kill -9, a closed terminal)
+        remove_leftovers(out / name)
     if (out / STATE_DIR).exists():
         # Checked before it is announced (and before the corpus is read): a refusal is the only thing said.
         step = check_resumable(out / STATE_DIR, rec.model, tc)["step"]
@@ -913,7 +917,14 @@ def _run(args: argparse.Namespace, rec: Recipe, argv: list[str] | None) -> int:
         print(f"interrupted after step {result.step}: run {again} again to resume", file=sys.stderr)
         return 130
     if args.export:
-        export(result, args.export, command, rec.about, data)
+        try:
+            export(result, args.export, command, rec.about, data)
+        except KeyboardInterrupt:
+            again = "the same command" + (" without --fresh" if args.fresh else "")
+            print(f"\ninterrupted while exporting: {args.export} is as it was before (an export replaces it only "
+                  f"once complete); the run is saved in {out}, so {again} exports it without training again",
+                  file=sys.stderr)
+            return 130
         record = json.loads((Path(args.export) / "training.json").read_text())
         print(f"exported to {args.export} (its val loss, bf16 with MXFP4 experts: {record['exported_val_loss']:.3f})")
     return 0

@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import re
+import stat
 
 import pytest
 import torch
@@ -567,6 +568,18 @@ def test_a_mistyped_rope_type_is_refused_by_name_not_run_as_plain_rope(tmp_path)
     (path / "config.json").write_text(json.dumps(raw))
     with pytest.raises(g.CheckpointError, match=re.escape("rope_type 'yarnn' (did you mean 'yarn'?)")):
         g.load_model(path)
+
+@pytest.mark.parametrize("layout", ["hf", "original"])
+def test_a_checkpoint_is_readable_by_others_as_the_umask_allows(tmp_path, layout):
+    """safetensors writes its files private (0600): students sharing a teacher's checkpoint could not read it."""
+    old = os.umask(0o022)
+    try:
+        path = g.write_checkpoint(small_gptoss(), tmp_path / "ck", layout=layout, max_shard_bytes=20_000)
+    finally:
+        os.umask(old)
+    modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in path.iterdir()}
+    assert len(modes) > 2 and set(modes.values()) == {0o644}, modes
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755
 
 WRONG_TYPES = [
     ("hidden_size", "32", "d_model must be a whole number, got '32'"),

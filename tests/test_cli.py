@@ -141,9 +141,11 @@ def test_doctor_runs_without_torch_or_tiktoken():
 _WITHOUT_TORCH = """
 import sys
 
+HIDDEN = "torch"
+
 class Missing:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == "torch":
+        if name.split(".")[0] == HIDDEN:
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return None
 
@@ -174,6 +176,22 @@ def test_a_command_whose_package_is_missing_says_which_and_where_to_get_it(argv)
     assert f"`python -m gptoss_edu {argv[0]}` needs torch" in done.stderr
     assert "make venv" in done.stderr and "python -m gptoss_edu doctor" in done.stderr
 
+
+def test_a_package_a_command_imports_late_is_named_too():
+    """download imports huggingface_hub only when it runs: the same message, not a traceback from hub.py."""
+    code = _WITHOUT_TORCH.replace('HIDDEN = "torch"', 'HIDDEN = "huggingface_hub"')
+    done = subprocess.run([sys.executable, "-c", code, "download", "openai/gpt-oss-20b", "--dry-run"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "`python -m gptoss_edu download` needs huggingface_hub" in done.stderr
+
+
+def test_ctrl_c_while_the_command_is_still_importing_is_no_traceback():
+    code = _WITHOUT_TORCH.replace(
+        'raise ModuleNotFoundError(f"No module named {name!r}", name=name)', "raise KeyboardInterrupt")
+    done = subprocess.run([sys.executable, "-c", code, "chat", "--model", "data/tiny-gpt-oss"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 130 and "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr
 
 def test_output_piped_into_a_reader_that_stops_early_is_no_error(tmp_path):
     """`python -m gptoss_edu doctor | head -1`: the closed pipe ends the command quietly, with no traceback."""

@@ -588,3 +588,61 @@ def test_resume_refuses_each_setting_that_changes_the_weights(text_data, tmp_pat
         (key, value), = change.items()
         with pytest.raises(g.CheckpointError, match=rf"{key}=.*\(now {key}={value!r}\)"):
             T.train(small(13), quick(steps=2, **change), text_data, out=tmp_path, progress=False)
+
+
+# ---- what killed saves and interrupted exports leave, and what the user is told -----------------------------
+
+def test_a_run_removes_what_saves_killed_mid_way_left_in_its_folder(tmp_path, capsys):
+    """kill -9 or a closed terminal during a save leaves its temporary folder: the next run removes it."""
+    tiny = ["--steps", "2", "--batch-size", "2", "--seq-len", "16", "--no-progress"]
+    run = tmp_path / "run"
+    assert T.main(["course-step-13", "--out", str(run), *tiny]) == 0
+    killed = [run / f".{T.STATE_DIR}.hrlqefjb", run / f".{T.STATE_DIR}.w8sssroe", run / f".{T.MODEL_DIR}.a1b2c3_d",
+              run / f".{T.STATE_DIR}.old-3ff9ab5e"]
+    for folder in killed:
+        shutil.copytree(run / T.STATE_DIR, folder)
+    mine = [run / f".{T.STATE_DIR}.notes", run / f".{T.STATE_DIR}.keep-this-one", run / "notes.txt"]
+    for f in mine:
+        f.write_text("mine")
+    capsys.readouterr()
+    assert T.main(["course-step-13", "--out", str(run), *tiny]) == 0
+    assert "resuming the run in" in capsys.readouterr().err
+    assert not any(f.exists() for f in killed)
+    assert all(f.read_text() == "mine" for f in mine)
+    assert T.read_state_meta(run / T.STATE_DIR)["step"] == 2
+
+
+def test_ctrl_c_during_the_export_says_the_export_is_untouched_and_how_to_finish(tmp_path, capsys, monkeypatch):
+    tiny = ["--steps", "2", "--batch-size", "2", "--seq-len", "16", "--no-progress"]
+    run = ["course-step-13", "--out", str(tmp_path / "run"), "--export", str(tmp_path / "exp"), *tiny]
+    assert T.main(run) == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "exp").iterdir()}
+    real_export = T.export
+
+    def ctrl_c(result, path, *args, **kwargs):  # the run's own out/model is exported too: only --export is cut
+        if Path(path) == tmp_path / "exp":
+            raise KeyboardInterrupt
+        return real_export(result, path, *args, **kwargs)
+
+    monkeypatch.setattr(T, "export", ctrl_c)
+    capsys.readouterr()
+    assert T.main(run + ["--fresh"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted while exporting" in err and "is as it was before" in err
+    assert "the same command without --fresh exports it without training again" in err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "exp").iterdir()} == before
+    monkeypatch.setattr(T, "export", real_export)
+    assert T.main(run) == 0
+    assert "resuming the run" in capsys.readouterr().err
+
+
+def test_a_reader_that_stops_early_ends_train_quietly(tmp_path):
+    """`python -m gptoss_edu train ... | head -1`: no 'train: [Errno 32] Broken pipe', the usual status 141."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom gptoss_edu import train as T\n"
+            "def gone(*a, **k):\n    raise BrokenPipeError(32, 'Broken pipe')\n"
+            "T._run = gone\nfrom gptoss_edu.__main__ import main\nsys.exit(main(['train', 'course-step-13']))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 141 and "Broken pipe" not in done.stderr and "Traceback" not in done.stderr, done.stderr
