@@ -5,6 +5,9 @@ A rename alone makes the swap atomic for a process that is killed; the fsyncs ma
 a power cut too (as far as the drive honours them), where the rename could otherwise reach the
 disk before the bytes it names. The checkpoints, the training states, the student copy and the
 corpus are all written this way. Torch-free, like the student copy and the corpus that use it.
+
+One more helper for the command line: `in_course_folder`, for a relative path given from the wrong
+folder (a terminal opened in notebooks/, say).
 """
 
 from __future__ import annotations
@@ -131,3 +134,16 @@ def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
         os.unlink(tmp)
         raise
     fsync_path(path.parent)
+
+
+# A clone of the repository, where an editable install's package folder sits.
+COURSE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def in_course_folder(path: str | Path) -> str:
+    """For a relative ``path`` missing here but present in the course's folder: a sentence saying so; else ''."""
+    path = Path(path)
+    if path.is_absolute() or path.exists() or not (COURSE_ROOT / path).exists():
+        return ""
+    return (f"there is no {str(path)!r} in {Path.cwd()} (a command reads paths from the folder it runs in), but the "
+            f"course's folder has one: pass {COURSE_ROOT / path}, or run the command from {COURSE_ROOT}")

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from .files import in_course_folder
 from .memory import disk_free, format_bytes
 
 DEFAULT_REPO = "openai/gpt-oss-20b"
@@ -95,9 +96,26 @@ def check_local(path: str | Path, include_original: bool = False, include_metal:
                                    "*.safetensors) or a Hub repository id such as 'openai/gpt-oss-20b'")
     missing = missing_files(path, include_original, include_metal)
     if missing:
-        raise IncompleteCheckpoint(f"{path} is not a complete checkpoint: missing {', '.join(missing)}. "
-                                   f"Finish the download ({AGAIN}: it resumes) or copy the files in.")
+        raise IncompleteCheckpoint(_not_a_checkpoint(path, missing))
     return path
+
+
+def _not_a_checkpoint(path: Path, missing: list[str]) -> str:
+    """Why ``path`` is no checkpoint, and what to pass instead: a folder inside it, the run's model, or a download."""
+    inside = [d for d in sorted(path.iterdir()) if d.is_dir() and not missing_files(d)]
+    if inside:
+        return (f"{path} holds no checkpoint itself, but {' and '.join(map(str, inside[:3]))} "
+                f"{'does' if len(inside) == 1 else 'do'}: pass {'that folder' if len(inside) == 1 else 'one of them'}")
+    if (path / "train_state.json").is_file():  # gptoss_edu.train's STATE_JSON
+        model = path.parent / "model"
+        where = (f"its run's model is {model}: pass that" if model.is_dir() and not missing_files(model)
+                 else "a run of a course step between GPT-2 and gpt-oss has no model folder to chat with")
+        return f"{path} is a training state, the folder a run resumes from, not a model: {where}"
+    if not (path / CONFIG).exists() and not any(path.glob("*.safetensors*")):  # no download was ever begun here
+        return (f"{path} holds no checkpoint (no {CONFIG}, no *.safetensors): pass a checkpoint folder or a Hub "
+                "repository id such as 'openai/gpt-oss-20b'")
+    return (f"{path} is not a complete checkpoint: missing {', '.join(missing)}. "
+            f"Finish the download ({AGAIN}: it resumes) or copy the files in.")
 
 
 def missing_files(path: str | Path, include_original: bool = False, include_metal: bool = False) -> list[str]:
@@ -247,6 +265,9 @@ def download(repo_id_or_path: str | Path = DEFAULT_REPO, local_dir: str | Path |
         return _download(str(repo_id_or_path), local_dir, include_original, include_metal, include_tokenizer,
                          revision, progress)
     except HubError as e:
+        elsewhere = in_course_folder(repo_id_or_path)  # "data/tiny-gpt-oss" from a terminal in notebooks/
+        if elsewhere:
+            raise type(e)(f"{elsewhere} (as a Hub repository id, it could not be fetched either)") from e
         owner = str(repo_id_or_path).split("/")[0]
         if "/" in str(repo_id_or_path) and os.path.isdir(owner):  # "data/tiny-gptoss": a mistyped folder?
             held = ", ".join(sorted(p.name for p in Path(owner).iterdir())[:5]) or "nothing"

@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .files import replace_folder
+from .files import in_course_folder, replace_folder
 
 SOLUTION_TAG = "solution"
 PLACEHOLDER = "<i>The solution has been removed from this copy. Ask your teacher, or see the full course.</i>"
@@ -76,7 +76,7 @@ def make_student_copy(src: str | Path, dst: str | Path) -> dict[str, int]:
     """
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
-        raise FileNotFoundError(f"{src} is not a folder of notebooks")
+        raise FileNotFoundError(in_course_folder(src) or f"{src} is not a folder of notebooks")
     notebooks = sorted(src.glob("*.ipynb"))
     if not notebooks:
         raise FileNotFoundError(f"no notebooks in {src}")

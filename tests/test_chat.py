@@ -297,7 +297,7 @@ def test_bad_arguments(checkpoints, capsys, tmp_path, monkeypatch):
     assert main(["chat", "--model", "nobody/no-such-model"]) == 2
     assert "the weights of nobody/no-such-model could not be fetched" in capsys.readouterr().err
     assert main(["chat", "--model", str(tmp_path)]) == 2
-    assert "is not a complete checkpoint: missing config.json" in capsys.readouterr().err
+    assert "holds no checkpoint (no config.json, no *.safetensors): pass a checkpoint folder" in capsys.readouterr().err
     for option, value, message in (("--temperature", "-1", "--temperature must be a number >= 0"),
                                    ("--temperature", "nan", "--temperature must be a number >= 0, got nan"),
                                    ("--seed", str(2**64), "--seed must be in 0 .. 2**63 - 1"),

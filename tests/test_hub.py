@@ -334,6 +334,50 @@ def test_local_folder_lists_everything_missing(tmp_path):
         hub.download(tmp_path / "noorig", include_original=True)
 
 
+def test_a_folder_that_is_no_checkpoint_says_what_to_pass_instead(tmp_path):
+    """A run's folder, its state, a folder of checkpoints, a folder of something else: no 'finish the download'."""
+    run = tmp_path / "runs" / "chat"
+    fill(run / "model", ["config.json", "model.safetensors"])
+    (run / "state").mkdir()
+    (run / "state" / "train_state.json").write_text("{}")
+    with pytest.raises(hub.IncompleteCheckpoint) as e:
+        hub.download(run)
+    assert str(e.value) == f"{run} holds no checkpoint itself, but {run / 'model'} does: pass that folder"
+    with pytest.raises(hub.IncompleteCheckpoint) as e:
+        hub.download(run / "state")
+    assert str(e.value) == (f"{run / 'state'} is a training state, the folder a run resumes from, not a model: "
+                            f"its run's model is {run / 'model'}: pass that")
+    shutil.rmtree(run / "model")
+    with pytest.raises(hub.IncompleteCheckpoint, match="has no model folder to chat with"):
+        hub.download(run / "state")
+    fill(tmp_path / "two" / "a", ["config.json", "model.safetensors"])
+    fill(tmp_path / "two" / "b", ["config.json", "model.safetensors"])
+    with pytest.raises(hub.IncompleteCheckpoint, match=r"but .*a and .*b do: pass one of them"):
+        hub.download(tmp_path / "two")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("not weights")
+    with pytest.raises(hub.IncompleteCheckpoint, match=r"holds no checkpoint \(no config.json, no \*\.safetensors\)"):
+        hub.download(tmp_path / "notes")
+    fill(tmp_path / "begun", ["model.safetensors.index.json", "model-00000-of-00002.safetensors"])
+    with pytest.raises(hub.IncompleteCheckpoint, match="Finish the download"):  # a download begun: finish it
+        hub.download(tmp_path / "begun")
+
+
+def test_a_course_path_given_from_another_folder_is_found_and_named(tmp_path, monkeypatch, capsys):
+    """`chat --model data/tiny-gpt-oss` from a terminal in notebooks/: the course's folder has it; say where."""
+    from gptoss_edu.files import COURSE_ROOT
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(hub.HubError) as e:
+        hub.download("data/tiny-gpt-oss")
+    assert str(e.value).startswith(f"there is no 'data/tiny-gpt-oss' in {tmp_path} (a command reads paths from the "
+                                   f"folder it runs in), but the course's folder has one: pass "
+                                   f"{COURSE_ROOT / 'data' / 'tiny-gpt-oss'}, or run the command from {COURSE_ROOT}")
+    assert main(["student"]) == 1
+    assert f"there is no 'notebooks' in {tmp_path}" in capsys.readouterr().err
+    assert not (tmp_path / "student").exists()
+
 def test_local_path_that_does_not_exist(tmp_path):
     with pytest.raises(hub.IncompleteCheckpoint, match="is not a folder"):
         hub.download(str(tmp_path / "nowhere"))
