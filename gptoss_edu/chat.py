@@ -68,6 +68,21 @@ def load_chat_model(path: Path, device: str, backend: str = "torch") -> GPT:
     return model.set_backend(backend)
 
 
+def chat_header(reasoning: str = "medium", date: str | None = None,
+                instructions: str | None = None) -> list[harmony.Message]:
+    """The messages every prompt of a chat starts with: the system message, and the developer's if instructed."""
+    return [harmony.system(reasoning, date=date)] + ([harmony.developer(instructions)] if instructions else [])
+
+
+def check_header_fits(context: int, reasoning: str, date: str | None, instructions: str | None) -> None:
+    """ChatError if the system and developer messages leave no room for a message and a reply in ``context``."""
+    shortest = harmony.render_conversation(chat_header(reasoning, date, instructions) + [harmony.user("?")],
+                                           encoding=get_encoding("o200k_harmony"))
+    if len(shortest) >= context:
+        raise ChatError(f"--instructions is too long: with the system message and the shortest user message it "
+                        f"takes {len(shortest):,} tokens, and this model's context window is {context:,}. Shorten it.")
+
+
 class ChatSession:
     """A conversation with a model: the messages so far, and how to get the next reply."""
 
@@ -87,9 +102,7 @@ class ChatSession:
     ):
         self.model = model
         self.enc = get_encoding("o200k_harmony")
-        self.header = [harmony.system(reasoning, date=date)]
-        if instructions:
-            self.header.append(harmony.developer(instructions))
+        self.header = chat_header(reasoning, date, instructions)
         self.messages: list[harmony.Message] = []
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.seed, self.turn = seed, 0
@@ -246,8 +259,13 @@ def _check_arguments(args: argparse.Namespace) -> None:
         torch.device(args.device)
     except RuntimeError:
         raise ChatError(f"--device {args.device!r} is not a device: use auto, cpu, cuda or cuda:N") from None
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
+    kind = torch.device(args.device).type
+    if kind not in ("cpu", "cuda", "mps"):
+        raise ChatError(f"--device {args.device}: the chat runs on cpu, cuda (an NVIDIA GPU) or mps (an Apple one)")
+    if kind == "cuda" and not torch.cuda.is_available():
         raise ChatError(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ChatError(f"--device {args.device}: no Apple GPU (MPS) is available to this PyTorch; use --device cpu")
     if args.backend == "triton":
         from gptoss_kernels import interpreter_mode, triton_available
 
@@ -276,6 +294,8 @@ def run(args: argparse.Namespace) -> int:
         path = resolve_model(args.model)
         t0 = time.perf_counter()
         model = load_chat_model(path, args.device, args.backend)
+        # Said once, here: otherwise every message would be refused, and /reset would not help.
+        check_header_fits(model.config.context_length, args.reasoning, args.date, args.instructions)
     except (ChatError, ValueError, OSError, RuntimeError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

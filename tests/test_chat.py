@@ -286,6 +286,23 @@ def test_gpt2_checkpoint_cannot_chat(checkpoints, capsys):
     assert "50257-token vocabulary (GPT-2)" in err and "harmony" in err
 
 
+def test_instructions_that_leave_no_room_are_refused_at_start_up(checkpoints, capsys, monkeypatch):
+    """Every message would be refused, /reset would not help: said once, at start-up, naming --instructions."""
+    from gptoss_edu.checkpoint import read_config
+
+    context = read_config(checkpoints["answer"])[0].context_length
+    monkeypatch.setattr(chat, "read_line", lambda prompt: pytest.fail("the chat started"))
+    assert main(["chat", "--model", str(checkpoints["answer"]), "--instructions", "word " * context]) == 2
+    err = capsys.readouterr().err
+    assert "--instructions is too long" in err and f"this model's context window is {context:,}. Shorten it." in err
+    # Just short enough: the shortest message still fits.
+    header = len(chat.harmony.render_conversation(chat.chat_header("medium", None, "x") + [chat.harmony.user("?")],
+                                                  encoding=chat.get_encoding("o200k_harmony")))
+    fits = "x" + " x" * (context - header - 1)
+    chat.check_header_fits(context, "medium", None, fits)
+    with pytest.raises(chat.ChatError):
+        chat.check_header_fits(context, "medium", None, fits + " x")
+
 def test_bad_arguments(checkpoints, capsys, tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as e:
         main(["chat", "--model", str(checkpoints["answer"]), "--reasoning", "extreme"])
