@@ -308,6 +308,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     seen: set[str] = set()
     unexpected: list[str] = []
     pending: dict[str, dict[str, tuple[str, torch.Tensor]]] = {}  # packed experts waiting for their other half
+    sound: list[tuple[str, torch.Tensor | None]] = []  # (file tensor, whether its values are numbers) as placed
 
     def place(target: str, value: torch.Tensor, source: str) -> None:
         want = expected[target]
@@ -315,8 +316,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
             raise CheckpointError(f"tensor {source!r} has shape {tuple(value.shape)}; this config expects "
                                   f"{tuple(want.shape)} for {target} (is config.json from the same model?)")
         out_dtype = value.dtype if value.dtype == torch.uint8 else dtype
-        _set(model, target, value.to(device=device, dtype=out_dtype).contiguous())
+        placed = value.to(device=device, dtype=out_dtype).contiguous()
+        _set(model, target, placed)
         seen.add(target)
+        # A damaged value is found here, not as a crash in sampling. The checks stay on the device and
+        # are read once at the end; the smallest and largest values (NaN wins both) need no copy the
+        # size of the tensor. Scale byte 255 is MXFP4's NaN.
+        sound.append((source, placed.max() != 255 if target.endswith("_scales")
+                      else None if placed.dtype == torch.uint8 or not placed.numel()
+                      else torch.stack(torch.aminmax(placed)).isfinite().all()))
 
     def check_dtype(name: str, tensor: torch.Tensor, packed: bool) -> None:
         # MXFP4 halves are raw bytes; everything else is a number that is cast to ``dtype``.
@@ -388,6 +396,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
                               + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
                               + f" (for the model's {missing[0]}, shape {tuple(expected[missing[0]].shape)}): "
                               "the download may be incomplete, or config.json from another model")
+    checked = [(name, ok) for name, ok in sound if ok is not None]
+    if checked:
+        damaged = [name for (name, _), ok in zip(checked, torch.stack([ok for _, ok in checked]).tolist()) if not ok]
+        if damaged:
+            raise CheckpointError(f"{path}: tensor(s) {', '.join(map(repr, damaged[:5]))}"
+                                  + (f" and {len(damaged) - 5} more" if len(damaged) > 5 else "")
+                                  + " hold NaN or infinite values (or MXFP4's NaN scale, 255): the file is damaged, "
+                                  "or was saved from a model whose weights had diverged")
     if cfg.tie_embeddings:
         model.lm_head.weight = model.embed.weight
     if model.rotary is not None:  # computed, not stored: build it for real now

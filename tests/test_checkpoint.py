@@ -581,6 +581,27 @@ def test_a_checkpoint_is_readable_by_others_as_the_umask_allows(tmp_path, layout
     assert len(modes) > 2 and set(modes.values()) == {0o644}, modes
     assert stat.S_IMODE(path.stat().st_mode) == 0o755
 
+@pytest.mark.parametrize("keep_mxfp4", [True, False])
+def test_nan_or_infinite_weights_and_the_nan_scale_are_refused_by_name(tmp_path, keep_mxfp4):
+    """Once loaded, a NaN weight crashed the chat in sampling ('probability tensor contains nan')."""
+    path = g.write_checkpoint(small_gptoss(), tmp_path / "ck", mxfp4=True)
+    g.load_model(path, keep_mxfp4=keep_mxfp4)  # sound as written
+    tensors = load_file(path / "model.safetensors")
+    scales = next(n for n in sorted(tensors) if n.endswith("down_proj_scales"))
+    for name, damage in (("model.norm.weight", float("nan")), ("model.layers.0.self_attn.q_proj.bias", float("-inf")),
+                         (scales, 255)):
+        bad = dict(tensors)
+        bad[name] = tensors[name].clone()
+        bad[name].view(-1)[1] = damage
+        save_file(bad, str(path / "model.safetensors"), metadata={"format": "pt"})
+        with pytest.raises(g.CheckpointError) as e:
+            g.load_model(path, keep_mxfp4=keep_mxfp4)
+        assert f"tensor(s) {name!r} hold NaN or infinite values" in str(e.value)
+    bad = dict(tensors)
+    bad["model.embed_tokens.weight"] = torch.full_like(tensors["model.embed_tokens.weight"], 3e38)  # big, finite
+    save_file(bad, str(path / "model.safetensors"), metadata={"format": "pt"})
+    g.load_model(path, keep_mxfp4=keep_mxfp4)  # a float32 sum would overflow; the check must not say NaN
+
 WRONG_TYPES = [
     ("hidden_size", "32", "d_model must be a whole number, got '32'"),
     ("num_hidden_layers", 2.0, "n_layers must be a whole number, got 2.0|wrong kind of value"),
