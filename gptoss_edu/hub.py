@@ -11,6 +11,7 @@ returned as it is.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import sys
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from .config import PRESET_DIR
 from .files import in_course_folder
 from .memory import disk_free, format_bytes
 
@@ -313,6 +315,10 @@ def _from_disk(repo_id: str, local_dir: str | Path | None, include_original: boo
     detail = "nothing is there"
     if folder is not None and Path(folder).expanduser().is_dir():
         missing = missing_files(folder, include_original, include_metal)
+        other = _another_model(repo_id, Path(folder).expanduser())
+        if other:  # offline, a folder is taken on trust: at least it must not be plainly another model
+            raise WeightsUnavailable(f"{folder} holds another model than {repo_id}: {other}. Pass that folder's "
+                                     f"path itself to use it, or give {repo_id} a --local-dir of its own.")
         if not missing:
             return Path(folder).expanduser()
         detail = f"missing {', '.join(missing)}"
@@ -323,6 +329,30 @@ def _from_disk(repo_id: str, local_dir: str | Path | None, include_original: boo
         f"Connect to the internet (and unset HF_HUB_OFFLINE) and {AGAIN}, or download them on "
         f"another machine (`hf download {repo_id} {' '.join(excluded + ['--local-dir DIR'])}`), "
         "copy DIR here and pass its path instead of the repository id.")
+
+
+# The repositories whose config.json the course ships (gptoss_edu/presets), to recognise them offline.
+KNOWN_REPOS = {"openai/gpt-oss-20b": "gpt-oss-20b", "openai/gpt-oss-120b": "gpt-oss-120b"}
+_TELLING_KEYS = ("model_type", "num_hidden_layers", "num_local_experts", "hidden_size", "vocab_size")
+
+
+def _another_model(repo_id: str, folder: Path) -> str | None:
+    """How ``folder``'s config.json differs from a known ``repo_id``'s (layers, experts, ...), or None."""
+    preset = KNOWN_REPOS.get(repo_id.lower())
+    if preset is None or not (folder / CONFIG).is_file():
+        return None
+    try:
+        theirs = json.loads((folder / CONFIG).read_text())
+    except (OSError, ValueError):
+        return None  # read_config names a damaged config.json when the model loads
+    if not isinstance(theirs, dict):
+        return None
+    ours = json.loads((PRESET_DIR / f"{preset}.config.json").read_text())
+    differ = [k for k in _TELLING_KEYS if theirs.get(k) != ours.get(k)]
+    if not differ:
+        return None
+    return (f"its {CONFIG} has " + ", ".join(f"{k} {theirs.get(k)!r}" for k in differ)
+            + f", where {repo_id}'s has " + ", ".join(f"{ours.get(k)!r}" for k in differ))
 
 
 def _is_local(repo_id_or_path: str | Path) -> bool:

@@ -253,6 +253,24 @@ def test_offline_with_the_weights_on_disk_returns_them(tmp_path, monkeypatch, of
     assert fake.listed == 0 and fake.downloads == []
 
 
+def test_offline_a_local_dir_holding_plainly_another_model_is_refused(tmp_path, monkeypatch, offline):
+    """Offline a folder is taken on trust; the tiny model in openai/gpt-oss-120b's place is not."""
+    from gptoss_edu.config import PRESET_DIR
+
+    FakeHub(monkeypatch)
+    fill(tmp_path / "w", COURSE)
+    (tmp_path / "w" / "config.json").write_text((PRESET_DIR / "gpt-oss-20b.config.json").read_text())
+    assert hub.download("openai/gpt-oss-20b", tmp_path / "w", progress=False) == tmp_path / "w"
+    with pytest.raises(hub.WeightsUnavailable) as e:
+        hub.download("openai/gpt-oss-120b", tmp_path / "w", progress=False)
+    assert str(e.value).startswith(f"{tmp_path / 'w'} holds another model than openai/gpt-oss-120b: its config.json "
+                                   "has num_hidden_layers 24, num_local_experts 32, where openai/gpt-oss-120b's has "
+                                   "36, 128. Pass that folder's path itself")
+    (tmp_path / "w" / "config.json").write_text('{"model_type": "gpt2", "n_layer": 12}')
+    with pytest.raises(hub.WeightsUnavailable, match="model_type 'gpt2'.*'gpt_oss'"):
+        hub.download("openai/gpt-oss-20b", tmp_path / "w", progress=False)
+    assert hub.download("someone/other-model", tmp_path / "w", progress=False) == tmp_path / "w"  # nothing to check
+
 def test_offline_names_the_missing_shard(tmp_path, monkeypatch, offline):
     FakeHub(monkeypatch)
     fill(tmp_path / "w", [n for n in COURSE if n != "model-00001-of-00002.safetensors"])
