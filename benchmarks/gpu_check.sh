@@ -53,15 +53,18 @@ step() {  # step NAME SECONDS COMMAND...: run it under a limit, keep its log, re
     shift 2
     echo "== $name (limit ${limit} s)"
     local t0=$SECONDS
-    timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
+    # Ctrl-C at the limit, not SIGTERM: pytest then still prints the failures it has seen, the chat and the
+    # benchmark stop as they do for a user; whatever is still running 5 s later is killed.
+    timeout -s INT --kill-after=5 "$limit" "$@" 2>&1 | tee "$OUT/$name.log"
     local rc=${PIPESTATUS[0]} note=""
-    case $rc in 124 | 137) note=" (time limit)" ;; esac  # 137: still running 10 s after the limit, killed
+    case $rc in 124 | 137) note=" (time limit)" ;; esac  # 137: still running 5 s after the limit, killed
     echo "$name: exit $rc after $((SECONDS - t0)) s$note" | tee -a "$OUT/summary.txt"
     [ "$rc" = 0 ] || failed=1
 }
 
 if [[ $STEPS == *" tests "* ]]; then
-    step tests "${TESTS_S:-150}" "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_kernels.py tests/test_static_decode.py
+    step tests "${TESTS_S:-150}" "$PY" -m pytest -q -p no:cacheprovider -rs --durations=15 tests/test_kernels.py \
+        tests/test_static_decode.py
 fi
 if [[ $STEPS == *" chat "* ]]; then
     # Greedy, so a rerun on the same machine prints the same reply; Ctrl-D (end of input) quits.

@@ -188,15 +188,17 @@ class CUDAGraphDecoder:
         # buffer they replace position cache.length - window, which no query from here on can see.
         self._set_position()
         device = self.position.device
-        side = torch.cuda.Stream(device)  # warm up off the default stream, as PyTorch's graph docs do
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(WARMUP_STEPS):
-                self._run()
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self.logits = self._run()
+        # torch.cuda.graph records on the current device's streams: the model's GPU must be the current one.
+        with torch.cuda.device(device):
+            side = torch.cuda.Stream(device)  # warm up off the default stream, as PyTorch's graph docs do
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                for _ in range(WARMUP_STEPS):
+                    self._run()
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.logits = self._run()
         self.graph = graph
 
     @torch.no_grad()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -76,6 +77,22 @@ def gpu_tiles(t: torch.Tensor) -> bool:
     return t.is_cuda or bool(AOT_TARGET)
 
 
+def on_tensors_device(wrapper: Callable) -> Callable:
+    """Run a kernel wrapper with its first tensor's GPU as the current CUDA device.
+
+    Triton launches on the current device, wherever the tensors are: a model on cuda:1 would have
+    its kernels run on cuda:0, reading memory that is not theirs.
+    """
+    @functools.wraps(wrapper)
+    def on_device(*args: Any, **kwargs: Any) -> Any:
+        t = next((a for a in args if isinstance(a, torch.Tensor)), None)
+        if t is not None and t.is_cuda and t.device.index not in (None, torch.cuda.current_device()):
+            with torch.cuda.device(t.device):
+                return wrapper(*args, **kwargs)
+        return wrapper(*args, **kwargs)
+    return on_device
+
+
 def check_launch(kernel: Any, name: str, *tensors: torch.Tensor) -> None:
     """Raise a clear error when ``kernel`` cannot run on the devices of ``tensors``."""
     fallback = TORCH_FALLBACK.get(name, "the PyTorch path")
@@ -86,7 +103,7 @@ def check_launch(kernel: Any, name: str, *tensors: torch.Tensor) -> None:
             f"model.set_backend('torch'), or {fallback}."
         )
     devices = {t.device.type for t in tensors}
-    if len(devices) > 1:
+    if len({str(t.device) for t in tensors}) > 1:  # two GPUs count as two devices
         shapes = ", ".join(f"{tuple(t.shape)} on {t.device}" for t in tensors)
         raise ValueError(f"gptoss_kernels.{name}: all tensors must be on one device, got {shapes}; move them to "
                          "one (a small index or position tensor left on the CPU is the usual slip)")

@@ -21,7 +21,7 @@ import math
 import torch
 
 from ._common import (AOT_TARGET, FLOAT_DTYPES, check_index_range, check_launch, check_tensor, dot_precision, extent,
-                      gpu_tiles, new_buffer, refuse_grad, tile_size, tl, triton)
+                      gpu_tiles, new_buffer, on_tensors_device, refuse_grad, tile_size, tl, triton)
 
 LOG2E = math.log2(math.e)
 # attention() uses the decode kernel while the query rows per KV head (queries x heads per KV head)
@@ -232,6 +232,7 @@ def _block_d(D: int) -> int:
     return max(16, triton.next_power_of_2(D))  # tl.dot needs every dimension >= 16
 
 
+@on_tensors_device
 def attention_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float,
                       sinks: torch.Tensor | None = None, sliding_window: int = 0, q_start: int = 0,
                       block_m: int | None = None, block_n: int | None = None) -> torch.Tensor:
@@ -297,6 +298,7 @@ def _combine_splits(sink_arg: torch.Tensor, has_sinks: bool, out: torch.Tensor, 
     )
 
 
+@on_tensors_device
 def attention_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float,
                      sinks: torch.Tensor | None = None, sliding_window: int = 0, q_start: int = 0,
                      num_splits: int | None = None, block_n: int | None = None) -> torch.Tensor:
@@ -399,6 +401,7 @@ def _attn_decode_at_kernel(
     )
 
 
+@on_tensors_device
 def attention_decode_at(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, position: torch.Tensor, *,
                         scale: float, sinks: torch.Tensor | None = None, sliding_window: int = 0,
                         num_splits: int | None = None, block_n: int | None = None) -> torch.Tensor:

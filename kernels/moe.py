@@ -27,7 +27,7 @@ kernels split the activations instead: dot(x, w) = dot(x_even, w_low) + dot(x_od
 import torch
 
 from ._common import (FLOAT_DTYPES, check_index_range, check_launch, check_shape, check_tensor, dot_precision, extent,
-                      gpu_tiles, new_buffer, refuse_grad, tile_size, tl, triton)
+                      gpu_tiles, new_buffer, on_tensors_device, refuse_grad, tile_size, tl, triton)
 
 # moe_mxfp4() takes the decode path up to this many tokens.
 DECODE_MAX_TOKENS = 8
@@ -279,6 +279,7 @@ def _prepare(x, expert_idx, expert_weights, tensors):
     return x, expert_idx.to(torch.int32).contiguous(), expert_weights.contiguous(), [t.detach().contiguous() for t in tensors]
 
 
+@on_tensors_device
 def moe_mxfp4_decode(x: torch.Tensor, expert_idx: torch.Tensor, expert_weights: torch.Tensor,
                      gate_up_blocks: torch.Tensor, gate_up_scales: torch.Tensor, gate_up_bias: torch.Tensor,
                      down_blocks: torch.Tensor, down_scales: torch.Tensor, down_bias: torch.Tensor, *,
@@ -326,6 +327,7 @@ def _expert_tiles(idx: torch.Tensor, E: int, block_m: int):
     return order, as32(tile_expert), as32(tile_start), as32(tile_end), n_tiles
 
 
+@on_tensors_device
 def moe_mxfp4_prefill(x: torch.Tensor, expert_idx: torch.Tensor, expert_weights: torch.Tensor,
                       gate_up_blocks: torch.Tensor, gate_up_scales: torch.Tensor, gate_up_bias: torch.Tensor,
                       down_blocks: torch.Tensor, down_scales: torch.Tensor, down_bias: torch.Tensor, *,
@@ -368,6 +370,7 @@ def moe_mxfp4(x: torch.Tensor, expert_idx: torch.Tensor, expert_weights: torch.T
                 down_blocks, down_scales, down_bias, alpha=alpha, limit=limit, check_indices=check_indices)
 
 
+@on_tensors_device
 def dequantize_mxfp4(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Triton twin of gptoss_edu.mxfp4.dequantize: blocks [..., G, 16] and scales [..., G] to [..., G * 32]."""
     check_tensor("blocks", blocks, dtypes=(torch.uint8,))

@@ -2,7 +2,8 @@
 
 import torch
 
-from ._common import FLOAT_DTYPES, check_launch, check_shape, check_tensor, new_buffer, refuse_grad, tl, triton
+from ._common import (FLOAT_DTYPES, check_launch, check_shape, check_tensor, new_buffer, on_tensors_device, refuse_grad,
+                      tl, triton)
 
 # One program holds a whole row in registers; beyond this the row would spill.
 MAX_D = 65536
@@ -22,6 +23,7 @@ def _rmsnorm_kernel(x_ptr, w_ptr, out_ptr, stride_x, stride_out, D, eps, BLOCK_D
     tl.store(out_ptr + row * stride_out + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+@on_tensors_device
 def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """x * rsqrt(mean(x^2) + eps) * weight over the last dim of x [..., D], in fp32, cast back to x's dtype."""
     check_tensor("x", x, dtypes=FLOAT_DTYPES)

@@ -2,7 +2,7 @@
 
 import torch
 
-from ._common import check_launch, new_buffer, tl, triton
+from ._common import check_launch, new_buffer, on_tensors_device, tl, triton
 
 
 @triton.jit
@@ -16,6 +16,7 @@ def _add_kernel(x_ptr, y_ptr, out_ptr, n, BLOCK: tl.constexpr):
     tl.store(out_ptr + offs, x + y, mask=mask)
 
 
+@on_tensors_device
 def vector_add(x: torch.Tensor, y: torch.Tensor, block: int = 1024) -> torch.Tensor:
     """x + y for two tensors of the same shape, dtype and device, computed by a Triton kernel."""
     if x.shape != y.shape or x.dtype != y.dtype:

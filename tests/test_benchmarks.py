@@ -57,6 +57,8 @@ def test_gpu_check_keeps_logs_summary_and_json_and_reports_a_time_limit(tmp_path
     assert "torch" in (out / "machine.txt").read_text()
     assert list(json.loads((out / "bench.json").read_text())["results"]) == ["torch"]
     assert (out / "tests.log").exists() and "decode@16 tok/s" in (out / "benchmark.log").read_text()
+    # Stopped with Ctrl-C, not killed: what ran before the limit is still reported.
+    assert "KeyboardInterrupt" in (out / "tests.log").read_text()
 
 
 def test_gpu_check_runs_only_the_steps_asked_for(tmp_path):

@@ -374,6 +374,70 @@ def test_tensors_on_two_devices_are_named_by_shape() -> None:
         attention_decode_at(q, k, v, position, scale=0.25)
 
 
+def test_tensors_on_two_gpus_are_two_devices() -> None:
+    """cuda:0 and cuda:1 are one device *type*: the check once let such a launch through (stand-ins, no GPU)."""
+    from types import SimpleNamespace
+
+    from gptoss_kernels._common import check_launch
+    from gptoss_kernels.rmsnorm import _rmsnorm_kernel
+
+    def on(device):
+        return SimpleNamespace(device=torch.device(device), shape=(2, 8), dtype=torch.float32)
+
+    with pytest.raises(ValueError, match=r"one device, got \(2, 8\) on cuda:0, \(2, 8\) on cuda:1"):
+        check_launch(_rmsnorm_kernel, "rmsnorm", on("cuda:0"), on("cuda:1"))
+
+
+class _OnSecondGpu(torch.Tensor):
+    """A CPU tensor that says it is on cuda:1, to see which device a wrapper makes current."""
+
+    @property
+    def is_cuda(self):
+        return True
+
+    @property
+    def device(self):
+        return torch.device("cuda", 1)
+
+
+def test_a_wrapper_runs_with_its_tensors_gpu_current(monkeypatch) -> None:
+    """Triton launches on the current CUDA device, not the tensors': a model on cuda:1 ran its kernels on cuda:0."""
+    from gptoss_kernels._common import on_tensors_device
+
+    current, entered = [0], []
+
+    class Current:  # torch.cuda.device, recorded
+        def __init__(self, device):
+            self.device = device
+
+        def __enter__(self):
+            entered.append(self.device)
+
+        def __exit__(self, *exc):
+            entered.pop()
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current[0])
+    monkeypatch.setattr(torch.cuda, "device", Current)
+    seen: list = []
+    launch = on_tensors_device(lambda *args, **kwargs: seen.append(list(entered)) or "out")
+    on_gpu_1 = torch.zeros(2).as_subclass(_OnSecondGpu)
+    assert launch(on_gpu_1, 3, scale=1.0) == "out" and seen[-1] == [torch.device("cuda", 1)] and entered == []
+    assert launch(torch.zeros(2), on_gpu_1) == "out" and seen[-1] == []  # the first tensor decides: a CPU one
+    current[0] = 1
+    assert launch(on_gpu_1) == "out" and seen[-1] == []  # already current: nothing to switch
+
+
+@pytest.mark.parametrize("wrapper", ["attention.attention_prefill", "attention.attention_decode",
+                                     "attention.attention_decode_at", "moe.moe_mxfp4_decode", "moe.moe_mxfp4_prefill",
+                                     "moe.dequantize_mxfp4", "rmsnorm.rmsnorm", "vector_add.vector_add"])
+def test_every_kernel_wrapper_launches_on_its_tensors_gpu(wrapper) -> None:
+    from gptoss_kernels._common import on_tensors_device
+
+    module, name = wrapper.split(".")
+    fn = getattr(importlib.import_module(f"gptoss_kernels.{module}"), name)
+    assert fn.__code__ is on_tensors_device(lambda: None).__code__, f"{wrapper} is not wrapped in on_tensors_device"
+    assert fn.__wrapped__.__name__ == name
+
 def test_launches_past_32_bit_offsets_are_refused_before_they_wrap() -> None:
     """Offsets are 32-bit in the kernels: a launch that would pass 2**31 elements is refused (meta: no memory)."""
     meta = torch.device("meta")
