@@ -303,6 +303,26 @@ def test_instructions_that_leave_no_room_are_refused_at_start_up(checkpoints, ca
     with pytest.raises(chat.ChatError):
         chat.check_header_fits(context, "medium", None, fits + " x")
 
+
+def test_a_date_counts_in_the_room_the_instructions_leave(checkpoints, capsys, monkeypatch):
+    """--date lengthens the system message: instructions that fit only without it are refused at start-up with it."""
+    from gptoss_edu.checkpoint import read_config
+
+    context = read_config(checkpoints["answer"])[0].context_length
+
+    def header(date):
+        return len(chat.harmony.render_conversation(chat.chat_header("medium", date, "x") + [chat.harmony.user("?")],
+                                                    encoding=chat.get_encoding("o200k_harmony")))
+
+    assert header("2025-01-01") > header(None)
+    fits_without_a_date = "x" + " x" * (context - header(None) - 1)
+    chat.check_header_fits(context, "medium", None, fits_without_a_date)
+    monkeypatch.setattr(chat, "read_line", lambda prompt: pytest.fail("the chat started"))
+    assert main(["chat", "--model", str(checkpoints["answer"]), "--date", "2025-01-01",
+                 "--instructions", fits_without_a_date]) == 2
+    assert "--instructions is too long" in capsys.readouterr().err
+
+
 def test_bad_arguments(checkpoints, capsys, tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as e:
         main(["chat", "--model", str(checkpoints["answer"]), "--reasoning", "extreme"])

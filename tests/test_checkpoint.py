@@ -569,17 +569,19 @@ def test_a_mistyped_rope_type_is_refused_by_name_not_run_as_plain_rope(tmp_path)
     with pytest.raises(g.CheckpointError, match=re.escape("rope_type 'yarnn' (did you mean 'yarn'?)")):
         g.load_model(path)
 
+@pytest.mark.parametrize("umask, file_mode, folder_mode", [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)])
 @pytest.mark.parametrize("layout", ["hf", "original"])
-def test_a_checkpoint_is_readable_by_others_as_the_umask_allows(tmp_path, layout):
-    """safetensors writes its files private (0600): students sharing a teacher's checkpoint could not read it."""
-    old = os.umask(0o022)
+def test_a_checkpoint_is_readable_by_others_as_the_umask_allows(tmp_path, layout, umask, file_mode, folder_mode):
+    """safetensors writes its files private (0600): students sharing a teacher's checkpoint could not read it.
+    A umask that keeps others out (027) is honoured too: the checkpoint is not made readable to everyone."""
+    old = os.umask(umask)
     try:
         path = g.write_checkpoint(small_gptoss(), tmp_path / "ck", layout=layout, max_shard_bytes=20_000)
     finally:
         os.umask(old)
     modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in path.iterdir()}
-    assert len(modes) > 2 and set(modes.values()) == {0o644}, modes
-    assert stat.S_IMODE(path.stat().st_mode) == 0o755
+    assert len(modes) > 2 and set(modes.values()) == {file_mode}, modes
+    assert stat.S_IMODE(path.stat().st_mode) == folder_mode
 
 @pytest.mark.parametrize("keep_mxfp4", [True, False])
 def test_nan_or_infinite_weights_and_the_nan_scale_are_refused_by_name(tmp_path, keep_mxfp4):

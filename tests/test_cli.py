@@ -224,3 +224,16 @@ def test_chat_refuses_a_device_that_is_not_one_before_fetching_the_model(monkeyp
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     assert main(["chat", "--model", "openai/gpt-oss-20b", "--device", "mps"]) == 2
     assert "--device mps: no Apple GPU (MPS) is available to this PyTorch; use --device cpu" in capsys.readouterr().err
+
+
+def test_a_missing_module_of_the_course_itself_is_not_blamed_on_this_python():
+    """A course module not found is a bug to see whole, not 'use .venv'; a package is named by its top level."""
+    from gptoss_edu.__main__ import MissingPackage, _missing_package
+
+    for name in ("gptoss_edu.widgets.nothing", "gptoss_kernels", None):
+        err = ModuleNotFoundError(f"No module named {name!r}", name=name)
+        with pytest.raises(ModuleNotFoundError) as raised:
+            _missing_package("chat", err)
+        assert raised.value is err
+    found = _missing_package("chat", ModuleNotFoundError("No module named 'torch._C'", name="torch._C"))
+    assert isinstance(found, MissingPackage) and "`python -m gptoss_edu chat` needs torch, which" in str(found)

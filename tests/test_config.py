@@ -96,6 +96,8 @@ def _oss_json(**rope_changes):
     ({"original_max_position_embeddings": None}, KeyError, "missing 'original_max_position_embeddings'"),
     ({"factor": "32"}, ValueError, "'factor' must be a number >= 1, got '32'"),
     ({"factor": 0.5}, ValueError, "'factor' must be a number >= 1, got 0.5"),
+    ({"factor": True}, ValueError, "'factor' must be a number >= 1, got True"),  # float(True) is 1.0: plain RoPE
+    ({"factor": float("nan")}, ValueError, "'factor' must be a number >= 1, got nan"),  # json reads NaN
     ({"attention_factor": 1.2}, ValueError, "sets 'attention_factor', which gpt-oss's YaRN does not have"),
     ({"mscale": 1.0}, ValueError, "sets 'mscale'"),
 ])
@@ -128,3 +130,13 @@ def test_rope_type_default_is_plain_rope():
     assert cfg.positions == "rope" and cfg.rope_theta == raw["rope_theta"]
     assert g.ModelConfig.from_hf_config(_oss_json() | {"rope_scaling": None}).positions == "rope"
 
+
+def test_plain_rope_as_transformers_5_saves_it_is_read():
+    """transformers 5 writes a plain-RoPE model's rope_theta inside rope_parameters, beside rope_type 'default'."""
+    from transformers import GptOssConfig
+
+    raw = {k: v for k, v in _oss_json().items() if k not in ("rope_scaling", "rope_theta")}
+    saved = GptOssConfig.from_dict(raw | {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0}}).to_dict()
+    assert saved["rope_parameters"] == {"rope_type": "default", "rope_theta": 10000.0} and "rope_theta" not in saved
+    cfg = g.ModelConfig.from_hf_config(saved)
+    assert cfg.positions == "rope" and cfg.rope_theta == 10000.0

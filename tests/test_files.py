@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gptoss_edu.files import replace_folder, restore_folder, write_file
+from gptoss_edu.files import remove_leftovers, replace_folder, restore_folder, write_file
 
 
 def folder(path: Path, text: str) -> Path:
@@ -128,3 +128,27 @@ def test_a_link_at_the_path_is_not_replaced_by_a_copy_set_aside(tmp_path):
     folder(tmp_path / ".state.old-0123abcd", "step 1")
     assert not restore_folder(target)
     assert target.is_symlink()
+
+
+def test_leftovers_are_the_temporary_names_of_killed_writes_and_nothing_of_the_users(tmp_path):
+    """A run deletes what remove_leftovers finds: a user's own '.state.something' beside it must never be among it."""
+    target = folder(tmp_path / "state", "step 2")
+    killed = [tmp_path / name for name in (".state.hrlqefjb", ".state.a1b2c3_d", ".state.old-3ff9ab5e")]
+    for path in killed:
+        path.mkdir()
+    mine = [tmp_path / name for name in (".state.notes.md", ".state.my_backup_of_step_1", ".state.backup01.tar",
+                                         ".state.notes", "state.hrlqefjb", ".other.hrlqefjb")]
+    for path in mine:
+        path.write_text("mine")
+    assert remove_leftovers(target) == sorted(killed)
+    assert not any(path.exists() for path in killed)
+    assert all(path.read_text() == "mine" for path in mine)
+    assert (target / "data.txt").read_text() == "step 2"
+
+
+def test_a_copy_set_aside_while_its_folder_is_missing_is_no_leftover(tmp_path):
+    """Killed between replace_folder's two renames, the copy set aside is the only one: restore_folder needs it."""
+    folder(tmp_path / ".state.old-0123abcd", "step 1")
+    assert remove_leftovers(tmp_path / "state") == []
+    assert restore_folder(tmp_path / "state")
+    assert (tmp_path / "state" / "data.txt").read_text() == "step 1"

@@ -271,6 +271,15 @@ def test_offline_a_local_dir_holding_plainly_another_model_is_refused(tmp_path, 
         hub.download("openai/gpt-oss-20b", tmp_path / "w", progress=False)
     assert hub.download("someone/other-model", tmp_path / "w", progress=False) == tmp_path / "w"  # nothing to check
 
+
+def test_offline_a_local_dir_whose_config_json_is_no_object_is_no_traceback(tmp_path, monkeypatch, offline):
+    """A config.json of '[]' is for the loader to name when the model loads, not an AttributeError here."""
+    FakeHub(monkeypatch)
+    fill(tmp_path / "w", COURSE)
+    (tmp_path / "w" / "config.json").write_text("[]")
+    assert hub.download(REPO, tmp_path / "w", progress=False) == tmp_path / "w"
+
+
 def test_offline_names_the_missing_shard(tmp_path, monkeypatch, offline):
     FakeHub(monkeypatch)
     fill(tmp_path / "w", [n for n in COURSE if n != "model-00001-of-00002.safetensors"])
