@@ -145,6 +145,64 @@ def test_cuda_graph_asked_for_on_the_cpu_is_a_clear_error() -> None:
     assert not CUDAGraphDecoder(model, model.new_cache(1, 8)).use_graph  # the default: eager on the CPU
 
 
+def test_the_graph_is_recorded_with_the_models_gpu_current(monkeypatch) -> None:
+    """torch.cuda.graph records on the current device's streams: a model on cuda:1 must make cuda:1 current first.
+
+    No GPU here: CUDA's stream, graph and device objects are stand-ins that note which device is current
+    when the warm-up runs and when the graph records.
+    """
+    current, seen = ["cuda:0"], []
+
+    class Device:  # torch.cuda.device
+        def __init__(self, device):
+            self.device, self.before = str(device), None
+
+        def __enter__(self):
+            self.before, current[0] = current[0], self.device
+
+        def __exit__(self, *exc):
+            current[0] = self.before
+
+    class Noted:  # a stream, a stream context, a graph, a graph context: each notes the device current when made
+        def __init__(self, *args, **kwargs):
+            seen.append((type(self).__name__, current[0]))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def wait_stream(self, other):
+            pass
+
+    class Stream(Noted): pass  # noqa: E701
+    class StreamContext(Noted): pass  # noqa: E701
+    class CUDAGraph(Noted): pass  # noqa: E701
+    class GraphContext(Noted): pass  # noqa: E701
+
+    cuda = torch.cuda
+    for name, fake in (("device", Device), ("Stream", Stream), ("stream", StreamContext), ("CUDAGraph", CUDAGraph),
+                       ("graph", GraphContext), ("current_stream", lambda device=None: Stream())):
+        monkeypatch.setattr(cuda, name, fake)
+    model = randomize(g.GPT(config("gpt2-tiny")), seed=0)
+    decoder = CUDAGraphDecoder(model, model.new_cache(1, 8))
+    decoder.use_graph = True  # as on a GPU; the position buffer stands for the model's GPU
+    decoder.position = decoder.position.as_subclass(_OnGpu1)
+    monkeypatch.setattr(decoder, "_run", lambda: seen.append(("step", current[0])) or torch.zeros(1))
+    decoder.capture()
+    assert seen and all(device == "cuda:1" for _, device in seen), seen
+    assert {kind for kind, _ in seen} == {"Stream", "StreamContext", "CUDAGraph", "GraphContext", "step"}
+    assert current == ["cuda:0"]  # and back afterwards
+
+
+class _OnGpu1(torch.Tensor):
+    """A CPU tensor that reports cuda:1 as its device."""
+
+    @property
+    def device(self):
+        return torch.device("cuda", 1)
+
 def test_a_batch_with_one_bad_id_is_refused_before_decoding() -> None:
     # The host check reads the batch's smallest and largest id: either end may be the bad one.
     model = randomize(g.GPT(config("gpt2-tiny")), seed=0)
