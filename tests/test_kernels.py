@@ -707,7 +707,8 @@ def test_kernels_compile_for_h100() -> None:
             "_down_grouped_kernel", "_dequant_kernel", "_add_kernel"} == names
     launched = " ".join(r[6] for r in rows)
     for what in ("decode attention at 8k", "CUDA-graph decode attention, sliding layer", "experts, one token",
-                 "experts, a 2048-token prompt", "prefill attention, 2048 tokens"):
+                 "experts, a 2048-token prompt", "prefill attention, 2048 tokens",
+                 "decode attention, a 16-token prompt", "experts, the most tokens their decode path takes"):
         assert what in launched
     for r in rows:
         assert int(r[2]) <= 227 * 1024, f"{r[0]} needs {r[2]} bytes of shared memory, more than an H100 has"
