@@ -21,6 +21,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from .env import REPO
+
 
 def fsync_path(path: Path) -> None:
     """Flush one file, or a folder's list of names (e.g. after a rename in it), to the disk."""
@@ -136,14 +138,10 @@ def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
     fsync_path(path.parent)
 
 
-# A clone of the repository, where an editable install's package folder sits.
-COURSE_ROOT = Path(__file__).resolve().parent.parent
-
-
 def in_course_folder(path: str | Path) -> str:
     """For a relative ``path`` missing here but present in the course's folder: a sentence saying so; else ''."""
     path = Path(path)
-    if path.is_absolute() or path.exists() or not (COURSE_ROOT / path).exists():
+    if path.is_absolute() or path.exists() or not (REPO / path).exists():
         return ""
     return (f"there is no {str(path)!r} in {Path.cwd()} (a command reads paths from the folder it runs in), but the "
-            f"course's folder has one: pass {COURSE_ROOT / path}, or run the command from {COURSE_ROOT}")
+            f"course's folder has one: pass {REPO / path}, or run the command from {REPO}")

@@ -416,6 +416,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: TokenData | None = Non
                          data_fingerprint=data.fingerprint())
     if out is not None:
         restore_folder(Path(out) / STATE_DIR)
+        for name in (STATE_DIR, MODEL_DIR):  # what saves killed mid-way left (kill -9, a closed terminal)
+            remove_leftovers(Path(out) / name)
     if out is not None and resume and (Path(out) / STATE_DIR).exists():
         saved = load_state(Path(out) / STATE_DIR, model, optimizer, model_cfg, cfg, result.data_fingerprint)
         result.history, result.evals = saved["history"], saved["evals"]
@@ -901,8 +903,6 @@ def _run(args: argparse.Namespace, rec: Recipe, argv: list[str] | None) -> int:
     recorded = [a for a in argv if a != "--fresh"] if argv is not None else [args.recipe]
     command = "python -m gptoss_edu.train " + " ".join(shlex.quote(a) for a in recorded)
     restore_folder(out / STATE_DIR)
-    for name in (STATE_DIR, MODEL_DIR):  # what saves killed mid-way left (kill -9, a closed terminal)
-        remove_leftovers(out / name)
     if (out / STATE_DIR).exists():
         # Checked before it is announced (and before the corpus is read): a refusal is the only thing said.
         step = check_resumable(out / STATE_DIR, rec.model, tc)["step"]

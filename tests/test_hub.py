@@ -392,7 +392,7 @@ def test_a_folder_that_is_no_checkpoint_says_what_to_pass_instead(tmp_path):
 
 def test_a_course_path_given_from_another_folder_is_found_and_named(tmp_path, monkeypatch, capsys):
     """`chat --model data/tiny-gpt-oss` from a terminal in notebooks/: the course's folder has it; say where."""
-    from gptoss_edu.files import COURSE_ROOT
+    from gptoss_edu.env import REPO
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -400,7 +400,7 @@ def test_a_course_path_given_from_another_folder_is_found_and_named(tmp_path, mo
         hub.download("data/tiny-gpt-oss")
     assert str(e.value).startswith(f"there is no 'data/tiny-gpt-oss' in {tmp_path} (a command reads paths from the "
                                    f"folder it runs in), but the course's folder has one: pass "
-                                   f"{COURSE_ROOT / 'data' / 'tiny-gpt-oss'}, or run the command from {COURSE_ROOT}")
+                                   f"{REPO / 'data' / 'tiny-gpt-oss'}, or run the command from {REPO}")
     assert main(["student"]) == 1
     assert f"there is no 'notebooks' in {tmp_path}" in capsys.readouterr().err
     assert not (tmp_path / "student").exists()
