@@ -75,6 +75,7 @@ def _launches(dtype: torch.dtype) -> list[tuple[str, Callable[[], Any]]]:
         M.moe_mxfp4(x, idx, torch.empty(tokens, K), *experts, check_indices=False)
 
     position = torch.zeros(1, dtype=torch.long)
+    most = A.decode_max_rows(dtype) // (hq // hkv)  # prompt tokens: 16 in bf16, 8 in float32
     return [
         ("rmsnorm, one token", lambda: R.rmsnorm(act(1, 1, d), act(d), 1e-5)),
         ("rmsnorm, a 2048-token prompt", lambda: R.rmsnorm(act(1, 2048, d), act(d), 1e-5)),
@@ -90,9 +91,8 @@ def _launches(dtype: torch.dtype) -> list[tuple[str, Callable[[], Any]]]:
         ("decode attention, sliding layer (its 128 slots)",
          lambda: A.attention(queries(1), cache(window, window), cache(window, window), scale=scale, sinks=sinks,
                              sliding_window=window, q_start=window - 1)),
-        ("decode attention, a 16-token prompt (the most query rows it takes)",
-         lambda: A.attention(queries(A.DECODE_MAX_ROWS // (hq // hkv)), cache(2048, 16), cache(2048, 16), scale=scale,
-                             sinks=sinks)),
+        (f"decode attention, a prompt of {most} tokens (the most query rows it takes)",
+         lambda: A.attention(queries(most), cache(2048, most), cache(2048, most), scale=scale, sinks=sinks)),
         ("CUDA-graph decode attention, 8k cache, full layer",
          lambda: A.attention_decode_at(queries(1), cache(8228, 8228), cache(8228, 8228), position, scale=scale,
                                        sinks=sinks)),

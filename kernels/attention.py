@@ -25,8 +25,16 @@ from ._common import (AOT_TARGET, FLOAT_DTYPES, check_index_range, check_launch,
 
 LOG2E = math.log2(math.e)
 # attention() uses the decode kernel while the query rows per KV head (queries x heads per KV head)
-# stay this few: 16 new tokens for gpt-oss's 8 query heads per KV head.
+# stay this few: 16 new tokens for gpt-oss's 8 query heads per KV head, in bf16 or fp16.
 DECODE_MAX_ROWS = 128
+
+
+def decode_max_rows(dtype: torch.dtype) -> int:
+    """The most query rows per KV head that attention() gives the decode kernel, for activations of ``dtype``."""
+    # The decode kernel holds all its rows in one tile. At 128 rows and head_dim 64 that tile needs
+    # 64 KB of shared memory in bf16 but 128 KB in float32 (python -m gptoss_kernels.aot --dtype fp32),
+    # more than a consumer GPU has (99 KB on sm_86 and sm_89). Half the rows take 96 KB in float32.
+    return DECODE_MAX_ROWS if dtype.itemsize <= 2 else DECODE_MAX_ROWS // 2
 
 
 @triton.jit
@@ -345,7 +353,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float
     """Causal attention of q [B, Hq, Tq, D] (query i at position q_start + i) over k, v [B, Hkv, Tk, D]."""
     _check_inputs(q, k, v, sinks, sliding_window, q_start)
     rows = q.shape[1] // k.shape[1] * q.shape[2]  # query rows per KV head
-    kernel = attention_decode if rows <= DECODE_MAX_ROWS else attention_prefill
+    kernel = attention_decode if rows <= decode_max_rows(q.dtype) else attention_prefill
     return kernel(q, k, v, scale=scale, sinks=sinks, sliding_window=sliding_window, q_start=q_start)
 
 

@@ -326,12 +326,18 @@ def test_attention_dispatch(monkeypatch) -> None:
     for name in ("attention_decode", "attention_prefill"):
         real = getattr(attn_mod, name)
         monkeypatch.setattr(attn_mod, name, lambda *a, _real=real, _name=name, **kw: calls.append(_name) or _real(*a, **kw))
-    most = attn_mod.DECODE_MAX_ROWS // 2  # queries per KV head with 2 query heads each
+    most = attn_mod.decode_max_rows(DTYPE) // 2  # queries per KV head with 2 query heads each
     for Tq, Tk in ((most, most + 5), (most + 1, most + 1)):
         q, k, v, s = attention_inputs(1, 4, 2, Tq, Tk, 32, True, seed=40)
         kw = dict(scale=32 ** -0.5, sinks=s, sliding_window=0, q_start=Tk - Tq)
         assert_close(attention(q, k, v, **kw), attention_reference(q, k, v, **kw), "attention")
     assert calls == ["attention_decode", "attention_prefill"]
+
+
+def test_decode_rows_halve_in_float32() -> None:
+    """A float32 tile of query rows takes twice the shared memory: the decode kernel takes half as many rows."""
+    assert attn_mod.decode_max_rows(torch.bfloat16) == attn_mod.decode_max_rows(torch.float16) == 128
+    assert attn_mod.decode_max_rows(torch.float32) == 64
 
 
 def test_attention_bad_inputs() -> None:
@@ -694,13 +700,18 @@ def test_aot_refuses_interpreted_kernels() -> None:
     assert proc.returncode != 0 and "run this without TRITON_INTERPRET" in proc.stderr
 
 
-def test_kernels_compile_for_h100() -> None:
-    """Every kernel launch of a gpt-oss-20b forward compiles for sm_90 as the GPU would run it (no GPU needed)."""
+def compile_table(arch: str, dtype: str) -> list[list[str]]:
+    """The rows of `python -m gptoss_kernels.aot`'s table: kernel, warps, shared bytes, registers, spills, PTX, launches."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-m", "gptoss_kernels.aot", "--arch", "90", "--dtype", "bf16"],
+    proc = subprocess.run([sys.executable, "-m", "gptoss_kernels.aot", "--arch", arch, "--dtype", dtype],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [line.split(None, 6) for line in proc.stdout.splitlines()[1:] if line.strip()]
+    return [line.split(None, 6) for line in proc.stdout.splitlines()[1:] if line.strip()]
+
+
+def test_kernels_compile_for_h100() -> None:
+    """Every kernel launch of a gpt-oss-20b forward compiles for sm_90 as the GPU would run it (no GPU needed)."""
+    rows = compile_table("90", "bf16")
     names = {r[0] for r in rows}
     assert {"_rmsnorm_kernel", "_attn_prefill_kernel", "_attn_decode_kernel", "_attn_combine_kernel",
             "_attn_decode_at_kernel", "_gate_up_matvec_kernel", "_down_matvec_kernel", "_gate_up_grouped_kernel",
@@ -708,11 +719,21 @@ def test_kernels_compile_for_h100() -> None:
     launched = " ".join(r[6] for r in rows)
     for what in ("decode attention at 8k", "CUDA-graph decode attention, sliding layer", "experts, one token",
                  "experts, a 2048-token prompt", "prefill attention, 2048 tokens",
-                 "decode attention, a 16-token prompt", "experts, the most tokens their decode path takes"):
+                 "decode attention, a prompt of 16 tokens", "experts, the most tokens their decode path takes"):
         assert what in launched
     for r in rows:
         assert int(r[2]) <= 227 * 1024, f"{r[0]} needs {r[2]} bytes of shared memory, more than an H100 has"
         assert r[4] in ("0", "?"), f"{r[0]} spills {r[4]} bytes a thread to local memory"
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+def test_kernels_fit_a_consumer_gpu(dtype) -> None:
+    """Every launch fits the 99 KB of shared memory a block gets on sm_86 and sm_89 (RTX 30xx, 40xx), float32 too."""
+    rows = compile_table("89", dtype)
+    most = 16 if dtype == "bf16" else 8  # the decode kernel's most query rows, over gpt-oss's 8 per KV head
+    assert f"decode attention, a prompt of {most} tokens" in " ".join(r[6] for r in rows)
+    for r in rows:
+        assert int(r[2]) <= 99 * 1024, f"{r[0]} needs {r[2]} bytes of shared memory on sm_89 in {dtype} ({r[6]})"
 
 
 def test_aot_compiles_the_gpu_tiles_and_splits() -> None:
