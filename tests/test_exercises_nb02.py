@@ -47,6 +47,9 @@ def halves(x):
     (lambda x, c, s: torch.cat((halves(x)[0] * c - halves(x)[1] * s, halves(x)[1]), -1), "only the first half"),
     (lambda x, c, s: torch.cat((halves(x)[0] * c, halves(x)[1] * c), -1), "left out the sin terms"),
     (lambda x, c, s: x.clone(), "nothing is rotated"),
+    # The starter's split fixed, its interleaving return kept: the likeliest half-way answer.
+    (lambda x, c, s: torch.stack((halves(x)[0] * c - halves(x)[1] * s, halves(x)[1] * c + halves(x)[0] * s),
+                                 dim=-1).flatten(-2), "paired right, but you interleaved the results"),
 ])
 def test_typical_mistakes_are_named(wrong, message):
     r = check_rope(wrong)

@@ -64,6 +64,10 @@ def test_other_failures():
     assert "cast back to x's dtype" in check_rms_norm(lambda x, w, e: right(x, w, e).float()).message
     assert "raised ValueError" in check_rms_norm(lambda x, w, e: (_ for _ in ()).throw(ValueError("x"))).message
     assert "in place" in check_rms_norm(lambda x, w, e: x.add_(1.0)).message
+    # Writing into x.float() is writing into x when x is float32 already: the message says why.
+    hidden = check_rms_norm(lambda x, w, e: (w.float() * x.float().mul_(
+        torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + e))).to(x.dtype))
+    assert not hidden.passed and "return x itself" in hidden.message, hidden.message
     generic = check_rms_norm(lambda x, w, e: right(x, w, e) * 1.01)
     assert not generic.passed and "differs by up to" in generic.message
     # right in float32, off in bfloat16 in a way that is none of the named mistakes

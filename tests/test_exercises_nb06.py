@@ -53,6 +53,8 @@ def test_reference_matches_a_plain_softmax():
     (lambda s, sink, w: via_softmax(s, sink, w, extra=-1), "one key too narrow"),
     (lambda s, sink, w: via_softmax(s, sink, w, causal=False), "causal mask still hides the future"),
     (lambda s, sink, w: via_softmax(s, sink + 0.5, w), "differ by up to"),
+    (lambda s, sink, w: torch.softmax(torch.cat([s * band(s.shape[-1], w), torch.full((s.shape[0], 1), sink)], -1),
+                                      -1)[:, -1], "masked by multiplying"),
 ])
 def test_typical_mistakes_are_explained(fn, pattern):
     result = check_sink_share(fn)

@@ -22,6 +22,17 @@ def right_with_one_hot(logits, indices, n_experts):
     return n_experts * torch.dot(f, torch.softmax(logits, dim=-1).mean(dim=0))
 
 
+def mean_over_experts(logits, indices, n_experts):
+    f = torch.bincount(indices.reshape(-1), minlength=n_experts) / indices.numel()
+    return n_experts * (f * torch.softmax(logits, -1).mean(0)).mean()
+
+
+def bincount_without_minlength(logits, indices, n_experts):
+    # Right whenever the last expert is chosen at least once.
+    f = torch.bincount(indices.reshape(-1)) / indices.numel()
+    return n_experts * (f * torch.softmax(logits, -1).mean(0)).sum()
+
+
 def no_factor(logits, indices, n_experts):
     return right(logits, indices, n_experts) / n_experts
 
@@ -74,7 +85,9 @@ def test_right_answers_pass(fn):
 
 
 @pytest.mark.parametrize("fn,message", [
-    (no_factor, "left out the factor E"),
+    (no_factor, "the factor E .* is missing"),
+    (mean_over_experts, r"averaged over the experts \(\.mean\(\)\)"),
+    (bincount_without_minlength, "minlength=n_experts"),
     (per_token, "divided the counts by the number of tokens"),
     (raw_counts, "raw counts"),
     (logits_not_probs, "raw logits"),

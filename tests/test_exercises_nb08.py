@@ -34,6 +34,12 @@ def uint8_wrap(blocks, scales):
     return (torch.stack((lo, hi), dim=-1).flatten(-2) * 2.0 ** (scales - 127)[..., None]).flatten(-2)
 
 
+def int_power(blocks, scales):
+    # "int first", read as: the whole power in integers.
+    lo, hi = LUT[(blocks & 0xF).long()], LUT[(blocks >> 4).long()]
+    return (torch.stack((lo, hi), dim=-1).flatten(-2) * (2 ** (scales.int() - 127))[..., None]).flatten(-2)
+
+
 def no_scale(blocks, scales):
     lo, hi = LUT[(blocks & 0xF).long()], LUT[(blocks >> 4).long()]
     return torch.stack((lo, hi), dim=-1).flatten(-2).flatten(-2)
@@ -84,6 +90,7 @@ def test_package_version_passes():
     (no_bias, "bias of 127"),
     (uint8_wrap, "wrapped around"),
     (no_scale, "left the scale out"),
+    (int_power, r"negative exponent became 0.*2.0 \*\*"),
     (as_integers, "integer 0..15"),
     (twos_complement, "two's-complement"),
     (unsigned, "dropped the sign"),

@@ -181,6 +181,39 @@ def loads_unmasked(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
     tl.store(out_ptr + offs, (up + 1) * gate * tl.sigmoid(alpha * gate), mask=offs < n)
 
 
+@triton.jit
+def loads_masked_by_gu_size(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    # "gu holds 2n floats": a mask that reads gu[2n .. 4n) in lanes n .. 2n, whose stores are masked off.
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    gate = tl.minimum(tl.load(gu_ptr + 2 * offs, mask=offs < 2 * n, other=0.0), limit)
+    up = tl.minimum(tl.maximum(tl.load(gu_ptr + 2 * offs + 1, mask=offs < 2 * n, other=0.0), -limit), limit)
+    tl.store(out_ptr + offs, (up + 1) * gate * tl.sigmoid(alpha * gate), mask=offs < n)
+
+
+@triton.jit
+def pairs_in_one_load(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    # Right, another way: one load of 2 x BLOCK interleaved floats, split into gate and up.
+    pairs = tl.program_id(0) * 2 * BLOCK + tl.arange(0, 2 * BLOCK)
+    gate, up = tl.split(tl.reshape(tl.load(gu_ptr + pairs, mask=pairs < 2 * n, other=0.0), (BLOCK, 2)))
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    gate = tl.minimum(gate, limit)
+    up = tl.minimum(tl.maximum(up, -limit), limit)
+    tl.store(out_ptr + offs, (up + 1) * gate * tl.sigmoid(alpha * gate), mask=offs < n)
+
+
+@pytest.mark.skipif(ON_GPU, reason="the loads' addresses are watched in Triton's interpreter")
+def test_a_load_past_gu_is_refused_even_when_its_lanes_are_never_stored():
+    result = check_swiglu_kernel(loads_masked_by_gu_size)
+    assert not result.passed
+    assert re.search(r"read past the end of gu \(n = 1, BLOCK = 64\).*mask=offs < n", result.message), result.message
+
+
+def test_one_load_of_the_pairs_passes():
+    result = check_swiglu_kernel(pairs_in_one_load)
+    assert result.passed, result.message
+    assert "never reads past gu" in result.message
+
+
 def plain_python(gu, out, n, alpha, limit, BLOCK):
     return None
 

@@ -15,14 +15,16 @@ SP = ENC.encode_single_token
 
 
 def renderer(end_final="<|end|>", end_call="<|call|>", author_is_role=False, channel="header",
-             content=ENC.encode_ordinary, recipient=True, end=True):
+             content=ENC.encode_ordinary, recipient=True, end=True, recipient_last=False):
     """A hand-written renderer with one knob per typical mistake."""
     def render(m: harmony.Message) -> list[int]:
         ids = [SP("<|start|>")] + ENC.encode_ordinary(m.role if author_is_role or m.role != "tool" else m.name)
-        if recipient and m.recipient:
+        if recipient and m.recipient and not recipient_last:
             ids += ENC.encode_ordinary(f" to={m.recipient}")
         if m.channel and channel == "header":
             ids += [SP("<|channel|>")] + ENC.encode_ordinary(m.channel)
+        if recipient and m.recipient and recipient_last:  # the order the model may generate
+            ids += ENC.encode_ordinary(f" to={m.recipient}")
         ids.append(SP("<|message|>"))
         if m.channel and channel == "content":
             ids += [SP("<|channel|>")] + ENC.encode_ordinary(m.channel)
@@ -60,6 +62,7 @@ def test_package_version_passes():
     (renderer(channel="content"), "wrong channel placement"),
     (renderer(content=lambda t: ENC.encode(t, allowed_special="all")), "became control tokens"),
     (renderer(recipient=False), "has no recipient"),
+    (renderer(recipient_last=True), "comes after the channel.*right after the author"),
     (lambda m: ENC.encode_ordinary(ENC.decode(harmony.render_message(m))), "no control token in your ids"),
     (lambda m: ENC.encode(f"<|start|>{m.role}<|message|>{m.content}<|end|>"),
      r"raised ValueError: .*disallowed special token.*encode_single_token"),

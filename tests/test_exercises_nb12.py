@@ -16,7 +16,7 @@ def by_hand(config: dict, context: int, *, scales: bool = True, expert_bytes: fl
             sinks: bool = True, layer_norms: bool = True, final_norm: bool = True, router_bias: bool = True,
             rest_bytes: int = 2, kv_factor: int = 2, kv_heads: str = "num_key_value_heads",
             kv_bytes: int = 2, windowed: bool = True, per_token: bool = False, one_layer: bool = False,
-            unit: float = 1) -> dict:
+            capped: bool = True, unit: float = 1) -> dict:
     """Written from scratch (not with nb12's helpers), the way a learner would; knobs make it wrong."""
     d, L, E = config["hidden_size"], config["num_hidden_layers"], config["num_local_experts"]
     ff, V, hd = config["intermediate_size"], config["vocab_size"], config["head_dim"]
@@ -35,7 +35,7 @@ def by_hand(config: dict, context: int, *, scales: bool = True, expert_bytes: fl
     for i, kind in enumerate(config["layer_types"][:1] if one_layer else config["layer_types"]):
         positions = 1 if per_token else context
         if windowed and kind == "sliding_attention":
-            positions = min(positions, config["sliding_window"])
+            positions = min(positions, config["sliding_window"]) if capped else config["sliding_window"]
         cache += kv_factor * config[kv_heads] * hd * kv_bytes * positions
     return {"weights": weights * unit, "kv_cache": cache * unit}
 
@@ -85,6 +85,13 @@ def test_typical_mistakes_are_named(knobs, message):
     assert not result.passed and repr(result).startswith("❌ not yet")
     assert "gpt-oss-120b" in result.message  # the first case already shows the mistake
     assert re.search(message, result.message), result.message
+
+
+def test_sliding_layers_that_keep_more_positions_than_the_context_are_named():
+    # Right whenever the context is longer than the window: only the short-context case shows it.
+    result = check_memory_plan(lambda c, n: by_hand(c, n, capped=False))
+    assert not result.passed and "64 positions" in result.message
+    assert "min(context, sliding_window)" in result.message, result.message
 
 
 def test_bits_are_named_and_an_ambiguous_kv_answer_names_both_readings():

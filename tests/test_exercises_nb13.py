@@ -100,6 +100,13 @@ def test_warmup_ending_one_step_early_is_named():
     assert not r.passed and "the warmup is off" in r.message, r.message
 
 
+def test_a_warmup_from_min_lr_is_named_at_its_first_wrong_step():
+    r = check_lr_schedule(lambda s, c: c.min_lr + (c.lr - c.min_lr) * (s + 1) / c.warmup_steps
+                          if s < c.warmup_steps else cosine_part(s, c))
+    assert not r.passed and "at step 0 the rate should be" in r.message, r.message
+    assert "rises from min_lr" in r.message
+
+
 def test_the_last_step_is_checked_too():
     # Right everywhere but the last step, which keeps the previous rate.
     r = check_lr_schedule(lambda s, c: schedule(min(s, c.steps - 2), c))

@@ -34,6 +34,10 @@ MISTAKES: tuple[tuple[Callable[..., torch.Tensor], str], ...] = (
      "only the first half is rotated: the second half must become b*cos + a*sin"),
     (lambda x, c, s: torch.cat((_halves(x)[0] * c, _halves(x)[1] * c), -1),
      "you scaled by cos but left out the sin terms: a rotation mixes the two halves"),
+    (lambda x, c, s: torch.stack((_halves(x)[0] * c - _halves(x)[1] * s, _halves(x)[1] * c + _halves(x)[0] * s),
+                                 -1).flatten(-2),
+     "the halves are paired right, but you interleaved the results: put them back as halves, "
+     "torch.cat((a*cos - b*sin, b*cos + a*sin), dim=-1)"),
     (lambda x, c, s: x, "nothing is rotated: x comes back unchanged"),
 )
 

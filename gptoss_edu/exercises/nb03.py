@@ -83,7 +83,9 @@ def check_rms_norm(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tenso
         except Exception as e:  # the learner's code: report, don't crash the notebook
             return failed(f"not yet: your function raised {type(e).__name__}: {e}")
         if not torch.equal(x, x_before):
-            return failed("not yet: your function changed x in place; compute a new tensor instead")
+            return failed("not yet: your function changed x in place; compute a new tensor instead (x.float() "
+                          "and .to() return x itself when it already has that dtype, so an in-place op such as "
+                          "mul_ on their result writes into x: use out-of-place ops, or .clone() first)")
         shape_or_none = compare(got, want, "your RMSNorm", atol=float("inf"))
         if shape_or_none is not None:
             return failed("not yet: " + shape_or_none.message)

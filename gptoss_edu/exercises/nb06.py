@@ -50,6 +50,9 @@ def _diagnose(got: torch.Tensor, scores: torch.Tensor, sink: float, window: int)
         (1 - want, "that is the mass on the keys; the sink's share is what the keys do not get: 1 minus that."),
         (_share(scores, sink, _band(T, None, causal=False)),
          "you let every query see every key: mask the future (key j > query i) before the softmax."),
+        (torch.sigmoid(sink - torch.logsumexp(scores * _band(T, w), dim=-1)),
+         "you masked by multiplying (a masked score became 0): exp(0) = 1 still takes a share of the softmax. "
+         "Set masked scores to -inf (scores.masked_fill(~allowed, float('-inf'))), whose exp is 0."),
         (torch.full_like(want, torch.sigmoid(torch.tensor(sink)).item()),
          "you took the softmax of the sink alone (sigmoid of the sink logit); its share depends on the "
          "scores too: it competes with every visible key in the same softmax."),

@@ -24,8 +24,9 @@ def _typical_mistakes(logits: torch.Tensor, indices: torch.Tensor, E: int) -> di
     top, _ = logits.topk(k, dim=-1)
     chosen = torch.zeros(N, E).scatter_(1, indices, torch.softmax(top, dim=-1))
     return {
-        "you left out the factor E (the number of experts): with it, perfectly even routing scores 1 "
-        "whatever the number of experts": _loss(probs, share, E) / E,
+        "your loss is E times too small: either the factor E (the number of experts) is missing, or you "
+        "averaged over the experts (.mean()) where the formula sums. With E x sum, perfectly even routing "
+        "scores 1 whatever the number of experts": _loss(probs, share, E) / E,
         "you divided the counts by the number of tokens: divide by the number of choices (tokens x k), "
         "so the shares sum to 1": _loss(probs, counts / N, E),
         "you used the raw counts: use each expert's share of the choices (counts / (tokens x k))":
@@ -44,14 +45,22 @@ def check_balance_loss(fn: BalanceLoss) -> CheckResult:
     if (wrong := not_a_function(fn)) is not None:
         return wrong
     gen = torch.Generator().manual_seed(7)
-    for n_tokens, E, k in ((24, 8, 2), (40, 32, 4)):
+    # The last case's last two experts are never chosen, as happens to a router in training: a count
+    # of the choices must still have a slot (zero) for each of them.
+    for n_tokens, E, k, idle in ((24, 8, 2, 0), (40, 32, 4, 0), (30, 8, 2, 2)):
         logits = torch.randn(n_tokens, E, generator=gen) * 1.5
         logits[:, 0] += 1.0  # a favoured expert, so the loss is well above its minimum of 1
+        if idle:
+            logits[:, -idle:] -= 20.0
         indices = logits.topk(k, dim=-1).indices
         want = load_balancing_loss(logits, indices, E)
         try:
             got = fn(logits.clone(), indices.clone(), E)
         except Exception as e:  # the learner's code: say what went wrong, don't crash the notebook
+            if idle and isinstance(e, RuntimeError) and "size of tensor" in str(e):
+                return failed(f"not yet: with experts {E - idle}..{E - 1} never chosen your function raised "
+                              f"RuntimeError: {e}. torch.bincount counts only up to the highest index it sees: "
+                              f"give it minlength=n_experts, so an idle expert gets a count of 0")
             return failed(f"not yet: your function raised {type(e).__name__}: {e}")
         if got is None:
             return failed("not yet: your function returned None: did you forget to `return` the loss?")

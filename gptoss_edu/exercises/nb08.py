@@ -13,7 +13,8 @@ Dequantize = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _lut_dequantize(blocks: torch.Tensor, scales: torch.Tensor, lut: torch.Tensor, high_first: bool = False,
-                    bias: int = mxfp4.SCALE_BIAS, use_scale: bool = True, wrap: bool = False) -> torch.Tensor:
+                    bias: int = mxfp4.SCALE_BIAS, use_scale: bool = True, wrap: bool = False,
+                    int_power: bool = False) -> torch.Tensor:
     """A float32 dequantizer with one knob per typical mistake, to recognise what a wrong answer did."""
     lo, hi = lut[(blocks & 0x0F).long()], lut[(blocks >> 4).long()]
     pair = (hi, lo) if high_first else (lo, hi)
@@ -22,7 +23,9 @@ def _lut_dequantize(blocks: torch.Tensor, scales: torch.Tensor, lut: torch.Tenso
         exponent = scales.long() - bias
         if wrap:  # what uint8 arithmetic does to scales - 127
             exponent = exponent % 256
-        values = values * torch.pow(2.0, exponent.float()).unsqueeze(-1)
+        # 2 ** an integer tensor stays integer: a negative exponent gives 0, not a fraction.
+        power = torch.pow(2, exponent) if int_power else torch.pow(2.0, exponent.float())
+        values = values * power.unsqueeze(-1)
     return values.flatten(-2)
 
 
@@ -38,6 +41,9 @@ def _typical_mistakes(blocks: torch.Tensor, scales: torch.Tensor) -> dict[str, t
             _lut_dequantize(blocks, scales, lut, bias=0),
         "scales - 127 wrapped around: the scales are uint8, which cannot go negative; convert first "
         "(scales.int() - 127)": _lut_dequantize(blocks, scales, lut, wrap=True),
+        "2 ** an integer tensor stays an integer, so every negative exponent became 0: raise a float, "
+        "2.0 ** (scales.int() - 127), or use torch.exp2(...float())":
+            _lut_dequantize(blocks, scales, lut, int_power=True),
         "you left the scale out: every value of a block is multiplied by 2**(scale - 127)":
             _lut_dequantize(blocks, scales, lut, use_scale=False),
         "you read each 4-bit code as an integer 0..15: it is an E2M1 float, look it up in FP4_VALUES":

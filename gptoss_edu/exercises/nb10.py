@@ -9,10 +9,12 @@ with ``g = min(gate, limit)``. The check launches it itself, one program per BLO
 from __future__ import annotations
 
 import ast
+import contextlib
 import inspect
 import textwrap
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 
 from ..config import preset
@@ -71,8 +73,38 @@ def _is_interpreted(kernel: Any) -> bool:
     return type(kernel).__name__ == "InterpretedFunction"
 
 
-def _run(kernel: Any, gu: torch.Tensor, n: int, block: int, alpha: float, limit: float) -> tuple[torch.Tensor, bool]:
-    """Launch the kernel with guard memory around both buffers; return out and whether a guard changed."""
+@contextlib.contextmanager
+def _recorded_loads() -> Iterator[list[tuple[int, int]] | None]:
+    """In Triton's interpreter, the lowest and highest byte address each tl.load reads; None when it cannot tell."""
+    # A load past the end of gu whose lanes are never stored leaves no trace in the outputs; its
+    # addresses do. The interpreter's builder does every load, so it is where to watch them.
+    try:
+        from triton.runtime.interpreter import InterpreterBuilder
+        real = InterpreterBuilder.create_masked_load
+    except (ImportError, AttributeError):
+        yield None
+        return
+    seen: list[tuple[int, int]] = []
+
+    def watched(self: Any, ptrs: Any, mask: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            read = np.asarray(ptrs.data)[np.broadcast_to(np.asarray(mask.data, dtype=bool), np.shape(ptrs.data))]
+            if read.size:
+                seen.append((int(read.min()), int(read.max())))
+        except (AttributeError, TypeError, ValueError):  # another Triton's internals: watch nothing
+            pass
+        return real(self, ptrs, mask, *args, **kwargs)
+
+    InterpreterBuilder.create_masked_load = watched
+    try:
+        yield seen
+    finally:
+        InterpreterBuilder.create_masked_load = real
+
+
+def _run(kernel: Any, gu: torch.Tensor, n: int, block: int, alpha: float,
+         limit: float) -> tuple[torch.Tensor, bool, bool]:
+    """Launch the kernel with guard memory around both buffers; out, whether a guard changed, whether it read past gu."""
     import triton
 
     device = gu.device
@@ -82,11 +114,15 @@ def _run(kernel: Any, gu: torch.Tensor, n: int, block: int, alpha: float, limit:
     gu_buf[pad:pad + 2 * n] = gu
     out_buf = torch.full((pad + n + 2 * pad,), GUARD_VALUE, device=device)
     out_buf[pad:pad + n] = float("nan")  # an output never written stays NaN
-    kernel[(triton.cdiv(n, block),)](gu_buf[pad:], out_buf[pad:], n, alpha, limit, BLOCK=block)
+    with _recorded_loads() if _is_interpreted(kernel) else contextlib.nullcontext() as loads:
+        kernel[(triton.cdiv(n, block),)](gu_buf[pad:], out_buf[pad:], n, alpha, limit, BLOCK=block)
     if device.type == "cuda":
         torch.cuda.synchronize()
     guard = torch.cat((out_buf[:pad], out_buf[pad + n:]))
-    return out_buf[pad:pad + n].clone(), bool((guard != GUARD_VALUE).any())
+    first = gu_buf[pad:].data_ptr()
+    last = first + (2 * n - 1) * gu_buf.element_size()
+    read_outside = any(lo < first or hi > last for lo, hi in loads or ())
+    return out_buf[pad:pad + n].clone(), bool((guard != GUARD_VALUE).any()), read_outside
 
 
 def _unmasked_loads(kernel: Any) -> int:
@@ -119,18 +155,21 @@ def check_swiglu_kernel(kernel: Callable) -> CheckResult:
         return failed("there is no GPU here, and the kernel was compiled for one: set os.environ['TRITON_INTERPRET'] "
                       "= '1' before importing triton (first cell of the notebook), restart, and run again")
     gen = torch.Generator().manual_seed(10)
+    read_past = None
     for n, block, alpha, limit in CASES:
         # Scale 6: about a quarter of the gates and ups pass the limit of 7, so every clamp matters.
         gu = torch.randn(2 * n, generator=gen) * 6
         where = f"(n = {n}, BLOCK = {block})"
         try:
-            got, wrote_outside = _run(kernel, gu.to(device), n, block, alpha, limit)
+            got, wrote_outside, read_outside = _run(kernel, gu.to(device), n, block, alpha, limit)
         except Exception as e:  # the learner's code: report it, don't crash the notebook
             return failed(f"not yet: launching your kernel {where} raised {type(e).__name__}: {e}")
         got = got.cpu()
         if wrote_outside:
             return failed(f"not yet: your kernel wrote outside out {where}. The last program's lanes past n must "
                           f"not store: tl.store(out_ptr + offs, y, mask=offs < n) (and mask the loads too)")
+        if read_outside and read_past is None:
+            read_past = where  # told after the outputs: a wrong result is the first thing to fix
         unwritten = got.isnan()
         if unwritten.all():
             return failed(f"not yet: your kernel wrote nothing into out {where}: tl.store the result at out_ptr + offs")
@@ -154,6 +193,12 @@ def check_swiglu_kernel(kernel: Callable) -> CheckResult:
         return failed(f"not yet: the outputs are right, but {unmasked} tl.load call(s) in your kernel have no mask: the "
                       "last program's lanes past n read memory that is not gu's (on a GPU another tensor's, or an "
                       "illegal address). Load with mask=offs < n, other=0.0")
+    if read_past is not None:
+        return failed(f"not yet: the outputs are right, but your kernel read past the end of gu {read_past}: some "
+                      f"lanes' loads reach beyond its 2n floats (on a GPU, another tensor's memory or an illegal "
+                      f"address), even though the stores throw those lanes away. Mask each load by the output it "
+                      f"serves: output i reads gu[2i] and gu[2i + 1], so mask=offs < n")
     sizes = ", ".join(str(c[0]) for c in CASES)
     return passed(f"your kernel matches gptoss_edu.mlp.gptoss_swiglu on fresh inputs of {len(CASES)} sizes "
-                  f"(n = {sizes}; BLOCK 64 to 256, tails included), masks its loads and never writes outside out.")
+                  f"(n = {sizes}; BLOCK 64 to 256, tails included), masks its loads, never reads past gu"
+                  f"{'' if _is_interpreted(kernel) else ' (checked in the interpreter only)'} and never writes outside out.")

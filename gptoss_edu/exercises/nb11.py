@@ -81,6 +81,12 @@ def _diagnose(m: harmony.Message, got: list[int], want: list[int]) -> str:
     if m.role == "tool" and got[1:1 + len(ENC.encode_ordinary("tool"))] == ENC.encode_ordinary("tool"):
         return (f"the {what} starts with the role 'tool': a tool's reply is authored by the tool itself, so its "
                 f"header starts with the tool's name ({m.name}), not with 'tool'")
+    if m.channel and m.recipient:
+        text, at_author = ENC.decode(want), f" to={m.recipient}<|channel|>{m.channel}"
+        if at_author in text and ENC.decode(got) == text.replace(at_author, f"<|channel|>{m.channel} to={m.recipient}"):
+            return (f"in the {what} ' to={m.recipient}' comes after the channel. The model may write it there when "
+                    "it generates, but a rendered message (openai_harmony's too) puts it right after the author: "
+                    f"<|start|>{m.role} to={m.recipient}<|channel|>{m.channel}<|message|>")
     if m.channel:
         channel = [CHANNEL] + ENC.encode_ordinary(m.channel)
         if CHANNEL not in got and got == _without(want, channel):

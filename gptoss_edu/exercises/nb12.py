@@ -31,7 +31,8 @@ def cases() -> list[tuple[str, dict[str, Any], int]]:
     """(label, HF config, context) the check tries, 120b first."""
     return [("gpt-oss-120b at 8,192 positions", hf_config("gpt-oss-120b"), 8192),
             ("gpt-oss-20b at 4,096 positions", hf_config("gpt-oss-20b"), 4096),
-            ("a made-up gpt-oss-shaped config at 1,000 positions", made_up_config(), 1000)]
+            ("a made-up gpt-oss-shaped config at 1,000 positions", made_up_config(), 1000),
+            ("gpt-oss-20b at 64 positions (fewer than its sliding_window of 128)", hf_config("gpt-oss-20b"), 64)]
 
 
 def _weights(config: dict, *, scales: bool = True, expert_bytes: float | None = None, gate_up: int = 2,
@@ -55,13 +56,14 @@ def _weights(config: dict, *, scales: bool = True, expert_bytes: float | None = 
 
 
 def _kv(config: dict, context: int, *, k_and_v: int = 2, heads: str = "num_key_value_heads", dtype_bytes: int = 2,
-        windowed: bool = True, per_token: bool = False, layers: bool = True) -> int:
+        windowed: bool = True, per_token: bool = False, layers: bool = True, capped: bool = True) -> int:
     """KV-cache bytes with one knob per typical mistake (the defaults give the right answer)."""
     c = memory.dims(config)
     per_layer_token = k_and_v * c[heads] * c["head_dim"] * dtype_bytes
     windows = memory.layer_windows(config)[:None if layers else 1]
     positions = 1 if per_token else context
-    return sum(per_layer_token * (min(positions, w) if windowed and w else positions) for w in windows)
+    return sum(per_layer_token * ((min(positions, w) if capped else w) if windowed and w else positions)
+               for w in windows)
 
 
 def _weight_mistakes(config: dict) -> dict[str, int]:
@@ -96,17 +98,22 @@ def _weight_mistakes(config: dict) -> dict[str, int]:
 
 def _kv_mistakes(config: dict, context: int) -> dict[str, int]:
     right = _kv(config, context)
+    window = config.get("sliding_window") or 0
     return {
         "you counted only the keys: the cache holds keys and values (factor 2)": _kv(config, context, k_and_v=1),
         "you used the query heads: keys and values exist only for the num_key_value_heads KV heads "
         "(grouped-query attention)": _kv(config, context, heads="num_attention_heads"),
         "you counted the cache in float32: it is bf16, 2 bytes a number": _kv(config, context, dtype_bytes=4),
-        "you counted the sliding layers for the whole context: a sliding_attention layer never looks more "
-        "than sliding_window keys back, so the course's KVCache keeps only its last sliding_window positions "
-        "(a rolling buffer, notebook 06)": _kv(config, context, windowed=False),
+        # Each of the two window mistakes shows on one side of the window only.
+        **({"you counted the sliding layers for the whole context: a sliding_attention layer never looks more "
+            "than sliding_window keys back, so the course's KVCache keeps only its last sliding_window positions "
+            "(a rolling buffer, notebook 06)": _kv(config, context, windowed=False)} if context > window else {}),
         "you gave the bytes of one position: multiply by the context": _kv(config, context, per_token=True),
         "you counted one layer: every layer has its own keys and values": _kv(config, context, layers=False),
         "your answer is in bits: return bytes (divide by 8)": right * 8,
+        **({"you gave the sliding layers sliding_window positions though the context is shorter: a layer never "
+            "holds more positions than there are, min(context, sliding_window)": _kv(config, context, capped=False)}
+           if context < window else {}),
     }
 
 
@@ -158,4 +165,5 @@ def check_memory_plan(fn: PlanFn) -> CheckResult:
         summary.append((label, plan))
     label, plan = summary[0]
     return passed(f"your plan equals memory.plan for {label} (weights {memory.format_bytes(plan.weights)}, "
-                  f"KV cache {memory.format_bytes(plan.kv_cache)}), for gpt-oss-20b and for a made-up config.")
+                  f"KV cache {memory.format_bytes(plan.kv_cache)}), for gpt-oss-20b at 4,096 and at 64 positions (fewer "
+                  f"than its window), and for a made-up config.")

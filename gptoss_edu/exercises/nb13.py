@@ -50,8 +50,12 @@ def _diagnose(fn: Callable[[int, TrainConfig], float], cfg: TrainConfig) -> str 
         return ("step 0 gets a rate of 0, so the first optimizer step does nothing: use (step + 1) / warmup_steps "
                 "during the warmup")
     if not all(close(a, b) for a, b in zip(got[:w], want[:w])):
-        return (f"the warmup is off: at step {w - 1} the rate should reach lr = {cfg.lr:g} (got {got[w - 1]:.4g}); "
-                "it rises linearly as lr * (step + 1) / warmup_steps")
+        bad = next(s for s in range(w) if not close(got[s], want[s]))
+        from_min = cfg.min_lr + (cfg.lr - cfg.min_lr) * (bad + 1) / w
+        why = (" (yours rises from min_lr; the warmup rises from 0)" if close(got[bad], from_min) and cfg.min_lr > 0
+               else "")
+        return (f"the warmup is off: at step {bad} the rate should be {want[bad]:.4g}, got {got[bad]:.4g}{why}; "
+                f"it rises linearly as lr * (step + 1) / warmup_steps, to lr = {cfg.lr:g} at step {w - 1}")
     if cfg.min_lr > 0 and abs(got[last]) < 1e-12:
         return f"your cosine ends at 0; it should end at min_lr = {cfg.min_lr:g} on the last step"
     if not close(got[last], cfg.min_lr):
