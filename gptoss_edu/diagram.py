@@ -66,5 +66,7 @@ def draw_block(cfg: ModelConfig, highlight: str | tuple[str, ...] = (), title: s
     for y0, y1 in ((2.75, 5.2), (5.35, 7.75)):
         ax.annotate("", xy=(1.0, y1), xytext=(1.0, y0), arrowprops=dict(arrowstyle="->", color="#555"))
         ax.text(0.45, (y0 + y1) / 2, "+x", fontsize=8, color="#555", rotation=90, va="center")
-    ax.set_title(title or f"{cfg.name}: {cfg.param_counts()['total'] / 1e6:,.1f} M parameters", fontsize=10)
+    total = cfg.param_counts()["total"]
+    size = f"{total / 1e9:.1f} B" if total >= 1e9 else f"{total / 1e6:,.1f} M"
+    ax.set_title(title or f"{cfg.name}: {size} parameters", fontsize=10)
     return fig

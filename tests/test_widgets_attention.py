@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gptoss_edu.attention import attend
+from gptoss_edu.attention import attend, attention_mask
 from gptoss_edu.widgets.attention import attention_probs, example_scores, window_sink_explorer
 
 
@@ -68,7 +68,9 @@ def test_sink_column_sits_under_its_tick_after_a_gap():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0", str(T // 2), "sink"]
     assert np.isnan(picture[:, T]).all()
     np.testing.assert_allclose(picture[:, T + 1], share.numpy(), rtol=1e-6)
-    np.testing.assert_allclose(picture[:, :T], probs.numpy(), rtol=1e-6)
+    mask = attention_mask(torch.arange(T), torch.arange(T), 4).numpy()
+    np.testing.assert_allclose(picture[:, :T][mask], probs.numpy()[mask], rtol=1e-6)
+    assert np.isnan(picture[:, :T][~mask]).all()  # a masked key is left blank, unlike an allowed one near 0
 
 
 def test_share_bars_stack_keys_after_the_sink():

@@ -75,10 +75,14 @@ def test_bars_and_notes_are_the_part_counts(model):
     widths = [b.get_width() for b in ax.patches]
     assert widths[:5] == pytest.approx([counts[p][0] / 1e6 for p in PARTS])
     assert widths[5:10] == pytest.approx([counts[p][1] / 1e6 for p in PARTS])
-    notes = [t.get_text().strip() for t in ax.texts]
-    want = ["0 (tied to the embedding)" if p == "unembedding" and counts[p][0] == 0 else human(counts[p][0])
-            for p in PARTS]
-    assert notes == want
+    # Notes sit beside their bars: a total's at y - 0.2, an active one's (only for an empty bar) at y + 0.2.
+    notes = {(round(t.get_position()[1], 1)): t.get_text().strip() for t in ax.texts}
+    want = {y - 0.2: "0 (tied to the embedding)" if p == "unembedding" and counts[p][0] == 0 else human(counts[p][0])
+            for y, p in enumerate(PARTS)}
+    want.update({y + 0.2: "0 active (a row lookup, no product)" for y, p in enumerate(PARTS)
+                 if counts[p][1] == 0 and counts[p][0]})
+    assert notes == {round(y, 1): text for y, text in want.items()}
+    assert (model == "gpt2-124m") != (round(0.2, 1) in notes)  # the untied embedding is looked up, not multiplied
 
 
 def test_weights_are_scaled_dot_product_attention():
@@ -94,8 +98,8 @@ def test_query_row_is_marked_and_its_visible_keys_coloured():
     q, k = torch.randn(1, 6, 8), torch.randn(1, 6, 8)
     ex = attention_explorer(q, k, list("abcdef")).set(query=2)
     left, right = ex.figure.axes[:2]
-    marker = left.get_lines()[0]
-    assert list(marker.get_ydata()) == [2, 2]  # a horizontal line on the query's row
+    marker = left.patches[0]  # an outline around the query's row, across every key
+    assert (marker.get_xy(), marker.get_width(), marker.get_height(), marker.get_fill()) == ((-0.5, 1.5), 6, 1, False)
     colours = [to_hex(b.get_facecolor()) for b in right.patches]
     assert colours == ["#1f77b4"] * 3 + ["#dddddd"] * 3  # keys 0..2 (itself included) are visible
 

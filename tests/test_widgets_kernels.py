@@ -119,7 +119,11 @@ def test_roofline_places_measured_points_below_and_bounds_on_the_roof():
     assert points["slow"].get_ydata()[0] == pytest.approx(1e9)  # 1e9 FLOPs in 1 s
     assert points["bound"].get_ydata()[0] == pytest.approx(1e14)  # intensity 1000 > ridge 100: compute roof
     assert points["bound"].get_markerfacecolor() == "none"
+    assert points["slow"].get_marker() != points["bound"].get_marker()  # told apart without colour too
     assert ax.get_title() == "t"
+    memory = next(t for t in ax.texts if t.get_text().startswith("memory"))
+    x, y = memory.get_position()
+    assert y < 1e12 * x  # the label sits under the memory slope, which would otherwise cross it
     assert ax.get_ylim()[0] < 1e9  # the slow point stays in view
 
 

@@ -7,7 +7,9 @@ import pytest
 
 import gptoss_edu as g
 from gptoss_edu.train import TrainConfig, TrainResult
-from gptoss_edu.widgets.training import loss_explorer, smooth
+from matplotlib.colors import to_hex
+
+from gptoss_edu.widgets.training import loss_explorer, run_colours, smooth
 
 
 def fake_run(offset: float) -> TrainResult:
@@ -39,6 +41,19 @@ def test_every_control_redraws_and_the_curves_are_the_runs():
     assert ex.figure.axes[0].get_xlabel() == "optimizer step"
     ex.set(runs_shown=())
     assert "pick at least one run" in ex.figure.axes[0].texts[0].get_text()
+
+
+def test_the_ends_keep_gpt2_and_gpt_oss_colours_and_the_steps_between_get_others():
+    """Blue for the first run and orange for the last, as in every other figure of GPT-2 and gpt-oss."""
+    names = ["01 GPT-2", "02 RoPE", "03 RMSNorm", "09 gpt-oss"]
+    ex = loss_explorer({n: fake_run(-0.2 * i) for i, n in enumerate(names)}, shown=names)
+    trains = [l for l in ex.figure.axes[0].get_lines() if l.get_label().endswith("(train)")]
+    colours = [to_hex(l.get_color()) for l in trains]
+    assert colours[0] == to_hex("C0") and colours[-1] == to_hex("C1")
+    assert len(set(colours)) == 4 and not {to_hex("C0"), to_hex("C1")} & set(colours[1:-1])
+    ex.set(runs_shown=("03 RMSNorm",))
+    assert to_hex(ex.figure.axes[0].get_lines()[0].get_color()) == colours[2]  # the same colour alone
+    assert run_colours(["only"]) == {"only": "C0"}
 
 
 def test_bad_arguments_are_refused():

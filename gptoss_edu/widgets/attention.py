@@ -49,7 +49,7 @@ def draw_window_sinks(fig: Figure, scores: torch.Tensor, window: int, sink: floa
 
     # The weights with the sink's share as one more column, set apart by a gap.
     picture = np.full((T, T + 2), np.nan)
-    picture[:, :T] = probs.numpy()
+    picture[:, :T] = np.where(mask.numpy(), probs.numpy(), np.nan)  # masked keys blank, not a dark "zero"
     picture[:, T + 1] = share.numpy() if use_sink else np.nan
     im = ax_probs.imshow(picture, cmap="viridis", vmin=0, vmax=1)
     ax_probs.set_xticks([0, T // 2, T + 1], ["0", str(T // 2), "sink"])
@@ -62,7 +62,7 @@ def draw_window_sinks(fig: Figure, scores: torch.Tensor, window: int, sink: floa
     ax_share.barh(rows, probs.sum(-1).numpy(), left=share.numpy(), color="tab:olive", alpha=0.6, label="to keys")
     ax_share.set(xlim=(0, 1), ylim=(T - 0.5, -0.5), xlabel="share of each query's mass",
                  title=f"mean sink share {share.mean():.1%}")
-    ax_share.legend(fontsize=7, loc="lower right")
+    ax_share.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)  # below: off the bars
     for ax in (ax_mask, ax_probs, ax_share):
         ax.title.set_fontsize(9)
 

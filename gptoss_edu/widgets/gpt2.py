@@ -7,6 +7,7 @@ import matplotlib
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from ..config import preset
 from . import Explorer
@@ -54,6 +55,9 @@ def draw_parameters(fig: Figure, model: str, scale: str) -> None:
         t = counts[part][0]
         note = "0 (tied to the embedding)" if part == "unembedding" and t == 0 else human(t)
         ax.text(max(t / 1e6, 1e-2 if scale == "log" else 0), y - 0.2, f" {note}", va="center", fontsize=8)
+        if counts[part][1] == 0 and t:  # an empty bar needs saying why
+            ax.text(1e-2 if scale == "log" else 0, y + 0.2, " 0 active (a row lookup, no product)", va="center",
+                    fontsize=8, color="#c06000")
     ax.legend(loc="lower right", fontsize=8)
     if scale == "linear":
         ax.set_xlim(0, max(total) * 1.25)
@@ -96,7 +100,8 @@ def attention_explorer(q: torch.Tensor, k: torch.Tensor, tokens: list[str]) -> E
         left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.2]})
         cmap = matplotlib.colormaps["Blues"].with_extremes(bad="#c8c8c8")  # grey: the masked future
         left.imshow(np.ma.masked_array(w, mask=np.triu(np.ones_like(w, dtype=bool), k=1)), cmap=cmap, vmin=0, vmax=1)
-        left.axhline(query, color="#ff7f0e", lw=2, alpha=0.6)
+        # An outline, not a line through it: the chosen query's row stays readable.
+        left.add_patch(Rectangle((-0.5, query - 0.5), len(labels), 1, fill=False, ec="#ff7f0e", lw=2))
         left.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
         left.set_yticks(range(len(labels)), labels, fontsize=7)
         left.set_xlabel("key (looked at)")

@@ -151,6 +151,9 @@ def kernel_costs(cfg: ModelConfig, tokens: int, context: int, act_bytes: int = 2
 # -------------------------------------------------------------------------------- roofline
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<")
+
+
 def draw_roofline(ax: Axes, points: Sequence[tuple[str, KernelCost, float | None]], peak_flops: float,
                   peak_bw: float, title: str | None = None) -> Axes:
     """The roof min(peak FLOP/s, bandwidth x intensity), and each (label, cost, seconds) point on it.
@@ -166,7 +169,7 @@ def draw_roofline(ax: Axes, points: Sequence[tuple[str, KernelCost, float | None
     ridge = peak_flops / peak_bw
     ax.axvline(ridge, color="#888", ls=":", lw=1)
     ax.text(ridge * 1.1, peak_flops * 0.5, f"ridge\n{ridge:.0f} FLOP/B", fontsize=7, color="#555", va="top")
-    ax.text(lo * 1.3, peak_bw * lo * 1.6, f"memory: {peak_bw / 1e9:.0f} GB/s", fontsize=7, rotation=0, color="#555")
+    ax.text(lo * 1.3, peak_bw * lo * 0.35, f"memory: {peak_bw / 1e9:.0f} GB/s", fontsize=7, color="#555")  # under the slope
     ax.text(hi / 1.3, peak_flops * 1.25, f"compute: {peak_flops / 1e12:.3g} TFLOP/s", fontsize=7, ha="right",
             color="#555")
     cycle = matplotlib.colormaps["tab10"]
@@ -175,8 +178,10 @@ def draw_roofline(ax: Axes, points: Sequence[tuple[str, KernelCost, float | None
         bound = min(peak_flops, peak_bw * cost.intensity)
         y = cost.flops / seconds if seconds else bound
         bottom = min(bottom, y)  # a launch-bound kernel may sit far below the roof: keep it in view
-        ax.plot([cost.intensity], [y], "o", ms=7, color=cycle(i % 10), mfc=cycle(i % 10) if seconds else "none",
-                label=label)
+        # A shape as well as a colour for each point: colours alone fail some readers, and two points
+        # at nearly the same intensity still show as two shapes.
+        ax.plot([cost.intensity], [y], MARKERS[i % len(MARKERS)], ms=7, color=cycle(i % 10),
+                mfc=cycle(i % 10) if seconds else "none", label=label)
     ax.set_xlim(lo, hi)
     ax.set_ylim(bottom / 3, peak_flops * 3)
     ax.set_xlabel("arithmetic intensity (FLOP per byte moved)")

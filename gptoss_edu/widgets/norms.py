@@ -36,7 +36,8 @@ def norm_explorer(dim: int = 16, seed: int = 0) -> Explorer:
         left.set_title(f"input x = {scale:.3g} * pattern {'-' if mean < 0 else '+'} {abs(mean):.3g}\n"
                        f"rms {x.pow(2).mean().sqrt().item():.3g}", fontsize=9)
         left.set_xlabel("dimension")
-        left.legend(fontsize=7, loc="lower right")
+        left.set_xticks(range(0, dim, max(1, dim // 8)))
+        left.legend(fontsize=7, loc="best")
         right.bar(idx - 0.2, ln.numpy(), width=0.4, color="#1f77b4", label="LayerNorm")
         right.bar(idx + 0.2, rms.numpy(), width=0.4, color="#ff7f0e", label="RMSNorm")
         right.set_ylim(-3.5, 3.5)
@@ -45,6 +46,7 @@ def norm_explorer(dim: int = 16, seed: int = 0) -> Explorer:
         right.set_title(f"outputs; the pattern left in them (std): LayerNorm {ln.std(correction=0).item():.2f}, "
                         f"RMSNorm {rms.std(correction=0).item():.2f}", fontsize=9)
         right.set_xlabel("dimension")
+        right.set_xticks(range(0, dim, max(1, dim // 8)))
         right.legend(fontsize=7, loc="lower right")
 
     return Explorer(

@@ -57,6 +57,7 @@ def rope_explorer(head_dim: int = 16, theta: float = 10000.0, max_pos: int = 64,
         wavelength = 2 * math.pi / float(inv_freq[pair])
         plane.set_title(f"pair {pair}: dims ({pair}, {pair + half})\nturns once every {wavelength:.3g} positions",
                         fontsize=9)
+        plane.text(0.02, 0.02, "dashed: before turning", transform=plane.transAxes, fontsize=7, color="#666")
         plane.set_xlabel(f"x[{pair}]")
         plane.set_ylabel(f"x[{pair + half}]")
         # Right: the full score depends only on the offset m - n, whatever the shift.
@@ -69,7 +70,7 @@ def rope_explorer(head_dim: int = 16, theta: float = 10000.0, max_pos: int = 64,
         curve.set_xlabel("offset m - n (query position - key position)")
         curve.set_ylabel("score q . k")
         curve.set_title("the score depends only on the offset", fontsize=9)
-        curve.legend(fontsize=7, loc="lower right")
+        curve.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)  # below: off the curve
 
     return Explorer(
         "RoPE: q and k turn with position",

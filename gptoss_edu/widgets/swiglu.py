@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipywidgets as widgets
 import torch
-from matplotlib.colors import TwoSlopeNorm
+from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from ..mlp import gptoss_swiglu
@@ -47,7 +47,9 @@ def draw_swiglu(fig: Figure, alpha: float, limit: float) -> None:
     out = gptoss_swiglu(interleave(gate, up), alpha, limit).numpy()
     gate, up = gate.numpy(), up.numpy()
     lo, hi = float(out.min()), float(out.max())
-    norm = TwoSlopeNorm(vcenter=0.0, vmin=min(lo, -1e-3), vmax=max(hi, 1e-3))
+    # One scale both ways: a colour as deep as +5 means -5, so the smaller negative lobe looks smaller.
+    reach = max(-lo, hi, 1e-3)
+    norm = Normalize(vmin=-reach, vmax=reach)
     im = right.imshow(out, origin="lower", extent=(-SPAN, SPAN, -SPAN, SPAN), cmap="RdBu_r", norm=norm,
                       aspect="auto")
     right.contour(gate, up, out, levels=8, colors="k", linewidths=0.4)

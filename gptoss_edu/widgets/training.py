@@ -6,7 +6,9 @@ from typing import Mapping, Sequence
 
 import ipywidgets as widgets
 import numpy as np
+import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 from ..train import TrainResult
@@ -44,12 +46,23 @@ def plot_losses(ax: Axes, runs: Mapping[str, TrainResult], smoothing: int = 10, 
     ax.legend(fontsize=7)
 
 
+def run_colours(names: Sequence[str]) -> dict[str, str]:
+    """A colour per run: the first blue and the last orange, as GPT-2 and gpt-oss everywhere; the runs between from a ramp."""
+    # The course's steps lie between GPT-2 and gpt-oss: shades of purple, light to dark, keep their
+    # order and leave blue and orange to the two ends. A run keeps its colour when others are hidden.
+    names = list(names)
+    between = names[1:-1]
+    ramp = plt.get_cmap("Purples")(np.linspace(0.4, 0.95, len(between))) if between else []
+    ends = {names[-1]: "C1", names[0]: "C0"} if names else {}
+    return {**{n: to_hex(c) for n, c in zip(between, ramp)}, **ends}
+
+
 def loss_explorer(runs: Mapping[str, TrainResult], shown: Sequence[str] | None = None) -> Explorer:
     """Pick runs, the smoothing window and the x axis; the figure shows their loss curves."""
     if not runs:
         raise ValueError("loss_explorer needs at least one finished run")
     names = list(runs)
-    colours = {n: f"C{i % 10}" for i, n in enumerate(names)}  # a run keeps its colour when others are hidden
+    colours = run_colours(names)
     shown = tuple(shown) if shown is not None else tuple(names[:2])
     unknown = set(shown) - set(names)
     if unknown:
