@@ -203,3 +203,14 @@ def test_measured_point_sits_at_flops_per_second_and_the_ridge_is_labelled():
     assert point.get_ydata()[0] == pytest.approx(2e9)
     assert any(t.get_text() == "ridge\n100 FLOP/B" for t in ax.texts)  # peak FLOP/s over bandwidth
     assert any(t.get_text() == "memory: 1000 GB/s" for t in ax.texts)
+
+
+def test_lane_numbers_stay_readable_at_block_32():
+    # Up to BLOCK 16 every lane is numbered; at 32 every 4th lane and the last element, at the same size.
+    ex = block_explorer(n=50, block=16)
+    assert sorted(int(t.get_text()) for t in ex.figure.axes[0].texts if t.get_text().isdigit()) == list(range(50))
+    ex.set(block=32)
+    texts = ex.figure.axes[0].texts
+    named = sorted(int(t.get_text()) for t in texts if t.get_text().isdigit())
+    assert named == sorted(set(range(0, 64, 4)) & set(range(50)) | {49})
+    assert {t.get_fontsize() for t in texts} == {7}

@@ -61,12 +61,14 @@ def block_explorer(n: int = 50, block: int = 16) -> Explorer:
 
         ax, ax2 = fig.subplots(1, 2, width_ratios=(2.2, 1))
         ax.imshow(rgb, aspect="auto", interpolation="nearest")
-        if block <= 32:  # write the element index in each lane while it still fits
-            size = 7 if block <= 16 else 5
+        if block <= 32:  # write the element indices while they fit: every lane up to 16, else every 4th
+            every = 1 if block <= 16 else 4
             for pid in range(programs):
                 for lane in range(block):
                     e = own[pid, lane]
-                    ax.text(lane, pid, str(e) if e >= 0 else "×", ha="center", va="center", fontsize=size,
+                    if lane % every and e != n - 1:  # the last element is always named: where the mask starts
+                        continue
+                    ax.text(lane, pid, str(e) if e >= 0 else "×", ha="center", va="center", fontsize=7,
                             color="k" if e >= 0 else "#777")
         ax.set_xlabel("lane: tl.arange(0, BLOCK)")
         ax.set_ylabel("program: tl.program_id(0)")

@@ -44,10 +44,11 @@ def draw_kv_cache(fig: Figure, cfg: ModelConfig, context: int, layers: int, kv_h
     contexts = np.unique(np.geomspace(256, cfg.context_length, 40).astype(int))
     kinds = attention_kinds(cfg, kv_heads)
     colours = ("tab:red", "tab:orange", "tab:blue")
+    styles = ("--", "-", ":")  # red and orange are hard to tell apart for some readers: the lines differ too
     gib = 2 ** 30
-    for (label, h), colour in zip(kinds.items(), colours):
+    for (label, h), colour, style in zip(kinds.items(), colours, styles):
         ys = [cache_bytes(cfg, int(t), layers, h, nbytes) / gib for t in contexts]
-        left.plot(contexts, ys, color=colour, label=label, lw=2.5 if h == kv_heads else 1.2)
+        left.plot(contexts, ys, color=colour, ls=style, label=label, lw=2.5 if h == kv_heads else 1.2)
     chosen = cache_bytes(cfg, context, layers, kv_heads, nbytes)
     per_token = cache_bytes(cfg, 1, layers, kv_heads, nbytes)
     left.plot([context], [chosen / gib], "o", color="black", ms=7, zorder=5)
