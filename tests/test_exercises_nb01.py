@@ -59,3 +59,10 @@ def test_the_check_leaves_the_global_rng_alone():
     torch.manual_seed(0)
     check_gelu(right)
     assert torch.equal(torch.rand(3), a)
+
+
+@pytest.mark.parametrize("constant", [0.79788, 0.7979, 0.798])
+def test_a_rounded_constant_is_named(constant):
+    # Right formula, sqrt(2/pi) typed in by hand: off by more than float32 rounding, and told why.
+    r = check_gelu(lambda x: 0.5 * x * (1 + torch.tanh(constant * (x + 0.044715 * x**3))))
+    assert not r.passed and r.message.startswith("nearly: ") and "math.sqrt(2 / math.pi)" in r.message, r.message

@@ -66,6 +66,11 @@ def test_wrong_even_rows():
     check_fails(lambda g, u: right(u, u), "even rows are not the gate rows")
 
 
+def test_numbers_interleaved_instead_of_rows():
+    # stack along the last dim, then reshape to the right shape: each row mixes gate and up numbers.
+    check_fails(lambda g, u: torch.stack((g, u), dim=2).reshape(2 * g.shape[0], -1), "your rows mix gate and up")
+
+
 def test_changed_values():
     check_fails(lambda g, u: right(g, u) * 2, "move rows, do not change their values")
 

@@ -66,5 +66,9 @@ def check_gelu(fn: Callable[[torch.Tensor], torch.Tensor]) -> CheckResult:
             for wrong, why in MISTAKES:
                 if torch.allclose(got.float(), wrong(x), atol=ATOL, rtol=0):
                     return failed(f"not yet: {why}.")
+            if torch.allclose(got.float(), want, atol=2e-4, rtol=0):  # below the exact GELU, 4.7e-4 away
+                return failed(f"nearly: {verdict.message}. That small a difference is a rounded constant: write "
+                              "sqrt(2/pi) as math.sqrt(2 / math.pi) (0.7978845608...), not 0.7979 or 0.79788, "
+                              "and 0.044715 as it is")
         return failed("not yet: " + verdict.message)
     return passed("Right: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) equals F.gelu(x, approximate='tanh').")

@@ -38,6 +38,10 @@ def _diagnose(got: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> str:
         return "the even rows hold gate correctly, but the odd rows are not the up rows."
     if torch.equal(got[1::2], up) and not torch.equal(got[0::2], gate):
         return "the odd rows hold up correctly, but the even rows are not the gate rows."
+    if torch.equal(got.flatten().sort().values, torch.cat((gate, up)).flatten().sort().values):
+        return ("every number is there, but in the wrong places: your rows mix gate and up numbers. Interleave "
+                "whole rows, e.g. torch.stack((gate, up), dim=1).reshape(2 * d_ff, d_model): stacking along "
+                "dim 2 (or the last) interleaves single numbers instead.")
     err = (got - reference_interleave(gate, up)).abs().max().item()
     return (f"the shape is right but the values differ from the interleaved weight by up to {err:.3g}: "
             "move rows, do not change their values.")
