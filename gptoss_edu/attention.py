@@ -103,11 +103,13 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float, q
     for s in range(0, Tq, QUERY_CHUNK):
         qc = qg[:, :, :, s:s + QUERY_CHUNK]
         q_pos = torch.arange(q_start + s, q_start + s + qc.shape[3], device=q.device)
-        scores = (qc @ k.unsqueeze(2).transpose(-1, -2)).float() * scale  # [B, Hkv, G, tq, Tk]
+        # The softmax runs in float32 at least (float64 stays float64: a check to 1e-15 can use it).
+        wide = torch.promote_types(q.dtype, torch.float32)
+        scores = (qc @ k.unsqueeze(2).transpose(-1, -2)).to(wide) * scale  # [B, Hkv, G, tq, Tk]
         scores = scores.masked_fill(~attention_mask(q_pos, k_pos, window), float("-inf"))
         if sinks is not None:
             # The sink is one more logit in every row; its probability is dropped after the softmax.
-            sink = sinks.float().reshape(1, Hkv, groups, 1, 1).expand(B, Hkv, groups, qc.shape[3], 1)
+            sink = sinks.to(wide).reshape(1, Hkv, groups, 1, 1).expand(B, Hkv, groups, qc.shape[3], 1)
             probs = torch.softmax(torch.cat((scores, sink), dim=-1), dim=-1)[..., :-1]
         else:
             probs = torch.softmax(scores, dim=-1)

@@ -149,7 +149,8 @@ def config_from_original(cfg: dict[str, Any], name: str = "gpt-oss") -> ModelCon
         "intermediate_size": cfg["intermediate_size"], "num_local_experts": cfg["num_experts"],
         "num_experts_per_tok": cfg["experts_per_token"], "rope_theta": cfg["rope_theta"],
         "swiglu_limit": cfg["swiglu_limit"], "sliding_window": cfg["sliding_window"],
-        "layer_types": list(alternating_layer_types(n)),
+        # The reference gives even layers the window; a window of 0 means none, so every layer is full.
+        "layer_types": list(alternating_layer_types(n)) if cfg["sliding_window"] else ["full_attention"] * n,
         "max_position_embeddings": int(cfg["initial_context_length"] * cfg["rope_scaling_factor"]),
         "initial_context_length": cfg["initial_context_length"],
         "rope_scaling": {"rope_type": "yarn", "factor": cfg["rope_scaling_factor"],

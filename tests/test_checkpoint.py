@@ -104,13 +104,14 @@ def test_original_layout_reads_into_the_same_model(tmp_path):
         torch.testing.assert_close(orig(ids), hf(ids), atol=0, rtol=0)
 
 
-@pytest.mark.parametrize("seed,window,k", [(0, 4, 2), (1, 16, 1), (2, 7, 4)])
+@pytest.mark.parametrize("seed,window,k", [(0, 4, 2), (1, 16, 1), (2, 7, 4), (3, 0, 2)])
 def test_original_layout_matches_openai_reference(tmp_path, seed, window, k):
     """OpenAI's own torch model (gpt-oss 0.0.9) on our original/ folder: the same logits in float32."""
     from gpt_oss.torch.model import Transformer
 
     # The reference asserts 0 < low < high < head_dim/2 - 1 for YaRN: needs head_dim 32 and context 256.
-    layer_types = tuple("sliding_attention" if i % 2 == 0 else "full_attention" for i in range(4))
+    # Window 0: no layer slides (the reference reads 0 as no window).
+    layer_types = tuple("sliding_attention" if i % 2 == 0 and window else "full_attention" for i in range(4))
     cfg = g.preset("gpt-oss-20b").replace(
         name="ref", vocab_size=300, d_model=64, n_layers=4, n_heads=4, n_kv_heads=2, head_dim=32, d_ff=64,
         n_experts=4, experts_per_token=k, sliding_window=window, layer_types=layer_types,

@@ -97,3 +97,33 @@ def test_mlp_bias_false_drops_every_mlp_bias(mlp):  # P07, P09
     model = g.GPT(cfg)
     assert model.num_parameters() == cfg.param_counts()["total"]
     assert not [n for n, _ in model.named_parameters() if ".mlp." in n and n.endswith("bias")]
+
+
+def test_a_float64_model_computes_in_float64():
+    """Attention's softmax, the router and RMSNorm upcast bf16 to float32 but never cut float64 down to it."""
+    from gptoss_edu.attention import attend
+    from gptoss_edu.moe import Router
+    from gptoss_edu.norms import rms_norm
+
+    gen = torch.Generator().manual_seed(11)
+    q = torch.randn(2, 4, 7, 8, generator=gen, dtype=torch.float64)
+    k, v = (torch.randn(2, 2, 7, 8, generator=gen, dtype=torch.float64) for _ in range(2))
+    sinks = torch.randn(4, generator=gen, dtype=torch.float64)
+    i, j = torch.arange(7)[:, None], torch.arange(7)[None, :]
+    scores = q @ k.repeat_interleave(2, dim=1).transpose(-1, -2) * 8 ** -0.5
+    scores = scores.masked_fill((j > i) | (i - j >= 3), -torch.inf)  # causal, window 3
+    logits = torch.cat((scores, sinks.view(1, 4, 1, 1).expand(2, 4, 7, 1)), dim=-1)
+    exact = torch.softmax(logits, dim=-1)[..., :-1] @ v.repeat_interleave(2, dim=1)
+    got = attend(q, k, v, scale=8 ** -0.5, window=3, sinks=sinks)
+    assert got.dtype == torch.float64 and (got - exact).abs().max() < 1e-13  # float32 inside: ~1e-7
+
+    router = Router(g.preset("gpt-oss-tiny")).double()
+    torch.nn.init.normal_(router.weight, generator=gen)
+    x = torch.randn(5, router.weight.shape[1], generator=gen, dtype=torch.float64)
+    want = torch.nn.functional.linear(x, router.weight, router.bias)
+    got_logits, weights, _ = router(x)
+    assert weights.dtype == torch.float64 and (got_logits - want).abs().max() < 1e-13
+
+    w = torch.randn(8, generator=gen, dtype=torch.float64)
+    exact = q * torch.rsqrt(q.pow(2).mean(-1, keepdim=True) + 1e-5) * w
+    assert (rms_norm(q, w, 1e-5) - exact).abs().max() < 1e-14
