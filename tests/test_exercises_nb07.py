@@ -94,6 +94,7 @@ def test_right_answers_pass(fn):
     (wrong_dim, r"over the tokens \(dim 0\)"),
     (routing_weights, "routing weights of the chosen experts"),
     (vector, "return one number"),
+    (lambda logits, indices, n: right(logits, indices, n).item(), r"Python float: keep the loss a tensor \(no \.item\(\)\)"),
     (stub, "returned None"),
     (crashes, "raised RuntimeError: shapes"),
 ])

@@ -64,6 +64,9 @@ def check_balance_loss(fn: BalanceLoss) -> CheckResult:
             return failed(f"not yet: your function raised {type(e).__name__}: {e}")
         if got is None:
             return failed("not yet: your function returned None: did you forget to `return` the loss?")
+        if isinstance(got, (int, float)) and not isinstance(got, bool):
+            return failed(f"not yet: you returned a Python {type(got).__name__}: keep the loss a tensor (no .item()), "
+                          "because training adds it to the loss and backpropagates through it")
         if not isinstance(got, torch.Tensor) or got.numel() != 1:
             shape = list(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
             return failed(f"not yet: return one number (a 0-d tensor), got {shape}")
