@@ -22,7 +22,7 @@ class Router(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(logits [N, E], weights [N, k], indices [N, k]) for tokens x [N, d]."""
         # Route in float32 (or float64 in a float64 model): bf16 ties would flip which experts are chosen.
-        wide = torch.promote_types(x.dtype, torch.float32)
+        wide = torch.float64 if x.dtype == torch.float64 else torch.float32
         logits = nn.functional.linear(x.to(wide), self.weight.to(wide), self.bias.to(wide))
         top, indices = logits.topk(self.top_k, dim=-1)
         return logits, torch.softmax(top, dim=-1), indices

@@ -38,7 +38,7 @@ class RMSNorm(nn.Module):
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """x * rsqrt(mean(x^2) + eps) * weight, in float32 (float64 stays float64), cast back to x's dtype."""
-    wide = torch.promote_types(x.dtype, torch.float32)
+    wide = torch.float64 if x.dtype == torch.float64 else torch.float32
     xf = x.to(wide)
     xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
     return (weight.to(wide) * xf).to(x.dtype)
