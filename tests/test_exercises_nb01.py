@@ -66,3 +66,10 @@ def test_a_rounded_constant_is_named(constant):
     # Right formula, sqrt(2/pi) typed in by hand: off by more than float32 rounding, and told why.
     r = check_gelu(lambda x: 0.5 * x * (1 + torch.tanh(constant * (x + 0.044715 * x**3))))
     assert not r.passed and r.message.startswith("nearly: ") and "math.sqrt(2 / math.pi)" in r.message, r.message
+
+
+def test_nearly_only_for_a_difference_a_rounded_constant_can_make():
+    # 1% off, or 3e-4 everywhere: a different mistake, not a rounded constant (the line is at 2e-4).
+    for fn in (lambda x: F.gelu(x, approximate="tanh") * 1.01, lambda x: F.gelu(x, approximate="tanh") + 3e-4):
+        r = check_gelu(fn)
+        assert not r.passed and r.message.startswith("not yet: "), r.message

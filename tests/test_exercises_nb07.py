@@ -131,3 +131,10 @@ def test_a_near_miss_fails():
     # 0.1% off is not rounding.
     r = check_balance_loss(lambda lg, idx, E: right(lg, idx, E) * 1.001)
     assert not r.passed and "expected" in r.message
+
+
+def test_a_runtime_error_that_is_no_missing_minlength_is_not_blamed_on_bincount():
+    def crashes(logits, indices, n_experts):
+        raise RuntimeError("shapes cannot be multiplied")
+    r = check_balance_loss(crashes)
+    assert not r.passed and "raised RuntimeError: shapes" in r.message and "minlength" not in r.message, r.message

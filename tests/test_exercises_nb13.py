@@ -98,6 +98,7 @@ def test_warmup_ending_one_step_early_is_named():
     # `step < warmup_steps - 1`: only step warmup_steps - 1 is wrong.
     r = check_lr_schedule(lambda s, c: schedule(s, c, warmup_end=c.warmup_steps - 1))
     assert not r.passed and "the warmup is off" in r.message, r.message
+    assert "rises from min_lr" not in r.message, r.message
 
 
 def test_a_warmup_from_min_lr_is_named_at_its_first_wrong_step():

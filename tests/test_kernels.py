@@ -771,3 +771,17 @@ def test_dot_precision_and_poison() -> None:
     # Every test above relies on unwritten elements being NaN.
     assert os.environ[common.POISON_ENV] == "1"
     assert common.new_buffer((3, 5), torch.float32, torch.device("cpu")).isnan().all()
+
+
+def test_aot_compiles_decode_attention_at_its_most_query_rows(monkeypatch):
+    """kernels.aot's 'most query rows' launch gives the decode kernel exactly decode_max_rows, in both dtypes."""
+    from gptoss_kernels import aot
+
+    seen = []
+    monkeypatch.setattr(attn_mod, "attention", lambda q, k, v, **kw: seen.append((q.shape, k.shape)))
+    for dtype in (torch.bfloat16, torch.float32):
+        seen.clear()
+        (call,) = [c for what, c in aot._launches(dtype) if "the most query rows" in what]
+        call()
+        ((_, hq, tq, _), (_, hkv, tk, _)), = seen
+        assert hq // hkv * tq == attn_mod.decode_max_rows(dtype) and tk == tq

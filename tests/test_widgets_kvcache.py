@@ -89,3 +89,9 @@ def test_every_number_follows_the_controls():
     assert [b.get_height() * GIB for b in right.patches] == pytest.approx(want, rel=1e-9)
     assert [t.get_text() for t in right.texts] == [format_bytes(w) for w in want]
     assert cache_bytes(cfg, 4096, 10, 4, 4) == want[1]
+
+
+def test_the_three_cache_curves_differ_in_style_too():
+    ex = kv_cache_explorer(preset("gpt-oss-120b"))
+    lines = [line for line in ex.figure.axes[0].get_lines() if not line.get_label().startswith("_")]
+    assert len({line.get_linestyle() for line in lines}) == 3

@@ -75,3 +75,9 @@ def test_output_bars_are_layernorm_and_rmsnorm_of_the_input():
     ln, rms = bars[:16], bars[16:]
     assert ln == pytest.approx((x - x.mean()) / np.sqrt(x.var() + 0.01), abs=1e-6)
     assert rms == pytest.approx(x / np.sqrt((x ** 2).mean() + 0.01), abs=1e-6)
+
+
+def test_norm_explorer_ticks_every_other_dimension_on_both_sides():
+    ex = norm_explorer(dim=16)
+    for ax in ex.figure.axes[:2]:
+        assert list(ax.get_xticks()) == list(range(0, 16, 2))

@@ -87,3 +87,9 @@ def test_limit_lines_and_label():
     horizontal = sorted(l.get_ydata()[0] for l in right.get_lines() if l.get_ydata()[0] == l.get_ydata()[1])
     assert vertical == [[3.0, 3.0]]  # the gate is clamped above only
     assert horizontal == [-3.0, 3.0]  # the up half both ways
+
+
+def test_swiglu_colour_scale_is_symmetric():
+    ex = swiglu_explorer().set(alpha=1.0, limit=3.0)
+    im = ex.figure.axes[1].images[0]
+    assert im.norm.vmin == -im.norm.vmax and im.norm.vmax >= np.abs(im.get_array()).max()

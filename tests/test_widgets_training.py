@@ -88,3 +88,18 @@ def test_heavy_smoothing_never_hides_the_val_points():
         ex.set(smoothing=smoothing)
         low = ex.figure.axes[0].get_ylim()[0]
         assert low < min(e["val_loss"] for e in fake_run(0.0).evals), (smoothing, low)
+
+
+def test_the_steps_between_are_purples_light_to_dark():
+    import matplotlib.pyplot as plt
+
+    names = ["01 GPT-2", "02 RoPE", "03 RMSNorm", "04 GQA", "09 gpt-oss"]
+    ramp = [to_hex(c) for c in plt.get_cmap("Purples")(np.linspace(0.4, 0.95, 3))]
+    assert run_colours(names) == {"01 GPT-2": "C0", "02 RoPE": ramp[0], "03 RMSNorm": ramp[1], "04 GQA": ramp[2],
+                                  "09 gpt-oss": "C1"}
+
+
+def test_a_run_shown_alone_from_the_start_has_its_colour_among_all_runs():
+    names = ["01 GPT-2", "02 RoPE", "09 gpt-oss"]
+    ex = loss_explorer({n: fake_run(-0.2 * i) for i, n in enumerate(names)}, shown=("02 RoPE",))
+    assert to_hex(ex.figure.axes[0].get_lines()[0].get_color()) == to_hex(run_colours(names)["02 RoPE"])

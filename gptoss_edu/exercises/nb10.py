@@ -104,7 +104,7 @@ def _recorded_loads() -> Iterator[list[tuple[int, int]] | None]:
 
 def _run(kernel: Any, gu: torch.Tensor, n: int, block: int, alpha: float,
          limit: float) -> tuple[torch.Tensor, bool, bool]:
-    """Launch the kernel with guard memory around both buffers; out, whether a guard changed, whether it read past gu."""
+    """Launch the kernel with guard memory around both buffers: out, whether a guard changed, whether a load left gu."""
     import triton
 
     device = gu.device
@@ -194,11 +194,11 @@ def check_swiglu_kernel(kernel: Callable) -> CheckResult:
                       "last program's lanes past n read memory that is not gu's (on a GPU another tensor's, or an "
                       "illegal address). Load with mask=offs < n, other=0.0")
     if read_past is not None:
-        return failed(f"not yet: the outputs are right, but your kernel read past the end of gu {read_past}: some "
-                      f"lanes' loads reach beyond its 2n floats (on a GPU, another tensor's memory or an illegal "
-                      f"address), even though the stores throw those lanes away. Mask each load by the output it "
-                      f"serves: output i reads gu[2i] and gu[2i + 1], so mask=offs < n")
+        return failed(f"not yet: the outputs are right, but your kernel read outside gu {read_past}: some lanes' "
+                      f"loads reach before its first or past its last of 2n floats (on a GPU, another tensor's "
+                      f"memory or an illegal address), even though the stores throw those lanes away. Mask each "
+                      f"load by the output it serves: output i reads gu[2i] and gu[2i + 1], so mask=offs < n")
     sizes = ", ".join(str(c[0]) for c in CASES)
     return passed(f"your kernel matches gptoss_edu.mlp.gptoss_swiglu on fresh inputs of {len(CASES)} sizes "
-                  f"(n = {sizes}; BLOCK 64 to 256, tails included), masks its loads, never reads past gu"
+                  f"(n = {sizes}; BLOCK 64 to 256, tails included), masks its loads, never reads outside gu"
                   f"{'' if _is_interpreted(kernel) else ' (checked in the interpreter only)'} and never writes outside out.")
