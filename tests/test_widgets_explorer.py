@@ -17,6 +17,27 @@ def test_every_control_and_the_picture_are_displayed(make):
     # Tests drive controls through ex.set, which works even if a control never reaches the screen;
     # a control missing from the displayed box (or a missing image) would be invisible to them.
     ex = make()
-    title, box, image = ex.children[:3]
+    title, box, error, image = ex.children
     assert list(box.children) == list(ex.controls.values())
+    assert error is ex.error and error.value == ""  # no message while every picture draws
     assert image is ex.image and ex.image.value  # the PNG the learner sees
+
+
+def test_a_draw_that_fails_says_so_where_the_picture_was():
+    import ipywidgets as widgets
+
+    from gptoss_edu.widgets import Explorer
+
+    def draw(fig, x):
+        if x == 3:
+            raise ValueError("three is <not> drawable")
+        fig.subplots().plot([0, x])
+
+    ex = Explorer("t", draw, {"x": widgets.IntSlider(value=1, min=0, max=5)})
+    ex.controls["x"].value = 3  # a learner's slider: the callback must not raise into the kernel's log
+    assert "could not draw {'x': 3}: ValueError: three is &lt;not&gt; drawable" in ex.error.value
+    assert ex.image.layout.visibility == "hidden"  # the old picture does not stand for the new value
+    with pytest.raises(ValueError, match="drawable"):
+        ex.set(x=3)  # a script or test hears of it
+    ex.set(x=4)
+    assert ex.error.value == "" and ex.image.layout.visibility == "visible" and ex.last_error is None

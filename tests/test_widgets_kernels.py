@@ -214,3 +214,11 @@ def test_lane_numbers_stay_readable_at_block_32():
     named = sorted(int(t.get_text()) for t in texts if t.get_text().isdigit())
     assert named == sorted(set(range(0, 64, 4)) & set(range(50)) | {49})
     assert {t.get_fontsize() for t in texts} == {7}
+
+
+def test_the_chosen_block_is_marked_on_its_tick_and_numbers_stay_under_the_title():
+    ex = block_explorer(n=1, block=4)  # its bar has no height: 75% to 98% masked for the others
+    ax2 = ex.figure.axes[1]
+    marked = [t.get_text() for t in ax2.get_xticklabels() if t.get_fontweight() == "bold"]
+    assert marked == ["4"]
+    assert max(t.get_position()[1] for t in ax2.texts) < ax2.get_ylim()[1] - 5

@@ -95,3 +95,20 @@ def test_the_three_cache_curves_differ_in_style_too():
     ex = kv_cache_explorer(preset("gpt-oss-120b"))
     lines = [line for line in ex.figure.axes[0].get_lines() if not line.get_label().startswith("_")]
     assert len({line.get_linestyle() for line in lines}) == 3
+
+
+@pytest.mark.parametrize("context,kv_heads", [(131072, 64), (256, 8), (256, 1), (8192, 8)])
+def test_the_chosen_points_label_stays_inside_the_axes(context, kv_heads):
+    # At either end of the context slider, and at the top of the curves (MHA, the longest context).
+    ex = kv_cache_explorer(preset("gpt-oss-120b")).set(context=context, kv_heads=kv_heads)
+    fig = ex.figure
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    box, inside = ax.texts[0].get_window_extent(), ax.get_window_extent()
+    assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
+
+
+def test_one_layer_and_one_kv_head_are_singular():
+    ex = kv_cache_explorer(preset("gpt-oss-120b")).set(layers=1, kv_heads=1)
+    assert ": 1 layer, " in ex.figure.axes[0].get_title()
+    assert "GQA (1 KV head)" in [line.get_label() for line in ex.figure.axes[0].get_lines()]

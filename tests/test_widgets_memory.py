@@ -54,3 +54,16 @@ def test_stack_verdict_point_and_gpu_line_are_the_plans(gpu):
     for ax in (left, right):
         dashed = [l for l in ax.get_lines() if l.get_linestyle() == "--"]
         assert [list(l.get_ydata()) for l in dashed] == [[gib, gib]]
+
+
+@pytest.mark.parametrize("model,context,prompt", [("gpt-oss-120b", 1024, 16384), ("gpt-oss-20b", 2048, 4096)])
+def test_the_curve_holds_the_prompt_asked_for_at_every_context(model, context, prompt):
+    # The dot's context caps the prompt; the curve's longer contexts must not inherit that cap.
+    ex = memory_explorer().set(model=model, context=context, prompt_tokens=prompt)
+    line = ex.figure.axes[1].get_lines()[0]
+    cfg = g.preset(model)
+    for t, total in zip(line.get_xdata(), line.get_ydata()):
+        want = memory.plan(cfg, int(t), 0, prompt_tokens=min(prompt, int(t))).total / memory.GiB
+        assert total == pytest.approx(want)
+    far = memory.plan(cfg, cfg.context_length, 0, prompt_tokens=prompt).total / memory.GiB
+    assert line.get_ydata()[-1] == pytest.approx(far)  # the curve's end is what the slider at its end shows

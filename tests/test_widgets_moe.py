@@ -39,6 +39,11 @@ def test_top_k_is_capped_by_the_number_of_experts():
     ex = routing_explorer(tokens=128)
     ex.set(top_k=8, n_experts=4)
     assert ex.stats["top_k"] == 4 and ex.stats["mean_weights"] and sum(ex.stats["counts"]) == 128 * 4
+    title = ex.figure.axes[0].get_title()
+    assert "top-4 of 4 (top-k 8 capped: only 4 experts)" in title  # the slider's 8 is not silently ignored
+    assert all(float(t).is_integer() for t in ex.figure.axes[0].get_xticks())  # whole experts only
+    ex.set(top_k=2)
+    assert "capped" not in ex.figure.axes[0].get_title()
 
 
 # ---- found by mutation testing: the numbers and labels behind the picture ------------------------------

@@ -91,3 +91,11 @@ def test_last_block_on_the_slider_draws():
     assert slider.max == sample_weight().numel() // 32 - 1
     ex.set(block=slider.max)  # the slider's end is a real block
     assert ex.figure.axes[0].get_title().startswith(f"block {slider.max}:")
+
+
+def test_the_legend_sits_below_the_block_never_on_a_value():
+    ex = block_explorer().set(block=35, outlier=16.0)
+    fig = ex.figure
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    assert ax.get_legend().get_window_extent().y1 <= ax.get_window_extent().y0

@@ -106,7 +106,7 @@ def test_pair_panel_draws_the_pair_turned_to_its_position():
     q, k = _qk()
     plane = ex.figure.axes[0]
     w = 10000.0 ** (-2 * 5 / 16)
-    assert plane.get_title() == f"pair 5: dims (5, 13)\nturns once every {2 * math.pi / w:.3g} positions"
+    assert plane.get_title() == f"pair 5: dims (5, 13)\nturns once every {2 * math.pi / w:,.0f} positions"  # 1,987
     assert (plane.get_xlabel(), plane.get_ylabel()) == ("x[5]", "x[13]")
     arrows = [t for t in plane.texts if t.get_text() == ""]
     q_tip = complex(float(q[5]), float(q[13])) * cmath.exp(1j * 10 * w)

@@ -67,3 +67,11 @@ def test_plotted_yarn_frequencies_are_divided_not_scaled_by_the_attention_factor
     kept, divided = ex.stats["kept"], ex.stats["interpolated"]
     assert y[:kept] == pytest.approx(plain[:kept], rel=1e-6)  # below the ramp: unchanged
     assert y[-divided:] == pytest.approx(plain[-divided:] / 32, rel=1e-6)  # above it: divided by 32
+
+
+@pytest.mark.parametrize("beta_fast", [24.0, 28.0, 32.0])
+def test_factor_one_keeps_every_pair_even_truncated(beta_fast):
+    # Truncated, the ramp's blend of two equal frequencies can round one pair off by a bit: still kept.
+    ex = yarn_explorer().set(factor=1.0, truncate=True, beta_fast=beta_fast)
+    pairs = preset("gpt-oss-20b").head_dim // 2
+    assert ex.figure.axes[1].get_title() == f"factor 1: all {pairs} pairs kept, YaRN is plain RoPE"

@@ -7,6 +7,7 @@ all build on :class:`Explorer`, whose ``set(**values)`` moves the controls as a 
 from __future__ import annotations
 
 import hashlib
+import html
 import io
 from typing import Any, Callable
 
@@ -33,11 +34,13 @@ class Explorer(widgets.VBox):
                  figsize: tuple[float, float] = (7.0, 3.6)) -> None:
         self.title, self.draw_fn, self.controls, self.figsize = title, draw, controls, figsize
         self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
+        self.error = widgets.HTML("")  # what went wrong with the last redraw, shown above the picture
+        self.last_error: Exception | None = None
         self.figure: Figure | None = None
         for c in controls.values():
-            c.observe(lambda _change: self.redraw(), names="value")
+            c.observe(lambda _change: self._redraw_for_a_control(), names="value")
         box = widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap"))
-        super().__init__([widgets.HTML(f"<b>{title}</b>"), box, self.image])
+        super().__init__([widgets.HTML(f"<b>{title}</b>"), box, self.error, self.image])
         self.redraw()
 
     @property
@@ -52,12 +55,29 @@ class Explorer(widgets.VBox):
         self.figure = fig
         self.image.value = figure_png(fig)
 
+    def _redraw_for_a_control(self) -> None:
+        # A slider's callback raises into the kernel's log, where a learner never looks, and the old
+        # picture would stay under the new values: say it where the picture was, and hide the stale one.
+        try:
+            self.redraw()
+        except Exception as e:  # anything a draw raises is a bug to show, not to hide
+            self.last_error = e
+            self.error.value = (f"<span style='color:#b00'>could not draw {self.values}: "
+                                f"{html.escape(type(e).__name__)}: {html.escape(str(e))}</span>")
+            self.image.layout.visibility = "hidden"
+        else:
+            self.last_error = None
+            self.error.value = ""
+            self.image.layout.visibility = "visible"
+
     def set(self, **values: Any) -> "Explorer":
         """Move controls as a learner would (each change redraws); for tests and scripted tours."""
         for name, value in values.items():
             if name not in self.controls:
                 raise KeyError(f"{self.title!r} has no control {name!r}; it has {', '.join(self.controls)}")
             self.controls[name].value = value
+            if self.last_error is not None:  # a script or a test must not miss what the learner would see
+                raise self.last_error
         return self
 
     def fingerprint(self) -> str:

@@ -82,7 +82,11 @@ def block_explorer(n: int = 50, block: int = 16) -> Explorer:
                 color=["#ffb347" if b == block else "#8aa9c9" for b in BLOCKS])
         for i, b in enumerate(BLOCKS):
             ax2.text(i, 100 * shares[i] + 1, f"{launch_stats(n, b)['programs']:.0f}", ha="center", fontsize=7)
-        ax2.set_ylim(0, 100)
+        ax2.set_ylim(0, 112)  # room above a full bar for its number, below the title
+        ax2.set_yticks(range(0, 101, 20))
+        for label in ax2.get_xticklabels():  # the chosen BLOCK, marked even where its bar has no height
+            if label.get_text() == str(block):
+                label.set(color="#e07b00", fontweight="bold")
         ax2.set_xlabel("BLOCK")
         ax2.set_ylabel("% of lanes masked")
         ax2.set_title(f"n = {n}: the tail's waste\n(numbers: programs launched)", fontsize=9)

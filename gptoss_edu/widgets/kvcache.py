@@ -33,8 +33,8 @@ def cache_bytes(cfg: ModelConfig, context: int, layers: int, kv_heads: int, dtyp
 
 def attention_kinds(cfg: ModelConfig, kv_heads: int) -> dict[str, int]:
     """The three ways to share keys and values: MHA, the chosen GQA, MQA, by their KV head counts."""
-    return {f"MHA ({cfg.n_heads} KV heads)": cfg.n_heads, f"GQA ({kv_heads} KV heads)": kv_heads,
-            "MQA (1 KV head)": 1}
+    return {f"MHA ({cfg.n_heads} KV heads)": cfg.n_heads,
+            f"GQA ({kv_heads} KV head{'' if kv_heads == 1 else 's'})": kv_heads, "MQA (1 KV head)": 1}
 
 
 def draw_kv_cache(fig: Figure, cfg: ModelConfig, context: int, layers: int, kv_heads: int, dtype: str) -> None:
@@ -46,16 +46,22 @@ def draw_kv_cache(fig: Figure, cfg: ModelConfig, context: int, layers: int, kv_h
     colours = ("tab:red", "tab:orange", "tab:blue")
     styles = ("--", "-", ":")  # red and orange are hard to tell apart for some readers: the lines differ too
     gib = 2 ** 30
+    drawn = []
     for (label, h), colour, style in zip(kinds.items(), colours, styles):
         ys = [cache_bytes(cfg, int(t), layers, h, nbytes) / gib for t in contexts]
         left.plot(contexts, ys, color=colour, ls=style, label=label, lw=2.5 if h == kv_heads else 1.2)
+        drawn += ys
     chosen = cache_bytes(cfg, context, layers, kv_heads, nbytes)
     per_token = cache_bytes(cfg, 1, layers, kv_heads, nbytes)
     left.plot([context], [chosen / gib], "o", color="black", ms=7, zorder=5)
+    # The label goes towards the middle of the axes, so that it never runs into the title or the ticks.
+    at_left = np.log(context / contexts[0]) < 0.5 * np.log(contexts[-1] / contexts[0])
+    at_top = np.log(chosen / gib / min(drawn)) > 0.75 * np.log(max(drawn) / min(drawn))
     left.annotate(f"{format_bytes(chosen)}\n({format_bytes(per_token)}/token)", (context, chosen / gib),
-                  textcoords="offset points", xytext=(-10, 12), ha="right", fontsize=8)
+                  textcoords="offset points", xytext=(10 if at_left else -10, -12 if at_top else 12),
+                  ha="left" if at_left else "right", va="top" if at_top else "bottom", fontsize=8)
     left.set(xscale="log", yscale="log", xlabel="context (tokens)", ylabel="KV cache (GiB, batch 1)",
-             title=f"{cfg.name}: {layers} layers, head_dim {cfg.head_dim}, {dtype} (every layer full)")
+             title=f"{cfg.name}: {layers} layer{'' if layers == 1 else 's'}, head_dim {cfg.head_dim}, {dtype} (every layer full)")
     left.title.set_fontsize(9)
     left.grid(alpha=0.3, which="both")
     left.legend(fontsize=7, loc="upper left")

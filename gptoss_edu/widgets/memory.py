@@ -40,7 +40,9 @@ def draw_plan(fig: Figure, cfg: ModelConfig, context: int, prompt_tokens: int, g
     left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0))  # below the bar, never over it
 
     contexts = np.unique(np.geomspace(1024, cfg.context_length, 30).astype(int))
-    totals = [memory.plan(cfg, int(t), 0, prompt_tokens=min(prompt, int(t))).total / memory.GiB for t in contexts]
+    # Each context caps the prompt the user asked for, not the one this context capped.
+    totals = [memory.plan(cfg, int(t), 0, prompt_tokens=min(prompt_tokens, int(t))).total / memory.GiB
+              for t in contexts]
     right.plot(contexts, totals, color="#345", label="total")
     right.plot([context], [plan.total / memory.GiB], "o", color="k")
     right.axhline(gpu_gib, color="k", ls="--", lw=1, label=f"{gpu_gib} GiB GPU")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipywidgets as widgets
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..moe import load_balancing_loss
 from . import Explorer
@@ -50,7 +51,9 @@ def routing_explorer(tokens: int = 512, d_model: int = 64, seed: int = 0) -> Exp
         ax.axhline(fair, color="k", ls="--", lw=1, label=f"balanced: {fair:.0f} each")
         ax.set_xlabel("expert")
         ax.set_ylabel("tokens routed to it")
-        ax.set_title(f"{tokens} tokens, top-{k} of {n_experts}: busiest expert {stats['imbalance']:.1f}x its share, "
+        capped = f" (top-k {top_k} capped: only {n_experts} experts)" if top_k > n_experts else ""
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # experts are whole: no tick at 0.25
+        ax.set_title(f"{tokens} tokens, top-{k} of {n_experts}{capped}: busiest expert {stats['imbalance']:.1f}x its share, "
                      f"{stats['idle']} idle; balance loss {aux:.2f}", fontsize=9)
         ax.legend(fontsize=8)
 

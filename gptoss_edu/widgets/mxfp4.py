@@ -64,7 +64,7 @@ def block_explorer(weight: torch.Tensor | None = None) -> Explorer:
         ax.set_ylabel("value")
         ax.set_title(f"block {block}: scale code {code} = 2^{code - mxfp4.SCALE_BIAS}; grey lines: the 16-value grid",
                      fontsize=9)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)  # below: never on a value
 
         errs = [rms_error(x, min(max(best + s, 0), 254)) for s in SHIFTS]
         colours = ["#ffb347" if s == scale_shift else "#8aa9c9" for s in SHIFTS]

@@ -55,8 +55,8 @@ def rope_explorer(head_dim: int = 16, theta: float = 10000.0, max_pos: int = 64,
         plane.axhline(0, color="#ccc", lw=0.5)
         plane.axvline(0, color="#ccc", lw=0.5)
         wavelength = 2 * math.pi / float(inv_freq[pair])
-        plane.set_title(f"pair {pair}: dims ({pair}, {pair + half})\nturns once every {wavelength:.3g} positions",
-                        fontsize=9)
+        turn = f"{wavelength:,.0f}" if wavelength >= 100 else f"{wavelength:.3g}"  # 19,869, not 1.99e+04
+        plane.set_title(f"pair {pair}: dims ({pair}, {pair + half})\nturns once every {turn} positions", fontsize=9)
         plane.text(0.02, 0.02, "dashed: before turning", transform=plane.transAxes, fontsize=7, color="#666")
         plane.set_xlabel(f"x[{pair}]")
         plane.set_ylabel(f"x[{pair + half}]")

@@ -34,7 +34,8 @@ def yarn_explorer(base: ModelConfig | None = None) -> Explorer:
         pairs = torch.arange(cfg.head_dim // 2)
         L = cfg.rope_original_context
         stats.update(low=low, high=high, attention_factor=attention_factor,
-                     kept=int((yarn == plain).sum()),
+                     # isclose: the ramp's blend of two equal frequencies may round off by a bit.
+                     kept=int(torch.isclose(yarn, plain).sum()),
                      # At factor 1 nothing is divided: every pair is kept, none interpolated.
                      interpolated=int(torch.isclose(yarn, plain / factor).sum()) if factor > 1 else 0,
                      longest_wavelength=float(2 * math.pi / yarn.min()))
