@@ -39,6 +39,24 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.skip(reason=NO_TRITON))
 
 
+@pytest.fixture
+def no_stray_memory():
+    """In Triton's interpreter, each test: no kernel loads or stores outside the tensors its launch was given.
+
+    Outputs cannot show a stray load whose lanes are never stored; on a GPU it reads another
+    tensor's memory or faults. Compiled on a GPU, the addresses cannot be watched. Used as
+    pytestmark = pytest.mark.usefixtures("no_stray_memory").
+    """
+    if torch.cuda.is_available():
+        yield
+        return
+    from gptoss_kernels.memcheck import stray_accesses
+
+    with stray_accesses() as strays:
+        yield
+    assert not strays, "; ".join(map(str, strays))
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One thread for a module: its sums are added in one order, and on a shared 2-core machine two

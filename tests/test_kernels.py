@@ -48,6 +48,10 @@ common = importlib.import_module("gptoss_kernels._common")
 
 DEVICE = "cuda" if ON_GPU else "cpu"
 DTYPE = torch.bfloat16 if ON_GPU else torch.float32
+
+
+# In the interpreter, no kernel may load or store outside the tensors of its launch (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("no_stray_memory")
 # (rtol, atol) per kernel and dtype; MoE's atol is relative to the largest output.
 TOL = {
     "rmsnorm": {torch.float32: (1e-5, 1e-6), torch.bfloat16: (1.6e-2, 1e-2)},

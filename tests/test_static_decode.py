@@ -25,6 +25,9 @@ from gptoss_edu.generate import generate
 from gptoss_edu.static_decode import CUDAGraphDecoder, generate as static_generate, static_decode_step
 from random_weights import randomize
 
+# In the interpreter, no kernel may load or store outside the tensors of its launch (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("no_stray_memory")
+
 RTOL = ATOL = 1e-5
 ON_GPU = torch.cuda.is_available()
 # The kernel tests run where the kernels compile: on the GPU, or on the CPU in the interpreter.

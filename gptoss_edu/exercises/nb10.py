@@ -77,29 +77,17 @@ def _is_interpreted(kernel: Any) -> bool:
 def _recorded_loads() -> Iterator[list[tuple[int, int]] | None]:
     """In Triton's interpreter, the lowest and highest byte address each tl.load reads; None when it cannot tell."""
     # A load past the end of gu whose lanes are never stored leaves no trace in the outputs; its
-    # addresses do. The interpreter's builder does every load, so it is where to watch them.
-    try:
-        from triton.runtime.interpreter import InterpreterBuilder
-        real = InterpreterBuilder.create_masked_load
-    except (ImportError, AttributeError):
-        yield None
-        return
+    # addresses do (gptoss_kernels.memcheck watches the interpreter's loads).
+    from gptoss_kernels.memcheck import watch_accesses
+
     seen: list[tuple[int, int]] = []
 
-    def watched(self: Any, ptrs: Any, mask: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            read = np.asarray(ptrs.data)[np.broadcast_to(np.asarray(mask.data, dtype=bool), np.shape(ptrs.data))]
-            if read.size:
-                seen.append((int(read.min()), int(read.max())))
-        except (AttributeError, TypeError, ValueError):  # another Triton's internals: watch nothing
-            pass
-        return real(self, ptrs, mask, *args, **kwargs)
+    def record(kernel: str, kind: str, touched: np.ndarray, size: int, ranges: list) -> None:
+        if kind == "load":
+            seen.append((int(touched.min()), int(touched.max())))
 
-    InterpreterBuilder.create_masked_load = watched
-    try:
-        yield seen
-    finally:
-        InterpreterBuilder.create_masked_load = real
+    with watch_accesses(record) as watching:
+        yield seen if watching else None
 
 
 def _run(kernel: Any, gu: torch.Tensor, n: int, block: int, alpha: float,
