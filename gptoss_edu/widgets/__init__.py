@@ -34,13 +34,13 @@ class Explorer(widgets.VBox):
                  figsize: tuple[float, float] = (7.0, 3.6)) -> None:
         self.title, self.draw_fn, self.controls, self.figsize = title, draw, controls, figsize
         self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
-        self.error = widgets.HTML("")  # what went wrong with the last redraw, shown above the picture
+        self.error = widgets.HTML("")  # what went wrong with the last redraw, shown in the picture's place
         self.last_error: Exception | None = None
         self.figure: Figure | None = None
         for c in controls.values():
             c.observe(lambda _change: self._redraw_for_a_control(), names="value")
         box = widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap"))
-        super().__init__([widgets.HTML(f"<b>{title}</b>"), box, self.error, self.image])
+        super().__init__([widgets.HTML(f"<b>{title}</b>"), box, self.image, self.error])
         self.redraw()
 
     @property
@@ -64,11 +64,11 @@ class Explorer(widgets.VBox):
             self.last_error = e
             self.error.value = (f"<span style='color:#b00'>could not draw {self.values}: "
                                 f"{html.escape(type(e).__name__)}: {html.escape(str(e))}</span>")
-            self.image.layout.visibility = "hidden"
+            self.image.layout.display = "none"
         else:
             self.last_error = None
             self.error.value = ""
-            self.image.layout.visibility = "visible"
+            self.image.layout.display = None
 
     def set(self, **values: Any) -> "Explorer":
         """Move controls as a learner would (each change redraws); for tests and scripted tours."""

@@ -122,7 +122,11 @@ WIDGET_PROBLEMS_JS = """() => {
       problems.push('an Explorer shows as text, not as a widget (is jupyterlab_widgets installed?): ' + text.trim());
   }
   for (const img of panel.querySelectorAll('img.widget-image'))
-    if (!img.complete || img.naturalWidth === 0) problems.push('an image widget shows no picture');
+    if (img.style.display !== 'none' && (!img.complete || img.naturalWidth === 0))
+      problems.push('an image widget shows no picture');
+  for (const html of panel.querySelectorAll('.widget-html'))
+    if ((html.textContent || '').includes('could not draw'))
+      problems.push('an Explorer says: ' + html.textContent.trim().slice(0, 200));
   return problems;
 }"""
 

@@ -57,5 +57,9 @@ def test_harness_reports_errors_and_dead_controls(lab, lab_root, page, artifacts
         problems = report.problems()
         assert len(problems) == 2
         assert "no slider changed the figure" in problems[0] and "no dropdown changed" in problems[1]
+        # The dropdown's 'blue' makes the draw raise: the Explorer says so where its picture was.
+        said = lp.widget_problems(page)
+        assert len(said) == 1 and "an Explorer says: could not draw" in said[0], said
+        assert "ValueError: blue is not drawable" in said[0], said
     finally:
         lab.shutdown_kernels()
