@@ -99,12 +99,12 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float, q
     # Grouped-query attention: view the query heads as [Hkv, groups] instead of copying k and v.
     qg = q.reshape(B, Hkv, groups, Tq, D)
     k_pos = torch.arange(Tk, device=q.device)
+    # The softmax runs in float32 at least (float64 stays float64: a check to 1e-15 can use it).
+    wide = torch.float64 if q.dtype == torch.float64 else torch.float32
     outs = []
     for s in range(0, Tq, QUERY_CHUNK):
         qc = qg[:, :, :, s:s + QUERY_CHUNK]
         q_pos = torch.arange(q_start + s, q_start + s + qc.shape[3], device=q.device)
-        # The softmax runs in float32 at least (float64 stays float64: a check to 1e-15 can use it).
-        wide = torch.float64 if q.dtype == torch.float64 else torch.float32
         scores = (qc @ k.unsqueeze(2).transpose(-1, -2)).to(wide) * scale  # [B, Hkv, G, tq, Tk]
         scores = scores.masked_fill(~attention_mask(q_pos, k_pos, window), float("-inf"))
         if sinks is not None:

@@ -21,7 +21,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-# (kernel, kind, the byte addresses it touched, bytes an element, the byte ranges of the launch's tensors)
+# (kernel, kind, the byte addresses it touched, bytes an element, the byte ranges of the launch's tensors:
+# the watcher's own list, valid during the call)
 Access = Callable[[str, str, np.ndarray, int, list[tuple[int, int]]], None]
 
 
@@ -57,8 +58,7 @@ def watch_accesses(on_access: Access) -> Iterator[bool]:
         data = np.asarray(ptrs.data)
         touched = data[np.broadcast_to(np.asarray(mask.data, dtype=bool), data.shape)]
         if touched.size:
-            on_access(kernel[0], kind, touched.astype(np.int64), ptrs.get_element_ty().primitive_bitwidth // 8,
-                      list(ranges))
+            on_access(kernel[0], kind, touched.astype(np.int64), ptrs.get_element_ty().primitive_bitwidth // 8, ranges)
 
     def load(self: Any, ptrs: Any, mask: Any, *rest: Any, **kw: Any) -> Any:
         seen("load", ptrs, mask)

@@ -61,7 +61,8 @@ def draw_kv_cache(fig: Figure, cfg: ModelConfig, context: int, layers: int, kv_h
                   textcoords="offset points", xytext=(10 if at_left else -10, -12 if at_top else 12),
                   ha="left" if at_left else "right", va="top" if at_top else "bottom", fontsize=8)
     left.set(xscale="log", yscale="log", xlabel="context (tokens)", ylabel="KV cache (GiB, batch 1)",
-             title=f"{cfg.name}: {layers} layer{'' if layers == 1 else 's'}, head_dim {cfg.head_dim}, {dtype} (every layer full)")
+             title=f"{cfg.name}: {layers} layer{'' if layers == 1 else 's'}, head_dim {cfg.head_dim}, {dtype} "
+                   "(every layer full)")
     left.title.set_fontsize(9)
     left.grid(alpha=0.3, which="both")
     left.legend(fontsize=7, loc="upper left")

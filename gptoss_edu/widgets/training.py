@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import ipywidgets as widgets
-import numpy as np
 import matplotlib.pyplot as plt
+import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
@@ -47,7 +47,7 @@ def plot_losses(ax: Axes, runs: Mapping[str, TrainResult], smoothing: int = 10, 
 
 
 def run_colours(names: Sequence[str]) -> dict[str, str]:
-    """A colour per run: the first blue and the last orange, as GPT-2 and gpt-oss everywhere; the runs between from a ramp."""
+    """A colour per run: the first blue and the last orange (GPT-2 and gpt-oss everywhere), a ramp between."""
     # The course's steps lie between GPT-2 and gpt-oss: shades of purple, light to dark, keep their
     # order and leave blue and orange to the two ends. A run keeps its colour when others are hidden.
     names = list(names)
