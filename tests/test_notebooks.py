@@ -61,3 +61,24 @@ def test_every_explorer_is_followed_by_its_picture_for_a_static_page(path):
                 pytest.fail(f"{path.name}: the Explorer of code cell {i} has no stored picture before the next section")
             if any("image/png" in o.get("data", {}) for o in later.get("outputs", [])):
                 break
+
+
+def sanitized(text: str) -> str:
+    """``text`` as nbval compares it, after tests/nbval_sanitize.cfg's replacements."""
+    from nbval.plugin import get_sanitize_patterns
+
+    for regex, replace in get_sanitize_patterns((REPO / "tests" / "nbval_sanitize.cfg").read_text()):
+        text = re.sub(regex, replace, text)
+    return text
+
+
+def test_float32_rounding_is_the_same_on_every_cpu_and_real_numbers_are_compared():
+    # Stored on one CPU, compared on another: rounding-sized differences (and an exact zero) must
+    # match whatever their digits; the numbers a notebook states must not be hidden.
+    for a, b in (("max |ours - transformers| = 1.4e-06", "max |ours - transformers| = 1.8e-06"),
+                 ("largest difference 0.0e+00 (tolerance 1e-4)", "largest difference 7.6e-06 (tolerance 1e-4)"),
+                 ("max difference 2e-07", "max difference 1e-07"), ("block 0   6.0e-08", "block 0   6.7e-08")):
+        assert sanitized(a) == sanitized(b) != a
+    for kept in ("2^-27 = 7.451e-09", "low  1.50e-10  9.99e-01", "positions 5-9 by 0.38", "tolerance 1e-4",
+                 "val loss 4.089", "differs by 3.2e-03", "1.0e+00"):
+        assert sanitized(kept) == kept
