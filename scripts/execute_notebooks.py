@@ -9,11 +9,16 @@ adds a cell ``NAME = EXPR`` right after the notebook's settings cell (the one ta
 ``parameters``, as papermill does), so a run can change a setting without editing the notebook.
 A cell that raises (or runs past --timeout, or kills the kernel) stops its notebook: the notebook
 is saved as far as it ran, the next one runs, and the exit status is 1.
+
+Run in place, the kernel sees no GPU even where there is one: the stored outputs are the ones
+nbval checks in CI, which has none. Copies in --out run on the GPU (notebooks 10 and 12 take
+their GPU branches).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -63,8 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         client = nbclient.NotebookClient(nb, timeout=args.timeout, kernel_name="python3", record_timing=True,
                                          resources={"metadata": {"path": str(path.parent)}})
+        # In place: as CI runs it, without a GPU (an empty CUDA_VISIBLE_DEVICES hides every one).
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES="") if args.out is None else dict(os.environ)
         try:
-            client.execute()
+            client.execute(env=env)
             status = "ran"
         except (nbclient.exceptions.CellExecutionError, nbclient.exceptions.CellTimeoutError,
                 nbclient.exceptions.DeadKernelError) as e:

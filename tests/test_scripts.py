@@ -3,6 +3,7 @@ with --set after the cell tagged 'parameters', and reports a failing cell by its
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,39 @@ def test_notebook_12_has_its_settings_cell_tagged():
     nb = nbformat.read(ROOT / "notebooks" / "12_gpt_oss_20b.ipynb", as_version=4)
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1 and "MODEL = " in tagged[0].source
+
+
+def test_in_place_runs_hide_the_gpu_and_copies_keep_it(tmp_path):
+    # The stored outputs are the ones CI checks without a GPU: on a GPU machine an in-place run must
+    # not store the GPU branches of notebooks 10 and 12. An empty CUDA_VISIBLE_DEVICES hides every GPU.
+    cell = "import os; print(repr(os.environ.get('CUDA_VISIBLE_DEVICES')))"
+    src = notebook(tmp_path / "env.ipynb", cell)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0"}
+    for args, seen in (((), "''"), (("--out", str(tmp_path / "out")), "'0'")):
+        done = subprocess.run([sys.executable, "scripts/execute_notebooks.py", *args, str(src)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stderr
+        assert outputs(src if not args else tmp_path / "out" / "env.ipynb") == [seen + "\n"]
+
+
+def test_nbval_runs_notebooks_without_the_gpu_and_leaves_this_process_its_own(tmp_path):
+    # tests/conftest.py hides the GPU from nbval's kernels only (the kernel tests in this process
+    # keep it): a notebook whose stored output is the empty CUDA_VISIBLE_DEVICES passes, and the
+    # test after it sees the variable as it was.
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import os; print(repr(os.environ.get('CUDA_VISIBLE_DEVICES')))", execution_count=1,
+        outputs=[nbformat.v4.new_output("stream", name="stdout", text="''\n")])])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "env.ipynb")
+    (tmp_path / "conftest.py").write_text(
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('course_conftest', {str(ROOT / 'tests' / 'conftest.py')!r})\n"
+        "course = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(course)\n"
+        "pytest_runtest_setup = course.pytest_runtest_setup\n")
+    (tmp_path / "test_after.py").write_text("import os\n\ndef test_after():\n"
+                                            "    assert os.environ['CUDA_VISIBLE_DEVICES'] == '0'\n")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval",
+                           "--nbval-current-env", "env.ipynb", "test_after.py"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": "0"})
+    assert done.returncode == 0 and "2 passed" in done.stdout, done.stdout + done.stderr

@@ -134,7 +134,9 @@ class LabServer:
         for sub in ("settings", "workspaces", "runtime"):
             (work / sub).mkdir(parents=True, exist_ok=True)
         write_lab_settings(work / "settings")
-        env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(work / "settings"),
+        # CUDA_VISIBLE_DEVICES empty: the notebooks run as on CI, without a GPU, whatever this machine has
+        # (on a GPU notebook 12 would reach for the real 13 GB checkpoint).
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES="", JUPYTERLAB_SETTINGS_DIR=str(work / "settings"),
                    JUPYTERLAB_WORKSPACES_DIR=str(work / "workspaces"),
                    JUPYTER_RUNTIME_DIR=str(work / "runtime"), **{MARKER: tag})
         env.pop("JUPYTER_TOKEN", None)
