@@ -17,7 +17,8 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
-	@# An existing environment (e.g. a conda env passed as VENV=$$CONDA_PREFIX) is used as it is.
+	@# An existing environment (e.g. a conda env passed as VENV=$$CONDA_PREFIX) is not recreated: the
+	@# pinned packages are installed into it.
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "The course needs Python 3.11 or newer, and " + sys.executable + " is " + sys.version.split()[0] + ": run make clean-venv, then make PYTHON=python3.11 (or newer).")'
 	$(PY) -m pip install --quiet -c constraints.txt --upgrade pip
@@ -34,16 +35,18 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 lab: venv
 	$(VENV)/bin/jupyter lab $(ROOT_FLAG) notebooks/00_welcome.ipynb
 
-# Tests never reach the network (HF_HUB_OFFLINE), and notebook 13 trains on its short schedule.
+# Tests never reach the network (HF_HUB_OFFLINE), and notebook 13 trains on its short schedule. The
+# notebooks run as on CI, without a GPU, even on a machine with one (tests/conftest.py).
 test: venv
 	HF_HUB_OFFLINE=1 GPTOSS_EDU_QUICK=1 $(PY) -m pytest tests notebooks --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 test-fast: venv
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests -m "not slow and not browser"
 
-# The browser tests alone (JupyterLab in headless Chromium); scripts/install_browser.sh installs Chromium.
+# The browser tests alone (JupyterLab in headless Chromium), as `make test` runs them; scripts/install_browser.sh
+# installs Chromium.
 test-browser: venv
-	$(PY) -m pytest tests/browser -m browser
+	HF_HUB_OFFLINE=1 GPTOSS_EDU_QUICK=1 $(PY) -m pytest tests/browser -m browser
 
 student: venv
 	$(PY) -m gptoss_edu student notebooks student

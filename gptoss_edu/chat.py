@@ -223,11 +223,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint folder, or Hugging Face repo id (e.g. openai/gpt-oss-20b)")
     parser.add_argument("--reasoning", default="medium", choices=harmony.REASONING_EFFORTS,
                         help="reasoning effort written in the system message (default: medium)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ..., mps (default: cuda if available)")
     parser.add_argument("--backend", default="torch", choices=("torch", "triton"),
-                        help="run the hot ops in PyTorch or in the course's Triton kernels")
+                        help="run the hot ops in PyTorch or in the course's Triton kernels (default: torch)")
     parser.add_argument("--max-new-tokens", type=int, default=512, help="longest reply in tokens (default: 512)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default: 1.0, OpenAI's advice)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default: 1.0, as the gpt-oss README advises)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: 1.0)")
     parser.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
     parser.add_argument("--date", default=None, help="current date for the system message: YYYY-MM-DD or 'today'")

@@ -827,11 +827,13 @@ def training_markdown(result: TrainResult, about: str, command: str, exported_va
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     """The train command's arguments: a recipe, where to write, and overrides of its settings."""
     ap.add_argument("recipe", help="tiny-gpt-oss-chat, or course-step-NN (01..13)")
-    ap.add_argument("--out", help="run folder for checkpoints (default runs/<recipe>)")
+    ap.add_argument("--out", help="run folder for checkpoints (default runs/<recipe>); a run already there is resumed")
     ap.add_argument("--export", help="also write the final model here (HF layout, MXFP4 experts, TRAINING.md)")
     ap.add_argument("--fresh", action="store_true",
                     help="start over even if --out holds a run (its state/ and model/ are deleted)")
-    for name in ("steps", "batch_size", "seq_len", "warmup_steps", "seed", "eval_every", "checkpoint_every"):
+    ap.add_argument("--steps", type=int, help="override the recipe's steps (its warmup shrinks in proportion "
+                                               "unless --warmup-steps is given)")
+    for name in ("batch_size", "seq_len", "warmup_steps", "seed", "eval_every", "checkpoint_every"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"override the recipe's {name}")
     for name in ("lr", "min_lr"):
         ap.add_argument(f"--{name.replace('_', '-')}", type=float, help=f"override the recipe's {name}")
