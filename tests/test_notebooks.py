@@ -38,6 +38,16 @@ def test_every_code_cell_ran_and_none_shows_an_error(path):
     assert not errors, f"{path.name} stores error outputs: {errors}"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_unchecked_cell_says_why(path):
+    # nbval skips a cell whose first line is NBVAL_IGNORE_OUTPUT: its second says why, e.g. "# (timings)".
+    for i, c in enumerate(cells(path)):
+        lines = "".join(c["source"]).splitlines()
+        if c["cell_type"] == "code" and lines and "NBVAL_IGNORE_OUTPUT" in lines[0]:
+            assert len(lines) > 1 and re.fullmatch(r"# \(.+\)", lines[1]), \
+                f"{path.name}, cell {i}: after '# NBVAL_IGNORE_OUTPUT', a line '# (why its output varies)'"
+
+
 def test_readme_lists_every_notebook():
     readme = (REPO / "README.md").read_text()
     for path in NOTEBOOKS:
