@@ -420,6 +420,9 @@ def main(args: argparse.Namespace) -> int:
         model = (dense_from_packed(packed, device, dtype).set_backend("torch") if path == "torch"
                  else hf_from_packed(packed, device, dtype))
         del packed
+        if path == "transformers":  # its default for the experts differs by version and device: say which ran
+            versions["transformers experts"] = getattr(model.config, "_experts_implementation", None) or "eager"
+            print(f"transformers: attention eager, experts {versions['transformers experts']}")
         run(ours("torch", model) if path == "torch" else transformers_runner(model))
         del model
 

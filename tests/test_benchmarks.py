@@ -32,6 +32,8 @@ def test_benchmark_smoke_runs_every_path(tmp_path):
         assert set(r["decode"]) == {"16", "40"} and all(v > 0 for v in r["decode"].values()), name
     # The graph path's static step computes what model(ids, cache) does (float32 on the CPU).
     assert data["results"]["triton+graph"]["static_decode_max_diff"] < 1e-4
+    # transformers picks its experts' code by version and device: the record says which one ran.
+    assert data["versions"]["transformers experts"] in done.stdout
     for name in PATHS[1:]:  # every path ran the same weights as the triton one
         line = next(l for l in done.stdout.splitlines() if l.startswith(f"same weights check: last prefill logits, {name} "))
         assert float(line.split("max |diff| ")[1].split()[0]) < 1e-4, line
@@ -72,3 +74,18 @@ def test_gpu_check_runs_only_the_steps_asked_for(tmp_path):
     assert summary.startswith("benchmark: exit 0") and "tests:" not in summary and not (out / "tests.log").exists()
     done = run(["bash", "benchmarks/gpu_check.sh"], OUT=str(out), PYTHON=sys.executable, STEPS="benchmarks")
     assert done.returncode == 2 and "unknown step 'benchmarks'" in done.stderr
+
+
+def test_gpu_check_fails_a_chat_that_fell_back_from_its_cuda_graph(tmp_path):
+    # The chat itself goes on without the graph (and exits 0); on the GPU machine that must show as a failure.
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'UserWarning: the decode step could not be recorded as a CUDA graph (x)' >&2\n")
+    fake.chmod(0o755)
+    out = tmp_path / "check"
+    done = run(["bash", "benchmarks/gpu_check.sh"], OUT=str(out), PYTHON=str(fake), STEPS="chat")
+    summary = (out / "summary.txt").read_text()
+    assert done.returncode == 1 and "chat: exit 0" in summary and "fell back from a CUDA graph" in summary
+    (out / "summary.txt").unlink()
+    fake.write_text("#!/bin/sh\necho 'a reply'\n")
+    done = run(["bash", "benchmarks/gpu_check.sh"], OUT=str(out), PYTHON=str(fake), STEPS="chat")
+    assert done.returncode == 0 and "fell back" not in (out / "summary.txt").read_text()

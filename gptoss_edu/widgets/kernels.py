@@ -266,8 +266,8 @@ def benchmark_cases(cfg: ModelConfig, tokens: int, context: int, device: str | t
         top, idx = logits.topk(K, dim=-1)
         idx, wts = idx.to(device), torch.softmax(top, dim=-1).to(device=device, dtype=dtype)
         cases.append(BenchCase("experts, MXFP4", "triton", costs["experts, MXFP4"],
-                               lambda: moe_mxfp4(x, idx, wts, *w1, b1, *w2, b2,
-                                                 alpha=cfg.swiglu_alpha, limit=cfg.swiglu_limit)))
+                               lambda: moe_mxfp4(x, idx, wts, *w1, b1, *w2, b2, alpha=cfg.swiglu_alpha,
+                                                 limit=cfg.swiglu_limit, check_indices=not x.is_cuda)))
         # The PyTorch path on the same weights dequantized (what set_backend("torch") runs with dense experts).
         with torch.device("meta"):
             dense = Experts(cfg)
