@@ -39,19 +39,18 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.skip(reason=NO_TRITON))
 
 
-@pytest.hookimpl(hookwrapper=True)
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item):
     # nbval starts a notebook's kernel while it sets up the notebook's first cell. The stored outputs
     # are a machine's without a GPU (CI's), so the kernel must not see one: on a GPU machine notebooks
     # 10 and 12 would take their GPU branches and differ. This pytest process keeps the GPU for the
     # kernel tests; benchmarks/gpu_check.sh runs the notebooks' GPU branches.
     if type(item).__name__ != "IPyNbCell":
-        yield
-        return
+        return (yield)
     before = os.environ.get("CUDA_VISIBLE_DEVICES")
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
     try:
-        yield
+        return (yield)
     finally:
         if before is None:
             del os.environ["CUDA_VISIBLE_DEVICES"]
