@@ -227,7 +227,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="torch", choices=("torch", "triton"),
                         help="run the hot ops in PyTorch or in the course's Triton kernels (default: torch)")
     parser.add_argument("--max-new-tokens", type=int, default=512, help="longest reply in tokens (default: 512)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (default: 1.0, as the gpt-oss README advises)")
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="0 = greedy (default: 1.0, as the gpt-oss README advises)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: 1.0)")
     parser.add_argument("--seed", type=int, default=None, help="make sampling reproducible")
     parser.add_argument("--date", default=None, help="current date for the system message: YYYY-MM-DD or 'today'")

@@ -108,7 +108,8 @@ def make_student_copy(src: str | Path, dst: str | Path) -> dict[str, int]:
 # `python -m gptoss_edu student`: the command-line interface's add_arguments/run pair.
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The student command's arguments: the course folder and where the copy goes."""
-    parser.add_argument("src", nargs="?", default="notebooks", help="folder of the course's notebooks (default: notebooks)")
+    parser.add_argument("src", nargs="?", default="notebooks",
+                        help="folder of the course's notebooks (default: notebooks)")
     parser.add_argument("dst", nargs="?", default="student",
                         help="folder for the student copy: new, empty, or an earlier copy (replaced unless changed; "
                              "default: student)")
