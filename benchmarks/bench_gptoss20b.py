@@ -61,6 +61,7 @@ if ARGS is not None and ARGS.smoke:
 import torch  # noqa: E402
 
 import gptoss_edu as g  # noqa: E402
+from gptoss_edu.env import triton_gpu_problem  # noqa: E402
 from gptoss_edu.model import GPT  # noqa: E402
 from gptoss_edu.rotary import Rotary  # noqa: E402
 
@@ -335,6 +336,12 @@ def describe_needs(cfg: g.ModelConfig) -> str:
             f"built from an MXFP4 copy: about {packed + dense + 4:.0f} GiB at the peak)")
 
 
+def kernels_skipped(device: torch.device, paths: list[str]) -> dict[str, str]:
+    """The paths on the Triton kernels, each with the reason, when ``device`` is a GPU too old for Triton."""
+    too_old = triton_gpu_problem(device) if device.type == "cuda" else None
+    return {path: too_old for path in ("triton", "triton+graph") if too_old and path in paths}
+
+
 def main(args: argparse.Namespace) -> int:
     cfg = bench_config(args)
     if not args.smoke and not torch.cuda.is_available():
@@ -394,7 +401,8 @@ def main(args: argparse.Namespace) -> int:
         free, _ = torch.cuda.mem_get_info(device)
         return free > extra_bytes + 4 * GiB
 
-    if "triton" in args.paths or "triton+graph" in args.paths:
+    skipped.update(kernels_skipped(device, args.paths))
+    if {"triton", "triton+graph"} & set(args.paths) - set(skipped):
         packed = build_packed().set_backend("triton")
         if "triton" in args.paths:
             run(ours("triton", packed))

@@ -21,7 +21,7 @@ from typing import TextIO
 import torch
 
 from . import harmony
-from .env import total_ram
+from .env import total_ram, triton_gpu_problem
 from .generate import Generation, stream
 from .model import GPT
 from .static_decode import fast_step
@@ -265,6 +265,10 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise ChatError(f"--device {args.device}: the chat runs on cpu, cuda (an NVIDIA GPU) or mps (an Apple one)")
     if kind == "cuda" and not torch.cuda.is_available():
         raise ChatError(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
+    index, count = torch.device(args.device).index, torch.cuda.device_count() if kind == "cuda" else 0
+    if kind == "cuda" and index is not None and index >= count:
+        raise ChatError(f"--device {args.device}: this machine has {count} CUDA GPU{'s' if count > 1 else ''}, "
+                        f"cuda:0{f' to cuda:{count - 1}' if count > 1 else ''}")
     if kind == "mps" and not torch.backends.mps.is_available():
         raise ChatError(f"--device {args.device}: no Apple GPU (MPS) is available to this PyTorch; use --device cpu")
     if args.backend == "triton":
@@ -276,6 +280,9 @@ def _check_arguments(args: argparse.Namespace) -> None:
         if not args.device.startswith("cuda") and not interpreter_mode():
             raise ChatError("--backend triton on the CPU needs TRITON_INTERPRET=1 in the environment (Triton's "
                             "interpreter: slow, for checking); --backend torch runs anywhere")
+        problem = triton_gpu_problem(torch.device(args.device)) if args.device.startswith("cuda") else None
+        if problem:
+            raise ChatError(f"--backend triton: {problem}. --backend torch runs on this GPU")
 
 
 def read_line(prompt: str) -> str:

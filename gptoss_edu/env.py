@@ -292,6 +292,36 @@ def gpu_info() -> tuple[str, int] | None:
     return props.name, int(props.total_memory)
 
 
+# Triton compiles for NVIDIA GPUs of compute capability 8.0 (Ampere) and newer, and the kernels'
+# bfloat16 needs sm_80 instructions: for a Tesla T4 (7.5) or a V100 (7.0), ptxas refuses them.
+TRITON_MIN_CAPABILITY = (8, 0)
+
+
+def triton_gpu_problem(device: object = None) -> str | None:
+    """Why Triton cannot compile the kernels for this CUDA GPU (it is too old), or None when it can or there is none."""
+    try:
+        import torch
+    except ImportError:  # the environment check reports a missing torch; nothing else here needs it
+        return None
+    if not torch.cuda.is_available() or getattr(torch.version, "hip", None):  # ROCm: Triton has its own AMD targets
+        return None
+    major, minor = torch.cuda.get_device_capability(device)
+    if (major, minor) >= TRITON_MIN_CAPABILITY:
+        return None
+    least = ".".join(map(str, TRITON_MIN_CAPABILITY))
+    return (f"this GPU, {torch.cuda.get_device_name(device)}, has compute capability {major}.{minor}, and Triton "
+            f"compiles the kernels only for {least} and newer (A100, RTX 30xx, L4, RTX 40xx, H100 and later)")
+
+
+def triton_gpu() -> bool:
+    """True when there is a CUDA GPU that Triton compiles the kernels for (else they run only in its interpreter)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available() and triton_gpu_problem() is None
+
+
 def _hub_cache() -> Path:
     try:
         from huggingface_hub import constants
@@ -342,9 +372,13 @@ def check_machine() -> list[Check]:
     else:
         name, mem = gpu
         big = mem >= need
-        rows.append(Check("GPU", f">={gib(need)} for 12", f"{name}, {gib(mem)}", OK if big else WARN,
-                          "10 compiles and times the kernels; 12 runs gpt-oss-20b" if big else
-                          f"10 compiles the kernels; gpt-oss-20b needs {gib(need)}, so 12 uses the small checkpoint"))
+        old = triton_gpu_problem(0)
+        ten = ("10 compiles and times the kernels" if not old else
+               "too old for Triton (compute capability below 8.0): 10 uses Triton's interpreter")
+        twelve = ("12 runs gpt-oss-20b" + (" on the PyTorch path" if old else "") if big else
+                  f"gpt-oss-20b needs {gib(need)}, so 12 uses the small checkpoint")
+        rows.append(Check("GPU", f">={gib(need)} for 12", f"{name}, {gib(mem)}", OK if big and not old else WARN,
+                          f"{ten}; {twelve}"))
     free = free_disk(_hub_cache())
     roomy = free >= weights
     rows.append(Check("free disk (HF cache)", f">={gib(weights)} for 12", gib(free), OK if roomy else WARN,
@@ -443,7 +477,7 @@ class EnvironmentReport:
 def check_environment() -> EnvironmentReport:
     """Check the packages against their pins and the machine against what each notebook needs."""
     pins, mins = read_pins(), read_minimums()
-    gpu = gpu_info() is not None
+    gpu = triton_gpu()
     packages = [check_python()] + [check_package(p, pins, mins, gpu) for p in PACKAGES] + check_dependencies(pins)
     return EnvironmentReport(packages, check_machine() + [check_data()])
 

@@ -130,7 +130,7 @@ class GPT(nn.Module):
         if backend == "triton":
             from gptoss_kernels import require_triton
 
-            require_triton()
+            require_triton(self.embed.weight.device)
         for m in self.modules():
             if hasattr(m, "backend"):
                 m.backend = backend

@@ -52,13 +52,29 @@ def _interpreted(kernel: Any) -> bool:
     return type(kernel).__name__ == "InterpretedFunction"
 
 
-def require_triton() -> None:
-    """Raise a clear RuntimeError unless the kernels can run here (Triton, and a GPU or the interpreter)."""
+@functools.lru_cache(maxsize=None)
+def gpu_problem(index: int | None) -> str | None:
+    """Why Triton cannot compile for CUDA GPU ``index`` (None: the current one), or None; asked once per GPU."""
+    from gptoss_edu.env import triton_gpu_problem
+
+    return triton_gpu_problem(index)
+
+
+def require_triton(device: torch.device | str | None = None) -> None:
+    """Raise a clear RuntimeError unless the kernels can run here (on ``device``): Triton, a GPU or the interpreter."""
     if not triton_available():
         raise RuntimeError(
             f"the Triton kernels need Triton, which is not installed ({_TRITON_ERROR}). Install it "
             f"(pip install triton, on Linux) or use the PyTorch path instead: model.set_backend('torch')."
         )
+    device = torch.device(device) if device is not None else None
+    on_gpu = device.type == "cuda" if device is not None else torch.cuda.is_available() and not interpreter_mode()
+    problem = gpu_problem(device.index if device is not None else None) if on_gpu else None
+    if problem:
+        interpret = ("" if device is not None else " Or set TRITON_INTERPRET=1 before importing triton and "
+                     "gptoss_kernels to run the kernels on the CPU in Triton's (slow) interpreter.")
+        raise RuntimeError(f"the Triton kernels cannot run on this GPU: {problem}. The PyTorch path runs on it: "
+                           f"model.set_backend('torch').{interpret}")
     if not torch.cuda.is_available() and not interpreter_mode():
         raise RuntimeError(
             "the Triton kernels need a CUDA GPU, or TRITON_INTERPRET=1 set before importing triton and "
@@ -116,6 +132,11 @@ def check_launch(kernel: Any, name: str, *tensors: torch.Tensor) -> None:
             f"the kernel on the CPU in Triton's (slow) interpreter.{hint} The PyTorch path runs anywhere: "
             f"model.set_backend('torch'), or {fallback}."
         )
+    if devices == {"cuda"} and not _interpreted(kernel):
+        problem = gpu_problem(tensors[0].device.index)
+        if problem:  # else ptxas fails with a page of "requires .target sm_80 or higher"
+            raise RuntimeError(f"gptoss_kernels.{name} cannot run on this GPU: {problem}. The PyTorch path runs on "
+                               f"it: model.set_backend('torch'), or {fallback}.")
     if _interpreted(kernel) and any(t.dtype == torch.bfloat16 for t in tensors):
         # Seen with triton 3.6 and 3.9: NaN from a bf16 add, garbage from tl.dot; a wrong answer, silently.
         raise RuntimeError(

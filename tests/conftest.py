@@ -8,10 +8,13 @@ import stat
 import pytest
 import torch
 
+from gptoss_edu.env import triton_gpu
+
 # Triton reads TRITON_INTERPRET when a @triton.jit function is defined, i.e. when a module of
-# kernels is first imported; without a GPU the kernels can only run in the interpreter, so set
-# it before any test module imports Triton.
-if not torch.cuda.is_available():
+# kernels is first imported; without a GPU Triton compiles for (none, or one older than compute
+# capability 8.0) the kernels can only run in the interpreter, so set it before any test module
+# imports Triton.
+if not triton_gpu():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
@@ -66,7 +69,7 @@ def no_stray_memory():
     tensor's memory or faults. Compiled on a GPU, the addresses cannot be watched. Used as
     pytestmark = pytest.mark.usefixtures("no_stray_memory").
     """
-    if torch.cuda.is_available():
+    if triton_gpu():
         yield
         return
     from gptoss_kernels.memcheck import stray_accesses

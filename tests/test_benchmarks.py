@@ -89,3 +89,21 @@ def test_gpu_check_fails_a_chat_that_fell_back_from_its_cuda_graph(tmp_path):
     fake.write_text("#!/bin/sh\necho 'a reply'\n")
     done = run(["bash", "benchmarks/gpu_check.sh"], OUT=str(out), PYTHON=str(fake), STEPS="chat")
     assert done.returncode == 0 and "fell back" not in (out / "summary.txt").read_text()
+
+
+def test_a_gpu_too_old_for_triton_skips_the_kernel_paths_with_the_reason(monkeypatch):
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("bench_gptoss20b", ROOT / "benchmarks" / "bench_gptoss20b.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(bench, "triton_gpu_problem", lambda device: "this GPU, Tesla T4, is too old")
+    assert bench.kernels_skipped(torch.device("cuda"), PATHS) == {"triton": "this GPU, Tesla T4, is too old",
+                                                                  "triton+graph": "this GPU, Tesla T4, is too old"}
+    assert bench.kernels_skipped(torch.device("cuda"), ["torch", "triton+graph"]) == {
+        "triton+graph": "this GPU, Tesla T4, is too old"}
+    assert bench.kernels_skipped(torch.device("cpu"), PATHS) == {}  # --smoke: the interpreter
+    monkeypatch.setattr(bench, "triton_gpu_problem", lambda device: None)
+    assert bench.kernels_skipped(torch.device("cuda"), PATHS) == {}

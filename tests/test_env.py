@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+import torch
 
 from gptoss_edu import env
 from gptoss_edu.env import FAIL, OK, WARN, Check, EnvironmentReport, Package
@@ -82,6 +83,48 @@ def test_gpu_size_decides_notebook_12(monkeypatch):
     small = _machine_row(monkeypatch, "GPU", gpu=("Small GPU", need - 1))
     assert big.status == OK and "12 runs gpt-oss-20b" in big.meaning and big.found.startswith("Big GPU")
     assert small.status == WARN and "12 uses the small checkpoint" in small.meaning
+
+
+def _stand_in_gpu(monkeypatch, capability, name):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    monkeypatch.setattr(torch.version, "hip", None)
+
+
+@pytest.mark.parametrize("capability, name", [((7, 5), "Tesla T4"), ((7, 0), "Tesla V100-SXM2-16GB"),
+                                              ((6, 1), "NVIDIA GeForce GTX 1080")])
+def test_a_gpu_older_than_ampere_is_too_old_for_triton(monkeypatch, capability, name):
+    _stand_in_gpu(monkeypatch, capability, name)
+    problem = env.triton_gpu_problem()
+    assert problem.startswith(f"this GPU, {name}, has compute capability {capability[0]}.{capability[1]}, and Triton "
+                              "compiles the kernels only for 8.0 and newer")
+    assert not env.triton_gpu()
+
+
+@pytest.mark.parametrize("capability", [(8, 0), (8, 6), (8, 9), (9, 0), (10, 0), (12, 0)])
+def test_ampere_and_newer_gpus_are_for_triton(monkeypatch, capability):
+    _stand_in_gpu(monkeypatch, capability, "A GPU")
+    assert env.triton_gpu_problem() is None and env.triton_gpu()
+
+
+def test_no_gpu_or_an_amd_one_is_not_called_too_old(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert env.triton_gpu_problem() is None and not env.triton_gpu()
+    _stand_in_gpu(monkeypatch, (9, 4), "AMD Instinct MI300X")
+    monkeypatch.setattr(torch.version, "hip", "6.4")  # ROCm numbers its GPUs' architectures its own way
+    assert env.triton_gpu_problem() is None and env.triton_gpu()
+
+
+def test_a_gpu_too_old_for_triton_says_what_runs_instead(monkeypatch):
+    need = env._gpt_oss_20b_bytes() + env.GPU_HEADROOM_BYTES
+    monkeypatch.setattr(env, "triton_gpu_problem", lambda device=None: "too old")
+    row = _machine_row(monkeypatch, "GPU", gpu=("Tesla T4", need))
+    assert row.status == WARN and row.found.startswith("Tesla T4")
+    assert row.meaning == ("too old for Triton (compute capability below 8.0): 10 uses Triton's interpreter; "
+                           "12 runs gpt-oss-20b on the PyTorch path")
+    small = _machine_row(monkeypatch, "GPU", gpu=("Tesla T4", need - 1))
+    assert small.meaning.endswith("12 uses the small checkpoint") and "interpreter" in small.meaning
 
 
 def test_gpt_oss_20b_weights_come_from_the_preset():

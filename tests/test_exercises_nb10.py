@@ -15,12 +15,14 @@ import textwrap
 import pytest
 import torch
 
+from gptoss_edu.env import triton_gpu
+
 triton = pytest.importorskip("triton", reason="Triton has no build for this platform (it needs Linux)")
 import triton.language as tl  # noqa: E402
 
 from gptoss_edu.exercises.nb10 import check_swiglu_kernel  # noqa: E402
 
-ON_GPU = torch.cuda.is_available()
+ON_GPU = triton_gpu()  # a GPU Triton compiles for; an older one counts as none
 
 
 @triton.jit
@@ -308,3 +310,31 @@ def test_compiled_kernel_without_gpu_gets_advice(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "TRITON_INTERPRET" in proc.stdout and proc.stdout.startswith("❌")
+
+
+@pytest.mark.skipif(ON_GPU, reason="on a GPU the kernels are compiled, as they should be")
+def test_compiled_kernel_on_a_gpu_too_old_for_triton_gets_advice(tmp_path):
+    """A Tesla T4 (compute capability 7.5): ptxas would refuse the kernel with a page of errors."""
+    (tmp_path / "learner.py").write_text(textwrap.dedent("""
+        import triton
+        import triton.language as tl
+
+        @triton.jit
+        def kernel(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+            pass
+    """))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
+    code = textwrap.dedent("""
+        import torch
+        torch.cuda.is_available = lambda: True  # a stand-in T4
+        torch.cuda.get_device_capability = lambda device=None: (7, 5)
+        torch.cuda.get_device_name = lambda device=None: "Tesla T4"
+        from learner import kernel
+        from gptoss_edu.exercises.nb10 import check_swiglu_kernel
+        print(check_swiglu_kernel(kernel))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("❌ this GPU, Tesla T4, has compute capability 7.5"), proc.stdout
+    assert "TRITON_INTERPRET" in proc.stdout

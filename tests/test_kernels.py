@@ -21,7 +21,9 @@ import textwrap
 
 import torch
 
-ON_GPU = torch.cuda.is_available()
+from gptoss_edu.env import triton_gpu
+
+ON_GPU = triton_gpu()  # a GPU Triton compiles for; an older one counts as none
 
 
 # tests/conftest.py sets TRITON_INTERPRET=1 (before any import of Triton) when there is no GPU.
@@ -396,6 +398,52 @@ def test_tensors_on_two_gpus_are_two_devices() -> None:
 
     with pytest.raises(ValueError, match=r"one device, got \(2, 8\) on cuda:0, \(2, 8\) on cuda:1"):
         check_launch(_rmsnorm_kernel, "rmsnorm", on("cuda:0"), on("cuda:1"))
+
+
+T4 = ("this GPU, Tesla T4, has compute capability 7.5, and Triton compiles the kernels only for 8.0 and newer "
+      "(A100, RTX 30xx, L4, RTX 40xx, H100 and later)")
+
+
+@pytest.fixture
+def stand_in_t4(monkeypatch):
+    """torch says there is a Tesla T4 (compute capability 7.5); gpu_problem forgets what it asked before and after."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    monkeypatch.setattr(torch.version, "hip", None)
+    common.gpu_problem.cache_clear()
+    yield
+    common.gpu_problem.cache_clear()
+
+
+def test_a_gpu_too_old_for_triton_is_refused_with_what_runs_instead(stand_in_t4, monkeypatch) -> None:
+    """Compiled for a T4, the kernels would fail in ptxas with a page of "requires .target sm_80 or higher"."""
+    from types import SimpleNamespace
+
+    on_gpu = SimpleNamespace(device=torch.device("cuda:0"), shape=(2, 8), dtype=torch.bfloat16)
+    compiled = SimpleNamespace()  # a kernel that is not the interpreter's: it would be compiled
+    with pytest.raises(RuntimeError) as err:
+        common.check_launch(compiled, "rmsnorm", on_gpu, on_gpu)
+    assert str(err.value) == (f"gptoss_kernels.rmsnorm cannot run on this GPU: {T4}. The PyTorch path runs on it: "
+                              "model.set_backend('torch'), or gptoss_edu.norms.rms_norm (or "
+                              "gptoss_kernels.rmsnorm.rmsnorm_reference).")
+    with pytest.raises(RuntimeError) as err:
+        gptoss_kernels.require_triton("cuda:0")  # as model.set_backend("triton") asks for a model on the T4
+    assert str(err.value) == (f"the Triton kernels cannot run on this GPU: {T4}. The PyTorch path runs on it: "
+                              "model.set_backend('torch').")
+    gptoss_kernels.require_triton("cpu")  # a model on the CPU: the interpreter runs the kernels
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(RuntimeError, match=r"set_backend\('torch'\)\. Or set TRITON_INTERPRET=1 before importing"):
+        gptoss_kernels.require_triton()  # no device: the GPU, unless the interpreter is asked for
+
+
+def test_set_backend_asks_about_the_models_own_device(monkeypatch) -> None:
+    asked = []
+    monkeypatch.setattr(gptoss_kernels, "require_triton", lambda device=None: asked.append(device))
+    model = g.GPT(dataclasses.replace(g.preset("gpt-oss-tiny"), vocab_size=64))
+    assert model.set_backend("triton") is model and asked == [torch.device("cpu")]
+    model.set_backend("torch")
+    assert asked == [torch.device("cpu")]  # the PyTorch path needs nothing of Triton
 
 
 class _OnSecondGpu(torch.Tensor):

@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gptoss_edu.env import triton_gpu
+
 triton = pytest.importorskip("triton", reason="Triton has no build for this platform (it needs Linux)")
 import triton.language as tl  # noqa: E402
 
 from gptoss_kernels.memcheck import byte_range, stray_accesses  # noqa: E402
 
-pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="compiled on a GPU, addresses cannot be watched")
+pytestmark = pytest.mark.skipif(triton_gpu(), reason="compiled on a GPU, addresses cannot be watched")
 
 
 @triton.jit

@@ -13,9 +13,10 @@ from matplotlib.figure import Figure
 
 import gptoss_edu as g
 from gptoss_edu.attention import attention_mask
+from gptoss_edu.env import triton_gpu
 from gptoss_edu.widgets.kernels import (BLOCKS, KernelCost, benchmark_cases, block_explorer, draw_roofline, kernel_costs, launch_stats, ownership)
 
-ON_GPU = torch.cuda.is_available()
+ON_GPU = triton_gpu()  # a GPU Triton compiles for; an older one counts as none
 
 # ----------------------------------------------------------------------------- the explorer
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..config import preset
+from ..env import triton_gpu_problem
 from ..mlp import gptoss_swiglu
 from . import CheckResult, compare, failed, passed
 
@@ -138,10 +139,16 @@ def check_swiglu_kernel(kernel: Callable) -> CheckResult:
     kind = type(kernel).__name__
     if kind not in ("JITFunction", "InterpretedFunction"):
         return failed(f"pass the kernel itself, decorated with @triton.jit (got a {kind}); the check launches it")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cpu" and not _is_interpreted(kernel):
+    interpreted = _is_interpreted(kernel)
+    # An interpreted kernel runs on the CPU, even where a GPU is (one too old for Triton, say).
+    device = torch.device("cuda" if torch.cuda.is_available() and not interpreted else "cpu")
+    if device.type == "cpu" and not interpreted:
         return failed("there is no GPU here, and the kernel was compiled for one: set os.environ['TRITON_INTERPRET'] "
                       "= '1' before importing triton (first cell of the notebook), restart, and run again")
+    problem = triton_gpu_problem(device) if device.type == "cuda" else None
+    if problem:
+        return failed(f"{problem}: set os.environ['TRITON_INTERPRET'] = '1' before importing triton (first cell of "
+                      "the notebook), restart, and run again, to run it in Triton's interpreter on the CPU")
     gen = torch.Generator().manual_seed(10)
     read_past = None
     for n, block, alpha, limit in CASES:
