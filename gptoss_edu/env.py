@@ -16,6 +16,7 @@ import os
 import platform
 import re
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,6 +293,48 @@ def gpu_info() -> tuple[str, int] | None:
     return props.name, int(props.total_memory)
 
 
+def _nvidia_smi(*args: str) -> str | None:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        done = subprocess.run([exe, *args], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def _cuda_release(version: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in version.split("."))
+
+
+def unused_nvidia_gpu() -> tuple[str, str] | None:
+    """(the GPU, why torch cannot use it) when nvidia-smi sees an NVIDIA GPU that torch does not, else None."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if torch.cuda.is_available():
+        return None
+    names = _nvidia_smi("--query-gpu=name,driver_version", "--format=csv,noheader")
+    if not names or not names.strip():
+        return None
+    name, _, driver = names.strip().splitlines()[0].partition(",")
+    name, driver = name.strip(), driver.strip()
+    built_for = torch.version.cuda  # None in a CPU build
+    if built_for is None:
+        return name, (f"this torch ({torch.__version__}) is a CPU build: run make clean-venv, then make lab without "
+                      "TORCH_INDEX (PyPI's Linux torch is the CUDA build)")
+    found = re.search(r"CUDA Version:\s*(\d+\.\d+)", _nvidia_smi() or "")
+    runs = found.group(1) if found else None
+    if runs and _cuda_release(runs) < _cuda_release(built_for):
+        return name, (f"its driver ({driver}) runs CUDA up to {runs}, and this torch ({torch.__version__}) is built "
+                      f"for CUDA {built_for}: update the NVIDIA driver, or install a torch built for CUDA {runs} or "
+                      "older (make clean-venv, then make lab TORCH_INDEX=... with the index pytorch.org gives)")
+    return name, (f"torch {torch.__version__} (CUDA {built_for}) cannot use it (driver {driver}): see the warning "
+                  "torch prints at torch.cuda.is_available()")
+
+
 # Triton compiles for NVIDIA GPUs of compute capability 8.0 (Ampere) and newer, and the kernels'
 # bfloat16 needs sm_80 instructions: for a Tesla T4 (7.5) or a V100 (7.0), ptxas refuses them.
 TRITON_MIN_CAPABILITY = (8, 0)
@@ -366,7 +409,11 @@ def check_machine() -> list[Check]:
     weights = _gpt_oss_20b_bytes()
     need = weights + GPU_HEADROOM_BYTES
     gpu = gpu_info()
-    if gpu is None:
+    unused = unused_nvidia_gpu() if gpu is None else None
+    if unused is not None:
+        rows.append(Check("GPU", f">={gib(need)} for 12", f"{unused[0]}, unused by torch", WARN,
+                          f"{unused[1]}. Until then the notebooks run on the CPU"))
+    elif gpu is None:
         rows.append(Check("GPU", f">={gib(need)} for 12", "none (CUDA not available)", WARN,
                           "CPU only: notebooks run; 10 uses Triton's interpreter, 12 uses the small checkpoint"))
     else:

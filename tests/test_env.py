@@ -65,8 +65,9 @@ def test_triton_row_says_where_kernels_run():
     assert "compiles" in env.check_package(triton_pkg, {}, {}, gpu=True).meaning
 
 
-def _machine_row(monkeypatch, item, gpu=None, free=100 * env.GiB):
+def _machine_row(monkeypatch, item, gpu=None, free=100 * env.GiB, unused=None):
     monkeypatch.setattr(env, "gpu_info", lambda: gpu)
+    monkeypatch.setattr(env, "unused_nvidia_gpu", lambda: unused)
     monkeypatch.setattr(env, "free_disk", lambda path: free)
     return next(r for r in env.check_machine() if r.item == item)
 
@@ -125,6 +126,68 @@ def test_a_gpu_too_old_for_triton_says_what_runs_instead(monkeypatch):
                            "12 runs gpt-oss-20b on the PyTorch path")
     small = _machine_row(monkeypatch, "GPU", gpu=("Tesla T4", need - 1))
     assert small.meaning.endswith("12 uses the small checkpoint") and "interpreter" in small.meaning
+
+
+SMI_HEADER = """\
++-----------------------------------------------------------------------------------------+
+| NVIDIA-SMI 550.54.15              Driver Version: 550.54.15      CUDA Version: 12.4     |
+|-----------------------------------------+------------------------+----------------------+
+"""
+
+
+def _stand_in_smi(monkeypatch, torch_cuda, gpus="Tesla T4, 550.54.15\n", header=SMI_HEADER):
+    """nvidia-smi sees ``gpus``; torch, built for CUDA ``torch_cuda`` (None: a CPU build), sees none."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", torch_cuda)
+    monkeypatch.setattr(env, "_nvidia_smi", lambda *args: gpus if args else header)
+
+
+def test_a_driver_older_than_torchs_cuda_is_named_with_both_versions(monkeypatch):
+    _stand_in_smi(monkeypatch, "13.0")
+    name, why = env.unused_nvidia_gpu()
+    assert name == "Tesla T4"
+    assert why.startswith(f"its driver (550.54.15) runs CUDA up to 12.4, and this torch ({torch.__version__}) is "
+                          "built for CUDA 13.0: update the NVIDIA driver, or install a torch built for CUDA 12.4")
+    row = _machine_row(monkeypatch, "GPU", unused=(name, why))
+    assert row.status == WARN and row.found == "Tesla T4, unused by torch"
+    assert row.meaning == why + ". Until then the notebooks run on the CPU"
+
+
+def test_a_cpu_build_of_torch_on_a_gpu_machine_says_how_to_get_the_cuda_build(monkeypatch):
+    _stand_in_smi(monkeypatch, None)
+    assert env.unused_nvidia_gpu() == ("Tesla T4", f"this torch ({torch.__version__}) is a CPU build: run make "
+                                       "clean-venv, then make lab without TORCH_INDEX (PyPI's Linux torch is the CUDA "
+                                       "build)")
+
+
+def test_a_driver_new_enough_leaves_torchs_own_warning_to_explain(monkeypatch):
+    _stand_in_smi(monkeypatch, "12.4")  # 12.4 = 12.4: the versions are not why
+    name, why = env.unused_nvidia_gpu()
+    assert "cannot use it (driver 550.54.15)" in why and "warning" in why
+    # 12.9 < 12.10 as numbers, not as text
+    _stand_in_smi(monkeypatch, "12.10", header=SMI_HEADER.replace("12.4 ", "12.9 "))
+    assert "runs CUDA up to 12.9" in env.unused_nvidia_gpu()[1]
+
+
+def test_nvidia_smi_is_asked_and_its_failures_are_no_answer(tmp_path, monkeypatch):
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text('#!/bin/sh\n[ "$1" = "--fail" ] && exit 9\necho "asked: $*"\n')
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert env._nvidia_smi("--query-gpu=name", "--format=csv") == "asked: --query-gpu=name --format=csv\n"
+    assert env._nvidia_smi("--fail") is None
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    assert env._nvidia_smi() is None
+
+
+def test_no_nvidia_gpu_or_one_torch_uses_is_not_unused(monkeypatch):
+    _stand_in_smi(monkeypatch, "13.0", gpus=None)  # no nvidia-smi, or it failed
+    assert env.unused_nvidia_gpu() is None
+    _stand_in_smi(monkeypatch, "13.0", gpus="\n")  # nvidia-smi, and no GPU
+    assert env.unused_nvidia_gpu() is None
+    _stand_in_smi(monkeypatch, "13.0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert env.unused_nvidia_gpu() is None
 
 
 def test_gpt_oss_20b_weights_come_from_the_preset():
