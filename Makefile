@@ -11,6 +11,8 @@ TRITON_VERSION := 3.9.0
 TORCH_INDEX ?=
 # JupyterLab refuses to start as root unless told.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+# More options for JupyterLab, e.g. LAB_ARGS="--no-browser --port 8888" on a remote GPU machine.
+LAB_ARGS ?=
 
 .PHONY: lab test test-fast test-browser student venv clean-venv
 
@@ -33,7 +35,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 lab: venv
-	$(VENV)/bin/jupyter lab $(ROOT_FLAG) notebooks/00_welcome.ipynb
+	$(VENV)/bin/jupyter lab $(ROOT_FLAG) $(LAB_ARGS) notebooks/00_welcome.ipynb
 
 # Tests never reach the network (HF_HUB_OFFLINE), and notebook 13 trains on its short schedule. The
 # notebooks run as on CI, without a GPU, even on a machine with one (tests/conftest.py).

@@ -37,3 +37,19 @@ def test_make_targets_and_environment_variables_exist(doc):
     code = code_files()
     unknown = {v for v in ENV.findall(text) if v not in code}
     assert not unknown, f"{doc.name} names environment variables no code reads: {unknown}"
+
+
+def test_lab_args_reach_jupyterlab():
+    """make lab LAB_ARGS=... (the README's remote-machine recipe) passes the options to JupyterLab."""
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed here")
+    # -n prints the commands without running them; -o venv: as if the environment were already made.
+    done = subprocess.run(["make", "-n", "-o", "venv", "-o", ".venv/.installed", "lab",
+                           "LAB_ARGS=--no-browser --port 8888"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lab = [line for line in done.stdout.splitlines() if "jupyter lab" in line]
+    assert lab and "--no-browser --port 8888 notebooks/00_welcome.ipynb" in lab[-1], done.stdout
+    assert 'LAB_ARGS="--no-browser --port 8888"' in (REPO / "README.md").read_text()
