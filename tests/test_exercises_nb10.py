@@ -293,8 +293,8 @@ def test_typical_mistakes_are_named(kernel, message):
     assert re.search(message, result.message), result.message
 
 
-@pytest.mark.skipif(ON_GPU, reason="on a GPU the kernels are compiled, as they should be")
-def test_compiled_kernel_without_gpu_gets_advice(tmp_path):
+def check_compiled_kernel(tmp_path, before: str = "") -> str:
+    """What check_swiglu_kernel says of a learner's kernel compiled for a GPU (no interpreter), after ``before``."""
     (tmp_path / "learner.py").write_text(textwrap.dedent("""
         import triton
         import triton.language as tl
@@ -305,36 +305,27 @@ def test_compiled_kernel_without_gpu_gets_advice(tmp_path):
     """))
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
-    code = "from learner import kernel; from gptoss_edu.exercises.nb10 import check_swiglu_kernel; " \
-           "print(check_swiglu_kernel(kernel))"
+    code = textwrap.dedent(before) + "\nfrom learner import kernel\n" \
+        "from gptoss_edu.exercises.nb10 import check_swiglu_kernel\nprint(check_swiglu_kernel(kernel))\n"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "TRITON_INTERPRET" in proc.stdout and proc.stdout.startswith("❌")
+    return proc.stdout
+
+
+@pytest.mark.skipif(ON_GPU, reason="on a GPU the kernels are compiled, as they should be")
+def test_compiled_kernel_without_gpu_gets_advice(tmp_path):
+    out = check_compiled_kernel(tmp_path)
+    assert "TRITON_INTERPRET" in out and out.startswith("❌ there is no GPU here"), out
 
 
 @pytest.mark.skipif(ON_GPU, reason="on a GPU the kernels are compiled, as they should be")
 def test_compiled_kernel_on_a_gpu_too_old_for_triton_gets_advice(tmp_path):
     """A Tesla T4 (compute capability 7.5): ptxas would refuse the kernel with a page of errors."""
-    (tmp_path / "learner.py").write_text(textwrap.dedent("""
-        import triton
-        import triton.language as tl
-
-        @triton.jit
-        def kernel(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
-            pass
-    """))
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
-    code = textwrap.dedent("""
+    out = check_compiled_kernel(tmp_path, """
         import torch
         torch.cuda.is_available = lambda: True  # a stand-in T4
         torch.cuda.get_device_capability = lambda device=None: (7, 5)
         torch.cuda.get_device_name = lambda device=None: "Tesla T4"
-        from learner import kernel
-        from gptoss_edu.exercises.nb10 import check_swiglu_kernel
-        print(check_swiglu_kernel(kernel))
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("❌ this GPU, Tesla T4, has compute capability 7.5"), proc.stdout
-    assert "TRITON_INTERPRET" in proc.stdout
+    assert out.startswith("❌ this GPU, Tesla T4, has compute capability 7.5"), out
+    assert "TRITON_INTERPRET" in out
