@@ -420,8 +420,9 @@ def check_machine() -> list[Check]:
         name, mem = gpu
         big = mem >= need
         old = triton_gpu_problem(0)
+        least = ".".join(map(str, TRITON_MIN_CAPABILITY))
         ten = ("10 compiles and times the kernels" if not old else
-               "too old for Triton (compute capability below 8.0): 10 uses Triton's interpreter")
+               f"too old for Triton (compute capability below {least}): 10 uses Triton's interpreter")
         twelve = ("12 runs gpt-oss-20b" + (" on the PyTorch path" if old else "") if big else
                   f"gpt-oss-20b needs {gib(need)}, so 12 uses the small checkpoint")
         rows.append(Check("GPU", f">={gib(need)} for 12", f"{name}, {gib(mem)}", OK if big and not old else WARN,

@@ -62,6 +62,27 @@ def pytest_runtest_setup(item):
 
 
 @pytest.fixture
+def stand_in_gpu(monkeypatch):
+    """A function that makes torch report CUDA GPUs (capability, name, count) that are not there.
+
+    The kernels' cached answer about the GPU (gptoss_kernels._common.gpu_problem) is forgotten
+    before and after, so no test sees another's GPU.
+    """
+    from gptoss_kernels._common import gpu_problem  # imports without Triton too
+
+    def stand_in(capability: tuple[int, int] = (7, 5), name: str = "Tesla T4", count: int = 1) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+        monkeypatch.setattr(torch.version, "hip", None)
+        gpu_problem.cache_clear()
+
+    yield stand_in
+    gpu_problem.cache_clear()
+
+
+@pytest.fixture
 def no_stray_memory():
     """In Triton's interpreter, each test: no kernel loads or stores outside the tensors its launch was given.
 

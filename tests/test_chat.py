@@ -358,12 +358,8 @@ def test_bad_arguments(checkpoints, capsys, tmp_path, monkeypatch):
     assert e.value.code == 2
 
 
-def test_a_gpu_that_is_missing_or_too_old_for_triton_is_said_before_any_download(monkeypatch, capsys):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a stand-in Tesla T4, alone in the machine
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
-    monkeypatch.setattr(torch.version, "hip", None)
+def test_a_gpu_that_is_missing_or_too_old_for_triton_is_said_before_any_download(monkeypatch, capsys, stand_in_gpu):
+    stand_in_gpu((7, 5), "Tesla T4", count=1)  # alone in the machine
     monkeypatch.setattr(chat, "resolve_model", lambda spec: pytest.fail("the model was fetched"))
     assert main(["chat", "--model", "openai/gpt-oss-20b", "--device", "cuda:1"]) == 2
     assert "--device cuda:1: this machine has 1 CUDA GPU, cuda:0" in capsys.readouterr().err
@@ -371,7 +367,7 @@ def test_a_gpu_that_is_missing_or_too_old_for_triton_is_said_before_any_download
     err = capsys.readouterr().err
     assert ("--backend triton: this GPU, Tesla T4, has compute capability 7.5, and Triton compiles the kernels only "
             "for 8.0 and newer") in err and err.rstrip().endswith("--backend torch runs on this GPU")
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    stand_in_gpu((7, 5), "Tesla T4", count=2)
     assert main(["chat", "--model", "openai/gpt-oss-20b", "--device", "cuda:2"]) == 2
     assert "--device cuda:2: this machine has 2 CUDA GPUs, cuda:0 to cuda:1" in capsys.readouterr().err
 

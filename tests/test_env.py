@@ -86,17 +86,10 @@ def test_gpu_size_decides_notebook_12(monkeypatch):
     assert small.status == WARN and "12 uses the small checkpoint" in small.meaning
 
 
-def _stand_in_gpu(monkeypatch, capability, name):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
-    monkeypatch.setattr(torch.version, "hip", None)
-
-
 @pytest.mark.parametrize("capability, name", [((7, 5), "Tesla T4"), ((7, 0), "Tesla V100-SXM2-16GB"),
                                               ((6, 1), "NVIDIA GeForce GTX 1080")])
-def test_a_gpu_older_than_ampere_is_too_old_for_triton(monkeypatch, capability, name):
-    _stand_in_gpu(monkeypatch, capability, name)
+def test_a_gpu_older_than_ampere_is_too_old_for_triton(stand_in_gpu, capability, name):
+    stand_in_gpu(capability, name)
     problem = env.triton_gpu_problem()
     assert problem.startswith(f"this GPU, {name}, has compute capability {capability[0]}.{capability[1]}, and Triton "
                               "compiles the kernels only for 8.0 and newer")
@@ -104,15 +97,15 @@ def test_a_gpu_older_than_ampere_is_too_old_for_triton(monkeypatch, capability, 
 
 
 @pytest.mark.parametrize("capability", [(8, 0), (8, 6), (8, 9), (9, 0), (10, 0), (12, 0)])
-def test_ampere_and_newer_gpus_are_for_triton(monkeypatch, capability):
-    _stand_in_gpu(monkeypatch, capability, "A GPU")
+def test_ampere_and_newer_gpus_are_for_triton(stand_in_gpu, capability):
+    stand_in_gpu(capability, "A GPU")
     assert env.triton_gpu_problem() is None and env.triton_gpu()
 
 
-def test_no_gpu_or_an_amd_one_is_not_called_too_old(monkeypatch):
+def test_no_gpu_or_an_amd_one_is_not_called_too_old(monkeypatch, stand_in_gpu):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert env.triton_gpu_problem() is None and not env.triton_gpu()
-    _stand_in_gpu(monkeypatch, (9, 4), "AMD Instinct MI300X")
+    stand_in_gpu((9, 4), "AMD Instinct MI300X")
     monkeypatch.setattr(torch.version, "hip", "6.4")  # ROCm numbers its GPUs' architectures its own way
     assert env.triton_gpu_problem() is None and env.triton_gpu()
 

@@ -404,20 +404,9 @@ T4 = ("this GPU, Tesla T4, has compute capability 7.5, and Triton compiles the k
       "(A100, RTX 30xx, L4, RTX 40xx, H100 and later)")
 
 
-@pytest.fixture
-def stand_in_t4(monkeypatch):
-    """torch says there is a Tesla T4 (compute capability 7.5); gpu_problem forgets what it asked before and after."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
-    monkeypatch.setattr(torch.version, "hip", None)
-    common.gpu_problem.cache_clear()
-    yield
-    common.gpu_problem.cache_clear()
-
-
-def test_a_gpu_too_old_for_triton_is_refused_with_what_runs_instead(stand_in_t4, monkeypatch) -> None:
+def test_a_gpu_too_old_for_triton_is_refused_with_what_runs_instead(stand_in_gpu, monkeypatch) -> None:
     """Compiled for a T4, the kernels would fail in ptxas with a page of "requires .target sm_80 or higher"."""
+    stand_in_gpu((7, 5), "Tesla T4")
     from types import SimpleNamespace
 
     on_gpu = SimpleNamespace(device=torch.device("cuda:0"), shape=(2, 8), dtype=torch.bfloat16)
