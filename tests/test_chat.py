@@ -15,7 +15,6 @@ import io
 import os
 import pty
 import select
-import signal
 import subprocess
 import sys
 import time
@@ -134,13 +133,27 @@ class Terminal:
         os.write(self.fd, data)
 
 
+# Run in the child, before the chat: the pty becomes its controlling terminal, so that Ctrl-C typed
+# there is a SIGINT. The child does this itself because pty.fork would fork this process, which has
+# threads (torch's), and a fork of a threaded process can deadlock (Python 3.12 and later warn).
+TAKE_TERMINAL = ("import fcntl, os, signal, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+                 # a shell's background job (make test &) starts with SIGINT ignored, and exec keeps that
+                 "signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])")
+
+
+def on_terminal(command: list[str]) -> tuple[subprocess.Popen, int]:
+    """Start command on a new pseudo-terminal; returns the process and the terminal's own end."""
+    ours, theirs = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", TAKE_TERMINAL, *command], stdin=theirs, stdout=theirs,
+                            stderr=theirs, start_new_session=True, env=ENV)
+    os.close(theirs)
+    return proc, ours
+
+
 @pytest.mark.slow
 def test_tty_chat_dims_thinking_and_survives_ctrl_c(checkpoints):
     """On a pseudo-terminal: thinking is dimmed, Ctrl-C stops the reply, the session goes on."""
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: the chat, with the pty as its controlling terminal
-        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a shell's background job (make test &) starts with it ignored
-        os.execve(sys.executable, chat_command(checkpoints["think"], "--max-new-tokens", "100000"), ENV)
+    proc, fd = on_terminal(chat_command(checkpoints["think"], "--max-new-tokens", "100000"))
     term = Terminal(fd)
     try:
         term.expect(b">>> ")
@@ -151,14 +164,11 @@ def test_tty_chat_dims_thinking_and_survives_ctrl_c(checkpoints):
             term.expect(b"interrupted)")
             term.expect(b">>> ")
         term.type(b"\x04")  # Ctrl-D: end of input
-        _, status = os.waitpid(pid, 0)
-        pid = 0
+        assert proc.wait(timeout=60) == 0
     finally:
-        if pid:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
+        proc.kill()
+        proc.wait()
         os.close(fd)
-    assert os.waitstatus_to_exitcode(status) == 0
     text = term.seen.decode()
     assert text.count(chat.DIM + "[thinking]  hmm hmm hmm") == 2
     # Every dimmed stretch is closed before the next prompt.
