@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Everything a GPU has to answer for this repository, in one run: the kernel and static-decode
-# tests on the GPU (bf16 included, CUDA graphs recorded and replayed), a terminal chat with the
-# shipped tiny checkpoint on the Triton path (loaded in bf16, as notebook 12 loads gpt-oss-20b),
-# then the gpt-oss-20b benchmark. Meant for a lent GPU machine whose Python already has torch, triton, transformers
-# and pytest, with this repository copied but not installed. Each step has a time limit; logs,
-# a summary and the benchmark's JSON (written after every path) go to $OUT.
+# Everything a GPU has to answer for this repository, in one run: the kernel, static-decode and
+# sampling tests on the GPU (bf16 included, CUDA graphs recorded and replayed, draws made there),
+# a terminal chat with the shipped tiny checkpoint on the Triton path (loaded in bf16, as notebook 12
+# loads gpt-oss-20b), then the gpt-oss-20b benchmark. Meant for a lent GPU machine whose Python
+# already has torch, triton, transformers and pytest, with this repository copied but not
+# installed. Each step has a time limit; logs, a summary and the benchmark's JSON (written after
+# every path) go to $OUT.
 #
 #   OUT=gpu-check bash benchmarks/gpu_check.sh            # limits: tests 150 s, chat 60 s, benchmark 330 s
 #   STEPS=benchmark BENCH_S=540 OUT=/tmp/x bash benchmarks/gpu_check.sh -- --paths triton triton+graph
@@ -69,7 +70,7 @@ if [[ $STEPS == *" tests "* ]]; then
     workers=$("$PY" -c "import xdist" 2>/dev/null && echo "-n 4")
     step tests "${TESTS_S:-150}" "$PY" -m pytest -q -p no:cacheprovider -rs --durations=15 $workers \
         -k "not aot and not compile_for_h100 and not fit_a_consumer_gpu" tests/test_static_decode.py \
-        tests/test_kernels.py
+        tests/test_kernels.py tests/test_sampling.py
 fi
 if [[ $STEPS == *" chat "* ]]; then
     # Greedy, so a rerun on the same machine prints the same reply; Ctrl-D (end of input) quits.

@@ -33,7 +33,12 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1
         drop = sorted_p.cumsum(-1) - sorted_p >= top_p
         sorted_p[drop] = 0
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
-    return int(torch.multinomial(probs.cpu(), 1, generator=generator))
+    if generator is not None and generator.device != probs.device:
+        probs = probs.to(generator.device)  # torch draws with a generator on the tensor's own device
+    # One draw is an exponential race, argmax(probs / noise) with one Exp(1) number per token: with the
+    # same seed, every token gets the same noise, so two prompts with similar next-token distributions
+    # tend to pick the same token (notebook 11 counts how long replies agree).
+    return int(torch.multinomial(probs, 1, generator=generator))
 
 
 @dataclass
@@ -86,7 +91,9 @@ def stream(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_toke
     stats = stats if stats is not None else Generation()
     stats.prompt_tokens = len(ids)
     device = model.embed.weight.device
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    # On a GPU the seeded draw happens there: no copy of 201,088 probabilities to the CPU at every token.
+    generator = (torch.Generator(device if device.type == "cuda" else "cpu").manual_seed(seed)
+                 if seed is not None else None)
     budget = min(max_new_tokens, ctx - len(ids))
     cache = model.new_cache(1, len(ids) + budget)
     step_logits = decoder(model, cache)  # made before the clock starts: it may prepare (e.g. record a graph)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gptoss_edu.generate import sample_next
+import gptoss_edu as g
+from gptoss_edu.generate import generate, sample_next
+from random_weights import randomize
 
 DRAWS = 40_000
 
@@ -27,16 +29,22 @@ def reference(logits: torch.Tensor, temperature: float, top_p: float) -> torch.T
 
 
 def frequencies(logits, temperature, top_p, seed):
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(logits.device).manual_seed(seed)
     picks = torch.tensor([sample_next(logits, temperature, top_p, gen) for _ in range(DRAWS)])
     return torch.bincount(picks, minlength=len(logits)).double() / DRAWS
 
 
-@pytest.mark.parametrize("temperature,top_p", [(0.5, 1.0), (2.0, 1.0), (0.7, 0.9), (1.5, 0.8)])
-def test_samples_follow_the_tempered_nucleus_distribution(temperature, top_p):
+# On a GPU, the draws are made there too (with a generator on the GPU), for one setting: each is a sync.
+on_gpu = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+CASES = [(0.5, 1.0, "cpu"), (2.0, 1.0, "cpu"), (0.7, 0.9, "cpu"), (1.5, 0.8, "cpu"),
+         pytest.param(0.7, 0.9, "cuda", marks=on_gpu)]
+
+
+@pytest.mark.parametrize("temperature,top_p,device", CASES)
+def test_samples_follow_the_tempered_nucleus_distribution(temperature, top_p, device):
     logits = torch.tensor([1.0, -0.5, 2.0, 0.3, 1.5, -1.0])  # not sorted: ids are not ranks
     want = reference(logits, temperature, top_p)
-    got = frequencies(logits, temperature, top_p, seed=int(temperature * 100 + top_p * 10))
+    got = frequencies(logits.to(device), temperature, top_p, seed=int(temperature * 100 + top_p * 10))
     assert torch.equal(got > 0, want > 0), (got, want)  # exactly the nucleus, nothing outside it
     torch.testing.assert_close(got, want, atol=0.012, rtol=0)
 
@@ -46,3 +54,20 @@ def test_nucleus_boundary_reaching_top_p_exactly_stops_there():
     gen = torch.Generator().manual_seed(0)
     picks = {sample_next(torch.zeros(4), 1.0, 0.5, gen) for _ in range(400)}
     assert len(picks) == 2
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=on_gpu)])
+def test_a_seeded_generation_draws_where_the_model_is(device, monkeypatch):
+    """No copy of the probabilities to the CPU at every token on a GPU; the same seed, the same reply."""
+    model = randomize(g.GPT(g.preset("gpt-oss-tiny").replace(vocab_size=300, context_length=64)), seed=5).to(device)
+    draws = []
+    multinomial = torch.multinomial
+
+    def spy(probs, n, generator=None):
+        draws.append((probs.device.type, generator.device.type))
+        return multinomial(probs, n, generator=generator)
+
+    monkeypatch.setattr(torch, "multinomial", spy)
+    first = generate(model, [1, 2, 3], max_new_tokens=12, temperature=1.0, seed=7).tokens
+    assert draws == [(device, device)] * 12
+    assert generate(model, [1, 2, 3], max_new_tokens=12, temperature=1.0, seed=7).tokens == first
