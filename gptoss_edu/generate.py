@@ -28,17 +28,30 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1
         return int(logits.argmax())
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     if top_p < 1:
-        sorted_p, order = probs.sort(descending=True)
-        # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
-        drop = sorted_p.cumsum(-1) - sorted_p >= top_p
-        sorted_p[drop] = 0
-        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_p)
+        probs = nucleus(probs, top_p)
     if generator is not None and generator.device != probs.device:
         probs = probs.to(generator.device)  # torch draws with a generator on the tensor's own device
     # One draw is an exponential race, argmax(probs / noise) with one Exp(1) number per token: with the
     # same seed, every token gets the same noise, so two prompts with similar next-token distributions
     # tend to pick the same token (notebook 11 counts how long replies agree).
     return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """probs [vocab] zeroed outside the nucleus: the most likely tokens until their mass reaches top_p."""
+    # The nucleus is mostly a small head of the vocabulary: the k most likely tokens are sorted first,
+    # with k growing until they hold top_p. On a CPU, sorting all of gpt-oss's 201,088 probabilities
+    # takes about 20 ms, the top 1,024 about 1 ms.
+    n = probs.shape[-1]
+    for k in (64, 1024, 16384, n):
+        k = min(k, n)
+        top, order = probs.topk(k) if k < n else probs.sort(descending=True)  # most likely first
+        mass = top.cumsum(-1, dtype=torch.float64)  # float32 would drift over 100,000 small terms
+        if k == n or mass[-1] >= top_p:  # every token after these is cut
+            break
+    # A token stays while the tokens before it hold less than top_p: the first always stays.
+    keep = torch.cat([mass.new_zeros(1), mass[:-1]]) < top_p
+    return torch.zeros_like(probs).scatter_(-1, order[keep], top[keep])
 
 
 @dataclass

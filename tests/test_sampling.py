@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import gptoss_edu as g
-from gptoss_edu.generate import generate, sample_next
+from gptoss_edu.generate import generate, nucleus, sample_next
 from random_weights import randomize
 
 DRAWS = 40_000
@@ -47,6 +47,22 @@ def test_samples_follow_the_tempered_nucleus_distribution(temperature, top_p, de
     got = frequencies(logits.to(device), temperature, top_p, seed=int(temperature * 100 + top_p * 10))
     assert torch.equal(got > 0, want > 0), (got, want)  # exactly the nucleus, nothing outside it
     torch.testing.assert_close(got, want, atol=0.012, rtol=0)
+
+
+# Distributions whose nucleus ends in each stretch nucleus sorts: the top 64, 1,024, 16,384, or all.
+@pytest.mark.parametrize("scale,top_p,sizes", [(5.0, 0.5, (1, 64)), (5.0, 0.99, (65, 1024)), (3.0, 0.9, (1025, 16384)),
+                                               (1.0, 0.9, (16385, 201088)), (0.0, 0.9, (16385, 201088))])
+def test_the_nucleus_of_a_large_vocabulary_is_the_one_a_full_sort_gives(scale, top_p, sizes):
+    probs = torch.softmax(torch.randn(201088, generator=torch.Generator().manual_seed(9)) * scale, dim=-1)
+    got = nucleus(probs, top_p)
+    sorted_p, order = probs.sort(descending=True)  # every probability sorted; the mass summed in float64
+    keep = sorted_p.double().cumsum(0) - sorted_p.double() < top_p
+    want = torch.zeros_like(probs).scatter_(0, order[keep], sorted_p[keep])
+    size = int((want > 0).sum())
+    assert sizes[0] <= size <= sizes[1] and (got > 0).sum() == size
+    if scale > 0:  # all equal (scale 0): any `size` of them are the nucleus
+        assert torch.equal(got > 0, want > 0)
+    assert torch.equal(got[got > 0], probs[got > 0])  # the kept probabilities, untouched
 
 
 def test_nucleus_boundary_reaching_top_p_exactly_stops_there():
