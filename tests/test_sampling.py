@@ -1,8 +1,9 @@
 """sample_next draws from softmax(logits / temperature), nucleus-truncated, at temperatures other than 1.
 
 The empirical frequencies of 40,000 seeded draws are compared with the reference distribution (a
-frequency's standard error is below 0.0025; we allow 0.012), and the nucleus is checked at an exactly
-representable boundary.
+frequency's standard error is below 0.0025; we allow 0.012), the nucleus is checked at an exactly
+representable boundary and, over gpt-oss's 201,088 tokens, against a full sort, and the draws are
+made on the model's device (on a GPU, there).
 """
 
 from __future__ import annotations
