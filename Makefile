@@ -38,7 +38,7 @@ lab: venv
 	$(VENV)/bin/jupyter lab $(ROOT_FLAG) $(LAB_ARGS) notebooks/00_welcome.ipynb
 
 # Tests never reach the network (HF_HUB_OFFLINE), and notebook 13 trains on its short schedule. The
-# notebooks run as on CI, without a GPU, even on a machine with one (tests/conftest.py).
+# notebooks run as on CI, without a GPU, even on a machine with one (conftest.py, at the top).
 test: venv
 	HF_HUB_OFFLINE=1 GPTOSS_EDU_QUICK=1 $(PY) -m pytest tests notebooks --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 

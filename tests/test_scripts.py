@@ -101,23 +101,24 @@ def test_in_place_runs_hide_the_gpu_and_copies_keep_it(tmp_path):
 
 
 def test_nbval_runs_notebooks_without_the_gpu_and_leaves_this_process_its_own(tmp_path):
-    # tests/conftest.py hides the GPU from nbval's kernels only (the kernel tests in this process
-    # keep it): a notebook whose stored output is the empty CUDA_VISIBLE_DEVICES passes, and the
-    # test after it sees the variable as it was.
+    # The conftests hide the GPU from nbval's kernels only (the kernel tests in this process keep
+    # it). Laid out as the course is (both conftests, a notebook in notebooks/, a test in tests/) and
+    # run as `make test` runs it: a notebook whose stored output is the empty CUDA_VISIBLE_DEVICES
+    # passes, and the test after it sees the variable as it was. A hook in tests/conftest.py alone
+    # would never reach the notebook's cells: pytest calls it only for tests below tests/.
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         "import os; print(repr(os.environ.get('CUDA_VISIBLE_DEVICES')))", execution_count=1,
         outputs=[nbformat.v4.new_output("stream", name="stdout", text="''\n")])])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, tmp_path / "env.ipynb")
-    (tmp_path / "conftest.py").write_text(
-        "import importlib.util\n"
-        f"spec = importlib.util.spec_from_file_location('course_conftest', {str(ROOT / 'tests' / 'conftest.py')!r})\n"
-        "course = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(course)\n"
-        "pytest_runtest_setup = course.pytest_runtest_setup\n")
-    (tmp_path / "test_after.py").write_text("import os\n\ndef test_after():\n"
-                                            "    assert os.environ['CUDA_VISIBLE_DEVICES'] == '0'\n")
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval",
-                           "--nbval-current-env", "env.ipynb", "test_after.py"], cwd=tmp_path,
+    (tmp_path / "notebooks").mkdir()
+    nbformat.write(nb, tmp_path / "notebooks" / "env.ipynb")
+    (tmp_path / "tests").mkdir()
+    for conftest in ("conftest.py", "tests/conftest.py"):
+        (tmp_path / conftest).write_text((ROOT / conftest).read_text())
+    (tmp_path / "tests" / "test_after.py").write_text("import os\n\ndef test_after():\n"
+                                                      "    assert os.environ['CUDA_VISIBLE_DEVICES'] == '0'\n")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+                           "--nbval", "--nbval-current-env", "notebooks", "tests"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": "0"})
     assert done.returncode == 0 and "2 passed" in done.stdout, done.stdout + done.stderr
