@@ -49,7 +49,7 @@ def check_balance_loss(fn: BalanceLoss) -> CheckResult:
     # of the choices must still have a slot (zero) for each of them.
     for n_tokens, E, k, idle in ((24, 8, 2, 0), (40, 32, 4, 0), (30, 8, 2, 2)):
         logits = torch.randn(n_tokens, E, generator=gen) * 1.5
-        logits[:, 0] += 1.0  # a favoured expert, so the loss is well above its minimum of 1
+        logits[:, 0] += 1.0  # a favoured expert, so the loss is well above its value for even routing, 1
         if idle:
             logits[:, -idle:] -= 20.0
         indices = logits.topk(k, dim=-1).indices
