@@ -6,6 +6,8 @@ tests in or below its folder: from tests/ these hooks would never see the cells 
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 
 import pytest
@@ -28,3 +30,46 @@ def pytest_runtest_setup(item):
             del os.environ["CUDA_VISIBLE_DEVICES"]
         else:
             os.environ["CUDA_VISIBLE_DEVICES"] = before
+
+
+# A picture may differ from the stored one by rounding (a few pixels of anti-aliasing a shade or two
+# off, as float32 sums differ from CPU to CPU); a stale one differs in many pixels by a lot.
+PIXEL_CHANGE = 0.25     # a channel moving by more than a quarter of its range
+CHANGED_SHARE = 0.001   # in more than 0.1% of the pixels (a few words of a title, a line moved)
+
+
+def picture_difference(stored: str, new: str) -> str | None:
+    """How two base64 PNGs differ as pictures, or None when they differ by rounding at most."""
+    import numpy as np
+    from matplotlib import image
+
+    a, b = (image.imread(io.BytesIO(base64.b64decode(png)), format="png") for png in (stored, new))
+    if a.shape != b.shape:
+        return f"{a.shape[1]}x{a.shape[0]} pixels stored, {b.shape[1]}x{b.shape[0]} now"
+    changed = int((np.abs(a - b).max(axis=-1) > PIXEL_CHANGE).sum())
+    if changed > CHANGED_SHARE * a.shape[0] * a.shape[1]:
+        return f"{changed:,} of its {a.shape[0] * a.shape[1]:,} pixels changed"
+    return None
+
+
+def _pictures(outputs) -> list[str]:
+    return [o["data"]["image/png"] for o in outputs if "image/png" in o.get("data", {})]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    # nbval compares text only, so a figure whose code changed would keep its old picture on the page
+    # (GitHub shows the stored one) while every test passed. Where nbval compares a cell's text, this
+    # compares its pictures too.
+    result = yield
+    if (type(item).__name__ == "IPyNbCell" and item.options.get("check")
+            and item.cell.execution_count is not None):
+        stored, new = _pictures(item.cell.outputs), _pictures(getattr(item, "test_outputs", []))
+        why = (f"{len(stored)} picture(s) stored, {len(new)} drawn now" if len(stored) != len(new) else
+               next((f"picture {n + 1}: {d}" for n, (s, t) in enumerate(zip(stored, new))
+                     if (d := picture_difference(s, t))), None))
+        if why:
+            pytest.fail(f"the stored picture is not what this cell draws now ({why}). If the change is meant, "
+                        f"store the notebook's new outputs: .venv/bin/python scripts/execute_notebooks.py "
+                        f"{os.path.relpath(item.path, item.config.rootpath)}", pytrace=False)
+    return result
