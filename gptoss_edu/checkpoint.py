@@ -221,7 +221,7 @@ def weight_files(path: str | Path) -> list[Path]:
         missing = [f.name for f in files if not f.exists()]
         if missing:
             raise CheckpointError(f"{path} is missing shard(s) {', '.join(missing)} named in {INDEX_FILE}: "
-                                  "finish the download (it resumes) or copy them in")
+                                  "run the download again (it keeps the finished shards) or copy them in")
         return files
     files = sorted(path.glob("*.safetensors"))
     if not files:

@@ -2,10 +2,10 @@
 
 ``download("openai/gpt-oss-20b")`` lists the repository, keeps the files the course needs,
 skips those already on disk, checks the free disk space before the first byte, and then lets
-``huggingface_hub`` fetch the rest (with progress bars; an interrupted download resumes where
-it stopped). Without a network, or with ``HF_HUB_OFFLINE=1``, it returns the files already on
-disk or says what to do. A local folder passed instead of a repository id is checked and
-returned as it is.
+``huggingface_hub`` fetch the rest (with progress bars; run again after an interruption, it keeps
+the finished files and fetches the others: huggingface_hub deletes a file it did not finish).
+Without a network, or with ``HF_HUB_OFFLINE=1``, it returns the files already on disk or says what
+to do. A local folder passed instead of a repository id is checked and returned as it is.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def _not_a_checkpoint(path: Path, missing: list[str]) -> str:
         return (f"{path} holds no checkpoint (no {CONFIG}, no *.safetensors): pass a checkpoint folder or a Hub "
                 "repository id such as 'openai/gpt-oss-20b'")
     return (f"{path} is not a complete checkpoint: missing {', '.join(missing)}. "
-            f"Finish the download ({AGAIN}: it resumes) or copy the files in.")
+            f"Finish the download ({AGAIN}: it keeps the finished files) or copy the files in.")
 
 
 def missing_files(path: str | Path, include_original: bool = False, include_metal: bool = False) -> list[str]:
@@ -188,7 +188,8 @@ def check_disk(needed_bytes: int, path: str | Path) -> int:
     if needed_bytes > free:
         raise NotEnoughDiskSpace(
             f"the download needs {format_bytes(needed_bytes)}, and only {format_bytes(free)} are free at {path}: "
-            "free some space there, or pass local_dir=... on a disk with room")
+            "free some space there, or download to a disk with room (`python -m gptoss_edu download --local-dir DIR`; "
+            "in Python, download(..., local_dir=DIR)) and give DIR as the model")
     return free
 
 
@@ -295,8 +296,8 @@ def _download(repo_id: str, local_dir: str | Path | None, include_original: bool
             folder = snapshot_download(repo_id, revision=revision, local_dir=local_dir,
                                        allow_patterns=[name for name, _ in plan.files])
     except errors as e:
-        raise HubError(f"the download of {repo_id} stopped ({type(e).__name__}: {e}); the finished files and the "
-                       f"partial one are kept: {AGAIN} to resume") from e
+        raise HubError(f"the download of {repo_id} stopped ({type(e).__name__}: {e}); the files it finished are "
+                       f"kept (the one in flight starts over): {AGAIN} to fetch the rest") from e
     return check_local(folder, include_original, include_metal)
 
 
