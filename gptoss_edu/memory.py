@@ -43,8 +43,8 @@ def dims(config: Any) -> dict[str, int]:
     out: dict[str, int] = {}
     for key, course_name in _KEYS.items():
         value = get(key, course_name)
-        if value is None and key == "head_dim" and out.get("num_attention_heads"):
-            value = out["hidden_size"] // out["num_attention_heads"]  # HF's default when the key is absent
+        # No fallback for a missing head_dim: gpt-oss's is not hidden_size / heads (64, not 2880 / 64 = 45),
+        # and the loader refuses a config.json without one too.
         if value is None:
             raise ValueError(f"the config has no {key!r} (nor {course_name!r}): pass a gpt-oss config.json dict "
                              "or a ModelConfig")

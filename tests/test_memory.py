@@ -15,6 +15,7 @@ from torch.utils._pytree import tree_flatten
 
 import gptoss_edu as g
 from gptoss_edu import attention, memory
+from gptoss_edu.checkpoint import CheckpointError, read_config
 from gptoss_edu.config import PRESET_DIR
 from gptoss_edu.model import GPT
 from gptoss_edu.tokenizer import data_dir
@@ -302,13 +303,18 @@ def test_format_bytes():
     assert memory.format_bytes(3 * 1024**4) == "3.00 TiB"
 
 
-# ---- found by mutation testing: a default head_dim, byte units, a config without the tie flag -------
+# ---- found by mutation testing: a missing head_dim, byte units, a config without the tie flag -------
 
 
-def test_head_dim_defaults_to_hidden_size_over_query_heads():
-    # HF's default when config.json has no head_dim (gpt-oss's own head_dim, 64, is not 2880 / 64).
+def test_a_config_without_head_dim_is_refused_as_the_loader_refuses_it(tmp_path):
+    # Not guessed: hidden_size / heads would be 45 for gpt-oss (its head_dim is 64, transformers'
+    # default for a gpt-oss config without the key), and every byte count after it would be wrong.
     no_head_dim = {k: v for k, v in CONFIGS["20b"].items() if k != "head_dim"}
-    assert memory.dims(no_head_dim)["head_dim"] == 2880 // 64 == 45
+    with pytest.raises(ValueError, match="'head_dim'"):
+        memory.dims(no_head_dim)
+    (tmp_path / "config.json").write_text(json.dumps(no_head_dim))
+    with pytest.raises(CheckpointError, match="'head_dim'"):
+        read_config(tmp_path)
 
 
 def test_format_bytes_at_the_unit_boundaries():
