@@ -379,6 +379,7 @@ def dequantize_mxfp4(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dt
         raise ValueError(f"MXFP4 blocks must be [..., G, 16] and scales [..., G]; got {tuple(blocks.shape)} "
                          f"and {tuple(scales.shape)}")
     check_launch(_dequant_kernel, "moe", blocks, scales)
+    check_index_range("dequantize_mxfp4", **{"the output": 2 * blocks.numel()})  # two weights a byte, 32-bit offsets
     blocks, scales = blocks.contiguous(), scales.contiguous()
     out = new_buffer((*blocks.shape[:-2], blocks.shape[-2] * 32), dtype, blocks.device)
     n = blocks.numel()

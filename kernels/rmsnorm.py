@@ -2,8 +2,8 @@
 
 import torch
 
-from ._common import (FLOAT_DTYPES, check_launch, check_shape, check_tensor, new_buffer, on_tensors_device, refuse_grad,
-                      tl, triton)
+from ._common import (FLOAT_DTYPES, check_index_range, check_launch, check_shape, check_tensor, extent, new_buffer,
+                      on_tensors_device, refuse_grad, tl, triton)
 
 # One program holds a whole row in registers; beyond this the row would spill.
 MAX_D = 65536
@@ -39,6 +39,7 @@ def rmsnorm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     x2 = x.reshape(-1, D)
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
+    check_index_range("rmsnorm", x=extent(x2), out=x2.numel())  # row * stride is a 32-bit product
     out = new_buffer(tuple(x2.shape), x.dtype, x.device)
     if x2.shape[0]:
         block = triton.next_power_of_2(D)

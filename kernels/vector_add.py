@@ -2,7 +2,7 @@
 
 import torch
 
-from ._common import check_launch, new_buffer, on_tensors_device, tl, triton
+from ._common import check_index_range, check_launch, new_buffer, on_tensors_device, tl, triton
 
 
 @triton.jit
@@ -25,8 +25,9 @@ def vector_add(x: torch.Tensor, y: torch.Tensor, block: int = 1024) -> torch.Ten
     if block <= 0 or block & (block - 1):
         raise ValueError(f"block must be a power of two (tl.arange needs one), got {block}")
     x, y = x.contiguous(), y.contiguous()
-    out = new_buffer(tuple(x.shape), x.dtype, x.device)
     n = x.numel()
+    check_index_range("vector_add", x=n)  # pid * BLOCK + lane is a 32-bit offset
+    out = new_buffer(tuple(x.shape), x.dtype, x.device)
     _add_kernel[(triton.cdiv(n, block),)](x, y, out, n, BLOCK=block)
     return out
 

@@ -500,6 +500,15 @@ def test_launches_past_32_bit_offsets_are_refused_before_they_wrap() -> None:
             torch.empty(E, D, I // 32, 16, **u8), torch.empty(E, D, I // 32, **u8), torch.empty(E, D, device=meta))
     with pytest.raises(ValueError, match="moe: the N x K x I hidden buffer spans 2,188,800,000 elements"):
         moe_mxfp4_prefill(*args)
+    # The elementwise kernels too: eight full-context prompts through RMSNorm (row * stride passes
+    # 2**31 from row 745,655 of 2880), and a tensor of 2**30 MXFP4 bytes (2**31 weights out).
+    x = torch.empty(8, 131072, 2880, device=meta)
+    with pytest.raises(ValueError, match=r"rmsnorm: x spans 3,019,898,880 elements, out spans"):
+        rmsnorm(x, torch.empty(2880, device=meta), 1e-5)
+    with pytest.raises(ValueError, match=r"vector_add: x spans 3,019,898,880 elements"):
+        vector_add(x, x)
+    with pytest.raises(ValueError, match=r"dequantize_mxfp4: the output spans 2,147,483,648 elements"):
+        dequantize_mxfp4(torch.empty(2**26, 16, **u8), torch.empty(2**26, **u8))
     # One full-context prompt of gpt-oss-20b passes the checks.
     from gptoss_kernels.attention import _check_inputs
     from gptoss_kernels.moe import _check_moe_inputs
