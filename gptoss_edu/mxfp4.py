@@ -58,17 +58,29 @@ def _check_packed(blocks: torch.Tensor, scales: torch.Tensor) -> None:
         )
 
 
+# Unpacking makes about 12 bytes of temporaries a weight (indices, two float32 halves, their
+# interleaving): rows go through a few million weights at a time, so a layer of gpt-oss-120b's
+# experts (2.1 billion weights) never needs more than its result plus a few tens of MB.
+_DEQUANT_CHUNK = 1 << 22  # weights
+
+
 def dequantize(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
     """Unpack ``blocks`` [..., rows, G, 16] with ``scales`` [..., rows, G] to [..., rows, G * 32]."""
     _check_packed(blocks, scales)
     lut = _lut(blocks.device)
-    lo = lut[(blocks & 0x0F).long()]
-    hi = lut[(blocks >> 4).long()]
-    # Low nibble is element 2j, high nibble element 2j + 1.
-    values = torch.stack((lo, hi), dim=-1).flatten(-2)  # [..., rows, G, 32]
-    exponents = scales.to(torch.int32) - SCALE_BIAS
-    values = torch.ldexp(values, exponents.unsqueeze(-1).to(torch.float32))
-    return values.flatten(-2).to(dtype)
+    G = blocks.shape[-2]
+    if blocks.numel() == 0:
+        return torch.empty(*blocks.shape[:-2], G * 32, dtype=dtype, device=blocks.device)
+    flat_blocks, flat_scales = blocks.reshape(-1, G, 16), scales.reshape(-1, G)
+    out = torch.empty(flat_blocks.shape[0], G * 32, dtype=dtype, device=blocks.device)
+    step = max(1, _DEQUANT_CHUNK // max(1, G * 32))
+    for start in range(0, flat_blocks.shape[0], step):
+        b, s = flat_blocks[start:start + step], flat_scales[start:start + step]
+        # Low nibble is element 2j, high nibble element 2j + 1.
+        values = torch.stack((lut[(b & 0x0F).long()], lut[(b >> 4).long()]), dim=-1).flatten(-2)  # [rows, G, 32]
+        exponents = (s.to(torch.int32) - SCALE_BIAS).unsqueeze(-1).to(torch.float32)
+        out[start:start + step] = torch.ldexp(values, exponents).flatten(-2)  # cast to dtype as it is stored
+    return out.reshape(*blocks.shape[:-2], G * 32)
 
 
 def round_to_e2m1(x: torch.Tensor) -> torch.Tensor:

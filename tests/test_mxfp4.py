@@ -9,6 +9,8 @@ grid (the 16 E2M1 values times the block's scale), ties allowed either way.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -221,3 +223,40 @@ def test_quantization_error_orders_formats():
     gen = torch.Generator().manual_seed(0)
     err = mxfp4.quantization_error(torch.randn(64, 256, generator=gen) * 0.02)
     assert err["bf16"] < err["int8"] < err["mxfp4"] < 0.2
+
+
+DEQUANTIZE_PEAK = """
+import resource, torch
+from gptoss_edu import mxfp4
+blocks = torch.randint(0, 256, (2048, 1024, 16), dtype=torch.uint8)  # 2**26 weights: 128 MiB in bf16
+scales = torch.full((2048, 1024), 120, dtype=torch.uint8)
+mxfp4.dequantize(blocks[:1], scales[:1])  # the lookup table, made once
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = mxfp4.dequantize(blocks, scales)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024, out.numel() * out.element_size())
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux only")
+def test_dequantize_needs_little_more_memory_than_its_result():
+    # A dense load dequantizes a whole layer's experts at once (2.1 billion weights for gpt-oss-120b).
+    # Unpacked in one go that took about 14 bytes a weight of temporaries (920 MiB here, 7 times the
+    # result); by chunks of rows, the result plus a few tens of MB. Measured in a fresh process.
+    done = subprocess.run([sys.executable, "-c", DEQUANTIZE_PEAK], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    grew, result = map(int, done.stdout.split())
+    assert grew < 2.5 * result, f"dequantize's peak grew by {grew / 2**20:.0f} MiB for a {result / 2**20:.0f} MiB result"
+
+
+@pytest.mark.parametrize("chunk", [1, 64, 100, 1000])
+def test_dequantize_by_chunks_equals_one_pass(monkeypatch, chunk):
+    # 21 rows of 64 weights. A chunk of 1 or of 64 weights is a row at a time, 100 rounds down to one
+    # row, 1000 makes two uneven chunks (15 rows, then 6); the default takes all 21 in one pass. The
+    # bytes must not depend on how the rows were grouped.
+    gen = torch.Generator().manual_seed(3)
+    blocks = torch.randint(0, 256, (3, 7, 2, 16), dtype=torch.uint8, generator=gen)
+    scales = torch.randint(110, 140, (3, 7, 2), dtype=torch.uint8, generator=gen)
+    whole = mxfp4.dequantize(blocks, scales, torch.float32)
+    monkeypatch.setattr(mxfp4, "_DEQUANT_CHUNK", chunk)
+    got = mxfp4.dequantize(blocks, scales, torch.float32)
+    assert got.shape == (3, 7, 64) and torch.equal(got.view(torch.int32), whole.view(torch.int32))
