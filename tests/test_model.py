@@ -1,4 +1,8 @@
-"""The model on its own: presets, parameter counts, the KV cache, generation and bad input."""
+"""The model on its own: presets, parameter counts, the KV cache, generation and bad input.
+
+Tolerance: 1e-5 between a cached decode (or a chunked prefill) and one full forward pass, float32
+softmax and matmul sums over differently shaped blocks.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """Attention over more queries than QUERY_CHUNK (1024).
 
+Tolerance: 1e-5: float32 rounding, against the reference (computed in float64) and between a model
+with small chunks and one with the real chunk size (sums over differently shaped blocks).
+
 attend() splits the queries into chunks of QUERY_CHUNK, so past 1024 queries the second chunk's
 positions (causal mask, window) must be right too. Compared here with a
 from-scratch softmax attention (one score matrix, sinks as an extra column), at the real chunk size
