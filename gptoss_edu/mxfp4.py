@@ -73,7 +73,7 @@ def dequantize(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = 
         return torch.empty(*blocks.shape[:-2], G * 32, dtype=dtype, device=blocks.device)
     flat_blocks, flat_scales = blocks.reshape(-1, G, 16), scales.reshape(-1, G)
     out = torch.empty(flat_blocks.shape[0], G * 32, dtype=dtype, device=blocks.device)
-    step = max(1, _DEQUANT_CHUNK // max(1, G * 32))
+    step = max(1, _DEQUANT_CHUNK // (G * 32))  # whole rows; G > 0 here (no elements returned above)
     for start in range(0, flat_blocks.shape[0], step):
         b, s = flat_blocks[start:start + step], flat_scales[start:start + step]
         # Low nibble is element 2j, high nibble element 2j + 1.

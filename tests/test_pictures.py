@@ -6,7 +6,6 @@ import base64
 import importlib.util
 import io
 import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -15,9 +14,9 @@ matplotlib.use("Agg")
 import nbformat  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from course_layout import ROOT, run_like_make_test  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("course_conftest", ROOT / "conftest.py")
 course = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(course)
@@ -58,18 +57,10 @@ def run_nbval(folder: Path, *cells: str, stale: dict[int, str]) -> subprocess.Co
     import nbclient
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbclient.NotebookClient(nb, timeout=120, kernel_name="python3").execute()
     for i, source in stale.items():  # the code changes, the stored picture stays: what the check must catch
         nb.cells[i].source = source
-    (folder / "notebooks").mkdir()
-    nbformat.write(nb, folder / "notebooks" / "plots.ipynb")
-    (folder / "tests").mkdir()
-    for conftest in ("conftest.py", "tests/conftest.py"):
-        (folder / conftest).write_text((ROOT / conftest).read_text())
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(folder),
-                           "--nbval", "--nbval-current-env", "notebooks"], cwd=folder,
-                          capture_output=True, text=True, timeout=300)
+    return run_like_make_test(folder, nb, "notebooks")
 
 
 @pytest.mark.slow

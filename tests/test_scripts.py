@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+from course_layout import run_like_make_test
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,16 +110,8 @@ def test_nbval_runs_notebooks_without_the_gpu_and_leaves_this_process_its_own(tm
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         "import os; print(repr(os.environ.get('CUDA_VISIBLE_DEVICES')))", execution_count=1,
         outputs=[nbformat.v4.new_output("stream", name="stdout", text="''\n")])])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    (tmp_path / "notebooks").mkdir()
-    nbformat.write(nb, tmp_path / "notebooks" / "env.ipynb")
     (tmp_path / "tests").mkdir()
-    for conftest in ("conftest.py", "tests/conftest.py"):
-        (tmp_path / conftest).write_text((ROOT / conftest).read_text())
     (tmp_path / "tests" / "test_after.py").write_text("import os\n\ndef test_after():\n"
                                                       "    assert os.environ['CUDA_VISIBLE_DEVICES'] == '0'\n")
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
-                           "--nbval", "--nbval-current-env", "notebooks", "tests"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "CUDA_VISIBLE_DEVICES": "0"})
+    done = run_like_make_test(tmp_path, nb, "notebooks", "tests", name="env.ipynb", env={"CUDA_VISIBLE_DEVICES": "0"})
     assert done.returncode == 0 and "2 passed" in done.stdout, done.stdout + done.stderr
