@@ -11,6 +11,7 @@ to do. A local folder passed instead of a repository id is checked and returned 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import socket
@@ -46,6 +47,8 @@ METAL_DIR = "metal"
 
 # What to do to fetch again, in Python and on the command line.
 AGAIN = "run the download again (download() in Python, `python -m gptoss_edu download` on the command line)"
+# huggingface_hub deletes the file it was fetching when it fails (2.4), so only finished files stay.
+KEPT = "the files it finished are kept (the one in flight starts over)"
 
 
 class HubError(RuntimeError):
@@ -289,6 +292,7 @@ def _download(repo_id: str, local_dir: str | Path | None, include_original: bool
     if progress:
         print(plan)
     check_disk(plan.needed_bytes, plan.target)
+    from huggingface_hub import errors as hf_errors
     from huggingface_hub import snapshot_download
 
     try:
@@ -296,8 +300,18 @@ def _download(repo_id: str, local_dir: str | Path | None, include_original: bool
             folder = snapshot_download(repo_id, revision=revision, local_dir=local_dir,
                                        allow_patterns=[name for name, _ in plan.files])
     except errors as e:
-        raise HubError(f"the download of {repo_id} stopped ({type(e).__name__}: {e}); the files it finished are "
-                       f"kept (the one in flight starts over): {AGAIN} to fetch the rest") from e
+        raise HubError(f"the download of {repo_id} stopped ({type(e).__name__}: {e}); {KEPT}: {AGAIN} to fetch the "
+                       "rest") from e
+    except hf_errors.HfHubHTTPError as e:  # the Hub refused mid-way (rate limit, a server error after retries)
+        raise HubError(f"the Hub answered the download of {repo_id} with an error ({e}); {KEPT}: wait a little, "
+                       f"then {AGAIN} to fetch the rest") from e
+    except OSError as e:  # writing failed: the disk filled up (another program's files too), or no permission
+        if e.errno == errno.ENOSPC:
+            raise NotEnoughDiskSpace(
+                f"the disk at {plan.target} filled up during the download of {repo_id} (it needs "
+                f"{format_bytes(plan.needed_bytes)} in all); {KEPT}: free some space there, then {AGAIN}") from e
+        raise HubError(f"the download of {repo_id} could not write to {plan.target} ({e}); {KEPT}: make the folder "
+                       f"writable, or download elsewhere with --local-dir DIR, then {AGAIN}") from e
     return check_local(folder, include_original, include_metal)
 
 

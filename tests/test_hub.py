@@ -6,6 +6,7 @@ so every path of download() runs here exactly as it would against the real repos
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from collections import namedtuple
@@ -481,6 +482,28 @@ def test_connection_lost_during_the_download_says_what_is_kept_and_what_to_run(t
     # huggingface_hub deletes the file it was fetching when it fails: only finished files are kept.
     with pytest.raises(hub.HubError, match="the files it finished are kept .* run the download again .* to fetch the rest"):
         hub.download(REPO, tmp_path / "w", progress=False)
+
+
+@pytest.mark.parametrize("error, kind, says", [
+    (lambda: hf_errors.HfHubHTTPError("503 Service Unavailable", response=http_response(503, REPO)), hub.HubError,
+     "answered the download .*503.* finished are kept .* wait a little, then run the download again"),
+    (lambda: OSError(errno.ENOSPC, "No space left on device"), hub.NotEnoughDiskSpace,
+     "filled up during the download .*it needs 12.03 GiB in all.* finished are kept.*: free some space there, then run the"),
+    (lambda: PermissionError(errno.EACCES, "Permission denied"), hub.HubError,
+     "could not write to .*Permission denied.* finished are kept.*: make the folder writable, or download elsewhere with --local-dir"),
+])
+def test_a_refusal_or_a_full_disk_during_the_download_says_what_to_do(tmp_path, monkeypatch, error, kind, says):
+    """Not only lost connections: every way the fetch can stop half-way is a HubError that says what to run."""
+    def fail(repo_id, **kw):
+        raise error()
+
+    FakeHub(monkeypatch)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fail)
+    with pytest.raises(kind, match=says) as caught:
+        hub.download(REPO, tmp_path / "w", progress=False)
+    assert isinstance(caught.value.__cause__, OSError)  # the library's error stays attached for a traceback
+    # The command line prints the message and exits with status 1, as for every other HubError.
+    assert main(["download", REPO, "--local-dir", str(tmp_path / "w")]) == 1
 
 
 def test_progress_bars_are_restored(tmp_path, monkeypatch):
