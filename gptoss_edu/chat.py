@@ -22,7 +22,7 @@ import torch
 
 from . import harmony
 from .env import total_ram, triton_gpu_problem
-from .generate import Generation, stream
+from .generate import Generation, release_memory, stream
 from .model import GPT
 from .static_decode import fast_step
 from .tokenizer import HARMONY_VOCAB_SIZE, get_encoding
@@ -129,7 +129,7 @@ class ChatSession:
 
     # ---- one turn --------------------------------------------------------------------
     def reply(self, text: str) -> Generation | None:
-        """Send a user message, stream the reply to the screen, keep both in the conversation."""
+        """Send a user message, stream the reply to the screen, keep both in the conversation (None: not kept)."""
         self.messages.append(harmony.user(text))
         prompt = self.prompt_ids()
         context = self.model.config.context_length
@@ -148,7 +148,7 @@ class ChatSession:
             stop_tokens=harmony.stop_tokens(self.enc), stats=stats, decoder=fast_step(self.cuda_graph),
         )
         self.turn += 1
-        shown, printed, problem, interrupted, taken = None, False, None, False, None
+        shown, printed, problem, interrupted, taken, out_of_memory = None, False, None, False, None, False
         try:
             for token in tokens:
                 try:
@@ -174,14 +174,29 @@ class ChatSession:
                     printed = True
         except KeyboardInterrupt:
             interrupted = True
+        except torch.OutOfMemoryError:  # the prompt grows every turn, and the cache with it
+            out_of_memory = True
         finally:
             tokens.close()
             self._write("")  # back to normal text, even after an interrupt
+        if out_of_memory:
+            return self._drop_turn(len(prompt), printed)
         self._keep(parser)
         if printed:
             self._write("\n")
         self._report(stats, parser, problem, interrupted, len(prompt) + len(stats.tokens) >= context, taken)
         return stats
+
+    def _drop_turn(self, prompt_tokens: int, printed: bool) -> None:
+        """After running out of memory: the conversation as before this message, and the memory given back."""
+        self.messages.pop()
+        release_memory()
+        lead = "\n" if printed else ""
+        self._write(f"{lead}(out of memory with the conversation at {prompt_tokens:,} tokens: this message and its "
+                    "reply are dropped, the conversation is as before it. Send a shorter message, lower "
+                    "--max-new-tokens, or /reset to start over.)\n", dim=True)
+        self._write("")
+        return None
 
     def _keep(self, parser: harmony.StreamParser) -> None:
         """Add the reply's messages to the conversation (an interrupted answer as far as it got)."""

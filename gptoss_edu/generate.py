@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import operator
 import time
 from dataclasses import dataclass, field
@@ -130,6 +131,13 @@ def stream(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_toke
         if step + 1 < budget:
             logits = step_logits(token)
     stats.stop_reason = "max_new_tokens" if budget == max_new_tokens else "context_full"
+
+
+def release_memory() -> None:
+    """After a generation ran out of memory: free its cache and activations, and give them back to the GPU."""
+    gc.collect()  # the failed step's tensors may sit in reference cycles (its traceback's frames)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _prompt_list(prompt_ids: Sequence[int] | torch.Tensor) -> list[int]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from gptoss_edu import chat, harmony
 from gptoss_edu.__main__ import build_parser, main
@@ -129,6 +130,31 @@ def test_an_interrupt_keeps_no_thinking_and_no_empty_answer(monkeypatch, text):
     session.reply("q")
     assert "interrupted" in out.getvalue()
     assert [(m.role, m.text) for m in session.messages] == [("user", "q")]
+
+
+@pytest.mark.parametrize("after", [0, 3])
+def test_running_out_of_memory_drops_the_turn_and_keeps_the_conversation(monkeypatch, after):
+    """In prefill (no token yet) or part-way through the reply: the turn is undone and the session goes on."""
+    freed = []
+
+    def out_of_memory(model, prompt_ids, *, stats, stop_tokens, **kwargs):
+        for token in ids(ANSWER)[:after]:
+            stats.tokens.append(token)
+            yield token
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(chat, "release_memory", lambda: freed.append(True))
+    out = io.StringIO()
+    session = chat.ChatSession(fake_model(), out=out)
+    monkeypatch.setattr(chat, "stream", recording(ANSWER, []))
+    session.reply("one")
+    kept = [(m.role, m.text) for m in session.messages]
+    monkeypatch.setattr(chat, "stream", out_of_memory)
+    assert session.reply("two, much longer") is None
+    assert [(m.role, m.text) for m in session.messages] == kept and freed == [True]
+    assert "out of memory with the conversation at" in out.getvalue() and "/reset" in out.getvalue()
+    monkeypatch.setattr(chat, "stream", recording(ANSWER, []))
+    assert session.reply("three") is not None and len(session.messages) == len(kept) + 2
 
 
 def test_a_commentary_preamble_is_labelled_and_dimmed(monkeypatch):

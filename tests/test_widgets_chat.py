@@ -113,6 +113,34 @@ def test_empty_message_and_full_context_are_reported_not_raised():
     assert w.messages == [] and not w.send_button.disabled
 
 
+class RunsOutOfMemory(Scripted):
+    """A Scripted model whose GPU runs out of memory once a prompt is longer than ``limit`` tokens."""
+
+    def __init__(self, script: str, limit: int) -> None:
+        super().__init__(script)
+        self.limit = limit
+
+    def forward(self, ids, cache, last_only=False):
+        if cache.length == 0 and ids.shape[1] > self.limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().forward(ids, cache, last_only)
+
+
+def test_running_out_of_memory_drops_the_message_and_keeps_the_chat(monkeypatch):
+    freed = []
+    monkeypatch.setattr(chat_widget_module, "release_memory", lambda: freed.append(True))
+    model = RunsOutOfMemory(THINK_THEN_ANSWER, limit=len(conversation_ids([harmony.user("Hi")], "medium")))
+    w = ChatWidget(model, temperature=0.0)
+    first = w.send("Hi")
+    assert first is not None and freed == []
+    kept = list(w.messages)
+    assert w.send("a longer message that no longer fits") is None  # raised nothing to the button's callback
+    assert "out of memory" in w.status.value and "New chat" in w.status.value and freed == [True]
+    assert w.messages == kept and not w.send_button.disabled  # the conversation as before that message
+    w.reset_button.click()
+    assert w.send("Hi") is not None  # a new chat goes on
+
+
 def test_text_that_is_not_harmony_is_shown_raw():
     model = Scripted("just words, no header<|return|>")
     out = reply(model, [harmony.user("Hi")], temperature=0.0, max_new_tokens=20)

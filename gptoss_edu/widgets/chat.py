@@ -15,9 +15,10 @@ from typing import Callable, Sequence
 
 import ipywidgets as widgets
 import tiktoken
+import torch
 
 from .. import harmony
-from ..generate import Generation, stream
+from ..generate import Generation, release_memory, stream
 from ..model import GPT
 from ..static_decode import fast_step
 from ..tokenizer import get_encoding
@@ -170,6 +171,12 @@ class ChatWidget(widgets.VBox):
         except ValueError as e:  # the conversation no longer fits the context
             self.messages.pop()
             self.status.value = f"<span style='color:#b00'>{html.escape(str(e), quote=False)}</span>"
+            return None
+        except torch.OutOfMemoryError:  # the prompt grows every turn, and the cache with it
+            self.messages.pop()
+            release_memory()
+            self.status.value = ("<span style='color:#b00'>out of memory with the conversation so far: this message is "
+                                 "dropped. Send a shorter one, lower max_new_tokens, or start a New chat.</span>")
             return None
         finally:
             self.send_button.disabled = False
