@@ -15,6 +15,7 @@ import re
 import shutil
 import tempfile
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,12 +26,15 @@ from torch import nn
 
 from . import mxfp4
 from .config import ModelConfig, alternating_layer_types
-from .files import replace_folder
+from .files import leftovers, replace_folder
 from .model import GPT
 from .rotary import Rotary
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
+# The writer's shard size: gpt-oss-20b's 12.8 GiB become three shards, as on the Hub, and the writer
+# holds at most one shard of converted tensors in memory.
+SHARD_BYTES = 5_000_000_000
 
 # A convert function takes a checkpoint tensor and gives (course name, tensor) pairs.
 Convert = Callable[[torch.Tensor], list[tuple[str, torch.Tensor]]]
@@ -573,20 +577,29 @@ def shard_names(n_shards: int) -> list[str]:
 
 
 def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: torch.dtype = torch.bfloat16,
-                     max_shard_bytes: int | None = None, overwrite: bool = False, layout: str = "hf") -> Path:
+                     max_shard_bytes: int | None = SHARD_BYTES, overwrite: bool = False, layout: str = "hf") -> Path:
     """Write ``model`` as a checkpoint folder in the real layout (MXFP4 experts by default).
 
     ``layout`` is "hf" (Hugging Face names, as the hub's root folder) or "original" (OpenAI's
-    names, as the hub's ``original/`` folder: fused qkv, a single file, its own config keys).
+    names, as the hub's ``original/`` folder: fused qkv, its own config keys). Files hold at
+    most ``max_shard_bytes`` each (None: one file, as gpt-oss-20b's ``original/``); one shard's
+    tensors are in memory at a time, which bounds what a conversion (MXFP4 to dense) costs.
 
     The folder is written beside its destination and renamed into place, so an interrupted
-    write never leaves a half-written checkpoint behind.
+    write never leaves a half-written checkpoint behind (a killed one leaves its temporary
+    folder, which the next write reports).
     """
     from safetensors.torch import save_file
 
     path = Path(path).expanduser()
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise FileExistsError(f"{path} exists: pass overwrite=True to replace it")
+    stale = leftovers(path)
+    if stale:  # not removed here: another process may be writing the same checkpoint right now
+        warnings.warn(f"beside {path} lies what writes killed mid-way left ({', '.join(p.name for p in stale)}): "
+                      "it only takes disk space; remove it with "
+                      f"gptoss_edu.files.remove_leftovers({str(path)!r}) once nothing else writes there",
+                      stacklevel=2)
     if layout == "original":
         cfg_json = original_config(model.config)
         tensors = original_tensors(model, dtype)

@@ -8,16 +8,20 @@ every layer).
 from __future__ import annotations
 
 import errno
+import inspect
 import json
+import math
 import os
 import re
 import stat
+import warnings
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 import gptoss_edu as g
+import gptoss_edu.files
 from random_weights import randomize
 from gptoss_edu import checkpoint as ck
 from gptoss_edu import mxfp4
@@ -518,6 +522,49 @@ def test_shards_are_filled_up_to_the_limit_in_order(tmp_path, limit):
     names = ck.shard_names(len(want))
     assert weight_map == {n: names[i] for i, shard in enumerate(want) for n in shard}
     assert sorted(p.name for p in path.glob("*.safetensors")) == names
+
+
+def test_by_default_gpt_oss_20b_is_written_in_three_shards_as_on_the_hub():
+    """One file of every tensor once held the whole model's converted tensors in memory (36 GiB of dense experts)."""
+    assert inspect.signature(g.write_checkpoint).parameters["max_shard_bytes"].default == ck.SHARD_BYTES
+    sizes = [(n, math.prod(shape) * {"bfloat16": 2, "uint8": 1}[dtype])
+             for n, dtype, shape in ck.manifest(g.preset("gpt-oss-20b"))]
+    assert len(greedy_shards(sizes, ck.SHARD_BYTES)) == 3  # model-00000-of-00002 ... (SPEC.md, section 3)
+
+
+def test_writing_packed_experts_dense_holds_one_shard_at_a_time(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    held = []
+    real = safetensors.torch.save_file
+
+    def spy(tensors, filename, metadata=None):
+        held.append(sum(t.numel() * t.element_size() for t in tensors.values()))
+        return real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", spy)
+    model = small_gptoss()
+    packed = g.load_model(g.write_checkpoint(model, tmp_path / "packed"), keep_mxfp4=True)
+    dense = dict(ck.hf_state_dict(packed, mxfp4_experts=False))
+    biggest = max(t.numel() * t.element_size() for t in dense.values())
+    held.clear()
+    g.write_checkpoint(packed, tmp_path / "dense", mxfp4=False, max_shard_bytes=biggest)
+    assert len(held) > 2 and max(held) <= biggest  # never more than one shard's worth at once
+    assert sum(held) == sum(t.numel() * t.element_size() for t in dense.values())
+
+
+def test_a_write_killed_mid_way_is_reported_by_the_next(tmp_path):
+    path = g.write_checkpoint(small_gptoss(), tmp_path / "ck")
+    (tmp_path / ".ck.a1b2c3d4").mkdir()  # what a write killed mid-way leaves (tempfile's name)
+    (tmp_path / ".ck.a1b2c3d4" / "shard-0.part").write_bytes(b"x" * 10)
+    said = r"killed mid-way left \(\.ck\.a1b2c3d4\).* remove it with gptoss_edu\.files\.remove_leftovers\("
+    with pytest.warns(UserWarning, match=said):
+        g.write_checkpoint(small_gptoss(), path, overwrite=True)
+    assert (tmp_path / ".ck.a1b2c3d4").is_dir()  # reported, not removed: another process may be writing it
+    gptoss_edu.files.remove_leftovers(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        g.write_checkpoint(small_gptoss(), path, overwrite=True)
 
 
 def test_every_missing_shard_is_named(tmp_path):
