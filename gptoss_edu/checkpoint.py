@@ -26,7 +26,9 @@ from torch import nn
 
 from . import mxfp4
 from .config import ModelConfig, alternating_layer_types
+from .env import total_ram
 from .files import leftovers, replace_folder
+from .memory import format_bytes
 from .model import GPT
 from .rotary import Rotary
 
@@ -291,6 +293,46 @@ def _set(model: nn.Module, name: str, value: torch.Tensor) -> None:
         mod._buffers[attr] = value
 
 
+def _model_bytes(tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> int:
+    """Bytes of a model's loaded tensors: packed bytes stay uint8, every weight becomes ``dtype``."""
+    return sum(t.numel() * (1 if t.dtype == torch.uint8 else dtype.itemsize) for n, t in tensors.items()
+               if not n.endswith("inv_freq"))  # computed on loading, in float32: a few bytes
+
+
+def device_room(device: torch.device) -> tuple[int, str] | None:
+    """(bytes a model may take on ``device``, what they are), or None where that cannot be known."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free), f"{device} has {format_bytes(free)} free"
+    if device.type == "cpu":
+        ram = total_ram()
+        return (ram, f"this machine has {format_bytes(ram)} of RAM") if ram else None
+    return None
+
+
+def _check_fits(path: Path, cfg: ModelConfig, expected: dict[str, torch.Tensor], device: torch.device,
+                dtype: torch.dtype, keep_mxfp4: bool, packed_on_disk: bool) -> None:
+    """CheckpointError, before anything is read, for a model that cannot fit on ``device`` as asked."""
+    room = device_room(device)
+    need = _model_bytes(expected, dtype)
+    if room is None or need <= room[0]:
+        return
+    name = str(dtype).removeprefix("torch.")
+    asked = f"{name}{', experts dense' if packed_on_disk and not keep_mxfp4 else ''}"
+    if packed_on_disk and not (keep_mxfp4 and dtype == torch.bfloat16):
+        with torch.device("meta"):
+            small = GPT(cfg, packed_experts=True)
+        tensors = dict(small.named_parameters(remove_duplicate=False)) | dict(small.named_buffers())
+        other, how = _model_bytes(tensors, torch.bfloat16), "keep_mxfp4=True, dtype=torch.bfloat16 (experts packed)"
+    elif dtype.itemsize > 2:
+        other, how = _model_bytes(expected, torch.bfloat16), "dtype=torch.bfloat16"
+    else:
+        other, how = need, ""
+    advice = (f"load it with {how}: {format_bytes(other)}" if how and other <= room[0]
+              else "it does not fit this device in any form the course loads: choose a larger one")
+    raise CheckpointError(f"{path} loaded as {asked} takes {format_bytes(need)}, and {room[1]}: {advice}")
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                keep_mxfp4: bool = False, progress: bool = False, verbose: bool = False) -> GPT:
     """Build the course model from a checkpoint folder (HF GPT-2, HF gpt-oss, or gpt-oss ``original/``).
@@ -300,7 +342,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     """
     t0 = time.perf_counter()
     path = Path(path).expanduser()
-    cfg, layout, _ = read_config(path)
+    cfg, layout, raw = read_config(path)
     files = weight_files(path)
     device = torch.device(device)
     with torch.device("meta"):
@@ -308,6 +350,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     expected = {n: t for n, t in list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers())}
     if cfg.tie_embeddings:
         expected.pop("lm_head.weight", None)
+    packed_on_disk = cfg.is_moe and (layout == "original" or (raw.get("quantization_config") or {}).get(
+        "quant_method") == "mxfp4")
+    _check_fits(path, cfg, expected, device, dtype, keep_mxfp4, packed_on_disk)
     rule = RULES[layout]
     report = LoadReport(str(path), layout, str(device), files=len(files), packed_experts=keep_mxfp4 and cfg.is_moe)
     seen: set[str] = set()

@@ -567,6 +567,40 @@ def test_a_write_killed_mid_way_is_reported_by_the_next(tmp_path):
         g.write_checkpoint(small_gptoss(), path, overwrite=True)
 
 
+def test_a_model_too_big_for_the_device_as_asked_is_refused_before_reading_with_what_fits(tmp_path, monkeypatch):
+    """load_model's defaults (float32, experts dense) make gpt-oss-20b 78 GiB: say so, not fail part-way."""
+    path = g.write_checkpoint(small_gptoss(), tmp_path / "ck")  # MXFP4 experts on disk
+    sizes = {}
+    for keep, dtype in ((False, torch.float32), (True, torch.bfloat16)):
+        model = g.load_model(path, dtype=dtype, keep_mxfp4=keep)
+        sizes[keep] = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    assert sizes[True] * 3 < sizes[False]
+    read = []
+    monkeypatch.setattr(ck, "iter_tensors", lambda files: read.append(files) or iter(()))
+    monkeypatch.setattr(ck, "device_room", lambda device: (sizes[False] - 1, "this machine has too little RAM"))
+    with pytest.raises(g.CheckpointError, match=re.escape(
+            f"loaded as float32, experts dense takes {ck.format_bytes(sizes[False])}, and this machine has too "
+            f"little RAM: load it with keep_mxfp4=True, dtype=torch.bfloat16 (experts packed): "
+            f"{ck.format_bytes(sizes[True])}")):
+        g.load_model(path)
+    assert read == []  # refused before a byte was read
+    monkeypatch.setattr(ck, "device_room", lambda device: (sizes[True] - 1, "this machine has too little RAM"))
+    with pytest.raises(g.CheckpointError, match="does not fit this device in any form the course loads"):
+        g.load_model(path, dtype=torch.bfloat16, keep_mxfp4=True)
+    monkeypatch.undo()
+    monkeypatch.setattr(ck, "device_room", lambda device: (sizes[True], "exactly enough"))
+    g.load_model(path, dtype=torch.bfloat16, keep_mxfp4=True)  # what fits exactly is loaded
+
+
+def test_the_size_check_counts_gpt_oss_20b_as_spec_does():
+    cfg = g.preset("gpt-oss-20b")
+    with torch.device("meta"):
+        packed, dense = g.GPT(cfg, packed_experts=True), g.GPT(cfg)
+    tensors = [dict(m.named_parameters(remove_duplicate=False)) | dict(m.named_buffers()) for m in (packed, dense)]
+    assert ck._model_bytes(tensors[0], torch.bfloat16) == 13_761_264_768  # the checkpoint's bytes (SPEC.md)
+    assert ck.format_bytes(ck._model_bytes(tensors[1], torch.float32)) == "77.91 GiB"
+
+
 def test_every_missing_shard_is_named(tmp_path):
     # Learning the list one error at a time would be a slow way to finish a download.
     path = g.write_checkpoint(small_gptoss(), tmp_path / "ck", max_shard_bytes=100_000)
