@@ -132,7 +132,7 @@ def test_original_layout_matches_openai_reference(tmp_path, seed, window, k):
     with torch.no_grad():
         want, got = ref(ids), ours(ids[None])[0]
     assert want.abs().max() > 0.5
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)  # float32 sums in another order: measured 1.2e-6
 
 
 def test_keep_mxfp4_never_dequantizes_while_loading(tmp_path, monkeypatch):
@@ -162,7 +162,7 @@ def test_a_model_kept_in_mxfp4_can_be_written_dense(tmp_path):
     ids = torch.randint(0, 256, (2, 20))
     with torch.no_grad():
         torch.testing.assert_close(g.load_model(path)(ids), packed(ids), atol=0, rtol=0)
-        torch.testing.assert_close(ref.eval()(ids).logits, packed(ids), atol=1e-4, rtol=0)
+        torch.testing.assert_close(ref.eval()(ids).logits, packed(ids), atol=1e-5, rtol=0)  # measured 1e-6
 
 
 def test_dense_checkpoint_round_trips_exactly(tmp_path):

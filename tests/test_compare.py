@@ -79,6 +79,8 @@ def test_models_in_training_mode_are_compared_without_dropout(pair):
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.5
     noisy.train()
+    with torch.no_grad():
+        assert not torch.equal(noisy(ids), noisy(ids))  # the dropout is live: this test could fail
     assert compare_layers(noisy, ref, ids, atol=ATOL).equal  # dropout off while comparing
     assert noisy.training and all(m.training for m in noisy.modules())  # and the mode is given back
     noisy.blocks[0].eval()  # a mix of modes comes back as it was, module by module

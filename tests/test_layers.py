@@ -147,3 +147,50 @@ def test_a_bf16_attention_takes_its_softmax_in_float32():
     got = attend(q, k, v, scale=scale, sinks=sinks)
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got, want, atol=0, rtol=0)  # a bf16 softmax is off by up to 0.03
+
+
+# ---- dropout: GPT-2 has it in four places, and nothing else would notice it missing -------------
+
+def test_dropout_acts_on_the_embeddings_and_both_residual_branches_of_every_block():
+    cfg = g.preset("gpt2-tiny").replace(vocab_size=300, context_length=32, dropout=0.5)
+    model = g.GPT(cfg).train()
+    seen = []
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.register_forward_hook(lambda mod, args, out: seen.append((args[0], out)))
+    ids = torch.randint(0, cfg.vocab_size, (2, 32), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    first = model(ids)
+    assert len(seen) == 1 + 2 * cfg.n_layers  # the embeddings, then attention's and the MLP's output in each block
+    for x, y in seen:
+        kept = y != 0
+        assert 0.45 < kept.float().mean() < 0.55  # about half of 2 x 32 x d_model values zeroed
+        torch.testing.assert_close(y[kept], 2 * x[kept])  # the rest scaled by 1 / (1 - p)
+    torch.manual_seed(1)
+    assert not torch.equal(model(ids), first)  # other masks, other logits
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(ids), model(ids))
+
+
+def test_attention_dropout_zeroes_probabilities_and_rescales_the_rest():
+    # With v the identity, attention's output is its probability matrix itself.
+    T, p = 48, 0.25
+    gen = torch.Generator().manual_seed(3)
+    q, k = torch.randn(1, 2, T, T, generator=gen), torch.randn(1, 2, T, T, generator=gen)
+    v = torch.eye(T).expand(1, 2, T, T)
+    probs = g.attention.attend(q, k, v, scale=T ** -0.5)
+    torch.manual_seed(0)
+    dropped = g.attention.attend(q, k, v, scale=T ** -0.5, dropout=p)
+    live = probs > 0  # the causal half
+    kept = dropped[live] != 0
+    assert abs(kept.float().mean() - (1 - p)) < 0.03  # of 2 x 1176 probabilities
+    torch.testing.assert_close(dropped[live][kept], probs[live][kept] / (1 - p))
+    assert torch.equal(dropped[~live], probs[~live])  # the masked ones stay 0
+    cfg = g.preset("gpt2-tiny").replace(vocab_size=300, context_length=32, dropout=p)
+    layer = g.GPT(cfg).blocks[0].attn
+    x = torch.randn(1, 32, cfg.d_model)
+    layer.train()
+    assert not torch.equal(layer(x), layer(x))  # the layer passes its dropout on in training
+    layer.eval()
+    assert torch.equal(layer(x), layer(x))

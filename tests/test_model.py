@@ -189,6 +189,13 @@ def test_top_p_keeps_only_the_nucleus():
     assert picks == {0, 1}
 
 
+def test_generation_stops_where_the_context_is_full_and_says_so():
+    model = randomize(g.GPT(g.preset("gpt2-tiny").replace(vocab_size=50, context_length=16)), seed=6)
+    out = generate(model, list(range(14)), max_new_tokens=5, temperature=0)
+    assert out.stop_reason == "context_full" and len(out.tokens) == 2  # 14 + 2 = 16 positions
+    assert generate(model, list(range(14)), max_new_tokens=2, temperature=0).stop_reason == "max_new_tokens"
+
+
 def test_context_overflow_is_a_clear_error():
     model = g.GPT(g.preset("gpt2-tiny").replace(vocab_size=50, context_length=16)).eval()
     with pytest.raises(ValueError, match="exceed the context length of 16"):

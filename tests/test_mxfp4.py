@@ -136,7 +136,8 @@ def test_quantize_lands_on_nearest_grid_point(shape, std):
 
 
 def test_quantize_handles_exact_grid_values_and_ties():
-    # A block of exact grid values comes back unchanged; midpoints may go either way (checked by brute force).
+    # A block of exact grid values comes back unchanged; a midpoint goes to the even code (an even mantissa),
+    # as round-to-nearest-even does (notebook 08 rebuilds this rule by hand and compares bytes).
     exact = torch.tensor(mxfp4.FP4_VALUES * 2).reshape(1, 32) * 0.25
     b, s = mxfp4.quantize(exact)
     assert torch.equal(mxfp4.dequantize(b, s, torch.float32), exact)
@@ -144,6 +145,13 @@ def test_quantize_handles_exact_grid_values_and_ties():
     mids[0, 16:] *= -1
     b, s = mxfp4.quantize(mids)
     assert_nearest_on_grid(mids, b, s)
+    ties = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0])
+    even = torch.tensor([0.0, 1.0, 1.0, 2.0, 2.0, 4.0, 4.0])  # codes 0, 2, 2, 4, 4, 6, 6
+    for sign in (1, -1):
+        codes = mxfp4.round_to_e2m1(sign * ties)
+        assert torch.equal(codes & 7, torch.tensor([0, 2, 2, 4, 4, 6, 6], dtype=torch.uint8))
+        assert torch.equal(torch.tensor(mxfp4.FP4_VALUES)[codes.long()], sign * even)
+    assert mxfp4.round_to_e2m1(torch.tensor([-0.25])).item() == 0  # rounds to zero: stored as +0
 
 
 def test_zero_block():

@@ -1,7 +1,9 @@
 """The course model against transformers' GPT-2 and gpt-oss on the same random weights.
 
-Tolerance: float32 rounding. Logits are of unit scale (max |logit| a few units); the two
-implementations order some sums differently, so we allow 1e-4 absolute.
+Tolerance: float32 rounding. The random weights give logits up to about 20 in size, where float32
+numbers lie 2e-6 apart, and the two implementations order some sums differently: the differences
+measured were at most 7.6e-6 (GPT-2) and 1.7e-6 (gpt-oss). We allow 2e-5 absolute, which GELU in
+its exact form instead of GPT-2's tanh form (1.5e-3 off) exceeds 75-fold.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 import gptoss_edu as g
 from random_weights import randomize, transformers_gptoss
 
-ATOL = 1e-4
+ATOL = 2e-5
 
 GPT2_SHAPES = [
     dict(vocab_size=300, n_positions=64, n_embd=48, n_layer=2, n_head=4),
@@ -26,7 +28,7 @@ GPT2_SHAPES = [
 @pytest.mark.parametrize("shape", GPT2_SHAPES, ids=lambda s: f"d{s['n_embd']}-L{s['n_layer']}-h{s['n_head']}")
 def test_gpt2_matches_transformers(shape, tmp_path):
     torch.manual_seed(shape["n_embd"])
-    ref = GPT2LMHeadModel(GPT2Config(**shape)).eval()
+    ref = randomize(GPT2LMHeadModel(GPT2Config(**shape)), seed=shape["n_embd"])
     ref.save_pretrained(tmp_path)  # transformers' own GPT-2 layout on disk
     ours = g.load_model(tmp_path)
     ids = torch.randint(0, shape["vocab_size"], (2, shape["n_positions"]))

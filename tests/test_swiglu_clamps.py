@@ -7,7 +7,8 @@ scaled up, against transformers.
 
 Tolerances: the function against OpenAI's is the same float32 formula in another order (atol 1e-7,
 rtol 1e-6; 1e-9 for float64); a whole model against transformers sums float32 in another order
-through every layer (logits atol 1e-4, one MoE layer 1e-5).
+through every layer (logits atol 2e-5 as in test_parity.py; the difference measured here was 0),
+one MoE layer 1e-5.
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ def test_model_with_saturating_experts_matches_transformers(boost, limit, tmp_pa
     with torch.no_grad():
         want, read_back = ref(ids).logits, loaded(ids)
     assert 0.5 < want.abs().max() < 100
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
-    torch.testing.assert_close(read_back, want, atol=1e-4, rtol=0)
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=0)
+    torch.testing.assert_close(read_back, want, atol=2e-5, rtol=0)
 
 
 @pytest.mark.parametrize("alpha,limit,d,ff", [(1.702, 7.0, 32, 48), (1.0, 3.0, 64, 64), (2.5, 1.5, 16, 80)])

@@ -82,6 +82,9 @@ def test_lm_loss_is_the_cross_entropy_of_each_position_against_the_next_token(co
 def test_evaluate_runs_without_dropout_and_restores_training_mode():
     model = g.GPT(g.preset("gpt2-tiny").replace(vocab_size=4000, context_length=64, dropout=0.5)).train()
     data, tc = distinct_tokens(), T.TrainConfig(batch_size=2, seq_len=24, eval_batches=3)
+    x = next(iter(data.val_batches(tc.batch_size, tc.seq_len, 1)))[0]
+    with torch.no_grad():
+        assert not torch.equal(model(x), model(x))  # the dropout is live in training mode: this test could fail
     losses = []
     for seed in (0, 1):  # dropout would draw other masks under another seed
         torch.manual_seed(seed)
