@@ -21,7 +21,11 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@# An existing environment (e.g. a conda env passed as VENV=$$CONDA_PREFIX) is not recreated: the
 	@# pinned packages are installed into it.
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# A .venv that `python3 -m venv` left half-made (no pip: Debian's python3-venv missing) is made again.
+	@if [ "$(VENV)" = .venv ] && [ -x $(PY) ] && ! $(PY) -m pip --version >/dev/null 2>&1; then \
+	  echo "$(VENV) has no pip (an earlier python3 -m venv failed part-way): making it again"; rm -rf $(VENV); fi
+	test -x $(PY) || $(PYTHON) -m venv $(VENV) || { [ "$(VENV)" != .venv ] || rm -rf $(VENV); \
+	  echo "$(PYTHON) -m venv failed: on Debian or Ubuntu, install python3-venv (sudo apt install python3-venv), then run make again"; exit 1; }
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "The course needs Python 3.11 or newer, and " + sys.executable + " is " + sys.version.split()[0] + ": run make clean-venv, then make PYTHON=python3.11 (or newer).")'
 	$(PY) -m pip install --quiet -c constraints.txt --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple) torch==$(TORCH_VERSION)
@@ -54,4 +58,6 @@ student: venv
 	$(PY) -m gptoss_edu student notebooks student
 
 clean-venv:
+	@# Only the course's own .venv: VENV=$$CONDA_PREFIX here would delete a whole conda environment.
+	@[ "$(VENV)" = .venv ] || { echo "make clean-venv removes only the course's .venv, not $(VENV); remove a conda environment with: conda env remove -n gptoss-edu"; exit 1; }
 	rm -rf $(VENV)

@@ -1,0 +1,81 @@
+"""The Makefile's set-up, run for real on stand-in Pythons: a half-made .venv is made again, a failed
+`python3 -m venv` says what to install and leaves nothing behind, and clean-venv deletes only .venv."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed here")
+
+# A Python that answers every command (the version check, pip, `import triton`) and logs it.
+HEALTHY = '#!/bin/sh\necho "python $*" >> "{log}"\nexit 0\n'
+# What `python3 -m venv` leaves where ensurepip is missing (Debian without python3-venv): a Python, no pip.
+NO_PIP = '#!/bin/sh\ncase "$*" in *"-m pip"*) echo "No module named pip" >&2; exit 1;; esac\nexit 0\n'
+
+
+def script(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o755)
+
+
+@pytest.fixture
+def course(tmp_path: Path) -> Path:
+    for name in ("Makefile", "pyproject.toml", "constraints.txt"):
+        shutil.copy(REPO / name, tmp_path / name)
+    return tmp_path
+
+
+def make(course: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", *args], cwd=course, capture_output=True, text=True, timeout=60)
+
+
+def stand_in_python3(course: Path, works: bool) -> Path:
+    """A `python3` whose `-m venv DIR` makes DIR/bin/python (healthy) or, failing, only a Python without pip."""
+    log = course / "log"
+    made = HEALTHY.format(log=log) if works else NO_PIP
+    body = (f'#!/bin/sh\necho "python3 $*" >> "{log}"\nmkdir -p "$3/bin"\n'
+            f"cat > \"$3/bin/python\" <<'EOF'\n{made}EOF\nchmod +x \"$3/bin/python\"\n"
+            f"{'exit 0' if works else 'echo ensurepip is not available >&2; exit 1'}\n")
+    script(course / "python3", body)
+    return course / "python3"
+
+
+def test_a_venv_left_without_pip_is_made_again(course):
+    script(course / ".venv" / "bin" / "python", NO_PIP)  # an earlier, failed `python3 -m venv`
+    done = make(course, "venv", f"PYTHON={stand_in_python3(course, works=True)}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ".venv has no pip (an earlier python3 -m venv failed part-way): making it again" in done.stdout
+    log = (course / "log").read_text()
+    assert "python3 -m venv .venv" in log and "python -m pip install --quiet -c constraints.txt -e .[dev]" in log
+    assert (course / ".venv" / ".installed").exists()
+
+
+def test_a_failed_venv_says_what_to_install_and_leaves_nothing_behind(course):
+    done = make(course, "venv", f"PYTHON={stand_in_python3(course, works=False)}")
+    assert done.returncode != 0
+    assert "install python3-venv (sudo apt install python3-venv), then run make again" in done.stdout
+    assert not (course / ".venv").exists()  # else the next make would take the half-made one for a venv
+
+
+def test_a_working_environment_is_kept(course):
+    script(course / ".venv" / "bin" / "python", HEALTHY.format(log=course / "log"))
+    done = make(course, "venv", f"PYTHON={stand_in_python3(course, works=True)}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "making it again" not in done.stdout and "python3 -m venv" not in (course / "log").read_text()
+
+
+def test_clean_venv_removes_only_the_course_venv(course, tmp_path_factory):
+    conda = tmp_path_factory.mktemp("conda-env")
+    (conda / "keep").write_text("a whole conda environment")
+    done = make(course, "clean-venv", f"VENV={conda}")
+    assert done.returncode != 0 and "removes only the course's .venv" in done.stdout
+    assert (conda / "keep").exists()
+    script(course / ".venv" / "bin" / "python", NO_PIP)
+    assert make(course, "clean-venv").returncode == 0 and not (course / ".venv").exists()
