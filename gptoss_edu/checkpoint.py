@@ -275,13 +275,16 @@ class LoadReport:
     bytes_by_dtype: Counter = field(default_factory=Counter)
     seconds: float = 0.0
     packed_experts: bool = False
+    dtype: str = "float32"  # of the weights once loaded, whatever the file's
 
     def __str__(self) -> str:
+        # Two sizes that differ: what the files hold (bf16 and uint8) and what it became in memory.
         total = sum(self.bytes_by_dtype.values())
-        by = ", ".join(f"{str(k).removeprefix('torch.')} {v / 2**20:,.1f} MiB" for k, v in self.bytes_by_dtype.most_common())
-        experts = "experts kept in MXFP4" if self.packed_experts else "all weights dense"
-        return (f"loaded {self.tensors} tensors from {self.files} file(s) ({self.layout} layout), "
-                f"{total / 2**30:,.2f} GiB [{by}] to {self.device} in {self.seconds:.1f} s; {experts}")
+        by = ", ".join(f"{str(k).removeprefix('torch.')} {format_bytes(v)}"
+                       for k, v in self.bytes_by_dtype.most_common())
+        experts = "experts kept in MXFP4 (uint8)" if self.packed_experts else "experts dense"
+        return (f"read {self.tensors} tensors, {format_bytes(total)} on disk ({by}), from {self.files} file(s) "
+                f"({self.layout} layout) in {self.seconds:.1f} s; in memory on {self.device}: {self.dtype}, {experts}")
 
 
 def _set(model: nn.Module, name: str, value: torch.Tensor) -> None:
@@ -354,7 +357,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
         "quant_method") == "mxfp4")
     _check_fits(path, cfg, expected, device, dtype, keep_mxfp4, packed_on_disk)
     rule = RULES[layout]
-    report = LoadReport(str(path), layout, str(device), files=len(files), packed_experts=keep_mxfp4 and cfg.is_moe)
+    report = LoadReport(str(path), layout, str(device), files=len(files), packed_experts=keep_mxfp4 and cfg.is_moe,
+                        dtype=str(dtype).removeprefix("torch."))
     seen: set[str] = set()
     unexpected: list[str] = []
     pending: dict[str, dict[str, tuple[str, torch.Tensor]]] = {}  # packed experts waiting for their other half

@@ -180,8 +180,14 @@ def test_load_report_and_progress(tmp_path, capsys):
     path = g.write_checkpoint(small_gptoss(), tmp_path / "ck", max_shard_bytes=100_000)
     g.load_model(path, progress=True, verbose=True)
     out = capsys.readouterr()
-    assert re.search(r"loaded \d+ tensors from [3-9] file\(s\) \(gpt_oss layout\)", out.out)
+    stored = [t for f in path.glob("*.safetensors") for t in load_file(f).values()]
+    on_disk = ck.format_bytes(sum(t.numel() * t.element_size() for t in stored))
+    assert re.search(rf"read {len(stored)} tensors, {on_disk} on disk \((uint8|bfloat16) .*, (uint8|bfloat16) .*\), "
+                     r"from [3-9] file\(s\) \(gpt_oss layout\) in .* s; in memory on cpu: float32, experts dense",
+                     out.out)
     assert "loading weights" in out.err  # the progress bar
+    g.load_model(path, dtype=torch.bfloat16, keep_mxfp4=True, verbose=True)
+    assert "in memory on cpu: bfloat16, experts kept in MXFP4 (uint8)" in capsys.readouterr().out
 
 
 # ---- bad input -------------------------------------------------------------------------------
