@@ -5,7 +5,8 @@
 The model's thinking (the analysis channel) is shown dimmed and its answer plainly. The
 conversation is kept between turns, with the thinking of answered turns dropped as the
 harmony format prescribes. Ctrl-C stops the current reply and keeps the session; Ctrl-D
-(end of input) quits; /reset starts a new conversation.
+(end of input) quits; /reset starts a new conversation. A message that runs the GPU out of
+memory is dropped, and the conversation goes on as before it.
 """
 
 from __future__ import annotations

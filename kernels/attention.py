@@ -306,6 +306,16 @@ def _combine_splits(sink_arg: torch.Tensor, has_sinks: bool, out: torch.Tensor, 
     )
 
 
+def _decode_tile_rows(groups: int, Tq: int, name: str) -> int:
+    """BLOCK_M of the decode kernel, which holds every query row of a KV head in one tile; refuses too many."""
+    rows = groups * Tq
+    if rows > DECODE_MAX_ROWS:  # past this the tile outgrows a GPU's registers and shared memory
+        raise ValueError(f"{name} holds all {rows} query rows of a KV head ({groups} query heads x {Tq} tokens) in "
+                         f"one tile, and takes at most {DECODE_MAX_ROWS}: call attention(), which gives that many "
+                         "to attention_prefill")
+    return max(16, triton.next_power_of_2(rows))
+
+
 @on_tensors_device
 def attention_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float,
                      sinks: torch.Tensor | None = None, sliding_window: int = 0, q_start: int = 0,
@@ -331,7 +341,7 @@ def attention_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale
     chunk = triton.cdiv(triton.cdiv(n_keys, max(1, num_splits)), block_n) * block_n
     num_splits = triton.cdiv(n_keys, chunk)
     R = groups * Tq
-    block_m = max(16, triton.next_power_of_2(R))
+    block_m = _decode_tile_rows(groups, Tq, "attention_decode")
     block_d = _block_d(D)
     final = num_splits == 1
     sink_arg = sinks.detach().contiguous() if sinks is not None else q  # read as sink_ptr + head
@@ -440,7 +450,7 @@ def attention_decode_at(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, posit
         num_splits = _default_splits(q.device, B * Hkv, most_keys)
     num_splits = max(1, min(num_splits, triton.cdiv(most_keys, block_n)))  # no split is always empty
     R = groups * Tq
-    block_m = max(16, triton.next_power_of_2(R))
+    block_m = _decode_tile_rows(groups, Tq, "attention_decode_at")
     block_d = _block_d(D)
     final = num_splits == 1
     sink_arg = sinks.detach().contiguous() if sinks is not None else q  # read as sink_ptr + head

@@ -377,6 +377,21 @@ def test_a_tile_size_a_gpu_could_not_compile_is_refused() -> None:
         moe_mxfp4_decode(x, idx, wts, *experts, block_rows=12)
 
 
+def test_the_decode_kernels_refuse_more_query_rows_than_one_tile_can_hold() -> None:
+    # 8 query heads a KV head x 17 tokens: a 256-row tile, past a GPU's registers (the interpreter would run it).
+    from gptoss_kernels.attention import DECODE_MAX_ROWS, attention_decode_at
+
+    q, k, v, _ = attention_inputs(1, 16, 2, 17, 40, 16, False, seed=54)
+    assert 8 * 17 > DECODE_MAX_ROWS
+    said = r"holds all 136 query rows of a KV head \(8 query heads x 17 tokens\) in one tile, and takes at most 128"
+    with pytest.raises(ValueError, match="attention_decode " + said):
+        attention_decode(q, k, v, scale=0.25, q_start=23)
+    with pytest.raises(ValueError, match="attention_decode_at " + said):
+        attention_decode_at(q, k, v, torch.tensor([23]), scale=0.25)
+    kw = dict(scale=0.25, q_start=23)
+    assert_close(attention(q, k, v, **kw), attention_reference(q, k, v, **kw), "attention")  # what it advises
+
+
 def test_tensors_on_two_devices_are_named_by_shape() -> None:
     from gptoss_kernels.attention import attention_decode_at
 
