@@ -141,6 +141,48 @@ def test_running_out_of_memory_drops_the_message_and_keeps_the_chat(monkeypatch)
     assert w.send("Hi") is not None  # a new chat goes on
 
 
+class FailsAfter(Scripted):
+    """A Scripted model that raises ``error`` at its ``after``-th call of a generation (0: the prompt)."""
+
+    def __init__(self, script: str, error: BaseException, after: int) -> None:
+        super().__init__(script)
+        self.error, self.after, self.armed = error, after, True
+
+    def forward(self, ids, cache, last_only=False):
+        if self.armed and cache.length > 0 and self.position >= self.after:
+            raise self.error
+        return super().forward(ids, cache, last_only)
+
+
+@pytest.mark.parametrize("error, said", [(KeyboardInterrupt(), "interrupted"),
+                                         (RuntimeError("CUDA error: device-side assert"), "failed (RuntimeError")])
+def test_a_stopped_or_failed_reply_leaves_the_conversation_as_it_was(error, said):
+    """The stop button mid-reply once left the message without an answer: the next turn sent two user messages."""
+    model = FailsAfter(THINK_THEN_ANSWER, error, after=3)
+    w = ChatWidget(model, temperature=0.0)
+    model.armed = False
+    w.send("first")
+    kept = list(w.messages)
+    model.armed = True
+    with pytest.raises(type(error)):  # raised on, so a cell calling send() shows it too
+        w.send("second")
+    assert w.messages == kept and not w.send_button.disabled
+    assert said in w.status.value and "this message is dropped" in w.status.value
+    model.armed = False
+    w.send("third")
+    prompt = ENC.decode(model.prompts[-1])
+    assert "third" in prompt and "second" not in prompt
+
+
+def test_a_second_click_on_an_emptied_box_keeps_the_replys_summary():
+    w = ChatWidget(Scripted(THINK_THEN_ANSWER), temperature=0.0)
+    w.text.value = "Hi"
+    w.send_button.click()
+    w.send_button.click()  # queued behind the first: the box is empty by now
+    assert "stop_token" in w.status.value and "Type a message first" in w.status.value
+    assert len(w.replies) == 1 and "Hello there!" in w.answer.value
+
+
 def test_text_that_is_not_harmony_is_shown_raw():
     model = Scripted("just words, no header<|return|>")
     out = reply(model, [harmony.user("Hi")], temperature=0.0, max_new_tokens=20)

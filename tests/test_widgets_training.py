@@ -103,3 +103,13 @@ def test_a_run_shown_alone_from_the_start_has_its_colour_among_all_runs():
     names = ["01 GPT-2", "02 RoPE", "09 gpt-oss"]
     ex = loss_explorer({n: fake_run(-0.2 * i) for i, n in enumerate(names)}, shown=("02 RoPE",))
     assert to_hex(ex.figure.axes[0].get_lines()[0].get_color()) == to_hex(run_colours(names)["02 RoPE"])
+
+
+def test_a_run_with_no_steps_recorded_draws_nothing_and_breaks_nothing():
+    empty = TrainResult(model=None, model_config=g.course_config(1), train_config=fake_run(0.0).train_config)
+    ex = loss_explorer({"a": fake_run(0.0), "empty": empty}, shown=("empty",))  # once: min() of an empty sequence
+    ex.set(runs_shown=("a", "empty"), smoothing=50, show_val=False)
+    lines = {l.get_label(): len(l.get_xdata()) for l in ex.figure.axes[0].get_lines()}
+    assert lines == {"a (train)": 40, "empty (train)": 0}
+    lowest = min(smooth([h["loss"] for h in fake_run(0.0).history], 50))
+    assert ex.figure.axes[0].get_ylim()[0] == pytest.approx(lowest - 0.3)  # set by the run that has steps

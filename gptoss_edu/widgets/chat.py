@@ -152,9 +152,12 @@ class ChatWidget(widgets.VBox):
         """Send ``text`` (default: the box's content) as the user, stream the reply, keep both."""
         text = self.text.value if text is None else text
         if not text.strip():
-            self.status.value = "<i>Type a message first.</i>"
+            # A second click queued behind a reply finds the box emptied: keep that reply's summary in view.
+            last = html.escape(self._summary(self.replies[-1]), quote=False) + "<br>" if self.replies else ""
+            self.status.value = f"{last}<i>Type a message first.</i>"
             return None
-        self.messages.append(harmony.user(text))
+        # The message joins the conversation only with its reply: a failed or interrupted turn leaves no trace.
+        pending = [*self.messages, harmony.user(text)]
         self.send_button.disabled = True
         self.status.value = f"<i>generating (reasoning: {self.effort.value}) ...</i>"
         self._show("", "")
@@ -165,22 +168,25 @@ class ChatWidget(widgets.VBox):
             self._show(live.get("analysis", ""), live.get("final", ""))
 
         try:
-            out = reply(self.model, self.messages, self.effort.value, max_new_tokens=self.max_new_tokens,
+            out = reply(self.model, pending, self.effort.value, max_new_tokens=self.max_new_tokens,
                         temperature=self.temperature, top_p=self.top_p, date=self.date, on_text=on_text,
                         seed=None if self.seed is None else self.seed + len(self.replies), encoding=self.encoding)
         except ValueError as e:  # the conversation no longer fits the context
-            self.messages.pop()
             self.status.value = f"<span style='color:#b00'>{html.escape(str(e), quote=False)}</span>"
             return None
         except torch.OutOfMemoryError:  # the prompt grows every turn, and the cache with it
-            self.messages.pop()
             release_memory()
             self.status.value = ("<span style='color:#b00'>out of memory with the conversation so far: this message is "
                                  "dropped. Send a shorter one, lower max_new_tokens, or start a New chat.</span>")
             return None
+        except BaseException as e:  # the stop button (KeyboardInterrupt), or a bug: said here, then raised
+            why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"failed ({type(e).__name__}: {e})"
+            self.status.value = (f"<span style='color:#b00'>{html.escape(why, quote=False)}: this message is dropped, "
+                                 "the conversation is as before it.</span>")
+            raise
         finally:
             self.send_button.disabled = False
-        self.messages.extend(out.messages)
+        self.messages = [*pending, *out.messages]
         self.replies.append(out)
         self.text.value = ""
         self._show(out.analysis, out.final)

@@ -76,10 +76,12 @@ def loss_explorer(runs: Mapping[str, TrainResult], shown: Sequence[str] | None =
             ax.set_axis_off()
             return
         plot_losses(ax, picked, smoothing, show_val, x_axis, colours)
-        lows = [min(smooth([h["loss"] for h in r.history], smoothing)) for r in picked.values()]
+        # A run with no step recorded (a hand-made or loaded result) draws nothing and sets no limit.
+        lows = [min(smooth([h["loss"] for h in r.history], smoothing)) for r in picked.values() if r.history]
         if show_val:  # a smoothed curve lags above the loss: the val dots may sit lower, and must stay in view
             lows += [e["val_loss"] for r in picked.values() for e in r.evals]
-        ax.set_ylim(min(lows) - 0.3, None)
+        if lows:
+            ax.set_ylim(min(lows) - 0.3, None)
         ax.set_title(f"loss while training (trailing mean over {smoothing} step{'s' if smoothing > 1 else ''})",
                      fontsize=10)
 
