@@ -34,6 +34,7 @@ import os
 import statistics
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -349,6 +350,10 @@ def main(args: argparse.Namespace) -> int:
         print("  " + describe_needs(cfg) + ".")
         print("Use --layers N for a shrunken model, or --smoke for a tiny CPU run that only checks the script works.")
         return 0
+    if not args.smoke and os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on"):
+        print("TRITON_INTERPRET is set, so the kernels would run in Triton's interpreter on the CPU, not on the GPU:")
+        print("unset it (it is for the CPU tests), or pass --smoke for the CPU check.")
+        return 2
     device = torch.device("cpu" if args.smoke else "cuda")
     dtype = torch.float32 if args.smoke else torch.bfloat16
     args.contexts = args.contexts or ([16, 40] if args.smoke else [1024, 8192])
@@ -381,19 +386,44 @@ def main(args: argparse.Namespace) -> int:
     kv_bytes = torch.empty((), dtype=dtype).element_size()
     results: dict[str, dict[str, Any]] = {}
     skipped: dict[str, str] = {}
+    errors: dict[str, str] = {}  # a path that failed, and why: the others still run
+
+    def save() -> None:
+        if args.json:
+            compare_paths(results)
+            write_json(args.json, cfg, name, versions, bw, results, skipped, args, errors, quiet=True)
 
     def run(runner: Runner, check: Callable[[], dict[str, Any]] | None = None) -> None:
         print(f"running {runner.name} ...", flush=True)
         r = measure(runner, cfg, args, device, chunk)
         r["decode_bytes"] = {ctx: decode_bytes(runner.model, cfg, ctx, kv_bytes) for ctx in args.contexts}
         r["decode_ceiling_fraction"] = {ctx: r["decode"][ctx] * r["decode_bytes"][ctx] / bw for ctx in args.contexts}
-        if check is not None:
-            r.update(check())
-        results[runner.name] = r
+        results[runner.name] = r  # kept even if the check below fails
         # Each path's figures as soon as they exist, so a run stopped by a time limit keeps them.
         print(table_header(args) + "\n" + table_row(runner.name, r, args.contexts), flush=True)
-        if args.json:
-            write_json(args.json, cfg, name, versions, bw, results, skipped, args, quiet=True)
+        save()
+        if check is not None:
+            r.update(check())
+            save()
+
+    def attempt(path: str, work: Callable[[], None]) -> bool:
+        """Run one path; a failure is recorded and the next path still runs. False: the device is unusable."""
+        try:
+            work()
+        except Exception as e:  # noqa: BLE001 - any failure of one path must not cost the others
+            errors[path] = f"{type(e).__name__}: {e}"
+            print(f"{path} FAILED:", flush=True)
+            traceback.print_exc()
+            gc.collect()
+            try:
+                sync(device)  # a CUDA error is sticky: after one, every later call fails too
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            except Exception as sticky:  # noqa: BLE001
+                errors[path] += f" (and the device is unusable after it: {type(sticky).__name__}: {sticky})"
+                return False
+            save()
+        return True
 
     def fits(extra_bytes: int) -> bool:
         if device.type != "cuda":
@@ -401,29 +431,15 @@ def main(args: argparse.Namespace) -> int:
         free, _ = torch.cuda.mem_get_info(device)
         return free > extra_bytes + 4 * GiB
 
-    skipped.update(kernels_skipped(device, args.paths))
-    if {"triton", "triton+graph"} & set(args.paths) - set(skipped):
+    def kernel_paths() -> None:
         packed = build_packed().set_backend("triton")
         if "triton" in args.paths:
             run(ours("triton", packed))
         if "triton+graph" in args.paths:  # the same weights: only the decode loop differs
             run(graph_runner(packed),
                 check=lambda m=packed: {"static_decode_max_diff": static_decode_check(m, cfg, device, args.seed)})
-        del packed
-    # Each dense path is built from a fresh MXFP4 copy, which is then freed: the peak memory of a
-    # path counts only its own model.
-    dense_bytes = cfg.weight_bytes(2)
-    for path in ("torch", "transformers"):
-        if path not in args.paths:
-            continue
-        if path == "transformers" and not importlib.util.find_spec("transformers"):
-            skipped[path] = "transformers is not installed"
-            continue
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        if not fits(dense_bytes + cfg.weight_bytes(2, mxfp4_experts=True)):
-            skipped[path] = f"needs about {dense_bytes / GiB:.1f} GiB of GPU memory for bf16 experts"
-            continue
+
+    def dense_path(path: str) -> None:
         packed = build_packed()
         model = (dense_from_packed(packed, device, dtype).set_backend("torch") if path == "torch"
                  else hf_from_packed(packed, device, dtype))
@@ -432,15 +448,42 @@ def main(args: argparse.Namespace) -> int:
             versions["transformers experts"] = getattr(model.config, "_experts_implementation", None) or "eager"
             print(f"transformers: attention eager, experts {versions['transformers experts']}")
         run(ours("torch", model) if path == "torch" else transformers_runner(model))
-        del model
+
+    skipped.update(kernels_skipped(device, args.paths))
+    usable, stopped = True, False
+    try:
+        wanted = [p for p in ("triton", "triton+graph") if p in args.paths and p not in skipped]
+        if wanted:
+            usable = attempt(" and ".join(wanted), kernel_paths)
+        # Each dense path is built from a fresh MXFP4 copy, which is then freed: the peak memory of a
+        # path counts only its own model.
+        dense_bytes = cfg.weight_bytes(2)
+        for path in ("torch", "transformers"):
+            if path not in args.paths:
+                continue
+            if not usable:
+                skipped[path] = "not run: the device failed on an earlier path"
+                continue
+            if path == "transformers" and not importlib.util.find_spec("transformers"):
+                skipped[path] = "transformers is not installed"
+                continue
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            if not fits(dense_bytes + cfg.weight_bytes(2, mxfp4_experts=True)):
+                skipped[path] = f"needs about {dense_bytes / GiB:.1f} GiB of GPU memory for bf16 experts"
+                continue
+            usable = attempt(path, lambda path=path: dense_path(path))
+    except KeyboardInterrupt:  # a time limit (gpu_check.sh sends Ctrl-C): report what was measured
+        stopped = True
+        print("\nstopped (Ctrl-C or a time limit): the figures so far", flush=True)
 
     compare_paths(results)
-    report(results, skipped, args, bw)
+    report(results, skipped, args, bw, errors)
     if args.smoke:
         print("(smoke run: the kernels ran in Triton's interpreter on the CPU; these figures only show the script works)")
     if args.json:
-        write_json(args.json, cfg, name, versions, bw, results, skipped, args)
-    return 0
+        write_json(args.json, cfg, name, versions, bw, results, skipped, args, errors, complete=not stopped)
+    return 1 if errors or stopped else 0
 
 
 def table_header(args: argparse.Namespace) -> str:
@@ -461,12 +504,15 @@ def table_row(name: str, r: dict[str, Any], contexts: list[int]) -> str:
     return line + f"{r['peak_gib']:>9.2f} ({r['peak_gib'] * GiB / 1e9:.2f})"
 
 
-def report(results: dict[str, dict[str, Any]], skipped: dict[str, str], args: argparse.Namespace, bw: float) -> None:
+def report(results: dict[str, dict[str, Any]], skipped: dict[str, str], args: argparse.Namespace, bw: float,
+           errors: dict[str, str] | None = None) -> None:
     print("\n" + table_header(args))
     for name, r in results.items():
         print(table_row(name, r, args.contexts))
     for name, why in skipped.items():
         print(f"{name:<14}skipped: {why}")
+    for name, why in (errors or {}).items():
+        print(f"{name:<14}FAILED: {why}")
     for name, r in results.items():
         per_ctx = ", ".join(f"{ctx}: {n / 1e6:,.1f} MB" for ctx, n in r["decode_bytes"].items())
         print(f"{name}: a decode step must read {per_ctx} (weights it uses, the chosen experts, KV cache)")
@@ -506,12 +552,14 @@ def compare_paths(results: dict[str, dict[str, Any]]) -> None:
 
 def write_json(path: Path, cfg: g.ModelConfig, device_name: str, versions: dict[str, str], bw: float,
                results: dict[str, dict[str, Any]], skipped: dict[str, str], args: argparse.Namespace,
-               quiet: bool = False) -> None:
+               errors: dict[str, str] | None = None, complete: bool = False, quiet: bool = False) -> None:
     data = {
+        # complete: false in the files written along the way, and in one cut short by a time limit.
+        "complete": complete, "paths_requested": list(args.paths),
         "model": cfg.name, "layers": cfg.n_layers, "device": device_name, "versions": versions,
         "copy_bandwidth_bytes_per_s": bw, "prompt": args.prompt, "decode_steps": args.decode_steps,
         "results": {n: {k: v for k, v in r.items() if k != "prefill_last_logits"} for n, r in results.items()},
-        "skipped": skipped, "config": dataclasses.asdict(cfg),
+        "skipped": skipped, "errors": errors or {}, "config": dataclasses.asdict(cfg),
     }
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))

@@ -107,3 +107,74 @@ def test_a_gpu_too_old_for_triton_skips_the_kernel_paths_with_the_reason(monkeyp
     assert bench.kernels_skipped(torch.device("cpu"), PATHS) == {}  # --smoke: the interpreter
     monkeypatch.setattr(bench, "triton_gpu_problem", lambda device: None)
     assert bench.kernels_skipped(torch.device("cuda"), PATHS) == {}
+
+
+# ---- one path failing, or the time limit, must not cost the figures already measured ----------
+
+@pytest.fixture
+def bench(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    spec = importlib.util.spec_from_file_location("bench_gptoss20b", ROOT / "benchmarks" / "bench_gptoss20b.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # not __main__: it parses no arguments of its own
+    return module
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("CUDA error: an illegal memory access"), KeyboardInterrupt()])
+def test_a_failing_or_interrupted_path_keeps_the_figures_before_it(bench, tmp_path, capsys, failure):
+    def fail(*args, **kwargs):
+        raise failure
+
+    bench.hf_from_packed = fail  # the transformers path, after the torch one
+    out = tmp_path / "bench.json"
+    rc = bench.main(bench.parse_args(["--smoke", "--paths", "torch", "transformers", "--json", str(out)]))
+    printed = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert rc == 1 and list(data["results"]) == ["torch"] and data["paths_requested"] == ["torch", "transformers"]
+    assert data["results"]["torch"]["decode"]["16"] > 0
+    if isinstance(failure, KeyboardInterrupt):  # a time limit: the file says the run was cut short
+        assert data["complete"] is False and not data["errors"] and "stopped (Ctrl-C or a time limit)" in printed
+    else:
+        assert data["complete"] is True and data["errors"] == {"transformers": "RuntimeError: CUDA error: an "
+                                                                               "illegal memory access"}
+        assert "transformers  FAILED: RuntimeError: CUDA error" in printed
+    assert "torch" in printed.split("path ")[-1]  # the closing table still lists what was measured
+
+
+def test_a_clean_run_is_marked_complete(bench, tmp_path):
+    out = tmp_path / "bench.json"
+    assert bench.main(bench.parse_args(["--smoke", "--paths", "torch", "--json", str(out)])) == 0
+    data = json.loads(out.read_text())
+    assert data["complete"] is True and data["errors"] == {} and list(data["results"]) == ["torch"]
+
+
+def test_the_gpu_run_refuses_triton_s_interpreter(bench, monkeypatch, capsys):
+    monkeypatch.setattr(bench.torch.cuda, "is_available", lambda: True)  # as on the lent GPU machine
+    assert bench.main(bench.parse_args([])) == 2
+    assert "TRITON_INTERPRET is set, so the kernels would run in Triton's interpreter" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("gpu", [True, False])
+def test_gpu_check_gives_the_benchmark_the_time_left_and_on_a_gpu_drops_the_interpreter(tmp_path, gpu):
+    """No torch here: a stand-in Python records what each step was started with."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "seen"
+    fake_python = bin_dir / "python"
+    fake_python.write_text(f'#!/bin/sh\necho "TRITON_INTERPRET=${{TRITON_INTERPRET:-unset}} $*" >> "{log}"\n')
+    fake_python.chmod(0o755)
+    if gpu:
+        (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H200'\n")
+        (bin_dir / "nvidia-smi").chmod(0o755)
+    env = {"OUT": str(tmp_path / "out"), "PYTHON": str(fake_python), "STEPS": "benchmark",
+           "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    done = run(["bash", "benchmarks/gpu_check.sh"], **env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    bench = [line for line in log.read_text().splitlines() if "bench_gptoss20b.py" in line]
+    assert bench and bench[0].startswith("TRITON_INTERPRET=unset" if gpu else "TRITON_INTERPRET=1")
+    limit = int(done.stdout.split("== benchmark (limit ")[1].split()[0])
+    assert 540 <= limit <= 575  # what is left of 575 s after the start-up
+    done = run(["bash", "benchmarks/gpu_check.sh"], TOTAL_S="100", **env)
+    assert "== benchmark (limit 120 s)" in done.stdout  # never less than 120 s
