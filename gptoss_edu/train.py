@@ -213,7 +213,8 @@ def prepare_data(kind: str, vocab_size: int, corpus: Corpus | None = None, seed:
         enc = encoding_for_vocab(vocab_size)
         if enc.name != "o200k_harmony":
             raise ValueError(f"harmony chats need the o200k_harmony vocabulary (201,088 ids); the model has {vocab_size:,}")
-        return TokenData(harmony_ids(corpus, "train", seed), harmony_ids(corpus, "val", seed), vocab_size, kind)
+        # The val chats are drawn with seed 0 whatever the run's seed: runs of several seeds are compared on them.
+        return TokenData(harmony_ids(corpus, "train", seed), harmony_ids(corpus, "val", 0), vocab_size, kind)
     raise ValueError(f"data kind must be 'text' or 'harmony', got {kind!r}")
 
 
@@ -404,10 +405,18 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: TokenData | None = Non
     if data.vocab_size != model_cfg.vocab_size:
         raise ValueError(f"the data was tokenized for a vocabulary of {data.vocab_size:,} ids; "
                          f"the model has {model_cfg.vocab_size:,}: prepare_data with the model's vocab_size")
+    if data.kind != cfg.data:
+        raise ValueError(f"the settings say data={cfg.data!r}, and the data given is {data.kind!r}: "
+                         f"prepare_data({cfg.data!r}, ...), or set data={data.kind!r}")
+    # Said before step 0, not after eval_every steps of training (or inside the model).
+    if cfg.seq_len > model_cfg.context_length:
+        raise ValueError(f"seq_len {cfg.seq_len} is longer than the model's context of {model_cfg.context_length}")
+    if len(data.val) <= cfg.seq_len:
+        raise ValueError(f"the val split has {len(data.val)} tokens, fewer than seq_len + 1 ({cfg.seq_len + 1})")
     torch.manual_seed(cfg.seed)
     model = GPT(model_cfg)
     vocab = CorpusVocab(data.used_ids(), model_cfg.vocab_size) if cfg.corpus_vocab else None
-    if vocab is not None:
+    if vocab is not None and vocab.rest:  # with every id used there is no anchor (-1 would be a real token)
         with torch.no_grad():
             model.lm_head.weight[vocab.anchor] = 0.0  # unused tokens start at logit 0
         vocab.tie_unused_rows(model)

@@ -171,3 +171,40 @@ def test_train_gives_the_weights_of_a_loop_written_from_the_recipe(step, changes
     # accumulation order, well under AdamW's step of lr (1e-2) per weight.
     for (name, p), (_, q) in zip(got.model.named_parameters(), want.named_parameters()):
         torch.testing.assert_close(p, q, atol=2e-6, rtol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
+# ---- found in review: settings the data or the model cannot serve, a corpus using every id ------
+
+def test_settings_the_data_or_the_model_cannot_serve_are_refused_before_step_0(tmp_path):
+    model_cfg = g.preset("gpt2-tiny").replace(vocab_size=4000, context_length=64)
+    data = distinct_tokens(n_val=40)
+    steps_run = []
+    on_step = steps_run.append
+    with pytest.raises(ValueError, match="the settings say data='harmony', and the data given is 'text'"):
+        T.train(model_cfg, T.TrainConfig(steps=2, warmup_steps=0, data="harmony"), data, progress=False, on_step=on_step)
+    with pytest.raises(ValueError, match="seq_len 65 is longer than the model's context of 64"):
+        T.train(model_cfg, T.TrainConfig(steps=2, warmup_steps=0, seq_len=65), data, progress=False, on_step=on_step)
+    with pytest.raises(ValueError, match=r"the val split has 40 tokens, fewer than seq_len \+ 1 \(49\)"):
+        T.train(model_cfg, T.TrainConfig(steps=2, warmup_steps=0, seq_len=48), data, progress=False, on_step=on_step)
+    assert steps_run == []
+
+
+def test_a_corpus_that_uses_every_id_leaves_every_output_row_alone():
+    """With no unused token there is no anchor row: index -1 once zeroed the last, real, token's row."""
+    gen = torch.Generator().manual_seed(2)
+    vocab = 64
+    data = T.TokenData(torch.cat([torch.arange(vocab), torch.randint(0, vocab, (600,), generator=gen)]),
+                       torch.randint(0, vocab, (200,), generator=gen), vocab, "text")
+    model_cfg = g.preset("gpt2-tiny").replace(vocab_size=vocab, context_length=32, tie_embeddings=False)
+    cfg = T.TrainConfig(steps=1, batch_size=2, seq_len=16, warmup_steps=0, lr=1e-12, min_lr=1e-12)
+    assert T.CorpusVocab(data.used_ids(), vocab).rest == 0
+    trained = T.train(model_cfg, cfg, data, progress=False).model
+    torch.manual_seed(cfg.seed)
+    fresh = GPT(model_cfg)
+    torch.testing.assert_close(trained.lm_head.weight, fresh.lm_head.weight)  # lr 1e-12: nothing moved
+
+
+def test_the_harmony_val_chats_are_the_same_for_every_seed():
+    """Runs of several seeds are compared on their val loss: it must be measured on the same chats."""
+    a, b = T.prepare_data("harmony", 201_088, seed=0), T.prepare_data("harmony", 201_088, seed=1)
+    assert torch.equal(a.val, b.val) and not torch.equal(a.train, b.train)
