@@ -88,10 +88,40 @@ def _release(version: str) -> tuple[int, ...]:
     return tuple(int(x) for x in nums.group(0).split(".")) if nums else ()
 
 
+def _version(version: str):
+    """The version as packaging reads it (pre-releases and dev builds included), or None."""
+    try:
+        from packaging.version import InvalidVersion, Version
+    except ImportError:
+        return None
+    try:
+        return Version(version)
+    except InvalidVersion:
+        return None
+
+
 def _same_release(a: str, b: str) -> bool:
+    """Whether two versions are the same release: '2.13.0+cpu' is 2.13.0, '0.8.0rc1' and '0.8.0.dev1' are not."""
+    va, vb = _version(a), _version(b)
+    if va is not None and vb is not None:
+        return type(va)(va.public) == type(vb)(vb.public)  # the build's local label (+cpu, +cu128) aside
     ra, rb = _release(a), _release(b)
     n = max(len(ra), len(rb))
     return ra + (0,) * (n - len(ra)) == rb + (0,) * (n - len(rb))
+
+
+def _older(found: str, least: str) -> bool:
+    """Whether ``found`` comes before ``least`` (2.4.0rc1 does come before 2.4)."""
+    vf, vl = _version(found), _version(least)
+    if vf is not None and vl is not None:
+        return vf < vl
+    rf, rl = _release(found), _release(least)
+    return bool(rf) and rf < rl
+
+
+def _pip_install(dist: str, pin: str | None) -> str:
+    """The command that installs ``dist`` at its pin into this Python, from any folder (notebook 00 runs in notebooks/)."""
+    return (f"{sys.executable} -m pip install -c {REPO / 'constraints.txt'} {dist}" + (f"=={pin}" if pin else ""))
 
 
 def _normal(name: str) -> str:
@@ -152,9 +182,13 @@ def check_package(pkg: Package, pins: dict[str, str], mins: dict[str, str], gpu:
     found = _installed(pkg)
     if found is None:
         status = FAIL if pkg.role == "course" else WARN
-        return Check(pkg.dist, wanted, "missing", status, pkg.without + f" (pip install {pkg.dist}"
-                     + (f"=={pin}" if pin else "") + ")")
-    if least and _release(found) and _release(found) < _release(least):
+        if pkg.dist == "triton" and sys.platform != "linux":  # no wheel to install: saying "pip install" would fail
+            return Check(pkg.dist, wanted, "missing", status, pkg.without)
+        if pkg.dist in ("torch", "triton"):  # installed by the Makefile, which picks the build (CPU or CUDA)
+            return Check(pkg.dist, wanted, "missing", status, pkg.without.removesuffix(": install the course (make lab)")
+                         + ": make clean-venv, then make lab")
+        return Check(pkg.dist, wanted, "missing", status, f"{pkg.without} ({_pip_install(pkg.dist, pin)})")
+    if least and _older(found, least):
         return Check(pkg.dist, wanted, found, FAIL, f"older than {least}, the oldest the course accepts: upgrade it")
     if pkg.dist == "triton":
         meaning = ("notebook 10 compiles the kernels for the GPU" if gpu else
@@ -162,8 +196,9 @@ def check_package(pkg: Package, pins: dict[str, str], mins: dict[str, str], gpu:
     else:
         meaning = pkg.used_for
     if pin and _release(found) and not _same_release(found, pin):
-        return Check(pkg.dist, wanted, found, WARN, f"not the tested version: if something fails, "
-                     f"pip install -c constraints.txt {pkg.dist}=={pin} (or make clean-venv, then make lab)")
+        fix = ("make clean-venv, then make lab" if pkg.dist in ("torch", "triton")
+               else f"{_pip_install(pkg.dist, pin)} (or make clean-venv, then make lab)")
+        return Check(pkg.dist, wanted, found, WARN, f"not the tested version: if something fails, {fix}")
     return Check(pkg.dist, wanted, found, OK, meaning)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 
 import pytest
 import torch
@@ -26,16 +27,45 @@ def test_the_repositorys_pins_cover_torch_and_transformers():
 
 
 @pytest.mark.parametrize("a, b, same", [("2.13.0+cpu", "2.13.0", True), ("2.13", "2.13.0", True),
-                                         ("2.13.1", "2.13.0", False), ("0.0.8", "0.0.8", True)])
-def test_release_comparison_ignores_local_build_tags(a, b, same):
+                                         ("2.13.1", "2.13.0", False), ("0.0.8", "0.0.8", True),
+                                         ("2.13.0+cu128", "2.13.0", True), ("0.8.0rc1", "0.8.0", False),
+                                         ("2.13.0.dev20260101+cpu", "2.13.0", False)])
+def test_release_comparison_ignores_local_build_tags_but_not_pre_releases(a, b, same):
     assert env._same_release(a, b) is same
+
+
+@pytest.mark.parametrize("found, least, older", [("2.4.0rc1", "2.4", True), ("2.4.0", "2.4", False),
+                                                  ("2.13.0+cpu", "2.13", False), ("2.3.9", "2.4", True)])
+def test_a_pre_release_is_older_than_its_release(found, least, older):
+    assert env._older(found, least) is older
+
+
+def test_a_pre_release_of_the_pinned_version_is_not_reported_as_pinned(monkeypatch):
+    pkg = Package("safetensors", "safetensors", "course", "checkpoints", "no checkpoints")
+    monkeypatch.setattr(env, "_installed", lambda pkg: "0.8.0rc1")
+    row = env.check_package(pkg, {"safetensors": "0.8.0"}, {}, gpu=False)
+    assert row.status == WARN and "not the tested version" in row.meaning
 
 
 def test_missing_course_package_fails_and_says_how_to_install():
     pkg = Package("no-such-dist-xyz", "no_such_dist_xyz", "course", "x", "the notebooks stop")
     row = env.check_package(pkg, {"no-such-dist-xyz": "1.0"}, {}, gpu=False)
     assert (row.status, row.found) == (FAIL, "missing")
-    assert "the notebooks stop" in row.meaning and "pip install no-such-dist-xyz==1.0" in row.meaning
+    # The whole command, runnable from notebooks/ too (where notebook 00 runs): this Python, the pins' full path.
+    assert "the notebooks stop" in row.meaning
+    assert f"{sys.executable} -m pip install -c {env.REPO / 'constraints.txt'} no-such-dist-xyz==1.0" in row.meaning
+    assert (env.REPO / "constraints.txt").is_file()
+
+
+@pytest.mark.parametrize("platform", ["linux", "darwin", "win32"])
+def test_missing_triton_never_advises_a_pip_install_that_cannot_work(monkeypatch, platform):
+    triton_pkg = next(p for p in env.PACKAGES if p.dist == "triton")
+    monkeypatch.setattr(env, "_installed", lambda pkg: None)
+    monkeypatch.setattr(sys, "platform", platform)
+    row = env.check_package(triton_pkg, {"triton": "3.9.0"}, {}, gpu=False)
+    assert row.status == WARN and "notebook 10's kernels cannot run" in row.meaning
+    assert "pip install" not in row.meaning  # no wheel off Linux; on Linux it must match torch's build
+    assert ("make lab" in row.meaning) is (platform == "linux")  # the Makefile installs the build that fits torch
 
 
 def test_missing_optional_package_only_warns():
@@ -52,7 +82,8 @@ def test_version_against_pin_and_minimum():
     assert env.check_package(torch_pkg, {"torch": base}, {}, gpu=False).status == OK
     other = env.check_package(torch_pkg, {"torch": "1.0.0"}, {}, gpu=False)
     assert other.status == WARN and "not the tested version" in other.meaning
-    assert "pip install -c constraints.txt torch==1.0.0" in other.meaning
+    assert "make clean-venv, then make lab" in other.meaning and "pip install" not in other.meaning  # the Makefile
+    # picks torch's build (CPU or CUDA): a bare pip install would fetch PyPI's CUDA build on Linux
     old = env.check_package(torch_pkg, {}, {"torch": "99.0"}, gpu=False)
     assert old.status == FAIL and "older than 99.0" in old.meaning
 
