@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -94,7 +95,7 @@ def test_right_answers_pass(fn):
     (wrong_dim, r"over the tokens \(dim 0\)"),
     (routing_weights, "routing weights of the chosen experts"),
     (vector, "return one number"),
-    (lambda logits, indices, n: right(logits, indices, n).item(), r"Python float: keep the loss a tensor \(no \.item\(\)\)"),
+    (lambda logits, indices, n: right(logits, indices, n).item(), r"a Python float: keep the loss a torch tensor \(no \.item\(\), no NumPy\)"),
     (stub, "returned None"),
     (crashes, "raised RuntimeError: shapes"),
 ])
@@ -138,3 +139,39 @@ def test_a_runtime_error_that_is_no_missing_minlength_is_not_blamed_on_bincount(
         raise RuntimeError("shapes cannot be multiplied")
     r = check_balance_loss(crashes)
     assert not r.passed and "raised RuntimeError: shapes" in r.message and "minlength" not in r.message, r.message
+
+
+# ---- found in review: a right value without the gradient the loss exists for -----------------------
+
+def detached_p(logits, indices, n_experts):
+    share = torch.bincount(indices.reshape(-1), minlength=n_experts) / indices.numel()
+    return n_experts * (share * torch.softmax(logits, dim=-1).detach().mean(dim=0)).sum()
+
+
+def through_a_new_tensor(logits, indices, n_experts):
+    return torch.tensor(right(logits, indices, n_experts).item())
+
+
+def under_no_grad(logits, indices, n_experts):
+    with torch.no_grad():
+        return right(logits, indices, n_experts)
+
+
+def leaky(logits, indices, n_experts):
+    # The right value, and a gradient, but the wrong one: half of P is detached.
+    p = torch.softmax(logits, dim=-1)
+    p = 0.5 * p + 0.5 * p.detach()
+    share = torch.bincount(indices.reshape(-1), minlength=n_experts) / indices.numel()
+    return n_experts * (share * p.mean(dim=0)).sum()
+
+
+@pytest.mark.parametrize("fn, message", [
+    (detached_p, "no gradient flows from your loss back to the router's logits"),
+    (through_a_new_tensor, "no gradient flows"),
+    (under_no_grad, "no gradient flows"),
+    (leaky, "its gradient with respect to the logits is not"),
+    (lambda lg, idx, E: np.float64(right(lg, idx, E).item()), "you returned a NumPy number"),
+])
+def test_a_right_value_without_the_right_gradient_fails(fn, message):
+    result = check_balance_loss(fn)
+    assert not result.passed and message in result.message, result.message

@@ -53,9 +53,11 @@ def check_balance_loss(fn: BalanceLoss) -> CheckResult:
         if idle:
             logits[:, -idle:] -= 20.0
         indices = logits.topk(k, dim=-1).indices
-        want = load_balancing_loss(logits, indices, E)
+        # The loss is for its gradient: the router learns from it. So it must reach the logits, and be right.
+        mine, theirs = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+        want = load_balancing_loss(theirs, indices, E)
         try:
-            got = fn(logits.clone(), indices.clone(), E)
+            got = fn(mine, indices.clone(), E)
         except Exception as e:  # the learner's code: say what went wrong, don't crash the notebook
             if idle and isinstance(e, RuntimeError) and "size of tensor" in str(e):
                 return failed(f"not yet: with experts {E - idle}..{E - 1} never chosen your function raised "
@@ -65,17 +67,28 @@ def check_balance_loss(fn: BalanceLoss) -> CheckResult:
         if got is None:
             return failed("not yet: your function returned None: did you forget to `return` the loss?")
         if isinstance(got, (int, float)) and not isinstance(got, bool):
-            return failed(f"not yet: you returned a Python {type(got).__name__}: keep the loss a tensor (no .item()), "
+            what = ("a NumPy number" if type(got).__module__ == "numpy" else f"a Python {type(got).__name__}")
+            return failed(f"not yet: you returned {what}: keep the loss a torch tensor (no .item(), no NumPy), "
                           "because training adds it to the loss and backpropagates through it")
         if not isinstance(got, torch.Tensor) or got.numel() != 1:
             shape = list(got.shape) if isinstance(got, torch.Tensor) else type(got).__name__
             return failed(f"not yet: return one number (a 0-d tensor), got {shape}")
-        if torch.isclose(got.float().reshape(()), want, rtol=1e-5, atol=1e-6):
+        if torch.isclose(got.detach().float().reshape(()), want.detach(), rtol=1e-5, atol=1e-6):
+            if not got.requires_grad:
+                return failed("not yet: the value is right, but no gradient flows from your loss back to the router's "
+                              "logits (torch.tensor(...) around a number, .item(), .detach() or torch.no_grad() cut "
+                              "it): the loss is only useful through that gradient")
+            (mine_grad,) = torch.autograd.grad(got.float().reshape(()), mine, allow_unused=True)
+            (want_grad,) = torch.autograd.grad(want, theirs)
+            if mine_grad is None or not torch.allclose(mine_grad, want_grad, rtol=1e-4, atol=1e-7):
+                return failed("not yet: the value is right, but its gradient with respect to the logits is not: "
+                              "the mean probabilities P_e must come from softmax(logits) without a detach; only the "
+                              "shares of choices f_e carry no gradient")
             continue
         for message, wrong in _typical_mistakes(logits, indices, E).items():
-            if torch.isclose(got.float().reshape(()), wrong, rtol=1e-5, atol=1e-6):
+            if torch.isclose(got.detach().float().reshape(()), wrong, rtol=1e-5, atol=1e-6):
                 return failed("not yet: " + message + ".")
-        return failed(f"not yet: with {E} experts and top-{k} your loss is {float(got):.4g}, expected "
-                      f"{float(want):.4g}: E x sum over experts of (share of choices) x (mean probability)")
+        return failed(f"not yet: with {E} experts and top-{k} your loss is {float(got.detach()):.4g}, expected "
+                      f"{float(want.detach()):.4g}: E x sum over experts of (share of choices) x (mean probability)")
     return passed("your loss matches gptoss_edu.moe.load_balancing_loss: E x sum_e f_e P_e, "
                   "1 when the routing is perfectly even.")
