@@ -47,10 +47,11 @@ def attend_masked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: to
     Hkv = k.shape[1]
     groups = Hq // Hkv
     qg = q.reshape(B, Hkv, groups, Tq, D)  # GQA: query heads grouped by the KV head they read
-    scores = (qg @ k.unsqueeze(2).transpose(-1, -2)).float() * scale  # [B, Hkv, G, Tq, Tk]
+    wide = torch.float64 if q.dtype == torch.float64 else torch.float32  # as attend: float64 stays float64
+    scores = (qg @ k.unsqueeze(2).transpose(-1, -2)).to(wide) * scale  # [B, Hkv, G, Tq, Tk]
     scores = scores.masked_fill(~allowed, float("-inf"))
     if sinks is not None:
-        sink = sinks.float().reshape(1, Hkv, groups, 1, 1).expand(B, Hkv, groups, Tq, 1)
+        sink = sinks.to(wide).reshape(1, Hkv, groups, 1, 1).expand(B, Hkv, groups, Tq, 1)
         probs = torch.softmax(torch.cat((scores, sink), dim=-1), dim=-1)[..., :-1]
     else:
         probs = torch.softmax(scores, dim=-1)

@@ -441,3 +441,21 @@ def test_the_torch_backend_runs_packed_experts_without_the_triton_kernel(monkeyp
         model(torch.tensor([[1, 2, 3]]), cache)
         CUDAGraphDecoder(model, cache)(4)
     assert cache.length == 4
+
+
+def test_the_static_step_in_float64_keeps_float64() -> None:
+    # The course checks its model to 1e-15 in float64 (attend widens its softmax to float64); the
+    # static step must not round its scores or sinks to float32 (that gave 4e-8).
+    cfg = config("gpt-oss-tiny")
+    model = randomize(g.GPT(cfg), seed=7).double().eval()
+    ids = torch.randint(0, cfg.vocab_size, (2, 20), generator=torch.Generator().manual_seed(7))
+    eager_cache, static_cache = model.new_cache(2, 20), model.new_cache(2, 20)
+    with torch.no_grad():
+        model(ids[:, :3], eager_cache)
+        model(ids[:, :3], static_cache)
+        for t in range(3, 20):  # past the window of 8
+            want = model(ids[:, t:t + 1], eager_cache)[:, -1]
+            got = static_decode_step(model, static_cache, ids[:, t], torch.tensor([t]))
+            static_cache.length = t + 1
+            assert got.dtype == torch.float64
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12, msg=lambda m: f"step {t}: {m}")
