@@ -1,0 +1,43 @@
+"""A wheel of the course (pip install . without -e) holds every module of the package and the kernels.
+
+pyproject.toml lists the packages by hand, so a new subpackage left off the list works in the
+editable install the Makefile makes, yet is missing from a wheel: notebooks importing
+gptoss_edu.widgets or gptoss_edu.exercises would stop there.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def source_files() -> set[str]:
+    """Every module and data file the wheel must hold, under its installed name."""
+    files = {str(p.relative_to(REPO)) for p in (REPO / "gptoss_edu").rglob("*")
+             if p.suffix in (".py", ".json", ".typed") and "__pycache__" not in p.parts}
+    files |= {"gptoss_kernels/" + str(p.relative_to(REPO / "kernels")) for p in (REPO / "kernels").glob("*.py")}
+    return files
+
+
+def test_a_wheel_holds_every_module(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(REPO / "gptoss_edu", src / "gptoss_edu", ignore=ignore)
+    shutil.copytree(REPO / "kernels", src / "kernels", ignore=ignore)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                            "--wheel-dir", str(tmp_path / "dist"), str(src)], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    held = set(zipfile.ZipFile(wheel).namelist())
+    want = source_files()
+    assert {"gptoss_edu/widgets/chat.py", "gptoss_edu/exercises/nb01.py", "gptoss_kernels/moe.py"} <= want
+    assert not want - held, f"missing from the wheel: {sorted(want - held)}"
