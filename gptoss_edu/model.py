@@ -63,7 +63,7 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self, std: float = 0.02) -> None:
-        """GPT-2's initialisation: N(0, 0.02), output projections scaled by 1/sqrt(2 * layers)."""
+        """GPT-2's initialisation: N(0, std), output projections (packed experts' too) scaled by 1/sqrt(2 * layers)."""
         out_std = std / math.sqrt(2 * self.config.n_layers)
         for name, p in self.named_parameters():
             if name.endswith("bias") or "sinks" in name:
@@ -79,7 +79,8 @@ class GPT(nn.Module):
 
                 for w in ("gate_up_proj", "down_proj"):
                     blocks = getattr(m, f"{w}_blocks")
-                    dense = torch.randn(*blocks.shape[:-2], blocks.shape[-2] * 32, device=blocks.device) * std
+                    scale = out_std if w == "down_proj" else std  # as the dense experts' down_proj
+                    dense = torch.randn(*blocks.shape[:-2], blocks.shape[-2] * 32, device=blocks.device) * scale
                     b, s = mxfp4.quantize(dense)
                     blocks.copy_(b)
                     getattr(m, f"{w}_scales").copy_(s)

@@ -40,6 +40,19 @@ def test_gptoss_init_scales_expert_outputs_and_zeroes_sinks():  # M04, M05
         assert math.isclose(_std(block.attn.o_proj.weight), out_std, rel_tol=0.1)
 
 
+def test_packed_experts_start_as_quantized_dense_ones_would():
+    # Random packed experts are quantized random dense ones, so down_proj gets the same smaller std.
+    cfg = g.preset("gpt-oss-tiny").replace(vocab_size=1000, context_length=64)
+    torch.manual_seed(0)
+    model = g.GPT(cfg, packed_experts=True)
+    out_std = 0.02 / math.sqrt(2 * cfg.n_layers)
+    for block in model.blocks:
+        experts = block.mlp.experts
+        for name, want in (("gate_up_proj", 0.02), ("down_proj", out_std)):
+            dense = g.mxfp4.dequantize(getattr(experts, f"{name}_blocks"), getattr(experts, f"{name}_scales"))
+            assert math.isclose(_std(dense), want, rel_tol=0.1), (name, _std(dense), want)
+
+
 def test_norm_scales_start_at_one():  # M11
     model = g.GPT(g.preset("gpt-oss-tiny").replace(vocab_size=1000, context_length=64))
     norms = [p for n, p in model.named_parameters() if "norm" in n]
