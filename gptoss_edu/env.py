@@ -20,7 +20,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
@@ -55,7 +55,7 @@ PACKAGES = (
     Package("huggingface_hub", "huggingface_hub", "course", "downloads from the Hub",
             "no downloads; local checkpoints still load"),
     Package("tiktoken", "tiktoken", "course", "the tokenizers (offline, from data/)",
-            "no tokenizer: notebooks 01, 11, 12 and 13 stop"),
+            "no tokenizer: notebooks 01, 07, 11, 12 and 13 stop"),
     Package("matplotlib", "matplotlib", "course", "plots and widget figures", "no plots or widgets"),
     Package("ipywidgets", "ipywidgets", "course", "the widgets' controls", "the Explore sections have no controls"),
     Package("jupyterlab", "jupyterlab", "course", "the notebooks' editor", "no JupyterLab to open the notebooks in"),
@@ -375,6 +375,25 @@ def unused_nvidia_gpu() -> tuple[str, str] | None:
 TRITON_MIN_CAPABILITY = (8, 0)
 
 
+def device_problem(device: Any) -> str | None:
+    """Why torch cannot put tensors on ``device`` (a torch.device) here, or None when it can."""
+    import torch
+
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            unused = unused_nvidia_gpu()
+            return "no CUDA GPU is available here" + (f" (nvidia-smi sees {unused[0]}, but {unused[1]})" if unused else "")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            return (f"this machine has {count} CUDA GPU{'s' if count > 1 else ''}, "
+                    f"cuda:0{f' to cuda:{count - 1}' if count > 1 else ''}")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        return "no Apple GPU (MPS) is available to this PyTorch"
+    elif device.type not in ("cpu", "cuda", "mps"):
+        return "the course runs on cpu, cuda (an NVIDIA GPU) or mps (an Apple one)"
+    return None
+
+
 def triton_gpu_problem(device: object = None) -> str | None:
     """Why Triton cannot compile the kernels for this CUDA GPU (it is too old), or None when it can or there is none."""
     try:
@@ -471,7 +490,7 @@ def check_machine() -> list[Check]:
 
 
 def check_data() -> Check:
-    """The tokenizer files in data/ that notebooks 01 and 11 read offline."""
+    """The tokenizer files in data/ that notebooks 01, 07, 11, 12 and 13 read offline."""
     try:
         from .tokenizer import BPE_FILES, check_bpe_file, data_dir
 
