@@ -22,7 +22,7 @@ from typing import TextIO
 import torch
 
 from . import harmony
-from .env import total_ram, triton_gpu_problem
+from .env import device_problem, total_ram, triton_gpu_problem
 from .generate import Generation, release_memory, stream
 from .model import GPT
 from .static_decode import fast_step
@@ -276,17 +276,9 @@ def _check_arguments(args: argparse.Namespace) -> None:
         torch.device(args.device)
     except RuntimeError:
         raise ChatError(f"--device {args.device!r} is not a device: use auto, cpu, cuda or cuda:N") from None
-    kind = torch.device(args.device).type
-    if kind not in ("cpu", "cuda", "mps"):
-        raise ChatError(f"--device {args.device}: the chat runs on cpu, cuda (an NVIDIA GPU) or mps (an Apple one)")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ChatError(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
-    index, count = torch.device(args.device).index, torch.cuda.device_count() if kind == "cuda" else 0
-    if kind == "cuda" and index is not None and index >= count:
-        raise ChatError(f"--device {args.device}: this machine has {count} CUDA GPU{'s' if count > 1 else ''}, "
-                        f"cuda:0{f' to cuda:{count - 1}' if count > 1 else ''}")
-    if kind == "mps" and not torch.backends.mps.is_available():
-        raise ChatError(f"--device {args.device}: no Apple GPU (MPS) is available to this PyTorch; use --device cpu")
+    problem = device_problem(torch.device(args.device))
+    if problem:  # "no ... GPU": none of that kind at all, so the CPU is the way on
+        raise ChatError(f"--device {args.device}: {problem}" + ("; use --device cpu" if problem.startswith("no ") else ""))
     if args.backend == "triton":
         from gptoss_kernels import interpreter_mode, triton_available
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from . import mxfp4
 from .config import ModelConfig, alternating_layer_types
-from .env import total_ram
+from .env import device_problem, total_ram
 from .files import leftovers, replace_folder
 from .memory import format_bytes
 from .model import GPT
@@ -344,10 +344,17 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     packed (uint8) and are dequantized per use, so no dense copy of them is ever made.
     """
     t0 = time.perf_counter()
+    device = torch.device(device)
+    problem = device_problem(device)
+    if problem:
+        raise CheckpointError(f"device={str(device)!r}: {problem}" + (
+            "; device='cpu' loads it on the CPU (every notebook runs there)" if problem.startswith("no ") else ""))
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise CheckpointError(f"dtype={dtype}: weights load as a floating-point dtype (torch.bfloat16, float16, "
+                              "float32 or float64); MXFP4 experts stay packed with keep_mxfp4=True")
     path = Path(path).expanduser()
     cfg, layout, raw = read_config(path)
     files = weight_files(path)
-    device = torch.device(device)
     with torch.device("meta"):
         model = GPT(cfg, packed_experts=keep_mxfp4 and cfg.is_moe)
     expected = {n: t for n, t in list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers())}

@@ -24,6 +24,7 @@ import gptoss_edu as g
 import gptoss_edu.files
 from random_weights import randomize
 from gptoss_edu import checkpoint as ck
+from gptoss_edu import env
 from gptoss_edu import mxfp4
 from gptoss_edu.config import PRESET_DIR
 
@@ -717,3 +718,34 @@ def test_a_config_value_of_the_wrong_type_is_named(tmp_path, layout, key, value,
     (path / "config.json").write_text(json.dumps(raw))
     with pytest.raises(g.CheckpointError, match="|".join(map(re.escape, message.split("|")))):
         g.load_model(path)
+
+
+def test_a_device_torch_cannot_use_is_refused_before_reading_with_what_runs_instead(written, monkeypatch):
+    """load_model(device="cuda") without a GPU failed inside torch ("Torch not compiled with CUDA enabled")."""
+    read = []
+    monkeypatch.setattr(ck, "iter_tensors", lambda files: read.append(files) or iter(()))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(env, "unused_nvidia_gpu", lambda: None)
+    with pytest.raises(g.CheckpointError, match=re.escape(
+            "device='cuda': no CUDA GPU is available here; device='cpu' loads it on the CPU")):
+        g.load_model(written, device="cuda")
+    monkeypatch.setattr(env, "unused_nvidia_gpu", lambda: ("NVIDIA L4", "this torch (2.13.0+cpu) is a CPU build"))
+    with pytest.raises(g.CheckpointError, match=re.escape(
+            "no CUDA GPU is available here (nvidia-smi sees NVIDIA L4, but this torch (2.13.0+cpu) is a CPU build)")):
+        g.load_model(written, device="cuda:0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(g.CheckpointError, match=re.escape("device='cuda:2': this machine has 2 CUDA GPUs, cuda:0 to "
+                                                          "cuda:1")):
+        g.load_model(written, device="cuda:2")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(g.CheckpointError, match=re.escape("device='mps': no Apple GPU (MPS) is available")):
+        g.load_model(written, device="mps")
+    assert read == []
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.uint8, torch.int64, torch.bool, "bfloat16"])
+def test_a_dtype_that_is_not_floating_point_is_refused(written, dtype):
+    """int8 once loaded every weight as 0 (the report looked normal) and failed at the first forward."""
+    with pytest.raises(g.CheckpointError, match="weights load as a floating-point dtype"):
+        g.load_model(written, dtype=dtype)
