@@ -632,6 +632,22 @@ def shard_names(n_shards: int) -> list[str]:
     return [f"model-{i:05d}-of-{n_shards - 1:05d}.safetensors" for i in range(n_shards)]
 
 
+# What the course's writers put in a checkpoint folder (and what editors leave there): a folder
+# holding anything else is not replaced, since replacing it would delete that too.
+CHECKPOINT_FILES = ("config.json", "generation_config.json", "training.json", "TRAINING.md", "model.safetensors",
+                    INDEX_FILE, "model-*-of-*.safetensors", ".DS_Store", ".ipynb_checkpoints")
+
+
+def check_replaceable(path: Path, advice: str) -> None:
+    """FileExistsError when ``path`` is a folder (not a link) that holds more than a checkpoint."""
+    if path.is_symlink() or not path.is_dir():
+        return
+    others = sorted(p.name for p in path.iterdir() if not any(p.match(pattern) for pattern in CHECKPOINT_FILES))
+    if others:
+        raise FileExistsError(f"{path} holds more than a checkpoint ({', '.join(others[:5])}"
+                              f"{' ...' if len(others) > 5 else ''}), which replacing it would delete: {advice}")
+
+
 def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: torch.dtype = torch.bfloat16,
                      max_shard_bytes: int | None = SHARD_BYTES, overwrite: bool = False, layout: str = "hf") -> Path:
     """Write ``model`` as a checkpoint folder in the real layout (MXFP4 experts by default).
@@ -640,6 +656,7 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
     names, as the hub's ``original/`` folder: fused qkv, its own config keys). Files hold at
     most ``max_shard_bytes`` each (None: one file, as gpt-oss-20b's ``original/``); one shard's
     tensors are in memory at a time, which bounds what a conversion (MXFP4 to dense) costs.
+    ``overwrite`` replaces an earlier checkpoint, never a folder that holds other files too.
 
     The folder is written beside its destination and renamed into place, so an interrupted
     write never leaves a half-written checkpoint behind (a killed one leaves its temporary
@@ -650,6 +667,7 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
     path = Path(path).expanduser()
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise FileExistsError(f"{path} exists: pass overwrite=True to replace it")
+    check_replaceable(path, "write into an empty or new folder, or one that holds only a checkpoint")
     stale = leftovers(path)
     if stale:  # not removed here: another process may be writing the same checkpoint right now
         warnings.warn(f"beside {path} lies what writes killed mid-way left ({', '.join(p.name for p in stale)}): "

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from . import harmony
-from .checkpoint import CheckpointError, write_checkpoint
+from .checkpoint import CheckpointError, check_replaceable, write_checkpoint
 from .files import remove_leftovers, replace_folder, restore_folder, set_aside
 from .config import ModelConfig, course_config, preset
 from .corpus import Corpus, load_corpus
@@ -708,21 +708,11 @@ def export(result: TrainResult, path: str | Path, command: str | None = None, ab
     return path
 
 
-EXPORT_FILES = ("config.json", "generation_config.json", "training.json", "TRAINING.md", "model.safetensors",
-                "model.safetensors.index.json", "model-*-of-*.safetensors", ".DS_Store", ".ipynb_checkpoints")
-
-
 def check_export_target(path: Path) -> None:
     """Refuse to replace a folder that holds anything but an exported checkpoint (or a file)."""
-    if not path.exists():
-        return
-    if not path.is_dir():
+    if path.exists() and not path.is_dir():
         raise FileExistsError(f"{path} is a file, not a folder: choose a folder for the checkpoint")
-    others = sorted(p.name for p in path.iterdir() if not any(p.match(pattern) for pattern in EXPORT_FILES))
-    if others:
-        raise FileExistsError(f"{path} holds more than a checkpoint ({', '.join(others[:5])}"
-                              f"{' ...' if len(others) > 5 else ''}), which replacing it would delete: "
-                              "export into an empty or new folder, or one that holds only an earlier export")
+    check_replaceable(path, "export into an empty or new folder, or one that holds only an earlier export")
 
 
 def training_record(result: TrainResult, command: str | None = None, exported_val_loss: float | None = None) -> dict:

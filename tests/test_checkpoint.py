@@ -749,3 +749,20 @@ def test_a_dtype_that_is_not_floating_point_is_refused(written, dtype):
     """int8 once loaded every weight as 0 (the report looked normal) and failed at the first forward."""
     with pytest.raises(g.CheckpointError, match="weights load as a floating-point dtype"):
         g.load_model(written, dtype=dtype)
+
+
+def test_overwrite_never_deletes_a_folder_that_holds_more_than_a_checkpoint(tmp_path):
+    """overwrite=True once replaced a folder whole: a notes file beside the weights (or a home folder) was lost."""
+    model = small_gptoss()
+    path = g.write_checkpoint(model, tmp_path / "ck")
+    (path / "my_notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=re.escape("holds more than a checkpoint (my_notes.txt), which "
+                                                        "replacing it would delete")):
+        g.write_checkpoint(model, path, overwrite=True)
+    assert (path / "my_notes.txt").read_text() == "mine" and (path / "model.safetensors").is_file()
+    (path / "my_notes.txt").unlink()
+    (path / ".ipynb_checkpoints").mkdir()  # what JupyterLab leaves in a folder it browsed
+    g.write_checkpoint(model, path, overwrite=True, max_shard_bytes=20_000)  # shards and an index replace one file
+    assert len(list(path.glob("model-*-of-*.safetensors"))) > 1
+    g.write_checkpoint(model, path, overwrite=True)  # and the other way round
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
