@@ -167,6 +167,20 @@ def config_from_original(cfg: dict[str, Any], name: str = "gpt-oss") -> ModelCon
     return ModelConfig.from_hf_config(hf, name=name)
 
 
+def _readable(file: Path) -> None:
+    """CheckpointError saying why ``file`` cannot be opened, before a library's message guesses at it."""
+    try:
+        with open(file, "rb"):
+            pass
+    except PermissionError:
+        raise CheckpointError(f"{file} cannot be read: this user may not read it (see ls -l); fix its permissions "
+                              "or copy the checkpoint somewhere readable") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{file} is a folder, where the checkpoint has a file") from None
+    except OSError as e:
+        raise CheckpointError(f"{file} cannot be read: {e.strerror or e}") from None
+
+
 def read_config(path: str | Path) -> tuple[ModelConfig, str, dict[str, Any]]:
     """(config, layout, raw config.json) of a checkpoint folder; layout is gpt2, gpt_oss or original."""
     path = Path(path).expanduser()
@@ -175,6 +189,7 @@ def read_config(path: str | Path) -> tuple[ModelConfig, str, dict[str, Any]]:
         raise CheckpointError(f"{path} is not a folder: pass a checkpoint folder holding config.json and safetensors")
     if not cfg_file.exists():
         raise CheckpointError(f"{path} has no config.json: is it a checkpoint folder?")
+    _readable(cfg_file)
     try:
         raw = json.loads(cfg_file.read_bytes())
     except ValueError as e:  # invalid JSON, or bytes that are not text at all
@@ -208,6 +223,7 @@ def read_config(path: str | Path) -> tuple[ModelConfig, str, dict[str, Any]]:
 def read_index(path: str | Path) -> dict[str, str]:
     """The weight map (tensor name -> shard file) of a checkpoint folder's index, checked."""
     index = Path(path).expanduser() / INDEX_FILE
+    _readable(index)
     try:
         raw = json.loads(index.read_bytes())
     except ValueError as e:  # invalid JSON, or bytes that are not text at all
@@ -241,6 +257,7 @@ def weight_files(path: str | Path) -> list[Path]:
 def _open(file: Path):
     from safetensors import safe_open
 
+    _readable(file)
     try:
         return safe_open(str(file), framework="pt", device="cpu")
     except Exception as e:  # safetensors raises its own error types for bad headers

@@ -766,3 +766,30 @@ def test_overwrite_never_deletes_a_folder_that_holds_more_than_a_checkpoint(tmp_
     assert len(list(path.glob("model-*-of-*.safetensors"))) > 1
     g.write_checkpoint(model, path, overwrite=True)  # and the other way round
     assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_a_file_that_cannot_be_opened_is_not_called_missing_or_damaged(tmp_path, monkeypatch):
+    """An unreadable shard was reported as 'not a readable safetensors file ... No such file or directory'."""
+    path = g.write_checkpoint(small_gptoss(), tmp_path / "ck", max_shard_bytes=20_000)
+    shard = sorted(path.glob("model-*-of-*.safetensors"))[1]
+    real_open = open
+
+    def refuse(file, *args, **kwargs):
+        if str(file) == str(shard):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", refuse)  # as root (CI), chmod cannot take read permission away
+    with pytest.raises(g.CheckpointError, match=re.escape(f"{shard.name} cannot be read: this user may not read it "
+                                                          "(see ls -l)")):
+        g.load_model(path)
+    monkeypatch.undo()
+    for name in ("config.json", "model.safetensors.index.json"):
+        (path / name).rename(tmp_path / name)
+        (path / name).mkdir()
+        with pytest.raises(g.CheckpointError, match=re.escape(f"{path / name} is a folder, where the checkpoint has "
+                                                              "a file")):
+            g.load_model(path)
+        (path / name).rmdir()
+        (tmp_path / name).rename(path / name)
+    g.load_model(path)  # put back: it loads
