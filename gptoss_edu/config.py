@@ -79,6 +79,10 @@ class ModelConfig:
                   "swiglu_limit", "dropout"):
             v = getattr(self, f)
             need(isinstance(v, (int, float)) and not isinstance(v, bool), f"{f} must be a number, got {v!r}")
+        for f in ("rope_truncate", "mlp_bias", "attn_bias", "sinks", "tie_embeddings"):
+            v = getattr(self, f)  # the string "false" would count as true
+            need(isinstance(v, bool), f"{f} must be True or False, got {v!r}")
+        need(self.norm_eps > 0, f"norm_eps must be positive (it keeps the norm from dividing by zero), got {self.norm_eps}")
         for f in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "context_length"):
             need(getattr(self, f) > 0, f"{f} must be positive, got {getattr(self, f)}")
         need(self.positions in ("learned", "rope", "yarn"), f"positions must be learned|rope|yarn, got {self.positions!r}")
@@ -262,9 +266,32 @@ def _require(cfg: dict[str, Any], keys: list[str], family: str) -> None:
         raise KeyError(f"{family} config.json is missing {', '.join(repr(k) for k in missing)}")
 
 
+# The readers below check each value under its config.json name: "rope_theta" is what a reader of the file
+# can find, not the course's field it becomes.
+def _number(d: dict[str, Any], key: str, default: Any, where: str = "config.json") -> float:
+    v = d.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"{where}'s {key!r} must be a number, got {v!r}")
+    return float(v)
+
+
+def _whole(d: dict[str, Any], key: str, default: Any = None, where: str = "config.json") -> int:
+    v = d.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{where}'s {key!r} must be a whole number, got {v!r}")
+    return int(v)
+
+
+def _flag(d: dict[str, Any], key: str, default: bool, where: str = "config.json") -> bool:
+    v = d.get(key, default)
+    if not isinstance(v, bool):
+        raise ValueError(f"{where}'s {key!r} must be true or false, got {v!r}")
+    return v
+
+
 def _from_gpt2(cfg: dict[str, Any], name: str | None) -> ModelConfig:
     _require(cfg, ["vocab_size", "n_embd", "n_layer", "n_head"], "GPT-2")
-    d, h = cfg["n_embd"], cfg["n_head"]
+    d, h = _whole(cfg, "n_embd"), _whole(cfg, "n_head")
     act = cfg.get("activation_function", "gelu_new")
     if act not in ("gelu_new", "gelu", "gelu_pytorch_tanh"):
         raise ValueError(f"GPT-2 config.json has activation_function {act!r}: the course supports gelu_new and gelu")
@@ -276,44 +303,49 @@ def _from_gpt2(cfg: dict[str, Any], name: str | None) -> ModelConfig:
         raise ValueError("GPT-2 config.json has scale_attn_by_inverse_layer_idx true (layer i's scores divided by "
                          "i + 1): the course's attention does not, so this model cannot be loaded")
     return ModelConfig(
-        name=name or "gpt2", vocab_size=cfg["vocab_size"], d_model=d, n_layers=cfg["n_layer"], n_heads=h,
-        n_kv_heads=h, head_dim=d // h, d_ff=cfg.get("n_inner") or 4 * d,
-        context_length=cfg.get("n_positions", 1024), positions="learned", norm="layernorm",
-        norm_eps=cfg.get("layer_norm_epsilon", 1e-5), mlp="gelu",
-        gelu_approximate="none" if act == "gelu" else "tanh", dropout=cfg.get("resid_pdrop", 0.1),
-        tie_embeddings=cfg.get("tie_word_embeddings", True),
+        name=name or "gpt2", vocab_size=_whole(cfg, "vocab_size"), d_model=d, n_layers=_whole(cfg, "n_layer"),
+        n_heads=h, n_kv_heads=h, head_dim=d // h if h else 0,
+        d_ff=_whole(cfg, "n_inner") if cfg.get("n_inner") is not None else 4 * d,
+        context_length=_whole(cfg, "n_positions", 1024), positions="learned", norm="layernorm",
+        norm_eps=_number(cfg, "layer_norm_epsilon", 1e-5), mlp="gelu",
+        gelu_approximate="none" if act == "gelu" else "tanh", dropout=_number(cfg, "resid_pdrop", 0.1),
+        tie_embeddings=_flag(cfg, "tie_word_embeddings", True),
     )
 
 
 def _from_gpt_oss(cfg: dict[str, Any], name: str | None) -> ModelConfig:
     _require(cfg, ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
                    "head_dim", "intermediate_size", "num_local_experts"], "gpt-oss")
-    k = cfg.get("num_experts_per_tok", cfg.get("experts_per_token"))
-    if k is None:
+    k_key = "num_experts_per_tok" if "num_experts_per_tok" in cfg else "experts_per_token"
+    if k_key not in cfg:
         raise KeyError("gpt-oss config.json is missing 'num_experts_per_tok' (or 'experts_per_token')")
-    rs = _rope_settings(cfg)
-    rope_theta = cfg.get("rope_theta", rs.get("rope_theta"))
-    if rope_theta is None:
+    rs, rs_key = _rope_settings(cfg)
+    theta_in = cfg if "rope_theta" in cfg else rs
+    if "rope_theta" not in theta_in:
         raise KeyError("gpt-oss config.json is missing 'rope_theta' (at the top or in 'rope_parameters')")
-    factor = float(rs.get("factor", 1.0))
-    layer_types = tuple(cfg.get("layer_types") or (
-        alternating_layer_types(cfg["num_hidden_layers"]) if cfg.get("sliding_window") else ()))
+    factor = _number(rs, "factor", 1.0, rs_key)
+    # A missing sliding_window is transformers' default, 128; null or 0 means none.
+    window = 128 if "sliding_window" not in cfg else 0 if cfg["sliding_window"] is None else _whole(cfg, "sliding_window")
+    n_layers = _whole(cfg, "num_hidden_layers")
+    layer_types = tuple(cfg.get("layer_types") or (alternating_layer_types(n_layers) if window else ()))
     return ModelConfig(
-        name=name or "gpt-oss", vocab_size=cfg["vocab_size"], d_model=cfg["hidden_size"],
-        n_layers=cfg["num_hidden_layers"], n_heads=cfg["num_attention_heads"],
-        n_kv_heads=cfg["num_key_value_heads"], head_dim=cfg["head_dim"], d_ff=cfg["intermediate_size"],
-        context_length=cfg.get("max_position_embeddings", 131072),
+        name=name or "gpt-oss", vocab_size=_whole(cfg, "vocab_size"), d_model=_whole(cfg, "hidden_size"),
+        n_layers=n_layers, n_heads=_whole(cfg, "num_attention_heads"),
+        n_kv_heads=_whole(cfg, "num_key_value_heads"), head_dim=_whole(cfg, "head_dim"),
+        d_ff=_whole(cfg, "intermediate_size"), context_length=_whole(cfg, "max_position_embeddings", 131072),
         positions="yarn" if rs.get("rope_type", rs.get("type")) == "yarn" and factor > 1 else "rope",
-        rope_theta=float(rope_theta), rope_scaling_factor=factor,
-        rope_original_context=int(rs.get("original_max_position_embeddings", cfg.get("initial_context_length", 4096))),
-        rope_beta_fast=float(rs.get("beta_fast", 32.0)), rope_beta_slow=float(rs.get("beta_slow", 1.0)),
-        rope_truncate=bool(rs.get("truncate", True)),
-        norm="rmsnorm", norm_eps=cfg.get("rms_norm_eps", 1e-5), mlp="gptoss_swiglu",
-        swiglu_alpha=float(cfg.get("swiglu_alpha", 1.702)), swiglu_limit=float(cfg.get("swiglu_limit", 7.0)),
+        rope_theta=_number(theta_in, "rope_theta", None, "config.json" if theta_in is cfg else rs_key),
+        rope_scaling_factor=factor,
+        rope_original_context=_whole(rs, "original_max_position_embeddings",
+                                     _whole(cfg, "initial_context_length", 4096), rs_key),
+        rope_beta_fast=_number(rs, "beta_fast", 32.0, rs_key), rope_beta_slow=_number(rs, "beta_slow", 1.0, rs_key),
+        rope_truncate=_flag(rs, "truncate", True, rs_key),
+        norm="rmsnorm", norm_eps=_number(cfg, "rms_norm_eps", 1e-5), mlp="gptoss_swiglu",
+        swiglu_alpha=_number(cfg, "swiglu_alpha", 1.702), swiglu_limit=_number(cfg, "swiglu_limit", 7.0),
         mlp_bias=True,
-        n_experts=cfg["num_local_experts"], experts_per_token=k,
-        attn_bias=cfg.get("attention_bias", True), sliding_window=cfg.get("sliding_window") or 0,
-        layer_types=layer_types, sinks=True, dropout=0.0, tie_embeddings=cfg.get("tie_word_embeddings", False),
+        n_experts=_whole(cfg, "num_local_experts"), experts_per_token=_whole(cfg, k_key),
+        attn_bias=_flag(cfg, "attention_bias", True), sliding_window=window,
+        layer_types=layer_types, sinks=True, dropout=0.0, tie_embeddings=_flag(cfg, "tie_word_embeddings", False),
     )
 
 
@@ -327,17 +359,24 @@ _ROPE_KEYS = {
 _ROPE_UNSUPPORTED = {"attention_factor", "mscale", "mscale_all_dim", "partial_rotary_factor"}
 
 
-def _rope_settings(cfg: dict[str, Any]) -> dict[str, Any]:
-    """gpt-oss's rope settings, checked: a typo here would otherwise silently turn YaRN off."""
+# What transformers' GptOssConfig takes when config.json has no rope settings: gpt-oss's own YaRN.
+GPT_OSS_DEFAULT_ROPE = {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
+                        "original_max_position_embeddings": 4096}
+
+
+def _rope_settings(cfg: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """gpt-oss's rope settings, checked, and where they were: a typo here would otherwise silently turn YaRN off."""
     # The Hub's config.json has rope_scaling and a top-level rope_theta; transformers 5 saves both
     # inside rope_parameters instead.
     key = "rope_scaling" if cfg.get("rope_scaling") is not None else "rope_parameters"
-    rs = cfg.get(key) or {}
+    if cfg.get(key) is None:  # neither there (or both null): transformers reads gpt-oss's YaRN, and so do we
+        return dict(GPT_OSS_DEFAULT_ROPE), "the default rope settings"
+    rs = cfg[key]
     if not isinstance(rs, dict):
         raise ValueError(f"config.json's {key!r} must be an object like {{\"rope_type\": \"yarn\", \"factor\": 32.0, "
                          f"...}}, got {rs!r}")
     if not rs:
-        return rs
+        return rs, f"config.json's {key}"
     rope_type = rs.get("rope_type", rs.get("type"))
     if rope_type not in _ROPE_KEYS:
         raise ValueError(f"config.json's {key} has rope_type {rope_type!r}{_did_you_mean(rope_type, _ROPE_KEYS)}: "
@@ -355,7 +394,7 @@ def _rope_settings(cfg: dict[str, Any]) -> dict[str, Any]:
             raise KeyError(f"config.json's {key} (rope_type 'yarn') is missing {', '.join(map(repr, missing))}")
         if isinstance(rs["factor"], bool) or not isinstance(rs["factor"], (int, float)) or not rs["factor"] >= 1:
             raise ValueError(f"config.json's {key}: YaRN's 'factor' must be a number >= 1, got {rs['factor']!r}")
-    return rs
+    return rs, f"config.json's {key}"
 
 
 def _did_you_mean(word: Any, choices: Any) -> str:

@@ -698,10 +698,11 @@ def test_nan_or_infinite_weights_and_the_nan_scale_are_refused_by_name(tmp_path,
     save_file(bad, str(path / "model.safetensors"), metadata={"format": "pt"})
     g.load_model(path, keep_mxfp4=keep_mxfp4)  # a float32 sum would overflow; the check must not say NaN
 
-WRONG_TYPES = [
-    ("hidden_size", "32", "d_model must be a whole number, got '32'"),
-    ("num_hidden_layers", 2.0, "n_layers must be a whole number, got 2.0|wrong kind of value"),
-    ("rope_theta", "fast", "could not convert string to float: 'fast'"),
+WRONG_TYPES = [  # named as config.json names them
+    ("hidden_size", "32", "config.json's 'hidden_size' must be a whole number, got '32'"),
+    ("num_hidden_layers", 2.0, "config.json's 'num_hidden_layers' must be a whole number, got 2.0|wrong kind of value"),
+    ("rope_theta", "fast", "config.json's 'rope_theta' must be a number, got 'fast'"),
+    ("swiglu_limit", None, "config.json's 'swiglu_limit' must be a number, got None"),
 ]
 
 
@@ -709,6 +710,10 @@ WRONG_TYPES = [
     ("original", *case) for case in WRONG_TYPES] + [
     ("hf", "layer_types", 42, "wrong kind of value"),  # keys the original layout does not have
     ("hf", "rope_scaling", "yarn", "'rope_scaling' must be an object like {\"rope_type\": \"yarn\""),
+    # The string "false" once counted as true: lm_head.weight was skipped for the embedding, silently.
+    ("hf", "tie_word_embeddings", "false", "config.json's 'tie_word_embeddings' must be true or false, got 'false'"),
+    ("hf", "attention_bias", 1, "config.json's 'attention_bias' must be true or false, got 1"),
+    ("hf", "rms_norm_eps", -1.0, "norm_eps must be positive"),  # every output was NaN
 ])
 def test_a_config_value_of_the_wrong_type_is_named(tmp_path, layout, key, value, message):
     path = g.write_checkpoint(small_gptoss(), tmp_path / "ck", layout=layout)

@@ -128,7 +128,25 @@ def test_rope_type_default_is_plain_rope():
     raw = _oss_json() | {"rope_scaling": {"rope_type": "default"}}
     cfg = g.ModelConfig.from_hf_config(raw)
     assert cfg.positions == "rope" and cfg.rope_theta == raw["rope_theta"]
-    assert g.ModelConfig.from_hf_config(_oss_json() | {"rope_scaling": None}).positions == "rope"
+
+
+@pytest.mark.parametrize("drop, set_to", [(("rope_scaling",), {}), ((), {"rope_scaling": None}),
+                                          (("sliding_window", "layer_types"), {}), (("layer_types",), {})])
+def test_settings_left_out_are_read_as_transformers_reads_them(drop, set_to):
+    """No rope settings once read as plain RoPE, where transformers reads gpt-oss's YaRN (logits 1.4 apart);
+    no sliding_window as no window, where transformers takes 128 on every other layer."""
+    from transformers import GptOssConfig
+
+    raw = {k: v for k, v in _oss_json().items() if k not in drop} | set_to
+    ours, theirs = g.ModelConfig.from_hf_config(raw), GptOssConfig.from_dict(raw)
+    rope = theirs.rope_parameters
+    assert ours.positions == ("yarn" if rope["rope_type"] == "yarn" and rope["factor"] > 1 else "rope")
+    assert (ours.rope_scaling_factor, ours.rope_original_context, ours.rope_beta_fast, ours.rope_beta_slow,
+            ours.rope_truncate, ours.rope_theta) == (rope["factor"], rope["original_max_position_embeddings"],
+                                                     rope["beta_fast"], rope["beta_slow"], rope["truncate"],
+                                                     rope["rope_theta"])
+    assert [ours.window(i) for i in range(ours.n_layers)] == [
+        theirs.sliding_window if t == "sliding_attention" else 0 for t in theirs.layer_types]
 
 
 def test_plain_rope_as_transformers_5_saves_it_is_read():
