@@ -387,6 +387,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     unexpected: list[str] = []
     pending: dict[str, dict[str, tuple[str, torch.Tensor]]] = {}  # packed experts waiting for their other half
     sound: list[tuple[str, torch.Tensor | None]] = []  # (file tensor, whether its values are numbers) as placed
+    tied_copy: tuple[str, torch.Tensor] | None = None  # an output layer stored beside an embedding it is tied to
 
     def place(target: str, value: torch.Tensor, source: str) -> None:
         want = expected[target]
@@ -436,7 +437,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
             check_dtype(name, tensor, found[0].endswith(("_blocks", "_scales")))
         for target, value in convert(f"tensor {name!r} of shape {tuple(tensor.shape)}", lambda: found[1](tensor)):
             if target == "lm_head.weight" and cfg.tie_embeddings:
-                continue  # tied to the embedding: nothing to load
+                tied_copy = (name, value)  # tied to the embedding: nothing to load, but it must be the same
+                continue
             if target in expected:
                 place(target, value, name)
             elif target.endswith(("_blocks", "_scales")) and target.rsplit("_", 1)[0] in expected:
@@ -483,6 +485,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
                                   + " hold NaN or infinite values (or MXFP4's NaN scale, 255): the file is damaged, "
                                   "or was saved from a model whose weights had diverged")
     if cfg.tie_embeddings:
+        if tied_copy is not None and not torch.equal(tied_copy[1].to(device=device, dtype=dtype), model.embed.weight):
+            raise CheckpointError(f"{path}: config.json ties the output layer to the embedding (tie_word_embeddings "
+                                  f"true), but the file's {tied_copy[0]!r} differs from the embedding: the model was "
+                                  "trained untied, so set tie_word_embeddings to false in config.json")
         model.lm_head.weight = model.embed.weight
     if model.rotary is not None:  # computed, not stored: build it for real now
         model.rotary = Rotary(cfg).to(device)

@@ -798,3 +798,18 @@ def test_a_file_that_cannot_be_opened_is_not_called_missing_or_damaged(tmp_path,
         (path / name).rmdir()
         (tmp_path / name).rename(path / name)
     g.load_model(path)  # put back: it loads
+
+
+def test_an_output_layer_stored_beside_the_embedding_it_is_tied_to_must_equal_it(tmp_path):
+    """tie_word_embeddings true over an untied model's weights once dropped its lm_head.weight without a word."""
+    path = g.write_checkpoint(small_gptoss(seed=3), tmp_path / "ck")  # untied, as gpt-oss is
+    raw = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps(raw | {"tie_word_embeddings": True}))
+    with pytest.raises(g.CheckpointError, match=re.escape("but the file's 'lm_head.weight' differs from the "
+                                                          "embedding: the model was trained untied")):
+        g.load_model(path)
+    tensors = load_file(path / "model.safetensors")
+    tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"].clone()  # a tied model saved with both copies
+    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+    model = g.load_model(path)
+    assert model.lm_head.weight is model.embed.weight
