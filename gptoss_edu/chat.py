@@ -266,8 +266,9 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if args.date == "today":
         args.date = datetime.date.today().isoformat()
     elif args.date is not None:
-        try:
-            datetime.date.fromisoformat(args.date)
+        try:  # Python 3.11 also reads 20250102 and 2025-W01-1, which would go into the prompt as typed
+            if datetime.date.fromisoformat(args.date).isoformat() != args.date:
+                raise ValueError
         except ValueError:
             raise ChatError(f"--date must be YYYY-MM-DD or 'today', got {args.date!r}") from None
     if args.device == "auto":

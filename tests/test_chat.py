@@ -348,7 +348,9 @@ def test_bad_arguments(checkpoints, capsys, tmp_path, monkeypatch):
     for option, value, message in (("--temperature", "-1", "--temperature must be a number >= 0"),
                                    ("--temperature", "nan", "--temperature must be a number >= 0, got nan"),
                                    ("--seed", str(2**64), "--seed must be in 0 .. 2**63 - 1"),
-                                   ("--date", "2025-13-45", "--date must be YYYY-MM-DD or 'today'")):
+                                   ("--date", "2025-13-45", "--date must be YYYY-MM-DD or 'today'"),
+                                   ("--date", "20250102", "--date must be YYYY-MM-DD or 'today', got '20250102'"),
+                                   ("--date", "2025-W01-1", "--date must be YYYY-MM-DD")):
         assert main(["chat", "--model", str(checkpoints["answer"]), option, value]) == 2
         assert message in capsys.readouterr().err
     (tmp_path / "notes.txt").write_text("x")
