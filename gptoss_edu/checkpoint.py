@@ -48,6 +48,13 @@ class CheckpointError(ValueError):
 
 # ---- name maps -----------------------------------------------------------------------------
 
+def _thirds(t: torch.Tensor, d: int) -> tuple[torch.Tensor, ...]:
+    """GPT-2's fused q, k, v rows, each d of them; anything but 3 x d rows is refused, not cut short."""
+    if t.shape[0] != 3 * d:
+        raise ValueError(f"q, k and v take 3 x d_model = {3 * d} rows or columns, it has {t.shape[0]}")
+    return t.split(d, dim=0)
+
+
 def _gpt2_rule(name: str, cfg: ModelConfig) -> tuple[str, Convert] | None:
     n = name.removeprefix("transformer.")
     d = cfg.d_model
@@ -68,10 +75,10 @@ def _gpt2_rule(name: str, cfg: ModelConfig) -> tuple[str, Convert] | None:
         return target, lambda t: [(target, t)]
     if rest == "attn.c_attn.weight":  # Conv1D [d, 3d]: transpose to [3d, d], then q, k, v rows
         return p + "attn.qkv", lambda t: list(zip((p + "attn.q_proj.weight", p + "attn.k_proj.weight",
-                                                    p + "attn.v_proj.weight"), t.t().split(d, dim=0)))
+                                                    p + "attn.v_proj.weight"), _thirds(t.t(), d)))
     if rest == "attn.c_attn.bias":
         return p + "attn.qkv", lambda t: list(zip((p + "attn.q_proj.bias", p + "attn.k_proj.bias",
-                                                    p + "attn.v_proj.bias"), t.split(d, dim=0)))
+                                                    p + "attn.v_proj.bias"), _thirds(t, d)))
     linear = {"attn.c_proj": "attn.o_proj", "mlp.c_fc": "mlp.fc_in", "mlp.c_proj": "mlp.fc_out"}
     mod, _, kind = rest.rpartition(".")
     if mod in linear:
@@ -389,10 +396,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     sound: list[tuple[str, torch.Tensor | None]] = []  # (file tensor, whether its values are numbers) as placed
     tied_copy: tuple[str, torch.Tensor] | None = None  # an output layer stored beside an embedding it is tied to
 
-    def place(target: str, value: torch.Tensor, source: str) -> None:
+    def place(target: str, value: torch.Tensor, source: str, stored: tuple[int, ...]) -> None:
         want = expected[target]
         if tuple(value.shape) != tuple(want.shape):
-            raise CheckpointError(f"tensor {source!r} has shape {tuple(value.shape)}; this config expects "
+            # A fused or transposed tensor is named with its shape in the file, and the part that does not fit.
+            part = "" if tuple(value.shape) == stored else f", which gives {target} {tuple(value.shape)}"
+            raise CheckpointError(f"tensor {source!r} has shape {stored}{part}; this config expects "
                                   f"{tuple(want.shape)} for {target} (is config.json from the same model?)")
         out_dtype = value.dtype if value.dtype == torch.uint8 else dtype
         placed = value.to(device=device, dtype=out_dtype).contiguous()
@@ -440,7 +449,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
                 tied_copy = (name, value)  # tied to the embedding: nothing to load, but it must be the same
                 continue
             if target in expected:
-                place(target, value, name)
+                place(target, value, name, tuple(tensor.shape))
             elif target.endswith(("_blocks", "_scales")) and target.rsplit("_", 1)[0] in expected:
                 # Packed on disk, dense in the model: dequantize once both halves have arrived.
                 base, kind = target.rsplit("_", 1)
@@ -450,7 +459,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
                     (blocks_name, blocks), (scales_name, scales) = parts["blocks"], parts["scales"]
                     dense = convert(f"tensors {blocks_name!r} {tuple(blocks.shape)} and {scales_name!r} "
                                     f"{tuple(scales.shape)}", lambda: mxfp4.dequantize(blocks, scales, dtype))
-                    place(base, dense, name)
+                    place(base, dense, name, tuple(dense.shape))
             else:
                 raise CheckpointError(
                     f"tensor {name!r} does not fit this model (it would go to {target}): "
@@ -470,10 +479,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
         packed = layout == "original" or any(n.endswith(("_blocks", ".blocks")) for n in read)
         theirs = _layout_names(cfg, layout, packed, prefixed=any(n.startswith("transformer.") for n in read))
         # Of a packed pair, name the half that did not come.
-        named = [theirs.get(f"{n}_{'scales' if 'blocks' in pending[n] else 'blocks'}", n) if n in pending
-                 else theirs.get(n, n) for n in missing]
+        named = list(dict.fromkeys(  # a fused tensor (GPT-2's c_attn, original's qkv) is named once, not thrice
+            theirs.get(f"{n}_{'scales' if 'blocks' in pending[n] else 'blocks'}", n) if n in pending
+            else theirs.get(n, n) for n in missing))
         raise CheckpointError(f"{path} is missing tensor(s) {', '.join(named[:5])}"
-                              + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+                              + (f" and {len(named) - 5} more" if len(named) > 5 else "")
                               + f" (for the model's {missing[0]}, shape {tuple(expected[missing[0]].shape)}): "
                               "the download may be incomplete, or config.json from another model")
     checked = [(name, ok) for name, ok in sound if ok is not None]
@@ -501,17 +511,21 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
 
 
 def _layout_names(cfg: ModelConfig, layout: str, packed: bool, prefixed: bool = True) -> dict[str, str]:
-    """{model tensor: the checkpoint's name for it} in ``layout``, where one file tensor makes one model tensor."""
+    """{model tensor: the checkpoint's name for the tensor it comes from} in ``layout``."""
     with torch.device("meta"):
         model = GPT(cfg, packed_experts=packed and cfg.is_moe)
-    if layout == "gpt2":  # the Hub's GPT-2 files name their tensors without "transformer."
-        names = [n if prefixed else n.removeprefix("transformer.")
-                 for n, _ in _gpt2_tensors(model.state_dict(), cfg, torch.float32)]
-    elif layout == "original":
-        names = [n for n, _ in original_tensors(model)]
-    else:
-        names = [n for n, _ in _gptoss_tensors(model.state_dict(), cfg, packed, torch.float32)]
-    out = {RULES[layout](name, cfg)[0]: name for name in names}
+        if layout == "gpt2":  # the Hub's GPT-2 files name their tensors without "transformer."
+            stored = [(n if prefixed else n.removeprefix("transformer."), t)
+                      for n, t in _gpt2_tensors(model.state_dict(), cfg, torch.float32)]
+        elif layout == "original":
+            stored = list(original_tensors(model))
+        else:
+            stored = list(_gptoss_tensors(model.state_dict(), cfg, packed, torch.float32))
+        out = {}
+        for name, tensor in stored:  # the rule's own split tells which model tensors a fused one makes
+            found = RULES[layout](name, cfg)
+            out[found[0]] = name
+            out.update((target, name) for target, _ in found[1](tensor))
     for target in [t for t in out if t.endswith("_blocks")]:  # packed on disk, dense in the model: both halves
         base = target.removesuffix("_blocks")
         out[base] = f"{out[target]} and {out.get(base + '_scales', 'its scales')}"

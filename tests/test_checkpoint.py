@@ -813,3 +813,34 @@ def test_an_output_layer_stored_beside_the_embedding_it_is_tied_to_must_equal_it
     save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
     model = g.load_model(path)
     assert model.lm_head.weight is model.embed.weight
+
+
+@pytest.mark.parametrize("layout, fused, width", [("gpt2", "transformer.h.0.attn.c_attn.weight", 0),
+                                                  ("original", "block.0.attn.qkv.weight", 1)])
+def test_a_fused_tensor_is_named_as_the_file_names_it(tmp_path, layout, fused, width):
+    """A missing GPT-2 c_attn (or original qkv) was reported as three q/k/v names the file does not have, and a
+    mis-shaped one by the shape of its q part."""
+    if layout == "gpt2":
+        model = randomize(g.GPT(g.preset("gpt2-tiny").replace(vocab_size=300, context_length=32, dropout=0.0)), seed=1)
+        path = g.write_checkpoint(model, tmp_path / "ck")
+    else:
+        path = g.write_checkpoint(small_gptoss(), tmp_path / "ck", layout="original")
+    file = next(path.glob("*.safetensors"))
+    tensors = load_file(file)
+    shape = tuple(tensors[fused].shape)
+    save_file({n: t for n, t in tensors.items() if n != fused}, str(file), metadata={"format": "pt"})
+    with pytest.raises(g.CheckpointError, match=rf"is missing tensor\(s\) {re.escape(fused)} \(for the model's "
+                                                r"blocks\.0\.attn\.q_proj\.weight"):
+        g.load_model(path)
+    wrong = list(shape)
+    wrong[width] += 3  # each of q, k and v 3 too wide: the file's shape, and the part that does not fit
+    save_file(tensors | {fused: torch.zeros(wrong)}, str(file), metadata={"format": "pt"})
+    with pytest.raises(g.CheckpointError, match=re.escape(f"tensor {fused!r} has shape {tuple(wrong)}, which gives "
+                                                          "blocks.0.attn.q_proj.weight")):
+        g.load_model(path)
+    wrong = list(shape)
+    wrong[1 - width] += 3  # 3 more than q, k and v take: GPT-2's split once dropped them without a word
+    save_file(tensors | {fused: torch.zeros(wrong)}, str(file), metadata={"format": "pt"})
+    with pytest.raises(g.CheckpointError, match=re.escape(f"tensor {fused!r} of shape {tuple(wrong)}: cannot be read "
+                                                          "into this config")):
+        g.load_model(path)
