@@ -28,6 +28,7 @@ from . import mxfp4
 from .config import ModelConfig, alternating_layer_types
 from .env import device_problem, total_ram
 from .files import leftovers, replace_folder
+from .hub import pickle_weights
 from .memory import format_bytes
 from .model import GPT
 from .rotary import Rotary
@@ -195,6 +196,9 @@ def read_config(path: str | Path) -> tuple[ModelConfig, str, dict[str, Any]]:
     if not path.is_dir():
         raise CheckpointError(f"{path} is not a folder: pass a checkpoint folder holding config.json and safetensors")
     if not cfg_file.exists():
+        if (path / "original" / "config.json").is_file():  # a download of only the Hub's original/ folder
+            raise CheckpointError(f"{path} has no config.json, but its original/ folder (OpenAI's layout) does: "
+                                  f"pass {path / 'original'}")
         raise CheckpointError(f"{path} has no config.json: is it a checkpoint folder?")
     _readable(cfg_file)
     try:
@@ -254,7 +258,7 @@ def weight_files(path: str | Path) -> list[Path]:
         return files
     files = sorted(path.glob("*.safetensors"))
     if not files:
-        pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt*"))
+        pickles = pickle_weights(path)
         hint = (f" (found {', '.join(pickles)}: pickle files are never loaded; convert them to safetensors)"
                 if pickles else "")
         raise CheckpointError(f"{path} holds no .safetensors weights{hint}")

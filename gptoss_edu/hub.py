@@ -105,6 +105,11 @@ def check_local(path: str | Path, include_original: bool = False, include_metal:
     return path
 
 
+def pickle_weights(folder: Path) -> list[str]:
+    """Names of the pickle weight files in ``folder`` (never loaded: unpickling can run any code)."""
+    return sorted({p.name for pattern in ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl") for p in folder.glob(pattern)})
+
+
 def _not_a_checkpoint(path: Path, missing: list[str]) -> str:
     """Why ``path`` is no checkpoint, and what to pass instead: a folder inside it, the run's model, or a download."""
     inside = [d for d in sorted(path.iterdir()) if d.is_dir() and not missing_files(d)]
@@ -116,6 +121,10 @@ def _not_a_checkpoint(path: Path, missing: list[str]) -> str:
         where = (f"its run's model is {model}: pass that" if model.is_dir() and not missing_files(model)
                  else "a run of a course step between GPT-2 and gpt-oss has no model folder to chat with")
         return f"{path} is a training state, the folder a run resumes from, not a model: {where}"
+    pickles = pickle_weights(path)
+    if pickles and not any(path.glob("*.safetensors")):
+        return (f"{path} holds its weights only as pickle files ({', '.join(pickles[:3])}), which the course never "
+                "loads (unpickling can run any code): convert them to safetensors, or fetch the model's safetensors")
     if not (path / CONFIG).exists() and not any(path.glob("*.safetensors*")):  # no download was ever begun here
         return (f"{path} holds no checkpoint (no {CONFIG}, no *.safetensors): pass a checkpoint folder or a Hub "
                 "repository id such as 'openai/gpt-oss-20b'")

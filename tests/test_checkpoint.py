@@ -250,6 +250,17 @@ def test_pickle_only_folder_is_refused(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04not loaded")
     with pytest.raises(g.CheckpointError, match="pickle files are never loaded"):
         g.load_model(tmp_path)
+    (tmp_path / "pytorch_model.bin").rename(tmp_path / "last.ckpt")  # Lightning's name
+    with pytest.raises(g.CheckpointError, match=re.escape("(found last.ckpt: pickle files are never loaded")):
+        g.load_model(tmp_path)
+
+
+def test_a_folder_holding_only_original_is_pointed_there(tmp_path):
+    g.write_checkpoint(small_gptoss(), tmp_path / "ck" / "original", layout="original")
+    with pytest.raises(g.CheckpointError, match=re.escape(f"its original/ folder (OpenAI's layout) does: pass "
+                                                          f"{tmp_path / 'ck' / 'original'}")):
+        g.load_model(tmp_path / "ck")
+    g.load_model(tmp_path / "ck" / "original")
 
 
 def test_missing_shard_named_in_index(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import shutil
 from collections import namedtuple
 from pathlib import Path
@@ -389,6 +390,10 @@ def test_a_folder_that_is_no_checkpoint_says_what_to_pass_instead(tmp_path):
     fill(tmp_path / "begun", ["model.safetensors.index.json", "model-00000-of-00002.safetensors"])
     with pytest.raises(hub.IncompleteCheckpoint, match="Finish the download"):  # a download begun: finish it
         hub.download(tmp_path / "begun")
+    fill(tmp_path / "pickled", ["config.json", "pytorch_model.bin"])  # not "finish the download": it never ends
+    with pytest.raises(hub.IncompleteCheckpoint, match=re.escape("holds its weights only as pickle files "
+                                                                 "(pytorch_model.bin), which the course never loads")):
+        hub.download(tmp_path / "pickled")
 
 
 def test_a_course_path_given_from_another_folder_is_found_and_named(tmp_path, monkeypatch, capsys):
