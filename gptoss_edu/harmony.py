@@ -540,6 +540,9 @@ class StreamParser:
         self.enc = _harmony_encoding(encoding)
         if role is not None and role not in ROLES:
             raise HarmonyError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+        if role == "tool":  # its header is `<|start|>functions.f ...`: the name comes first, in place of the role
+            raise HarmonyError("a tool message names the tool where the role goes (<|start|>functions.f to=assistant"
+                               "...): parse it from its <|start|> token, with role=None")
         self.tokens: list[int] = []
         self.messages: list[Message] = []
         self.last_delta = ""

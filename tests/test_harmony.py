@@ -492,6 +492,12 @@ def test_bad_input_is_refused_clearly():
         h.assistant("hi", "thoughts")
     with pytest.raises(h.HarmonyError, match="tool's name"):
         h.Message("tool", "result")
+    ids = get_encoding("o200k_harmony").encode("<|channel|>commentary<|message|>r<|end|>", allowed_special="all")
+    with pytest.raises(h.HarmonyError, match=r"parse it from its <\|start\|> token, with role=None"):
+        h.parse_completion(ids, role="tool")  # was accepted, then lost the text at <|end|> (no tool name to give)
+    tool = get_encoding("o200k_harmony").encode("<|start|>functions.f to=assistant<|channel|>commentary<|message|>r"
+                                                "<|end|>", allowed_special="all")
+    assert [(m.role, m.name, m.text) for m in h.parse_completion(tool, role=None)] == [("tool", "functions.f", "r")]
     with pytest.raises(h.HarmonyError, match="SystemContent belongs in a system message"):
         h.Message("user", h.SystemContent())
     with pytest.raises(h.HarmonyError, match="unknown role 'robot'"):
