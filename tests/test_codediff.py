@@ -148,3 +148,22 @@ def test_a_class_redefined_in_the_same_cell_shows_its_own_source():
     exec(compile(REDEFINED, name, "exec"), ns)
     src = source_of(ns["Block"])
     assert src.startswith("class Block(Block):") and "return 2 * x" in src and "return x\n" not in src
+
+
+# ---- found by mutation testing: a class on a cell's first line, and Python 3.13's lookups ------------------
+
+def test_a_class_on_the_first_line_of_a_cell_is_found():
+    cell = run_as_notebook_cell("class Tiny:\n    def forward(self, x):\n        return x + 1\n",
+                                "<ipython-input-8-first>")
+    assert source_of(cell.Tiny) == "class Tiny:\n    def forward(self, x):\n        return x + 1\n"
+
+
+def test_what_python_3_13_may_find_is_corrected(monkeypatch):
+    """3.13.0 may start a class's source at the blank line above it, or (for a class from a notebook
+    cell) return lines of another file that __main__ came from: neither reaches the diff."""
+    cell = run_as_notebook_cell(CELL, "<ipython-input-10-elsewhere>")
+    real = inspect.getsource
+    monkeypatch.setattr(inspect, "getsource", lambda obj: "\n" + real(obj))
+    assert source_of(MoE).startswith("class MoE")
+    monkeypatch.setattr(inspect, "getsource", lambda obj: "class Other:\n    pass\n")
+    assert source_of(cell.Tiny).startswith("class Tiny(torch.nn.Module):")

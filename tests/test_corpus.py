@@ -246,6 +246,10 @@ def test_joined_text_has_one_blank_line_between_plays_and_one_newline_at_the_end
         text = corpus.text(split)
         assert "\n\n\n" not in text and text.endswith("\n") and not text.endswith("\n\n"), split
         assert text.count("\n\n") >= len(corpus.plays) - 1
+    text = corpus.text("all")
+    for play in corpus.plays[1:]:  # each play starts after exactly one blank line
+        start = play.text.strip("\n")[:80]
+        assert f"\n\n{start}" in text and f"\n\n\n{start}" not in text, start
 
 
 def _play_md(title: str, speaker: str) -> str:

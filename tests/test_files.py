@@ -152,3 +152,13 @@ def test_a_copy_set_aside_while_its_folder_is_missing_is_no_leftover(tmp_path):
     assert remove_leftovers(tmp_path / "state") == []
     assert restore_folder(tmp_path / "state")
     assert (tmp_path / "state" / "data.txt").read_text() == "step 1"
+
+
+def test_a_relative_path_that_exists_here_needs_no_word_about_the_course_folder(tmp_path, monkeypatch):
+    from gptoss_edu.files import REPO, in_course_folder
+
+    monkeypatch.chdir(REPO)
+    assert in_course_folder("README.md") == ""  # found where the command runs: nothing to say
+    monkeypatch.chdir(tmp_path)
+    assert in_course_folder("README.md").startswith(f"there is no 'README.md' in {tmp_path}")
+    assert in_course_folder(REPO / "README.md") == "" and in_course_folder("no-such-file") == ""

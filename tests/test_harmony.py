@@ -214,6 +214,10 @@ def conversations() -> dict[str, list[h.Message]]:
             h.system("high", date="2025-01-01", tools=builtin_namespaces()),
             h.user("Search the web for harmony."),
         ],
+        "builtin_tools_given_python_first": [  # the section lists them by name, whatever the order given
+            h.system("high", date="2025-01-01", tools=builtin_namespaces()[::-1]),
+            h.user("Run some Python."),
+        ],
         "no_identity_no_cutoff": [
             h.system("low", model_identity=None, knowledge_cutoff=None),
             h.user("hello"),
@@ -481,6 +485,22 @@ def test_stream_parser_channel_and_deltas():
 # --------------------------------------------------------------------------------------
 # Bad input
 # --------------------------------------------------------------------------------------
+
+
+def test_the_stop_tokens_are_openai_harmonys(ref):
+    """A reply ends at <|return|> (an answer) and at <|call|> (a tool call), or the chat runs past a tool call."""
+    assert sorted(h.stop_tokens()) == sorted(ref.stop_tokens_for_assistant_actions())
+    enc = get_encoding("o200k_harmony")
+    assert h.stop_tokens() == [enc.encode_single_token("<|return|>"), enc.encode_single_token("<|call|>")]
+
+
+def test_a_reply_cut_inside_a_character_shows_the_replacement_character():
+    """Bytes that never complete a UTF-8 character are shown as U+FFFD, not silently dropped."""
+    enc = get_encoding("o200k_harmony")
+    ids = enc.encode("<|channel|>final<|message|>", allowed_special="all") + [enc.encode_single_token(b"\xe6")]
+    ids += enc.encode("ok<|return|>", allowed_special="all")
+    (message,) = h.parse_completion(ids)
+    assert message.text == "\ufffdok"
 
 
 def test_bad_input_is_refused_clearly():

@@ -263,6 +263,8 @@ def test_offline_a_local_dir_holding_plainly_another_model_is_refused(tmp_path, 
     fill(tmp_path / "w", COURSE)
     (tmp_path / "w" / "config.json").write_text((PRESET_DIR / "gpt-oss-20b.config.json").read_text())
     assert hub.download("openai/gpt-oss-20b", tmp_path / "w", progress=False) == tmp_path / "w"
+    with pytest.raises(hub.WeightsUnavailable, match="holds another model than OpenAI/gpt-oss-120b"):
+        hub.download("OpenAI/gpt-oss-120b", tmp_path / "w", progress=False)  # the Hub's ids ignore case
     with pytest.raises(hub.WeightsUnavailable) as e:
         hub.download("openai/gpt-oss-120b", tmp_path / "w", progress=False)
     assert str(e.value).startswith(f"{tmp_path / 'w'} holds another model than openai/gpt-oss-120b: its config.json "

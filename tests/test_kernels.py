@@ -358,6 +358,8 @@ def test_attention_bad_inputs() -> None:
         attention(q, k, v[:, :, :7], scale=0.25, q_start=5)
     with pytest.raises(ValueError, match=r"multiple of the KV heads \(0\)"):
         attention(q, k[:, :0], v[:, :0], scale=0.25, q_start=5)
+    with pytest.raises(ValueError, match=r"sliding_window must be >= 0 \(0 = no window\), got -1"):
+        attention(q, k, v, scale=0.25, q_start=5, sliding_window=-1)  # would run as no window at all
 
 
 def test_a_tile_size_a_gpu_could_not_compile_is_refused() -> None:
@@ -673,10 +675,21 @@ def test_moe_bad_inputs() -> None:
     x, idx, wts, experts, _ = moe_case((2, 64, 32, 4, 2, (), 7.0), seed=90)
     with pytest.raises(ValueError, match="expert_idx"):
         moe_mxfp4(x, idx + 3, wts, *experts)
+    for bad in (4, -1):  # just past either end: 4 experts are 0..3
+        with pytest.raises(ValueError, match=r"expert_idx holds values outside 0\.\.3 \(there are 4 experts\)"):
+            moe_mxfp4(x, torch.full_like(idx, bad), wts, *experts)
     with pytest.raises(ValueError, match="down_scales"):
         moe_mxfp4(x, idx, wts, *experts[:4], experts[4][:, :-1], experts[5])
     with pytest.raises(ValueError, match="expert_weights"):
         moe_mxfp4(x, idx, wts[:, :1], *experts)
+
+
+def test_moe_with_no_expert_per_token_adds_nothing() -> None:
+    # K = 0: the output buffer (NaN under GPTOSS_KERNELS_POISON) must come back as zeros, not as it was allocated.
+    x, idx, wts, experts, _ = moe_case((3, 64, 32, 4, 2, (), 7.0), seed=91)
+    for run in (moe_mxfp4_decode, moe_mxfp4_prefill):
+        out = run(x, idx[:, :0], wts[:, :0], *experts)
+        assert out.shape == x.shape and torch.equal(out, torch.zeros_like(x)), run.__name__
 
 
 # ------------------------------------------------------------------ the model on the kernels

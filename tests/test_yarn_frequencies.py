@@ -32,6 +32,7 @@ GRID = [  # head_dim, original context, factor, theta, beta_fast, beta_slow
     (48, 1024, 8.0, 10000.0, 32.0, 1.0),
     (64, 4096, 32.0, 150000.0, 16.0, 2.0),
     (128, 8192, 4.0, 500000.0, 32.0, 1.0),
+    (16, 256, 4.0, 5.0, 32.0, 1.0),  # a small theta: the slow end passes the last pair, clamped at head_dim - 1
 ]
 
 
