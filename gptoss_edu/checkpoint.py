@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from . import mxfp4
-from .config import ModelConfig, alternating_layer_types
+from .config import ModelConfig, _number, _whole, alternating_layer_types
 from .env import device_problem, total_ram
 from .files import leftovers, replace_folder
 from .hub import pickle_weights
@@ -155,6 +155,11 @@ def config_from_original(cfg: dict[str, Any], name: str = "gpt-oss") -> ModelCon
     missing = [k for k in ORIGINAL_KEYS if k not in cfg]
     if missing:
         raise CheckpointError(f"original/config.json is missing {', '.join(repr(k) for k in missing)}")
+    # Checked under this file's own names, before they become Hugging Face's.
+    for key in ORIGINAL_KEYS:
+        check = _number if key in ("swiglu_limit", "rope_theta", "rope_scaling_factor", "rope_ntk_alpha",
+                                   "rope_ntk_beta") else _whole
+        cfg = cfg | {key: check(cfg, key, None, "original/config.json")}
     n = cfg["num_hidden_layers"]
     hf = {
         "model_type": "gpt_oss", "vocab_size": cfg["vocab_size"], "hidden_size": cfg["hidden_size"],
@@ -377,7 +382,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     if problem:
         raise CheckpointError(f"device={str(device)!r}: {problem}" + (
             "; device='cpu' loads it on the CPU (every notebook runs there)" if problem.startswith("no ") else ""))
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+    if dtype not in (torch.bfloat16, torch.float16, torch.float32, torch.float64):
         raise CheckpointError(f"dtype={dtype}: weights load as a floating-point dtype (torch.bfloat16, float16, "
                               "float32 or float64); MXFP4 experts stay packed with keep_mxfp4=True")
     path = Path(path).expanduser()

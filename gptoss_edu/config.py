@@ -277,7 +277,8 @@ def _number(d: dict[str, Any], key: str, default: Any, where: str = "config.json
 
 def _whole(d: dict[str, Any], key: str, default: Any = None, where: str = "config.json") -> int:
     v = d.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int):
+    # 4096.0 is a whole number (some tools write every number as a float, and transformers reads it).
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v).is_integer():
         raise ValueError(f"{where}'s {key!r} must be a whole number, got {v!r}")
     return int(v)
 
@@ -369,14 +370,12 @@ def _rope_settings(cfg: dict[str, Any]) -> tuple[dict[str, Any], str]:
     # The Hub's config.json has rope_scaling and a top-level rope_theta; transformers 5 saves both
     # inside rope_parameters instead.
     key = "rope_scaling" if cfg.get("rope_scaling") is not None else "rope_parameters"
-    if cfg.get(key) is None:  # neither there (or both null): transformers reads gpt-oss's YaRN, and so do we
+    if cfg.get(key) is None or cfg[key] == {}:  # none (null, or empty): transformers reads gpt-oss's YaRN, as we do
         return dict(GPT_OSS_DEFAULT_ROPE), "the default rope settings"
     rs = cfg[key]
     if not isinstance(rs, dict):
         raise ValueError(f"config.json's {key!r} must be an object like {{\"rope_type\": \"yarn\", \"factor\": 32.0, "
                          f"...}}, got {rs!r}")
-    if not rs:
-        return rs, f"config.json's {key}"
     rope_type = rs.get("rope_type", rs.get("type"))
     if rope_type not in _ROPE_KEYS:
         raise ValueError(f"config.json's {key} has rope_type {rope_type!r}{_did_you_mean(rope_type, _ROPE_KEYS)}: "

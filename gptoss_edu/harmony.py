@@ -539,7 +539,7 @@ class StreamParser:
     def __init__(self, role: str | None = "assistant", encoding: tiktoken.Encoding | None = None):
         self.enc = _harmony_encoding(encoding)
         if role is not None and role not in ROLES:
-            raise HarmonyError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+            raise HarmonyError(f"unknown role {role!r}; choose one of {', '.join(r for r in ROLES if r != 'tool')}")
         if role == "tool":  # its header is `<|start|>functions.f ...`: the name comes first, in place of the role
             raise HarmonyError("a tool message names the tool where the role goes (<|start|>functions.f to=assistant"
                                "...): parse it from its <|start|> token, with role=None")

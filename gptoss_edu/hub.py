@@ -122,7 +122,7 @@ def _not_a_checkpoint(path: Path, missing: list[str]) -> str:
                  else "a run of a course step between GPT-2 and gpt-oss has no model folder to chat with")
         return f"{path} is a training state, the folder a run resumes from, not a model: {where}"
     pickles = pickle_weights(path)
-    if pickles and not any(path.glob("*.safetensors")):
+    if pickles and not any(path.glob("*.safetensors")) and not (path / INDEX).exists():  # no safetensors begun
         return (f"{path} holds its weights only as pickle files ({', '.join(pickles[:3])}), which the course never "
                 "loads (unpickling can run any code): convert them to safetensors, or fetch the model's safetensors")
     if not (path / CONFIG).exists() and not any(path.glob("*.safetensors*")):  # no download was ever begun here

@@ -130,7 +130,7 @@ def test_rope_type_default_is_plain_rope():
     assert cfg.positions == "rope" and cfg.rope_theta == raw["rope_theta"]
 
 
-@pytest.mark.parametrize("drop, set_to", [(("rope_scaling",), {}), ((), {"rope_scaling": None}),
+@pytest.mark.parametrize("drop, set_to", [(("rope_scaling",), {}), ((), {"rope_scaling": None}), ((), {"rope_scaling": {}}),
                                           (("sliding_window", "layer_types"), {}), (("layer_types",), {})])
 def test_settings_left_out_are_read_as_transformers_reads_them(drop, set_to):
     """No rope settings once read as plain RoPE, where transformers reads gpt-oss's YaRN (logits 1.4 apart);
@@ -147,6 +147,14 @@ def test_settings_left_out_are_read_as_transformers_reads_them(drop, set_to):
                                                      rope["rope_theta"])
     assert [ours.window(i) for i in range(ours.n_layers)] == [
         theirs.sliding_window if t == "sliding_attention" else 0 for t in theirs.layer_types]
+
+
+def test_whole_numbers_written_as_floats_are_read_as_transformers_reads_them():
+    """Some tools write 4096 as 4096.0; transformers reads it, and so does the course (2.5 is refused)."""
+    raw = _oss_json(original_max_position_embeddings=4096.0) | {"initial_context_length": 4096.0, "hidden_size": 2880.0}
+    assert g.ModelConfig.from_hf_config(raw) == g.ModelConfig.from_hf_config(_oss_json())
+    with pytest.raises(ValueError, match="config.json's 'hidden_size' must be a whole number, got 2880.5"):
+        g.ModelConfig.from_hf_config(raw | {"hidden_size": 2880.5})
 
 
 def test_plain_rope_as_transformers_5_saves_it_is_read():

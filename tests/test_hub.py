@@ -396,6 +396,9 @@ def test_a_folder_that_is_no_checkpoint_says_what_to_pass_instead(tmp_path):
     with pytest.raises(hub.IncompleteCheckpoint, match=re.escape("holds its weights only as pickle files "
                                                                  "(pytorch_model.bin), which the course never loads")):
         hub.download(tmp_path / "pickled")
+    fill(tmp_path / "pickled", ["model.safetensors.index.json"])  # a safetensors download begun beside them
+    with pytest.raises(hub.IncompleteCheckpoint, match="Finish the download"):
+        hub.download(tmp_path / "pickled")
 
 
 def test_a_course_path_given_from_another_folder_is_found_and_named(tmp_path, monkeypatch, capsys):
