@@ -145,14 +145,17 @@ def workspace_parts(config: Any, prompt_tokens: int, context: int | None = None,
     decode = 12 * max(int(context or P), P)  # one query over every cached key
     attention = B * H * max(per_key * P, decode) + N * 3 * (d + q + 2 * kv) * act
 
-    # Experts, one at a time: mxfp4.dequantize holds about 12.5 bytes per weight at its peak (int64
-    # indices, float32 halves, their interleaving, the scaled result), first for gate_up [2ff, d],
-    # then for down [d, ff] while the SwiGLU output [N, ff] waits; between the two, gate_up's output
-    # and the SwiGLU's temporaries take about 7 ff values a token. At worst every token picks the
-    # same expert. Beside these live the block's input, its normed copy, the gathered tokens, the
-    # summed output, and the router's float32 logits.
+    # Experts, one at a time: mxfp4.dequantize makes the unpacked weights (n values) through about
+    # 12 bytes of temporaries a weight (int64 indices, float32 halves, their interleaving), for at
+    # most _DEQUANT_CHUNK weights at a time; first for gate_up [2ff, d], then for down [d, ff] while
+    # the SwiGLU output [N, ff] waits; between the two, gate_up's output and the SwiGLU's temporaries
+    # take about 7 ff values a token. At worst every token picks the same expert. Beside these live
+    # the block's input, its normed copy, the gathered tokens, the summed output, and the router's
+    # float32 logits.
+    from . import mxfp4
+
     def unpack(n: int) -> int:
-        return n * 25 // 2
+        return n * act + min(n, mxfp4._DEQUANT_CHUNK) * 13
 
     ffn = max(unpack(2 * ff * d), unpack(d * ff) + N * ff * act, N * 7 * ff * act) if E else N * 7 * ff * act
     experts = ffn + N * (6 * d * act + 4 * E)
