@@ -29,9 +29,11 @@ GiB = 1024**3
 
 # Below this much RAM even the CPU-sized models and a JupyterLab tab get tight.
 MIN_RAM_BYTES = 4 * GiB
-# gpt-oss-20b on a GPU needs its weights plus room for activations and a KV cache of a few
-# thousand tokens (48 KiB a token); 2 GiB covers both with margin.
-GPU_HEADROOM_BYTES = 2 * GiB
+# Notebook 12 runs gpt-oss-20b on a GPU whose free memory holds memory.plan at its default settings:
+# a KV cache of 4,096 positions, prompts of up to 1,024 tokens read in one pass.
+NB12_CONTEXT, NB12_PROMPT_TOKENS = 4096, 1024
+# Free memory is what the device holds less the CUDA context torch creates (a few hundred MiB).
+CUDA_CONTEXT_BYTES = GiB // 2
 
 
 @dataclass(frozen=True)
@@ -447,6 +449,14 @@ def _gpt_oss_20b_bytes() -> int:
     return preset("gpt-oss-20b").weight_bytes(2, mxfp4_experts=True)
 
 
+def gpu_bytes_for_notebook_12() -> int:
+    """The GPU memory in which notebook 12 runs gpt-oss-20b at its defaults: its memory plan and the CUDA context."""
+    from .config import preset
+    from .memory import plan
+
+    return plan(preset("gpt-oss-20b"), NB12_CONTEXT, 0, prompt_tokens=NB12_PROMPT_TOKENS).total + CUDA_CONTEXT_BYTES
+
+
 def check_machine() -> list[Check]:
     """CPU cores, RAM, GPU and free disk, each with what it means for the course."""
     rows = []
@@ -461,7 +471,7 @@ def check_machine() -> list[Check]:
         rows.append(Check("memory (RAM)", f">={gib(MIN_RAM_BYTES)}", gib(ram), OK if enough else WARN,
                           "enough for every notebook" if enough else "tight: close other programs"))
     weights = _gpt_oss_20b_bytes()
-    need = weights + GPU_HEADROOM_BYTES
+    need = gpu_bytes_for_notebook_12()
     gpu = gpu_info()
     unused = unused_nvidia_gpu() if gpu is None else None
     if unused is not None:

@@ -859,3 +859,18 @@ def test_a_fused_tensor_is_named_as_the_file_names_it(tmp_path, layout, fused, w
     with pytest.raises(g.CheckpointError, match=re.escape(f"tensor {fused!r} of shape {tuple(wrong)}: cannot be read "
                                                           "into this config")):
         g.load_model(path)
+
+
+def test_the_size_suggested_for_a_tied_model_counts_its_embedding_once(monkeypatch):
+    """The shipped tiny model ties its output layer to its embedding: the advice once counted it twice."""
+    from gptoss_edu.tokenizer import data_dir
+
+    path = data_dir() / "tiny-gpt-oss"
+    small = g.load_model(path, dtype=torch.bfloat16, keep_mxfp4=True)
+    assert small.config.tie_embeddings
+    size = sum(t.numel() * t.element_size() for n, t in [*small.named_parameters(), *small.named_buffers()]
+               if not n.endswith("inv_freq"))  # named_parameters lists a tied weight once
+    monkeypatch.setattr(ck, "device_room", lambda device: (size, "just enough for it packed"))
+    with pytest.raises(g.CheckpointError, match=re.escape(f"load it with keep_mxfp4=True, dtype=torch.bfloat16 "
+                                                          f"(experts packed): {ck.format_bytes(size)}")):
+        g.load_model(path)

@@ -109,8 +109,20 @@ def test_no_gpu_says_what_runs_instead(monkeypatch):
     assert row.meaning == "CPU only: notebooks run; 10 uses Triton's interpreter, 12 uses the small checkpoint"
 
 
+def test_the_gpu_notebook_12_needs_is_its_own_memory_plan():
+    """The doctor once asked for the weights plus a flat 2 GiB (14.8 GiB): a T4, 16 GB on the box and 14.56 GiB
+    to torch, was told notebook 12 would fall back, where the notebook's own plan (13.72 GiB) fits it."""
+    from gptoss_edu import memory
+
+    from gptoss_edu.config import preset
+
+    plan = memory.plan(preset("gpt-oss-20b"), 4096, 0, prompt_tokens=1024)
+    assert env.gpu_bytes_for_notebook_12() == plan.total + env.CUDA_CONTEXT_BYTES
+    assert plan.total + env.CUDA_CONTEXT_BYTES < 14.56 * memory.GiB
+
+
 def test_gpu_size_decides_notebook_12(monkeypatch):
-    need = env._gpt_oss_20b_bytes() + env.GPU_HEADROOM_BYTES
+    need = env.gpu_bytes_for_notebook_12()
     big = _machine_row(monkeypatch, "GPU", gpu=("Big GPU", need))
     small = _machine_row(monkeypatch, "GPU", gpu=("Small GPU", need - 1))
     assert big.status == OK and "12 runs gpt-oss-20b" in big.meaning and big.found.startswith("Big GPU")
@@ -142,7 +154,7 @@ def test_no_gpu_or_an_amd_one_is_not_called_too_old(monkeypatch, stand_in_gpu):
 
 
 def test_a_gpu_too_old_for_triton_says_what_runs_instead(monkeypatch):
-    need = env._gpt_oss_20b_bytes() + env.GPU_HEADROOM_BYTES
+    need = env.gpu_bytes_for_notebook_12()
     monkeypatch.setattr(env, "triton_gpu_problem", lambda device=None: "too old")
     row = _machine_row(monkeypatch, "GPU", gpu=("Tesla T4", need))
     assert row.status == WARN and row.found.startswith("Tesla T4")
