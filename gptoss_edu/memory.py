@@ -203,10 +203,14 @@ def disk_free(path: str | Path) -> int:
 def format_bytes(n: int | float) -> str:
     """Bytes in binary units: '12.82 GiB', '48.0 KiB', '512 B'."""
     n = float(n)
-    for unit, size in (("TiB", 1024**4), ("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
-        if abs(n) >= size:
-            return f"{n / size:.2f} {unit}" if unit in ("TiB", "GiB") else f"{n / size:.1f} {unit}"
-    return f"{int(n)} B"
+    units = (("KiB", KiB, 1), ("MiB", MiB, 1), ("GiB", GiB, 2), ("TiB", 1024**4, 2))
+    if abs(n) < KiB:
+        return f"{int(n)} B"
+    i = max(k for k, (_, size, _) in enumerate(units) if abs(n) >= size)
+    if i + 1 < len(units) and round(abs(n) / units[i][1], units[i][2]) >= 1024:
+        i += 1  # 1 GiB less one byte is "1.00 GiB", not "1024.0 MiB"
+    unit, size, digits = units[i]
+    return f"{n / size:.{digits}f} {unit}"
 
 
 # ---- the plan ---------------------------------------------------------------------------------

@@ -323,6 +323,8 @@ def test_format_bytes_at_the_unit_boundaries():
     assert memory.format_bytes(1023) == "1023 B"
     assert memory.format_bytes(1024) == "1.0 KiB"
     assert memory.format_bytes(memory.GiB) == "1.00 GiB"
+    assert memory.format_bytes(memory.GiB - 1) == "1.00 GiB" and memory.format_bytes(memory.KiB - 1) == "1023 B"
+    assert memory.format_bytes(memory.MiB - 1) == "1.0 MiB" and memory.format_bytes(-memory.GiB) == "-1.00 GiB"
 
 
 def test_a_config_without_tie_word_embeddings_counts_an_untied_head():
