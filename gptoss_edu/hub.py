@@ -293,6 +293,9 @@ def download(repo_id_or_path: str | Path = DEFAULT_REPO, local_dir: str | Path |
 
 def _download(repo_id: str, local_dir: str | Path | None, include_original: bool, include_metal: bool,
               include_tokenizer: bool, revision: str | None, progress: bool) -> Path:
+    if local_dir is not None and Path(local_dir).expanduser().exists() and not Path(local_dir).expanduser().is_dir():
+        raise HubError(f"{local_dir} is a file, not a folder: give a folder to download into (local_dir=, or "
+                       "--local-dir DIR)")
     plan, unreachable = _plan_online(repo_id, local_dir, include_original=include_original,
                                      include_metal=include_metal, include_tokenizer=include_tokenizer, revision=revision)
     if plan is None:  # what is on disk may still do

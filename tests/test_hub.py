@@ -771,3 +771,13 @@ def test_importing_the_hub_does_not_import_torch():
     code = "import sys, gptoss_edu.hub; assert 'torch' not in sys.modules, 'torch was imported'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_local_dir_that_is_a_file_is_refused_before_anything_is_fetched(tmp_path, monkeypatch):
+    """It once went as far as writing, then advised making 'the folder' writable."""
+    fake = FakeHub(monkeypatch)
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(hub.HubError, match=re.escape(f"{tmp_path / 'notes.txt'} is a file, not a folder: give a "
+                                                     "folder to download into")):
+        hub.download(REPO, tmp_path / "notes.txt", progress=False)
+    assert fake.listed == 0 and fake.downloads == [] and (tmp_path / "notes.txt").read_text() == "mine"
