@@ -24,6 +24,7 @@ import torch
 from . import harmony
 from .env import device_problem, total_ram, triton_gpu_problem
 from .generate import Generation, release_memory, stream
+from .memory import is_out_of_memory
 from .model import GPT
 from .static_decode import fast_step
 from .tokenizer import HARMONY_VOCAB_SIZE, get_encoding
@@ -175,7 +176,9 @@ class ChatSession:
                     printed = True
         except KeyboardInterrupt:
             interrupted = True
-        except torch.OutOfMemoryError:  # the prompt grows every turn, and the cache with it
+        except RuntimeError as e:  # out of memory: the prompt grows every turn, and the cache with it
+            if not is_out_of_memory(e):
+                raise
             out_of_memory = True
         finally:
             tokens.close()

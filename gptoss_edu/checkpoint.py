@@ -29,7 +29,7 @@ from .config import ModelConfig, _number, _whole, alternating_layer_types
 from .env import device_problem, total_ram
 from .files import leftovers, replace_folder
 from .hub import pickle_weights
-from .memory import format_bytes
+from .memory import format_bytes, is_out_of_memory
 from .model import GPT
 from .rotary import Rotary
 
@@ -435,9 +435,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     def convert(what: str, how: Callable[[], Any]) -> Any:
         try:
             return how()
-        except torch.cuda.OutOfMemoryError:
-            raise  # not a shape problem: memory.plan says what fits
         except (RuntimeError, ValueError, IndexError) as e:  # a tensor too mis-shaped to split or unpack
+            if is_out_of_memory(e):
+                raise  # not a shape problem: memory.plan says what fits
             raise CheckpointError(f"{what}: cannot be read into this config ({e}); is config.json from the "
                                   "same model?") from None
 

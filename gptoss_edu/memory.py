@@ -200,6 +200,15 @@ def disk_free(path: str | Path) -> int:
     return int(shutil.disk_usage(p).free)
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation that failed: a GPU's (torch.OutOfMemoryError) or the CPU's."""
+    import torch
+
+    # The CPU allocator raises a plain RuntimeError: "DefaultCPUAllocator: can't allocate memory: ...".
+    return isinstance(error, torch.OutOfMemoryError) or (isinstance(error, RuntimeError)
+                                                          and "DefaultCPUAllocator" in str(error))
+
+
 def format_bytes(n: int | float) -> str:
     """Bytes in binary units: '12.82 GiB', '48.0 KiB', '512 B'."""
     n = float(n)

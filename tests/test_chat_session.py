@@ -132,8 +132,15 @@ def test_an_interrupt_keeps_no_thinking_and_no_empty_answer(monkeypatch, text):
     assert [(m.role, m.text) for m in session.messages] == [("user", "q")]
 
 
+# What a GPU raises, and what the CPU's allocator raises (a plain RuntimeError).
+OUT_OF_MEMORY = [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                 RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                              "memory: you tried to allocate 400000000000 bytes. Error code 12")]
+
+
+@pytest.mark.parametrize("error", OUT_OF_MEMORY, ids=["gpu", "cpu"])
 @pytest.mark.parametrize("after", [0, 3])
-def test_running_out_of_memory_drops_the_turn_and_keeps_the_conversation(monkeypatch, after):
+def test_running_out_of_memory_drops_the_turn_and_keeps_the_conversation(monkeypatch, after, error):
     """In prefill (no token yet) or part-way through the reply: the turn is undone and the session goes on."""
     freed = []
 
@@ -141,7 +148,7 @@ def test_running_out_of_memory_drops_the_turn_and_keeps_the_conversation(monkeyp
         for token in ids(ANSWER)[:after]:
             stats.tokens.append(token)
             yield token
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        raise error
 
     monkeypatch.setattr(chat, "release_memory", lambda: freed.append(True))
     out = io.StringIO()
@@ -155,6 +162,17 @@ def test_running_out_of_memory_drops_the_turn_and_keeps_the_conversation(monkeyp
     assert "out of memory with the conversation at" in out.getvalue() and "/reset" in out.getvalue()
     monkeypatch.setattr(chat, "stream", recording(ANSWER, []))
     assert session.reply("three") is not None and len(session.messages) == len(kept) + 2
+
+
+def test_an_error_that_is_not_out_of_memory_is_not_called_one(monkeypatch):
+    def broken(model, prompt_ids, *, stats, stop_tokens, **kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+        yield
+
+    session = chat.ChatSession(fake_model(), out=io.StringIO())
+    monkeypatch.setattr(chat, "stream", broken)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        session.reply("one")
 
 
 def test_a_commentary_preamble_is_labelled_and_dimmed(monkeypatch):

@@ -116,20 +116,24 @@ def test_empty_message_and_full_context_are_reported_not_raised():
 class RunsOutOfMemory(Scripted):
     """A Scripted model whose GPU runs out of memory once a prompt is longer than ``limit`` tokens."""
 
-    def __init__(self, script: str, limit: int) -> None:
+    def __init__(self, script: str, limit: int, error: Exception) -> None:
         super().__init__(script)
-        self.limit = limit
+        self.limit, self.error = limit, error
 
     def forward(self, ids, cache, last_only=False):
         if cache.length == 0 and ids.shape[1] > self.limit:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise self.error
         return super().forward(ids, cache, last_only)
 
 
-def test_running_out_of_memory_drops_the_message_and_keeps_the_chat(monkeypatch):
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                                   RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+                                                "400000000000 bytes")], ids=["gpu", "cpu"])
+def test_running_out_of_memory_drops_the_message_and_keeps_the_chat(monkeypatch, error):
     freed = []
     monkeypatch.setattr(chat_widget_module, "release_memory", lambda: freed.append(True))
-    model = RunsOutOfMemory(THINK_THEN_ANSWER, limit=len(conversation_ids([harmony.user("Hi")], "medium")))
+    model = RunsOutOfMemory(THINK_THEN_ANSWER, limit=len(conversation_ids([harmony.user("Hi")], "medium")),
+                            error=error)
     w = ChatWidget(model, temperature=0.0)
     first = w.send("Hi")
     assert first is not None and freed == []

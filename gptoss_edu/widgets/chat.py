@@ -19,6 +19,7 @@ import torch
 
 from .. import harmony
 from ..generate import Generation, release_memory, stream
+from ..memory import is_out_of_memory
 from ..model import GPT
 from ..static_decode import fast_step
 from ..tokenizer import get_encoding
@@ -174,12 +175,13 @@ class ChatWidget(widgets.VBox):
         except ValueError as e:  # the conversation no longer fits the context
             self.status.value = f"<span style='color:#b00'>{html.escape(str(e), quote=False)}</span>"
             return None
-        except torch.OutOfMemoryError:  # the prompt grows every turn, and the cache with it
-            release_memory()
-            self.status.value = ("<span style='color:#b00'>out of memory with the conversation so far: this message is "
-                                 "dropped. Send a shorter one, lower max_new_tokens, or start a New chat.</span>")
-            return None
-        except BaseException as e:  # the stop button (KeyboardInterrupt), or a bug: said here, then raised
+        except BaseException as e:
+            if is_out_of_memory(e):  # the prompt grows every turn, and the cache with it
+                release_memory()
+                self.status.value = ("<span style='color:#b00'>out of memory with the conversation so far: this message "
+                                     "is dropped. Send a shorter one, lower max_new_tokens, or start a New chat.</span>")
+                return None
+            # The stop button (KeyboardInterrupt), or a bug: said here, then raised.
             why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"failed ({type(e).__name__}: {e})"
             self.status.value = (f"<span style='color:#b00'>{html.escape(why, quote=False)}: this message is dropped, "
                                  "the conversation is as before it.</span>")
