@@ -9,7 +9,7 @@ from .config import ModelConfig
 
 
 class GeluMLP(nn.Module):
-    """GPT-2's MLP: widen to d_ff (4x in GPT-2), GELU (GPT-2's tanh approximation unless the config says none), narrow back."""
+    """GPT-2's MLP: widen to d_ff (4 x d_model in GPT-2), GELU (tanh approximation by default), narrow back."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
