@@ -125,7 +125,11 @@ def workspace_parts(config: Any, prompt_tokens: int, context: int | None = None,
     tests/test_memory.py checks the estimate against the bytes the model allocates: never below,
     within 1.6 times.
     """
-    from .attention import QUERY_CHUNK
+    try:  # the model's own settings, read when called (tests change them)
+        from .attention import QUERY_CHUNK
+        from .mxfp4 import _DEQUANT_CHUNK
+    except ImportError:  # no torch: the environment check plans notebook 12 without it; these are their values
+        QUERY_CHUNK, _DEQUANT_CHUNK = 1024, 1 << 22
 
     c = dims(config)
     d, ff, V, E, hd = (c["hidden_size"], c["intermediate_size"], c["vocab_size"], c["num_local_experts"],
@@ -152,10 +156,8 @@ def workspace_parts(config: Any, prompt_tokens: int, context: int | None = None,
     # take about 7 ff values a token. At worst every token picks the same expert. Beside these live
     # the block's input, its normed copy, the gathered tokens, the summed output, and the router's
     # float32 logits.
-    from . import mxfp4
-
     def unpack(n: int) -> int:
-        return n * act + min(n, mxfp4._DEQUANT_CHUNK) * 13
+        return n * act + min(n, _DEQUANT_CHUNK) * 13
 
     ffn = max(unpack(2 * ff * d), unpack(d * ff) + N * ff * act, N * 7 * ff * act) if E else N * 7 * ff * act
     experts = ffn + N * (6 * d * act + 4 * E)

@@ -344,3 +344,32 @@ def test_workspace_of_experts_unpacked_in_chunks(dtype, monkeypatch):
     measured = measured_workspace(cfg, 50, dtype)
     estimate = memory.workspace_bytes(cfg, 50, 50, dtype_bytes=dtype.itemsize)
     assert measured <= estimate <= 1.6 * measured, (dtype, measured, estimate)
+
+
+def test_the_plan_without_torch_is_the_plan_with_it():
+    """The environment check plans notebook 12 where torch may be missing: the settings memory.py then
+    assumes (attention's QUERY_CHUNK, mxfp4's chunk) must be the modules' own."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import sys
+
+        class Missing:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "torch":
+                    raise ModuleNotFoundError(f"No module named {name!r}")
+                return None
+
+        sys.meta_path.insert(0, Missing())
+        from gptoss_edu import memory
+        from gptoss_edu.config import preset
+        print(memory.workspace_bytes(preset("gpt-oss-20b"), 4096, 8192), memory.workspace_bytes(preset("gpt-oss-120b"), 64, 64))
+        assert "torch" not in sys.modules
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    with_torch = (memory.workspace_bytes(g.preset("gpt-oss-20b"), 4096, 8192),
+                  memory.workspace_bytes(g.preset("gpt-oss-120b"), 64, 64))
+    assert done.stdout.split() == [str(n) for n in with_torch]
