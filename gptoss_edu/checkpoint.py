@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from . import mxfp4
-from .config import ModelConfig, _number, _whole, alternating_layer_types
+from .config import ModelConfig, alternating_layer_types, read_number, read_whole
 from .env import device_problem, total_ram
 from .files import leftovers, replace_folder
 from .hub import pickle_weights
@@ -157,8 +157,8 @@ def config_from_original(cfg: dict[str, Any], name: str = "gpt-oss") -> ModelCon
         raise CheckpointError(f"original/config.json is missing {', '.join(repr(k) for k in missing)}")
     # Checked under this file's own names, before they become Hugging Face's.
     for key in ORIGINAL_KEYS:
-        check = _number if key in ("swiglu_limit", "rope_theta", "rope_scaling_factor", "rope_ntk_alpha",
-                                   "rope_ntk_beta") else _whole
+        check = read_number if key in ("swiglu_limit", "rope_theta", "rope_scaling_factor", "rope_ntk_alpha",
+                                       "rope_ntk_beta") else read_whole
         cfg = cfg | {key: check(cfg, key, None, "original/config.json")}
     n = cfg["num_hidden_layers"]
     hf = {

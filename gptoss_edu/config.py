@@ -268,14 +268,16 @@ def _require(cfg: dict[str, Any], keys: list[str], family: str) -> None:
 
 # The readers below check each value under its config.json name: "rope_theta" is what a reader of the file
 # can find, not the course's field it becomes.
-def _number(d: dict[str, Any], key: str, default: Any, where: str = "config.json") -> float:
+def read_number(d: dict[str, Any], key: str, default: Any, where: str = "config.json") -> float:
+    """``d[key]`` (or ``default``) as a float; a clear ValueError naming ``where`` and the key if it is no number."""
     v = d.get(key, default)
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ValueError(f"{where}'s {key!r} must be a number, got {v!r}")
     return float(v)
 
 
-def _whole(d: dict[str, Any], key: str, default: Any = None, where: str = "config.json") -> int:
+def read_whole(d: dict[str, Any], key: str, default: Any = None, where: str = "config.json") -> int:
+    """``d[key]`` (or ``default``) as an int; a clear ValueError if it is not a whole number."""
     v = d.get(key, default)
     # 4096.0 is a whole number (some tools write every number as a float, and transformers reads it).
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v).is_integer():
@@ -283,7 +285,8 @@ def _whole(d: dict[str, Any], key: str, default: Any = None, where: str = "confi
     return int(v)
 
 
-def _flag(d: dict[str, Any], key: str, default: bool, where: str = "config.json") -> bool:
+def read_flag(d: dict[str, Any], key: str, default: bool, where: str = "config.json") -> bool:
+    """``d[key]`` (or ``default``) as a bool; a clear ValueError if it is not true or false."""
     v = d.get(key, default)
     if not isinstance(v, bool):
         raise ValueError(f"{where}'s {key!r} must be true or false, got {v!r}")
@@ -292,7 +295,7 @@ def _flag(d: dict[str, Any], key: str, default: bool, where: str = "config.json"
 
 def _from_gpt2(cfg: dict[str, Any], name: str | None) -> ModelConfig:
     _require(cfg, ["vocab_size", "n_embd", "n_layer", "n_head"], "GPT-2")
-    d, h = _whole(cfg, "n_embd"), _whole(cfg, "n_head")
+    d, h = read_whole(cfg, "n_embd"), read_whole(cfg, "n_head")
     act = cfg.get("activation_function", "gelu_new")
     if act not in ("gelu_new", "gelu", "gelu_pytorch_tanh"):
         raise ValueError(f"GPT-2 config.json has activation_function {act!r}: the course supports gelu_new and gelu")
@@ -304,13 +307,13 @@ def _from_gpt2(cfg: dict[str, Any], name: str | None) -> ModelConfig:
         raise ValueError("GPT-2 config.json has scale_attn_by_inverse_layer_idx true (layer i's scores divided by "
                          "i + 1): the course's attention does not, so this model cannot be loaded")
     return ModelConfig(
-        name=name or "gpt2", vocab_size=_whole(cfg, "vocab_size"), d_model=d, n_layers=_whole(cfg, "n_layer"),
+        name=name or "gpt2", vocab_size=read_whole(cfg, "vocab_size"), d_model=d, n_layers=read_whole(cfg, "n_layer"),
         n_heads=h, n_kv_heads=h, head_dim=d // h if h else 0,
-        d_ff=_whole(cfg, "n_inner") if cfg.get("n_inner") is not None else 4 * d,
-        context_length=_whole(cfg, "n_positions", 1024), positions="learned", norm="layernorm",
-        norm_eps=_number(cfg, "layer_norm_epsilon", 1e-5), mlp="gelu",
-        gelu_approximate="none" if act == "gelu" else "tanh", dropout=_number(cfg, "resid_pdrop", 0.1),
-        tie_embeddings=_flag(cfg, "tie_word_embeddings", True),
+        d_ff=read_whole(cfg, "n_inner") if cfg.get("n_inner") is not None else 4 * d,
+        context_length=read_whole(cfg, "n_positions", 1024), positions="learned", norm="layernorm",
+        norm_eps=read_number(cfg, "layer_norm_epsilon", 1e-5), mlp="gelu",
+        gelu_approximate="none" if act == "gelu" else "tanh", dropout=read_number(cfg, "resid_pdrop", 0.1),
+        tie_embeddings=read_flag(cfg, "tie_word_embeddings", True),
     )
 
 
@@ -324,29 +327,29 @@ def _from_gpt_oss(cfg: dict[str, Any], name: str | None) -> ModelConfig:
     theta_in = cfg if "rope_theta" in cfg else rs
     if "rope_theta" not in theta_in:
         raise KeyError("gpt-oss config.json is missing 'rope_theta' (at the top or in 'rope_parameters')")
-    factor = _number(rs, "factor", 1.0, rs_key)
+    factor = read_number(rs, "factor", 1.0, rs_key)
     # A missing sliding_window is transformers' default, 128; null or 0 means none.
-    window = 128 if "sliding_window" not in cfg else 0 if cfg["sliding_window"] is None else _whole(cfg, "sliding_window")
-    n_layers = _whole(cfg, "num_hidden_layers")
+    window = 128 if "sliding_window" not in cfg else 0 if cfg["sliding_window"] is None else read_whole(cfg, "sliding_window")
+    n_layers = read_whole(cfg, "num_hidden_layers")
     layer_types = tuple(cfg.get("layer_types") or (alternating_layer_types(n_layers) if window else ()))
     return ModelConfig(
-        name=name or "gpt-oss", vocab_size=_whole(cfg, "vocab_size"), d_model=_whole(cfg, "hidden_size"),
-        n_layers=n_layers, n_heads=_whole(cfg, "num_attention_heads"),
-        n_kv_heads=_whole(cfg, "num_key_value_heads"), head_dim=_whole(cfg, "head_dim"),
-        d_ff=_whole(cfg, "intermediate_size"), context_length=_whole(cfg, "max_position_embeddings", 131072),
+        name=name or "gpt-oss", vocab_size=read_whole(cfg, "vocab_size"), d_model=read_whole(cfg, "hidden_size"),
+        n_layers=n_layers, n_heads=read_whole(cfg, "num_attention_heads"),
+        n_kv_heads=read_whole(cfg, "num_key_value_heads"), head_dim=read_whole(cfg, "head_dim"),
+        d_ff=read_whole(cfg, "intermediate_size"), context_length=read_whole(cfg, "max_position_embeddings", 131072),
         positions="yarn" if rs.get("rope_type", rs.get("type")) == "yarn" and factor > 1 else "rope",
-        rope_theta=_number(theta_in, "rope_theta", None, "config.json" if theta_in is cfg else rs_key),
+        rope_theta=read_number(theta_in, "rope_theta", None, "config.json" if theta_in is cfg else rs_key),
         rope_scaling_factor=factor,
-        rope_original_context=_whole(rs, "original_max_position_embeddings",
-                                     _whole(cfg, "initial_context_length", 4096), rs_key),
-        rope_beta_fast=_number(rs, "beta_fast", 32.0, rs_key), rope_beta_slow=_number(rs, "beta_slow", 1.0, rs_key),
-        rope_truncate=_flag(rs, "truncate", True, rs_key),
-        norm="rmsnorm", norm_eps=_number(cfg, "rms_norm_eps", 1e-5), mlp="gptoss_swiglu",
-        swiglu_alpha=_number(cfg, "swiglu_alpha", 1.702), swiglu_limit=_number(cfg, "swiglu_limit", 7.0),
+        rope_original_context=read_whole(rs, "original_max_position_embeddings",
+                                     read_whole(cfg, "initial_context_length", 4096), rs_key),
+        rope_beta_fast=read_number(rs, "beta_fast", 32.0, rs_key), rope_beta_slow=read_number(rs, "beta_slow", 1.0, rs_key),
+        rope_truncate=read_flag(rs, "truncate", True, rs_key),
+        norm="rmsnorm", norm_eps=read_number(cfg, "rms_norm_eps", 1e-5), mlp="gptoss_swiglu",
+        swiglu_alpha=read_number(cfg, "swiglu_alpha", 1.702), swiglu_limit=read_number(cfg, "swiglu_limit", 7.0),
         mlp_bias=True,
-        n_experts=_whole(cfg, "num_local_experts"), experts_per_token=_whole(cfg, k_key),
-        attn_bias=_flag(cfg, "attention_bias", True), sliding_window=window,
-        layer_types=layer_types, sinks=True, dropout=0.0, tie_embeddings=_flag(cfg, "tie_word_embeddings", False),
+        n_experts=read_whole(cfg, "num_local_experts"), experts_per_token=read_whole(cfg, k_key),
+        attn_bias=read_flag(cfg, "attention_bias", True), sliding_window=window,
+        layer_types=layer_types, sinks=True, dropout=0.0, tie_embeddings=read_flag(cfg, "tie_word_embeddings", False),
     )
 
 
