@@ -17,6 +17,7 @@ import torch
 from gptoss_edu import chat, harmony
 from gptoss_edu.__main__ import build_parser, main
 from gptoss_edu.tokenizer import get_encoding
+from simulated import OUT_OF_MEMORY, OUT_OF_MEMORY_IDS
 
 ENC = get_encoding("o200k_harmony")
 ANSWER = "<|channel|>final<|message|>Hello world!<|return|>"
@@ -132,13 +133,9 @@ def test_an_interrupt_keeps_no_thinking_and_no_empty_answer(monkeypatch, text):
     assert [(m.role, m.text) for m in session.messages] == [("user", "q")]
 
 
-# What a GPU raises, and what the CPU's allocator raises (a plain RuntimeError).
-OUT_OF_MEMORY = [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
-                 RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
-                              "memory: you tried to allocate 400000000000 bytes. Error code 12")]
 
 
-@pytest.mark.parametrize("error", OUT_OF_MEMORY, ids=["gpu", "cpu"])
+@pytest.mark.parametrize("error", OUT_OF_MEMORY, ids=OUT_OF_MEMORY_IDS)
 @pytest.mark.parametrize("after", [0, 3])
 def test_running_out_of_memory_drops_the_turn_and_keeps_the_conversation(monkeypatch, after, error):
     """In prefill (no token yet) or part-way through the reply: the turn is undone and the session goes on."""

@@ -27,6 +27,7 @@ from gptoss_edu import checkpoint as ck
 from gptoss_edu import env
 from gptoss_edu import mxfp4
 from gptoss_edu.config import PRESET_DIR
+from simulated import OUT_OF_MEMORY, OUT_OF_MEMORY_IDS
 
 # SPEC.md section 3, layer-0 rows of the 20b table.
 SPEC_20B_LAYER = {
@@ -442,9 +443,7 @@ def test_original_layout_without_its_blocks_names_them(tmp_path):
         g.load_model(path)
 
 
-@pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
-                                   RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate "
-                                                "400000000000 bytes")], ids=["gpu", "cpu"])
+@pytest.mark.parametrize("error", OUT_OF_MEMORY, ids=OUT_OF_MEMORY_IDS)
 def test_out_of_memory_is_not_called_a_config_mismatch(written, monkeypatch, error):
     def full(*args, **kwargs):
         raise error

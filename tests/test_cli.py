@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gptoss_edu.__main__ import COMMANDS, build_parser, main
+from simulated import hide_modules
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -117,16 +118,7 @@ def test_doctor_runs_without_torch_or_tiktoken():
     import sys
     import textwrap
 
-    code = textwrap.dedent("""
-        import sys
-
-        class Missing:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in ("torch", "tiktoken"):
-                    raise ModuleNotFoundError(f"No module named {name!r}")
-                return None
-
-        sys.meta_path.insert(0, Missing())
+    code = hide_modules("torch", "tiktoken") + textwrap.dedent("""
         from gptoss_edu.__main__ import main
         status = main(["doctor"])
         assert "torch" not in sys.modules and "tiktoken" not in sys.modules
@@ -138,21 +130,11 @@ def test_doctor_runs_without_torch_or_tiktoken():
     assert "status " in done.stdout
 
 
-_WITHOUT_TORCH = """
-import sys
-
-HIDDEN = "torch"
-
-class Missing:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] == HIDDEN:
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-
-sys.meta_path.insert(0, Missing())
+_RUN_MAIN = """
 from gptoss_edu.__main__ import main
 sys.exit(main(sys.argv[1:]))
 """
+_WITHOUT_TORCH = hide_modules("torch") + _RUN_MAIN
 
 
 def test_help_and_a_command_name_need_no_torch():
@@ -179,7 +161,7 @@ def test_a_command_whose_package_is_missing_says_which_and_where_to_get_it(argv)
 
 def test_a_package_a_command_imports_late_is_named_too():
     """download imports huggingface_hub only when it runs: the same message, not a traceback from hub.py."""
-    code = _WITHOUT_TORCH.replace('HIDDEN = "torch"', 'HIDDEN = "huggingface_hub"')
+    code = hide_modules("huggingface_hub") + _RUN_MAIN
     done = subprocess.run([sys.executable, "-c", code, "download", "openai/gpt-oss-20b", "--dry-run"],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
@@ -187,8 +169,7 @@ def test_a_package_a_command_imports_late_is_named_too():
 
 
 def test_ctrl_c_while_the_command_is_still_importing_is_no_traceback():
-    code = _WITHOUT_TORCH.replace(
-        'raise ModuleNotFoundError(f"No module named {name!r}", name=name)', "raise KeyboardInterrupt")
+    code = hide_modules("torch", error="KeyboardInterrupt") + _RUN_MAIN
     done = subprocess.run([sys.executable, "-c", code, "chat", "--model", "data/tiny-gpt-oss"],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 130 and "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr

@@ -19,6 +19,7 @@ from gptoss_edu.checkpoint import CheckpointError, read_config
 from gptoss_edu.config import PRESET_DIR
 from gptoss_edu.model import GPT
 from gptoss_edu.tokenizer import data_dir
+from simulated import hide_modules
 
 # The real config.json files, shipped with the package (copies of ../shared/gptoss/, byte for byte).
 CONFIGS = {n: json.loads((PRESET_DIR / f"gpt-oss-{n}.config.json").read_text()) for n in ("20b", "120b")}
@@ -353,16 +354,7 @@ def test_the_plan_without_torch_is_the_plan_with_it():
     import sys
     import textwrap
 
-    code = textwrap.dedent("""
-        import sys
-
-        class Missing:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "torch":
-                    raise ModuleNotFoundError(f"No module named {name!r}")
-                return None
-
-        sys.meta_path.insert(0, Missing())
+    code = hide_modules("torch") + textwrap.dedent("""
         from gptoss_edu import memory
         from gptoss_edu.config import preset
         print(memory.workspace_bytes(preset("gpt-oss-20b"), 4096, 8192), memory.workspace_bytes(preset("gpt-oss-120b"), 64, 64))

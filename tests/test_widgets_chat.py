@@ -15,6 +15,7 @@ from gptoss_edu import harmony
 from gptoss_edu.tokenizer import get_encoding
 import gptoss_edu.widgets.chat as chat_widget_module
 from gptoss_edu.widgets.chat import ChatWidget, conversation_ids, reply
+from simulated import OUT_OF_MEMORY, OUT_OF_MEMORY_IDS
 
 TINY = Path(__file__).resolve().parents[1] / "data" / "tiny-gpt-oss"
 ENC = get_encoding("o200k_harmony")
@@ -126,9 +127,7 @@ class RunsOutOfMemory(Scripted):
         return super().forward(ids, cache, last_only)
 
 
-@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
-                                   RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate "
-                                                "400000000000 bytes")], ids=["gpu", "cpu"])
+@pytest.mark.parametrize("error", OUT_OF_MEMORY, ids=OUT_OF_MEMORY_IDS)
 def test_running_out_of_memory_drops_the_message_and_keeps_the_chat(monkeypatch, error):
     freed = []
     monkeypatch.setattr(chat_widget_module, "release_memory", lambda: freed.append(True))
