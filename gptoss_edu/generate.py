@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import math
 import operator
 import time
 from dataclasses import dataclass, field
@@ -23,11 +24,13 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1
     if logits.dim() != 1:
         raise ValueError(f"sample_next takes the logits of one position, [vocab]; got shape {tuple(logits.shape)} "
                          "(for a batch, pick each row: logits[i])")
-    if temperature < 0 or not 0 < top_p <= 1:
-        raise ValueError(f"temperature must be >= 0 and top_p in (0, 1], got {temperature} and {top_p}")
+    check_sampling(temperature, top_p)
     if temperature == 0:
         return int(logits.argmax())
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    scaled = logits.float() / temperature
+    if scaled.max().isinf():  # a temperature so small that logit / temperature overflows float32 (softmax: NaN)
+        scaled = (logits.float() - logits.float().max()) / temperature  # the gaps to the top: 0 for the top, else -inf
+    probs = torch.softmax(scaled, dim=-1)
     if top_p < 1:
         probs = nucleus(probs, top_p)
     if generator is not None and generator.device != probs.device:
@@ -36,6 +39,13 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1
     # same seed, every token gets the same noise, so two prompts with similar next-token distributions
     # tend to pick the same token (notebook 11 counts how long replies agree).
     return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def check_sampling(temperature: float, top_p: float) -> None:
+    """Refuse a temperature that is not a finite number >= 0, or a top_p outside (0, 1] (NaN included)."""
+    if not 0 <= temperature < math.inf or not 0 < top_p <= 1:  # NaN fails both comparisons
+        raise ValueError(f"temperature must be a number >= 0 (0 is greedy) and top_p in (0, 1], got {temperature} "
+                         f"and {top_p}")
 
 
 def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -99,11 +109,15 @@ def stream(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_toke
                          "token: call model.eval() before generating")
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be 0 or more, got {max_new_tokens}")
+    check_sampling(temperature, top_p)
     ctx = model.config.context_length
     if len(ids) >= ctx:
         raise ValueError(f"the prompt has {len(ids)} tokens; the context holds {ctx}: shorten it")
     stats = stats if stats is not None else Generation()
     stats.prompt_tokens = len(ids)
+    if max_new_tokens == 0:  # nothing to sample: no prefill either (on gpt-oss-20b, a whole prompt's worth)
+        stats.stop_reason = "max_new_tokens"
+        return
     device = model.embed.weight.device
     # On a GPU the seeded draw happens there: no copy of 201,088 probabilities to the CPU at every token.
     generator = (torch.Generator(device if device.type == "cuda" else "cpu").manual_seed(seed)

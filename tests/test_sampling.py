@@ -89,3 +89,37 @@ def test_a_seeded_generation_draws_where_the_model_is(device, monkeypatch):
     first = generate(model, [1, 2, 3], max_new_tokens=12, temperature=1.0, seed=7).tokens
     assert draws == [(device, device)] * 12
     assert generate(model, [1, 2, 3], max_new_tokens=12, temperature=1.0, seed=7).tokens == first
+
+
+@pytest.mark.parametrize("temperature", [1e-30, 1e-40, 1e-45])
+def test_a_temperature_too_small_for_float32_is_greedy_not_an_error(temperature):
+    """logits / 1e-40 overflows float32 to inf (softmax: NaN); the draw must still be the top token."""
+    logits = torch.randn(201088, generator=torch.Generator().manual_seed(3)) * 4
+    gen = torch.Generator().manual_seed(0)
+    assert [sample_next(logits, temperature, 1.0, gen) for _ in range(5)] == [int(logits.argmax())] * 5
+    assert sample_next(logits, temperature, 0.5, gen) == int(logits.argmax())
+
+
+@pytest.mark.parametrize("temperature,top_p", [(float("nan"), 1.0), (float("inf"), 1.0), (-1.0, 1.0),
+                                               (1.0, float("nan")), (1.0, 0.0), (1.0, 1.5)])
+def test_a_temperature_or_top_p_out_of_range_is_refused_by_name(temperature, top_p):
+    with pytest.raises(ValueError, match=f"temperature must be a number >= 0 .* got {temperature} and {top_p}"):
+        sample_next(torch.zeros(8), temperature, top_p)
+
+
+def test_generation_refuses_bad_sampling_settings_before_any_work(monkeypatch):
+    """Checked before the prefill, so a prompt of a real model's length is not processed for nothing."""
+    model = randomize(g.GPT(g.preset("gpt-oss-tiny").replace(vocab_size=300, context_length=64)), seed=5)
+    calls = []
+    monkeypatch.setattr(model, "forward", lambda *a, **k: calls.append(a) or torch.zeros(1, 1, 300))
+    with pytest.raises(ValueError, match="temperature must be"):
+        generate(model, [1, 2, 3], max_new_tokens=4, temperature=float("nan"))
+    assert calls == []
+
+
+def test_no_new_tokens_means_no_prefill(monkeypatch):
+    model = randomize(g.GPT(g.preset("gpt-oss-tiny").replace(vocab_size=300, context_length=64)), seed=5)
+    calls = []
+    monkeypatch.setattr(model, "forward", lambda *a, **k: calls.append(a) or torch.zeros(1, 1, 300))
+    result = generate(model, [1, 2, 3], max_new_tokens=0)
+    assert (result.tokens, result.stop_reason, result.prompt_tokens, calls) == ([], "max_new_tokens", 3, [])
