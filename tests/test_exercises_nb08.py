@@ -64,6 +64,17 @@ def unsigned(blocks, scales):
     return (torch.stack((lo, hi), dim=-1).flatten(-2) * 2.0 ** (scales.int() - 127).float()[..., None]).flatten(-2)
 
 
+def signed_scale(blocks, scales):
+    # "int first: uint8 can't go negative", read as: a signed 8-bit integer.
+    lo, hi = LUT[(blocks & 0xF).long()], LUT[(blocks >> 4).long()]
+    return (torch.stack((lo, hi), dim=-1).flatten(-2) * 2.0 ** (scales.to(torch.int8).int() - 127).float()[..., None]).flatten(-2)
+
+
+def int_divide(blocks, scales):
+    lo, hi = LUT[(blocks & 0xF).long()], LUT[(blocks >> 4).long()]
+    return (torch.stack((lo, hi), dim=-1).flatten(-2) / (2 ** (127 - scales.int()))[..., None]).flatten(-2)
+
+
 def not_flattened(blocks, scales):
     return right(blocks, scales).unflatten(-1, (-1, 32))
 
@@ -91,6 +102,8 @@ def test_package_version_passes():
     (uint8_wrap, "wrapped around"),
     (no_scale, "left the scale out"),
     (int_power, r"negative exponent became 0.*2.0 \*\*"),
+    (signed_scale, "signed int8"),
+    (int_divide, r"2 \*\* \(127 - scale\) is 0"),
     (as_integers, "integer 0..15"),
     (twos_complement, "two's-complement"),
     (unsigned, "dropped the sign"),
@@ -142,3 +155,12 @@ def test_bit_for_bit_means_the_sign_of_zero_and_float32_too():
     assert not r.passed and "code 8 is -0.0" in r.message, r.message
     r = check_dequantize(lambda b, s: right(b, s).double())
     assert not r.passed and "torch.float64: return float32" in r.message, r.message
+
+
+def test_scales_above_the_bias_are_tried():
+    """An answer wrong only where the exponent is positive (scale >= 128) must not pass."""
+    def wrong_above_127(blocks, scales):
+        out = right(blocks, scales).unflatten(-1, (-1, 32))
+        return torch.where((scales >= 128)[..., None], 0.0, out).flatten(-2)
+
+    assert not check_dequantize(wrong_above_127).passed

@@ -14,15 +14,17 @@ Dequantize = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def _lut_dequantize(blocks: torch.Tensor, scales: torch.Tensor, lut: torch.Tensor, high_first: bool = False,
                     bias: int = mxfp4.SCALE_BIAS, use_scale: bool = True, wrap: bool = False,
-                    int_power: bool = False) -> torch.Tensor:
+                    int_power: bool = False, signed: bool = False, int_divide: bool = False) -> torch.Tensor:
     """A float32 dequantizer with one knob per typical mistake, to recognise what a wrong answer did."""
     lo, hi = lut[(blocks & 0x0F).long()], lut[(blocks >> 4).long()]
     pair = (hi, lo) if high_first else (lo, hi)
     values = torch.stack(pair, dim=-1).flatten(-2)
     if use_scale:
-        exponent = scales.long() - bias
+        exponent = (scales.to(torch.int8) if signed else scales).long() - bias  # int8: 128..255 become -128..-1
         if wrap:  # what uint8 arithmetic does to scales - 127
             exponent = exponent % 256
+        if int_divide:  # values / 2 ** (127 - scale) in integers: 2 ** -1 is 0, so a scale above 127 gives inf
+            return (values / torch.pow(2, -exponent).unsqueeze(-1)).flatten(-2)
         # 2 ** an integer tensor stays integer: a negative exponent gives 0, not a fraction.
         power = torch.pow(2, exponent) if int_power else torch.pow(2.0, exponent.float())
         values = values * power.unsqueeze(-1)
@@ -44,6 +46,11 @@ def _typical_mistakes(blocks: torch.Tensor, scales: torch.Tensor) -> dict[str, t
         "2 ** an integer tensor stays an integer, so every negative exponent became 0: raise a float, "
         "2.0 ** (scales.int() - 127), or use torch.exp2(...float())":
             _lut_dequantize(blocks, scales, lut, int_power=True),
+        "you read the scale as a signed int8: E8M0 is unsigned, 0..255, and scales from 128 up are positive "
+        "exponents (2**1, 2**2, ...); convert with scales.int() or .long()": _lut_dequantize(blocks, scales, lut, signed=True),
+        "2 ** an integer tensor stays an integer, so 2 ** (127 - scale) is 0 for every scale above 127 and the "
+        "division gave inf: raise a float, 2.0 ** (scales.int() - 127), and multiply":
+            _lut_dequantize(blocks, scales, lut, int_divide=True),
         "you left the scale out: every value of a block is multiplied by 2**(scale - 127)":
             _lut_dequantize(blocks, scales, lut, use_scale=False),
         "you read each 4-bit code as an integer 0..15: it is an E2M1 float, look it up in FP4_VALUES":
@@ -61,9 +68,10 @@ def check_dequantize(fn: Dequantize) -> CheckResult:
         return wrong
     gen = torch.Generator().manual_seed(8)
     blocks = torch.randint(0, 256, (3, 5, 4, 16), dtype=torch.uint8, generator=gen)
-    # Scales 110..128: below 127 (so uint8 wrap-around shows) and small enough that a forgotten bias
-    # still gives finite float32 values to recognise.
-    scales = torch.randint(110, 129, (3, 5, 4), dtype=torch.uint8, generator=gen)
+    # Scales mostly 110..126: below 127, so uint8 wrap-around shows. One row's blocks are 128..131, so
+    # scales above the bias (positive exponents) are tried too: read as int8 they would turn negative.
+    scales = torch.randint(110, 127, (3, 5, 4), dtype=torch.uint8, generator=gen)
+    scales[1, 2] = torch.tensor([128, 129, 130, 131], dtype=torch.uint8)
     want = mxfp4.dequantize(blocks, scales, dtype=torch.float32)
     try:
         got = fn(blocks.clone(), scales.clone())
