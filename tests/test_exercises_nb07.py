@@ -175,3 +175,29 @@ def leaky(logits, indices, n_experts):
 def test_a_right_value_without_the_right_gradient_fails(fn, message):
     result = check_balance_loss(fn)
     assert not result.passed and message in result.message, result.message
+
+
+def backward_inside(logits, indices, n_experts):
+    loss = right(logits, indices, n_experts)
+    loss.backward()  # "to see the gradient reach the router"
+    return loss
+
+
+def backward_retained(logits, indices, n_experts):
+    loss = right(logits, indices, n_experts)
+    loss.backward(retain_graph=True)
+    return loss
+
+
+def grad_inside(logits, indices, n_experts):
+    loss = right(logits, indices, n_experts)
+    torch.autograd.grad(loss, logits)
+    return loss
+
+
+@pytest.mark.parametrize("fn", [backward_inside, backward_retained, grad_inside])
+def test_a_function_that_backpropagates_itself_gets_a_verdict_not_a_traceback(fn):
+    """Training calls backward once on the sum of losses; a backward inside would double the router's gradient."""
+    result = check_balance_loss(fn)
+    assert not result.passed and "the value is right" in result.message
+    assert "backward" in result.message

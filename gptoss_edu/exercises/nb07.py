@@ -78,7 +78,15 @@ def check_balance_loss(fn: BalanceLoss) -> CheckResult:
                 return failed("not yet: the value is right, but no gradient flows from your loss back to the router's "
                               "logits (torch.tensor(...) around a number, .item(), .detach() or torch.no_grad() cut "
                               "it): the loss is only useful through that gradient")
-            (mine_grad,) = torch.autograd.grad(got.float().reshape(()), mine, allow_unused=True)
+            if mine.grad is not None:  # the learner's function ran backward itself
+                return failed("not yet: the value is right, but your function called .backward() on it: return the "
+                              "loss without backpropagating (training adds it to the model's loss, then calls "
+                              "backward once for both)")
+            try:
+                (mine_grad,) = torch.autograd.grad(got.float().reshape(()), mine, allow_unused=True)
+            except RuntimeError as e:  # the graph was freed: torch.autograd.grad(loss, ...) inside the function
+                return failed(f"not yet: the value is right, but its gradient could not be taken ({e}): return the "
+                              "loss without calling backward or torch.autograd.grad on it")
             (want_grad,) = torch.autograd.grad(want, theirs)
             if mine_grad is None or not torch.allclose(mine_grad, want_grad, rtol=1e-4, atol=1e-7):
                 return failed("not yet: the value is right, but its gradient with respect to the logits is not: "
