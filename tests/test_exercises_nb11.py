@@ -125,3 +125,10 @@ def test_ids_of_another_integer_type_are_named():
 
     r = check_render_message(lambda m: [np.int64(t) for t in harmony.render_message(m)])
     assert not r.passed and "of type int64" in r.message and "int(...)" in r.message, r.message
+
+
+@pytest.mark.parametrize("bad", [-1, 201088, 10**9])
+def test_an_id_the_tokenizer_does_not_have_is_named_not_a_traceback(bad):
+    """A placeholder like -1, or an id past the vocabulary: the check must not crash decoding it."""
+    r = check_render_message(lambda m: harmony.render_message(m)[:-1] + [bad])
+    assert not r.passed and f"your id {bad} (at position" in r.message and "is not a token of" in r.message, r.message

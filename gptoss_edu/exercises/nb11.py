@@ -106,6 +106,11 @@ def _diagnose(m: harmony.Message, got: list[int], want: list[int]) -> str:
             f"The whole message should read {ENC.decode(want)!r}")
 
 
+def _is_token(t: int) -> bool:
+    """Whether ``t`` is an id of the encoding (o200k_harmony uses every id below n_vocab)."""
+    return not isinstance(t, bool) and 0 <= t < ENC.n_vocab
+
+
 def check_render_message(fn: RenderMessage) -> CheckResult:
     """Try ``fn(message)`` on fresh messages of every kind against gptoss_edu.harmony.render_message."""
     if (wrong := not_a_function(fn)) is not None:
@@ -133,6 +138,11 @@ def check_render_message(fn: RenderMessage) -> CheckResult:
             return failed(f"not yet: return a list of token ids (Python ints); one of yours is {odd!r}, "
                           f"of type {type(odd).__name__}{convert}")
         got = list(got)
+        unknown = next(((i, t) for i, t in enumerate(got) if not _is_token(t)), None)
+        if unknown is not None:  # a placeholder like -1, or an id past the vocabulary: nothing to decode
+            return failed(f"not yet: on a {_describe(m)} your id {unknown[1]!r} (at position {unknown[0]}) is not a "
+                          f"token of {ENC.name} (its ids run 0..{ENC.n_vocab - 1}): make every id come "
+                          "from enc.encode_ordinary or enc.encode_single_token")
         if got != want:
             return failed("not yet: " + _diagnose(m, got, want) + ".")
     return passed(f"your renderer matches gptoss_edu.harmony.render_message token for token on {len(messages)} "
