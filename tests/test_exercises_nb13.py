@@ -14,7 +14,8 @@ from gptoss_edu.train import lr_at
 def right(step, cfg):
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / (cfg.steps - 1 - cfg.warmup_steps)
+    decay_steps = cfg.steps - 1 - cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / decay_steps if decay_steps else 1.0
     return cfg.min_lr + (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress)) / 2
 
 
@@ -69,7 +70,8 @@ def test_a_float32_answer_passes():
         lr, low = torch.tensor(cfg.lr), torch.tensor(cfg.min_lr)
         if step < cfg.warmup_steps:
             return lr * (step + 1) / cfg.warmup_steps
-        progress = torch.tensor((step - cfg.warmup_steps) / (cfg.steps - 1 - cfg.warmup_steps))
+        progress = torch.tensor((step - cfg.warmup_steps) / max(1, cfg.steps - 1 - cfg.warmup_steps)
+                                if step < cfg.steps - 1 else 1.0)
         return low + (lr - low) * (1 + torch.cos(math.pi * progress)) / 2
 
     result = check_lr_schedule(in_float32)
@@ -112,3 +114,20 @@ def test_the_last_step_is_checked_too():
     # Right everywhere but the last step, which keeps the previous rate.
     r = check_lr_schedule(lambda s, c: schedule(min(s, c.steps - 2), c))
     assert not r.passed and "exactly min_lr" in r.message, r.message
+
+
+def unguarded(step, cfg):
+    """The formula as written, with no case for a cosine of no length (warmup_steps = steps - 1)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / (cfg.steps - 1 - cfg.warmup_steps)
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress)) / 2
+
+
+def test_a_warmup_that_ends_one_step_before_the_run_is_tried():
+    """warmup_steps = steps - 1 leaves the cosine no length: the one step after the warmup is the last, at min_lr."""
+    r = check_lr_schedule(unguarded)
+    assert not r.passed and "ZeroDivisionError" in r.message and "its rate is min_lr" in r.message, r.message
+    r = check_lr_schedule(lambda s, c: unguarded(s, c.replace(steps=c.steps + 1)) if c.steps - 1 == c.warmup_steps
+                          else unguarded(s, c))  # no error, but the last step at the peak, not min_lr
+    assert not r.passed and "should be exactly min_lr" in r.message, r.message

@@ -8,11 +8,13 @@ from typing import Callable
 from ..train import TrainConfig, lr_at
 from . import CheckResult, as_number, failed, not_a_function, passed
 
-# Schedules the check tries: a short and a long warmup, min_lr zero and not, odd step counts.
+# Schedules the check tries: a short and a long warmup, min_lr zero and not, odd step counts, and a
+# warmup that ends one step before the run does (a cosine of no length).
 CONFIGS = (
     TrainConfig(steps=100, lr=1e-3, min_lr=1e-4, warmup_steps=10),
     TrainConfig(steps=37, lr=3e-3, min_lr=0.0, warmup_steps=1),
     TrainConfig(steps=500, lr=6e-4, min_lr=6e-5, warmup_steps=123),
+    TrainConfig(steps=12, lr=2e-3, min_lr=2e-4, warmup_steps=11),
 )
 RTOL = 1e-6  # the same formula in float32 or float64: rounding only
 
@@ -79,6 +81,12 @@ def check_lr_schedule(fn: Callable[[int, TrainConfig], float]) -> CheckResult:
             problem = _diagnose(fn, cfg)
         except _NotANumber as e:
             return failed(f"not yet: {e}" + ("" if str(e).endswith("?") else "."))
+        except ZeroDivisionError as e:
+            if cfg.steps - 1 - cfg.warmup_steps == 0:
+                return failed(f"not yet: with steps={cfg.steps} and warmup_steps={cfg.warmup_steps} your function "
+                              f"raised ZeroDivisionError ({e}): the cosine runs over steps - 1 - warmup_steps = 0 "
+                              "steps, so the one step after the warmup is the last, and its rate is min_lr")
+            return failed(f"not yet: your function raised ZeroDivisionError: {e}")
         except Exception as e:  # the learner's code: report, don't crash the notebook
             return failed(f"not yet: your function raised {type(e).__name__}: {e}")
         if problem is not None:
