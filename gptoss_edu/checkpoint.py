@@ -727,8 +727,7 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
         cfg_json = model.config.to_hf_config()
         if not mxfp4:
             cfg_json.pop("quantization_config", None)
-        if dtype != torch.bfloat16:
-            cfg_json["torch_dtype"] = str(dtype).removeprefix("torch.")
+        cfg_json["torch_dtype"] = str(dtype).removeprefix("torch.")  # what the file holds (a GPT-2 preset says float32)
         tensors = hf_state_dict(model, mxfp4, dtype)
     else:
         raise ValueError(f"layout must be 'hf' or 'original', got {layout!r}")

@@ -674,7 +674,7 @@ def _has_hf_layout(cfg: ModelConfig) -> bool:
 
 def export(result: TrainResult, path: str | Path, command: str | None = None, about: str | None = None,
            data: TokenData | None = None) -> Path:
-    """Write the model in the real HF layout (MXFP4 experts) with its training record beside it.
+    """Write the model in the real HF layout (bf16, MXFP4 experts if any) with its training record beside it.
 
     With ``data``, the written checkpoint is loaded back and its validation loss measured over
     the full vocabulary (what MXFP4 and bf16 cost); with ``about``, a TRAINING.md is added.
@@ -788,6 +788,11 @@ def recipe(name: str) -> Recipe:
     raise KeyError(f"no recipe {name!r}: use tiny-gpt-oss-chat or course-step-01 .. course-step-13")
 
 
+def export_format(cfg: ModelConfig) -> str:
+    """How an export stores ``cfg``'s weights: bf16, and its experts (if it has any) in MXFP4."""
+    return "bf16, MXFP4 experts" if cfg.n_experts else "bf16"
+
+
 def training_markdown(result: TrainResult, about: str, command: str, exported_val_loss: float | None) -> str:
     """TRAINING.md for an exported checkpoint: the command, the settings, and the losses reached."""
     cfg, tc = result.model_config, result.train_config
@@ -807,7 +812,7 @@ def training_markdown(result: TrainResult, about: str, command: str, exported_va
         best = min(result.evals, key=lambda e: e["val_loss"])
         lines.append(f"| lowest validation loss during the run | {best['val_loss']:.3f} at step {best['step']:,} |")
     if exported_val_loss is not None:
-        lines.append(f"| validation loss of this checkpoint (bf16, MXFP4 experts) | {exported_val_loss:.3f} nats/token |")
+        lines.append(f"| validation loss of this checkpoint ({export_format(cfg)}) | {exported_val_loss:.3f} nats/token |")
     lines += [
         f"| parameters | {counts['total']:,} ({counts['embedding']:,} in the embedding) |",
         f"| time in training steps | {sum(h.get('seconds', 0.0) for h in result.history) / 60:.0f} minutes "
@@ -927,7 +932,7 @@ def _run(args: argparse.Namespace, rec: Recipe, argv: list[str] | None) -> int:
                   file=sys.stderr)
             return 130
         record = json.loads((Path(args.export) / "training.json").read_text())
-        print(f"exported to {args.export} (its val loss, bf16 with MXFP4 experts: {record['exported_val_loss']:.3f})")
+        print(f"exported to {args.export} (its val loss, {export_format(rec.model)}: {record['exported_val_loss']:.3f})")
     return 0
 
 

@@ -105,6 +105,16 @@ def test_mxfp4_experts_are_written_as_quantize_makes_them(tmp_path):
     assert torch.equal(tensors["model.layers.1.mlp.experts.gate_up_proj_scales"], scales)
 
 
+@pytest.mark.parametrize("preset,dtype", [("gpt2-tiny", torch.bfloat16), ("gpt2-tiny", torch.float32),
+                                          ("gpt-oss-tiny", torch.bfloat16), ("gpt-oss-tiny", torch.float32)])
+def test_config_json_names_the_dtype_the_weights_are_stored_in(tmp_path, preset, dtype):
+    model = randomize(g.GPT(g.preset(preset).replace(vocab_size=256, context_length=32)), seed=1)
+    path = g.write_checkpoint(model, tmp_path / "ck", mxfp4=False, dtype=dtype)
+    stored = {t.dtype for t in load_file(path / "model.safetensors").values()}
+    assert stored == {dtype}
+    assert json.loads((path / "config.json").read_text())["torch_dtype"] == str(dtype).removeprefix("torch.")
+
+
 def test_original_layout_reads_into_the_same_model(tmp_path):
     model = small_gptoss(seed=3)
     hf = g.load_model(g.write_checkpoint(model, tmp_path / "hf"))

@@ -646,3 +646,11 @@ def test_a_reader_that_stops_early_ends_train_quietly(tmp_path):
             "T._run = gone\nfrom gptoss_edu.__main__ import main\nsys.exit(main(['train', 'course-step-13']))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 141 and "Broken pipe" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("step,label", [(1, "(bf16)"), (13, "(bf16, MXFP4 experts)")])
+def test_training_md_says_mxfp4_only_for_a_model_with_experts(text_data, step, label):
+    """A GPT-2 export has no experts to store in MXFP4: TRAINING.md must not say it has."""
+    result = T.train(small(step), quick(steps=2), text_data, progress=False)
+    md = T.training_markdown(result, "about", "python -m gptoss_edu.train x", exported_val_loss=9.0)
+    assert f"| validation loss of this checkpoint {label} | 9.000 nats/token |" in md, md
