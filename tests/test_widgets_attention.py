@@ -90,3 +90,12 @@ def test_mask_title_names_the_window():
     assert ex.figure.axes[0].get_title() == "mask: window 5"
     ex.set(window=0)
     assert ex.figure.axes[0].get_title() == "mask: full causal"
+
+
+def test_the_sink_slider_is_inert_and_shown_so_without_a_sink():
+    ex = window_sink_explorer()
+    assert not ex.controls["sink"].disabled
+    ex.set(use_sink=False)
+    assert ex.controls["sink"].disabled
+    ex.set(use_sink=True)
+    assert not ex.controls["sink"].disabled

@@ -111,7 +111,18 @@ def test_empty_message_and_full_context_are_reported_not_raised():
     w = ChatWidget(model)
     assert w.send("   ") is None and "Type a message" in w.status.value and model.prompts == []
     assert w.send("Hi") is None and "over this model's context" in w.status.value
+    assert "this message (with the system message) is" in w.status.value and "shorten it" in w.status.value
+    assert "New chat" not in w.status.value  # the chat is new already: only a shorter message helps
     assert w.messages == [] and not w.send_button.disabled
+
+
+def test_a_message_that_overflows_a_conversation_suggests_a_new_chat_too():
+    n = len(conversation_ids([harmony.user("Hi")], "medium"))
+    model = Scripted(ANSWER, context=n + 40)
+    w = ChatWidget(model, temperature=0.0)
+    assert w.send("Hi") is not None
+    assert w.send("Hi again " * 40) is None
+    assert "the conversation is" in w.status.value and "start a New chat" in w.status.value
 
 
 class RunsOutOfMemory(Scripted):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from gptoss_edu.widgets.attention import window_sink_explorer
 from gptoss_edu.widgets.gpt2 import parameter_explorer
+from gptoss_edu.widgets.kernels import block_explorer
 from gptoss_edu.widgets.kvcache import kv_cache_explorer
 from gptoss_edu.widgets.norms import norm_explorer
 from gptoss_edu.widgets.rope import rope_explorer
@@ -41,3 +43,50 @@ def test_a_draw_that_fails_says_so_where_the_picture_was():
         ex.set(x=3)  # a script or test hears of it
     ex.set(x=4)
     assert ex.error.value == "" and ex.image.layout.display is None and ex.last_error is None
+
+
+def _counting_explorer():
+    import ipywidgets as widgets
+
+    from gptoss_edu.widgets import Explorer
+
+    drawn = []
+    controls = {"x": widgets.IntSlider(value=1, min=0, max=5), "f": widgets.FloatLogSlider(value=1.0, base=10, min=-3, max=1),
+                "kind": widgets.Dropdown(options=["a", "b"], value="a")}
+    return Explorer("t", lambda fig, **v: drawn.append(v), controls), drawn
+
+
+@pytest.mark.parametrize("name,value", [("x", 6), ("x", -1), ("f", 11.0), ("f", 1e-4), ("f", float("nan"))])
+def test_set_refuses_a_value_the_slider_would_clamp(name, value):
+    """A slider clamps what it is given: ex.set(x=6) must not draw x=5 and carry on."""
+    ex, drawn = _counting_explorer()
+    before = (ex.values, len(drawn))
+    with pytest.raises(ValueError, match=rf"{name}={value!r} is outside the explorer's range"):
+        ex.set(**{name: value})
+    assert (ex.values, len(drawn)) == before  # nothing moved, nothing redrawn
+
+
+def test_set_takes_the_ends_of_the_range():
+    ex, drawn = _counting_explorer()
+    ex.set(x=5, f=10.0).set(x=0, f=1e-3)
+    assert ex.values == {"x": 0, "f": 1e-3, "kind": "a"}
+
+
+def test_sliders_redraw_when_let_go_not_at_every_value_dragged_through():
+    """A drag would queue one redraw (up to a second or two on a small CPU) for every value it passes."""
+    ex, _ = _counting_explorer()
+    assert ex.controls["x"].continuous_update is False and ex.controls["f"].continuous_update is False
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: window_sink_explorer(window=128),
+     "window=128 is wider than the 24 tokens drawn"),
+    (lambda: window_sink_explorer(sink=9.0),
+     "sink=9.0 is outside"),
+    (lambda: swiglu_explorer(limit=20), "limit=20 is outside the explorer's range 0.5..10"),
+    (lambda: swiglu_explorer(alpha=0.1), "alpha=0.1 is outside"),
+    (lambda: block_explorer(n=500), "n=500 is outside"),
+])
+def test_an_explorer_is_not_built_around_a_value_its_slider_would_clamp(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()

@@ -223,3 +223,15 @@ def test_the_chosen_block_is_marked_on_its_tick_and_numbers_stay_under_the_title
     marked = [t.get_text() for t in ax2.get_xticklabels() if t.get_fontweight() == "bold"]
     assert marked == ["4"]
     assert max(t.get_position()[1] for t in ax2.texts) < ax2.get_ylim()[1] - 5
+
+
+@pytest.mark.parametrize("n,block,title", [
+    (50, 64, "grid of cdiv(n, BLOCK) = 1 program; 14 lanes masked (grey)"),  # too wide for × marks
+    (50, 16, "grid of cdiv(n, BLOCK) = 4 programs; 14 lanes masked (×)"),
+    (63, 32, "grid of cdiv(n, BLOCK) = 2 programs; 1 lane masked (×)"),
+])
+def test_the_block_title_counts_in_words_and_names_the_mark_drawn(n, block, title):
+    ex = block_explorer(n=n, block=block)
+    assert title in ex.figure.axes[0].get_title()
+    drawn = {t.get_text() for t in ex.figure.axes[0].texts}
+    assert ("×" in drawn) == (block <= 32)

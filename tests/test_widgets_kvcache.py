@@ -112,3 +112,14 @@ def test_one_layer_and_one_kv_head_are_singular():
     ex = kv_cache_explorer(preset("gpt-oss-120b")).set(layers=1, kv_heads=1)
     assert ": 1 layer, " in ex.figure.axes[0].get_title()
     assert "GQA (1 KV head)" in [line.get_label() for line in ex.figure.axes[0].get_lines()]
+
+
+def test_a_small_models_context_still_gets_curves():
+    """The course's own models hold 256 tokens: the curves must span a range, not one invisible point."""
+    from gptoss_edu import course_config
+
+    ex = kv_cache_explorer(course_config(5))
+    assert len(ex.controls["context"].options) >= 5
+    lines = [line for line in ex.figure.axes[0].get_lines() if line.get_label().startswith(("MHA", "GQA", "MQA"))]
+    assert len(lines) == 3 and all(len(line.get_xdata()) >= 5 for line in lines)
+    assert min(lines[0].get_xdata()) == 16 and max(lines[0].get_xdata()) == 256

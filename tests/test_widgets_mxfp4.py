@@ -99,3 +99,11 @@ def test_the_legend_sits_below_the_block_never_on_a_value():
     fig.canvas.draw()
     ax = fig.axes[0]
     assert ax.get_legend().get_window_extent().y1 <= ax.get_window_extent().y0
+
+
+def test_the_title_counts_the_grid_lines_drawn():
+    """16 codes, but +0 and -0 are one value: 15 grey lines, and the title must not promise 16."""
+    ex = block_explorer()
+    grid = [line for line in ex.figure.axes[0].get_lines() if line.get_color() == "#bbb"]
+    assert len(grid) == len(set(mxfp4.FP4_VALUES)) == 15
+    assert "16 codes, 15 values" in ex.figure.axes[0].get_title()

@@ -27,6 +27,20 @@ def figure_png(fig: Figure, dpi: int = 80) -> bytes:
     return buf.getvalue()
 
 
+def in_range(name: str, value: Any, low: Any, high: Any) -> None:
+    """Refuse ``value`` outside ``low..high``: a slider built with it would show the nearest end, not it."""
+    if not low <= value <= high:  # NaN fails too
+        raise ValueError(f"{name}={value!r} is outside the explorer's range {low:g}..{high:g}")
+
+
+def check_in_range(name: str, value: Any, control: widgets.ValueWidget) -> None:
+    """Refuse a value a bounded control (a slider) would clamp; other controls check their own values."""
+    if isinstance(control, widgets.FloatLogSlider):  # its min and max are exponents
+        in_range(name, value, control.base ** control.min, control.base ** control.max)
+    elif hasattr(control, "min") and hasattr(control, "max") and isinstance(value, (int, float)):
+        in_range(name, value, control.min, control.max)
+
+
 class Explorer(widgets.VBox):
     """Controls above a figure; every change calls ``draw(fig, **values)`` on a fresh figure."""
 
@@ -38,6 +52,11 @@ class Explorer(widgets.VBox):
         self.last_error: Exception | None = None
         self.figure: Figure | None = None
         for c in controls.values():
+            if "continuous_update" in c.trait_names():
+                # A redraw takes up to a second or two on a small CPU; while a slider is dragged the browser
+                # sends every value it passes, and the kernel would draw them all in turn, far behind the
+                # handle. Drawn when it is let go (or at each arrow key) instead.
+                c.continuous_update = False
             c.observe(lambda _change: self._redraw_for_a_control(), names="value")
         box = widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap"))
         super().__init__([widgets.HTML(f"<b>{title}</b>"), box, self.image, self.error])
@@ -75,6 +94,7 @@ class Explorer(widgets.VBox):
         for name, value in values.items():
             if name not in self.controls:
                 raise KeyError(f"{self.title!r} has no control {name!r}; it has {', '.join(self.controls)}")
+            check_in_range(name, value, self.controls[name])  # a slider would quietly clamp it
             self.controls[name].value = value
             if self.last_error is not None:  # a script or a test must not miss what the learner would see
                 raise self.last_error

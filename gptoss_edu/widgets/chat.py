@@ -75,8 +75,10 @@ def reply(model: GPT, messages: Sequence[harmony.Message], effort: str = "medium
     prompt = conversation_ids(messages, effort, date, enc)
     context = model.config.context_length
     if len(prompt) >= context:
-        raise ValueError(f"the conversation is {len(prompt)} tokens, over this model's context of {context}: "
-                         "start a new chat")
+        # With the message alone over the context, a new chat would not help.
+        what = "this message (with the system message) is" if len(messages) <= 1 else "the conversation is"
+        advice = "shorten it" if len(messages) <= 1 else "shorten the message, or start a New chat"
+        raise ValueError(f"{what} {len(prompt)} tokens, over this model's context of {context}: {advice}")
     out = Reply(effort)
     parser = harmony.StreamParser("assistant", enc)
     tokens = stream(model, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,

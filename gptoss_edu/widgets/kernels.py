@@ -18,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..config import ModelConfig
-from . import Explorer
+from . import Explorer, in_range
 
 BLOCKS = (4, 8, 16, 32, 64)
 MXFP4_BYTES_PER_VALUE = 17 / 32  # 16 bytes of codes plus one scale byte per block of 32 values
@@ -66,7 +66,8 @@ def block_explorer(n: int = 50, block: int = 16) -> Explorer:
             for pid in range(programs):
                 for lane in range(block):
                     e = own[pid, lane]
-                    if lane % every and e != n - 1:  # the last element is always named: where the mask starts
+                    # The last element is always named (where the mask starts), and every masked lane marked.
+                    if lane % every and e != n - 1 and e >= 0:
                         continue
                     ax.text(lane, pid, str(e) if e >= 0 else "×", ha="center", va="center", fontsize=7,
                             color="k" if e >= 0 else "#777")
@@ -74,8 +75,10 @@ def block_explorer(n: int = 50, block: int = 16) -> Explorer:
         ax.set_ylabel("program: tl.program_id(0)")
         ax.set_xticks(range(block) if block <= 16 else range(0, block, 8))
         ax.set_yticks(range(programs) if programs <= 13 else range(0, programs, 5))
-        ax.set_title(f"n = {n}, BLOCK = {block}: grid of cdiv(n, BLOCK) = {programs} programs; "
-                     f"{stats['masked']} lanes masked (×)", fontsize=9)
+        mark = "×" if block <= 32 else "grey"  # the indices (and ×) are written only while they fit
+        ax.set_title(f"n = {n}, BLOCK = {block}: grid of cdiv(n, BLOCK) = {programs} program"
+                     f"{'' if programs == 1 else 's'}; {stats['masked']} lane{'' if stats['masked'] == 1 else 's'} "
+                     f"masked ({mark})", fontsize=9)
 
         shares = [launch_stats(n, b)["masked_share"] for b in BLOCKS]
         ax2.bar([str(b) for b in BLOCKS], [100 * s for s in shares],
@@ -91,6 +94,7 @@ def block_explorer(n: int = 50, block: int = 16) -> Explorer:
         ax2.set_ylabel("% of lanes masked")
         ax2.set_title(f"n = {n}: the tail's waste\n(numbers: programs launched)", fontsize=9)
 
+    in_range("n", n, 1, 100)
     controls = {
         "n": widgets.IntSlider(value=n, min=1, max=100, description="n"),
         "block": widgets.Dropdown(options=list(BLOCKS), value=block, description="BLOCK"),

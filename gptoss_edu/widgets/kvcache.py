@@ -37,11 +37,16 @@ def attention_kinds(cfg: ModelConfig, kv_heads: int) -> dict[str, int]:
             f"GQA ({kv_heads} KV head{'' if kv_heads == 1 else 's'})": kv_heads, "MQA (1 KV head)": 1}
 
 
+def shortest_context(cfg: ModelConfig) -> int:
+    """Where the curves start: 256 tokens, or less for a small model, so that they span 16x at least."""
+    return min(256, max(1, cfg.context_length // 16))
+
+
 def draw_kv_cache(fig: Figure, cfg: ModelConfig, context: int, layers: int, kv_heads: int, dtype: str) -> None:
     """Left: cache bytes vs context for MHA, GQA and MQA, the chosen point marked; right: bars there."""
     left, right = fig.subplots(1, 2, width_ratios=(3, 2))
     nbytes = DTYPE_BYTES[dtype]
-    contexts = np.unique(np.geomspace(256, cfg.context_length, 40).astype(int))
+    contexts = np.unique(np.geomspace(shortest_context(cfg), cfg.context_length, 40).astype(int))
     kinds = attention_kinds(cfg, kv_heads)
     colours = ("tab:red", "tab:orange", "tab:blue")
     styles = ("--", "-", ":")  # red and orange are hard to tell apart for some readers: the lines differ too
@@ -81,7 +86,7 @@ def kv_cache_explorer(cfg: ModelConfig | None = None, context: int | None = None
     """Controls for context, layers, KV heads and dtype over ``cfg`` (default gpt-oss-20b)."""
     cfg = cfg or preset("gpt-oss-20b")
     style = {"description_width": "initial"}
-    contexts = [2 ** p for p in range(8, 64) if 2 ** p <= cfg.context_length]
+    contexts = [2 ** p for p in range(64) if shortest_context(cfg) <= 2 ** p <= cfg.context_length]
     if cfg.context_length not in contexts:
         contexts.append(cfg.context_length)
     context = context or cfg.context_length

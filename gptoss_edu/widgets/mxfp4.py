@@ -62,7 +62,7 @@ def block_explorer(weight: torch.Tensor | None = None) -> Explorer:
         ax.vlines(range(32), x.numpy(), q.numpy(), color="#d62728", lw=0.8)
         ax.set_xlabel("position in the block (0..31)")
         ax.set_ylabel("value")
-        ax.set_title(f"block {block}: scale code {code} = 2^{code - mxfp4.SCALE_BIAS}; grey lines: the 16-value grid",
+        ax.set_title(f"block {block}: scale code {code} = 2^{code - mxfp4.SCALE_BIAS}; grey lines: the grid (16 codes, 15 values: +0 = -0)",
                      fontsize=9)
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)  # below: never on a value
 

@@ -8,7 +8,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from ..mlp import gptoss_swiglu
-from . import Explorer
+from . import Explorer, in_range
 
 # The range both panels show: wide enough that the default limit (7) clamps visibly.
 SPAN = 10.0
@@ -64,6 +64,8 @@ def draw_swiglu(fig: Figure, alpha: float, limit: float) -> None:
 
 def swiglu_explorer(alpha: float = 1.702, limit: float = 7.0) -> Explorer:
     """Sliders over alpha and the clamp limit, redrawing the gate's curve and the output map."""
+    in_range("alpha", alpha, 0.25, 4.0)
+    in_range("limit", limit, 0.5, SPAN)
     style = {"description_width": "initial"}
     controls = {
         "alpha": widgets.FloatSlider(value=alpha, min=0.25, max=4.0, step=0.001, description="alpha",
