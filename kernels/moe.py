@@ -60,8 +60,11 @@ def _load_mxfp4(blk_ptrs, scl_ptrs, mask):
 
 @triton.jit
 def _gptoss_swiglu(gate, up, alpha, limit):
-    gate = tl.minimum(gate, limit)  # no lower clamp on the gate
-    up = tl.minimum(tl.maximum(up, -limit), limit)
+    # PropagateNan.ALL: as torch.clamp does, a NaN stays NaN (the default returns the other operand, the limit,
+    # and would turn a blow-up upstream into plausible numbers).
+    gate = tl.minimum(gate, limit, propagate_nan=tl.PropagateNan.ALL)  # no lower clamp on the gate
+    up = tl.maximum(up, -limit, propagate_nan=tl.PropagateNan.ALL)
+    up = tl.minimum(up, limit, propagate_nan=tl.PropagateNan.ALL)
     return (up + 1.0) * (gate * tl.sigmoid(alpha * gate))
 
 

@@ -863,3 +863,15 @@ def test_aot_compiles_decode_attention_at_its_most_query_rows(monkeypatch):
         call()
         ((_, hq, tq, _), (_, hkv, tk, _)), = seen
         assert hq // hkv * tq == attn_mod.decode_max_rows(dtype) and tk == tq
+
+
+@pytest.mark.parametrize("kernel", [moe_mxfp4_decode, moe_mxfp4_prefill])
+def test_moe_keeps_a_nan_where_the_reference_does(kernel) -> None:
+    """A NaN reaching the experts stays NaN, as torch.clamp keeps it: the clamps must not turn it into the limit."""
+    x, idx, wts, experts, _ = moe_case((3, 64, 32, 4, 2, (), 7.0), seed=90)
+    x[1, 7] = float("nan")  # one activation of token 1 blew up upstream
+    want = moe_mxfp4_reference(x, idx, wts, *experts, alpha=1.702, limit=7.0)
+    got = kernel(x, idx.to(torch.int32) if kernel is moe_mxfp4_decode else idx, wts, *experts, alpha=1.702, limit=7.0)
+    assert want[1].isnan().all() and not want[[0, 2]].isnan().any()  # the case is what it claims
+    assert torch.equal(got.isnan(), want.isnan())
+    assert_close(got[[0, 2]], want[[0, 2]], "moe", scale_atol=True)
