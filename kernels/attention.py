@@ -17,6 +17,7 @@ Scores are computed in base 2 (``exp2`` is the fast instruction): ``s * log2(e)`
 
 import functools
 import math
+import numbers
 
 import torch
 
@@ -223,6 +224,9 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torc
         check_tensor("sinks", sinks, ndim=1, dtypes=FLOAT_DTYPES)
         if sinks.shape[0] != Hq:
             raise ValueError(f"sinks must have one logit per query head ({Hq}), got shape {tuple(sinks.shape)}")
+    for name, value in (("sliding_window", sliding_window), ("q_start", q_start)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # 5.0 would fail deep in Triton
+            raise TypeError(f"{name} must be a whole number (an int), got {value!r} ({type(value).__name__})")
     if sliding_window < 0:
         raise ValueError(f"sliding_window must be >= 0 (0 = no window), got {sliding_window}")
     check_index_range("attention", q=max(extent(q), q.numel()), k=extent(k), v=extent(v))  # numel: the output

@@ -378,6 +378,8 @@ def dequantize_mxfp4(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dt
     """Triton twin of gptoss_edu.mxfp4.dequantize: blocks [..., G, 16] and scales [..., G] to [..., G * 32]."""
     check_tensor("blocks", blocks, dtypes=(torch.uint8,))
     check_tensor("scales", scales, dtypes=(torch.uint8,))
+    if not dtype.is_floating_point:  # an int would truncate every weight below 1 to 0
+        raise TypeError(f"dtype must be a floating dtype (float32, bfloat16, ...), got {dtype}")
     if blocks.dim() < 2 or blocks.shape[-1] != 16 or blocks.shape[:-1] != scales.shape:
         raise ValueError(f"MXFP4 blocks must be [..., G, 16] and scales [..., G]; got {tuple(blocks.shape)} "
                          f"and {tuple(scales.shape)}")

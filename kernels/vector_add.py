@@ -21,6 +21,8 @@ def vector_add(x: torch.Tensor, y: torch.Tensor, block: int = 1024) -> torch.Ten
     """x + y for two tensors of the same shape, dtype and device, computed by a Triton kernel."""
     if x.shape != y.shape or x.dtype != y.dtype:
         raise ValueError(f"x and y must match: x is {tuple(x.shape)} {x.dtype}, y is {tuple(y.shape)} {y.dtype}")
+    if x.dtype == torch.bool:  # True + True would wrap to False in the kernel, where torch gives True
+        raise TypeError("vector_add adds numbers: convert bool tensors first (x.int(), or x | y for a logical or)")
     check_launch(_add_kernel, "vector_add", x, y)
     if block <= 0 or block & (block - 1):
         raise ValueError(f"block must be a power of two (tl.arange needs one), got {block}")

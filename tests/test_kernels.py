@@ -147,6 +147,16 @@ def test_rmsnorm_bad_weight() -> None:
         rmsnorm(torch.tensor(3.0), torch.ones(1), 1e-5)
 
 
+def test_vector_add_and_dequantize_refuse_dtypes_they_would_get_silently_wrong() -> None:
+    t = torch.tensor([True, True, False])
+    with pytest.raises(TypeError, match="vector_add adds numbers"):
+        vector_add(t, t)  # True + True wraps to False in the kernel; torch says True
+    blocks, scales = mxfp4.quantize(torch.randn(2, 64, generator=torch.Generator().manual_seed(1)))
+    for dtype in (torch.int32, torch.bool):
+        with pytest.raises(TypeError, match=f"dtype must be a floating dtype .* got {dtype}"):
+            dequantize_mxfp4(blocks, scales, dtype=dtype)
+
+
 def test_vector_add_block_must_be_a_power_of_two() -> None:
     x = rand(10, seed=0)
     for bad in (0, -4, 24):
@@ -360,6 +370,10 @@ def test_attention_bad_inputs() -> None:
         attention(q, k[:, :0], v[:, :0], scale=0.25, q_start=5)
     with pytest.raises(ValueError, match=r"sliding_window must be >= 0 \(0 = no window\), got -1"):
         attention(q, k, v, scale=0.25, q_start=5, sliding_window=-1)  # would run as no window at all
+    with pytest.raises(TypeError, match=r"sliding_window must be a whole number \(an int\), got 4.0 \(float\)"):
+        attention(q, k, v, scale=0.25, q_start=5, sliding_window=4.0)  # else an InterpreterError deep in Triton
+    with pytest.raises(TypeError, match=r"q_start must be a whole number \(an int\), got 5.0"):
+        attention(q, k, v, scale=0.25, q_start=5.0)
 
 
 def test_a_tile_size_a_gpu_could_not_compile_is_refused() -> None:
