@@ -451,7 +451,7 @@ COURSE_STEPS: dict[int, dict[str, Any]] = {
     2: {"positions": "rope", "dropout": 0.0},
     3: {"norm": "rmsnorm"},
     4: {"mlp": "gptoss_swiglu"},
-    5: {"n_kv_heads": 2},
+    5: {"n_kv_heads": "half"},  # half the base's query heads (2 of gpt2-tiny's 4)
     6: {"sliding_window": 8, "layer_types": "alternating", "sinks": True},
     7: {"n_experts": 8, "experts_per_token": 2, "tie_embeddings": False},
     9: {"positions": "yarn", "rope_scaling_factor": 4.0, "rope_original_context": 64},
@@ -459,7 +459,7 @@ COURSE_STEPS: dict[int, dict[str, Any]] = {
 
 
 def course_config(step: int, base: ModelConfig | None = None) -> ModelConfig:
-    """The config after notebook ``step`` (1..13), built from ``base`` (default: gpt2-tiny) by the course's changes."""
+    """The config after notebook ``step`` (0..13; 0 and 1 are the base), built from ``base`` (default: gpt2-tiny)."""
     if not 0 <= step <= 13:
         raise ValueError(f"the course's notebooks are 0..13, got {step}")
     cfg = base or preset("gpt2-tiny")
@@ -469,7 +469,7 @@ def course_config(step: int, base: ModelConfig | None = None) -> ModelConfig:
         changes = dict(COURSE_STEPS[n])
         if changes.get("layer_types") == "alternating":
             changes["layer_types"] = alternating_layer_types(cfg.n_layers)
-        if "n_kv_heads" in changes:
+        if changes.get("n_kv_heads") == "half":
             changes["n_kv_heads"] = max(1, cfg.n_heads // 2)
         cfg = cfg.replace(**changes)
     return cfg.replace(name=f"{cfg.name.split('@')[0]}@step{step:02d}")

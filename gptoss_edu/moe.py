@@ -50,8 +50,8 @@ class Experts(nn.Module):
         self.down_proj_bias = nn.Parameter(torch.zeros(E, d))
         self.backend = "torch"
 
-    def weight(self, name: str, expert: int, dtype: torch.dtype) -> torch.Tensor:
-        """Expert ``expert``'s ``name`` weight [out, in], dequantized on the fly when packed."""
+    def weight(self, name: str, expert: int | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Expert ``expert``'s ``name`` weight [out, in] (for a tensor of ids, [..., out, in]), dequantized when packed."""
         if self.packed:
             return mxfp4.dequantize(getattr(self, f"{name}_blocks")[expert], getattr(self, f"{name}_scales")[expert], dtype)
         return getattr(self, name)[expert].to(dtype)

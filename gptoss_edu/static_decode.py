@@ -22,7 +22,7 @@ own modules (norms, projections, rotary, router, experts), so it shares their we
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -257,12 +257,6 @@ def fast_step(cuda_graph: bool | None = None) -> Callable[[GPT, KVCache], Decode
                           "slower (pass cuda_graph=False, or --no-cuda-graph, to skip the attempt)", stacklevel=2)
             return generate_.cached_step(model, cache)
     return make
-
-
-def stream(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, cuda_graph: bool | None = None,
-           **kwargs) -> Iterator[int]:
-    """``generate.stream`` with the decode steps on a CUDAGraphDecoder: same arguments, sampling and tokens."""
-    return generate_.stream(model, prompt_ids, decoder=graph_step(cuda_graph), **kwargs)
 
 
 def generate(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, cuda_graph: bool | None = None,

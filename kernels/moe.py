@@ -11,8 +11,9 @@ Per token t and chosen expert e (weight w):
     out[t] += w * (h @ W2[e].T + b2[e])
 
 Two paths, chosen by the number of tokens:
-- decode (a few tokens): one program per (token, expert) pair and block of output rows, a
-  matrix-vector product straight off the packed rows;
+- decode (a few tokens): matrix-vector products straight off the packed rows, the first with one
+  program per (token, expert) pair and block of its rows, the second with one program per token and
+  block of output rows, which sums that token's experts itself (no atomics);
 - prefill (many tokens): pairs sorted by expert, each expert's rows cut into tiles of
   BLOCK_M, and a grouped matmul with tl.dot, so each expert's weights are read once per tile.
 In both, the SwiGLU runs in the first matmul's epilogue (a program computes the gate row and
@@ -375,7 +376,7 @@ def moe_mxfp4(x: torch.Tensor, expert_idx: torch.Tensor, expert_weights: torch.T
 
 @on_tensors_device
 def dequantize_mxfp4(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Triton twin of gptoss_edu.mxfp4.dequantize: blocks [..., G, 16] and scales [..., G] to [..., G * 32]."""
+    """Triton twin of gptoss_edu.mxfp4.dequantize (which defaults to bf16, this to float32): [..., G, 16] to [..., G * 32]."""
     check_tensor("blocks", blocks, dtypes=(torch.uint8,))
     check_tensor("scales", scales, dtypes=(torch.uint8,))
     if not dtype.is_floating_point:  # an int would truncate every weight below 1 to 0
