@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from .memory import disk_free
+
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
 REPO = Path(__file__).resolve().parent.parent
@@ -430,14 +432,6 @@ def _hub_cache() -> Path:
         return Path.home() / ".cache" / "huggingface" / "hub"
 
 
-def free_disk(path: Path) -> int:
-    """Free bytes on the disk that holds ``path`` (or its nearest existing parent)."""
-    path = path.resolve()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return shutil.disk_usage(path).free
-
-
 def gib(n: float) -> str:
     """Bytes as GiB with one decimal."""
     return f"{n / GiB:.1f} GiB"
@@ -491,7 +485,7 @@ def check_machine() -> list[Check]:
                   f"gpt-oss-20b needs {gib(need)}, so 12 uses the small checkpoint")
         rows.append(Check("GPU", f">={gib(need)} for 12", f"{name}, {gib(mem)}", OK if big and not old else WARN,
                           f"{ten}; {twelve}"))
-    free = free_disk(_hub_cache())
+    free = disk_free(_hub_cache())
     roomy = free >= weights
     rows.append(Check("free disk (HF cache)", f">={gib(weights)} for 12", gib(free), OK if roomy else WARN,
                       "room to download gpt-oss-20b" if roomy else

@@ -99,7 +99,7 @@ def test_triton_row_says_where_kernels_run():
 def _machine_row(monkeypatch, item, gpu=None, free=100 * env.GiB, unused=None):
     monkeypatch.setattr(env, "gpu_info", lambda: gpu)
     monkeypatch.setattr(env, "unused_nvidia_gpu", lambda: unused)
-    monkeypatch.setattr(env, "free_disk", lambda path: free)
+    monkeypatch.setattr(env, "disk_free", lambda path: free)
     return next(r for r in env.check_machine() if r.item == item)
 
 
@@ -321,25 +321,25 @@ def test_a_missing_test_only_package_is_a_warning(monkeypatch):
 
 # ---- found by mutation testing: the disk and memory rows at their limits, pins, unknown versions ----------
 
-def test_free_disk_climbs_to_the_nearest_existing_folder(tmp_path, monkeypatch):
+def test_disk_free_climbs_to_the_nearest_existing_folder(tmp_path, monkeypatch):
     # The Hugging Face cache often does not exist yet on a fresh machine: ask the disk it will be made on.
     asked = []
     monkeypatch.setattr(shutil, "disk_usage", lambda p: asked.append(p) or shutil._ntuple_diskusage(3, 2, 1))
-    assert env.free_disk(tmp_path / "a" / "b" / "c") == 1
+    assert env.disk_free(tmp_path / "a" / "b" / "c") == 1
     assert asked == [tmp_path.resolve()]
 
 
 def test_the_disk_row_asks_about_the_hugging_face_cache(monkeypatch):
     asked = []
     monkeypatch.setattr(env, "gpu_info", lambda: None)
-    monkeypatch.setattr(env, "free_disk", lambda path: asked.append(path) or 100 * env.GiB)
+    monkeypatch.setattr(env, "disk_free", lambda path: asked.append(path) or 100 * env.GiB)
     env.check_machine()
     assert asked == [env._hub_cache()]
 
 
 def test_exactly_enough_disk_and_memory_are_enough(monkeypatch):
     monkeypatch.setattr(env, "gpu_info", lambda: None)
-    monkeypatch.setattr(env, "free_disk", lambda path: env._gpt_oss_20b_bytes())
+    monkeypatch.setattr(env, "disk_free", lambda path: env._gpt_oss_20b_bytes())
     monkeypatch.setattr(env, "total_ram", lambda: env.MIN_RAM_BYTES)
     rows = {r.item: r for r in env.check_machine()}
     assert rows["free disk (HF cache)"].status == OK and "room to download" in rows["free disk (HF cache)"].meaning
