@@ -62,8 +62,8 @@ def load_chat_model(path: Path, device: str, backend: str = "torch") -> GPT:
     packed = cfg.is_moe and (layout == "original" or quant == "mxfp4")
     # MXFP4 experts stay packed on a GPU (dequantized, gpt-oss-20b would not fit 16 GB), for the Triton
     # kernels (they read the packed bytes), and on a CPU when the whole model in float32 (a bound on its
-    # dense experts) would take more than a quarter of the RAM; otherwise a small model is dequantized once on a CPU, where
-    # unpacking every expert at every token would be slow.
+    # dense experts) would take more than a quarter of the RAM; otherwise a small model is dequantized
+    # once on a CPU, where unpacking every expert at every token would be slow.
     ram = total_ram()
     keep = packed and (on_gpu or backend == "triton" or ram is None or cfg.param_counts()["total"] * 4 > ram // 4)
     model = load_model(path, device=device, dtype=dtype, keep_mxfp4=keep)

@@ -47,7 +47,8 @@ def _typical_mistakes(blocks: torch.Tensor, scales: torch.Tensor) -> dict[str, t
         "2.0 ** (scales.int() - 127), or use torch.exp2(...float())":
             _lut_dequantize(blocks, scales, lut, int_power=True),
         "you read the scale as a signed int8: E8M0 is unsigned, 0..255, and scales from 128 up are positive "
-        "exponents (2**1, 2**2, ...); convert with scales.int() or .long()": _lut_dequantize(blocks, scales, lut, signed=True),
+        "exponents (2**1, 2**2, ...); convert with scales.int() or .long()":
+            _lut_dequantize(blocks, scales, lut, signed=True),
         "2 ** an integer tensor stays an integer, so 2 ** (127 - scale) is 0 for every scale above 127 and the "
         "division gave inf: raise a float, 2.0 ** (scales.int() - 127), and multiply":
             _lut_dequantize(blocks, scales, lut, int_divide=True),

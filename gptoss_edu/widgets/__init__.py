@@ -27,25 +27,26 @@ def figure_png(fig: Figure, dpi: int = 80) -> bytes:
     return buf.getvalue()
 
 
-def in_range(name: str, value: Any, low: Any, high: Any) -> None:
-    """Refuse ``value`` outside ``low..high``: a slider built with it would show the nearest end, not it."""
+def check_in_range(name: str, value: Any, control: widgets.ValueWidget) -> None:
+    """Refuse a value a bounded control (a slider) would clamp to its nearest end; other controls check their own."""
+    if isinstance(control, widgets.FloatLogSlider):  # its min and max are exponents
+        low, high = control.base ** control.min, control.base ** control.max
+    elif hasattr(control, "min") and hasattr(control, "max") and isinstance(value, (int, float)):
+        low, high = control.min, control.max
+    else:
+        return
     if not low <= value <= high:  # NaN fails too
         raise ValueError(f"{name}={value!r} is outside the explorer's range {low:g}..{high:g}")
-
-
-def check_in_range(name: str, value: Any, control: widgets.ValueWidget) -> None:
-    """Refuse a value a bounded control (a slider) would clamp; other controls check their own values."""
-    if isinstance(control, widgets.FloatLogSlider):  # its min and max are exponents
-        in_range(name, value, control.base ** control.min, control.base ** control.max)
-    elif hasattr(control, "min") and hasattr(control, "max") and isinstance(value, (int, float)):
-        in_range(name, value, control.min, control.max)
 
 
 class Explorer(widgets.VBox):
     """Controls above a figure; every change calls ``draw(fig, **values)`` on a fresh figure."""
 
     def __init__(self, title: str, draw: Draw, controls: dict[str, widgets.ValueWidget],
-                 figsize: tuple[float, float] = (7.0, 3.6)) -> None:
+                 figsize: tuple[float, float] = (7.0, 3.6), asked: dict[str, Any] | None = None) -> None:
+        # ``asked``: the values the controls were built with, which a slider has already clamped to its range.
+        for name, value in (asked or {}).items():
+            check_in_range(name, value, controls[name])
         self.title, self.draw_fn, self.controls, self.figsize = title, draw, controls, figsize
         self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
         self.error = widgets.HTML("")  # what went wrong with the last redraw, shown in the picture's place

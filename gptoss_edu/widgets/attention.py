@@ -8,7 +8,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ..attention import attention_mask
-from . import Explorer, in_range
+from . import Explorer
 
 
 def attention_probs(scores: torch.Tensor, window: int = 0,
@@ -73,8 +73,6 @@ def window_sink_explorer(tokens: int = 24, window: int = 8, sink: float = 0.0, u
     if window > tokens:  # e.g. gpt-oss's 128 over the 24 tokens drawn
         raise ValueError(f"window={window} is wider than the {tokens} tokens drawn, where it would be the full causal "
                          f"mask (window 0): draw more tokens (tokens={window + 8}, say) or pick a window up to {tokens}")
-    in_range("window", window, 0, tokens)
-    in_range("sink", sink, -6.0, 6.0)
     scores = example_scores(tokens, seed)
     style = {"description_width": "initial"}
     controls = {
@@ -89,4 +87,5 @@ def window_sink_explorer(tokens: int = 24, window: int = 8, sink: float = 0.0, u
         controls["sink"].disabled = not use_sink  # without a sink its logit changes nothing: say so
         draw_window_sinks(fig, scores, window, sink, use_sink)
 
-    return Explorer("Sliding window and attention sink", draw, controls, figsize=(10.0, 3.6))
+    return Explorer("Sliding window and attention sink", draw, controls, figsize=(10.0, 3.6),
+                    asked={"window": window, "sink": sink})

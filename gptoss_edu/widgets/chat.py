@@ -76,8 +76,9 @@ def reply(model: GPT, messages: Sequence[harmony.Message], effort: str = "medium
     context = model.config.context_length
     if len(prompt) >= context:
         # With the message alone over the context, a new chat would not help.
-        what = "this message (with the system message) is" if len(messages) <= 1 else "the conversation is"
-        advice = "shorten it" if len(messages) <= 1 else "shorten the message, or start a New chat"
+        alone = len(messages) <= 1
+        what = "this message (with the system message) is" if alone else "the conversation is"
+        advice = "shorten it" if alone else "shorten the message, or start a New chat"
         raise ValueError(f"{what} {len(prompt)} tokens, over this model's context of {context}: {advice}")
     out = Reply(effort)
     parser = harmony.StreamParser("assistant", enc)

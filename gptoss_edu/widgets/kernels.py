@@ -18,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..config import ModelConfig
-from . import Explorer, in_range
+from . import Explorer
 
 BLOCKS = (4, 8, 16, 32, 64)
 MXFP4_BYTES_PER_VALUE = 17 / 32  # 16 bytes of codes plus one scale byte per block of 32 values
@@ -61,7 +61,8 @@ def block_explorer(n: int = 50, block: int = 16) -> Explorer:
 
         ax, ax2 = fig.subplots(1, 2, width_ratios=(2.2, 1))
         ax.imshow(rgb, aspect="auto", interpolation="nearest")
-        if block <= 32:  # write the element indices while they fit: every lane up to 16, else every 4th
+        labelled = block <= 32  # write the element indices (and × marks) while they fit
+        if labelled:  # every lane up to 16, else every 4th
             every = 1 if block <= 16 else 4
             for pid in range(programs):
                 for lane in range(block):
@@ -75,7 +76,7 @@ def block_explorer(n: int = 50, block: int = 16) -> Explorer:
         ax.set_ylabel("program: tl.program_id(0)")
         ax.set_xticks(range(block) if block <= 16 else range(0, block, 8))
         ax.set_yticks(range(programs) if programs <= 13 else range(0, programs, 5))
-        mark = "×" if block <= 32 else "grey"  # the indices (and ×) are written only while they fit
+        mark = "×" if labelled else "grey"
         ax.set_title(f"n = {n}, BLOCK = {block}: grid of cdiv(n, BLOCK) = {programs} program"
                      f"{'' if programs == 1 else 's'}; {stats['masked']} lane{'' if stats['masked'] == 1 else 's'} "
                      f"masked ({mark})", fontsize=9)
@@ -94,12 +95,11 @@ def block_explorer(n: int = 50, block: int = 16) -> Explorer:
         ax2.set_ylabel("% of lanes masked")
         ax2.set_title(f"n = {n}: the tail's waste\n(numbers: programs launched)", fontsize=9)
 
-    in_range("n", n, 1, 100)
     controls = {
         "n": widgets.IntSlider(value=n, min=1, max=100, description="n"),
         "block": widgets.Dropdown(options=list(BLOCKS), value=block, description="BLOCK"),
     }
-    explorer = Explorer("Which program handles which element", draw, controls, figsize=(9.0, 3.8))
+    explorer = Explorer("Which program handles which element", draw, controls, figsize=(9.0, 3.8), asked={"n": n})
     explorer.stats = stats  # the numbers behind the current picture, for tests and curious learners
     return explorer
 

@@ -8,7 +8,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from ..mlp import gptoss_swiglu
-from . import Explorer, in_range
+from . import Explorer
 
 # The range both panels show: wide enough that the default limit (7) clamps visibly.
 SPAN = 10.0
@@ -64,8 +64,6 @@ def draw_swiglu(fig: Figure, alpha: float, limit: float) -> None:
 
 def swiglu_explorer(alpha: float = 1.702, limit: float = 7.0) -> Explorer:
     """Sliders over alpha and the clamp limit, redrawing the gate's curve and the output map."""
-    in_range("alpha", alpha, 0.25, 4.0)
-    in_range("limit", limit, 0.5, SPAN)
     style = {"description_width": "initial"}
     controls = {
         "alpha": widgets.FloatSlider(value=alpha, min=0.25, max=4.0, step=0.001, description="alpha",
@@ -73,4 +71,5 @@ def swiglu_explorer(alpha: float = 1.702, limit: float = 7.0) -> Explorer:
         "limit": widgets.FloatSlider(value=limit, min=0.5, max=SPAN, step=0.5, description="limit",
                                      style=style),
     }
-    return Explorer("gpt-oss SwiGLU: alpha and limit", draw_swiglu, controls, figsize=(9.0, 3.8))
+    return Explorer("gpt-oss SwiGLU: alpha and limit", draw_swiglu, controls, figsize=(9.0, 3.8),
+                    asked={"alpha": alpha, "limit": limit})
