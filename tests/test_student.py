@@ -202,3 +202,28 @@ def test_no_cell_after_a_solution_needs_what_the_solution_made(path):
         assert not needs, f"{path.name} cell {i} reads {needs}, made by the solution in cell {made[needs[0]]}"
         for name in bound:
             made.pop(name, None)  # bound again here: later cells read this cell's version
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb")),
+                         ids=lambda p: p.stem)
+def test_a_solution_is_hidden_and_leaves_the_learners_answer_alone(path):
+    # A learner who runs every cell (Shift+Enter through, or Run All) also runs the hidden solution:
+    # if it bound the exercise's name, the learner's function would be silently replaced by the
+    # solution and its ✅ shown as theirs.
+    cells = json.loads(path.read_text())["cells"]
+    earlier: set[str] = set()
+    solutions = 0
+    for i, cell in enumerate(cells):
+        if cell["cell_type"] != "code":
+            continue
+        bound, _ = _bound_and_read("".join(cell["source"]))
+        if "solution" in cell.get("metadata", {}).get("tags", []):
+            solutions += 1
+            hidden = cell.get("metadata", {}).get("jupyter", {})
+            assert hidden.get("source_hidden") and hidden.get("outputs_hidden"), \
+                f"{path.name} cell {i}: a solution's code and its ✅ are hidden until the learner opens them"
+            clash = sorted(bound & earlier)
+            assert not clash, f"{path.name} cell {i}: the solution binds {clash}, which the learner's cells bind"
+        else:
+            earlier |= bound
+    assert solutions == 1, f"{path.name} has {solutions} solution cells; the course gives each exercise one"
