@@ -28,6 +28,16 @@ def test_no_biases():
     assert not r.passed and "left out the biases" in r.message
 
 
+def test_missing_vectors_are_counted_in_d_model():
+    # One bias missed (the output projection's): the difference read as whole vectors points at it.
+    r = check_block_params(lambda c: right(c) - c.d_model)
+    assert not r.passed and "off by -768 = -1 x d_model: whole vectors missing" in r.message, r.message
+    r = check_block_params(lambda c: right(c) + 2 * c.d_model)
+    assert not r.passed and "+2 x d_model: whole vectors too many" in r.message, r.message
+    r = check_block_params(lambda c: right(c) + 7)
+    assert not r.passed and "off by +7)" in r.message, r.message
+
+
 def test_no_layernorms():
     r = check_block_params(lambda c: right(c) - 4 * c.d_model)
     assert not r.passed and "left out the two LayerNorms" in r.message

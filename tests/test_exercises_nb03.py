@@ -63,6 +63,10 @@ def test_other_failures():
     assert "has shape" in check_rms_norm(lambda x, w, e: x[..., :1]).message
     assert "cast back to x's dtype" in check_rms_norm(lambda x, w, e: right(x, w, e).float()).message
     assert "raised ValueError" in check_rms_norm(lambda x, w, e: (_ for _ in ()).throw(ValueError("x"))).message
+    assert "keepdim" not in check_rms_norm(lambda x, w, e: (_ for _ in ()).throw(ValueError("x"))).message
+    # the mean without keepdim=True: [.., T] against x's [.., T, d] does not broadcast
+    no_keepdim = check_rms_norm(lambda x, w, e: x * torch.rsqrt(x.pow(2).mean(-1) + e) * w)
+    assert not no_keepdim.passed and "keepdim=True" in no_keepdim.message, no_keepdim.message
     assert "in place" in check_rms_norm(lambda x, w, e: x.add_(1.0)).message
     # Writing into x.float() is writing into x when x is float32 already: the message says why.
     hidden = check_rms_norm(lambda x, w, e: (w.float() * x.float().mul_(

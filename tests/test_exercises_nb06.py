@@ -53,6 +53,10 @@ def test_reference_matches_a_plain_softmax():
     (lambda s, sink, w: via_softmax(s, sink, w, extra=-1), "one key too narrow"),
     (lambda s, sink, w: via_softmax(s, sink, w, causal=False), "causal mask still hides the future"),
     (lambda s, sink, w: via_softmax(s, sink + 0.5, w), "differ by up to"),
+    # the statement's "0 means no window" read as a window of zero keys: every key masked
+    (lambda s, sink, w: torch.sigmoid(sink - torch.logsumexp(s.masked_fill(
+        ~(band(s.shape[-1], None) & (torch.arange(s.shape[-1])[:, None] - torch.arange(s.shape[-1]) < w)),
+        float("-inf")), dim=-1)), "window 0 means no window"),
     (lambda s, sink, w: torch.softmax(torch.cat([s * band(s.shape[-1], w), torch.full((s.shape[0], 1), sink)], -1),
                                       -1)[:, -1], "masked by multiplying"),
 ])

@@ -11,7 +11,7 @@ import torch
 from gptoss_edu.exercises.nb09 import check_correction_range
 
 
-def make(two_pi=True, half=False, clamp=True, swap=False, truncate_mode="right", top=None):
+def make(two_pi=True, half=False, clamp=True, swap=False, truncate_mode="right", top=None, one_way=None):
     def fn(head_dim, theta, context, beta_fast, beta_slow, truncate):
         d = head_dim / 2 if half else head_dim
 
@@ -26,6 +26,8 @@ def make(two_pi=True, half=False, clamp=True, swap=False, truncate_mode="right",
             low, high = math.floor(low), math.ceil(high)
         if truncate_mode == "backwards" and truncate:
             low, high = math.ceil(low), math.floor(high)
+        if one_way and truncate:
+            low, high = one_way(low), one_way(high)
         if clamp:
             low, high = max(low, 0), min(high, head_dim - 1 if top is None else top(head_dim))
         return low, high
@@ -59,6 +61,7 @@ def test_right_answer_with_log2_passes():
     (make(truncate_mode="never"), "truncate is true here"),
     (make(truncate_mode="always"), "truncate is false here.*vLLM"),
     (make(truncate_mode="backwards"), "widens the ramp"),
+    *[(make(truncate_mode="never", one_way=f), "round\\(\\), int\\(\\), or one of floor and ceil") for f in (round, int, math.floor, math.ceil)],
     (lambda *a: None, "returned None"),
     (lambda *a: 3.0, "pair of numbers"),
     (lambda *a: 1 / 0, "raised ZeroDivisionError"),

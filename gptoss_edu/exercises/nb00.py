@@ -39,6 +39,16 @@ def _mistakes(cfg: ModelConfig) -> dict[str, int]:
     }
 
 
+def _in_vectors(diff: int, cfg: ModelConfig) -> str:
+    """A difference read as whole vectors of d_model or d_ff values (a bias, a norm's scale or shift), if it is."""
+    readings = [f"{diff // size:+d} x {name}" for name, size, most in (("d_model", cfg.d_model, 8), ("d_ff", cfg.d_ff, 2))
+                if diff % size == 0 and 0 < abs(diff // size) <= most]
+    if not readings:
+        return ""
+    return (f" = {' or '.join(readings)}: whole vectors {'missing' if diff < 0 else 'too many'}, so look at the "
+            "biases and the LayerNorms' scales and shifts")
+
+
 def check_block_params(fn: Callable[[ModelConfig], int]) -> CheckResult:
     """Try ``fn(cfg)`` on a few GPT-2-shaped configs against the package's Block."""
     if (wrong := not_a_function(fn)) is not None:
@@ -66,5 +76,6 @@ def check_block_params(fn: Callable[[ModelConfig], int]) -> CheckResult:
             return failed(f"not yet: right for GPT-2 124M, wrong for d_ff={cfg.d_ff}: "
                           "use cfg.d_ff, not 4 * cfg.d_model.")
         return failed(f"not yet: {got:,} for d_model={cfg.d_model}, d_ff={cfg.d_ff}; the block has {want:,} "
-                      f"(off by {got - want:+,}). Count each nn.Linear as in*out + out, each LayerNorm as 2*d.")
+                      f"(off by {got - want:+,}{_in_vectors(got - want, cfg)}). Count each nn.Linear as in*out + "
+                      "out, each LayerNorm as 2*d.")
     return passed(f"Right: one GPT-2 124M block has {block_params(base):,} parameters (12 d^2 + 13 d for d_ff = 4d).")

@@ -81,7 +81,9 @@ def check_rms_norm(fn: Callable[[torch.Tensor, torch.Tensor, float], torch.Tenso
         try:
             got = fn(x, w.clone(), eps)
         except Exception as e:  # the learner's code: report, don't crash the notebook
-            return failed(f"not yet: your function raised {type(e).__name__}: {e}")
+            hint = (" Did the mean over the last dimension keep that dimension (keepdim=True), so that it "
+                    "broadcasts against x?" if "must match the size of tensor" in str(e) else "")
+            return failed(f"not yet: your function raised {type(e).__name__}: {e}.{hint}")
         if not torch.equal(x, x_before):
             return failed("not yet: your function changed x in place; compute a new tensor instead (x.float() "
                           "and .to() return x itself when it already has that dtype, so an in-place op such as "

@@ -71,6 +71,10 @@ def _diagnose(got: torch.Tensor, scores: torch.Tensor, sink: float, window: int)
              "keys after the query got through: the window limits how far back a query looks, and the causal "
              "mask still hides the future."),
         ]
+    else:
+        mistakes.append((torch.ones_like(want),
+                         "window 0 means no window (each query sees every key up to itself, as in full causal "
+                         "attention), not zero keys: with every key masked, the sink took all the mass."))
     for other, message in mistakes:
         if close(other):
             return message

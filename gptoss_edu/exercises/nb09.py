@@ -55,7 +55,7 @@ def _variant(head_dim: int, theta: float, context: int, beta_fast: float, beta_s
     return low, high
 
 
-def _typical_mistakes(case: tuple) -> dict[str, tuple[float, float]]:
+def _typical_mistakes(case: tuple) -> list[tuple[str, tuple[float, float]]]:
     mistakes = {
         "low and high are swapped: low comes from beta_fast (many turns over the context: fast dims), "
         "high from beta_slow": _variant(*case, swap=True),
@@ -72,10 +72,14 @@ def _typical_mistakes(case: tuple) -> dict[str, tuple[float, float]]:
         mistakes["truncate is true here: round low down (floor) and high up (ceil)"] = _variant(*case, rounding=None)
         mistakes["round low down (floor) and high up (ceil): truncation widens the ramp, never narrows it"] = \
             _variant(*case, rounding=(math.ceil, math.floor))
+        one_way = ("round low down with floor and high up with ceil: round(), int(), or one of floor and ceil on "
+                   "both ends moves high down or low up, and narrows the ramp")
+        return list(mistakes.items()) + [(one_way, _variant(*case, rounding=(f, f)))
+                                         for f in (round, math.floor, math.ceil)]
     else:
         mistakes["truncate is false here: keep the exact values; rounding them anyway is what a config without "
                  "the key gets (a vLLM version's bug: it moves gpt-oss's ramp)"] = _variant(*case, rounding=(math.floor, math.ceil))
-    return mistakes
+    return list(mistakes.items())
 
 
 def _same(got: tuple[float, float], want: tuple[float, float]) -> bool:
@@ -101,7 +105,7 @@ def check_correction_range(fn: CorrectionRange) -> CheckResult:
         if _same((low, high), want):
             continue
         where = f"head_dim {case[0]}, theta {case[1]:g}, context {case[2]}, truncate {case[5]}"
-        for message, wrong in _typical_mistakes(case).items():
+        for message, wrong in _typical_mistakes(case):
             if _same((low, high), wrong):
                 return failed(f"not yet ({where}): {message}.")
         return failed(f"not yet ({where}): got ({low:.7g}, {high:.7g}), expected ({want[0]:.7g}, {want[1]:.7g})")
