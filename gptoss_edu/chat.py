@@ -243,8 +243,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reasoning", default="medium", choices=harmony.REASONING_EFFORTS,
                         help="reasoning effort written in the system message (default: medium)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ..., mps (default: cuda if available)")
-    parser.add_argument("--backend", default="torch", choices=("torch", "triton"),
-                        help="run the hot ops in PyTorch or in the course's Triton kernels (default: torch)")
+    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "triton"),
+                        help="run the hot ops in PyTorch or in the course's Triton kernels (default: auto, the "
+                             "Triton kernels on a GPU that can compile them, PyTorch elsewhere)")
     parser.add_argument("--max-new-tokens", type=int, default=512, help="longest reply in tokens (default: 512)")
     parser.add_argument("--temperature", type=float, default=1.0,
                         help="0 = greedy (default: 1.0, as the gpt-oss README advises)")
@@ -283,6 +284,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
     problem = device_problem(torch.device(args.device))
     if problem:  # "no ... GPU": none of that kind at all, so the CPU is the way on
         raise ChatError(f"--device {args.device}: {problem}" + ("; use --device cpu" if problem.startswith("no ") else ""))
+    if args.backend == "auto":
+        args.backend = _auto_backend(args.device)
     if args.backend == "triton":
         from gptoss_kernels import interpreter_mode, triton_available
 
@@ -295,6 +298,21 @@ def _check_arguments(args: argparse.Namespace) -> None:
         problem = triton_gpu_problem(torch.device(args.device)) if args.device.startswith("cuda") else None
         if problem:
             raise ChatError(f"--backend triton: {problem}. --backend torch runs on this GPU")
+
+
+def _auto_backend(device: str) -> str:
+    """What --backend auto runs: the Triton kernels on a GPU that can compile them (as notebook 12 does)."""
+    if not device.startswith("cuda"):
+        return "torch"  # the interpreter is far too slow to chat with
+    from gptoss_kernels import triton_available
+
+    why = ("Triton is not installed" if not triton_available()
+           else triton_gpu_problem(torch.device(device)))
+    if why:
+        print(f"--backend auto: {why}; running on the PyTorch path (slower: it unpacks the chosen experts "
+              "at every token)", file=sys.stderr)
+        return "torch"
+    return "triton"
 
 
 def read_line(prompt: str) -> str:
@@ -328,7 +346,7 @@ def run(args: argparse.Namespace) -> int:
         args.temperature, args.top_p, args.seed, cuda_graph=args.cuda_graph,
     )
     params = model.num_parameters() / 1e9
-    print(f"{path.name}: {params:.3g}B parameters on {args.device}, loaded in "
+    print(f"{path.name}: {params:.3g}B parameters on {args.device} ({args.backend} backend), loaded in "
           f"{time.perf_counter() - t0:.1f} s; reasoning {args.reasoning}.")
     print("Ctrl-C stops a reply, Ctrl-D quits, /reset starts a new conversation.")
     while True:

@@ -437,3 +437,34 @@ def test_a_model_that_writes_the_users_turn_is_cut_there(answer_model, monkeypat
     assert stats.stop_reason == "other_role"
     assert [(m.role, m.text) for m in session.messages] == [("user", "q"), ("assistant", "Answer.")]
     assert "Me again" not in out.getvalue() and "went on to write a user message itself: cut there" in out.getvalue()
+
+
+def test_backend_auto_runs_the_triton_kernels_on_a_gpu_that_can_compile_them(monkeypatch, capsys, stand_in_gpu):
+    """The default, as notebook 12 chooses: Triton on a GPU it compiles for, PyTorch on a CPU or an old GPU."""
+    import argparse
+
+    def resolved(*argv):
+        parser = argparse.ArgumentParser()
+        chat.add_arguments(parser)
+        args = parser.parse_args(["--model", "m", *argv])
+        chat._check_arguments(args)
+        return args.device, args.backend
+
+    if not torch.cuda.is_available():
+        assert resolved() == ("cpu", "torch")
+        assert capsys.readouterr().err == ""
+    stand_in_gpu((9, 0), "NVIDIA H100 80GB HBM3")
+    assert resolved() == ("cuda", "triton")
+    assert resolved("--device", "cpu") == ("cpu", "torch")
+    assert resolved("--backend", "torch") == ("cuda", "torch")  # asked for: kept
+    assert capsys.readouterr().err == ""
+    stand_in_gpu((7, 5), "Tesla T4")
+    assert resolved() == ("cuda", "torch")
+    err = capsys.readouterr().err
+    assert "--backend auto: this GPU, Tesla T4, has compute capability 7.5" in err and "PyTorch path" in err
+    import gptoss_kernels
+
+    stand_in_gpu((9, 0), "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(gptoss_kernels, "triton_available", lambda: False)
+    assert resolved() == ("cuda", "torch")
+    assert "--backend auto: Triton is not installed; running on the PyTorch path" in capsys.readouterr().err
