@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -43,6 +44,7 @@ class Compiled:
     shared_bytes: int
     registers: int | None  # per thread, from cuobjdump when it is available
     spilled_bytes: int | None  # local memory per thread: registers that did not fit
+    loop_instructions: int | None  # SASS in one pass of its longest innermost loop (None: no loop, or no cuobjdump)
     ptx_lines: int
     launches: list[str] = field(default_factory=list)  # what launched it, e.g. "decode attention at 8k"
 
@@ -127,19 +129,33 @@ def _recording(sms: int) -> Iterator[list[tuple[Any, tuple, dict]]]:
         AOT_TARGET.clear()
 
 
-def _resources(cubin: bytes) -> tuple[int | None, int | None]:
-    """(registers per thread, local memory bytes per thread) as cuobjdump reports them, if it is there."""
+def _resources(cubin: bytes) -> tuple[int | None, int | None, int | None]:
+    """(registers and local memory bytes per thread, SASS of one longest-loop pass) from cuobjdump, if it is there."""
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     if not os.path.exists(tool):
-        return None, None
+        return None, None, None
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "k.cubin")
         with open(path, "wb") as f:
             f.write(cubin)
         out = subprocess.run([tool, "-res-usage", path], capture_output=True, text=True).stdout
+        sass = subprocess.run([tool, "-sass", path], capture_output=True, text=True).stdout
     found = {word.split(":")[0]: int(word.split(":")[1]) for word in out.split()
              if word.startswith(("REG:", "LOCAL:")) and word.split(":")[1].isdigit()}
-    return found.get("REG"), found.get("LOCAL")
+    return found.get("REG"), found.get("LOCAL"), innermost_loop(sass)
+
+
+def innermost_loop(sass: str) -> int | None:
+    """Instructions in one pass of the longest innermost loop of cuobjdump's SASS listing (None: no loop)."""
+    # The loop that streams the weights or keys: its count per pass, over the bytes a pass reads, is
+    # what a GPU that runs out of instruction slots before it runs out of bandwidth is limited by.
+    addresses = [int(m.group(1), 16) for m in re.finditer(r"^\s+/\*([0-9a-f]{4,})\*/\s+\S", sass, re.M)]
+    loops = [(int(m.group(2), 16), int(m.group(1), 16))  # (first address, the branch back to it)
+             for m in re.finditer(r"^\s+/\*([0-9a-f]{4,})\*/\s+[^;]*\bBRA\b[^;]*?0x([0-9a-f]+)", sass, re.M)
+             if int(m.group(2), 16) < int(m.group(1), 16)]
+    innermost = [(start, end) for start, end in loops
+                 if not any((s, e) != (start, end) and start <= s and e <= end for s, e in loops)]
+    return max((sum(start <= a <= end for a in addresses) for start, end in innermost), default=None)
 
 
 def _compile(kernel: Any, args: tuple, kwargs: dict, target: Any) -> tuple[Any, dict[str, Any]]:
@@ -178,9 +194,10 @@ def compile_all(dtype: str = "bf16", arch: int = 90, sms: int = H100_SMS) -> lis
             compiled, constexprs = _compile(kernel, args, kwargs, target)
             key = compiled.hash if hasattr(compiled, "hash") else compiled.asm["ptx"]
             if key not in variants:
-                registers, spilled = _resources(compiled.asm["cubin"])
+                registers, spilled, loop = _resources(compiled.asm["cubin"])
                 variants[key] = Compiled(kernel.fn.__name__, constexprs, compiled.metadata.num_warps,
-                                         compiled.metadata.shared, registers, spilled, compiled.asm["ptx"].count("\n"))
+                                         compiled.metadata.shared, registers, spilled, loop,
+                                         compiled.asm["ptx"].count("\n"))
             if what not in variants[key].launches:
                 variants[key].launches.append(what)
     return list(variants.values())
@@ -194,11 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arch", type=int, default=90, help="compute capability times ten: 80 A100, 90 H100/H200")
     p.add_argument("--sms", type=int, default=H100_SMS, help="the GPU's multiprocessors (sets decode split counts)")
     args = p.parse_args(argv)
-    print(f"{'kernel':<26}{'warps':>6}{'shared B':>10}{'regs':>6}{'spilled B':>10}{'PTX lines':>11}  launched by")
+    print(f"{'kernel':<26}{'warps':>6}{'shared B':>10}{'regs':>6}{'spilled B':>10}{'loop SASS':>10}{'PTX lines':>11}"
+          "  launched by")
     for c in compile_all(args.dtype, args.arch, args.sms):
         regs = "?" if c.registers is None else c.registers
         spilled = "?" if c.spilled_bytes is None else c.spilled_bytes
-        print(f"{c.name:<26}{c.num_warps:>6}{c.shared_bytes:>10}{regs:>6}{spilled:>10}{c.ptx_lines:>11}  "
+        loop = "?" if c.loop_instructions is None else c.loop_instructions  # "?": no loop, or no cuobjdump
+        print(f"{c.name:<26}{c.num_warps:>6}{c.shared_bytes:>10}{regs:>6}{spilled:>10}{loop:>10}{c.ptx_lines:>11}  "
               f"{'; '.join(c.launches)}")
     return 0
 

@@ -35,28 +35,24 @@ DECODE_MAX_TOKENS = 8
 
 
 @triton.jit
-def _e2m1_to_f32(code):
-    """E2M1 codes (uint32, 0..15) to float32 by building the float's bits."""
-    sign = code >> 3
-    exp = (code >> 1) & 3
-    man = code & 1
-    # exp > 0: 2^(exp-1) * (1 + man/2) is a normal float with exponent field exp + 126 and the
-    # top mantissa bit = man.  exp == 0: 0 or 0.5 (= exponent field 126, empty mantissa).
-    normal = exp > 0
-    e_field = tl.where(normal, exp + 126, man * 126)
-    m_field = tl.where(normal, man << 22, man * 0)
-    return ((sign << 31) | (e_field << 23) | m_field).to(tl.float32, bitcast=True)
-
-
-@triton.jit
 def _load_mxfp4(blk_ptrs, scl_ptrs, mask):
     """Load packed bytes and their E8M0 scales; return the (low nibble, high nibble) values in fp32."""
-    byte = tl.load(blk_ptrs, mask=mask, other=0).to(tl.uint32)
+    byte = tl.load(blk_ptrs, mask=mask, other=0).to(tl.uint16)
     s = tl.load(scl_ptrs, mask=mask, other=127).to(tl.uint32)
-    # 2^(s - 127) is the float whose exponent field is s; s = 0 is 2^-127, a subnormal: mantissa bit 22.
-    # (Bits, not a float literal: Triton would type a subnormal literal as float64.)
-    scale = tl.where(s == 0, 0x400000, s << 23).to(tl.float32, bitcast=True)
-    return _e2m1_to_f32(byte & 15) * scale, _e2m1_to_f32(byte >> 4) * scale
+    # An E2M1 code's three magnitude bits, put where fp16's exponent meets its mantissa, read as
+    # fp16 are the code's value times 2^-14, and its sign bit goes to fp16's: code 1 (0.5) lands on
+    # fp16's subnormal 2^-15, so zero, 0.5 and the normal codes need no branch. Building the fp32
+    # bits field by field took twice the instructions a pass (python -m gptoss_kernels.aot counts
+    # them), and a decode step has only a few to spend per byte it streams.
+    lo = (((byte & 7) << 9) | ((byte & 8) << 12)).to(tl.float16, bitcast=True).to(tl.float32)
+    hi = (((byte & 0x70) << 5) | ((byte & 0x80) << 8)).to(tl.float16, bitcast=True).to(tl.float32)
+    # The scale 2^(s - 127) takes the 2^14 back: the float with exponent field s + 14, a normal
+    # float for every s up to 240. Above, that float would overflow, so the scale is 2^(s - 127)
+    # (exponent field s) and the 2^14 a factor of its own; both products are exact.
+    big = s > 240
+    scale = tl.where(big, s << 23, (s + 14) << 23).to(tl.float32, bitcast=True)
+    fix = tl.where(big, 16384.0, 1.0)
+    return lo * fix * scale, hi * fix * scale
 
 
 @triton.jit

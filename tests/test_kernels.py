@@ -834,14 +834,14 @@ def test_aot_compiles_the_gpu_tiles_and_splits() -> None:
     proc = run_python("""
         import json
         from gptoss_kernels.aot import compile_all
-        print(json.dumps([(c.name, {k: v for k, v in c.constexprs.items() if k.isupper()}, c.launches)
-                          for c in compile_all("bf16", 90, 132)]))
+        print(json.dumps([(c.name, {k: v for k, v in c.constexprs.items() if k.isupper()}, c.launches,
+                           c.num_warps, c.loop_instructions) for c in compile_all("bf16", 90, 132)]))
     """, env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(proc.stdout.strip().splitlines()[-1])
 
     def tiles(name: str, *keys: str) -> set[tuple]:
-        return {tuple(c[k] for k in keys) for n, c, _ in rows if n == name}
+        return {tuple(c[k] for k in keys) for n, c, *_ in rows if n == name}
 
     assert tiles("_attn_prefill_kernel", "BLOCK_M", "BLOCK_N", "DOT_PREC") == {(64, 64, "tf32")}
     for name in ("_attn_decode_kernel", "_attn_decode_at_kernel"):
@@ -851,9 +851,18 @@ def test_aot_compiles_the_gpu_tiles_and_splits() -> None:
     for name in ("_gate_up_matvec_kernel", "_down_matvec_kernel"):
         assert tiles(name, "BLOCK_B") == {(128,)}, name
     # 8193 keys over 8 KV heads on 132 SMs: 33 splits of 256 keys, combined with BLOCK_S = 64.
-    combine_8k = [c["BLOCK_S"] for n, c, what in rows
+    combine_8k = [c["BLOCK_S"] for n, c, what, *_ in rows
                   if n == "_attn_combine_kernel" and "decode attention at 8k, full layer" in what]
     assert combine_8k == [64]
+    # A decode step's experts: the loop over the packed weights must stay cheaper per byte than the
+    # bandwidth it streams. Decoding E2M1 bit by bit in fp32 cost 43 instructions per byte a thread
+    # reads (a GPU would have run out of instruction slots first); read as fp16 bits, about 21.
+    for name, rows_per_pass, weights in (("_gate_up_matvec_kernel", "BLOCK_I", 2), ("_down_matvec_kernel", "BLOCK_N", 1)):
+        (c, warps, loop), = {(json.dumps(c), w, n) for k, c, _, w, n in rows if k == name}
+        c = json.loads(c)
+        bytes_a_thread = c[rows_per_pass] * c["BLOCK_B"] * weights / (warps * 32)
+        assert loop is not None, f"{name}: no loop found in cuobjdump's SASS (is cuobjdump in triton's nvidia backend?)"
+        assert loop / bytes_a_thread <= 28, f"{name}: {loop} SASS instructions a pass for {bytes_a_thread:g} bytes a thread"
 
 
 def test_dot_precision_and_poison() -> None:
