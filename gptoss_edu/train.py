@@ -37,6 +37,7 @@ from torch import nn
 
 from . import harmony
 from .checkpoint import CheckpointError, check_replaceable, write_checkpoint
+from .env import REPO
 from .files import remove_leftovers, replace_folder, restore_folder, set_aside
 from .config import ModelConfig, course_config, preset
 from .corpus import Corpus, load_corpus
@@ -715,6 +716,21 @@ def check_export_target(path: Path) -> None:
     check_replaceable(path, "export into an empty or new folder, or one that holds only an earlier export")
 
 
+COURSE_CHECKPOINT = REPO / "data" / "tiny-gpt-oss"  # notebooks 11 and 12 chat with it; their outputs are stored
+
+
+def check_not_the_course_checkpoint(path: Path, rec: Recipe, tc: TrainConfig) -> None:
+    """Refuse to export over the course's shipped checkpoint a run other than the one its training.json records."""
+    if path.resolve() != COURSE_CHECKPOINT.resolve() or not (COURSE_CHECKPOINT / "training.json").exists():
+        return
+    shipped = json.loads((COURSE_CHECKPOINT / "training.json").read_text())
+    if shipped.get("model_config") == _config_dict(rec.model) and shipped.get("train_config") == _config_dict(tc):
+        return  # the recipe as shipped: how the course's checkpoint is made again
+    raise ValueError(f"--export {path} is the course's own checkpoint (notebooks 11 and 12 chat with it), made by "
+                     f"the full tiny-gpt-oss-chat recipe; this run's settings differ from it, so it would replace "
+                     f"the course's model with another: export it elsewhere, e.g. --export runs/{rec.name}-export")
+
+
 def training_record(result: TrainResult, command: str | None = None, exported_val_loss: float | None = None) -> dict:
     """How the model was trained and how far it got, for training.json and TRAINING.md."""
     return {
@@ -890,6 +906,7 @@ def _run(args: argparse.Namespace, rec: Recipe, argv: list[str] | None) -> int:
         return 2
     if args.export:
         check_export_target(Path(args.export))
+        check_not_the_course_checkpoint(Path(args.export), rec, tc)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out or Path("runs") / rec.name)

@@ -471,6 +471,25 @@ def test_out_and_export_that_overlap_or_an_out_that_is_a_file_are_refused_before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # nothing was trained or written
 
 
+def test_a_shortened_run_is_not_exported_over_the_course_checkpoint(tmp_path, capsys, monkeypatch):
+    """TRAINING.md's command with --steps 1 tacked on would have replaced the model notebooks 11 and 12 chat with."""
+    shipped = {p.name: p.read_bytes() for p in T.COURSE_CHECKPOINT.iterdir() if p.is_file()}
+    monkeypatch.setattr(T, "prepare_data", lambda *a, **k: pytest.fail("the corpus was read: the refusal came late"))
+    monkeypatch.chdir(T.REPO)  # the path as TRAINING.md writes it, relative to the course's folder
+    for export in ("data/tiny-gpt-oss", str(T.COURSE_CHECKPOINT), "data/../data/tiny-gpt-oss"):
+        assert T.main(["tiny-gpt-oss-chat", "--out", str(tmp_path / "run"), "--export", export, "--steps", "1"]) == 2
+        err = capsys.readouterr().err
+        assert "is the course's own checkpoint" in err and "--export runs/tiny-gpt-oss-chat-export" in err, err
+    assert T.main(["tiny-gpt-oss-chat", "--out", str(tmp_path / "run"), "--export", "data/tiny-gpt-oss",
+                   "--lr", "0.5"]) == 2  # same length, other settings: another model too
+    assert "is the course's own checkpoint" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in T.COURSE_CHECKPOINT.iterdir() if p.is_file()} == shipped
+    assert not (tmp_path / "run").exists()
+    # The full recipe, as training.json records it, is how the checkpoint is made again: not refused.
+    rec = T.recipe("tiny-gpt-oss-chat")
+    T.check_not_the_course_checkpoint(Path("data/tiny-gpt-oss"), rec, rec.train)
+
+
 def test_cli_fresh_and_export_delete_only_what_a_run_wrote(tmp_path, capsys):
     tiny = ["--steps", "2", "--batch-size", "2", "--seq-len", "16", "--no-progress"]
     (tmp_path / "run").mkdir()
