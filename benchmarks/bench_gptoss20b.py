@@ -40,19 +40,39 @@ from typing import Any, Callable
 
 GiB = 1024 ** 3
 PATHS = ("triton", "triton+graph", "torch", "transformers")
+WARMUP_STEPS = 3  # untimed decode steps at each context before the timed ones
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (0 would read as 'not given', and measure nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--layers", type=int, default=None, help="run a shrunken model with this many layers")
+    p.add_argument("--layers", type=positive_int, default=None, help="run a shrunken model with this many layers")
     p.add_argument("--smoke", action="store_true", help="tiny model on the CPU under the Triton interpreter")
-    p.add_argument("--contexts", type=int, nargs="+", default=None, help="decode context lengths (default 1024 8192)")
-    p.add_argument("--prompt", type=int, default=None, help="prefill prompt length (default 2048)")
-    p.add_argument("--decode-steps", type=int, default=None, help="timed decode steps per context (default 32)")
+    p.add_argument("--contexts", type=positive_int, nargs="+", default=None,
+                   help="decode context lengths (default 1024 8192)")
+    p.add_argument("--prompt", type=positive_int, default=None, help="prefill prompt length (default 2048)")
+    p.add_argument("--decode-steps", type=positive_int, default=None,
+                   help="timed decode steps per context (default 32)")
     p.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="write the results here as JSON")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    # Said now, not after the first path has been measured (on a GPU, after building the model).
+    if args.json is not None and args.json.is_dir():
+        p.error(f"--json {args.json} is a folder: give the path of a file, e.g. {args.json / 'bench.json'}")
+    if args.json is not None and not args.json.parent.is_dir():
+        p.error(f"--json {args.json}: there is no folder {args.json.parent} to write it in")
+    return args
 
 
 ARGS = parse_args() if __name__ == "__main__" else None
@@ -263,7 +283,7 @@ def measure(runner: Runner, cfg: g.ModelConfig, args: argparse.Namespace, device
     out["prefill_tokens_per_s"] = args.prompt / statistics.median(times)
     out["peak_gib_at"]["prefill"] = peak_gib()
 
-    warmup = 3
+    warmup = WARMUP_STEPS
     for ctx in args.contexts:
         cache = runner.new_cache(ctx + warmup + args.decode_steps)  # frees the last context's cache and graph
         start_peak()  # the peak of this context alone: the model, its cache, one step's work
@@ -359,6 +379,11 @@ def main(args: argparse.Namespace) -> int:
     args.contexts = args.contexts or ([16, 40] if args.smoke else [1024, 8192])
     args.prompt = args.prompt or (24 if args.smoke else 2048)
     args.decode_steps = args.decode_steps or (2 if args.smoke else 32)
+    longest = max(max(args.contexts) + WARMUP_STEPS + args.decode_steps, args.prompt)
+    if longest > cfg.context_length:
+        print(f"--contexts, --prompt and --decode-steps need {longest:,} positions, more than {cfg.name}'s context of "
+              f"{cfg.context_length:,}: ask for shorter ones", file=sys.stderr)
+        return 2
     chunk = 24 if args.smoke else 2048
     torch.manual_seed(args.seed)
 
@@ -562,8 +587,12 @@ def write_json(path: Path, cfg: g.ModelConfig, device_name: str, versions: dict[
         "skipped": skipped, "errors": errors or {}, "config": dataclasses.asdict(cfg),
     }
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)  # never a half-written file
+    try:
+        tmp.write_text(json.dumps(data, indent=2, default=str))
+        tmp.replace(path)  # never a half-written file
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # nor a stray .tmp beside it (a full disk, a Ctrl-C)
+        raise
     if not quiet:
         print(f"wrote {path}")
 

@@ -44,6 +44,7 @@ fi
 
 # pyproject.toml maps the import name gptoss_kernels onto kernels/; without an install a link does it.
 shim=$(mktemp -d)
+trap 'rm -rf "$shim"' EXIT
 ln -s "$PWD/kernels" "$shim/gptoss_kernels"
 export PYTHONPATH="$PWD:$shim${PYTHONPATH:+:$PYTHONPATH}"
 

@@ -67,9 +67,12 @@ def test_gpu_check_runs_only_the_steps_asked_for(tmp_path):
     out = tmp_path / "check"
     (out).mkdir()
     (out / "summary.txt").write_text("tests: exit 1 after 9 s\n")  # an earlier run's line: not kept
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     done = run(["bash", "benchmarks/gpu_check.sh", "--", "--smoke", "--paths", "torch"], OUT=str(out),
-               PYTHON=sys.executable, STEPS="benchmark")
+               PYTHON=sys.executable, STEPS="benchmark", TMPDIR=str(scratch))
     assert done.returncode == 0, done.stdout + done.stderr  # every step asked for exited 0
+    assert not [p for p in scratch.iterdir() if p.name.startswith("tmp.")]  # its import shim (mktemp -d) is gone
     summary = (out / "summary.txt").read_text()
     assert summary.startswith("benchmark: exit 0") and "tests:" not in summary and not (out / "tests.log").exists()
     done = run(["bash", "benchmarks/gpu_check.sh"], OUT=str(out), PYTHON=sys.executable, STEPS="benchmarks")
@@ -148,6 +151,39 @@ def test_a_clean_run_is_marked_complete(bench, tmp_path):
     assert bench.main(bench.parse_args(["--smoke", "--paths", "torch", "--json", str(out)])) == 0
     data = json.loads(out.read_text())
     assert data["complete"] is True and data["errors"] == {} and list(data["results"]) == ["torch"]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--layers", "0"], "argument --layers: must be at least 1, got 0"),  # 0 read as "not given": all 24 layers
+    (["--layers", "-2"], "argument --layers: must be at least 1, got -2"),
+    (["--contexts", "1024", "0"], "argument --contexts: must be at least 1, got 0"),
+    (["--prompt", "0"], "argument --prompt: must be at least 1"),
+    (["--decode-steps", "x"], "argument --decode-steps: 'x' is not a whole number"),
+    (["--json", "{tmp}/no/such/folder/bench.json"], "there is no folder {tmp}/no/such/folder to write it in"),
+    (["--json", "{tmp}"], "--json {tmp} is a folder: give the path of a file"),
+])
+def test_bad_arguments_are_refused_before_anything_runs(bench, tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        bench.parse_args([a.format(tmp=tmp_path) for a in argv])
+    assert e.value.code == 2 and message.format(tmp=tmp_path) in capsys.readouterr().err
+
+
+def test_contexts_longer_than_the_model_are_refused_before_measuring(bench, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "copy_bandwidth", lambda *a: pytest.fail("the run started"))
+    assert bench.main(bench.parse_args(["--smoke", "--contexts", "16", "4094", "--json", str(tmp_path / "b.json")])) == 2
+    assert "need 4,099 positions, more than gpt-oss-tiny's context of 4,096" in capsys.readouterr().err
+    assert bench.main(bench.parse_args(["--smoke", "--prompt", "4097"])) == 2
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_json_that_cannot_be_written_leaves_no_tmp_file(bench, tmp_path, monkeypatch):
+    out = tmp_path / "bench.json"
+    monkeypatch.setattr(bench.json, "dumps", lambda *a, **k: "{" + "x" * 100)  # then the disk fills:
+    monkeypatch.setattr(bench.Path, "replace", lambda self, target: (_ for _ in ()).throw(OSError(28, "No space left")))
+    args = bench.parse_args(["--smoke", "--json", str(out)])
+    with pytest.raises(OSError, match="No space left"):
+        bench.write_json(out, bench.bench_config(args), "cpu", {}, 1.0, {}, {}, args)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_gpu_run_refuses_triton_s_interpreter(bench, monkeypatch, capsys):
