@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 from . import harmony
 from .env import device_problem, total_ram, triton_gpu_problem
 from .generate import Generation, release_memory, stream
-from .memory import is_out_of_memory
+from .memory import format_count, is_out_of_memory
 from .model import GPT
 from .static_decode import fast_step
 from .tokenizer import HARMONY_VOCAB_SIZE, get_encoding
@@ -110,7 +111,9 @@ class ChatSession:
         self.seed, self.turn = seed, 0
         self.cuda_graph = cuda_graph  # None: decode steps replay a CUDA graph on a GPU (static_decode.fast_step)
         self.out = out if out is not None else sys.stdout
-        self.color = self.out.isatty() if color is None else color
+        if color is None:  # NO_COLOR (no-color.org) and a dumb terminal ask for plain text
+            color = self.out.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+        self.color = color
         self._dim = False  # whether the terminal is now writing dimmed text
 
     def reset(self) -> None:
@@ -345,8 +348,7 @@ def run(args: argparse.Namespace) -> int:
         model, args.reasoning, args.date, args.instructions, args.max_new_tokens,
         args.temperature, args.top_p, args.seed, cuda_graph=args.cuda_graph,
     )
-    params = model.num_parameters() / 1e9
-    print(f"{path.name}: {params:.3g}B parameters on {args.device} ({args.backend} backend), loaded in "
+    print(f"{path.name}: {format_count(model.num_parameters())} parameters on {args.device} ({args.backend} backend), loaded in "
           f"{time.perf_counter() - t0:.1f} s; reasoning {args.reasoning}.")
     print("Ctrl-C stops a reply, Ctrl-D quits, /reset starts a new conversation.")
     while True:

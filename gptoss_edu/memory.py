@@ -224,6 +224,13 @@ def format_bytes(n: int | float) -> str:
     return f"{n / size:.{digits}f} {unit}"
 
 
+def format_count(n: int | float) -> str:
+    """A parameter count in millions or billions, three significant digits: '6.86 M', '20.9 B'."""
+    millions = f"{n / 1e6:.3g}"
+    # Compared after rounding: 999.6 M rounds to 1000 M, which is written 1 B (not '1e+03 M').
+    return f"{n / 1e9:.3g} B" if float(millions) >= 1000 else f"{millions} M"
+
+
 # ---- the plan ---------------------------------------------------------------------------------
 
 @dataclass

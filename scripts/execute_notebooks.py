@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.notebooks:
         if path.suffix != ".ipynb" or not path.is_file():
             parser.error(f"{path} is not a notebook file (NN_name.ipynb)")
+        if args.out is not None and args.out.resolve() == path.parent.resolve():
+            # --out keeps the GPU visible and --set writes its override: neither must land on the notebook.
+            parser.error(f"--out {args.out} is the folder {path.name} is in: the copy would replace it. Give "
+                         "another folder, or no --out to run it in place as CI does")
 
     import nbclient
     import nbformat

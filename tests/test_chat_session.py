@@ -180,6 +180,25 @@ def test_a_commentary_preamble_is_labelled_and_dimmed(monkeypatch):
     assert out.getvalue().startswith(chat.DIM + "[commentary] Note." + chat.RESET + "\nAnswer.\n")
 
 
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("env, dimmed", [({}, True), ({"NO_COLOR": "1"}, False), ({"TERM": "dumb"}, False),
+                                         ({"NO_COLOR": ""}, True)])  # no-color.org: set and not empty
+def test_a_terminal_gets_dim_thinking_unless_it_asks_for_no_colour(monkeypatch, env, dimmed):
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(chat, "stream", recording("<|channel|>analysis<|message|>Hm.<|end|>"
+                                                  "<|start|>assistant<|channel|>final<|message|>Yes.<|return|>", []))
+    out = Terminal()
+    chat.ChatSession(fake_model(), out=out).reply("q")
+    assert (chat.DIM in out.getvalue()) is dimmed and "Yes." in out.getvalue()
+
+
 @pytest.mark.parametrize("option, value, message", [
     ("--max-new-tokens", "0", "--max-new-tokens must be at least 1"),
     ("--top-p", "0", "--top-p must be in (0, 1]"),
@@ -220,3 +239,4 @@ def test_ctrl_c_at_the_prompt_does_not_quit_and_reset_ignores_spaces(monkeypatch
     assert chat.run(args) == 0
     out = capsys.readouterr().out
     assert len(read) == 3 and "(Ctrl-D quits)" in out and "(new conversation)" in out
+    assert out.startswith("fake: 1 M parameters on cpu (torch backend), loaded in ")  # not '0.001B'

@@ -71,6 +71,11 @@ def test_set_without_out_a_parameters_cell_or_in_a_bad_form_is_refused(tmp_path)
     done = execute("--set", "MODEL='x'", str(tagged))  # in place, it would write the override into the notebook
     assert done.returncode == 2 and "give --out DIR" in done.stderr
     assert outputs(plain) == [""] and len(nbformat.read(tagged, as_version=4).cells) == 1
+    (tmp_path / "sub").mkdir()
+    for folder in (str(tmp_path), f"{tmp_path}/sub/.."):  # --out naming the notebook's own folder: "in place"
+        done = execute("--out", folder, "--set", "MODEL='x'", str(tagged))
+        assert done.returncode == 2 and "is the folder tagged.ipynb is in" in done.stderr, done.stderr
+    assert len(nbformat.read(tagged, as_version=4).cells) == 1  # no override written into it
 
 
 def test_a_missing_or_broken_notebook_is_a_message(tmp_path):

@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from ..config import preset
+from ..memory import format_count as human
 from . import Explorer
 
 MODELS = ("gpt2-124m", "gpt-oss-20b", "gpt-oss-120b")
@@ -27,13 +28,6 @@ def part_counts(name: str) -> dict[str, tuple[int, int]]:
     tied_table = cfg.vocab_size * cfg.d_model if pc["unembedding"] == 0 else 0
     counts["embedding"] = (pc["embedding"], tied_table)
     return counts
-
-
-def human(n: float) -> str:
-    """A parameter count in millions or billions, three significant digits."""
-    millions = f"{n / 1e6:.3g}"
-    # Compared after rounding: 999.6 M rounds to 1000 M, which is written 1 B (not '1e+03 M').
-    return f"{n / 1e9:.3g} B" if float(millions) >= 1000 else f"{millions} M"
 
 
 def draw_parameters(fig: Figure, model: str, scale: str) -> None:
