@@ -925,6 +925,16 @@ def _run(args: argparse.Namespace, rec: Recipe, argv: list[str] | None) -> int:
     # What TRAINING.md records, and what resumes the run: without --fresh, which would start it over.
     recorded = [a for a in argv if a != "--fresh"] if argv is not None else [args.recipe]
     command = "python -m gptoss_edu.train " + " ".join(shlex.quote(a) for a in recorded)
+    # Made now, so a folder that cannot be written is said before the training, not after it.
+    for option, folder in (("--out", out), ("--export", Path(args.export).parent if args.export else None)):
+        if folder is None:
+            continue
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"{option}: cannot make the folder {folder} ({e.strerror}): choose one you can write") from None
+        if not os.access(folder, os.W_OK):
+            raise ValueError(f"{option}: the folder {folder} is not writable by you: choose one you can write")
     restore_folder(out / STATE_DIR)
     if (out / STATE_DIR).exists():
         # Checked before it is announced (and before the corpus is read): a refusal is the only thing said.

@@ -471,6 +471,17 @@ def test_out_and_export_that_overlap_or_an_out_that_is_a_file_are_refused_before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # nothing was trained or written
 
 
+def test_an_out_or_export_folder_that_cannot_be_made_is_said_before_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(T, "prepare_data", lambda *a, **k: pytest.fail("the corpus was read: the refusal came late"))
+    (tmp_path / "afile").write_text("not a folder")
+    tiny = ["--steps", "2", "--batch-size", "2", "--seq-len", "16", "--no-progress"]
+    assert T.main(["course-step-13", "--out", str(tmp_path / "afile" / "run"), *tiny]) == 2
+    assert f"--out: cannot make the folder {tmp_path / 'afile' / 'run'} (Not a directory)" in capsys.readouterr().err
+    assert T.main(["tiny-gpt-oss-chat", "--out", str(tmp_path / "run"), "--export", str(tmp_path / "afile" / "x" / "exp"),
+                   *tiny]) == 2
+    assert f"--export: cannot make the folder {tmp_path / 'afile' / 'x'} (Not a directory)" in capsys.readouterr().err
+
+
 def test_a_shortened_run_is_not_exported_over_the_course_checkpoint(tmp_path, capsys, monkeypatch):
     """TRAINING.md's command with --steps 1 tacked on would have replaced the model notebooks 11 and 12 chat with."""
     shipped = {p.name: p.read_bytes() for p in T.COURSE_CHECKPOINT.iterdir() if p.is_file()}
