@@ -700,7 +700,9 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
 
     ``layout`` is "hf" (Hugging Face names, as the hub's root folder) or "original" (OpenAI's
     names, as the hub's ``original/`` folder: fused qkv, its own config keys). Files hold at
-    most ``max_shard_bytes`` each (None: one file, as gpt-oss-20b's ``original/``); one shard's
+    most ``max_shard_bytes`` each (None: one file, as gpt-oss-20b's ``original/``), named and indexed
+    as the HF layout's shards in either layout (the Hub's 120b ``original/`` names its own
+    ``model--0000N-of-00007``; the loader reads every ``*.safetensors`` either way). One shard's
     tensors are in memory at a time, which bounds what a conversion (MXFP4 to dense) costs.
     ``overwrite`` replaces an earlier checkpoint, never a folder that holds other files too.
 
