@@ -18,6 +18,7 @@ COMMANDS = {
     "chat": ("gptoss_edu.chat", "chat with a gpt-oss checkpoint in the harmony format"),
     "train": ("gptoss_edu.train", "train a small model of the course on the shipped corpus"),
     "student": ("gptoss_edu.student", "copy the notebooks without their solutions, for a class"),
+    "progress": ("gptoss_edu.progress", "which exercises pass: one learner's notebooks, or a table of a class's"),
 }
 
 

@@ -1,0 +1,176 @@
+"""Which exercises a copy of the course passes: read from its notebooks' saved outputs, or run them first.
+
+A learner sees their own progress; a teacher passes one folder per student and gets a table.
+Saved outputs say what the learner last ran (and can be edited by hand); ``--run`` runs each
+notebook in a temporary copy first, so the verdict is the check's own. Nothing is written to the
+notebooks either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .student import SOLUTION_TAG
+
+# An exercise cell calls its check at the start of a line: check_gelu(my_gelu).
+CHECK_CALL = re.compile(r"^(check_\w+)\(", re.M)
+MARKS = {"passed": "✅", "not yet": "❌", "error": "!", "not run": "·"}
+WIDE = {"✅", "❌"}  # two columns each in a terminal
+
+
+def _right(text: str, columns: int) -> str:
+    """``text`` right-aligned in ``columns`` terminal columns (the two marks are two columns wide)."""
+    return " " * max(0, columns - len(text) - sum(c in WIDE for c in text)) + text
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise cell of a notebook and what its saved output says."""
+
+    notebook: str
+    check: str
+    status: str  # "passed", "not yet", "error" (the cell raised) or "not run" (no verdict in its output)
+    message: str
+
+
+def _output_text(cell: dict) -> tuple[str, str | None]:
+    """The text a code cell printed or returned, and the name of the exception it raised, if any."""
+    texts, error = [], None
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "error":
+            error = out.get("ename", "an error")
+        elif out.get("output_type") == "stream":
+            texts.append("".join(out.get("text", "")))
+        else:
+            texts.append("".join(out.get("data", {}).get("text/plain", "")))
+    return "".join(texts), error
+
+
+def exercises(nb: dict, name: str) -> list[Exercise]:
+    """The exercises of notebook ``nb`` (its cells that call a check, solutions left out) and their verdicts."""
+    found = []
+    for cell in nb.get("cells", []):
+        source = "".join(cell.get("source", ""))
+        if cell.get("cell_type") != "code" or SOLUTION_TAG in cell.get("metadata", {}).get("tags", []):
+            continue
+        for check in CHECK_CALL.findall(source):
+            text, error = _output_text(cell)
+            # A check's verdict is one line that starts with its mark (CheckResult's repr and print).
+            verdict = next((line for line in text.splitlines() if line.startswith(("✅", "❌"))), None)
+            if error:
+                status, message = "error", f"the cell raised {error}"
+            elif verdict is None:
+                status, message = "not run", "no verdict in the saved output: run the cell"
+            else:
+                status = "passed" if verdict.startswith("✅") else "not yet"
+                message = verdict[1:].strip()
+            found.append(Exercise(name, check, status, message))
+    return found
+
+
+def notebook_files(path: Path) -> list[Path]:
+    """The course notebooks (NN_name.ipynb) a path names: the file itself, or those in the folder."""
+    if path.is_file():
+        if path.suffix != ".ipynb":
+            raise ValueError(f"{path} is not a notebook (a .ipynb file)")
+        return [path]
+    if not path.is_dir():
+        raise ValueError(f"there is no file or folder {path}")
+    found = sorted(p for p in path.glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise ValueError(f"{path} holds no course notebooks (NN_name.ipynb)")
+    return found
+
+
+def run_notebook(path: Path, timeout: int) -> dict:
+    """``path`` run top to bottom in memory (the file is never written); returns the notebook as it ran."""
+    import nbclient
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:  # a cell the run does not reach must not keep the verdict saved in the file
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    # The notebook's own folder is the working directory, as in JupyterLab (it reads ../data).
+    client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
+                                     resources={"metadata": {"path": str(path.parent)}})
+    try:
+        client.execute()
+    except (nbclient.exceptions.CellTimeoutError, nbclient.exceptions.DeadKernelError) as e:
+        print(f"progress: {path.name} stopped part-way ({type(e).__name__}); the exercises after it count as not run",
+              file=sys.stderr)
+    return json.loads(nbformat.writes(nb))
+
+
+def check_notebooks(paths: list[Path], run: bool = False, timeout: int = 1800) -> dict[str, list[Exercise]]:
+    """For each notebook file, its exercises' verdicts: saved, or (``run``) from running it first."""
+    results = {}
+    for path in paths:
+        try:
+            nb = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not a readable notebook ({e})") from None
+        results[path.name] = exercises(run_notebook(path, timeout) if run else nb, path.name)
+    return results
+
+
+def table(students: dict[str, dict[str, list[Exercise]]]) -> str:
+    """One row a student (folder), one column a notebook: each exercise's mark."""
+    columns = sorted({name for results in students.values() for name in results})
+    width = max(len("student"), *(len(s) for s in students))
+    most = max((len(found) for results in students.values() for found in results.values()), default=1)
+    cols = max(3, 2 * most + 1)  # room for every mark of the notebook with the most exercises
+    lines = [f"{'student':<{width}}  " + " ".join(_right(c[:2], cols) for c in columns) + "  passed"]
+    for student, results in students.items():
+        marks = ["".join(MARKS[e.status] for e in results.get(c, [])) or "-" for c in columns]
+        done = sum(e.status == "passed" for found in results.values() for e in found)
+        total = sum(len(found) for found in results.values())
+        lines.append(f"{student:<{width}}  " + " ".join(_right(m, cols) for m in marks) + f"  {done}/{total}")
+    legend = ", ".join(f"{mark} {status}" for status, mark in MARKS.items())
+    return "\n".join(lines) + f"\n({legend}; - no exercise, or no such notebook)"
+
+
+# `python -m gptoss_edu progress`: the command-line interface's add_arguments/run pair.
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The progress command's arguments: notebooks or folders of them, and whether to run them first."""
+    parser.add_argument("paths", nargs="*", default=[Path("notebooks")], type=Path,
+                        help="notebooks, or folders of them; several folders (one a student) give a table "
+                             "(default: notebooks)")
+    parser.add_argument("--run", dest="execute", action="store_true",  # args.run is the command itself
+                        help="run each notebook first, in a temporary copy (minutes a notebook), instead of "
+                             "reading its saved outputs")
+    parser.add_argument("--timeout", type=int, default=1800, help="with --run: seconds a cell may take (default 1800)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the exercises' verdicts; exit 0 when every one passed, 1 when some did not, 2 for a bad path."""
+    if args.execute:
+        try:
+            import ipykernel  # noqa: F401
+            import nbclient  # noqa: F401
+        except ImportError as e:
+            print(f"progress: --run needs {e.name}, which this Python does not have: run it in the course's "
+                  "environment (.venv/bin/python -m gptoss_edu progress --run ...)", file=sys.stderr)
+            return 2
+    try:
+        found = {str(p): notebook_files(p) for p in args.paths}
+        students = {name: check_notebooks(files, args.execute, args.timeout) for name, files in found.items()}
+    except ValueError as e:
+        print(f"progress: {e}", file=sys.stderr)
+        return 2
+    if len(students) > 1:
+        print(table(students))
+    else:
+        for results in students.values():
+            for name, found_here in results.items():
+                for e in found_here:
+                    print(f"{MARKS[e.status]} {name[:2]} {e.check}: {e.message}")
+                if not found_here:
+                    print(f"- {name[:2]} (no exercise)")
+    every = [e for results in students.values() for found_here in results.values() for e in found_here]
+    return 0 if every and all(e.status == "passed" for e in every) else 1

@@ -1,0 +1,98 @@
+"""`python -m gptoss_edu progress`: each exercise's verdict, from the saved outputs or from running the notebook."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from gptoss_edu.__main__ import main
+from gptoss_edu.progress import exercises
+
+ROOT = Path(__file__).resolve().parents[1]
+COURSE = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def notebook(path: Path, *cells: tuple[str, list[dict]], solution: str | None = None) -> Path:
+    """A notebook whose code cells have these sources and saved outputs (and a solution cell, if given)."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    for source, outputs in cells:
+        nb.cells.append(nbformat.v4.new_code_cell(source, outputs=[nbformat.from_dict(o) for o in outputs]))
+    if solution is not None:
+        cell = nbformat.v4.new_code_cell(solution, outputs=[nbformat.from_dict(result("✅ Right"))])
+        cell.metadata["tags"] = ["solution"]
+        nb.cells.append(cell)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def result(text: str) -> dict:
+    return {"output_type": "execute_result", "execution_count": 1, "metadata": {}, "data": {"text/plain": text}}
+
+
+@pytest.mark.parametrize("path", COURSE, ids=lambda p: p.stem)
+def test_each_course_notebook_has_one_exercise_stored_as_not_yet(path):
+    """The stub's saved verdict; the folded solution's ✅ is never counted as the learner's."""
+    found = exercises(nbformat.read(path, as_version=4), path.name)
+    assert [e.status for e in found] == ["not yet"], found
+    assert found[0].check.startswith("check_") and found[0].message.startswith("not yet")
+
+
+def test_each_verdict_is_read_from_what_the_cell_saved(tmp_path):
+    nb = notebook(tmp_path / "01_a.ipynb",
+                  ("x = 1", []),
+                  ("check_one(f)", [result("✅ Right: 3 cases")]),
+                  ("check_two(g)", [{"output_type": "stream", "name": "stdout", "text": "trying\n❌ not yet: off by 1"}]),
+                  ("check_three(h)", [{"output_type": "error", "ename": "NameError", "evalue": "h", "traceback": []}]),
+                  ("check_four(k)", []),
+                  solution="check_one(solution_f)")
+    found = exercises(nbformat.read(nb, as_version=4), nb.name)
+    assert [(e.check, e.status) for e in found] == [("check_one", "passed"), ("check_two", "not yet"),
+                                                     ("check_three", "error"), ("check_four", "not run")]
+    assert found[1].message == "not yet: off by 1" and found[2].message == "the cell raised NameError"
+
+
+def test_one_learner_gets_a_line_an_exercise_and_a_class_a_table(tmp_path, capsys):
+    right = ("check_a(f)", [result("✅ Right")])
+    wrong = ("check_a(f)", [result("❌ not yet: returned None")])
+    notebook(tmp_path / "ana" / "01_x.ipynb", right)
+    notebook(tmp_path / "ana" / "02_y.ipynb", right)
+    notebook(tmp_path / "ben" / "01_x.ipynb", wrong)
+    assert main(["progress", str(tmp_path / "ana")]) == 0  # every exercise passed
+    assert capsys.readouterr().out == "✅ 01 check_a: Right\n✅ 02 check_a: Right\n"
+    assert main(["progress", str(tmp_path / "ben")]) == 1
+    assert capsys.readouterr().out == "❌ 01 check_a: not yet: returned None\n"
+    assert main(["progress", str(tmp_path / "ana"), str(tmp_path / "ben")]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["student", "01", "02", "passed"]
+    assert lines[1].split() == [str(tmp_path / "ana"), "✅", "✅", "2/2"]
+    assert lines[2].split() == [str(tmp_path / "ben"), "❌", "-", "0/1"]  # ben has no notebook 02
+
+
+def test_paths_that_hold_no_notebook_are_refused(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "01_a.ipynb").write_text("{")
+    for path, message in ((tmp_path / "nowhere", "there is no file or folder"),
+                          (tmp_path / "notes.txt", "is not a notebook"),
+                          (tmp_path, "holds no course notebooks"),
+                          (tmp_path / "broken", "is not a readable notebook")):
+        assert main(["progress", str(path)]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_run_gives_the_checks_own_verdict_and_leaves_the_file_alone(tmp_path, capsys):
+    """A saved ✅ under code that is now wrong (or was pasted in) counts for nothing with --run."""
+    path = notebook(tmp_path / "00_a.ipynb",
+                    ("from gptoss_edu.exercises.nb00 import check_block_params", []),
+                    ("def count(cfg):\n    return 12 * cfg.d_model ** 2\n\ncheck_block_params(count)",
+                     [result("✅ Right: one GPT-2 124M block has 7,087,872 parameters")]))
+    before = path.read_bytes()
+    assert main(["progress", str(path)]) == 0  # the saved output says passed
+    capsys.readouterr()
+    assert main(["progress", "--run", str(path)]) == 1
+    assert capsys.readouterr().out.startswith("❌ 00 check_block_params: not yet: 7,077,888 for d_model=768")
+    assert path.read_bytes() == before
