@@ -284,10 +284,14 @@ def _device_sms(device: torch.device) -> int:
     return 2
 
 
+def _most_splits(device: torch.device, batch_kv_heads: int) -> int:
+    """Enough programs to fill the GPU twice over: the most splits a long context gets."""
+    return max(1, 2 * _num_sms(device) // batch_kv_heads)
+
+
 def _default_splits(device: torch.device, batch_kv_heads: int, n_keys: int) -> int:
     """Enough programs to fill the GPU twice over, but at least 256 keys per split."""
-    want = max(1, 2 * _num_sms(device) // batch_kv_heads)
-    return max(1, min(want, triton.cdiv(n_keys, 256)))
+    return max(1, min(_most_splits(device, batch_kv_heads), triton.cdiv(n_keys, 256)))
 
 
 def _split_state(q: torch.Tensor, programs: int, num_splits: int, R: int, D: int) -> tuple[torch.Tensor, ...]:
@@ -303,10 +307,14 @@ def _combine_splits(sink_arg: torch.Tensor, has_sinks: bool, out: torch.Tensor, 
                     Hkv: int, groups: int, num_splits: int, block_d: int) -> None:
     """Merge the splits' partial softmax states into ``out`` (and add the sink once)."""
     B, _, Tq, D = out.shape
+    # BLOCK_S for the most splits this GPU's contexts get, not this context's: the split count grows
+    # with the context, and a BLOCK_S that followed it would compile the kernel again mid-generation
+    # (at 512, 1k, 2k and 4k keys), a stall each time on the path without a CUDA graph.
+    most = max(num_splits, _most_splits(out.device, B * Hkv))
     _attn_combine_kernel[(B * Hkv, groups * Tq)](
         sink_arg, out, *parts, *out.stride(), Hkv, Tq, D, num_splits,
         GROUPS=groups, HAS_SINKS=has_sinks,
-        BLOCK_S=triton.next_power_of_2(num_splits), BLOCK_D=block_d, num_warps=1,
+        BLOCK_S=triton.next_power_of_2(most), BLOCK_D=block_d, num_warps=1,
     )
 
 

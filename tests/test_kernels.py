@@ -278,6 +278,27 @@ def test_attention_gpu_tiles_in_the_interpreter(case, monkeypatch) -> None:
             assert_close(out, want, "attention")
 
 
+@pytest.mark.skipif(ON_GPU, reason="the split counts of an H100 (132 SMs) are set through the AOT target")
+def test_decode_combine_compiles_once_as_the_context_grows(monkeypatch) -> None:
+    # The split count grows with the context (256 keys a split); a BLOCK_S that followed it compiled the
+    # combine kernel again at 512, 1k, 2k and 4k keys: a stall mid-generation without a CUDA graph.
+    monkeypatch.setitem(common.AOT_TARGET, "sms", 132)
+    launched = []
+
+    class Recorder:  # stands in for the combine kernel: records each launch's constexprs
+        def __getitem__(self, grid):
+            return lambda *args, **constexprs: launched.append(constexprs)
+
+    monkeypatch.setattr(attn_mod, "_attn_combine_kernel", Recorder())
+    splits = []
+    for Tk in (300, 700, 1100, 2100):
+        q, k, v, s = attention_inputs(1, 8, 8, 1, Tk, 16, True, seed=Tk)  # 8 KV heads: up to 33 splits
+        splits.append(attn_mod._default_splits(q.device, 8, Tk))
+        attention_decode(q, k, v, scale=0.25, sinks=s, q_start=Tk - 1)
+    assert splits == [2, 3, 5, 9] and len(launched) == 4
+    assert {c["BLOCK_S"] for c in launched} == {64}  # next_power_of_2(33): one variant for every context
+
+
 def test_attention_decode_at_never_reads_past_the_cache() -> None:
     # The cache is a view of a longer buffer whose tail is NaN. A position at or past its end is outside the
     # kernel's contract (the static decoder clamps it), but no key past the cache may be read even then.
