@@ -33,7 +33,9 @@ def build_parser(only: str | None = None, *, load: bool = True) -> argparse.Argu
     """
     # Importing every command would import torch, tiktoken and the rest, and `doctor` must be able
     # to say which of them is missing.
-    parser = argparse.ArgumentParser(prog="python -m gptoss_edu", description="From GPT-2 to gpt-oss: course tools.")
+    # As it was called: the console script, or the module (whose argv[0] is __main__.py's path).
+    prog = "gptoss-edu" if os.path.basename(sys.argv[0]) == "gptoss-edu" else "python -m gptoss_edu"
+    parser = argparse.ArgumentParser(prog=prog, description="From GPT-2 to gpt-oss: course tools.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         parser_of = sub.add_parser(name, help=help_text, description=help_text)

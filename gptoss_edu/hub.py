@@ -353,7 +353,7 @@ def _from_disk(repo_id: str, local_dir: str | Path | None, include_original: boo
                 if not wanted]
     raise WeightsUnavailable(
         f"the weights of {repo_id} could not be fetched: {reason}, and they are not complete {where} ({detail}). "
-        f"Connect to the internet (and unset HF_HUB_OFFLINE) and {AGAIN}, or download them on "
+        f"Connect to the internet{' (and unset HF_HUB_OFFLINE)' if _offline() else ''} and {AGAIN}, or download them on "
         f"another machine (`hf download {repo_id} {' '.join(excluded + ['--local-dir DIR'])}`), "
         "copy DIR here and pass its path instead of the repository id.")
 

@@ -30,6 +30,11 @@ def test_help_runs_as_a_module():
     assert proc.returncode == 0
     for name in COMMANDS:
         assert name in proc.stdout
+    assert proc.stdout.startswith("usage: python -m gptoss_edu ")
+    # The console script the package installs says its own name in usage lines and errors.
+    script = Path(sys.executable).parent / "gptoss-edu"
+    proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: gptoss-edu "), proc.stdout + proc.stderr
 
 
 def test_student_copies_without_solutions(tmp_path, capsys):

@@ -319,8 +319,11 @@ def test_no_network_falls_back_to_disk_or_explains(tmp_path, monkeypatch):
 
     FakeHub(monkeypatch)
     monkeypatch.setattr(hub, "list_repo_files", unreachable)
-    with pytest.raises(hub.WeightsUnavailable, match="could not be reached.*ConnectError"):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with pytest.raises(hub.WeightsUnavailable, match="could not be reached.*ConnectError") as e:
         hub.download(REPO, tmp_path / "w", progress=False)
+    assert "Connect to the internet and" in str(e.value)  # not "unset HF_HUB_OFFLINE": it is not set
     fill(tmp_path / "w", COURSE)
     assert hub.download(REPO, tmp_path / "w", progress=False) == tmp_path / "w"
 
@@ -329,7 +332,7 @@ def test_offline_flag_set_after_import_is_honoured(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     fake = FakeHub(monkeypatch)
-    with pytest.raises(hub.WeightsUnavailable):
+    with pytest.raises(hub.WeightsUnavailable, match=r"Connect to the internet \(and unset HF_HUB_OFFLINE\)"):
         hub.download(REPO, tmp_path / "w", progress=False)
     assert fake.listed == 0
 
