@@ -54,7 +54,8 @@ def load_chat_model(path: Path, device: str, backend: str = "torch") -> GPT:
             f"{path} is a model with a {cfg.vocab_size}-token vocabulary"
             f"{' (GPT-2)' if cfg.vocab_size == 50257 else ''}: it was never trained on the harmony "
             f"chat format, which needs gpt-oss's o200k_harmony tokenizer ({HARMONY_VOCAB_SIZE} tokens). "
-            "Chat with a gpt-oss checkpoint (e.g. --model openai/gpt-oss-20b)."
+            "Chat with a gpt-oss checkpoint: --model data/tiny-gpt-oss (the course's, on any machine) or "
+            "--model openai/gpt-oss-20b (a GPU with 16 GB)."
         )
     on_gpu = device.startswith("cuda")
     dtype = torch.bfloat16 if on_gpu else torch.float32

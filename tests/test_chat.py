@@ -293,7 +293,7 @@ def test_interrupted_answer_is_kept_as_far_as_it_got(answer_model, monkeypatch):
 def test_gpt2_checkpoint_cannot_chat(checkpoints, capsys):
     assert main(["chat", "--model", str(checkpoints["gpt2"])]) == 2
     err = capsys.readouterr().err
-    assert "50257-token vocabulary (GPT-2)" in err and "harmony" in err
+    assert "50257-token vocabulary (GPT-2)" in err and "harmony" in err and "--model data/tiny-gpt-oss" in err
 
 
 def test_instructions_that_leave_no_room_are_refused_at_start_up(checkpoints, capsys, monkeypatch):
