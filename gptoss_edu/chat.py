@@ -45,7 +45,10 @@ def resolve_model(spec: str) -> Path:
 
 
 def load_chat_model(path: Path, device: str, backend: str = "torch") -> GPT:
-    """Load a checkpoint that can chat in harmony (a gpt-oss vocabulary), on `device`."""
+    """Load a checkpoint that can chat in harmony (a gpt-oss vocabulary), on `device`.
+
+    ``backend`` "auto" runs the Triton kernels when the experts are MXFP4 (what they read), else PyTorch.
+    """
     from .checkpoint import load_model, read_config
 
     cfg, layout, raw = read_config(path)
@@ -66,6 +69,14 @@ def load_chat_model(path: Path, device: str, backend: str = "torch") -> GPT:
     # kernels (they read the packed bytes), and on a CPU when the whole model in float32 (a bound on its
     # dense experts) would take more than a quarter of the RAM; otherwise a small model is dequantized
     # once on a CPU, where unpacking every expert at every token would be slow.
+    if backend == "triton" and cfg.is_moe and not packed:
+        raise ChatError(f"--backend triton: the experts of {path} are not in MXFP4, and the Triton kernels read "
+                        "MXFP4 experts; --backend torch runs this checkpoint")
+    if backend == "auto":
+        backend = "triton" if packed else "torch"
+        if not packed:
+            print(f"--backend auto: the experts of {path} are not in MXFP4, which the Triton kernels read; running "
+                  "on the PyTorch path", file=sys.stderr)
     ram = total_ram()
     keep = packed and (on_gpu or backend == "triton" or ram is None or cfg.param_counts()["total"] * 4 > ram // 4)
     model = load_model(path, device=device, dtype=dtype, keep_mxfp4=keep)
@@ -288,8 +299,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
     problem = device_problem(torch.device(args.device))
     if problem:  # "no ... GPU": none of that kind at all, so the CPU is the way on
         raise ChatError(f"--device {args.device}: {problem}" + ("; use --device cpu" if problem.startswith("no ") else ""))
-    if args.backend == "auto":
-        args.backend = _auto_backend(args.device)
+    if args.backend == "auto" and not _triton_runs_well(args.device):
+        args.backend = "torch"
     if args.backend == "triton":
         from gptoss_kernels import interpreter_mode, triton_available
 
@@ -304,19 +315,19 @@ def _check_arguments(args: argparse.Namespace) -> None:
             raise ChatError(f"--backend triton: {problem}. --backend torch runs on this GPU")
 
 
-def _auto_backend(device: str) -> str:
-    """What --backend auto runs: the Triton kernels on a GPU that can compile them (as notebook 12 does)."""
+def _triton_runs_well(device: str) -> bool:
+    """Whether --backend auto may run the Triton kernels: compiled, on a GPU that takes them (as notebook 12)."""
     if not device.startswith("cuda"):
-        return "torch"  # the interpreter is far too slow to chat with
-    from gptoss_kernels import triton_available
+        return False  # the interpreter is far too slow to chat with
+    from gptoss_kernels import interpreter_mode, triton_available
 
     why = ("Triton is not installed" if not triton_available()
-           else triton_gpu_problem(torch.device(device)))
+           else "TRITON_INTERPRET is set (it is for the CPU tests), so the kernels would run in Triton's interpreter"
+           if interpreter_mode() else triton_gpu_problem(torch.device(device)))
     if why:
         print(f"--backend auto: {why}; running on the PyTorch path (slower: it unpacks the chosen experts "
               "at every token)", file=sys.stderr)
-        return "torch"
-    return "triton"
+    return not why
 
 
 def read_line(prompt: str) -> str:
@@ -336,6 +347,7 @@ def run(args: argparse.Namespace) -> int:
         path = resolve_model(args.model)
         t0 = time.perf_counter()
         model = load_chat_model(path, args.device, args.backend)
+        args.backend = getattr(model, "backend", args.backend)  # what "auto" chose
         # Said once, here: otherwise every message would be refused, and /reset would not help.
         check_header_fits(model.config.context_length, args.reasoning, args.date, args.instructions)
     except (ChatError, ValueError, OSError, RuntimeError, ImportError) as e:

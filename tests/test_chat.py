@@ -443,6 +443,8 @@ def test_backend_auto_runs_the_triton_kernels_on_a_gpu_that_can_compile_them(mon
     """The default, as notebook 12 chooses: Triton on a GPU it compiles for, PyTorch on a CPU or an old GPU."""
     import argparse
 
+    import gptoss_kernels
+
     def resolved(*argv):
         parser = argparse.ArgumentParser()
         chat.add_arguments(parser)
@@ -454,17 +456,34 @@ def test_backend_auto_runs_the_triton_kernels_on_a_gpu_that_can_compile_them(mon
         assert resolved() == ("cpu", "torch")
         assert capsys.readouterr().err == ""
     stand_in_gpu((9, 0), "NVIDIA H100 80GB HBM3")
-    assert resolved() == ("cuda", "triton")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # set for this CPU's tests; not on a GPU machine
+    assert resolved() == ("cuda", "auto")  # Triton, if the checkpoint's experts turn out to be MXFP4
     assert resolved("--device", "cpu") == ("cpu", "torch")
     assert resolved("--backend", "torch") == ("cuda", "torch")  # asked for: kept
     assert capsys.readouterr().err == ""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # left over from the tests: the interpreter is no way to chat
+    assert resolved() == ("cuda", "torch")
+    assert "--backend auto: TRITON_INTERPRET is set" in capsys.readouterr().err
+    monkeypatch.delenv("TRITON_INTERPRET")
     stand_in_gpu((7, 5), "Tesla T4")
     assert resolved() == ("cuda", "torch")
     err = capsys.readouterr().err
     assert "--backend auto: this GPU, Tesla T4, has compute capability 7.5" in err and "PyTorch path" in err
-    import gptoss_kernels
-
     stand_in_gpu((9, 0), "NVIDIA H100 80GB HBM3")
     monkeypatch.setattr(gptoss_kernels, "triton_available", lambda: False)
     assert resolved() == ("cuda", "torch")
     assert "--backend auto: Triton is not installed; running on the PyTorch path" in capsys.readouterr().err
+
+
+def test_backend_auto_runs_triton_only_on_mxfp4_experts(tmp_path, monkeypatch, capsys):
+    """The kernels read MXFP4: a checkpoint with dense experts runs on PyTorch, and --backend triton says why."""
+    from gptoss_edu.checkpoint import load_model, write_checkpoint
+
+    folder = Path(__file__).resolve().parents[1] / "data" / "tiny-gpt-oss"
+    dense = write_checkpoint(load_model(folder), tmp_path / "dense", mxfp4=False)
+    assert chat.load_chat_model(dense, "cpu", "auto").backend == "torch"
+    assert "the experts of" in capsys.readouterr().err
+    with pytest.raises(chat.ChatError, match="not in MXFP4, and the Triton kernels read MXFP4 experts; --backend torch"):
+        chat.load_chat_model(dense, "cpu", "triton")
+    monkeypatch.setattr(chat, "total_ram", lambda: 1)  # kept packed: as on a GPU
+    assert chat.load_chat_model(folder, "cpu", "auto").backend == "triton"
