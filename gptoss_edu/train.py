@@ -716,6 +716,29 @@ def check_export_target(path: Path) -> None:
     check_replaceable(path, "export into an empty or new folder, or one that holds only an earlier export")
 
 
+def make_folders(folders: list[tuple[str, Path]]) -> None:
+    """Make each (option, folder) and check it is writable; on a refusal, remove the folders this call made."""
+    made: list[Path] = []
+    try:
+        for option, folder in folders:
+            missing = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ValueError(f"{option}: cannot make the folder {folder} ({e.strerror}): choose one you can "
+                                 "write") from None
+            made += missing
+            if not os.access(folder, os.W_OK):
+                raise ValueError(f"{option}: the folder {folder} is not writable by you: choose one you can write")
+    except ValueError:
+        for folder in made:
+            try:
+                folder.rmdir()
+            except OSError:
+                pass  # not empty after all, or gone: leave it
+        raise
+
+
 COURSE_CHECKPOINT = REPO / "data" / "tiny-gpt-oss"  # notebooks 11 and 12 chat with it; their outputs are stored
 
 
@@ -917,6 +940,9 @@ def _run(args: argparse.Namespace, rec: Recipe, argv: list[str] | None) -> int:
         if export_r == out_r or out_r in export_r.parents or export_r in out_r.parents:
             raise ValueError(f"--export {args.export} and --out {out} overlap: the export is replaced as a whole and "
                              "the run keeps its checkpoints in --out, so give each a folder of its own")
+    # Made now, before --fresh deletes anything: a folder that cannot be written is said before the
+    # training, not after it.
+    make_folders([("--out", out)] + ([("--export", Path(args.export).parent)] if args.export else []))
     if args.fresh:
         # Only what a run writes: the folder may hold other things.
         for name in (STATE_DIR, MODEL_DIR):
@@ -925,16 +951,6 @@ def _run(args: argparse.Namespace, rec: Recipe, argv: list[str] | None) -> int:
     # What TRAINING.md records, and what resumes the run: without --fresh, which would start it over.
     recorded = [a for a in argv if a != "--fresh"] if argv is not None else [args.recipe]
     command = "python -m gptoss_edu.train " + " ".join(shlex.quote(a) for a in recorded)
-    # Made now, so a folder that cannot be written is said before the training, not after it.
-    for option, folder in (("--out", out), ("--export", Path(args.export).parent if args.export else None)):
-        if folder is None:
-            continue
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ValueError(f"{option}: cannot make the folder {folder} ({e.strerror}): choose one you can write") from None
-        if not os.access(folder, os.W_OK):
-            raise ValueError(f"{option}: the folder {folder} is not writable by you: choose one you can write")
     restore_folder(out / STATE_DIR)
     if (out / STATE_DIR).exists():
         # Checked before it is announced (and before the corpus is read): a refusal is the only thing said.

@@ -477,9 +477,16 @@ def test_an_out_or_export_folder_that_cannot_be_made_is_said_before_training(tmp
     tiny = ["--steps", "2", "--batch-size", "2", "--seq-len", "16", "--no-progress"]
     assert T.main(["course-step-13", "--out", str(tmp_path / "afile" / "run"), *tiny]) == 2
     assert f"--out: cannot make the folder {tmp_path / 'afile' / 'run'} (Not a directory)" in capsys.readouterr().err
-    assert T.main(["tiny-gpt-oss-chat", "--out", str(tmp_path / "run"), "--export", str(tmp_path / "afile" / "x" / "exp"),
-                   *tiny]) == 2
+    assert T.main(["tiny-gpt-oss-chat", "--out", str(tmp_path / "runs" / "run"), "--export",
+                   str(tmp_path / "afile" / "x" / "exp"), *tiny]) == 2
     assert f"--export: cannot make the folder {tmp_path / 'afile' / 'x'} (Not a directory)" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # the --out it made for the run is gone again
+    # --fresh deletes a saved run only once the folders are known to be writable.
+    (tmp_path / "old" / "state").mkdir(parents=True)
+    (tmp_path / "old" / "state" / "saved").write_text("a run's state")
+    assert T.main(["tiny-gpt-oss-chat", "--out", str(tmp_path / "old"), "--fresh", "--export",
+                   str(tmp_path / "afile" / "exp"), *tiny]) == 2
+    assert (tmp_path / "old" / "state" / "saved").read_text() == "a run's state"
 
 
 def test_a_shortened_run_is_not_exported_over_the_course_checkpoint(tmp_path, capsys, monkeypatch):
