@@ -19,6 +19,8 @@ from .student import SOLUTION_TAG
 
 # An exercise cell calls its check at the start of a line: check_gelu(my_gelu).
 CHECK_CALL = re.compile(r"^(check_\w+)\(", re.M)
+# The course's names, NN_topic.ipynb: not JupyterLab's duplicates (01_gpt2_block-Copy1.ipynb) beside them.
+NOTEBOOK_NAME = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
 MARKS = {"passed": "✅", "not yet": "❌", "error": "!", "not run": "·"}
 WIDE = {"✅", "❌"}  # two columns each in a terminal
 
@@ -81,7 +83,7 @@ def notebook_files(path: Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise ValueError(f"there is no file or folder {path}")
-    found = sorted(p for p in path.glob("[0-9][0-9]_*.ipynb"))
+    found = sorted(p for p in path.glob("[0-9][0-9]_*.ipynb") if NOTEBOOK_NAME.match(p.name))
     if not found:
         raise ValueError(f"{path} holds no course notebooks (NN_name.ipynb)")
     return found
@@ -92,7 +94,10 @@ def run_notebook(path: Path, timeout: int) -> dict:
     import nbclient
     import nbformat
 
-    nb = nbformat.read(path, as_version=4)
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception as e:  # noqa: BLE001 - not JSON, or not a notebook: nbformat raises several kinds
+        raise ValueError(f"{path} is not a readable notebook ({type(e).__name__}: {e})") from None
     for cell in nb.cells:  # a cell the run does not reach must not keep the verdict saved in the file
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
@@ -115,6 +120,8 @@ def check_notebooks(paths: list[Path], run: bool = False, timeout: int = 1800) -
             nb = json.loads(path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as e:
             raise ValueError(f"{path} is not a readable notebook ({e})") from None
+        if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+            raise ValueError(f"{path} is not a readable notebook (no list of cells)")
         results[path.name] = exercises(run_notebook(path, timeout) if run else nb, path.name)
     return results
 
@@ -139,11 +146,11 @@ def table(students: dict[str, dict[str, list[Exercise]]]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The progress command's arguments: notebooks or folders of them, and whether to run them first."""
     parser.add_argument("paths", nargs="*", default=[Path("notebooks")], type=Path,
-                        help="notebooks, or folders of them; several folders (one a student) give a table "
-                             "(default: notebooks)")
+                        help="notebooks, or folders of them; several folders (one a student; notebooks count "
+                             "with their folder) give a table (default: notebooks)")
     parser.add_argument("--run", dest="execute", action="store_true",  # args.run is the command itself
-                        help="run each notebook first, in a temporary copy (minutes a notebook), instead of "
-                             "reading its saved outputs")
+                        help="run each notebook first, in memory, its file untouched (minutes a notebook), "
+                             "instead of reading its saved outputs")
     parser.add_argument("--timeout", type=int, default=1800, help="with --run: seconds a cell may take (default 1800)")
 
 
@@ -157,13 +164,26 @@ def run(args: argparse.Namespace) -> int:
             print(f"progress: --run needs {e.name}, which this Python does not have: run it in the course's "
                   "environment (.venv/bin/python -m gptoss_edu progress --run ...)", file=sys.stderr)
             return 2
-    try:
-        found = {str(p): notebook_files(p) for p in args.paths}
-        students = {name: check_notebooks(files, args.execute, args.timeout) for name, files in found.items()}
-    except ValueError as e:
-        print(f"progress: {e}", file=sys.stderr)
+    found: dict[str, list[Path]] = {}  # a student (a folder) and their notebooks
+    students, problems = {}, {}
+    for path in args.paths:
+        try:
+            files = notebook_files(path)
+        except ValueError as e:
+            problems[str(path)] = str(e)
+            continue
+        key = str(path.parent) if path.is_file() else str(path)  # a notebook named alone counts with its folder
+        found.setdefault(key, []).extend(f for f in files if f not in found.get(key, []))
+    for name, files in found.items():
+        try:
+            students[name] = check_notebooks(files, args.execute, args.timeout)
+        except ValueError as e:  # one unreadable notebook: that student's row is missing, not the whole table
+            problems[name] = str(e)
+    for name, problem in problems.items():
+        print(f"progress: {problem}", file=sys.stderr)
+    if not students:
         return 2
-    if len(students) > 1:
+    if len(set(found) | set(problems)) > 1:  # a class: a table, even when some rows could not be read
         print(table(students))
     else:
         for results in students.values():
@@ -173,4 +193,4 @@ def run(args: argparse.Namespace) -> int:
                 if not found_here:
                     print(f"- {name[:2]} (no exercise)")
     every = [e for results in students.values() for found_here in results.values() for e in found_here]
-    return 0 if every and all(e.status == "passed" for e in every) else 1
+    return 0 if every and all(e.status == "passed" for e in every) and not problems else 1

@@ -74,14 +74,33 @@ def test_one_learner_gets_a_line_an_exercise_and_a_class_a_table(tmp_path, capsy
 
 def test_paths_that_hold_no_notebook_are_refused(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("x")
-    (tmp_path / "broken").mkdir()
-    (tmp_path / "broken" / "01_a.ipynb").write_text("{")
-    for path, message in ((tmp_path / "nowhere", "there is no file or folder"),
-                          (tmp_path / "notes.txt", "is not a notebook"),
-                          (tmp_path, "holds no course notebooks"),
-                          (tmp_path / "broken", "is not a readable notebook")):
-        assert main(["progress", str(path)]) == 2
+    for name, text in (("broken", "{"), ("a_list", "[]"), ("empty", "{}")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "01_a.ipynb").write_text(text)
+    for path, message, run in ((tmp_path / "nowhere", "there is no file or folder", False),
+                               (tmp_path / "notes.txt", "is not a notebook", False),
+                               (tmp_path, "holds no course notebooks", False),
+                               (tmp_path / "broken", "is not a readable notebook", False),
+                               (tmp_path / "a_list", "is not a readable notebook (no list of cells)", False),
+                               (tmp_path / "empty", "is not a readable notebook", True)):
+        assert main(["progress", *(["--run"] if run else []), str(path)]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_a_class_table_keeps_the_students_it_can_read_and_leaves_out_copies(tmp_path, capsys):
+    right = ("check_a(f)", [result("✅ Right")])
+    notebook(tmp_path / "ana" / "01_x.ipynb", right)
+    notebook(tmp_path / "ana" / "01_x-Copy1.ipynb", ("check_a(f)", [result("❌ not yet")]))  # JupyterLab's Duplicate
+    (tmp_path / "ben").mkdir()
+    (tmp_path / "ben" / "01_x.ipynb").write_text("[]")
+    assert main(["progress", str(tmp_path / "ana"), str(tmp_path / "ben"), str(tmp_path / "cy")]) == 1
+    out = capsys.readouterr()
+    assert out.out.splitlines()[1].split() == [str(tmp_path / "ana"), "✅", "1/1"]
+    assert "ben/01_x.ipynb is not a readable notebook" in out.err and "there is no file or folder" in out.err
+    # Notebooks named one by one are one learner's, counted with their folder, not a student each.
+    notebook(tmp_path / "ana" / "02_y.ipynb", right)
+    assert main(["progress", str(tmp_path / "ana" / "01_x.ipynb"), str(tmp_path / "ana" / "02_y.ipynb")]) == 0
+    assert capsys.readouterr().out == "✅ 01 check_a: Right\n✅ 02 check_a: Right\n"
 
 
 def test_run_gives_the_checks_own_verdict_and_leaves_the_file_alone(tmp_path, capsys):
