@@ -75,14 +75,17 @@ def test_bars_and_notes_are_the_part_counts(model):
     widths = [b.get_width() for b in ax.patches]
     assert widths[:5] == pytest.approx([counts[p][0] / 1e6 for p in PARTS])
     assert widths[5:10] == pytest.approx([counts[p][1] / 1e6 for p in PARTS])
-    # Notes sit beside their bars: a total's at y - 0.2, an active one's (only for an empty bar) at y + 0.2.
+    # Notes sit beside their bars: a total's at y - 0.2, an active one's at y + 0.2 (for a part one token
+    # uses at most half of, and for an empty bar).
     notes = {(round(t.get_position()[1], 1)): t.get_text().strip() for t in ax.texts}
     want = {y - 0.2: "0 (tied to the embedding)" if p == "unembedding" and counts[p][0] == 0 else human(counts[p][0])
             for y, p in enumerate(PARTS)}
     want.update({y + 0.2: "0 active (a row lookup, no product)" for y, p in enumerate(PARTS)
                  if counts[p][1] == 0 and counts[p][0]})
+    want.update({y + 0.2: human(counts[p][1]) for y, p in enumerate(PARTS) if 0 < counts[p][1] <= counts[p][0] / 2})
     assert notes == {round(y, 1): text for y, text in want.items()}
     assert (model == "gpt2-124m") != (round(0.2, 1) in notes)  # the untied embedding is looked up, not multiplied
+    assert (model == "gpt2-124m") != (round(2.2, 1) in notes)  # gpt-oss's experts: a token uses 4 of them
 
 
 def test_weights_are_scaled_dot_product_attention():

@@ -49,6 +49,9 @@ def draw_parameters(fig: Figure, model: str, scale: str) -> None:
         t = counts[part][0]
         note = "0 (tied to the embedding)" if part == "unembedding" and t == 0 else human(t)
         ax.text(max(t / 1e6, 1e-2 if scale == "log" else 0), y - 0.2, f" {note}", va="center", fontsize=8)
+        if 0 < counts[part][1] <= t / 2:  # what one token uses, where that is a small part of it (the experts)
+            ax.text(counts[part][1] / 1e6, y + 0.2, f" {human(counts[part][1])}", va="center", fontsize=8,
+                    color="#c06000")
         if counts[part][1] == 0 and t:  # an empty bar needs saying why
             ax.text(1e-2 if scale == "log" else 0, y + 0.2, " 0 active (a row lookup, no product)", va="center",
                     fontsize=8, color="#c06000")

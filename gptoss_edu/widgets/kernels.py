@@ -183,7 +183,8 @@ def draw_roofline(ax: Axes, points: Sequence[tuple[str, KernelCost, float | None
     ax.text(lo * 1.3, peak_bw * lo * 0.35, f"memory: {peak_bw / 1e9:.0f} GB/s", fontsize=7, color="#555")
     ax.text(hi / 1.3, peak_flops * 1.25, f"compute: {peak_flops / 1e12:.3g} TFLOP/s", fontsize=7, ha="right",
             color="#555")
-    cycle = matplotlib.colormaps["tab10"]
+    # tab10 without its grey, which vanishes against the grey roof and the ridge line.
+    palette = [matplotlib.colormaps["tab10"](j) for j in range(10) if j != 7]
     bottom = peak_bw * lo
     for i, (label, cost, seconds) in enumerate(points):
         bound = min(peak_flops, peak_bw * cost.intensity)
@@ -191,8 +192,9 @@ def draw_roofline(ax: Axes, points: Sequence[tuple[str, KernelCost, float | None
         bottom = min(bottom, y)  # a launch-bound kernel may sit far below the roof: keep it in view
         # A shape as well as a colour for each point: colours alone fail some readers, and two points
         # at nearly the same intensity still show as two shapes.
-        ax.plot([cost.intensity], [y], MARKERS[i % len(MARKERS)], ms=7, color=cycle(i % 10),
-                mfc=cycle(i % 10) if seconds else "none", label=label)
+        colour = palette[i % len(palette)]
+        ax.plot([cost.intensity], [y], MARKERS[i % len(MARKERS)], ms=7, color=colour, mew=1.5,
+                mfc=colour if seconds else "none", label=label)
     ax.set_xlim(lo, hi)
     ax.set_ylim(bottom / 3, peak_flops * 3)
     ax.set_xlabel("arithmetic intensity (FLOP per byte moved)")
