@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 
@@ -40,10 +42,15 @@ def _labels(cfg: ModelConfig) -> dict[str, str]:
 
 
 def draw_block(cfg: ModelConfig, highlight: str | tuple[str, ...] = (), title: str | None = None,
-               fig: Figure | None = None) -> Figure:
-    """Draw the model a config describes, bottom to top, marking the parts in ``highlight``."""
+               fig: Figure | None = None, notes: Mapping[str, str] | None = None) -> Figure:
+    """Draw the model a config describes, bottom to top, marking the parts in ``highlight``.
+
+    ``notes`` adds a line to a part's box: what of it the step changes, when that is not all of it
+    (notebook 08 stores the experts in MXFP4, not the router beside them).
+    """
     marked = {highlight} if isinstance(highlight, str) else set(highlight)
-    unknown = marked - set(PARTS)
+    notes = dict(notes or {})
+    unknown = (marked | set(notes)) - set(PARTS)
     if unknown:
         raise ValueError(f"unknown part(s) {sorted(unknown)}; parts are {', '.join(PARTS)}")
     fig = fig or Figure(figsize=(6.2, 6.0))
@@ -52,6 +59,8 @@ def draw_block(cfg: ModelConfig, highlight: str | tuple[str, ...] = (), title: s
     ax.set_ylim(0, 10.6)
     ax.axis("off")
     labels = _labels(cfg)
+    for part, note in notes.items():
+        labels[part] += f"\n{note}"
     order = ["embedding", "positions", "attn_norm", "attention", "mlp_norm", "mlp", "final_norm", "unembedding"]
     ys = [0.4, 1.5, 2.9, 4.0, 5.5, 6.6, 8.4, 9.5]
     for part, y in zip(order, ys):
