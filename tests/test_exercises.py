@@ -40,3 +40,21 @@ def test_a_first_try_gets_a_not_yet_that_names_the_slip(nb, name, check):
     assert not result.passed and "None" in result.message and "return" in result.message
     result = check(torch.ones(3))  # check_x(my_fn(x)) instead of check_x(my_fn)
     assert not result.passed and "pass your function itself" in result.message and "Tensor" in result.message
+
+
+@pytest.mark.parametrize("nb, name, check", CHECKS, ids=[f"{nb}-{name}" for nb, name, _ in CHECKS])
+def test_every_check_is_a_notebook_exercise_and_has_its_tests(nb, name, check):
+    # A check no notebook calls is no exercise; one its test file never names is untested against the
+    # mistakes it is meant to name (this file only tries the three first tries above).
+    import json
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    notebook, = root.glob(f"notebooks/{nb[2:]}_*.ipynb")
+    calls = [c for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"
+             and "solution" not in c.get("metadata", {}).get("tags", [])
+             and re.search(rf"^{name}\(", "".join(c["source"]), re.M)]
+    assert calls, f"{notebook.name} has no exercise cell calling {name}(...) at the start of a line"
+    tests = root / "tests" / f"test_exercises_{nb}.py"
+    assert tests.exists() and name in tests.read_text(), f"{tests.name} does not test {name}"

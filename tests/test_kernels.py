@@ -526,9 +526,30 @@ def test_a_wrapper_runs_with_its_tensors_gpu_current(monkeypatch) -> None:
     assert launch(on_gpu_1) == "out" and seen[-1] == []  # already current: nothing to switch
 
 
-@pytest.mark.parametrize("wrapper", ["attention.attention_prefill", "attention.attention_decode",
-                                     "attention.attention_decode_at", "moe.moe_mxfp4_decode", "moe.moe_mxfp4_prefill",
-                                     "moe.dequantize_mxfp4", "rmsnorm.rmsnorm", "vector_add.vector_add"])
+KERNEL_WRAPPERS = ["attention.attention_prefill", "attention.attention_decode", "attention.attention_decode_at",
+                   "moe.moe_mxfp4_decode", "moe.moe_mxfp4_prefill", "moe.dequantize_mxfp4", "rmsnorm.rmsnorm",
+                   "vector_add.vector_add"]
+
+
+def test_every_public_function_that_launches_a_kernel_is_listed() -> None:
+    # A new wrapper left out of KERNEL_WRAPPERS (and so, perhaps, undecorated) would run on cuda:0 for a
+    # model on cuda:1: find every public function whose own code launches a kernel (`kernel[grid](...)`).
+    import inspect
+    import re
+
+    launching = []
+    for module in ("attention", "moe", "rmsnorm", "vector_add"):
+        mod = importlib.import_module(f"gptoss_kernels.{module}")
+        for name, fn in inspect.getmembers(mod, inspect.isfunction):
+            own = getattr(fn, "__wrapped__", fn)
+            if not name.startswith("_") and own.__module__ == mod.__name__ and \
+                    re.search(r"\b_\w+_kernel\[.*?\]\(", inspect.getsource(own), re.S):
+                launching.append(f"{module}.{name}")
+    assert "attention.attention_decode" in launching and "moe.dequantize_mxfp4" in launching  # the search works
+    assert sorted(launching) == sorted(KERNEL_WRAPPERS)
+
+
+@pytest.mark.parametrize("wrapper", KERNEL_WRAPPERS)
 def test_every_kernel_wrapper_launches_on_its_tensors_gpu(wrapper) -> None:
     from gptoss_kernels._common import on_tensors_device
 

@@ -79,3 +79,15 @@ def test_clean_venv_removes_only_the_course_venv(course, tmp_path_factory):
     assert (conda / "keep").exists()
     script(course / ".venv" / "bin" / "python", NO_PIP)
     assert make(course, "clean-venv").returncode == 0 and not (course / ".venv").exists()
+
+
+def test_the_conda_environment_pins_what_the_makefile_pins():
+    """environment.yml installs torch itself (conda's pip has no Makefile): the same version, on a Python it runs."""
+    import re
+
+    make_torch = re.search(r"^TORCH_VERSION := (\S+)$", (REPO / "Makefile").read_text(), re.M).group(1)
+    env = (REPO / "environment.yml").read_text()
+    assert f"torch=={make_torch}" in env, f"environment.yml's torch is not the Makefile's {make_torch}"
+    python = re.search(r"^\s*- python=(\d+)\.(\d+)", env, re.M)
+    least = re.search(r'requires-python = ">=(\d+)\.(\d+)"', (REPO / "pyproject.toml").read_text())
+    assert python and least and tuple(map(int, python.groups())) >= tuple(map(int, least.groups()))

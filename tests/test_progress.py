@@ -37,7 +37,8 @@ def result(text: str) -> dict:
 def test_each_course_notebook_has_one_exercise_stored_as_not_yet(path):
     """The stub's saved verdict; the folded solution's ✅ is never counted as the learner's."""
     found = exercises(nbformat.read(path, as_version=4), path.name)
-    assert [e.status for e in found] == ["not yet"], found
+    assert [e.status for e in found] == ["not yet"], (f"{path.name}: one exercise, whose stub's stored verdict is "
+                                                      f"'not yet' (DEVELOPERS.md, Adding an exercise); found {found}")
     assert found[0].check.startswith("check_") and found[0].message.startswith("not yet")
 
 

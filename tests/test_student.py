@@ -224,6 +224,11 @@ def test_a_solution_is_hidden_and_leaves_the_learners_answer_alone(path):
                 f"{path.name} cell {i}: a solution's code and its ✅ are hidden until the learner opens them"
             clash = sorted(bound & earlier)
             assert not clash, f"{path.name} cell {i}: the solution binds {clash}, which the learner's cells bind"
+            shown = "".join("".join(o.get("text", "")) + "".join(o.get("data", {}).get("text/plain", ""))
+                            for o in cell.get("outputs", []))
+            assert any(line.startswith("✅") for line in shown.splitlines()), \
+                f"{path.name} cell {i}: the stored output of the solution is not its check's ✅: {shown[:200]!r}"
         else:
             earlier |= bound
-    assert solutions == 1, f"{path.name} has {solutions} solution cells; the course gives each exercise one"
+    assert solutions == 1, (f"{path.name} has {solutions} solution cells: each notebook has one exercise, with one "
+                            "solution (DEVELOPERS.md, Adding an exercise)")
