@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 import warnings
@@ -183,6 +184,11 @@ def config_from_original(cfg: dict[str, Any], name: str = "gpt-oss") -> ModelCon
 def _readable(file: Path) -> None:
     """CheckpointError saying why ``file`` cannot be opened, before a library's message guesses at it."""
     try:
+        # A pipe or a device named like a shard would hang the reader or stream forever (links are followed:
+        # the Hugging Face cache links every file to its blob store).
+        if file.exists() and not file.is_dir() and not stat.S_ISREG(file.stat().st_mode):
+            raise CheckpointError(f"{file} is not a regular file (a pipe, a device or a socket): a checkpoint's "
+                                  "files are plain files")
         with open(file, "rb"):
             pass
     except PermissionError:
@@ -208,7 +214,7 @@ def read_config(path: str | Path) -> tuple[ModelConfig, str, dict[str, Any]]:
     _readable(cfg_file)
     try:
         raw = json.loads(cfg_file.read_bytes())
-    except ValueError as e:  # invalid JSON, or bytes that are not text at all
+    except (ValueError, RecursionError) as e:  # invalid JSON, bytes that are not text, or nesting without end
         raise CheckpointError(f"{cfg_file} is not valid JSON ({e})") from None
     if not isinstance(raw, dict):
         raise CheckpointError(f"{cfg_file} holds a JSON {type(raw).__name__}, not an object of settings: "
@@ -228,7 +234,7 @@ def read_config(path: str | Path) -> tuple[ModelConfig, str, dict[str, Any]]:
         cfg = ModelConfig.from_hf_config(raw, name=name)
     except CheckpointError:
         raise
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError, OverflowError) as e:  # OverflowError: an Infinity where a whole number goes
         raise CheckpointError(f"{cfg_file}: {e.args[0]}") from None
     except (TypeError, AttributeError) as e:  # e.g. "rope_scaling": "yarn" where an object belongs
         raise CheckpointError(f"{cfg_file}: a setting has the wrong kind of value ({e}); restore the checkpoint's "
@@ -242,12 +248,17 @@ def read_index(path: str | Path) -> dict[str, str]:
     _readable(index)
     try:
         raw = json.loads(index.read_bytes())
-    except ValueError as e:  # invalid JSON, or bytes that are not text at all
+    except (ValueError, RecursionError) as e:  # invalid JSON, bytes that are not text, or nesting without end
         raise CheckpointError(f"{index} is not valid JSON ({e}): the index is damaged; download it again") from None
     weight_map = raw.get("weight_map") if isinstance(raw, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
         raise CheckpointError(f"{index} has no 'weight_map' of tensor names to file names: the index is damaged; "
                               "download it again")
+    # Shards sit beside the index: a name with a folder in it ("../x", "/etc/...") would be read elsewhere.
+    outside = sorted({f for f in weight_map.values() if Path(f).name != f or "\\" in f or f in ("", ".", "..")})
+    if outside:
+        raise CheckpointError(f"{index} names shard(s) outside its folder ({', '.join(map(repr, outside))}): an "
+                              "index names files beside it; this one is damaged or was not made for this folder")
     return weight_map
 
 
@@ -406,6 +417,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     tied_copy: tuple[str, torch.Tensor] | None = None  # an output layer stored beside an embedding it is tied to
 
     def place(target: str, value: torch.Tensor, source: str, stored: tuple[int, ...]) -> None:
+        if target in seen:  # two names in the files for one tensor: which copy is right cannot be known
+            raise CheckpointError(f"tensor {source!r} is a second copy of {target}, which another tensor of the "
+                                  "checkpoint already gave: the files hold it twice under two names")
         want = expected[target]
         if tuple(value.shape) != tuple(want.shape):
             # A fused or transposed tensor is named with its shape in the file, and the part that does not fit.

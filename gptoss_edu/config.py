@@ -79,6 +79,7 @@ class ModelConfig:
                   "swiglu_limit", "dropout"):
             v = getattr(self, f)
             need(isinstance(v, (int, float)) and not isinstance(v, bool), f"{f} must be a number, got {v!r}")
+            need(math.isfinite(v), f"{f} must be a finite number, got {v!r}")  # JSON's NaN and Infinity too
         for f in ("rope_truncate", "mlp_bias", "attn_bias", "sinks", "tie_embeddings"):
             v = getattr(self, f)  # the string "false" would count as true
             need(isinstance(v, bool), f"{f} must be True or False, got {v!r}")
@@ -91,6 +92,11 @@ class ModelConfig:
         need(self.n_heads % self.n_kv_heads == 0, f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})")
         need(self.head_dim % 2 == 0 or self.positions == "learned", f"rotary positions need an even head_dim, got {self.head_dim}")
         need(self.positions != "yarn" or self.rope_scaling_factor >= 1, "YaRN needs rope_scaling_factor >= 1")
+        need(self.positions == "learned" or self.rope_theta > 1,
+             f"rope_theta must be more than 1 (the base of the rotary frequencies), got {self.rope_theta}")
+        need(self.positions != "yarn" or self.rope_original_context > 0,
+             f"rope_original_context must be positive, got {self.rope_original_context}")
+        need(self.swiglu_limit > 0, f"swiglu_limit must be positive, got {self.swiglu_limit}")
         need(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         if self.n_experts:
             need(1 <= self.experts_per_token <= self.n_experts,

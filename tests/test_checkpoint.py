@@ -256,6 +256,45 @@ def test_truncated_and_foreign_files_are_refused(written):
         g.load_model(written)
 
 
+def test_a_checkpoint_from_anywhere_is_held_to_its_folder_and_to_sane_settings(written, tmp_path):
+    """A folder downloaded from somewhere: what it names outside itself, a pipe, NaN settings, endless nesting."""
+    config = json.loads((written / "config.json").read_text())
+    for key, value, message in (("rope_theta", float("nan"), "rope_theta must be a finite number, got nan"),
+                                ("swiglu_limit", float("inf"), "swiglu_limit must be a finite number"),
+                                ("rope_theta", 1.0, "rope_theta must be more than 1"),
+                                ("swiglu_limit", 0.0, "swiglu_limit must be positive")):
+        (written / "config.json").write_text(json.dumps({**config, key: value}))  # json writes NaN and Infinity
+        with pytest.raises(g.CheckpointError, match=re.escape(message)):
+            ck.read_config(written)
+    (written / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(g.CheckpointError, match="config.json is not valid JSON"):
+        ck.read_config(written)
+    (written / "config.json").write_text(json.dumps(config))
+    # An index that names a shard outside its folder is refused, before anything there is opened.
+    names = list(load_file(written / "model.safetensors"))
+    for outside in ("../elsewhere.safetensors", str(tmp_path / "ck" / "model.safetensors")):
+        (written / ck.INDEX_FILE).write_text(json.dumps({"metadata": {}, "weight_map": dict.fromkeys(names, outside)}))
+        with pytest.raises(g.CheckpointError, match="names shard\\(s\\) outside its folder"):
+            g.load_model(written)
+    (written / ck.INDEX_FILE).unlink()
+    # A pipe named like the weights would block the reader for ever.
+    (written / "model.safetensors").rename(written / "weights.bak")
+    os.mkfifo(written / "model.safetensors")
+    with pytest.raises(g.CheckpointError, match="is not a regular file"):
+        g.load_model(written)
+
+
+def test_one_tensor_stored_twice_under_two_names_is_refused(tmp_path):
+    # Which copy is right cannot be known; the last one read used to win, silently.
+    gpt2 = g.write_checkpoint(g.GPT(g.preset("gpt2-tiny")), tmp_path / "gpt2")
+    tensors = load_file(gpt2 / "model.safetensors")
+    prefixed = "transformer.wte.weight" if "wte.weight" in tensors else "wte.weight"
+    save_file({**tensors, prefixed: torch.zeros_like(tensors.get("wte.weight", tensors.get("transformer.wte.weight")))},
+              str(gpt2 / "model.safetensors"))
+    with pytest.raises(g.CheckpointError, match="is a second copy of"):
+        g.load_model(gpt2)
+
+
 def test_pickle_only_folder_is_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(g.preset("gpt2-tiny").to_hf_config()))
     (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04not loaded")
