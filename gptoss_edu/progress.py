@@ -2,8 +2,8 @@
 
 A learner sees their own progress; a teacher passes one folder per student and gets a table.
 Saved outputs say what the learner last ran (and can be edited by hand); ``--run`` runs each
-notebook in a temporary copy first, so the verdict is the check's own. Nothing is written to the
-notebooks either way.
+notebook in memory first, so the verdict is the check's own. Nothing is written to the notebooks
+either way.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def run_notebook(path: Path, timeout: int) -> dict:
     for cell in nb.cells:  # a cell the run does not reach must not keep the verdict saved in the file
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
-    # The notebook's own folder is the working directory, as in JupyterLab (it reads ../data).
+    # The notebook's own folder is the working directory, as in JupyterLab.
     client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
                                      resources={"metadata": {"path": str(path.parent)}})
     try:
