@@ -65,18 +65,18 @@ def load_chat_model(path: Path, device: str, backend: str = "torch") -> GPT:
     # OpenAI's original/ layout always stores its experts in MXFP4, and its config.json never says so.
     quant = (raw.get("quantization_config") or {}).get("quant_method")
     packed = cfg.is_moe and (layout == "original" or quant == "mxfp4")
-    # MXFP4 experts stay packed on a GPU (dequantized, gpt-oss-20b would not fit 16 GB), for the Triton
-    # kernels (they read the packed bytes), and on a CPU when the whole model in float32 (a bound on its
-    # dense experts) would take more than a quarter of the RAM; otherwise a small model is dequantized
-    # once on a CPU, where unpacking every expert at every token would be slow.
     if backend == "triton" and cfg.is_moe and not packed:
         raise ChatError(f"--backend triton: the experts of {path} are not in MXFP4, and the Triton kernels read "
                         "MXFP4 experts; --backend torch runs this checkpoint")
     if backend == "auto":
         backend = "triton" if packed else "torch"
-        if not packed:
+        if cfg.is_moe and not packed:
             print(f"--backend auto: the experts of {path} are not in MXFP4, which the Triton kernels read; running "
                   "on the PyTorch path", file=sys.stderr)
+    # MXFP4 experts stay packed on a GPU (dequantized, gpt-oss-20b would not fit 16 GB), for the Triton
+    # kernels (they read the packed bytes), and on a CPU when the whole model in float32 (a bound on its
+    # dense experts) would take more than a quarter of the RAM; otherwise a small model is dequantized
+    # once on a CPU, where unpacking every expert at every token would be slow.
     ram = total_ram()
     keep = packed and (on_gpu or backend == "triton" or ram is None or cfg.param_counts()["total"] * 4 > ram // 4)
     model = load_model(path, device=device, dtype=dtype, keep_mxfp4=keep)
@@ -361,8 +361,8 @@ def run(args: argparse.Namespace) -> int:
         model, args.reasoning, args.date, args.instructions, args.max_new_tokens,
         args.temperature, args.top_p, args.seed, cuda_graph=args.cuda_graph,
     )
-    print(f"{path.name}: {format_count(model.num_parameters())} parameters on {args.device} ({args.backend} backend), loaded in "
-          f"{time.perf_counter() - t0:.1f} s; reasoning {args.reasoning}.")
+    print(f"{path.name}: {format_count(model.num_parameters())} parameters on {args.device} ({args.backend} backend), "
+          f"loaded in {time.perf_counter() - t0:.1f} s; reasoning {args.reasoning}.")
     print("Ctrl-C stops a reply, Ctrl-D quits, /reset starts a new conversation.")
     while True:
         try:
