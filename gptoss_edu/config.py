@@ -105,8 +105,8 @@ class ModelConfig:
         if self.layer_types:
             need(len(self.layer_types) == self.n_layers,
                  f"layer_types has {len(self.layer_types)} entries for {self.n_layers} layers")
-            bad = set(self.layer_types) - {"full_attention", "sliding_attention"}
-            need(not bad, f"unknown layer types {sorted(bad)}: use full_attention|sliding_attention")
+            bad = {repr(t) for t in self.layer_types if t not in ("full_attention", "sliding_attention")}  # any JSON
+            need(not bad, f"unknown layer types {', '.join(sorted(bad))}: use full_attention|sliding_attention")
             need("sliding_attention" not in self.layer_types or self.sliding_window > 0,
                  "sliding_attention layers need sliding_window > 0")
 
@@ -337,6 +337,9 @@ def _from_gpt_oss(cfg: dict[str, Any], name: str | None) -> ModelConfig:
     # A missing sliding_window is transformers' default, 128; null or 0 means none.
     window = 128 if "sliding_window" not in cfg else 0 if cfg["sliding_window"] is None else read_whole(cfg, "sliding_window")
     n_layers = read_whole(cfg, "num_hidden_layers")
+    if cfg.get("layer_types") is not None and not isinstance(cfg["layer_types"], list):  # a string, once split into letters
+        raise ValueError(f"config.json's 'layer_types' must be a list with one \"sliding_attention\" or "
+                         f"\"full_attention\" per layer, got {cfg['layer_types']!r}")
     layer_types = tuple(cfg.get("layer_types") or (alternating_layer_types(n_layers) if window else ()))
     return ModelConfig(
         name=name or "gpt-oss", vocab_size=read_whole(cfg, "vocab_size"), d_model=read_whole(cfg, "hidden_size"),

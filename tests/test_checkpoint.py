@@ -771,7 +771,8 @@ WRONG_TYPES = [  # named as config.json names them
 
 @pytest.mark.parametrize("layout, key, value, message", [("hf", *case) for case in WRONG_TYPES] + [
     ("original", *case) for case in WRONG_TYPES] + [
-    ("hf", "layer_types", 42, "wrong kind of value"),  # keys the original layout does not have
+    ("hf", "layer_types", 42, "config.json's 'layer_types' must be a list"),  # keys the original layout does not have
+    ("hf", "layer_types", "sliding_attention", "'layer_types' must be a list with one \"sliding_attention\""),
     ("hf", "rope_scaling", "yarn", "'rope_scaling' must be an object like {\"rope_type\": \"yarn\""),
     # The string "false" once counted as true: lm_head.weight was skipped for the embedding, silently.
     ("hf", "tie_word_embeddings", "false", "config.json's 'tie_word_embeddings' must be true or false, got 'false'"),

@@ -3,6 +3,7 @@ and what course_config(n) changes at each notebook (found unpinned by mutation t
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -166,3 +167,11 @@ def test_plain_rope_as_transformers_5_saves_it_is_read():
     assert saved["rope_parameters"] == {"rope_type": "default", "rope_theta": 10000.0} and "rope_theta" not in saved
     cfg = g.ModelConfig.from_hf_config(saved)
     assert cfg.positions == "rope" and cfg.rope_theta == 10000.0
+
+
+def test_unknown_layer_types_of_mixed_kinds_are_named():
+    """A number among the strings once made the message itself fail (sorting str with int: TypeError)."""
+    with pytest.raises(ValueError, match=re.escape("unknown layer types 'sliding', 3: use")):
+        g.preset("gpt-oss-tiny").replace(layer_types=("full_attention", "sliding", 3, "full_attention"))
+    with pytest.raises(ValueError, match=re.escape("unknown layer types ['full_attention']: use")):
+        g.preset("gpt-oss-tiny").replace(layer_types=("full_attention", ["full_attention"]) * 2)  # unhashable
