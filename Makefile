@@ -18,7 +18,8 @@ LAB_ARGS ?=
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+# The Makefile too: it pins torch and triton, and a new pin must reinstall.
+$(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	@# An existing environment (e.g. a conda env passed as VENV=$$CONDA_PREFIX) is not recreated: the
 	@# pinned packages are installed into it.
 	@# A .venv that `python3 -m venv` left half-made (no pip: Debian's python3-venv missing) is made again.

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -69,6 +70,22 @@ def test_a_working_environment_is_kept(course):
     done = make(course, "venv", f"PYTHON={stand_in_python3(course, works=True)}")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "making it again" not in done.stdout and "python3 -m venv" not in (course / "log").read_text()
+
+
+def test_a_new_pin_reinstalls_into_the_environment(course):
+    """torch and triton are pinned in the Makefile itself: bumping one once left the old torch installed."""
+    script(course / ".venv" / "bin" / "python", HEALTHY.format(log=course / "log"))
+    assert make(course, "venv").returncode == 0
+    assert make(course, "-q", "venv").returncode == 0  # up to date
+    for name in ("Makefile", "pyproject.toml", "constraints.txt"):
+        (course / "log").write_text("")
+        text = (course / name).read_text()
+        (course / name).write_text(text.replace("TORCH_VERSION := 2.13.0", "TORCH_VERSION := 2.13.1"))
+        stamp = (course / ".venv" / ".installed").stat().st_mtime
+        os.utime(course / name, (stamp + 2, stamp + 2))  # newer even on a file system that keeps whole seconds
+        done = make(course, "venv")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "-m pip install --quiet" in (course / "log").read_text(), f"{name} changed, nothing reinstalled"
 
 
 def test_clean_venv_removes_only_the_course_venv(course, tmp_path_factory):
