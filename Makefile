@@ -34,8 +34,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	@# OpenAI's reference torch model, a second reference for the tests; it declares Python >= 3.12
 	@# but needs only torch and safetensors.
 	$(PY) -m pip install --quiet --no-deps --ignore-requires-python gpt-oss==0.0.9
-	@# CUDA builds of torch bring their own matching Triton; the CPU build needs it added.
-	$(PY) -c "import triton" 2>/dev/null || $(PY) -m pip install --quiet triton==$(TRITON_VERSION) \
+	@# CUDA builds of torch bring their own matching Triton; the CPU build needs it added, at the pin.
+	$(PY) -c "import sys, torch, triton; sys.exit(torch.version.cuda is None and triton.__version__ != '$(TRITON_VERSION)')" 2>/dev/null \
+	  || $(PY) -m pip install --quiet triton==$(TRITON_VERSION) \
 	  || echo "Triton has no build for this platform (it needs Linux): notebook 10, the kernels, cannot run here; every other notebook can."
 	touch $@
 
