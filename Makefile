@@ -11,10 +11,14 @@ TRITON_VERSION := 3.9.0
 TORCH_INDEX ?=
 # JupyterLab refuses to start as root unless told.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+# A folder of wheels (`make wheelhouse`): when it holds any, every install reads them alone, no network.
+WHEELHOUSE ?= wheelhouse
+PIP_FROM := $(if $(wildcard $(WHEELHOUSE)/*.whl),--no-index --find-links $(WHEELHOUSE),)
+GPT_OSS_REF := gpt-oss==0.0.9
 # More options for JupyterLab, e.g. LAB_ARGS="--no-browser --port 8888" on a remote GPU machine.
 LAB_ARGS ?=
 
-.PHONY: lab test test-fast test-browser student venv clean-venv
+.PHONY: lab test test-fast test-browser student venv clean-venv wheelhouse
 
 venv: $(VENV)/.installed
 
@@ -28,17 +32,30 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || { [ "$(VENV)" != .venv ] || rm -rf $(VENV); \
 	  echo "$(PYTHON) -m venv failed: on Debian or Ubuntu, install python3-venv (sudo apt install python3-venv), then run make again"; exit 1; }
 	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "The course needs Python 3.11 or newer, and " + sys.executable + " is " + sys.version.split()[0] + ": run make clean-venv, then make PYTHON=python3.11 (or newer).")'
-	$(PY) -m pip install --quiet -c constraints.txt --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple) torch==$(TORCH_VERSION)
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	@[ -z "$(PIP_FROM)" ] || echo "installing from $(WHEELHOUSE)/ alone, without the network (wheels made by make wheelhouse for one kind of machine; move the folder away to install from the network)"
+	$(PY) -m pip install --quiet $(PIP_FROM) -c constraints.txt --upgrade pip
+	$(PY) -m pip install --quiet $(PIP_FROM) -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple) torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet $(PIP_FROM) -c constraints.txt -e ".[dev]"
 	@# OpenAI's reference torch model, a second reference for the tests; it declares Python >= 3.12
 	@# but needs only torch and safetensors.
-	$(PY) -m pip install --quiet --no-deps --ignore-requires-python gpt-oss==0.0.9
+	$(PY) -m pip install --quiet $(PIP_FROM) --no-deps --ignore-requires-python $(GPT_OSS_REF)
 	@# CUDA builds of torch bring their own matching Triton; the CPU build needs it added, at the pin.
 	$(PY) -c "import sys, torch, triton; sys.exit(torch.version.cuda is None and triton.__version__ != '$(TRITON_VERSION)')" 2>/dev/null \
-	  || $(PY) -m pip install --quiet triton==$(TRITON_VERSION) \
+	  || $(PY) -m pip install --quiet $(PIP_FROM) triton==$(TRITON_VERSION) \
 	  || echo "Triton has no build for this platform (it needs Linux): notebook 10, the kernels, cannot run here; every other notebook can."
 	touch $@
+
+# For a class on a slow or no network: on one machine with the network, download every wheel `make venv`
+# installs into wheelhouse/; copied with the repository to machines like this one (the same OS, kind of
+# CPU and Python version), `make lab` and `make test` then install from it alone.
+wheelhouse: venv
+	$(PY) -m pip download --quiet --dest $(WHEELHOUSE) -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple) \
+	  pip setuptools wheel torch==$(TORCH_VERSION) ".[dev]"
+	$(PY) -m pip download --quiet --dest $(WHEELHOUSE) --no-deps --ignore-requires-python $(GPT_OSS_REF)
+	@# A CUDA torch names its own Triton, downloaded with it; the CPU build needs the pinned one.
+	ls $(WHEELHOUSE)/triton-*.whl >/dev/null 2>&1 || $(PY) -m pip download --quiet --dest $(WHEELHOUSE) triton==$(TRITON_VERSION) \
+	  || echo "Triton has no build for this platform (it needs Linux): the wheelhouse has none"
+	@echo "$$(ls $(WHEELHOUSE)/*.whl | wc -l) wheels, $$(du -sh $(WHEELHOUSE) | cut -f1), in $(WHEELHOUSE)/: copy it with the repository"
 
 lab: venv
 	$(VENV)/bin/jupyter lab $(ROOT_FLAG) $(LAB_ARGS) notebooks/00_welcome.ipynb

@@ -88,6 +88,29 @@ def test_a_new_pin_reinstalls_into_the_environment(course):
         assert "-m pip install --quiet" in (course / "log").read_text(), f"{name} changed, nothing reinstalled"
 
 
+def test_a_wheelhouse_holds_what_the_venv_installs_and_is_then_read_alone(course):
+    """A class on a poor network: `make wheelhouse` on one machine, then every install reads its wheels only."""
+    script(course / ".venv" / "bin" / "python", HEALTHY.format(log=course / "log"))
+    assert make(course, "venv").returncode == 0
+    (course / "log").write_text("")
+    done = make(course, "wheelhouse")
+    assert done.returncode == 0, done.stdout + done.stderr
+    downloads = [line for line in (course / "log").read_text().splitlines() if "-m pip download" in line]
+    assert any("-c constraints.txt" in d and "torch==2.13.0" in d and ".[dev]" in d and "pip setuptools wheel" in d
+               for d in downloads), downloads
+    assert any("gpt-oss==0.0.9" in d for d in downloads) and any("triton==3.9.0" in d for d in downloads)
+
+    (course / "log").write_text("")
+    (course / "wheelhouse").mkdir(exist_ok=True)
+    (course / "wheelhouse" / "torch-2.13.0-cp311-none-any.whl").write_text("")
+    (course / "Makefile").touch()
+    os.utime(course / "Makefile", (os.path.getmtime(course / ".venv" / ".installed") + 2,) * 2)
+    done = make(course, "venv")
+    assert done.returncode == 0 and "installing from wheelhouse/ alone" in done.stdout, done.stdout + done.stderr
+    installs = [line for line in (course / "log").read_text().splitlines() if "-m pip install" in line]
+    assert len(installs) >= 4 and all("--no-index --find-links wheelhouse" in i for i in installs), installs
+
+
 def test_clean_venv_removes_only_the_course_venv(course, tmp_path_factory):
     conda = tmp_path_factory.mktemp("conda-env")
     (conda / "keep").write_text("a whole conda environment")
