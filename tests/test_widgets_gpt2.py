@@ -8,7 +8,8 @@ from matplotlib.colors import to_hex
 from torch.nn import functional as F
 
 from gptoss_edu import preset
-from gptoss_edu.widgets.gpt2 import PARTS, attention_explorer, attention_weights, human, parameter_explorer, part_counts
+from gptoss_edu.memory import format_count
+from gptoss_edu.widgets.gpt2 import PARTS, attention_explorer, attention_weights, parameter_explorer, part_counts
 
 
 @pytest.mark.parametrize("name", ["gpt2-124m", "gpt-oss-20b", "gpt-oss-120b"])
@@ -78,11 +79,11 @@ def test_bars_and_notes_are_the_part_counts(model):
     # Notes sit beside their bars: a total's at y - 0.2, an active one's at y + 0.2 (for a part one token
     # uses at most half of, and for an empty bar).
     notes = {(round(t.get_position()[1], 1)): t.get_text().strip() for t in ax.texts}
-    want = {y - 0.2: "0 (tied to the embedding)" if p == "unembedding" and counts[p][0] == 0 else human(counts[p][0])
+    want = {y - 0.2: "0 (tied to the embedding)" if p == "unembedding" and counts[p][0] == 0 else format_count(counts[p][0])
             for y, p in enumerate(PARTS)}
     want.update({y + 0.2: "0 active (a row lookup, no product)" for y, p in enumerate(PARTS)
                  if counts[p][1] == 0 and counts[p][0]})
-    want.update({y + 0.2: human(counts[p][1]) for y, p in enumerate(PARTS) if 0 < counts[p][1] <= counts[p][0] / 2})
+    want.update({y + 0.2: format_count(counts[p][1]) for y, p in enumerate(PARTS) if 0 < counts[p][1] <= counts[p][0] / 2})
     assert notes == {round(y, 1): text for y, text in want.items()}
     assert (model == "gpt2-124m") != (round(0.2, 1) in notes)  # the untied embedding is looked up, not multiplied
     assert (model == "gpt2-124m") != (round(2.2, 1) in notes)  # gpt-oss's experts: a token uses 4 of them
@@ -111,4 +112,4 @@ def test_query_row_is_marked_and_its_visible_keys_coloured():
                                     (124.4e6, "124 M")])
 def test_counts_that_round_to_a_thousand_millions_are_billions(n, text):
     # '.3g' writes 999.6 M as '1e+03 M': the unit is chosen after rounding.
-    assert human(n) == text
+    assert format_count(n) == text

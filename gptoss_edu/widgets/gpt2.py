@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from ..config import preset
-from ..memory import format_count as human
+from ..memory import format_count
 from . import Explorer
 
 MODELS = ("gpt2-124m", "gpt-oss-20b", "gpt-oss-120b")
@@ -44,13 +44,13 @@ def draw_parameters(fig: Figure, model: str, scale: str) -> None:
     ax.set_xscale(scale)
     ax.set_xlabel("parameters, millions" + (" (log scale)" if scale == "log" else ""))
     pc = preset(model).param_counts()
-    ax.set_title(f"{model}: {human(pc['total'])} total, {human(pc['active'])} active")
+    ax.set_title(f"{model}: {format_count(pc['total'])} total, {format_count(pc['active'])} active")
     for y, part in zip(ys, PARTS):
         t = counts[part][0]
-        note = "0 (tied to the embedding)" if part == "unembedding" and t == 0 else human(t)
+        note = "0 (tied to the embedding)" if part == "unembedding" and t == 0 else format_count(t)
         ax.text(max(t / 1e6, 1e-2 if scale == "log" else 0), y - 0.2, f" {note}", va="center", fontsize=8)
         if 0 < counts[part][1] <= t / 2:  # what one token uses, where that is a small part of it (the experts)
-            ax.text(counts[part][1] / 1e6, y + 0.2, f" {human(counts[part][1])}", va="center", fontsize=8,
+            ax.text(counts[part][1] / 1e6, y + 0.2, f" {format_count(counts[part][1])}", va="center", fontsize=8,
                     color="#c06000")
         if counts[part][1] == 0 and t:  # an empty bar needs saying why
             ax.text(1e-2 if scale == "log" else 0, y + 0.2, " 0 active (a row lookup, no product)", va="center",
