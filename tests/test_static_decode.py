@@ -403,7 +403,8 @@ def test_the_chats_decoder_records_a_graph_on_the_gpu(backend: str, monkeypatch)
 
 def test_the_static_step_in_bfloat16_stays_bfloat16_and_matches_decode() -> None:
     # bf16 is what gpt-oss runs in; float32 router weights must not promote the residual stream.
-    # Tolerance 0.05: bf16 keeps 8 bits, and the two paths round in different places.
+    # Tolerance 1e-2: the two paths run the same ops (measured on a CPU: identical); 0.05 let through router
+    # weights rounded to bf16 before weighting the experts, which moved logits by 2e-2.
     cfg = config("gpt-oss-tiny")
     model = randomize(g.GPT(cfg), seed=5).to(torch.bfloat16).eval()
     ids = torch.randint(0, cfg.vocab_size, (1, 8), generator=torch.Generator().manual_seed(5))
@@ -416,7 +417,7 @@ def test_the_static_step_in_bfloat16_stays_bfloat16_and_matches_decode() -> None
             want = model(ids[:, t:t + 1], eager_cache)[:, -1]
             got = decoder(ids[:, t])
             assert got.dtype == torch.bfloat16
-            torch.testing.assert_close(got.float(), want.float(), rtol=0.05, atol=0.05)
+            torch.testing.assert_close(got.float(), want.float(), rtol=1e-2, atol=1e-2)
 
 
 def test_a_cache_with_another_window_is_refused() -> None:
