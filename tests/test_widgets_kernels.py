@@ -204,6 +204,9 @@ def test_measured_point_sits_at_flops_per_second_and_the_ridge_is_labelled():
     assert point.get_ydata()[0] == pytest.approx(2e9)
     assert any(t.get_text() == "ridge\n100 FLOP/B" for t in ax.texts)  # peak FLOP/s over bandwidth
     assert any(t.get_text() == "memory: 1000 GB/s" for t in ax.texts)
+    ax = Figure().add_subplot()  # a ridge rounded to 8 once sat left of a point at 7.99 it called "above"
+    draw_roofline(ax, [("k", cost, 2.0)], peak_flops=1.74e11, peak_bw=2.3e10)
+    assert any(t.get_text() == "ridge\n7.57 FLOP/B" for t in ax.texts)
 
 
 def test_lane_numbers_stay_readable_at_block_32():
