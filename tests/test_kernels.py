@@ -14,6 +14,7 @@ tl.dot, the probabilities, the SwiGLU output and the output itself (about 2^-8 r
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -60,6 +61,10 @@ TOL = {
     "attention": {torch.float32: (1e-5, 1e-5), torch.bfloat16: (2e-2, 2e-2)},
     "moe": {torch.float32: (1e-5, 1e-5), torch.bfloat16: (3e-2, 3e-2)},
 }
+# Largest error over the whole output, as a fraction of its size (relative L2). Element by element an
+# absolute tolerance can swallow a whole output: attention over 8k keys averages its values to about
+# 0.02, under bf16's atol. Emulated bf16 kernels come to about 0.0023 (test_the_gpu_cases_can_fail).
+REL_L2 = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
 
 
 def rand(*shape: int, seed: int, scale: float = 1.0, dtype: torch.dtype = DTYPE) -> torch.Tensor:
@@ -74,6 +79,14 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, kernel: str, scal
         atol *= 1 + expected.float().abs().max().item()
     assert not actual.isnan().any(), "the kernel left NaN (unwritten, poisoned) elements"
     torch.testing.assert_close(actual.float(), expected.float(), rtol=rtol, atol=atol)
+    err, size = rel_l2(actual, expected), REL_L2[expected.dtype]
+    assert err <= size, f"{kernel}: relative L2 error {err:.3g} is over {size:g}"
+
+
+def rel_l2(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """||actual - expected|| / ||expected||, in float64 (0 when both are zero)."""
+    diff = (actual.double() - expected.double()).norm().item()
+    return diff / expected.double().norm().item() if diff else 0.0
 
 
 def test_interpreter_is_on_without_gpu() -> None:
@@ -182,9 +195,11 @@ DECODE_CASES = [
     (1, 4, 1, 4, 37, 33, 48, 5, True),  # window barely above the queries
     (1, 2, 1, 2, 2, 0, 16, 0, True),  # a two-token prompt
 ]
-if ON_GPU:  # gpt-oss-20b's heads at real lengths
+# gpt-oss-20b's heads at real lengths, on a GPU only (test_the_gpu_attention_cases_can_fail checks them anywhere)
+GPU_DECODE_CASES = [(1, 64, 8, 1, 8192, 8191, 64, 0, True), (1, 64, 8, 1, 8192, 8191, 64, 128, True)]
+if ON_GPU:
     PREFILL_CASES += [(1, 64, 8, 2048, 2048, 0, 64, 128, True), (1, 64, 8, 1024, 1024, 0, 64, 0, True)]
-    DECODE_CASES += [(1, 64, 8, 1, 8192, 8191, 64, 0, True), (1, 64, 8, 1, 8192, 8191, 64, 128, True)]
+    DECODE_CASES += GPU_DECODE_CASES
 
 
 def attention_inputs(B, Hq, Hkv, Tq, Tk, D, sinks, seed):
@@ -192,7 +207,8 @@ def attention_inputs(B, Hq, Hkv, Tq, Tk, D, sinks, seed):
     q = rand(B, Tq, Hq, D, seed=seed).transpose(1, 2)
     k = rand(B, Hkv, Tk + 7, D, seed=seed + 1)[:, :, :Tk]
     v = rand(B, Hkv, Tk + 7, D, seed=seed + 2)[:, :, :Tk]
-    s = rand(Hq, seed=seed + 3, scale=2.0) if sinks else None
+    # A sink competes with every key's exp(score), so it is offset by log(Tk) to take a share at any length.
+    s = (rand(Hq, seed=seed + 3, scale=2.0) + math.log(Tk)) if sinks else None
     return q, k, v, s
 
 
@@ -609,11 +625,16 @@ def test_dequantize_mxfp4_bit_exact() -> None:
 
 
 def make_experts(E: int, D: int, I: int, seed: int):
-    """Random experts in the checkpoint layout: MXFP4 blocks and scales, biases in DTYPE."""
-    gu_blocks, gu_scales = mxfp4.quantize(rand(E, 2 * I, D, seed=seed, scale=0.1, dtype=torch.float32))
-    dn_blocks, dn_scales = mxfp4.quantize(rand(E, D, I, seed=seed + 1, scale=0.1, dtype=torch.float32))
-    return (gu_blocks, gu_scales, rand(E, 2 * I, seed=seed + 2, scale=0.1),
-            dn_blocks, dn_scales, rand(E, D, seed=seed + 3, scale=0.1))
+    """Random experts in the checkpoint layout: MXFP4 blocks and scales, biases in DTYPE.
+
+    Scaled by width, so that at every size each term shows in the output: gate/up values of std 3 for
+    inputs of std 1 (1 to 3% pass the limit 7), the down projection keeping that size, biases of std 1.
+    With a fixed std of 0.1, 20b's 2880 inputs saturated every clamp and no bias mattered.
+    """
+    gu_blocks, gu_scales = mxfp4.quantize(rand(E, 2 * I, D, seed=seed, scale=3 / D ** 0.5, dtype=torch.float32))
+    dn_blocks, dn_scales = mxfp4.quantize(rand(E, D, I, seed=seed + 1, scale=I ** -0.5, dtype=torch.float32))
+    return (gu_blocks, gu_scales, rand(E, 2 * I, seed=seed + 2),
+            dn_blocks, dn_scales, rand(E, D, seed=seed + 3))
 
 
 def routing(N: int, E: int, K: int, seed: int, unused: tuple[int, ...] = ()):
@@ -637,14 +658,16 @@ MOE_PREFILL_CASES = [
     (17, 160, 96, 4, 1, (3,), 7.0),
     (33, 64, 32, 16, 3, (0, 5, 9, 15), 7.0),  # many experts, several with no token
 ]
-if ON_GPU:  # gpt-oss-20b's expert shapes
-    MOE_DECODE_CASES += [(1, 2880, 2880, 32, 4, (), 7.0)]
-    MOE_PREFILL_CASES += [(300, 2880, 2880, 32, 4, (), 7.0)]
+# gpt-oss-20b's expert shapes, on a GPU only (test_the_gpu_moe_cases_can_fail checks their widths anywhere)
+GPU_MOE_DECODE_CASE, GPU_MOE_PREFILL_CASE = (1, 2880, 2880, 32, 4, (), 7.0), (300, 2880, 2880, 32, 4, (), 7.0)
+if ON_GPU:
+    MOE_DECODE_CASES.append(GPU_MOE_DECODE_CASE)
+    MOE_PREFILL_CASES.append(GPU_MOE_PREFILL_CASE)
 
 
 def moe_case(case, seed):
     N, D, I, E, K, unused, limit = case
-    x = rand(N, D, seed=seed, scale=2.0)
+    x = rand(N, D, seed=seed)
     idx, wts = routing(N, E, K, seed=seed + 1, unused=unused)
     return x, idx, wts, make_experts(E, D, I, seed=seed + 2), limit
 
@@ -748,6 +771,112 @@ def test_moe_with_no_expert_per_token_adds_nothing() -> None:
         assert out.shape == x.shape and torch.equal(out, torch.zeros_like(x)), run.__name__
 
 
+# ------------------------------------------------------- can the gpt-oss-20b sized cases fail?
+#
+# The 20b-sized cases above run on a GPU only, in bf16, where nobody may look at them for a while.
+# These checks run everywhere, on the same inputs: a kernel that skipped a piece of the work must
+# miss REL_L2 several times over, and bf16 rounded where the kernels round it must pass with room.
+MISS, ROOM = 3.0, 3.0
+
+
+def bf16(t: torch.Tensor) -> torch.Tensor:
+    """A test input as the GPU tests pass it: rounded to bf16, here held in float32 on the CPU."""
+    return t.cpu().to(torch.bfloat16).float()
+
+
+def attention_rounded_as_the_kernel(q, k, v, *, scale, sinks, sliding_window, q_start):
+    """The reference with the kernels' rounding: unnormalised probabilities go to bf16 before p @ v."""
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
+    scores = q @ k.transpose(-1, -2) * scale
+    q_pos = torch.arange(q_start, q_start + q.shape[2])[:, None]
+    k_pos = torch.arange(k.shape[2])[None, :]
+    seen = (k_pos <= q_pos) & ((q_pos - k_pos < sliding_window) if sliding_window else True)
+    scores = scores.masked_fill(~seen, float("-inf"))
+    sink = sinks.view(1, -1, 1, 1)
+    m = torch.maximum(scores.amax(-1, keepdim=True), sink)
+    p = torch.exp(scores - m)
+    total = p.sum(-1, keepdim=True) + torch.exp(sink - m)
+    return bf16((bf16(p) @ v) / total)
+
+
+@pytest.mark.parametrize("case", GPU_DECODE_CASES)
+def test_the_gpu_attention_cases_can_fail(case) -> None:
+    B, Hq, Hkv, Tq, Tk, q_start, D, window, sinks = case
+    q, k, v, s = map(bf16, attention_inputs(B, Hq, Hkv, Tq, Tk, D, sinks, seed=20))  # test_attention_decode's
+    kw = dict(scale=D ** -0.5, sinks=s, sliding_window=window, q_start=q_start)
+    want = attention_reference(q, k, v, **kw)
+    assert rel_l2(attention_rounded_as_the_kernel(q, k, v, **kw), want) < REL_L2[torch.bfloat16] / ROOM
+
+    wrong = {}
+    block = 16 if window else 256  # 256 keys: one split of 32 at 8k; in the window, one interpreter tile
+    for start in range(Tk - window if window else 0, Tk, block):  # the keys [start, start + block) left out
+        kept = lambda t: torch.cat((t[:, :, :start], t[:, :, start + block:]), dim=2)  # noqa: E731
+        wrong[f"keys {start}.."] = attention_reference(q, kept(k), kept(v), **{
+            **kw, "q_start": q_start - block, "sliding_window": window - block if window else 0})
+    if window:
+        wrong["window - 1"] = attention_reference(q, k, v, **{**kw, "sliding_window": window - 1})
+        wrong["window + 1"] = attention_reference(q, k, v, **{**kw, "sliding_window": window + 1})
+    wrong["no sinks"] = attention_reference(q, k, v, **{**kw, "sinks": None})
+    wrong["scale times log2(e)"] = attention_reference(q, k, v, **{**kw, "scale": kw["scale"] * math.log2(math.e)})
+    # Query head h reading KV head h % Hkv, not h // groups: the reference run on the heads reordered.
+    to = torch.tensor([(h % Hkv) * (Hq // Hkv) + h // Hkv for h in range(Hq)])
+    q2, s2 = torch.empty_like(q), torch.empty_like(s)
+    q2[:, to], s2[to] = q, s
+    wrong["KV head h % Hkv"] = attention_reference(q2, k, v, **{**kw, "sinks": s2})[:, to]
+    assert_each_is_caught(wrong, want)
+
+
+def assert_each_is_caught(wrong: dict[str, torch.Tensor], want: torch.Tensor) -> None:
+    errors = {what: round(rel_l2(out, want), 4) for what, out in wrong.items()}
+    missed = {what: e for what, e in errors.items() if e <= MISS * REL_L2[torch.bfloat16]}
+    assert not missed, f"relative L2 errors too small to be caught with room in bf16: {missed}"
+
+
+def moe_rounded_as_the_kernel(x, idx, wts, gu_b, gu_s, gu_bias, dn_b, dn_s, dn_bias, *, alpha, limit):
+    """The reference with the kernels' rounding: the SwiGLU output h is stored in bf16 between the projections."""
+    w1, w2 = mxfp4.dequantize(gu_b, gu_s, torch.float32), mxfp4.dequantize(dn_b, dn_s, torch.float32)
+    out = torch.zeros_like(x)
+    for e in idx.unique().tolist():
+        token, slot = (idx == e).nonzero(as_tuple=True)
+        gate_up = x[token] @ w1[e].T + gu_bias[e]
+        gate, up = gate_up[:, 0::2].clamp(max=limit), gate_up[:, 1::2].clamp(-limit, limit)
+        h = bf16((up + 1) * gate * torch.sigmoid(alpha * gate))
+        out.index_add_(0, token, (h @ w2[e].T + dn_bias[e]) * wts[token, slot, None])
+    return bf16(out)
+
+
+def swap_gate_up(blocks: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor):
+    """The gate/up projection with its interleaved gate and up rows exchanged."""
+    swap = torch.arange(blocks.shape[1]).view(-1, 2).flip(1).flatten()
+    return blocks[:, swap], scales[:, swap], bias[:, swap]
+
+
+def test_the_gpu_moe_cases_can_fail() -> None:
+    # The 20b cases' widths and limit, with 12 tokens, 3 experts and 2 a token to stay quick on a CPU.
+    assert GPU_MOE_DECODE_CASE[1:3] == GPU_MOE_PREFILL_CASE[1:3]
+    _, D, I, _, _, _, limit = GPU_MOE_PREFILL_CASE
+    x, idx, wts, experts, limit = moe_case((12, D, I, 3, 2, (), limit), seed=70)
+    x, idx, wts = bf16(x), idx.cpu(), wts.cpu()
+    experts = [t.cpu() if t.dtype == torch.uint8 else bf16(t) for t in experts]
+    kw = dict(alpha=1.702, limit=limit)
+    want = moe_mxfp4_reference(x, idx, wts, *experts, **kw)
+    assert rel_l2(moe_rounded_as_the_kernel(x, idx, wts, *experts, **kw), want) < REL_L2[torch.bfloat16] / ROOM
+
+    def without(i: int) -> list[torch.Tensor]:
+        return [torch.zeros_like(t) if j == i else t for j, t in enumerate(experts)]
+    wrong = {
+        "no gate/up bias": moe_mxfp4_reference(x, idx, wts, *without(2), **kw),
+        "no down bias": moe_mxfp4_reference(x, idx, wts, *without(5), **kw),
+        "no clamps": moe_mxfp4_reference(x, idx, wts, *experts, alpha=1.702, limit=float("inf")),
+        "alpha 1": moe_mxfp4_reference(x, idx, wts, *experts, alpha=1.0, limit=limit),
+        "equal routing weights": moe_mxfp4_reference(x, idx, torch.full_like(wts, 0.5), *experts, **kw),
+        "first expert only": moe_mxfp4_reference(x, idx[:, :1], wts[:, :1], *experts, **kw),
+        "gate and up swapped": moe_mxfp4_reference(x, idx, wts, *swap_gate_up(*experts[:3]), *experts[3:], **kw),
+    }
+    assert_each_is_caught(wrong, want)
+
+
 # ------------------------------------------------------------------ the model on the kernels
 
 
@@ -758,8 +887,17 @@ def test_model_triton_backend_matches_torch(monkeypatch) -> None:
     near-tie in the router's top-k, which is a different model, not a kernel error.
     """
     monkeypatch.setattr(attn_mod, "DECODE_MAX_ROWS", 8)  # 18 x 2 query rows per KV head: the prefill kernel
+    # A tiny model's gate/up values stay near 1, far under 7: a low limit makes the clamps bite.
     cfg = dataclasses.replace(g.preset("gpt-oss-tiny"), vocab_size=512, n_layers=2, layer_types=(
-        "sliding_attention", "full_attention"))
+        "sliding_attention", "full_attention"), swiglu_limit=0.5)
+    clamped = []
+
+    def watched_swiglu(gate_up: torch.Tensor, alpha: float, limit: float) -> torch.Tensor:
+        clamped.append(((gate_up[..., 0::2] > limit).float().mean().item(),
+                        (gate_up[..., 1::2].abs() > limit).float().mean().item()))
+        return swiglu(gate_up, alpha, limit)
+    swiglu = importlib.import_module("gptoss_edu.moe").gptoss_swiglu
+    monkeypatch.setattr(importlib.import_module("gptoss_edu.moe"), "gptoss_swiglu", watched_swiglu)
     torch.manual_seed(0)
     model = g.GPT(cfg, packed_experts=True).to(device=DEVICE, dtype=torch.float32).eval()
     with torch.no_grad():
@@ -775,6 +913,8 @@ def test_model_triton_backend_matches_torch(monkeypatch) -> None:
             first = model(ids[:, :18], cache)  # 18 tokens: both prefill paths (with the lowered switch)
             rest = model(ids[:, 18:], cache)  # 2 more: both decode paths
         logits[backend] = torch.cat((first, rest), dim=1)
+    gate_share, up_share = torch.tensor(clamped).mean(dim=0).tolist()  # the torch backend's calls
+    assert 0.05 < gate_share < 0.5 and 0.05 < up_share < 0.5, (gate_share, up_share)
     torch.testing.assert_close(logits["triton"], logits["torch"], rtol=1e-5, atol=1e-5)
 
 
