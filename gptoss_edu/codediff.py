@@ -73,21 +73,47 @@ class CodeDiff:
         lines = difflib.unified_diff(self.old, self.new, self.old_title, self.new_title, lineterm="", n=2)
         return "\n".join(lines) or "(no change)"
 
+    def rows(self) -> list[tuple[str | None, str | None]]:
+        """The side-by-side rows: (old line, new line), None where a side has no line opposite."""
+        rows: list[tuple[str | None, str | None]] = []
+        for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=self.old, b=self.new, autojunk=False).get_opcodes():
+            left, right = self.old[i1:i2], self.new[j1:j2]
+            rows += list(zip(left, right)) if tag == "equal" else _pair_similar(left, right)
+        return rows
+
     def _repr_html_(self) -> str:
         rows = []
-        for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=self.old, b=self.new).get_opcodes():
-            left, right = self.old[i1:i2], self.new[j1:j2]
-            for k in range(max(len(left), len(right))):
-                a = left[k] if k < len(left) else ""
-                b = right[k] if k < len(right) else ""
-                style_a = "background:#fdd" if tag != "equal" and a else ""
-                style_b = "background:#dfd" if tag != "equal" and b else ""
-                mark = "" if tag == "equal" else "►"
-                rows.append(f"<tr><td style='{style_a}'><pre style='margin:0'>{html.escape(a)}</pre></td>"
-                            f"<td style='color:#080'>{mark}</td>"
-                            f"<td style='{style_b}'><pre style='margin:0'>{html.escape(b)}</pre></td></tr>")
+        for a, b in self.rows():
+            changed = a != b
+            style_a = "background:#fdd" if changed and a is not None else ""
+            style_b = "background:#dfd" if changed and b is not None else ""
+            rows.append(f"<tr><td style='{style_a}'><pre style='margin:0'>{html.escape(a or '')}</pre></td>"
+                        f"<td style='color:#080'>{'►' if changed else ''}</td>"
+                        f"<td style='{style_b}'><pre style='margin:0'>{html.escape(b or '')}</pre></td></tr>")
         head = f"<tr><th>{html.escape(self.old_title)}</th><th></th><th>{html.escape(self.new_title)}</th></tr>"
         return f"<table style='font-size:12px;text-align:left'>{head}{''.join(rows)}</table>"
+
+
+def _pair_similar(left: list[str], right: list[str], cutoff: float = 0.6) -> list[tuple[str | None, str | None]]:
+    """Rows for a replaced run of lines: the most alike old and new lines side by side, the rest around them.
+
+    Pairing by position puts a new line beside whatever old line happens to share its index: one
+    signature split over two lines shifts every line after it. Lines alike by less than ``cutoff``
+    (difflib's ratio) are paired by position, as a rewritten run is best read line against line.
+    """
+    if not left or not right:
+        return [(a, None) for a in left] + [(None, b) for b in right]
+    best, where = cutoff, None
+    for i, a in enumerate(left):
+        for j, b in enumerate(right):
+            alike = difflib.SequenceMatcher(a=a.strip(), b=b.strip(), autojunk=False)
+            if alike.real_quick_ratio() > best and alike.quick_ratio() > best and alike.ratio() > best:
+                best, where = alike.ratio(), (i, j)
+    if where is None:
+        n = min(len(left), len(right))
+        return list(zip(left, right)) + [(a, None) for a in left[n:]] + [(None, b) for b in right[n:]]
+    i, j = where
+    return _pair_similar(left[:i], right[:j]) + [(left[i], right[j])] + _pair_similar(left[i + 1:], right[j + 1:])
 
 
 def show_diff(old: Callable | type | str, new: Callable | type | str,

@@ -167,3 +167,40 @@ def test_what_python_3_13_may_find_is_corrected(monkeypatch):
     assert source_of(MoE).startswith("class MoE")
     monkeypatch.setattr(inspect, "getsource", lambda obj: "class Other:\n    pass\n")
     assert source_of(cell.Tiny).startswith("class Tiny(torch.nn.Module):")
+
+
+GPT2_FORWARD = '''    def forward(self, x):
+        x = x + self.drop(self.attn(self.ln_1(x)))
+        x = x + self.drop(self.mlp(self.ln_2(x)))
+        return x
+'''
+GPTOSS_FORWARD = '''    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+                cache: KVCache | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.attn_norm(x), rope, cache))
+        return x + self.drop(self.mlp(self.mlp_norm(x)))
+'''
+
+
+def test_side_by_side_rows_pair_the_lines_that_changed_into_each_other():
+    # Notebook 01's diff: a signature wrapped over two lines once put the new attention line beside the
+    # old MLP line, and the new MLP line beside the old return.
+    rows = CodeDiff(GPT2_FORWARD, GPTOSS_FORWARD).rows()
+    old, new = GPT2_FORWARD.splitlines(), GPTOSS_FORWARD.splitlines()
+    assert rows == [(old[0], new[0]), (None, new[1]), (old[1], new[2]), (old[2], new[3]), (old[3], None)]
+    # Notebook 03's: LayerNorm's variance has no counterpart in RMSNorm, and the returns face each other.
+    layer_norm = ["def layer_norm(x, weight, bias, eps=1e-5):", "    mean = x.mean(-1, keepdim=True)",
+                  "    var = x.var(-1, keepdim=True, unbiased=False)",
+                  "    return (x - mean) / torch.sqrt(var + eps) * weight + bias"]
+    rms_norm = ["def rms_norm(x, weight, eps=1e-5):", "    mean_square = x.pow(2).mean(-1, keepdim=True)",
+                "    return x / torch.sqrt(mean_square + eps) * weight"]
+    assert CodeDiff("\n".join(layer_norm), "\n".join(rms_norm)).rows() == [
+        (layer_norm[0], rms_norm[0]), (layer_norm[1], rms_norm[1]), (layer_norm[2], None), (layer_norm[3], rms_norm[2])]
+
+
+def test_side_by_side_rows_of_a_rewrite_and_of_unchanged_lines():
+    # Nothing alike: a rewritten run reads line against line, the longer side's rest alone.
+    assert CodeDiff("a = 1\nq = f(a)\nz\n", "a = 1\nw = 7\nprint('x')\nk()\n").rows() == [
+        ("a = 1", "a = 1"), ("q = f(a)", "w = 7"), ("z", "print('x')"), (None, "k()")]
+    html = CodeDiff("keep\nold_line = 1\n", "keep\nnew_line = 1\nadded()\n")._repr_html_()
+    assert html.count("►") == 2 and html.count("#fdd") == 1 and html.count("#dfd") == 2
+    assert CodeDiff("x\ny\n", "x\ny\n").rows() == [("x", "x"), ("y", "y")]
