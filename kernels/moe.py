@@ -296,8 +296,9 @@ def moe_mxfp4_decode(x: torch.Tensor, expert_idx: torch.Tensor, expert_weights: 
     if K == 0:
         return out.zero_()
     # 16 rows a program: enough programs to fill a GPU at batch 1, and registers to spare (96 on sm_90).
-    block_i = block_n = tile_size("block_rows", block_rows, 16, least=1)  # a matrix-vector product: no tl.dot
-    block_b = tile_size("block_bytes", block_bytes, 128 if gpu_tiles(x) else 32, least=1)
+    # The interpreter runs programs one after another, so it takes 64 (4.5x faster at notebook 10's sizes).
+    block_i = block_n = tile_size("block_rows", block_rows, 16 if gpu_tiles(x) else 64, least=1)  # no tl.dot
+    block_b = tile_size("block_bytes", block_bytes, 128, least=1)
     h = new_buffer((N * K, I), x.dtype, x.device)
     _gate_up_matvec_kernel[(N * K, triton.cdiv(I, block_i))](
         x, idx, gu_b, gu_s, gu_bias, h, I, K, x.stride(0), float(alpha), float(limit),
@@ -341,10 +342,10 @@ def moe_mxfp4_prefill(x: torch.Tensor, expert_idx: torch.Tensor, expert_weights:
         x, expert_idx, expert_weights, [gate_up_blocks, gate_up_scales, gate_up_bias, down_blocks, down_scales, down_bias])
     if N == 0 or K == 0:
         return torch.zeros((N, D), dtype=x.dtype, device=x.device)
-    gpu = gpu_tiles(x)
-    block_m = tile_size("block_m", block_m, 64 if gpu else 16)
-    block_n = tile_size("block_n", block_n, 64 if gpu else 16)
-    block_b = tile_size("block_bytes", block_bytes, 32 if gpu else 16)  # bytes of a row per step: 2 * block_b values
+    # A GPU's tiles, in the interpreter too: 9x faster there than tiles of 16 at notebook 10's sizes.
+    block_m = tile_size("block_m", block_m, 64)
+    block_n = tile_size("block_n", block_n, 64)
+    block_b = tile_size("block_bytes", block_bytes, 32)  # bytes of a row per step: 2 * block_b values
     order, tile_expert, tile_start, tile_end, n_tiles = _expert_tiles(idx, E, block_m)
     h = new_buffer((N * K, I), x.dtype, x.device)  # rows in expert-sorted order
     y = new_buffer((N * K, D), torch.float32, x.device)  # rows in (token, slot) order

@@ -315,6 +315,53 @@ def test_decode_combine_compiles_once_as_the_context_grows(monkeypatch) -> None:
     assert {c["BLOCK_S"] for c in launched} == {64}  # next_power_of_2(33): one variant for every context
 
 
+KERNELS = {"attention prefill": (attn_mod, "_attn_prefill_kernel"), "attention decode": (attn_mod, "_attn_decode_kernel"),
+           "attention decode at": (attn_mod, "_attn_decode_at_kernel"),
+           "moe prefill": (moe_mod, "_gate_up_grouped_kernel"), "moe decode": (moe_mod, "_gate_up_matvec_kernel")}
+FOLLOWERS = {"combine": (attn_mod, "_attn_combine_kernel"), "moe prefill down": (moe_mod, "_down_grouped_kernel"),
+             "moe decode down": (moe_mod, "_down_matvec_kernel")}  # launched after those, on their outputs
+
+
+def default_tiles(monkeypatch) -> dict[str, dict[str, int]]:
+    """The tile sizes each kernel is launched with when its wrapper is left to choose."""
+    launched = {}
+
+    class InterpretedFunction:  # stands in for a kernel (named as the interpreter's): records its tiles, computes nothing
+        def __init__(self, what: str) -> None:
+            self.what = what
+
+        def __getitem__(self, grid):
+            return lambda *args, **constexprs: launched.__setitem__(
+                self.what, {k: v for k, v in constexprs.items() if k.startswith("BLOCK_") and k != "BLOCK_D"})
+    with monkeypatch.context() as patch:
+        for what, (mod, name) in (KERNELS | FOLLOWERS).items():
+            patch.setattr(mod, name, InterpretedFunction(what))
+        q, k, v, s = attention_inputs(1, 8, 2, 100, 300, 64, True, seed=1)
+        attention_prefill(q, k, v, scale=0.125, sinks=s, q_start=200)
+        attention_decode(q[:, :, -1:], k, v, scale=0.125, sinks=s, q_start=299)
+        attn_mod.attention_decode_at(q[:, :, -1:], k, v, torch.tensor([299], device=DEVICE), scale=0.125, sinks=s)
+        x, idx, wts, experts, _ = moe_case((20, 256, 256, 4, 2, (), 7.0), seed=2)
+        moe_mxfp4_prefill(x, idx, wts, *experts)
+        moe_mxfp4_decode(x[:1], idx[:1], wts[:1], *experts)
+    return launched
+
+
+@pytest.mark.skipif(ON_GPU, reason="compares the interpreter's choice with a GPU's")
+def test_the_interpreter_takes_a_gpus_tiles_or_larger(monkeypatch) -> None:
+    # Notebook 10 and `chat --backend triton` on a CPU wait on the interpreter, which runs a tile as numpy
+    # arrays: 64-wide tiles run 2-9x faster there than the 16 and 32 it once took (the tests pass their own).
+    interpreter = default_tiles(monkeypatch)
+    monkeypatch.setitem(common.AOT_TARGET, "sms", 132)  # the wrappers choose an H100's tiles
+    gpu = default_tiles(monkeypatch)
+    assert set(interpreter) == set(KERNELS | FOLLOWERS)
+    for what in ("attention prefill", "attention decode", "attention decode at", "moe prefill"):
+        assert interpreter[what] == gpu[what], (what, interpreter[what], gpu[what])
+    assert interpreter["attention prefill"] == {"BLOCK_M": 64, "BLOCK_N": 64}
+    # The MoE's matrix-vector programs: 16 rows each fill a GPU at batch 1; the interpreter runs 64 at once.
+    assert gpu["moe decode"] == {"BLOCK_I": 16, "BLOCK_B": 128} and interpreter["moe decode"] == {"BLOCK_I": 64,
+                                                                                                   "BLOCK_B": 128}
+
+
 def test_attention_decode_at_never_reads_past_the_cache() -> None:
     # The cache is a view of a longer buffer whose tail is NaN. A position at or past its end is outside the
     # kernel's contract (the static decoder clamps it), but no key past the cache may be read even then.
@@ -676,7 +723,8 @@ def moe_case(case, seed):
 def test_moe_decode(case) -> None:
     x, idx, wts, experts, limit = moe_case(case, seed=60)
     kw = dict(alpha=1.702, limit=limit)
-    out = moe_mxfp4_decode(x, idx.to(torch.int32), wts, *experts, **kw)
+    blocks = {} if ON_GPU else dict(block_rows=16, block_bytes=16)  # small tiles: several per row and edges
+    out = moe_mxfp4_decode(x, idx.to(torch.int32), wts, *experts, **kw, **blocks)
     assert_close(out, moe_mxfp4_reference(x, idx, wts, *experts, **kw), "moe", scale_atol=True)
 
 
@@ -684,7 +732,8 @@ def test_moe_decode(case) -> None:
 def test_moe_prefill(case) -> None:
     x, idx, wts, experts, limit = moe_case(case, seed=70)
     kw = dict(alpha=1.702, limit=limit)
-    out = moe_mxfp4_prefill(x, idx, wts, *experts, **kw)
+    blocks = {} if ON_GPU else dict(block_m=16, block_n=16, block_bytes=16)  # small tiles: several per row and edges
+    out = moe_mxfp4_prefill(x, idx, wts, *experts, **kw, **blocks)
     assert_close(out, moe_mxfp4_reference(x, idx, wts, *experts, **kw), "moe", scale_atol=True)
 
 
