@@ -151,6 +151,32 @@ ORIGINAL_KEYS = ("num_hidden_layers", "num_experts", "experts_per_token", "vocab
                  "rope_ntk_alpha", "rope_ntk_beta")
 
 
+# ModelConfig's checks name its own fields; each layout's config.json spells them otherwise.
+FILE_KEYS = {
+    "gpt2": {"d_model": "n_embd", "n_layers": "n_layer", "n_heads": "n_head", "n_kv_heads": "n_head",
+             "head_dim": "n_embd / n_head", "d_ff": "n_inner", "context_length": "n_positions",
+             "norm_eps": "layer_norm_epsilon", "dropout": "resid_pdrop"},
+    "gpt_oss": {"d_model": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
+                "n_kv_heads": "num_key_value_heads", "d_ff": "intermediate_size",
+                "context_length": "max_position_embeddings", "norm_eps": "rms_norm_eps",
+                "n_experts": "num_local_experts", "experts_per_token": "num_experts_per_tok",
+                "rope_scaling_factor": "rope_scaling's factor",
+                "rope_original_context": "rope_scaling's original_max_position_embeddings"},
+    "original": {"d_model": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
+                 "n_kv_heads": "num_key_value_heads", "d_ff": "intermediate_size", "n_experts": "num_experts",
+                 "context_length": "initial_context_length x rope_scaling_factor",
+                 "rope_original_context": "initial_context_length"},
+}
+
+
+def in_file_terms(message: str, layout: str, raw: dict[str, Any]) -> str:
+    """``message`` with the config.json keys of the ModelConfig fields it names added, for ``layout``."""
+    # Unless the file holds the field under its own name alone (gpt-oss's reader takes experts_per_token then).
+    keys = {f: key for f, key in FILE_KEYS.get(layout, {}).items() if f not in raw or key in raw}
+    named = [f"{f} is {keys[f]!r}" for f in dict.fromkeys(re.findall(r"\b[a-z_]+\b", message)) if f in keys]
+    return f"{message} (in this file, {', '.join(named)})" if named else message
+
+
 def config_from_original(cfg: dict[str, Any], name: str = "gpt-oss") -> ModelConfig:
     """A ModelConfig from OpenAI's ``original/config.json`` (the reference ModelConfig's fields)."""
     missing = [k for k in ORIGINAL_KEYS if k not in cfg]
@@ -161,6 +187,9 @@ def config_from_original(cfg: dict[str, Any], name: str = "gpt-oss") -> ModelCon
         check = read_number if key in ("swiglu_limit", "rope_theta", "rope_scaling_factor", "rope_ntk_alpha",
                                        "rope_ntk_beta") else read_whole
         cfg = cfg | {key: check(cfg, key, None, "original/config.json")}
+    if cfg["rope_scaling_factor"] < 1:  # else refused as the Hugging Face key it becomes
+        raise CheckpointError(f"original/config.json's 'rope_scaling_factor' must be 1 or more (YaRN stretches the "
+                              f"context, never shrinks it), got {cfg['rope_scaling_factor']}")
     n = cfg["num_hidden_layers"]
     hf = {
         "model_type": "gpt_oss", "vocab_size": cfg["vocab_size"], "hidden_size": cfg["hidden_size"],
@@ -228,6 +257,7 @@ def read_config(path: str | Path) -> tuple[ModelConfig, str, dict[str, Any]]:
                               "MXFP4 ('mxfp4') checkpoints or unquantized ones")
     name = path.name if path.name != "original" else path.parent.name
     original = "model_type" not in raw and "num_experts" in raw and "experts_per_token" in raw
+    layout = "original" if original else str(raw.get("model_type"))
     try:
         if original:
             return config_from_original(raw, name), "original", raw
@@ -235,7 +265,7 @@ def read_config(path: str | Path) -> tuple[ModelConfig, str, dict[str, Any]]:
     except CheckpointError:
         raise
     except (KeyError, ValueError, OverflowError) as e:  # OverflowError: an Infinity where a whole number goes
-        raise CheckpointError(f"{cfg_file}: {e.args[0]}") from None
+        raise CheckpointError(f"{cfg_file}: {in_file_terms(str(e.args[0]), layout, raw)}") from None
     except (TypeError, AttributeError) as e:  # e.g. "rope_scaling": "yarn" where an object belongs
         raise CheckpointError(f"{cfg_file}: a setting has the wrong kind of value ({e}); restore the checkpoint's "
                               "config.json") from None

@@ -792,6 +792,34 @@ def test_a_config_value_of_the_wrong_type_is_named(tmp_path, layout, key, value,
         g.load_model(path)
 
 
+@pytest.mark.parametrize("layout, changes, message", [
+    ("original", {"num_attention_heads": 61}, "n_heads (61) must be a multiple of n_kv_heads (2) (in this file, "
+                                              "n_heads is 'num_attention_heads', n_kv_heads is 'num_key_value_heads')"),
+    ("original", {"experts_per_token": 9}, "(in this file, n_experts is 'num_experts')"),
+    ("original", {"rope_scaling_factor": 0.5}, "original/config.json's 'rope_scaling_factor' must be 1 or more"),
+    ("hf", {"rms_norm_eps": -1.0}, "norm_eps must be positive (it keeps the norm from dividing by zero), got -1.0 "
+                                   "(in this file, norm_eps is 'rms_norm_eps')"),
+    # Hugging Face's file has experts_per_token and num_experts_per_tok; the second is the one read.
+    ("hf", {"num_local_experts": 1}, "experts_per_token must be in 1..n_experts (1), got 2 (in this file, "
+                                     "experts_per_token is 'num_experts_per_tok', n_experts is 'num_local_experts')"),
+    # A file that spells the field as ModelConfig does (transformers reads experts_per_token too) is not told otherwise.
+    ("hf", {"num_experts_per_tok": None, "experts_per_token": 0}, "experts_per_token must be in 1..n_experts (8), "
+                                                                  "got 0 (in this file, n_experts is 'num_local_experts')"),
+    ("gpt2", {"n_embd": 0}, "d_model must be positive, got 0 (in this file, d_model is 'n_embd')"),
+])
+def test_a_bad_setting_is_named_as_its_file_names_it(tmp_path, layout, changes, message):
+    """ModelConfig's checks name its own fields (n_heads, norm_eps); the reader has the file's keys in front of them."""
+    model = g.GPT(g.preset("gpt2-tiny")) if layout == "gpt2" else small_gptoss()
+    path = g.write_checkpoint(model, tmp_path / "ck", **({} if layout == "gpt2" else {"layout": layout}))
+    raw = json.loads((path / "config.json").read_text())
+    assert all(key in raw for key, value in changes.items() if value is not None)
+    raw = {k: v for k, v in (raw | changes).items() if v is not None}
+    (path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(g.CheckpointError) as err:
+        ck.read_config(path)
+    assert message in str(err.value)
+
+
 def test_a_device_torch_cannot_use_is_refused_before_reading_with_what_runs_instead(written, monkeypatch):
     """load_model(device="cuda") without a GPU failed inside torch ("Torch not compiled with CUDA enabled")."""
     read = []
