@@ -1,7 +1,7 @@
 """Train a small model of the course on the shipped corpus, on a CPU.
 
 AdamW with a warmup-then-cosine learning rate, gradient clipping, the MoE load-balancing loss,
-a progress bar with loss and tokens/s, and checkpoints every N steps: the exact fp32 training
+a progress bar with loss and tokens/s (a line a tenth of the run into a log file), and checkpoints every N steps: the exact fp32 training
 state (model, optimizer, step, history) in safetensors for resuming, and the model in the real
 Hugging Face layout with MXFP4 experts. Interrupting (Ctrl-C, a notebook's stop button,
 SIGTERM) finishes the current step, saves it and stops, so no step is lost; running the same
@@ -505,9 +505,44 @@ def _consistent(result: TrainResult, optimizer: torch.optim.Optimizer) -> bool:
 def _progress_bar(total: int, start: int, enabled: bool):
     if not enabled:
         return None
+    # Jupyter's stderr is no terminal either, but draws a redrawn bar as one.
+    if not sys.stderr.isatty() and not type(sys.stderr).__module__.startswith("ipykernel"):
+        return LineProgress(total, start)
     from tqdm import tqdm
 
     return tqdm(total=total, initial=start, desc="training", unit="step", dynamic_ncols=True)
+
+
+class LineProgress:
+    """Progress for a log file (stderr redirected): a line every tenth of the run, not a bar redrawn with \r."""
+
+    def __init__(self, total: int, start: int, out: Any = None) -> None:
+        self.total, self.step, self.out = total, start, out if out is not None else sys.stderr
+        self.every = max(1, math.ceil(total / 10))
+        self.postfix: dict[str, str] = {}
+        self.t0, self.written = time.perf_counter(), start
+
+    def update(self, n: int = 1) -> None:
+        """Count ``n`` more steps done."""
+        self.step += n
+
+    def set_postfix(self, shown: dict[str, str]) -> None:
+        """Show ``shown`` after the count; writes the line when a tenth of the run is done."""
+        self.postfix = shown
+        if self.step % self.every == 0 or self.step == self.total:
+            self._line()
+
+    def close(self) -> None:
+        """Write the last line, if steps were done since the one before."""
+        if self.step != self.written:
+            self._line()
+
+    def _line(self) -> None:
+        shown = "".join(f", {k} {v}" for k, v in self.postfix.items())
+        elapsed = time.perf_counter() - self.t0
+        print(f"training: step {self.step}/{self.total} ({100 * self.step // self.total}%){shown}, {elapsed:.0f} s",
+              file=self.out, flush=True)
+        self.written = self.step
 
 
 # ---- saving and resuming ------------------------------------------------------------------

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import re
 import shutil
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -691,3 +693,31 @@ def test_training_md_says_mxfp4_only_for_a_model_with_experts(text_data, step, l
     result = T.train(small(step), quick(steps=2), text_data, progress=False)
     md = T.training_markdown(result, "about", "python -m gptoss_edu.train x", exported_val_loss=9.0)
     assert f"| validation loss of this checkpoint {label} | 9.000 nats/token |" in md, md
+
+
+def test_progress_into_a_log_file_is_lines_not_a_redrawn_bar(text_data, monkeypatch):
+    """`train ... 2> log`: tqdm redrew its bar with \r a few times a second, a log of one endless line."""
+    log = io.StringIO()  # not a terminal, as a redirected stderr
+    monkeypatch.setattr(sys, "stderr", log)
+    result = T.train(small(1), quick(steps=25, eval_every=10), text_data, progress=True)
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and result.step == 25
+    # every 3 steps (a tenth of 25, rounded up), and the last
+    assert [line.split(",")[0] for line in lines] == [f"training: step {n}/25 ({100 * n // 25}%)"
+                                                      for n in (3, 6, 9, 12, 15, 18, 21, 24, 25)]
+    assert "loss" in lines[-1] and "tok/s" in lines[-1] and "val" in lines[-1]
+
+
+def test_a_terminal_and_jupyter_keep_the_bar(monkeypatch):
+    from tqdm import tqdm
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+    OutStream = type("OutStream", (io.StringIO,), {"__module__": "ipykernel.iostream"})  # Jupyter's stderr
+    for stderr, kind in ((Terminal(), tqdm), (OutStream(), tqdm), (io.StringIO(), T.LineProgress)):
+        monkeypatch.setattr(sys, "stderr", stderr)
+        bar = T._progress_bar(10, 0, True)
+        assert isinstance(bar, kind), type(stderr)
+        bar.close()
+    assert T._progress_bar(10, 0, False) is None
