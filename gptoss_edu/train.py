@@ -1,11 +1,12 @@
 """Train a small model of the course on the shipped corpus, on a CPU.
 
 AdamW with a warmup-then-cosine learning rate, gradient clipping, the MoE load-balancing loss,
-a progress bar with loss and tokens/s (a line a tenth of the run into a log file), and checkpoints every N steps: the exact fp32 training
-state (model, optimizer, step, history) in safetensors for resuming, and the model in the real
-Hugging Face layout with MXFP4 experts. Interrupting (Ctrl-C, a notebook's stop button,
-SIGTERM) finishes the current step, saves it and stops, so no step is lost; running the same
-command again resumes, and the result is bit for bit the run that was never interrupted.
+a progress bar with loss and tokens/s (into a log file, a line a tenth of the run), and
+checkpoints every N steps: the exact fp32 training state (model, optimizer, step, history) in
+safetensors for resuming, and the model in the real Hugging Face layout with MXFP4 experts.
+Interrupting (Ctrl-C, a notebook's stop button, SIGTERM) finishes the current step, saves it
+and stops, so no step is lost; running the same command again resumes, and the result is bit
+for bit the run that was never interrupted.
 
     python -m gptoss_edu.train tiny-gpt-oss-chat --out runs/tiny-gpt-oss --export data/tiny-gpt-oss
     python -m gptoss_edu.train course-step-01 --steps 300      # GPT-2 at the course's small size
