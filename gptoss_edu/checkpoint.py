@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from . import mxfp4
-from .config import ModelConfig, alternating_layer_types, read_number, read_whole
+from .config import ModelConfig, alternating_layer_types, check_layer_count, read_number, read_whole
 from .env import device_problem, total_ram
 from .files import leftovers, replace_folder
 from .hub import pickle_weights
@@ -191,6 +191,7 @@ def config_from_original(cfg: dict[str, Any], name: str = "gpt-oss") -> ModelCon
         raise CheckpointError(f"original/config.json's 'rope_scaling_factor' must be 1 or more (YaRN stretches the "
                               f"context, never shrinks it), got {cfg['rope_scaling_factor']}")
     n = cfg["num_hidden_layers"]
+    check_layer_count(n)
     hf = {
         "model_type": "gpt_oss", "vocab_size": cfg["vocab_size"], "hidden_size": cfg["hidden_size"],
         "num_hidden_layers": n, "num_attention_heads": cfg["num_attention_heads"],

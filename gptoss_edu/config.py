@@ -86,6 +86,10 @@ class ModelConfig:
         need(self.norm_eps > 0, f"norm_eps must be positive (it keeps the norm from dividing by zero), got {self.norm_eps}")
         for f in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "context_length"):
             need(getattr(self, f) > 0, f"{f} must be positive, got {getattr(self, f)}")
+        try:
+            check_layer_count(self.n_layers)
+        except ValueError as e:
+            need(False, str(e))
         need(self.positions in ("learned", "rope", "yarn"), f"positions must be learned|rope|yarn, got {self.positions!r}")
         need(self.norm in ("layernorm", "rmsnorm"), f"norm must be layernorm|rmsnorm, got {self.norm!r}")
         need(self.mlp in ("gelu", "swiglu", "gptoss_swiglu"), f"mlp must be gelu|swiglu|gptoss_swiglu, got {self.mlp!r}")
@@ -413,8 +417,21 @@ def _did_you_mean(word: Any, choices: Any) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+# gpt-oss-120b has 36 layers. A config.json with a billion took 90 s and 8.5 GB to build its layer
+# types before any check could refuse it; this many cost a millisecond.
+MAX_LAYERS = 10_000
+
+
+def check_layer_count(n_layers: int) -> None:
+    """ValueError for a layer count no model has, before anything is built per layer."""
+    if isinstance(n_layers, int) and n_layers > MAX_LAYERS:
+        raise ValueError(f"n_layers is {n_layers:,}: the course reads models of up to {MAX_LAYERS:,} layers "
+                         "(gpt-oss-120b has 36); the config is damaged, or not a model's")
+
+
 def alternating_layer_types(n_layers: int) -> tuple[LayerType, ...]:
     """gpt-oss's layer pattern: sliding-window attention on even layers, full attention on odd ones."""
+    check_layer_count(n_layers)
     return tuple("sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers))
 
 

@@ -175,3 +175,25 @@ def test_unknown_layer_types_of_mixed_kinds_are_named():
         g.preset("gpt-oss-tiny").replace(layer_types=("full_attention", "sliding", 3, "full_attention"))
     with pytest.raises(ValueError, match=re.escape("unknown layer types ['full_attention']: use")):
         g.preset("gpt-oss-tiny").replace(layer_types=("full_attention", ["full_attention"]) * 2)  # unhashable
+
+
+def test_a_billion_layers_is_refused_before_anything_is_built_per_layer(tmp_path):
+    """A damaged config.json with 10^9 layers took 90 s and 8.5 GB to build its layer types, then was refused."""
+    from gptoss_edu import checkpoint as ck
+    from gptoss_edu.config import MAX_LAYERS
+
+    real = json.loads((g.config.PRESET_DIR / "gpt-oss-20b.config.json").read_text())
+    for changes, key in (({"num_hidden_layers": 10**9, "layer_types": None}, "num_hidden_layers"),
+                         ({"num_hidden_layers": 10**9, "num_experts": 32, "experts_per_token": 4}, None)):
+        raw = {k: v for k, v in (real | changes).items() if v is not None}
+        if key is None:  # OpenAI's original/config.json layout
+            raw = {k: raw[k] for k in ck.ORIGINAL_KEYS if k in raw} | {
+                "num_experts": 32, "experts_per_token": 4, "initial_context_length": 4096, "rope_scaling_factor": 32.0,
+                "rope_ntk_alpha": 1.0, "rope_ntk_beta": 32.0}
+        (tmp_path / "config.json").write_text(json.dumps(raw))
+        with pytest.raises(ck.CheckpointError, match=f"n_layers is 1,000,000,000: the course reads models of up to "
+                                                      f"{MAX_LAYERS:,} layers"):
+            ck.read_config(tmp_path)  # before: 90 s and 8.5 GB, then accepted
+    with pytest.raises(ValueError, match="ModelConfig 'x': n_layers is 20,000"):
+        g.preset("gpt2-tiny").replace(name="x", n_layers=20_000)
+    assert g.preset("gpt2-tiny").replace(n_layers=MAX_LAYERS).n_layers == MAX_LAYERS
