@@ -94,26 +94,48 @@ class CodeDiff:
         return f"<table style='font-size:12px;text-align:left'>{head}{''.join(rows)}</table>"
 
 
-def _pair_similar(left: list[str], right: list[str], cutoff: float = 0.6) -> list[tuple[str | None, str | None]]:
-    """Rows for a replaced run of lines: the most alike old and new lines side by side, the rest around them.
+def _pair_similar(left: list[str], right: list[str], cutoff: float = 0.6,
+                  most: int = 2500) -> list[tuple[str | None, str | None]]:
+    """Rows for a replaced run of lines: alike old and new lines side by side, in order, the rest between them.
 
     Pairing by position puts a new line beside whatever old line happens to share its index: one
-    signature split over two lines shifts every line after it. Lines alike by less than ``cutoff``
-    (difflib's ratio) are paired by position, as a rewritten run is best read line against line.
+    signature split over two lines shifts every line after it. Here the pairs (lines alike by more
+    than ``cutoff``, difflib's ratio) are the in-order set with the largest summed likeness, found
+    by dynamic programming; the lines between two pairs read line against line. Past ``most``
+    comparisons (a long rewritten run) the lines are paired by position.
     """
-    if not left or not right:
-        return [(a, None) for a in left] + [(None, b) for b in right]
-    best, where = cutoff, None
-    for i, a in enumerate(left):
-        for j, b in enumerate(right):
-            alike = difflib.SequenceMatcher(a=a.strip(), b=b.strip(), autojunk=False)
-            if alike.real_quick_ratio() > best and alike.quick_ratio() > best and alike.ratio() > best:
-                best, where = alike.ratio(), (i, j)
-    if where is None:
-        n = min(len(left), len(right))
-        return list(zip(left, right)) + [(a, None) for a in left[n:]] + [(None, b) for b in right[n:]]
-    i, j = where
-    return _pair_similar(left[:i], right[:j]) + [(left[i], right[j])] + _pair_similar(left[i + 1:], right[j + 1:])
+    if not left or not right or len(left) * len(right) > most:
+        return _by_position(left, right)
+
+    def alike(a: str, b: str) -> float:
+        m = difflib.SequenceMatcher(a=a.strip(), b=b.strip(), autojunk=False)
+        ok = a.strip() and b.strip() and m.real_quick_ratio() > cutoff and m.quick_ratio() > cutoff
+        return m.ratio() if ok and m.ratio() > cutoff else 0.0
+    n, m = len(left), len(right)
+    score = [[alike(a, b) for b in right] for a in left]
+    best = [[0.0] * (m + 1) for _ in range(n + 1)]  # best[i][j]: the most likeness left[i:] and right[j:] can pair
+    for i in range(n - 1, -1, -1):
+        for j in range(m - 1, -1, -1):
+            paired = score[i][j] + best[i + 1][j + 1] if score[i][j] else 0.0
+            best[i][j] = max(best[i + 1][j], best[i][j + 1], paired)
+    rows: list[tuple[str | None, str | None]] = []
+    i = j = i0 = j0 = 0  # left[i0:i] and right[j0:j]: lines between pairs
+    while i < n and j < m:
+        if score[i][j] and best[i][j] == score[i][j] + best[i + 1][j + 1]:
+            rows += _by_position(left[i0:i], right[j0:j]) + [(left[i], right[j])]
+            i, j = i + 1, j + 1
+            i0, j0 = i, j
+        elif best[i][j] == best[i + 1][j]:
+            i += 1
+        else:
+            j += 1
+    return rows + _by_position(left[i0:], right[j0:])
+
+
+def _by_position(left: list[str], right: list[str]) -> list[tuple[str | None, str | None]]:
+    """Rows line against line, the longer side's rest alone."""
+    n = min(len(left), len(right))
+    return list(zip(left, right)) + [(a, None) for a in left[n:]] + [(None, b) for b in right[n:]]
 
 
 def show_diff(old: Callable | type | str, new: Callable | type | str,

@@ -204,3 +204,21 @@ def test_side_by_side_rows_of_a_rewrite_and_of_unchanged_lines():
     html = CodeDiff("keep\nold_line = 1\n", "keep\nnew_line = 1\nadded()\n")._repr_html_()
     assert html.count("►") == 2 and html.count("#fdd") == 1 and html.count("#dfd") == 2
     assert CodeDiff("x\ny\n", "x\ny\n").rows() == [("x", "x"), ("y", "y")]
+
+
+def test_side_by_side_rows_keep_the_pairs_in_order():
+    # Notebook 01's __init__: ln_1 is a little more like mlp_norm (0.764) than attn_norm (0.757); taking the
+    # most alike pair first put ln_1 beside mlp_norm and left attn_norm and the new attn alone.
+    old = ["        self.ln_1 = LayerNorm(cfg.d_model, cfg.norm_eps)",
+           "        self.attn = CausalSelfAttention(cfg.d_model, cfg.n_heads, cfg.dropout)",
+           "        self.ln_2 = LayerNorm(cfg.d_model, cfg.norm_eps)", "        self.mlp = MLP(cfg.d_model, cfg.d_ff)"]
+    new = ["        self.attn_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)", "        self.attn = Attention(cfg, layer)",
+           "        self.mlp_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps)",
+           "        self.mlp = MoE(cfg, packed_experts) if cfg.is_moe else make_mlp(cfg)"]
+    assert CodeDiff("\n".join(old), "\n".join(new)).rows() == list(zip(old, new))
+
+
+def test_a_long_rewritten_run_is_paired_quickly_by_position():
+    old = [f"value_{i} = compute(alpha, beta, gamma)  # step {i}" for i in range(300)]
+    new = [f"result_{i} = compute(alpha, beta, delta)  # stage {i}" for i in range(300)]
+    assert CodeDiff("\n".join(old), "\n".join(new)).rows() == list(zip(old, new))  # took 127 s pairing by likeness
