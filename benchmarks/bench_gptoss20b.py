@@ -535,9 +535,9 @@ def report(results: dict[str, dict[str, Any]], skipped: dict[str, str], args: ar
     for name, r in results.items():
         print(table_row(name, r, args.contexts))
     for name, why in skipped.items():
-        print(f"{name:<14}skipped: {why}")
+        print(f"{name:<13} skipped: {why}")
     for name, why in (errors or {}).items():
-        print(f"{name:<14}FAILED: {why}")
+        print(f"{name:<13} FAILED: {why}")
     for name, r in results.items():
         per_ctx = ", ".join(f"{ctx}: {n / 1e6:,.1f} MB" for ctx, n in r["decode_bytes"].items())
         print(f"{name}: a decode step must read {per_ctx} (weights it uses, the chosen experts, KV cache)")

@@ -187,7 +187,7 @@ def config_from_original(cfg: dict[str, Any], name: str = "gpt-oss") -> ModelCon
         check = read_number if key in ("swiglu_limit", "rope_theta", "rope_scaling_factor", "rope_ntk_alpha",
                                        "rope_ntk_beta") else read_whole
         cfg = cfg | {key: check(cfg, key, None, "original/config.json")}
-    if cfg["rope_scaling_factor"] < 1:  # else refused as the Hugging Face key it becomes
+    if not cfg["rope_scaling_factor"] >= 1:  # NaN too; else refused as the Hugging Face key it becomes
         raise CheckpointError(f"original/config.json's 'rope_scaling_factor' must be 1 or more (YaRN stretches the "
                               f"context, never shrinks it), got {cfg['rope_scaling_factor']}")
     n = cfg["num_hidden_layers"]

@@ -797,6 +797,7 @@ def test_a_config_value_of_the_wrong_type_is_named(tmp_path, layout, key, value,
                                               "n_heads is 'num_attention_heads', n_kv_heads is 'num_key_value_heads')"),
     ("original", {"experts_per_token": 9}, "(in this file, n_experts is 'num_experts')"),
     ("original", {"rope_scaling_factor": 0.5}, "original/config.json's 'rope_scaling_factor' must be 1 or more"),
+    ("original", {"rope_scaling_factor": float("nan")}, "'rope_scaling_factor' must be"),  # NaN < 1 is False
     ("hf", {"rms_norm_eps": -1.0}, "norm_eps must be positive (it keeps the norm from dividing by zero), got -1.0 "
                                    "(in this file, norm_eps is 'rms_norm_eps')"),
     # Hugging Face's file has experts_per_token and num_experts_per_tok; the second is the one read.

@@ -63,7 +63,7 @@ TOL = {
 }
 # Largest error over the whole output, as a fraction of its size (relative L2). Element by element an
 # absolute tolerance can swallow a whole output: attention over 8k keys averages its values to about
-# 0.02, under bf16's atol. Emulated bf16 kernels come to about 0.0023 (test_the_gpu_cases_can_fail).
+# 0.02, under bf16's atol. Emulated bf16 kernels come to about 0.0023 (test_the_gpu_*_cases_can_fail).
 REL_L2 = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
 
 
@@ -823,8 +823,9 @@ def test_moe_with_no_expert_per_token_adds_nothing() -> None:
 # ------------------------------------------------------- can the gpt-oss-20b sized cases fail?
 #
 # The 20b-sized cases above run on a GPU only, in bf16, where nobody may look at them for a while.
-# These checks run everywhere, on the same inputs: a kernel that skipped a piece of the work must
-# miss REL_L2 several times over, and bf16 rounded where the kernels round it must pass with room.
+# These checks run everywhere, on the same inputs (the MoE's at their widths, with fewer tokens and
+# experts): a kernel that skipped a piece of the work must miss REL_L2 several times over, and bf16
+# rounded where the kernels round it must pass with room.
 MISS, ROOM = 3.0, 3.0
 
 
