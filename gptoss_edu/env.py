@@ -194,6 +194,8 @@ def check_package(pkg: Package, pins: dict[str, str], mins: dict[str, str], gpu:
         return Check(pkg.dist, wanted, "missing", status, f"{pkg.without} ({_pip_install(pkg.dist, pin)})")
     if least and _older(found, least):
         return Check(pkg.dist, wanted, found, FAIL, f"older than {least}, the oldest the course accepts: upgrade it")
+    if pkg.dist == "triton" and not gpu and (problem := interpreter_problem(found)):
+        return Check(pkg.dist, wanted, found, WARN, f"notebook 10's kernels cannot run: {problem}")
     if pkg.dist == "triton":
         meaning = ("notebook 10 compiles the kernels for the GPU" if gpu else
                    "notebook 10 runs the kernels in Triton's interpreter (TRITON_INTERPRET=1): correct, slow")
@@ -412,6 +414,23 @@ def triton_gpu_problem(device: object = None) -> str | None:
     least = ".".join(map(str, TRITON_MIN_CAPABILITY))
     return (f"this GPU, {torch.cuda.get_device_name(device)}, has compute capability {major}.{minor}, and Triton "
             f"compiles the kernels only for {least} and newer (A100, RTX 30xx, L4, RTX 40xx, H100 and later)")
+
+
+def interpreter_problem(triton_version: str | None = None, numpy_version: str | None = None) -> str | None:
+    """Why Triton's interpreter cannot run the kernels with the installed Triton and numpy, or None when it can."""
+    try:
+        triton_version = triton_version or metadata.version("triton")
+        numpy_version = numpy_version or metadata.version("numpy")
+    except metadata.PackageNotFoundError:  # no Triton: reported on its own; no numpy: no interpreter at all
+        return None
+    # Before 3.7 the interpreter turns a one-element array into a Python int with int(), which numpy
+    # 2.4 refuses (triton-lang/triton#9171): every kernel with a loop stops in a TypeError.
+    if _older(triton_version, "3.7") and not _older(numpy_version, "2.4"):
+        return (f"Triton {triton_version}'s interpreter cannot run with numpy {numpy_version} (before Triton 3.7 it "
+                "stops in \"only 0-dimensional arrays can be converted to Python scalars\"): install numpy older "
+                "than 2.4 (pip install \"numpy<2.4\") or a Triton of 3.7 or newer (make clean-venv, then make lab "
+                "installs the versions the course is tested with)")
+    return None
 
 
 def triton_gpu() -> bool:

@@ -53,6 +53,14 @@ def _interpreted(kernel: Any) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
+def interpreter_problem() -> str | None:
+    """Why Triton's interpreter cannot run the kernels with this Triton and numpy, or None; asked once."""
+    from gptoss_edu.env import interpreter_problem as problem
+
+    return problem()
+
+
+@functools.lru_cache(maxsize=None)
 def gpu_problem(index: int | None) -> str | None:
     """Why Triton cannot compile for CUDA GPU ``index`` (None: the current one), or None; asked once per GPU."""
     from gptoss_edu.env import triton_gpu_problem
@@ -75,6 +83,9 @@ def require_triton(device: torch.device | str | None = None) -> None:
                      "gptoss_kernels to run the kernels on the CPU in Triton's (slow) interpreter.")
         raise RuntimeError(f"the Triton kernels cannot run on this GPU: {problem}. The PyTorch path runs on it: "
                            f"model.set_backend('torch').{interpret}")
+    if not on_gpu and interpreter_mode() and interpreter_problem():
+        raise RuntimeError(f"the Triton kernels cannot run here: {interpreter_problem()}. The PyTorch path runs "
+                           "anywhere: model.set_backend('torch').")
     if not torch.cuda.is_available() and not interpreter_mode():
         raise RuntimeError(
             "the Triton kernels need a CUDA GPU, or TRITON_INTERPRET=1 set before importing triton and "
@@ -137,6 +148,9 @@ def check_launch(kernel: Any, name: str, *tensors: torch.Tensor) -> None:
         if problem:  # else ptxas fails with a page of "requires .target sm_80 or higher"
             raise RuntimeError(f"gptoss_kernels.{name} cannot run on this GPU: {problem}. The PyTorch path runs on "
                                f"it: model.set_backend('torch'), or {fallback}.")
+    if _interpreted(kernel) and interpreter_problem():
+        raise RuntimeError(f"gptoss_kernels.{name} cannot run: {interpreter_problem()}. The PyTorch path runs "
+                           f"anywhere: model.set_backend('torch'), or {fallback}.")
     if _interpreted(kernel) and any(t.dtype == torch.bfloat16 for t in tensors):
         # Seen with triton 3.6 and 3.9: NaN from a bf16 add, garbage from tl.dot; a wrong answer, silently.
         raise RuntimeError(

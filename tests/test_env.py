@@ -96,6 +96,28 @@ def test_triton_row_says_where_kernels_run():
     assert "compiles" in env.check_package(triton_pkg, {}, {}, gpu=True).meaning
 
 
+@pytest.mark.parametrize("triton, numpy, stops", [("3.6.0", "2.4.6", True), ("3.5.1", "2.5.2", True),
+                                                  ("3.6.0", "2.4.0rc1", False), ("3.6.0", "2.3.5", False),
+                                                  ("3.7.0", "2.4.6", False), ("3.9.0", "2.5.2", False)])
+def test_an_interpreter_too_old_for_numpy_is_named(triton, numpy, stops):
+    # Checked against the wheels: 3.5.1 and 3.6.0 call int() on an array, which numpy 2.4 refuses; 3.7.0 does not.
+    problem = env.interpreter_problem(triton, numpy)
+    assert (problem is not None) is stops
+    if stops:
+        assert f"Triton {triton}'s interpreter cannot run with numpy {numpy}" in problem
+        assert 'pip install "numpy<2.4"' in problem and "3.7 or newer" in problem
+
+
+def test_the_triton_row_warns_when_its_interpreter_cannot_run(monkeypatch):
+    triton_pkg = next(p for p in env.PACKAGES if p.dist == "triton")
+    monkeypatch.setattr(env, "_installed", lambda pkg: "3.6.0")
+    monkeypatch.setattr(env.metadata, "version", lambda dist: {"numpy": "2.4.6"}[dist])
+    row = env.check_package(triton_pkg, {"triton": "3.6.0"}, {}, gpu=False)
+    assert row.status == WARN and row.meaning.startswith("notebook 10's kernels cannot run: Triton 3.6.0's")
+    # A GPU compiles the kernels: the interpreter's trouble is not theirs.
+    assert env.check_package(triton_pkg, {"triton": "3.6.0"}, {}, gpu=True).status == OK
+
+
 def _machine_row(monkeypatch, item, gpu=None, free=100 * env.GiB, unused=None):
     monkeypatch.setattr(env, "gpu_info", lambda: gpu)
     monkeypatch.setattr(env, "unused_nvidia_gpu", lambda: unused)

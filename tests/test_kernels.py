@@ -1003,6 +1003,22 @@ def test_the_interpreter_refuses_bfloat16() -> None:
         rmsnorm(x[None], torch.ones(64, dtype=torch.bfloat16), 1e-5)
 
 
+@pytest.mark.skipif(ON_GPU, reason="the interpreter runs only without a GPU here")
+def test_an_interpreter_that_cannot_run_with_this_numpy_is_named_before_launch(monkeypatch) -> None:
+    # Triton 3.6's interpreter with numpy 2.4 stops mid-kernel in an InterpreterError about
+    # 0-dimensional arrays (seen here with the attention kernels): say which versions, and what to install.
+    problem = "Triton 3.6.0's interpreter cannot run with numpy 2.4.6"
+    monkeypatch.setattr(common, "interpreter_problem", lambda: problem)
+    x = torch.randn(2, 64)
+    with pytest.raises(RuntimeError, match=f"gptoss_kernels.rmsnorm cannot run: {problem}.*set_backend"):
+        rmsnorm(x, torch.ones(64), 1e-5)
+    with pytest.raises(RuntimeError, match=f"cannot run here: {problem}"):
+        gptoss_kernels.require_triton("cpu")
+    monkeypatch.setattr(common, "interpreter_problem", lambda: None)
+    assert_close(rmsnorm(x, torch.ones(64), 1e-5), rmsnorm_reference(x, torch.ones(64), 1e-5), "rmsnorm")
+    gptoss_kernels.require_triton("cpu")
+
+
 def test_cpu_tensors_without_interpreter_clear_error() -> None:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = run_python("""
