@@ -33,9 +33,12 @@ def test_a_wheel_holds_every_module(tmp_path: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(REPO / "gptoss_edu", src / "gptoss_edu", ignore=ignore)
     shutil.copytree(REPO / "kernels", src / "kernels", ignore=ignore)
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--verbose", "--no-deps", "--no-build-isolation",
                             "--wheel-dir", str(tmp_path / "dist"), str(src)], capture_output=True, text=True)
     assert built.returncode == 0, built.stderr[-2000:]
+    # A data folder (presets/) left off the packages list still ships through package-data, but
+    # setuptools then prints a page of warning into every learner's `make venv`.
+    assert "absent from the `packages` configuration" not in built.stdout + built.stderr
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     held = set(zipfile.ZipFile(wheel).namelist())
     want = source_files()
