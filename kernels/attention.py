@@ -73,8 +73,10 @@ def _attn_prefill_kernel(
     GROUPS: tl.constexpr, HAS_SINKS: tl.constexpr, DOT_PREC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+    # (batch, head) pairs on axis 0, which may pass CUDA's 65,535 programs of axes 1 and 2 (a batch of
+    # 1,024 prompts has 65,536 with 64 heads); blocks of queries on axis 1 (2,048 at 131,072 tokens).
+    bh = tl.program_id(0)
+    pid_m = tl.program_id(1)
     b = bh // Hq
     h = bh % Hq
     hkv = h // GROUPS  # grouped-query attention: GROUPS query heads read one KV head
@@ -264,7 +266,7 @@ def attention_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scal
     block_m = tile_size("block_m", block_m, TILE)
     block_n = tile_size("block_n", block_n, TILE)
     sink_arg = sinks.detach().contiguous() if sinks is not None else q  # read as sink_ptr + head
-    grid = (triton.cdiv(Tq, block_m), B * Hq)
+    grid = (B * Hq, triton.cdiv(Tq, block_m))
     _attn_prefill_kernel[grid](
         q, k, v, sink_arg, out, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         Hq, Tq, Tk, D, q_start, _effective_window(sliding_window, q_start, Tq), scale * LOG2E,
@@ -301,6 +303,10 @@ def _split_state(q: torch.Tensor, programs: int, num_splits: int, R: int, D: int
     """Buffers for each split's partial (m, l, acc); one split writes its result directly, so q stands in."""
     if num_splits == 1:
         return q, q, q  # unused
+    # The kernels address the partial sums with 32-bit offsets too; many splits (num_splits given by the
+    # caller) over a large batch could pass 2**31 where q, k and v do not.
+    spans = {f"the buffer of {num_splits:,} splits' partial sums": programs * num_splits * R * D}
+    check_index_range("attention", **spans)
     return (new_buffer((programs, num_splits, R), torch.float32, q.device),
             new_buffer((programs, num_splits, R), torch.float32, q.device),
             new_buffer((programs, num_splits, R, D), torch.float32, q.device))

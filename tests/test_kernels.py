@@ -362,6 +362,24 @@ def test_the_interpreter_takes_a_gpus_tiles_or_larger(monkeypatch) -> None:
                                                                                                    "BLOCK_B": 128}
 
 
+def test_prefill_attention_launches_within_cudas_grid(monkeypatch) -> None:
+    # CUDA allows 2**31 - 1 programs along a grid's first axis but 65,535 along the others: a batch
+    # of 1,024 prompts at 64 query heads is 65,536 (batch, head) pairs, which must go on the first.
+    grids = []
+
+    class Recorder:  # stands in for the kernel: records the grid of each launch
+        def __getitem__(self, grid):
+            return lambda *args, **constexprs: grids.append(grid)
+
+    monkeypatch.setattr(attn_mod, "_attn_prefill_kernel", Recorder())
+    meta = torch.device("meta")
+    for B, Tq in ((1024, 17), (1, 131072)):
+        q, kv = torch.empty(B, 64, Tq, 64, device=meta), torch.empty(B, 8, Tq, 64, device=meta)
+        attention_prefill(q, kv, kv, scale=0.125, block_m=64)
+        programs = grids[-1][0] * math.prod(grids[-1][1:])
+        assert programs == B * 64 * -(-Tq // 64) and max(grids[-1][1:]) <= 65535, (B, Tq, grids[-1])
+
+
 def test_attention_decode_at_never_reads_past_the_cache() -> None:
     # The cache is a view of a longer buffer whose tail is NaN. A position at or past its end is outside the
     # kernel's contract (the static decoder clamps it), but no key past the cache may be read even then.
@@ -645,6 +663,15 @@ def test_launches_past_32_bit_offsets_are_refused_before_they_wrap() -> None:
         vector_add(x, x)
     with pytest.raises(ValueError, match=r"dequantize_mxfp4: the output spans 2,147,483,648 elements"):
         dequantize_mxfp4(torch.empty(2**26, 16, **u8), torch.empty(2**26, **u8))
+    # Splits the caller asks for: their partial sums, [B*Hkv, splits, rows, D], pass 2**31 where q, k
+    # and v do not (8,192 splits of 16 keys over a 131,072-key cache hold 64 rows each: 4x the keys).
+    q10, kv10 = torch.empty(10, 64, 8, 64, device=meta), torch.empty(10, 8, 131072, 64, device=meta)
+    too_many = "attention: the buffer of 8,192 splits' partial sums spans 2,684,354,560 elements"
+    with pytest.raises(ValueError, match=too_many):
+        attention_decode(q10, kv10, kv10, scale=0.125, q_start=131064, num_splits=8192, block_n=16)
+    with pytest.raises(ValueError, match=too_many):
+        attn_mod.attention_decode_at(q10, kv10, kv10, torch.zeros(1, dtype=torch.int64, device=meta), scale=0.125,
+                                     num_splits=8192, block_n=16)
     # One full-context prompt of gpt-oss-20b passes the checks.
     from gptoss_kernels.attention import _check_inputs
     from gptoss_kernels.moe import _check_moe_inputs
