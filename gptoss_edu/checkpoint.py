@@ -173,6 +173,8 @@ def in_file_terms(message: str, layout: str, raw: dict[str, Any]) -> str:
     """``message`` with the config.json keys of the ModelConfig fields it names added, for ``layout``."""
     # Unless the file holds the field under its own name alone (gpt-oss's reader takes experts_per_token then).
     keys = {f: key for f, key in FILE_KEYS.get(layout, {}).items() if f not in raw or key in raw}
+    if raw.get("rope_scaling") is None and isinstance(raw.get("rope_parameters"), dict):  # transformers 5 saves these
+        keys = {f: key.replace("rope_scaling's", "rope_parameters'") for f, key in keys.items()}
     named = [f"{f} is {keys[f]!r}" for f in dict.fromkeys(re.findall(r"\b[a-z_]+\b", message)) if f in keys]
     return f"{message} (in this file, {', '.join(named)})" if named else message
 

@@ -821,6 +821,20 @@ def test_a_bad_setting_is_named_as_its_file_names_it(tmp_path, layout, changes, 
     assert message in str(err.value)
 
 
+def test_a_bad_rope_setting_is_named_where_the_file_keeps_it(tmp_path):
+    """transformers 5 saves YaRN's settings as rope_parameters, not rope_scaling: the message names the one there."""
+    path = g.write_checkpoint(small_gptoss(), tmp_path / "ck")
+    raw = json.loads((path / "config.json").read_text())
+    for key, possessive in (("rope_scaling", "rope_scaling's"), ("rope_parameters", "rope_parameters'")):
+        rope = {k: v for k, v in raw.items() if k not in ("rope_scaling", "rope_parameters")}
+        rope[key] = raw["rope_scaling"] | {"original_max_position_embeddings": 0}
+        (path / "config.json").write_text(json.dumps(rope))
+        with pytest.raises(g.CheckpointError) as err:
+            ck.read_config(path)
+        assert f"(in this file, rope_original_context is \"{possessive} original_max_position_embeddings\")" in str(
+            err.value)
+
+
 def test_a_device_torch_cannot_use_is_refused_before_reading_with_what_runs_instead(written, monkeypatch):
     """load_model(device="cuda") without a GPU failed inside torch ("Torch not compiled with CUDA enabled")."""
     read = []
