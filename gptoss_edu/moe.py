@@ -101,7 +101,7 @@ class MoE(nn.Module):
 
 
 def load_balancing_loss(logits: torch.Tensor, indices: torch.Tensor, n_experts: int) -> torch.Tensor:
-    """Switch-style auxiliary loss: E * sum_e (share of tokens sent to e) * (mean router prob of e)."""
+    """Switch-style auxiliary loss: E * sum_e (share of the N*k routing choices sent to e) * (mean router prob of e)."""
     probs = torch.softmax(logits.float(), dim=-1)
     counts = torch.zeros(n_experts, device=logits.device).index_add_(
         0, indices.reshape(-1), torch.ones(indices.numel(), device=logits.device))

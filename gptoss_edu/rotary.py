@@ -11,7 +11,7 @@ from .config import ModelConfig, yarn_correction_range
 
 
 def rope_inv_freq(head_dim: int, theta: float) -> torch.Tensor:
-    """Plain RoPE's angular frequencies theta^(-2i/d), one per pair of dims."""
+    """Plain RoPE's angular frequencies theta_i = base^(-2i/d), one per pair of dims; ``theta`` is the base."""
     return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
 
 
