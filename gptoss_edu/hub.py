@@ -3,7 +3,9 @@
 ``download("openai/gpt-oss-20b")`` lists the repository, keeps the files the course needs,
 skips those already on disk, checks the free disk space before the first byte, and then lets
 ``huggingface_hub`` fetch the rest (with progress bars; run again after an interruption, it keeps
-the finished files and fetches the others: huggingface_hub deletes a file it did not finish).
+the finished files and fetches the others). huggingface_hub deletes a file it did not finish when
+the download fails, but not when its process is killed (a closed terminal, a restarted notebook
+kernel): such files stay as ``*.incomplete``, and the plan says how much of the disk they hold.
 Without a network, or with ``HF_HUB_OFFLINE=1``, it returns the files already on disk or says what
 to do. A local folder passed instead of a repository id is checked and returned as it is.
 """
@@ -48,6 +50,7 @@ METAL_DIR = "metal"
 # What to do to fetch again, in Python and on the command line.
 AGAIN = "run the download again (download() in Python, `python -m gptoss_edu download` on the command line)"
 # huggingface_hub deletes the file it was fetching when it fails (2.4), so only finished files stay.
+# A process killed mid-file leaves that file as *.incomplete (see unfinished_files).
 KEPT = "the files it finished are kept (the one in flight starts over)"
 
 
@@ -173,6 +176,18 @@ class DownloadPlan:
     files: list[tuple[str, int]]
     present: list[str] = field(default_factory=list)
     free_bytes: int = 0
+    unfinished: list[tuple[Path, int]] = field(default_factory=list)  # what killed downloads left: unfinished_files
+
+    @property
+    def unfinished_note(self) -> str:
+        """What killed downloads left on this disk, and how to get the space back; "" when nothing."""
+        if not self.unfinished:
+            return ""
+        size = format_bytes(sum(n for _, n in self.unfinished))
+        first = ", ".join(str(f) for f, _ in self.unfinished[:2]) + (", ..." if len(self.unfinished) > 2 else "")
+        return (f"{len(self.unfinished)} unfinished file{'s' if len(self.unfinished) > 1 else ''} of downloads that "
+                f"were killed hold {size} ({first}): unless a download of {self.repo_id} is running now, delete "
+                f"them to get the space back")
 
     @property
     def total_bytes(self) -> int:
@@ -189,19 +204,21 @@ class DownloadPlan:
         return self.needed_bytes <= self.free_bytes
 
     def __str__(self) -> str:
+        note = f"; {self.unfinished_note}" if self.unfinished else ""
         return (f"{self.repo_id}: {len(self.files)} files, {format_bytes(self.total_bytes)}; "
                 f"{len(self.present)} already on disk; to fetch {format_bytes(self.needed_bytes)} into "
-                f"{self.target} ({format_bytes(self.free_bytes)} free)")
+                f"{self.target} ({format_bytes(self.free_bytes)} free){note}")
 
 
-def check_disk(needed_bytes: int, path: str | Path) -> int:
+def check_disk(needed_bytes: int, path: str | Path, unfinished_note: str = "") -> int:
     """Raise NotEnoughDiskSpace unless ``needed_bytes`` fit in the free space at ``path``; return the free bytes."""
     free = disk_free(path)
     if needed_bytes > free:
         raise NotEnoughDiskSpace(
             f"the download needs {format_bytes(needed_bytes)}, and only {format_bytes(free)} are free at {path}: "
-            "free some space there, or download to a disk with room (`python -m gptoss_edu download --local-dir DIR`; "
-            "in Python, download(..., local_dir=DIR)) and give DIR as the model")
+            + (f"{unfinished_note}; or " if unfinished_note else "")
+            + "free some space there, or download to a disk with room (`python -m gptoss_edu download --local-dir "
+            "DIR`; in Python, download(..., local_dir=DIR)) and give DIR as the model")
     return free
 
 
@@ -214,7 +231,20 @@ def plan_download(repo_id: str = DEFAULT_REPO, local_dir: str | Path | None = No
     present = [name for name, size in files if _present(repo_id, name, size, local_dir, revision)]
     plan = DownloadPlan(repo_id, target, files, present)
     plan.free_bytes = disk_free(target)
+    plan.unfinished = [(f, f.stat().st_size) for f in unfinished_files(repo_id, local_dir)]
     return plan
+
+
+def unfinished_files(repo_id: str, local_dir: str | Path | None = None) -> list[Path]:
+    """The ``*.incomplete`` files that downloads of ``repo_id`` killed mid-file left (in local_dir, else the cache)."""
+    if local_dir is not None:  # huggingface_hub's bookkeeping inside a local_dir
+        folder = Path(local_dir).expanduser() / ".cache" / "huggingface" / "download"
+    else:
+        from huggingface_hub.file_download import repo_folder_name
+
+        folder = Path(_hub_cache()) / repo_folder_name(repo_id=repo_id, repo_type="model") / "blobs"
+    # Each attempt names its own (<etag>.<8 hex>.incomplete), so a rerun never reuses what a killed one wrote.
+    return sorted(f for f in folder.rglob("*.incomplete") if f.is_file()) if folder.is_dir() else []
 
 
 def list_repo_files(repo_id: str, revision: str | None = None) -> list[tuple[str, int]]:
@@ -249,11 +279,21 @@ def _plan_online(repo_id: str, local_dir: str | Path | None, **selection) -> tup
         validate_repo_id(repo_id)
     except ValueError as e:
         raise HubError(f"{repo_id!r} is neither a folder here nor a Hub repository id ({e})") from None
+    folder = Path(local_dir).expanduser() if local_dir is not None else None
+    if folder is not None and folder.exists() and not folder.is_dir():
+        raise HubError(f"{local_dir} is a file, not a folder: give a folder to download into (local_dir=, or "
+                       "--local-dir DIR)")
     if _offline():
         return None, "offline mode is on (HF_HUB_OFFLINE=1)"
     unreachable = _hub_unreachable()
     if unreachable:  # say so now, rather than after huggingface_hub's retries (half a minute)
         return None, f"the Hub could not be reached ({unreachable})"
+    if folder is not None and folder.is_dir():  # offline, _from_disk refuses another model as well
+        other = _another_model(repo_id, folder) or _foreign_checkpoint(repo_id, folder)
+        if other:
+            raise HubError(f"{folder} already holds another model than {repo_id} ({other}), and downloading there "
+                           f"would overwrite its {CONFIG} and mix the two models' files: give {repo_id} a --local-dir "
+                           "of its own (local_dir= in Python), or pass that folder itself as the model to use it")
     from huggingface_hub import errors as hf_errors
 
     try:
@@ -293,9 +333,6 @@ def download(repo_id_or_path: str | Path = DEFAULT_REPO, local_dir: str | Path |
 
 def _download(repo_id: str, local_dir: str | Path | None, include_original: bool, include_metal: bool,
               include_tokenizer: bool, revision: str | None, progress: bool) -> Path:
-    if local_dir is not None and Path(local_dir).expanduser().exists() and not Path(local_dir).expanduser().is_dir():
-        raise HubError(f"{local_dir} is a file, not a folder: give a folder to download into (local_dir=, or "
-                       "--local-dir DIR)")
     plan, unreachable = _plan_online(repo_id, local_dir, include_original=include_original,
                                      include_metal=include_metal, include_tokenizer=include_tokenizer, revision=revision)
     if plan is None:  # what is on disk may still do
@@ -303,7 +340,7 @@ def _download(repo_id: str, local_dir: str | Path | None, include_original: bool
     errors = _network_errors()
     if progress:
         print(plan)
-    check_disk(plan.needed_bytes, plan.target)
+    check_disk(plan.needed_bytes, plan.target, plan.unfinished_note)
     from huggingface_hub import errors as hf_errors
     from huggingface_hub import snapshot_download
 
@@ -317,13 +354,23 @@ def _download(repo_id: str, local_dir: str | Path | None, include_original: bool
     except hf_errors.HfHubHTTPError as e:  # the Hub refused mid-way (rate limit, a server error after retries)
         raise HubError(f"the Hub answered the download of {repo_id} with an error ({e}); {KEPT}: wait a little, "
                        f"then {AGAIN} to fetch the rest") from e
-    except OSError as e:  # writing failed: the disk filled up (another program's files too), or no permission
+    except OSError as e:  # writing failed (the disk filled up, no permission), or the Hub's storage (Xet) refused
+        xet_auth, xet_missing = _xet_errors()
+        if isinstance(e, xet_auth):  # a PermissionError, but the Hub's, not the disk's
+            raise HubError(f"the Hub's storage refused the download of {repo_id} ({e}); {KEPT}: log in "
+                           f"(`hf auth login`; a gated repository needs it), then {AGAIN}") from e
+        if isinstance(e, xet_missing):  # a FileNotFoundError, but on the Hub
+            raise HubError(f"the Hub's storage could not serve a file of {repo_id} ({e}); {KEPT}: wait a little, "
+                           f"then {AGAIN}") from e
         if e.errno == errno.ENOSPC:
             raise NotEnoughDiskSpace(
                 f"the disk at {plan.target} filled up during the download of {repo_id} (it needs "
                 f"{format_bytes(plan.needed_bytes)} in all); {KEPT}: free some space there, then {AGAIN}") from e
-        raise HubError(f"the download of {repo_id} could not write to {plan.target} ({e}); {KEPT}: make the folder "
-                       f"writable, or download elsewhere with --local-dir DIR, then {AGAIN}") from e
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise HubError(f"the download of {repo_id} could not write to {plan.target} ({e}); {KEPT}: make the "
+                           f"folder writable, or download elsewhere with --local-dir DIR, then {AGAIN}") from e
+        raise HubError(f"the download of {repo_id} stopped ({type(e).__name__}: {e}); {KEPT}: {AGAIN} to fetch the "
+                       "rest") from e
     return check_local(folder, include_original, include_metal)
 
 
@@ -380,6 +427,31 @@ def _another_model(repo_id: str, folder: Path) -> str | None:
         return None
     return (f"its {CONFIG} has " + ", ".join(f"{k} {theirs.get(k)!r}" for k in differ)
             + f", where {repo_id}'s has " + ", ".join(f"{ours.get(k)!r}" for k in differ))
+
+
+def _foreign_checkpoint(repo_id: str, folder: Path) -> str | None:
+    """Why ``folder`` holds a checkpoint that huggingface_hub did not download there, or None.
+
+    For a repository the course does not know, the only sign of a download is huggingface_hub's own
+    record of each file it wrote into a local_dir; a config.json without one came from elsewhere.
+    """
+    if repo_id.lower() in KNOWN_REPOS or not (folder / CONFIG).is_file():
+        return None  # a known repository's config.json is compared with its own (_another_model)
+    if (folder / ".cache" / "huggingface" / "download" / f"{CONFIG}.metadata").is_file():
+        return None
+    return f"its {CONFIG} was not downloaded there by huggingface_hub"
+
+
+def _xet_errors() -> tuple[type[BaseException], type[BaseException]]:
+    """hf_xet's authentication and missing-object errors (an OSError's subclasses), or stand-ins that match nothing."""
+    class _Never(Exception):
+        pass
+
+    try:
+        import hf_xet
+    except ImportError:
+        return _Never, _Never
+    return (getattr(hf_xet, "XetAuthenticationError", _Never), getattr(hf_xet, "XetObjectNotFoundError", _Never))
 
 
 def _is_local(repo_id_or_path: str | Path) -> bool:
@@ -520,5 +592,8 @@ def run(args: argparse.Namespace) -> int:
     except HubError as e:
         print(f"download: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"\ndownload: interrupted; {KEPT}: {AGAIN} to fetch the rest", file=sys.stderr)
+        return 130
     print(folder)
     return 0

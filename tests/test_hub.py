@@ -784,3 +784,94 @@ def test_a_local_dir_that_is_a_file_is_refused_before_anything_is_fetched(tmp_pa
                                                      "folder to download into")):
         hub.download(REPO, tmp_path / "notes.txt", progress=False)
     assert fake.listed == 0 and fake.downloads == [] and (tmp_path / "notes.txt").read_text() == "mine"
+
+
+# ---- what a flaky laptop meets: killed downloads, a folder already in use, Ctrl-C ------------------
+
+def test_files_that_killed_downloads_left_are_counted_and_named(tmp_path, monkeypatch, capsys):
+    """huggingface_hub removes a file it did not finish when it fails, not when its process is killed
+    (a closed terminal, a restarted notebook kernel): each try leaves a *.incomplete of its own."""
+    needed = sum(size for name, size in REAL_FILES if name in COURSE)
+    fake = FakeHub(monkeypatch, free=needed - 1)
+    partial = tmp_path / "w" / ".cache" / "huggingface" / "download"
+    partial.mkdir(parents=True)
+    for i in range(3):
+        (partial / f"abc.0123456{i}.incomplete").write_bytes(b"x" * 1024 * (i + 1))
+    plan = hub.plan_download(REPO, tmp_path / "w")
+    assert [n for _, n in plan.unfinished] == [1024, 2048, 3072]
+    assert "3 unfinished files of downloads that were killed hold 6.0 KiB" in str(plan)
+    with pytest.raises(hub.NotEnoughDiskSpace, match=r"3 unfinished files .* hold 6\.0 KiB \(.*abc\.01234560\."
+                                                     r"incomplete, .*, \.\.\.\): unless a download of .* is running"):
+        hub.download(REPO, tmp_path / "w", progress=False)
+    assert fake.downloads == [] and len(list(partial.iterdir())) == 3  # reported, never deleted behind one's back
+    # In the Hugging Face cache they sit among the repository's blobs.
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    blobs = tmp_path / "hub" / "models--openai--gpt-oss-20b" / "blobs"
+    blobs.mkdir(parents=True)
+    (blobs / "f00d.89abcdef.incomplete").write_bytes(b"x" * 10)
+    assert hub.unfinished_files(REPO) == [blobs / "f00d.89abcdef.incomplete"]
+    assert hub.unfinished_files("someone/else") == []
+    fake.free = 10**15
+    assert "unfinished" not in str(hub.plan_download(REPO, tmp_path / "elsewhere"))
+
+
+def test_an_online_download_never_writes_into_a_folder_holding_another_model(tmp_path, monkeypatch, capsys):
+    """Offline such a folder was refused, online huggingface_hub overwrote its config.json and added shards."""
+    fake = FakeHub(monkeypatch)
+    mine = tmp_path / "my-model"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "data" / "tiny-gpt-oss", mine)
+    before = {p.name: p.read_bytes() for p in mine.iterdir() if p.is_file()}
+    with pytest.raises(hub.HubError, match=f"{re.escape(str(mine))} already holds another model than {REPO} .*"
+                                           "num_hidden_layers 4.*give openai/gpt-oss-20b a --local-dir of its own"):
+        hub.download(REPO, mine, progress=False)
+    assert main(["download", REPO, "--local-dir", str(mine), "--dry-run"]) == 1
+    assert "already holds another model" in capsys.readouterr().err
+    # A repository the course does not know: a config.json huggingface_hub did not write there is someone else's.
+    with pytest.raises(hub.HubError, match="its config.json was not downloaded there by huggingface_hub"):
+        hub.download("someone/other-model", mine, progress=False)
+    assert fake.downloads == [] and {p.name: p.read_bytes() for p in mine.iterdir() if p.is_file()} == before
+    # Its own earlier download (huggingface_hub's record beside each file) is resumed, as before.
+    record = tmp_path / "theirs" / ".cache" / "huggingface" / "download"
+    record.mkdir(parents=True)
+    (record / "config.json.metadata").write_text("commit\netag\n0\n")
+    (tmp_path / "theirs" / "config.json").write_text("{}")
+    assert hub._foreign_checkpoint("someone/other-model", tmp_path / "theirs") is None
+
+
+def test_a_dry_run_into_a_file_is_refused_as_the_download_is(tmp_path, monkeypatch, capsys):
+    FakeHub(monkeypatch)
+    (tmp_path / "afile").write_text("x")
+    assert main(["download", REPO, "--local-dir", str(tmp_path / "afile"), "--dry-run"]) == 1
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("error, says", [
+    (lambda: __import__("hf_xet").XetAuthenticationError("token refresh failed: 401"),
+     "the Hub's storage refused the download .*401.*: log in \\(`hf auth login`"),
+    (lambda: __import__("hf_xet").XetObjectNotFoundError("no such xorb"),
+     "the Hub's storage could not serve a file .*no such xorb.* wait a little, then run the download again"),
+    (lambda: OSError("connection reset inside the storage client"),  # no errno: not the disk's permissions
+     "the download of openai/gpt-oss-20b stopped \\(OSError: connection reset.*\\); the files it finished are kept"),
+])
+def test_the_hubs_storage_errors_are_not_taken_for_the_disks(tmp_path, monkeypatch, error, says):
+    """hf_xet's errors are a PermissionError and a FileNotFoundError: they said 'make the folder writable'."""
+    pytest.importorskip("hf_xet")
+
+    def fail(repo_id, **kw):
+        raise error()
+
+    FakeHub(monkeypatch)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fail)
+    with pytest.raises(hub.HubError, match=says) as caught:
+        hub.download(REPO, tmp_path / "w", progress=False)
+    assert "make the folder writable" not in str(caught.value)
+
+
+def test_ctrl_c_during_a_download_says_what_is_kept_and_what_to_run(tmp_path, monkeypatch, capsys):
+    def interrupted(repo_id, **kw):
+        raise KeyboardInterrupt
+
+    FakeHub(monkeypatch)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", interrupted)
+    assert main(["download", REPO, "--local-dir", str(tmp_path / "w")]) == 130
+    assert "download: interrupted; the files it finished are kept" in capsys.readouterr().err
