@@ -28,7 +28,7 @@ from torch import nn
 from . import mxfp4
 from .config import ModelConfig, alternating_layer_types, check_layer_count, read_number, read_whole
 from .env import device_problem, total_ram
-from .files import leftovers, replace_folder
+from .files import leftovers, replace_folder, save_tensors
 from .hub import pickle_weights
 from .memory import format_bytes, is_out_of_memory
 from .model import GPT
@@ -757,8 +757,6 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
     write never leaves a half-written checkpoint behind (a killed one leaves its temporary
     folder, which the next write reports).
     """
-    from safetensors.torch import save_file
-
     path = Path(path).expanduser()
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise FileExistsError(f"{path} exists: pass overwrite=True to replace it")
@@ -790,7 +788,7 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
 
         def flush() -> None:
             file = tmp / f"shard-{len(written)}.part"
-            save_file(shard, str(file), metadata={"format": "pt"})
+            save_tensors(shard, file, path, metadata={"format": "pt"})
             written.append((file, list(shard)))
             shard.clear()
 

@@ -138,6 +138,30 @@ def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
     fsync_path(path.parent)
 
 
+def save_tensors(tensors: dict, file: Path, destination: Path, metadata: dict[str, str] | None = None) -> None:
+    """safetensors' save_file into ``file`` (on its way to ``destination``), a failed write raised as an OSError.
+
+    safetensors reports a full disk as its own SafetensorError ("I/O error: No space left on device
+    (os error 28)"), which callers that handle OSError would let through as a traceback.
+    """
+    from safetensors.torch import save_file
+
+    try:
+        save_file(tensors, str(file), metadata=metadata)
+    except Exception as e:
+        code = re.search(r"os error (\d+)", str(e))
+        if type(e).__name__ != "SafetensorError" or code is None:
+            raise
+        err = int(code.group(1))
+        from .memory import disk_free, format_bytes
+
+        size = sum(t.numel() * t.element_size() for t in tensors.values())
+        what = (f"{format_bytes(size)} of tensors to write, {format_bytes(disk_free(file.parent))} free on that "
+                f"disk: free some space, then run again" if err == errno.ENOSPC else "then run again")
+        raise OSError(err, f"could not write {destination} ({os.strerror(err)}): nothing there was changed. "
+                           f"{what[0].upper()}{what[1:]}") from e
+
+
 def in_course_folder(path: str | Path) -> str:
     """For a relative ``path`` missing here but present in the course's folder: a sentence saying so; else ''."""
     path = Path(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
 import shutil
@@ -119,7 +120,15 @@ def run(args: argparse.Namespace) -> int:
     """Write the student copy and say how many solutions each notebook lost."""
     try:
         counts = make_student_copy(args.src, args.dst)
-    except (OSError, ValueError) as e:
+    except OSError as e:
+        if e.errno == errno.ENOSPC:  # the error names no file: say which copy, and how much room it takes
+            size = sum(p.stat().st_size for p in Path(args.src).glob("*.ipynb"))
+            print(f"student: could not write {args.dst} (no space left on the disk): nothing there was changed. The "
+                  f"copy takes about {size / 1e6:.1f} MB: free some space, then run again", file=sys.stderr)
+        else:
+            print(f"student: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:
         print(f"student: {e}", file=sys.stderr)
         return 1
     for name, n in counts.items():

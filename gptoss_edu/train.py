@@ -39,7 +39,7 @@ from torch import nn
 from . import harmony
 from .checkpoint import CheckpointError, check_replaceable, write_checkpoint
 from .env import REPO
-from .files import remove_leftovers, replace_folder, restore_folder, set_aside
+from .files import remove_leftovers, replace_folder, restore_folder, save_tensors, set_aside
 from .config import ModelConfig, course_config, preset
 from .corpus import Corpus, load_corpus
 from .model import GPT
@@ -476,7 +476,11 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: TokenData | None = Non
                         shown["val"] = f"{result.val_loss:.3f}"
                     bar.set_postfix(shown)
                 if out is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-                    save_run(out, result)
+                    try:
+                        save_run(out, result)
+                    except BaseException:
+                        aborted = True  # a save that failed (a full disk) would only fail again below
+                        raise
                     saved_at = done
                 if on_step is not None:
                     on_step(result)
@@ -576,8 +580,6 @@ def _replace_dir(tmp: Path, path: Path) -> None:
 
 def save_state(path: str | Path, result: TrainResult, optimizer: torch.optim.Optimizer | None = None) -> Path:
     """Write the exact training state (fp32 weights, AdamW moments, step, history) to folder ``path``."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     model = result.model
     optimizer = optimizer or result.optimizer
@@ -594,7 +596,7 @@ def save_state(path: str | Path, result: TrainResult, optimizer: torch.optim.Opt
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        save_file(tensors, str(tmp / STATE_TENSORS), metadata={"format": STATE_FORMAT})
+        save_tensors(tensors, tmp / STATE_TENSORS, path, metadata={"format": STATE_FORMAT})
         meta = {
             "format": STATE_FORMAT, "step": result.step, "sha256": _sha256(tmp / STATE_TENSORS),
             "tensors": sorted(tensors), "model_config": _config_dict(result.model_config),
@@ -979,6 +981,9 @@ def _run(args: argparse.Namespace, rec: Recipe, argv: list[str] | None) -> int:
     # Made now, before --fresh deletes anything: a folder that cannot be written is said before the
     # training, not after it.
     make_folders([("--out", out)] + ([("--export", Path(args.export).parent)] if args.export else []))
+    if args.export:  # as for the run's own folders (train): what exports killed mid-way left beside this one
+        for stale in remove_leftovers(Path(args.export)):
+            print(f"removed {stale}, what a killed export left", file=sys.stderr)
     if args.fresh:
         # Only what a run writes: the folder may hold other things.
         for name in (STATE_DIR, MODEL_DIR):

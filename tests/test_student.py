@@ -232,3 +232,25 @@ def test_a_solution_is_hidden_and_leaves_the_learners_answer_alone(path):
             earlier |= bound
     assert solutions == 1, (f"{path.name} has {solutions} solution cells: each notebook has one exercise, with one "
                             "solution (DEVELOPERS.md, Adding an exercise)")
+
+
+def test_a_full_disk_names_the_copy_and_the_room_it_takes(tmp_path, capsys, monkeypatch):
+    """It said only 'student: [Errno 28] No space left on device', naming neither the copy nor its size."""
+    import errno
+
+    src = course(tmp_path)
+    out = tmp_path / "out"
+    assert main(["student", str(src), str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    assert main(["student", str(src), str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"student: could not write {out} (no space left on the disk): nothing there was changed. "
+                          "The copy takes about 0.0 MB: free some space"), err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["course", "out"]  # no temporary folder left

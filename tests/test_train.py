@@ -407,6 +407,50 @@ def test_cli_runs_and_refuses_unknown_recipes(tmp_path, capsys):
     assert code == 0 and T.read_state_meta(tmp_path / T.STATE_DIR)["step"] == 2
 
 
+def test_a_full_disk_is_a_message_naming_the_folder_and_the_space(tmp_path, capsys, monkeypatch):
+    """safetensors reports a full disk as its own SafetensorError, which went past the OSError the command
+    handles as two tracebacks (the loop's last-chance save failed the same way a second time)."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    writes = []
+
+    def full(tensors, filename, metadata=None):
+        writes.append(filename)
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    tiny = ["--batch-size", "2", "--seq-len", "16", "--warmup-steps", "1", "--no-progress"]
+    assert T.main(["course-step-13", "--out", str(tmp_path / "run"), "--steps", "2", *tiny]) == 2
+    err = capsys.readouterr().err
+    assert f"train: [Errno 28] could not write {tmp_path / 'run' / T.STATE_DIR} (No space left on device): nothing " \
+           "there was changed." in err and "free on that disk: free some space, then run again" in err, err
+    assert "Traceback" not in err and len(writes) == 1  # not tried again on the way out
+    assert not any(tmp_path.joinpath("run").iterdir())  # no temporary folder left behind
+    # write_checkpoint too (a notebook's export): an OSError that names the folder.
+    with pytest.raises(OSError, match=f"could not write {re.escape(str(tmp_path / 'ck'))} .*free some space"):
+        g.write_checkpoint(g.GPT(g.preset("gpt2-tiny")), tmp_path / "ck")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    # Any other error of safetensors' is left as it is.
+    monkeypatch.setattr(safetensors.torch, "save_file", lambda *a, **k: (_ for _ in ()).throw(
+        SafetensorError("invalid tensor")))
+    with pytest.raises(SafetensorError, match="invalid tensor"):
+        g.write_checkpoint(g.GPT(g.preset("gpt2-tiny")), tmp_path / "ck")
+
+
+def test_an_export_clears_what_killed_exports_left_beside_it(tmp_path, capsys):
+    """A killed --export left its hidden temporary folder (6 MB for the tiny model) beside the target, unreported."""
+    killed = tmp_path / ".exported.k1ll3d00"
+    killed.mkdir()
+    (killed / "model.safetensors").write_bytes(b"x" * 100)
+    (tmp_path / ".exported.notours").mkdir()  # not tempfile's eight characters: not a killed export's
+    tiny = ["--batch-size", "2", "--seq-len", "16", "--warmup-steps", "1", "--no-progress"]
+    assert T.main(["course-step-13", "--out", str(tmp_path / "run"), "--steps", "2", "--export",
+                   str(tmp_path / "exported"), *tiny]) == 0
+    assert f"removed {killed}, what a killed export left" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".exported.notours", "exported", "run"]
+
+
 def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
     tiny = ["--batch-size", "2", "--seq-len", "16", "--no-progress"]
     # Only --steps: the recipe's warmup shrinks with the run instead of being refused.
