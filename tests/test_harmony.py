@@ -276,7 +276,9 @@ EDGE_SCHEMAS = {
     "float_defaults": {"type": "object", "properties": {
         f"x{i}": {"type": "number", "default": v}
         for i, v in enumerate((1e-5, 1e-6, 1e-7, 2.5e-8, 0.1, 0.001234, 3.0, -0.0, 0.0, 123.456, 1e15, 1e16,
-                               1.5e17, 1e21, -4.2e-3, 12345678.9))}},
+                               1.5e17, 1e21, -4.2e-3, 12345678.9, 1234567890123456.8))}},
+    # Not 123456789012345.67: openai-harmony's serde_json reads it one unit in the last place off (...45.69),
+    # a rounding of its parser this renderer does not copy.
     "nested_defaults": {"type": "object", "properties": {
         "a": {"type": "array", "default": [1e-5, 2, [0.5, 1e22], "s"]},
         "b": {"type": "object", "default": {"z": 1e-9, "a": {"y": True, "b": None}}}}},
@@ -411,6 +413,7 @@ RAW_HEADERS = [
     "assistant<|channel|>commentary json",
     "assistant<|channel|>commentary to=functions.f json",
     "assistant to=functions.f<|channel|>commentary <|constrain|>json",
+    "assistant to=functions.f<|channel|>commentary<|constrain|>json",  # the channel's name ends at the token too
     "assistant<|channel|>final",
     "user",
 ]

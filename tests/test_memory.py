@@ -365,3 +365,14 @@ def test_the_plan_without_torch_is_the_plan_with_it():
     with_torch = (memory.workspace_bytes(g.preset("gpt-oss-20b"), 4096, 8192),
                   memory.workspace_bytes(g.preset("gpt-oss-120b"), 64, 64))
     assert done.stdout.split() == [str(n) for n in with_torch]
+
+
+@pytest.mark.parametrize("types", [("sliding_attention", "full_attention", "sliding_attention"),
+                                   ("full_attention",) * 4, ("sliding_attention",) * 3 + ("full_attention",)])
+def test_the_windows_of_a_config_json_follow_its_layer_types(types):
+    """The presets alternate over an even count, so layers read in the wrong order gave the same totals."""
+    cfg = g.preset("gpt-oss-tiny").replace(n_layers=len(types), layer_types=types)
+    hf = cfg.to_hf_config()
+    assert memory.layer_windows(hf) == [cfg.window(i) for i in range(len(types))]
+    for context in (5, cfg.sliding_window, 3 * cfg.sliding_window):
+        assert memory.kv_cache_bytes(hf, context) == attention.KVCache(cfg, 1, context, dtype=torch.bfloat16).nbytes()

@@ -666,11 +666,48 @@ def test_aux_loss_gradient_reaches_the_router_weights_through_the_model():
 def test_resume_refuses_each_setting_that_changes_the_weights(text_data, tmp_path):
     # Found by mutation testing: only lr was tried, so any such setting could slip into RESUMABLE_CHANGES.
     T.train(small(13), quick(steps=2), text_data, out=tmp_path, progress=False)
+    # steps too: the cosine's length, so a longer resumed run would take other learning rates from then on.
     for change in (dict(seed=1), dict(batch_size=3), dict(seq_len=8), dict(warmup_steps=0), dict(min_lr=1e-4),
-                   dict(weight_decay=0.0), dict(grad_clip=0.5), dict(aux_loss_coef=0.0)):
+                   dict(weight_decay=0.0), dict(grad_clip=0.5), dict(aux_loss_coef=0.0), dict(steps=3),
+                   dict(beta1=0.8), dict(beta2=0.9)):
         (key, value), = change.items()
         with pytest.raises(g.CheckpointError, match=rf"{key}=.*\(now {key}={value!r}\)"):
-            T.train(small(13), quick(steps=2, **change), text_data, out=tmp_path, progress=False)
+            T.train(small(13), quick(**({"steps": 2} | change)), text_data, out=tmp_path, progress=False)
+
+
+def test_the_last_step_is_evaluated_whatever_eval_every(text_data):
+    # result.val_loss, the training record and the progress bar read the last evaluation: the run's end, not step 4.
+    result = T.train(small(1), quick(steps=5, eval_every=2), text_data, progress=False)
+    assert [e["step"] for e in result.evals] == [2, 4, 5]
+
+
+def test_evaluate_weighs_every_validation_window_alike_and_keeps_the_models_mode():
+    # Five windows in batches of 2, 2 and 1: a mean of the batches' means would count the last window double.
+    gen = torch.Generator().manual_seed(0)
+    data = T.TokenData(torch.randint(0, 300, (400,), generator=gen), torch.randint(0, 300, (5 * 16 + 1,), generator=gen),
+                       50257, "text")
+    cfg = T.TrainConfig(steps=2, batch_size=2, seq_len=16, warmup_steps=0, eval_batches=10)
+    torch.manual_seed(0)
+    model = g.GPT(small(1)).eval()
+    per_window = [T.lm_loss(model, x[i:i + 1], y[i:i + 1], None).item()
+                  for x, y in data.val_batches(1, 16, 10) for i in range(len(x))]
+    assert len(per_window) == 5
+    assert T.evaluate(model, data, cfg) == pytest.approx(sum(per_window) / 5, rel=1e-5)
+    for mode in (True, False):  # generate refuses a model left in training mode (its dropout)
+        T.evaluate(model.train(mode), data, cfg)
+        assert model.training is mode
+
+
+def test_every_window_of_the_train_split_can_be_drawn():
+    # Two windows (starting at 0 and 1): an off-by-one in the draw would never give the last one.
+    gen = torch.Generator().manual_seed(0)
+    data = T.TokenData(torch.randint(0, 300, (16 + 2,), generator=gen), torch.randint(0, 300, (40,), generator=gen),
+                       50257, "text")
+    starts = set()
+    for step in range(50):
+        x, _ = data.batch(step, 4, 16, seed=0)
+        starts |= {s for row in x for s in (0, 1) if torch.equal(row, data.train[s:s + 16])}
+    assert starts == {0, 1}
 
 
 # ---- what killed saves and interrupted exports leave, and what the user is told -----------------------------
