@@ -132,3 +132,19 @@ def test_an_id_the_tokenizer_does_not_have_is_named_not_a_traceback(bad):
     """A placeholder like -1, or an id past the vocabulary: the check must not crash decoding it."""
     r = check_render_message(lambda m: harmony.render_message(m)[:-1] + [bad])
     assert not r.passed and f"your id {bad} (at position" in r.message and "is not a token of" in r.message, r.message
+
+
+def test_the_right_text_cut_into_other_tokens_is_named_as_such():
+    """' ' and 'to=' encoded apart are two tokens where the model reads ' to': the message showed the same text."""
+    def split(m):
+        ids = renderer()(m)
+        if not m.recipient:
+            return ids
+        joined = ENC.encode_ordinary(f" to={m.recipient}")
+        at = next(i for i in range(len(ids)) if ids[i:i + len(joined)] == joined)
+        apart = ENC.encode_ordinary(" ") + ENC.encode_ordinary("to=") + ENC.encode_ordinary(m.recipient)
+        return ids[:at] + apart + ids[at + len(joined):]
+
+    result = check_render_message(split)
+    assert not result.passed and "is right, but from token 2 on it is cut into other tokens" in result.message
+    assert "encode each piece whole: the author with ' to={recipient}' as one piece" in result.message

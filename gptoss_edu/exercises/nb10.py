@@ -105,7 +105,8 @@ def _run(kernel: Any, gu: torch.Tensor, n: int, block: int, alpha: float,
     out_buf = torch.full((pad + n + 2 * pad,), GUARD_VALUE, device=device)
     out_buf[pad:pad + n] = float("nan")  # an output never written stays NaN
     with _recorded_loads() if _is_interpreted(kernel) else contextlib.nullcontext() as loads:
-        kernel[(triton.cdiv(n, block),)](gu_buf[pad:], out_buf[pad:], n, alpha, limit, BLOCK=block)
+        # By position, so a kernel whose block size has another name (BLOCK_SIZE, as Triton's tutorials) runs too.
+        kernel[(triton.cdiv(n, block),)](gu_buf[pad:], out_buf[pad:], n, alpha, limit, block)
     if device.type == "cuda":
         torch.cuda.synchronize()
     guard = torch.cat((out_buf[:pad], out_buf[pad + n:]))
@@ -115,16 +116,32 @@ def _run(kernel: Any, gu: torch.Tensor, n: int, block: int, alpha: float,
     return out_buf[pad:pad + n].clone(), bool((guard != GUARD_VALUE).any()), read_outside
 
 
+CLAMPS = ("minimum", "maximum", "where")  # tl.minimum(offs, n - 1) and the like keep offsets inside gu
+
+
 def _unmasked_loads(kernel: Any) -> int:
-    """How many tl.load calls in the kernel's source have no mask (0 when the source cannot be read)."""
-    # A load past the end cannot be seen from the outputs (the stores are masked), only in the code.
+    """How many tl.load calls in the kernel's source have no mask and no clamped offsets (0 when unreadable)."""
+    # A load past the end cannot be seen from the outputs (the stores are masked), only in the code. Offsets
+    # clamped into gu (tl.minimum(offs, n - 1), in the load or in a name it reads) are as safe as a mask.
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(kernel.fn)))
     except (AttributeError, OSError, TypeError, SyntaxError):
         return 0
+
+    def clamps(node: ast.AST) -> bool:
+        return any(isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute) and c.func.attr in CLAMPS
+                   for c in ast.walk(node))
+
+    clamped = {t.id for node in ast.walk(tree) if isinstance(node, ast.Assign) and clamps(node.value)
+               for t in node.targets if isinstance(t, ast.Name)}
+
+    def safe(pointer: ast.expr) -> bool:
+        return clamps(pointer) or any(isinstance(n, ast.Name) and n.id in clamped for n in ast.walk(pointer))
+
     return sum(1 for node in ast.walk(tree)
                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load"
-               and len(node.args) < 2 and not any(k.arg == "mask" and not _is_none(k.value) for k in node.keywords))
+               and len(node.args) < 2 and not any(k.arg == "mask" and not _is_none(k.value) for k in node.keywords)
+               and not (node.args and safe(node.args[0])))
 
 
 def _is_none(node: ast.expr) -> bool:

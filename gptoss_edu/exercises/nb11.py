@@ -99,6 +99,13 @@ def _diagnose(m: harmony.Message, got: list[int], want: list[int]) -> str:
         recipient = ENC.encode_ordinary(f" to={m.recipient}")
         if got == _without(want, recipient):
             return f"the {what} has no recipient: its header says ' to={m.recipient}' right after the author"
+    if ENC.decode(got) == ENC.decode(want):  # the same text, cut into other tokens
+        at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+        ours = [ENC.decode([t]) for t in want[at:at + 2]]
+        return (f"the text of the {what} is right, but from token {at} on it is cut into other tokens than the "
+                f"model's: the model reads {ours!r} there. The tokens a text becomes depend on its neighbours, so "
+                f"encode each piece whole: the author with ' to={{recipient}}' as one piece, then the channel name, "
+                f"then the content")
     at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
     got_piece = repr(ENC.decode(got[at:at + 3])) if at < len(got) else "nothing (your ids end here)"
     want_piece = repr(ENC.decode(want[at:at + 3])) if at < len(want) else "nothing (the message ends there)"
