@@ -15,8 +15,8 @@ QUERY_CHUNK = 1024
 class KVCache:
     """Preallocated keys and values for every layer; ``length`` positions are filled.
 
-    A full-attention layer keeps every position. A sliding-window layer never looks more than
-    ``window`` keys back, so it keeps only its last ``window`` positions in a rolling buffer:
+    A full-attention layer keeps every position. A sliding-window layer sees only the last ``window``
+    keys, its own included, so it keeps only its last ``window`` positions in a rolling buffer:
     position p lives in slot p % window, overwriting position p - window.
     """
 
@@ -39,14 +39,13 @@ class KVCache:
         """Store this step's keys and values for ``layer``; return the keys and values its queries attend
         over, and the index among them of the step's first query (its position, until the layer rolls)."""
         start, end = self.length, self.length + k.shape[2]
-        have = self.k[layer]
-        if k.shape[0] != have.shape[0] or k.dtype != have.dtype or k.device != have.device:
-            raise ValueError(f"the KV cache was made for batch {have.shape[0]}, {have.dtype} on {have.device}; this "
+        n, keys, values = self.slots[layer], self.k[layer], self.v[layer]
+        if k.shape[0] != keys.shape[0] or k.dtype != keys.dtype or k.device != keys.device:
+            raise ValueError(f"the KV cache was made for batch {keys.shape[0]}, {keys.dtype} on {keys.device}; this "
                              f"step is batch {k.shape[0]}, {k.dtype} on {k.device}: make the cache with "
                              "model.new_cache(batch_size), after moving or converting the model")
         if end > self.max_len:
             raise ValueError(f"the KV cache holds {self.max_len} positions; this step needs {end}")
-        n, keys, values = self.slots[layer], self.k[layer], self.v[layer]
         if end <= n:  # nothing has rolled over yet: position p sits in slot p
             keys[:, :, start:end] = k
             values[:, :, start:end] = v
@@ -67,7 +66,7 @@ class KVCache:
         slots = torch.arange(first, end, device=k.device) % n
         keys.index_copy_(2, slots, k[:, :, first - start:])
         values.index_copy_(2, slots, v[:, :, first - start:])
-        if lo == start:  # nothing held before this step (a long first prompt)
+        if start == 0:  # nothing held before this step (a first prompt longer than the window)
             return k, v, 0
         return torch.cat((old_k, k), dim=2), torch.cat((old_v, v), dim=2), start - lo
 
@@ -120,13 +119,13 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float, q
 
 
 class Attention(nn.Module):
-    """Causal self-attention with rotary or learned positions, GQA, an optional window and sinks."""
+    """Causal self-attention with GQA, RoPE on q and k (learned positions are added in GPT), a window, sinks."""
 
     def __init__(self, cfg: ModelConfig, layer: int) -> None:
         super().__init__()
         self.layer, self.n_heads, self.n_kv_heads, self.head_dim = layer, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.window = cfg.window(layer)
-        self.rotary = cfg.positions != "learned"
+        self.use_rope = cfg.positions != "learned"
         self.scale = cfg.head_dim ** -0.5
         self.dropout = cfg.dropout
         q_dim, kv_dim = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
@@ -139,11 +138,12 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
                 cache: KVCache | None = None) -> torch.Tensor:
+        """x [B, T, d_model] to [B, T, d_model]; ``rope`` is (cos, sin) of the T positions, ``cache`` this layer's."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        if self.rotary:
+        if self.use_rope:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         q_start = 0
         if cache is not None:

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from . import mxfp4
 from .attention import Attention, KVCache
 from .config import ModelConfig
 from .mlp import make_mlp
@@ -30,8 +31,10 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
                 cache: KVCache | None = None) -> torch.Tensor:
+        """x [B, T, d_model] plus attention, then plus the MLP; ``rope`` and ``cache`` are attention's."""
         x = x + self.drop(self.attn(self.attn_norm(x), rope, cache))
-        return x + self.drop(self.mlp(self.mlp_norm(x)))
+        x = x + self.drop(self.mlp(self.mlp_norm(x)))
+        return x
 
 
 def check_token_ids(lowest: int, highest: int, vocab_size: int) -> None:
@@ -71,12 +74,10 @@ class GPT(nn.Module):
             elif "norm" in name:
                 p.fill_(1.0)
             else:
-                last = name.endswith(("o_proj.weight", "fc_out.weight", "down_proj.weight", "experts.down_proj"))
-                p.normal_(0.0, out_std if last else std)
+                is_out_proj = name.endswith(("o_proj.weight", "fc_out.weight", "down_proj.weight", "experts.down_proj"))
+                p.normal_(0.0, out_std if is_out_proj else std)
         for m in self.modules():
             if getattr(m, "packed", False):  # random packed experts: quantize random dense ones
-                from . import mxfp4
-
                 for w in ("gate_up_proj", "down_proj"):
                     blocks = getattr(m, f"{w}_blocks")
                     scale = out_std if w == "down_proj" else std  # as the dense experts' down_proj
@@ -113,7 +114,7 @@ class GPT(nn.Module):
         rope = self.rotary(positions, x.dtype) if self.rotary is not None else None
         for block in self.blocks:
             x = block(x, rope, cache)
-        if cache is not None:
+        if cache is not None:  # every layer wrote positions start..start+T-1: the cache moves on once, after all
             cache.length += T
         if last_only:
             x = x[:, -1:]

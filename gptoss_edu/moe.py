@@ -66,6 +66,7 @@ class Experts(nn.Module):
             h = gptoss_swiglu(x[token] @ self.weight("gate_up_proj", e, x.dtype).T + self.gate_up_proj_bias[e].to(x.dtype),
                               self.alpha, self.limit)
             y = h @ self.weight("down_proj", e, x.dtype).T + self.down_proj_bias[e].to(x.dtype)
+            # The routing weights are float32 (the router routes in float32): back to x's dtype for out.
             out.index_add_(0, token, (y * weights[token, slot, None]).to(x.dtype))
         return out
 
@@ -77,9 +78,10 @@ class Experts(nn.Module):
 
         return moe_mxfp4(x, indices, weights, self.gate_up_proj_blocks, self.gate_up_proj_scales, self.gate_up_proj_bias,
                          self.down_proj_blocks, self.down_proj_scales, self.down_proj_bias,
+                         alpha=self.alpha, limit=self.limit,
                          # Checking the indices on a GPU would wait for it in every layer of every decode step;
                          # the router's top-k never gives one out of range.
-                         alpha=self.alpha, limit=self.limit, check_indices=not x.is_cuda)
+                         check_indices=not x.is_cuda)
 
 
 class MoE(nn.Module):
@@ -103,7 +105,5 @@ class MoE(nn.Module):
 def load_balancing_loss(logits: torch.Tensor, indices: torch.Tensor, n_experts: int) -> torch.Tensor:
     """Switch-style auxiliary loss: E * sum_e (share of the N*k routing choices sent to e) * (mean router prob of e)."""
     probs = torch.softmax(logits.float(), dim=-1)
-    counts = torch.zeros(n_experts, device=logits.device).index_add_(
-        0, indices.reshape(-1), torch.ones(indices.numel(), device=logits.device))
-    share = counts / indices.numel()
+    share = torch.bincount(indices.reshape(-1), minlength=n_experts) / indices.numel()
     return n_experts * (share * probs.mean(dim=0)).sum()

@@ -2,7 +2,7 @@
 
 Layout (the one gpt-oss checkpoints use): a weight [..., rows, cols] is stored as
 ``blocks`` uint8 [..., rows, cols // 32, 16] (two codes a byte, low nibble first) and
-``scales`` uint8 [..., rows, cols // 32] (value = code * 2 ** (scale - 127)).
+``scales`` uint8 [..., rows, cols // 32] (value = FP4_VALUES[code] * 2 ** (scale - 127)).
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def round_to_e2m1(x: torch.Tensor) -> torch.Tensor:
     up = torch.bucketize(mags, mids, right=True)
     # Where the two differ the value sits exactly between two codes: keep the even one.
     idx = torch.where((down != up) & (down % 2 == 1), up, down)
-    sign = (torch.signbit(x) & (idx > 0)).to(torch.int64) << 3
+    sign = (torch.signbit(x) & (idx > 0)).to(torch.int64) << 3  # what rounds to zero is +0 (code 0), never -0 (8)
     return (idx | sign).to(torch.uint8)
 
 

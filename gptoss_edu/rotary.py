@@ -10,9 +10,9 @@ from torch import nn
 from .config import ModelConfig, yarn_correction_range
 
 
-def rope_inv_freq(head_dim: int, theta: float) -> torch.Tensor:
-    """Plain RoPE's angular frequencies theta_i = base^(-2i/d), one per pair of dims; ``theta`` is the base."""
-    return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+def rope_inv_freq(head_dim: int, base: float) -> torch.Tensor:
+    """Plain RoPE's angular frequencies theta_i = base^(-2i/head_dim), one per pair of dims."""
+    return 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
 
 
 def yarn_inv_freq(cfg: ModelConfig) -> tuple[torch.Tensor, float]:
@@ -26,9 +26,11 @@ def yarn_inv_freq(cfg: ModelConfig) -> tuple[torch.Tensor, float]:
     dims = torch.arange(cfg.head_dim // 2, dtype=torch.float32)
     ramp = ((dims - low) / (high - low)).clamp(0, 1)  # 0 below low (fast dims), 1 above high
     keep = 1 - ramp  # share of the original (extrapolated) frequency
+    # transformers' order of operations, kept as it is: (1 - keep) is not always ramp to the last bit,
+    # and notebook 09 checks these frequencies against transformers' bit for bit.
     inv_freq = 1.0 / (factor * per_radian) * (1 - keep) + 1.0 / per_radian * keep
-    concentration = 0.1 * math.log(factor) + 1.0 if factor > 1 else 1.0
-    return inv_freq, concentration
+    attention_factor = 0.1 * math.log(factor) + 1.0 if factor > 1 else 1.0
+    return inv_freq, attention_factor
 
 
 class Rotary(nn.Module):
@@ -52,12 +54,12 @@ class Rotary(nn.Module):
         return self
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin [T, head_dim / 2] for integer ``positions`` [T] (YaRN's factor folded in)."""
+        """cos and sin [T, D/2] (D: head_dim) for integer ``positions`` [T] (YaRN's attention factor folded in)."""
         angles = positions.to(torch.float32)[:, None] * self.inv_freq.to(positions.device)[None, :]
         return (angles.cos() * self.attention_factor).to(dtype), (angles.sin() * self.attention_factor).to(dtype)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (x[i], x[i + d/2]) of ``x`` [..., T, d] by the angles behind cos/sin [T, d/2]."""
+    """Rotate pairs (x[i], x[i + D/2]) of ``x`` [..., T, D] (D: head_dim) by the angles behind cos/sin [T, D/2]."""
     first, second = x.chunk(2, dim=-1)
     return torch.cat((first * cos - second * sin, second * cos + first * sin), dim=-1)

@@ -65,7 +65,7 @@ def _attention_step(attn: Attention, x: torch.Tensor, rope: tuple[torch.Tensor, 
     q = attn.q_proj(x).view(B, 1, attn.n_heads, attn.head_dim).transpose(1, 2)
     k = attn.k_proj(x).view(B, 1, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
     v = attn.v_proj(x).view(B, 1, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
-    if attn.rotary:
+    if attn.use_rope:
         q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
     keys, values = cache.k[attn.layer], cache.v[attn.layer]
     slots, rolling = keys.shape[2], cache.rolling(attn.layer)

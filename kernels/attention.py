@@ -5,9 +5,10 @@ every query row the running maximum ``m``, the running denominator ``l`` and the
 weighted sum of values ``acc``, and rescale them whenever the maximum grows (``_attend_tile``,
 one tile's step, which both kernels call). A sink is one more
 logit in every row that has no value attached: starting with ``m = sink`` and ``l = 1``
-(that is, ``exp(sink - m)``) folds it into the denominator for free.
+(that is, ``exp(sink - m)``) folds it into the denominator for free (with several decode splits,
+the sink is added once, where the splits are combined).
 
-- ``attention_prefill``: flash-attention style, one program per (block of queries, query head).
+- ``attention_prefill``: flash-attention style, one program per (query head, block of queries).
 - ``attention_decode``: a few queries over a long KV cache. One program per (KV head, split of
   the keys) handles all the query heads that share that KV head, so each key is read once;
   the splits of a long cache run in parallel and a small kernel combines them.
