@@ -426,6 +426,18 @@ def test_hand_written_headers_read_as_openai_harmony_reads_them(header, ref):
     assert [as_tuple(m) for m in h.parse_completion(ids, role=None)] == [from_ref_message(m) for m in theirs]
 
 
+def test_a_content_type_without_a_recipient_is_read_as_a_content_type(ref):
+    """Where we part from openai-harmony, on purpose: it reads '<|constrain|>json' after a channel with no
+    to= as the message's recipient; a constraint says what the content is, never whom it goes to."""
+    ids = get_encoding("o200k_harmony").encode("<|start|>assistant<|channel|>commentary<|constrain|>json<|message|>{}"
+                                               "<|end|>", allowed_special="all")
+    (theirs,) = ref.parse_messages_from_completion_tokens(ids, role=None)
+    assert from_ref_message(theirs)[3] == "<|constrain|>json"  # their recipient, should they ever change it
+    (ours,) = h.parse_completion(ids, role=None)
+    assert (ours.channel, ours.recipient, ours.content_type, ours.content) == ("commentary", None, "<|constrain|>json",
+                                                                               "{}")
+
+
 def test_a_first_word_that_is_neither_a_role_nor_followed_by_more_is_refused_by_both(ref):
     ids = get_encoding("o200k_harmony").encode("<|start|>functions.f<|message|>hi<|end|>", allowed_special="all")
     with pytest.raises(Exception, match="(?i)unknown role"):
