@@ -9,6 +9,7 @@ Three layouts are read into the one course model:
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -28,7 +29,7 @@ from torch import nn
 from . import mxfp4
 from .config import ModelConfig, alternating_layer_types, check_layer_count, read_number, read_whole
 from .env import device_problem, total_ram
-from .files import leftovers, replace_folder, save_tensors
+from .files import DiskFull, leftovers, replace_folder, save_tensors
 from .hub import pickle_weights
 from .memory import format_bytes, is_out_of_memory
 from .model import GPT
@@ -780,15 +781,16 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
         raise ValueError(f"layout must be 'hf' or 'original', got {layout!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    size = total = 0
+    every_tensor_seen = False
     try:
         # One shard in memory at a time; shards are named once their count is known.
         written: list[tuple[Path, list[str]]] = []
         shard: dict[str, torch.Tensor] = {}
-        size = total = 0
 
         def flush() -> None:
             file = tmp / f"shard-{len(written)}.part"
-            save_tensors(shard, file, path, metadata={"format": "pt"})
+            save_tensors(shard, file, metadata={"format": "pt"})
             written.append((file, list(shard)))
             shard.clear()
 
@@ -799,6 +801,7 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
                 size = 0
             shard[name] = tensor.contiguous()
             size, total = size + nbytes, total + nbytes
+        every_tensor_seen = True
         flush()
         weight_map = {}
         for fname, (file, names) in zip(shard_names(len(written)), written):
@@ -816,6 +819,11 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
             os.chmod(f, 0o666 & ~umask)
         os.chmod(tmp, 0o777 & ~umask)
         replace_folder(tmp, path)
+    except OSError as e:
+        if e.errno != errno.ENOSPC or isinstance(e, DiskFull):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # before the free space is measured for the message
+        raise DiskFull(path, total, at_least=not every_tensor_seen) from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already, unless something failed
     return path

@@ -138,8 +138,8 @@ def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
     fsync_path(path.parent)
 
 
-def save_tensors(tensors: dict, file: Path, destination: Path, metadata: dict[str, str] | None = None) -> None:
-    """safetensors' save_file into ``file`` (on its way to ``destination``), a failed write raised as an OSError.
+def save_tensors(tensors: dict, file: Path, metadata: dict[str, str] | None = None) -> None:
+    """safetensors' save_file, a write that fails (a full disk) raised as the OSError it is.
 
     safetensors reports a full disk as its own SafetensorError ("I/O error: No space left on device
     (os error 28)"), which callers that handle OSError would let through as a traceback.
@@ -152,14 +152,24 @@ def save_tensors(tensors: dict, file: Path, destination: Path, metadata: dict[st
         code = re.search(r"os error (\d+)", str(e))
         if type(e).__name__ != "SafetensorError" or code is None:
             raise
-        err = int(code.group(1))
+        raise OSError(int(code.group(1)), f"{os.strerror(int(code.group(1)))} (writing {file.name})") from e
+
+
+class DiskFull(OSError):
+    """A write of ``destination`` that filled the disk; nothing there was changed, the partial files are gone."""
+
+    def __init__(self, destination: Path, needed: int, at_least: bool = False) -> None:
         from .memory import disk_free, format_bytes
 
-        size = sum(t.numel() * t.element_size() for t in tensors.values())
-        what = (f"{format_bytes(size)} of tensors to write, {format_bytes(disk_free(file.parent))} free on that "
-                f"disk: free some space, then run again" if err == errno.ENOSPC else "then run again")
-        raise OSError(err, f"could not write {destination} ({os.strerror(err)}): nothing there was changed. "
-                           f"{what[0].upper()}{what[1:]}") from e
+        self.destination, self.needed, self.at_least = destination, needed, at_least
+        # Measured now, once the partial files are removed: what a rerun would find.
+        free = disk_free(destination.parent)
+        super().__init__(errno.ENOSPC, f"could not write {destination} (the disk is full): nothing there was changed. "
+                                       f"It needs {'more than ' if at_least else ''}{format_bytes(needed)}, and "
+                                       f"{format_bytes(free)} are free on that disk: free some space, then run again")
+
+    def __reduce__(self):  # noqa: ANN204 (picklable, as OSError's own arguments are not these)
+        return type(self), (self.destination, self.needed, self.at_least)
 
 
 def in_course_folder(path: str | Path) -> str:

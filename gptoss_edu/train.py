@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import hashlib
 import json
 import math
@@ -39,7 +40,7 @@ from torch import nn
 from . import harmony
 from .checkpoint import CheckpointError, check_replaceable, write_checkpoint
 from .env import REPO
-from .files import remove_leftovers, replace_folder, restore_folder, save_tensors, set_aside
+from .files import DiskFull, remove_leftovers, replace_folder, restore_folder, save_tensors, set_aside
 from .config import ModelConfig, course_config, preset
 from .corpus import Corpus, load_corpus
 from .model import GPT
@@ -596,7 +597,7 @@ def save_state(path: str | Path, result: TrainResult, optimizer: torch.optim.Opt
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        save_tensors(tensors, tmp / STATE_TENSORS, path, metadata={"format": STATE_FORMAT})
+        save_tensors(tensors, tmp / STATE_TENSORS, metadata={"format": STATE_FORMAT})
         meta = {
             "format": STATE_FORMAT, "step": result.step, "sha256": _sha256(tmp / STATE_TENSORS),
             "tensors": sorted(tensors), "model_config": _config_dict(result.model_config),
@@ -606,8 +607,10 @@ def save_state(path: str | Path, result: TrainResult, optimizer: torch.optim.Opt
         (tmp / STATE_JSON).write_text(json.dumps(meta, indent=1) + "\n")
         _share(tmp)
         _replace_dir(tmp, path)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC and not isinstance(e, DiskFull):
+            raise DiskFull(path, sum(t.numel() * t.element_size() for t in tensors.values())) from e
         raise
     return path
 
@@ -726,7 +729,10 @@ def export(result: TrainResult, path: str | Path, command: str | None = None, ab
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        folder = write_checkpoint(result.model, tmp / "ckpt", mxfp4=True)
+        try:
+            folder = write_checkpoint(result.model, tmp / "ckpt", mxfp4=True)
+        except DiskFull as e:  # named as the folder it was going to, not the temporary one
+            raise DiskFull(path, e.needed, e.at_least) from e
         cfg, tc = result.model_config, result.train_config
         if cfg._is_gptoss_shaped() and cfg.vocab_size > 200012:
             gen = {"bos_token_id": 199998, "eos_token_id": [200002, 199999, 200012], "pad_token_id": 199999,

@@ -414,6 +414,7 @@ def test_a_full_disk_is_a_message_naming_the_folder_and_the_space(tmp_path, caps
     from safetensors import SafetensorError
 
     writes = []
+    real = safetensors.torch.save_file
 
     def full(tensors, filename, metadata=None):
         writes.append(filename)
@@ -423,13 +424,35 @@ def test_a_full_disk_is_a_message_naming_the_folder_and_the_space(tmp_path, caps
     tiny = ["--batch-size", "2", "--seq-len", "16", "--warmup-steps", "1", "--no-progress"]
     assert T.main(["course-step-13", "--out", str(tmp_path / "run"), "--steps", "2", *tiny]) == 2
     err = capsys.readouterr().err
-    assert f"train: [Errno 28] could not write {tmp_path / 'run' / T.STATE_DIR} (No space left on device): nothing " \
-           "there was changed." in err and "free on that disk: free some space, then run again" in err, err
+    assert re.search(f"train: \\[Errno 28\\] could not write {re.escape(str(tmp_path / 'run' / T.STATE_DIR))} \\(the "
+                     "disk is full\\): nothing there was changed. It needs [0-9.]+ MiB, and .* free on that disk: free "
+                     "some space, then run again", err), err
     assert "Traceback" not in err and len(writes) == 1  # not tried again on the way out
     assert not any(tmp_path.joinpath("run").iterdir())  # no temporary folder left behind
-    # write_checkpoint too (a notebook's export): an OSError that names the folder.
-    with pytest.raises(OSError, match=f"could not write {re.escape(str(tmp_path / 'ck'))} .*free some space"):
-        g.write_checkpoint(g.GPT(g.preset("gpt2-tiny")), tmp_path / "ck")
+    # write_checkpoint too (a notebook's export): the folder it was writing, and what the whole needs.
+    model = g.GPT(g.preset("gpt2-tiny"))
+    whole = sum(t.numel() * t.element_size() for _, t in g.checkpoint.hf_state_dict(model, False, torch.float32))
+    with pytest.raises(OSError, match=f"could not write {re.escape(str(tmp_path / 'ck'))} .*It needs "
+                                      f"{re.escape(g.memory.format_bytes(whole))}, and .* free some space"):
+        g.write_checkpoint(model, tmp_path / "ck", dtype=torch.float32)
+    # Sharded, the disk filling at the second shard: more than what was seen so far, not one shard's size.
+    calls = []
+
+    def full_at_second(tensors, filename, metadata=None):
+        calls.append(filename)
+        if len(calls) == 2:
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_at_second)
+    with pytest.raises(OSError, match="It needs more than "):
+        g.write_checkpoint(model, tmp_path / "ck", dtype=torch.float32, max_shard_bytes=1)  # a shard a tensor
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    # A run's model export names the run's folder, not the temporary one it was written in.
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    result = T.train(small(13), quick(steps=1, warmup_steps=0), T.prepare_data("text", 50257), progress=False)
+    with pytest.raises(OSError, match=f"could not write {re.escape(str(tmp_path / 'exported'))} \\(the disk"):
+        T.export(result, tmp_path / "exported")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     # Any other error of safetensors' is left as it is.
     monkeypatch.setattr(safetensors.torch, "save_file", lambda *a, **k: (_ for _ in ()).throw(
