@@ -372,7 +372,26 @@ def loads_clamped_inline(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
     tl.store(out_ptr + offs, (up + 1) * gate * tl.sigmoid(alpha * gate), mask=offs < n)
 
 
-@pytest.mark.parametrize("kernel, unmasked", [(loads_unmasked, 2), (loads_clamped, 0), (loads_clamped_inline, 0)])
+@triton.jit
+def clamped_one_too_far(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    safe = tl.minimum(offs, n)  # n, not n - 1: reads gu[2n] and gu[2n + 1]
+    gate = tl.minimum(tl.load(gu_ptr + 2 * safe), limit)
+    up = tl.minimum(tl.maximum(tl.load(gu_ptr + 2 * safe + 1), -limit), limit)
+    tl.store(out_ptr + offs, (up + 1) * gate * tl.sigmoid(alpha * gate), mask=offs < n)
+
+
+@triton.jit
+def clamped_from_below_only(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    idx = tl.where(offs < n, 2 * offs, 2 * offs)  # a where that clamps nothing
+    gate = tl.minimum(tl.load(gu_ptr + tl.maximum(idx, 0)), limit)
+    up = tl.minimum(tl.maximum(tl.load(gu_ptr + idx + 1), -limit), limit)
+    tl.store(out_ptr + offs, (up + 1) * gate * tl.sigmoid(alpha * gate), mask=offs < n)
+
+
+@pytest.mark.parametrize("kernel, unmasked", [(loads_unmasked, 2), (loads_clamped, 0), (loads_clamped_inline, 0),
+                                              (clamped_one_too_far, 2), (clamped_from_below_only, 2)])
 def test_a_compiled_kernels_source_counts_only_loads_that_can_leave_gu(kernel, unmasked, monkeypatch):
     """On a GPU the loads cannot be watched and the source decides: clamped offsets are as safe as a mask
     (the message said so, then failed the kernel)."""
@@ -387,3 +406,5 @@ def test_a_compiled_kernels_source_counts_only_loads_that_can_leave_gu(kernel, u
     assert result.passed is (unmasked == 0), result.message
     if unmasked:
         assert "2 tl.load call(s) in your kernel have no mask" in result.message
+    else:
+        assert "masks or clamps its loads into gu (judged from its source" in result.message

@@ -148,3 +148,18 @@ def test_the_right_text_cut_into_other_tokens_is_named_as_such():
     result = check_render_message(split)
     assert not result.passed and "is right, but from token 2 on it is cut into other tokens" in result.message
     assert "encode each piece whole: the author with ' to={recipient}' as one piece" in result.message
+
+
+def test_one_control_token_written_as_text_is_named_as_such():
+    """Only <|channel|> spelled out: the text decodes the same, but the fix is its id, not a different split."""
+    channel = SP("<|channel|>")
+
+    def spelled(m):
+        ids = renderer()(m)
+        at = ids.index(channel) if channel in ids else None
+        return ids if at is None else ids[:at] + ENC.encode_ordinary("<|channel|>") + ids[at + 1:]
+
+    result = check_render_message(spelled)
+    assert not result.passed and f"'<|channel|>' in the" in result.message, result.message
+    assert f"is written as text, {len(ENC.encode_ordinary('<|channel|>'))} ordinary tokens; the control token is " \
+           f"one id, {channel}" in result.message

@@ -99,6 +99,6 @@ def check_dequantize(fn: Dequantize) -> CheckResult:
             rel = ((got.float() - want).abs() / want.abs().clamp_min(torch.finfo(torch.float32).tiny)).max().item()
             return failed(f"almost: your values are right to float32 rounding (relative differences up to {rel:.1e}) "
                           "but not bit for bit: something was rounded on the way. Every E8M0 scale is a power of "
-                          "two, exact in float32: compute it as 2.0 ** (scale - 127) or torch.exp2 (exp(x * ln 2) "
-                          "rounds), and multiply each FP4 value by it once")
+                          "two, exact in float32: compute it as 2.0 ** (scales.int() - 127) or torch.exp2(scales.float() "
+                          "- 127) (exp(x * ln 2) rounds), and multiply each FP4 value by it once")
     return failed("not yet: " + problem.message)

@@ -116,29 +116,49 @@ def _run(kernel: Any, gu: torch.Tensor, n: int, block: int, alpha: float,
     return out_buf[pad:pad + n].clone(), bool((guard != GUARD_VALUE).any()), read_outside
 
 
-CLAMPS = ("minimum", "maximum", "where")  # tl.minimum(offs, n - 1) and the like keep offsets inside gu
-
-
 def _unmasked_loads(kernel: Any) -> int:
-    """How many tl.load calls in the kernel's source have no mask and no clamped offsets (0 when unreadable)."""
-    # A load past the end cannot be seen from the outputs (the stores are masked), only in the code. Offsets
-    # clamped into gu (tl.minimum(offs, n - 1), in the load or in a name it reads) are as safe as a mask.
+    """How many tl.load calls in the kernel's source may read past gu: no mask, offsets not clamped (0: unreadable)."""
+    # A load past the end cannot be seen from the outputs (the stores are masked), only in the code.
+    # Clamped offsets are as safe as a mask in one exact form: gu_ptr + 2 * c (+ 1), c = tl.minimum(offs, n - 1).
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(kernel.fn)))
-    except (AttributeError, OSError, TypeError, SyntaxError):
+        fn = next(node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef))
+        gu, n = fn.args.args[0].arg, fn.args.args[2].arg
+    except (AttributeError, OSError, TypeError, SyntaxError, StopIteration, IndexError):
         return 0
 
-    def clamps(node: ast.AST) -> bool:
-        return any(isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute) and c.func.attr in CLAMPS
-                   for c in ast.walk(node))
+    def is_clamp(e: ast.expr) -> bool:  # tl.minimum(x, n - 1), either way round
+        return (isinstance(e, ast.Call) and isinstance(e.func, ast.Attribute) and e.func.attr == "minimum"
+                and len(e.args) == 2 and any(ast.dump(a) == ast.dump(ast.parse(f"{n} - 1", mode="eval").body)
+                                             for a in e.args))
 
-    clamped = {t.id for node in ast.walk(tree) if isinstance(node, ast.Assign) and clamps(node.value)
-               for t in node.targets if isinstance(t, ast.Name)}
+    assigned: dict[str, list[ast.expr]] = {}
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Assign):
+            for t in node.targets:
+                if isinstance(t, ast.Name):
+                    assigned.setdefault(t.id, []).append(node.value)
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)) and isinstance(node.target, ast.Name):
+            assigned.setdefault(node.target.id, []).append(node.value or node.target)
 
-    def safe(pointer: ast.expr) -> bool:
-        return clamps(pointer) or any(isinstance(n, ast.Name) and n.id in clamped for n in ast.walk(pointer))
+    def clamped(e: ast.expr) -> bool:
+        if isinstance(e, ast.Name):
+            values = assigned.get(e.id, [])
+            return bool(values) and all(is_clamp(v) for v in values)
+        return is_clamp(e)
 
-    return sum(1 for node in ast.walk(tree)
+    def safe(pointer: ast.expr) -> bool:  # gu_ptr + 2 * c, or gu_ptr + 2 * c + 1
+        if isinstance(pointer, ast.BinOp) and isinstance(pointer.op, ast.Add) and isinstance(pointer.right, ast.Constant) \
+                and pointer.right.value == 1:
+            pointer = pointer.left
+        if not (isinstance(pointer, ast.BinOp) and isinstance(pointer.op, ast.Add)
+                and isinstance(pointer.left, ast.Name) and pointer.left.id == gu):
+            return False
+        twice = pointer.right
+        return (isinstance(twice, ast.BinOp) and isinstance(twice.op, ast.Mult) and isinstance(twice.left, ast.Constant)
+                and twice.left.value == 2 and clamped(twice.right))
+
+    return sum(1 for node in ast.walk(fn)
                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load"
                and len(node.args) < 2 and not any(k.arg == "mask" and not _is_none(k.value) for k in node.keywords)
                and not (node.args and safe(node.args[0])))
@@ -207,14 +227,16 @@ def check_swiglu_kernel(kernel: Callable) -> CheckResult:
     unmasked = 0 if watched else _unmasked_loads(kernel)
     if unmasked:
         return failed(f"not yet: the outputs are right, but {unmasked} tl.load call(s) in your kernel have no mask: "
-                      "unless their offsets are clamped into gu, the last program's lanes past n read memory that is "
-                      "not gu's (another tensor's, or an illegal address). Load with mask=offs < n, other=0.0")
+                      "unless their offsets are clamped into gu (gu_ptr + 2 * c with c = tl.minimum(offs, n - 1)), "
+                      "the last program's lanes past n read memory that is not gu's (another tensor's, or an illegal "
+                      "address). Load with mask=offs < n, other=0.0")
     if read_past is not None:
         return failed(f"not yet: the outputs are right, but your kernel read outside gu {read_past}: some lanes' "
                       f"loads reach before its first or past its last of 2n floats (on a GPU, another tensor's "
                       f"memory or an illegal address), even though the stores throw those lanes away. Mask each "
                       f"load by the output it serves: output i reads gu[2i] and gu[2i + 1], so mask=offs < n")
     sizes = ", ".join(str(c[0]) for c in CASES)
+    reads = ("never reads outside gu (every load's addresses watched)" if watched else
+             "masks or clamps its loads into gu (judged from its source: a GPU cannot watch them)")
     return passed(f"your kernel matches gptoss_edu.mlp.gptoss_swiglu on fresh inputs of {len(CASES)} sizes "
-                  f"(n = {sizes}; BLOCK 64 to 256, tails included), masks its loads, never reads outside gu"
-                  f"{'' if _is_interpreted(kernel) else ' (checked in the interpreter only)'} and never writes outside out.")
+                  f"(n = {sizes}; BLOCK 64 to 256, tails included), {reads} and never writes outside out.")

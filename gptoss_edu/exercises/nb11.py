@@ -99,6 +99,12 @@ def _diagnose(m: harmony.Message, got: list[int], want: list[int]) -> str:
         recipient = ENC.encode_ordinary(f" to={m.recipient}")
         if got == _without(want, recipient):
             return f"the {what} has no recipient: its header says ' to={m.recipient}' right after the author"
+    written = next((t for t in SPECIAL_IDS if want.count(t) > got.count(t)), None)
+    if written is not None and ENC.decode(got) == ENC.decode(want):  # a control token spelled out as text
+        name = ENC.decode([written])
+        return (f"the text is right, but '{name}' in the {what} is written as text, "
+                f"{len(ENC.encode_ordinary(name))} ordinary tokens; the control token is one id, {written} "
+                f"(enc.encode_single_token('{name}'))")
     if ENC.decode(got) == ENC.decode(want):  # the same text, cut into other tokens
         at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
         ours = [ENC.decode([t]) for t in want[at:at + 2]]
