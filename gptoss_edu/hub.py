@@ -16,6 +16,7 @@ import argparse
 import errno
 import json
 import os
+import re
 import socket
 import sys
 import threading
@@ -243,8 +244,11 @@ def unfinished_files(repo_id: str, local_dir: str | Path | None = None) -> list[
         from huggingface_hub.file_download import repo_folder_name
 
         folder = Path(_hub_cache()) / repo_folder_name(repo_id=repo_id, repo_type="model") / "blobs"
-    # Each attempt names its own (<etag>.<8 hex>.incomplete), so a rerun never reuses what a killed one wrote.
-    return sorted(f for f in folder.rglob("*.incomplete") if f.is_file()) if folder.is_dir() else []
+    # huggingface_hub 2.x names each attempt's file <...>.<8 hex>.incomplete, never reused by a rerun; an older
+    # one's plain <etag>.incomplete is resumed, so it is left out (deleting it would throw progress away).
+    attempt = re.compile(r".*\.[0-9a-f]{8}\.incomplete")
+    return sorted(f for f in folder.rglob("*.incomplete") if f.is_file() and attempt.fullmatch(f.name)) \
+        if folder.is_dir() else []
 
 
 def list_repo_files(repo_id: str, revision: str | None = None) -> list[tuple[str, int]]:

@@ -809,6 +809,7 @@ def test_files_that_killed_downloads_left_are_counted_and_named(tmp_path, monkey
     blobs = tmp_path / "hub" / "models--openai--gpt-oss-20b" / "blobs"
     blobs.mkdir(parents=True)
     (blobs / "f00d.89abcdef.incomplete").write_bytes(b"x" * 10)
+    (blobs / "f00d.incomplete").write_bytes(b"x" * 10)  # an older huggingface_hub's, which it resumes: not counted
     assert hub.unfinished_files(REPO) == [blobs / "f00d.89abcdef.incomplete"]
     assert hub.unfinished_files("someone/else") == []
     fake.free = 10**15
