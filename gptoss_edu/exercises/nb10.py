@@ -127,10 +127,11 @@ def _unmasked_loads(kernel: Any) -> int:
     except (AttributeError, OSError, TypeError, SyntaxError, StopIteration, IndexError):
         return 0
 
+    n_minus_1 = ast.dump(ast.parse(f"{n} - 1", mode="eval").body)
+
     def is_clamp(e: ast.expr) -> bool:  # tl.minimum(x, n - 1), either way round
         return (isinstance(e, ast.Call) and isinstance(e.func, ast.Attribute) and e.func.attr == "minimum"
-                and len(e.args) == 2 and any(ast.dump(a) == ast.dump(ast.parse(f"{n} - 1", mode="eval").body)
-                                             for a in e.args))
+                and len(e.args) == 2 and any(ast.dump(a) == n_minus_1 for a in e.args))
 
     assigned: dict[str, list[ast.expr]] = {}
     for node in ast.walk(fn):

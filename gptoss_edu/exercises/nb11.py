@@ -69,7 +69,8 @@ def _diagnose(m: harmony.Message, got: list[int], want: list[int]) -> str:
     if got[:-1] == want[:-1] and got[-1] == CALL and last == END:
         return (f"the {what} ends with <|call|>: only an assistant message addressed to a tool ends with "
                 "<|call|>; every other message ends with <|end|>")
-    if not SPECIAL_IDS & set(got) and ENC.decode(got) == ENC.decode(want):
+    same_text = ENC.decode(got) == ENC.decode(want)
+    if not SPECIAL_IDS & set(got) and same_text:
         return ("the text is right but there is no control token in your ids: '<|start|>' written as text is "
                 f"{len(ENC.encode_ordinary(harmony.START))} ordinary tokens; the control token is one id, "
                 f"{START} (enc.encode_single_token('<|start|>'))")
@@ -100,12 +101,12 @@ def _diagnose(m: harmony.Message, got: list[int], want: list[int]) -> str:
         if got == _without(want, recipient):
             return f"the {what} has no recipient: its header says ' to={m.recipient}' right after the author"
     written = next((t for t in SPECIAL_IDS if want.count(t) > got.count(t)), None)
-    if written is not None and ENC.decode(got) == ENC.decode(want):  # a control token spelled out as text
+    if written is not None and same_text:  # a control token spelled out as text
         name = ENC.decode([written])
         return (f"the text is right, but '{name}' in the {what} is written as text, "
                 f"{len(ENC.encode_ordinary(name))} ordinary tokens; the control token is one id, {written} "
                 f"(enc.encode_single_token('{name}'))")
-    if ENC.decode(got) == ENC.decode(want):  # the same text, cut into other tokens
+    if same_text:  # the same text, cut into other tokens
         at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
         ours = [ENC.decode([t]) for t in want[at:at + 2]]
         return (f"the text of the {what} is right, but from token {at} on it is cut into other tokens than the "
