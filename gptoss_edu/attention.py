@@ -158,7 +158,7 @@ class Attention(nn.Module):
         if self.backend == "triton" and not dropout:
             from gptoss_kernels.attention import attention
 
-            y = attention(q, k, v, scale=self.scale, sinks=self.sinks, sliding_window=self.window, q_start=q_start)
+            y = attention(q, k, v, scale=self.scale, sinks=self.sinks, window=self.window, q_start=q_start)
         else:
             y = attend(q, k, v, scale=self.scale, q_start=q_start, window=self.window, sinks=self.sinks,
                        dropout=dropout)

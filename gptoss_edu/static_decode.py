@@ -80,7 +80,7 @@ def _attention_step(attn: Attention, x: torch.Tensor, rope: tuple[torch.Tensor, 
         from gptoss_kernels.attention import attention_decode_at
 
         # Reads the position on the device and only the keys it can see, not the whole cache.
-        y = attention_decode_at(q, keys, values, last, scale=attn.scale, sinks=attn.sinks, sliding_window=window)
+        y = attention_decode_at(q, keys, values, last, scale=attn.scale, sinks=attn.sinks, window=window)
     else:
         y = attend_masked(q, keys, values, allowed(slots, window), scale=attn.scale, sinks=attn.sinks)
     return attn.o_proj(y.transpose(1, 2).reshape(B, 1, -1))

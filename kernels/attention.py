@@ -214,7 +214,7 @@ def _attn_combine_kernel(
 
 
 def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor | None,
-                  sliding_window: int, q_start: int) -> None:
+                  window: int, q_start: int) -> None:
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_tensor(name, t, ndim=4, dtypes=FLOAT_DTYPES)
     B, Hq, Tq, D = q.shape
@@ -230,20 +230,20 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torc
         check_tensor("sinks", sinks, ndim=1, dtypes=FLOAT_DTYPES)
         if sinks.shape[0] != Hq:
             raise ValueError(f"sinks must have one logit per query head ({Hq}), got shape {tuple(sinks.shape)}")
-    for name, value in (("sliding_window", sliding_window), ("q_start", q_start)):
+    for name, value in (("window", window), ("q_start", q_start)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # 5.0 would fail deep in Triton
             raise TypeError(f"{name} must be a whole number (an int), got {value!r} ({type(value).__name__})")
-    if sliding_window < 0:
-        raise ValueError(f"sliding_window must be >= 0 (0 = no window), got {sliding_window}")
+    if window < 0:
+        raise ValueError(f"window must be >= 0 (0 = no window), got {window}")
     check_index_range("attention", q=max(extent(q), q.numel()), k=extent(k), v=extent(v))  # numel: the output
     if q_start < 0 or q_start + Tq > k.shape[2]:
         raise ValueError(f"the queries sit at positions q_start..q_start+Tq-1 = {q_start}..{q_start + Tq - 1}, "
                          f"which must be keys too (Tk = {k.shape[2]}): need 0 <= q_start <= Tk - Tq")
 
 
-def _effective_window(sliding_window: int, q_start: int, Tq: int) -> int:
+def _effective_window(window: int, q_start: int, Tq: int) -> int:
     # "No window" becomes a window wider than any distance, so the kernels need no branch.
-    return sliding_window if sliding_window > 0 else q_start + Tq + 1
+    return window if window > 0 else q_start + Tq + 1
 
 
 def _block_d(D: int) -> int:
@@ -252,10 +252,10 @@ def _block_d(D: int) -> int:
 
 @on_tensors_device
 def attention_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float,
-                      sinks: torch.Tensor | None = None, sliding_window: int = 0, q_start: int = 0,
+                      sinks: torch.Tensor | None = None, window: int = 0, q_start: int = 0,
                       block_m: int | None = None, block_n: int | None = None) -> torch.Tensor:
     """Flash-attention kernel: q [B, Hq, Tq, D] over k, v [B, Hkv, Tk, D] -> [B, Hq, Tq, D]."""
-    _check_inputs(q, k, v, sinks, sliding_window, q_start)
+    _check_inputs(q, k, v, sinks, window, q_start)
     check_launch(_attn_prefill_kernel, "attention", q, k, v, *([sinks] if sinks is not None else []))
     refuse_grad("attention", q=q, k=k, v=v)
     B, Hq, Tq, D = q.shape
@@ -270,7 +270,7 @@ def attention_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scal
     grid = (B * Hq, triton.cdiv(Tq, block_m))
     _attn_prefill_kernel[grid](
         q, k, v, sink_arg, out, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        Hq, Tq, Tk, D, q_start, _effective_window(sliding_window, q_start, Tq), scale * LOG2E,
+        Hq, Tq, Tk, D, q_start, _effective_window(window, q_start, Tq), scale * LOG2E,
         GROUPS=Hq // Hkv, HAS_SINKS=sinks is not None, DOT_PREC=dot_precision(q.dtype),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=4, num_stages=2,
     )
@@ -340,10 +340,10 @@ def _decode_tile_rows(groups: int, Tq: int, name: str) -> int:
 
 @on_tensors_device
 def attention_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float,
-                     sinks: torch.Tensor | None = None, sliding_window: int = 0, q_start: int = 0,
+                     sinks: torch.Tensor | None = None, window: int = 0, q_start: int = 0,
                      num_splits: int | None = None, block_n: int | None = None) -> torch.Tensor:
     """Split-K decode kernel for a few queries over a long cache; same arguments and result as attention."""
-    _check_inputs(q, k, v, sinks, sliding_window, q_start)
+    _check_inputs(q, k, v, sinks, window, q_start)
     check_launch(_attn_decode_kernel, "attention", q, k, v, *([sinks] if sinks is not None else []))
     refuse_grad("attention", q=q, k=k, v=v)
     B, Hq, Tq, D = q.shape
@@ -352,9 +352,9 @@ def attention_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale
     out = new_buffer((B, Hq, Tq, D), q.dtype, q.device)
     if out.numel() == 0:
         return out
-    window = _effective_window(sliding_window, q_start, Tq)
+    span = _effective_window(window, q_start, Tq)
     # Keys any of the queries can see: from the first query's window start to the last query.
-    kv_lo = max(0, q_start - window + 1)
+    kv_lo = max(0, q_start - span + 1)
     kv_hi = q_start + Tq
     n_keys = kv_hi - kv_lo
     block_n = tile_size("block_n", block_n, TILE)
@@ -371,7 +371,7 @@ def attention_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale
     _attn_decode_kernel[(B * Hkv, num_splits)](
         q, k, v, sink_arg, out, *parts,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        Hkv, Tq, Tk, D, q_start, window, scale * LOG2E, kv_lo, kv_hi, chunk, num_splits,
+        Hkv, Tq, Tk, D, q_start, span, scale * LOG2E, kv_lo, kv_hi, chunk, num_splits,
         GROUPS=groups, FOLD_SINK=final and sinks is not None, FINAL=final, DOT_PREC=dot_precision(q.dtype),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=4,
     )
@@ -381,16 +381,16 @@ def attention_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float,
-              sinks: torch.Tensor | None = None, sliding_window: int = 0, q_start: int = 0) -> torch.Tensor:
+              sinks: torch.Tensor | None = None, window: int = 0, q_start: int = 0) -> torch.Tensor:
     """Causal attention of q [B, Hq, Tq, D] (query i at position q_start + i) over k, v [B, Hkv, Tk, D]."""
-    _check_inputs(q, k, v, sinks, sliding_window, q_start)
+    _check_inputs(q, k, v, sinks, window, q_start)
     rows = q.shape[1] // k.shape[1] * q.shape[2]  # query rows per KV head
     kernel = attention_decode if rows <= decode_max_rows(q.dtype) else attention_prefill
-    return kernel(q, k, v, scale=scale, sinks=sinks, sliding_window=sliding_window, q_start=q_start)
+    return kernel(q, k, v, scale=scale, sinks=sinks, window=window, q_start=q_start)
 
 
 def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float,
-                        sinks: torch.Tensor | None = None, sliding_window: int = 0, q_start: int = 0) -> torch.Tensor:
+                        sinks: torch.Tensor | None = None, window: int = 0, q_start: int = 0) -> torch.Tensor:
     """The same attention in plain PyTorch, in float32, materialising the whole score matrix."""
     B, Hq, Tq, D = q.shape
     Hkv, Tk = k.shape[1], k.shape[2]
@@ -400,8 +400,8 @@ def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, sc
     q_pos = torch.arange(q_start, q_start + Tq, device=q.device)[:, None]
     k_pos = torch.arange(Tk, device=q.device)[None, :]
     allowed = k_pos <= q_pos
-    if sliding_window > 0:
-        allowed &= q_pos - k_pos < sliding_window  # the window counts the query's own key
+    if window > 0:
+        allowed &= q_pos - k_pos < window  # the window counts the query's own key
     scores = scores.masked_fill(~allowed, float("-inf"))
     if sinks is not None:
         sink_col = sinks.float().view(1, Hq, 1, 1).expand(B, Hq, Tq, 1)
@@ -443,7 +443,7 @@ def _attn_decode_at_kernel(
 
 @on_tensors_device
 def attention_decode_at(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, position: torch.Tensor, *,
-                        scale: float, sinks: torch.Tensor | None = None, sliding_window: int = 0,
+                        scale: float, sinks: torch.Tensor | None = None, window: int = 0,
                         num_splits: int | None = None, block_n: int | None = None) -> torch.Tensor:
     """attention_decode with q_start read on the device from ``position`` [1]; k, v [B, Hkv, Tk, D] the whole cache.
 
@@ -453,7 +453,7 @@ def attention_decode_at(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, posit
     """
     # Keys from position + Tq on are never read, so the cache past the filled part may hold anything.
     # The launches depend only on the shapes, never on the position: a CUDA graph can replay them.
-    _check_inputs(q, k, v, sinks, sliding_window, 0)
+    _check_inputs(q, k, v, sinks, window, 0)
     check_tensor("position", position, ndim=1, dtypes=(torch.int32, torch.int64))
     if position.numel() != 1:
         raise ValueError(f"position must hold one position (shared by the batch), got shape {tuple(position.shape)}")
@@ -465,9 +465,9 @@ def attention_decode_at(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, posit
     out = new_buffer((B, Hq, Tq, D), q.dtype, q.device)
     if out.numel() == 0:
         return out
-    window = sliding_window if sliding_window > 0 else Tk + 1  # wider than any distance in the cache
+    span = window if window > 0 else Tk + 1  # wider than any distance in the cache
     block_n = tile_size("block_n", block_n, TILE)
-    most_keys = min(Tk, window + Tq - 1)  # the most keys any position can see
+    most_keys = min(Tk, span + Tq - 1)  # the most keys any position can see
     if num_splits is None:  # as attention_decode, for the longest key range this cache allows
         num_splits = _default_splits(q.device, B * Hkv, most_keys)
     num_splits = max(1, min(num_splits, triton.cdiv(most_keys, block_n)))  # no split is always empty
@@ -480,7 +480,7 @@ def attention_decode_at(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, posit
     _attn_decode_at_kernel[(B * Hkv, num_splits)](
         position, q, k, v, sink_arg, out, *parts,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        Hkv, Tq, Tk, D, window, scale * LOG2E, num_splits,
+        Hkv, Tq, Tk, D, span, scale * LOG2E, num_splits,
         GROUPS=groups, FOLD_SINK=final and sinks is not None, FINAL=final, DOT_PREC=dot_precision(q.dtype),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=4,
     )

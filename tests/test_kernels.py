@@ -216,7 +216,7 @@ def attention_inputs(B, Hq, Hkv, Tq, Tk, D, sinks, seed):
 def test_attention_prefill(case) -> None:
     B, Hq, Hkv, Tq, Tk, q_start, D, window, sinks = case
     q, k, v, s = attention_inputs(B, Hq, Hkv, Tq, Tk, D, sinks, seed=10)
-    kw = dict(scale=D ** -0.5, sinks=s, sliding_window=window, q_start=q_start)
+    kw = dict(scale=D ** -0.5, sinks=s, window=window, q_start=q_start)
     blocks = {} if ON_GPU else dict(block_m=16, block_n=16)  # small tiles: several per row and edges
     assert_close(attention_prefill(q, k, v, **kw, **blocks), attention_reference(q, k, v, **kw), "attention")
 
@@ -226,7 +226,7 @@ def test_attention_prefill(case) -> None:
 def test_attention_decode(case, num_splits) -> None:
     B, Hq, Hkv, Tq, Tk, q_start, D, window, sinks = case
     q, k, v, s = attention_inputs(B, Hq, Hkv, Tq, Tk, D, sinks, seed=20)
-    kw = dict(scale=D ** -0.5, sinks=s, sliding_window=window, q_start=q_start)
+    kw = dict(scale=D ** -0.5, sinks=s, window=window, q_start=q_start)
     blocks = {} if ON_GPU else dict(block_n=16)
     out = attention_decode(q, k, v, **kw, num_splits=num_splits, **blocks)
     assert_close(out, attention_reference(q, k, v, **kw), "attention")
@@ -238,7 +238,7 @@ def test_attention_never_reads_keys_after_the_last_query(kernel) -> None:
     Tq, q_start, filled, D = 5, 20, 25, 32
     q, k, v, s = attention_inputs(1, 4, 2, Tq, filled + 19, D, True, seed=33)
     k[:, :, filled:], v[:, :, filled:] = float("nan"), float("nan")
-    kw = dict(scale=D ** -0.5, sinks=s, sliding_window=0, q_start=q_start)
+    kw = dict(scale=D ** -0.5, sinks=s, window=0, q_start=q_start)
     fn = attention_prefill if kernel == "prefill" else attention_decode
     out = fn(q, k, v, **kw, **({} if ON_GPU else dict(block_n=16)))
     assert_close(out, attention_reference(q, k[:, :, :filled], v[:, :, :filled], **kw), "attention")
@@ -251,7 +251,7 @@ def test_attention_prefill_window_start_at_every_tile_offset(window: int, q_star
     # tile's last slot included (window 2 at q_start 0); tiles of 16 here, a GPU's own (64) there.
     Tq, D = 150, 16
     q, k, v, s = attention_inputs(1, 2, 1, Tq, q_start + Tq, D, True, seed=window + q_start)
-    kw = dict(scale=D ** -0.5, sinks=s, sliding_window=window, q_start=q_start)
+    kw = dict(scale=D ** -0.5, sinks=s, window=window, q_start=q_start)
     blocks = {} if ON_GPU else dict(block_m=16, block_n=16)
     assert_close(attention_prefill(q, k, v, **kw, **blocks), attention_reference(q, k, v, **kw), "attention")
 
@@ -263,7 +263,7 @@ def test_attention_decode_window_over_several_splits(Tq: int, window: int, sinks
     # A window that starts the keys late (kv_lo > 0) while they are still cut into 3 splits.
     Tk, D = 90, 16
     q, k, v, s = attention_inputs(1, 4, 2, Tq, Tk, D, sinks, seed=Tq * 100 + window)
-    kw = dict(scale=D ** -0.5, sinks=s, sliding_window=window, q_start=Tk - Tq)
+    kw = dict(scale=D ** -0.5, sinks=s, window=window, q_start=Tk - Tq)
     out = attention_decode(q, k, v, **kw, num_splits=3, **({} if ON_GPU else dict(block_n=16)))
     assert_close(out, attention_reference(q, k, v, **kw), "attention")
 
@@ -282,15 +282,15 @@ def test_attention_gpu_tiles_in_the_interpreter(case, monkeypatch) -> None:
     B, Hq, Hkv, Tq, Tk, q_start, D, window, sinks, kernel = case
     monkeypatch.setitem(common.AOT_TARGET, "sms", 132)
     q, k, v, s = attention_inputs(B, Hq, Hkv, Tq, Tk, D, sinks, seed=Tk)
-    kw = dict(scale=D ** -0.5, sinks=s, sliding_window=window, q_start=q_start)
+    kw = dict(scale=D ** -0.5, sinks=s, window=window, q_start=q_start)
     fn = attention_prefill if kernel == "prefill" else attention_decode
     assert_close(fn(q, k, v, **kw), attention_reference(q, k, v, **kw), "attention")
     if kernel == "decode" and Tq == 1:  # the CUDA-graph step's kernel, at a few positions of the same cache
         for pos in (0, 63, 64, 300, Tk - 1):
             out = attn_mod.attention_decode_at(q, k, v, torch.tensor([pos]), scale=D ** -0.5, sinks=s,
-                                               sliding_window=window)
+                                               window=window)
             want = attention_reference(q, k[:, :, :pos + 1], v[:, :, :pos + 1], scale=D ** -0.5, sinks=s,
-                                       sliding_window=window, q_start=pos)
+                                       window=window, q_start=pos)
             assert_close(out, want, "attention")
 
 
@@ -399,7 +399,7 @@ def test_attention_strided_sinks() -> None:
     # Sinks that are a view with a stride (one per query head, every other element) are read by head.
     q, k, v, _ = attention_inputs(1, 4, 2, 3, 20, 16, False, seed=35)
     sinks = rand(8, seed=36, scale=2.0)[::2]
-    kw = dict(scale=0.25, sinks=sinks, sliding_window=6, q_start=17)
+    kw = dict(scale=0.25, sinks=sinks, window=6, q_start=17)
     want = attention_reference(q, k, v, **kw)
     assert_close(attention_prefill(q, k, v, **kw), want, "attention")
     assert_close(attention_decode(q, k, v, **kw, num_splits=2), want, "attention")
@@ -447,7 +447,7 @@ def test_attention_dispatch(monkeypatch) -> None:
     most = attn_mod.decode_max_rows(DTYPE) // 2  # queries per KV head with 2 query heads each
     for Tq, Tk in ((most, most + 5), (most + 1, most + 1)):
         q, k, v, s = attention_inputs(1, 4, 2, Tq, Tk, 32, True, seed=40)
-        kw = dict(scale=32 ** -0.5, sinks=s, sliding_window=0, q_start=Tk - Tq)
+        kw = dict(scale=32 ** -0.5, sinks=s, window=0, q_start=Tk - Tq)
         assert_close(attention(q, k, v, **kw), attention_reference(q, k, v, **kw), "attention")
     assert calls == ["attention_decode", "attention_prefill"]
 
@@ -470,10 +470,10 @@ def test_attention_bad_inputs() -> None:
         attention(q, k, v[:, :, :7], scale=0.25, q_start=5)
     with pytest.raises(ValueError, match=r"multiple of the KV heads \(0\)"):
         attention(q, k[:, :0], v[:, :0], scale=0.25, q_start=5)
-    with pytest.raises(ValueError, match=r"sliding_window must be >= 0 \(0 = no window\), got -1"):
-        attention(q, k, v, scale=0.25, q_start=5, sliding_window=-1)  # would run as no window at all
-    with pytest.raises(TypeError, match=r"sliding_window must be a whole number \(an int\), got 4.0 \(float\)"):
-        attention(q, k, v, scale=0.25, q_start=5, sliding_window=4.0)  # else an InterpreterError deep in Triton
+    with pytest.raises(ValueError, match=r"window must be >= 0 \(0 = no window\), got -1"):
+        attention(q, k, v, scale=0.25, q_start=5, window=-1)  # would run as no window at all
+    with pytest.raises(TypeError, match=r"window must be a whole number \(an int\), got 4.0 \(float\)"):
+        attention(q, k, v, scale=0.25, q_start=5, window=4.0)  # else an InterpreterError deep in Triton
     with pytest.raises(TypeError, match=r"q_start must be a whole number \(an int\), got 5.0"):
         attention(q, k, v, scale=0.25, q_start=5.0)
 
@@ -861,14 +861,14 @@ def bf16(t: torch.Tensor) -> torch.Tensor:
     return t.cpu().to(torch.bfloat16).float()
 
 
-def attention_rounded_as_the_kernel(q, k, v, *, scale, sinks, sliding_window, q_start):
+def attention_rounded_as_the_kernel(q, k, v, *, scale, sinks, window, q_start):
     """The reference with the kernels' rounding: unnormalised probabilities go to bf16 before p @ v."""
     groups = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
     scores = q @ k.transpose(-1, -2) * scale
     q_pos = torch.arange(q_start, q_start + q.shape[2])[:, None]
     k_pos = torch.arange(k.shape[2])[None, :]
-    seen = (k_pos <= q_pos) & ((q_pos - k_pos < sliding_window) if sliding_window else True)
+    seen = (k_pos <= q_pos) & ((q_pos - k_pos < window) if window else True)
     scores = scores.masked_fill(~seen, float("-inf"))
     sink = sinks.view(1, -1, 1, 1)
     m = torch.maximum(scores.amax(-1, keepdim=True), sink)
@@ -881,7 +881,7 @@ def attention_rounded_as_the_kernel(q, k, v, *, scale, sinks, sliding_window, q_
 def test_the_gpu_attention_cases_can_fail(case) -> None:
     B, Hq, Hkv, Tq, Tk, q_start, D, window, sinks = case
     q, k, v, s = map(bf16, attention_inputs(B, Hq, Hkv, Tq, Tk, D, sinks, seed=20))  # test_attention_decode's
-    kw = dict(scale=D ** -0.5, sinks=s, sliding_window=window, q_start=q_start)
+    kw = dict(scale=D ** -0.5, sinks=s, window=window, q_start=q_start)
     want = attention_reference(q, k, v, **kw)
     assert rel_l2(attention_rounded_as_the_kernel(q, k, v, **kw), want) < REL_L2[torch.bfloat16] / ROOM
 
@@ -890,10 +890,10 @@ def test_the_gpu_attention_cases_can_fail(case) -> None:
     for start in range(Tk - window if window else 0, Tk, block):  # the keys [start, start + block) left out
         kept = lambda t: torch.cat((t[:, :, :start], t[:, :, start + block:]), dim=2)  # noqa: E731
         wrong[f"keys {start}.."] = attention_reference(q, kept(k), kept(v), **{
-            **kw, "q_start": q_start - block, "sliding_window": window - block if window else 0})
+            **kw, "q_start": q_start - block, "window": window - block if window else 0})
     if window:
-        wrong["window - 1"] = attention_reference(q, k, v, **{**kw, "sliding_window": window - 1})
-        wrong["window + 1"] = attention_reference(q, k, v, **{**kw, "sliding_window": window + 1})
+        wrong["window - 1"] = attention_reference(q, k, v, **{**kw, "window": window - 1})
+        wrong["window + 1"] = attention_reference(q, k, v, **{**kw, "window": window + 1})
     wrong["no sinks"] = attention_reference(q, k, v, **{**kw, "sinks": None})
     wrong["scale times log2(e)"] = attention_reference(q, k, v, **{**kw, "scale": kw["scale"] * math.log2(math.e)})
     # Query head h reading KV head h % Hkv, not h // groups: the reference run on the heads reordered.

@@ -325,9 +325,9 @@ def test_attention_decode_at_reads_the_position_on_the_device(case, num_splits, 
         k_nan, v_nan = k.clone(), v.clone()
         k_nan[:, :, pos + Tq:], v_nan[:, :, pos + Tq:] = float("nan"), float("nan")
         out = attn_mod.attention_decode_at(q, k_nan, v_nan, torch.tensor([pos], device=DEVICE), scale=D ** -0.5,
-                                           sinks=s, sliding_window=window, num_splits=num_splits, block_n=16)
+                                           sinks=s, window=window, num_splits=num_splits, block_n=16)
         want = attn_mod.attention_reference(q, k[:, :, :pos + Tq], v[:, :, :pos + Tq], scale=D ** -0.5, sinks=s,
-                                            sliding_window=window, q_start=pos)
+                                            window=window, q_start=pos)
         torch.testing.assert_close(out, want, rtol=KERNEL_TOL, atol=KERNEL_TOL)
 
 

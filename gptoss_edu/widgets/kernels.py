@@ -256,7 +256,7 @@ def benchmark_cases(cfg: ModelConfig, tokens: int, context: int, device: str | t
         name = f"attention, window {window}" if window else "attention, full"
         kw = dict(scale=D ** -0.5, q_start=context - tokens)
         cases.append(BenchCase(name, "triton", costs[name],
-                               lambda kw=kw, window=window: attention(q, k, v, sinks=sinks, sliding_window=window, **kw)))
+                               lambda kw=kw, window=window: attention(q, k, v, sinks=sinks, window=window, **kw)))
         cases.append(BenchCase(name, "torch", costs[name],
                                lambda kw=kw, window=window: attend(q, k, v, sinks=sinks, window=window, **kw)))
 
