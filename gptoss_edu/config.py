@@ -10,12 +10,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .tokenizer import HARMONY_SPECIAL_TOKENS
+
 Positions = Literal["learned", "rope", "yarn"]
 Norm = Literal["layernorm", "rmsnorm"]
 MLPKind = Literal["gelu", "swiglu", "gptoss_swiglu"]
 LayerType = Literal["full_attention", "sliding_attention"]
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
+
+
+def _harmony_id(token: str, vocab_size: int) -> int | None:
+    """The id of harmony's ``token``, or None when a vocabulary of ``vocab_size`` has no room for it."""
+    token_id = HARMONY_SPECIAL_TOKENS[token]
+    return token_id if token_id < vocab_size else None
 
 
 @dataclass
@@ -224,9 +232,9 @@ class ModelConfig:
             return alpha | {
                 "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss",
                 "attention_bias": self.attn_bias, "attention_dropout": 0.0,
-                # The harmony ids; a small test vocabulary has no room for them.
-                "eos_token_id": 200002 if self.vocab_size > 200002 else None,
-                "pad_token_id": 199999 if self.vocab_size > 199999 else None,
+                # The harmony ids, as gpt-oss's config.json has them; a small test vocabulary has no room for them.
+                "eos_token_id": _harmony_id("<|return|>", self.vocab_size),
+                "pad_token_id": _harmony_id("<|endoftext|>", self.vocab_size),
                 "experts_per_token": self.experts_per_token, "num_experts_per_tok": self.experts_per_token,
                 "head_dim": self.head_dim, "hidden_act": "silu", "hidden_size": self.d_model,
                 "initial_context_length": self.rope_original_context, "initializer_range": 0.02,

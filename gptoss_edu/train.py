@@ -45,7 +45,7 @@ from .config import ModelConfig, course_config, preset
 from .corpus import Corpus, load_corpus
 from .model import GPT
 from .moe import MoE, load_balancing_loss
-from .tokenizer import encoding_for_vocab
+from .tokenizer import HARMONY_SPECIAL_TOKENS, encoding_for_vocab
 
 STATE_DIR, MODEL_DIR = "state", "model"
 STATE_TENSORS, STATE_JSON = "train_state.safetensors", "train_state.json"
@@ -734,9 +734,12 @@ def export(result: TrainResult, path: str | Path, command: str | None = None, ab
         except DiskFull as e:  # named as the folder it was going to, not the temporary one
             raise DiskFull(path, e.needed, e.at_least) from e
         cfg, tc = result.model_config, result.train_config
-        if cfg._is_gptoss_shaped() and cfg.vocab_size > 200012:
-            gen = {"bos_token_id": 199998, "eos_token_id": [200002, 199999, 200012], "pad_token_id": 199999,
-                   "do_sample": True, "temperature": 1.0, "top_p": 1.0}
+        ids = HARMONY_SPECIAL_TOKENS
+        if cfg._is_gptoss_shaped() and cfg.vocab_size > ids["<|call|>"]:
+            # gpt-oss's own generation_config.json: a reply ends at <|return|>, <|endoftext|> or <|call|>.
+            gen = {"bos_token_id": ids["<|startoftext|>"],
+                   "eos_token_id": [ids["<|return|>"], ids["<|endoftext|>"], ids["<|call|>"]],
+                   "pad_token_id": ids["<|endoftext|>"], "do_sample": True, "temperature": 1.0, "top_p": 1.0}
             (folder / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
         exported = None
         if data is not None:

@@ -197,3 +197,12 @@ def test_a_billion_layers_is_refused_before_anything_is_built_per_layer(tmp_path
     with pytest.raises(ValueError, match="ModelConfig 'x': n_layers is 20,000"):
         g.preset("gpt2-tiny").replace(name="x", n_layers=20_000)
     assert g.preset("gpt2-tiny").replace(n_layers=MAX_LAYERS).n_layers == MAX_LAYERS
+
+
+@pytest.mark.parametrize("name", ["gpt-oss-20b", "gpt-oss-120b"])
+def test_the_presets_write_the_hubs_config_json_key_for_key(name):
+    """The config.json the course writes for a preset is the Hub's own, harmony's eos and pad ids included."""
+    real = json.loads((g.config.PRESET_DIR / f"{name}.config.json").read_text())
+    assert g.preset(name).to_hf_config() == real
+    small = g.preset(name).replace(vocab_size=1000).to_hf_config()  # no room for the harmony ids
+    assert small["eos_token_id"] is None and small["pad_token_id"] is None

@@ -19,6 +19,7 @@ import gptoss_edu as g
 from gptoss_edu import train as T
 from gptoss_edu.config import course_config
 from gptoss_edu.moe import load_balancing_loss
+from gptoss_edu.tokenizer import HARMONY_VOCAB_SIZE
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "data" / "tiny-gpt-oss"
@@ -825,3 +826,14 @@ def test_a_terminal_and_jupyter_keep_the_bar(monkeypatch):
         assert isinstance(bar, kind), type(stderr)
         bar.close()
     assert T._progress_bar(10, 0, False) is None
+
+
+def test_a_harmony_vocabulary_model_exports_gpt_oss_generation_config(text_data, tmp_path):
+    """A model over the harmony vocabulary gets the Hub's generation_config.json (SPEC.md section 1)."""
+    cfg = small(13).replace(vocab_size=HARMONY_VOCAB_SIZE)
+    result = T.train(cfg, quick(steps=1, warmup_steps=0), T.prepare_data("text", HARMONY_VOCAB_SIZE), progress=False)
+    gen = json.loads((T.export(result, tmp_path / "model") / "generation_config.json").read_text())
+    assert gen == {"bos_token_id": 199998, "eos_token_id": [200002, 199999, 200012], "pad_token_id": 199999,
+                   "do_sample": True, "temperature": 1.0, "top_p": 1.0}
+    assert not (T.export(T.train(small(13), quick(steps=1, warmup_steps=0), text_data, progress=False), tmp_path / "small")
+                / "generation_config.json").exists()  # a vocabulary of 50,257 has no harmony ids
