@@ -4,6 +4,9 @@ The parity tests' small original contexts (8-32) put YaRN's whole ramp inside th
 frequency pairs, with truncate false. Here gpt-oss's own config and others, with truncate true, false
 or absent (transformers then truncates), each read back through config.json (from_hf_config, as
 load_model reads it), against transformers' own YaRN initialisation.
+
+Tolerances: the frequencies to rtol 1e-6 (float32 rounding of the same powers and blend; a ramp off
+by one pair moves a frequency by far more), the attention factor to 1e-12 (a Python float both sides).
 """
 
 from __future__ import annotations
