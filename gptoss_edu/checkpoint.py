@@ -733,7 +733,9 @@ CHECKPOINT_FILES = ("config.json", "generation_config.json", "training.json", "T
 
 
 def check_replaceable(path: Path, advice: str) -> None:
-    """FileExistsError when ``path`` is a folder (not a link) that holds more than a checkpoint."""
+    """FileExistsError when ``path`` is a file, or a folder (not a link) that holds more than a checkpoint."""
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path} is a file, not a checkpoint folder, which replacing it would delete: {advice}")
     if path.is_symlink() or not path.is_dir():
         return
     others = sorted(p.name for p in path.iterdir() if not any(p.match(pattern) for pattern in CHECKPOINT_FILES))
@@ -758,6 +760,9 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
     write never leaves a half-written checkpoint behind (a killed one leaves its temporary
     folder, which the next write reports).
     """
+    if dtype not in (torch.bfloat16, torch.float16, torch.float32, torch.float64):
+        raise ValueError(f"dtype={dtype!r}: the weights other than MXFP4 experts are written as a floating-point "
+                         "torch dtype (torch.bfloat16, as the real checkpoints, or float16, float32, float64)")
     path = Path(path).expanduser()
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise FileExistsError(f"{path} exists: pass overwrite=True to replace it")

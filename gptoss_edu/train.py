@@ -757,9 +757,7 @@ def export(result: TrainResult, path: str | Path, command: str | None = None, ab
 
 
 def check_export_target(path: Path) -> None:
-    """Refuse to replace a folder that holds anything but an exported checkpoint (or a file)."""
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{path} is a file, not a folder: choose a folder for the checkpoint")
+    """Refuse to replace a file, or a folder that holds anything but an exported checkpoint."""
     check_replaceable(path, "export into an empty or new folder, or one that holds only an earlier export")
 
 

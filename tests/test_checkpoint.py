@@ -448,19 +448,23 @@ def test_a_disk_that_cannot_sync_folders_or_fails_to_is_handled(tmp_path, failin
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
 
 
-def test_overwrite_replaces_files_links_and_ignores_leftovers(tmp_path):
+def test_overwrite_replaces_checkpoints_and_links_never_a_file_and_ignores_leftovers(tmp_path):
     model = small_gptoss()
     (tmp_path / ".ck.old").mkdir()  # left by an interrupted overwrite of an earlier version
     (tmp_path / ".ck.old" / "x").write_text("x")
     ck_path = g.write_checkpoint(model, tmp_path / "ck")
     assert g.write_checkpoint(model, ck_path, overwrite=True) == ck_path
-    (tmp_path / "file").write_text("not a checkpoint")
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
-    for target in (tmp_path / "file", tmp_path / "link"):
-        g.write_checkpoint(model, target, overwrite=True)
-        assert target.is_dir() and not target.is_symlink() and (target / "config.json").exists()
+    g.write_checkpoint(model, tmp_path / "link", overwrite=True)
+    assert (tmp_path / "link").is_dir() and not (tmp_path / "link").is_symlink()
+    assert (tmp_path / "link" / "config.json").exists()
     assert (tmp_path / "real").is_dir()  # a link is replaced, not what it pointed to
+    # A file is no checkpoint: a slip such as writing to .../model.safetensors must not delete it.
+    (tmp_path / "file").write_text("not a checkpoint")
+    with pytest.raises(FileExistsError, match="is a file, not a checkpoint folder, which replacing it would delete"):
+        g.write_checkpoint(model, tmp_path / "file", overwrite=True)
+    assert (tmp_path / "file").read_text() == "not a checkpoint"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".ck.old", "ck", "file", "link", "real"]
 
 
@@ -970,3 +974,11 @@ def test_the_size_suggested_for_a_tied_model_counts_its_embedding_once(monkeypat
     with pytest.raises(g.CheckpointError, match=re.escape(f"load it with keep_mxfp4=True, dtype=torch.bfloat16 "
                                                           f"(experts packed): {ck.format_bytes(size)}")):
         g.load_model(path)
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, "bfloat16", torch.uint8])
+def test_a_dtype_that_is_no_float_is_refused_before_anything_is_written(tmp_path, dtype):
+    """int8 wrote all-zero weights that load_model then refused; the string "bfloat16" failed as a device name."""
+    with pytest.raises(ValueError, match=r"dtype=.*floating-point torch dtype \(torch.bfloat16"):
+        g.write_checkpoint(small_gptoss(), tmp_path / "ck", dtype=dtype)
+    assert list(tmp_path.iterdir()) == []
