@@ -24,7 +24,7 @@ import torch
 
 from . import harmony
 from .env import device_problem, total_ram, triton_gpu_problem
-from .generate import Generation, release_memory, stream
+from .generate import Generation, check_max_new_tokens, check_sampling, release_memory, stream
 from .memory import format_count, is_out_of_memory
 from .model import GPT
 from .static_decode import fast_step
@@ -115,6 +115,8 @@ class ChatSession:
         color: bool | None = None,
         cuda_graph: bool | None = None,
     ):
+        check_max_new_tokens(max_new_tokens)  # here, not at the first reply: a bad setting is no turn's fault
+        check_sampling(temperature, top_p)
         self.model = model
         self.enc = get_encoding("o200k_harmony")
         self.header = chat_header(reasoning, date, instructions)
@@ -193,8 +195,12 @@ class ChatSession:
             interrupted = True
         except RuntimeError as e:  # out of memory: the prompt grows every turn, and the cache with it
             if not is_out_of_memory(e):
+                self._undo_turn()
                 raise
             out_of_memory = True
+        except Exception:  # the conversation as before this message, so that sending it again is one turn
+            self._undo_turn()
+            raise
         finally:
             tokens.close()
             self._write("")  # back to normal text, even after an interrupt
@@ -205,6 +211,11 @@ class ChatSession:
             self._write("\n")
         self._report(stats, parser, problem, interrupted, len(prompt) + len(stats.tokens) >= context, taken)
         return stats
+
+    def _undo_turn(self) -> None:
+        """Forget the user's message just sent: its reply failed."""
+        self.messages.pop()
+        self.turn -= 1
 
     def _drop_turn(self, prompt_tokens: int, printed: bool) -> None:
         """After running out of memory: the conversation as before this message, and the memory given back."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import math
+import numbers
 import operator
 import time
 from dataclasses import dataclass, field
@@ -28,10 +29,14 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1
     if temperature == 0:
         return int(logits.argmax())
     logits = logits.float()
-    # Below 1e-20, logit / temperature can overflow float32 (softmax: NaN); the gaps to the top logit cannot
-    # (0 for the top, else -inf), and at such a temperature the draw is the top token either way. Decided on
-    # the number, not on the tensor: no extra GPU sync at every token.
-    scaled = (logits - logits.max() if temperature < 1e-20 else logits) / temperature
+    # Below 1e-20, logit / temperature can overflow float32 (softmax: NaN), and below about 1e-45 the
+    # temperature itself rounds to 0 in float32 (0 / 0 for the top logit). At such a temperature the draw is
+    # the top token (one of them, if tied) either way: 0 for the top, -inf for the rest. Decided on the
+    # number, not on the tensor: no extra GPU sync at every token.
+    if temperature < 1e-20:
+        scaled = torch.where(logits == logits.max(), 0.0, -math.inf)
+    else:
+        scaled = logits / temperature
     probs = torch.softmax(scaled, dim=-1)
     if top_p < 1:
         probs = nucleus(probs, top_p)
@@ -41,6 +46,12 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1
     # same seed, every token gets the same noise, so two prompts with similar next-token distributions
     # tend to pick the same token (notebook 11 counts how long replies agree).
     return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def check_max_new_tokens(max_new_tokens: int) -> None:
+    """Refuse a max_new_tokens that is not a whole number >= 0 (5.0, None and True included)."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be a whole number, 0 or more (an int), got {max_new_tokens!r}")
 
 
 def check_sampling(temperature: float, top_p: float) -> None:
@@ -109,8 +120,7 @@ def stream(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_toke
     if model.training and model.config.dropout > 0:
         raise ValueError(f"the model is in training mode, so dropout ({model.config.dropout}) would change every "
                          "token: call model.eval() before generating")
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be 0 or more, got {max_new_tokens}")
+    check_max_new_tokens(max_new_tokens)
     check_sampling(temperature, top_p)
     ctx = model.config.context_length
     if len(ids) >= ctx:

@@ -240,3 +240,32 @@ def test_ctrl_c_at_the_prompt_does_not_quit_and_reset_ignores_spaces(monkeypatch
     out = capsys.readouterr().out
     assert len(read) == 3 and "(Ctrl-D quits)" in out and "(new conversation)" in out
     assert out.startswith("fake: 1 M parameters on cpu (torch backend), loaded in ")  # not '0.001B'
+
+
+@pytest.mark.parametrize("error", [RuntimeError("mat1 and mat2 shapes cannot be multiplied"), ValueError("bad id")])
+def test_a_reply_that_fails_leaves_the_conversation_and_the_seed_as_before(monkeypatch, error):
+    """The user's message used to stay, unanswered: sent again, it stood twice in the conversation."""
+    def broken(model, prompt_ids, *, stats, stop_tokens, **kwargs):
+        raise error
+        yield
+
+    calls = []
+    session = chat.ChatSession(fake_model(), out=io.StringIO(), seed=7)
+    monkeypatch.setattr(chat, "stream", recording(ANSWER, calls))
+    session.reply("one")
+    before, turn = list(session.messages), session.turn
+    monkeypatch.setattr(chat, "stream", broken)
+    with pytest.raises(type(error)):
+        session.reply("two")
+    assert session.messages == before and session.turn == turn
+    monkeypatch.setattr(chat, "stream", recording(ANSWER, calls))
+    session.reply("two")
+    assert [m.text for m in session.messages if m.role == "user"] == ["one", "two"]
+    assert [c["seed"] for c in calls] == [7, 8]  # the failed turn used no seed
+
+
+@pytest.mark.parametrize("setting, value", [("temperature", -1.0), ("top_p", 0.0), ("max_new_tokens", 2.5),
+                                            ("max_new_tokens", None)])
+def test_a_session_with_a_bad_setting_is_refused_when_made(setting, value):
+    with pytest.raises(ValueError, match=setting):
+        chat.ChatSession(fake_model(), out=io.StringIO(), **{setting: value})

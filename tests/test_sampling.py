@@ -91,13 +91,16 @@ def test_a_seeded_generation_draws_where_the_model_is(device, monkeypatch):
     assert generate(model, [1, 2, 3], max_new_tokens=12, temperature=1.0, seed=7).tokens == first
 
 
-@pytest.mark.parametrize("temperature", [1e-30, 1e-40, 1e-45])
+@pytest.mark.parametrize("temperature", [1e-30, 1e-40, 1e-45, 1e-46, 5e-324])
 def test_a_temperature_too_small_for_float32_is_greedy_not_an_error(temperature):
-    """logits / 1e-40 overflows float32 to inf (softmax: NaN); the draw must still be the top token."""
+    """logits / 1e-40 overflows float32 to inf (softmax: NaN), and 1e-46 is 0 in float32 (0 / 0 at the top
+    logit); the draw must still be the top token."""
     logits = torch.randn(201088, generator=torch.Generator().manual_seed(3)) * 4
     gen = torch.Generator().manual_seed(0)
     assert [sample_next(logits, temperature, 1.0, gen) for _ in range(5)] == [int(logits.argmax())] * 5
     assert sample_next(logits, temperature, 0.5, gen) == int(logits.argmax())
+    tied = torch.tensor([0.0, 3.0, 1.0, 3.0])  # two top tokens: either may be drawn, nothing else
+    assert {sample_next(tied, temperature, 1.0, gen) for _ in range(40)} == {1, 3}
 
 
 @pytest.mark.parametrize("temperature,top_p", [(float("nan"), 1.0), (float("inf"), 1.0), (-1.0, 1.0),
@@ -123,3 +126,11 @@ def test_no_new_tokens_means_no_prefill(monkeypatch):
     monkeypatch.setattr(model, "forward", lambda *a, **k: calls.append(a) or torch.zeros(1, 1, 300))
     result = generate(model, [1, 2, 3], max_new_tokens=0)
     assert (result.tokens, result.stop_reason, result.prompt_tokens, calls) == ([], "max_new_tokens", 3, [])
+
+
+@pytest.mark.parametrize("value", [5.0, None, True, "8"])
+def test_max_new_tokens_that_is_no_whole_number_is_named(value):
+    """5.0 failed inside torch.zeros, None at a comparison; True passed as 1."""
+    model = g.GPT(g.preset("gpt2-tiny").replace(vocab_size=50, context_length=16)).eval()
+    with pytest.raises(ValueError, match=r"max_new_tokens must be a whole number, 0 or more \(an int\), got"):
+        generate(model, [1, 2], max_new_tokens=value)
