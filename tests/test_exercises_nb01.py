@@ -49,6 +49,8 @@ def test_other_failures():
     assert "has shape (3,)" in check_gelu(lambda x: torch.zeros(3)).message
     assert "raised RuntimeError" in check_gelu(lambda x: x @ x).message
     assert "in place" in check_gelu(lambda x: x.mul_(0.5)).message
+    wider = check_gelu(lambda x: right(x.double()))  # right values, but the model downstream would turn float64
+    assert not wider.passed and "x is torch.float32 and your result is torch.float64" in wider.message, wider.message
     generic = check_gelu(lambda x: right(x) + 0.01)
     assert not generic.passed and "differs by up to 0.01" in generic.message
 

@@ -62,6 +62,10 @@ def test_other_failures():
     assert "returned None" in check_rms_norm(lambda x, w, e: None).message
     assert "has shape" in check_rms_norm(lambda x, w, e: x[..., :1]).message
     assert "cast back to x's dtype" in check_rms_norm(lambda x, w, e: right(x, w, e).float()).message
+    # The weight's dtype is not x's: with a float32 weight beside bf16 x (as OpenAI's code keeps it), named.
+    for follows_weight in (lambda x, w, e: right(x, w, e).to(w.dtype), lambda x, w, e: right(x, w, e).type_as(w)):
+        r = check_rms_norm(follows_weight)
+        assert not r.passed and "the result follows x, not the weight" in r.message, r.message
     assert "raised ValueError" in check_rms_norm(lambda x, w, e: (_ for _ in ()).throw(ValueError("x"))).message
     assert "keepdim" not in check_rms_norm(lambda x, w, e: (_ for _ in ()).throw(ValueError("x"))).message
     # the mean without keepdim=True: [.., T] against x's [.., T, d] does not broadcast

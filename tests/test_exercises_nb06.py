@@ -113,3 +113,16 @@ def test_masking_the_scores_in_place_still_gets_the_right_diagnosis():
 
     r = check_sink_share(in_place_no_window)
     assert not r.passed and "ignored the window" in r.message, r.message
+
+
+def test_right_shares_from_scores_masked_in_place_fail():
+    """nb01-03 refuse an answer that writes into its input; so does this one, once its shares are right."""
+    def in_place(scores, sink, window):
+        T = scores.shape[-1]
+        i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
+        scores.masked_fill_((j > i) | ((i - j >= window) if window else False), float("-inf"))
+        return torch.sigmoid(sink - torch.logsumexp(scores, dim=-1))
+
+    assert check_sink_share(lambda s, sink, w: in_place(s.clone(), sink, w)).passed
+    r = check_sink_share(in_place)
+    assert not r.passed and "changed the scores it was given" in r.message, r.message

@@ -185,3 +185,22 @@ def test_a_scale_rounded_on_the_way_is_told_how_to_make_it_exact():
     exact = lambda b, s: (torch.stack((lut[(b & 0x0F).long()], lut[(b >> 4).long()]), -1).flatten(-2)  # noqa: E731
                           * torch.exp2(s.float() - 127)[..., None]).flatten(-2)
     assert check_dequantize(exact).passed
+
+
+# ---- found by a review of wrong answers that passed ----
+
+def test_leading_dimensions_hard_coded_to_two_fail_on_one_weight():
+    """flatten(2) is right for [E, rows, G, 16] only; one weight's [rows, G, 16] (as quantize(w) gives) tells."""
+    r = check_dequantize(lambda b, s: right(b, s).unflatten(-1, (b.shape[-2], 32)).flatten(2))
+    assert not r.passed and "one weight's [rows, G, 16]" in r.message and "expected (5, 96)" in r.message, r.message
+
+
+def test_a_right_answer_that_writes_into_its_inputs_fails():
+    def shifts_in_place(blocks, scales):
+        lo = LUT[(blocks & 0xF).long()]
+        blocks >>= 4
+        return (torch.stack((lo, LUT[blocks.long()]), dim=-1).flatten(-2)
+                * 2.0 ** (scales.int() - 127).float()[..., None]).flatten(-2)
+
+    r = check_dequantize(shifts_in_place)
+    assert not r.passed and "changed blocks in place" in r.message, r.message

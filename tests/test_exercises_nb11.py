@@ -163,3 +163,20 @@ def test_one_control_token_written_as_text_is_named_as_such():
     assert not result.passed and f"'<|channel|>' in the" in result.message, result.message
     assert f"is written as text, {len(ENC.encode_ordinary('<|channel|>'))} ordinary tokens; the control token is " \
            f"one id, {channel}" in result.message
+
+
+# ---- found by a review of wrong answers that passed ----
+
+@pytest.mark.parametrize("is_call", [
+    lambda m: m.recipient is not None and m.recipient.startswith("functions."),
+    lambda m: m.role == "assistant" and m.channel == "commentary" and m.recipient is not None,
+])
+def test_a_tool_call_rule_that_misses_built_in_tools_fails(is_call):
+    """gpt-oss calls its built-in tools (python, browser.*) from the analysis channel: those end with <|call|> too."""
+    def render(m):
+        ids = harmony.render_message(m)
+        return ids[:-1] + [SP("<|call|>" if is_call(m) else "<|end|>")]
+
+    result = check_render_message(render)
+    assert not result.passed and "analysis channel addressed to python (a tool call) ends with <|end|>" in result.message, \
+        result.message

@@ -143,3 +143,19 @@ def test_a_float_a_hair_under_the_bytes_passes():
     # Float sums can land just under the integer; the check rounds to whole bytes, not truncates.
     r = check_memory_plan(lambda c, n: {k: v - 1e-3 for k, v in by_hand(c, n).items()})
     assert r.passed, r.message
+
+
+# ---- found by a review of wrong answers that passed ----
+
+@pytest.mark.parametrize("which, count", [(lambda i, L: i % 2 == 0, 4), (lambda i, L: i % 2 == 1, 3),
+                                          (lambda i, L: i < L // 2, 3)])
+def test_an_answer_that_ignores_layer_types_fails_on_the_made_up_config(which, count):
+    """Every other layer sliding (either parity), or half of them: right for the real models, not in general."""
+    def guessed(c, n):
+        L = c["num_hidden_layers"]
+        return by_hand({**c, "layer_types": ["sliding_attention" if which(i, L) else "full_attention"
+                                             for i in range(L)]}, n)
+    result = check_memory_plan(guessed)
+    assert not result.passed and "made-up" in result.message, result.message
+    assert f"you counted {count} of the 7 layers as sliding" in result.message
+    assert "this config slides 5: layers 0, 1, 3, 4 and 5" in result.message, result.message

@@ -60,6 +60,9 @@ def check_gelu(fn: Callable[[torch.Tensor], torch.Tensor]) -> CheckResult:
             return failed("not yet: your function changed its input in place; compute a new tensor instead")
         want = gelu_tanh(x)
         verdict = compare(got, want, "your GELU", atol=ATOL)
+        if verdict is None and got.dtype != x.dtype:
+            return failed(f"not yet: the values are right, but x is {x.dtype} and your result is {got.dtype}: an "
+                          "activation keeps its input's dtype (compute in x's own dtype, or .to(x.dtype) at the end)")
         if verdict is None:
             continue
         if isinstance(got, torch.Tensor) and got.shape == want.shape:

@@ -90,8 +90,9 @@ def check_sink_share(fn: Callable[[torch.Tensor, float, int], torch.Tensor]) -> 
     gen = torch.Generator().manual_seed(6)
     for T, window, sink in CASES:
         scores = torch.randn(T, T, generator=gen) * 2
+        theirs = scores.clone()  # the diagnosis reads the scores as they were, whatever fn does to its copy
         try:
-            got = fn(scores.clone(), sink, window)
+            got = fn(theirs, sink, window)
         except Exception as e:  # the learner's code: report, do not crash the notebook
             return failed(f"not yet: your function raised {type(e).__name__}: {e}")
         if got is None:
@@ -108,5 +109,9 @@ def check_sink_share(fn: Callable[[torch.Tensor, float, int], torch.Tensor]) -> 
             return failed(f"not yet: for {T} queries the result should have shape ({T},), got {tuple(got.shape)}.{hint}")
         if not torch.allclose(got.float(), reference_sink_share(scores, sink, window), atol=1e-5):
             return failed("not yet: " + _diagnose(got, scores, sink, window))
+        if not torch.equal(theirs, scores):
+            return failed("not yet: the shares are right, but your function changed the scores it was given (an op "
+                          "ending in _, such as masked_fill_): a caller may still need them. Use the out-of-place "
+                          "scores.masked_fill(...), which returns a new tensor")
     return passed(f"Right on {len(CASES)} cases (windows 4, 5 and full; sinks -1 to 2): the sink's share is "
                   "sigmoid(sink - logsumexp of the visible scores).")

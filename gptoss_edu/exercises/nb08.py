@@ -63,6 +63,23 @@ def _typical_mistakes(blocks: torch.Tensor, scales: torch.Tensor) -> dict[str, t
     }
 
 
+def _call(fn: Dequantize, blocks: torch.Tensor, scales: torch.Tensor) -> tuple[object, CheckResult | None]:
+    """``fn``'s result on these blocks, and the failure to report if its values are right: it wrote into its inputs."""
+    before = blocks.clone(), scales.clone()
+    try:
+        got = fn(blocks, scales)
+    except Exception as e:  # the learner's code: show what went wrong, don't crash the notebook
+        return None, failed(f"not yet: your function raised {type(e).__name__}: {e}")
+    changed = [name for name, t, b in (("blocks", blocks, before[0]), ("scales", scales, before[1]))
+               if not torch.equal(t, b)]
+    blocks.copy_(before[0]), scales.copy_(before[1])  # the diagnosis reads them as they were
+    if changed:
+        return got, failed(f"not yet: your function changed {' and '.join(changed)} in place (an op ending in _, "
+                           "or >>=, &=, -=, ...): on a checkpoint's tensors that would destroy the stored weights. "
+                           "Compute new tensors instead: blocks & 0x0F, blocks >> 4, scales.int() - 127")
+    return got, None
+
+
 def check_dequantize(fn: Dequantize) -> CheckResult:
     """Try ``fn(blocks, scales)`` on fresh random MXFP4 data against gptoss_edu.mxfp4.dequantize."""
     if (wrong := not_a_function(fn)) is not None:
@@ -74,10 +91,9 @@ def check_dequantize(fn: Dequantize) -> CheckResult:
     scales = torch.randint(110, 127, (3, 5, 4), dtype=torch.uint8, generator=gen)
     scales[1, 2] = torch.tensor([128, 129, 130, 131], dtype=torch.uint8)
     want = mxfp4.dequantize(blocks, scales, dtype=torch.float32)
-    try:
-        got = fn(blocks.clone(), scales.clone())
-    except Exception as e:  # the learner's code: show what went wrong, don't crash the notebook
-        return failed(f"not yet: your function raised {type(e).__name__}: {e}")
+    got, in_place = _call(fn, blocks, scales)
+    if got is None and in_place is not None:  # it raised
+        return in_place
     if isinstance(got, torch.Tensor) and got.shape == (3, 5, 4, 32):
         return failed("not yet: the shape is [..., G, 32]; flatten the last two dims to [..., G * 32] "
                       "(one row of the weight)")
@@ -89,8 +105,19 @@ def check_dequantize(fn: Dequantize) -> CheckResult:
         return failed("not yet: the values compare equal, but code 8 is -0.0, not +0.0 (bit 3 is the sign, for "
                       "zero too): look the codes up in mxfp4.FP4_VALUES as it is")
     if problem is None:
+        if in_place is not None:
+            return in_place
+        # One weight, as mxfp4.quantize(w) gives it: the leading dimensions are the caller's, not always 2.
+        one = blocks[1, :, :3].clone(), scales[1, :, :3].clone()
+        got, in_place = _call(fn, *one)
+        if in_place is not None:
+            return in_place
+        if (problem := compare(got, mxfp4.dequantize(*one, dtype=torch.float32), "your function", atol=0)) is not None:
+            return failed("not yet: right on [experts, rows, G, 16] blocks, but on one weight's [rows, G, 16] "
+                          f"(5 x 3 x 16): {problem.message}. Keep every leading dimension as it comes "
+                          "(reshape(*blocks.shape[:-2], -1), or flatten(-2)), so any [..., G, 16] works")
         return passed("your dequantizer matches gptoss_edu.mxfp4.dequantize bit for bit on fresh blocks "
-                      "(3 experts x 5 rows x 4 blocks).")
+                      "(3 experts x 5 rows x 4 blocks, and one weight of 5 rows x 3 blocks).")
     if isinstance(got, torch.Tensor) and got.shape == want.shape:
         for message, wrong in _typical_mistakes(blocks, scales).items():
             if torch.allclose(got.float(), wrong, rtol=1e-6, atol=0, equal_nan=True):
@@ -101,4 +128,4 @@ def check_dequantize(fn: Dequantize) -> CheckResult:
                           "but not bit for bit: something was rounded on the way. Every E8M0 scale is a power of "
                           "two, exact in float32: compute it as 2.0 ** (scales.int() - 127) or torch.exp2(scales.float() "
                           "- 127) (exp(x * ln 2) rounds), and multiply each FP4 value by it once")
-    return failed("not yet: " + problem.message)
+    return in_place or failed("not yet: " + problem.message)

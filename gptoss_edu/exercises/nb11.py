@@ -31,6 +31,8 @@ def fresh_messages(seed: int = 11) -> list[harmony.Message]:
         harmony.assistant(f"The user asks about {city}; I should check the weather tool.", "analysis"),
         harmony.assistant(f'{{"location": "{city}"}}', "commentary", recipient="functions.get_weather"),
         harmony.tool_result("functions.get_weather", f'{{"temp_c": {n}, "sky": "clear"}}'),
+        # A built-in tool is called from the analysis channel, and its call ends with <|call|> too.
+        harmony.assistant(f"print(round(({n} * 9 / 5) + 32))", "analysis", recipient="python"),
         harmony.assistant(f"Checking the forecast for {city} now.", "commentary"),
         harmony.assistant(f"It is {n} °C and clear in {city}.", "final"),
     ]
@@ -160,4 +162,5 @@ def check_render_message(fn: RenderMessage) -> CheckResult:
         if got != want:
             return failed("not yet: " + _diagnose(m, got, want) + ".")
     return passed(f"your renderer matches gptoss_edu.harmony.render_message token for token on {len(messages)} "
-                  "fresh messages: user, assistant on all three channels, a tool call and a tool's reply.")
+                  "fresh messages: user, assistant on all three channels, tool calls from the commentary and "
+                  "analysis channels, and a tool's reply.")

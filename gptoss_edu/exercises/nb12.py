@@ -18,12 +18,15 @@ def hf_config(name: str) -> dict[str, Any]:
 
 
 def made_up_config() -> dict[str, Any]:
-    """A gpt-oss-shaped config of no real model, so an answer that only knows 120b's numbers fails."""
+    """A gpt-oss-shaped config of no real model, so an answer that only knows 120b's numbers fails.
+
+    Its 7 layers do not alternate (5 slide), so only an answer that reads ``layer_types`` gets its cache right.
+    """
     cfg = hf_config("gpt-oss-120b")
-    n = 6
-    cfg.update(num_hidden_layers=n, num_local_experts=16, num_key_value_heads=4, num_attention_heads=32,
+    sliding, full = "sliding_attention", "full_attention"
+    cfg.update(num_hidden_layers=7, num_local_experts=16, num_key_value_heads=4, num_attention_heads=32,
                hidden_size=1024, intermediate_size=1536, vocab_size=50_000, sliding_window=256,
-               layer_types=list(alternating_layer_types(n)))
+               layer_types=[sliding, sliding, full, sliding, sliding, sliding, full])
     return cfg
 
 
@@ -56,11 +59,20 @@ def _weights(config: dict, *, scales: bool = True, expert_bytes: float | None = 
 
 
 def _kv(config: dict, context: int, *, k_and_v: int = 2, heads: str = "num_key_value_heads", dtype_bytes: int = 2,
-        windowed: bool = True, per_token: bool = False, layers: bool = True, capped: bool = True) -> int:
-    """KV-cache bytes with one knob per typical mistake (the defaults give the right answer)."""
+        windowed: bool = True, per_token: bool = False, layers: bool = True, capped: bool = True,
+        sliding_from: str = "layer_types") -> int:
+    """KV-cache bytes with one knob per typical mistake (the defaults give the right answer).
+
+    ``sliding_from`` other than "layer_types" guesses which layers slide instead: "even" layers
+    (0, 2, ...) or "odd" ones (1, 3, ...), every other one as in the real models.
+    """
     c = memory.dims(config)
     per_layer_token = k_and_v * c[heads] * c["head_dim"] * dtype_bytes
-    windows = memory.layer_windows(config)[:None if layers else 1]
+    windows = memory.layer_windows(config)
+    if sliding_from != "layer_types":
+        window, first = max(windows), {"even": 0, "odd": 1}[sliding_from]
+        windows = [window if i % 2 == first else 0 for i in range(len(windows))]
+    windows = windows[:None if layers else 1]
     positions = 1 if per_token else context
     return sum(per_layer_token * ((min(positions, w) if capped else w) if windowed and w else positions)
                for w in windows)
@@ -99,6 +111,9 @@ def _weight_mistakes(config: dict) -> dict[str, int]:
 def _kv_mistakes(config: dict, context: int) -> dict[str, int]:
     right = _kv(config, context)
     window = config.get("sliding_window") or 0
+    windows = memory.layer_windows(config)
+    slide = [str(i) for i, w in enumerate(windows) if w]
+    kinds = f"this config slides {len(slide)}: layers {', '.join(slide[:-1])} and {slide[-1]}" if len(slide) > 1 else ""
     return {
         "you counted only the keys: the cache holds keys and values (factor 2)": _kv(config, context, k_and_v=1),
         "you used the query heads: keys and values exist only for the num_key_value_heads KV heads "
@@ -108,6 +123,11 @@ def _kv_mistakes(config: dict, context: int) -> dict[str, int]:
         **({"you counted the sliding layers for the whole context: a sliding_attention layer never looks more "
             "than sliding_window keys back, so the course's KVCache keeps only its last sliding_window positions "
             "(a rolling buffer, notebook 06)": _kv(config, context, windowed=False)} if context > window else {}),
+        **{f"you counted {(len(windows) + 1 - first) // 2} of the {len(windows)} layers as sliding, every other one "
+           f"as in the real models: read each layer's kind from config['layer_types'] ({kinds})":
+           _kv(config, context, sliding_from=parity)
+           for parity, first in (("even", 0), ("odd", 1))
+           if context > window and _kv(config, context, sliding_from=parity) != right},
         "you gave the bytes of one position: multiply by the context": _kv(config, context, per_token=True),
         "you counted one layer: every layer has its own keys and values": _kv(config, context, layers=False),
         "your answer is in bits: return bytes (divide by 8)": right * 8,
