@@ -29,7 +29,27 @@ class KVCache:
                   for n in self.slots]
         self.v = [torch.zeros_like(k) for k in self.k]
         self.max_len = max_len
-        self.length = 0
+        self._length = 0
+
+    @property
+    def length(self) -> int:
+        """Positions filled: the next step writes position ``length``."""
+        return self._length
+
+    @length.setter
+    def length(self, value: int) -> None:
+        # Going back is re-doing steps (notebook 05 times one step so): a rolling buffer that has wrapped
+        # no longer holds what a query more than one position back would see.
+        lost = [n for n in self.slots if n < self.max_len and self._length > n]
+        if value < 0 or value > self.max_len:
+            raise ValueError(f"a cache of {self.max_len} positions cannot hold {value}")
+        if 0 < value < self._length - 1 and lost:
+            n = min(lost)
+            raise ValueError(
+                f"the cache cannot go back from {self._length} to {value} positions: its sliding-window layers keep "
+                f"only their last {n}, and positions {self._length - n - 1} and before are overwritten, though a "
+                f"query at position {value} would see them. Go back one position, or to 0 (start over)")
+        self._length = value
 
     def rolling(self, layer: int) -> bool:
         """Whether ``layer`` keeps a rolling buffer shorter than the cache (a sliding-window layer)."""

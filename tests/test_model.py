@@ -136,6 +136,41 @@ def test_kv_cache_update_returns_what_the_step_attends_over():
         g.attention.KVCache(cfg, 1, 65)
 
 
+@pytest.mark.parametrize("prefill, steps", [(5, 2), (22, 3), (6, 4)])
+def test_rewinding_the_cache_is_exact_or_refused(prefill, steps):
+    """Going back one position re-does a step exactly; further back, once a rolling buffer has wrapped,
+    the keys a query would see are overwritten: that is refused, not answered with wrong logits (it was).
+    Exact here means equal to the uncached forward within 1e-5, float32."""
+    from random_weights import randomize
+
+    cfg = g.preset("gpt-oss-tiny")
+    W = cfg.sliding_window
+    model = randomize(g.GPT(cfg), seed=prefill).eval()
+    ids = torch.randint(0, cfg.vocab_size, (1, 32), generator=torch.Generator().manual_seed(steps))
+    with torch.no_grad():
+        full = model(ids)[0]
+        for back in range(prefill + steps + 1):
+            cache = model.new_cache(1, 32)
+            model(ids[:, :prefill], cache)
+            for t in range(prefill, prefill + steps):
+                model(ids[:, t:t + 1], cache)
+            length = cache.length
+            if 0 < length - back < length - 1 and length > W:
+                with pytest.raises(ValueError, match=f"cannot go back from {length} to {length - back} positions: "
+                                                     f"its sliding-window layers keep only their last {W}"):
+                    cache.length -= back
+                assert cache.length == length
+                continue
+            cache.length -= back
+            at = cache.length
+            logits = model(ids[:, at:at + 3], cache)[0]
+            torch.testing.assert_close(logits, full[at:at + 3], atol=1e-5, rtol=1e-5)
+    cache = model.new_cache(1, 8)
+    for bad in (-1, 9):
+        with pytest.raises(ValueError, match=f"a cache of 8 positions cannot hold {bad}"):
+            cache.length = bad
+
+
 def test_a_cache_made_for_another_window_is_refused():
     """A rolling buffer only works at the window it was made for: another model's cache is an error, not noise."""
     cfg = g.preset("gpt-oss-tiny").replace(vocab_size=100, context_length=64)
