@@ -101,6 +101,10 @@ class ModelConfig:
         need(self.positions in ("learned", "rope", "yarn"), f"positions must be learned|rope|yarn, got {self.positions!r}")
         need(self.norm in ("layernorm", "rmsnorm"), f"norm must be layernorm|rmsnorm, got {self.norm!r}")
         need(self.mlp in ("gelu", "swiglu", "gptoss_swiglu"), f"mlp must be gelu|swiglu|gptoss_swiglu, got {self.mlp!r}")
+        need(self.gelu_approximate in ("none", "tanh"),
+             f"gelu_approximate must be none|tanh (torch's names: exact erf, or GPT-2's tanh), got {self.gelu_approximate!r}")
+        for f in ("n_experts", "experts_per_token", "sliding_window"):
+            need(getattr(self, f) >= 0, f"{f} must be 0 or more (0: none), got {getattr(self, f)}")
         need(self.n_heads % self.n_kv_heads == 0, f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})")
         need(self.head_dim % 2 == 0 or self.positions == "learned", f"rotary positions need an even head_dim, got {self.head_dim}")
         need(self.positions != "yarn" or self.rope_scaling_factor >= 1, "YaRN needs rope_scaling_factor >= 1")
@@ -494,8 +498,10 @@ COURSE_STEPS: dict[int, dict[str, Any]] = {
 
 def course_config(step: int, base: ModelConfig | None = None) -> ModelConfig:
     """The config after notebook ``step`` (0..13; 0 and 1 are the base), built from ``base`` (default: gpt2-tiny)."""
-    if not 0 <= step <= 13:
-        raise ValueError(f"the course's notebooks are 0..13, got {step}")
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= 13:
+        raise ValueError(f"step is a notebook's number, a whole number 0..13, got {step!r}")
+    if base is not None and not isinstance(base, ModelConfig):
+        raise TypeError(f"base must be a ModelConfig (e.g. preset({base!r})), got {type(base).__name__}")
     cfg = base or preset("gpt2-tiny")
     for n in sorted(COURSE_STEPS):
         if n > step:

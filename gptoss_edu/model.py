@@ -95,8 +95,8 @@ class GPT(nn.Module):
         a 2,048-token prompt's 0.8 GB in bf16).
         """
         if input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"input_ids must be an integer tensor [batch, tokens], got {input_ids.dtype} "
-                             f"{tuple(input_ids.shape)}")
+            raise ValueError(f"input_ids must be an int64 or int32 tensor [batch, tokens] (ids.long() converts "
+                             f"one), got {input_ids.dtype} {tuple(input_ids.shape)}")
         T = input_ids.shape[1]
         if input_ids.numel() == 0:
             raise ValueError(f"input_ids {tuple(input_ids.shape)} holds no tokens: give at least one sequence of one")
@@ -123,7 +123,12 @@ class GPT(nn.Module):
     def new_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache:
         """An empty KV cache on this model's device and dtype."""
         p = self.embed.weight
-        return KVCache(self.config, batch_size, max_len or self.config.context_length, p.device, p.dtype)
+        if max_len is None:
+            max_len = self.config.context_length
+        elif isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
+            raise ValueError(f"max_len is the positions the cache holds, a whole number >= 1 (None: the model's "
+                             f"context, {self.config.context_length}), got {max_len!r}")
+        return KVCache(self.config, batch_size, max_len, p.device, p.dtype)
 
     def set_backend(self, backend: str) -> "GPT":
         """Run RMSNorm, attention and the experts on 'torch' (readable) or 'triton' (kernels)."""

@@ -67,6 +67,9 @@ _DEQUANT_CHUNK = 1 << 22  # weights
 def dequantize(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
     """Unpack ``blocks`` [..., rows, G, 16] with ``scales`` [..., rows, G] to [..., rows, G * 32]."""
     _check_packed(blocks, scales)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype={dtype!r}: MXFP4 unpacks to a floating-point dtype (torch.bfloat16, float16, "
+                         "float32, float64); an integer one would truncate 0.5, 1.5 and every scaled value")
     lut = _lut(blocks.device)
     G = blocks.shape[-2]
     if blocks.numel() == 0:
@@ -106,6 +109,9 @@ def quantize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if not torch.isfinite(w).all():
         raise ValueError("MXFP4 cannot represent inf or NaN: the weight to quantize has some")
     x = w.detach().to(torch.float32).reshape(*w.shape[:-1], w.shape[-1] // BLOCK_SIZE, BLOCK_SIZE)
+    if not torch.isfinite(x).all():  # finite in float64, past float32's 3.4e38 (and MXFP4's 6 * 2**127)
+        raise ValueError(f"the weight has values up to {w.abs().max().item():.3g}, beyond float32's range and "
+                         "MXFP4's largest scale (2**127): scale it down first")
     amax = x.abs().amax(dim=-1)
     # frexp gives amax / 6 = m * 2**e with m in [0.5, 1): 2**e is then the smallest power
     # of two >= amax / 6, except that an exact power of two m == 0.5 needs e - 1.

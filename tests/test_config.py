@@ -206,3 +206,23 @@ def test_the_presets_write_the_hubs_config_json_key_for_key(name):
     assert g.preset(name).to_hf_config() == real
     small = g.preset(name).replace(vocab_size=1000).to_hf_config()  # no room for the harmony ids
     assert small["eos_token_id"] is None and small["pad_token_id"] is None
+
+
+@pytest.mark.parametrize("step", [3.0, 2.5, "3", True, -1, 14])
+def test_course_config_names_a_step_that_is_no_notebook(step):
+    """3.0 failed formatting the name ("Unknown format code 'd'"), '3' at a comparison; True passed as step 1."""
+    with pytest.raises(ValueError, match=f"step is a notebook's number, a whole number 0..13, got {step!r}"):
+        g.course_config(step)
+    with pytest.raises(TypeError, match=r"base must be a ModelConfig \(e.g. preset\('gpt2-tiny'\)\), got str"):
+        g.course_config(3, base="gpt2-tiny")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"gelu_approximate": "exact"}, "gelu_approximate must be none|tanh"),  # used to fail at the first forward
+    ({"n_experts": -1}, "n_experts must be 0 or more"),  # used to be told as experts_per_token's problem
+    ({"experts_per_token": -2}, "experts_per_token must be 0 or more"),
+    ({"sliding_window": -4}, "sliding_window must be 0 or more"),
+])
+def test_settings_out_of_range_are_named_by_the_setting(changes, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        g.preset("gpt2-tiny").replace(**changes)

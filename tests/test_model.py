@@ -237,8 +237,13 @@ def test_context_overflow_is_a_clear_error():
         model(torch.zeros(1, 17, dtype=torch.long))
     with pytest.raises(ValueError, match="the context holds 16"):
         generate(model, list(range(16)), max_new_tokens=3)
-    with pytest.raises(ValueError, match="integer tensor"):
-        model(torch.zeros(1, 4))
+    for ids in (torch.zeros(1, 4), torch.zeros(1, 4, dtype=torch.int16)):  # int16 was called "not an integer"
+        with pytest.raises(ValueError, match=r"input_ids must be an int64 or int32 tensor .*\(ids.long\(\) converts"):
+            model(ids)
+    for max_len in (0, -5, 2.5, True):  # 0 used to mean the whole context
+        with pytest.raises(ValueError, match=f"max_len is the positions the cache holds.*got {max_len!r}"):
+            model.new_cache(1, max_len)
+    assert model.new_cache(1).max_len == 16 and model.new_cache(1, 5).max_len == 5
     with pytest.raises(ValueError, match=r"max_new_tokens must be a whole number, 0 or more \(an int\), got -3"):
         generate(model, [1, 2], max_new_tokens=-3)
     assert generate(model, [1, 2], max_new_tokens=0).tokens == []

@@ -268,3 +268,17 @@ def test_dequantize_by_chunks_equals_one_pass(monkeypatch, chunk):
     monkeypatch.setattr(mxfp4, "_DEQUANT_CHUNK", chunk)
     got = mxfp4.dequantize(blocks, scales, torch.float32)
     assert got.shape == (3, 7, 64) and torch.equal(got.view(torch.int32), whole.view(torch.int32))
+
+
+def test_values_past_float32_and_integer_dtypes_are_refused_not_truncated():
+    """A float64 1e39 became inf in float32 after the finiteness check and quantized to 6.0; dequantize to
+    int32 truncated every value to a whole number (0.5 to 0)."""
+    w = torch.zeros(2, 32, dtype=torch.float64)
+    w[0, 3] = 1e39
+    with pytest.raises(ValueError, match="values up to 1e\\+39, beyond float32's range"):
+        mxfp4.quantize(w)
+    blocks, scales = mxfp4.quantize(torch.randn(2, 32))
+    for dtype in (torch.int32, torch.uint8, "float32"):
+        with pytest.raises(ValueError, match="MXFP4 unpacks to a floating-point dtype"):
+            mxfp4.dequantize(blocks, scales, dtype)
+    assert mxfp4.dequantize(blocks, scales, torch.float64).dtype == torch.float64
