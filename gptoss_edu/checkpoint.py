@@ -628,6 +628,8 @@ def _gpt2_tensors(sd: dict[str, torch.Tensor], cfg: ModelConfig, dtype: torch.dt
             yield h + theirs + ".bias", sd[p + ours + ".bias"].to(dtype)
     yield "transformer.ln_f.weight", sd["norm.weight"].to(dtype)
     yield "transformer.ln_f.bias", sd["norm.bias"].to(dtype)
+    if not cfg.tie_embeddings:  # GPT2LMHeadModel with tie_word_embeddings false keeps its own output layer
+        yield "lm_head.weight", sd["lm_head.weight"].to(dtype)
 
 
 def _gptoss_tensors(sd: dict[str, torch.Tensor], cfg: ModelConfig, mxfp4_experts: bool, dtype: torch.dtype):

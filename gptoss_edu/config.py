@@ -224,7 +224,7 @@ class ModelConfig:
                 "n_layer": self.n_layers, "n_head": self.n_heads, "n_inner": self.d_ff,
                 "activation_function": "gelu_new" if self.gelu_approximate == "tanh" else "gelu",
                 "layer_norm_epsilon": self.norm_eps, "resid_pdrop": self.dropout, "embd_pdrop": self.dropout,
-                "attn_pdrop": self.dropout, "tie_word_embeddings": True,
+                "attn_pdrop": self.dropout, "tie_word_embeddings": self.tie_embeddings,
                 "bos_token_id": 50256 if self.vocab_size > 50256 else None,
                 "eos_token_id": 50256 if self.vocab_size > 50256 else None, "torch_dtype": "float32",
             }
@@ -274,7 +274,7 @@ class ModelConfig:
     def _is_gpt2_shaped(self) -> bool:
         return (self.positions == "learned" and self.norm == "layernorm" and self.mlp == "gelu"
                 and self.n_kv_heads == self.n_heads and not self.sinks and not self.layer_types
-                and not self.is_moe and self.tie_embeddings and self.attn_bias and self.mlp_bias
+                and not self.is_moe and self.attn_bias and self.mlp_bias
                 and self.head_dim * self.n_heads == self.d_model)
 
     def _is_gptoss_shaped(self) -> bool:

@@ -38,14 +38,20 @@ def test_gpt2_matches_transformers(shape, tmp_path):
     torch.testing.assert_close(got, want, atol=ATOL, rtol=0)
 
 
-def test_gpt2_written_by_us_loads_in_transformers(tmp_path):
-    cfg = g.preset("gpt2-tiny").replace(vocab_size=320, context_length=48)
+@pytest.mark.parametrize("tied", [True, False])
+def test_gpt2_written_by_us_loads_in_transformers(tmp_path, tied):
+    """Tied or not (an untied GPT-2 loaded, but writing it back was refused as "a course step")."""
+    cfg = g.preset("gpt2-tiny").replace(vocab_size=320, context_length=48, tie_embeddings=tied)
     ours = randomize(g.GPT(cfg), seed=3)
     g.write_checkpoint(ours, tmp_path / "ck", dtype=torch.float32)
     ref = GPT2LMHeadModel.from_pretrained(tmp_path / "ck").eval()
+    assert (ref.lm_head.weight.data_ptr() == ref.transformer.wte.weight.data_ptr()) == tied
     ids = torch.randint(0, 320, (3, 48))
     with torch.no_grad():
         torch.testing.assert_close(ours(ids), ref(ids).logits, atol=ATOL, rtol=0)
+        again = g.load_model(tmp_path / "ck")
+        assert again.config.tie_embeddings == tied
+        torch.testing.assert_close(again(ids), ours(ids), atol=0, rtol=0)
 
 
 # Each shape exercises: sequences longer than the window, positions past YaRN's original
