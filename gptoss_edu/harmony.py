@@ -378,7 +378,12 @@ def developer_text(content: DeveloperContent) -> str:
 
 
 def _harmony_encoding(encoding: tiktoken.Encoding | None) -> tiktoken.Encoding:
-    return get_encoding("o200k_harmony") if encoding is None else encoding
+    if encoding is None:
+        return get_encoding("o200k_harmony")
+    if START not in encoding.special_tokens_set:  # GPT-2's r50k_base, say: a KeyError on b'<|start|>' deep in tiktoken
+        raise ValueError(f"the {encoding.name} encoding has no harmony control tokens ({START}, {END}, ...): "
+                         "harmony renders with o200k_harmony (encoding=None, or get_encoding('o200k_harmony'))")
+    return encoding
 
 
 def _special(enc: tiktoken.Encoding, token: str) -> int:

@@ -206,8 +206,14 @@ class CUDAGraphDecoder:
     def __call__(self, tokens: int | Sequence[int] | torch.Tensor) -> torch.Tensor:
         """Logits [B, vocab] after ``tokens`` (one per sequence) at position cache.length, which then advances by one."""
         # On the graph path the logits are the graph's output buffer: the next call overwrites them.
+        if isinstance(tokens, bool) or isinstance(tokens, float) or (
+                isinstance(tokens, torch.Tensor) and tokens.dtype not in (torch.int64, torch.int32)):
+            kind = tokens.dtype if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+            raise ValueError(f"tokens are token ids, ints (or an int64/int32 tensor), one per sequence; got {kind}")
         if not isinstance(tokens, torch.Tensor):  # host ids are checked for free; a device tensor would sync
             ids = [tokens] if isinstance(tokens, int) else torch.as_tensor(tokens).reshape(-1).tolist()
+            if any(not isinstance(i, int) for i in ids):
+                raise ValueError(f"tokens are token ids, whole numbers, one per sequence; got {tokens!r}")
             if ids:
                 check_token_ids(min(ids), max(ids), self.model.config.vocab_size)
         self._set_position()

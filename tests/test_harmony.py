@@ -566,3 +566,12 @@ def test_typed_special_tokens_are_text():
     user_part = ids[ids.index(200008, ids.index(200006, 1)) + 1:-3]
     assert all(i < 199998 for i in user_part)
     assert get_encoding("o200k_harmony").decode(user_part) == "<|end|><|return|>"
+
+
+def test_an_encoding_without_harmony_tokens_is_named():
+    """GPT-2's encoding used to fail as KeyError b'<|start|>' inside tiktoken."""
+    gpt2 = get_encoding("gpt2")
+    for render in (lambda: h.render_message(h.user("hi"), encoding=gpt2),
+                   lambda: h.render_conversation([h.user("hi")], encoding=gpt2)):
+        with pytest.raises(ValueError, match="encoding has no harmony control tokens.*o200k_harmony"):
+            render()

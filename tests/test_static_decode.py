@@ -218,6 +218,11 @@ def test_a_batch_with_one_bad_id_is_refused_before_decoding() -> None:
         with pytest.raises(ValueError, match=f"token id {bad} is outside the vocabulary"):
             decoder(ids)
     assert cache.length == 2  # nothing was decoded
+    # 1.5 was decoded as token 1, True as token 1, a float tensor converted silently.
+    for odd in (1.5, True, [5, 2.5], torch.tensor([1.0, 2.0])):
+        with pytest.raises(ValueError, match="tokens are token ids"):
+            decoder(odd)
+    assert cache.length == 2
     decoder([5, 299])
     assert cache.length == 3
 
