@@ -408,3 +408,33 @@ def test_a_compiled_kernels_source_counts_only_loads_that_can_leave_gu(kernel, u
         assert "2 tl.load call(s) in your kernel have no mask" in result.message
     else:
         assert "masks or clamps its loads into gu (judged from its source" in result.message
+
+
+# ---- found by a review of wrong answers that passed ----
+
+@triton.jit
+def clamps_into_gu(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    gate = tl.minimum(tl.load(gu_ptr + 2 * offs, mask=mask, other=0.0), limit)
+    tl.store(gu_ptr + 2 * offs, gate, mask=mask)  # the clamped gate written back over the input
+    up = tl.minimum(tl.maximum(tl.load(gu_ptr + 2 * offs + 1, mask=mask, other=0.0), -limit), limit)
+    tl.store(out_ptr + offs, (up + 1) * gate * tl.sigmoid(alpha * gate), mask=mask)
+
+
+@triton.jit
+def scratch_past_gu(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    gate = tl.minimum(tl.load(gu_ptr + 2 * offs, mask=mask, other=0.0), limit)
+    up = tl.minimum(tl.maximum(tl.load(gu_ptr + 2 * offs + 1, mask=mask, other=0.0), -limit), limit)
+    tl.store(gu_ptr + 2 * n + offs, gate, mask=mask)  # scratch space just past gu: another tensor's memory
+    tl.store(out_ptr + offs, (up + 1) * gate * tl.sigmoid(alpha * gate), mask=mask)
+
+
+def test_a_kernel_that_writes_into_its_input_or_past_it_fails():
+    r = check_swiglu_kernel(clamps_into_gu)
+    assert not r.passed and "wrote into gu, its input" in r.message, r.message
+    r = check_swiglu_kernel(scratch_past_gu)
+    assert not r.passed and "wrote outside out" in r.message, r.message
+    assert "writes nothing but out" in check_swiglu_kernel(right).message

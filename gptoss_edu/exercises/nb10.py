@@ -92,9 +92,9 @@ def _recorded_loads() -> Iterator[list[tuple[int, int]] | None]:
 
 
 def _run(kernel: Any, gu: torch.Tensor, n: int, block: int, alpha: float,
-         limit: float) -> tuple[torch.Tensor, bool, bool | None]:
-    """Launch the kernel with guard memory around both buffers: out, whether a guard changed, whether a load left gu
-    (None where the loads could not be watched: compiled for a GPU)."""
+         limit: float) -> tuple[torch.Tensor, bool, bool, bool | None]:
+    """Launch the kernel with guard memory around both buffers: out, whether a guard changed, whether gu changed,
+    whether a load left gu (None where the loads could not be watched: compiled for a GPU)."""
     import triton
 
     device = gu.device
@@ -104,16 +104,20 @@ def _run(kernel: Any, gu: torch.Tensor, n: int, block: int, alpha: float,
     gu_buf[pad:pad + 2 * n] = gu
     out_buf = torch.full((pad + n + 2 * pad,), GUARD_VALUE, device=device)
     out_buf[pad:pad + n] = float("nan")  # an output never written stays NaN
+    gu_before = gu_buf.clone()
     with _recorded_loads() if _is_interpreted(kernel) else contextlib.nullcontext() as loads:
         # By position, so a kernel whose block size has another name (BLOCK_SIZE, as Triton's tutorials) runs too.
         kernel[(triton.cdiv(n, block),)](gu_buf[pad:], out_buf[pad:], n, alpha, limit, block)
     if device.type == "cuda":
         torch.cuda.synchronize()
     guard = torch.cat((out_buf[:pad], out_buf[pad + n:]))
+    gu_guard = torch.cat((gu_buf[:pad] != gu_before[:pad], gu_buf[pad + 2 * n:] != gu_before[pad + 2 * n:]))
+    wrote_outside = bool((guard != GUARD_VALUE).any() or gu_guard.any())
+    wrote_gu = not torch.equal(gu_buf[pad:pad + 2 * n], gu_before[pad:pad + 2 * n])
     first = gu_buf[pad:].data_ptr()
     last = first + (2 * n - 1) * gu_buf.element_size()
     read_outside = None if loads is None else any(lo < first or hi > last for lo, hi in loads)
-    return out_buf[pad:pad + n].clone(), bool((guard != GUARD_VALUE).any()), read_outside
+    return out_buf[pad:pad + n].clone(), wrote_outside, wrote_gu, read_outside
 
 
 def _unmasked_loads(kernel: Any) -> int:
@@ -195,13 +199,17 @@ def check_swiglu_kernel(kernel: Callable) -> CheckResult:
         gu = torch.randn(2 * n, generator=gen) * 6
         where = f"(n = {n}, BLOCK = {block})"
         try:
-            got, wrote_outside, read_outside = _run(kernel, gu.to(device), n, block, alpha, limit)
+            got, wrote_outside, wrote_gu, read_outside = _run(kernel, gu.to(device), n, block, alpha, limit)
         except Exception as e:  # the learner's code: report it, don't crash the notebook
             return failed(f"not yet: launching your kernel {where} raised {type(e).__name__}: {e}")
         got = got.cpu()
         if wrote_outside:
             return failed(f"not yet: your kernel wrote outside out {where}. The last program's lanes past n must "
                           f"not store: tl.store(out_ptr + offs, y, mask=offs < n) (and mask the loads too)")
+        if wrote_gu:
+            return failed(f"not yet: your kernel wrote into gu, its input {where}: a layer's activations may be "
+                          f"read again (by autograd, or another kernel). Keep the clamped gate and up in variables "
+                          f"(registers) and store only the output, at out_ptr + offs")
         watched = watched and read_outside is not None
         if read_outside and read_past is None:
             read_past = where  # told after the outputs: a wrong result is the first thing to fix
@@ -240,4 +248,4 @@ def check_swiglu_kernel(kernel: Callable) -> CheckResult:
     reads = ("never reads outside gu (every load's addresses watched)" if watched else
              "masks or clamps its loads into gu (judged from its source: a GPU cannot watch them)")
     return passed(f"your kernel matches gptoss_edu.mlp.gptoss_swiglu on fresh inputs of {len(CASES)} sizes "
-                  f"(n = {sizes}; BLOCK 64 to 256, tails included), {reads} and never writes outside out.")
+                  f"(n = {sizes}; BLOCK 64 to 256, tails included), {reads} and writes nothing but out.")
