@@ -13,10 +13,19 @@ def right(cfg, dtype_bytes):
 
 
 def test_right_answers_pass():
-    for fn in (right, lambda cfg, b: cfg.kv_cache_bytes(1, dtype_bytes=b), lambda cfg, b: float(right(cfg, b))):
+    for fn in (right, lambda cfg, b: float(right(cfg, b))):
         result = check_kv_bytes_per_token(fn)
         assert result.passed, result.message
         assert "48 KiB per token" in result.message  # gpt-oss-20b, computed by the check from the config
+
+
+def test_the_answer_taken_from_kv_cache_bytes_is_not_the_exercise():
+    """The notebook asks for the fields, not cfg.kv_cache_bytes: the right number that way used to pass."""
+    for fn in (lambda cfg, b: cfg.kv_cache_bytes(1, dtype_bytes=b), lambda cfg, b: cfg.kv_cache_bytes(2, dtype_bytes=b) // 2):
+        result = check_kv_bytes_per_token(fn)
+        assert not result.passed and "they come from cfg.kv_cache_bytes" in result.message, result.message
+    from gptoss_edu.config import ModelConfig
+    assert ModelConfig.kv_cache_bytes.__name__ == "kv_cache_bytes"  # the check put the method back
 
 
 @pytest.mark.parametrize("fn,pattern", [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Callable
+from unittest import mock
 
 from ..config import ModelConfig, preset
 from . import CheckResult, as_number, failed, not_a_function, passed
@@ -49,9 +50,17 @@ def check_kv_bytes_per_token(fn: Callable[[ModelConfig, int], int]) -> CheckResu
     """Check ``fn(cfg, dtype_bytes)`` gives the KV cache bytes one token takes (all layers, batch 1)."""
     if (wrong := not_a_function(fn)) is not None:
         return wrong
+    asked = []  # calls of cfg.kv_cache_bytes from the learner's function: the answer the exercise is to build
+    real = ModelConfig.kv_cache_bytes
+
+    def watched(self: ModelConfig, *args, **kwargs) -> int:
+        asked.append(self.name)
+        return real(self, *args, **kwargs)
+
     for cfg, dtype_bytes in _configs():
         try:
-            got = fn(cfg, dtype_bytes)
+            with mock.patch.object(ModelConfig, "kv_cache_bytes", watched):
+                got = fn(cfg, dtype_bytes)
         except Exception as e:  # the learner's code: report, do not crash the notebook
             return failed(f"not yet: your function raised {type(e).__name__}: {e}")
         if got is None:
@@ -65,6 +74,9 @@ def check_kv_bytes_per_token(fn: Callable[[ModelConfig, int], int]) -> CheckResu
                               "values and for others): multiply by dtype_bytes instead of a fixed size such as "
                               "bf16's 2.")
             return failed("not yet: " + _diagnose(got, cfg, dtype_bytes))
+    if asked:
+        return failed("not yet: the numbers are right, but they come from cfg.kv_cache_bytes, the answer itself. "
+                      "Build them from the config's fields: n_layers, n_kv_heads, head_dim, and dtype_bytes")
     oss = preset("gpt-oss-20b")
     per_token = oss.kv_cache_bytes(1, dtype_bytes=2)
     return passed(f"Right on {len(_configs())} configs; gpt-oss-20b in bf16 keeps {per_token // 1024} KiB per token, "
