@@ -112,30 +112,38 @@ def attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int = 0) ->
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float, q_start: int = 0,
            window: int = 0, sinks: torch.Tensor | None = None, dropout: float = 0.0) -> torch.Tensor:
     """Softmax attention of q [B, Hq, Tq, D] over k, v [B, Hkv, Tk, D]; query i sits at q_start + i."""
+    Tq, Tk = q.shape[2], k.shape[2]
+    k_pos = torch.arange(Tk, device=q.device)
+    outs = []
+    for s in range(0, Tq, QUERY_CHUNK):  # a chunk of queries at a time: its scores are [.., QUERY_CHUNK, Tk]
+        qc = q[:, :, s:s + QUERY_CHUNK]
+        q_pos = torch.arange(q_start + s, q_start + s + qc.shape[2], device=q.device)
+        outs.append(attend_masked(qc, k, v, attention_mask(q_pos, k_pos, window), scale=scale, sinks=sinks,
+                                  dropout=dropout))
+    return torch.cat(outs, dim=2)
+
+
+def attend_masked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, *, scale: float,
+                  sinks: torch.Tensor | None = None, dropout: float = 0.0) -> torch.Tensor:
+    """Softmax attention of q [B, Hq, Tq, D] over k, v [B, Hkv, Tk, D], the keys each query sees marked in ``allowed``."""
     B, Hq, Tq, D = q.shape
-    Hkv, Tk = k.shape[1], k.shape[2]
+    Hkv = k.shape[1]
     groups = Hq // Hkv
     # Grouped-query attention: view the query heads as [Hkv, groups] instead of copying k and v.
     qg = q.reshape(B, Hkv, groups, Tq, D)
-    k_pos = torch.arange(Tk, device=q.device)
     # The softmax runs in float32 at least (float64 stays float64: a check to 1e-15 can use it).
     wide = torch.float64 if q.dtype == torch.float64 else torch.float32
-    outs = []
-    for s in range(0, Tq, QUERY_CHUNK):
-        qc = qg[:, :, :, s:s + QUERY_CHUNK]
-        q_pos = torch.arange(q_start + s, q_start + s + qc.shape[3], device=q.device)
-        scores = (qc @ k.unsqueeze(2).transpose(-1, -2)).to(wide) * scale  # [B, Hkv, G, tq, Tk]
-        scores = scores.masked_fill(~attention_mask(q_pos, k_pos, window), float("-inf"))
-        if sinks is not None:
-            # The sink is one more logit in every row; its probability is dropped after the softmax.
-            sink = sinks.to(wide).reshape(1, Hkv, groups, 1, 1).expand(B, Hkv, groups, qc.shape[3], 1)
-            probs = torch.softmax(torch.cat((scores, sink), dim=-1), dim=-1)[..., :-1]
-        else:
-            probs = torch.softmax(scores, dim=-1)
-        if dropout:
-            probs = nn.functional.dropout(probs, dropout, training=True)
-        outs.append(probs.to(v.dtype) @ v.unsqueeze(2))
-    return torch.cat(outs, dim=3).reshape(B, Hq, Tq, D)
+    scores = (qg @ k.unsqueeze(2).transpose(-1, -2)).to(wide) * scale  # [B, Hkv, G, Tq, Tk]
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    if sinks is not None:
+        # The sink is one more logit in every row; its probability is dropped after the softmax.
+        sink = sinks.to(wide).reshape(1, Hkv, groups, 1, 1).expand(B, Hkv, groups, Tq, 1)
+        probs = torch.softmax(torch.cat((scores, sink), dim=-1), dim=-1)[..., :-1]
+    else:
+        probs = torch.softmax(scores, dim=-1)
+    if dropout:
+        probs = nn.functional.dropout(probs, dropout, training=True)
+    return (probs.to(v.dtype) @ v.unsqueeze(2)).reshape(B, Hq, Tq, D)
 
 
 class Attention(nn.Module):

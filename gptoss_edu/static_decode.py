@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .attention import Attention, KVCache, attention_mask, cache_slots
+from .attention import Attention, KVCache, attend_masked, attention_mask, cache_slots
 from . import generate as generate_
 from .generate import DecodeStep, Generation
 from .mlp import gptoss_swiglu
@@ -38,24 +38,6 @@ from .rotary import apply_rotary
 # Eager runs before capturing: the first one compiles the Triton kernels and sets up cuBLAS,
 # neither of which may happen while a graph is being recorded.
 WARMUP_STEPS = 2
-
-
-def attend_masked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, *, scale: float,
-                  sinks: torch.Tensor | None = None) -> torch.Tensor:
-    """``attend``'s math for q [B, Hq, Tq, D] over a whole cache k, v [B, Hkv, Tk, D], keys picked by ``allowed``."""
-    B, Hq, Tq, D = q.shape
-    Hkv = k.shape[1]
-    groups = Hq // Hkv
-    qg = q.reshape(B, Hkv, groups, Tq, D)  # GQA: query heads grouped by the KV head they read
-    wide = torch.float64 if q.dtype == torch.float64 else torch.float32  # as attend: float64 stays float64
-    scores = (qg @ k.unsqueeze(2).transpose(-1, -2)).to(wide) * scale  # [B, Hkv, G, Tq, Tk]
-    scores = scores.masked_fill(~allowed, float("-inf"))
-    if sinks is not None:
-        sink = sinks.to(wide).reshape(1, Hkv, groups, 1, 1).expand(B, Hkv, groups, Tq, 1)
-        probs = torch.softmax(torch.cat((scores, sink), dim=-1), dim=-1)[..., :-1]
-    else:
-        probs = torch.softmax(scores, dim=-1)
-    return (probs.to(v.dtype) @ v.unsqueeze(2)).reshape(B, Hq, Tq, D)
 
 
 def _attention_step(attn: Attention, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
