@@ -57,4 +57,7 @@ def test_every_check_is_a_notebook_exercise_and_has_its_tests(nb, name, check):
              and re.search(rf"^{name}\(", "".join(c["source"]), re.M)]
     assert calls, f"{notebook.name} has no exercise cell calling {name}(...) at the start of a line"
     tests = root / "tests" / f"test_exercises_{nb}.py"
-    assert tests.exists() and name in tests.read_text(), f"{tests.name} does not test {name}"
+    assert tests.exists(), f"{tests.name} is missing: {name} has no tests"
+    # Calls, not the import line: a check imported and never called would count as tested.
+    called = re.findall(rf"\b{name}\(", tests.read_text())
+    assert len(called) >= 2, f"{tests.name} calls {name}(...) {len(called)} time(s): test a right answer and mistakes"

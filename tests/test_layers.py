@@ -131,6 +131,9 @@ def test_a_float64_model_computes_in_float64():
     want = torch.nn.functional.linear(x, router.weight, router.bias)
     got_logits, weights, _ = router(x)
     assert weights.dtype == torch.float64 and (got_logits - want).abs().max() < 1e-13
+    # The routing weights' softmax too: one taken in float32 and cast back is about 1e-8 off.
+    want_weights = torch.softmax(want.topk(router.top_k, dim=-1).values, dim=-1)
+    assert (weights - want_weights).abs().max() < 1e-13
 
     w = torch.randn(8, generator=gen, dtype=torch.float64)
     exact = q * torch.rsqrt(q.pow(2).mean(-1, keepdim=True) + 1e-5) * w

@@ -64,13 +64,25 @@ def test_sinks_only_enlarge_the_denominator():
     assert big.abs().max() < 1e-6  # all mass to the sink: the output vanishes
 
 
-def test_gqa_with_one_group_is_mha():
+@pytest.mark.parametrize("n_kv_heads", [1, 2])
+def test_gqa_is_mha_with_each_kv_head_shared_by_its_group(n_kv_heads):
+    """GQA with Hkv heads = MHA whose k and v projections repeat each KV head for its group of query heads
+    (query head h reads KV head h // groups). Float32, to 1e-5. It used to compare a config with itself
+    (gpt2-tiny already has n_kv_heads == n_heads), which no attention bug could fail."""
     cfg = g.preset("gpt2-tiny").replace(positions="rope", dropout=0.0)
-    mha = randomize(g.GPT(cfg), seed=1)
-    gqa = g.GPT(cfg.replace(n_kv_heads=cfg.n_heads))  # same thing spelled as GQA
-    gqa.load_state_dict(mha.state_dict())
-    ids = torch.randint(0, cfg.vocab_size, (1, 12))
-    torch.testing.assert_close(gqa.eval()(ids), mha(ids))
+    groups = cfg.n_heads // n_kv_heads
+    gqa = randomize(g.GPT(cfg.replace(n_kv_heads=n_kv_heads)), seed=n_kv_heads).eval()
+    mha = g.GPT(cfg).eval()
+    sd = gqa.state_dict()
+    for name, t in list(sd.items()):
+        if ".attn.k_proj." in name or ".attn.v_proj." in name:  # rows [Hkv * D] -> [Hq * D], each head repeated
+            sd[name] = t.unflatten(0, (n_kv_heads, cfg.head_dim)).repeat_interleave(groups, dim=0).flatten(0, 1)
+    mha.load_state_dict(sd)
+    ids = torch.randint(0, cfg.vocab_size, (2, 12), generator=torch.Generator().manual_seed(n_kv_heads))
+    with torch.no_grad():
+        want = mha(ids)
+        assert want.std() > 0.1  # a live model
+        torch.testing.assert_close(gqa(ids), want, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name,prompt", [("gpt2-tiny", 5), ("gpt-oss-tiny", 3), ("gpt-oss-tiny", 17)])
