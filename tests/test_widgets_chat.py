@@ -121,8 +121,26 @@ def test_a_message_that_overflows_a_conversation_suggests_a_new_chat_too():
     model = Scripted(ANSWER, context=n + 40)
     w = ChatWidget(model, temperature=0.0)
     assert w.send("Hi") is not None
-    assert w.send("Hi again " * 40) is None
+    again = "Hi again " * 14  # 28 tokens more than "Hi": it fits alone, not after the first turn
+    assert len(conversation_ids([harmony.user(again)], "medium")) < n + 40
+    assert w.send(again) is None
     assert "the conversation is" in w.status.value and "start a New chat" in w.status.value
+
+
+def test_a_message_too_long_on_its_own_is_told_so_and_the_last_answer_stays():
+    """After the first turn a message over the context by itself was told to "start a New chat", which cannot
+    help; and the refused message blanked the boxes, as if the last answer were lost."""
+    n = len(conversation_ids([harmony.user("Hi")], "medium"))
+    w = ChatWidget(Scripted(THINK_THEN_ANSWER, context=n + 40), temperature=0.0)
+    first = w.send("Hi")
+    shown = (w.thinking.value, w.answer.value)
+    assert first.final in w.answer.value
+    long = "word " * 300
+    assert w.send(long) is None
+    alone = len(conversation_ids([harmony.user(long)], "medium"))
+    assert f"this message (with the system message) is {alone} tokens" in w.status.value, w.status.value
+    assert "shorten it" in w.status.value and "New chat" not in w.status.value
+    assert (w.thinking.value, w.answer.value) == shown
 
 
 class RunsOutOfMemory(Scripted):
@@ -151,6 +169,7 @@ def test_running_out_of_memory_drops_the_message_and_keeps_the_chat(monkeypatch,
     assert w.send("a longer message that no longer fits") is None  # raised nothing to the button's callback
     assert "out of memory" in w.status.value and "New chat" in w.status.value and freed == [True]
     assert w.messages == kept and not w.send_button.disabled  # the conversation as before that message
+    assert first.final in w.answer.value  # and the boxes show its last answer
     w.reset_button.click()
     assert w.send("Hi") is not None  # a new chat goes on
 

@@ -78,6 +78,14 @@ def test_sliders_redraw_when_let_go_not_at_every_value_dragged_through():
     assert ex.controls["x"].continuous_update is False and ex.controls["f"].continuous_update is False
 
 
+def test_text_boxes_redraw_as_they_are_typed_in():
+    """Only on Enter or leaving the box, with nothing on screen saying so, looked broken (notebook 11)."""
+    from gptoss_edu.widgets.harmony import harmony_explorer
+
+    ex = harmony_explorer()
+    assert ex.controls["message"].continuous_update and ex.controls["instructions"].continuous_update
+
+
 @pytest.mark.parametrize("make,message", [
     (lambda: window_sink_explorer(window=128),
      "window=128 is wider than the 24 tokens drawn"),

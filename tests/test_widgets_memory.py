@@ -6,6 +6,7 @@ import pytest
 
 import gptoss_edu as g
 from gptoss_edu import memory
+from gptoss_edu.env import CUDA_CONTEXT_BYTES
 from gptoss_edu.widgets.memory import memory_explorer
 
 
@@ -21,7 +22,7 @@ def test_memory_explorer_each_control_redraws():
 
 def test_memory_explorer_shows_memory_plan_and_its_verdict():
     ex = memory_explorer(model="gpt-oss-20b", context=131072, prompt_tokens=1024, gpu="24 GiB")
-    want = memory.plan(g.preset("gpt-oss-20b"), 131072, 24 * memory.GiB, prompt_tokens=1024)
+    want = memory.plan(g.preset("gpt-oss-20b"), 131072, 24 * memory.GiB - CUDA_CONTEXT_BYTES, prompt_tokens=1024)
     assert ex.current["plan"] == want and want.fits
     assert "fits" in ex.figure.axes[0].get_title()
     ex.set(gpu="16 GiB")
@@ -38,7 +39,8 @@ def test_memory_explorer_shows_memory_plan_and_its_verdict():
 def test_stack_verdict_point_and_gpu_line_are_the_plans(gpu):
     ex = memory_explorer(model="gpt-oss-20b", context=131072, prompt_tokens=1024, gpu=gpu)
     gib = int(gpu.split()[0])
-    plan = memory.plan(g.preset("gpt-oss-20b"), 131072, gib * memory.GiB, prompt_tokens=1024)
+    usable = gib * memory.GiB - CUDA_CONTEXT_BYTES
+    plan = memory.plan(g.preset("gpt-oss-20b"), 131072, usable, prompt_tokens=1024)
     left, right = ex.figure.axes[:2]
     # The bar stacks weights, KV cache and workspace, each starting where the last ended.
     parts = [plan.weights, plan.kv_cache, plan.workspace]
@@ -47,13 +49,13 @@ def test_stack_verdict_point_and_gpu_line_are_the_plans(gpu):
     assert [b.get_y() * memory.GiB for b in bars] == pytest.approx([0, parts[0], parts[0] + parts[1]])
     verdict = (f"fits: {memory.format_bytes(plan.headroom)} to spare" if plan.fits
                else f"does not fit: {memory.format_bytes(-plan.headroom)} missing")
-    assert left.get_title() == f"gpt-oss-20b on {gib} GiB\n{verdict}"
-    # The marked point is the plan's total; the dashed GPU line is at the GPU's size on both sides.
+    assert left.get_title() == f"gpt-oss-20b on {gib} GiB ({memory.format_bytes(usable)} usable)\n{verdict}"
+    # The marked point is the plan's total; the dashed GPU line is at what the GPU holds, on both sides.
     point = next(l for l in right.get_lines() if l.get_marker() == "o")
     assert point.get_ydata()[0] * memory.GiB == pytest.approx(plan.total)
     for ax in (left, right):
         dashed = [l for l in ax.get_lines() if l.get_linestyle() == "--"]
-        assert [list(l.get_ydata()) for l in dashed] == [[gib, gib]]
+        assert [list(l.get_ydata()) for l in dashed] == [[usable / memory.GiB] * 2]
 
 
 @pytest.mark.parametrize("model,context,prompt", [("gpt-oss-120b", 1024, 16384), ("gpt-oss-20b", 2048, 4096)])
@@ -67,3 +69,12 @@ def test_the_curve_holds_the_prompt_asked_for_at_every_context(model, context, p
         assert total == pytest.approx(want)
     far = memory.plan(cfg, cfg.context_length, 0, prompt_tokens=prompt).total / memory.GiB
     assert line.get_ydata()[-1] == pytest.approx(far)  # the curve's end is what the slider at its end shows
+
+
+def test_a_plan_that_fills_the_gpu_to_its_size_does_not_fit_beside_the_cuda_context():
+    """gpt-oss-20b at its full context with a short prompt is 15.9 GiB: it was told to fit 16 GiB with 80 MiB to
+    spare, though the CUDA context takes half a GiB of a real card (what doctor counts)."""
+    ex = memory_explorer(model="gpt-oss-20b", context=131072, prompt_tokens=128, gpu="16 GiB")
+    plan = ex.current["plan"]
+    assert 15.5 * memory.GiB < plan.total < 16 * memory.GiB and not plan.fits
+    assert "does not fit" in ex.figure.axes[0].get_title() and "15.50 GiB usable" in ex.figure.axes[0].get_title()

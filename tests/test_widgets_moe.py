@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from gptoss_edu.widgets.moe import routing_explorer
 
@@ -40,8 +41,17 @@ def test_top_k_is_capped_by_the_number_of_experts():
     ex.set(top_k=8, n_experts=4)
     assert ex.stats["top_k"] == 4 and ex.stats["mean_weights"] and sum(ex.stats["counts"]) == 128 * 4
     title = ex.figure.axes[0].get_title()
-    assert "top-4 of 4 (top-k 8 capped: only 4 experts)" in title  # the slider's 8 is not silently ignored
-    assert all(float(t).is_integer() for t in ex.figure.axes[0].get_xticks())  # whole experts only
+    assert "top-4 of 4: " in title and "\n(top-k 8 capped: only 4 experts)" in title  # the 8 is not silently ignored
+    ticks = [t for t in ex.figure.axes[0].get_xticks() if -0.6 <= t <= 3.6]  # those shown
+    assert all(float(t).is_integer() for t in ticks) and max(ticks) <= 3  # whole experts only, none past the last
+    # The whole title is inside the figure (on one line it began off the left edge, "12 tokens" for 512).
+    for n in range(2, 8):
+        ex.set(n_experts=n, top_k=8)
+        fig = ex.figure
+        FigureCanvasAgg(fig)  # a canvas that renders, to measure the drawn title
+        fig.canvas.draw()
+        box = fig.axes[0].title.get_window_extent(fig.canvas.get_renderer())
+        assert box.x0 >= 0 and box.x1 <= fig.bbox.x1, (n, box)
     ex.set(top_k=2)
     assert "capped" not in ex.figure.axes[0].get_title()
 

@@ -37,6 +37,11 @@ def test_truncation_widens_the_ramp_and_factor_one_is_plain_rope():
     ex.set(truncate=False, factor=1.0)
     assert ex.stats["attention_factor"] == 1.0 and ex.stats["kept"] == 32 and ex.stats["interpolated"] == 0
     assert "YaRN is plain RoPE" in ex.figure.axes[1].get_title()
+    # No ramp is drawn at factor 1 (a band and a "correction range" contradicted the right panel's title).
+    assert "no ramp" in ex.figure.axes[0].get_title() and "correction range" not in ex.figure.axes[0].get_title()
+    assert all("ramp" not in t.get_text() for a in ex.figure.axes if a.get_legend() for t in a.get_legend().get_texts())
+    ex.set(factor=2.0)
+    assert any("ramp" in t.get_text() for t in ex.figure.axes[0].get_legend().get_texts())
 
 
 def test_yarn_config_keeps_the_original_context():

@@ -53,10 +53,11 @@ class Explorer(widgets.VBox):
         self.last_error: Exception | None = None
         self.figure: Figure | None = None
         for c in controls.values():
-            if "continuous_update" in c.trait_names():
+            if "continuous_update" in c.trait_names() and not isinstance(c, (widgets.Text, widgets.Textarea)):
                 # A redraw takes up to a second or two on a small CPU; while a slider is dragged the browser
                 # sends every value it passes, and the kernel would draw them all in turn, far behind the
-                # handle. Drawn when it is let go (or at each arrow key) instead.
+                # handle. Drawn when it is let go (or at each arrow key) instead. Text boxes redraw as they
+                # are typed in: waiting for Enter, with nothing on screen saying so, looked broken.
                 c.continuous_update = False
             c.observe(lambda _change: self._redraw_for_a_control(), names="value")
         box = widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap"))

@@ -76,10 +76,11 @@ def reply(model: GPT, messages: Sequence[harmony.Message], effort: str = "medium
     context = model.config.context_length
     if len(prompt) >= context:
         # With the message alone over the context, a new chat would not help.
-        alone = len(messages) <= 1
-        what = "this message (with the system message) is" if alone else "the conversation is"
+        alone = len(messages) <= 1 or len(conversation_ids(messages[-1:], effort, date, enc)) >= context
+        n = len(prompt) if len(messages) <= 1 else len(conversation_ids(messages[-1:], effort, date, enc))
+        what = f"this message (with the system message) is {n}" if alone else f"the conversation is {len(prompt)}"
         advice = "shorten it" if alone else "shorten the message, or start a New chat"
-        raise ValueError(f"{what} {len(prompt)} tokens, over this model's context of {context}: {advice}")
+        raise ValueError(f"{what} tokens, over this model's context of {context}: {advice}")
     out = Reply(effort)
     parser = harmony.StreamParser("assistant", enc)
     tokens = stream(model, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
@@ -176,11 +177,13 @@ class ChatWidget(widgets.VBox):
                         temperature=self.temperature, top_p=self.top_p, date=self.date, on_text=on_text,
                         seed=None if self.seed is None else self.seed + len(self.replies), encoding=self.encoding)
         except ValueError as e:  # the conversation no longer fits the context
+            self._show_last()
             self.status.value = f"<span style='color:#b00'>{html.escape(str(e), quote=False)}</span>"
             return None
         except BaseException as e:
             if is_out_of_memory(e):  # the prompt grows every turn, and the cache with it
                 release_memory()
+                self._show_last()
                 self.status.value = ("<span style='color:#b00'>out of memory with the conversation so far: this message "
                                      "is dropped. Send a shorter one, lower max_new_tokens, or start a New chat.</span>")
                 return None
@@ -207,6 +210,11 @@ class ChatWidget(widgets.VBox):
         self.status.value = "<i>new chat</i>"
 
     # ---- showing ------------------------------------------------------------------------------
+    def _show_last(self) -> None:
+        """The last kept reply in the boxes again (nothing before the first), after a message that was dropped."""
+        last = self.replies[-1] if self.replies else None
+        self._show(last.analysis if last else "", last.final if last else "")
+
     def _show(self, analysis: str, final: str) -> None:
         self.thinking.value = _box(analysis, "#888", "thinking (analysis channel)")
         self.answer.value = _box(final, "#1f77b4", "answer (final channel)")

@@ -1,7 +1,8 @@
 """The memory plan explored (notebook 12): weights, KV cache and workspace of a model against a GPU.
 
 :func:`memory_explorer` draws :func:`gptoss_edu.memory.plan` for a model, context, prompt length and
-GPU size picked with its controls.
+GPU size picked with its controls. A GPU of a size holds the plan in that size less the CUDA context
+torch makes on it (``env.CUDA_CONTEXT_BYTES``, as ``doctor`` counts it).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from matplotlib.figure import Figure
 
 from .. import memory
 from ..config import ModelConfig, preset
+from ..env import CUDA_CONTEXT_BYTES
 from . import Explorer
 
 GPU_SIZES = {"16 GiB": 16, "24 GiB": 24, "48 GiB": 48, "80 GiB": 80}
@@ -21,10 +23,17 @@ PROMPTS = (128, 1024, 4096, 16384)
 PARTS = (("weights", "#8aa9c9"), ("kv_cache", "#ffb347"), ("workspace", "#c5b0d5"))
 
 
+def usable_bytes(gpu_gib: int) -> int:
+    """What a GPU of ``gpu_gib`` GiB holds for the model: its size less the CUDA context torch makes on it."""
+    return gpu_gib * memory.GiB - CUDA_CONTEXT_BYTES
+
+
 def draw_plan(fig: Figure, cfg: ModelConfig, context: int, prompt_tokens: int, gpu_gib: int) -> memory.MemoryPlan:
     """Left: the plan's parts stacked against the GPU; right: the total over every context. Returns the plan."""
     prompt = min(prompt_tokens, context)
-    plan = memory.plan(cfg, context, gpu_gib * memory.GiB, prompt_tokens=prompt)
+    usable = usable_bytes(gpu_gib)
+    plan = memory.plan(cfg, context, usable, prompt_tokens=prompt)
+    line = usable / memory.GiB
     left, right = fig.subplots(1, 2, width_ratios=(1, 2.2))
     bottom = 0.0
     for key, colour in PARTS:
@@ -32,11 +41,12 @@ def draw_plan(fig: Figure, cfg: ModelConfig, context: int, prompt_tokens: int, g
         left.bar([0], [size], bottom=bottom, color=colour, label=f"{key.replace('_', ' ')} "
                  f"{memory.format_bytes(getattr(plan, key))}")
         bottom += size
-    left.axhline(gpu_gib, color="k", ls="--", lw=1)
+    left.axhline(line, color="k", ls="--", lw=1)
     verdict = (f"fits: {memory.format_bytes(plan.headroom)} to spare" if plan.fits
                else f"does not fit: {memory.format_bytes(-plan.headroom)} missing")
     left.set(xticks=[], ylabel="GiB", xlim=(-0.8, 0.8), ylim=(0, max(bottom, gpu_gib) * 1.25))
-    left.set_title(f"{cfg.name} on {gpu_gib} GiB\n{verdict}", fontsize=9, color="#080" if plan.fits else "#b00")
+    left.set_title(f"{cfg.name} on {gpu_gib} GiB ({memory.format_bytes(usable)} usable)\n{verdict}",
+                   fontsize=9, color="#080" if plan.fits else "#b00")
     left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0))  # below the bar, never over it
 
     contexts = np.unique(np.geomspace(1024, cfg.context_length, 30).astype(int))
@@ -45,7 +55,8 @@ def draw_plan(fig: Figure, cfg: ModelConfig, context: int, prompt_tokens: int, g
               for t in contexts]
     right.plot(contexts, totals, color="#345", label="total")
     right.plot([context], [plan.total / memory.GiB], "o", color="k")
-    right.axhline(gpu_gib, color="k", ls="--", lw=1, label=f"{gpu_gib} GiB GPU")
+    right.axhline(line, color="k", ls="--", lw=1,
+                  label=f"{gpu_gib} GiB GPU less {memory.format_bytes(CUDA_CONTEXT_BYTES)} of CUDA context")
     right.set(xscale="log", xlabel="context (positions in the KV cache)", ylabel="GiB",
               ylim=(0, max(max(totals), gpu_gib) * 1.15))
     asked = f"prompt {prompt_tokens:,}" + (f" (capped at the context, {prompt:,})" if prompt < prompt_tokens else "")

@@ -51,10 +51,12 @@ def routing_explorer(tokens: int = 512, d_model: int = 64, seed: int = 0) -> Exp
         ax.axhline(fair, color="k", ls="--", lw=1, label=f"balanced: {fair:.0f} each")
         ax.set_xlabel("expert")
         ax.set_ylabel("tokens routed to it")
-        capped = f" (top-k {top_k} capped: only {n_experts} experts)" if top_k > n_experts else ""
+        # On a line of its own: beside the rest, the title ran off the figure's left edge.
+        capped = f"\n(top-k {top_k} capped: only {n_experts} experts)" if top_k > n_experts else ""
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # experts are whole: no tick at 0.25
-        ax.set_title(f"{tokens} tokens, top-{k} of {n_experts}{capped}: busiest expert {stats['imbalance']:.1f}x its "
-                     f"share, {stats['idle']} idle; balance loss {aux:.2f}", fontsize=9)
+        ax.set_xlim(-0.6, n_experts - 0.4)  # experts 0..n-1: no tick at n
+        ax.set_title(f"{tokens} tokens, top-{k} of {n_experts}: busiest expert {stats['imbalance']:.1f}x its "
+                     f"share, {stats['idle']} idle; balance loss {aux:.2f}{capped}", fontsize=9)
         ax.legend(fontsize=8)
 
         ax2.bar([str(r + 1) for r in range(k)], mean_w.numpy(), color="#ffb347")

@@ -42,13 +42,15 @@ def yarn_explorer(base: ModelConfig | None = None) -> Explorer:
 
         ax, ax2 = fig.subplots(1, 2)
         for a in (ax, ax2):
-            a.axvspan(low, high, color="#ffb347", alpha=0.3, lw=0, label="ramp (NTK-by-parts)")
+            if factor > 1:  # at factor 1 both ends of the ramp are the same frequency: there is no ramp
+                a.axvspan(low, high, color="#ffb347", alpha=0.3, lw=0, label="ramp (NTK-by-parts)")
             a.set_yscale("log")
             a.set_xlabel("dim pair i")
         ax.plot(pairs, plain.numpy(), "o-", ms=3, label="plain RoPE")
         ax.plot(pairs, yarn.numpy(), "s-", ms=3, label=f"YaRN x{factor:g}")
         ax.set_ylabel("angular frequency (radians per position)")
-        ax.set_title(f"correction range {low:.2f} .. {high:.2f}; cos, sin x {attention_factor:.3f}", fontsize=9)
+        ax.set_title(f"correction range {low:.2f} .. {high:.2f}; cos, sin x {attention_factor:.3f}" if factor > 1
+                     else f"factor 1: no ramp; cos, sin x {attention_factor:.3f}", fontsize=9)
         ax.legend(fontsize=7)
 
         ax2.plot(pairs, (2 * math.pi / plain).numpy(), "o-", ms=3, label="plain RoPE")
