@@ -394,6 +394,10 @@ def test_experts_are_dequantized_on_cpu_only_when_they_fit(monkeypatch):
     monkeypatch.setattr(chat, "total_ram", lambda: 4 * tiny.config.param_counts()["total"] * 4 - 1)
     small_ram = chat.load_chat_model(folder, "cpu")
     assert all(m.packed for m in small_ram.modules() if isinstance(m, Experts))
+    # The other side of the boundary: a float32 model of exactly a quarter of the RAM is dequantized.
+    monkeypatch.setattr(chat, "total_ram", lambda: 4 * tiny.config.param_counts()["total"] * 4)
+    fits = chat.load_chat_model(folder, "cpu")
+    assert not any(m.packed for m in fits.modules() if isinstance(m, Experts))
 
 
 def test_an_original_layout_checkpoint_keeps_its_experts_packed_too(tmp_path, monkeypatch):

@@ -326,6 +326,8 @@ def test_biases_norms_and_sinks_do_not_decay():
     assert "blocks.0.mlp.experts.gate_up_proj" in decay and "embed.weight" in decay
     assert all(n.endswith(("bias", "sinks")) or "norm" in n for n in no_decay)
     assert decay | no_decay == set(names.values())
+    # Nothing of those kinds decays: every norm weight, bias and sink is in the no-decay group.
+    assert not [n for n in decay if "norm" in n or n.endswith(("bias", "sinks"))]
 
 
 def test_validation_windows_cover_the_whole_split(text_data):
@@ -334,6 +336,10 @@ def test_validation_windows_cover_the_whole_split(text_data):
     assert len(rows) == 8 < windows
     assert torch.equal(rows[0], text_data.val[:16])  # the first window and the last one
     assert torch.equal(rows[-1], text_data.val[(windows - 1) * 16: windows * 16])
+    # And evenly between: window i starts at round(i * (windows - 1) / 7) (the first 7 and the last passed).
+    for i, row in enumerate(rows):
+        start = round(i * (windows - 1) / 7) * 16
+        assert torch.equal(row, text_data.val[start: start + 16]), i
 
 
 # ---- damaged checkpoints ---------------------------------------------------------------------

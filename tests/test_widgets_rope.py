@@ -100,6 +100,24 @@ def test_score_curve_and_point_are_q_at_m_dot_k_at_n():
     assert point.get_ydata()[0] == pytest.approx(ys[list(xs).index(6)], abs=1e-9)  # on the curve
 
 
+def test_the_shifted_point_and_curve_are_computed_at_the_shifted_positions():
+    """The labels alone agreed whether or not the widget applied the shift. The score at the shifted positions
+    equals the unshifted one (RoPE's relative property), so the vectors it is the dot product of are checked
+    to be turned to 710 and 704, and the shifted curve and point against scores computed there."""
+    ex = rope_explorer()
+    ex.set(query=10, key=4, shift=700, pair=0)
+    q, k = _qk()
+    arrows = [t for t in ex.figure.axes[0].texts if t.get_text() == ""]
+    for arrow, x, pos in ((arrows[1], q, 710), (arrows[3], k, 704)):  # pair 0 turns by the position, in radians
+        tip = complex(float(x[0]), float(x[8])) * cmath.exp(1j * pos)
+        assert arrow.xy == pytest.approx((tip.real, tip.imag), abs=1e-6)
+    moved, point = ex.figure.axes[1].get_lines()[1:3]
+    assert point.get_ydata()[0] == pytest.approx(_score(q, k, 710, 704), abs=1e-6)
+    xs, ys = moved.get_xdata(), moved.get_ydata()
+    for o in (-20, 0, 6, 40):
+        assert ys[list(xs).index(o)] == pytest.approx(_score(q, k, 64 + 700, 64 + 700 - o), abs=1e-6)
+
+
 def test_pair_panel_draws_the_pair_turned_to_its_position():
     ex = rope_explorer()
     ex.set(query=10, key=4, shift=0, pair=5)
