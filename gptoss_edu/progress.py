@@ -2,8 +2,10 @@
 
 A learner sees their own progress; a teacher passes one folder per student and gets a table.
 Saved outputs say what the learner last ran (and can be edited by hand); ``--run`` runs each
-notebook in memory first, so the verdict is the check's own. Nothing is written to the notebooks
-either way.
+notebook in memory first, so the verdict comes from running the check rather than from what was
+saved. Nothing is written to the notebooks either way. Running a notebook runs its code with the
+permissions of whoever runs progress, and code can redefine a check: run others' notebooks in an
+account or container of their own, and read the solutions you grade.
 """
 
 from __future__ import annotations
@@ -77,13 +79,17 @@ def exercises(nb: dict, name: str) -> list[Exercise]:
 
 def notebook_files(path: Path) -> list[Path]:
     """The course notebooks (NN_name.ipynb) a path names: the file itself, or those in the folder."""
-    if path.is_file():
-        if path.suffix != ".ipynb":
-            raise ValueError(f"{path} is not a notebook (a .ipynb file)")
-        return [path]
-    if not path.is_dir():
-        raise ValueError(f"there is no file or folder {path}")
-    found = sorted(p for p in path.glob("[0-9][0-9]_*.ipynb") if NOTEBOOK_NAME.match(p.name))
+    try:
+        if path.is_file():
+            if path.suffix != ".ipynb":
+                raise ValueError(f"{path} is not a notebook (a .ipynb file)")
+            return [path]
+        if not path.is_dir():
+            raise ValueError(f"there is no file or folder {path}")
+        # glob finds nothing in a folder it may not list: say why, rather than "holds no course notebooks"
+        found = sorted(p for p in path.iterdir() if NOTEBOOK_NAME.match(p.name))
+    except OSError as e:  # a student's private folder, on a shared machine
+        raise ValueError(f"cannot read {path} ({e.strerror or e}): run progress as a user who may read it") from None
     if not found:
         raise ValueError(f"{path} holds no course notebooks (NN_name.ipynb)")
     return found
@@ -101,15 +107,31 @@ def run_notebook(path: Path, timeout: int) -> dict:
     for cell in nb.cells:  # a cell the run does not reach must not keep the verdict saved in the file
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
-    # The notebook's own folder is the working directory, as in JupyterLab.
-    client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
+    # The notebook's own folder is the working directory, as in JupyterLab. The kernel is this Python,
+    # the course's, whatever kernel named python3 the machine's Jupyter knows (a JupyterHub's may lack torch).
+    client = nbclient.NotebookClient(nb, km=_this_python_kernel(), timeout=timeout, allow_errors=True,
                                      resources={"metadata": {"path": str(path.parent)}})
     try:
         client.execute()
     except (nbclient.exceptions.CellTimeoutError, nbclient.exceptions.DeadKernelError) as e:
         print(f"progress: {path.name} stopped part-way ({type(e).__name__}); the exercises after it count as not run",
               file=sys.stderr)
+    except RuntimeError as e:  # the kernel did not start
+        raise ValueError(f"could not run {path}: the kernel ({sys.executable}) did not start ({e})") from None
     return json.loads(nbformat.writes(nb))
+
+
+def _this_python_kernel():
+    """A kernel manager that starts an IPython kernel in this very Python (sys.executable)."""
+    import ipykernel.kernelspec
+    from jupyter_client import KernelManager
+    from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+
+    class ThisPython(KernelSpecManager):
+        def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+            return KernelSpec(resource_dir=ipykernel.kernelspec.RESOURCES, **ipykernel.kernelspec.get_kernel_dict())
+
+    return KernelManager(kernel_name="this-python", kernel_spec_manager=ThisPython())
 
 
 def check_notebooks(paths: list[Path], run: bool = False, timeout: int = 1800) -> dict[str, list[Exercise]]:
@@ -120,6 +142,8 @@ def check_notebooks(paths: list[Path], run: bool = False, timeout: int = 1800) -
             nb = json.loads(path.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as e:
             raise ValueError(f"{path} is not a readable notebook ({e})") from None
+        except OSError as e:  # a notebook its owner keeps private (umask 077), on a shared machine
+            raise ValueError(f"cannot read {path} ({e.strerror or e}): run progress as a user who may read it") from None
         if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
             raise ValueError(f"{path} is not a readable notebook (no list of cells)")
         results[path.name] = exercises(run_notebook(path, timeout) if run else nb, path.name)
@@ -150,7 +174,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "with their folder) give a table (default: notebooks)")
     parser.add_argument("--run", dest="execute", action="store_true",  # args.run is the command itself
                         help="run each notebook first, in memory, its file untouched (minutes a notebook), "
-                             "instead of reading its saved outputs")
+                             "instead of reading its saved outputs. Their code runs as you: run others' notebooks "
+                             "in an account or container of their own")
     parser.add_argument("--timeout", type=int, default=1800, help="with --run: seconds a cell may take (default 1800)")
 
 
@@ -166,6 +191,9 @@ def run(args: argparse.Namespace) -> int:
             return 2
     found: dict[str, list[Path]] = {}  # a student (a folder) and their notebooks
     students, problems = {}, {}
+    if args.paths == [Path("notebooks")] and not Path("notebooks").exists() and any(
+            NOTEBOOK_NAME.match(p.name) for p in Path(".").iterdir()):
+        args.paths = [Path(".")]  # run in a folder of course notebooks (a student's own copy): that folder
     for path in args.paths:
         try:
             files = notebook_files(path)

@@ -94,8 +94,10 @@ def make_student_copy(src: str | Path, dst: str | Path) -> dict[str, int]:
                 raise ValueError(f"{path} is not a readable notebook ({e})") from None
             data = (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode()
             (tmp / path.name).write_bytes(data)
+            (tmp / path.name).chmod(0o644)  # a handout: readable by the class, whatever this user's umask
             written[path.name] = _sha256(data)
         (tmp / MANIFEST).write_text(json.dumps({"notebooks": written}, indent=1) + "\n")
+        (tmp / MANIFEST).chmod(0o644)
         for name in IGNORED:  # Jupyter's checkpoints and the like stay, moved into the new copy
             if (dst / name).exists() and not (tmp / name).exists():
                 (dst / name).rename(tmp / name)
@@ -125,6 +127,10 @@ def run(args: argparse.Namespace) -> int:
             size = sum(p.stat().st_size for p in Path(args.src).glob("*.ipynb"))
             print(f"student: could not write {args.dst} (no space left on the disk): nothing there was changed. The "
                   f"copy takes about {size / 1e6:.1f} MB: free some space, then run again", file=sys.stderr)
+        elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):  # a course installed read-only, say
+            where = Path(args.dst).expanduser().resolve().parent
+            print(f"student: cannot write into {where} ({e.strerror}): give a folder you may write as the "
+                  f"destination, e.g. gptoss-edu student {args.src} ~/gpt-oss-course", file=sys.stderr)
         else:
             print(f"student: {e}", file=sys.stderr)
         return 1

@@ -405,3 +405,19 @@ def test_damaged_or_missing_tokenizer_files_fail(tmp_path, monkeypatch):
     assert row.status == env.FAIL and row.found == "damaged o200k_base.tiktoken" and "git checkout" in row.meaning
     (tmp_path / "r50k_base.tiktoken").unlink()
     assert env.check_data().found == "missing r50k_base.tiktoken"
+
+
+def test_notebook_00_names_a_kernel_that_is_not_the_courses_python(tmp_path):
+    """A JupyterHub's default kernel is another Python: a bare ModuleNotFoundError said nothing of that."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "00_welcome.ipynb").read_text())
+    first = next("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    # -S: no site-packages, so no gptoss_edu: as a Python the course was never installed in
+    proc = subprocess.run([sys.executable, "-S", "-c", first], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert f"FAIL: this kernel runs {sys.executable}, which has no gptoss_edu: it is not the course's Python" in proc.stderr
+    assert "Change Kernel" in proc.stderr

@@ -116,3 +116,56 @@ def test_run_gives_the_checks_own_verdict_and_leaves_the_file_alone(tmp_path, ca
     assert main(["progress", "--run", str(path)]) == 1
     assert capsys.readouterr().out.startswith("❌ 00 check_block_params: not yet: 7,077,888 for d_model=768")
     assert path.read_bytes() == before
+
+
+# ---- found by a review of a class on a shared machine ----
+
+def test_a_notebook_or_folder_the_teacher_may_not_read_costs_one_row_not_the_table(tmp_path, capsys, monkeypatch):
+    """A student's private notebook (umask 077) raised PermissionError out of the command: no table at all."""
+    right = ("check_a(f)", [result("✅ Right")])
+    notebook(tmp_path / "ana" / "01_x.ipynb", right)
+    private = notebook(tmp_path / "cy" / "01_x.ipynb", right)
+    shut = tmp_path / "dee"
+    shut.mkdir()
+    read_text, iterdir = Path.read_text, Path.iterdir
+
+    def refuse(path, *args, **kwargs):  # as chmod 600 by another user would (the tests may run as root)
+        if path == private:
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_text(path, *args, **kwargs)
+
+    def refuse_dir(path):
+        if path == shut:
+            raise PermissionError(13, "Permission denied", str(path))
+        return iterdir(path)
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+    monkeypatch.setattr(Path, "iterdir", refuse_dir)
+    assert main(["progress", str(tmp_path / "ana"), str(tmp_path / "cy"), str(shut)]) == 1
+    out = capsys.readouterr()
+    assert out.out.splitlines()[1].split() == [str(tmp_path / "ana"), "✅", "1/1"]
+    assert f"cannot read {private} (Permission denied): run progress as a user who may read it" in out.err
+    assert f"cannot read {shut} (Permission denied)" in out.err and "holds no course notebooks" not in out.err
+
+
+def test_run_uses_this_python_whatever_kernel_jupyter_calls_python3(tmp_path, capsys, monkeypatch):
+    """A JupyterHub's python3 kernel may be another Python, without torch or the course: it was the one used."""
+    spec = tmp_path / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text('{"argv": ["/nonexistent/python", "-m", "ipykernel_launcher", "-f", '
+                                      '"{connection_file}"], "display_name": "Python 3", "language": "python"}')
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    path = notebook(tmp_path / "00_a.ipynb", ("import sys\nprint(sys.executable)", []))
+    from gptoss_edu.progress import run_notebook
+    import sys
+
+    ran = run_notebook(path, timeout=120)
+    assert "".join(ran["cells"][0]["outputs"][0]["text"]).strip() == sys.executable
+
+
+def test_progress_in_a_folder_of_course_notebooks_reads_that_folder(tmp_path, capsys, monkeypatch):
+    """A student's own copy has no notebooks/ folder inside: "there is no file or folder notebooks" helped nobody."""
+    notebook(tmp_path / "01_x.ipynb", ("check_a(f)", [result("✅ Right")]))
+    monkeypatch.chdir(tmp_path)
+    assert main(["progress"]) == 0
+    assert capsys.readouterr().out == "✅ 01 check_a: Right\n"

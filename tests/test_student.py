@@ -111,14 +111,34 @@ def test_the_folder_you_are_in_is_never_replaced(tmp_path, capsys, monkeypatch):
     assert "holds the folder you are in" in capsys.readouterr().err
 
 
-def test_the_copy_is_readable_by_others(tmp_path, capsys):
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_the_copy_is_readable_by_others(tmp_path, capsys, umask):
+    """A handout: with umask 077 the folder was 755 but its notebooks 600, which no student could open."""
     src, out = course(tmp_path), tmp_path / "out"
-    old = os.umask(0o022)
+    old = os.umask(umask)
     try:
         assert main(["student", str(src), str(out)]) == 0
     finally:
         os.umask(old)
     assert out.stat().st_mode & 0o777 == 0o755  # not mkdtemp's private 0o700
+    assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()} == {p.name: 0o644 for p in out.iterdir()}
+
+
+def test_a_destination_that_may_not_be_written_is_named_with_what_to_do(tmp_path, capsys, monkeypatch):
+    """From a course installed read-only it said "[Errno 13] Permission denied: '.../.student._o1l4wmk'"."""
+    import errno
+    import tempfile
+
+    src = course(tmp_path)
+
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / ".student._o1l4wmk"))
+
+    monkeypatch.setattr(tempfile, "mkdtemp", denied)
+    assert main(["student", str(src), str(tmp_path / "student")]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"student: cannot write into {tmp_path.resolve()} (Permission denied): give a folder you may write "
+                   f"as the destination, e.g. gptoss-edu student {src} ~/gpt-oss-course\n"), err
 
 
 def test_a_failed_swap_puts_the_earlier_copy_back(tmp_path, capsys, monkeypatch):
