@@ -164,9 +164,15 @@ class DiskFull(OSError):
         self.destination, self.needed, self.at_least = destination, needed, at_least
         # Measured now, once the partial files are removed: what a rerun would find.
         free = disk_free(destination.parent)
+        # A temporary folder's disk (a shared /tmp, a small tmpfs) is not one a learner can free: say how to move it.
+        temporary = Path(tempfile.gettempdir()).resolve() in Path(destination).resolve().parents
+        elsewhere = (f". It is in the temporary folder {tempfile.gettempdir()}: to put temporary files on a disk with "
+                     "room, set TMPDIR to a folder there (TMPDIR=~/tmp) before starting Python or JupyterLab"
+                     if temporary else "")
         super().__init__(errno.ENOSPC, f"could not write {destination} (the disk is full): nothing there was changed. "
                                        f"It needs {'more than ' if at_least else ''}{format_bytes(needed)}, and "
-                                       f"{format_bytes(free)} are free on that disk: free some space, then run again")
+                                       f"{format_bytes(free)} are free on that disk: free some space, then run "
+                                       f"again{elsewhere}")
 
     def __reduce__(self):  # noqa: ANN204 (picklable, as OSError's own arguments are not these)
         return type(self), (self.destination, self.needed, self.at_least)

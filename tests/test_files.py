@@ -162,3 +162,19 @@ def test_a_relative_path_that_exists_here_needs_no_word_about_the_course_folder(
     monkeypatch.chdir(tmp_path)
     assert in_course_folder("README.md").startswith(f"there is no 'README.md' in {tmp_path}")
     assert in_course_folder(REPO / "README.md") == "" and in_course_folder("no-such-file") == ""
+
+
+def test_a_full_temporary_disk_says_how_to_move_temporary_files(tmp_path, monkeypatch):
+    """A shared /tmp or a small tmpfs is no disk a learner can free (notebook 13 checkpoints into one)."""
+    import tempfile
+
+    from gptoss_edu.files import DiskFull
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    inside = str(DiskFull(tmp_path / "tmp" / "run" / "state", 83 * 2**20))
+    assert inside.endswith(f"free some space, then run again. It is in the temporary folder {tmp_path / 'tmp'}: to put "
+                           "temporary files on a disk with room, set TMPDIR to a folder there (TMPDIR=~/tmp) before "
+                           "starting Python or JupyterLab"), inside
+    outside = str(DiskFull(tmp_path / "home" / "run", 83 * 2**20))
+    assert outside.endswith("free some space, then run again") and "TMPDIR" not in outside
