@@ -19,9 +19,13 @@ import re
 import shutil
 import tempfile
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from .env import REPO
+
+_held: dict[Path, int] = {}  # folders this process holds the lock of, and how many times over
 
 
 def fsync_path(path: Path) -> None:
@@ -185,3 +189,41 @@ def in_course_folder(path: str | Path) -> str:
         return ""
     return (f"there is no {str(path)!r} in {Path.cwd()} (a command reads paths from the folder it runs in), but the "
             f"course's folder has one: pass {REPO / path}, or run the command from {REPO}")
+
+
+@contextmanager
+def hold(folder: Path, what: str) -> Iterator[None]:
+    """Hold ``folder``'s lock while ``what`` writes into it: a second process is refused, not interleaved.
+
+    The lock is the operating system's (flock on the folder itself: no file is left in it), so a
+    process that dies lets go of it and a killed run never leaves the folder locked. Held again by
+    the same process, it simply nests. Where there is no flock (Windows), nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    folder = Path(folder).resolve()
+    if folder in _held:
+        _held[folder] += 1
+        try:
+            yield
+        finally:
+            _held[folder] -= 1
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FileExistsError(errno.EBUSY, f"{folder} is in use by another {what}, still going: wait for it to "
+                                               "end, or choose another folder") from None
+        _held[folder] = 1
+        try:
+            yield
+        finally:
+            del _held[folder]
+    finally:
+        os.close(fd)  # closing lets go of the lock

@@ -40,7 +40,7 @@ from torch import nn
 from . import harmony
 from .checkpoint import CheckpointError, check_replaceable, write_checkpoint
 from .env import REPO
-from .files import DiskFull, remove_leftovers, replace_folder, restore_folder, save_tensors, set_aside
+from .files import DiskFull, hold, remove_leftovers, replace_folder, restore_folder, save_tensors, set_aside
 from .config import ModelConfig, course_config, preset
 from .corpus import Corpus, load_corpus
 from .model import GPT
@@ -400,9 +400,18 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: TokenData | None = Non
     """Train a fresh ``model_cfg`` model for ``cfg.steps`` steps, or resume the run saved in ``out``.
 
     With ``out``, the training state is saved every ``cfg.checkpoint_every`` steps, at the end,
-    and when the run is interrupted; HF-layout models go to ``out/model`` at the same times.
+    and when the run is interrupted; HF-layout models go to ``out/model`` at the same times. One
+    run at a time writes into ``out``: another that is still going there is refused.
     ``on_step(result)`` is called after every step (a test can stop or break the run there).
     """
+    if out is None:
+        return _train(model_cfg, cfg, data, out=None, resume=resume, progress=progress, on_step=on_step)
+    with hold(Path(out), "training run"):
+        return _train(model_cfg, cfg, data, out=out, resume=resume, progress=progress, on_step=on_step)
+
+
+def _train(model_cfg: ModelConfig, cfg: TrainConfig, data: TokenData | None, *, out: str | Path | None,
+           resume: bool, progress: bool, on_step: Callable[[TrainResult], None] | None) -> TrainResult:
     if data is None:
         data = prepare_data(cfg.data, model_cfg.vocab_size, seed=cfg.seed)
     if data.vocab_size != model_cfg.vocab_size:
@@ -988,6 +997,11 @@ def _run(args: argparse.Namespace, rec: Recipe, argv: list[str] | None) -> int:
     # Made now, before --fresh deletes anything: a folder that cannot be written is said before the
     # training, not after it.
     make_folders([("--out", out)] + ([("--export", Path(args.export).parent)] if args.export else []))
+    with hold(out, "training run"):  # from --fresh to the export: two commands on one --out would undo each other
+        return _run_in(args, rec, tc, out, argv)
+
+
+def _run_in(args: argparse.Namespace, rec: Recipe, tc: TrainConfig, out: Path, argv: list[str] | None) -> int:
     if args.export:  # as for the run's own folders (train): what exports killed mid-way left beside this one
         for stale in remove_leftovers(Path(args.export)):
             print(f"removed {stale}, what a killed export left", file=sys.stderr)

@@ -843,3 +843,34 @@ def test_a_harmony_vocabulary_model_exports_gpt_oss_generation_config(text_data,
                    "do_sample": True, "temperature": 1.0, "top_p": 1.0}
     assert not (T.export(T.train(small(13), quick(steps=1, warmup_steps=0), text_data, progress=False), tmp_path / "small")
                 / "generation_config.json").exists()  # a vocabulary of 50,257 has no harmony ids
+
+
+def test_a_second_run_into_the_same_folder_is_refused_while_the_first_goes_on(tmp_path, capsys, text_data):
+    """Two runs on one --out (two terminals, a group folder) resumed each other's half-saved state and one died
+    on a file the other had removed. The lock is the OS's: a killed run lets go of it."""
+    import subprocess
+    import textwrap
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from gptoss_edu.files import hold
+        with hold(Path({str(out)!r}), "training run"):
+            print("holding", flush=True)
+            time.sleep(120)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        tiny = ["--batch-size", "2", "--seq-len", "16", "--warmup-steps", "1", "--no-progress"]
+        assert T.main(["course-step-13", "--out", str(out), "--steps", "2", "--fresh", *tiny]) == 2
+        assert f"train: [Errno 16] {out.resolve()} is in use by another training run, still going: wait for it to end, " \
+               "or choose another folder" in capsys.readouterr().err
+        with pytest.raises(FileExistsError, match="in use by another training run"):
+            T.train(small(13), quick(steps=2), text_data, out=out, progress=False)
+        assert list(out.iterdir()) == []  # nothing written, nothing deleted
+    finally:
+        holder.kill()
+        holder.wait()
+    assert T.main(["course-step-13", "--out", str(out), "--steps", "2", *tiny]) == 0  # the lock died with its process
+    assert sorted(p.name for p in out.iterdir()) == sorted([T.STATE_DIR, T.MODEL_DIR])  # and left no file behind
