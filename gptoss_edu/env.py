@@ -504,12 +504,40 @@ def check_machine() -> list[Check]:
                   f"gpt-oss-20b needs {gib(need)}, so 12 uses the small checkpoint")
         rows.append(Check("GPU", f">={gib(need)} for 12", f"{name}, {gib(mem)}", OK if big and not old else WARN,
                           f"{ten}; {twelve}"))
-    free = disk_free(_hub_cache())
-    roomy = free >= weights
-    rows.append(Check("free disk (HF cache)", f">={gib(weights)} for 12", gib(free), OK if roomy else WARN,
-                      "room to download gpt-oss-20b" if roomy else
-                      f"gpt-oss-20b's download is {gib(weights)}: 12 uses the small checkpoint"))
+    rows.append(_hub_cache_row(weights))
     return rows
+
+
+def _hub_cache_row(weights: int) -> Check:
+    """Whether notebook 12 finds gpt-oss-20b in the Hugging Face cache, or room (and leave) to download it there."""
+    cache = _hub_cache()
+    wanted = f">={gib(weights)} for 12"
+    if _cached_gpt_oss_20b():  # a teacher's shared copy, say: no room is needed, nor leave to write
+        return Check("free disk (HF cache)", wanted, "gpt-oss-20b already there", OK,
+                     "12 uses the copy in the cache (HF_HUB_OFFLINE=1: without the network)")
+    existing = next((p for p in (cache, *cache.parents) if p.exists()), cache)
+    if not os.access(existing, os.W_OK):
+        return Check("free disk (HF cache)", wanted, f"{existing} is read-only", WARN,
+                     "nothing can be downloaded there: set HF_HOME to a folder you may write (12 uses the small "
+                     "checkpoint)")
+    free = disk_free(cache)
+    roomy = free >= weights
+    return Check("free disk (HF cache)", wanted, gib(free), OK if roomy else WARN,
+                 "room to download gpt-oss-20b" if roomy else
+                 f"gpt-oss-20b's download is {gib(weights)}: 12 uses the small checkpoint")
+
+
+def _cached_gpt_oss_20b() -> bool:
+    """Whether the Hugging Face cache holds all of gpt-oss-20b that notebook 12 reads (no network asked)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        from .hub import CONFIG, missing_files
+
+        folder = snapshot_download("openai/gpt-oss-20b", local_files_only=True, allow_patterns=[CONFIG])
+        return not missing_files(folder)
+    except Exception:  # noqa: BLE001 - not cached, no huggingface_hub, an unreadable index: all mean "not there"
+        return False
 
 
 def check_data() -> Check:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -421,3 +423,32 @@ def test_notebook_00_names_a_kernel_that_is_not_the_courses_python(tmp_path):
     assert proc.returncode != 0
     assert f"FAIL: this kernel runs {sys.executable}, which has no gptoss_edu: it is not the course's Python" in proc.stderr
     assert "Change Kernel" in proc.stderr
+
+
+def test_a_cache_that_already_holds_gpt_oss_20b_needs_no_room_and_a_read_only_one_is_named(tmp_path, monkeypatch):
+    """A teacher's shared, full, read-only cache was told "0.0 GiB WARN: 12 uses the small checkpoint", though 12
+    uses the copy there; a cache no one may write was told "room to download"."""
+    import json
+
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    snap = cache / "models--openai--gpt-oss-20b" / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (cache / "models--openai--gpt-oss-20b" / "refs").mkdir()
+    (cache / "models--openai--gpt-oss-20b" / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(env, "_hub_cache", lambda: cache)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (snap / "config.json").write_text("{}")
+    (snap / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "model-00000-of-00001.safetensors"}}))
+    row = _machine_row(monkeypatch, "free disk (HF cache)", free=0)
+    assert row.status == WARN and "small checkpoint" in row.meaning  # a shard missing: not there yet
+    (snap / "model-00000-of-00001.safetensors").write_bytes(b"")
+    row = _machine_row(monkeypatch, "free disk (HF cache)", free=0)
+    assert (row.found, row.status) == ("gpt-oss-20b already there", OK) and "12 uses the copy in the cache" in row.meaning
+    (snap / "config.json").unlink()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == cache else real_access(p, mode))
+    row = _machine_row(monkeypatch, "free disk (HF cache)")
+    assert row.status == WARN and row.found == f"{cache} is read-only" and "set HF_HOME" in row.meaning
