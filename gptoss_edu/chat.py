@@ -316,7 +316,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
         from gptoss_kernels import interpreter_mode, triton_available
 
         if not triton_available():
-            raise ChatError("--backend triton needs Triton, which is not installed (pip install triton, on Linux); "
+            raise ChatError("--backend triton needs Triton, which is not installed (it has builds for Linux only: there, make clean-venv, then make lab); "
                             "--backend torch runs anywhere")
         if not args.device.startswith("cuda") and not interpreter_mode():
             raise ChatError("--backend triton on the CPU needs TRITON_INTERPRET=1 in the environment (Triton's "

@@ -53,7 +53,7 @@ PACKAGES = (
     Package("torch", "torch", "course", "every model and check",
             "nothing runs: install the course (make lab)"),
     Package("triton", "triton", "kernels", "the kernels of notebook 10",
-            "notebook 10's kernels cannot run (Triton is built for Linux only); every other notebook can"),
+            "notebook 10's kernels cannot run; every other notebook can"),
     Package("safetensors", "safetensors", "course", "reading and writing checkpoints",
             "checkpoints cannot be read or written"),
     Package("huggingface_hub", "huggingface_hub", "course", "downloads from the Hub",
@@ -187,7 +187,7 @@ def check_package(pkg: Package, pins: dict[str, str], mins: dict[str, str], gpu:
     if found is None:
         status = FAIL if pkg.role == "course" else WARN
         if pkg.dist == "triton" and sys.platform != "linux":  # no wheel to install: saying "pip install" would fail
-            return Check(pkg.dist, wanted, "missing", status, pkg.without)
+            return Check(pkg.dist, wanted, "missing", status, f"{pkg.without} (Triton has builds for Linux only)")
         if pkg.dist in ("torch", "triton"):  # installed by the Makefile, which picks the build (CPU or CUDA)
             return Check(pkg.dist, wanted, "missing", status, pkg.without.removesuffix(": install the course (make lab)")
                          + ": make clean-venv, then make lab")
@@ -491,21 +491,27 @@ def check_machine() -> list[Check]:
         rows.append(Check("GPU", f">={gib(need)} for 12", f"{unused[0]}, unused by torch", WARN,
                           f"{unused[1]}. Until then the notebooks run on the CPU"))
     elif gpu is None:
+        ten = "10 uses Triton's interpreter" if _has_triton() else "10 needs Triton, missing here"
         rows.append(Check("GPU", f">={gib(need)} for 12", "none (CUDA not available)", WARN,
-                          "CPU only: notebooks run; 10 uses Triton's interpreter, 12 uses the small checkpoint"))
+                          f"CPU only: notebooks run; {ten}, 12 uses the small checkpoint"))
     else:
         name, mem = gpu
         big = mem >= need
         old = triton_gpu_problem(0)
         least = ".".join(map(str, TRITON_MIN_CAPABILITY))
-        ten = ("10 compiles and times the kernels" if not old else
-               f"too old for Triton (compute capability below {least}): 10 uses Triton's interpreter")
+        ten = ("10 needs Triton, missing here" if not _has_triton() else "10 compiles and times the kernels" if not old
+               else f"too old for Triton (compute capability below {least}): 10 uses Triton's interpreter")
         twelve = ("12 runs gpt-oss-20b" + (" on the PyTorch path" if old else "") if big else
                   f"gpt-oss-20b needs {gib(need)}, so 12 uses the small checkpoint")
         rows.append(Check("GPU", f">={gib(need)} for 12", f"{name}, {gib(mem)}", OK if big and not old else WARN,
                           f"{ten}; {twelve}"))
     rows.append(_hub_cache_row(weights))
     return rows
+
+
+def _has_triton() -> bool:
+    """Whether Triton is installed (looked up, not imported: importing it sets up its compiler)."""
+    return importlib.util.find_spec("triton") is not None
 
 
 def _hub_cache_row(weights: int) -> Check:

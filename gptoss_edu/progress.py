@@ -43,11 +43,11 @@ class Exercise:
 
 
 def _output_text(cell: dict) -> tuple[str, str | None]:
-    """The text a code cell printed or returned, and the name of the exception it raised, if any."""
+    """The text a code cell printed or returned, and the exception it raised (its name and message), if any."""
     texts, error = [], None
     for out in cell.get("outputs", []):
         if out.get("output_type") == "error":
-            error = out.get("ename", "an error")
+            error = out.get("ename", "an error") + (f": {out['evalue']}" if out.get("evalue") else "")
         elif out.get("output_type") == "stream":
             texts.append("".join(out.get("text", "")))
         else:
@@ -57,17 +57,22 @@ def _output_text(cell: dict) -> tuple[str, str | None]:
 
 def exercises(nb: dict, name: str) -> list[Exercise]:
     """The exercises of notebook ``nb`` (its cells that call a check, solutions left out) and their verdicts."""
-    found = []
+    found, first_error = [], None  # the first cell that raised: a later NameError is mostly its consequence
     for cell in nb.get("cells", []):
         source = "".join(cell.get("source", ""))
         if cell.get("cell_type") != "code" or SOLUTION_TAG in cell.get("metadata", {}).get("tags", []):
             continue
-        for check in CHECK_CALL.findall(source):
+        checks = CHECK_CALL.findall(source)
+        if not checks:
+            first_error = first_error or _output_text(cell)[1]
+        for check in checks:
             text, error = _output_text(cell)
             # A check's verdict is one line that starts with its mark (CheckResult's repr and print).
             verdict = next((line for line in text.splitlines() if line.startswith(("✅", "❌"))), None)
             if error:
                 status, message = "error", f"the cell raised {error}"
+                if first_error is not None and error.startswith("NameError"):
+                    message += f", after an earlier cell raised {first_error}"
             elif verdict is None:
                 status, message = "not run", "no verdict in the saved output: run the cell"
             else:

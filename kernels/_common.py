@@ -73,7 +73,7 @@ def require_triton(device: torch.device | str | None = None) -> None:
     if not triton_available():
         raise RuntimeError(
             f"the Triton kernels need Triton, which is not installed ({_TRITON_ERROR}). Install it "
-            f"(pip install triton, on Linux) or use the PyTorch path instead: model.set_backend('torch')."
+            f"(it has builds for Linux only: there, make clean-venv, then make lab, in the course's folder) or use the PyTorch path instead: model.set_backend('torch')."
         )
     device = torch.device(device) if device is not None else None
     on_gpu = device.type == "cuda" if device is not None else torch.cuda.is_available() and not interpreter_mode()
@@ -126,7 +126,7 @@ def check_launch(kernel: Any, name: str, *tensors: torch.Tensor) -> None:
     if not triton_available():
         raise RuntimeError(
             f"gptoss_kernels.{name} needs Triton, which is not installed ({_TRITON_ERROR}). "
-            f"Install it (pip install triton, on Linux) or use the PyTorch path instead: "
+            f"Install it (it has builds for Linux only: there, make clean-venv, then make lab, in the course's folder) or use the PyTorch path instead: "
             f"model.set_backend('torch'), or {fallback}."
         )
     devices = {t.device.type for t in tensors}

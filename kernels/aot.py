@@ -211,9 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arch", type=int, default=90, help="compute capability times ten: 80 A100, 90 H100/H200")
     p.add_argument("--sms", type=int, default=H100_SMS, help="the GPU's multiprocessors (sets decode split counts)")
     args = p.parse_args(argv)
+    try:
+        compiled = compile_all(args.dtype, args.arch, args.sms)
+    except RuntimeError as e:  # no Triton, or interpreted kernels: said, not a traceback
+        print(f"gptoss_kernels.aot: {e}", file=sys.stderr)
+        return 2
     print(f"{'kernel':<26}{'warps':>6}{'shared B':>10}{'regs':>6}{'spilled B':>10}{'loop SASS':>10}{'PTX lines':>11}"
           "  launched by")
-    for c in compile_all(args.dtype, args.arch, args.sms):
+    for c in compiled:
         regs = "?" if c.registers is None else c.registers
         spilled = "?" if c.spilled_bytes is None else c.spilled_bytes
         loop = "?" if c.loop_instructions is None else c.loop_instructions  # "?": no loop, or no cuobjdump

@@ -34,7 +34,7 @@ NO_TRITON = "Triton has no build for this platform (it needs Linux): the kernels
 def pytest_collection_modifyitems(config, items):
     if TRITON:
         return
-    needing = [item for item in items if item.path.name in NEEDS_TRITON
+    needing = [item for item in items if item.path.name in NEEDS_TRITON or item.get_closest_marker("needs_triton")
                or any(name in item.name for name in ("10_triton_kernels", "triton_backend"))]
     if needing and os.environ.get("CI"):
         raise pytest.UsageError(f"CI must run the kernel tests, and Triton is not installed ({len(needing)} tests)")

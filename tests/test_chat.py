@@ -360,8 +360,9 @@ def test_bad_arguments(checkpoints, capsys, tmp_path, monkeypatch):
     (tmp_path / "data" / "tiny-gpt-oss").mkdir(parents=True)
     assert main(["chat", "--model", "data/tiny-gptoss"]) == 2  # a typo in a folder name
     assert "there is no folder data/tiny-gptoss (data/ holds tiny-gpt-oss)" in capsys.readouterr().err
-    if not torch.cuda.is_available():
-        import gptoss_kernels  # noqa: F401  imported (interpreted) first: @triton.jit reads the variable once
+    import gptoss_kernels  # imported (interpreted) first: @triton.jit reads the variable once
+
+    if not torch.cuda.is_available() and gptoss_kernels.triton_available():
         monkeypatch.delenv("TRITON_INTERPRET", raising=False)
         assert main(["chat", "--model", str(checkpoints["answer"]), "--backend", "triton"]) == 2
         assert "--backend triton on the CPU needs TRITON_INTERPRET=1" in capsys.readouterr().err
@@ -370,6 +371,7 @@ def test_bad_arguments(checkpoints, capsys, tmp_path, monkeypatch):
     assert e.value.code == 2
 
 
+@pytest.mark.needs_triton
 def test_a_gpu_that_is_missing_or_too_old_for_triton_is_said_before_any_download(monkeypatch, capsys, stand_in_gpu):
     stand_in_gpu((7, 5), "Tesla T4", count=1)  # alone in the machine
     monkeypatch.setattr(chat, "resolve_model", lambda spec: pytest.fail("the model was fetched"))
@@ -443,6 +445,7 @@ def test_a_model_that_writes_the_users_turn_is_cut_there(answer_model, monkeypat
     assert "Me again" not in out.getvalue() and "went on to write a user message itself: cut there" in out.getvalue()
 
 
+@pytest.mark.needs_triton
 def test_backend_auto_runs_the_triton_kernels_on_a_gpu_that_can_compile_them(monkeypatch, capsys, stand_in_gpu):
     """The default, as notebook 12 chooses: Triton on a GPU it compiles for, PyTorch on a CPU or an old GPU."""
     import argparse
@@ -479,6 +482,7 @@ def test_backend_auto_runs_the_triton_kernels_on_a_gpu_that_can_compile_them(mon
     assert "--backend auto: Triton is not installed; running on the PyTorch path" in capsys.readouterr().err
 
 
+@pytest.mark.needs_triton
 def test_backend_auto_runs_triton_only_on_mxfp4_experts(tmp_path, monkeypatch, capsys):
     """The kernels read MXFP4: a checkpoint with dense experts runs on PyTorch, and --backend triton says why."""
     from gptoss_edu.checkpoint import load_model, write_checkpoint

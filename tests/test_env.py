@@ -120,7 +120,8 @@ def test_the_triton_row_warns_when_its_interpreter_cannot_run(monkeypatch):
     assert env.check_package(triton_pkg, {"triton": "3.6.0"}, {}, gpu=True).status == OK
 
 
-def _machine_row(monkeypatch, item, gpu=None, free=100 * env.GiB, unused=None):
+def _machine_row(monkeypatch, item, gpu=None, free=100 * env.GiB, unused=None, triton=True):
+    monkeypatch.setattr(env, "_has_triton", lambda: triton)  # as on Linux, whether or not it is installed here
     monkeypatch.setattr(env, "gpu_info", lambda: gpu)
     monkeypatch.setattr(env, "unused_nvidia_gpu", lambda: unused)
     monkeypatch.setattr(env, "disk_free", lambda path: free)
@@ -131,6 +132,14 @@ def test_no_gpu_says_what_runs_instead(monkeypatch):
     row = _machine_row(monkeypatch, "GPU")
     assert row.status == WARN
     assert row.meaning == "CPU only: notebooks run; 10 uses Triton's interpreter, 12 uses the small checkpoint"
+
+
+def test_without_triton_the_gpu_row_does_not_promise_its_interpreter(monkeypatch):
+    """On a Mac the GPU row said "10 uses Triton's interpreter" under a triton row saying 10 cannot run."""
+    row = _machine_row(monkeypatch, "GPU", triton=False)
+    assert row.meaning == "CPU only: notebooks run; 10 needs Triton, missing here, 12 uses the small checkpoint"
+    row = _machine_row(monkeypatch, "GPU", gpu=("NVIDIA H100 80GB HBM3", 80 * env.GiB), triton=False)
+    assert row.meaning.startswith("10 needs Triton, missing here; 12 runs gpt-oss-20b")
 
 
 def test_the_gpu_notebook_12_needs_is_its_own_memory_plan():

@@ -30,6 +30,10 @@ def returns_none(*args, **kwargs):
 @pytest.mark.parametrize("nb, name, check", CHECKS, ids=[f"{nb}-{name}" for nb, name, _ in CHECKS])
 def test_a_first_try_gets_a_not_yet_that_names_the_slip(nb, name, check):
     if nb == "nb10":  # takes a @triton.jit kernel, and says so for anything else
+        from gptoss_kernels import triton_available
+
+        if not triton_available():
+            pytest.skip("Triton has no build for this platform (it needs Linux): notebook 10's check needs it")
         for wrong in (raises, torch.ones(3)):
             result = check(wrong)
             assert not result.passed and "@triton.jit" in result.message

@@ -53,7 +53,18 @@ def test_each_verdict_is_read_from_what_the_cell_saved(tmp_path):
     found = exercises(nbformat.read(nb, as_version=4), nb.name)
     assert [(e.check, e.status) for e in found] == [("check_one", "passed"), ("check_two", "not yet"),
                                                      ("check_three", "error"), ("check_four", "not run")]
-    assert found[1].message == "not yet: off by 1" and found[2].message == "the cell raised NameError"
+    assert found[1].message == "not yet: off by 1" and found[2].message == "the cell raised NameError: h"
+
+
+def test_a_name_error_after_an_earlier_cell_failed_names_that_cell_s_error(tmp_path):
+    """Without Triton, notebook 10's check said only "the cell raised NameError": its first cell had failed."""
+    error = {"output_type": "error", "ename": "ModuleNotFoundError", "evalue": "No module named 'triton'", "traceback": []}
+    nb = notebook(tmp_path / "10_a.ipynb", ("import triton", [error]),
+                  ("check_k(kernel)", [{"output_type": "error", "ename": "NameError", "evalue": "name 'triton' is not "
+                                        "defined", "traceback": []}]))
+    found = exercises(nbformat.read(nb, as_version=4), nb.name)
+    assert found[0].message == ("the cell raised NameError: name 'triton' is not defined, after an earlier cell raised "
+                                "ModuleNotFoundError: No module named 'triton'")
 
 
 def test_one_learner_gets_a_line_an_exercise_and_a_class_a_table(tmp_path, capsys):
