@@ -317,6 +317,7 @@ DECODE_AT_CASES = [
 ]
 
 
+@pytest.mark.needs_triton
 @pytest.mark.parametrize("case", DECODE_AT_CASES)
 @pytest.mark.parametrize("num_splits", [None, 1, 3])
 def test_attention_decode_at_reads_the_position_on_the_device(case, num_splits, monkeypatch) -> None:

@@ -139,6 +139,7 @@ def test_roofline_keeps_a_launch_bound_point_in_view():
 # ------------------------------------------------------------------------ benchmark cases
 
 
+@pytest.mark.needs_triton
 def test_benchmark_cases_run_and_agree():
     cfg = g.preset("gpt-oss-tiny")
     device, dtype = ("cuda", torch.bfloat16) if ON_GPU else ("cpu", torch.float32)
