@@ -7,8 +7,8 @@ PY := $(VENV)/bin/python
 TORCH_VERSION := 2.13.0
 TRITON_VERSION := 3.9.0
 # An index to take torch from, e.g. https://download.pytorch.org/whl/cpu on a Linux machine without
-# an NVIDIA GPU (PyPI's Linux torch is the CUDA build, several GB more). `make venv` installs only torch
-# (and what it needs) from it; `make wheelhouse` looks there first for every package, then on PyPI.
+# an NVIDIA GPU (PyPI's Linux torch is the CUDA build, several GB more). `make venv` searches it, beside
+# PyPI, when it installs torch (and what torch needs); `make wheelhouse` searches it for every package.
 TORCH_INDEX ?=
 # JupyterLab refuses to start as root unless told.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)

@@ -218,8 +218,8 @@ class ChatSession:
         self.turn -= 1
 
     def _drop_turn(self, prompt_tokens: int, printed: bool) -> None:
-        """After running out of memory: the conversation as before this message, and the memory given back."""
-        self.messages.pop()
+        """After running out of memory: the conversation and the seed as before this message, the memory given back."""
+        self._undo_turn()
         release_memory()
         lead = "\n" if printed else ""
         self._write(f"{lead}(out of memory with the conversation at {prompt_tokens:,} tokens: this message and its "
@@ -314,10 +314,11 @@ def _check_arguments(args: argparse.Namespace) -> None:
         args.backend = "torch"
     if args.backend == "triton":
         from gptoss_kernels import interpreter_mode, triton_available
+        from gptoss_kernels._common import INSTALL_TRITON
 
         if not triton_available():
-            raise ChatError("--backend triton needs Triton, which is not installed (it has builds for Linux only: there, make clean-venv, then make lab); "
-                            "--backend torch runs anywhere")
+            raise ChatError(f"--backend triton needs Triton, which is not installed. {INSTALL_TRITON}, or use "
+                            "--backend torch, which runs anywhere")
         if not args.device.startswith("cuda") and not interpreter_mode():
             raise ChatError("--backend triton on the CPU needs TRITON_INTERPRET=1 in the environment (Triton's "
                             "interpreter: slow, for checking); --backend torch runs anywhere")

@@ -756,7 +756,7 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
     as the HF layout's shards in either layout (the Hub's 120b ``original/`` names its own
     ``model--0000N-of-00007``; the loader reads every ``*.safetensors`` either way). One shard's
     tensors are in memory at a time, which bounds what a conversion (MXFP4 to dense) costs.
-    ``overwrite`` replaces an earlier checkpoint, never a folder that holds other files too.
+    ``overwrite`` replaces an earlier checkpoint, never a file nor a folder that holds other files too.
 
     The folder is written beside its destination and renamed into place, so an interrupted
     write never leaves a half-written checkpoint behind (a killed one leaves its temporary
@@ -766,9 +766,10 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
         raise ValueError(f"dtype={dtype!r}: the weights other than MXFP4 experts are written as a floating-point "
                          "torch dtype (torch.bfloat16, as the real checkpoints, or float16, float32, float64)")
     path = Path(path).expanduser()
+    # First what overwrite=True would not replace either, so that no message offers it in vain.
+    check_replaceable(path, "write into an empty or new folder, or one that holds only a checkpoint")
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise FileExistsError(f"{path} exists: pass overwrite=True to replace it")
-    check_replaceable(path, "write into an empty or new folder, or one that holds only a checkpoint")
     stale = leftovers(path)
     if stale:  # not removed here: another process may be writing the same checkpoint right now
         warnings.warn(f"beside {path} lies what writes killed mid-way left ({', '.join(p.name for p in stale)}): "

@@ -520,7 +520,7 @@ def _hub_cache_row(weights: int) -> Check:
     wanted = f">={gib(weights)} for 12"
     if _cached_gpt_oss_20b():  # a teacher's shared copy, say: no room is needed, nor leave to write
         return Check("free disk (HF cache)", wanted, "gpt-oss-20b already there", OK,
-                     "12 uses the copy in the cache (HF_HUB_OFFLINE=1: without the network)")
+                     "nothing to download: 12 finds it in the cache (HF_HUB_OFFLINE=1: without the network)")
     existing = next((p for p in (cache, *cache.parents) if p.exists()), cache)
     if not os.access(existing, os.W_OK):
         return Check("free disk (HF cache)", wanted, f"{existing} is read-only", WARN,

@@ -19,6 +19,7 @@ import re
 import shutil
 import tempfile
 import uuid
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -171,7 +172,8 @@ class DiskFull(OSError):
         # A temporary folder's disk (a shared /tmp, a small tmpfs) is not one a learner can free: say how to move it.
         temporary = Path(tempfile.gettempdir()).resolve() in Path(destination).resolve().parents
         elsewhere = (f". It is in the temporary folder {tempfile.gettempdir()}: to put temporary files on a disk with "
-                     "room, set TMPDIR to a folder there (TMPDIR=~/tmp) before starting Python or JupyterLab"
+                     "room, make a folder there and set TMPDIR to it before starting Python or JupyterLab "
+                     "(mkdir -p ~/tmp, then TMPDIR=~/tmp: a TMPDIR that does not exist is ignored)"
                      if temporary else "")
         super().__init__(errno.ENOSPC, f"could not write {destination} (the disk is full): nothing there was changed. "
                                        f"It needs {'more than ' if at_least else ''}{format_bytes(needed)}, and "
@@ -197,7 +199,8 @@ def hold(folder: Path, what: str) -> Iterator[None]:
 
     The lock is the operating system's (flock on the folder itself: no file is left in it), so a
     process that dies lets go of it and a killed run never leaves the folder locked. Held again by
-    the same process, it simply nests. Where there is no flock (Windows), nothing is locked.
+    the same process, it simply nests. Where there is no flock (Windows), or the file system takes
+    none on a folder (NFS), nothing is locked (on NFS, with a warning).
     """
     try:
         import fcntl
@@ -220,6 +223,9 @@ def hold(folder: Path, what: str) -> Iterator[None]:
         except BlockingIOError:
             raise FileExistsError(errno.EBUSY, f"{folder} is in use by another {what}, still going: wait for it to "
                                                "end, or choose another folder") from None
+        except OSError as e:  # NFS: a folder cannot take an exclusive lock there (EBADF), nor some file systems
+            warnings.warn(f"{folder} cannot be locked on its file system ({e.strerror}): the {what} goes on, but "
+                          "nothing stops a second one from writing there at the same time", stacklevel=3)
         _held[folder] = 1
         try:
             yield

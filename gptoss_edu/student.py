@@ -118,6 +118,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "default: student)")
 
 
+def _inside(filename: str | None, folder: str | Path) -> bool:
+    """Whether the file an error names is in ``folder`` (the source: a read failed, not a write)."""
+    if not filename:
+        return False
+    path, folder = Path(filename).expanduser().resolve(), Path(folder).expanduser().resolve()
+    return path == folder or folder in path.parents
+
+
 def run(args: argparse.Namespace) -> int:
     """Write the student copy and say how many solutions each notebook lost."""
     try:
@@ -127,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
             size = sum(p.stat().st_size for p in Path(args.src).glob("*.ipynb"))
             print(f"student: could not write {args.dst} (no space left on the disk): nothing there was changed. The "
                   f"copy takes about {size / 1e6:.1f} MB: free some space, then run again", file=sys.stderr)
+        elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and _inside(e.filename, args.src):
+            print(f"student: cannot read {e.filename} ({e.strerror}): nothing was written", file=sys.stderr)
         elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):  # a course installed read-only, say
             where = Path(args.dst).expanduser().resolve().parent
             print(f"student: cannot write into {where} ({e.strerror}): give a folder you may write as the "

@@ -68,12 +68,16 @@ def gpu_problem(index: int | None) -> str | None:
     return triton_gpu_problem(index)
 
 
+# How to get Triton, said the same way wherever it is missing: the Makefile installs the pinned one.
+INSTALL_TRITON = "Install it with the course (Triton has builds for Linux only: there, make clean-venv, then make lab)"
+
+
 def require_triton(device: torch.device | str | None = None) -> None:
     """Raise a clear RuntimeError unless the kernels can run here (on ``device``): Triton, a GPU or the interpreter."""
     if not triton_available():
         raise RuntimeError(
-            f"the Triton kernels need Triton, which is not installed ({_TRITON_ERROR}). Install it "
-            f"(it has builds for Linux only: there, make clean-venv, then make lab, in the course's folder) or use the PyTorch path instead: model.set_backend('torch')."
+            f"the Triton kernels need Triton, which is not installed ({_TRITON_ERROR}). {INSTALL_TRITON}, "
+            f"or use the PyTorch path instead: model.set_backend('torch')."
         )
     device = torch.device(device) if device is not None else None
     on_gpu = device.type == "cuda" if device is not None else torch.cuda.is_available() and not interpreter_mode()
@@ -125,9 +129,8 @@ def check_launch(kernel: Any, name: str, *tensors: torch.Tensor) -> None:
     fallback = TORCH_FALLBACK.get(name, "the PyTorch path")
     if not triton_available():
         raise RuntimeError(
-            f"gptoss_kernels.{name} needs Triton, which is not installed ({_TRITON_ERROR}). "
-            f"Install it (it has builds for Linux only: there, make clean-venv, then make lab, in the course's folder) or use the PyTorch path instead: "
-            f"model.set_backend('torch'), or {fallback}."
+            f"gptoss_kernels.{name} needs Triton, which is not installed ({_TRITON_ERROR}). {INSTALL_TRITON}, "
+            f"or use the PyTorch path instead: model.set_backend('torch'), or {fallback}."
         )
     devices = {t.device.type for t in tensors}
     if len({str(t.device) for t in tensors}) > 1:  # two GPUs count as two devices

@@ -495,3 +495,15 @@ def test_backend_auto_runs_triton_only_on_mxfp4_experts(tmp_path, monkeypatch, c
         chat.load_chat_model(dense, "cpu", "triton")
     monkeypatch.setattr(chat, "total_ram", lambda: 1)  # kept packed: as on a GPU
     assert chat.load_chat_model(folder, "cpu", "auto").backend == "triton"
+
+
+def test_backend_triton_without_triton_says_how_to_get_it(monkeypatch, capsys):
+    """The same advice as the kernels give (it said pip install triton, which installs an unpinned one)."""
+    import gptoss_kernels
+    from gptoss_kernels._common import INSTALL_TRITON
+
+    monkeypatch.setattr(gptoss_kernels, "triton_available", lambda: False)
+    assert main(["chat", "--model", "data/tiny-gpt-oss", "--backend", "triton"]) == 2
+    err = capsys.readouterr().err
+    assert f"--backend triton needs Triton, which is not installed. {INSTALL_TRITON}, or use --backend torch" in err
+    assert "pip install" not in err

@@ -149,16 +149,18 @@ def test_running_out_of_memory_drops_the_turn_and_keeps_the_conversation(monkeyp
 
     monkeypatch.setattr(chat, "release_memory", lambda: freed.append(True))
     out = io.StringIO()
-    session = chat.ChatSession(fake_model(), out=out)
-    monkeypatch.setattr(chat, "stream", recording(ANSWER, []))
+    session = chat.ChatSession(fake_model(), out=out, seed=7)
+    calls = []
+    monkeypatch.setattr(chat, "stream", recording(ANSWER, calls))
     session.reply("one")
     kept = [(m.role, m.text) for m in session.messages]
     monkeypatch.setattr(chat, "stream", out_of_memory)
     assert session.reply("two, much longer") is None
     assert [(m.role, m.text) for m in session.messages] == kept and freed == [True]
     assert "out of memory with the conversation at" in out.getvalue() and "/reset" in out.getvalue()
-    monkeypatch.setattr(chat, "stream", recording(ANSWER, []))
+    monkeypatch.setattr(chat, "stream", recording(ANSWER, calls))
     assert session.reply("three") is not None and len(session.messages) == len(kept) + 2
+    assert [c["seed"] for c in calls] == [7, 8]  # the dropped turn used no seed
 
 
 def test_an_error_that_is_not_out_of_memory_is_not_called_one(monkeypatch):

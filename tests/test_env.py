@@ -428,7 +428,9 @@ def test_notebook_00_names_a_kernel_that_is_not_the_courses_python(tmp_path):
     nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "00_welcome.ipynb").read_text())
     first = next("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
     # -S: no site-packages, so no gptoss_edu: as a Python the course was never installed in
-    proc = subprocess.run([sys.executable, "-S", "-c", first], cwd=tmp_path, capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # gpu_check.sh sets it to the repository
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", first], cwd=tmp_path, capture_output=True, text=True,
+                          env=env)
     assert proc.returncode != 0
     assert f"FAIL: this kernel runs {sys.executable}, which has no gptoss_edu: it is not the course's Python" in proc.stderr
     assert "Change Kernel" in proc.stderr
@@ -455,7 +457,8 @@ def test_a_cache_that_already_holds_gpt_oss_20b_needs_no_room_and_a_read_only_on
     assert row.status == WARN and "small checkpoint" in row.meaning  # a shard missing: not there yet
     (snap / "model-00000-of-00001.safetensors").write_bytes(b"")
     row = _machine_row(monkeypatch, "free disk (HF cache)", free=0)
-    assert (row.found, row.status) == ("gpt-oss-20b already there", OK) and "12 uses the copy in the cache" in row.meaning
+    assert (row.found, row.status) == ("gpt-oss-20b already there", OK) and "nothing to download" in row.meaning
+    assert "uses" not in row.meaning  # which model 12 runs is the GPU row's to say
     (snap / "config.json").unlink()
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == cache else real_access(p, mode))

@@ -174,7 +174,27 @@ def test_a_full_temporary_disk_says_how_to_move_temporary_files(tmp_path, monkey
     (tmp_path / "tmp").mkdir()
     inside = str(DiskFull(tmp_path / "tmp" / "run" / "state", 83 * 2**20))
     assert inside.endswith(f"free some space, then run again. It is in the temporary folder {tmp_path / 'tmp'}: to put "
-                           "temporary files on a disk with room, set TMPDIR to a folder there (TMPDIR=~/tmp) before "
-                           "starting Python or JupyterLab"), inside
+                           "temporary files on a disk with room, make a folder there and set TMPDIR to it before "
+                           "starting Python or JupyterLab (mkdir -p ~/tmp, then TMPDIR=~/tmp: a TMPDIR that does not "
+                           "exist is ignored)"), inside
     outside = str(DiskFull(tmp_path / "home" / "run", 83 * 2**20))
     assert outside.endswith("free some space, then run again") and "TMPDIR" not in outside
+
+
+def test_a_folder_whose_file_system_takes_no_lock_is_written_unlocked_with_a_warning(tmp_path, monkeypatch):
+    """On NFS an exclusive flock on a folder fails with EBADF: every training run was refused with it."""
+    import errno
+    import fcntl
+
+    from gptoss_edu.files import hold
+
+    def nfs(fd, op):
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(fcntl, "flock", nfs)
+    ran = []
+    with pytest.warns(UserWarning, match=r"cannot be locked on its file system \(Bad file descriptor\): the training "
+                                         "run goes on"):
+        with hold(tmp_path / "run", "training run"):
+            ran.append(True)
+    assert ran == [True]

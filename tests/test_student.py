@@ -274,3 +274,22 @@ def test_a_full_disk_names_the_copy_and_the_room_it_takes(tmp_path, capsys, monk
                           "The copy takes about 0.0 MB: free some space"), err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["course", "out"]  # no temporary folder left
+
+
+def test_a_source_notebook_that_may_not_be_read_is_named_as_such(tmp_path, capsys, monkeypatch):
+    """An unreadable notebook of the course was reported as "cannot write into" the destination's folder."""
+    import errno
+
+    src = course(tmp_path)
+    first = sorted(src.glob("*.ipynb"))[0]
+    read_text = Path.read_text
+
+    def denied(path, *args, **kwargs):
+        if path == first:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    assert main(["student", str(src), str(tmp_path / "student")]) == 1
+    assert capsys.readouterr().err == f"student: cannot read {first} (Permission denied): nothing was written\n"
+    assert not (tmp_path / "student").exists()

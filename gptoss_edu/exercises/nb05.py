@@ -46,21 +46,33 @@ def _ignores_dtype(fn: Callable[[ModelConfig, int], int], cfg: ModelConfig, dtyp
     return problem is None and other == got
 
 
+def _taken_from_the_package(fn: Callable[[ModelConfig, int], int]) -> bool:
+    """Whether ``fn``'s answer follows the package's own kv_cache_bytes (ModelConfig's or memory's) when those lie.
+
+    Calling them to compare with is fine: only an answer that moves with theirs is theirs.
+    """
+    from .. import memory
+
+    real_method, real_function = ModelConfig.kv_cache_bytes, memory.kv_cache_bytes
+    cfg, dtype_bytes = _configs()[0]
+    try:
+        honest = fn(cfg, dtype_bytes)
+        # Twice theirs and one more: an answer derived from theirs (scaled, divided, rounded) moves with it.
+        with mock.patch.object(ModelConfig, "kv_cache_bytes", lambda self, *a, **k: 2 * real_method(self, *a, **k) + 1), \
+                mock.patch.object(memory, "kv_cache_bytes", lambda *a, **k: 2 * real_function(*a, **k) + 1):
+            lied_to = fn(cfg, dtype_bytes)
+    except Exception:  # noqa: BLE001 - the learner's code: a failure here is no evidence either way
+        return False
+    return lied_to != honest
+
+
 def check_kv_bytes_per_token(fn: Callable[[ModelConfig, int], int]) -> CheckResult:
     """Check ``fn(cfg, dtype_bytes)`` gives the KV cache bytes one token takes (all layers, batch 1)."""
     if (wrong := not_a_function(fn)) is not None:
         return wrong
-    asked = []  # calls of cfg.kv_cache_bytes from the learner's function: the answer the exercise is to build
-    real = ModelConfig.kv_cache_bytes
-
-    def watched(self: ModelConfig, *args, **kwargs) -> int:
-        asked.append(self.name)
-        return real(self, *args, **kwargs)
-
     for cfg, dtype_bytes in _configs():
         try:
-            with mock.patch.object(ModelConfig, "kv_cache_bytes", watched):
-                got = fn(cfg, dtype_bytes)
+            got = fn(cfg, dtype_bytes)
         except Exception as e:  # the learner's code: report, do not crash the notebook
             return failed(f"not yet: your function raised {type(e).__name__}: {e}")
         if got is None:
@@ -74,9 +86,9 @@ def check_kv_bytes_per_token(fn: Callable[[ModelConfig, int], int]) -> CheckResu
                               "values and for others): multiply by dtype_bytes instead of a fixed size such as "
                               "bf16's 2.")
             return failed("not yet: " + _diagnose(got, cfg, dtype_bytes))
-    if asked:
-        return failed("not yet: the numbers are right, but they come from cfg.kv_cache_bytes, the answer itself. "
-                      "Build them from the config's fields: n_layers, n_kv_heads, head_dim, and dtype_bytes")
+    if _taken_from_the_package(fn):
+        return failed("not yet: the numbers are right, but they come from the package's kv_cache_bytes, the answer "
+                      "itself. Build them from the config's fields: n_layers, n_kv_heads, head_dim, and dtype_bytes")
     oss = preset("gpt-oss-20b")
     per_token = oss.kv_cache_bytes(1, dtype_bytes=2)
     return passed(f"Right on {len(_configs())} configs; gpt-oss-20b in bf16 keeps {per_token // 1024} KiB per token, "

@@ -111,7 +111,7 @@ def check_sink_share(fn: Callable[[torch.Tensor, float, int], torch.Tensor]) -> 
             return failed("not yet: " + _diagnose(got, scores, sink, window))
         if not torch.equal(theirs, scores):
             return failed("not yet: the shares are right, but your function changed the scores it was given (an op "
-                          "ending in _, such as masked_fill_): a caller may still need them. Use the out-of-place "
-                          "scores.masked_fill(...), which returns a new tensor")
+                          "ending in _, such as masked_fill_, or an assignment such as scores[mask] = ...): a caller may "
+                          "still need them. Use the out-of-place scores.masked_fill(...), which returns a new tensor")
     return passed(f"Right on {len(CASES)} cases (windows 4, 5 and full; sinks -1 to 2): the sink's share is "
                   "sigmoid(sink - logsumexp of the visible scores).")
