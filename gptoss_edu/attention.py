@@ -40,11 +40,11 @@ class KVCache:
     def length(self, value: int) -> None:
         # Going back is re-doing steps (notebook 05 times one step so): a rolling buffer that has wrapped
         # no longer holds what a query more than one position back would see.
-        lost = [n for n in self.slots if n < self.max_len and self._length > n]
         if value < 0 or value > self.max_len:
             raise ValueError(f"a cache of {self.max_len} positions cannot hold {value}")
-        if 0 < value < self._length - 1 and lost:
-            n = min(lost)
+        wrapped = [n for n in self.slots if n < self.max_len and self._length > n] if 0 < value < self._length - 1 else []
+        if wrapped:
+            n = min(wrapped)
             raise ValueError(
                 f"the cache cannot go back from {self._length} to {value} positions: its sliding-window layers keep "
                 f"only their last {n}, and positions {self._length - n - 1} and before are overwritten, though a "

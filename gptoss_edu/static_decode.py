@@ -188,7 +188,7 @@ class CUDAGraphDecoder:
     def __call__(self, tokens: int | Sequence[int] | torch.Tensor) -> torch.Tensor:
         """Logits [B, vocab] after ``tokens`` (one per sequence) at position cache.length, which then advances by one."""
         # On the graph path the logits are the graph's output buffer: the next call overwrites them.
-        if isinstance(tokens, bool) or isinstance(tokens, float) or (
+        if isinstance(tokens, (bool, float)) or (
                 isinstance(tokens, torch.Tensor) and tokens.dtype not in (torch.int64, torch.int32)):
             kind = tokens.dtype if isinstance(tokens, torch.Tensor) else type(tokens).__name__
             raise ValueError(f"tokens are token ids, ints (or an int64/int32 tensor), one per sequence; got {kind}")

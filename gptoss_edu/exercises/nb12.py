@@ -125,9 +125,9 @@ def _kv_mistakes(config: dict, context: int) -> dict[str, int]:
             "(a rolling buffer, notebook 06)": _kv(config, context, windowed=False)} if context > window else {}),
         **{f"you counted {(len(windows) + 1 - first) // 2} of the {len(windows)} layers as sliding, every other one "
            f"as in the real models: read each layer's kind from config['layer_types'] ({kinds})":
-           _kv(config, context, sliding_from=parity)
+           guess
            for parity, first in (("even", 0), ("odd", 1))
-           if context > window and _kv(config, context, sliding_from=parity) != right},
+           if context > window and (guess := _kv(config, context, sliding_from=parity)) != right},
         "you gave the bytes of one position: multiply by the context": _kv(config, context, per_token=True),
         "you counted one layer: every layer has its own keys and values": _kv(config, context, layers=False),
         "your answer is in bits: return bytes (divide by 8)": right * 8,

@@ -76,8 +76,8 @@ def reply(model: GPT, messages: Sequence[harmony.Message], effort: str = "medium
     context = model.config.context_length
     if len(prompt) >= context:
         # With the message alone over the context, a new chat would not help.
-        alone = len(messages) <= 1 or len(conversation_ids(messages[-1:], effort, date, enc)) >= context
         n = len(prompt) if len(messages) <= 1 else len(conversation_ids(messages[-1:], effort, date, enc))
+        alone = n >= context
         what = f"this message (with the system message) is {n}" if alone else f"the conversation is {len(prompt)}"
         advice = "shorten it" if alone else "shorten the message, or start a New chat"
         raise ValueError(f"{what} tokens, over this model's context of {context}: {advice}")
