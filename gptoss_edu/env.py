@@ -179,8 +179,52 @@ def _installed(pkg: Package) -> str | None:
         return "present (version unknown)" if importlib.util.find_spec(pkg.module) else None
 
 
-def check_package(pkg: Package, pins: dict[str, str], mins: dict[str, str], gpu: bool) -> Check:
-    """Compare one package with its pin and its minimum; say what it means for the course."""
+# Run in a Python of its own: an import can hang or crash, and importing Triton before TRITON_INTERPRET
+# is set would leave its own library compiled for a GPU in this process (notebook 10 then fails).
+_IMPORT_EACH = """
+import importlib, sys
+for name in sys.argv[1:]:
+    print("start", name, flush=True)
+    try:
+        importlib.import_module(name)
+    except BaseException as e:
+        message = (str(e).strip().splitlines() or [""])[0][:300]
+        print("fail", name, type(e).__name__ + (": " + message if message else ""), flush=True)
+"""
+
+
+def import_problems(modules: list[str], timeout: float = 180) -> dict[str, str]:
+    """{module: why it does not import} for those of ``modules`` that fail, each tried in a fresh Python."""
+    todo = [m for m in modules if m not in sys.modules]  # imported already by this process: it imports
+    if not todo:
+        return {}
+    try:
+        done = subprocess.run([sys.executable, "-c", _IMPORT_EACH, *todo], capture_output=True, text=True,
+                              timeout=timeout, cwd=REPO)
+        out, ended = done.stdout, (f"importing it ended Python (exit status {done.returncode})"
+                                   if done.returncode else "")
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        ended = f"importing it took over {timeout:.0f} s"
+    problems, current = {}, None
+    for line in out.splitlines():
+        word, _, rest = line.partition(" ")
+        if word == "start":
+            current = rest
+        elif word == "fail":
+            name, _, why = rest.partition(" ")
+            problems[name], current = why, None
+    if ended and current is not None and current not in problems:  # the import it was in when it stopped
+        problems[current] = ended
+    return problems
+
+
+def check_package(pkg: Package, pins: dict[str, str], mins: dict[str, str], gpu: bool,
+                  import_problem: str | None = None) -> Check:
+    """Compare one package with its pin and its minimum; say what it means for the course.
+
+    ``import_problem`` is why an installed package does not import (see :func:`import_problems`).
+    """
     pin, least = pins.get(_normal(pkg.dist)), mins.get(_normal(pkg.dist))
     wanted = pin or (f">={least}" if least else "any")
     found = _installed(pkg)
@@ -194,6 +238,13 @@ def check_package(pkg: Package, pins: dict[str, str], mins: dict[str, str], gpu:
         return Check(pkg.dist, wanted, "missing", status, f"{pkg.without} ({_pip_install(pkg.dist, pin)})")
     if least and _older(found, least):
         return Check(pkg.dist, wanted, found, FAIL, f"older than {least}, the oldest the course accepts: upgrade it")
+    if import_problem is not None:
+        # Installed but broken (a missing shared library, a build for another Python or CPU): reinstall it.
+        fix = ("make clean-venv, then make lab" if pkg.dist in ("torch", "triton")
+               else _pip_install(pkg.dist, pin).replace(" install ", " install --force-reinstall "))
+        return Check(pkg.dist, wanted, found, FAIL if pkg.role == "course" else WARN,
+                     f"installed, but import {pkg.module} fails ({import_problem}), so "
+                     f"{pkg.without.removesuffix(': install the course (make lab)')}: {fix}")
     if pkg.dist == "triton" and not gpu and (problem := interpreter_problem(found)):
         return Check(pkg.dist, wanted, found, WARN, f"notebook 10's kernels cannot run: {problem}")
     if pkg.dist == "triton":
@@ -470,8 +521,11 @@ def gpu_bytes_for_notebook_12() -> int:
     return plan(preset("gpt-oss-20b"), NB12_CONTEXT, 0, prompt_tokens=NB12_PROMPT_TOKENS).total + CUDA_CONTEXT_BYTES
 
 
-def check_machine() -> list[Check]:
-    """CPU cores, RAM, GPU and free disk, each with what it means for the course."""
+def check_machine(torch_imports: bool = True) -> list[Check]:
+    """CPU cores, RAM, GPU and free disk, each with what it means for the course.
+
+    ``torch_imports=False`` (torch is installed but broken) leaves the GPU unknown rather than import torch.
+    """
     rows = []
     cores = cpu_cores()
     rows.append(Check("CPU cores", ">=2", str(cores), OK if cores >= 2 else WARN,
@@ -485,9 +539,12 @@ def check_machine() -> list[Check]:
                           "enough for every notebook" if enough else "tight: close other programs"))
     weights = _gpt_oss_20b_bytes()
     need = gpu_bytes_for_notebook_12()
-    gpu = gpu_info()
-    unused = unused_nvidia_gpu() if gpu is None else None
-    if unused is not None:
+    gpu = gpu_info() if torch_imports else None
+    unused = unused_nvidia_gpu() if gpu is None and torch_imports else None
+    if not torch_imports:
+        rows.append(Check("GPU", f">={gib(need)} for 12", "unknown", WARN,
+                          "torch does not import (its row says why), so it cannot look for a GPU"))
+    elif unused is not None:
         rows.append(Check("GPU", f">={gib(need)} for 12", f"{unused[0]}, unused by torch", WARN,
                           f"{unused[1]}. Until then the notebooks run on the CPU"))
     elif gpu is None:
@@ -636,9 +693,11 @@ class EnvironmentReport:
 def check_environment() -> EnvironmentReport:
     """Check the packages against their pins and the machine against what each notebook needs."""
     pins, mins = read_pins(), read_minimums()
-    gpu = triton_gpu()
-    packages = [check_python()] + [check_package(p, pins, mins, gpu) for p in PACKAGES] + check_dependencies(pins)
-    return EnvironmentReport(packages, check_machine() + [check_data()])
+    broken = import_problems([p.module for p in PACKAGES if _installed(p) is not None])
+    gpu = "torch" not in broken and triton_gpu()
+    packages = ([check_python()] + [check_package(p, pins, mins, gpu, broken.get(p.module)) for p in PACKAGES]
+                + check_dependencies(pins))
+    return EnvironmentReport(packages, check_machine(torch_imports="torch" not in broken) + [check_data()])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -464,3 +464,69 @@ def test_a_cache_that_already_holds_gpt_oss_20b_needs_no_room_and_a_read_only_on
     monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == cache else real_access(p, mode))
     row = _machine_row(monkeypatch, "free disk (HF cache)")
     assert row.status == WARN and row.found == f"{cache} is read-only" and "set HF_HOME" in row.meaning
+
+
+def _broken_modules(folder: Path) -> None:
+    """Modules that are installed but do not import, each in its own way."""
+    for name, body in {"broken_lib_xyz": "raise OSError('libfoo.so.1: cannot open shared object file')",
+                       "crashing_lib_xyz": "import os\nos._exit(3)",
+                       "slow_lib_xyz": "import time\ntime.sleep(60)"}.items():
+        (folder / f"{name}.py").write_text(body + "\n")
+
+
+def test_import_problems_names_each_package_that_does_not_import_and_why(tmp_path, monkeypatch):
+    """A package can be installed (pip's metadata is there) and still fail to import: doctor said OK for it."""
+    _broken_modules(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    assert env.import_problems(["json", "broken_lib_xyz", "safetensors"]) == {
+        "broken_lib_xyz": "OSError: libfoo.so.1: cannot open shared object file"}
+    # One that ends Python is named, and the ones after it are not blamed.
+    assert env.import_problems(["json", "crashing_lib_xyz", "safetensors"]) == {
+        "crashing_lib_xyz": "importing it ended Python (exit status 3)"}
+    assert env.import_problems(["json", "slow_lib_xyz"], timeout=3) == {"slow_lib_xyz": "importing it took over 3 s"}
+    # What this process imported already imports: it is not tried again.
+    monkeypatch.setitem(sys.modules, "broken_lib_xyz", object())
+    assert env.import_problems(["broken_lib_xyz"]) == {}
+
+
+@pytest.mark.parametrize("dist, role, status, fix", [
+    ("torch", "course", FAIL, "make clean-venv, then make lab"),
+    ("triton", "kernels", WARN, "make clean-venv, then make lab"),
+    ("tiktoken", "course", FAIL, "-m pip install --force-reinstall -c "),
+    ("pytest", "test", WARN, "-m pip install --force-reinstall -c ")])
+def test_an_installed_package_that_does_not_import_is_a_failure_with_a_fix(dist, role, status, fix):
+    pkg = next(p for p in env.PACKAGES if p.dist == dist)
+    assert pkg.role == role
+    row = env.check_package(pkg, {}, {}, gpu=False, import_problem="OSError: libfoo.so.1: cannot open")
+    assert row.status == status and row.found == env._installed(pkg)  # the version pip knows
+    assert row.meaning.startswith(f"installed, but import {pkg.module} fails (OSError: libfoo.so.1: cannot open), so ")
+    assert fix in row.meaning and pkg.without.split(":")[0] in row.meaning
+
+
+def test_doctor_with_a_torch_that_does_not_import_says_so_and_fails(tmp_path):
+    """A torch whose import raises (a missing shared library) stopped the doctor itself with a traceback."""
+    import subprocess
+
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text("raise OSError('libtorch_cpu.so: cannot open shared object file')\n")
+    proc = subprocess.run([sys.executable, "-m", "gptoss_edu", "doctor"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{env.REPO}"}, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    torch_row = next(line for line in proc.stdout.splitlines() if line.startswith("torch "))
+    assert "FAIL" in torch_row and "import torch fails (OSError: libtorch_cpu.so: cannot open" in torch_row
+    gpu_row = next(line for line in proc.stdout.splitlines() if line.startswith("GPU "))
+    assert "unknown" in gpu_row and "torch does not import" in gpu_row
+    assert "environment: FAIL: torch" in proc.stdout
+
+
+def test_the_environment_check_does_not_import_triton_into_the_notebook():
+    """Triton imported before TRITON_INTERPRET is set keeps its own library compiled for a GPU in that process."""
+    import subprocess
+
+    code = ("import sys; from gptoss_edu.env import check_environment; report = check_environment(); "
+            "print(report['triton'].status, 'triton' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=env.REPO,
+                          env={k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"})
+    assert proc.returncode == 0, proc.stderr
+    status, imported = proc.stdout.split()
+    assert imported == "False" and status in (OK, WARN)  # its import was tried elsewhere
