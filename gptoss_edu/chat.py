@@ -161,15 +161,18 @@ class ChatSession:
             return None
         stats = Generation()
         parser = harmony.StreamParser("assistant", self.enc)
+        end_of_text = harmony.end_of_text(self.enc)
         tokens = stream(
             self.model, prompt, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
             top_p=self.top_p, seed=None if self.seed is None else self.seed + self.turn,
-            stop_tokens=harmony.stop_tokens(self.enc), stats=stats, decoder=fast_step(self.cuda_graph),
+            stop_tokens=harmony.stop_tokens(self.enc) + [end_of_text], stats=stats, decoder=fast_step(self.cuda_graph),
         )
         self.turn += 1
         shown, printed, problem, interrupted, taken, out_of_memory = None, False, None, False, None, False
         try:
             for token in tokens:
+                if token == end_of_text:  # the last token (a stop): the reply ends, as at <|return|>, without its text
+                    continue
                 try:
                     delta = parser.process(token)
                 except harmony.HarmonyError as e:

@@ -8,7 +8,8 @@ where the bracketed parts are optional and an assistant message addressed to a t
 with <|call|> instead of <|end|>. To ask the model for a reply we render the conversation
 and append `<|start|>assistant`; the model writes the rest of the header (its channel:
 analysis for thinking, commentary for tool calls, final for the answer) and stops on
-<|return|> (answer done) or <|call|> (a tool call).
+<|return|> (answer done) or <|call|> (a tool call). The chats also end a reply at <|endoftext|>,
+which is no harmony token but is one of the eos ids in gpt-oss's generation_config.json.
 
 The text pieces between special tokens are tokenized one piece at a time, exactly as
 OpenAI's openai-harmony renderer does, so the token ids here match it token for token.
@@ -35,6 +36,7 @@ KNOWLEDGE_CUTOFF = "2024-06"
 
 START, END, MESSAGE, CHANNEL = "<|start|>", "<|end|>", "<|message|>", "<|channel|>"
 RETURN, CALL, CONSTRAIN = "<|return|>", "<|call|>", "<|constrain|>"
+END_OF_TEXT = "<|endoftext|>"
 
 
 class HarmonyError(ValueError):
@@ -470,6 +472,11 @@ def stop_tokens(encoding: tiktoken.Encoding | None = None) -> list[int]:
     """The tokens on which the model's reply ends: <|return|> (answer) and <|call|> (tool call)."""
     enc = _harmony_encoding(encoding)
     return [_special(enc, RETURN), _special(enc, CALL)]
+
+
+def end_of_text(encoding: tiktoken.Encoding | None = None) -> int:
+    """<|endoftext|>: no harmony token, but the third of gpt-oss's eos ids (generation_config.json); a chat ends there."""
+    return _special(_harmony_encoding(encoding), END_OF_TEXT)
 
 
 # --------------------------------------------------------------------------------------

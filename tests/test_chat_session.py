@@ -271,3 +271,16 @@ def test_a_reply_that_fails_leaves_the_conversation_and_the_seed_as_before(monke
 def test_a_session_with_a_bad_setting_is_refused_when_made(setting, value):
     with pytest.raises(ValueError, match=setting):
         chat.ChatSession(fake_model(), out=io.StringIO(), **{setting: value})
+
+
+def test_the_reply_ends_at_end_of_text_which_is_not_shown(monkeypatch):
+    """<|endoftext|> is one of gpt-oss's eos ids (generation_config.json): the chat printed it as text and went on."""
+    monkeypatch.setattr(chat, "stream", recording("<|channel|>final<|message|>Hello<|endoftext|> more text<|return|>",
+                                                  []))
+    out = io.StringIO()
+    session = chat.ChatSession(fake_model(), out=out)
+    stats = session.reply("hi")
+    assert stats.stop_reason == "stop_token" and stats.tokens[-1] == harmony.end_of_text(ENC)
+    assert "endoftext" not in out.getvalue() and "more text" not in out.getvalue()
+    assert "max-new-tokens" not in out.getvalue() and "harmony format" not in out.getvalue()
+    assert session.messages[-1] == harmony.assistant("Hello", "final")  # kept, as an answer that ended there

@@ -302,3 +302,12 @@ def test_reply_decodes_with_the_chats_decoder(monkeypatch):
     out = reply(Scripted(ANSWER), [harmony.user("Hi")], temperature=0.0)
     reply(Scripted(ANSWER), [harmony.user("Hi")], temperature=0.0, cuda_graph=False)
     assert asked == [None, False] and out.final == "Hello there!"
+
+
+def test_the_reply_ends_at_end_of_text_which_is_not_shown():
+    """<|endoftext|> is one of gpt-oss's eos ids (generation_config.json): the reply printed it and ran on."""
+    model = Scripted("<|channel|>final<|message|>Hello<|endoftext|> more text<|return|>")
+    out = reply(model, [harmony.user("Hi")], "low", temperature=0.0, max_new_tokens=30)
+    assert out.final == "Hello" and out.problem is None and out.stats.stop_reason == "stop_token"
+    assert out.stats.tokens[-1] == ENC.encode_single_token("<|endoftext|>") == harmony.end_of_text(ENC) == 199999
+    assert out.messages == [harmony.assistant("Hello", "final")]  # kept, as an answer that ended there

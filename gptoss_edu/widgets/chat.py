@@ -83,10 +83,14 @@ def reply(model: GPT, messages: Sequence[harmony.Message], effort: str = "medium
         raise ValueError(f"{what} tokens, over this model's context of {context}: {advice}")
     out = Reply(effort)
     parser = harmony.StreamParser("assistant", enc)
+    end_of_text = harmony.end_of_text(enc)
     tokens = stream(model, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                    stop_tokens=harmony.stop_tokens(enc), stats=out.stats, decoder=fast_step(cuda_graph))
+                    stop_tokens=harmony.stop_tokens(enc) + [end_of_text], stats=out.stats,
+                    decoder=fast_step(cuda_graph))
     try:
         for token in tokens:
+            if token == end_of_text:  # the last token (a stop): the reply ends, as at <|return|>, without its text
+                continue
             was_content = parser.state == "content"
             try:
                 delta = parser.process(token)
