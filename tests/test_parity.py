@@ -132,3 +132,31 @@ def test_gptoss_saved_by_transformers_loads_and_matches(changes, tmp_path):
     assert 0.5 < want.abs().max() < 50
     torch.testing.assert_close(written, want, atol=ATOL, rtol=0)  # what we wrote is what transformers reads
     torch.testing.assert_close(got, want, atol=ATOL, rtol=0)  # and what it saves is what we read
+
+
+def test_gptoss_with_the_real_rope_settings_matches_transformers_past_4096_positions(tmp_path):
+    """gpt-oss-20b's own RoPE (theta 150,000, head_dim 64, YaRN 32x over 4,096): where YaRN matters, past 4,096.
+
+    The shapes above scale small contexts; this is the released setting, full forward and cached decode steps.
+    """
+    T = 4160
+    cfg = g.preset("gpt-oss-20b").replace(name="test", vocab_size=300, d_model=64, n_layers=2, n_heads=2,
+                                          n_kv_heads=1, d_ff=64, n_experts=4, experts_per_token=2,
+                                          layer_types=("sliding_attention", "full_attention"))
+    assert (cfg.head_dim, cfg.rope_theta, cfg.rope_original_context, cfg.rope_scaling_factor) == (64, 150000, 4096, 32)
+    ours = randomize(g.GPT(cfg), seed=5)
+    path = g.write_checkpoint(ours, tmp_path / "ck")
+    ref, loaded = transformers_gptoss(path), g.load_model(path)
+    ids = torch.randint(0, cfg.vocab_size, (1, T), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        want = ref(ids).logits[0]
+        cache = loaded.new_cache(1, T)
+        prefill = loaded(ids[:, :T - 3], cache)[0]
+        steps = [loaded(ids[:, t:t + 1], cache)[0, -1] for t in range(T - 3, T)]
+    assert 0.5 < want.abs().max() < 50
+    torch.testing.assert_close(torch.cat([prefill, torch.stack(steps)]), want, atol=ATOL, rtol=0)
+    # The same weights with plain RoPE (no YaRN) give other logits at these positions: the comparison can tell.
+    plain = g.GPT(cfg.replace(rope_scaling_factor=1.0))
+    plain.load_state_dict(loaded.state_dict())
+    with torch.no_grad():
+        assert (plain(ids)[0, -3:] - want[-3:]).abs().max() > 100 * ATOL
