@@ -146,6 +146,21 @@ def test_a_failing_or_interrupted_path_keeps_the_figures_before_it(bench, tmp_pa
     assert "torch" in printed.split("path ")[-1]  # the closing table still lists what was measured
 
 
+def test_a_graph_check_that_fails_after_its_timings_keeps_the_closing_report(bench, tmp_path, capsys):
+    """The closing report read the check's result unconditionally: a KeyError, and no final table or JSON."""
+    def fail(*args, **kwargs):
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+
+    bench.static_decode_check = fail
+    out = tmp_path / "bench.json"
+    rc = bench.main(bench.parse_args(["--smoke", "--paths", "triton+graph", "--json", str(out)]))
+    printed = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert rc == 1 and data["complete"] is True and "triton+graph" in data["errors"]
+    assert data["results"]["triton+graph"]["decode"]["16"] > 0  # its timings stand
+    assert "over 8 steps: not checked (the check did not finish)" in printed and "ceiling = copy rate" in printed
+
+
 def test_a_clean_run_is_marked_complete(bench, tmp_path):
     out = tmp_path / "bench.json"
     assert bench.main(bench.parse_args(["--smoke", "--paths", "torch", "--json", str(out)])) == 0

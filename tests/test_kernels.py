@@ -505,7 +505,7 @@ def test_the_decode_kernels_refuse_more_query_rows_than_one_tile_can_hold() -> N
     with pytest.raises(ValueError, match="attention_decode " + said):
         attention_decode(q, k, v, scale=0.25, q_start=23)
     with pytest.raises(ValueError, match="attention_decode_at " + said):
-        attention_decode_at(q, k, v, torch.tensor([23]), scale=0.25)
+        attention_decode_at(q, k, v, torch.tensor([23], device=q.device), scale=0.25)
     kw = dict(scale=0.25, q_start=23)
     assert_close(attention(q, k, v, **kw), attention_reference(q, k, v, **kw), "attention")  # what it advises
 
