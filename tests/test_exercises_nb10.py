@@ -390,8 +390,59 @@ def clamped_from_below_only(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexp
     tl.store(out_ptr + offs, (up + 1) * gate * tl.sigmoid(alpha * gate), mask=offs < n)
 
 
+@triton.jit
+def clamped_by_where(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    safe = tl.where(m, offs, 0)  # lanes past n read gu[0] and gu[1]
+    g = tl.minimum(tl.load(gu_ptr + 2 * safe), limit)
+    u = tl.minimum(tl.maximum(tl.load(gu_ptr + 2 * safe + 1), -limit), limit)
+    tl.store(out_ptr + offs, (u + 1.0) * g * tl.sigmoid(alpha * g), mask=m)
+
+
+@triton.jit
+def clamped_spelled_otherwise(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    last = n - 1
+    c = tl.minimum(offs, last)
+    gate_ptrs = gu_ptr + c * 2
+    g = tl.minimum(tl.load(gate_ptrs), limit)
+    u = tl.minimum(tl.maximum(tl.load(gu_ptr + (1 + 2 * c)), -limit), limit)
+    tl.store(out_ptr + offs, (u + 1.0) * g * tl.sigmoid(alpha * g), mask=offs < n)
+
+
+@triton.jit
+def clamped_by_tl_clamp_through_a_pointer(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    pairs = gu_ptr + 2 * tl.clamp(offs, 0, n - 1)
+    g = tl.minimum(tl.load(pairs), limit)
+    u = tl.minimum(tl.maximum(tl.load(pairs + 1), -limit), limit)
+    tl.store(out_ptr + offs, (u + 1.0) * g * tl.sigmoid(alpha * g), mask=offs < n)
+
+
+@triton.jit
+def where_past_gu(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    safe = tl.where(offs < 2 * n, offs, 0)  # keeps lanes n .. 2n: they read gu[2n ..]
+    pairs = gu_ptr + 2 * safe
+    g = tl.minimum(tl.load(pairs), limit)
+    u = tl.minimum(tl.maximum(tl.load(pairs + 2), -limit), limit)  # and + 2 reads the next pair's gate
+    tl.store(out_ptr + offs, (u + 1.0) * g * tl.sigmoid(alpha * g), mask=offs < n)
+
+
+@triton.jit
+def one_pair_too_far(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    pairs = gu_ptr + 2 * tl.minimum(offs, n - 1)
+    g = tl.minimum(tl.load(pairs), limit)
+    u = tl.minimum(tl.maximum(tl.load(pairs + 3), -limit), limit)  # the next pair's up: gu[2n + 1] in the last lane
+    tl.store(out_ptr + offs, (u + 1.0) * g * tl.sigmoid(alpha * g), mask=offs < n)
+
+
 @pytest.mark.parametrize("kernel, unmasked", [(loads_unmasked, 2), (loads_clamped, 0), (loads_clamped_inline, 0),
-                                              (clamped_one_too_far, 2), (clamped_from_below_only, 2)])
+                                              (clamped_one_too_far, 2), (clamped_from_below_only, 2),
+                                              (clamped_by_where, 0), (clamped_spelled_otherwise, 0),
+                                              (clamped_by_tl_clamp_through_a_pointer, 0)])
 def test_a_compiled_kernels_source_counts_only_loads_that_can_leave_gu(kernel, unmasked, monkeypatch):
     """On a GPU the loads cannot be watched and the source decides: clamped offsets are as safe as a mask
     (the message said so, then failed the kernel)."""
@@ -405,7 +456,7 @@ def test_a_compiled_kernels_source_counts_only_loads_that_can_leave_gu(kernel, u
     result = check_swiglu_kernel(kernel)
     assert result.passed is (unmasked == 0), result.message
     if unmasked:
-        assert "2 tl.load call(s) in your kernel have no mask" in result.message
+        assert "2 tl.load call(s) in your kernel have no mask, and the check cannot see" in result.message
     else:
         assert "masks or clamps its loads into gu (judged from its source" in result.message
 
@@ -438,3 +489,11 @@ def test_a_kernel_that_writes_into_its_input_or_past_it_fails():
     r = check_swiglu_kernel(scratch_past_gu)
     assert not r.passed and "wrote outside out" in r.message, r.message
     assert "writes nothing but out" in check_swiglu_kernel(right).message
+
+
+def test_the_source_reading_refuses_clamps_that_leave_gu():
+    """A where that keeps lanes up to 2n, and an offset of + 2 past a clamped pair, reach past gu's 2n floats."""
+    from gptoss_edu.exercises import nb10
+
+    assert nb10._unmasked_loads(where_past_gu) == 2
+    assert nb10._unmasked_loads(one_pair_too_far) == 1

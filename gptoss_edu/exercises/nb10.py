@@ -122,20 +122,15 @@ def _run(kernel: Any, gu: torch.Tensor, n: int, block: int, alpha: float,
 
 def _unmasked_loads(kernel: Any) -> int:
     """How many tl.load calls in the kernel's source may read past gu: no mask, offsets not clamped (0: unreadable)."""
-    # A load past the end cannot be seen from the outputs (the stores are masked), only in the code.
-    # Clamped offsets are as safe as a mask in one exact form: gu_ptr + 2 * c (+ 1), c = tl.minimum(offs, n - 1).
+    # A load past the end cannot be seen from the outputs (the stores are masked), only in the code. Clamped
+    # offsets are as safe as a mask: gu_ptr + 2 * c (+ 1), however spelled, with c = tl.minimum(offs, n - 1),
+    # tl.clamp(offs, 0, n - 1) or tl.where(offs < n, offs, 0), inline or through variables.
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(kernel.fn)))
         fn = next(node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef))
         gu, n = fn.args.args[0].arg, fn.args.args[2].arg
     except (AttributeError, OSError, TypeError, SyntaxError, StopIteration, IndexError):
         return 0
-
-    n_minus_1 = ast.dump(ast.parse(f"{n} - 1", mode="eval").body)
-
-    def is_clamp(e: ast.expr) -> bool:  # tl.minimum(x, n - 1), either way round
-        return (isinstance(e, ast.Call) and isinstance(e.func, ast.Attribute) and e.func.attr == "minimum"
-                and len(e.args) == 2 and any(ast.dump(a) == n_minus_1 for a in e.args))
 
     assigned: dict[str, list[ast.expr]] = {}
     for node in ast.walk(fn):
@@ -146,27 +141,78 @@ def _unmasked_loads(kernel: Any) -> int:
         elif isinstance(node, (ast.AugAssign, ast.AnnAssign)) and isinstance(node.target, ast.Name):
             assigned.setdefault(node.target.id, []).append(node.value or node.target)
 
-    def clamped(e: ast.expr) -> bool:
-        if isinstance(e, ast.Name):
-            values = assigned.get(e.id, [])
-            return bool(values) and all(is_clamp(v) for v in values)
-        return is_clamp(e)
+    def value(e: ast.expr, depth: int = 0) -> ast.expr:  # a name assigned once stands for what it was given
+        while isinstance(e, ast.Name) and len(assigned.get(e.id, [])) == 1 and depth < 8:
+            e, depth = assigned[e.id][0], depth + 1
+        return e
 
-    def safe(pointer: ast.expr) -> bool:  # gu_ptr + 2 * c, or gu_ptr + 2 * c + 1
-        if isinstance(pointer, ast.BinOp) and isinstance(pointer.op, ast.Add) and isinstance(pointer.right, ast.Constant) \
-                and pointer.right.value == 1:
-            pointer = pointer.left
-        if not (isinstance(pointer, ast.BinOp) and isinstance(pointer.op, ast.Add)
-                and isinstance(pointer.left, ast.Name) and pointer.left.id == gu):
+    def same(a: ast.expr, b: ast.expr) -> bool:
+        return ast.dump(value(a)) == ast.dump(value(b))
+
+    n_minus_1 = ast.parse(f"{n} - 1", mode="eval").body
+    is_n = lambda e: isinstance(value(e), ast.Name) and value(e).id == n  # noqa: E731
+
+    def below_n(cond: ast.expr, x: ast.expr) -> bool:  # x < n, x <= n - 1 or n > x
+        c = value(cond)
+        if not (isinstance(c, ast.Compare) and len(c.ops) == 1):
             return False
-        twice = pointer.right
-        return (isinstance(twice, ast.BinOp) and isinstance(twice.op, ast.Mult) and isinstance(twice.left, ast.Constant)
-                and twice.left.value == 2 and clamped(twice.right))
+        left, op, right = c.left, c.ops[0], c.comparators[0]
+        return ((isinstance(op, ast.Lt) and same(left, x) and is_n(right))
+                or (isinstance(op, ast.LtE) and same(left, x) and same(right, n_minus_1))
+                or (isinstance(op, ast.Gt) and is_n(left) and same(right, x)))
+
+    def linear(e: ast.expr, depth: int = 0) -> tuple[int, int] | None:
+        """(a, b) when e is at most a * (n - 1) + b for every lane and never negative; None: not known."""
+        if depth > 16:
+            return None
+        if isinstance(e, ast.Constant) and type(e.value) is int:
+            return (0, e.value) if e.value >= 0 else None
+        if isinstance(e, ast.Name):
+            bounds = {linear(v, depth + 1) for v in assigned.get(e.id, [])}
+            return bounds.pop() if len(bounds) == 1 else None  # assigned once, or always the same bound
+        if isinstance(e, ast.BinOp):
+            a, b = linear(e.left, depth + 1), linear(e.right, depth + 1)
+            if a is None or b is None:
+                return None
+            if isinstance(e.op, ast.Add):
+                return a[0] + b[0], a[1] + b[1]
+            if isinstance(e.op, ast.Mult) and (a[0] == 0 or b[0] == 0):
+                k, m = (a[1], b) if a[0] == 0 else (b[1], a)
+                return k * m[0], k * m[1]
+            return None
+        if isinstance(e, ast.Call) and isinstance(e.func, ast.Attribute):
+            name, args = e.func.attr, e.args
+            if name == "minimum" and len(args) == 2 and any(same(a, n_minus_1) for a in args):
+                return 1, 0
+            if name == "maximum" and len(args) == 2:  # raising the low end keeps the bound of the other
+                rest = [linear(a, depth + 1) for a in args if not (isinstance(a, ast.Constant) and a.value == 0)]
+                return rest[0] if len(rest) == 1 else None
+            if name == "clamp" and len(args) == 3 and same(args[2], n_minus_1) and linear(args[1], depth + 1) == (0, 0):
+                return 1, 0
+            if name == "where" and len(args) == 3 and below_n(args[0], args[1]) and linear(args[2], depth + 1) == (0, 0):
+                return 1, 0
+        return None
+
+    def offset(pointer: ast.expr, depth: int = 0) -> tuple[int, int] | None:  # how far past gu_ptr it reaches
+        p = value(pointer)
+        if depth > 16 or not (isinstance(p, ast.BinOp) and isinstance(p.op, ast.Add)):
+            return None
+        for base, rest in ((p.left, p.right), (p.right, p.left)):
+            if isinstance(value(base), ast.Name) and value(base).id == gu:
+                return linear(rest)
+            inner, more = offset(base, depth + 1), linear(rest)
+            if inner is not None and more is not None:
+                return inner[0] + more[0], inner[1] + more[1]
+        return None
+
+    def inside(pointer: ast.expr) -> bool:  # every lane within gu's 2n floats: at most 2 (n - 1) + 1
+        o = offset(pointer)
+        return o is not None and o[0] <= 2 and o[1] <= 1
 
     return sum(1 for node in ast.walk(fn)
                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load"
                and len(node.args) < 2 and not any(k.arg == "mask" and not _is_none(k.value) for k in node.keywords)
-               and not (node.args and safe(node.args[0])))
+               and not (node.args and inside(node.args[0])))
 
 
 def _is_none(node: ast.expr) -> bool:
@@ -235,10 +281,12 @@ def check_swiglu_kernel(kernel: Callable) -> CheckResult:
     # into gu is safe); a kernel compiled for a GPU is judged by its source.
     unmasked = 0 if watched else _unmasked_loads(kernel)
     if unmasked:
-        return failed(f"not yet: the outputs are right, but {unmasked} tl.load call(s) in your kernel have no mask: "
-                      "unless their offsets are clamped into gu (gu_ptr + 2 * c with c = tl.minimum(offs, n - 1)), "
-                      "the last program's lanes past n read memory that is not gu's (another tensor's, or an illegal "
-                      "address). Load with mask=offs < n, other=0.0")
+        return failed(f"not yet: the outputs are right, but {unmasked} tl.load call(s) in your kernel have no mask, "
+                      "and the check cannot see that their offsets stay inside gu (a GPU cannot watch the loads, so "
+                      "it reads your code: it knows gu_ptr + 2 * c (+ 1) with c = tl.minimum(offs, n - 1), "
+                      "tl.clamp(offs, 0, n - 1) or tl.where(offs < n, offs, 0)). Unclamped, the last program's lanes "
+                      "past n read memory that is not gu's (another tensor's, or an illegal address). Load with "
+                      "mask=offs < n, other=0.0")
     if read_past is not None:
         return failed(f"not yet: the outputs are right, but your kernel read outside gu {read_past}: some lanes' "
                       f"loads reach before its first or past its last of 2n floats (on a GPU, another tensor's "
