@@ -194,13 +194,13 @@ for name in sys.argv[1:]:
 
 
 def import_problems(modules: list[str], timeout: float = 180) -> dict[str, str]:
-    """{module: why it does not import} for those of ``modules`` that fail, each tried in a fresh Python."""
+    """{module: why it does not import} for those of ``modules`` that fail, tried in one fresh Python."""
     todo = [m for m in modules if m not in sys.modules]  # imported already by this process: it imports
     if not todo:
         return {}
     try:
         done = subprocess.run([sys.executable, "-c", _IMPORT_EACH, *todo], capture_output=True, text=True,
-                              timeout=timeout, cwd=REPO)
+                              timeout=timeout, cwd=REPO)  # not the caller's folder, where a torch.py would shadow
         out, ended = done.stdout, (f"importing it ended Python (exit status {done.returncode})"
                                    if done.returncode else "")
     except subprocess.TimeoutExpired as e:

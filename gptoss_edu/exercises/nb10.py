@@ -150,7 +150,9 @@ def _unmasked_loads(kernel: Any) -> int:
         return ast.dump(value(a)) == ast.dump(value(b))
 
     n_minus_1 = ast.parse(f"{n} - 1", mode="eval").body
-    is_n = lambda e: isinstance(value(e), ast.Name) and value(e).id == n  # noqa: E731
+
+    def is_n(e: ast.expr) -> bool:
+        return isinstance(value(e), ast.Name) and value(e).id == n
 
     def below_n(cond: ast.expr, x: ast.expr) -> bool:  # x < n, x <= n - 1 or n > x
         c = value(cond)
