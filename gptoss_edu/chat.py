@@ -160,39 +160,26 @@ class ChatSession:
             )
             return None
         stats = Generation()
-        parser = harmony.StreamParser("assistant", self.enc)
-        end_of_text = harmony.end_of_text(self.enc)
+        reader = harmony.ReplyReader(self.enc)
         tokens = stream(
             self.model, prompt, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
             top_p=self.top_p, seed=None if self.seed is None else self.seed + self.turn,
-            stop_tokens=harmony.stop_tokens(self.enc) + [end_of_text], stats=stats, decoder=fast_step(self.cuda_graph),
+            stop_tokens=reader.stop_tokens, stats=stats, decoder=fast_step(self.cuda_graph),
         )
         self.turn += 1
-        shown, printed, problem, interrupted, taken, out_of_memory = None, False, None, False, None, False
+        shown, printed, interrupted, out_of_memory = None, False, False, False
         try:
-            for token in tokens:
-                if token == end_of_text:  # the last token (a stop): the reply ends, as at <|return|>, without its text
-                    continue
-                try:
-                    delta = parser.process(token)
-                except harmony.HarmonyError as e:
-                    problem = str(e)
-                    break
-                if parser.state != "content":
-                    continue
-                if parser.current_role != "assistant":  # the model began writing the user's turn
-                    stats.stop_reason, taken = "other_role", parser.current_role
-                    break
-                channel = parser.current_channel
-                if shown != (channel, parser.current_recipient):
-                    shown = (channel, parser.current_recipient)
+            for piece in reader.read(tokens):
+                if shown != (piece.channel, piece.recipient):
+                    shown = (piece.channel, piece.recipient)
                     if printed:
                         self._write("\n")
-                    if channel != "final":
-                        to = f" to {parser.current_recipient}" if parser.current_recipient else ""
-                        self._write(f"[{'thinking' if channel == 'analysis' else channel}{to}] ", dim=True)
-                if delta:
-                    self._write(delta, dim=channel != "final")
+                    if piece.channel != "final":
+                        to = f" to {piece.recipient}" if piece.recipient else ""
+                        label = "thinking" if piece.channel == "analysis" else piece.channel
+                        self._write(f"[{label}{to}] ", dim=True)
+                if piece.text:
+                    self._write(piece.text, dim=piece.channel != "final")
                     printed = True
         except KeyboardInterrupt:
             interrupted = True
@@ -209,10 +196,12 @@ class ChatSession:
             self._write("")  # back to normal text, even after an interrupt
         if out_of_memory:
             return self._drop_turn(len(prompt), printed)
-        self._keep(parser)
+        if reader.taken is not None:  # the model began writing the user's turn: its reply was over
+            stats.stop_reason = "other_role"
+        self.messages += reader.messages()
         if printed:
             self._write("\n")
-        self._report(stats, parser, problem, interrupted, len(prompt) + len(stats.tokens) >= context, taken)
+        self._report(stats, reader, interrupted, len(prompt) + len(stats.tokens) >= context)
         return stats
 
     def _undo_turn(self) -> None:
@@ -231,33 +220,22 @@ class ChatSession:
         self._write("")
         return None
 
-    def _keep(self, parser: harmony.StreamParser) -> None:
-        """Add the reply's messages to the conversation (an interrupted answer as far as it got)."""
-        for m in parser.messages:
-            if m.recipient is not None or m.role != "assistant":
-                continue  # a tool call (this chat has no tools), or a turn that is not the model's
-            self.messages.append(m)
-        if (parser.state == "content" and parser.current_role == "assistant" and parser.current_channel == "final"
-                and parser.current_content):
-            self.messages.append(harmony.assistant(parser.current_content, "final"))
-
-    def _report(self, stats: Generation, parser, problem, interrupted: bool, context_full: bool,
-                taken: str | None = None) -> None:
+    def _report(self, stats: Generation, reader: harmony.ReplyReader, interrupted: bool, context_full: bool) -> None:
         notes = []
         if interrupted:
             notes.append("interrupted")
-        elif taken is not None:
-            notes.append(f"the model went on to write a {taken} message itself: cut there")
+        elif reader.taken is not None:
+            notes.append(f"the model went on to write a {reader.taken} message itself: cut there")
         elif stats.stop_reason != "stop_token":
             notes.append("the context window is full: /reset to start over" if context_full
                          else f"stopped at --max-new-tokens {self.max_new_tokens}")
-        calls = [m.recipient for m in parser.messages if m.recipient is not None]
+        calls = reader.tool_calls()
         if calls:
             notes.append(f"the model called {', '.join(calls)}, but this chat has no tools")
-        if problem is not None or (parser.state != "content" and not parser.messages and stats.tokens):
+        problem = reader.format_problem()
+        if problem is not None:
             raw = self.enc.decode(stats.tokens)
-            reason = problem or "no complete message header"
-            notes.append(f"the reply does not follow the harmony format ({reason}); raw text: {raw!r}")
+            notes.append(f"the reply does not follow the harmony format ({problem}); raw text: {raw!r}")
         n = len(stats.tokens)
         speed = f"{n} tokens, {stats.tokens_per_second:.1f} tokens/s" if n else "no tokens"
         prompt = f"prompt {stats.prompt_tokens} tokens in {stats.prefill_seconds:.2f} s"

@@ -22,7 +22,7 @@ import decimal
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import tiktoken
 
@@ -633,6 +633,79 @@ class StreamParser:
         self.messages.append(Message(role, self._text, channel, recipient, content_type, name))
         self.state, self._header, self._text = "start", None, ""
         self._decoder.reset()
+
+
+@dataclass(frozen=True)
+class Piece:
+    """What one token of a reply added: text (maybe none yet) to the message on ``channel``."""
+
+    channel: str | None
+    recipient: str | None  # a tool, for a tool call; None for the user
+    text: str  # empty for the <|message|> that opens the text, or a character still incomplete
+    opens: bool  # the <|message|> token: the header is complete, the text begins
+
+
+class ReplyReader:
+    """Follows an assistant reply as it streams, for a chat: its pieces of text, then the messages to keep.
+
+    The terminal chat and notebook 12's widget read replies with it. Generate with
+    ``stop_tokens=reader.stop_tokens``: <|return|>, <|call|> and <|endoftext|> (gpt-oss's third
+    eos id), which ends the reply without text. The reply also ends where the tokens break the
+    format (``problem``) or where the model begins a message in another role (``taken``: it
+    went on to write the user's turn itself).
+    """
+
+    def __init__(self, encoding: tiktoken.Encoding | None = None):
+        self.enc = _harmony_encoding(encoding)
+        self.parser = StreamParser("assistant", self.enc)
+        self.end_of_text = end_of_text(self.enc)
+        self.stop_tokens = stop_tokens(self.enc) + [self.end_of_text]
+        self.problem: str | None = None
+        self.taken: str | None = None
+        self.tokens_read = 0
+
+    def read(self, tokens: Iterable[int]) -> Iterator[Piece]:
+        """Feed ``tokens`` to the parser; a :class:`Piece` for each one inside a message of the assistant's."""
+        parser = self.parser
+        for token in tokens:
+            self.tokens_read += 1
+            if token == self.end_of_text:  # a stop, so the last token: the reply ends, as at <|return|>
+                continue
+            was_content = parser.state == "content"
+            try:
+                text = parser.process(token)
+            except HarmonyError as e:
+                self.problem = str(e)
+                return
+            if parser.state != "content":
+                continue
+            if parser.current_role != "assistant":
+                self.taken = parser.current_role
+                return
+            yield Piece(parser.current_channel, parser.current_recipient, text, not was_content)
+
+    def messages(self) -> list[Message]:
+        """The assistant's messages to keep in the conversation, with an answer cut short as far as it got.
+
+        Tool calls are left out (a chat without tools), and so is text in another role.
+        """
+        parser = self.parser
+        kept = [m for m in parser.messages if m.recipient is None and m.role == "assistant"]
+        if (parser.state == "content" and parser.current_role == "assistant" and parser.current_channel == "final"
+                and parser.current_content):
+            kept.append(assistant(parser.current_content, "final"))
+        return kept
+
+    def tool_calls(self) -> list[str]:
+        """The recipients of the tool calls the model completed."""
+        return [m.recipient for m in self.parser.messages if m.recipient is not None]
+
+    def format_problem(self) -> str | None:
+        """Why the reply does not follow the harmony format, or None when it does (as far as it got)."""
+        parser = self.parser
+        if self.problem is None and self.tokens_read and not parser.messages and parser.state != "content":
+            return "no complete message header"
+        return self.problem
 
 
 def parse_completion(

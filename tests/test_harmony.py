@@ -497,6 +497,49 @@ def test_stream_parser_channel_and_deltas():
     assert [(m.channel, m.text) for m in parser.messages] == [("analysis", "Hmm."), ("final", "Hi!")]
 
 
+def _read(text: str) -> tuple[h.ReplyReader, list[h.Piece]]:
+    reader = h.ReplyReader()
+    return reader, list(reader.read(get_encoding("o200k_harmony").encode(text, allowed_special="all")))
+
+
+def test_reply_reader_gives_each_token_its_channel_and_keeps_the_assistants_messages():
+    """The chat's reader: a piece per token of text, the thinking kept apart, tool calls not kept."""
+    reader, pieces = _read("<|channel|>analysis<|message|>Hmm, ok.<|end|><|start|>assistant to=functions.f"
+                           "<|channel|>commentary json<|message|>{}<|call|><|start|>assistant<|channel|>final"
+                           "<|message|>Hi there!<|return|>")
+    assert [p.channel for p in pieces if p.opens] == ["analysis", "commentary", "final"]
+    assert [p.recipient for p in pieces if p.opens] == [None, "functions.f", None]
+    assert all(p.text == "" for p in pieces if p.opens)
+    text = {c: "".join(p.text for p in pieces if p.channel == c) for c in ("analysis", "commentary", "final")}
+    assert text == {"analysis": "Hmm, ok.", "commentary": "{}", "final": "Hi there!"}
+    enc = get_encoding("o200k_harmony")
+    assert sum(not p.opens for p in pieces if p.channel == "final") == len(enc.encode("Hi there!"))
+    assert [(m.channel, m.text) for m in reader.messages()] == [("analysis", "Hmm, ok."), ("final", "Hi there!")]
+    assert reader.tool_calls() == ["functions.f"] and reader.format_problem() is None and reader.taken is None
+    assert reader.stop_tokens == h.stop_tokens() + [h.end_of_text()]
+
+
+def test_reply_reader_ends_at_end_of_text_and_keeps_an_answer_cut_short():
+    reader, pieces = _read("<|channel|>final<|message|>Hi<|endoftext|>")
+    assert "".join(p.text for p in pieces) == "Hi" and "endoftext" not in "".join(p.text for p in pieces)
+    assert [(m.role, m.channel, m.text) for m in reader.messages()] == [("assistant", "final", "Hi")]
+    cut, _ = _read("<|channel|>analysis<|message|>Let me think")  # thinking cut short is not kept
+    assert cut.messages() == [] and cut.format_problem() is None
+
+
+def test_reply_reader_stops_where_the_model_writes_another_role_or_breaks_the_format():
+    reader, pieces = _read("<|channel|>final<|message|>Yes.<|end|><|start|>user<|message|>and you?<|end|>")
+    assert reader.taken == "user" and "".join(p.text for p in pieces) == "Yes."
+    assert [m.text for m in reader.messages()] == ["Yes."]
+    reader, pieces = _read("<|channel|>musings<|message|>x<|return|>")
+    assert pieces == [] and "unknown channel 'musings'" in reader.format_problem()
+    reader, pieces = _read("just text, no header")
+    assert pieces == [] and reader.format_problem() == "no complete message header"
+    reader, pieces = _read("<|endoftext|>")  # nothing at all: no message either
+    assert pieces == [] and reader.format_problem() == "no complete message header"
+    assert _read("")[0].format_problem() is None
+
+
 # --------------------------------------------------------------------------------------
 # Bad input
 # --------------------------------------------------------------------------------------

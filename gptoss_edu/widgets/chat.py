@@ -2,7 +2,7 @@
 
 :func:`reply` runs one assistant turn in the harmony format (system message at the chosen
 reasoning effort, the conversation so far, then ``<|start|>assistant``), streams the tokens
-through :class:`gptoss_edu.harmony.StreamParser` and keeps each channel's text apart.
+through :class:`gptoss_edu.harmony.ReplyReader` and keeps each channel's text apart.
 :class:`ChatWidget` puts a text box, the effort dropdown and Send around it; its ``send(text)``
 does what the button does, so tests and scripted tours drive it without a browser.
 """
@@ -82,42 +82,24 @@ def reply(model: GPT, messages: Sequence[harmony.Message], effort: str = "medium
         advice = "shorten it" if alone else "shorten the message, or start a New chat"
         raise ValueError(f"{what} tokens, over this model's context of {context}: {advice}")
     out = Reply(effort)
-    parser = harmony.StreamParser("assistant", enc)
-    end_of_text = harmony.end_of_text(enc)
+    reader = harmony.ReplyReader(enc)
     tokens = stream(model, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                    stop_tokens=harmony.stop_tokens(enc) + [end_of_text], stats=out.stats,
-                    decoder=fast_step(cuda_graph))
+                    stop_tokens=reader.stop_tokens, stats=out.stats, decoder=fast_step(cuda_graph))
     try:
-        for token in tokens:
-            if token == end_of_text:  # the last token (a stop): the reply ends, as at <|return|>, without its text
-                continue
-            was_content = parser.state == "content"
-            try:
-                delta = parser.process(token)
-            except harmony.HarmonyError as e:
-                out.problem = str(e)
-                break
-            if parser.state != "content":
-                continue
-            if parser.current_role != "assistant":  # the model began writing the user's turn: its reply is over
-                out.stats.stop_reason = "other_role"
-                break
-            channel = parser.current_channel or "(no channel)"
-            if was_content:  # a token of the text (not the <|message|> that opened it)
+        for piece in reader.read(tokens):
+            channel = piece.channel or "(no channel)"
+            if not piece.opens:  # a token of the text (not the <|message|> that opened it)
                 out.channel_tokens[channel] = out.channel_tokens.get(channel, 0) + 1
-            if delta:
-                out.channels[channel] = out.channels.get(channel, "") + delta
+            if piece.text:
+                out.channels[channel] = out.channels.get(channel, "") + piece.text
                 if on_text is not None:
-                    on_text(channel, delta)
+                    on_text(channel, piece.text)
     finally:
         tokens.close()
-    # Tool calls (this chat has no tools) and turns that are not the model's are left out.
-    out.messages = [m for m in parser.messages if m.recipient is None and m.role == "assistant"]
-    if (parser.state == "content" and parser.current_role == "assistant" and parser.current_channel == "final"
-            and parser.current_content):
-        out.messages.append(harmony.assistant(parser.current_content, "final"))  # cut short: keep what came
-    if out.problem is None and out.stats.tokens and not parser.messages and parser.state != "content":
-        out.problem = "no complete message header"
+    if reader.taken is not None:  # the model began writing the user's turn: its reply was over
+        out.stats.stop_reason = "other_role"
+    out.messages = reader.messages()
+    out.problem = reader.format_problem()
     out.raw = enc.decode(out.stats.tokens)
     return out
 
