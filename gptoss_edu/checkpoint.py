@@ -31,7 +31,7 @@ from .config import ModelConfig, alternating_layer_types, check_layer_count, rea
 from .env import device_problem, total_ram
 from .files import DiskFull, leftovers, replace_folder, save_tensors
 from .hub import pickle_weights
-from .memory import format_bytes, is_out_of_memory
+from .memory import disk_free, format_bytes, is_out_of_memory
 from .model import GPT
 from .rotary import Rotary
 
@@ -788,9 +788,12 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
     else:
         raise ValueError(f"layout must be 'hf' or 'original', got {layout!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
+    # The old checkpoint stays until the new one is complete: the disk must hold the whole new one beside it.
+    need = _written_bytes(model.config, layout, mxfp4, dtype)
+    if need > disk_free(path.parent):
+        raise DiskFull(path, need, before=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     size = total = 0
-    every_tensor_seen = False
     try:
         # One shard in memory at a time; shards are named once their count is known.
         written: list[tuple[Path, list[str]]] = []
@@ -809,7 +812,6 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
                 size = 0
             shard[name] = tensor.contiguous()
             size, total = size + nbytes, total + nbytes
-        every_tensor_seen = True
         flush()
         weight_map = {}
         for fname, (file, names) in zip(shard_names(len(written)), written):
@@ -831,10 +833,18 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
         if e.errno != errno.ENOSPC or isinstance(e, DiskFull):
             raise
         shutil.rmtree(tmp, ignore_errors=True)  # before the free space is measured for the message
-        raise DiskFull(path, total, at_least=not every_tensor_seen) from e
+        raise DiskFull(path, need) from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already, unless something failed
     return path
+
+
+def _written_bytes(cfg: ModelConfig, layout: str, mxfp4: bool, dtype: torch.dtype) -> int:
+    """Bytes of the tensors write_checkpoint writes for ``cfg`` (its headers and config.json add a few KB)."""
+    with torch.device("meta"):
+        shadow = GPT(cfg, packed_experts=cfg.is_moe and (mxfp4 or layout == "original"))
+    tensors = original_tensors(shadow, dtype) if layout == "original" else hf_state_dict(shadow, mxfp4, dtype)
+    return sum(t.numel() * t.element_size() for _, t in tensors)
 
 
 def manifest(cfg: ModelConfig, mxfp4_experts: bool = True) -> list[tuple[str, str, tuple[int, ...]]]:

@@ -163,10 +163,11 @@ def save_tensors(tensors: dict, file: Path, metadata: dict[str, str] | None = No
 class DiskFull(OSError):
     """A write of ``destination`` that filled the disk; nothing there was changed, the partial files are gone."""
 
-    def __init__(self, destination: Path, needed: int, at_least: bool = False) -> None:
+    def __init__(self, destination: Path, needed: int, at_least: bool = False, before: bool = False) -> None:
         from .memory import disk_free, format_bytes
 
-        self.destination, self.needed, self.at_least = destination, needed, at_least
+        # before: found by measuring ahead, so nothing was started.
+        self.destination, self.needed, self.at_least, self.before = destination, needed, at_least, before
         # Measured now, once the partial files are removed: what a rerun would find.
         free = disk_free(destination.parent)
         # A temporary folder's disk (a shared /tmp, a small tmpfs) is not one a learner can free: say how to move it.
@@ -175,13 +176,14 @@ class DiskFull(OSError):
                      "room, make a folder there and set TMPDIR to it before starting Python or JupyterLab "
                      "(mkdir -p ~/tmp, then TMPDIR=~/tmp: a TMPDIR that does not exist is ignored)"
                      if temporary else "")
-        super().__init__(errno.ENOSPC, f"could not write {destination} (the disk is full): nothing there was changed. "
-                                       f"It needs {'more than ' if at_least else ''}{format_bytes(needed)}, and "
-                                       f"{format_bytes(free)} are free on that disk: free some space, then run "
+        what = (f"not enough room on the disk to write {destination}: nothing was written" if before else
+                f"could not write {destination} (the disk is full): nothing there was changed")
+        super().__init__(errno.ENOSPC, f"{what}. It needs {'more than ' if at_least else ''}{format_bytes(needed)}, "
+                                       f"and {format_bytes(free)} are free on that disk: free some space, then run "
                                        f"again{elsewhere}")
 
     def __reduce__(self):  # noqa: ANN204 (picklable, as OSError's own arguments are not these)
-        return type(self), (self.destination, self.needed, self.at_least)
+        return type(self), (self.destination, self.needed, self.at_least, self.before)
 
 
 def in_course_folder(path: str | Path) -> str:

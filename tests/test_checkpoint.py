@@ -358,6 +358,55 @@ def test_interrupted_write_leaves_nothing_half_written(tmp_path, monkeypatch):
         g.write_checkpoint(model, good)
 
 
+def _tensor_bytes(folder) -> int:
+    return sum(t.numel() * t.element_size() for f in folder.glob("*.safetensors") for t in load_file(f).values())
+
+
+@pytest.mark.parametrize("layout,mxfp4,dtype", [("hf", True, torch.bfloat16), ("hf", False, torch.float32),
+                                                ("original", True, torch.bfloat16)])
+def test_a_disk_without_room_is_found_before_anything_is_written(tmp_path, monkeypatch, layout, mxfp4, dtype):
+    """The size is known before the write: exactly the tensors' bytes, said in full, with nothing written."""
+    model = small_gptoss()
+    written = g.write_checkpoint(model, tmp_path / "measured", mxfp4=mxfp4, dtype=dtype, layout=layout)
+    need = _tensor_bytes(written)
+    monkeypatch.setattr(ck, "disk_free", lambda path: need - 1)
+    with pytest.raises(gptoss_edu.files.DiskFull) as raised:
+        g.write_checkpoint(model, tmp_path / "ck", mxfp4=mxfp4, dtype=dtype, layout=layout, max_shard_bytes=100_000)
+    message = str(raised.value)
+    assert raised.value.errno == errno.ENOSPC and raised.value.needed == need
+    assert "not enough room on the disk to write" in message and "nothing was written" in message
+    assert f"It needs {g.memory.format_bytes(need)}, and " in message and "more than" not in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["measured"]  # no folder, no temporary one
+    monkeypatch.setattr(ck, "disk_free", lambda path: need)  # just enough: written
+    assert _tensor_bytes(g.write_checkpoint(model, tmp_path / "ck", mxfp4=mxfp4, dtype=dtype, layout=layout,
+                                            max_shard_bytes=100_000)) == need
+
+
+def test_a_disk_that_fills_during_the_write_says_the_whole_size(tmp_path, monkeypatch):
+    model = small_gptoss()
+    good = g.write_checkpoint(model, tmp_path / "ck")
+    before = sorted(p.name for p in good.iterdir())
+    need = _tensor_bytes(good)
+    import safetensors.torch
+
+    calls = []
+
+    def filling_save(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # another program filled the disk after the check
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(*args, **kwargs)
+
+    real_save = safetensors.torch.save_file
+    monkeypatch.setattr(safetensors.torch, "save_file", filling_save)
+    with pytest.raises(gptoss_edu.files.DiskFull) as raised:
+        g.write_checkpoint(model, good, max_shard_bytes=100_000, overwrite=True)
+    message = str(raised.value)
+    assert "(the disk is full): nothing there was changed" in message and "more than" not in message
+    assert f"It needs {g.memory.format_bytes(need)}, and " in message
+    assert sorted(p.name for p in good.iterdir()) == before and [p.name for p in tmp_path.iterdir()] == ["ck"]
+
+
 @pytest.mark.parametrize("name,dtype,keep,message", [
     ("model.layers.0.self_attn.k_proj.weight", torch.uint8, False, "is uint8; a weight must be a floating-point"),
     ("model.layers.1.mlp.experts.down_proj_blocks", torch.int8, True, "is int8; MXFP4 blocks and scales are uint8"),
