@@ -322,7 +322,8 @@ def _open(file: Path):
     try:
         return safe_open(str(file), framework="pt", device="cpu")
     except Exception as e:  # safetensors raises its own error types for bad headers
-        raise CheckpointError(f"{file} is not a readable safetensors file (truncated or another format?): {e}") from None
+        raise CheckpointError(f"{file} is not a readable safetensors file (truncated or another format?): {e}. "
+                              "Download or copy it again") from None
 
 
 def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
@@ -539,10 +540,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
         named = list(dict.fromkeys(  # a fused tensor (GPT-2's c_attn, original's qkv) is named once, not thrice
             theirs.get(f"{n}_{'scales' if 'blocks' in pending[n] else 'blocks'}", n) if n in pending
             else theirs.get(n, n) for n in missing))
+        # Only the files the index lists are read: one it leaves out may hold what is missing.
+        listed = {f.name for f in files}
+        unlisted = sorted(f.name for f in path.glob("*.safetensors") if f.name not in listed)
+        why = (f"{', '.join(unlisted)} in the folder is not in {INDEX_FILE}, which lists the files that are read: "
+               "download the index again, or remove the file that does not belong" if unlisted and
+               (path / INDEX_FILE).exists() else "the download may be incomplete, or config.json from another model")
         raise CheckpointError(f"{path} is missing tensor(s) {', '.join(named[:5])}"
                               + (f" and {len(named) - 5} more" if len(named) > 5 else "")
-                              + f" (for the model's {missing[0]}, shape {tuple(expected[missing[0]].shape)}): "
-                              "the download may be incomplete, or config.json from another model")
+                              + f" (for the model's {missing[0]}, shape {tuple(expected[missing[0]].shape)}): {why}")
     checked = [(name, ok) for name, ok in sound if ok is not None]
     if checked:
         damaged = [name for (name, _), ok in zip(checked, torch.stack([ok for _, ok in checked]).tolist()) if not ok]

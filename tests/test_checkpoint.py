@@ -249,7 +249,7 @@ def test_unexpected_tensor_is_named(written):
 def test_truncated_and_foreign_files_are_refused(written):
     data = (written / "model.safetensors").read_bytes()
     (written / "model.safetensors").write_bytes(data[: len(data) // 2])
-    with pytest.raises(g.CheckpointError, match="truncated"):
+    with pytest.raises(g.CheckpointError, match="truncated.*Download or copy it again"):
         g.load_model(written)
     (written / "model.safetensors").write_bytes(b"PK\x03\x04 this is a zip, not safetensors")
     with pytest.raises(g.CheckpointError, match="not a readable safetensors file"):
@@ -318,6 +318,20 @@ def test_missing_shard_named_in_index(tmp_path):
     victim = sorted(path.glob("model-*.safetensors"))[1]
     victim.unlink()
     with pytest.raises(g.CheckpointError, match=f"missing shard\\(s\\) {victim.name}"):
+        g.load_model(path)
+
+
+def test_a_shard_the_index_leaves_out_is_named_as_where_the_missing_tensors_may_be(tmp_path):
+    path = g.write_checkpoint(small_gptoss(), tmp_path / "ck", max_shard_bytes=100_000)
+    index = json.loads((path / ck.INDEX_FILE).read_text())
+    left_out = sorted(path.glob("model-*.safetensors"))[-1].name
+    index["weight_map"] = {n: f for n, f in index["weight_map"].items() if f != left_out}
+    (path / ck.INDEX_FILE).write_text(json.dumps(index))
+    with pytest.raises(g.CheckpointError, match=re.escape(f"{left_out} in the folder is not in {ck.INDEX_FILE}, "
+                                                          "which lists the files that are read")):
+        g.load_model(path)
+    (path / left_out).unlink()  # no such file: the usual advice
+    with pytest.raises(g.CheckpointError, match="missing tensor.*the download may be incomplete"):
         g.load_model(path)
 
 
