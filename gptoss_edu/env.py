@@ -360,8 +360,8 @@ def cpu_cores() -> int:
     return os.cpu_count() or 1
 
 
-def total_ram() -> int | None:
-    """Physical memory in bytes, or None where the OS does not say."""
+def physical_ram() -> int | None:
+    """The machine's memory in bytes, or None where the OS does not say."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
@@ -371,6 +371,45 @@ def total_ram() -> int | None:
             return int(psutil.virtual_memory().total)
         except ImportError:
             return None
+
+
+def container_memory_limit(root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/self/cgroup")) -> int | None:
+    """The memory limit of this process's container (Linux cgroups, v2 or v1) in bytes, or None without one."""
+    # A JupyterHub or Kubernetes pod sees the whole machine's RAM, and is killed at its own, smaller limit.
+    files = [root / "memory.max", root / "memory" / "memory.limit_in_bytes"]
+    try:
+        for line in own.read_text().splitlines():
+            number, controllers, group = line.split(":", 2)
+            group = group.lstrip("/")
+            if number == "0" and not controllers:
+                files += [root / group / "memory.max", root / "unified" / group / "memory.max"]
+            elif "memory" in controllers.split(","):
+                files.append(root / "memory" / group / "memory.limit_in_bytes")
+    except (OSError, ValueError):
+        pass
+    limits = []
+    for file in files:
+        try:
+            text = file.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():  # "max": no limit; v1 writes a huge number for none, which the machine's RAM undercuts
+            limits.append(int(text))
+    return min(limits) if limits else None
+
+
+def total_ram() -> int | None:
+    """Memory this process may use, in bytes: the machine's, or its container's limit where that is smaller."""
+    ram, limit = physical_ram(), container_memory_limit()
+    if ram is None or limit is None:
+        return ram if limit is None else limit
+    return min(ram, limit)
+
+
+def ram_words(ram: int) -> str:
+    """``ram`` (total_ram's answer) in words that say whose limit it is, e.g. '4.0 GiB (the container's limit)'."""
+    physical = physical_ram()
+    return gib(ram) + (" (the container's limit)" if physical is not None and ram < physical else "")
 
 
 def gpu_info() -> tuple[str, int] | None:
@@ -535,7 +574,7 @@ def check_machine(torch_imports: bool = True) -> list[Check]:
         rows.append(Check("memory (RAM)", f">={gib(MIN_RAM_BYTES)}", "unknown", WARN, "could not read it"))
     else:
         enough = ram >= MIN_RAM_BYTES
-        rows.append(Check("memory (RAM)", f">={gib(MIN_RAM_BYTES)}", gib(ram), OK if enough else WARN,
+        rows.append(Check("memory (RAM)", f">={gib(MIN_RAM_BYTES)}", ram_words(ram), OK if enough else WARN,
                           "enough for every notebook" if enough else "tight: close other programs"))
     weights = _gpt_oss_20b_bytes()
     need = gpu_bytes_for_notebook_12()

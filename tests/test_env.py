@@ -379,6 +379,42 @@ def test_exactly_enough_disk_and_memory_are_enough(monkeypatch):
     assert rows["memory (RAM)"].status == OK
 
 
+def test_a_containers_memory_limit_is_read_from_its_cgroup(tmp_path):
+    """cgroup v2 and v1, at the root (a container's own view) or under the group /proc/self/cgroup names."""
+    own = tmp_path / "cgroup"
+    own.write_text("0::/\n")
+    (tmp_path / "memory.max").write_text("4294967296\n")
+    assert env.container_memory_limit(tmp_path, own) == 4 * env.GiB
+    (tmp_path / "memory.max").write_text("max\n")  # v2 without a limit
+    assert env.container_memory_limit(tmp_path, own) is None
+    own.write_text("4:memory:/pod7/box\n0::/\n")  # v1, the group named in /proc/self/cgroup
+    (tmp_path / "memory" / "pod7" / "box").mkdir(parents=True)
+    (tmp_path / "memory" / "pod7" / "box" / "memory.limit_in_bytes").write_text(str(3 * env.GiB))
+    (tmp_path / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712")  # v1's "no limit"
+    assert env.container_memory_limit(tmp_path, own) == 3 * env.GiB
+    assert env.container_memory_limit(tmp_path / "nothing", tmp_path / "no-such-file") is None
+
+
+@pytest.mark.parametrize("physical,limit,total", [(64, 4, 4), (8, 9 * 2**30, 8), (None, 4, 4), (8, None, 8),
+                                                  (None, None, None)])
+def test_total_ram_is_the_smaller_of_the_machine_and_its_container(monkeypatch, physical, limit, total):
+    monkeypatch.setattr(env, "physical_ram", lambda: physical and physical * env.GiB)
+    monkeypatch.setattr(env, "container_memory_limit", lambda: limit and limit * env.GiB)
+    assert env.total_ram() == (total and total * env.GiB)
+
+
+def test_the_memory_row_says_when_a_container_limits_it(monkeypatch):
+    """A JupyterHub pod on a 64 GiB machine, limited to 2 GiB: the row warns, and says whose limit it is."""
+    monkeypatch.setattr(env, "gpu_info", lambda: None)
+    monkeypatch.setattr(env, "physical_ram", lambda: 64 * env.GiB)
+    monkeypatch.setattr(env, "container_memory_limit", lambda: 2 * env.GiB)
+    row = {r.item: r for r in env.check_machine()}["memory (RAM)"]
+    assert row.status == env.WARN and row.found == f"{env.gib(2 * env.GiB)} (the container's limit)"
+    monkeypatch.setattr(env, "container_memory_limit", lambda: None)
+    row = {r.item: r for r in env.check_machine()}["memory (RAM)"]
+    assert row.status == env.OK and row.found == env.gib(64 * env.GiB)
+
+
 def test_pins_ignore_environment_markers_and_comments(tmp_path):
     (tmp_path / "constraints.txt").write_text("pywin32==311; sys_platform == 'win32'\nnumpy==2.4.6  # why\n")
     # (plus the Triton that a CUDA build of torch requires, read from torch itself)
