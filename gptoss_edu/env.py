@@ -273,6 +273,18 @@ def check_python(mins_python: str | None = None) -> Check:
                  "supported" if ok else f"the course needs Python {mins_python} or newer")
 
 
+def check_venv(repo: Path = REPO, prefix: str = sys.prefix) -> Check | None:
+    """Whether this Python is the course's .venv, where the course folder has one (None where it has none)."""
+    venv = repo / ".venv"
+    if not (venv / "pyvenv.cfg").is_file():  # no .venv: a conda environment, say, made with make VENV=...
+        return None
+    if Path(prefix).resolve() == venv.resolve():
+        return Check("environment", ".venv", ".venv", OK, "the course's own")
+    return Check("environment", ".venv", prefix, WARN,
+                 f"not the course's .venv, so the rows below are this Python's: run {venv}/bin/python -m gptoss_edu "
+                 "doctor (or source .venv/bin/activate first); in JupyterLab, choose the course's kernel")
+
+
 def _closure(extras: tuple[str, ...]) -> tuple[dict[str, str], set[str], set[str]]:
     """(found versions, missing, incompatible) over everything gptoss-edu[extras] needs, recursively."""
     from packaging.markers import default_environment
@@ -734,8 +746,9 @@ def check_environment() -> EnvironmentReport:
     pins, mins = read_pins(), read_minimums()
     broken = import_problems([p.module for p in PACKAGES if _installed(p) is not None])
     gpu = "torch" not in broken and triton_gpu()
-    packages = ([check_python()] + [check_package(p, pins, mins, gpu, broken.get(p.module)) for p in PACKAGES]
-                + check_dependencies(pins))
+    venv = check_venv()
+    packages = ([check_python()] + ([venv] if venv else [])
+                + [check_package(p, pins, mins, gpu, broken.get(p.module)) for p in PACKAGES] + check_dependencies(pins))
     return EnvironmentReport(packages, check_machine(torch_imports="torch" not in broken) + [check_data()])
 
 

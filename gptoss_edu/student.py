@@ -70,11 +70,26 @@ def check_student_target(src: Path, dst: Path) -> None:
                          "write the new copy to another folder")
 
 
-def make_student_copy(src: str | Path, dst: str | Path) -> dict[str, int]:
+def kernelspec(name: str) -> dict[str, str]:
+    """The notebook metadata that opens a notebook in the Jupyter kernel ``name`` (one this machine has)."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(name)
+    except NoSuchKernel:
+        raise ValueError(f"this machine has no Jupyter kernel named {name!r}: register the course's Python as one "
+                         f"first (sudo .venv/bin/python -m ipykernel install --name {name} --display-name "
+                         "\"gpt-oss course\"), or list the kernels there are with jupyter kernelspec list") from None
+    return {"display_name": spec.display_name, "language": spec.language, "name": name}
+
+
+def make_student_copy(src: str | Path, dst: str | Path, kernel: str | None = None) -> dict[str, int]:
     """Copy every notebook of ``src`` into ``dst`` without its solutions; returns removed counts.
 
     ``dst`` is replaced as a whole, so it must be new, empty, or an earlier copy nobody has changed.
+    ``kernel`` names the Jupyter kernel the copies open in (default: the one the course's notebooks name).
     """
+    spec = kernelspec(kernel) if kernel is not None else None
     src, dst = Path(src), Path(dst)
     if not src.is_dir():
         raise FileNotFoundError(in_course_folder(src) or f"{src} is not a folder of notebooks")
@@ -92,6 +107,8 @@ def make_student_copy(src: str | Path, dst: str | Path) -> dict[str, int]:
                 nb, counts[path.name] = strip_notebook(json.loads(path.read_text(encoding="utf-8")))
             except (ValueError, KeyError, TypeError) as e:
                 raise ValueError(f"{path} is not a readable notebook ({e})") from None
+            if spec is not None:
+                nb["metadata"] = {**nb.get("metadata", {}), "kernelspec": spec}
             data = (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode()
             (tmp / path.name).write_bytes(data)
             (tmp / path.name).chmod(0o644)  # a handout: readable by the class, whatever this user's umask
@@ -116,6 +133,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dst", nargs="?", default="student",
                         help="folder for the student copy: new, empty, or an earlier copy (replaced unless changed; "
                              "default: student)")
+    parser.add_argument("--kernel", default=None, metavar="NAME",
+                        help="the Jupyter kernel the copies open in, e.g. the course's Python registered for a "
+                             "JupyterHub as gptoss-edu (default: the notebooks' own, python3)")
 
 
 def _inside(filename: str | None, folder: str | Path) -> bool:
@@ -129,7 +149,7 @@ def _inside(filename: str | None, folder: str | Path) -> bool:
 def run(args: argparse.Namespace) -> int:
     """Write the student copy and say how many solutions each notebook lost."""
     try:
-        counts = make_student_copy(args.src, args.dst)
+        counts = make_student_copy(args.src, args.dst, args.kernel)
     except OSError as e:
         if e.errno == errno.ENOSPC:  # the error names no file: say which copy, and how much room it takes
             size = sum(p.stat().st_size for p in Path(args.src).glob("*.ipynb"))

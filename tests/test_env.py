@@ -415,6 +415,18 @@ def test_the_memory_row_says_when_a_container_limits_it(monkeypatch):
     assert row.status == env.OK and row.found == env.gib(64 * env.GiB)
 
 
+def test_a_python_that_is_not_the_courses_venv_is_named(tmp_path):
+    """`python -m gptoss_edu doctor` in a fresh terminal runs the machine's Python: the table says whose rows they are."""
+    assert env.check_venv(tmp_path, sys.prefix) is None  # no .venv (a conda environment): nothing to say
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    row = env.check_venv(tmp_path, str(tmp_path / ".venv"))
+    assert (row.status, row.found) == (OK, ".venv")
+    row = env.check_venv(tmp_path, "/usr")
+    assert row.status == WARN and row.found == "/usr"
+    assert f"run {tmp_path / '.venv'}/bin/python -m gptoss_edu doctor" in row.meaning
+
+
 def test_pins_ignore_environment_markers_and_comments(tmp_path):
     (tmp_path / "constraints.txt").write_text("pywin32==311; sys_platform == 'win32'\nnumpy==2.4.6  # why\n")
     # (plus the Triton that a CUDA build of torch requires, read from torch itself)

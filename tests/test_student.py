@@ -293,3 +293,24 @@ def test_a_source_notebook_that_may_not_be_read_is_named_as_such(tmp_path, capsy
     assert main(["student", str(src), str(tmp_path / "student")]) == 1
     assert capsys.readouterr().err == f"student: cannot read {first} (Permission denied): nothing was written\n"
     assert not (tmp_path / "student").exists()
+
+
+def test_the_copies_open_in_the_kernel_the_teacher_names(tmp_path, capsys, monkeypatch):
+    """A JupyterHub's course kernel (ipykernel install --name gptoss-edu) named in every copy; an unknown one refused."""
+    spec = tmp_path / "jupyter" / "kernels" / "gptoss-edu"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({"argv": ["python", "-m", "ipykernel_launcher", "-f",
+                                                           "{connection_file}"],
+                                                  "display_name": "gpt-oss course", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    src = course(tmp_path)
+    assert main(["student", str(src), str(tmp_path / "out"), "--kernel", "gptoss-edu"]) == 0
+    copied = json.loads((tmp_path / "out" / "01_a.ipynb").read_text())
+    assert copied["metadata"]["kernelspec"] == {"display_name": "gpt-oss course", "language": "python",
+                                                "name": "gptoss-edu"}
+    assert main(["student", str(src), str(tmp_path / "other"), "--kernel", "gptoss-edux"]) == 1
+    err = capsys.readouterr().err
+    assert "no Jupyter kernel named 'gptoss-edux'" in err and "ipykernel install --name gptoss-edux" in err
+    assert not (tmp_path / "other").exists()
+    assert main(["student", str(src), str(tmp_path / "plain")]) == 0  # without --kernel: the notebook's own
+    assert "kernelspec" not in json.loads((tmp_path / "plain" / "01_a.ipynb").read_text())["metadata"]
