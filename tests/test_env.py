@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -425,6 +426,19 @@ def test_a_python_that_is_not_the_courses_venv_is_named(tmp_path):
     row = env.check_venv(tmp_path, "/usr")
     assert row.status == WARN and row.found == "/usr"
     assert f"run {tmp_path / '.venv'}/bin/python -m gptoss_edu doctor" in row.meaning
+
+
+def test_a_package_no_pin_covers_is_named():
+    """pip chose its version: the row says so (as a CUDA torch's open ranges once did), and still passes."""
+    pins = env.read_pins()
+    rows = {r.item: r for r in env.check_dependencies(pins)}
+    n = int(rows["pinned versions"].found.split()[0])
+    assert rows["pinned versions"].found == f"{n} of {n} as pinned" and "without a pin" not in rows["pinned versions"].meaning
+    six = metadata.version("six")
+    rows = {r.item: r for r in env.check_dependencies({k: v for k, v in pins.items() if k != "six"})}
+    row = rows["pinned versions"]
+    assert row.status == OK and row.found == f"{n - 1} of {n} as pinned"
+    assert row.meaning.endswith(f"without a pin (the versions pip chose): six {six}")
 
 
 def test_pins_ignore_environment_markers_and_comments(tmp_path):
