@@ -36,7 +36,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	@[ -z "$(PIP_FROM)" ] || echo "installing from $(WHEELHOUSE)/ alone, without the network (wheels made by make wheelhouse for one kind of machine; move the folder away to install from the network)"
 	$(PY) -m pip install --quiet $(PIP_FROM) -c constraints.txt --upgrade pip
 	$(PY) -m pip install --quiet $(PIP_FROM) -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple) torch==$(TORCH_VERSION)
-	$(PY) -m pip install --quiet $(PIP_FROM) -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install --quiet $(PIP_FROM) -c constraints.txt --build-constraint constraints.txt -e ".[dev]"
 	@# OpenAI's reference torch model, a second reference for the tests; it declares Python >= 3.12
 	@# but needs only torch and safetensors.
 	$(PY) -m pip install --quiet $(PIP_FROM) --no-deps --ignore-requires-python $(GPT_OSS_REF)
