@@ -240,6 +240,20 @@ def test_misshaped_tensor_names_both_shapes(written):
         g.load_model(written)
 
 
+@pytest.mark.parametrize("name", ["model.layers.0.mlp.router.weight", "model.layers.1.self_attn.k_proj.weight"])
+def test_a_transposed_tensor_is_refused_though_its_size_is_right(written, name):
+    """Same number of values, other shape: read as it is, it would scramble the layer without a word."""
+    def transpose(tensors):
+        tensors[name] = tensors[name].T.contiguous()
+
+    rewrite(written, transpose)
+    stored = tuple(load_file(written / "model.safetensors")[name].shape)
+    assert stored[0] != stored[1]
+    with pytest.raises(g.CheckpointError, match=re.escape(f"{name!r} has shape {stored}; this config expects "
+                                                          f"{stored[::-1]}")):
+        g.load_model(written)
+
+
 def test_unexpected_tensor_is_named(written):
     rewrite(written, lambda t: t.update({"model.layers.0.mlp.shared_expert.weight": torch.zeros(2)}))
     with pytest.raises(g.CheckpointError, match="shared_expert"):

@@ -1176,3 +1176,20 @@ def test_moe_keeps_a_nan_where_the_reference_does(kernel) -> None:
     assert want[1].isnan().all() and not want[[0, 2]].isnan().any()  # the case is what it claims
     assert torch.equal(got.isnan(), want.isnan())
     assert_close(got[[0, 2]], want[[0, 2]], "moe", scale_atol=True)
+
+
+@pytest.mark.parametrize("kernel", [moe_mxfp4_decode, moe_mxfp4_prefill])
+@pytest.mark.parametrize("half", [0, 1], ids=["gate", "up"])
+def test_moe_keeps_a_nan_in_the_gate_or_the_up_half_alone(kernel, half) -> None:
+    """A NaN in x reaches gate and up alike; one in a bias reaches one half only, and each clamp must keep it."""
+    x, idx, wts, experts, _ = moe_case((6, 64, 32, 4, 2, (), 7.0), seed=91)
+    experts = list(experts)
+    experts[2] = experts[2].clone()
+    experts[2][1, half] = float("nan")  # expert 1's first unit: its gate (even entry) or its up (odd entry)
+    want = moe_mxfp4_reference(x, idx, wts, *experts, alpha=1.702, limit=7.0)
+    got = kernel(x, idx.to(torch.int32) if kernel is moe_mxfp4_decode else idx, wts, *experts, alpha=1.702, limit=7.0)
+    to_expert_1 = (idx == 1).any(dim=1)
+    assert to_expert_1.any() and not to_expert_1.all()  # the case is what it claims
+    assert torch.equal(want.isnan().all(dim=1), to_expert_1) and not want[~to_expert_1].isnan().any()
+    assert torch.equal(got.isnan(), want.isnan())
+    assert_close(got[~to_expert_1], want[~to_expert_1], "moe", scale_atol=True)

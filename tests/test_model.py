@@ -120,11 +120,19 @@ def test_sliding_layers_roll_and_chunked_prefill_equals_full_forward(chunks):
         torch.testing.assert_close(cache.v[layer], whole.v[layer], atol=1e-5, rtol=1e-5)
 
 
-def test_kv_cache_update_returns_what_the_step_attends_over():
+def test_kv_cache_update_returns_what_the_step_attends_over(monkeypatch):
     """Keys whose values are their positions show which positions update() hands back, and in what order."""
     cfg = g.preset("gpt-oss-tiny").replace(context_length=64)
     W = cfg.sliding_window
     cache = g.attention.KVCache(cfg, 1, 40)
+    real_index_copy = torch.Tensor.index_copy_
+
+    def each_slot_once(self, dim, index, source):
+        # Two writes to one slot in one call: the CPU keeps the last, CUDA either (its index_copy_ does not say).
+        assert index.unique().numel() == index.numel(), f"slots written twice in one step: {index.tolist()}"
+        return real_index_copy(self, dim, index, source)
+
+    monkeypatch.setattr(torch.Tensor, "index_copy_", each_slot_once)
 
     def step(n: int) -> tuple[list[int], int]:
         pos = torch.arange(cache.length, cache.length + n, dtype=torch.float32)

@@ -103,6 +103,15 @@ def test_a_temperature_too_small_for_float32_is_greedy_not_an_error(temperature)
     assert {sample_next(tied, temperature, 1.0, gen) for _ in range(40)} == {1, 3}
 
 
+@pytest.mark.parametrize("temperature", [1e-19, 1e-10, 0.005])
+def test_a_small_temperature_that_float32_can_take_still_samples(temperature):
+    """Only below 1e-20 is the draw forced to the top token: just above, logits one temperature apart still share it."""
+    logits = torch.tensor([0.0, temperature])  # divided by the temperature: [0, 1], probabilities 0.27 and 0.73
+    gen = torch.Generator().manual_seed(0)
+    draws = [sample_next(logits, temperature, 1.0, gen) for _ in range(200)]
+    assert 20 < draws.count(0) < 90  # 0.27 of 200 is 54
+
+
 @pytest.mark.parametrize("temperature,top_p", [(float("nan"), 1.0), (float("inf"), 1.0), (-1.0, 1.0),
                                                (1.0, float("nan")), (1.0, 0.0), (1.0, 1.5)])
 def test_a_temperature_or_top_p_out_of_range_is_refused_by_name(temperature, top_p):
