@@ -56,12 +56,12 @@ def _attend_tile(q, q_pos, k_base, v_base, offs_n, n_mask, offs_d, d_mask, windo
     m_new = tl.maximum(m_i, tl.max(s, axis=1))
     # A row that has seen no key yet keeps m = -inf; subtracting 0 instead avoids -inf - -inf.
     m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-    alpha = tl.exp2(m_i - m_safe)
+    rescale = tl.exp2(m_i - m_safe)  # what was summed under the old maximum
     p = tl.exp2(s - m_safe[:, None])
-    l_i = l_i * alpha + tl.sum(p, axis=1)
+    l_i = l_i * rescale + tl.sum(p, axis=1)
     v = tl.load(v_base + offs_n[:, None] * svt + offs_d[None, :] * svd,
                 mask=n_mask[:, None] & d_mask[None, :], other=0.0)  # [BLOCK_N, BLOCK_D]
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+    acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
     return m_new, l_i, acc
 
 
