@@ -135,6 +135,7 @@ class ModelConfig:
 
     @property
     def is_moe(self) -> bool:
+        """Whether the MLP is a mixture of experts (any experts at all)."""
         return self.n_experts > 0
 
     def replace(self, **changes: Any) -> "ModelConfig":

@@ -41,10 +41,12 @@ class Play:
 
     @property
     def train_text(self) -> str:
+        """The text before the validation split."""
         return self.text[: self.val_start]
 
     @property
     def val_text(self) -> str:
+        """The text held out for validation, from ``val_start`` on."""
         return self.text[self.val_start:]
 
 

@@ -694,6 +694,7 @@ class EnvironmentReport:
 
     @property
     def rows(self) -> list[Check]:
+        """The packages' rows, then the machine's."""
         return self.packages + self.machine
 
     def __iter__(self) -> Iterator[Check]:

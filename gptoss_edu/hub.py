@@ -192,6 +192,7 @@ class DownloadPlan:
 
     @property
     def total_bytes(self) -> int:
+        """Bytes of every file the download takes, those already on disk included."""
         return sum(size for _, size in self.files)
 
     @property
@@ -202,6 +203,7 @@ class DownloadPlan:
 
     @property
     def fits(self) -> bool:
+        """Whether what is still to fetch fits in the free space."""
         return self.needed_bytes <= self.free_bytes
 
     def __str__(self) -> str:
