@@ -25,7 +25,7 @@ import torch
 from . import harmony
 from .env import device_problem, total_ram, triton_gpu_problem
 from .generate import Generation, check_max_new_tokens, check_sampling, release_memory, stream
-from .memory import format_count, is_out_of_memory
+from .memory import format_bytes, format_count, is_out_of_memory
 from .model import GPT
 from .static_decode import fast_step
 from .tokenizer import HARMONY_VOCAB_SIZE, get_encoding
@@ -81,6 +81,19 @@ def load_chat_model(path: Path, device: str, backend: str = "torch") -> GPT:
     keep = packed and (on_gpu or backend == "triton" or ram is None or cfg.param_counts()["total"] * 4 > ram // 4)
     model = load_model(path, device=device, dtype=dtype, keep_mxfp4=keep)
     return model.set_backend(backend)
+
+
+def experts_note(model: GPT) -> str:
+    """How the model holds its experts, for the banner: '; experts in MXFP4', '; experts dense, 3.61 GiB' or ''."""
+    from .moe import Experts
+
+    experts = [m for m in model.modules() if isinstance(m, Experts)]
+    if not experts:
+        return ""
+    if all(e.packed for e in experts):
+        return "; experts in MXFP4"
+    size = sum(t.numel() * t.element_size() for e in experts if not e.packed for t in (e.gate_up_proj, e.down_proj))
+    return f"; experts dense, {format_bytes(size)}"
 
 
 def chat_header(reasoning: str = "medium", date: str | None = None,
@@ -354,7 +367,8 @@ def run(args: argparse.Namespace) -> int:
         model, args.reasoning, args.date, args.instructions, args.max_new_tokens,
         args.temperature, args.top_p, args.seed, cuda_graph=args.cuda_graph,
     )
-    print(f"{path.name}: {format_count(model.num_parameters())} parameters on {args.device} ({args.backend} backend), "
+    print(f"{path.name}: {format_count(model.num_parameters())} parameters on {args.device} ({args.backend} backend"
+          f"{experts_note(model)}), "
           f"loaded in {time.perf_counter() - t0:.1f} s; reasoning {args.reasoning}.")
     print("Ctrl-C stops a reply, Ctrl-D quits, /reset starts a new conversation.")
     while True:

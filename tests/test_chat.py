@@ -26,6 +26,7 @@ import torch
 import gptoss_edu
 from gptoss_edu import chat, harmony
 from gptoss_edu.__main__ import main
+from gptoss_edu.memory import format_bytes
 from gptoss_edu.tokenizer import get_encoding
 from test_chat_session import recording
 
@@ -400,6 +401,11 @@ def test_experts_are_dequantized_on_cpu_only_when_they_fit(monkeypatch):
     monkeypatch.setattr(chat, "total_ram", lambda: 4 * tiny.config.param_counts()["total"] * 4)
     fits = chat.load_chat_model(folder, "cpu")
     assert not any(m.packed for m in fits.modules() if isinstance(m, Experts))
+    # The banner says which: the dense experts' bytes (float32: 4 a weight), or MXFP4.
+    c = tiny.config
+    dense = c.n_layers * c.n_experts * 3 * c.d_model * c.d_ff * 4
+    assert chat.experts_note(fits) == f"; experts dense, {format_bytes(dense)}"
+    assert chat.experts_note(small_ram) == "; experts in MXFP4"
 
 
 def test_an_original_layout_checkpoint_keeps_its_experts_packed_too(tmp_path, monkeypatch):
