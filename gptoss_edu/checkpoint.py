@@ -522,7 +522,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
             else:
                 raise CheckpointError(
                     f"tensor {name!r} does not fit this model (it would go to {target}): "
-                    + ("the checkpoint's experts are dense, so they cannot stay in MXFP4: load with keep_mxfp4=False"
+                    + ("the checkpoint's experts are dense, so they cannot stay in MXFP4: "
+                       + ("config.json's quantization_config says they are MXFP4, which these files are not: remove "
+                          "it from config.json (so that every loader, the chat included, reads them dense), or load "
+                          "with keep_mxfp4=False" if packed_on_disk and layout == "gpt_oss" else "load with keep_mxfp4=False")
                        if keep_mxfp4 and target.rsplit(".", 1)[-1] in ("gate_up_proj", "down_proj")
                        else "is config.json from the same model?"))
         if bar is not None:

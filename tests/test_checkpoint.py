@@ -254,6 +254,21 @@ def test_a_transposed_tensor_is_refused_though_its_size_is_right(written, name):
         g.load_model(written)
 
 
+def test_dense_experts_kept_packed_say_why_they_cannot_be(tmp_path):
+    """Written dense, the experts cannot stay MXFP4; a config.json that claims MXFP4 all the same is named."""
+    path = g.write_checkpoint(small_gptoss(), tmp_path / "dense", mxfp4=False)
+    with pytest.raises(g.CheckpointError, match="experts are dense, so they cannot stay in MXFP4: load with "
+                                                "keep_mxfp4=False"):
+        g.load_model(path, keep_mxfp4=True)
+    config = json.loads((path / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "mxfp4"}
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(g.CheckpointError, match="quantization_config says they are MXFP4, which these files are "
+                                                "not: remove it from config.json"):
+        g.load_model(path, keep_mxfp4=True)
+    assert g.load_model(path).config.is_moe  # read dense, it loads
+
+
 def test_unexpected_tensor_is_named(written):
     rewrite(written, lambda t: t.update({"model.layers.0.mlp.shared_expert.weight": torch.zeros(2)}))
     with pytest.raises(g.CheckpointError, match="shared_expert"):
