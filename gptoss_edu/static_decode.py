@@ -33,31 +33,43 @@ from .generate import DecodeStep, Generation
 from .mlp import gptoss_swiglu
 from .model import GPT, check_token_ids
 from .moe import Experts, MoE
-from .rotary import apply_rotary
 
 # Eager runs before capturing: the first one compiles the Triton kernels and sets up cuBLAS,
 # neither of which may happen while a graph is being recorded.
 WARMUP_STEPS = 2
 
 
+def _rotate_q_k(q: torch.Tensor, k: torch.Tensor, cos2: torch.Tensor, sin2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """apply_rotary on q and k at once, with [cos, cos] and [-sin, sin] made once a step: the same numbers, fewer kernels."""
+    # first * cos + second * (-sin) rounds as first * cos - second * sin does: the results are equal to the bit.
+    qk = torch.cat((q, k), dim=1)
+    half = qk.shape[-1] // 2
+    turned = qk * cos2 + torch.cat((qk[..., half:], qk[..., :half]), dim=-1) * sin2
+    return turned.split((q.shape[1], k.shape[1]), dim=1)
+
+
 def _attention_step(attn: Attention, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
-                    cache: KVCache, position: torch.Tensor, allowed: Callable[[int, int], torch.Tensor]) -> torch.Tensor:
-    """Attention.forward for one token [B, 1, d], writing its key and value at ``position``."""
+                    cache: KVCache, position: torch.Tensor, allowed: Callable[[int, int], torch.Tensor],
+                    rolled: Callable[[int], tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Attention.forward for one token [B, 1, d], writing its key and value at ``position``.
+
+    ``rope`` is ([cos, cos], [-sin, sin]) for _rotate_q_k; ``rolled(slots)`` the slot of ``position`` in a
+    rolling buffer of that many slots and the last slot filled.
+    """
     B = x.shape[0]
     q = attn.q_proj(x).view(B, 1, attn.n_heads, attn.head_dim).transpose(1, 2)
     k = attn.k_proj(x).view(B, 1, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
     v = attn.v_proj(x).view(B, 1, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
     if attn.use_rope:
-        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        q, k = _rotate_q_k(q, k, *rope)
     keys, values = cache.k[attn.layer], cache.v[attn.layer]
     slots, rolling = keys.shape[2], cache.rolling(attn.layer)
     # Where to write is data on the device, not a slice bound: the same launch at every position.
-    slot = position % slots if rolling else position
-    keys.index_copy_(2, slot, k)
-    values.index_copy_(2, slot, v)
     # A rolling buffer holds the window and nothing older: every filled slot is visible, in any
     # order (softmax does not care), so it is read as a causal cache filled up to its last slot.
-    last, window = (position.clamp(max=slots - 1), 0) if rolling else (position, attn.window)
+    (slot, last), window = (rolled(slots), 0) if rolling else ((position, position), attn.window)
+    keys.index_copy_(2, slot, k)
+    values.index_copy_(2, slot, v)
     if attn.backend == "triton":
         from gptoss_kernels.attention import attention_decode_at
 
@@ -82,12 +94,20 @@ def _experts_gathered(experts: Experts, x: torch.Tensor, indices: torch.Tensor, 
     return (y.view(N, K, -1) * weights[..., None]).to(x.dtype).sum(dim=1)
 
 
-def _feed_forward_step(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The block's MLP or MoE on x [B, 1, d], with no data-dependent shapes and no host sync."""
+def _feed_forward_step(mlp: nn.Module, x: torch.Tensor,
+                       router: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """The block's MLP or MoE on x [B, 1, d], with no data-dependent shapes and no host sync.
+
+    ``router``: the router's weight and bias already in float32 (Router.forward converts them at every call).
+    """
     if not isinstance(mlp, MoE):
         return mlp(x)  # a dense MLP has fixed shapes already
     flat = x.reshape(-1, x.shape[-1])
-    _, weights, indices = mlp.router(flat)  # top-k: always k experts a token
+    if router is None:
+        _, weights, indices = mlp.router(flat)  # top-k: always k experts a token
+    else:  # Router.forward's arithmetic, on the weights converted once
+        top, indices = nn.functional.linear(flat.to(router[0].dtype), *router).topk(mlp.router.top_k, dim=-1)
+        weights = torch.softmax(top, dim=-1)
     experts = mlp.experts
     if experts.backend == "triton" and experts.packed:
         from gptoss_kernels.moe import moe_mxfp4_decode
@@ -102,15 +122,32 @@ def _feed_forward_step(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out.reshape(x.shape)
 
 
-def static_decode_step(model: GPT, cache: KVCache, tokens: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-    """Logits [B, vocab] for ``tokens`` [B] at ``position`` [1], device tensors; writes their keys and values to ``cache``."""
+def wide_routers(model: GPT) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+    """Each layer's router weight and bias in float32 (float64 in a float64 model), None for a dense MLP."""
+    wide = torch.float64 if model.embed.weight.dtype == torch.float64 else torch.float32
+    return [(b.mlp.router.weight.detach().to(wide), b.mlp.router.bias.detach().to(wide)) if isinstance(b.mlp, MoE)
+            else None for b in model.blocks]
+
+
+def static_decode_step(model: GPT, cache: KVCache, tokens: torch.Tensor, position: torch.Tensor,
+                       routers: Sequence[tuple[torch.Tensor, torch.Tensor] | None] | None = None) -> torch.Tensor:
+    """Logits [B, vocab] for ``tokens`` [B] at ``position`` [1], device tensors; writes their keys and values to ``cache``.
+
+    ``routers`` (wide_routers(model), made once) spares each step converting the routers' weights.
+    """
     # model(tokens[:, None], cache)[:, -1] at cache.length == position, but cache.length (a Python
-    # int, which a graph cannot update) is left to the caller.
+    # int, which a graph cannot update) is left to the caller. What every layer would compute alike
+    # (the rotary angles, the masks, a rolling buffer's slot) is computed once: in a CUDA graph at batch
+    # 1, every kernel costs a few microseconds whatever its size.
     x = model.embed(tokens)[:, None]  # [B, 1, d]
     if model.pos_embed is not None:
         x = x + model.pos_embed(position)
-    rope = model.rotary(position, x.dtype) if model.rotary is not None else None
+    rope = None
+    if model.rotary is not None:
+        cos, sin = model.rotary(position, x.dtype)
+        rope = torch.cat((cos, cos), dim=-1), torch.cat((-sin, sin), dim=-1)
     masks: dict[tuple[int, int], torch.Tensor] = {}
+    slots_of: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def allowed(slots: int, window: int) -> torch.Tensor:
         # One mask [1, slots] per cache layout, shared by the layers that have it.
@@ -118,9 +155,15 @@ def static_decode_step(model: GPT, cache: KVCache, tokens: torch.Tensor, positio
             masks[slots, window] = attention_mask(position, torch.arange(slots, device=position.device), window)
         return masks[slots, window]
 
-    for block in model.blocks:
-        x = x + _attention_step(block.attn, block.attn_norm(x), rope, cache, position, allowed)
-        x = x + _feed_forward_step(block.mlp, block.mlp_norm(x))
+    def rolled(slots: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if slots not in slots_of:
+            slots_of[slots] = position % slots, position.clamp(max=slots - 1)
+        return slots_of[slots]
+
+    routers = routers or [None] * len(model.blocks)
+    for block, router in zip(model.blocks, routers):
+        x = x + _attention_step(block.attn, block.attn_norm(x), rope, cache, position, allowed, rolled)
+        x = x + _feed_forward_step(block.mlp, block.mlp_norm(x), router)
     return model.lm_head(model.norm(x))[:, 0]
 
 
@@ -147,6 +190,8 @@ class CUDAGraphDecoder:
             raise RuntimeError(f"CUDA graphs need the model and cache on a CUDA GPU, and these are on {device}: pass "
                                "cuda_graph=False (or leave it None) to run the same static step eagerly")
         self.model, self.cache, self.use_graph = model, cache, use_graph
+        # Converted now, as a graph records the weights' addresses: a decoder follows the weights it was made with.
+        self.routers = wide_routers(model)
         # The step's inputs: persistent buffers, so a recorded graph reads whatever was written last.
         self.tokens = torch.zeros(cache.k[0].shape[0], dtype=torch.long, device=device)
         self.position = torch.zeros(1, dtype=torch.long, device=device)
@@ -154,7 +199,7 @@ class CUDAGraphDecoder:
         self.logits: torch.Tensor | None = None  # the graph's output buffer
 
     def _run(self) -> torch.Tensor:
-        return static_decode_step(self.model, self.cache, self.tokens, self.position)
+        return static_decode_step(self.model, self.cache, self.tokens, self.position, self.routers)
 
     def _set_position(self) -> None:
         if self.cache.length >= self.cache.max_len:
