@@ -27,15 +27,16 @@ def fp4_lut(dtype: torch.dtype = torch.float32, device: torch.device | str = "cp
     return torch.tensor(FP4_VALUES, dtype=dtype, device=device)
 
 
-_LUTS: dict[torch.device, torch.Tensor] = {}
+_LUTS: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
 
 
-def _lut(device: torch.device) -> torch.Tensor:
-    # One float32 table per device, made once and kept: a CUDA graph may record a decode step that
+def _doubled_lut(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """2 * FP4_VALUES in ``dtype`` on ``device`` (dequantize's table: see there why doubled)."""
+    # One table per device and dtype, made once and kept: a CUDA graph may record a decode step that
     # dequantizes experts, and a table copied from the host inside the recording would fail it.
-    if device not in _LUTS:
-        _LUTS[device] = fp4_lut(torch.float32, device)
-    return _LUTS[device]
+    if (device, dtype) not in _LUTS:
+        _LUTS[device, dtype] = fp4_lut(dtype, device) * 2
+    return _LUTS[device, dtype]
 
 
 def e2m1_bits(code: int) -> str:
@@ -70,7 +71,9 @@ def dequantize(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = 
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype={dtype!r}: MXFP4 unpacks to a floating-point dtype (torch.bfloat16, float16, "
                          "float32, float64); an integer one would truncate 0.5, 1.5 and every scaled value")
-    lut = _lut(blocks.device)
+    # float64 keeps every scale finite (2^128 overflows float32); the other dtypes unpack in float32, exactly.
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    lut = _doubled_lut(blocks.device, work)
     G = blocks.shape[-2]
     if blocks.numel() == 0:
         return torch.empty(*blocks.shape[:-2], G * 32, dtype=dtype, device=blocks.device)
@@ -81,7 +84,9 @@ def dequantize(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = 
         b, s = flat_blocks[start:start + step], flat_scales[start:start + step]
         # Low nibble is element 2j, high nibble element 2j + 1.
         values = torch.stack((lut[(b & 0x0F).long()], lut[(b >> 4).long()]), dim=-1).flatten(-2)  # [rows, G, 32]
-        exponents = (s.to(torch.int32) - SCALE_BIAS).unsqueeze(-1).to(torch.float32)
+        # 2 * value * 2^(scale - 128): the same numbers as value * 2^(scale - 127), but the power of two stays
+        # finite at scale 255 (2^127, not 2^128 = inf), so 0 stays 0 there, not inf * 0 = NaN.
+        exponents = (s.to(torch.int32) - (SCALE_BIAS + 1)).unsqueeze(-1).to(work)
         out[start:start + step] = torch.ldexp(values, exponents).flatten(-2)  # cast to dtype as it is stored
     return out.reshape(*blocks.shape[:-2], G * 32)
 

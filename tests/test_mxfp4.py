@@ -282,3 +282,20 @@ def test_values_past_float32_and_integer_dtypes_are_refused_not_truncated():
         with pytest.raises(ValueError, match="MXFP4 unpacks to a floating-point dtype"):
             mxfp4.dequantize(blocks, scales, dtype)
     assert mxfp4.dequantize(blocks, scales, torch.float64).dtype == torch.float64
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_every_scale_byte_unpacks_to_the_spec_value_in_every_dtype(dtype):
+    """value * 2^(scale - 127), computed in float64 and rounded once to ``dtype``: for all 256 scale bytes and 16 codes.
+
+    At scale 255 the power 2^128 overflows float32: 0 must stay 0 (not inf * 0 = NaN) and 0.5 be 2^127; and
+    in float64 nothing overflows at all.
+    """
+    codes = torch.tensor([c | (c << 4) for c in range(16)], dtype=torch.uint8)  # each code as both nibbles
+    blocks = codes.expand(256, 1, 16).contiguous()
+    scales = torch.arange(256, dtype=torch.uint8)[:, None]
+    value = torch.tensor(mxfp4.FP4_VALUES, dtype=torch.float64).repeat_interleave(2)
+    want = (value[None, :] * torch.pow(2.0, torch.arange(256, dtype=torch.float64) - 127)[:, None]).to(dtype)
+    got = mxfp4.dequantize(blocks, scales, dtype)
+    assert not got.isnan().any()
+    assert torch.equal(got, want)
