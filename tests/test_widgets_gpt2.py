@@ -113,3 +113,22 @@ def test_query_row_is_marked_and_its_visible_keys_coloured():
 def test_counts_that_round_to_a_thousand_millions_are_billions(n, text):
     # '.3g' writes 999.6 M as '1e+03 M': the unit is chosen after rounding.
     assert format_count(n) == text
+
+
+def test_the_parameter_axis_reads_as_counts_on_either_scale():
+    """On a log axis in millions the ticks read 10^-2 .. 10^5; as counts they read 10K .. 100B."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from gptoss_edu.widgets.gpt2 import draw_parameters
+
+    for scale in ("log", "linear"):
+        fig = Figure()
+        draw_parameters(fig, "gpt-oss-120b", scale)
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        ticks = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+        assert ticks and all(t == "0" or t[-1] in "KMB" for t in ticks), ticks
+    assert "100B" in ticks or "120B" in ticks  # linear: gpt-oss-120b's experts, 115 B

@@ -55,7 +55,7 @@ def draw_window_sinks(fig: Figure, scores: torch.Tensor, window: int, sink: floa
     ax_probs.set_xticks([0, T // 2, T + 1], ["0", str(T // 2), "sink"])
     ax_probs.set(title="attention weights" + (f", sink logit {sink:g}" if use_sink else ", no sink"),
                  xlabel="key", ylabel="query")
-    fig.colorbar(im, ax=ax_probs, shrink=0.8)
+    fig.colorbar(im, ax=ax_probs, shrink=0.8, label="weight")
 
     rows = np.arange(T)
     ax_share.barh(rows, share.numpy(), color="tab:purple", label="to the sink")

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import FuncFormatter
 
 from ..config import preset
 from ..memory import format_count
@@ -30,6 +31,15 @@ def part_counts(name: str) -> dict[str, tuple[int, int]]:
     return counts
 
 
+def _count_tick(millions: float, _position: object = None) -> str:
+    """A tick of an axis in millions as a count: 0.01 -> '10K', 200 -> '200M', 1000 -> '1B'."""
+    n = millions * 1e6
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:g}{unit}"
+    return f"{n:g}"
+
+
 def draw_parameters(fig: Figure, model: str, scale: str) -> None:
     """Bars of each part's total and active parameters of one preset (in millions)."""
     counts = part_counts(model)
@@ -42,7 +52,8 @@ def draw_parameters(fig: Figure, model: str, scale: str) -> None:
     ax.set_yticks(list(ys), PARTS)
     ax.invert_yaxis()
     ax.set_xscale(scale)
-    ax.set_xlabel("parameters, millions" + (" (log scale)" if scale == "log" else ""))
+    ax.xaxis.set_major_formatter(FuncFormatter(_count_tick))  # a log axis in millions read "10^-2": say 10K
+    ax.set_xlabel("parameters" + (" (log scale)" if scale == "log" else ""))
     pc = preset(model).param_counts()
     ax.set_title(f"{model}: {format_count(pc['total'])} total, {format_count(pc['active'])} active")
     for y, part in zip(ys, PARTS):

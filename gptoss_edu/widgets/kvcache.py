@@ -48,8 +48,8 @@ def draw_kv_cache(fig: Figure, cfg: ModelConfig, context: int, layers: int, kv_h
     nbytes = DTYPE_BYTES[dtype]
     contexts = np.unique(np.geomspace(shortest_context(cfg), cfg.context_length, 40).astype(int))
     kinds = attention_kinds(cfg, kv_heads)
-    colours = ("tab:red", "tab:orange", "tab:blue")
-    styles = ("--", "-", ":")  # red and orange are hard to tell apart for some readers: the lines differ too
+    colours = ("tab:purple", "tab:orange", "tab:blue")  # no red beside the orange: some readers cannot tell them apart
+    styles = ("--", "-", ":")  # and the lines differ too
     gib = 2 ** 30
     drawn = []
     for (label, h), colour, style in zip(kinds.items(), colours, styles):
@@ -70,7 +70,7 @@ def draw_kv_cache(fig: Figure, cfg: ModelConfig, context: int, layers: int, kv_h
                    "(every layer full)")
     left.title.set_fontsize(9)
     left.grid(alpha=0.3, which="both")
-    left.legend(fontsize=7, loc="upper left")
+    left.legend(fontsize=8, loc="upper left")
 
     sizes = [cache_bytes(cfg, context, layers, h, nbytes) / gib for h in kinds.values()]
     bars = right.bar(["MHA", "GQA", "MQA"], sizes, color=colours)

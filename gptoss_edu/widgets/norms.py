@@ -36,8 +36,9 @@ def norm_explorer(dim: int = 16, seed: int = 0) -> Explorer:
         left.set_title(f"input x = {scale:.3g} * pattern {'-' if mean < 0 else '+'} {abs(mean):.3g}\n"
                        f"rms {x.pow(2).mean().sqrt().item():.3g}", fontsize=9)
         left.set_xlabel("dimension")
+        left.set_ylabel("value")
         left.set_xticks(range(0, dim, max(1, dim // 8)))
-        left.legend(fontsize=7, loc="best")
+        left.legend(fontsize=8, loc="best")
         right.bar(idx - 0.2, ln.numpy(), width=0.4, color="#1f77b4", label="LayerNorm")
         right.bar(idx + 0.2, rms.numpy(), width=0.4, color="#ff7f0e", label="RMSNorm")
         right.set_ylim(-3.5, 3.5)
@@ -47,7 +48,8 @@ def norm_explorer(dim: int = 16, seed: int = 0) -> Explorer:
                         f"RMSNorm {rms.std(correction=0).item():.2f}", fontsize=9)
         right.set_xlabel("dimension")
         right.set_xticks(range(0, dim, max(1, dim // 8)))
-        right.legend(fontsize=7, loc="lower right")
+        right.set_ylabel("normalised value")
+        right.legend(fontsize=8, loc="lower right")
 
     return Explorer(
         "LayerNorm vs RMSNorm",

@@ -59,7 +59,7 @@ def draw_swiglu(fig: Figure, alpha: float, limit: float) -> None:
     right.set(title=f"output (up + 1) * gate, max {hi:.3g}", xlabel="gate pre-activation",
               ylabel="up pre-activation")
     right.title.set_fontsize(9)
-    fig.colorbar(im, ax=right, shrink=0.85)
+    fig.colorbar(im, ax=right, shrink=0.85, label="output")
 
 
 def swiglu_explorer(alpha: float = 1.702, limit: float = 7.0) -> Explorer:
