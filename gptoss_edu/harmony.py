@@ -83,6 +83,11 @@ class SystemContent:
                 f"unknown reasoning effort {self.reasoning!r}; choose one of "
                 f"{', '.join(REASONING_EFFORTS)}"
             )
+        names = [ns.name for ns in self.tools]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:  # openai-harmony keys them by name: it would keep only the last, and render other tokens
+            raise HarmonyError(f"two tool namespaces named {', '.join(map(repr, twice))}: give each its own name, "
+                               "or put their tools in one")
 
 
 @dataclass
@@ -186,6 +191,8 @@ def _json(value: Any) -> str:
     """A JSON value written compactly, the way serde_json displays it (its numbers, its key order)."""
     if isinstance(value, float) and math.isfinite(value):
         return _float_json(value)
+    if isinstance(value, int) and not isinstance(value, bool) and not -2**63 <= value < 2**64:
+        return _float_json(float(value))  # past i64 and u64 serde_json holds a whole number as an f64
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_json(v) for v in value) + "]"
     if isinstance(value, dict):

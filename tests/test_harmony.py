@@ -286,6 +286,10 @@ EDGE_SCHEMAS = {
     "boolean_property": {"type": "object", "properties": {"a": True, "b": {"type": "string"}}},
     "tuple_items": {"type": "object", "properties": {"a": {"type": "array", "items": [{"type": "string"}]}}},
     "boolean_variant": {"type": "object", "properties": {"a": {"oneOf": [True, {"type": "string"}]}}},
+    # Whole numbers past 64 bits: serde_json holds them as floats, and writes them so.
+    "huge_integer_defaults": {"type": "object", "properties": {
+        f"n{i}": {"type": "integer", "default": v}
+        for i, v in enumerate((2**63 - 1, 2**64 - 1, 2**64, -2**63, -2**63 - 1, 10**30, -(10**25) - 7))}},
 }
 
 
@@ -294,6 +298,12 @@ def test_tool_schema_edge_cases_match(name, ref):
     messages = _tool_conversation("Edge cases.", EDGE_SCHEMAS[name])
     ours, theirs = h.render_conversation(messages), ref_render_completion(ref, messages)
     assert ours == theirs, (get_encoding("o200k_harmony").decode(ours), ref.decode(theirs))
+
+
+def test_two_tool_namespaces_of_one_name_are_refused():
+    """openai-harmony keeps such namespaces by name, so only the last would reach the model: said, not rendered."""
+    with pytest.raises(h.HarmonyError, match="two tool namespaces named 'browser': give each its own name"):
+        h.system("low", tools=[h.ToolNamespace("browser"), h.ToolNamespace("python"), h.ToolNamespace("browser")])
 
 
 @pytest.mark.parametrize("description", ["Gets weather.\r", "one\r\ntwo\r", "\r", "a\rb\n\n", "line\r\n"])
