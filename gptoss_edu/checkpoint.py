@@ -388,7 +388,8 @@ def device_room(device: torch.device) -> tuple[int, str] | None:
         return int(free), f"{device} has {format_bytes(free)} free"
     if device.type == "cpu":
         ram = total_ram()
-        limited = ram and ram != physical_ram()
+        physical = physical_ram()
+        limited = ram and physical is not None and ram < physical
         return (ram, f"this {'container may use' if limited else 'machine has'} {format_bytes(ram)} of RAM") if ram else None
     return None
 

@@ -396,11 +396,12 @@ def container_memory_limit(root: Path = Path("/sys/fs/cgroup"), own: Path = Path
     try:
         for line in own.read_text().splitlines():
             number, controllers, group = line.split(":", 2)
-            group = group.lstrip("/")
+            # The group and every group above it: a limit set on a parent (a Slurm job's, say) holds too.
+            groups = [Path(group.lstrip("/")), *Path(group.lstrip("/")).parents]
             if number == "0" and not controllers:
-                files += [root / group / "memory.max", root / "unified" / group / "memory.max"]
+                files += [root / g / "memory.max" for g in groups] + [root / "unified" / g / "memory.max" for g in groups]
             elif "memory" in controllers.split(","):
-                files.append(root / "memory" / group / "memory.limit_in_bytes")
+                files += [root / "memory" / g / "memory.limit_in_bytes" for g in groups]
     except (OSError, ValueError):
         pass
     limits = []

@@ -161,13 +161,13 @@ def save_tensors(tensors: dict, file: Path, metadata: dict[str, str] | None = No
 
 
 class DiskFull(OSError):
-    """A write of ``destination`` that filled the disk; nothing there was changed, the partial files are gone."""
+    """A write of ``destination`` that filled the disk, or (``before``) that was measured not to fit; nothing
+    there was changed, the partial files are gone."""
 
-    def __init__(self, destination: Path, needed: int, at_least: bool = False, before: bool = False) -> None:
+    def __init__(self, destination: Path, needed: int, before: bool = False) -> None:
         from .memory import disk_free, format_bytes
 
-        # before: found by measuring ahead, so nothing was started.
-        self.destination, self.needed, self.at_least, self.before = destination, needed, at_least, before
+        self.destination, self.needed, self.before = destination, needed, before
         # Measured now, once the partial files are removed: what a rerun would find.
         free = disk_free(destination.parent)
         # A temporary folder's disk (a shared /tmp, a small tmpfs) is not one a learner can free: say how to move it.
@@ -178,12 +178,12 @@ class DiskFull(OSError):
                      if temporary else "")
         what = (f"not enough room on the disk to write {destination}: nothing was written" if before else
                 f"could not write {destination} (the disk is full): nothing there was changed")
-        super().__init__(errno.ENOSPC, f"{what}. It needs {'more than ' if at_least else ''}{format_bytes(needed)}, "
+        super().__init__(errno.ENOSPC, f"{what}. It needs {format_bytes(needed)}, "
                                        f"and {format_bytes(free)} are free on that disk: free some space, then run "
                                        f"again{elsewhere}")
 
     def __reduce__(self):  # noqa: ANN204 (picklable, as OSError's own arguments are not these)
-        return type(self), (self.destination, self.needed, self.at_least, self.before)
+        return type(self), (self.destination, self.needed, self.before)
 
 
 def in_course_folder(path: str | Path) -> str:

@@ -741,7 +741,7 @@ def export(result: TrainResult, path: str | Path, command: str | None = None, ab
         try:
             folder = write_checkpoint(result.model, tmp / "ckpt", mxfp4=True)
         except DiskFull as e:  # named as the folder it was going to, not the temporary one
-            raise DiskFull(path, e.needed, e.at_least) from e
+            raise DiskFull(path, e.needed, before=e.before) from e
         cfg, tc = result.model_config, result.train_config
         ids = HARMONY_SPECIAL_TOKENS
         if cfg._is_gptoss_shaped() and cfg.vocab_size > ids["<|call|>"]:

@@ -229,3 +229,16 @@ def test_gpu_check_gives_the_benchmark_the_time_left_and_on_a_gpu_drops_the_inte
     assert 540 <= limit <= 575  # what is left of 575 s after the start-up
     done = run(["bash", "benchmarks/gpu_check.sh"], TOTAL_S="100", **env)
     assert "== benchmark (limit 120 s)" in done.stdout  # never less than 120 s
+
+
+def test_count_decode_ops_prints_the_kernels_of_a_step():
+    """The counts RESULTS.md quotes come from this script: the static step runs fewer aten ops than the eager one."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # launches recorded, not interpreted
+    done = subprocess.run([sys.executable, "benchmarks/count_decode_ops.py", "--where"], cwd=ROOT, capture_output=True,
+                          text=True, env={**env, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {line.split()[0]: line.split() for line in done.stdout.splitlines()[1:3]}
+    static, eager = (float(rows[k][2]) for k in ("static", "eager"))  # aten ops a layer
+    assert 0 < static < eager
+    assert float(rows["static"][4]) == float(rows["eager"][4]) > 0  # the same Triton launches a layer
+    assert "gptoss_edu/static_decode.py" in done.stdout  # --where names the package's lines

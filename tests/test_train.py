@@ -442,7 +442,7 @@ def test_a_full_disk_is_a_message_naming_the_folder_and_the_space(tmp_path, caps
     with pytest.raises(OSError, match=f"could not write {re.escape(str(tmp_path / 'ck'))} .*It needs "
                                       f"{re.escape(g.memory.format_bytes(whole))}, and .* free some space"):
         g.write_checkpoint(model, tmp_path / "ck", dtype=torch.float32)
-    # Sharded, the disk filling at the second shard: more than what was seen so far, not one shard's size.
+    # Sharded, the disk filling at the second shard: the whole size, measured before the write, not one shard's.
     calls = []
 
     def full_at_second(tensors, filename, metadata=None):
@@ -452,7 +452,7 @@ def test_a_full_disk_is_a_message_naming_the_folder_and_the_space(tmp_path, caps
         real(tensors, filename, metadata=metadata)
 
     monkeypatch.setattr(safetensors.torch, "save_file", full_at_second)
-    with pytest.raises(OSError, match="It needs more than "):
+    with pytest.raises(OSError, match=f"the disk is full.*It needs {re.escape(g.memory.format_bytes(whole))}, and "):
         g.write_checkpoint(model, tmp_path / "ck", dtype=torch.float32, max_shard_bytes=1)  # a shard a tensor
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     # A run's model export names the run's folder, not the temporary one it was written in.
@@ -461,6 +461,13 @@ def test_a_full_disk_is_a_message_naming_the_folder_and_the_space(tmp_path, caps
     with pytest.raises(OSError, match=f"could not write {re.escape(str(tmp_path / 'exported'))} \\(the disk"):
         T.export(result, tmp_path / "exported")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    # Measured not to fit before anything is written: said so, under the export's own name.
+    monkeypatch.setattr(g.checkpoint, "disk_free", lambda path: 0)
+    with pytest.raises(OSError, match=f"not enough room on the disk to write {re.escape(str(tmp_path / 'exported'))}"
+                                      ": nothing was written"):
+        T.export(result, tmp_path / "exported")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    monkeypatch.setattr(g.checkpoint, "disk_free", g.memory.disk_free)
     # Any other error of safetensors' is left as it is.
     monkeypatch.setattr(safetensors.torch, "save_file", lambda *a, **k: (_ for _ in ()).throw(
         SafetensorError("invalid tensor")))
