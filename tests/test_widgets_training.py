@@ -94,7 +94,7 @@ def test_the_steps_between_are_purples_light_to_dark():
     import matplotlib.pyplot as plt
 
     names = ["01 GPT-2", "02 RoPE", "03 RMSNorm", "04 GQA", "09 gpt-oss"]
-    ramp = [to_hex(c) for c in plt.get_cmap("Purples")(np.linspace(0.4, 0.95, 3))]
+    ramp = [to_hex(c) for c in plt.get_cmap("Purples")(np.linspace(0.55, 0.95, 3))]
     assert run_colours(names) == {"01 GPT-2": "C0", "02 RoPE": ramp[0], "03 RMSNorm": ramp[1], "04 GQA": ramp[2],
                                   "09 gpt-oss": "C1"}
 
@@ -113,3 +113,22 @@ def test_a_run_with_no_steps_recorded_draws_nothing_and_breaks_nothing():
     assert lines == {"a (train)": 40, "empty (train)": 0}
     lowest = min(smooth([h["loss"] for h in fake_run(0.0).history], 50))
     assert ex.figure.axes[0].get_ylim()[0] == pytest.approx(lowest - 0.3)  # set by the run that has steps
+
+
+def test_the_axis_shows_where_runs_finish_not_where_they_all_start():
+    """Losses fall from ln(vocabulary) (10.8 for GPT-2's): the axis ends above the highest finish and says so."""
+    def falling(offset):
+        run = fake_run(offset)
+        run.history = [{"step": s, "loss": 11.0 if s == 1 else 5.0 + offset - 0.01 * s} for s in range(1, 41)]
+        return run
+
+    ex = loss_explorer({"gpt2": falling(0.0), "gpt-oss": falling(-0.5)})
+    ex.set(smoothing=1)
+    ax = ex.figure.axes[0]
+    low, high = ax.get_ylim()
+    assert high == pytest.approx(5.0 - 0.4 + 1.5) and low < 4.1  # the highest finish (gpt2: 4.6) + 1.5
+    assert any("curves start near 11.0" in t.get_text() for t in ax.texts)
+    flat = falling(0.0)
+    flat.history[0]["loss"] = 5.0  # a run that falls little: nothing clipped, nothing said
+    ex = loss_explorer({"gpt2": flat})
+    assert not ex.figure.axes[0].texts

@@ -43,7 +43,16 @@ def plot_losses(ax: Axes, runs: Mapping[str, TrainResult], smoothing: int = 10, 
     ax.set_xlabel("tokens seen" if x_axis == "tokens" else "optimizer step")
     ax.set_ylabel("loss (nats per token)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8)
+    # Every run starts near ln(vocabulary), far above where runs differ: the axis ends a little above the
+    # highest loss a run finishes at, so the gaps between runs fill the picture (the start is clipped, and said).
+    ends = [smooth([h["loss"] for h in r.history], smoothing)[-1] for r in runs.values() if r.history]
+    starts = [r.history[0]["loss"] for r in runs.values() if r.history]
+    if ends and max(starts) > max(ends) + 1.5:
+        top = max(ends) + 1.5
+        ax.set_ylim(None, top)
+        ax.text(0.99, 0.98, f"curves start near {max(starts):.1f}, above the axis", transform=ax.transAxes,
+                ha="right", va="top", fontsize=8, color="#555")
 
 
 def run_colours(names: Sequence[str]) -> dict[str, str]:
@@ -52,7 +61,7 @@ def run_colours(names: Sequence[str]) -> dict[str, str]:
     # order and leave blue and orange to the two ends. A run keeps its colour when others are hidden.
     names = list(names)
     between = names[1:-1]
-    ramp = plt.get_cmap("Purples")(np.linspace(0.4, 0.95, len(between))) if between else []
+    ramp = plt.get_cmap("Purples")(np.linspace(0.55, 0.95, len(between))) if between else []  # 0.4 is too pale
     ends = {names[-1]: "C1", names[0]: "C0"} if names else {}
     return {**{n: to_hex(c) for n, c in zip(between, ramp)}, **ends}
 
@@ -81,7 +90,7 @@ def loss_explorer(runs: Mapping[str, TrainResult], shown: Sequence[str] | None =
         if show_val:  # a smoothed curve lags above the loss: the val dots may sit lower, and must stay in view
             lows += [e["val_loss"] for r in picked.values() for e in r.evals]
         if lows:
-            ax.set_ylim(min(lows) - 0.3, None)
+            ax.set_ylim(min(lows) - 0.3, ax.get_ylim()[1])
         ax.set_title(f"loss while training (trailing mean over {smoothing} step{'s' if smoothing > 1 else ''})",
                      fontsize=10)
 
