@@ -23,7 +23,12 @@ class Router(nn.Module):
         """(logits [N, E], weights [N, k], indices [N, k]) for tokens x [N, d]."""
         # Route in float32 (or float64 in a float64 model): bf16 ties would flip which experts are chosen.
         wide = torch.float64 if x.dtype == torch.float64 else torch.float32
-        logits = nn.functional.linear(x.to(wide), self.weight.to(wide), self.bias.to(wide))
+        return self.route(x, self.weight.to(wide), self.bias.to(wide))
+
+    def route(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """forward's arithmetic with the weight and bias given already widened (static_decode widens them once)."""
+        logits = nn.functional.linear(x.to(weight.dtype), weight, bias)
         top, indices = logits.topk(self.top_k, dim=-1)
         return logits, torch.softmax(top, dim=-1), indices
 

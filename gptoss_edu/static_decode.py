@@ -103,11 +103,8 @@ def _feed_forward_step(mlp: nn.Module, x: torch.Tensor,
     if not isinstance(mlp, MoE):
         return mlp(x)  # a dense MLP has fixed shapes already
     flat = x.reshape(-1, x.shape[-1])
-    if router is None:
-        _, weights, indices = mlp.router(flat)  # top-k: always k experts a token
-    else:  # Router.forward's arithmetic, on the weights converted once
-        top, indices = nn.functional.linear(flat.to(router[0].dtype), *router).topk(mlp.router.top_k, dim=-1)
-        weights = torch.softmax(top, dim=-1)
+    # top-k: always k experts a token
+    _, weights, indices = mlp.router(flat) if router is None else mlp.router.route(flat, *router)
     experts = mlp.experts
     if experts.backend == "triton" and experts.packed:
         from gptoss_kernels.moe import moe_mxfp4_decode
