@@ -1,7 +1,15 @@
 """Command line of the course: `python -m gptoss_edu COMMAND ...` (also `gptoss-edu COMMAND`).
 
 Each command is a module with `add_arguments(parser)` and `run(args) -> exit status`;
-adding one is a line in COMMANDS.
+adding one is a line in COMMANDS. Every command exits with the same statuses, so a script (a
+teacher's, say) can tell a "no" from a failure:
+
+- 0: done; for a check, everything passed;
+- 1: done, and the answer is no: `doctor` found a FAIL, `progress` an exercise not yet right,
+  `download --dry-run` a download that does not fit;
+- 2: not done: the command line, a file, the network or the machine did not allow it, and the
+  message on stderr says why (argparse too exits with 2 for a bad command line);
+- 130: interrupted (Ctrl-C); 141: the reader of the output went away (`... | head`).
 """
 
 from __future__ import annotations
@@ -74,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser(command, load=command in COMMANDS)
     except MissingPackage as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2
     except KeyboardInterrupt:  # Ctrl-C while torch and the rest are still importing
         print(file=sys.stderr)
         return 130
@@ -84,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except ModuleNotFoundError as err:  # a package a command imports only when it needs it
         print(f"error: {_missing_package(args.command, err)}", file=sys.stderr)
-        return 1
+        return 2
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130

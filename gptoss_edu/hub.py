@@ -597,7 +597,7 @@ def run(args: argparse.Namespace) -> int:
         folder = download(args.repo, args.local_dir, include_original=args.original, revision=args.revision)
     except HubError as e:
         print(f"download: {e}", file=sys.stderr)
-        return 1
+        return 2
     except KeyboardInterrupt:
         print(f"\ndownload: interrupted; {KEPT}: {AGAIN} to fetch the rest", file=sys.stderr)
         return 130

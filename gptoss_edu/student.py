@@ -163,10 +163,10 @@ def run(args: argparse.Namespace) -> int:
                   f"destination, e.g. gptoss-edu student {args.src} ~/gpt-oss-course", file=sys.stderr)
         else:
             print(f"student: {e}", file=sys.stderr)
-        return 1
+        return 2
     except ValueError as e:
         print(f"student: {e}", file=sys.stderr)
-        return 1
+        return 2
     for name, n in counts.items():
         print(f"{name}: {n} solution cell{'s' if n != 1 else ''} removed")
     print(f"student copy in {args.dst}/")

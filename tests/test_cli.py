@@ -48,7 +48,7 @@ def test_student_copies_without_solutions(tmp_path, capsys):
     assert "01_a.ipynb: 1 solution cell removed" in capsys.readouterr().out
     copied = json.loads((tmp_path / "out" / "01_a.ipynb").read_text())
     assert "x = 1" not in json.dumps(copied)
-    assert main(["student", str(tmp_path / "empty"), str(tmp_path / "out2")]) == 1
+    assert main(["student", str(tmp_path / "empty"), str(tmp_path / "out2")]) == 2
 
 
 def test_student_replaces_only_an_unchanged_earlier_copy(tmp_path, capsys, monkeypatch):
@@ -66,7 +66,7 @@ def test_student_replaces_only_an_unchanged_earlier_copy(tmp_path, capsys, monke
     assert (out / ".ipynb_checkpoints" / "01_a-checkpoint.ipynb").read_text() == "autosaved"
     (out / "01_a.ipynb").write_text((out / "01_a.ipynb").read_text().replace("removed", "my answer"))
     capsys.readouterr()
-    assert main(["student", str(src), str(out)]) == 1  # a learner's answers are never overwritten
+    assert main(["student", str(src), str(out)]) == 2  # a learner's answers are never overwritten
     assert "01_a.ipynb: changed or added since" in capsys.readouterr().err
     assert "my answer" in (out / "01_a.ipynb").read_text()
 
@@ -77,12 +77,12 @@ def test_student_replaces_only_an_unchanged_earlier_copy(tmp_path, capsys, monke
     monkeypatch.chdir(src)
     for dst, why in ((keep, "not a student copy"), (tmp_path / "afile", "not a folder"), (src, "the course itself"),
                      (tmp_path, "the course itself"), (Path(".."), "the course itself"), (Path("."), "the course")):
-        assert main(["student", str(src), str(dst)]) == 1
+        assert main(["student", str(src), str(dst)]) == 2
         assert why in capsys.readouterr().err
     assert (keep / "important.txt").read_text() == "x" and (tmp_path / "afile").read_text() == "y"
     assert (src / "01_a.ipynb").exists() and not list(tmp_path.glob(".*"))  # nothing left behind
     (src / "02_b.ipynb").write_text("{")
-    assert main(["student", str(src), str(tmp_path / "new")]) == 1
+    assert main(["student", str(src), str(tmp_path / "new")]) == 2
     assert "02_b.ipynb is not a readable notebook" in capsys.readouterr().err
     assert not (tmp_path / "new").exists() and not list(tmp_path.glob(".new*"))
 
@@ -90,17 +90,17 @@ def test_student_replaces_only_an_unchanged_earlier_copy(tmp_path, capsys, monke
 def test_download_of_a_local_folder_checks_it(tmp_path, capsys):
     assert main(["download", str(REPO / "data" / "tiny-gpt-oss")]) == 0
     assert capsys.readouterr().out.strip().endswith("tiny-gpt-oss")
-    assert main(["download", str(tmp_path)]) == 1                  # an empty folder is not a checkpoint
+    assert main(["download", str(tmp_path)]) == 2                  # an empty folder is not a checkpoint
     assert "config.json" in capsys.readouterr().err
 
 
 def test_download_offline_says_what_to_do(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert main(["download", "openai/gpt-oss-20b", "--local-dir", str(tmp_path / "w")]) == 1
+    assert main(["download", "openai/gpt-oss-20b", "--local-dir", str(tmp_path / "w")]) == 2
     err = capsys.readouterr().err
     assert "offline" in err and "hf download" in err
     # A dry run lists the repository: no traceback, a reason.
-    assert main(["download", "openai/gpt-oss-20b", "--dry-run"]) == 1
+    assert main(["download", "openai/gpt-oss-20b", "--dry-run"]) == 2
     assert "cannot plan the download: offline mode is on (HF_HUB_OFFLINE=1)" in capsys.readouterr().err
 
 
@@ -158,7 +158,7 @@ def test_a_command_whose_package_is_missing_says_which_and_where_to_get_it(argv)
     """A learner running the system Python instead of the course's: one line naming torch, not a traceback."""
     done = subprocess.run([sys.executable, "-c", _WITHOUT_TORCH, *argv], capture_output=True, text=True,
                           timeout=120, cwd=REPO)
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert "Traceback" not in done.stderr, done.stderr
     assert f"`python -m gptoss_edu {argv[0]}` needs torch" in done.stderr
     assert "make venv" in done.stderr and "python -m gptoss_edu doctor" in done.stderr
@@ -169,7 +169,7 @@ def test_a_package_a_command_imports_late_is_named_too():
     code = hide_modules("huggingface_hub") + _RUN_MAIN
     done = subprocess.run([sys.executable, "-c", code, "download", "openai/gpt-oss-20b", "--dry-run"],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "`python -m gptoss_edu download` needs huggingface_hub" in done.stderr
 
 

@@ -415,7 +415,7 @@ def test_a_course_path_given_from_another_folder_is_found_and_named(tmp_path, mo
     assert str(e.value).startswith(f"there is no 'data/tiny-gpt-oss' in {tmp_path} (a command reads paths from the "
                                    f"folder it runs in), but the course's folder has one: pass "
                                    f"{REPO / 'data' / 'tiny-gpt-oss'}, or run the command from {REPO}")
-    assert main(["student"]) == 1
+    assert main(["student"]) == 2
     assert f"there is no 'notebooks' in {tmp_path}" in capsys.readouterr().err
     assert not (tmp_path / "student").exists()
 
@@ -515,8 +515,8 @@ def test_a_refusal_or_a_full_disk_during_the_download_says_what_to_do(tmp_path, 
     with pytest.raises(kind, match=says) as caught:
         hub.download(REPO, tmp_path / "w", progress=False)
     assert isinstance(caught.value.__cause__, OSError)  # the library's error stays attached for a traceback
-    # The command line prints the message and exits with status 1, as for every other HubError.
-    assert main(["download", REPO, "--local-dir", str(tmp_path / "w")]) == 1
+    # The command line prints the message and exits with status 2, as for every other HubError.
+    assert main(["download", REPO, "--local-dir", str(tmp_path / "w")]) == 2
 
 
 def test_progress_bars_are_restored(tmp_path, monkeypatch):
@@ -741,7 +741,7 @@ def test_a_malformed_repository_id_is_a_clear_error_online_and_offline(tmp_path,
     for typo in ("openai/gpt-oss-20b ", "gpt oss"):
         with pytest.raises(hub.HubError, match=f"{typo!r} is neither a folder here nor a Hub repository id"):
             hub.download(typo, tmp_path / "w", progress=False)
-    assert main(["download", "openai/gpt-oss 20b", "--dry-run"]) == 1
+    assert main(["download", "openai/gpt-oss 20b", "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "neither a folder here nor a Hub repository id" in err and "Traceback" not in err
     assert fake.listed == 0 and fake.downloads == []
@@ -825,7 +825,7 @@ def test_an_online_download_never_writes_into_a_folder_holding_another_model(tmp
     with pytest.raises(hub.HubError, match=f"{re.escape(str(mine))} already holds another model than {REPO} .*"
                                            "num_hidden_layers 4.*give openai/gpt-oss-20b a --local-dir of its own"):
         hub.download(REPO, mine, progress=False)
-    assert main(["download", REPO, "--local-dir", str(mine), "--dry-run"]) == 1
+    assert main(["download", REPO, "--local-dir", str(mine), "--dry-run"]) == 2
     assert "already holds another model" in capsys.readouterr().err
     # A repository the course does not know: a config.json huggingface_hub did not write there is someone else's.
     with pytest.raises(hub.HubError, match="its config.json was not downloaded there by huggingface_hub"):
@@ -842,7 +842,7 @@ def test_an_online_download_never_writes_into_a_folder_holding_another_model(tmp
 def test_a_dry_run_into_a_file_is_refused_as_the_download_is(tmp_path, monkeypatch, capsys):
     FakeHub(monkeypatch)
     (tmp_path / "afile").write_text("x")
-    assert main(["download", REPO, "--local-dir", str(tmp_path / "afile"), "--dry-run"]) == 1
+    assert main(["download", REPO, "--local-dir", str(tmp_path / "afile"), "--dry-run"]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
 
 

@@ -62,7 +62,7 @@ def test_a_file_added_to_an_earlier_copy_is_kept(tmp_path, capsys):
     assert main(["student", str(src), str(out)]) == 0
     (out / "my_notes.ipynb").write_text("{}")
     capsys.readouterr()
-    assert main(["student", str(src), str(out)]) == 1
+    assert main(["student", str(src), str(out)]) == 2
     assert "my_notes.ipynb: changed or added since" in capsys.readouterr().err
     assert (out / "my_notes.ipynb").read_text() == "{}"
 
@@ -74,7 +74,7 @@ def test_a_folder_where_a_notebook_was_is_refused(tmp_path, capsys):
     (out / "01_a.ipynb").mkdir()
     (out / "01_a.ipynb" / "work.txt").write_text("mine")
     capsys.readouterr()
-    assert main(["student", str(src), str(out)]) == 1
+    assert main(["student", str(src), str(out)]) == 2
     assert "01_a.ipynb: changed or added since" in capsys.readouterr().err
     assert (out / "01_a.ipynb" / "work.txt").read_text() == "mine"
 
@@ -87,7 +87,7 @@ def test_a_damaged_manifest_is_named(tmp_path, capsys, manifest):
     assert main(["student", str(src), str(out)]) == 0
     (out / MANIFEST).write_bytes(manifest)
     capsys.readouterr()
-    assert main(["student", str(src), str(out)]) == 1
+    assert main(["student", str(src), str(out)]) == 2
     assert "is damaged" in capsys.readouterr().err
     assert (out / "01_a.ipynb").exists()  # the earlier copy is left as it was
 
@@ -96,7 +96,7 @@ def test_a_link_is_not_a_destination(tmp_path, capsys):
     src, target = course(tmp_path), tmp_path / "target"
     target.mkdir()
     (tmp_path / "link").symlink_to(target)
-    assert main(["student", str(src), str(tmp_path / "link")]) == 1
+    assert main(["student", str(src), str(tmp_path / "link")]) == 2
     assert "not a folder" in capsys.readouterr().err
     assert (tmp_path / "link").is_symlink() and list(target.iterdir()) == []
 
@@ -107,7 +107,7 @@ def test_the_folder_you_are_in_is_never_replaced(tmp_path, capsys, monkeypatch):
     (out / ".ipynb_checkpoints").mkdir()
     monkeypatch.chdir(out / ".ipynb_checkpoints")  # a shell inside the earlier copy
     capsys.readouterr()
-    assert main(["student", str(src), str(out)]) == 1
+    assert main(["student", str(src), str(out)]) == 2
     assert "holds the folder you are in" in capsys.readouterr().err
 
 
@@ -135,7 +135,7 @@ def test_a_destination_that_may_not_be_written_is_named_with_what_to_do(tmp_path
         raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / ".student._o1l4wmk"))
 
     monkeypatch.setattr(tempfile, "mkdtemp", denied)
-    assert main(["student", str(src), str(tmp_path / "student")]) == 1
+    assert main(["student", str(src), str(tmp_path / "student")]) == 2
     err = capsys.readouterr().err
     assert err == (f"student: cannot write into {tmp_path.resolve()} (Permission denied): give a folder you may write "
                    f"as the destination, e.g. gptoss-edu student {src} ~/gpt-oss-course\n"), err
@@ -155,7 +155,7 @@ def test_a_failed_swap_puts_the_earlier_copy_back(tmp_path, capsys, monkeypatch)
         return real_replace(source, target)
 
     monkeypatch.setattr(os, "replace", flaky_replace)
-    assert main(["student", str(src), str(out)]) == 1
+    assert main(["student", str(src), str(out)]) == 2
     assert (out / "01_a.ipynb").read_bytes() == before
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # nothing left beside it
 
@@ -268,7 +268,7 @@ def test_a_full_disk_names_the_copy_and_the_room_it_takes(tmp_path, capsys, monk
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(Path, "write_bytes", full)
-    assert main(["student", str(src), str(out)]) == 1
+    assert main(["student", str(src), str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"student: could not write {out} (no space left on the disk): nothing there was changed. "
                           "The copy takes about 0.0 MB: free some space"), err
@@ -290,7 +290,7 @@ def test_a_source_notebook_that_may_not_be_read_is_named_as_such(tmp_path, capsy
         return read_text(path, *args, **kwargs)
 
     monkeypatch.setattr(Path, "read_text", denied)
-    assert main(["student", str(src), str(tmp_path / "student")]) == 1
+    assert main(["student", str(src), str(tmp_path / "student")]) == 2
     assert capsys.readouterr().err == f"student: cannot read {first} (Permission denied): nothing was written\n"
     assert not (tmp_path / "student").exists()
 
@@ -308,7 +308,7 @@ def test_the_copies_open_in_the_kernel_the_teacher_names(tmp_path, capsys, monke
     copied = json.loads((tmp_path / "out" / "01_a.ipynb").read_text())
     assert copied["metadata"]["kernelspec"] == {"display_name": "gpt-oss course", "language": "python",
                                                 "name": "gptoss-edu"}
-    assert main(["student", str(src), str(tmp_path / "other"), "--kernel", "gptoss-edux"]) == 1
+    assert main(["student", str(src), str(tmp_path / "other"), "--kernel", "gptoss-edux"]) == 2
     err = capsys.readouterr().err
     assert "no Jupyter kernel named 'gptoss-edux'" in err and "ipykernel install --name gptoss-edux" in err
     assert not (tmp_path / "other").exists()
