@@ -28,7 +28,7 @@ from torch import nn
 
 from . import mxfp4
 from .config import ModelConfig, alternating_layer_types, check_layer_count, read_number, read_whole
-from .env import device_problem, physical_ram, total_ram
+from .env import device_problem, is_container_limit, total_ram
 from .files import DiskFull, leftovers, replace_folder, save_tensors
 from .hub import pickle_weights
 from .memory import disk_free, format_bytes, is_out_of_memory
@@ -388,9 +388,9 @@ def device_room(device: torch.device) -> tuple[int, str] | None:
         return int(free), f"{device} has {format_bytes(free)} free"
     if device.type == "cpu":
         ram = total_ram()
-        physical = physical_ram()
-        limited = ram and physical is not None and ram < physical
-        return (ram, f"this {'container may use' if limited else 'machine has'} {format_bytes(ram)} of RAM") if ram else None
+        if not ram:
+            return None
+        return ram, f"this {'container may use' if is_container_limit(ram) else 'machine has'} {format_bytes(ram)} of RAM"
     return None
 
 

@@ -423,10 +423,15 @@ def total_ram() -> int | None:
     return min(ram, limit)
 
 
+def is_container_limit(ram: int) -> bool:
+    """Whether ``ram`` (total_ram's answer) is a container's limit: less than the machine's own RAM."""
+    physical = physical_ram()
+    return physical is not None and ram < physical
+
+
 def ram_words(ram: int) -> str:
     """``ram`` (total_ram's answer) in words that say whose limit it is, e.g. '4.0 GiB (the container's limit)'."""
-    physical = physical_ram()
-    return gib(ram) + (" (the container's limit)" if physical is not None and ram < physical else "")
+    return gib(ram) + (" (the container's limit)" if is_container_limit(ram) else "")
 
 
 def gpu_info() -> tuple[str, int] | None:

@@ -1079,7 +1079,7 @@ def test_a_dtype_that_is_no_float_is_refused_before_anything_is_written(tmp_path
 
 def test_the_room_on_a_cpu_is_the_containers_when_it_limits_the_memory(monkeypatch):
     monkeypatch.setattr(ck, "total_ram", lambda: 2 * 2**30)
-    monkeypatch.setattr(ck, "physical_ram", lambda: 64 * 2**30)
+    monkeypatch.setattr(env, "physical_ram", lambda: 64 * 2**30)
     assert ck.device_room(torch.device("cpu")) == (2 * 2**30, "this container may use 2.00 GiB of RAM")
-    monkeypatch.setattr(ck, "physical_ram", lambda: 2 * 2**30)
+    monkeypatch.setattr(env, "physical_ram", lambda: 2 * 2**30)
     assert ck.device_room(torch.device("cpu")) == (2 * 2**30, "this machine has 2.00 GiB of RAM")
