@@ -469,8 +469,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
         seen.add(target)
         # A damaged value is found here, not as a crash in sampling. The checks stay on the device and
         # are read once at the end; the smallest and largest values (NaN wins both) need no copy the
-        # size of the tensor. Scale byte 255 is MXFP4's NaN.
-        sound.append((source, placed.max() != 255 if target.endswith("_scales")
+        # size of the tensor. Scale byte 255 is MXFP4's NaN; a packed block with scale 253 or 254
+        # unpacks to values past float32's and bfloat16's range (4 x 2^126 = 2^128), which no model holds.
+        sound.append((source, placed.max() <= mxfp4.MAX_FINITE_SCALE if target.endswith("_scales")
                       else None if placed.dtype == torch.uint8 or not placed.numel()
                       else torch.stack(torch.aminmax(placed)).isfinite().all()))
 
@@ -517,6 +518,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
                 if len(pending[base]) == 2:
                     parts = pending.pop(base)
                     (blocks_name, blocks), (scales_name, scales) = parts["blocks"], parts["scales"]
+                    unpacked = (*blocks.shape[:-2], blocks.shape[-2] * 32) if blocks.dim() >= 2 else None
+                    if unpacked != tuple(expected[base].shape):  # before dequantize allocates what the file claims
+                        raise CheckpointError(
+                            f"tensor {blocks_name!r} has shape {tuple(blocks.shape)}, which unpacks to {unpacked}; "
+                            f"this config expects {tuple(expected[base].shape)} for {base} (is config.json from the "
+                            "same model?)")
                     dense = convert(f"tensors {blocks_name!r} {tuple(blocks.shape)} and {scales_name!r} "
                                     f"{tuple(scales.shape)}", lambda: mxfp4.dequantize(blocks, scales, dtype))
                     place(base, dense, name, tuple(dense.shape))
@@ -560,7 +567,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
         if damaged:
             raise CheckpointError(f"{path}: tensor(s) {', '.join(map(repr, damaged[:5]))}"
                                   + (f" and {len(damaged) - 5} more" if len(damaged) > 5 else "")
-                                  + " hold NaN or infinite values (or MXFP4's NaN scale, 255): the file is damaged, "
+                                  + " hold NaN or infinite values (or MXFP4 scale bytes above "
+                                  f"{mxfp4.MAX_FINITE_SCALE}: 255 is MXFP4's NaN, and 253 or 254 unpack past "
+                                  "float32's range): the file is damaged, "
                                   "or was saved from a model whose weights had diverged")
     if cfg.tie_embeddings:
         if tied_copy is not None and not torch.equal(tied_copy[1].to(device=device, dtype=dtype), model.embed.weight):

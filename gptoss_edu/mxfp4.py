@@ -11,6 +11,8 @@ import torch
 
 BLOCK_SIZE = 32
 SCALE_BIAS = 127
+# The largest scale byte whose every value float32 and bfloat16 hold: 6 x 2^(252 - 127) < 2^128 <= 4 x 2^126.
+MAX_FINITE_SCALE = 252
 
 # The 16 E2M1 codes: bit 3 is the sign, bits 2-1 the exponent, bit 0 the mantissa.
 FP4_VALUES: tuple[float, ...] = (

@@ -837,6 +837,34 @@ def test_a_checkpoint_is_readable_by_others_as_the_umask_allows(tmp_path, layout
     assert len(modes) > 2 and set(modes.values()) == {file_mode}, modes
     assert stat.S_IMODE(path.stat().st_mode) == folder_mode
 
+def test_the_largest_finite_scale_is_252():
+    codes = torch.arange(16, dtype=torch.uint8)
+    blocks = (codes | codes << 4).repeat(2)[:16].reshape(1, 16)  # every code of E2M1, twice
+    for dtype in (torch.float32, torch.bfloat16):
+        assert mxfp4.dequantize(blocks, torch.tensor([mxfp4.MAX_FINITE_SCALE], dtype=torch.uint8), dtype).isfinite().all()
+        assert not mxfp4.dequantize(blocks, torch.tensor([mxfp4.MAX_FINITE_SCALE + 1], dtype=torch.uint8),
+                                    dtype).isfinite().all()
+
+
+def test_packed_experts_of_the_wrong_shape_are_refused_before_they_are_unpacked(tmp_path, monkeypatch):
+    """A file with more experts than config.json says was unpacked in full (16 x its bytes), then refused."""
+    path = g.write_checkpoint(small_gptoss(), tmp_path / "ck", mxfp4=True)
+    tensors = load_file(path / "model.safetensors")
+    name = "model.layers.0.mlp.experts.down_proj"
+    for half in ("_blocks", "_scales"):  # twice the experts, and nothing else changed
+        tensors[name + half] = torch.cat([tensors[name + half]] * 2)
+    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+    E, d_model, d_ff = 8, 64, 64
+    assert tensors[name + "_blocks"].shape == (2 * E, d_model, d_ff // 32, 16)
+    unpacked = []
+    monkeypatch.setattr(mxfp4, "dequantize", lambda *a, **k: unpacked.append(a) or pytest.fail("unpacked"))
+    with pytest.raises(g.CheckpointError, match=re.escape(
+            f"tensor '{name}_blocks' has shape {(2 * E, d_model, d_ff // 32, 16)}, which unpacks to "
+            f"{(2 * E, d_model, d_ff)}; this config expects {(E, d_model, d_ff)} for ")):
+        g.load_model(path)
+    assert unpacked == []
+
+
 @pytest.mark.parametrize("keep_mxfp4", [True, False])
 def test_nan_or_infinite_weights_and_the_nan_scale_are_refused_by_name(tmp_path, keep_mxfp4):
     """Once loaded, a NaN weight crashed the chat in sampling ('probability tensor contains nan')."""
@@ -853,6 +881,14 @@ def test_nan_or_infinite_weights_and_the_nan_scale_are_refused_by_name(tmp_path,
         with pytest.raises(g.CheckpointError) as e:
             g.load_model(path, keep_mxfp4=keep_mxfp4)
         assert f"tensor(s) {name!r} hold NaN or infinite values" in str(e.value)
+    if keep_mxfp4:  # packed, a scale of 253 or 254 is found as it is placed; dense, as the values it gives
+        for scale in (253, 254):
+            bad = dict(tensors)
+            bad[scales] = tensors[scales].clone()
+            bad[scales].view(-1)[1] = scale
+            save_file(bad, str(path / "model.safetensors"), metadata={"format": "pt"})
+            with pytest.raises(g.CheckpointError, match=r"hold NaN or infinite values \(or MXFP4 scale bytes above 252"):
+                g.load_model(path, keep_mxfp4=True)
     bad = dict(tensors)
     bad["model.embed_tokens.weight"] = torch.full_like(tensors["model.embed_tokens.weight"], 3e38)  # big, finite
     save_file(bad, str(path / "model.safetensors"), metadata={"format": "pt"})
