@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import re
 import shutil
@@ -162,11 +163,13 @@ FILE_KEYS = {
                 "context_length": "max_position_embeddings", "norm_eps": "rms_norm_eps",
                 "n_experts": "num_local_experts", "experts_per_token": "num_experts_per_tok",
                 "rope_scaling_factor": "rope_scaling's factor",
-                "rope_original_context": "rope_scaling's original_max_position_embeddings"},
+                "rope_original_context": "rope_scaling's original_max_position_embeddings",
+                "rope_beta_fast": "rope_scaling's beta_fast", "rope_beta_slow": "rope_scaling's beta_slow"},
     "original": {"d_model": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
                  "n_kv_heads": "num_key_value_heads", "d_ff": "intermediate_size", "n_experts": "num_experts",
                  "context_length": "initial_context_length x rope_scaling_factor",
-                 "rope_original_context": "initial_context_length"},
+                 "rope_original_context": "initial_context_length", "rope_beta_fast": "rope_ntk_beta",
+                 "rope_beta_slow": "rope_ntk_alpha"},
 }
 
 
@@ -193,6 +196,10 @@ def config_from_original(cfg: dict[str, Any], name: str = "gpt-oss") -> ModelCon
     if not cfg["rope_scaling_factor"] >= 1:  # NaN too; else refused as the Hugging Face key it becomes
         raise CheckpointError(f"original/config.json's 'rope_scaling_factor' must be 1 or more (YaRN stretches the "
                               f"context, never shrinks it), got {cfg['rope_scaling_factor']}")
+    context = cfg["initial_context_length"] * cfg["rope_scaling_factor"]
+    if not math.isfinite(context) or context >= 2**63:
+        raise CheckpointError(f"original/config.json's 'initial_context_length' x 'rope_scaling_factor' "
+                              f"({cfg['initial_context_length']} x {cfg['rope_scaling_factor']}) is too large a context")
     n = cfg["num_hidden_layers"]
     check_layer_count(n)
     hf = {
@@ -204,7 +211,7 @@ def config_from_original(cfg: dict[str, Any], name: str = "gpt-oss") -> ModelCon
         "swiglu_limit": cfg["swiglu_limit"], "sliding_window": cfg["sliding_window"],
         # The reference gives even layers the window; a window of 0 means none, so every layer is full.
         "layer_types": list(alternating_layer_types(n)) if cfg["sliding_window"] else ["full_attention"] * n,
-        "max_position_embeddings": int(cfg["initial_context_length"] * cfg["rope_scaling_factor"]),
+        "max_position_embeddings": int(context),
         "initial_context_length": cfg["initial_context_length"],
         "rope_scaling": {"rope_type": "yarn", "factor": cfg["rope_scaling_factor"],
                          "beta_fast": cfg["rope_ntk_beta"], "beta_slow": cfg["rope_ntk_alpha"],

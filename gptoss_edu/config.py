@@ -112,6 +112,9 @@ class ModelConfig:
              f"rope_theta must be more than 1 (the base of the rotary frequencies), got {self.rope_theta}")
         need(self.positions != "yarn" or self.rope_original_context > 0,
              f"rope_original_context must be positive, got {self.rope_original_context}")
+        # YaRN's correction range counts rotations: log(context / (2 pi beta)) needs each beta positive.
+        for f in ("rope_beta_fast", "rope_beta_slow"):
+            need(self.positions != "yarn" or getattr(self, f) > 0, f"{f} must be positive, got {getattr(self, f)}")
         need(self.swiglu_limit > 0, f"swiglu_limit must be positive, got {self.swiglu_limit}")
         need(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         if self.n_experts:
@@ -296,15 +299,20 @@ def read_number(d: dict[str, Any], key: str, default: Any, where: str = "config.
     v = d.get(key, default)
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ValueError(f"{where}'s {key!r} must be a number, got {v!r}")
-    return float(v)
+    try:
+        return float(v)
+    except OverflowError:  # a whole number past float's range: JSON has no bound on digits
+        raise ValueError(f"{where}'s {key!r} is too large a number ({len(str(v))} digits)") from None
 
 
 def read_whole(d: dict[str, Any], key: str, default: Any = None, where: str = "config.json") -> int:
     """``d[key]`` (or ``default``) as an int; a clear ValueError if it is not a whole number."""
     v = d.get(key, default)
     # 4096.0 is a whole number (some tools write every number as a float, and transformers reads it).
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v).is_integer():
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or isinstance(v, float) and not v.is_integer():
         raise ValueError(f"{where}'s {key!r} must be a whole number, got {v!r}")
+    if abs(v) >= 2**63:  # torch's sizes are 64-bit integers
+        raise ValueError(f"{where}'s {key!r} is too large a number ({len(str(abs(int(v))))} digits)")
     return int(v)
 
 
@@ -323,10 +331,10 @@ def _from_gpt2(cfg: dict[str, Any], name: str | None) -> ModelConfig:
     if act not in ("gelu_new", "gelu", "gelu_pytorch_tanh"):
         raise ValueError(f"GPT-2 config.json has activation_function {act!r}: the course supports gelu_new and gelu")
     # Two attention variants transformers' GPT-2 implements and the course's attention does not.
-    if not cfg.get("scale_attn_weights", True):
+    if not read_flag(cfg, "scale_attn_weights", True):
         raise ValueError("GPT-2 config.json has scale_attn_weights false (scores not divided by sqrt(head_dim)): "
                          "the course's attention always scales them, so this model cannot be loaded")
-    if cfg.get("scale_attn_by_inverse_layer_idx", False):
+    if read_flag(cfg, "scale_attn_by_inverse_layer_idx", False):
         raise ValueError("GPT-2 config.json has scale_attn_by_inverse_layer_idx true (layer i's scores divided by "
                          "i + 1): the course's attention does not, so this model cannot be loaded")
     return ModelConfig(
@@ -406,6 +414,9 @@ def _rope_settings(cfg: dict[str, Any]) -> tuple[dict[str, Any], str]:
         raise ValueError(f"config.json's {key!r} must be an object like {{\"rope_type\": \"yarn\", \"factor\": 32.0, "
                          f"...}}, got {rs!r}")
     rope_type = rs.get("rope_type", rs.get("type"))
+    if rope_type is not None and not isinstance(rope_type, str):  # a list or an object: not a name to look up
+        raise ValueError(f"config.json's {key} has rope_type {rope_type!r}: it must be a string, 'yarn' (gpt-oss's) "
+                         "or 'default' (plain RoPE)")
     if rope_type not in _ROPE_KEYS:
         raise ValueError(f"config.json's {key} has rope_type {rope_type!r}{_did_you_mean(rope_type, _ROPE_KEYS)}: "
                          "the course runs 'yarn' (gpt-oss's) and 'default' (plain RoPE)")

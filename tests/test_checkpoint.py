@@ -940,6 +940,20 @@ def test_a_config_value_of_the_wrong_type_is_named(tmp_path, layout, key, value,
     ("hf", {"num_experts_per_tok": None, "experts_per_token": 0}, "experts_per_token must be in 1..n_experts (8), "
                                                                   "got 0 (in this file, n_experts is 'num_local_experts')"),
     ("gpt2", {"n_embd": 0}, "d_model must be positive, got 0 (in this file, d_model is 'n_embd')"),
+    # Found by a review of hostile files: a ZeroDivisionError, a math domain error, or no key named.
+    ("original", {"rope_ntk_alpha": 0.0}, "rope_beta_slow must be positive, got 0.0 (in this file, rope_beta_slow "
+                                          "is 'rope_ntk_alpha')"),
+    ("original", {"rope_ntk_beta": -1.0}, "rope_beta_fast must be positive, got -1.0 (in this file, rope_beta_fast "
+                                          "is 'rope_ntk_beta')"),
+    ("original", {"rope_ntk_beta": float("nan")}, "rope_beta_fast must be a finite number, got nan (in this file, "
+                                                  "rope_beta_fast is 'rope_ntk_beta')"),
+    ("original", {"rope_scaling_factor": float("inf")}, "original/config.json's 'initial_context_length' x "
+                                                        "'rope_scaling_factor' (16 x inf) is too large a context"),
+    ("original", {"initial_context_length": 10**300}, "original/config.json's 'initial_context_length' is too large "
+                                                      "a number (301 digits)"),
+    ("hf", {"max_position_embeddings": 10**400}, "config.json's 'max_position_embeddings' is too large a number "
+                                                 "(401 digits)"),
+    ("hf", {"rope_theta": 10**400}, "config.json's 'rope_theta' is too large a number (401 digits)"),
 ])
 def test_a_bad_setting_is_named_as_its_file_names_it(tmp_path, layout, changes, message):
     """ModelConfig's checks name its own fields (n_heads, norm_eps); the reader has the file's keys in front of them."""
@@ -966,6 +980,24 @@ def test_a_bad_rope_setting_is_named_where_the_file_keeps_it(tmp_path):
             ck.read_config(path)
         assert f"(in this file, rope_original_context is \"{possessive} original_max_position_embeddings\")" in str(
             err.value)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"beta_fast": 0.0}, "rope_beta_fast must be positive, got 0.0 (in this file, rope_beta_fast is \"rope_scaling's "
+                         "beta_fast\")"),
+    ({"beta_slow": float("nan")}, "rope_beta_slow must be a finite number, got nan (in this file, rope_beta_slow is "
+                                  "\"rope_scaling's beta_slow\")"),
+    ({"rope_type": ["yarn"]}, "config.json's rope_scaling has rope_type ['yarn']: it must be a string, 'yarn'"),
+])
+def test_a_bad_yarn_setting_is_named_as_its_file_names_it(tmp_path, changes, message):
+    """A beta of 0 stopped the model's construction with a ZeroDivisionError; a list as rope_type, 'unhashable'."""
+    path = g.write_checkpoint(small_gptoss(), tmp_path / "ck")
+    raw = json.loads((path / "config.json").read_text())
+    raw["rope_scaling"] |= changes
+    (path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(g.CheckpointError) as err:
+        g.load_model(path)
+    assert message in str(err.value)
 
 
 def test_a_device_torch_cannot_use_is_refused_before_reading_with_what_runs_instead(written, monkeypatch):

@@ -328,6 +328,10 @@ def test_bad_configs_name_the_problem():
         with pytest.raises(ValueError, match=f"{key} {str(value).lower()}"):
             g.ModelConfig.from_hf_config({**gpt2, key: value})
     assert g.ModelConfig.from_hf_config({**gpt2, "scale_attn_weights": True, "reorder_and_upcast_attn": True})
+    # The string "false" was read as true: scale_attn_weights loaded as if set, the other misquoted as true.
+    for key in ("scale_attn_weights", "scale_attn_by_inverse_layer_idx"):
+        with pytest.raises(ValueError, match=f"config.json's '{key}' must be true or false, got 'false'"):
+            g.ModelConfig.from_hf_config({**gpt2, key: "false"})
 
 
 @pytest.mark.parametrize("name", ["gpt2-124m", "gpt-oss-20b", "gpt-oss-120b"])
