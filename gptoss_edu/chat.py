@@ -28,6 +28,7 @@ from .generate import Generation, check_max_new_tokens, check_sampling, release_
 from .memory import format_bytes, format_count, is_out_of_memory
 from .model import GPT
 from .static_decode import fast_step
+from .terminal import printable
 from .tokenizer import HARMONY_VOCAB_SIZE, get_encoding
 
 DIM, RESET = "\x1b[2m", "\x1b[0m"
@@ -188,11 +189,11 @@ class ChatSession:
                     if printed:
                         self._write("\n")
                     if piece.channel != "final":
-                        to = f" to {piece.recipient}" if piece.recipient else ""
+                        to = f" to {printable(piece.recipient)}" if piece.recipient else ""
                         label = "thinking" if piece.channel == "analysis" else piece.channel
                         self._write(f"[{label}{to}] ", dim=True)
                 if piece.text:
-                    self._write(piece.text, dim=piece.channel != "final")
+                    self._write(printable(piece.text), dim=piece.channel != "final")  # the model's: no escapes
                     printed = True
         except KeyboardInterrupt:
             interrupted = True
@@ -252,7 +253,7 @@ class ChatSession:
         n = len(stats.tokens)
         speed = f"{n} tokens, {stats.tokens_per_second:.1f} tokens/s" if n else "no tokens"
         prompt = f"prompt {stats.prompt_tokens} tokens in {stats.prefill_seconds:.2f} s"
-        self._write(f"({speed}; {prompt}{''.join('; ' + x for x in notes)})", dim=True)
+        self._write(printable(f"({speed}; {prompt}{''.join('; ' + x for x in notes)})"), dim=True)  # names from the model
         self._write("\n")
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .student import SOLUTION_TAG
+from .terminal import printable
 
 # An exercise cell calls its check at the start of a line: check_gelu(my_gelu).
 CHECK_CALL = re.compile(r"^(check_\w+)\(", re.M)
@@ -222,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
         for results in students.values():
             for name, found_here in results.items():
                 for e in found_here:
-                    print(f"{MARKS[e.status]} {name[:2]} {e.check}: {e.message}")
+                    print(printable(f"{MARKS[e.status]} {name[:2]} {e.check}: {e.message}"))  # a notebook's text
                 if not found_here:
                     print(f"- {name[:2]} (no exercise)")
     every = [e for results in students.values() for found_here in results.values() for e in found_here]

@@ -284,3 +284,26 @@ def test_the_reply_ends_at_end_of_text_which_is_not_shown(monkeypatch):
     assert "endoftext" not in out.getvalue() and "more text" not in out.getvalue()
     assert "max-new-tokens" not in out.getvalue() and "harmony format" not in out.getvalue()
     assert session.messages[-1] == harmony.assistant("Hello", "final")  # kept, as an answer that ended there
+
+
+def test_escape_sequences_a_model_writes_are_shown_not_obeyed(monkeypatch):
+    """A model's text reached the terminal raw: a title change, a screen clear, a clipboard write (OSC 52)."""
+    title, clear, clipboard = "\x1b]0;owned\x07", "\x1b[2J", "\x1b]52;c;cm0gLXJm\x07"
+    monkeypatch.setattr(chat, "stream", recording(
+        f"<|channel|>commentary to=functions.x{clear}<|message|>{{}}<|call|>", []))
+    out = io.StringIO()
+    chat.ChatSession(fake_model(), out=out, color=False).reply("q")
+    monkeypatch.setattr(chat, "stream", recording(f"<|channel|>final<|message|>{title}{clear}Hi\r{clipboard}<|return|>", []))
+    chat.ChatSession(fake_model(), out=out, color=False).reply("q")
+    shown = out.getvalue()
+    assert "\x1b" not in shown and "\x07" not in shown and "\r" not in shown, repr(shown)
+    assert "\\x1b]0;owned\\x07\\x1b[2JHi\\x0d\\x1b]52;c;cm0gLXJm\\x07" in shown  # shown as text, nothing lost
+    assert "to functions.x\\x1b[2J" in shown
+
+
+def test_printable_keeps_text_newlines_and_tabs_and_shows_every_control_character():
+    from gptoss_edu.terminal import printable
+
+    assert printable("naïve — 日本\n\tok ✅") == "naïve — 日本\n\tok ✅"
+    controls = [chr(c) for c in [*range(0x00, 0x09), *range(0x0b, 0x20), *range(0x7f, 0xa0)]]
+    assert all(printable(c) == f"\\x{ord(c):02x}" for c in controls)

@@ -180,3 +180,10 @@ def test_progress_in_a_folder_of_course_notebooks_reads_that_folder(tmp_path, ca
     monkeypatch.chdir(tmp_path)
     assert main(["progress"]) == 0
     assert capsys.readouterr().out == "✅ 01 check_a: Right\n"
+
+
+def test_a_saved_output_cannot_drive_the_teachers_terminal(tmp_path, capsys):
+    """A student's saved verdict with an escape sequence (a clipboard write, a screen clear) was printed raw."""
+    notebook(tmp_path / "eve" / "01_x.ipynb", ("check_a(f)", [result("❌ \x1b]52;c;cm0gLXJmIH4=\x07\x1b[2Jbad")]))
+    assert main(["progress", str(tmp_path / "eve")]) == 1
+    assert capsys.readouterr().out == "❌ 01 check_a: \\x1b]52;c;cm0gLXJmIH4=\\x07\\x1b[2Jbad\n"

@@ -1,0 +1,14 @@
+"""Text that came from a model or a notebook, made safe to print on a terminal."""
+
+from __future__ import annotations
+
+import re
+
+# C0 controls but tab and newline, DEL, and C1 controls: ESC and CSI begin the sequences that clear the
+# screen, retitle the window or write the clipboard (OSC 52), and a carriage return overwrites a line.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters shown as ``\\xNN``, so that printing it cannot drive the terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
