@@ -131,13 +131,13 @@ def attend_masked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: to
     groups = Hq // Hkv
     # Grouped-query attention: view the query heads as [Hkv, groups] instead of copying k and v.
     qg = q.reshape(B, Hkv, groups, Tq, D)
-    # The softmax runs in float32 at least (float64 stays float64: a check to 1e-15 can use it).
-    wide = torch.float64 if q.dtype == torch.float64 else torch.float32
-    scores = (qg @ k.unsqueeze(2).transpose(-1, -2)).to(wide) * scale  # [B, Hkv, G, Tq, Tk]
+    # Scores stay in q's dtype, scaled there, as OpenAI's reference does (QK *= sm_scale): in bf16 this
+    # gives its bits. torch's softmax computes in float32 inside and rounds once.
+    scores = (qg @ k.unsqueeze(2).transpose(-1, -2)) * scale  # [B, Hkv, G, Tq, Tk]
     scores = scores.masked_fill(~allowed, float("-inf"))
     if sinks is not None:
         # The sink is one more logit in every row; its probability is dropped after the softmax.
-        sink = sinks.to(wide).reshape(1, Hkv, groups, 1, 1).expand(B, Hkv, groups, Tq, 1)
+        sink = sinks.to(scores.dtype).reshape(1, Hkv, groups, 1, 1).expand(B, Hkv, groups, Tq, 1)
         probs = torch.softmax(torch.cat((scores, sink), dim=-1), dim=-1)[..., :-1]
     else:
         probs = torch.softmax(scores, dim=-1)

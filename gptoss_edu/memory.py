@@ -51,6 +51,7 @@ def dims(config: Any) -> dict[str, int]:
         out[key] = int(value)
     for key, (course_name, default) in _FLAGS.items():
         out[key] = int(bool(get(key, course_name, default)))
+    out["num_experts_per_tok"] = int(get("num_experts_per_tok", "experts_per_token", 4) or 0)  # gpt-oss's 4 if unsaid
     return out
 
 
@@ -116,7 +117,7 @@ def workspace_parts(config: Any, prompt_tokens: int, context: int | None = None,
     """Peak temporary bytes of each phase of the course's PyTorch forward pass over ``prompt_tokens``.
 
     The phases follow one another, so a pass needs the largest of them (``workspace_bytes``):
-    attention holds float32 scores for ``QUERY_CHUNK`` queries at a time; the experts unpack one
+    attention holds the scores for ``QUERY_CHUNK`` queries at a time; the experts unpack one
     expert's MXFP4 weights through float32 temporaries; the last step makes the logits of every
     prompt position, or with ``last_only`` (as generation runs it) of the last one. Decode steps
     (one query over ``context`` keys) need far less. The Triton kernels never hold the scores nor
@@ -141,13 +142,13 @@ def workspace_parts(config: Any, prompt_tokens: int, context: int | None = None,
     # Live through the pass: the residual stream and its normed copy, the rotary cos/sin (float32).
     stream = N * (2 * d * act + 2 * hd * 4)
 
-    # Attention, per score element: float32 scores, their masked copy, and the softmax with its
-    # sink column (12 bytes); the previous chunk's masked scores and softmax stay alive while the
-    # next chunk's are made.
+    # Attention, per score element, in the model's dtype: the scores, their masked copy, and the
+    # softmax with its sink column (3 values); the previous chunk's masked scores and softmax stay
+    # alive while the next chunk's are made.
     chunks = [min(QUERY_CHUNK, P - s) for s in range(0, P, QUERY_CHUNK)]
     prev = [0] + chunks[:-1]
-    per_key = max(max(12 * c_ + 4 * p_, 8 * c_ + 8 * p_) for c_, p_ in zip(chunks, prev))
-    decode = 12 * max(int(context or P), P)  # one query over every cached key
+    per_key = act * max(max(3 * c_ + p_, 2 * c_ + 2 * p_) for c_, p_ in zip(chunks, prev))
+    decode = 3 * act * max(int(context or P), P)  # one query over every cached key
     attention = B * H * max(per_key * P, decode) + N * 3 * (d + q + 2 * kv) * act
 
     # Experts, one at a time: mxfp4.dequantize makes the unpacked weights (n values) through about
@@ -155,13 +156,14 @@ def workspace_parts(config: Any, prompt_tokens: int, context: int | None = None,
     # most _DEQUANT_CHUNK weights at a time; first for gate_up [2ff, d], then for down [d, ff] while
     # the SwiGLU output [N, ff] waits; between the two, gate_up's output and the SwiGLU's temporaries
     # take about 7 ff values a token. At worst every token picks the same expert. Beside these live
-    # the block's input, its normed copy, the gathered tokens, the summed output, and the router's
-    # float32 logits.
+    # the block's input, its normed copy, the gathered tokens, the summed output, the router's
+    # float32 logits, and each token's k weighted outputs in float32 (summed and rounded once) with
+    # one expert's products on their way there.
     def unpack(n: int) -> int:
         return n * act + min(n, _DEQUANT_CHUNK) * 13
 
     ffn = max(unpack(2 * ff * d), unpack(d * ff) + N * ff * act, N * 7 * ff * act) if E else N * 7 * ff * act
-    experts = ffn + N * (6 * d * act + 4 * E)
+    experts = ffn + N * (6 * d * act + 4 * E) + N * c["num_experts_per_tok"] * d * 4
     rows = B if last_only else N  # the positions whose logits are made
     logits = rows * V * act + rows * 4 * d  # the norm before the head works in float32
     return {"attention": attention, "experts": experts, "logits": logits, "stream": stream}

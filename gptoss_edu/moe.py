@@ -65,15 +65,17 @@ class Experts(nn.Module):
         """Sum over each token's chosen experts of weight * expert(x), for x [N, d]."""
         if self.backend == "triton":
             return self._forward_triton(x, indices, weights)
-        out = torch.zeros_like(x)
+        # Each token's k weighted outputs are summed in float32 (float64 in a float64 model), slot by slot,
+        # and rounded once, as OpenAI's reference and the Triton kernels do: in bf16 every addition rounds.
+        wide = torch.float64 if x.dtype == torch.float64 else torch.float32
+        weighted = x.new_zeros(*indices.shape, x.shape[-1], dtype=wide)  # [N, k, d]
         for e in indices.unique().tolist():
             token, slot = torch.where(indices == e)
             h = gptoss_swiglu(x[token] @ self.weight("gate_up_proj", e, x.dtype).T + self.gate_up_proj_bias[e].to(x.dtype),
                               self.alpha, self.limit)
             y = h @ self.weight("down_proj", e, x.dtype).T + self.down_proj_bias[e].to(x.dtype)
-            # The routing weights are float32 (the router routes in float32): back to x's dtype for out.
-            out.index_add_(0, token, (y * weights[token, slot, None]).to(x.dtype))
-        return out
+            weighted[token, slot] = y.to(wide) * weights[token, slot, None].to(wide)
+        return weighted.sum(dim=1).to(x.dtype)
 
     def _forward_triton(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         if not self.packed:

@@ -91,7 +91,8 @@ def _experts_gathered(experts: Experts, x: torch.Tensor, indices: torch.Tensor, 
                       experts.alpha, experts.limit)
     w2 = experts.weight("down_proj", chosen, x.dtype)  # [N*K, d, ff]
     y = h @ w2.transpose(1, 2) + experts.down_proj_bias[chosen, None].to(x.dtype)  # [N*K, 1, d]
-    return (y.view(N, K, -1) * weights[..., None]).to(x.dtype).sum(dim=1)
+    wide = torch.float64 if x.dtype == torch.float64 else torch.float32  # Experts.forward's sum, in its order
+    return (y.view(N, K, -1).to(wide) * weights[..., None].to(wide)).sum(dim=1).to(x.dtype)
 
 
 def _feed_forward_step(mlp: nn.Module, x: torch.Tensor,

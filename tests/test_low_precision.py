@@ -1,8 +1,10 @@
-"""The model's float32 islands (RoPE tables, RMSNorm, the router) in a bf16 or fp16 model.
+"""A bf16 or fp16 model, where the parity tests' float32 hides what is rounded where.
 
 The parity tests run in float32, where "compute this part in float32" is a no-op; on a GPU the
-course runs in bf16, where it is not. Each test here compares against an independent reference evaluated in float32 on the same low-precision
-inputs, then rounded once to the output dtype.
+course runs in bf16, where it is not. Each test compares with a reference on the same low-precision
+inputs: transformers' RoPE tables and OpenAI's RMSNorm and attention, bit for bit; the experts' sum
+against float64, rounded once. The router is the one deliberate difference: OpenAI's reference and
+transformers route in bf16, and the course in float32 (SPEC section 6: bf16 ties flip the choice).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import pytest
 import torch
 
 import gptoss_edu as g
-from gptoss_edu.moe import Router
+from gptoss_edu.attention import attend
+from gptoss_edu.moe import Experts, Router
 from gptoss_edu.norms import rms_norm
 from gptoss_edu.rotary import Rotary
 
@@ -19,21 +22,14 @@ from gptoss_edu.rotary import Rotary
 # ---- RoPE / YaRN tables ----------------------------------------------------------------------
 
 def _reference_tables(cfg: g.ModelConfig, positions: torch.Tensor, dtype: torch.dtype):
-    """cos, sin [T, d/2] from transformers' own rope initialisation, computed in float32, rounded once."""
+    """cos, sin [T, d/2] from transformers' GptOssRotaryEmbedding: float32 angles, scaled, rounded once to dtype."""
     from transformers import GptOssConfig
-    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    from transformers.models.gpt_oss.modeling_gpt_oss import GptOssRotaryEmbedding
 
     hf = cfg.to_hf_config()
     hf.pop("quantization_config")
-    hf_cfg = GptOssConfig(**hf)
-    kind = "yarn" if cfg.positions == "yarn" else "default"
-    if kind == "yarn":
-        inv_freq, factor = ROPE_INIT_FUNCTIONS["yarn"](hf_cfg, "cpu")
-    else:
-        inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float64) / cfg.head_dim))
-        factor = 1.0
-    angles = positions.double()[:, None] * inv_freq.double()[None, :]
-    return (angles.cos() * factor).to(dtype), (angles.sin() * factor).to(dtype)
+    cos, sin = GptOssRotaryEmbedding(GptOssConfig(**hf))(torch.zeros(1, dtype=dtype), positions[None])
+    return cos[0], sin[0]
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -42,17 +38,15 @@ def _reference_tables(cfg: g.ModelConfig, positions: torch.Tensor, dtype: torch.
     g.preset("gpt-oss-20b").replace(context_length=8192),            # the real frequencies
     g.preset("gpt-oss-tiny").replace(positions="rope"),              # plain RoPE
 ], ids=["tiny-yarn", "20b-yarn", "tiny-rope"])
-def test_rope_tables_of_a_low_precision_model_are_the_float32_tables_rounded(cfg, dtype):
-    """Positions past 256 are not exact in bf16: angles must be made in float32 before the cast."""
+def test_rope_tables_of_a_low_precision_model_are_transformers_bit_for_bit(cfg, dtype):
+    """Positions past 256 are not exact in bf16: angles are made in float32, scaled there, and rounded once."""
     rotary = Rotary(cfg).to(dtype)  # as inside a model cast with .to(dtype)
     for positions in (torch.arange(0, 64), torch.arange(1000, 1040), torch.arange(cfg.context_length - 40, cfg.context_length)):
         cos, sin = rotary(positions, dtype)
         want_cos, want_sin = _reference_tables(cfg, positions, dtype)
         assert cos.dtype == sin.dtype == dtype
-        # One rounding of a value of magnitude <= 1.35: at most one bf16 ulp (2**-7), plus float32 noise in the angle.
-        tol = 2 ** -6 if dtype == torch.bfloat16 else 2 ** -9
-        torch.testing.assert_close(cos.float(), want_cos.float(), atol=tol, rtol=0)
-        torch.testing.assert_close(sin.float(), want_sin.float(), atol=tol, rtol=0)
+        torch.testing.assert_close(cos, want_cos, atol=0, rtol=0)
+        torch.testing.assert_close(sin, want_sin, atol=0, rtol=0)
 
 
 # ---- RMSNorm ---------------------------------------------------------------------------------
@@ -94,7 +88,7 @@ def test_rmsnorm_of_low_precision_inputs_is_computed_in_float32(dtype, scale):
 
 @pytest.mark.parametrize("n_experts,k,d", [(32, 4, 64), (8, 2, 96), (128, 4, 128)])
 def test_router_of_a_bf16_model_routes_in_float32(n_experts, k, d):
-    """The router's comment (and SPEC section 6): route in float32, or bf16 rounding flips near-ties."""
+    """Route in float32 (SPEC section 6; OpenAI's reference and transformers route in bf16): bf16 flips near-ties."""
     cfg = g.preset("gpt-oss-tiny").replace(d_model=d, n_experts=n_experts, experts_per_token=k)
     router = Router(cfg)
     gen = torch.Generator().manual_seed(n_experts)
@@ -111,3 +105,44 @@ def test_router_of_a_bf16_model_routes_in_float32(n_experts, k, d):
     torch.testing.assert_close(logits.double(), want_logits, atol=1e-5, rtol=0)
     assert torch.equal(indices, want_idx)
     torch.testing.assert_close(weights.double(), torch.softmax(want_top, dim=-1), atol=1e-5, rtol=0)
+
+
+# ---- attention and the experts' sum ------------------------------------------------------------
+
+@pytest.mark.parametrize("head_dim, T, window", [(64, 40, 0), (64, 300, 16), (32, 100, 8), (12, 70, 0)])
+def test_attention_of_a_bf16_model_is_openais_bit_for_bit(head_dim, T, window):
+    """Scores scaled in bf16 and a softmax over the bf16 row with its sink, as gpt_oss.torch.model.sdpa does."""
+    from gpt_oss.torch.model import sdpa
+
+    Hq, Hkv = 8, 2
+    gen = torch.Generator().manual_seed(head_dim * T + window)
+    q, k, v = (torch.randn(1, h, T, head_dim, generator=gen).mul(2).bfloat16() for h in (Hq, Hkv, Hkv))
+    sinks = torch.randn(Hq, generator=gen).bfloat16()
+    scale = 1 / head_dim ** 0.5  # OpenAI's sm_scale; not a power of two at 32 or 12
+    ours = attend(q, k, v, scale=scale, window=window, sinks=sinks)  # [1, Hq, T, D]
+    theirs = sdpa(q[0].transpose(0, 1).reshape(T, Hkv, Hq // Hkv, head_dim), k[0].transpose(0, 1),
+                  v[0].transpose(0, 1), sinks, scale, window)  # [T, Hq * D]
+    assert ours.dtype == torch.bfloat16
+    torch.testing.assert_close(ours[0].transpose(0, 1).reshape(T, -1), theirs, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("n_experts, k", [(8, 2), (32, 4)])
+def test_the_experts_outputs_of_a_bf16_model_are_summed_then_rounded_once(n_experts, k):
+    """Each token's k weighted expert outputs, summed in float32 and rounded once: not k roundings in bf16."""
+    cfg = g.preset("gpt-oss-tiny").replace(d_model=64, d_ff=64, n_experts=n_experts, experts_per_token=k)
+    gen = torch.Generator().manual_seed(n_experts)
+    experts = Experts(cfg)
+    with torch.no_grad():
+        for p in experts.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    experts = experts.to(torch.bfloat16)
+    x = torch.randn(512, 64, generator=gen).bfloat16()
+    indices = torch.rand(512, n_experts, generator=gen).topk(k, dim=-1).indices
+    weights = torch.softmax(torch.randn(512, k, generator=gen), dim=-1)  # float32, as the router gives them
+    got = experts(x, indices, weights)
+    # From the same bf16 expert outputs: the weighted sum in float64, then one rounding.
+    each = torch.stack([experts(x, indices[:, j:j + 1], torch.ones(512, 1)) for j in range(k)], dim=1)  # [N, k, d]
+    exact = (each.double() * weights.double()[..., None]).sum(dim=1)
+    ulp = torch.finfo(torch.bfloat16).eps * exact.abs().clamp(min=2.0 ** -126).log2().floor().exp2()
+    assert got.dtype == torch.bfloat16
+    assert ((got.double() - exact).abs() <= ulp / 2 * (1 + 2.0 ** -10)).all()  # within half an ulp: rounded once

@@ -266,7 +266,7 @@ def test_plan_adds_up_and_says_whether_it_fits():
     p = memory.plan(cfg, 4096, gpu_bytes=16 * memory.GiB, prompt_tokens=512)
     assert p.weights == SPEC_CHECKPOINT["20b"]
     assert p.kv_cache == (4096 + 128) * SPEC_KV_PER_TOKEN["20b"] // 2  # the window layers hold 128
-    assert p.workspace == memory.workspace_bytes(cfg, 512, 4096)
+    assert p.workspace == memory.workspace_bytes(cfg, 512, 4096, last_only=True)  # generation makes the last logits only
     assert p.total == p.weights + p.kv_cache + p.workspace
     assert p.fits is True and p.headroom == 16 * memory.GiB - p.total
     fp32 = memory.plan(cfg, 4096, gpu_bytes=16 * memory.GiB, prompt_tokens=512, dtype_bytes=4)
