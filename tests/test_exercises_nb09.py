@@ -56,7 +56,7 @@ def test_right_answer_with_log2_passes():
     (make(half=True), "not head_dim / 2"),
     (make(clamp=False), "clamp the range"),
     (make(top=lambda d: 1e9), "clamp the range"),  # only the low end clamped
-    (make(top=lambda d: d), "head_dim 16, theta 100"),  # clamped one dim too high
+    (make(top=lambda d: d), "head_dim 16, base 100"),  # clamped one dim too high
     (make(top=lambda d: d // 2 - 1), "not to the last pair"),  # clamped to the pairs
     (make(truncate_mode="never"), "truncate is true here"),
     (make(truncate_mode="always"), "truncate is false here.*vLLM"),

@@ -10,7 +10,7 @@ from . import CheckResult, failed, not_a_function, passed
 
 CorrectionRange = Callable[[int, float, int, float, float, bool], tuple[float, float]]
 
-# (head_dim, theta, original_context, beta_fast, beta_slow, truncate): gpt-oss both ways, a
+# (head_dim, base, original_context, beta_fast, beta_slow, truncate): gpt-oss both ways, a
 # LLaMA-like head, a small one where the low end falls below 0 and one where the high end passes
 # head_dim - 1: both must be clamped.
 CASES = [
@@ -24,9 +24,9 @@ CASES = [
 RTOL = 1e-6
 
 
-def _reference(head_dim: int, theta: float, context: int, beta_fast: float, beta_slow: float,
+def _reference(head_dim: int, base: float, context: int, beta_fast: float, beta_slow: float,
                truncate: bool) -> tuple[float, float]:
-    cfg = preset("gpt-oss-20b").replace(head_dim=head_dim, rope_theta=theta, rope_original_context=context,
+    cfg = preset("gpt-oss-20b").replace(head_dim=head_dim, rope_theta=base, rope_original_context=context,
                                         rope_beta_fast=beta_fast, rope_beta_slow=beta_slow, rope_truncate=truncate)
     return yarn_correction_range(cfg)
 
@@ -34,14 +34,14 @@ def _reference(head_dim: int, theta: float, context: int, beta_fast: float, beta
 Rounding = tuple[Callable[[float], float], Callable[[float], float]]
 
 
-def _variant(head_dim: int, theta: float, context: int, beta_fast: float, beta_slow: float, truncate: bool, *,
+def _variant(head_dim: int, base: float, context: int, beta_fast: float, beta_slow: float, truncate: bool, *,
              two_pi: bool = True, d: float | None = None, clamp: bool = True, top: float | None = None,
              swap: bool = False, rounding: Rounding | None | str = "auto") -> tuple[float, float]:
     """The correction range with one knob per typical mistake ("auto" rounding: floor/ceil when truncating)."""
     d = head_dim if d is None else d
 
     def dim_for(rotations: float) -> float:
-        return d * math.log(context / (rotations * (2 * math.pi if two_pi else 1))) / (2 * math.log(theta))
+        return d * math.log(context / (rotations * (2 * math.pi if two_pi else 1))) / (2 * math.log(base))
 
     low, high = dim_for(beta_fast), dim_for(beta_slow)
     if swap:
@@ -87,7 +87,7 @@ def _same(got: tuple[float, float], want: tuple[float, float]) -> bool:
 
 
 def check_correction_range(fn: CorrectionRange) -> CheckResult:
-    """Try ``fn(head_dim, theta, original_context, beta_fast, beta_slow, truncate)`` on several heads."""
+    """Try ``fn(head_dim, base, original_context, beta_fast, beta_slow, truncate)`` on several heads."""
     if (wrong := not_a_function(fn)) is not None:
         return wrong
     for case in CASES:
@@ -104,7 +104,7 @@ def check_correction_range(fn: CorrectionRange) -> CheckResult:
             return failed("not yet: return a pair of numbers (low, high)")
         if _same((low, high), want):
             continue
-        where = f"head_dim {case[0]}, theta {case[1]:g}, context {case[2]}, truncate {case[5]}"
+        where = f"head_dim {case[0]}, base {case[1]:g}, context {case[2]}, truncate {case[5]}"
         for message, wrong in _typical_mistakes(case):
             if _same((low, high), wrong):
                 return failed(f"not yet ({where}): {message}.")
