@@ -112,6 +112,10 @@ def kv_cache_bytes(config: Any, context: int, batch: int = 1, dtype_bytes: int =
 
 # ---- workspace --------------------------------------------------------------------------------
 
+# attention.QUERY_CHUNK and mxfp4._DEQUANT_CHUNK, for a Python where torch does not import (tests hold them equal).
+CHUNKS_WITHOUT_TORCH = (1024, 1 << 22)
+
+
 def workspace_parts(config: Any, prompt_tokens: int, context: int | None = None, batch: int = 1,
                     dtype_bytes: int = 2, last_only: bool = False) -> dict[str, int]:
     """Peak temporary bytes of each phase of the course's PyTorch forward pass over ``prompt_tokens``.
@@ -130,8 +134,8 @@ def workspace_parts(config: Any, prompt_tokens: int, context: int | None = None,
         from .attention import QUERY_CHUNK
         from .mxfp4 import _DEQUANT_CHUNK
     except Exception:  # noqa: BLE001 - no torch, or one that does not import: the environment check plans
-        # notebook 12 without it; these are their values
-        QUERY_CHUNK, _DEQUANT_CHUNK = 1024, 1 << 22
+        # notebook 12 without it
+        QUERY_CHUNK, _DEQUANT_CHUNK = CHUNKS_WITHOUT_TORCH
 
     c = dims(config)
     d, ff, V, E, hd = (c["hidden_size"], c["intermediate_size"], c["vocab_size"], c["num_local_experts"],

@@ -376,3 +376,10 @@ def test_the_windows_of_a_config_json_follow_its_layer_types(types):
     assert memory.layer_windows(hf) == [cfg.window(i) for i in range(len(types))]
     for context in (5, cfg.sliding_window, 3 * cfg.sliding_window):
         assert memory.kv_cache_bytes(hf, context) == attention.KVCache(cfg, 1, context, dtype=torch.bfloat16).nbytes()
+
+
+def test_the_chunks_planned_without_torch_are_the_models():
+    """doctor plans notebook 12 where torch does not import, from copies of two settings that could drift."""
+    from gptoss_edu import mxfp4
+
+    assert memory.CHUNKS_WITHOUT_TORCH == (attention.QUERY_CHUNK, mxfp4._DEQUANT_CHUNK)
