@@ -102,6 +102,7 @@ class MoE(nn.Module):
         self.last_indices: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Route each token of x [..., d] to its experts and sum their weighted outputs; keeps the routing."""
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
         logits, weights, indices = self.router(flat)
