@@ -632,9 +632,9 @@ def hf_state_dict(model: GPT, mxfp4_experts: bool = True,
     """The model's tensors under Hugging Face names, in the real layout (one tensor at a time)."""
     cfg = model.config
     sd = model.state_dict()
-    if cfg._is_gpt2_shaped():
+    if cfg.is_gpt2_shaped():
         yield from _gpt2_tensors(sd, cfg, dtype)
-    elif cfg._is_gptoss_shaped():
+    elif cfg.is_gptoss_shaped():
         yield from _gptoss_tensors(sd, cfg, mxfp4_experts, dtype)
     else:
         cfg.to_hf_config()  # raises the explanation
@@ -725,7 +725,7 @@ def original_tensors(model: GPT, dtype: torch.dtype = torch.bfloat16) -> Iterato
 
 def original_config(cfg: ModelConfig) -> dict[str, Any]:
     """OpenAI's ``original/config.json`` for a gpt-oss-shaped config (the reference ModelConfig's fields)."""
-    if not cfg._is_gptoss_shaped() or cfg.tie_embeddings:
+    if not cfg.is_gptoss_shaped() or cfg.tie_embeddings:
         raise ValueError("the original/ layout holds untied gpt-oss models only")
     # Its config.json has no field for these: the reader assumes gpt-oss's own values.
     alternating = alternating_layer_types(cfg.n_layers)

@@ -221,7 +221,7 @@ class ModelConfig:
 
     def to_hf_config(self) -> dict[str, Any]:
         """This config as a Hugging Face ``config.json`` dict (GPT-2 or gpt-oss keys)."""
-        if self._is_gpt2_shaped():
+        if self.is_gpt2_shaped():
             return {
                 "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
                 "vocab_size": self.vocab_size, "n_positions": self.context_length, "n_embd": self.d_model,
@@ -232,7 +232,7 @@ class ModelConfig:
                 "bos_token_id": 50256 if self.vocab_size > 50256 else None,
                 "eos_token_id": 50256 if self.vocab_size > 50256 else None, "torch_dtype": "float32",
             }
-        if self._is_gptoss_shaped():
+        if self.is_gptoss_shaped():
             # Plain RoPE is YaRN with factor 1 (the same frequencies, no attention factor).
             factor = float(self.rope_scaling_factor) if self.positions == "yarn" else 1.0
             # gpt-oss's config.json has no swiglu_alpha (1.702 is built in); transformers 5 reads one if given.
@@ -275,13 +275,15 @@ class ModelConfig:
             "config.json of its own (only the GPT-2 and gpt-oss shapes do)"
         )
 
-    def _is_gpt2_shaped(self) -> bool:
+    def is_gpt2_shaped(self) -> bool:
+        """Whether this config is a GPT-2 (its checkpoint layout can hold it): learned positions, LayerNorm, GELU."""
         return (self.positions == "learned" and self.norm == "layernorm" and self.mlp == "gelu"
                 and self.n_kv_heads == self.n_heads and not self.sinks and not self.layer_types
                 and not self.is_moe and self.attn_bias and self.mlp_bias
                 and self.head_dim * self.n_heads == self.d_model)
 
-    def _is_gptoss_shaped(self) -> bool:
+    def is_gptoss_shaped(self) -> bool:
+        """Whether this config is a gpt-oss (its checkpoint layout can hold it): RoPE, RMSNorm, sinks, experts."""
         return (self.positions in ("rope", "yarn") and self.norm == "rmsnorm" and self.is_moe
                 and self.sinks and self.mlp == "gptoss_swiglu" and self.mlp_bias)
 

@@ -720,7 +720,7 @@ def save_run(out: str | Path, result: TrainResult) -> None:
 
 
 def _has_hf_layout(cfg: ModelConfig) -> bool:
-    return cfg._is_gpt2_shaped() or cfg._is_gptoss_shaped()
+    return cfg.is_gpt2_shaped() or cfg.is_gptoss_shaped()
 
 
 def export(result: TrainResult, path: str | Path, command: str | None = None, about: str | None = None,
@@ -744,7 +744,7 @@ def export(result: TrainResult, path: str | Path, command: str | None = None, ab
             raise DiskFull(path, e.needed, before=e.before) from e
         cfg, tc = result.model_config, result.train_config
         ids = HARMONY_SPECIAL_TOKENS
-        if cfg._is_gptoss_shaped() and cfg.vocab_size > ids["<|call|>"]:
+        if cfg.is_gptoss_shaped() and cfg.vocab_size > ids["<|call|>"]:
             # gpt-oss's own generation_config.json: a reply ends at <|return|>, <|endoftext|> or <|call|>.
             gen = {"bos_token_id": ids["<|startoftext|>"],
                    "eos_token_id": [ids["<|return|>"], ids["<|endoftext|>"], ids["<|call|>"]],
