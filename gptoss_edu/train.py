@@ -641,6 +641,12 @@ def read_state_meta(path: str | Path) -> dict:
     missing = [k for k in ("step", "sha256", "tensors", "model_config", "train_config", "history", "evals") if k not in meta]
     if missing:
         raise CheckpointError(f"{meta_file} lacks {', '.join(missing)}: the training state is damaged ({hint})")
+    kinds = {"step": int, "sha256": str, "tensors": list, "model_config": dict, "train_config": dict, "history": list,
+             "evals": list}
+    wrong = [k for k, kind in kinds.items() if not isinstance(meta[k], kind) or isinstance(meta[k], bool)]
+    if wrong:  # edited by hand, say: refused here, not as a TypeError deep in the resumption
+        raise CheckpointError(f"{meta_file} has {', '.join(f'{k} {meta[k]!r}' for k in wrong)}, not "
+                              f"{' / '.join(kinds[k].__name__ for k in wrong)}: the training state is damaged ({hint})")
     digest = _sha256(tensor_file)
     if digest != meta["sha256"]:
         raise CheckpointError(f"{tensor_file} is damaged or truncated: its sha256 is {digest[:16]}..., the state "
@@ -703,11 +709,16 @@ def load_state(path: str | Path, model: GPT, optimizer: torch.optim.Optimizer, m
         optimizer.state.clear()
         for n, p in model.named_parameters():
             keys = [k for k in stored if k.startswith(f"optim.{n}.") and "." not in k[len(f"optim.{n}."):]]
-            if keys:
-                optimizer.state[p] = {k.rsplit(".", 1)[1]: get(k) for k in keys}
+            if keys:  # AdamW's moments have the parameter's shape; its step count is a number
+                optimizer.state[p] = {k.rsplit(".", 1)[1]: get(k, p if k.endswith(("exp_avg", "exp_avg_sq")) else None)
+                                      for k in keys}
         if meta["step"] > 0 and not optimizer.state:
             raise CheckpointError(f"{path / STATE_TENSORS} has no optimizer state after {meta['step']} steps")
-        torch.set_rng_state(get("rng.torch"))
+        rng = get("rng.torch")
+        if rng.dtype != torch.uint8 or rng.dim() != 1:
+            raise CheckpointError(f"tensor 'rng.torch' in {path / STATE_TENSORS} is {rng.dtype} {tuple(rng.shape)}; "
+                                  "a random generator's state is a row of uint8 bytes: the state is damaged")
+        torch.set_rng_state(rng)
     return meta
 
 

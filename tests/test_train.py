@@ -383,6 +383,36 @@ def test_missing_tensor_is_refused_by_name(saved_run, text_data):
         resume(saved_run, text_data)
 
 
+@pytest.mark.parametrize("key, value", [("model_config", [1, 2]), ("train_config", []), ("sha256", 5), ("step", "1"),
+                                        ("step", True), ("history", {})])
+def test_a_state_json_edited_by_hand_is_refused_by_key(saved_run, text_data, key, value):
+    """Each raised a TypeError, AttributeError or IndexError from deep inside the resumption."""
+    f = saved_run / T.STATE_DIR / T.STATE_JSON
+    meta = json.loads(f.read_text())
+    meta[key] = value
+    f.write_text(json.dumps(meta))
+    with pytest.raises(g.CheckpointError, match=re.escape(f"has {key} {value!r}, not ") + ".*damaged"):
+        resume(saved_run, text_data)
+
+
+@pytest.mark.parametrize("name, tensor", [("optim.blocks.0.attn.sinks.exp_avg", torch.zeros(3)),
+                                          ("rng.torch", torch.zeros(5))])
+def test_a_tensor_of_the_wrong_shape_or_kind_in_the_state_is_refused_by_name(saved_run, text_data, name, tensor):
+    """An AdamW moment of the wrong shape loaded, then failed in the first step; a float RNG state, in torch."""
+    from safetensors.torch import load_file, save_file
+
+    state = saved_run / T.STATE_DIR
+    tensors = load_file(str(state / T.STATE_TENSORS))
+    assert name in tensors
+    tensors[name] = tensor
+    save_file(tensors, str(state / T.STATE_TENSORS))
+    meta = json.loads((state / T.STATE_JSON).read_text())
+    meta["sha256"] = T._sha256(state / T.STATE_TENSORS)
+    (state / T.STATE_JSON).write_text(json.dumps(meta))
+    with pytest.raises(g.CheckpointError, match=f"tensor {name!r} in .* is torch.float32 \\(\\d+,\\)"):
+        resume(saved_run, text_data)
+
+
 def test_missing_state_file_is_refused(saved_run, text_data):
     (saved_run / T.STATE_DIR / T.STATE_TENSORS).unlink()
     with pytest.raises(g.CheckpointError, match="incomplete"):
