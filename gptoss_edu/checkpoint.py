@@ -300,6 +300,10 @@ def read_index(path: str | Path) -> dict[str, str]:
     if outside:
         raise CheckpointError(f"{index} names shard(s) outside its folder ({', '.join(map(repr, outside))}): an "
                               "index names files beside it; this one is damaged or was not made for this folder")
+    too_long = sorted({f for f in weight_map.values() if len(os.fsencode(f)) > 255})  # a file name's limit
+    if too_long:
+        raise CheckpointError(f"{index} names a shard {too_long[0][:40]!r}... of {len(os.fsencode(too_long[0]))} "
+                              "bytes, longer than a file name can be (255): the index is damaged; download it again")
     return weight_map
 
 

@@ -78,6 +78,10 @@ def select_files(files: Sequence[tuple[str, int]], include_original: bool = Fals
     for path, size in files:
         if size is None or int(size) < 0:
             raise ValueError(f"listing entry {path!r} has no valid size ({size!r})")
+        if path.startswith("/") or "\\" in path or any(part in ("", ".", "..") for part in path.split("/")):
+            # huggingface_hub refuses these too, in the versions the course pins; said here whatever the version
+            raise HubError(f"the repository lists {path!r}, a path that would leave the download folder: "
+                           "refusing to download from it")
         top, _, rest = path.partition("/")
         if not rest:  # a file at the repository root
             keep = (path in ROOT_FILES or path.endswith(WEIGHTS_SUFFIX)

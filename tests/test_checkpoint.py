@@ -305,6 +305,10 @@ def test_a_checkpoint_from_anywhere_is_held_to_its_folder_and_to_sane_settings(w
         (written / ck.INDEX_FILE).write_text(json.dumps({"metadata": {}, "weight_map": dict.fromkeys(names, outside)}))
         with pytest.raises(g.CheckpointError, match="names shard\\(s\\) outside its folder"):
             g.load_model(written)
+    # A name no file can have (an OSError, "File name too long", from the check that the shard exists).
+    (written / ck.INDEX_FILE).write_text(json.dumps({"metadata": {}, "weight_map": dict.fromkeys(names, "x" * 300)}))
+    with pytest.raises(g.CheckpointError, match="of 300 bytes, longer than a file name can be"):
+        g.load_model(written)
     (written / ck.INDEX_FILE).unlink()
     # A pipe named like the weights would block the reader for ever.
     (written / "model.safetensors").rename(written / "weights.bak")

@@ -74,6 +74,10 @@ def test_select_ignores_weights_in_other_folders_and_refuses_a_non_checkpoint():
         hub.select_files([("config.json", 1), ("original/model.safetensors", 2)], include_original=True)
     with pytest.raises(ValueError, match="no valid size"):
         hub.select_files([("config.json", None)])
+    # A listing with a path that climbs out of the folder: refused whatever huggingface_hub would do.
+    for path in ("original/../../.bashrc", "/etc/passwd", "original//x", "original\\..\\x", "./config.json"):
+        with pytest.raises(hub.HubError, match="a path that would leave the download folder"):
+            hub.select_files([("config.json", 1), ("model.safetensors", 2), (path, 3)], include_original=True)
 
 
 # ---- a fake Hub ---------------------------------------------------------------------------------
