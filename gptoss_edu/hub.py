@@ -307,7 +307,10 @@ def _plan_online(repo_id: str, local_dir: str | Path | None, **selection) -> tup
     from huggingface_hub import errors as hf_errors
 
     try:
-        return plan_download(repo_id, local_dir, **selection), ""
+        return _within(LIST_SECONDS, lambda: plan_download(repo_id, local_dir, **selection)), ""
+    except _NoAnswer:
+        return None, (f"the Hub did not answer the listing of {repo_id} in {LIST_SECONDS:g} s (the connection opens, "
+                      "then nothing comes back)")
     except _network_errors() as e:
         return None, f"the Hub could not be reached ({type(e).__name__}: {e})"
     except (hf_errors.RepositoryNotFoundError, hf_errors.GatedRepoError) as e:
@@ -483,6 +486,33 @@ def _offline() -> bool:
 
 
 PROBE_SECONDS = 5.0
+# huggingface_hub lists a repository with no time limit, and a network that lets a connection open and
+# then never answers (a captive portal, a stalled proxy) would hold the listing for ever.
+LIST_SECONDS = 60.0
+
+
+class _NoAnswer(TimeoutError):
+    """The work given to _within did not finish in time (a TimeoutError of the network's own is not one)."""
+
+
+def _within(seconds: float, work):
+    """``work()``'s result, its exception, or _NoAnswer when it has not finished in ``seconds`` (it is left running)."""
+    answer: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            answer["result"] = work()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller, whatever it is
+            answer["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)  # a daemon: a listing that never returns cannot keep Python up
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise _NoAnswer(f"no answer in {seconds:g} s")
+    if "error" in answer:
+        raise answer["error"]  # type: ignore[misc]
+    return answer["result"]
 
 
 def _hub_unreachable() -> str | None:

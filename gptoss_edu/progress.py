@@ -130,14 +130,15 @@ def run_notebook(path: Path, timeout: int) -> dict:
 def _this_python_kernel():
     """A kernel manager that starts an IPython kernel in this very Python (sys.executable)."""
     import ipykernel.kernelspec
-    from jupyter_client import KernelManager
+    from jupyter_client import AsyncKernelManager
     from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 
     class ThisPython(KernelSpecManager):
         def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
             return KernelSpec(resource_dir=ipykernel.kernelspec.RESOURCES, **ipykernel.kernelspec.get_kernel_dict())
 
-    return KernelManager(kernel_name="this-python", kernel_spec_manager=ThisPython())
+    # Async: with a blocking manager, nbclient waits on a silent cell for ever and --timeout never fires.
+    return AsyncKernelManager(kernel_name="this-python", kernel_spec_manager=ThisPython())
 
 
 def check_notebooks(paths: list[Path], run: bool = False, timeout: int = 1800) -> dict[str, list[Exercise]]:

@@ -880,3 +880,21 @@ def test_ctrl_c_during_a_download_says_what_is_kept_and_what_to_run(tmp_path, mo
     monkeypatch.setattr(huggingface_hub, "snapshot_download", interrupted)
     assert main(["download", REPO, "--local-dir", str(tmp_path / "w")]) == 130
     assert "download: interrupted; the files it finished are kept" in capsys.readouterr().err
+
+
+def test_a_listing_the_hub_never_answers_gives_up_and_uses_what_is_on_disk(tmp_path, monkeypatch):
+    """A network that opens a connection and then says nothing held `download` (and chat, notebook 12) for ever."""
+    import time
+
+    FakeHub(monkeypatch)
+    monkeypatch.setattr(hub, "list_repo_files", lambda repo_id, revision=None: time.sleep(30))
+    monkeypatch.setattr(hub, "LIST_SECONDS", 0.5)
+    t0 = time.perf_counter()
+    with pytest.raises(hub.WeightsUnavailable, match=f"the Hub did not answer the listing of {REPO} in 0.5 s"):
+        hub.download(REPO, tmp_path / "w", progress=False)
+    assert time.perf_counter() - t0 < 10
+    # With the weights already there, they are used.
+    done = tmp_path / "done"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "data" / "tiny-gpt-oss", done)
+    monkeypatch.setattr(hub, "_another_model", lambda repo_id, folder: None)
+    assert hub.download(REPO, done, progress=False) == done

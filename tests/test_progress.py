@@ -187,3 +187,16 @@ def test_a_saved_output_cannot_drive_the_teachers_terminal(tmp_path, capsys):
     notebook(tmp_path / "eve" / "01_x.ipynb", ("check_a(f)", [result("❌ \x1b]52;c;cm0gLXJmIH4=\x07\x1b[2Jbad")]))
     assert main(["progress", str(tmp_path / "eve")]) == 1
     assert capsys.readouterr().out == "❌ 01 check_a: \\x1b]52;c;cm0gLXJmIH4=\\x07\\x1b[2Jbad\n"
+
+
+def test_run_stops_a_cell_that_runs_past_the_timeout_even_when_it_prints_nothing(tmp_path, capsys):
+    """A silent cell (a download stalled in its TLS handshake) held progress --run for ever: the timeout never fired."""
+    import time
+
+    path = notebook(tmp_path / "01_a.ipynb", ("import time\ntime.sleep(60)", []), ("check_a(f)", []))
+    t0 = time.perf_counter()
+    assert main(["progress", "--run", "--timeout", "3", str(path)]) == 1
+    assert time.perf_counter() - t0 < 45  # the kernel's start and stop included; the cell alone would take 60
+    captured = capsys.readouterr()
+    assert "01_a.ipynb stopped part-way (CellTimeoutError)" in captured.err
+    assert captured.out.startswith("· 01 check_a: ")  # not run: the run stopped before it

@@ -43,16 +43,16 @@ def plot_losses(ax: Axes, runs: Mapping[str, TrainResult], smoothing: int = 10, 
     ax.set_xlabel("tokens seen" if x_axis == "tokens" else "optimizer step")
     ax.set_ylabel("loss (nats per token)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
     # Every run starts near ln(vocabulary), far above where runs differ: the axis ends a little above the
     # highest loss a run finishes at, so the gaps between runs fill the picture (the start is clipped, and said).
     ends = [smooth([h["loss"] for h in r.history], smoothing)[-1] for r in runs.values() if r.history]
     starts = [r.history[0]["loss"] for r in runs.values() if r.history]
+    note = None
     if ends and max(starts) > max(ends) + 1.5:
-        top = max(ends) + 1.5
-        ax.set_ylim(None, top)
-        ax.text(0.99, 0.98, f"curves start near {max(starts):.1f}, above the axis", transform=ax.transAxes,
-                ha="right", va="top", fontsize=8, color="#555")
+        ax.set_ylim(None, max(ends) + 1.5)
+        note = f"curves start near {max(starts):.1f}, above the axis"
+    # The note heads the legend: wherever the legend goes, it cannot land on the note.
+    ax.legend(fontsize=8, title=note, title_fontsize=8)
 
 
 def run_colours(names: Sequence[str]) -> dict[str, str]:
