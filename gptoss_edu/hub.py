@@ -477,6 +477,27 @@ def _is_local(repo_id_or_path: str | Path) -> bool:
             or s.count("/") > 1)
 
 
+def hub_problem(repo_id: str = DEFAULT_REPO, seconds: float = 10.0) -> str | None:
+    """Why the Hub cannot tell about ``repo_id`` now (offline mode, no route, no answer in ``seconds``), or None."""
+    if _offline():
+        return "offline mode is on (HF_HUB_OFFLINE=1)"
+    unreachable = _hub_unreachable()
+    if unreachable:
+        return f"the Hub could not be reached ({unreachable})"
+    from huggingface_hub import HfApi
+
+    # A connection that opens says little: a captive portal or a stalled proxy opens it and never answers.
+    try:
+        _within(seconds, lambda: HfApi().model_info(repo_id, timeout=seconds))
+    except _NoAnswer:
+        return f"the Hub did not answer about {repo_id} in {seconds:g} s"
+    except _network_errors() as e:
+        return f"the Hub could not be reached ({type(e).__name__})"
+    except Exception as e:  # noqa: BLE001 - the Hub answered, with an error (no such repository, rate limit, ...)
+        return f"the Hub answered about {repo_id} with an error ({type(e).__name__})"
+    return None
+
+
 def _offline() -> bool:
     """Offline mode, from huggingface_hub (read at its import) or the environment now."""
     from huggingface_hub import constants

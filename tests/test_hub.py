@@ -898,3 +898,36 @@ def test_a_listing_the_hub_never_answers_gives_up_and_uses_what_is_on_disk(tmp_p
     shutil.copytree(Path(__file__).resolve().parents[1] / "data" / "tiny-gpt-oss", done)
     monkeypatch.setattr(hub, "_another_model", lambda repo_id, folder: None)
     assert hub.download(REPO, done, progress=False) == done
+
+
+def test_hub_problem_says_why_the_hub_cannot_answer_and_never_waits_long(monkeypatch):
+    """Notebook 01's check: it opened a connection and called that online, then waited for ever on the download."""
+    import time
+
+    from huggingface_hub import HfApi
+
+    asked = []
+    monkeypatch.setattr(HfApi, "model_info", lambda self, repo_id, timeout=None: asked.append((repo_id, timeout)))
+    assert hub.hub_problem("openai-community/gpt2") is None and asked == [("openai-community/gpt2", 10.0)]
+    monkeypatch.setattr(HfApi, "model_info", lambda self, repo_id, timeout=None: time.sleep(30))
+    t0 = time.perf_counter()
+    assert hub.hub_problem("openai-community/gpt2", seconds=0.5) == ("the Hub did not answer about "
+                                                                   "openai-community/gpt2 in 0.5 s")
+    assert time.perf_counter() - t0 < 5
+
+    def refused(self, repo_id, timeout=None):
+        raise ConnectionError("connection reset")
+
+    monkeypatch.setattr(HfApi, "model_info", refused)
+    assert hub.hub_problem("openai-community/gpt2") == "the Hub could not be reached (ConnectionError)"
+
+    def missing(self, repo_id, timeout=None):
+        raise hf_errors.RepositoryNotFoundError("404", response=http_response(404, repo_id))
+
+    monkeypatch.setattr(HfApi, "model_info", missing)
+    assert hub.hub_problem("someone/nothing") == ("the Hub answered about someone/nothing with an error "
+                                                  "(RepositoryNotFoundError)")
+    monkeypatch.setattr(hub, "_hub_unreachable", lambda: "huggingface.co:443: timed out")
+    assert hub.hub_problem() == "the Hub could not be reached (huggingface.co:443: timed out)"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub.hub_problem() == "offline mode is on (HF_HUB_OFFLINE=1)"
