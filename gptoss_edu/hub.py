@@ -20,6 +20,7 @@ import re
 import socket
 import sys
 import threading
+import time
 import urllib.parse
 import urllib.request
 from contextlib import contextmanager
@@ -553,10 +554,16 @@ def _hub_unreachable() -> str | None:
         addresses = _resolve(host, port, PROBE_SECONDS)
     except OSError as e:
         return f"{host}:{port}: {e}"
-    error: OSError | None = None
+    # One deadline for all the addresses: a network that drops what it is sent would otherwise cost
+    # PROBE_SECONDS an address (the Hub's name has several).
+    deadline = time.monotonic() + PROBE_SECONDS
+    error: OSError = TimeoutError(f"no address answered in {PROBE_SECONDS:g} s")
     for address in addresses:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
         try:
-            with socket.create_connection(address, timeout=PROBE_SECONDS):
+            with socket.create_connection(address, timeout=left):
                 return None
         except OSError as e:
             error = e

@@ -617,7 +617,8 @@ def test_the_hub_probe_stops_waiting_for_a_silent_resolver_and_tries_each_addres
 
     monkeypatch.setattr(socket, "create_connection", connect)
     assert hub._hub_unreachable() is None
-    assert tried == [(("2001:db8::1", 443), 0.2), (("192.0.2.1", 443), 0.2)]
+    assert [a for a, _ in tried] == [("2001:db8::1", 443), ("192.0.2.1", 443)]
+    assert all(0 < t <= 0.2 for _, t in tried)  # what is left of one PROBE_SECONDS for all of them
 
     def refused(address, timeout=None):
         tried.append((address, timeout))
@@ -626,8 +627,22 @@ def test_the_hub_probe_stops_waiting_for_a_silent_resolver_and_tries_each_addres
     tried.clear()
     monkeypatch.setattr(socket, "create_connection", refused)
     assert hub._hub_unreachable().endswith(": [Errno 111] Connection refused")
-    # Each address once (getaddrinfo repeats one per socket type): every try may wait PROBE_SECONDS.
-    assert tried == [(("2001:db8::1", 443), 0.2), (("192.0.2.1", 443), 0.2)]
+    # Each address once (getaddrinfo repeats one per socket type).
+    assert [a for a, _ in tried] == [("2001:db8::1", 443), ("192.0.2.1", 443)]
+
+    def silent(address, timeout=None):  # a network that drops what it is sent: each try waits its time out
+        tried.append((address, timeout))
+        time.sleep(timeout)
+        raise TimeoutError("timed out")
+
+    tried.clear()
+    monkeypatch.setattr(socket, "create_connection", silent)
+    monkeypatch.setattr(hub, "PROBE_SECONDS", 0.5)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [
+        (socket.AF_INET, socket.SOCK_STREAM, 6, "", (f"192.0.2.{i}", 443)) for i in range(1, 5)])
+    start = time.perf_counter()
+    assert hub._hub_unreachable().endswith("timed out")
+    assert time.perf_counter() - start < 1.5  # one PROBE_SECONDS in all, not 4 x 0.5 s
 
 
 # ---- found by mutation testing: sizes, offline spellings and revisions, local paths, dry runs ----------
