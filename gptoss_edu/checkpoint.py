@@ -529,12 +529,16 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
                 if len(pending[base]) == 2:
                     parts = pending.pop(base)
                     (blocks_name, blocks), (scales_name, scales) = parts["blocks"], parts["scales"]
-                    unpacked = (*blocks.shape[:-2], blocks.shape[-2] * 32) if blocks.dim() >= 2 else None
-                    if unpacked != tuple(expected[base].shape):  # before dequantize allocates what the file claims
+                    want = tuple(expected[base].shape)
+                    if blocks.dim() < 2 or blocks.shape[-1] != 16:  # 16 bytes a block of 32 values
+                        raise CheckpointError(
+                            f"tensor {blocks_name!r} has shape {tuple(blocks.shape)}; MXFP4 blocks are [..., G, 16] "
+                            f"(16 bytes for 32 values), here {(*want[:-1], want[-1] // 32, 16)} for {base}")
+                    unpacked = (*blocks.shape[:-2], blocks.shape[-2] * 32)
+                    if unpacked != want:  # before dequantize allocates what the file claims
                         raise CheckpointError(
                             f"tensor {blocks_name!r} has shape {tuple(blocks.shape)}, which unpacks to {unpacked}; "
-                            f"this config expects {tuple(expected[base].shape)} for {base} (is config.json from the "
-                            "same model?)")
+                            f"this config expects {want} for {base} (is config.json from the same model?)")
                     dense = convert(f"tensors {blocks_name!r} {tuple(blocks.shape)} and {scales_name!r} "
                                     f"{tuple(scales.shape)}", lambda: mxfp4.dequantize(blocks, scales, dtype))
                     place(base, dense, name, tuple(dense.shape))

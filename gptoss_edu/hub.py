@@ -479,7 +479,10 @@ def _is_local(repo_id_or_path: str | Path) -> bool:
 
 
 def hub_problem(repo_id: str = DEFAULT_REPO, seconds: float = 10.0) -> str | None:
-    """Why the Hub cannot tell about ``repo_id`` now (offline mode, no route, no answer in ``seconds``), or None."""
+    """Why the Hub cannot tell about ``repo_id`` now (offline mode, no route, no answer in ``seconds``), or None.
+
+    It waits at most 2 x PROBE_SECONDS (the name lookup, then the connections) plus ``seconds``.
+    """
     if _offline():
         return "offline mode is on (HF_HUB_OFFLINE=1)"
     unreachable = _hub_unreachable()
@@ -555,15 +558,16 @@ def _hub_unreachable() -> str | None:
     except OSError as e:
         return f"{host}:{port}: {e}"
     # One deadline for all the addresses: a network that drops what it is sent would otherwise cost
-    # PROBE_SECONDS an address (the Hub's name has several).
+    # PROBE_SECONDS an address (the Hub's name has several). Each address waits at most its share of
+    # what is left, so a silent first one (a broken IPv6 route) still leaves time for the next.
     deadline = time.monotonic() + PROBE_SECONDS
     error: OSError = TimeoutError(f"no address answered in {PROBE_SECONDS:g} s")
-    for address in addresses:
+    for i, address in enumerate(addresses):
         left = deadline - time.monotonic()
         if left <= 0:
             break
         try:
-            with socket.create_connection(address, timeout=left):
+            with socket.create_connection(address, timeout=left / (len(addresses) - i)):
                 return None
         except OSError as e:
             error = e

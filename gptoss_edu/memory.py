@@ -167,7 +167,7 @@ def workspace_parts(config: Any, prompt_tokens: int, context: int | None = None,
         return n * act + min(n, _DEQUANT_CHUNK) * 13
 
     ffn = max(unpack(2 * ff * d), unpack(d * ff) + N * ff * act, N * 7 * ff * act) if E else N * 7 * ff * act
-    experts = ffn + N * (6 * d * act + 4 * E) + N * c["num_experts_per_tok"] * d * 4
+    experts = ffn + N * (6 * d * act + 4 * E) + N * c["num_experts_per_tok"] * d * max(4, act)
     rows = B if last_only else N  # the positions whose logits are made
     logits = rows * V * act + rows * 4 * d  # the norm before the head works in float32
     return {"attention": attention, "experts": experts, "logits": logits, "stream": stream}

@@ -115,7 +115,8 @@ def run_notebook(path: Path, timeout: int) -> dict:
             cell.outputs, cell.execution_count = [], None
     # The notebook's own folder is the working directory, as in JupyterLab. The kernel is this Python,
     # the course's, whatever kernel named python3 the machine's Jupyter knows (a JupyterHub's may lack torch).
-    client = nbclient.NotebookClient(nb, km=_this_python_kernel(), timeout=timeout, allow_errors=True,
+    km = _this_python_kernel()
+    client = nbclient.NotebookClient(nb, km=km, timeout=timeout, allow_errors=True,
                                      resources={"metadata": {"path": str(path.parent)}})
     try:
         client.execute()
@@ -124,6 +125,13 @@ def run_notebook(path: Path, timeout: int) -> dict:
               file=sys.stderr)
     except RuntimeError as e:  # the kernel did not start
         raise ValueError(f"could not run {path}: the kernel ({sys.executable}) did not start ({e})") from None
+    finally:
+        # nbclient leaves a kernel it was handed running: a timed-out cell would go on (and a class's
+        # kernels, torch loaded in each, would pile up until progress exits).
+        from jupyter_core.utils import run_sync
+
+        if run_sync(km.is_alive)():
+            run_sync(km.shutdown_kernel)(now=True)
     return json.loads(nbformat.writes(nb))
 
 
@@ -187,7 +195,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the exercises' verdicts; exit 0 when every one passed, 1 when some did not, 2 for a bad path."""
+    """Print the exercises' verdicts; exit 0 when every one passed, 1 when some did not, 2 when a path could not be read."""
     if args.execute:
         try:
             import ipykernel  # noqa: F401
@@ -228,4 +236,6 @@ def run(args: argparse.Namespace) -> int:
                 if not found_here:
                     print(f"- {name[:2]} (no exercise)")
     every = [e for results in students.values() for found_here in results.values() for e in found_here]
-    return 0 if every and all(e.status == "passed" for e in every) and not problems else 1
+    if problems:  # part of what was asked could not be read: not done, though the rest was shown
+        return 2
+    return 0 if every and all(e.status == "passed" for e in every) else 1

@@ -715,9 +715,10 @@ def load_state(path: str | Path, model: GPT, optimizer: torch.optim.Optimizer, m
         if meta["step"] > 0 and not optimizer.state:
             raise CheckpointError(f"{path / STATE_TENSORS} has no optimizer state after {meta['step']} steps")
         rng = get("rng.torch")
-        if rng.dtype != torch.uint8 or rng.dim() != 1:
+        if rng.dtype != torch.uint8 or rng.shape != torch.get_rng_state().shape:
             raise CheckpointError(f"tensor 'rng.torch' in {path / STATE_TENSORS} is {rng.dtype} {tuple(rng.shape)}; "
-                                  "a random generator's state is a row of uint8 bytes: the state is damaged")
+                                  f"a random generator's state is {tuple(torch.get_rng_state().shape)} uint8 bytes: the state is "
+                                  "damaged")
         torch.set_rng_state(rng)
     return meta
 

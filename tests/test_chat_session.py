@@ -307,3 +307,10 @@ def test_printable_keeps_text_newlines_and_tabs_and_shows_every_control_characte
     assert printable("naïve — 日本\n\tok ✅") == "naïve — 日本\n\tok ✅"
     controls = [chr(c) for c in [*range(0x00, 0x09), *range(0x0b, 0x20), *range(0x7f, 0xa0)]]
     assert all(printable(c) == f"\\x{ord(c):02x}" for c in controls)
+
+
+def test_a_windows_line_end_from_the_model_is_a_line_end():
+    from gptoss_edu.terminal import printable
+
+    assert ids("a\r\nb") == [ids("a")[0], *ids("\r\n"), ids("b")[0]] and len(ids("\r\n")) == 1  # one token
+    assert printable("First line\r\nSecond line\rover") == "First line\nSecond line\\x0dover"

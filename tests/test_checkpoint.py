@@ -1155,3 +1155,16 @@ def test_the_room_on_a_cpu_is_the_containers_when_it_limits_the_memory(monkeypat
     assert ck.device_room(torch.device("cpu")) == (2 * 2**30, "this container may use 2.00 GiB of RAM")
     monkeypatch.setattr(env, "physical_ram", lambda: 2 * 2**30)
     assert ck.device_room(torch.device("cpu")) == (2 * 2**30, "this machine has 2.00 GiB of RAM")
+
+
+def test_packed_blocks_that_are_not_16_bytes_wide_are_named_as_such(tmp_path):
+    """Blocks reshaped to 8 bytes were reported as 'unpacks to' a shape they never unpack to."""
+    path = g.write_checkpoint(small_gptoss(), tmp_path / "ck", mxfp4=True)
+    tensors = load_file(path / "model.safetensors")
+    name = "model.layers.0.mlp.experts.down_proj_blocks"
+    blocks = tensors[name]
+    tensors[name] = blocks.reshape(*blocks.shape[:-2], blocks.shape[-2] * 2, 8).contiguous()
+    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(g.CheckpointError, match=re.escape(f"tensor '{name}' has shape (8, 64, 4, 8); MXFP4 blocks are "
+                                                          "[..., G, 16] (16 bytes for 32 values), here (8, 64, 2, 16)")):
+        g.load_model(path)

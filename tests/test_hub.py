@@ -644,6 +644,15 @@ def test_the_hub_probe_stops_waiting_for_a_silent_resolver_and_tries_each_addres
     assert hub._hub_unreachable().endswith("timed out")
     assert time.perf_counter() - start < 1.5  # one PROBE_SECONDS in all, not 4 x 0.5 s
 
+    def first_silent(address, timeout=None):  # a broken IPv6 route before an address that answers
+        if address[0] == "2001:db8::1":
+            return silent(address, timeout)
+        return Connection()
+
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: infos)
+    monkeypatch.setattr(socket, "create_connection", first_silent)
+    assert hub._hub_unreachable() is None  # the silent one took its share, not the whole deadline
+
 
 # ---- found by mutation testing: sizes, offline spellings and revisions, local paths, dry runs ----------
 

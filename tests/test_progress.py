@@ -105,7 +105,7 @@ def test_a_class_table_keeps_the_students_it_can_read_and_leaves_out_copies(tmp_
     notebook(tmp_path / "ana" / "01_x-Copy1.ipynb", ("check_a(f)", [result("❌ not yet")]))  # JupyterLab's Duplicate
     (tmp_path / "ben").mkdir()
     (tmp_path / "ben" / "01_x.ipynb").write_text("[]")
-    assert main(["progress", str(tmp_path / "ana"), str(tmp_path / "ben"), str(tmp_path / "cy")]) == 1
+    assert main(["progress", str(tmp_path / "ana"), str(tmp_path / "ben"), str(tmp_path / "cy")]) == 2  # a row could not be read
     out = capsys.readouterr()
     assert out.out.splitlines()[1].split() == [str(tmp_path / "ana"), "✅", "1/1"]
     assert "ben/01_x.ipynb is not a readable notebook" in out.err and "there is no file or folder" in out.err
@@ -152,7 +152,7 @@ def test_a_notebook_or_folder_the_teacher_may_not_read_costs_one_row_not_the_tab
 
     monkeypatch.setattr(Path, "read_text", refuse)
     monkeypatch.setattr(Path, "iterdir", refuse_dir)
-    assert main(["progress", str(tmp_path / "ana"), str(tmp_path / "cy"), str(shut)]) == 1
+    assert main(["progress", str(tmp_path / "ana"), str(tmp_path / "cy"), str(shut)]) == 2  # a row missing
     out = capsys.readouterr()
     assert out.out.splitlines()[1].split() == [str(tmp_path / "ana"), "✅", "1/1"]
     assert f"cannot read {private} (Permission denied): run progress as a user who may read it" in out.err
@@ -200,3 +200,7 @@ def test_run_stops_a_cell_that_runs_past_the_timeout_even_when_it_prints_nothing
     captured = capsys.readouterr()
     assert "01_a.ipynb stopped part-way (CellTimeoutError)" in captured.err
     assert captured.out.startswith("· 01 check_a: ")  # not run: the run stopped before it
+    import psutil
+
+    kernels = [c for c in psutil.Process().children(recursive=True) if "ipykernel" in " ".join(c.cmdline())]
+    assert kernels == []  # shut down: the timed-out cell does not go on, nor does a kernel stay per notebook

@@ -451,7 +451,7 @@ def test_the_torch_backend_runs_packed_experts_without_the_triton_kernel(monkeyp
 
 
 def test_the_static_step_in_float64_keeps_float64() -> None:
-    # The course checks its model to 1e-15 in float64 (attend widens its softmax to float64); the
+    # The course checks its model to 1e-15 in float64 (attend keeps its scores and softmax in float64); the
     # static step must not round its scores or sinks to float32 (that gave 4e-8).
     cfg = config("gpt-oss-tiny")
     model = randomize(g.GPT(cfg), seed=7).double().eval()
