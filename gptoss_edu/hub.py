@@ -294,11 +294,9 @@ def _plan_online(repo_id: str, local_dir: str | Path | None, **selection) -> tup
     if folder is not None and folder.exists() and not folder.is_dir():
         raise HubError(f"{local_dir} is a file, not a folder: give a folder to download into (local_dir=, or "
                        "--local-dir DIR)")
-    if _offline():
-        return None, "offline mode is on (HF_HUB_OFFLINE=1)"
-    unreachable = _hub_unreachable()
-    if unreachable:  # say so now, rather than after huggingface_hub's retries (half a minute)
-        return None, f"the Hub could not be reached ({unreachable})"
+    no_route = _no_route()
+    if no_route:  # say so now, rather than after huggingface_hub's retries (half a minute)
+        return None, no_route
     if folder is not None and folder.is_dir():  # offline, _from_disk refuses another model as well
         other = _another_model(repo_id, folder) or _foreign_checkpoint(repo_id, folder)
         if other:
@@ -478,16 +476,22 @@ def _is_local(repo_id_or_path: str | Path) -> bool:
             or s.count("/") > 1)
 
 
+def _no_route() -> str | None:
+    """Why the Hub cannot be asked at all (offline mode, or no connection opens), or None."""
+    if _offline():
+        return "offline mode is on (HF_HUB_OFFLINE=1)"
+    unreachable = _hub_unreachable()
+    return f"the Hub could not be reached ({unreachable})" if unreachable else None
+
+
 def hub_problem(repo_id: str = DEFAULT_REPO, seconds: float = 10.0) -> str | None:
     """Why the Hub cannot tell about ``repo_id`` now (offline mode, no route, no answer in ``seconds``), or None.
 
     It waits at most 2 x PROBE_SECONDS (the name lookup, then the connections) plus ``seconds``.
     """
-    if _offline():
-        return "offline mode is on (HF_HUB_OFFLINE=1)"
-    unreachable = _hub_unreachable()
-    if unreachable:
-        return f"the Hub could not be reached ({unreachable})"
+    no_route = _no_route()
+    if no_route:
+        return no_route
     from huggingface_hub import HfApi
 
     # A connection that opens says little: a captive portal or a stalled proxy opens it and never answers.
@@ -530,7 +534,7 @@ def _within(seconds: float, work):
         except BaseException as e:  # noqa: BLE001 - handed to the caller, whatever it is
             answer["error"] = e
 
-    thread = threading.Thread(target=run, daemon=True)  # a daemon: a listing that never returns cannot keep Python up
+    thread = threading.Thread(target=run, daemon=True)  # a daemon: work that never returns cannot keep Python up
     thread.start()
     thread.join(seconds)
     if thread.is_alive():
@@ -578,22 +582,11 @@ def _resolve(host: str, port: int, timeout: float) -> list[tuple[str, int]]:
     """The addresses of ``host``, or an OSError; a lookup that gives no answer in ``timeout`` s is one too."""
     # getaddrinfo has no time limit of its own, and a resolver that never answers would hold the
     # probe (and then huggingface_hub) for as long as it likes: ask it from a thread and stop waiting.
-    answer: dict[str, object] = {}
-
-    def lookup() -> None:
-        try:
-            answer["addresses"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as e:
-            answer["error"] = e
-
-    thread = threading.Thread(target=lookup, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if "error" in answer:
-        raise answer["error"]  # type: ignore[misc]
-    if "addresses" not in answer:
-        raise TimeoutError(f"the name lookup gave no answer in {timeout:g} s")
-    unique = dict.fromkeys(info[4][:2] for info in answer["addresses"])  # type: ignore[union-attr]
+    try:
+        infos = _within(timeout, lambda: socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+    except _NoAnswer:
+        raise TimeoutError(f"the name lookup gave no answer in {timeout:g} s") from None
+    unique = dict.fromkeys(info[4][:2] for info in infos)
     if not unique:
         raise OSError(f"the name lookup of {host} gave no address")
     return list(unique)
