@@ -554,15 +554,6 @@ def triton_gpu() -> bool:
     return torch.cuda.is_available() and triton_gpu_problem() is None
 
 
-def _hub_cache() -> Path:
-    try:
-        from huggingface_hub import constants
-
-        return Path(constants.HF_HUB_CACHE)
-    except ImportError:
-        return Path.home() / ".cache" / "huggingface" / "hub"
-
-
 def gib(n: float) -> str:
     """Bytes as GiB with one decimal."""
     return f"{n / GiB:.1f} GiB"
@@ -634,7 +625,9 @@ def _has_triton() -> bool:
 
 def _hub_cache_row(weights: int) -> Check:
     """Whether notebook 12 finds gpt-oss-20b in the Hugging Face cache, or room (and leave) to download it there."""
-    cache = _hub_cache()
+    from .hub import hub_cache
+
+    cache = hub_cache()
     wanted = f">={gib(weights)} for 12"
     if _cached_gpt_oss_20b():  # a teacher's shared copy, say: no room is needed, nor leave to write
         return Check("free disk (HF cache)", wanted, "gpt-oss-20b already there", OK,

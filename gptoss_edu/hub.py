@@ -235,7 +235,7 @@ def plan_download(repo_id: str = DEFAULT_REPO, local_dir: str | Path | None = No
                   revision: str | None = None) -> DownloadPlan:
     """List the repository (network), select the course's files and see which are already on disk."""
     files = select_files(list_repo_files(repo_id, revision), include_original, include_metal, include_tokenizer)
-    target = Path(local_dir).expanduser() if local_dir is not None else Path(_hub_cache())
+    target = Path(local_dir).expanduser() if local_dir is not None else hub_cache()
     present = [name for name, size in files if _present(repo_id, name, size, local_dir, revision)]
     plan = DownloadPlan(repo_id, target, files, present)
     plan.free_bytes = disk_free(target)
@@ -250,7 +250,7 @@ def unfinished_files(repo_id: str, local_dir: str | Path | None = None) -> list[
     else:
         from huggingface_hub.file_download import repo_folder_name
 
-        folder = Path(_hub_cache()) / repo_folder_name(repo_id=repo_id, repo_type="model") / "blobs"
+        folder = hub_cache() / repo_folder_name(repo_id=repo_id, repo_type="model") / "blobs"
     # huggingface_hub 2.x names each attempt's file <...>.<8 hex>.incomplete, never reused by a rerun; an older
     # one's plain <etag>.incomplete is resumed, so it is left out (deleting it would throw progress away).
     attempt = re.compile(r".*\.[0-9a-f]{8}\.incomplete")
@@ -389,7 +389,7 @@ def _download(repo_id: str, local_dir: str | Path | None, include_original: bool
 def _from_disk(repo_id: str, local_dir: str | Path | None, include_original: bool, include_metal: bool,
                revision: str | None, reason: str) -> Path:
     """The checkpoint already on disk (local_dir, else the Hugging Face cache), or WeightsUnavailable."""
-    where = f"in {local_dir}" if local_dir is not None else f"in the Hugging Face cache ({_hub_cache()})"
+    where = f"in {local_dir}" if local_dir is not None else f"in the Hugging Face cache ({hub_cache()})"
     folder: str | Path | None = local_dir
     if folder is None:
         from huggingface_hub import snapshot_download
@@ -592,10 +592,13 @@ def _resolve(host: str, port: int, timeout: float) -> list[tuple[str, int]]:
     return list(unique)
 
 
-def _hub_cache() -> str:
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_CACHE
+def hub_cache() -> Path:
+    """The Hugging Face cache folder (HF_HUB_CACHE, HF_HOME), or its default where huggingface_hub is missing."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # the environment check still says where the cache would be
+        return Path.home() / ".cache" / "huggingface" / "hub"
+    return Path(constants.HF_HUB_CACHE)
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gptoss_edu import env
+from gptoss_edu import env, hub
 from gptoss_edu.env import FAIL, OK, WARN, Check, EnvironmentReport, Package
 
 
@@ -368,7 +368,7 @@ def test_the_disk_row_asks_about_the_hugging_face_cache(monkeypatch):
     monkeypatch.setattr(env, "gpu_info", lambda: None)
     monkeypatch.setattr(env, "disk_free", lambda path: asked.append(path) or 100 * env.GiB)
     env.check_machine()
-    assert asked == [env._hub_cache()]
+    assert asked == [hub.hub_cache()]
 
 
 def test_exactly_enough_disk_and_memory_are_enough(monkeypatch):
@@ -520,7 +520,6 @@ def test_a_cache_that_already_holds_gpt_oss_20b_needs_no_room_and_a_read_only_on
     (cache / "models--openai--gpt-oss-20b" / "refs").mkdir()
     (cache / "models--openai--gpt-oss-20b" / "refs" / "main").write_text("abc123")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(env, "_hub_cache", lambda: cache)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     (snap / "config.json").write_text("{}")
     (snap / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "model-00000-of-00001.safetensors"}}))

@@ -10,6 +10,7 @@ import errno
 import json
 import re
 import shutil
+import sys
 from collections import namedtuple
 from pathlib import Path
 
@@ -47,6 +48,13 @@ def online(monkeypatch):
 
 
 # ---- selection ----------------------------------------------------------------------------------
+
+def test_hub_cache_follows_huggingface_hub_and_has_a_default_without_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    assert hub.hub_cache() == tmp_path / "cache"
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # not installed: import raises
+    assert hub.hub_cache() == Path.home() / ".cache" / "huggingface" / "hub"
+
 
 def test_select_keeps_only_what_the_course_reads():
     chosen = hub.select_files(REAL_FILES)
