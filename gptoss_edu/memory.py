@@ -231,6 +231,16 @@ def format_bytes(n: int | float) -> str:
     return f"{n / size:.{digits}f} {unit}"
 
 
+def short_bytes(n: int | float) -> str:
+    """Bytes in binary units with three significant digits, for tables: 49152 -> '48 KiB', 1040384 -> '0.992 MiB'."""
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(float(f"{n:.3g}")) < 1000:  # what rounds to 1000..1023 would print as 1e+03
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} TiB" if abs(float(f"{n:.3g}")) < 1000 else f"{n:,.0f} TiB"
+
+
 def format_count(n: int | float) -> str:
     """A parameter count in millions or billions, three significant digits: '6.86 M', '20.9 B'."""
     millions = f"{n / 1e6:.3g}"

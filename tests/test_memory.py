@@ -306,6 +306,16 @@ def test_format_bytes():
     assert memory.format_bytes(3 * 1024**4) == "3.00 TiB"
 
 
+def test_short_bytes():
+    assert memory.short_bytes(49152) == "48 KiB"
+    assert memory.short_bytes(3 * 2 ** 30) == "3 GiB"
+    assert memory.short_bytes(512) == "512 B" and memory.short_bytes(-512) == "-512 B"
+    # Never scientific notation: 1000..1023 of a unit are shown in the next one.
+    assert memory.short_bytes(1000) == "0.977 KiB" and memory.short_bytes(1010 * 2 ** 20) == "0.986 GiB"
+    assert memory.short_bytes(1023488) == "0.976 MiB" and memory.short_bytes(999.5 * 2 ** 30) == "0.976 TiB"
+    assert memory.short_bytes(5000 * 2 ** 40) == "5,000 TiB"  # past the last unit, whole TiB
+
+
 # ---- found by mutation testing: a missing head_dim, byte units, a config without the tie flag -------
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gptoss_edu import preset
-from gptoss_edu.widgets.kvcache import cache_bytes, format_bytes, kv_cache_explorer
+from gptoss_edu.memory import short_bytes
+from gptoss_edu.widgets.kvcache import cache_bytes, kv_cache_explorer
 
 
 def marked_point(explorer):
@@ -33,7 +34,7 @@ def test_marked_point_is_the_configs_cache_size():
     x, y = marked_point(ex)
     want = cfg.replace(n_layers=10, n_kv_heads=4, layer_types=()).kv_cache_bytes(4096, dtype_bytes=4)
     assert (x, y) == (4096, pytest.approx(want, rel=1e-9))
-    assert format_bytes(want) in ex.figure.axes[0].texts[0].get_text()
+    assert short_bytes(want) in ex.figure.axes[0].texts[0].get_text()
 
 
 def test_three_curves_mha_gqa_mqa():
@@ -42,15 +43,9 @@ def test_three_curves_mha_gqa_mqa():
     assert labels == ["MHA (64 KV heads)", "GQA (8 KV heads)", "MQA (1 KV head)"]
 
 
-def test_cache_bytes_and_formatting():
+def test_cache_bytes():
     cfg = preset("gpt-oss-20b")
     assert cache_bytes(cfg, 1, cfg.n_layers, cfg.n_kv_heads, 2) == 2 * 24 * 8 * 64 * 2
-    assert format_bytes(49152) == "48 KiB"
-    assert format_bytes(3 * 2 ** 30) == "3 GiB"
-    assert format_bytes(512) == "512 B"
-    # Never scientific notation: 1000..1023 of a unit are shown in the next one.
-    assert format_bytes(1000) == "0.977 KiB" and format_bytes(1010 * 2 ** 20) == "0.986 GiB"
-    assert format_bytes(1023488) == "0.976 MiB" and format_bytes(999.5 * 2 ** 30) == "0.976 TiB"
 
 
 def test_kv_heads_offered_are_divisors():
@@ -77,7 +72,7 @@ def test_every_number_follows_the_controls():
     left, right = ex.figure.axes[:2]
     # The annotation: the cache and the cache per token at the chosen dtype.
     text = left.texts[0].get_text()
-    assert text == f"{format_bytes(full_cache(cfg, 4096, 10, 4, 4))}\n({format_bytes(full_cache(cfg, 1, 10, 4, 4))}/token)"
+    assert text == f"{short_bytes(full_cache(cfg, 4096, 10, 4, 4))}\n({short_bytes(full_cache(cfg, 1, 10, 4, 4))}/token)"
     assert left.get_title().startswith(f"{cfg.name}: 10 layers, head_dim {cfg.head_dim}, float32")
     # Every point of the three curves is the cache at its context, with the chosen layers and dtype.
     for line, h in zip([l for l in left.get_lines() if not l.get_label().startswith("_")], (cfg.n_heads, 4, 1)):
@@ -87,7 +82,7 @@ def test_every_number_follows_the_controls():
     assert right.get_title() == "at 4,096 tokens"
     want = [full_cache(cfg, 4096, 10, h, 4) for h in (cfg.n_heads, 4, 1)]
     assert [b.get_height() * GIB for b in right.patches] == pytest.approx(want, rel=1e-9)
-    assert [t.get_text() for t in right.texts] == [format_bytes(w) for w in want]
+    assert [t.get_text() for t in right.texts] == [short_bytes(w) for w in want]
     assert cache_bytes(cfg, 4096, 10, 4, 4) == want[1]
 
 

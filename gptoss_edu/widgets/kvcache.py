@@ -7,20 +7,10 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..config import ModelConfig, preset
+from ..memory import short_bytes
 from . import Explorer
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float8": 1}
-UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
-
-
-def format_bytes(n: float) -> str:
-    """Bytes in binary units with three significant digits: 49152 -> '48 KiB', 1040384 -> '0.992 MiB'."""
-    n = float(n)
-    for unit in UNITS:
-        if abs(float(f"{n:.3g}")) < 1000 or unit == UNITS[-1]:  # what rounds to 1000..1023 would print as 1e+03
-            return f"{n:.3g} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
 
 
 def cache_bytes(cfg: ModelConfig, context: int, layers: int, kv_heads: int, dtype_bytes: int) -> int:
@@ -62,7 +52,7 @@ def draw_kv_cache(fig: Figure, cfg: ModelConfig, context: int, layers: int, kv_h
     # The label goes towards the middle of the axes, so that it never runs into the title or the ticks.
     at_left = np.log(context / contexts[0]) < 0.5 * np.log(contexts[-1] / contexts[0])
     at_top = np.log(chosen / gib / min(drawn)) > 0.75 * np.log(max(drawn) / min(drawn))
-    left.annotate(f"{format_bytes(chosen)}\n({format_bytes(per_token)}/token)", (context, chosen / gib),
+    left.annotate(f"{short_bytes(chosen)}\n({short_bytes(per_token)}/token)", (context, chosen / gib),
                   textcoords="offset points", xytext=(10 if at_left else -10, -12 if at_top else 12),
                   ha="left" if at_left else "right", va="top" if at_top else "bottom", fontsize=8)
     left.set(xscale="log", yscale="log", xlabel="context (tokens)", ylabel="KV cache (GiB, batch 1)",
@@ -75,7 +65,7 @@ def draw_kv_cache(fig: Figure, cfg: ModelConfig, context: int, layers: int, kv_h
     sizes = [cache_bytes(cfg, context, layers, h, nbytes) / gib for h in kinds.values()]
     bars = right.bar(["MHA", "GQA", "MQA"], sizes, color=colours)
     for bar, size in zip(bars, sizes):
-        right.text(bar.get_x() + bar.get_width() / 2, size, format_bytes(size * gib), ha="center",
+        right.text(bar.get_x() + bar.get_width() / 2, size, short_bytes(size * gib), ha="center",
                    va="bottom", fontsize=8)
     right.set(ylabel="GiB", title=f"at {context:,} tokens")
     right.title.set_fontsize(9)
