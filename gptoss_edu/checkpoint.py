@@ -428,6 +428,70 @@ def _check_fits(path: Path, cfg: ModelConfig, expected: dict[str, torch.Tensor],
     raise CheckpointError(f"{path} loaded as {asked} takes {format_bytes(need)}, and {room[1]}: {advice}")
 
 
+def _convert(what: str, how: Callable[[], Any]) -> Any:
+    """``how()``, with a tensor too mis-shaped to split or unpack named as ``what`` in a CheckpointError."""
+    try:
+        return how()
+    except (RuntimeError, ValueError, IndexError) as e:
+        if is_out_of_memory(e):
+            raise  # not a shape problem: memory.plan says what fits
+        raise CheckpointError(f"{what}: cannot be read into this config ({e}); is config.json from the "
+                              "same model?") from None
+
+
+def _unpack_pair(base: str, parts: dict[str, tuple[str, torch.Tensor]], want: tuple[int, ...],
+                 dtype: torch.dtype) -> torch.Tensor:
+    """The dense ``base`` from its packed halves on disk, each shape checked before anything is allocated."""
+    (blocks_name, blocks), (scales_name, scales) = parts["blocks"], parts["scales"]
+    if blocks.dim() < 2 or blocks.shape[-1] != 16:  # 16 bytes a block of 32 values
+        raise CheckpointError(
+            f"tensor {blocks_name!r} has shape {tuple(blocks.shape)}; MXFP4 blocks are [..., G, 16] "
+            f"(16 bytes for 32 values), here {(*want[:-1], want[-1] // 32, 16)} for {base}")
+    unpacked = (*blocks.shape[:-2], blocks.shape[-2] * 32)
+    if unpacked != want:  # before dequantize allocates what the file claims
+        raise CheckpointError(
+            f"tensor {blocks_name!r} has shape {tuple(blocks.shape)}, which unpacks to {unpacked}; "
+            f"this config expects {want} for {base} (is config.json from the same model?)")
+    return _convert(f"tensors {blocks_name!r} {tuple(blocks.shape)} and {scales_name!r} {tuple(scales.shape)}",
+                    lambda: mxfp4.dequantize(blocks, scales, dtype))
+
+
+def _missing_error(path: Path, cfg: ModelConfig, layout: str, files: list[Path], read: list[str],
+                   pending: dict[str, dict[str, Any]], missing: list[str], first_shape: tuple[int, ...]
+                   ) -> CheckpointError:
+    """What says which of the model's tensors the files did not give, named as the files name them."""
+    packed = layout == "original" or any(n.endswith(("_blocks", ".blocks")) for n in read)
+    theirs = _layout_names(cfg, layout, packed, prefixed=any(n.startswith("transformer.") for n in read))
+    # Of a packed pair, name the half that did not come.
+    named = list(dict.fromkeys(  # a fused tensor (GPT-2's c_attn, original's qkv) is named once, not thrice
+        theirs.get(f"{n}_{'scales' if 'blocks' in pending[n] else 'blocks'}", n) if n in pending
+        else theirs.get(n, n) for n in missing))
+    # Only the files the index lists are read: one it leaves out may hold what is missing.
+    listed = {f.name for f in files}
+    unlisted = sorted(f.name for f in path.glob("*.safetensors") if f.name not in listed)
+    why = (f"{', '.join(unlisted)} in the folder is not in {INDEX_FILE}, which lists the files that are read: "
+           "download the index again, or remove the file that does not belong" if unlisted and
+           (path / INDEX_FILE).exists() else "the download may be incomplete, or config.json from another model")
+    return CheckpointError(f"{path} is missing tensor(s) {', '.join(named[:5])}"
+                           + (f" and {len(named) - 5} more" if len(named) > 5 else "")
+                           + f" (for the model's {missing[0]}, shape {first_shape}): {why}")
+
+
+def _check_finite(path: Path, sound: list[tuple[str, torch.Tensor | None]]) -> None:
+    """Refuse the checkpoint if a placed tensor held NaN or infinity (one read of all the on-device checks)."""
+    checked = [(name, ok) for name, ok in sound if ok is not None]
+    if not checked:
+        return
+    damaged = [name for (name, _), ok in zip(checked, torch.stack([ok for _, ok in checked]).tolist()) if not ok]
+    if damaged:
+        raise CheckpointError(f"{path}: tensor(s) {', '.join(map(repr, damaged[:5]))}"
+                              + (f" and {len(damaged) - 5} more" if len(damaged) > 5 else "")
+                              + " hold NaN or infinite values (or MXFP4 scale bytes above "
+                              f"{mxfp4.MAX_FINITE_SCALE}: 255 is MXFP4's NaN, and 253 or 254 unpack past "
+                              "float32's range): the file is damaged, "
+                              "or was saved from a model whose weights had diverged")
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                keep_mxfp4: bool = False, progress: bool = False, verbose: bool = False) -> GPT:
     """Build the course model from a checkpoint folder (HF GPT-2, HF gpt-oss, or gpt-oss ``original/``).
@@ -495,15 +559,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
             raise CheckpointError(f"tensor {name!r} is {str(tensor.dtype).removeprefix('torch.')}; a weight must be "
                                   "a floating-point tensor: the file is damaged or from another model")
 
-    def convert(what: str, how: Callable[[], Any]) -> Any:
-        try:
-            return how()
-        except (RuntimeError, ValueError, IndexError) as e:  # a tensor too mis-shaped to split or unpack
-            if is_out_of_memory(e):
-                raise  # not a shape problem: memory.plan says what fits
-            raise CheckpointError(f"{what}: cannot be read into this config ({e}); is config.json from the "
-                                  "same model?") from None
-
     bar = _progress(files, progress)
     read: list[str] = []
     for name, tensor in iter_tensors(files):
@@ -516,7 +571,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
         report.bytes_by_dtype[tensor.dtype] += tensor.numel() * tensor.element_size()
         if found[0]:  # not a tensor that is skipped (GPT-2's stored causal mask)
             check_dtype(name, tensor, found[0].endswith(("_blocks", "_scales")))
-        for target, value in convert(f"tensor {name!r} of shape {tuple(tensor.shape)}", lambda: found[1](tensor)):
+        for target, value in _convert(f"tensor {name!r} of shape {tuple(tensor.shape)}", lambda: found[1](tensor)):
             if target == "lm_head.weight" and cfg.tie_embeddings:
                 tied_copy = (name, value)  # tied to the embedding: nothing to load, but it must be the same
                 continue
@@ -527,20 +582,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
                 base, kind = target.rsplit("_", 1)
                 pending.setdefault(base, {})[kind] = (name, value.to(device))
                 if len(pending[base]) == 2:
-                    parts = pending.pop(base)
-                    (blocks_name, blocks), (scales_name, scales) = parts["blocks"], parts["scales"]
-                    want = tuple(expected[base].shape)
-                    if blocks.dim() < 2 or blocks.shape[-1] != 16:  # 16 bytes a block of 32 values
-                        raise CheckpointError(
-                            f"tensor {blocks_name!r} has shape {tuple(blocks.shape)}; MXFP4 blocks are [..., G, 16] "
-                            f"(16 bytes for 32 values), here {(*want[:-1], want[-1] // 32, 16)} for {base}")
-                    unpacked = (*blocks.shape[:-2], blocks.shape[-2] * 32)
-                    if unpacked != want:  # before dequantize allocates what the file claims
-                        raise CheckpointError(
-                            f"tensor {blocks_name!r} has shape {tuple(blocks.shape)}, which unpacks to {unpacked}; "
-                            f"this config expects {want} for {base} (is config.json from the same model?)")
-                    dense = convert(f"tensors {blocks_name!r} {tuple(blocks.shape)} and {scales_name!r} "
-                                    f"{tuple(scales.shape)}", lambda: mxfp4.dequantize(blocks, scales, dtype))
+                    dense = _unpack_pair(base, pending.pop(base), tuple(expected[base].shape), dtype)
                     place(base, dense, name, tuple(dense.shape))
             else:
                 raise CheckpointError(
@@ -560,32 +602,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
                               + (f" and {len(unexpected) - 5} more" if len(unexpected) > 5 else ""))
     missing = [n for n in expected if n not in seen and not n.endswith("inv_freq")]
     if missing:
-        # Named as the files name them (where one file tensor makes one model tensor), then as the model does.
-        packed = layout == "original" or any(n.endswith(("_blocks", ".blocks")) for n in read)
-        theirs = _layout_names(cfg, layout, packed, prefixed=any(n.startswith("transformer.") for n in read))
-        # Of a packed pair, name the half that did not come.
-        named = list(dict.fromkeys(  # a fused tensor (GPT-2's c_attn, original's qkv) is named once, not thrice
-            theirs.get(f"{n}_{'scales' if 'blocks' in pending[n] else 'blocks'}", n) if n in pending
-            else theirs.get(n, n) for n in missing))
-        # Only the files the index lists are read: one it leaves out may hold what is missing.
-        listed = {f.name for f in files}
-        unlisted = sorted(f.name for f in path.glob("*.safetensors") if f.name not in listed)
-        why = (f"{', '.join(unlisted)} in the folder is not in {INDEX_FILE}, which lists the files that are read: "
-               "download the index again, or remove the file that does not belong" if unlisted and
-               (path / INDEX_FILE).exists() else "the download may be incomplete, or config.json from another model")
-        raise CheckpointError(f"{path} is missing tensor(s) {', '.join(named[:5])}"
-                              + (f" and {len(named) - 5} more" if len(named) > 5 else "")
-                              + f" (for the model's {missing[0]}, shape {tuple(expected[missing[0]].shape)}): {why}")
-    checked = [(name, ok) for name, ok in sound if ok is not None]
-    if checked:
-        damaged = [name for (name, _), ok in zip(checked, torch.stack([ok for _, ok in checked]).tolist()) if not ok]
-        if damaged:
-            raise CheckpointError(f"{path}: tensor(s) {', '.join(map(repr, damaged[:5]))}"
-                                  + (f" and {len(damaged) - 5} more" if len(damaged) > 5 else "")
-                                  + " hold NaN or infinite values (or MXFP4 scale bytes above "
-                                  f"{mxfp4.MAX_FINITE_SCALE}: 255 is MXFP4's NaN, and 253 or 254 unpack past "
-                                  "float32's range): the file is damaged, "
-                                  "or was saved from a model whose weights had diverged")
+        raise _missing_error(path, cfg, layout, files, read, pending, missing, tuple(expected[missing[0]].shape))
+    _check_finite(path, sound)
     if cfg.tie_embeddings:
         if tied_copy is not None and not torch.equal(tied_copy[1].to(device=device, dtype=dtype), model.embed.weight):
             raise CheckpointError(f"{path}: config.json ties the output layer to the embedding (tie_word_embeddings "
