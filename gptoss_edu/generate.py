@@ -110,9 +110,15 @@ def cached_step(model: GPT, cache: KVCache) -> DecodeStep:
 @torch.no_grad()
 def stream(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_tokens: int = 256,
            temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None,
-           stop_tokens: Sequence[int] = (), stats: Generation | None = None,
+           stop_tokens: int | Sequence[int] | torch.Tensor = (), stats: Generation | None = None,
            decoder: Callable[[GPT, KVCache], DecodeStep] = cached_step) -> Iterator[int]:
-    """Yield new token ids one by one; the prompt is prefilled once, then one ``decoder`` step per token."""
+    """Yield new token ids one by one; the prompt is prefilled once, then one ``decoder`` step per token.
+
+    One sequence, no padding. Prompt and reply together stay within the context, so that the whole
+    reply can be fed back (a chat's next turn). A stop token ends the reply and is its last token.
+    A seeded draw uses a generator of its own (on the model's device: a GPU draws other numbers than
+    the CPU); without a seed, torch's global generator.
+    """
     ids = _prompt_list(prompt_ids)
     if not ids:
         raise ValueError("the prompt is empty: give at least one token")
@@ -122,6 +128,7 @@ def stream(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_toke
                          "token: call model.eval() before generating")
     check_max_new_tokens(max_new_tokens)
     check_sampling(temperature, top_p)
+    stops = _stop_set(stop_tokens)
     ctx = model.config.context_length
     if len(ids) >= ctx:
         raise ValueError(f"the prompt has {len(ids)} tokens; the context holds {ctx}: shorten it")
@@ -137,7 +144,6 @@ def stream(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_toke
     budget = min(max_new_tokens, ctx - len(ids))
     cache = model.new_cache(1, len(ids) + budget)
     step_logits = decoder(model, cache)  # made before the clock starts: it may prepare (e.g. record a graph)
-    stops = set(stop_tokens)
     t0 = time.perf_counter()
     logits = model(torch.tensor([ids], device=device), cache, last_only=True)[0, -1]
     for step in range(budget):
@@ -188,9 +194,31 @@ def _prompt_list(prompt_ids: Sequence[int] | torch.Tensor) -> list[int]:
     return ids
 
 
+def _stop_set(stop_tokens: int | Sequence[int] | torch.Tensor | None) -> set[int]:
+    """The stop tokens as a set of ints, from one id, a sequence of ids or an integer tensor."""
+    if stop_tokens is None:
+        return set()
+    if isinstance(stop_tokens, torch.Tensor):
+        if stop_tokens.is_floating_point() or stop_tokens.is_complex() or stop_tokens.dtype == torch.bool:
+            raise ValueError(f"stop_tokens must be token ids (ints); got a {stop_tokens.dtype} tensor")
+        # As ints: a tensor hashes by identity, so a set of tensors would never hold a sampled token.
+        return set(stop_tokens.flatten().tolist())
+    if isinstance(stop_tokens, numbers.Integral) and not isinstance(stop_tokens, bool):
+        return {int(stop_tokens)}  # one id, as tokenizers give eos_token_id
+    stops = set()
+    for t in stop_tokens:
+        try:
+            if isinstance(t, bool):
+                raise TypeError
+            stops.add(operator.index(t))  # ints, numpy ints, 0-d integer tensors
+        except TypeError:
+            raise ValueError(f"stop_tokens must be token ids (ints); got an item {t!r} ({type(t).__name__})") from None
+    return stops
+
+
 def generate(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_tokens: int = 256,
              temperature: float = 1.0, top_p: float = 1.0, seed: int | None = None,
-             stop_tokens: Sequence[int] = (), on_token: Callable[[int], None] | None = None,
+             stop_tokens: int | Sequence[int] | torch.Tensor = (), on_token: Callable[[int], None] | None = None,
              decoder: Callable[[GPT, KVCache], DecodeStep] = cached_step) -> Generation:
     """Generate up to ``max_new_tokens``, calling ``on_token`` with each; returns tokens and timings."""
     result = Generation()

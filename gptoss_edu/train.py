@@ -758,6 +758,8 @@ def export(result: TrainResult, path: str | Path, command: str | None = None, ab
         ids = HARMONY_SPECIAL_TOKENS
         if cfg.is_gptoss_shaped() and cfg.vocab_size > ids["<|call|>"]:
             # gpt-oss's own generation_config.json: a reply ends at <|return|>, <|endoftext|> or <|call|>.
+            # Like the Hub's, it names no top_k: transformers' generate then keeps the 50 likeliest tokens,
+            # where the course's sampler (and OpenAI's) keeps them all.
             gen = {"bos_token_id": ids["<|startoftext|>"],
                    "eos_token_id": [ids["<|return|>"], ids["<|endoftext|>"], ids["<|call|>"]],
                    "pad_token_id": ids["<|endoftext|>"], "do_sample": True, "temperature": 1.0, "top_p": 1.0}

@@ -237,6 +237,24 @@ def test_generation_stops_on_a_stop_token_and_is_seeded():
     assert c.stop_reason == "stop_token" and c.tokens[-1] == stop and stop not in c.tokens[:-1]
 
 
+def test_stop_tokens_may_be_one_id_a_tensor_or_numpy_ints():
+    import numpy as np
+
+    model = randomize(g.GPT(g.preset("gpt2-tiny").replace(vocab_size=50)), seed=5, std=0.02)
+    tokens = generate(model, [1], max_new_tokens=40, temperature=1.0, seed=11).tokens
+    stop = tokens[5]
+    want = tokens[:tokens.index(stop) + 1]
+    # A tensor hashes by identity: a set of them never held the sampled int, and the reply ran on.
+    for given in (stop, [stop], torch.tensor([stop]), torch.tensor(stop), [torch.tensor(stop)], [np.int64(stop)],
+                  (stop, 49)):
+        got = generate(model, [1], max_new_tokens=40, temperature=1.0, seed=11, stop_tokens=given)
+        assert (got.tokens, got.stop_reason) == (want, "stop_token"), given
+    assert generate(model, [1], max_new_tokens=3, seed=11, stop_tokens=None).stop_reason == "max_new_tokens"
+    for bad in (torch.tensor([1.0]), [1.5], ["<|return|>"], [True]):
+        with pytest.raises(ValueError, match="stop_tokens must be token ids"):
+            generate(model, [1], max_new_tokens=3, stop_tokens=bad)
+
+
 def test_top_p_keeps_only_the_nucleus():
     logits = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05]))
     gen = torch.Generator().manual_seed(0)
