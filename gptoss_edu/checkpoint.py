@@ -30,7 +30,7 @@ from torch import nn
 from . import mxfp4
 from .config import ModelConfig, alternating_layer_types, check_layer_count, read_number, read_whole
 from .env import device_problem, is_container_limit, total_ram
-from .files import DiskFull, leftovers, replace_folder, save_tensors
+from .files import DiskFull, is_no_room, leftovers, replace_folder, restore_folder, save_tensors, set_aside
 from .hub import pickle_weights
 from .memory import disk_free, format_bytes, is_out_of_memory
 from .model import GPT
@@ -240,11 +240,27 @@ def _readable(file: Path) -> None:
         raise CheckpointError(f"{file} cannot be read: {e.strerror or e}") from None
 
 
+def checkpoint_name(path: str | Path) -> str:
+    """A checkpoint folder's model name: its own name, or the repository's for the Hugging Face cache's
+    ``models--openai--gpt-oss-20b/snapshots/<commit>`` (and for an ``original/`` folder inside either)."""
+    path = Path(path).expanduser().absolute()
+    if path.name == "original":
+        path = path.parent
+    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
+        return path.parent.parent.name.split("--")[-1]  # models--owner--name: the name, not the commit hash
+    return path.name
+
+
 def read_config(path: str | Path) -> tuple[ModelConfig, str, dict[str, Any]]:
     """(config, layout, raw config.json) of a checkpoint folder; layout is gpt2, gpt_oss or original."""
     path = Path(path).expanduser()
     cfg_file = path / "config.json"
     if not path.is_dir():
+        aside = set_aside(path) if not path.exists() else []
+        if aside:  # a write_checkpoint killed between its two renames
+            raise CheckpointError(f"{path} is missing, but {aside[-1].name} beside it is the copy a cut-short write "
+                                  f"set aside: gptoss_edu.files.restore_folder({str(path)!r}) puts it back (as "
+                                  "the next write_checkpoint there does)")
         raise CheckpointError(f"{path} is not a folder: pass a checkpoint folder holding config.json and safetensors")
     if not cfg_file.exists():
         if (path / "original" / "config.json").is_file():  # a download of only the Hub's original/ folder
@@ -266,7 +282,7 @@ def read_config(path: str | Path) -> tuple[ModelConfig, str, dict[str, Any]]:
     if qc is not None and qc.get("quant_method") != "mxfp4":
         raise CheckpointError(f"{cfg_file} asks for quantization {qc.get('quant_method')!r}: the course reads "
                               "MXFP4 ('mxfp4') checkpoints or unquantized ones")
-    name = path.name if path.name != "original" else path.parent.name
+    name = checkpoint_name(path)
     original = "model_type" not in raw and "num_experts" in raw and "experts_per_token" in raw
     layout = "original" if original else str(raw.get("model_type"))
     try:
@@ -787,15 +803,18 @@ CHECKPOINT_FILES = ("config.json", "generation_config.json", "training.json", "T
                     INDEX_FILE, "model-*-of-*.safetensors", ".DS_Store", ".ipynb_checkpoints")
 
 
-def check_replaceable(path: Path, advice: str) -> None:
-    """FileExistsError when ``path`` is a file, or a folder (not a link) that holds more than a checkpoint."""
+def check_replaceable(path: Path, advice: str, files: tuple[str, ...] = CHECKPOINT_FILES) -> None:
+    """FileExistsError when ``path`` is a file, or a folder (not a link) that holds more than a checkpoint
+    (more than ``files``, names or patterns, and what Jupyter and macOS leave)."""
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"{path} is a file, not a checkpoint folder, which replacing it would delete: {advice}")
     if path.is_symlink() or not path.is_dir():
         return
-    others = sorted(p.name for p in path.iterdir() if not any(p.match(pattern) for pattern in CHECKPOINT_FILES))
+    allowed = (*files, ".DS_Store", ".ipynb_checkpoints")
+    others = sorted(p.name for p in path.iterdir() if not any(p.match(pattern) for pattern in allowed))
     if others:
-        raise FileExistsError(f"{path} holds more than a checkpoint ({', '.join(others[:5])}"
+        what = "a checkpoint" if files == CHECKPOINT_FILES else "what a run writes there"
+        raise FileExistsError(f"{path} holds more than {what} ({', '.join(others[:5])}"
                               f"{' ...' if len(others) > 5 else ''}), which replacing it would delete: {advice}")
 
 
@@ -819,6 +838,9 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
         raise ValueError(f"dtype={dtype!r}: the weights other than MXFP4 experts are written as a floating-point "
                          "torch dtype (torch.bfloat16, as the real checkpoints, or float16, float32, float64)")
     path = Path(path).expanduser()
+    if restore_folder(path):  # a write killed between its two renames had set the checkpoint aside
+        warnings.warn(f"{path} was missing, and the copy a cut-short write had set aside is back in its place",
+                      stacklevel=2)
     # First what overwrite=True would not replace either, so that no message offers it in vain.
     check_replaceable(path, "write into an empty or new folder, or one that holds only a checkpoint")
     if (path.exists() or path.is_symlink()) and not overwrite:
@@ -883,10 +905,10 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
         os.chmod(tmp, 0o777 & ~umask)
         replace_folder(tmp, path)
     except OSError as e:
-        if e.errno != errno.ENOSPC or isinstance(e, DiskFull):
+        if not is_no_room(e) or isinstance(e, DiskFull):
             raise
         shutil.rmtree(tmp, ignore_errors=True)  # before the free space is measured for the message
-        raise DiskFull(path, need) from e
+        raise DiskFull(path, need, quota=e.errno == errno.EDQUOT) from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # gone already, unless something failed
     return path

@@ -160,14 +160,28 @@ def save_tensors(tensors: dict, file: Path, metadata: dict[str, str] | None = No
         raise OSError(int(code.group(1)), f"{os.strerror(int(code.group(1)))} (writing {file.name})") from e
 
 
-class DiskFull(OSError):
-    """A write of ``destination`` that filled the disk, or (``before``) that was measured not to fit; nothing
-    there was changed, the partial files are gone."""
+# A full disk, or a full quota (a shared JupyterHub's usual limit): the same advice, room to free.
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
 
-    def __init__(self, destination: Path, needed: int, before: bool = False) -> None:
+
+def is_no_room(error: BaseException) -> bool:
+    """True for an OSError that says the disk, or this account's quota on it, is full."""
+    return isinstance(error, OSError) and error.errno in NO_ROOM
+
+
+class DiskFull(OSError):
+    """A write of ``destination`` that filled the disk (or the quota: ``quota``), or (``before``) that was
+    measured not to fit; nothing there was changed, the partial files are gone."""
+
+    def __init__(self, destination: Path, needed: int, before: bool = False, quota: bool = False) -> None:
         from .memory import disk_free, format_bytes
 
-        self.destination, self.needed, self.before = destination, needed, before
+        self.destination, self.needed, self.before, self.quota = destination, needed, before, quota
+        if quota:  # the disk's free space says nothing of the account's quota
+            super().__init__(errno.EDQUOT, f"could not write {destination} (this account's disk quota is used up): "
+                                           f"nothing there was changed. It needs {format_bytes(needed)}: free some "
+                                           "space in your account (du -sh ~/* shows what takes it), then run again")
+            return
         # Measured now, once the partial files are removed: what a rerun would find.
         free = disk_free(destination.parent)
         # A temporary folder's disk (a shared /tmp, a small tmpfs) is not one a learner can free: say how to move it.
@@ -183,7 +197,7 @@ class DiskFull(OSError):
                                        f"again{elsewhere}")
 
     def __reduce__(self):  # noqa: ANN204 (picklable, as OSError's own arguments are not these)
-        return type(self), (self.destination, self.needed, self.before)
+        return type(self), (self.destination, self.needed, self.before, self.quota)
 
 
 def in_course_folder(path: str | Path) -> str:

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .files import in_course_folder, replace_folder
+from .files import NO_ROOM, in_course_folder, remove_leftovers, replace_folder, restore_folder
 
 SOLUTION_TAG = "solution"
 PLACEHOLDER = "<i>The solution has been removed from this copy. Ask your teacher, or see the full course.</i>"
@@ -96,6 +96,12 @@ def make_student_copy(src: str | Path, dst: str | Path, kernel: str | None = Non
     notebooks = sorted(src.glob("*.ipynb"))
     if not notebooks:
         raise FileNotFoundError(f"no notebooks in {src}")
+    # A copy killed between its two renames set the earlier one aside: it comes back (with the learner's
+    # Jupyter checkpoints in it) before anything is judged; the killed copy's temporary folder goes.
+    if restore_folder(dst.absolute()):
+        print(f"student: {dst} is back from where a cut-short copy had set it aside", file=sys.stderr)
+    for stale in remove_leftovers(dst.absolute()):
+        print(f"student: removed {stale}, what a cut-short copy left", file=sys.stderr)
     check_student_target(src, dst)
     dst = dst.resolve()  # "student/." and the like get a real name to put the temporary folder beside
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -115,9 +121,11 @@ def make_student_copy(src: str | Path, dst: str | Path, kernel: str | None = Non
             written[path.name] = _sha256(data)
         (tmp / MANIFEST).write_text(json.dumps({"notebooks": written}, indent=1) + "\n")
         (tmp / MANIFEST).chmod(0o644)
-        for name in IGNORED:  # Jupyter's checkpoints and the like stay, moved into the new copy
-            if (dst / name).exists() and not (tmp / name).exists():
-                (dst / name).rename(tmp / name)
+        for name in IGNORED:  # Jupyter's checkpoints and the like stay: copied, so a failed copy loses none
+            if (dst / name).is_dir() and not (dst / name).is_symlink():
+                shutil.copytree(dst / name, tmp / name, symlinks=True)
+            elif (dst / name).exists():
+                shutil.copy2(dst / name, tmp / name)
         tmp.chmod(0o755)  # mkdtemp makes it private
         replace_folder(tmp, dst)  # an earlier copy comes back if the new one cannot take its place
     finally:
@@ -151,9 +159,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         counts = make_student_copy(args.src, args.dst, args.kernel)
     except OSError as e:
-        if e.errno == errno.ENOSPC:  # the error names no file: say which copy, and how much room it takes
+        if e.errno in NO_ROOM:  # the error names no file: say which copy, and how much room it takes
             size = sum(p.stat().st_size for p in Path(args.src).glob("*.ipynb"))
-            print(f"student: could not write {args.dst} (no space left on the disk): nothing there was changed. The "
+            full = "this account's disk quota is used up" if e.errno == errno.EDQUOT else "no space left on the disk"
+            print(f"student: could not write {args.dst} ({full}): nothing there was changed. The "
                   f"copy takes about {size / 1e6:.1f} MB: free some space, then run again", file=sys.stderr)
         elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and _inside(e.filename, args.src):
             print(f"student: cannot read {e.filename} ({e.strerror}): nothing was written", file=sys.stderr)

@@ -40,7 +40,8 @@ from torch import nn
 from . import harmony
 from .checkpoint import CheckpointError, check_replaceable, write_checkpoint
 from .env import REPO
-from .files import DiskFull, hold, remove_leftovers, replace_folder, restore_folder, save_tensors, set_aside
+from .files import (DiskFull, hold, is_no_room, remove_leftovers, replace_folder, restore_folder, save_tensors,
+                    set_aside)
 from .config import ModelConfig, course_config, preset
 from .corpus import Corpus, load_corpus
 from .model import GPT
@@ -436,13 +437,19 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, data: TokenData | None, *, 
     result = TrainResult(model, model_cfg, cfg, out=Path(out) if out is not None else None, optimizer=optimizer,
                          data_fingerprint=data.fingerprint())
     if out is not None:
-        restore_folder(Path(out) / STATE_DIR)
         for name in (STATE_DIR, MODEL_DIR):  # what saves killed mid-way left (kill -9, a closed terminal)
+            restore_folder(Path(out) / name)
             remove_leftovers(Path(out) / name)
+    model_behind = False  # out/model older than the state: exported again below, even with no step left to run
     if out is not None and resume and (Path(out) / STATE_DIR).exists():
         saved = load_state(Path(out) / STATE_DIR, model, optimizer, model_cfg, cfg, result.data_fingerprint)
         result.history, result.evals = saved["history"], saved["evals"]
         result.resumed_from = saved["step"]
+        exported = _exported_step(Path(out) / MODEL_DIR)
+        if _has_hf_layout(model_cfg) and exported != saved["step"]:
+            model_behind = True
+            print(f"{Path(out) / MODEL_DIR} " + ("is missing" if exported is None else f"is from step {exported}")
+                  + f", the state from step {saved['step']}: the model is written again", file=sys.stderr)
     elif out is not None and (Path(out) / STATE_DIR).exists():
         raise FileExistsError(f"{out} already holds a run: resume it, or choose another folder (or delete it)")
     model.train()
@@ -491,7 +498,7 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, data: TokenData | None, *, 
                     except BaseException:
                         aborted = True  # a save that failed (a full disk) would only fail again below
                         raise
-                    saved_at = done
+                    saved_at, model_behind = done, False
                 if on_step is not None:
                     on_step(result)
                 if stop.requested and done < cfg.steps:  # a stop during the last step: the run is complete
@@ -504,7 +511,8 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, data: TokenData | None, *, 
             if bar is not None:
                 bar.close()
             # Whatever else stopped the loop, the last finished step is kept, unless it is already on disk.
-            if (out is not None and not aborted and result.step > saved_at and _consistent(result, optimizer)
+            if (out is not None and not aborted and (result.step > saved_at or model_behind)
+                    and _consistent(result, optimizer)
                     and all(torch.isfinite(p).all() for p in model.parameters())):
                 save_run(out, result)
     model.eval()
@@ -618,8 +626,9 @@ def save_state(path: str | Path, result: TrainResult, optimizer: torch.optim.Opt
         _replace_dir(tmp, path)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC and not isinstance(e, DiskFull):
-            raise DiskFull(path, sum(t.numel() * t.element_size() for t in tensors.values())) from e
+        if is_no_room(e) and not isinstance(e, DiskFull):
+            raise DiskFull(path, sum(t.numel() * t.element_size() for t in tensors.values()),
+                           quota=e.errno == errno.EDQUOT) from e
         raise
     return path
 
@@ -724,11 +733,22 @@ def load_state(path: str | Path, model: GPT, optimizer: torch.optim.Optimizer, m
 
 
 def save_run(out: str | Path, result: TrainResult) -> None:
-    """Save the training state to ``out/state`` and, for GPT-2- or gpt-oss-shaped models, ``out/model``."""
+    """Save, for GPT-2- or gpt-oss-shaped models, ``out/model``, then the training state to ``out/state``."""
     out = Path(out)
-    save_state(out / STATE_DIR, result)
+    # The model first: a state saved says that its model is saved too (a save cut short between the two
+    # leaves the state of an earlier step, and resuming from it writes both again).
     if _has_hf_layout(result.model_config):
         export(result, out / MODEL_DIR)
+    save_state(out / STATE_DIR, result)
+
+
+def _exported_step(model_dir: Path) -> int | None:
+    """The step out/model was written at (its training.json), or None if it is missing or unreadable."""
+    try:
+        steps = json.loads((model_dir / "training.json").read_text())["steps"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return steps if isinstance(steps, int) and not isinstance(steps, bool) else None
 
 
 def _has_hf_layout(cfg: ModelConfig) -> bool:
@@ -1020,7 +1040,10 @@ def _run_in(args: argparse.Namespace, rec: Recipe, tc: TrainConfig, out: Path, a
         for stale in remove_leftovers(Path(args.export)):
             print(f"removed {stale}, what a killed export left", file=sys.stderr)
     if args.fresh:
-        # Only what a run writes: the folder may hold other things.
+        # Only what a run writes: the folder may hold other things, and so may its model/ and state/.
+        keep = "move them out of it (--fresh deletes the run's model/ and state/ folders), then run again"
+        check_replaceable(out / MODEL_DIR, keep)
+        check_replaceable(out / STATE_DIR, keep, (STATE_TENSORS, STATE_JSON))
         for name in (STATE_DIR, MODEL_DIR):
             for folder in (out / name, *set_aside(out / name)):  # and copies a cut-short save set aside
                 shutil.rmtree(folder, ignore_errors=True)

@@ -82,10 +82,18 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(path.name)
             last = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()[-1]  # the error, without colours
             status = f"FAILED: {last}"
-        target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".tmp")
-        nbformat.write(nb, tmp)
-        tmp.replace(target)  # never a half-written notebook
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            nbformat.write(nb, tmp)
+            tmp.replace(target)  # never a half-written notebook
+        except BaseException as e:
+            tmp.unlink(missing_ok=True)
+            if not isinstance(e, OSError):
+                raise
+            print(f"{path.name}: {status}, but {target} could not be written ({e.strerror or e}): it is as it was",
+                  file=sys.stderr)
+            return 2
         print(f"{path.name}: {status} in {time.perf_counter() - t0:.0f} s -> {target}", flush=True)
     return 1 if failed else 0
 

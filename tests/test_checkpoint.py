@@ -453,6 +453,21 @@ def test_a_disk_that_fills_during_the_write_says_the_whole_size(tmp_path, monkey
     assert f"It needs {g.memory.format_bytes(need)}, and " in message
     assert sorted(p.name for p in good.iterdir()) == before and [p.name for p in tmp_path.iterdir()] == ["ck"]
 
+    calls.clear()
+
+    def quota_save(*args, **kwargs):  # a shared JupyterHub's quota: said as Errno 122, naming only a shard
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.EDQUOT, "Disk quota exceeded (writing shard-1.part)")
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", quota_save)
+    with pytest.raises(gptoss_edu.files.DiskFull, match=re.escape(
+            f"could not write {good} (this account's disk quota is used up): nothing there was changed. It needs "
+            f"{g.memory.format_bytes(need)}: free some space in your account")):
+        g.write_checkpoint(model, good, max_shard_bytes=100_000, overwrite=True)
+    assert sorted(p.name for p in good.iterdir()) == before and [p.name for p in tmp_path.iterdir()] == ["ck"]
+
 
 @pytest.mark.parametrize("name,dtype,keep,message", [
     ("model.layers.0.self_attn.k_proj.weight", torch.uint8, False, "is uint8; a weight must be a floating-point"),
@@ -736,6 +751,36 @@ def test_a_write_killed_mid_way_is_reported_by_the_next(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         g.write_checkpoint(small_gptoss(), path, overwrite=True)
+
+
+def test_a_checkpoint_in_the_hugging_face_cache_is_named_after_its_repository(tmp_path):
+    """hub.download returns .../models--openai--gpt-oss-120b/snapshots/<commit>: the model was named by the hash."""
+    snapshot = tmp_path / "hub" / "models--openai--gpt-oss-120b" / "snapshots" / "b5c939de8f754692c1647ca79fbf85e8"
+    g.write_checkpoint(small_gptoss(), snapshot)
+    g.write_checkpoint(small_gptoss(), snapshot / "original", layout="original")
+    for folder in (snapshot, snapshot / "original"):
+        assert ck.read_config(folder)[0].name == "gpt-oss-120b"
+        assert g.load_model(folder).config.name == "gpt-oss-120b"
+    assert ck.checkpoint_name(tmp_path / "runs" / "my-model") == "my-model"
+    assert ck.checkpoint_name(tmp_path / "my-model" / "original") == "my-model"
+    assert ck.checkpoint_name(tmp_path / "snapshots" / "abc") == "abc"  # not the cache's layout: its own name
+
+
+def test_a_write_killed_between_its_two_renames_is_named_by_the_loader_and_undone_by_the_next_write(tmp_path):
+    """Killed there, a checkpoint was only beside its path (set aside), and the loader said "not a folder"."""
+    first = small_gptoss()
+    path = g.write_checkpoint(first, tmp_path / "ck")
+    aside = tmp_path / ".ck.old-0123abcd"
+    path.rename(aside)  # what replace_folder's first rename leaves when the process dies before its second
+    with pytest.raises(g.CheckpointError, match=re.escape(
+            f"{path} is missing, but .ck.old-0123abcd beside it is the copy a cut-short write set aside: "
+            f"gptoss_edu.files.restore_folder('{path}') puts it back")):
+        g.load_model(path)
+    with pytest.warns(UserWarning, match="the copy a cut-short write had set aside is back in its place"):
+        with pytest.raises(FileExistsError, match="pass overwrite=True"):  # it is back, so not overwritten unasked
+            g.write_checkpoint(small_gptoss(seed=1), path)
+    assert not aside.exists()
+    assert torch.equal(g.load_model(path).embed.weight, first.embed.weight.to(torch.bfloat16).float())
 
 
 def test_a_model_too_big_for_the_device_as_asked_is_refused_before_reading_with_what_fits(tmp_path, monkeypatch):

@@ -120,3 +120,25 @@ def test_nbval_runs_notebooks_without_the_gpu_and_leaves_this_process_its_own(tm
                                                       "    assert os.environ['CUDA_VISIBLE_DEVICES'] == '0'\n")
     done = run_like_make_test(tmp_path, nb, "notebooks", "tests", name="env.ipynb", env={"CUDA_VISIBLE_DEVICES": "0"})
     assert done.returncode == 0 and "2 passed" in done.stdout, done.stdout + done.stderr
+
+
+def test_a_notebook_that_cannot_be_written_is_said_and_leaves_no_temporary_file(tmp_path, monkeypatch, capsys):
+    """A full disk left NAME.ipynb.tmp beside the notebook and a traceback."""
+    import errno
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("execute_notebooks", ROOT / "scripts" / "execute_notebooks.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    src = notebook(tmp_path / "a.ipynb", "print(6 * 7)")
+    before = src.read_bytes()
+
+    def full(nb, path):
+        Path(path).write_text('{"cells": [')  # part of it reached the disk
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(nbformat, "write", full)
+    assert script.main([str(src)]) == 2
+    assert f"a.ipynb: ran, but {src} could not be written (No space left on device): it is as it was" in \
+        capsys.readouterr().err
+    assert src.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["a.ipynb"]

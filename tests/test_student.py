@@ -160,6 +160,39 @@ def test_a_failed_swap_puts_the_earlier_copy_back(tmp_path, capsys, monkeypatch)
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # nothing left beside it
 
 
+def test_a_failed_swap_keeps_the_learners_jupyter_checkpoints(tmp_path, capsys, monkeypatch):
+    """They were moved into the new copy before the swap, and deleted with it when the swap failed."""
+    src, out = course(tmp_path), tmp_path / "out"
+    assert main(["student", str(src), str(out)]) == 0
+    (out / ".ipynb_checkpoints").mkdir()
+    (out / ".ipynb_checkpoints" / "01_a-checkpoint.ipynb").write_text("my saved answers")
+
+    def swap_fails(new, path):
+        raise KeyboardInterrupt  # Ctrl-C just before the new copy would take the old one's place
+
+    monkeypatch.setattr("gptoss_edu.student.replace_folder", swap_fails)
+    assert main(["student", str(src), str(out)]) == 130
+    assert (out / ".ipynb_checkpoints" / "01_a-checkpoint.ipynb").read_text() == "my saved answers"
+    monkeypatch.undo()
+    assert main(["student", str(src), str(out)]) == 0  # and a copy that succeeds carries them over
+    assert (out / ".ipynb_checkpoints" / "01_a-checkpoint.ipynb").read_text() == "my saved answers"
+
+
+def test_a_copy_killed_between_its_renames_is_undone_by_the_next(tmp_path, capsys):
+    src, out = course(tmp_path), tmp_path / "out"
+    assert main(["student", str(src), str(out)]) == 0
+    (out / ".ipynb_checkpoints").mkdir()
+    (out / ".ipynb_checkpoints" / "01_a-checkpoint.ipynb").write_text("my saved answers")
+    out.rename(tmp_path / ".out.old-0123abcd")  # killed after the first rename: the copy is only set aside
+    (tmp_path / ".out.a1b2c3d4").mkdir()  # and the new copy's temporary folder stays
+    capsys.readouterr()
+    assert main(["student", str(src), str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "is back from where a cut-short copy had set it aside" in err and "removed " in err
+    assert (out / ".ipynb_checkpoints" / "01_a-checkpoint.ipynb").read_text() == "my saved answers"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["course", "out"]
+
+
 @pytest.mark.skipif(os.name != "posix", reason="folders are fsynced on POSIX systems only")
 def test_the_copy_is_on_the_disk_before_it_is_renamed_into_place(tmp_path, disk_log):
     src, out = course(tmp_path), tmp_path / "out"
@@ -274,6 +307,13 @@ def test_a_full_disk_names_the_copy_and_the_room_it_takes(tmp_path, capsys, monk
                           "The copy takes about 0.0 MB: free some space"), err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["course", "out"]  # no temporary folder left
+
+    def quota(self, data):
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
+
+    monkeypatch.setattr(Path, "write_bytes", quota)  # a JupyterHub's usual limit
+    assert main(["student", str(src), str(out)]) == 2
+    assert f"could not write {out} (this account's disk quota is used up): nothing" in capsys.readouterr().err
 
 
 def test_a_source_notebook_that_may_not_be_read_is_named_as_such(tmp_path, capsys, monkeypatch):

@@ -18,6 +18,7 @@ import torch
 import gptoss_edu as g
 from gptoss_edu import train as T
 from gptoss_edu.config import course_config
+from gptoss_edu.files import DiskFull
 from gptoss_edu.moe import load_balancing_loss
 from gptoss_edu.tokenizer import HARMONY_VOCAB_SIZE
 
@@ -188,6 +189,35 @@ def test_interrupt_and_resume_gives_the_uninterrupted_weights(step, text_data, t
     assert second.resumed_from == 3 and second.step == 6 and not second.interrupted
     same_state(whole, second)
     assert [e["step"] for e in second.evals] == [3, 6]
+
+
+def test_a_model_save_that_failed_is_made_again_on_resume(text_data, tmp_path, monkeypatch, capsys):
+    """The state was saved before the model: a full disk at the last export left out/model at an earlier
+    step for good, since a resumed run with no step left to run saved nothing."""
+    cfg = quick(steps=4, checkpoint_every=2)
+    real_export = T.export
+
+    def disk_full_at_step_4(result, path, *args, **kwargs):
+        if result.step == 4:
+            raise DiskFull(Path(path), 10**9)
+        return real_export(result, path, *args, **kwargs)
+
+    monkeypatch.setattr(T, "export", disk_full_at_step_4)
+    with pytest.raises(DiskFull):
+        T.train(small(13), cfg, text_data, out=tmp_path, progress=False)
+    monkeypatch.setattr(T, "export", real_export)
+    assert T._exported_step(tmp_path / T.MODEL_DIR) == 2
+    assert T.read_state_meta(tmp_path / T.STATE_DIR)["step"] == 2  # the state waits for its model
+    again = T.train(small(13), cfg, text_data, out=tmp_path, progress=False)
+    assert again.resumed_from == 2 and T._exported_step(tmp_path / T.MODEL_DIR) == 4
+    # A model folder deleted (or lost) after a complete run is written again from the state, and said.
+    shutil.rmtree(tmp_path / T.MODEL_DIR)
+    capsys.readouterr()
+    done = T.train(small(13), cfg, text_data, out=tmp_path, progress=False)
+    assert done.resumed_from == 4 and T._exported_step(tmp_path / T.MODEL_DIR) == 4
+    assert "model is missing, the state from step 4: the model is written again" in capsys.readouterr().err
+    same = g.load_model(tmp_path / T.MODEL_DIR)
+    assert torch.equal(same.embed.weight, done.model.embed.weight.to(torch.bfloat16).float())
 
 
 def test_a_stop_during_the_last_step_completes_the_run(text_data, tmp_path):
@@ -461,7 +491,8 @@ def test_a_full_disk_is_a_message_naming_the_folder_and_the_space(tmp_path, caps
     tiny = ["--batch-size", "2", "--seq-len", "16", "--warmup-steps", "1", "--no-progress"]
     assert T.main(["course-step-13", "--out", str(tmp_path / "run"), "--steps", "2", *tiny]) == 2
     err = capsys.readouterr().err
-    assert re.search(f"train: \\[Errno 28\\] could not write {re.escape(str(tmp_path / 'run' / T.STATE_DIR))} \\(the "
+    # The model is saved first (a saved state says its model is saved too): it is what the disk refused.
+    assert re.search(f"train: \\[Errno 28\\] could not write {re.escape(str(tmp_path / 'run' / T.MODEL_DIR))} \\(the "
                      "disk is full\\): nothing there was changed. It needs [0-9.]+ MiB, and .* free on that disk: free "
                      "some space, then run again", err), err
     assert "Traceback" not in err and len(writes) == 1  # not tried again on the way out
@@ -498,6 +529,13 @@ def test_a_full_disk_is_a_message_naming_the_folder_and_the_space(tmp_path, caps
         T.export(result, tmp_path / "exported")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     monkeypatch.setattr(g.checkpoint, "disk_free", g.memory.disk_free)
+    # A full quota (a shared JupyterHub's limit, Errno 122) is said as such, for the state as for a checkpoint.
+    monkeypatch.setattr(safetensors.torch, "save_file", lambda *a, **k: (_ for _ in ()).throw(
+        SafetensorError("Error while serializing: I/O error: Disk quota exceeded (os error 122)")))
+    with pytest.raises(OSError, match=f"could not write {re.escape(str(tmp_path / 'state'))} \\(this account's disk "
+                                      "quota is used up\\): nothing there was changed"):
+        T.save_state(tmp_path / "state", result)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     # Any other error of safetensors' is left as it is.
     monkeypatch.setattr(safetensors.torch, "save_file", lambda *a, **k: (_ for _ in ()).throw(
         SafetensorError("invalid tensor")))
@@ -633,6 +671,15 @@ def test_cli_fresh_and_export_delete_only_what_a_run_wrote(tmp_path, capsys):
     assert "resuming" not in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted([T.MODEL_DIR, T.STATE_DIR, "notes.txt"])
     assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+    # Inside model/ or state/ too: a learner's file there is named, and --fresh deletes nothing.
+    for name in (T.MODEL_DIR, T.STATE_DIR):
+        (tmp_path / "run" / name / "my_notes.md").write_text("mine")
+        capsys.readouterr()
+        assert T.main(["course-step-13", "--out", str(tmp_path / "run"), "--fresh", *tiny]) == 2
+        assert f"{name} holds more than " in capsys.readouterr().err
+        assert (tmp_path / "run" / name / "my_notes.md").read_text() == "mine"
+        assert (tmp_path / "run" / T.STATE_DIR / T.STATE_JSON).exists()
+        (tmp_path / "run" / name / "my_notes.md").unlink()
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "o200k_base.tiktoken").write_text("not a checkpoint")
     capsys.readouterr()
