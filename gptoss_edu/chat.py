@@ -368,7 +368,7 @@ def run(args: argparse.Namespace) -> int:
         model, args.reasoning, args.date, args.instructions, args.max_new_tokens,
         args.temperature, args.top_p, args.seed, cuda_graph=args.cuda_graph,
     )
-    print(f"{path.name}: {format_count(model.num_parameters())} parameters on {args.device} ({args.backend} backend"
+    print(f"{model.config.name}: {format_count(model.num_parameters())} parameters on {args.device} ({args.backend} backend"
           f"{experts_note(model)}), "
           f"loaded in {time.perf_counter() - t0:.1f} s; reasoning {args.reasoning}.")
     print("Ctrl-C stops a reply, Ctrl-D quits, /reset starts a new conversation.")

@@ -565,12 +565,12 @@ def _gpt_oss_20b_bytes() -> int:
     return preset("gpt-oss-20b").weight_bytes(2, mxfp4_experts=True)
 
 
-def gpu_bytes_for_notebook_12() -> int:
-    """The GPU memory in which notebook 12 runs gpt-oss-20b at its defaults: its memory plan and the CUDA context."""
+def gpu_bytes_for_notebook_12(model: str = "gpt-oss-20b") -> int:
+    """The GPU memory in which notebook 12 runs ``model`` at its defaults: its memory plan and the CUDA context."""
     from .config import preset
     from .memory import plan
 
-    return plan(preset("gpt-oss-20b"), NB12_CONTEXT, 0, prompt_tokens=NB12_PROMPT_TOKENS).total + CUDA_CONTEXT_BYTES
+    return plan(preset(model), NB12_CONTEXT, 0, prompt_tokens=NB12_PROMPT_TOKENS).total + CUDA_CONTEXT_BYTES
 
 
 def check_machine(torch_imports: bool = True) -> list[Check]:

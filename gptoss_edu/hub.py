@@ -17,6 +17,7 @@ import errno
 import json
 import os
 import re
+import shlex
 import socket
 import sys
 import threading
@@ -50,7 +51,16 @@ METAL_DIR = "metal"
 
 
 # What to do to fetch again, in Python and on the command line.
-AGAIN = "run the download again (download() in Python, `python -m gptoss_edu download` on the command line)"
+
+
+def _again(repo_id: str | None, local_dir: str | Path | None = None) -> str:
+    """What to run to go on with a download: the same repository (not the default one), into the same folder."""
+    repo = repo_id or "REPO_ID"
+    in_python = ", ".join([repr(repo)] + ([f"local_dir={str(local_dir)!r}"] if local_dir is not None else []))
+    command = f"python -m gptoss_edu download {repo}" + (
+        f" --local-dir {shlex.quote(str(local_dir))}" if local_dir is not None else "")
+    return f"run the download again (download({in_python}) in Python, `{command}` on the command line)"
+
 # huggingface_hub deletes the file it was fetching when it fails (2.4), so only finished files stay.
 # A process killed mid-file leaves that file as *.incomplete (see unfinished_files).
 KEPT = "the files it finished are kept (the one in flight starts over)"
@@ -138,7 +148,7 @@ def _not_a_checkpoint(path: Path, missing: list[str]) -> str:
         return (f"{path} holds no checkpoint (no {CONFIG}, no *.safetensors): pass a checkpoint folder or a Hub "
                 "repository id such as 'openai/gpt-oss-20b'")
     return (f"{path} is not a complete checkpoint: missing {', '.join(missing)}. "
-            f"Finish the download ({AGAIN}: it keeps the finished files) or copy the files in.")
+            f"Finish the download ({_again(None, path)}: it keeps the finished files) or copy the files in.")
 
 
 def missing_files(path: str | Path, include_original: bool = False, include_metal: bool = False) -> list[str]:
@@ -218,15 +228,15 @@ class DownloadPlan:
                 f"{self.target} ({format_bytes(self.free_bytes)} free){note}")
 
 
-def check_disk(needed_bytes: int, path: str | Path, unfinished_note: str = "") -> int:
+def check_disk(needed_bytes: int, path: str | Path, unfinished_note: str = "", repo_id: str = "REPO_ID") -> int:
     """Raise NotEnoughDiskSpace unless ``needed_bytes`` fit in the free space at ``path``; return the free bytes."""
     free = disk_free(path)
     if needed_bytes > free:
         raise NotEnoughDiskSpace(
             f"the download needs {format_bytes(needed_bytes)}, and only {format_bytes(free)} are free at {path}: "
             + (f"{unfinished_note}; or " if unfinished_note else "")
-            + "free some space there, or download to a disk with room (`python -m gptoss_edu download --local-dir "
-            "DIR`; in Python, download(..., local_dir=DIR)) and give DIR as the model")
+            + f"free some space there, or download to a disk with room (`python -m gptoss_edu download {repo_id} "
+            f"--local-dir DIR`; in Python, download({repo_id!r}, local_dir=DIR)) and give DIR as the model")
     return free
 
 
@@ -352,7 +362,7 @@ def _download(repo_id: str, local_dir: str | Path | None, include_original: bool
     errors = _network_errors()
     if progress:
         print(plan)
-    check_disk(plan.needed_bytes, plan.target, plan.unfinished_note)
+    check_disk(plan.needed_bytes, plan.target, plan.unfinished_note, repo_id)
     from huggingface_hub import errors as hf_errors
     from huggingface_hub import snapshot_download
 
@@ -361,28 +371,35 @@ def _download(repo_id: str, local_dir: str | Path | None, include_original: bool
             folder = snapshot_download(repo_id, revision=revision, local_dir=local_dir,
                                        allow_patterns=[name for name, _ in plan.files])
     except errors as e:
-        raise HubError(f"the download of {repo_id} stopped ({type(e).__name__}: {e}); {KEPT}: {AGAIN} to fetch the "
-                       "rest") from e
+        raise HubError(f"the download of {repo_id} stopped ({type(e).__name__}: {e}); {KEPT}: "
+                       f"{_again(repo_id, local_dir)} to fetch the rest") from e
     except hf_errors.HfHubHTTPError as e:  # the Hub refused mid-way (rate limit, a server error after retries)
         raise HubError(f"the Hub answered the download of {repo_id} with an error ({e}); {KEPT}: wait a little, "
-                       f"then {AGAIN} to fetch the rest") from e
+                       f"then {_again(repo_id, local_dir)} to fetch the rest") from e
     except OSError as e:  # writing failed (the disk filled up, no permission), or the Hub's storage (Xet) refused
         xet_auth, xet_missing = _xet_errors()
         if isinstance(e, xet_auth):  # a PermissionError, but the Hub's, not the disk's
             raise HubError(f"the Hub's storage refused the download of {repo_id} ({e}); {KEPT}: log in "
-                           f"(`hf auth login`; a gated repository needs it), then {AGAIN}") from e
+                           f"(`hf auth login`; a gated repository needs it), then {_again(repo_id, local_dir)}") from e
         if isinstance(e, xet_missing):  # a FileNotFoundError, but on the Hub
             raise HubError(f"the Hub's storage could not serve a file of {repo_id} ({e}); {KEPT}: wait a little, "
-                           f"then {AGAIN}") from e
+                           f"then {_again(repo_id, local_dir)}") from e
+        if e.errno == errno.EDQUOT:
+            raise NotEnoughDiskSpace(
+                f"this account's disk quota was used up during the download of {repo_id} into {plan.target} (it "
+                f"needs {format_bytes(plan.needed_bytes)} in all); {KEPT}: free some space in your account, then "
+                f"{_again(repo_id, local_dir)}") from e
         if e.errno == errno.ENOSPC:
             raise NotEnoughDiskSpace(
                 f"the disk at {plan.target} filled up during the download of {repo_id} (it needs "
-                f"{format_bytes(plan.needed_bytes)} in all); {KEPT}: free some space there, then {AGAIN}") from e
+                f"{format_bytes(plan.needed_bytes)} in all); {KEPT}: free some space there, then "
+                f"{_again(repo_id, local_dir)}") from e
         if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise HubError(f"the download of {repo_id} could not write to {plan.target} ({e}); {KEPT}: make the "
-                           f"folder writable, or download elsewhere with --local-dir DIR, then {AGAIN}") from e
-        raise HubError(f"the download of {repo_id} stopped ({type(e).__name__}: {e}); {KEPT}: {AGAIN} to fetch the "
-                       "rest") from e
+                           f"folder writable, then {_again(repo_id, local_dir)}; or download elsewhere with "
+                           "--local-dir DIR") from e
+        raise HubError(f"the download of {repo_id} stopped ({type(e).__name__}: {e}); {KEPT}: "
+                       f"{_again(repo_id, local_dir)} to fetch the rest") from e
     return check_local(folder, include_original, include_metal)
 
 
@@ -412,7 +429,7 @@ def _from_disk(repo_id: str, local_dir: str | Path | None, include_original: boo
                 if not wanted]
     raise WeightsUnavailable(
         f"the weights of {repo_id} could not be fetched: {reason}, and they are not complete {where} ({detail}). "
-        f"Connect to the internet{' (and unset HF_HUB_OFFLINE)' if _offline() else ''} and {AGAIN}, or download them on "
+        f"Connect to the internet{' (and unset HF_HUB_OFFLINE)' if _offline() else ''} and {_again(repo_id, local_dir)}, or download them on "
         f"another machine (`hf download {repo_id} {' '.join(excluded + ['--local-dir DIR'])}`), "
         "copy DIR here and pass its path instead of the repository id.")
 
@@ -661,7 +678,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"download: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ndownload: interrupted; {KEPT}: {AGAIN} to fetch the rest", file=sys.stderr)
+        print(f"\ndownload: interrupted; {KEPT}: {_again(args.repo, args.local_dir)} to fetch the rest", file=sys.stderr)
         return 130
     print(folder)
     return 0

@@ -53,3 +53,13 @@ def test_lab_args_reach_jupyterlab():
     lab = [line for line in done.stdout.splitlines() if "jupyter lab" in line]
     assert lab and "--no-browser --port 8888 notebooks/00_welcome.ipynb" in lab[-1], done.stdout
     assert 'LAB_ARGS="--no-browser --port 8888"' in (REPO / "README.md").read_text()
+
+
+def test_the_readmes_gpu_figures_are_notebook_12s_plans():
+    """They are computed (memory.plan at notebook 12's defaults, plus the CUDA context), and drifted once."""
+    from gptoss_edu.env import GiB, gpu_bytes_for_notebook_12
+
+    text = (REPO / "README.md").read_text()
+    for model in ("gpt-oss-20b", "gpt-oss-120b"):
+        figure = f"for {model} about {gpu_bytes_for_notebook_12(model) / GiB:.1f} GiB"
+        assert figure in text, f"README.md should say {figure!r}"

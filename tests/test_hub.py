@@ -181,6 +181,7 @@ def test_disk_check_refuses_before_the_first_byte(tmp_path, monkeypatch):
     msg = str(e.value)
     assert hub.format_bytes(needed) in msg and hub.format_bytes(needed - 1) in msg
     assert str(tmp_path / "w") in msg and "--local-dir DIR" in msg and "local_dir=DIR" in msg  # the command line's way and Python's
+    assert f"`python -m gptoss_edu download {REPO} --local-dir DIR`" in msg  # this repository, not the default one
     assert fake.downloads == [] and not (tmp_path / "w").exists()
 
 
@@ -514,8 +515,12 @@ def test_connection_lost_during_the_download_says_what_is_kept_and_what_to_run(t
      "answered the download .*503.* finished are kept .* wait a little, then run the download again"),
     (lambda: OSError(errno.ENOSPC, "No space left on device"), hub.NotEnoughDiskSpace,
      "filled up during the download .*it needs 12.03 GiB in all.* finished are kept.*: free some space there, then run the"),
+    (lambda: OSError(errno.EDQUOT, "Disk quota exceeded"), hub.NotEnoughDiskSpace,
+     "disk quota was used up during the download .*it needs 12.03 GiB in all.* finished are kept.*: free some space in "
+     "your account, then run the"),
     (lambda: PermissionError(errno.EACCES, "Permission denied"), hub.HubError,
-     "could not write to .*Permission denied.* finished are kept.*: make the folder writable, or download elsewhere with --local-dir"),
+     "could not write to .*Permission denied.* finished are kept.*: make the folder writable, then run the download "
+     "again .*; or download elsewhere with --local-dir DIR"),
 ])
 def test_a_refusal_or_a_full_disk_during_the_download_says_what_to_do(tmp_path, monkeypatch, error, kind, says):
     """Not only lost connections: every way the fetch can stop half-way is a HubError that says what to run."""
@@ -527,6 +532,9 @@ def test_a_refusal_or_a_full_disk_during_the_download_says_what_to_do(tmp_path, 
     with pytest.raises(kind, match=says) as caught:
         hub.download(REPO, tmp_path / "w", progress=False)
     assert isinstance(caught.value.__cause__, OSError)  # the library's error stays attached for a traceback
+    # The advice names this repository and folder: without them the command fetches gpt-oss-20b into the cache.
+    assert (f"download({REPO!r}, local_dir={str(tmp_path / 'w')!r}) in Python, `python -m gptoss_edu download {REPO} "
+            f"--local-dir {tmp_path / 'w'}` on the command line" in str(caught.value))
     # The command line prints the message and exits with status 2, as for every other HubError.
     assert main(["download", REPO, "--local-dir", str(tmp_path / "w")]) == 2
 
