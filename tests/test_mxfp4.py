@@ -247,7 +247,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024, out.
 
 @pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux only")
 def test_dequantize_needs_little_more_memory_than_its_result():
-    # A dense load dequantizes a whole layer's experts at once (2.1 billion weights for gpt-oss-120b).
+    # A dense load dequantizes a layer's experts one projection at once (2.1 billion weights in gpt-oss-120b's gate_up_proj).
     # Unpacked in one go that took about 14 bytes a weight of temporaries (920 MiB here, 7 times the
     # result); by chunks of rows, the result plus a few tens of MB. Measured in a fresh process.
     done = subprocess.run([sys.executable, "-c", DEQUANTIZE_PEAK], capture_output=True, text=True, timeout=300)

@@ -63,6 +63,9 @@ GPTOSS_SHAPES = [
          sliding_window=7, rope_original_context=8, rope_scaling_factor=8.0, T=33),
     dict(d_model=32, n_layers=3, n_heads=2, n_kv_heads=1, head_dim=32, d_ff=96, n_experts=3, experts_per_token=1,
          sliding_window=16, rope_original_context=32, rope_scaling_factor=2.0, T=50),
+    # gpt-oss-120b's depth and experts (36 layers, 128 experts, 4 a token), shrunk in width.
+    dict(d_model=32, n_layers=36, n_heads=4, n_kv_heads=1, head_dim=8, d_ff=32, n_experts=128, experts_per_token=4,
+         sliding_window=8, rope_original_context=16, rope_scaling_factor=4.0, T=40),
 ]
 
 
