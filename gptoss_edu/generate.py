@@ -56,6 +56,9 @@ def check_max_new_tokens(max_new_tokens: int) -> None:
 
 def check_sampling(temperature: float, top_p: float) -> None:
     """Refuse a temperature that is not a finite number >= 0, or a top_p outside (0, 1] (NaN included)."""
+    for name, value in (("temperature", temperature), ("top_p", top_p)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
     if not 0 <= temperature < math.inf or not 0 < top_p <= 1:  # NaN fails both comparisons
         raise ValueError(f"temperature must be a number >= 0 (0 is greedy) and top_p in (0, 1], got {temperature} "
                          f"and {top_p}")
@@ -129,9 +132,12 @@ def stream(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_toke
     check_max_new_tokens(max_new_tokens)
     check_sampling(temperature, top_p)
     stops = _stop_set(stop_tokens)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise ValueError(f"seed must be a whole number (or None: torch's global generator), got {seed!r}")
     ctx = model.config.context_length
     if len(ids) >= ctx:
-        raise ValueError(f"the prompt has {len(ids)} tokens; the context holds {ctx}: shorten it")
+        raise ValueError(f"the prompt has {len(ids)} tokens, and the context holds {ctx} with the reply: a prompt "
+                         f"of at most {ctx - 1} leaves room for one")
     stats = stats if stats is not None else Generation()
     stats.prompt_tokens = len(ids)
     if max_new_tokens == 0:  # nothing to sample: no prefill either (on gpt-oss-20b, a whole prompt's worth)
@@ -174,6 +180,9 @@ def release_memory() -> None:
 
 def _prompt_list(prompt_ids: Sequence[int] | torch.Tensor) -> list[int]:
     """One sequence of ids as a list: from a list, a [T] tensor or a [1, T] tensor."""
+    if isinstance(prompt_ids, str):
+        raise ValueError(f"the prompt is text ({prompt_ids[:30]!r}): generate takes token ids, so encode it first "
+                         "(e.g. tokenizer.encode(text), or harmony.render_conversation for a chat)")
     if isinstance(prompt_ids, torch.Tensor):
         if prompt_ids.dim() == 2 and prompt_ids.shape[0] == 1:
             prompt_ids = prompt_ids[0]

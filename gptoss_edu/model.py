@@ -50,6 +50,9 @@ class GPT(nn.Module):
 
     def __init__(self, cfg: ModelConfig, packed_experts: bool = False) -> None:
         super().__init__()
+        if not isinstance(cfg, ModelConfig):
+            hint = f": preset({cfg!r}) gives that config" if isinstance(cfg, str) else ""
+            raise TypeError(f"GPT takes a ModelConfig, got a {type(cfg).__name__}{hint}")
         self.config = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.pos_embed = nn.Embedding(cfg.context_length, cfg.d_model) if cfg.positions == "learned" else None
@@ -94,9 +97,15 @@ class GPT(nn.Module):
         after a prompt, whose every position's logits would take T x vocab numbers (for gpt-oss-20b,
         a 2,048-token prompt's 0.8 GB in bf16).
         """
-        if input_ids.dim() != 2 or input_ids.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"input_ids must be an int64 or int32 tensor [batch, tokens] (ids.long() converts "
-                             f"one), got {input_ids.dtype} {tuple(input_ids.shape)}")
+        if not isinstance(input_ids, torch.Tensor):
+            raise TypeError(f"input_ids must be a tensor [batch, tokens], got a {type(input_ids).__name__}: "
+                            "torch.tensor([ids]) makes one from a list of ids")
+        if input_ids.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"input_ids must be an int64 or int32 tensor of token ids (ids.long() converts one), "
+                             f"got {input_ids.dtype} {tuple(input_ids.shape)}")
+        if input_ids.dim() != 2:
+            fix = " (ids[None] adds the batch dimension)" if input_ids.dim() == 1 else ""
+            raise ValueError(f"input_ids must be [batch, tokens], got {input_ids.dim()}-D {tuple(input_ids.shape)}{fix}")
         T = input_ids.shape[1]
         if input_ids.numel() == 0:
             raise ValueError(f"input_ids {tuple(input_ids.shape)} holds no tokens: give at least one sequence of one")
@@ -128,6 +137,8 @@ class GPT(nn.Module):
         elif isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
             raise ValueError(f"max_len is the positions the cache holds, a whole number >= 1 (None: the model's "
                              f"context, {self.config.context_length}), got {max_len!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size is the sequences the cache holds, a whole number >= 1, got {batch_size!r}")
         return KVCache(self.config, batch_size, max_len, p.device, p.dtype)
 
     def set_backend(self, backend: str) -> "GPT":

@@ -127,6 +127,12 @@ def test_ids_of_another_integer_type_are_named():
     assert not r.passed and "of type int64" in r.message and "int(...)" in r.message, r.message
 
 
+def test_a_none_among_the_ids_is_named_not_a_traceback():
+    """A helper that forgets `return` puts None in the list: the check raised a TypeError comparing it."""
+    r = check_render_message(lambda m: harmony.render_message(m)[:2] + [None])
+    assert not r.passed and "one of yours is None" in r.message and "forget to `return`" in r.message, r.message
+
+
 @pytest.mark.parametrize("bad", [-1, 201088, 10**9])
 def test_an_id_the_tokenizer_does_not_have_is_named_not_a_traceback(bad):
     """A placeholder like -1, or an id past the vocabulary: the check must not crash decoding it."""

@@ -276,7 +276,7 @@ def test_context_overflow_is_a_clear_error():
     with pytest.raises(ValueError, match="the context holds 16"):
         generate(model, list(range(16)), max_new_tokens=3)
     for ids in (torch.zeros(1, 4), torch.zeros(1, 4, dtype=torch.int16)):  # int16 was called "not an integer"
-        with pytest.raises(ValueError, match=r"input_ids must be an int64 or int32 tensor .*\(ids.long\(\) converts"):
+        with pytest.raises(ValueError, match=r"input_ids must be an int64 or int32 tensor of token ids \(ids.long\(\) converts"):
             model(ids)
     for max_len in (0, -5, 2.5, True):  # 0 used to mean the whole context
         with pytest.raises(ValueError, match=f"max_len is the positions the cache holds.*got {max_len!r}"):
@@ -285,6 +285,29 @@ def test_context_overflow_is_a_clear_error():
     with pytest.raises(ValueError, match=r"max_new_tokens must be a whole number, 0 or more \(an int\), got -3"):
         generate(model, [1, 2], max_new_tokens=-3)
     assert generate(model, [1, 2], max_new_tokens=0).tokens == []
+
+
+def test_what_a_learner_passes_by_mistake_is_named_with_the_fix():
+    """Each of these reached torch and came back as an error naming neither the argument nor the fix."""
+    model = g.GPT(g.preset("gpt2-tiny").replace(vocab_size=50, context_length=16)).eval()
+    with pytest.raises(ValueError, match=r"input_ids must be \[batch, tokens\], got 1-D \(3,\) \(ids\[None\] adds"):
+        model(torch.tensor([1, 2, 3]))  # ids.long() was offered, and changed nothing
+    with pytest.raises(TypeError, match=r"got a list: torch.tensor\(\[ids\]\) makes one"):
+        model([1, 2, 3])
+    with pytest.raises(TypeError, match=r"GPT takes a ModelConfig, got a str: preset\('gpt2-tiny'\) gives that config"):
+        g.GPT("gpt2-tiny")
+    for batch in (0, -1, 2.0):
+        with pytest.raises(ValueError, match=f"batch_size is the sequences the cache holds.*got {batch!r}"):
+            model.new_cache(batch)
+    with pytest.raises(ValueError, match=r"the prompt is text \('Hello'\): generate takes token ids, so encode it"):
+        generate(model, "Hello")
+    with pytest.raises(ValueError, match="the context holds 16 with the reply: a prompt of at most 15 leaves room"):
+        generate(model, list(range(16)), max_new_tokens=3)
+    with pytest.raises(ValueError, match=r"seed must be a whole number .*got 1.5"):
+        generate(model, [1], max_new_tokens=2, seed=1.5)
+    for name, value in (("temperature", "0.7"), ("top_p", None)):
+        with pytest.raises(ValueError, match=f"{name} must be a number, got {value!r}"):
+            generate(model, [1], max_new_tokens=2, **{name: value})
 
 
 def test_bad_ids_and_caches_are_named_before_they_reach_the_embedding():

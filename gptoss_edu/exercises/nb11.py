@@ -148,9 +148,11 @@ def check_render_message(fn: RenderMessage) -> CheckResult:
         if not isinstance(got, (list, tuple)):
             return failed(f"not yet: return a list of token ids (ints), got {type(got).__name__}"
                           + (" (the check compares token ids, not text)" if isinstance(got, str) else ""))
-        odd = next((t for t in got if not isinstance(t, int)), None)
-        if odd is not None:
-            convert = " (convert with int(...))" if hasattr(odd, "__index__") else ""
+        odd = [t for t in got if not isinstance(t, int)][:1]  # a list: the odd one may itself be None
+        if odd:
+            odd = odd[0]
+            convert = (" (convert with int(...))" if hasattr(odd, "__index__") else
+                       ": does a helper of yours forget to `return`?" if odd is None else "")
             return failed(f"not yet: return a list of token ids (Python ints); one of yours is {odd!r}, "
                           f"of type {type(odd).__name__}{convert}")
         got = list(got)
