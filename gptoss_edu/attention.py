@@ -100,8 +100,23 @@ def cache_slots(cfg: ModelConfig, max_len: int) -> list[int]:
     return [min(cfg.window(layer) or max_len, max_len) for layer in range(cfg.n_layers)]
 
 
+def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor | None = None) -> None:
+    """Refuse q [B, Hq, Tq, D], k and v [B, Hkv, Tk, D] and sinks [Hq] that do not fit together, naming the shapes."""
+    shapes = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+    if q.dim() != 4 or k.dim() != 4 or k.shape != v.shape:
+        raise ValueError(f"q must be [B, Hq, Tq, D], and k and v both [B, Hkv, Tk, D]; got {shapes}")
+    if k.shape[0] != q.shape[0] or k.shape[3] != q.shape[3]:
+        raise ValueError(f"q, k and v must agree in batch B and head size D; got {shapes}")
+    if k.shape[1] == 0 or q.shape[1] % k.shape[1]:
+        raise ValueError(f"the query heads ({q.shape[1]}) must be a multiple of the KV heads ({k.shape[1]}): {shapes}")
+    if sinks is not None and tuple(sinks.shape) != (q.shape[1],):
+        raise ValueError(f"sinks must hold one logit per query head, [{q.shape[1]}], got {tuple(sinks.shape)}")
+
+
 def attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int = 0) -> torch.Tensor:
     """Boolean [Tq, Tk]: True where a query may look at a key (causal, and within the window)."""
+    if window < 0:  # a negative window would mask every key, and every row's softmax would be NaN
+        raise ValueError(f"window must be >= 0 (0 = no window, else the keys each query sees), got {window}")
     delta = q_pos[:, None] - k_pos[None, :]
     allowed = delta >= 0
     if window:
@@ -112,6 +127,9 @@ def attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int = 0) ->
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float, q_start: int = 0,
            window: int = 0, sinks: torch.Tensor | None = None, dropout: float = 0.0) -> torch.Tensor:
     """Softmax attention of q [B, Hq, Tq, D] over k, v [B, Hkv, Tk, D]; query i sits at q_start + i."""
+    check_qkv(q, k, v, sinks)
+    if q_start < 0:
+        raise ValueError(f"q_start is the position of the first query, >= 0, got {q_start}")
     Tq, Tk = q.shape[2], k.shape[2]
     k_pos = torch.arange(Tk, device=q.device)
     outs = []

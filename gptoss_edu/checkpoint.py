@@ -261,7 +261,10 @@ def read_config(path: str | Path) -> tuple[ModelConfig, str, dict[str, Any]]:
             raise CheckpointError(f"{path} is missing, but {aside[-1].name} beside it is the copy a cut-short write "
                                   f"set aside: gptoss_edu.files.restore_folder({str(path)!r}) puts it back (as "
                                   "the next write_checkpoint there does)")
-        raise CheckpointError(f"{path} is not a folder: pass a checkpoint folder holding config.json and safetensors")
+        repo = (f"; for the Hub's {str(path)!r}, gptoss_edu.hub.download({str(path)!r}) fetches it and returns its "
+                "folder" if not path.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", str(path)) else "")
+        raise CheckpointError(f"{path} is not a folder: pass a checkpoint folder holding config.json and "
+                              f"safetensors{repo}")
     if not cfg_file.exists():
         if (path / "original" / "config.json").is_file():  # a download of only the Hub's original/ folder
             raise CheckpointError(f"{path} has no config.json, but its original/ folder (OpenAI's layout) does: "
@@ -516,14 +519,18 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     packed (uint8) and are dequantized per use, so no dense copy of them is ever made.
     """
     t0 = time.perf_counter()
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CheckpointError(f"device={device!r} is not a device: use 'cpu', 'cuda' (or 'cuda:N') or 'mps'") from None
     problem = device_problem(device)
     if problem:
         raise CheckpointError(f"device={str(device)!r}: {problem}" + (
             "; device='cpu' loads it on the CPU (every notebook runs there)" if problem.startswith("no ") else ""))
     if dtype not in (torch.bfloat16, torch.float16, torch.float32, torch.float64):
-        raise CheckpointError(f"dtype={dtype}: weights load as a floating-point dtype (torch.bfloat16, float16, "
-                              "float32 or float64); MXFP4 experts stay packed with keep_mxfp4=True")
+        named = f" is a string: pass torch.{dtype}" if isinstance(dtype, str) and hasattr(torch, dtype) else ""
+        raise CheckpointError(f"dtype={dtype!r}{named}; weights load as a floating-point torch dtype (torch.bfloat16, "
+                              "float16, float32 or float64); MXFP4 experts stay packed with keep_mxfp4=True")
     path = Path(path).expanduser()
     cfg, layout, raw = read_config(path)
     files = weight_files(path)

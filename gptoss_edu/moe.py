@@ -112,6 +112,12 @@ class MoE(nn.Module):
 
 def load_balancing_loss(logits: torch.Tensor, indices: torch.Tensor, n_experts: int) -> torch.Tensor:
     """Switch-style auxiliary loss: E * sum_e (share of the N*k routing choices sent to e) * (mean router prob of e)."""
+    # [B, T, E] logits would average over the wrong axis and give a wrong number, not an error.
+    if logits.dim() != 2 or logits.shape[-1] != n_experts or indices.dim() != 2 or indices.shape[0] != logits.shape[0]:
+        raise ValueError(f"logits must be [N, E={n_experts}] and indices [N, k], got {tuple(logits.shape)} and "
+                         f"{tuple(indices.shape)} (flatten the tokens first: logits.reshape(-1, {n_experts}))")
+    if indices.numel() and not 0 <= int(indices.min()) <= int(indices.max()) < n_experts:
+        raise ValueError(f"indices must be experts 0..{n_experts - 1}, got {int(indices.min())}..{int(indices.max())}")
     probs = torch.softmax(logits.float(), dim=-1)
     share = torch.bincount(indices.reshape(-1), minlength=n_experts) / indices.numel()
     return n_experts * (share * probs.mean(dim=0)).sum()

@@ -1077,8 +1077,24 @@ def test_a_device_torch_cannot_use_is_refused_before_reading_with_what_runs_inst
 def test_a_dtype_that_is_not_floating_point_is_refused(written, dtype):
     """int8 once loaded every weight as 0 (the report looked normal) and failed at the first forward; float8
     failed inside the NaN check."""
-    with pytest.raises(g.CheckpointError, match="weights load as a floating-point dtype"):
+    with pytest.raises(g.CheckpointError, match="weights load as a floating-point torch dtype"):
         g.load_model(written, dtype=dtype)
+
+
+def test_a_device_string_a_dtype_string_and_a_repository_id_get_their_fix(written, tmp_path, monkeypatch):
+    """torch's own "Expected one of cpu, cuda, ipu, xpu, ..." for 'gpu'; "dtype=bfloat16: ..." read as accepted;
+    and a Hub id was only "not a folder"."""
+    with pytest.raises(g.CheckpointError, match=re.escape("device='gpu' is not a device: use 'cpu', 'cuda'")):
+        g.load_model(written, device="gpu")
+    with pytest.raises(g.CheckpointError, match=re.escape("dtype='bfloat16' is a string: pass torch.bfloat16;")):
+        g.load_model(written, dtype="bfloat16")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(g.CheckpointError, match=re.escape(
+            "openai/gpt-oss-120b is not a folder: pass a checkpoint folder holding config.json and safetensors; for "
+            "the Hub's 'openai/gpt-oss-120b', gptoss_edu.hub.download('openai/gpt-oss-120b') fetches it")):
+        g.load_model("openai/gpt-oss-120b")
+    with pytest.raises(g.CheckpointError, match=r"no-such-folder is not a folder: .* safetensors$"):
+        g.load_model(tmp_path / "no-such-folder")
 
 
 def test_overwrite_never_deletes_a_folder_that_holds_more_than_a_checkpoint(tmp_path):

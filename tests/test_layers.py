@@ -185,3 +185,26 @@ def test_attention_dropout_zeroes_probabilities_and_rescales_the_rest():
     assert not torch.equal(layer(x), layer(x))  # the layer passes its dropout on in training
     layer.eval()
     assert torch.equal(layer(x), layer(x))
+
+
+def test_attention_inputs_that_do_not_fit_are_named():
+    """The Triton kernel named these; the PyTorch path returned NaN (a negative window or q_start) or
+    failed deep in a reshape."""
+    from gptoss_edu.attention import attend, attention_mask
+
+    q, k = torch.randn(1, 4, 5, 8), torch.randn(1, 2, 5, 8)
+    bad = [
+        (dict(q=q[0]), r"q must be \[B, Hq, Tq, D\], and k and v both \[B, Hkv, Tk, D\]; got q \(4, 5, 8\)"),
+        (dict(k=torch.randn(1, 3, 5, 8), v=torch.randn(1, 3, 5, 8)), r"query heads \(4\) must be a multiple of the KV heads \(3\)"),
+        (dict(k=torch.randn(1, 2, 5, 6), v=torch.randn(1, 2, 5, 6)), "must agree in batch B and head size D"),
+        (dict(sinks=torch.zeros(2)), r"one logit per query head, \[4\], got \(2,\)"),
+        (dict(window=-1), r"window must be >= 0 .*got -1"),
+        (dict(q_start=-10), r"q_start is the position of the first query, >= 0, got -10"),
+    ]
+    for change, message in bad:
+        args = dict(q=q, k=k, v=k, scale=0.35) | change
+        with pytest.raises(ValueError, match=message):
+            attend(**args)
+    with pytest.raises(ValueError, match="window must be >= 0"):
+        attention_mask(torch.arange(3), torch.arange(3), -2)
+    assert attend(q, k, k, scale=0.35, window=2, sinks=torch.zeros(4)).isfinite().all()

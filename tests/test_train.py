@@ -767,6 +767,21 @@ def test_aux_loss_value_and_gradient_match_transformers(tokens, n_experts, k):
     torch.testing.assert_close(ours_in.grad, ref_in.grad, atol=1e-7, rtol=1e-5)
 
 
+def test_aux_loss_refuses_logits_not_flattened_and_experts_out_of_range():
+    """[B, T, E] logits gave 5.71 where the same data flattened gives 1.43: a wrong number, no error."""
+    logits = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(0))
+    indices = logits.topk(2, dim=-1).indices
+    with pytest.raises(ValueError, match=r"logits must be \[N, E=8\] and indices \[N, k\], got \(2, 5, 8\) .*reshape"):
+        load_balancing_loss(logits, indices, 8)
+    flat = load_balancing_loss(logits.reshape(-1, 8), indices.reshape(-1, 2), 8)
+    assert 1 <= flat.item() < 8
+    for wrong in (8, -1):
+        bad = indices.reshape(-1, 2).clone()
+        bad[0, 0] = wrong
+        with pytest.raises(ValueError, match=r"indices must be experts 0..7"):
+            load_balancing_loss(logits.reshape(-1, 8), bad, 8)
+
+
 def test_aux_loss_gradient_reaches_the_router_weights_through_the_model():
     cfg = g.preset("gpt-oss-tiny").replace(vocab_size=100, context_length=64)
     model = g.GPT(cfg).train()

@@ -99,3 +99,14 @@ def test_the_sink_slider_is_inert_and_shown_so_without_a_sink():
     assert ex.controls["sink"].disabled
     ex.set(use_sink=True)
     assert not ex.controls["sink"].disabled
+
+
+def test_no_tokens_or_a_negative_window_is_named():
+    # tokens=0 was told "pick a window up to 0", and window=0 then failed inside torch's min().
+    for tokens in (0, -3, 2.5):
+        with pytest.raises(ValueError, match=f"tokens is how many queries .* got {tokens!r}"):
+            window_sink_explorer(tokens=tokens, window=0)
+    with pytest.raises(ValueError, match="window must be a whole number >= 0 .*got -1"):
+        window_sink_explorer(window=-1)
+    with pytest.raises(ValueError, match="window must be >= 0"):  # the probabilities were all NaN
+        attention_probs(torch.randn(4, 4), window=-1)

@@ -70,6 +70,10 @@ def draw_window_sinks(fig: Figure, scores: torch.Tensor, window: int, sink: floa
 def window_sink_explorer(tokens: int = 24, window: int = 8, sink: float = 0.0, use_sink: bool = True,
                          seed: int = 0) -> Explorer:
     """Sliders for the window and the sink logit over fixed random scores of ``tokens`` queries."""
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+        raise ValueError(f"tokens is how many queries (and keys) to draw, a whole number >= 1, got {tokens!r}")
+    if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+        raise ValueError(f"window must be a whole number >= 0 (0 = the full causal mask), got {window!r}")
     if window > tokens:  # e.g. gpt-oss's 128 over the 24 tokens drawn
         raise ValueError(f"window={window} is wider than the {tokens} tokens drawn, where it would be the full causal "
                          f"mask (window 0): draw more tokens (tokens={window + 8}, say) or pick a window up to {tokens}")
