@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from gptoss_edu.widgets.attention import window_sink_explorer
@@ -98,3 +100,36 @@ def test_text_boxes_redraw_as_they_are_typed_in():
 def test_an_explorer_is_not_built_around_a_value_its_slider_would_clamp(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+@pytest.mark.parametrize("make, given, says", [
+    ("kernels.block_explorer", dict(block=12), "block=12 is not one of the explorer's choices: 4, 8, 16, 32, 64 (a BLOCK "
+                                                "is a power of two"),
+    ("harmony.harmony_explorer", dict(effort="High"), "effort='High' is not one of the explorer's choices: 'low', "),
+    ("memory.memory_explorer", dict(model="gpt-oss-7b"), "model='gpt-oss-7b' is not one of the explorer's choices"),
+    ("memory.memory_explorer", dict(gpu="16GB"), "gpu='16GB' is not one of the explorer's choices: '16 GiB'"),
+    ("memory.memory_explorer", dict(context=5000), "context=5000 is not one of the explorer's choices: 1024, "),
+    ("memory.memory_explorer", dict(prompt_tokens=3), "prompt_tokens=3 is not one of the explorer's choices"),
+])
+def test_a_choice_the_explorer_does_not_offer_is_named_with_the_choices(make, given, says):
+    """traitlets said only "Invalid selection: value not found", naming neither the argument nor the choices."""
+    import importlib
+
+    module, name = make.split(".")
+    explorer = getattr(importlib.import_module(f"gptoss_edu.widgets.{module}"), name)
+    with pytest.raises(ValueError, match=re.escape(says)):
+        explorer(**given)
+
+
+def test_a_weight_or_a_range_the_explorer_cannot_show_is_named():
+    import torch
+
+    from gptoss_edu.widgets.mxfp4 import block_explorer as mxfp4_blocks
+
+    with pytest.raises(ValueError, match=re.escape("last dimension must be a multiple of 32 (MXFP4's blocks run along "
+                                                   "it), got shape (4, 33)")):
+        mxfp4_blocks(torch.randn(4, 33))  # was "shape '[-1, 32]' is invalid for input of size 132"
+    with pytest.raises(ValueError, match="max_pos is the positions the sliders offer, a whole number >= 1, got 0"):
+        rope_explorer(max_pos=0)  # was traitlets' "setting min > max"
+    with pytest.raises(ValueError, match=r"head_dim must be even \(2 or more\); got 0"):
+        rope_explorer(head_dim=0)

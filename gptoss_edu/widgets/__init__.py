@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import html
 import io
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import ipywidgets as widgets
 import matplotlib
@@ -37,6 +37,14 @@ def check_in_range(name: str, value: Any, control: widgets.ValueWidget) -> None:
         return
     if not low <= value <= high:  # NaN fails too
         raise ValueError(f"{name}={value!r} is outside the explorer's range {low:g}..{high:g}")
+
+
+def check_choice(name: str, value: Any, options: Sequence[Any], why: str = "") -> None:
+    """Refuse a value a selection control does not offer (its own error names neither the argument nor the choices)."""
+    offered = [o[1] if isinstance(o, tuple) else o for o in options]  # (label, value) pairs, or plain values
+    if value not in offered:
+        raise ValueError(f"{name}={value!r} is not one of the explorer's choices: "
+                         f"{', '.join(map(repr, offered))}{why}")
 
 
 class Explorer(widgets.VBox):

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from .. import harmony
 from ..tokenizer import get_encoding
-from . import Explorer
+from . import Explorer, check_choice
 
 KINDS = ("special", "header", "content", "text")
 KIND_COLOURS = {
@@ -142,6 +142,7 @@ class HarmonyExplorer(Explorer):
         self.ids: list[int] = []
         self.stats: dict[str, int] = {}
         self.tokens = widgets.HTML()  # filled by redraw, which Explorer's constructor calls
+        check_choice("effort", effort, harmony.REASONING_EFFORTS)
         controls = {
             "effort": widgets.ToggleButtons(options=harmony.REASONING_EFFORTS, value=effort,
                                             description="reasoning"),

@@ -18,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..config import ModelConfig
-from . import Explorer
+from . import Explorer, check_choice
 
 BLOCKS = (4, 8, 16, 32, 64)
 MXFP4_BYTES_PER_VALUE = 17 / 32  # 16 bytes of codes plus one scale byte per block of 32 values
@@ -95,6 +95,7 @@ def block_explorer(n: int = 50, block: int = 16) -> Explorer:
         ax2.set_ylabel("% of lanes masked")
         ax2.set_title(f"n = {n}: the tail's waste\n(numbers: programs launched)", fontsize=9)
 
+    check_choice("block", block, list(BLOCKS), " (a BLOCK is a power of two: tl.arange takes no other length)")
     controls = {
         "n": widgets.IntSlider(value=n, min=1, max=100, description="n"),
         "block": widgets.Dropdown(options=list(BLOCKS), value=block, description="BLOCK"),

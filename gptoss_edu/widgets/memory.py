@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from .. import memory
 from ..config import ModelConfig, preset
 from ..env import CUDA_CONTEXT_BYTES
-from . import Explorer
+from . import Explorer, check_choice
 
 GPU_SIZES = {"16 GiB": 16, "24 GiB": 24, "48 GiB": 48, "80 GiB": 80}
 PROMPTS = (128, 1024, 4096, 16384)
@@ -73,6 +73,9 @@ def memory_explorer(models: Sequence[str] = ("gpt-oss-20b", "gpt-oss-120b"), mod
     longest = max(c.context_length for c in configs.values())
     contexts = [2 ** p for p in range(10, 40) if 2 ** p <= longest]
     style = {"description_width": "initial"}
+    for name, value, options in (("model", model, list(configs)), ("context", context, contexts),
+                                 ("prompt_tokens", prompt_tokens, PROMPTS), ("gpu", gpu, list(GPU_SIZES))):
+        check_choice(name, value, options)
     controls = {
         "model": widgets.Dropdown(options=list(configs), value=model, description="model", style=style),
         "context": widgets.SelectionSlider(options=[(f"{t:,}", t) for t in contexts], value=context,

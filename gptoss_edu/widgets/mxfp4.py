@@ -34,6 +34,9 @@ def quantize_with_scale(x: torch.Tensor, scale_code: int) -> torch.Tensor:
 def block_explorer(weight: torch.Tensor | None = None) -> Explorer:
     """Pick a block of ``weight`` (default: :func:`sample_weight`), move its scale, inflate its largest value."""
     w = sample_weight() if weight is None else weight.detach().float()
+    if w.dim() == 0 or w.shape[-1] % mxfp4.BLOCK_SIZE:
+        raise ValueError(f"the weight's last dimension must be a multiple of {mxfp4.BLOCK_SIZE} (MXFP4's blocks run "
+                         f"along it), got shape {tuple(w.shape)}")
     blocks = w.reshape(-1, mxfp4.BLOCK_SIZE)
     stats: dict[str, float] = {}
 
