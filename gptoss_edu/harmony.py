@@ -21,6 +21,7 @@ import codecs
 import decimal
 import json
 import math
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
@@ -110,6 +111,9 @@ class Message:
     name: str | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.content, (str, SystemContent, DeveloperContent)):
+            raise HarmonyError(f"a message's content is text (or SystemContent, DeveloperContent), got "
+                               f"{self.content!r} ({type(self.content).__name__}): str(...) makes text of it")
         if self.role not in ROLES:
             raise HarmonyError(f"unknown role {self.role!r}; choose one of {', '.join(ROLES)}")
         if self.channel is not None and self.channel not in CHANNELS:
@@ -459,7 +463,13 @@ def render_conversation(
 ) -> list[int]:
     """The token ids of a conversation, ending with `<|start|>{next_role}` for the model."""
     enc = _harmony_encoding(encoding)
+    if isinstance(messages, (str, Message)):
+        raise HarmonyError("render_conversation takes a list of messages: [harmony.user('Hi')], say")
     messages = list(messages)
+    odd = [m for m in messages if not isinstance(m, Message)][:1]
+    if odd:
+        raise HarmonyError(f"render_conversation takes Message objects (harmony.system(), harmony.user(...), ...), "
+                           f"got {odd[0]!r} ({type(odd[0]).__name__})")
     if drop_analysis:
         messages = drop_earlier_analysis(messages)
     has_function_tools = any(
@@ -597,7 +607,11 @@ class StreamParser:
 
     def process(self, token: int) -> str:
         """Take one token; return the text it added to the current message."""
-        token = int(token)  # a 0-d tensor would miss the stop-token set (tensors hash by identity)
+        try:
+            token = operator.index(token)  # a 0-d tensor would miss the stop-token set (tensors hash by identity)
+        except TypeError:
+            raise HarmonyError(f"the parser takes token ids (ints), got {token!r} ({type(token).__name__})"
+                               + (": encode text first" if isinstance(token, str) else "")) from None
         self.tokens.append(token)
         self.last_delta = ""
         if self.state == "start":
@@ -721,6 +735,8 @@ def parse_completion(
     encoding: tiktoken.Encoding | None = None,
 ) -> list[Message]:
     """The messages in tokens the model wrote after `<|start|>{role}` (role=None: after nothing)."""
+    if isinstance(tokens, str):
+        raise HarmonyError("parse_completion takes the token ids the model wrote, not text: encode it first")
     parser = StreamParser(role, encoding)
     for token in tokens:
         parser.process(token)

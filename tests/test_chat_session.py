@@ -28,7 +28,8 @@ def ids(text: str) -> list[int]:
 
 
 def fake_model(context: int = 4096) -> SimpleNamespace:
-    return SimpleNamespace(config=SimpleNamespace(context_length=context), num_parameters=lambda: 1e6, modules=lambda: [])
+    return SimpleNamespace(config=SimpleNamespace(context_length=context, name="fake"), num_parameters=lambda: 1e6,
+                           modules=lambda: [])
 
 
 def recording(text: str, calls: list, interrupt: bool = False, stop_reason: str | None = None):

@@ -628,3 +628,23 @@ def test_an_encoding_without_harmony_tokens_is_named():
                    lambda: h.render_conversation([h.user("hi")], encoding=gpt2)):
         with pytest.raises(ValueError, match="encoding has no harmony control tokens.*o200k_harmony"):
             render()
+
+
+def test_text_where_messages_or_ids_belong_is_named():
+    """Each failed later, inside tiktoken or as "invalid literal for int() with base 10: 'h'"."""
+    with pytest.raises(h.HarmonyError, match=r"a message's content is text .*got 123 \(int\): str\(...\) makes text"):
+        h.user(123)
+    with pytest.raises(h.HarmonyError, match=r"takes a list of messages: \[harmony.user\('Hi'\)\]"):
+        h.render_conversation("hi")
+    with pytest.raises(h.HarmonyError, match=r"takes Message objects .*got 'hi' \(str\)"):
+        h.render_conversation([h.system(), "hi"])
+    with pytest.raises(h.HarmonyError, match="the token ids the model wrote, not text: encode it first"):
+        h.parse_completion("hello")
+    with pytest.raises(h.HarmonyError, match=r"the parser takes token ids \(ints\), got 1.5 \(float\)"):
+        h.parse_completion([1.5])
+    import numpy as np
+    import torch
+
+    ids = h.render_conversation([h.Message("assistant", "Hi", channel="final")], next_role=None)[2:]
+    for same in (ids, [np.int64(t) for t in ids], torch.tensor(ids)):
+        assert h.parse_completion(same)[0].content == "Hi"
