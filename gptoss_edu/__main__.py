@@ -47,6 +47,7 @@ def build_parser(only: str | None = None, *, load: bool = True) -> argparse.Argu
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         parser_of = sub.add_parser(name, help=help_text, description=help_text)
+        parser_of.set_defaults(command_parser=parser_of)  # to refuse an unknown option with this command's usage
         if load and only in (None, name):
             module = _import_command(name, module_name)
             module.add_arguments(parser_of)
@@ -86,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C while torch and the rest are still importing
         print(file=sys.stderr)
         return 130
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said with the command's usage, not the top level's (which lists only the commands)
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = argv[1:]  # the command's own arguments, for commands that record how they were run
     try:
         return args.run(args)

@@ -223,3 +223,13 @@ def test_a_missing_module_of_the_course_itself_is_not_blamed_on_this_python():
         assert raised.value is err
     found = _missing_package("chat", ModuleNotFoundError("No module named 'torch._C'", name="torch._C"))
     assert isinstance(found, MissingPackage) and "`python -m gptoss_edu chat` needs torch, which" in str(found)
+
+
+@pytest.mark.parametrize("argv", [["doctor", "--bogus"], ["train", "tiny-gpt-oss-chat", "--recipe", "x"]])
+def test_an_unknown_option_is_refused_with_its_commands_usage(argv, capsys):
+    """It got the top level's usage, which lists only the commands, not the options the learner meant."""
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2
+    assert f"usage: python -m gptoss_edu {argv[0]} " in err and f"{argv[0]}: error: unrecognized arguments: " in err
