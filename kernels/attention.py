@@ -22,7 +22,7 @@ import numbers
 
 import torch
 
-from ._common import (AOT_TARGET, FLOAT_DTYPES, check_index_range, check_launch, check_tensor, dot_precision, extent,
+from ._common import (AOT_TARGET, FLOAT_DTYPES, check_index_range, check_launch, check_tensor, DOT_PRECISION, extent,
                       new_buffer, on_tensors_device, refuse_grad, tile_size, tl, triton)
 
 LOG2E = math.log2(math.e)
@@ -34,12 +34,14 @@ DECODE_MAX_ROWS = 128
 TILE = 64
 
 
-def decode_max_rows(dtype: torch.dtype) -> int:
-    """The most query rows per KV head that attention() gives the decode kernel, for activations of ``dtype``."""
+def decode_max_rows(dtype: torch.dtype, head_dim: int = 64) -> int:
+    """The most query rows per KV head the decode kernel takes, for activations of ``dtype`` and heads of ``head_dim``."""
     # The decode kernel holds all its rows in one tile. At 128 rows and head_dim 64 that tile needs
     # 64 KB of shared memory in bf16 but 128 KB in float32 (python -m gptoss_kernels.aot --dtype fp32),
     # more than a consumer GPU has (99 KB on sm_86 and sm_89). Half the rows take 96 KB in float32.
-    return DECODE_MAX_ROWS if dtype.itemsize <= 2 else DECODE_MAX_ROWS // 2
+    # Wider heads (a head_dim-128 model) take proportionally fewer rows.
+    rows = DECODE_MAX_ROWS if dtype.itemsize <= 2 else DECODE_MAX_ROWS // 2
+    return max(16, rows * 64 // max(64, _block_d(head_dim)))
 
 
 @triton.jit
@@ -271,8 +273,9 @@ def attention_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scal
     _attn_prefill_kernel[grid](
         q, k, v, sink_arg, out, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         Hq, Tq, Tk, D, q_start, _effective_window(window, q_start, Tq), scale * LOG2E,
-        GROUPS=Hq // Hkv, HAS_SINKS=sinks is not None, DOT_PREC=dot_precision(q.dtype),
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=4, num_stages=2,
+        GROUPS=Hq // Hkv, HAS_SINKS=sinks is not None, DOT_PREC=DOT_PRECISION,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=4,
+        num_stages=1 if q.dtype.itemsize > 2 and block_d >= 128 else 2,  # float32 tiles of wide heads: one stage fits
     )
     return out
 
@@ -328,13 +331,13 @@ def _combine_splits(sink_arg: torch.Tensor, has_sinks: bool, out: torch.Tensor, 
     )
 
 
-def _decode_tile_rows(groups: int, Tq: int, name: str) -> int:
+def _decode_tile_rows(groups: int, Tq: int, name: str, dtype: torch.dtype, head_dim: int) -> int:
     """BLOCK_M of the decode kernel, which holds every query row of a KV head in one tile; refuses too many."""
-    rows = groups * Tq
-    if rows > DECODE_MAX_ROWS:  # past this the tile outgrows a GPU's registers and shared memory
+    rows, most = groups * Tq, decode_max_rows(dtype, head_dim)
+    if rows > most:  # past this the tile outgrows a GPU's registers and shared memory
         raise ValueError(f"{name} holds all {rows} query rows of a KV head ({groups} query heads x {Tq} tokens) in "
-                         f"one tile, and takes at most {DECODE_MAX_ROWS}: call attention(), which gives that many "
-                         "to attention_prefill")
+                         f"one tile, and takes at most {most} ({str(dtype).removeprefix('torch.')}, head_dim "
+                         f"{head_dim}): call attention(), which gives more to attention_prefill")
     return max(16, triton.next_power_of_2(rows))
 
 
@@ -363,7 +366,7 @@ def attention_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale
     chunk = triton.cdiv(triton.cdiv(n_keys, max(1, num_splits)), block_n) * block_n
     num_splits = triton.cdiv(n_keys, chunk)
     R = groups * Tq
-    block_m = _decode_tile_rows(groups, Tq, "attention_decode")
+    block_m = _decode_tile_rows(groups, Tq, "attention_decode", q.dtype, D)
     block_d = _block_d(D)
     final = num_splits == 1
     sink_arg = sinks.detach().contiguous() if sinks is not None else q  # read as sink_ptr + head
@@ -372,7 +375,7 @@ def attention_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale
         q, k, v, sink_arg, out, *parts,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         Hkv, Tq, Tk, D, q_start, span, scale * LOG2E, kv_lo, kv_hi, chunk, num_splits,
-        GROUPS=groups, FOLD_SINK=final and sinks is not None, FINAL=final, DOT_PREC=dot_precision(q.dtype),
+        GROUPS=groups, FOLD_SINK=final and sinks is not None, FINAL=final, DOT_PREC=DOT_PRECISION,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=4,
     )
     if not final:
@@ -385,7 +388,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float
     """Causal attention of q [B, Hq, Tq, D] (query i at position q_start + i) over k, v [B, Hkv, Tk, D]."""
     _check_inputs(q, k, v, sinks, window, q_start)
     rows = q.shape[1] // k.shape[1] * q.shape[2]  # query rows per KV head
-    kernel = attention_decode if rows <= decode_max_rows(q.dtype) else attention_prefill
+    kernel = attention_decode if rows <= decode_max_rows(q.dtype, q.shape[3]) else attention_prefill
     return kernel(q, k, v, scale=scale, sinks=sinks, window=window, q_start=q_start)
 
 
@@ -472,7 +475,7 @@ def attention_decode_at(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, posit
         num_splits = _default_splits(q.device, B * Hkv, most_keys)
     num_splits = max(1, min(num_splits, triton.cdiv(most_keys, block_n)))  # no split is always empty
     R = groups * Tq
-    block_m = _decode_tile_rows(groups, Tq, "attention_decode_at")
+    block_m = _decode_tile_rows(groups, Tq, "attention_decode_at", q.dtype, D)
     block_d = _block_d(D)
     final = num_splits == 1
     sink_arg = sinks.detach().contiguous() if sinks is not None else q  # read as sink_ptr + head
@@ -481,7 +484,7 @@ def attention_decode_at(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, posit
         position, q, k, v, sink_arg, out, *parts,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         Hkv, Tq, Tk, D, span, scale * LOG2E, num_splits,
-        GROUPS=groups, FOLD_SINK=final and sinks is not None, FINAL=final, DOT_PREC=dot_precision(q.dtype),
+        GROUPS=groups, FOLD_SINK=final and sinks is not None, FINAL=final, DOT_PREC=DOT_PRECISION,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=4,
     )
     if not final:

@@ -27,7 +27,7 @@ kernels split the activations instead: dot(x, w) = dot(x_even, w_low) + dot(x_od
 
 import torch
 
-from ._common import (FLOAT_DTYPES, check_index_range, check_launch, check_shape, check_tensor, dot_precision, extent,
+from ._common import (FLOAT_DTYPES, check_index_range, check_launch, check_shape, check_tensor, DOT_PRECISION, extent,
                       gpu_tiles, new_buffer, on_tensors_device, refuse_grad, tile_size, tl, triton)
 
 # moe_mxfp4() takes the decode path up to this many tokens.
@@ -349,7 +349,7 @@ def moe_mxfp4_prefill(x: torch.Tensor, expert_idx: torch.Tensor, expert_weights:
     order, tile_expert, tile_start, tile_end, n_tiles = _expert_tiles(idx, E, block_m)
     h = new_buffer((N * K, I), x.dtype, x.device)  # rows in expert-sorted order
     y = new_buffer((N * K, D), torch.float32, x.device)  # rows in (token, slot) order
-    prec = dot_precision(x.dtype)
+    prec = DOT_PRECISION
     _gate_up_grouped_kernel[(n_tiles, triton.cdiv(I, block_n))](
         x, order, tile_expert, tile_start, tile_end, gu_b, gu_s, gu_bias, h, I, K, x.stride(0),
         float(alpha), float(limit), ROW_BYTES=D // 2, DOT_PREC=prec,
