@@ -69,7 +69,9 @@ def pytest_runtest_call(item):
                next((f"picture {n + 1}: {d}" for n, (s, t) in enumerate(zip(stored, new))
                      if (d := picture_difference(s, t))), None))
         if why:
-            pytest.fail(f"the stored picture is not what this cell draws now ({why}). If the change is meant, "
+            first = next((line for line in item.cell.source.splitlines() if line.strip()), "")
+            pytest.fail(f"the stored picture of cell {item.cell.get('id', '?')} ({first[:70]}) is not what it draws "
+                        f"now ({why}). If the change is meant, "
                         f"store the notebook's new outputs: .venv/bin/python scripts/execute_notebooks.py "
                         f"{os.path.relpath(item.path, item.config.rootpath)}", pytrace=False)
     return result

@@ -498,6 +498,8 @@ def yarn_correction_range(cfg: ModelConfig) -> tuple[float, float]:
 
 
 # What each notebook changes, applied in order: course_config(n) is the block after notebook n.
+# The last notebook's number: course_config takes 0..LAST_STEP, and `train` course-step-01 .. course-step-LAST_STEP.
+LAST_STEP = 13
 COURSE_STEPS: dict[int, dict[str, Any]] = {
     1: {},  # GPT-2 as it is
     2: {"positions": "rope", "dropout": 0.0},
@@ -511,9 +513,9 @@ COURSE_STEPS: dict[int, dict[str, Any]] = {
 
 
 def course_config(step: int, base: ModelConfig | None = None) -> ModelConfig:
-    """The config after notebook ``step`` (0..13; 0 and 1 are the base), built from ``base`` (default: gpt2-tiny)."""
-    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= 13:
-        raise ValueError(f"step is a notebook's number, a whole number 0..13, got {step!r}")
+    """The config after notebook ``step`` (0..LAST_STEP; 0 and 1 are the base), built from ``base`` (default: gpt2-tiny)."""
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= LAST_STEP:
+        raise ValueError(f"step is a notebook's number, a whole number 0..{LAST_STEP}, got {step!r}")
     if base is not None and not isinstance(base, ModelConfig):
         raise TypeError(f"base must be a ModelConfig (e.g. preset({base!r})), got {type(base).__name__}")
     cfg = base or preset("gpt2-tiny")

@@ -127,6 +127,10 @@ class GPT(nn.Module):
             cache.length += T
         if last_only:
             x = x[:, -1:]
+        return self.logits(x)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The final norm and the unembedding: hidden states [B, T, d_model] to logits [B, T, vocab]."""
         return self.lm_head(self.norm(x))
 
     def new_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache:

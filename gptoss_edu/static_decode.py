@@ -162,7 +162,7 @@ def static_decode_step(model: GPT, cache: KVCache, tokens: torch.Tensor, positio
     for block, router in zip(model.blocks, routers, strict=True):
         x = x + _attention_step(block.attn, block.attn_norm(x), rope, cache, position, allowed, rolled)
         x = x + _feed_forward_step(block.mlp, block.mlp_norm(x), router)
-    return model.lm_head(model.norm(x))[:, 0]
+    return model.logits(x)[:, 0]
 
 
 class CUDAGraphDecoder:

@@ -42,7 +42,7 @@ from .checkpoint import CheckpointError, check_replaceable, write_checkpoint
 from .env import REPO
 from .files import (DiskFull, hold, is_no_room, remove_leftovers, replace_folder, restore_folder, save_tensors,
                     set_aside)
-from .config import ModelConfig, course_config, preset
+from .config import LAST_STEP, ModelConfig, course_config, preset
 from .corpus import Corpus, load_corpus
 from .model import GPT
 from .moe import MoE, load_balancing_loss
@@ -903,8 +903,8 @@ def recipe(name: str) -> Recipe:
         return Recipe(name, chat_model_config(), tc, CHAT_ABOUT)
     if name.startswith("course-step-"):
         digits = name.removeprefix("course-step-")
-        if not (len(digits) == 2 and digits.isdigit() and 1 <= int(digits) <= 13):
-            raise ValueError(f"{name!r}: the course steps are course-step-01 .. course-step-13 (two digits)")
+        if not (len(digits) == 2 and digits.isdigit() and 1 <= int(digits) <= LAST_STEP):
+            raise ValueError(f"{name!r}: the course steps are course-step-01 .. course-step-{LAST_STEP:02d} (two digits)")
         step = int(digits)
         cfg = course_config(step)
         tc = TrainConfig(steps=300, batch_size=8, seq_len=64, lr=3e-3, min_lr=3e-4, warmup_steps=20,
@@ -957,7 +957,7 @@ def training_markdown(result: TrainResult, about: str, command: str, exported_va
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     """The train command's arguments: a recipe, where to write, and overrides of its settings."""
-    ap.add_argument("recipe", help="tiny-gpt-oss-chat, or course-step-NN (01..13)")
+    ap.add_argument("recipe", help=f"tiny-gpt-oss-chat, or course-step-NN (01..{LAST_STEP:02d})")
     ap.add_argument("--out", help="run folder for checkpoints (default runs/<recipe>); a run already there is resumed")
     ap.add_argument("--export", help="also write the final model here (HF layout, MXFP4 experts, TRAINING.md)")
     ap.add_argument("--fresh", action="store_true",

@@ -95,3 +95,19 @@ def test_float32_rounding_is_the_same_on_every_cpu_and_real_numbers_are_compared
     for kept in ("2^-27 = 7.451e-09", "low  1.50e-10  9.99e-01", "positions 5-9 by 0.38", "tolerance 1e-4",
                  "val loss 4.089", "differs by 3.2e-03", "1.0e+00"):
         assert sanitized(kept) == kept
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_cell_stores_when_it_ran(path):
+    """Timestamps made every re-run's diff hundreds of lines: scripts/execute_notebooks.py records none."""
+    timed = [i for i, cell in enumerate(cells(path)) if "execution" in cell.get("metadata", {})]
+    assert not timed, f"{path.name}: cells {timed[:5]} store their run's timestamps (metadata.execution)"
+
+
+def test_notebook_00s_map_lists_every_notebook():
+    """Only the browser test read it, so a notebook added without its row passed `make test-fast`."""
+    maps = ["".join(c["source"]) for c in cells(NOTEBOOKS[0])
+            if c["cell_type"] == "markdown" and "| nb | notebook |" in "".join(c["source"])]
+    assert len(maps) == 1, "notebook 00 has one course map, a table headed '| nb | notebook |'"
+    listed = LINK.findall(maps[0])
+    assert listed == [p.name for p in NOTEBOOKS], f"notebook 00's map lists {listed}"

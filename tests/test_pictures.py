@@ -68,7 +68,10 @@ def test_nbval_fails_a_stale_picture_and_passes_a_current_one(tmp_path):
     first, second = PLOT.format(ys=[0, 1, 4], title="squares"), PLOT.format(ys=[0, 1, 8], title="cubes")
     done = run_nbval(tmp_path, first, second, stale={1: PLOT.format(ys=[0, 1, 2], title="cubes")})
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "1 failed, 1 passed" in done.stdout and "the stored picture is not what this cell draws now" in done.stdout
+    assert "1 failed, 1 passed" in done.stdout and "is not what it draws now" in done.stdout
+    # Named as JupyterLab shows it (nbval's "Cell 1" counts code cells only): by its id and its first line.
+    cell_id = nbformat.reads(Path(tmp_path / "notebooks" / "plots.ipynb").read_text(), 4).cells[1].id
+    assert f"the stored picture of cell {cell_id} (import matplotlib.pyplot as plt) is not" in done.stdout
     assert "plots.ipynb::Cell 1" in done.stdout and "execute_notebooks.py notebooks/plots.ipynb" in done.stdout
 
 

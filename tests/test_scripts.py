@@ -142,3 +142,38 @@ def test_a_notebook_that_cannot_be_written_is_said_and_leaves_no_temporary_file(
     assert f"a.ipynb: ran, but {src} could not be written (No space left on device): it is as it was" in \
         capsys.readouterr().err
     assert src.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["a.ipynb"]
+
+
+def test_diff_outputs_names_the_cells_whose_text_or_pictures_changed(tmp_path):
+    """A re-run's git diff is hundreds of lines (widget ids, PNG bytes); this names only what a reader sees change."""
+    def stored(text: str, png: str) -> dict:
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(n)\nplot()"),
+                                             nbformat.v4.new_code_cell("widget")])
+        nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text=text),
+                               nbformat.v4.new_output("display_data", data={"image/png": png, "text/plain": "<Figure>"})]
+        nb.cells[1].outputs = [nbformat.v4.new_output("display_data", data={
+            "application/vnd.jupyter.widget-view+json": {"model_id": png}, "text/plain": "Explorer(...)"})]
+        for i, cell in enumerate(nb.cells):
+            cell.id = f"cell{i}"
+        return nb
+
+    nbformat.write(stored("norms: 5\n", "AAAA"), tmp_path / "old.ipynb")
+    for text, png, says in (("norms: 5\n", "AAAA", None), ("norms: 9\n", "AAAA", "text changed"),
+                            ("norms: 5\n", "BBBB", "picture(s) changed (1 before, 1 now)")):
+        nbformat.write(stored(text, png), tmp_path / "new.ipynb")  # the widget's id changes too: never reported
+        done = subprocess.run([sys.executable, "scripts/diff_outputs.py", str(tmp_path / "new.ipynb"), "--old",
+                               str(tmp_path / "old.ipynb")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        if says is None:
+            assert done.returncode == 0 and "no stored output changed" in done.stdout, done
+            continue
+        assert done.returncode == 1 and f"cell cell0 (print(n)): {says}" in done.stdout, done
+        assert "cell1" not in done.stdout
+        if "text" in says:
+            assert "    -norms: 5" in done.stdout and "    +norms: 9" in done.stdout
+
+
+def test_diff_outputs_compares_with_the_last_commit_by_default():
+    done = subprocess.run([sys.executable, "scripts/diff_outputs.py", "notebooks/03_rmsnorm.ipynb"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode in (0, 1) and not done.stderr, done  # a teacher's edit may have changed it
+    assert ("no stored output changed" in done.stdout) == (done.returncode == 0)

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import gptoss_edu as g
+from gptoss_edu.config import LAST_STEP
 from gptoss_edu import static_decode
 from gptoss_edu.attention import KVCache
 from gptoss_edu.env import triton_gpu
@@ -89,6 +90,17 @@ def test_static_step_equals_incremental_decode(kind: str, batch: int, prompt: in
     for layer in range(cfg.n_layers):
         torch.testing.assert_close(static_cache.k[layer], eager_cache.k[layer], rtol=RTOL, atol=ATOL)
         torch.testing.assert_close(static_cache.v[layer], eager_cache.v[layer], rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("step", range(1, LAST_STEP + 1))
+def test_the_static_step_follows_every_course_step(step: int) -> None:
+    """The static step writes the block out again: a switch a teacher adds (DEVELOPERS.md) must reach it too."""
+    cfg = g.course_config(step).replace(vocab_size=300, context_length=40, dropout=0.0)
+    model = randomize(g.GPT(cfg), seed=step)
+    ids = torch.randint(0, cfg.vocab_size, (2, 24), generator=torch.Generator().manual_seed(step))
+    eager, static, _, _ = decode_both(model, ids, 3)
+    for e, s in zip(eager, static):
+        torch.testing.assert_close(s, e, rtol=RTOL, atol=ATOL)
 
 
 def test_static_step_leaves_the_cache_length_to_the_caller() -> None:
