@@ -20,6 +20,7 @@ import errno
 import hashlib
 import json
 import math
+import numbers
 import os
 import random
 import shlex
@@ -80,6 +81,20 @@ class TrainConfig:
     checkpoint_every: int = 100
 
     def __post_init__(self) -> None:
+        # Types first: "3e-3" or 10.5 failed in a comparison below, or named another field.
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), type(f.default)
+            if kind is int and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                raise ValueError(f"{f.name} must be a whole number (an int), got {value!r}")
+            if kind is float and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+                raise ValueError(f"{f.name} must be a number, got {value!r} ({type(value).__name__})")
+            if kind is bool and not isinstance(value, bool):
+                raise ValueError(f"{f.name} must be True or False, got {value!r}")
+        if not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1:  # NaN fails too
+            raise ValueError(f"beta1 and beta2 (AdamW's moment decays) must be in [0, 1), got {self.beta1}, {self.beta2}")
+        if not 0 <= self.weight_decay < math.inf or not 0 <= self.aux_loss_coef < math.inf:
+            raise ValueError(f"weight_decay and aux_loss_coef must be finite numbers >= 0, got {self.weight_decay}, "
+                             f"{self.aux_loss_coef}")
         if self.steps < 1 or self.batch_size < 1 or self.seq_len < 2:
             raise ValueError(f"steps, batch_size must be >= 1 and seq_len >= 2, got {self.steps}, "
                              f"{self.batch_size}, {self.seq_len}")

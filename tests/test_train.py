@@ -113,6 +113,20 @@ def test_train_config_refuses_bad_settings():
     with pytest.raises(ValueError, match="data"):
         T.TrainConfig(data="poems")
 
+    # Each named by itself: a string lr failed in a comparison, steps=10.5 was blamed on warmup_steps, and
+    # NaN betas or a NaN aux_loss_coef were taken (the run then "diverged", and was told to lower its lr).
+    for change, says in ((dict(lr="3e-3"), r"lr must be a number, got '3e-3' \(str\)"),
+                         (dict(steps=10.5), r"steps must be a whole number \(an int\), got 10.5"),
+                         (dict(seed=True), r"seed must be a whole number \(an int\), got True"),
+                         (dict(beta2=math.nan), r"beta1 and beta2 .* must be in \[0, 1\), got 0.9, nan"),
+                         (dict(beta1=1.0), r"must be in \[0, 1\), got 1.0, 0.95"),
+                         (dict(aux_loss_coef=math.nan), "weight_decay and aux_loss_coef must be finite numbers >= 0"),
+                         (dict(weight_decay=-0.1), "weight_decay and aux_loss_coef must be finite numbers >= 0"),
+                         (dict(corpus_vocab=1), "corpus_vocab must be True or False, got 1")):
+        with pytest.raises(ValueError, match=says):
+            T.TrainConfig(**change)
+    assert T.TrainConfig(grad_clip=math.inf, lr=1, weight_decay=0).lr == 1  # ints are numbers too
+
 
 @pytest.mark.parametrize("step", [1, 13])
 def test_corpus_vocab_loss_equals_the_full_softmax(step, text_data):
