@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from . import mxfp4
-from .config import ModelConfig, alternating_layer_types, check_layer_count, read_number, read_whole
+from .config import (ModelConfig, alternating_layer_types, check_layer_count, checkpoint_name, read_number,
+                     read_whole)
 from .env import device_problem, is_container_limit, total_ram
 from .files import DiskFull, is_no_room, leftovers, replace_folder, restore_folder, save_tensors, set_aside
 from .hub import pickle_weights
@@ -240,17 +241,6 @@ def _readable(file: Path) -> None:
         raise CheckpointError(f"{file} cannot be read: {e.strerror or e}") from None
 
 
-def checkpoint_name(path: str | Path) -> str:
-    """A checkpoint folder's model name: its own name, or the repository's for the Hugging Face cache's
-    ``models--openai--gpt-oss-20b/snapshots/<commit>`` (and for an ``original/`` folder inside either)."""
-    path = Path(path).expanduser().absolute()
-    if path.name == "original":
-        path = path.parent
-    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
-        return path.parent.parent.name.split("--")[-1]  # models--owner--name: the name, not the commit hash
-    return path.name
-
-
 def read_config(path: str | Path) -> tuple[ModelConfig, str, dict[str, Any]]:
     """(config, layout, raw config.json) of a checkpoint folder; layout is gpt2, gpt_oss or original."""
     path = Path(path).expanduser()
@@ -262,7 +252,8 @@ def read_config(path: str | Path) -> tuple[ModelConfig, str, dict[str, Any]]:
                                   f"set aside: gptoss_edu.files.restore_folder({str(path)!r}) puts it back (as "
                                   "the next write_checkpoint there does)")
         repo = (f"; for the Hub's {str(path)!r}, gptoss_edu.hub.download({str(path)!r}) fetches it and returns its "
-                "folder" if not path.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", str(path)) else "")
+                "folder" if not path.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", str(path))
+                and not Path(str(path).split("/")[0]).is_dir() else "")  # data/tiny-gptoss: a mistyped folder
         raise CheckpointError(f"{path} is not a folder: pass a checkpoint folder holding config.json and "
                               f"safetensors{repo}")
     if not cfg_file.exists():

@@ -26,6 +26,17 @@ def _harmony_id(token: str, vocab_size: int) -> int | None:
     return token_id if token_id < vocab_size else None
 
 
+def checkpoint_name(path: str | Path) -> str:
+    """A checkpoint folder's model name: its own name, or the repository's for the Hugging Face cache's
+    ``models--openai--gpt-oss-20b/snapshots/<commit>`` (and for an ``original/`` folder inside either)."""
+    path = Path(path).expanduser().absolute()
+    if path.name == "original":
+        path = path.parent
+    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
+        return path.parent.parent.name.split("--")[-1]  # models--owner--name: the name, not the commit hash
+    return path.name
+
+
 @dataclass
 class ModelConfig:
     """Every switch the course turns, from GPT-2 (the defaults) to gpt-oss."""
@@ -217,7 +228,8 @@ class ModelConfig:
     def from_json(cls, path: str | Path) -> "ModelConfig":
         """Read a Hugging Face ``config.json`` file."""
         with open(path) as f:
-            return cls.from_hf_config(json.load(f), name=Path(path).parent.name or None)
+            folder = Path(path).parent
+            return cls.from_hf_config(json.load(f), name=checkpoint_name(folder) if folder.name else None)
 
     def to_hf_config(self) -> dict[str, Any]:
         """This config as a Hugging Face ``config.json`` dict (GPT-2 or gpt-oss keys)."""

@@ -83,7 +83,11 @@ def replace_folder(new: Path, path: Path) -> None:
         fsync_path(path.parent)  # the rename itself
     finally:
         if old is not None:  # the new folder is in place: what is left is only the old one's disk space
-            _remove(old)
+            # Renamed first: a deletion cut short must not leave a part of it under the name of a
+            # complete copy set aside, which restore_folder would put back.
+            trash = old.with_name(old.name.replace(".old-", ".del-", 1))
+            os.replace(old, trash)
+            _remove(trash)
 
 
 def set_aside(path: Path) -> list[Path]:
@@ -93,8 +97,9 @@ def set_aside(path: Path) -> list[Path]:
 
 def leftovers(path: Path) -> list[Path]:
     """What writes of ``path`` that were killed mid-way left beside it: their temporary folders or files
-    (``.NAME.`` and tempfile's eight characters) and, once ``path`` is in place, the copies set aside."""
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}")
+    (``.NAME.`` and tempfile's eight characters), old copies whose deletion was cut short (``.NAME.del-*``)
+    and, once ``path`` is in place, the copies set aside."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.([a-z0-9_]{{8}}|del-[0-9a-f]{{8}})")  # del-: a deletion cut short
     found = [p for p in path.parent.glob(f".{glob.escape(path.name)}.*") if pattern.fullmatch(p.name)]
     if path.exists():
         found += set_aside(path)

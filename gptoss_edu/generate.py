@@ -57,7 +57,8 @@ def check_max_new_tokens(max_new_tokens: int) -> None:
 def check_sampling(temperature: float, top_p: float) -> None:
     """Refuse a temperature that is not a finite number >= 0, or a top_p outside (0, 1] (NaN included)."""
     for name, value in (("temperature", temperature), ("top_p", top_p)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        one_number = isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point()
+        if isinstance(value, bool) or not (isinstance(value, numbers.Real) or one_number):
             raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
     if not 0 <= temperature < math.inf or not 0 < top_p <= 1:  # NaN fails both comparisons
         raise ValueError(f"temperature must be a number >= 0 (0 is greedy) and top_p in (0, 1], got {temperature} "
@@ -132,8 +133,10 @@ def stream(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_toke
     check_max_new_tokens(max_new_tokens)
     check_sampling(temperature, top_p)
     stops = _stop_set(stop_tokens)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise ValueError(f"seed must be a whole number (or None: torch's global generator), got {seed!r}")
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise ValueError(f"seed must be a whole number (or None: torch's global generator), got {seed!r}")
+        seed = operator.index(seed)  # numpy's integers too: manual_seed takes only Python's
     ctx = model.config.context_length
     if len(ids) >= ctx:
         raise ValueError(f"the prompt has {len(ids)} tokens, and the context holds {ctx} with the reply: a prompt "

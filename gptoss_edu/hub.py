@@ -53,12 +53,14 @@ METAL_DIR = "metal"
 # What to do to fetch again, in Python and on the command line.
 
 
-def _again(repo_id: str | None, local_dir: str | Path | None = None) -> str:
+def _again(repo_id: str | None, local_dir: str | Path | None = None, original: bool = False) -> str:
     """What to run to go on with a download: the same repository (not the default one), into the same folder."""
     repo = repo_id or "REPO_ID"
-    in_python = ", ".join([repr(repo)] + ([f"local_dir={str(local_dir)!r}"] if local_dir is not None else []))
+    in_python = ", ".join([repr(repo)] + ([f"local_dir={str(local_dir)!r}"] if local_dir is not None else [])
+                          + (["include_original=True"] if original else []))
     command = f"python -m gptoss_edu download {repo}" + (
-        f" --local-dir {shlex.quote(str(local_dir))}" if local_dir is not None else "")
+        f" --local-dir {shlex.quote(str(local_dir))}" if local_dir is not None else "") + (
+        " --original" if original else "")
     return f"run the download again (download({in_python}) in Python, `{command}` on the command line)"
 
 # huggingface_hub deletes the file it was fetching when it fails (2.4), so only finished files stay.
@@ -148,7 +150,16 @@ def _not_a_checkpoint(path: Path, missing: list[str]) -> str:
         return (f"{path} holds no checkpoint (no {CONFIG}, no *.safetensors): pass a checkpoint folder or a Hub "
                 "repository id such as 'openai/gpt-oss-20b'")
     return (f"{path} is not a complete checkpoint: missing {', '.join(missing)}. "
-            f"Finish the download ({_again(None, path)}: it keeps the finished files) or copy the files in.")
+            f"Finish the download ({_again(*_download_of(path), any(m.startswith('original/') for m in missing))}: "
+            "it keeps the finished files) or copy the files in.")
+
+
+def _download_of(path: Path) -> tuple[str | None, Path | None]:
+    """(repository id, local_dir) of a download that would fill ``path``: the Hugging Face cache's
+    ``models--owner--name/snapshots/<commit>`` is its repository's, with no local_dir; else the folder itself."""
+    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
+        return path.parent.parent.name.removeprefix("models--").replace("--", "/", 1), None
+    return None, path
 
 
 def missing_files(path: str | Path, include_original: bool = False, include_metal: bool = False) -> list[str]:
@@ -360,6 +371,7 @@ def _download(repo_id: str, local_dir: str | Path | None, include_original: bool
     if plan is None:  # what is on disk may still do
         return _from_disk(repo_id, local_dir, include_original, include_metal, revision, reason=unreachable)
     errors = _network_errors()
+    again = _again(repo_id, local_dir, include_original)
     if progress:
         print(plan)
     check_disk(plan.needed_bytes, plan.target, plan.unfinished_note, repo_id)
@@ -372,34 +384,34 @@ def _download(repo_id: str, local_dir: str | Path | None, include_original: bool
                                        allow_patterns=[name for name, _ in plan.files])
     except errors as e:
         raise HubError(f"the download of {repo_id} stopped ({type(e).__name__}: {e}); {KEPT}: "
-                       f"{_again(repo_id, local_dir)} to fetch the rest") from e
+                       f"{again} to fetch the rest") from e
     except hf_errors.HfHubHTTPError as e:  # the Hub refused mid-way (rate limit, a server error after retries)
         raise HubError(f"the Hub answered the download of {repo_id} with an error ({e}); {KEPT}: wait a little, "
-                       f"then {_again(repo_id, local_dir)} to fetch the rest") from e
+                       f"then {again} to fetch the rest") from e
     except OSError as e:  # writing failed (the disk filled up, no permission), or the Hub's storage (Xet) refused
         xet_auth, xet_missing = _xet_errors()
         if isinstance(e, xet_auth):  # a PermissionError, but the Hub's, not the disk's
             raise HubError(f"the Hub's storage refused the download of {repo_id} ({e}); {KEPT}: log in "
-                           f"(`hf auth login`; a gated repository needs it), then {_again(repo_id, local_dir)}") from e
+                           f"(`hf auth login`; a gated repository needs it), then {again}") from e
         if isinstance(e, xet_missing):  # a FileNotFoundError, but on the Hub
             raise HubError(f"the Hub's storage could not serve a file of {repo_id} ({e}); {KEPT}: wait a little, "
-                           f"then {_again(repo_id, local_dir)}") from e
+                           f"then {again}") from e
         if e.errno == errno.EDQUOT:
             raise NotEnoughDiskSpace(
                 f"this account's disk quota was used up during the download of {repo_id} into {plan.target} (it "
                 f"needs {format_bytes(plan.needed_bytes)} in all); {KEPT}: free some space in your account, then "
-                f"{_again(repo_id, local_dir)}") from e
+                f"{again}") from e
         if e.errno == errno.ENOSPC:
             raise NotEnoughDiskSpace(
                 f"the disk at {plan.target} filled up during the download of {repo_id} (it needs "
                 f"{format_bytes(plan.needed_bytes)} in all); {KEPT}: free some space there, then "
-                f"{_again(repo_id, local_dir)}") from e
+                f"{again}") from e
         if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise HubError(f"the download of {repo_id} could not write to {plan.target} ({e}); {KEPT}: make the "
-                           f"folder writable, then {_again(repo_id, local_dir)}; or download elsewhere with "
+                           f"folder writable, then {again}; or download elsewhere with "
                            "--local-dir DIR") from e
         raise HubError(f"the download of {repo_id} stopped ({type(e).__name__}: {e}); {KEPT}: "
-                       f"{_again(repo_id, local_dir)} to fetch the rest") from e
+                       f"{again} to fetch the rest") from e
     return check_local(folder, include_original, include_metal)
 
 
@@ -429,7 +441,8 @@ def _from_disk(repo_id: str, local_dir: str | Path | None, include_original: boo
                 if not wanted]
     raise WeightsUnavailable(
         f"the weights of {repo_id} could not be fetched: {reason}, and they are not complete {where} ({detail}). "
-        f"Connect to the internet{' (and unset HF_HUB_OFFLINE)' if _offline() else ''} and {_again(repo_id, local_dir)}, or download them on "
+        f"Connect to the internet{' (and unset HF_HUB_OFFLINE)' if _offline() else ''} and "
+        f"{_again(repo_id, local_dir, include_original)}, or download them on "
         f"another machine (`hf download {repo_id} {' '.join(excluded + ['--local-dir DIR'])}`), "
         "copy DIR here and pass its path instead of the repository id.")
 
@@ -678,7 +691,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"download: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ndownload: interrupted; {KEPT}: {_again(args.repo, args.local_dir)} to fetch the rest", file=sys.stderr)
+        print(f"\ndownload: interrupted; {KEPT}: {_again(args.repo, args.local_dir, args.original)} to fetch the rest",
+              file=sys.stderr)
         return 130
     print(folder)
     return 0

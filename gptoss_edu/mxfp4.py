@@ -124,7 +124,9 @@ def quantize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # of two >= amax / 6, except that an exact power of two m == 0.5 needs e - 1.
     m, e = torch.frexp(amax / FP4_MAX)
     e = torch.where(m == 0.5, e - 1, e)
-    e = torch.where(amax == 0, torch.full_like(e, -SCALE_BIAS), e).clamp(-SCALE_BIAS, 255 - SCALE_BIAS)
+    # Scales past 252 unpack past float32's range (and the loader refuses them): the largest blocks saturate
+    # at 6 x 2**125 instead.
+    e = torch.where(amax == 0, torch.full_like(e, -SCALE_BIAS), e).clamp(-SCALE_BIAS, MAX_FINITE_SCALE - SCALE_BIAS)
     scaled = torch.ldexp(x, (-e).unsqueeze(-1).to(torch.float32))
     codes = round_to_e2m1(scaled.clamp(-FP4_MAX, FP4_MAX))
     packed = codes[..., 0::2] | (codes[..., 1::2] << 4)

@@ -6,6 +6,7 @@ import argparse
 import errno
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -122,7 +123,9 @@ def make_student_copy(src: str | Path, dst: str | Path, kernel: str | None = Non
         (tmp / MANIFEST).write_text(json.dumps({"notebooks": written}, indent=1) + "\n")
         (tmp / MANIFEST).chmod(0o644)
         for name in IGNORED:  # Jupyter's checkpoints and the like stay: copied, so a failed copy loses none
-            if (dst / name).is_dir() and not (dst / name).is_symlink():
+            if (dst / name).is_symlink():  # a link (to a folder elsewhere, say) stays the link it was
+                os.symlink(os.readlink(dst / name), tmp / name)
+            elif (dst / name).is_dir():
                 shutil.copytree(dst / name, tmp / name, symlinks=True)
             elif (dst / name).exists():
                 shutil.copy2(dst / name, tmp / name)

@@ -455,6 +455,9 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, data: TokenData | None, *, 
         for name in (STATE_DIR, MODEL_DIR):  # what saves killed mid-way left (kill -9, a closed terminal)
             restore_folder(Path(out) / name)
             remove_leftovers(Path(out) / name)
+        if _has_hf_layout(model_cfg):  # refused now, not at the first save: the model is saved before the state
+            check_replaceable(Path(out) / MODEL_DIR, "move them out of it: the run writes its model there at each "
+                                                     "checkpoint, replacing the folder")
     model_behind = False  # out/model older than the state: exported again below, even with no step left to run
     if out is not None and resume and (Path(out) / STATE_DIR).exists():
         saved = load_state(Path(out) / STATE_DIR, model, optimizer, model_cfg, cfg, result.data_fingerprint)
@@ -788,7 +791,7 @@ def export(result: TrainResult, path: str | Path, command: str | None = None, ab
         try:
             folder = write_checkpoint(result.model, tmp / "ckpt", mxfp4=True)
         except DiskFull as e:  # named as the folder it was going to, not the temporary one
-            raise DiskFull(path, e.needed, before=e.before) from e
+            raise DiskFull(path, e.needed, before=e.before, quota=e.quota) from e
         cfg, tc = result.model_config, result.train_config
         ids = HARMONY_SPECIAL_TOKENS
         if cfg.is_gptoss_shaped() and cfg.vocab_size > ids["<|call|>"]:

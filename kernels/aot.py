@@ -77,7 +77,7 @@ def _launches(dtype: torch.dtype) -> list[tuple[str, Callable[[], Any]]]:
         M.moe_mxfp4(x, idx, torch.empty(tokens, K), *experts, check_indices=False)
 
     position = torch.zeros(1, dtype=torch.long)
-    most = A.decode_max_rows(dtype) // (hq // hkv)  # prompt tokens: 16 in bf16, 8 in float32
+    most = A.decode_max_rows(dtype, hd) // (hq // hkv)  # prompt tokens: 16 in bf16, 8 in float32
     return [
         ("rmsnorm, one token", lambda: R.rmsnorm(act(1, 1, d), act(d), 1e-5)),
         ("rmsnorm, a 2048-token prompt", lambda: R.rmsnorm(act(1, 2048, d), act(d), 1e-5)),

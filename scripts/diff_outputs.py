@@ -75,10 +75,13 @@ def main(argv: list[str] | None = None) -> int:
             folder = args.notebook.resolve().parent
             name = subprocess.run(["git", "ls-files", "--full-name", args.notebook.name], cwd=folder,
                                   capture_output=True, text=True, check=True).stdout.strip()
-            if not name:
-                raise FileNotFoundError(f"{args.notebook} is not in git: give the notebook to compare with as --old")
+            committed = name and subprocess.run(["git", "cat-file", "-e", f"HEAD:{name}"], cwd=folder,
+                                                capture_output=True).returncode == 0
+            if not committed:
+                raise FileNotFoundError(f"{args.notebook} is in no commit yet: give the notebook to compare with as --old")
+            # UTF-8 whatever the locale: the notebooks hold ✅, ×, é.
             old = json.loads(subprocess.run(["git", "show", f"HEAD:{name}"], cwd=folder, capture_output=True,
-                                            text=True, check=True).stdout)
+                                            check=True).stdout.decode("utf-8"))
     except (OSError, ValueError, subprocess.CalledProcessError) as e:
         print(f"diff_outputs: {getattr(e, 'stderr', None) or e}".strip(), file=sys.stderr)
         return 2

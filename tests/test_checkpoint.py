@@ -761,6 +761,7 @@ def test_a_checkpoint_in_the_hugging_face_cache_is_named_after_its_repository(tm
     for folder in (snapshot, snapshot / "original"):
         assert ck.read_config(folder)[0].name == "gpt-oss-120b"
         assert g.load_model(folder).config.name == "gpt-oss-120b"
+    assert g.ModelConfig.from_json(snapshot / "config.json").name == "gpt-oss-120b"
     assert ck.checkpoint_name(tmp_path / "runs" / "my-model") == "my-model"
     assert ck.checkpoint_name(tmp_path / "my-model" / "original") == "my-model"
     assert ck.checkpoint_name(tmp_path / "snapshots" / "abc") == "abc"  # not the cache's layout: its own name
@@ -1095,6 +1096,9 @@ def test_a_device_string_a_dtype_string_and_a_repository_id_get_their_fix(writte
         g.load_model("openai/gpt-oss-120b")
     with pytest.raises(g.CheckpointError, match=r"no-such-folder is not a folder: .* safetensors$"):
         g.load_model(tmp_path / "no-such-folder")
+    (tmp_path / "data").mkdir()
+    with pytest.raises(g.CheckpointError, match=r"data/tiny-gptoss is not a folder: .* safetensors$"):
+        g.load_model("data/tiny-gptoss")  # a mistyped folder, not a repository id
 
 
 def test_overwrite_never_deletes_a_folder_that_holds_more_than_a_checkpoint(tmp_path):

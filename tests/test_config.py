@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import gptoss_edu as g
+from gptoss_edu.config import LAST_STEP
 
 
 @pytest.mark.parametrize("field", ["vocab_size", "d_model", "n_layers", "n_heads", "head_dim", "d_ff", "context_length"])
@@ -66,7 +67,7 @@ def test_from_json_names_the_config_after_its_folder(tmp_path):  # C18
     assert g.ModelConfig.from_json(folder / "config.json").name == "my-model"
 
 
-@pytest.mark.parametrize("step", range(0, 14))
+@pytest.mark.parametrize("step", range(0, LAST_STEP + 1))
 def test_course_config_applies_each_notebooks_change_at_its_own_step(step):  # C15
     from gptoss_edu.config import COURSE_STEPS
 
@@ -208,10 +209,10 @@ def test_the_presets_write_the_hubs_config_json_key_for_key(name):
     assert small["eos_token_id"] is None and small["pad_token_id"] is None
 
 
-@pytest.mark.parametrize("step", [3.0, 2.5, "3", True, -1, 14])
+@pytest.mark.parametrize("step", [3.0, 2.5, "3", True, -1, LAST_STEP + 1])
 def test_course_config_names_a_step_that_is_no_notebook(step):
     """3.0 failed formatting the name ("Unknown format code 'd'"), '3' at a comparison; True passed as step 1."""
-    with pytest.raises(ValueError, match=f"step is a notebook's number, a whole number 0..13, got {step!r}"):
+    with pytest.raises(ValueError, match=f"step is a notebook's number, a whole number 0..{LAST_STEP}, got {step!r}"):
         g.course_config(step)
     with pytest.raises(TypeError, match=r"base must be a ModelConfig \(e.g. preset\('gpt2-tiny'\)\), got str"):
         g.course_config(3, base="gpt2-tiny")

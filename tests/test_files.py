@@ -198,3 +198,30 @@ def test_a_folder_whose_file_system_takes_no_lock_is_written_unlocked_with_a_war
         with hold(tmp_path / "run", "training run"):
             ran.append(True)
     assert ran == [True]
+
+
+def test_an_old_copy_whose_deletion_was_cut_short_is_never_put_back(tmp_path, monkeypatch):
+    """It kept the name of a complete copy set aside: deleted by hand afterwards, the folder came back
+    half-deleted from it (and a write without overwrite=True was then refused)."""
+    import gptoss_edu.files as files
+
+    target = folder(tmp_path / "ck", "old")
+    (target / "more.txt").write_text("part of the old copy")
+    real_remove = files._remove
+
+    def cut_short(path):  # Ctrl-C half-way through deleting the old copy
+        (path / "more.txt").unlink()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(files, "_remove", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        replace_folder(folder(tmp_path / ".ck.newcopy1", "new"), target)
+    monkeypatch.setattr(files, "_remove", real_remove)
+    assert (target / "data.txt").read_text() == "new"
+    left = [p.name for p in tmp_path.iterdir() if p.name != "ck"]
+    assert len(left) == 1 and left[0].startswith(".ck.del-"), left
+    import shutil
+
+    shutil.rmtree(target)  # the learner deletes the checkpoint on purpose
+    assert not restore_folder(target) and not target.exists()
+    assert [p.name for p in remove_leftovers(target)] == left and sorted(p.name for p in tmp_path.iterdir()) == []

@@ -415,6 +415,19 @@ def test_a_folder_that_is_no_checkpoint_says_what_to_pass_instead(tmp_path):
     fill(tmp_path / "pickled", ["model.safetensors.index.json"])  # a safetensors download begun beside them
     with pytest.raises(hub.IncompleteCheckpoint, match="Finish the download"):
         hub.download(tmp_path / "pickled")
+    # What to run again: the folder's own download, with --original if that is what is missing ...
+    with pytest.raises(hub.IncompleteCheckpoint, match=re.escape(
+            f"`python -m gptoss_edu download REPO_ID --local-dir {tmp_path / 'begun'}` on the command line")):
+        hub.download(tmp_path / "begun")
+    fill(tmp_path / "orig", ["config.json", "model.safetensors", "original/config.json"])
+    with pytest.raises(hub.IncompleteCheckpoint, match=re.escape(f"--local-dir {tmp_path / 'orig'} --original`")):
+        hub.check_local(tmp_path / "orig", include_original=True)
+    # ... and for the Hugging Face cache's snapshot, its repository into the cache, not REPO_ID into the snapshot.
+    snapshot = tmp_path / "hub" / "models--openai--gpt-oss-120b" / "snapshots" / "abc"
+    fill(snapshot, ["model.safetensors.index.json", "model-00000-of-00002.safetensors"])
+    with pytest.raises(hub.IncompleteCheckpoint, match=re.escape(
+            "(download('openai/gpt-oss-120b') in Python, `python -m gptoss_edu download openai/gpt-oss-120b` on")):
+        hub.check_local(snapshot)
 
 
 def test_a_course_path_given_from_another_folder_is_found_and_named(tmp_path, monkeypatch, capsys):

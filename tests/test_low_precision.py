@@ -9,6 +9,8 @@ transformers route in bf16, and the course in float32 (SPEC section 6: bf16 ties
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -146,3 +148,17 @@ def test_the_experts_outputs_of_a_bf16_model_are_summed_then_rounded_once(n_expe
     ulp = torch.finfo(torch.bfloat16).eps * exact.abs().clamp(min=2.0 ** -126).log2().floor().exp2()
     assert got.dtype == torch.bfloat16
     assert ((got.double() - exact).abs() <= ulp / 2 * (1 + 2.0 ** -10)).all()  # within half an ulp: rounded once
+
+
+def test_a_float64_model_computes_its_rope_angles_in_float64():
+    """Its inverse frequencies went back to float32 at .double(), and positions were cast to float32: at
+    position 131,000 a float64 model's cos was 1.3e-3 off, no reference at long context."""
+    cfg = g.course_config(2).replace(head_dim=64)  # plain RoPE: its frequencies written out in Python below
+    rotary = g.GPT(cfg).double().rotary
+    pos = 131_000
+    cos, _ = rotary(torch.tensor([pos]), torch.float64)
+    exact = torch.tensor([math.cos(pos * cfg.rope_theta ** (-2 * i / 64)) for i in range(32)], dtype=torch.float64)
+    assert (cos[0] - exact).abs().max() < 1e-9  # float64 angles: about 1e-11 off
+    cos32, _ = g.GPT(cfg).rotary(torch.tensor([pos]), torch.float32)
+    assert (cos32[0].double() - exact).abs().max() > 1e-5  # float32's, as transformers computes them
+    assert g.GPT(cfg).double().float().rotary.inv_freq.equal(g.GPT(cfg).rotary.inv_freq)  # back to the same bits

@@ -305,6 +305,12 @@ def test_what_a_learner_passes_by_mistake_is_named_with_the_fix():
         generate(model, list(range(16)), max_new_tokens=3)
     with pytest.raises(ValueError, match=r"seed must be a whole number .*got 1.5"):
         generate(model, [1], max_new_tokens=2, seed=1.5)
+    import numpy as np
+
+    # What a widget or numpy hands over is a number too.
+    assert generate(model, [1], max_new_tokens=3, seed=np.int64(3)).tokens == generate(
+        model, [1], max_new_tokens=3, seed=3).tokens
+    assert len(generate(model, [1], max_new_tokens=2, temperature=torch.tensor(0.7), top_p=np.float32(0.9)).tokens) == 2
     for name, value in (("temperature", "0.7"), ("top_p", None)):
         with pytest.raises(ValueError, match=f"{name} must be a number, got {value!r}"):
             generate(model, [1], max_new_tokens=2, **{name: value})

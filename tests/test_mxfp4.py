@@ -299,3 +299,14 @@ def test_every_scale_byte_unpacks_to_the_spec_value_in_every_dtype(dtype):
     got = mxfp4.dequantize(blocks, scales, dtype)
     assert not got.isnan().any()
     assert torch.equal(got, want)
+
+
+def test_the_largest_weights_get_a_scale_the_loader_takes_and_saturate():
+    """Above 2.55e38 quantize wrote scale 253, which unpacks to inf and which the loader refuses."""
+    from gptoss_edu.mxfp4 import MAX_FINITE_SCALE, dequantize, quantize
+
+    w = torch.tensor([[2.6e38, 3.0e38, -3.3e38] + [1.0] * 29])
+    blocks, scales = quantize(w)
+    assert scales.max().item() == MAX_FINITE_SCALE
+    back = dequantize(blocks, scales, torch.float32)
+    assert back.isfinite().all() and back[0, :3].tolist() == [6 * 2.0 ** 125, 6 * 2.0 ** 125, -6 * 2.0 ** 125]

@@ -178,6 +178,17 @@ def test_a_failed_swap_keeps_the_learners_jupyter_checkpoints(tmp_path, capsys, 
     assert (out / ".ipynb_checkpoints" / "01_a-checkpoint.ipynb").read_text() == "my saved answers"
 
 
+def test_jupyter_checkpoints_that_are_a_link_stay_a_link(tmp_path, capsys):
+    """Copied as a file, the link to a folder stopped the copy with "[Errno 21] Is a directory"."""
+    src, out = course(tmp_path), tmp_path / "out"
+    assert main(["student", str(src), str(out)]) == 0
+    (tmp_path / "elsewhere").mkdir()
+    (out / ".ipynb_checkpoints").symlink_to(tmp_path / "elsewhere")
+    assert main(["student", str(src), str(out)]) == 0
+    assert (out / ".ipynb_checkpoints").is_symlink()
+    assert os.readlink(out / ".ipynb_checkpoints") == str(tmp_path / "elsewhere")
+
+
 def test_a_copy_killed_between_its_renames_is_undone_by_the_next(tmp_path, capsys):
     src, out = course(tmp_path), tmp_path / "out"
     assert main(["student", str(src), str(out)]) == 0

@@ -234,6 +234,24 @@ def test_a_model_save_that_failed_is_made_again_on_resume(text_data, tmp_path, m
     assert torch.equal(same.embed.weight, done.model.embed.weight.to(torch.bfloat16).float())
 
 
+def test_a_learners_file_in_out_model_is_refused_before_the_first_step(text_data, tmp_path):
+    """The model is saved before the state: export refusing the folder at a checkpoint left the state behind
+    for good, and every resume stopped at the same step."""
+    cfg = quick(steps=4, checkpoint_every=2)
+
+    def press_ctrl_c(result: T.TrainResult) -> None:
+        if result.step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    assert T.train(small(13), cfg, text_data, out=tmp_path, progress=False, on_step=press_ctrl_c).interrupted
+    (tmp_path / T.MODEL_DIR / "tokenizer.json").write_text("{}")
+    with pytest.raises(FileExistsError, match=r"model holds more than a checkpoint \(tokenizer.json\).*move them out"):
+        T.train(small(13), cfg, text_data, out=tmp_path, progress=False)
+    assert T.read_state_meta(tmp_path / T.STATE_DIR)["step"] == 2  # nothing ran, nothing was lost
+    (tmp_path / T.MODEL_DIR / "tokenizer.json").unlink()
+    assert T.train(small(13), cfg, text_data, out=tmp_path, progress=False).step == 4
+
+
 def test_a_stop_during_the_last_step_completes_the_run(text_data, tmp_path):
     def press_ctrl_c(result: T.TrainResult) -> None:
         if result.step == 2:
@@ -549,6 +567,9 @@ def test_a_full_disk_is_a_message_naming_the_folder_and_the_space(tmp_path, caps
     with pytest.raises(OSError, match=f"could not write {re.escape(str(tmp_path / 'state'))} \\(this account's disk "
                                       "quota is used up\\): nothing there was changed"):
         T.save_state(tmp_path / "state", result)
+    with pytest.raises(OSError, match=f"could not write {re.escape(str(tmp_path / 'exported'))} \\(this account's "
+                                      "disk quota is used up\\)"):
+        T.export(result, tmp_path / "exported")  # the run's model, written first at each checkpoint
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     # Any other error of safetensors' is left as it is.
     monkeypatch.setattr(safetensors.torch, "save_file", lambda *a, **k: (_ for _ in ()).throw(
