@@ -73,6 +73,11 @@ def test_a_bool_is_not_a_number_of_bytes():
     assert not r.passed and "got bool" in r.message
 
 
+def test_a_number_too_large_for_a_float_is_a_verdict_not_an_overflow():
+    r = check_kv_bytes_per_token(lambda cfg, b: 10 ** 400)  # math.isfinite raised OverflowError through the check
+    assert not r.passed and "has 401 digits: far too large" in r.message, r.message
+
+
 def test_hard_coded_bf16_bytes_is_not_called_keys_only():
     r = check_kv_bytes_per_token(lambda cfg, b: 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * 2)
     # (Its answer is half the right one at 4-byte values, as "keys only" would be.)
