@@ -143,6 +143,8 @@ class ModelConfig:
     # ---- derived ------------------------------------------------------------
     def window(self, layer: int) -> int:
         """The sliding window of ``layer`` in keys (0 = full causal attention)."""
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < self.n_layers:
+            raise ValueError(f"layer must be one of the model's layers, 0..{self.n_layers - 1}, got {layer!r}")
         if self.layer_types and self.layer_types[layer] == "sliding_attention":
             return self.sliding_window
         return 0
