@@ -164,7 +164,11 @@ class ChatSession:
     def reply(self, text: str) -> Generation | None:
         """Send a user message, stream the reply to the screen, keep both in the conversation (None: not kept)."""
         self.messages.append(harmony.user(text))
-        prompt = self.prompt_ids()
+        try:
+            prompt = self.prompt_ids()
+        except BaseException:  # Ctrl-C while a long conversation renders: the message was never sent
+            self.messages.pop()
+            raise
         context = self.model.config.context_length
         if len(prompt) >= context:
             self.messages.pop()
@@ -181,20 +185,26 @@ class ChatSession:
             stop_tokens=reader.stop_tokens, stats=stats, decoder=fast_step(self.cuda_graph),
         )
         self.turn += 1
-        shown, printed, interrupted, out_of_memory = None, False, False, False
+        shown, line_open, interrupted, out_of_memory = None, False, False, False
+        held = ""  # a "\r" that ends a piece: the "\n" of a Windows line end may come in the next one
         try:
             for piece in reader.read(tokens):
-                if shown != (piece.channel, piece.recipient):
-                    shown = (piece.channel, piece.recipient)
-                    if printed:
-                        self._write("\n")
-                    if piece.channel != "final":
+                answer = piece.channel in ("final", None) and piece.recipient is None  # no channel: an answer too
+                if shown != (piece.channel, piece.recipient) or piece.opens:  # a new message starts a new line
+                    if line_open:
+                        self._write(printable(held) + "\n")
+                        held, line_open = "", False
+                    if shown != (piece.channel, piece.recipient) and not answer:
                         to = f" to {printable(piece.recipient)}" if piece.recipient else ""
-                        label = "thinking" if piece.channel == "analysis" else piece.channel
+                        label = {"analysis": "thinking", None: "message"}.get(piece.channel, piece.channel)
                         self._write(f"[{label}{to}] ", dim=True)
+                        line_open = True
+                    shown = (piece.channel, piece.recipient)
                 if piece.text:
-                    self._write(printable(piece.text), dim=piece.channel != "final")  # the model's: no escapes
-                    printed = True
+                    text = held + piece.text
+                    held = "\r" if text.endswith("\r") else ""
+                    self._write(printable(text[:len(text) - len(held)]), dim=not answer)  # the model's: no escapes
+                    line_open = True
         except KeyboardInterrupt:
             interrupted = True
         except RuntimeError as e:  # out of memory: the prompt grows every turn, and the cache with it
@@ -207,13 +217,17 @@ class ChatSession:
             raise
         finally:
             tokens.close()
+            if held:
+                self._write(printable(held))
             self._write("")  # back to normal text, even after an interrupt
         if out_of_memory:
-            return self._drop_turn(len(prompt), printed)
+            return self._drop_turn(len(prompt), line_open)
         if reader.taken is not None:  # the model began writing the user's turn: its reply was over
             stats.stop_reason = "other_role"
+        elif reader.problem is not None:  # the reader stopped it, not max_new_tokens
+            stats.stop_reason = "format_problem"
         self.messages += reader.messages()
-        if printed:
+        if line_open:
             self._write("\n")
         self._report(stats, reader, interrupted, len(prompt) + len(stats.tokens) >= context)
         return stats
@@ -223,11 +237,11 @@ class ChatSession:
         self.messages.pop()
         self.turn -= 1
 
-    def _drop_turn(self, prompt_tokens: int, printed: bool) -> None:
+    def _drop_turn(self, prompt_tokens: int, line_open: bool) -> None:
         """After running out of memory: the conversation and the seed as before this message, the memory given back."""
         self._undo_turn()
         release_memory()
-        lead = "\n" if printed else ""
+        lead = "\n" if line_open else ""
         self._write(f"{lead}(out of memory with the conversation at {prompt_tokens:,} tokens: this message and its "
                     "reply are dropped, the conversation is as before it. Send a shorter message, lower "
                     "--max-new-tokens, or /reset to start over.)\n", dim=True)
@@ -240,13 +254,13 @@ class ChatSession:
             notes.append("interrupted")
         elif reader.taken is not None:
             notes.append(f"the model went on to write a {reader.taken} message itself: cut there")
-        elif stats.stop_reason != "stop_token":
+        elif stats.stop_reason not in ("stop_token", "format_problem"):
             notes.append("the context window is full: /reset to start over" if context_full
                          else f"stopped at --max-new-tokens {self.max_new_tokens}")
         calls = reader.tool_calls()
         if calls:
             notes.append(f"the model called {', '.join(calls)}, but this chat has no tools")
-        problem = reader.format_problem()
+        problem = reader.format_problem(cut_short=interrupted or context_full)
         if problem is not None:
             raw = self.enc.decode(stats.tokens)
             notes.append(f"the reply does not follow the harmony format ({problem}); raw text: {raw!r}")

@@ -713,7 +713,7 @@ class ReplyReader:
         parser = self.parser
         kept = [m for m in parser.messages if m.recipient is None and m.role == "assistant"]
         if (parser.state == "content" and parser.current_role == "assistant" and parser.current_channel == "final"
-                and parser.current_content):
+                and parser.current_recipient is None and parser.current_content):  # not a tool call cut short
             kept.append(assistant(parser.current_content, "final"))
         return kept
 
@@ -721,10 +721,15 @@ class ReplyReader:
         """The recipients of the tool calls the model completed."""
         return [m.recipient for m in self.parser.messages if m.recipient is not None]
 
-    def format_problem(self) -> str | None:
-        """Why the reply does not follow the harmony format, or None when it does (as far as it got)."""
+    def format_problem(self, cut_short: bool = False) -> str | None:
+        """Why the reply does not follow the harmony format, or None when it does (as far as it got).
+
+        ``cut_short``: the reply was stopped from outside (Ctrl-C, a full context), so a header not yet
+        complete is no fault of the model's.
+        """
         parser = self.parser
-        if self.problem is None and self.tokens_read and not parser.messages and parser.state != "content":
+        if (self.problem is None and not cut_short and self.tokens_read and not parser.messages
+                and parser.state != "content"):
             return "no complete message header"
         return self.problem
 

@@ -315,3 +315,78 @@ def test_a_windows_line_end_from_the_model_is_a_line_end():
 
     assert ids("a\r\nb") == [ids("a")[0], *ids("\r\n"), ids("b")[0]] and len(ids("\r\n")) == 1  # one token
     assert printable("First line\r\nSecond line\rover") == "First line\nSecond line\\x0dover"
+
+
+# ---- a model that misbehaves (a review with scripted token streams) ----------------------------------------
+
+def say(text: str, **kw) -> tuple[str, chat.ChatSession]:
+    """What the terminal chat prints for one reply of ``text`` (with ``kw`` for the stand-in stream)."""
+    session = chat.ChatSession(fake_model(kw.pop("context", 4096)), max_new_tokens=64, out=io.StringIO())
+    chat.stream = recording(text, [], **kw)
+    try:
+        session.reply("hi")
+    except KeyboardInterrupt:
+        pass
+    return session.out.getvalue(), session
+
+
+@pytest.fixture()
+def scripted(monkeypatch):
+    monkeypatch.setattr(chat, "stream", chat.stream)  # restored after the test, whatever say() set
+
+
+def test_a_reply_the_reader_cut_is_not_called_max_new_tokens(scripted):
+    printed, _ = say("<|channel|>poetry<|message|>verse<|end|>")
+    assert "stopped at --max-new-tokens" not in printed and "does not follow the harmony format" in printed
+
+
+def test_a_header_cut_by_ctrl_c_or_a_full_context_is_not_blamed_on_the_model(scripted):
+    printed, _ = say("<|channel|>final", interrupt=True)
+    assert "interrupted" in printed and "no complete message header" not in printed
+    room = prompt_length(chat.ChatSession(fake_model(), out=io.StringIO()), "hi") + 2  # the two header tokens fill it
+    printed, _ = say("<|channel|>final", stop_reason="context_full", context=room)
+    assert "context window is full" in printed and "no complete message header" not in printed
+    printed, _ = say("<|channel|>final<|message|", stop_reason="max_new_tokens")  # the model's own doing
+    assert "no complete message header" in printed
+
+
+def test_an_answer_addressed_to_a_tool_is_labelled_and_never_kept(scripted):
+    printed, session = say("<|channel|>final to=functions.x<|message|>{}<|call|>")
+    assert "[final to functions.x] {}" in printed and "the model called functions.x" in printed
+    assert [m.role for m in session.messages] == ["user"]
+    _, session = say("<|channel|>final to=functions.x<|message|>partial", stop_reason="max_new_tokens")
+    assert [m.role for m in session.messages] == ["user"]  # cut short, it was kept as a plain answer
+
+
+def test_two_answers_in_a_row_are_two_lines_and_no_channel_is_an_answer(scripted):
+    printed, _ = say("<|channel|>final<|message|>One.<|end|><|start|>assistant<|channel|>final<|message|>Two.<|return|>")
+    assert "One.\nTwo.\n" in printed
+    printed, session = say("<|message|>Hi<|return|>")
+    assert printed.startswith("Hi\n") and "[None]" not in printed
+    assert session.messages[-1].content == "Hi"
+
+
+def test_a_label_without_text_ends_its_line_and_a_split_windows_line_end_is_one(scripted):
+    printed, _ = say("<|channel|>analysis<|message|>", stop_reason="max_new_tokens")
+    assert "[thinking] \n(" in printed
+    cr, lf = ids("a\r")[-1], ids("\nb")[0]
+    assert ENC.decode([cr]).endswith("\r") and ENC.decode([lf]).startswith("\n")
+    def split_line_end(model, prompt_ids, *, stats, stop_tokens, **kw):
+        yield from ids("<|channel|>final<|message|>") + ids("a\r") + ids("\nb") + ids("<|return|>")
+
+    chat.stream = split_line_end
+    session = chat.ChatSession(fake_model(), out=io.StringIO())
+    session.reply("hi")
+    assert "a\nb\n" in session.out.getvalue() and "\\r" not in session.out.getvalue()
+
+
+def test_ctrl_c_while_the_conversation_renders_leaves_no_message_behind(scripted, monkeypatch):
+    session = chat.ChatSession(fake_model(), out=io.StringIO())
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(harmony, "render_conversation", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        session.reply("hi")
+    assert session.messages == []

@@ -201,6 +201,7 @@ def test_a_stopped_or_failed_reply_leaves_the_conversation_as_it_was(error, said
         w.send("second")
     assert w.messages == kept and not w.send_button.disabled
     assert said in w.status.value and "this message is dropped" in w.status.value
+    assert "Hello there!" in w.answer.value  # the last kept answer, not the dropped one's beginning
     model.armed = False
     w.send("third")
     prompt = ENC.decode(model.prompts[-1])
@@ -311,3 +312,22 @@ def test_the_reply_ends_at_end_of_text_which_is_not_shown():
     assert out.final == "Hello" and out.problem is None and out.stats.stop_reason == "stop_token"
     assert out.stats.tokens[-1] == ENC.encode_single_token("<|endoftext|>") == harmony.end_of_text(ENC) == 199999
     assert out.messages == [harmony.assistant("Hello", "final")]  # kept, as an answer that ended there
+
+
+def test_a_tool_call_is_named_never_shown_as_the_answer_and_two_answers_are_two_paragraphs():
+    """Final text to a recipient was shown as the answer (and not kept); answers in a row ran together."""
+    out = reply(Scripted("<|channel|>final to=functions.x<|message|>{}<|call|>"), [harmony.user("Hi")],
+                temperature=0.0)
+    assert out.final == "" and out.channels == {"final to functions.x": "{}"} and out.tool_calls == ["functions.x"]
+    assert "the model called functions.x" in ChatWidget._summary(out)
+    out = reply(Scripted("<|channel|>final<|message|>One.<|end|><|start|>assistant<|channel|>final<|message|>Two."
+                         "<|return|>"), [harmony.user("Hi")], temperature=0.0)
+    assert out.final == "One.\n\nTwo."
+    out = reply(Scripted("<|message|>Hi!<|return|>"), [harmony.user("Hi")], temperature=0.0)  # no channel
+    assert out.final == "Hi!" and out.messages[-1].content == "Hi!"
+
+
+def test_a_reply_the_reader_cut_says_so_not_max_new_tokens():
+    out = reply(Scripted("<|channel|>poetry<|message|>verse<|end|>"), [harmony.user("Hi")], temperature=0.0,
+                max_new_tokens=64)
+    assert out.stats.stop_reason == "format_problem" and out.problem is not None

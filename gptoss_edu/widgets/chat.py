@@ -39,6 +39,7 @@ class Reply:
     stats: Generation = field(default_factory=Generation)
     problem: str | None = None  # set when the tokens do not follow the harmony format
     raw: str = ""  # the decoded tokens, for when they do not
+    tool_calls: list[str] = field(default_factory=list)  # whom the model called (this chat has no tools)
 
     @property
     def analysis(self) -> str:
@@ -87,9 +88,17 @@ def reply(model: GPT, messages: Sequence[harmony.Message], effort: str = "medium
                     stop_tokens=reader.stop_tokens, stats=out.stats, decoder=fast_step(cuda_graph))
     try:
         for piece in reader.read(tokens):
-            channel = piece.channel or "(no channel)"
+            # A message with no channel is an answer too (it is kept as one); one to a recipient is a tool
+            # call, never the answer.
+            channel = piece.channel or "final"
+            if piece.recipient is not None:
+                channel = f"{channel} to {piece.recipient}"
             if not piece.opens:  # a token of the text (not the <|message|> that opened it)
                 out.channel_tokens[channel] = out.channel_tokens.get(channel, 0) + 1
+            elif out.channels.get(channel):  # a second message on the same channel: a paragraph of its own
+                out.channels[channel] += "\n\n"
+                if on_text is not None:
+                    on_text(channel, "\n\n")
             if piece.text:
                 out.channels[channel] = out.channels.get(channel, "") + piece.text
                 if on_text is not None:
@@ -98,8 +107,11 @@ def reply(model: GPT, messages: Sequence[harmony.Message], effort: str = "medium
         tokens.close()
     if reader.taken is not None:  # the model began writing the user's turn: its reply was over
         out.stats.stop_reason = "other_role"
+    elif reader.problem is not None:  # the reader stopped it, not max_new_tokens
+        out.stats.stop_reason = "format_problem"
     out.messages = reader.messages()
-    out.problem = reader.format_problem()
+    out.tool_calls = reader.tool_calls()
+    out.problem = reader.format_problem(cut_short=len(prompt) + len(out.stats.tokens) >= context)
     out.raw = enc.decode(out.stats.tokens)
     return out
 
@@ -175,6 +187,7 @@ class ChatWidget(widgets.VBox):
                 return None
             # The stop button (KeyboardInterrupt), or a bug: said here, then raised.
             why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"failed ({type(e).__name__}: {e})"
+            self._show_last()  # not the reply that is dropped
             self.status.value = (f"<span style='color:#b00'>{html.escape(why, quote=False)}: this message is dropped, "
                                  "the conversation is as before it.</span>")
             raise
@@ -216,6 +229,8 @@ class ChatWidget(widgets.VBox):
         notes = [f"{len(s.tokens)} new tokens, {s.tokens_per_second:.1f} tokens/s",
                  f"prompt {s.prompt_tokens} tokens at {out.prefill_tokens_per_second:.0f} tokens/s",
                  f"stopped: {s.stop_reason}"]
+        if out.tool_calls:
+            notes.append(f"the model called {', '.join(out.tool_calls)}, but this chat has no tools")
         if out.problem:
             notes.append(f"not harmony ({out.problem}); raw text: {out.raw!r}")
         return "; ".join(notes)
