@@ -310,6 +310,14 @@ def _require(cfg: dict[str, Any], keys: list[str], family: str) -> None:
 
 # The readers below check each value under its config.json name: "rope_theta" is what a reader of the file
 # can find, not the course's field it becomes.
+def _digits(n: int) -> str:
+    """How many digits ``n`` has, said without str() failing past its 4,300-digit limit."""
+    try:
+        return f"{len(str(abs(n)))} digits"
+    except ValueError:
+        return "thousands of digits"
+
+
 def read_number(d: dict[str, Any], key: str, default: Any, where: str = "config.json") -> float:
     """``d[key]`` (or ``default``) as a float; a clear ValueError naming ``where`` and the key if it is no number."""
     v = d.get(key, default)
@@ -318,7 +326,7 @@ def read_number(d: dict[str, Any], key: str, default: Any, where: str = "config.
     try:
         return float(v)
     except OverflowError:  # a whole number past float's range: JSON has no bound on digits
-        raise ValueError(f"{where}'s {key!r} is too large a number ({len(str(v))} digits)") from None
+        raise ValueError(f"{where}'s {key!r} is too large a number ({_digits(v)})") from None
 
 
 def read_whole(d: dict[str, Any], key: str, default: Any = None, where: str = "config.json") -> int:
@@ -328,7 +336,7 @@ def read_whole(d: dict[str, Any], key: str, default: Any = None, where: str = "c
     if isinstance(v, bool) or not isinstance(v, (int, float)) or isinstance(v, float) and not v.is_integer():
         raise ValueError(f"{where}'s {key!r} must be a whole number, got {v!r}")
     if abs(v) >= 2**63:  # torch's sizes are 64-bit integers
-        raise ValueError(f"{where}'s {key!r} is too large a number ({len(str(abs(int(v))))} digits)")
+        raise ValueError(f"{where}'s {key!r} is too large a number ({_digits(int(v))})")
     return int(v)
 
 

@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             old = json.loads(subprocess.run(["git", "show", f"HEAD:{name}"], cwd=folder, capture_output=True,
                                             check=True).stdout.decode("utf-8"))
     except (OSError, ValueError, subprocess.CalledProcessError) as e:
-        print(f"diff_outputs: {getattr(e, 'stderr', None) or e}".strip(), file=sys.stderr)
+        said = getattr(e, "stderr", None) or e
+        print(f"diff_outputs: {said.decode('utf-8', 'replace') if isinstance(said, bytes) else said}".strip(),
+              file=sys.stderr)
         return 2
     lines = changes(old, new)
     print("\n".join(lines) if lines else f"{args.notebook.name}: no stored output changed")

@@ -235,3 +235,10 @@ def test_the_window_of_a_layer_the_model_does_not_have_is_named():
     for layer in (24, -1, 1.0):  # -1 gave the last layer's, 24 "tuple index out of range"
         with pytest.raises(ValueError, match=f"layer must be one of the model's layers, 0..23, got {layer!r}"):
             cfg.window(layer)
+
+
+def test_a_number_with_more_digits_than_str_prints_is_still_named():
+    """str() refuses ints past 4,300 digits (Python 3.11): the message itself raised a ValueError about that."""
+    for read in (g.config.read_number, g.config.read_whole):
+        with pytest.raises(ValueError, match=r"'k' is too large a number \(thousands of digits\)"):
+            read({"k": 10 ** 5000}, "k", None)
