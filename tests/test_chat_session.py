@@ -308,6 +308,9 @@ def test_printable_keeps_text_newlines_and_tabs_and_shows_every_control_characte
     assert printable("naïve — 日本\n\tok ✅") == "naïve — 日本\n\tok ✅"
     controls = [chr(c) for c in [*range(0x00, 0x09), *range(0x0b, 0x20), *range(0x7f, 0xa0)]]
     assert all(printable(c) == f"\\x{ord(c):02x}" for c in controls)
+    # Bidirectional overrides reorder what is shown ("txt.exe" read backwards); an emoji's joiner stays.
+    assert printable("file\u202etxt.exe \u2066x\u2069 a\u2028b 👍\u200d") == \
+        "file\\u202etxt.exe \\u2066x\\u2069 a\\u2028b 👍\u200d"
 
 
 def test_a_windows_line_end_from_the_model_is_a_line_end():
