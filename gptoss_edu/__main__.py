@@ -88,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         print(file=sys.stderr)
         return 130
     args, unknown = parser.parse_known_args(argv)
-    if unknown:  # said with the command's usage, not the top level's (which lists only the commands)
-        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if unknown:  # said with the command's usage (the top level's lists only the commands), unless given before it
+        before = argv[:argv.index(args.command)] if args.command in argv else []
+        (parser if set(unknown) & set(before) else args.command_parser).error(
+            f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = argv[1:]  # the command's own arguments, for commands that record how they were run
     try:
         return args.run(args)

@@ -186,13 +186,14 @@ class ChatSession:
         )
         self.turn += 1
         shown, line_open, interrupted, out_of_memory = None, False, False, False
-        held = ""  # a "\r" that ends a piece: the "\n" of a Windows line end may come in the next one
+        held, held_dim = "", False  # a "\r" that ends a piece: the "\n" of a Windows line end may come next
         try:
             for piece in reader.read(tokens):
                 answer = piece.channel in ("final", None) and piece.recipient is None  # no channel: an answer too
                 if shown != (piece.channel, piece.recipient) or piece.opens:  # a new message starts a new line
                     if line_open:
-                        self._write(printable(held) + "\n")
+                        self._write(printable(held), dim=held_dim)
+                        self._write("\n")
                         held, line_open = "", False
                     if shown != (piece.channel, piece.recipient) and not answer:
                         to = f" to {printable(piece.recipient)}" if piece.recipient else ""
@@ -202,7 +203,7 @@ class ChatSession:
                     shown = (piece.channel, piece.recipient)
                 if piece.text:
                     text = held + piece.text
-                    held = "\r" if text.endswith("\r") else ""
+                    held, held_dim = ("\r" if text.endswith("\r") else ""), not answer
                     self._write(printable(text[:len(text) - len(held)]), dim=not answer)  # the model's: no escapes
                     line_open = True
         except KeyboardInterrupt:
@@ -218,7 +219,7 @@ class ChatSession:
         finally:
             tokens.close()
             if held:
-                self._write(printable(held))
+                self._write(printable(held), dim=held_dim)
             self._write("")  # back to normal text, even after an interrupt
         if out_of_memory:
             return self._drop_turn(len(prompt), line_open)

@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import json
 import math
+import operator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -143,8 +144,13 @@ class ModelConfig:
     # ---- derived ------------------------------------------------------------
     def window(self, layer: int) -> int:
         """The sliding window of ``layer`` in keys (0 = full causal attention)."""
-        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < self.n_layers:
+        try:
+            index = operator.index(layer)  # ints, numpy ints, 0-d integer tensors
+        except TypeError:
+            index = None
+        if isinstance(layer, bool) or index is None or not 0 <= index < self.n_layers:
             raise ValueError(f"layer must be one of the model's layers, 0..{self.n_layers - 1}, got {layer!r}")
+        layer = index
         if self.layer_types and self.layer_types[layer] == "sliding_attention":
             return self.sliding_window
         return 0

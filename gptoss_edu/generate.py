@@ -87,8 +87,8 @@ class Generation:
     """The new tokens, why generation stopped, and how fast it ran."""
 
     tokens: list[int] = field(default_factory=list)
-    # "max_new_tokens", "context_full", "stop_token", or "other_role" (a chat cut the reply where
-    # the model began a message of another role).
+    # "max_new_tokens", "context_full", "stop_token"; a chat's reader sets "other_role" (it cut the
+    # reply where the model began a message of another role) or "format_problem" (where it broke harmony).
     stop_reason: str = "max_new_tokens"
     prompt_tokens: int = 0
     prefill_seconds: float = 0.0

@@ -712,7 +712,8 @@ class ReplyReader:
         """
         parser = self.parser
         kept = [m for m in parser.messages if m.recipient is None and m.role == "assistant"]
-        if (parser.state == "content" and parser.current_role == "assistant" and parser.current_channel == "final"
+        if (parser.state == "content" and parser.current_role == "assistant"
+                and parser.current_channel in ("final", None)  # no channel: an answer, as a complete one is kept
                 and parser.current_recipient is None and parser.current_content):  # not a tool call cut short
             kept.append(assistant(parser.current_content, "final"))
         return kept

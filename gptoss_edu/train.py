@@ -88,6 +88,8 @@ class TrainConfig:
                 raise ValueError(f"{f.name} must be a whole number (an int), got {value!r}")
             if kind is float and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
                 raise ValueError(f"{f.name} must be a number, got {value!r} ({type(value).__name__})")
+            if kind in (int, float):  # numpy's numbers as Python's: the saved state is JSON
+                object.__setattr__(self, f.name, kind(value))
             if kind is bool and not isinstance(value, bool):
                 raise ValueError(f"{f.name} must be True or False, got {value!r}")
         if not 0 <= self.beta1 < 1 or not 0 <= self.beta2 < 1:  # NaN fails too

@@ -380,7 +380,7 @@ def test_a_label_without_text_ends_its_line_and_a_split_windows_line_end_is_one(
     chat.stream = split_line_end
     session = chat.ChatSession(fake_model(), out=io.StringIO())
     session.reply("hi")
-    assert "a\nb\n" in session.out.getvalue() and "\\r" not in session.out.getvalue()
+    assert "a\nb\n" in session.out.getvalue() and "\\x0d" not in session.out.getvalue()
 
 
 def test_ctrl_c_while_the_conversation_renders_leaves_no_message_behind(scripted, monkeypatch):
@@ -393,3 +393,17 @@ def test_ctrl_c_while_the_conversation_renders_leaves_no_message_behind(scripted
     with pytest.raises(KeyboardInterrupt):
         session.reply("hi")
     assert session.messages == []
+
+
+def test_an_answer_with_no_channel_cut_short_is_kept_as_shown(scripted):
+    _, session = say("<|message|>Hello there", stop_reason="max_new_tokens")
+    assert session.messages[-1].content == "Hello there"  # shown as the answer, and kept as one
+
+
+def test_thinking_that_ends_in_a_carriage_return_stays_dim(scripted, monkeypatch):
+    session = chat.ChatSession(fake_model(), out=io.StringIO(), color=True)
+    chat.stream = recording("<|channel|>analysis<|message|>think\r<|end|><|start|>assistant<|channel|>final"
+                            "<|message|>A<|return|>", [])
+    session.reply("hi")
+    shown = session.out.getvalue()
+    assert f"think{chat.RESET}" not in shown and "think\\x0d" in shown, repr(shown)

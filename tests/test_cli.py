@@ -233,3 +233,6 @@ def test_an_unknown_option_is_refused_with_its_commands_usage(argv, capsys):
     err = capsys.readouterr().err
     assert stopped.value.code == 2
     assert f"usage: python -m gptoss_edu {argv[0]} " in err and f"{argv[0]}: error: unrecognized arguments: " in err
+    with pytest.raises(SystemExit):  # given before the command: the top level's option, said so
+        main(["--bogus", "doctor"])
+    assert "python -m gptoss_edu: error: unrecognized arguments: --bogus" in capsys.readouterr().err

@@ -232,7 +232,10 @@ def test_settings_out_of_range_are_named_by_the_setting(changes, message):
 def test_the_window_of_a_layer_the_model_does_not_have_is_named():
     cfg = g.preset("gpt-oss-20b")
     assert [cfg.window(0), cfg.window(1), cfg.window(23)] == [128, 0, 0]
-    for layer in (24, -1, 1.0):  # -1 gave the last layer's, 24 "tuple index out of range"
+    import numpy as np
+
+    assert cfg.window(np.int64(2)) == cfg.window(torch.tensor(2)) == 128  # np.arange's layers, say
+    for layer in (24, -1, 1.0, True):  # -1 gave the last layer's, 24 "tuple index out of range"
         with pytest.raises(ValueError, match=f"layer must be one of the model's layers, 0..23, got {layer!r}"):
             cfg.window(layer)
 

@@ -126,6 +126,12 @@ def test_train_config_refuses_bad_settings():
         with pytest.raises(ValueError, match=says):
             T.TrainConfig(**change)
     assert T.TrainConfig(grad_clip=math.inf, lr=1, weight_decay=0).lr == 1  # ints are numbers too
+    import numpy as np
+
+    # numpy's numbers become Python's: the saved state is JSON, which refused np.int64.
+    numpy_cfg = T.TrainConfig(steps=np.int64(30), lr=np.float32(0.5))
+    assert type(numpy_cfg.steps) is int and type(numpy_cfg.lr) is float
+    json.dumps(T._config_dict(numpy_cfg))
 
 
 @pytest.mark.parametrize("step", [1, 13])

@@ -76,8 +76,10 @@ def as_number(value: object, what: str) -> tuple[int | float | None, str | None]
             return None, f"{what} should be one number, got {type(value).__name__} of shape {tuple(value.shape)}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None, f"{what} should be one number, got {type(value).__name__}"
-    if isinstance(value, int) and abs(value) >= 2 ** 1024:  # past any float: isfinite would raise OverflowError
-        return None, f"{what} has over 300 digits: far too large for an answer here"  # str() refuses past 4,300
-    if not math.isfinite(value):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int past any float (str() would refuse it too, past 4,300 digits)
+        return None, f"{what} has over 300 digits: far too large for an answer here"
+    if not finite:
         return None, f"{what} is {value}"
     return value, None
