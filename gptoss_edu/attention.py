@@ -102,13 +102,15 @@ def cache_slots(cfg: ModelConfig, max_len: int) -> list[int]:
 
 def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor | None = None) -> None:
     """Refuse q [B, Hq, Tq, D], k and v [B, Hkv, Tk, D] and sinks [Hq] that do not fit together, naming the shapes."""
-    shapes = f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+    # Called at every layer of every step: the message is made only when one is needed.
+    shapes = lambda: f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"  # noqa: E731
     if q.dim() != 4 or k.dim() != 4 or k.shape != v.shape:
-        raise ValueError(f"q must be [B, Hq, Tq, D], and k and v both [B, Hkv, Tk, D]; got {shapes}")
+        raise ValueError(f"q must be [B, Hq, Tq, D], and k and v both [B, Hkv, Tk, D]; got {shapes()}")
     if k.shape[0] != q.shape[0] or k.shape[3] != q.shape[3]:
-        raise ValueError(f"q, k and v must agree in batch B and head size D; got {shapes}")
+        raise ValueError(f"q, k and v must agree in batch B and head size D; got {shapes()}")
     if k.shape[1] == 0 or q.shape[1] % k.shape[1]:
-        raise ValueError(f"the query heads ({q.shape[1]}) must be a multiple of the KV heads ({k.shape[1]}): {shapes}")
+        raise ValueError(f"the query heads ({q.shape[1]}) must be a multiple of the KV heads ({k.shape[1]}): "
+                         f"{shapes()}")
     if sinks is not None and tuple(sinks.shape) != (q.shape[1],):
         raise ValueError(f"sinks must hold one logit per query head, [{q.shape[1]}], got {tuple(sinks.shape)}")
 

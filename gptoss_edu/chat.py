@@ -189,13 +189,12 @@ class ChatSession:
         held, held_dim = "", False  # a "\r" that ends a piece: the "\n" of a Windows line end may come next
         try:
             for piece in reader.read(tokens):
-                answer = piece.channel in ("final", None) and piece.recipient is None  # no channel: an answer too
                 if shown != (piece.channel, piece.recipient) or piece.opens:  # a new message starts a new line
                     if line_open:
                         self._write(printable(held), dim=held_dim)
                         self._write("\n")
                         held, line_open = "", False
-                    if shown != (piece.channel, piece.recipient) and not answer:
+                    if shown != (piece.channel, piece.recipient) and not piece.answer:
                         to = f" to {printable(piece.recipient)}" if piece.recipient else ""
                         label = {"analysis": "thinking", None: "message"}.get(piece.channel, piece.channel)
                         self._write(f"[{label}{to}] ", dim=True)
@@ -203,8 +202,8 @@ class ChatSession:
                     shown = (piece.channel, piece.recipient)
                 if piece.text:
                     text = held + piece.text
-                    held, held_dim = ("\r" if text.endswith("\r") else ""), not answer
-                    self._write(printable(text[:len(text) - len(held)]), dim=not answer)  # the model's: no escapes
+                    held, held_dim = ("\r" if text.endswith("\r") else ""), not piece.answer
+                    self._write(printable(text[:len(text) - len(held)]), dim=held_dim)  # the model's: no escapes
                     line_open = True
         except KeyboardInterrupt:
             interrupted = True
@@ -223,10 +222,7 @@ class ChatSession:
             self._write("")  # back to normal text, even after an interrupt
         if out_of_memory:
             return self._drop_turn(len(prompt), line_open)
-        if reader.taken is not None:  # the model began writing the user's turn: its reply was over
-            stats.stop_reason = "other_role"
-        elif reader.problem is not None:  # the reader stopped it, not max_new_tokens
-            stats.stop_reason = "format_problem"
+        stats.stop_reason = reader.stop_reason(stats.stop_reason)
         self.messages += reader.messages()
         if line_open:
             self._write("\n")
@@ -383,8 +379,8 @@ def run(args: argparse.Namespace) -> int:
         model, args.reasoning, args.date, args.instructions, args.max_new_tokens,
         args.temperature, args.top_p, args.seed, cuda_graph=args.cuda_graph,
     )
-    print(f"{model.config.name}: {format_count(model.num_parameters())} parameters on {args.device} ({args.backend} backend"
-          f"{experts_note(model)}), "
+    print(f"{model.config.name}: {format_count(model.num_parameters())} parameters on {args.device} "
+          f"({args.backend} backend{experts_note(model)}), "
           f"loaded in {time.perf_counter() - t0:.1f} s; reasoning {args.reasoning}.")
     print("Ctrl-C stops a reply, Ctrl-D quits, /reset starts a new conversation.")
     while True:

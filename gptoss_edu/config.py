@@ -27,15 +27,22 @@ def _harmony_id(token: str, vocab_size: int) -> int | None:
     return token_id if token_id < vocab_size else None
 
 
+def cached_repo_id(path: str | Path) -> str | None:
+    """The repository of a Hugging Face cache snapshot, ``models--owner--name/snapshots/<commit>``: 'owner/name'."""
+    path = Path(path)
+    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
+        return path.parent.parent.name.removeprefix("models--").replace("--", "/", 1)
+    return None
+
+
 def checkpoint_name(path: str | Path) -> str:
-    """A checkpoint folder's model name: its own name, or the repository's for the Hugging Face cache's
-    ``models--openai--gpt-oss-20b/snapshots/<commit>`` (and for an ``original/`` folder inside either)."""
+    """A checkpoint folder's model name: its own name, or its repository's in the Hugging Face cache (not the
+    commit hash its snapshot folder is named by); for an ``original/`` folder, its parent's."""
     path = Path(path).expanduser().absolute()
     if path.name == "original":
         path = path.parent
-    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
-        return path.parent.parent.name.split("--")[-1]  # models--owner--name: the name, not the commit hash
-    return path.name
+    repo = cached_repo_id(path)
+    return repo.split("/")[-1] if repo else path.name
 
 
 @dataclass

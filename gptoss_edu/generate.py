@@ -8,7 +8,7 @@ import numbers
 import operator
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -194,16 +194,17 @@ def _prompt_list(prompt_ids: Sequence[int] | torch.Tensor) -> list[int]:
             raise ValueError(f"generate takes one sequence: a list of ids, or an integer [T] or [1, T] tensor; got "
                              f"{prompt_ids.dtype} {tuple(prompt_ids.shape)}")
         return prompt_ids.tolist()
-    ids = []
-    for i in prompt_ids:
+    return [_token_id(i, "generate takes one sequence of int token ids") for i in prompt_ids]
+
+
+def _token_id(item: Any, refusal: str) -> int:
+    """One token id from an int, a numpy int or a 0-d integer tensor (not a bool, not a float); else ``refusal``."""
+    if not isinstance(item, bool):
         try:
-            ids.append(operator.index(i))  # ints, numpy ints; not floats
-            if isinstance(i, bool):
-                raise TypeError
+            return operator.index(item)
         except TypeError:
-            raise ValueError(f"generate takes one sequence of int token ids; got an item {i!r} "
-                             f"({type(i).__name__})") from None
-    return ids
+            pass
+    raise ValueError(f"{refusal}; got an item {item!r} ({type(item).__name__})")
 
 
 def _stop_set(stop_tokens: int | Sequence[int] | torch.Tensor | None) -> set[int]:
@@ -217,15 +218,7 @@ def _stop_set(stop_tokens: int | Sequence[int] | torch.Tensor | None) -> set[int
         return set(stop_tokens.flatten().tolist())
     if isinstance(stop_tokens, numbers.Integral) and not isinstance(stop_tokens, bool):
         return {int(stop_tokens)}  # one id, as tokenizers give eos_token_id
-    stops = set()
-    for t in stop_tokens:
-        try:
-            if isinstance(t, bool):
-                raise TypeError
-            stops.add(operator.index(t))  # ints, numpy ints, 0-d integer tensors
-        except TypeError:
-            raise ValueError(f"stop_tokens must be token ids (ints); got an item {t!r} ({type(t).__name__})") from None
-    return stops
+    return {_token_id(t, "stop_tokens must be token ids (ints)") for t in stop_tokens}
 
 
 def generate(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_tokens: int = 256,

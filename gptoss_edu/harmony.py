@@ -665,6 +665,16 @@ class Piece:
     text: str  # empty for the <|message|> that opens the text, or a character still incomplete
     opens: bool  # the <|message|> token: the header is complete, the text begins
 
+    @property
+    def answer(self) -> bool:
+        """Whether this is text of the answer a chat shows and keeps (see :func:`is_answer`)."""
+        return is_answer(self.channel, self.recipient)
+
+
+def is_answer(channel: str | None, recipient: str | None) -> bool:
+    """The answer: the final channel, or no channel at all (kept as final), and addressed to no tool."""
+    return channel in ("final", None) and recipient is None
+
 
 class ReplyReader:
     """Follows an assistant reply as it streams, for a chat: its pieces of text, then the messages to keep.
@@ -712,11 +722,18 @@ class ReplyReader:
         """
         parser = self.parser
         kept = [m for m in parser.messages if m.recipient is None and m.role == "assistant"]
-        if (parser.state == "content" and parser.current_role == "assistant"
-                and parser.current_channel in ("final", None)  # no channel: an answer, as a complete one is kept
-                and parser.current_recipient is None and parser.current_content):  # not a tool call cut short
+        if (parser.state == "content" and parser.current_role == "assistant" and parser.current_content
+                and is_answer(parser.current_channel, parser.current_recipient)):  # not a tool call cut short
             kept.append(assistant(parser.current_content, "final"))
         return kept
+
+    def stop_reason(self, generated: str) -> str:
+        """Why the reply ended: ``generated`` (the generator's reason), unless this reader cut it first."""
+        if self.taken is not None:  # the model began writing another role's turn: its reply was over
+            return "other_role"
+        if self.problem is not None:  # the tokens broke the format
+            return "format_problem"
+        return generated
 
     def tool_calls(self) -> list[str]:
         """The recipients of the tool calls the model completed."""

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .config import PRESET_DIR
+from .config import PRESET_DIR, cached_repo_id
 from .files import in_course_folder
 from .memory import disk_free, format_bytes
 
@@ -50,9 +50,6 @@ ORIGINAL_DIR = "original"
 METAL_DIR = "metal"
 
 
-# What to do to fetch again, in Python and on the command line.
-
-
 def _again(repo_id: str | None, local_dir: str | Path | None = None, original: bool = False) -> str:
     """What to run to go on with a download: the same repository (not the default one), into the same folder."""
     repo = repo_id or "REPO_ID"
@@ -62,6 +59,7 @@ def _again(repo_id: str | None, local_dir: str | Path | None = None, original: b
         f" --local-dir {shlex.quote(str(local_dir))}" if local_dir is not None else "") + (
         " --original" if original else "")
     return f"run the download again (download({in_python}) in Python, `{command}` on the command line)"
+
 
 # huggingface_hub deletes the file it was fetching when it fails (2.4), so only finished files stay.
 # A process killed mid-file leaves that file as *.incomplete (see unfinished_files).
@@ -149,17 +147,11 @@ def _not_a_checkpoint(path: Path, missing: list[str]) -> str:
     if not (path / CONFIG).exists() and not any(path.glob("*.safetensors*")):  # no download was ever begun here
         return (f"{path} holds no checkpoint (no {CONFIG}, no *.safetensors): pass a checkpoint folder or a Hub "
                 "repository id such as 'openai/gpt-oss-20b'")
+    # A snapshot in the Hugging Face cache is filled by downloading its repository there (no local_dir).
+    repo = cached_repo_id(path)
+    again = _again(repo, None if repo else path, any(m.startswith("original/") for m in missing))
     return (f"{path} is not a complete checkpoint: missing {', '.join(missing)}. "
-            f"Finish the download ({_again(*_download_of(path), any(m.startswith('original/') for m in missing))}: "
-            "it keeps the finished files) or copy the files in.")
-
-
-def _download_of(path: Path) -> tuple[str | None, Path | None]:
-    """(repository id, local_dir) of a download that would fill ``path``: the Hugging Face cache's
-    ``models--owner--name/snapshots/<commit>`` is its repository's, with no local_dir; else the folder itself."""
-    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
-        return path.parent.parent.name.removeprefix("models--").replace("--", "/", 1), None
-    return None, path
+            f"Finish the download ({again}: it keeps the finished files) or copy the files in.")
 
 
 def missing_files(path: str | Path, include_original: bool = False, include_metal: bool = False) -> list[str]:

@@ -116,8 +116,14 @@ def load_balancing_loss(logits: torch.Tensor, indices: torch.Tensor, n_experts: 
     if logits.dim() != 2 or logits.shape[-1] != n_experts or indices.dim() != 2 or indices.shape[0] != logits.shape[0]:
         raise ValueError(f"logits must be [N, E={n_experts}] and indices [N, k], got {tuple(logits.shape)} and "
                          f"{tuple(indices.shape)} (flatten the tokens first: logits.reshape(-1, {n_experts}))")
-    if indices.numel() and not 0 <= int(indices.min()) <= int(indices.max()) < n_experts:
-        raise ValueError(f"indices must be experts 0..{n_experts - 1}, got {int(indices.min())}..{int(indices.max())}")
     probs = torch.softmax(logits.float(), dim=-1)
-    share = torch.bincount(indices.reshape(-1), minlength=n_experts) / indices.numel()
+    # Experts out of range, told from bincount itself (no extra read of the indices back from a GPU at
+    # every MoE layer of every step): a negative one it refuses, a large one makes its result longer.
+    try:
+        counts = torch.bincount(indices.reshape(-1), minlength=n_experts)
+    except RuntimeError:
+        counts = None
+    if counts is None or counts.numel() != n_experts:
+        raise ValueError(f"indices must be experts 0..{n_experts - 1}; some are outside that range")
+    share = counts / indices.numel()
     return n_experts * (share * probs.mean(dim=0)).sum()

@@ -746,8 +746,8 @@ def load_state(path: str | Path, model: GPT, optimizer: torch.optim.Optimizer, m
         rng = get("rng.torch")
         if rng.dtype != torch.uint8 or rng.shape != torch.get_rng_state().shape:
             raise CheckpointError(f"tensor 'rng.torch' in {path / STATE_TENSORS} is {rng.dtype} {tuple(rng.shape)}; "
-                                  f"a random generator's state is {tuple(torch.get_rng_state().shape)} uint8 bytes: the state is "
-                                  "damaged")
+                                  f"a random generator's state is {tuple(torch.get_rng_state().shape)} uint8 bytes: "
+                                  "the state is damaged")
         torch.set_rng_state(rng)
     return meta
 

@@ -22,7 +22,7 @@ import numbers
 
 import torch
 
-from ._common import (AOT_TARGET, FLOAT_DTYPES, check_index_range, check_launch, check_tensor, DOT_PRECISION, extent,
+from ._common import (AOT_TARGET, DOT_PRECISION, FLOAT_DTYPES, check_index_range, check_launch, check_tensor, extent,
                       new_buffer, on_tensors_device, refuse_grad, tile_size, tl, triton)
 
 LOG2E = math.log2(math.e)

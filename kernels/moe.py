@@ -27,7 +27,7 @@ kernels split the activations instead: dot(x, w) = dot(x_even, w_low) + dot(x_od
 
 import torch
 
-from ._common import (FLOAT_DTYPES, check_index_range, check_launch, check_shape, check_tensor, DOT_PRECISION, extent,
+from ._common import (DOT_PRECISION, FLOAT_DTYPES, check_index_range, check_launch, check_shape, check_tensor, extent,
                       gpu_tiles, new_buffer, on_tensors_device, refuse_grad, tile_size, tl, triton)
 
 # moe_mxfp4() takes the decode path up to this many tokens.
@@ -349,14 +349,13 @@ def moe_mxfp4_prefill(x: torch.Tensor, expert_idx: torch.Tensor, expert_weights:
     order, tile_expert, tile_start, tile_end, n_tiles = _expert_tiles(idx, E, block_m)
     h = new_buffer((N * K, I), x.dtype, x.device)  # rows in expert-sorted order
     y = new_buffer((N * K, D), torch.float32, x.device)  # rows in (token, slot) order
-    prec = DOT_PRECISION
     _gate_up_grouped_kernel[(n_tiles, triton.cdiv(I, block_n))](
         x, order, tile_expert, tile_start, tile_end, gu_b, gu_s, gu_bias, h, I, K, x.stride(0),
-        float(alpha), float(limit), ROW_BYTES=D // 2, DOT_PREC=prec,
+        float(alpha), float(limit), ROW_BYTES=D // 2, DOT_PREC=DOT_PRECISION,
         BLOCK_M=block_m, BLOCK_I=block_n, BLOCK_B=block_b, num_warps=8)
     _down_grouped_kernel[(n_tiles, triton.cdiv(D, block_n))](
         h, order, wts, tile_expert, tile_start, tile_end, dn_b, dn_s, dn_bias, y, D, I,
-        ROW_BYTES=I // 2, DOT_PREC=prec, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_B=block_b, num_warps=8)
+        ROW_BYTES=I // 2, DOT_PREC=DOT_PRECISION, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_B=block_b, num_warps=8)
     return y.view(N, K, D).sum(dim=1).to(x.dtype)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -65,8 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("notebook", type=Path)
     parser.add_argument("--old", type=Path, default=None, help="the notebook to compare with (default: git HEAD's)")
     args = parser.parse_args(argv)
-    import json
-
     try:
         new = json.loads(args.notebook.read_text(encoding="utf-8"))
         if args.old is not None:

@@ -74,7 +74,9 @@ def test_a_bool_is_not_a_number_of_bytes():
 
 
 def test_a_number_too_large_for_a_float_is_a_verdict_not_an_overflow():
-    for huge in (2 ** 1024 - 1, 10 ** 400, 10 ** 5000):  # the first is below 2**1024, but rounds up to it  # math.isfinite raised OverflowError through the check, str() ValueError
+    # math.isfinite raised OverflowError through the check (2**1024 - 1 too: it rounds up past any float), and
+    # str() a ValueError past 4,300 digits.
+    for huge in (2 ** 1024 - 1, 10 ** 400, 10 ** 5000):
         r = check_kv_bytes_per_token(lambda cfg, b: huge)
         assert not r.passed and "has over 300 digits: far too large" in r.message, r.message
 

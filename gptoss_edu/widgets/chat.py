@@ -105,10 +105,7 @@ def reply(model: GPT, messages: Sequence[harmony.Message], effort: str = "medium
                     on_text(channel, piece.text)
     finally:
         tokens.close()
-    if reader.taken is not None:  # the model began writing the user's turn: its reply was over
-        out.stats.stop_reason = "other_role"
-    elif reader.problem is not None:  # the reader stopped it, not max_new_tokens
-        out.stats.stop_reason = "format_problem"
+    out.stats.stop_reason = reader.stop_reason(out.stats.stop_reason)
     out.messages = reader.messages()
     out.tool_calls = reader.tool_calls()
     out.problem = reader.format_problem(cut_short=len(prompt) + len(out.stats.tokens) >= context)
