@@ -1,9 +1,14 @@
 """gptoss_kernels: the course's Triton kernels, each beside its PyTorch reference.
 
-- ``rmsnorm.rmsnorm``            RMSNorm, fp32 inside, any leading shape
-- ``attention.attention``        causal attention with windows, sinks and GQA (prefill and decode kernels)
-- ``moe.moe_mxfp4``              gpt-oss experts straight from MXFP4 blocks and scales
-- ``vector_add.vector_add``      the "hello Triton" kernel
+- ``rmsnorm``      RMSNorm, fp32 inside, any leading shape
+- ``attention``    causal attention with windows, sinks and GQA (prefill and decode kernels)
+- ``moe_mxfp4``    gpt-oss experts straight from MXFP4 blocks and scales
+- ``vector_add``   the "hello Triton" kernel
+
+Each function lives in a module of its own, named after it (``moe_mxfp4`` in ``moe``). Three of
+those modules share their function's name, and the function wins: ``gptoss_kernels.attention`` is
+the function. For a module's other names, import from it (``from gptoss_kernels.attention import
+TILE``) or fetch it with ``importlib.import_module("gptoss_kernels.attention")``.
 
 Importing works without Triton; calling a kernel then raises an error that names the PyTorch
 path to use instead. On a machine without a GPU, set ``TRITON_INTERPRET=1`` before importing

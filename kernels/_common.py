@@ -30,8 +30,9 @@ except ImportError as err:  # the CPU wheel of torch does not bring Triton along
 POISON_ENV = "GPTOSS_KERNELS_POISON"
 
 TORCH_FALLBACK = {
-    "rmsnorm": "gptoss_edu.norms.rms_norm (or gptoss_kernels.rmsnorm.rmsnorm_reference)",
-    "attention": "gptoss_edu.attention.attend (or gptoss_kernels.attention.attention_reference)",
+    # Names as typed after `import gptoss_kernels`: gptoss_kernels.rmsnorm is the function, not its module.
+    "rmsnorm": "gptoss_edu.norms.rms_norm (or gptoss_kernels.rmsnorm_reference)",
+    "attention": "gptoss_edu.attention.attend (or gptoss_kernels.attention_reference)",
     "moe": "gptoss_kernels.moe.moe_mxfp4_reference",
     "vector_add": "x + y",
 }

@@ -8,10 +8,13 @@ logit in every row that has no value attached: starting with ``m = sink`` and ``
 (that is, ``exp(sink - m)``) folds it into the denominator for free (with several decode splits,
 the sink is added once, where the splits are combined).
 
-- ``attention_prefill``: flash-attention style, one program per (query head, block of queries).
-- ``attention_decode``: a few queries over a long KV cache. One program per (KV head, split of
-  the keys) handles all the query heads that share that KV head, so each key is read once;
-  the splits of a long cache run in parallel and a small kernel combines them.
+- ``attention_prefill``: flash-attention style, one program per (batch row and query head, block
+  of queries).
+- ``attention_decode``: a few queries over a long KV cache. One program per (batch row and KV
+  head, split of the keys) handles all the query heads that share that KV head, so each key is
+  read once; the splits of a long cache run in parallel and a small kernel combines them: the
+  largest ``m`` of the splits (and the sink) is the common maximum, and each split's ``l`` and
+  ``acc`` are scaled by ``exp2(m_split - m)`` before they are summed.
 
 Scores are computed in base 2 (``exp2`` is the fast instruction): ``s * log2(e)``.
 """
@@ -101,7 +104,8 @@ def _attn_prefill_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
 
     # Only the keys some query of this block may see: from the window start of the first query
-    # (rounded down to a tile) up to the last query itself.
+    # up to the last query itself. The start is rounded down to a whole tile, so that every block's
+    # tiles begin at multiples of BLOCK_N as in full attention; the few extra keys are masked.
     first_pos = q_start + pid_m * BLOCK_M
     last_pos = tl.minimum(first_pos + BLOCK_M, q_start + Tq) - 1
     hi = tl.minimum(last_pos + 1, Tk)
@@ -149,7 +153,7 @@ def _attn_decode_kernel(
                 mask=r_mask[:, None] & d_mask[None, :], other=0.0)
 
     if FOLD_SINK:
-        sink = tl.load(sink_ptr + h, mask=r_mask, other=0.0).to(tl.float32) * 1.4426950408889634
+        sink = tl.load(sink_ptr + h, mask=r_mask, other=0.0).to(tl.float32) * 1.4426950408889634  # log2(e)
         m_i = sink
         l_i = tl.zeros([BLOCK_M], dtype=tl.float32) + 1.0
     else:
@@ -204,7 +208,7 @@ def _attn_combine_kernel(
 
     m = tl.max(m_s, axis=0)
     if HAS_SINKS:
-        sink = tl.load(sink_ptr + h).to(tl.float32) * 1.4426950408889634
+        sink = tl.load(sink_ptr + h).to(tl.float32) * 1.4426950408889634  # log2(e)
         m = tl.maximum(m, sink)
     m_safe = tl.where(m == float("-inf"), 0.0, m)
     w = tl.exp2(m_s - m_safe)  # a split that saw no key has m = -inf and weight 0
@@ -345,7 +349,11 @@ def _decode_tile_rows(groups: int, Tq: int, name: str, dtype: torch.dtype, head_
 def attention_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float,
                      sinks: torch.Tensor | None = None, window: int = 0, q_start: int = 0,
                      num_splits: int | None = None, block_n: int | None = None) -> torch.Tensor:
-    """Split-K decode kernel for a few queries over a long cache; same arguments and result as attention."""
+    """Split-K decode kernel for a few queries over a long cache; same arguments and result as attention.
+
+    ``num_splits`` is an upper bound: the keys are cut into that many chunks of whole ``block_n``
+    tiles, so a short range runs in fewer (50 keys in tiles of 64: one split, whatever was asked).
+    """
     _check_inputs(q, k, v, sinks, window, q_start)
     check_launch(_attn_decode_kernel, "attention", q, k, v, *([sinks] if sinks is not None else []))
     refuse_grad("attention", q=q, k=k, v=v)
@@ -422,7 +430,9 @@ def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, sc
 # from it, then runs the decode kernel's own body (Triton inlines the call), so the math is the same.
 
 
-@triton.jit
+# The cache's length (and with it the splits, and a full layer's window) changes with every chat turn's
+# cache: a variant per divisibility would compile again during some turns' graph capture.
+@triton.jit(do_not_specialize=["Tq", "Tk", "window", "n_splits"])
 def _attn_decode_at_kernel(
     pos_ptr, q_ptr, k_ptr, v_ptr, sink_ptr, o_ptr, m_ptr, l_ptr, acc_ptr,
     sqb, sqh, sqt, sqd, skb, skh, skt, skd, svb, svh, svt, svd, sob, soh, sot, sod,

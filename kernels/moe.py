@@ -30,7 +30,11 @@ import torch
 from ._common import (DOT_PRECISION, FLOAT_DTYPES, check_index_range, check_launch, check_shape, check_tensor, extent,
                       gpu_tiles, new_buffer, on_tensors_device, refuse_grad, tile_size, tl, triton)
 
-# moe_mxfp4() takes the decode path up to this many tokens.
+# moe_mxfp4() takes the decode path up to this many tokens. That path reads an expert's weights once
+# for every (token, expert) pair, which costs nothing extra while the few tokens of a decode step
+# rarely share an expert (8 tokens make 32 pairs among gpt-oss-20b's 32 experts); the prefill path
+# groups the tokens by expert and reads each chosen expert once, but pays for sorting them first.
+# The crossing point is a guess until measured on a GPU (benchmarks/bench_gptoss20b.py).
 DECODE_MAX_TOKENS = 8
 
 
@@ -38,7 +42,7 @@ DECODE_MAX_TOKENS = 8
 def _load_mxfp4(blk_ptrs, scl_ptrs, mask):
     """Load packed bytes and their E8M0 scales; return the (low nibble, high nibble) values in fp32."""
     byte = tl.load(blk_ptrs, mask=mask, other=0).to(tl.uint16)
-    s = tl.load(scl_ptrs, mask=mask, other=127).to(tl.uint32)
+    s = tl.load(scl_ptrs, mask=mask, other=127).to(tl.uint32)  # masked lanes: scale 2^0, a finite 0 * 1
     # An E2M1 code's three magnitude bits, put where fp16's exponent meets its mantissa, read as
     # fp16 are the code's value times 2^-14, and its sign bit goes to fp16's: code 1 (0.5) lands on
     # fp16's subnormal 2^-15, so zero, 0.5 and the normal codes need no branch. Building the fp32
@@ -48,7 +52,9 @@ def _load_mxfp4(blk_ptrs, scl_ptrs, mask):
     hi = (((byte & 0x70) << 5) | ((byte & 0x80) << 8)).to(tl.float16, bitcast=True).to(tl.float32)
     # The scale 2^(s - 127) takes the 2^14 back: the float with exponent field s + 14, a normal
     # float for every s up to 240. Above, that float would overflow, so the scale is 2^(s - 127)
-    # (exponent field s) and the 2^14 a factor of its own; both products are exact.
+    # (exponent field s) and the 2^14 a factor of its own; both products are exact. That holds up to
+    # s = 254: 255 is MXFP4's NaN (exponent field 255 reads as inf here), and checkpoints are
+    # refused before that (gptoss_edu.checkpoint takes scale bytes up to 252).
     big = s > 240
     scale = tl.where(big, s << 23, (s + 14) << 23).to(tl.float32, bitcast=True)
     fix = tl.where(big, 16384.0, 1.0)
@@ -295,7 +301,8 @@ def moe_mxfp4_decode(x: torch.Tensor, expert_idx: torch.Tensor, expert_weights: 
         return out
     if K == 0:
         return out.zero_()
-    # 16 rows a program: enough programs to fill a GPU at batch 1, and registers to spare (96 on sm_90).
+    # 16 rows a program: enough programs to fill a GPU at batch 1, and registers to spare (96 registers
+    # a thread on sm_90, of the 255 a thread may have: python -m gptoss_kernels.aot prints them).
     # The interpreter runs programs one after another, so it takes 64 (4.5x faster at notebook 10's sizes).
     block_i = block_n = tile_size("block_rows", block_rows, 16 if gpu_tiles(x) else 64, least=1)  # no tl.dot
     block_b = tile_size("block_bytes", block_bytes, 128, least=1)

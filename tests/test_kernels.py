@@ -548,6 +548,19 @@ def test_tensors_on_two_gpus_are_two_devices() -> None:
         check_launch(_rmsnorm_kernel, "rmsnorm", on("cuda:0"), on("cuda:1"))
 
 
+def test_the_torch_paths_an_error_names_can_be_typed_as_written() -> None:
+    """Each name a kernel's error offers instead resolves by attribute access after `import gptoss_edu, gptoss_kernels`."""
+    import re
+
+    names = {name for text in common.TORCH_FALLBACK.values() for name in re.findall(r"gptoss_\w+(?:\.\w+)+", text)}
+    assert len(names) == 5  # two per norm and attention, one for the experts; vector_add's is `x + y`
+    for name in names:
+        obj = {"gptoss_edu": g, "gptoss_kernels": gptoss_kernels}[name.split(".")[0]]
+        for part in name.split(".")[1:]:
+            obj = getattr(obj, part)
+        assert callable(obj), name
+
+
 T4 = ("this GPU, Tesla T4, has compute capability 7.5, and Triton compiles the kernels only for 8.0 and newer "
       "(A100, RTX 30xx, L4, RTX 40xx, H100 and later)")
 
@@ -563,7 +576,7 @@ def test_a_gpu_too_old_for_triton_is_refused_with_what_runs_instead(stand_in_gpu
         common.check_launch(compiled, "rmsnorm", on_gpu, on_gpu)
     assert str(err.value) == (f"gptoss_kernels.rmsnorm cannot run on this GPU: {T4}. The PyTorch path runs on it: "
                               "model.set_backend('torch'), or gptoss_edu.norms.rms_norm (or "
-                              "gptoss_kernels.rmsnorm.rmsnorm_reference).")
+                              "gptoss_kernels.rmsnorm_reference).")
     with pytest.raises(RuntimeError) as err:
         gptoss_kernels.require_triton("cuda:0")  # as model.set_backend("triton") asks for a model on the T4
     assert str(err.value) == (f"the Triton kernels cannot run on this GPU: {T4}. The PyTorch path runs on it: "
@@ -1208,3 +1221,22 @@ def test_moe_keeps_a_nan_in_the_gate_or_the_up_half_alone(kernel, half) -> None:
     assert torch.equal(want.isnan().all(dim=1), to_expert_1) and not want[~to_expert_1].isnan().any()
     assert torch.equal(got.isnan(), want.isnan())
     assert_close(got[~to_expert_1], want[~to_expert_1], "moe", scale_atol=True)
+
+
+def test_lengths_and_positions_are_not_specialized_on() -> None:
+    """Triton compiles a variant per integer argument that is 1 or a multiple of 16 unless told not to: arguments
+    that change with the prompt or the cache must be listed, or a chat turn may stop to compile (the CUDA-graph
+    decode kernel once was left out)."""
+    import ast
+    from pathlib import Path
+
+    varying = {"Tq", "Tk", "q_start", "window", "kv_lo", "kv_hi", "chunk", "n_splits"}
+    source = Path(gptoss_kernels.__file__).with_name("attention.py").read_text()
+    kernels = [f for f in ast.walk(ast.parse(source)) if isinstance(f, ast.FunctionDef) and f.name.endswith("_kernel")]
+    assert len(kernels) == 4
+    for f in kernels:
+        (jit,) = f.decorator_list
+        keywords = jit.keywords if isinstance(jit, ast.Call) else []  # a bare @triton.jit lists nothing
+        listed = next((ast.literal_eval(k.value) for k in keywords if k.arg == "do_not_specialize"), [])
+        args = {a.arg for a in f.args.args}
+        assert args & varying <= set(listed), f"{f.name}: {sorted(args & varying - set(listed))} not listed"

@@ -176,13 +176,18 @@ def test_attention_bytes_read_each_visible_key_once(tokens, context):
 
 @pytest.mark.parametrize("act, dtype", [(2, "bf16"), (4, "fp32")])
 def test_expert_bytes_in_full(act, dtype):
-    # Weights of the chosen experts (17/32 or act bytes a value), their biases, x in and out, and h written and read.
+    # Weights of the chosen experts (17/32 or act bytes a value), their biases, x in and out, and h written and read;
+    # past DECODE_MAX_TOKENS, moe_mxfp4_prefill also writes each (token, expert) pair's output in float32 and sums
+    # them afterwards (the decode path sums in the kernel).
+    from gptoss_kernels.moe import DECODE_MAX_TOKENS
+
     cfg = g.preset("gpt-oss-20b")
     d, I, E, k = cfg.d_model, cfg.d_ff, cfg.n_experts, cfg.experts_per_token
-    for tokens in (1, 3, 64):
+    for tokens in (1, 3, DECODE_MAX_TOKENS, DECODE_MAX_TOKENS + 1, 64):
         c = costs_by_name(cfg, tokens, 64, act)
         used = min(E, tokens * k)
         rest = act * (used * (2 * I + d) + 2 * tokens * d + 2 * tokens * k * I)
+        rest += 2 * tokens * k * d * 4 if tokens > DECODE_MAX_TOKENS else 0
         assert c["experts, MXFP4"].bytes == pytest.approx(used * 3 * I * d * 17 / 32 + rest, rel=1e-12)
         assert c[f"experts, {dtype}"].bytes == pytest.approx(used * 3 * I * d * act + rest, rel=1e-12)
     # Decode in fp32: 2 FLOPs per weight over 4 bytes.

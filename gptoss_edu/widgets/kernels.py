@@ -138,8 +138,12 @@ def kernel_costs(cfg: ModelConfig, tokens: int, context: int, act_bytes: int = 2
 
     Activations, KV cache, biases and dense weights take ``act_bytes`` a value; MXFP4 weights 17/32.
     The experts count every expert some token chose as read once (``min(E, tokens * k)`` of them) and
-    the hidden h between their two matmuls as written and read once (these kernels keep it in memory).
+    the hidden h between their two matmuls as written and read once (these kernels keep it in memory);
+    past ``DECODE_MAX_TOKENS`` tokens (the grouped path) also each (token, expert) pair's float32 output,
+    written by the down matmul and read back by the sum over a token's experts.
     """
+    from gptoss_kernels.moe import DECODE_MAX_TOKENS  # here: importing the kernels may import Triton
+
     if not 1 <= tokens <= context:
         raise ValueError(f"need 1 <= tokens <= context, got tokens={tokens}, context={context}")
     d, act = cfg.d_model, act_bytes
@@ -153,6 +157,8 @@ def kernel_costs(cfg: ModelConfig, tokens: int, context: int, act_bytes: int = 2
         used = min(E, tokens * k)
         flops = 6 * tokens * k * d * I  # 2 * d * 2I for gate_up, 2 * I * d for down, per (token, expert)
         other = act * (used * (2 * I + d) + 2 * tokens * d + 2 * tokens * k * I)  # biases, x and out, h
+        if tokens > DECODE_MAX_TOKENS:
+            other += 2 * tokens * k * d * 4  # float32 y [tokens * k, d] written, then read by the sum
         costs.append(KernelCost("experts, MXFP4", flops, used * 3 * I * d * MXFP4_BYTES_PER_VALUE + other))
         dtype = {2: "bf16", 4: "fp32"}.get(act, f"{8 * act}-bit")
         costs.append(KernelCost(f"experts, {dtype}", flops, used * 3 * I * d * act + other))
@@ -264,7 +270,7 @@ def benchmark_cases(cfg: ModelConfig, tokens: int, context: int, device: str | t
     if cfg.is_moe:
         E, K, I = cfg.n_experts, cfg.experts_per_token, cfg.d_ff
         u8 = dict(dtype=torch.uint8, generator=gen)
-        # Random codes; scales near 2^-5 keep the products of unit-scale activations moderate.
+        # Random codes; scales of 2^-8 to 2^-4 keep the products of unit-scale activations moderate.
         w1 = (torch.randint(0, 256, (E, 2 * I, d // 32, 16), **u8), torch.randint(119, 124, (E, 2 * I, d // 32), **u8))
         w2 = (torch.randint(0, 256, (E, d, I // 32, 16), **u8), torch.randint(119, 124, (E, d, I // 32), **u8))
         w1 = tuple(t.to(device) for t in w1)
