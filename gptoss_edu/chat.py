@@ -128,7 +128,7 @@ class ChatSession:
         out: TextIO | None = None,
         color: bool | None = None,
         cuda_graph: bool | None = None,
-    ):
+    ) -> None:
         check_max_new_tokens(max_new_tokens)  # here, not at the first reply: a bad setting is no turn's fault
         check_sampling(temperature, top_p)
         self.model = model
@@ -277,7 +277,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ..., mps (default: cuda if available)")
     parser.add_argument("--backend", default="auto", choices=("auto", "torch", "triton"),
                         help="run the hot ops in PyTorch or in the course's Triton kernels (default: auto, the "
-                             "Triton kernels on a GPU that can compile them, PyTorch elsewhere)")
+                             "Triton kernels on a GPU that can compile them when the experts are MXFP4, PyTorch elsewhere)")
     parser.add_argument("--max-new-tokens", type=int, default=512, help="longest reply in tokens (default: 512)")
     parser.add_argument("--temperature", type=float, default=1.0,
                         help="0 = greedy (default: 1.0, as the gpt-oss README advises)")

@@ -78,6 +78,7 @@ class LayerComparison:
 
     @property
     def equal(self) -> bool:
+        """True when every layer agreed within ``atol``."""
         return self.first_difference is None
 
     def __repr__(self) -> str:

@@ -3,7 +3,7 @@
 ``check_environment()`` returns an :class:`EnvironmentReport` (a list of :class:`Check` rows
 that shows as a table in a notebook); ``main()`` prints the same table for
 ``python -m gptoss_edu.env`` (and ``run`` for ``python -m gptoss_edu doctor``) and returns 1
-when a required package is missing or too old.
+when any row is FAIL: a required package missing, too old or broken, the Python version, the data files.
 """
 
 from __future__ import annotations
@@ -710,15 +710,15 @@ class EnvironmentReport:
 
     @property
     def ok(self) -> bool:
-        """True when nothing the notebooks need is missing or too old."""
+        """True when no row is FAIL (WARN rows are allowed)."""
         return not any(r.status == FAIL for r in self.rows)
 
     def summary(self) -> str:
-        """One stable line: every required package OK, or which ones fail."""
+        """One stable line: OK when no row is FAIL, or which rows fail."""
         bad = [r.item for r in self.rows if r.status == FAIL]
         if bad:
             return f"environment: FAIL: {', '.join(bad)} (see the table for what to do)"
-        return "environment: all required packages OK"
+        return "environment: OK (no FAIL in the table)"
 
     def table(self) -> str:
         """The rows as a plain-text table."""
@@ -757,7 +757,7 @@ def check_environment() -> EnvironmentReport:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the environment table; exit status 1 when a required package is missing or too old."""
+    """Print the environment table; exit status 1 when any row is FAIL."""
     argparse.ArgumentParser(prog="python -m gptoss_edu.env", description=main.__doc__).parse_args(argv)  # --help
     report = check_environment()
     print(report)

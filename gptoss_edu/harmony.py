@@ -492,7 +492,7 @@ def stop_tokens(encoding: tiktoken.Encoding | None = None) -> list[int]:
 
 
 def end_of_text(encoding: tiktoken.Encoding | None = None) -> int:
-    """<|endoftext|>: no harmony token, but the third of gpt-oss's eos ids (generation_config.json); a chat ends there."""
+    """<|endoftext|>: no harmony token, but one of the three eos ids (generation_config.json); a chat ends there."""
     return _special(_harmony_encoding(encoding), END_OF_TEXT)
 
 
@@ -565,7 +565,7 @@ class StreamParser:
     `messages` holds the messages completed so far.
     """
 
-    def __init__(self, role: str | None = "assistant", encoding: tiktoken.Encoding | None = None):
+    def __init__(self, role: str | None = "assistant", encoding: tiktoken.Encoding | None = None) -> None:
         self.enc = _harmony_encoding(encoding)
         if role is not None and role not in ROLES:
             raise HarmonyError(f"unknown role {role!r}; choose one of {', '.join(r for r in ROLES if r != 'tool')}")
@@ -680,13 +680,13 @@ class ReplyReader:
     """Follows an assistant reply as it streams, for a chat: its pieces of text, then the messages to keep.
 
     The terminal chat and notebook 12's widget read replies with it. Generate with
-    ``stop_tokens=reader.stop_tokens``: <|return|>, <|call|> and <|endoftext|> (gpt-oss's third
-    eos id), which ends the reply without text. The reply also ends where the tokens break the
+    ``stop_tokens=reader.stop_tokens``: <|return|>, <|call|> and <|endoftext|> (one of gpt-oss's
+    eos ids), which ends the reply without text. The reply also ends where the tokens break the
     format (``problem``) or where the model begins a message in another role (``taken``: it
     went on to write the user's turn itself).
     """
 
-    def __init__(self, encoding: tiktoken.Encoding | None = None):
+    def __init__(self, encoding: tiktoken.Encoding | None = None) -> None:
         self.enc = _harmony_encoding(encoding)
         self.parser = StreamParser("assistant", self.enc)
         self.end_of_text = end_of_text(self.enc)

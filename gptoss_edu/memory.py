@@ -155,8 +155,8 @@ def workspace_parts(config: Any, prompt_tokens: int, context: int | None = None,
     decode = 3 * act * max(int(context or P), P)  # one query over every cached key
     attention = B * H * max(per_key * P, decode) + N * 3 * (d + q + 2 * kv) * act
 
-    # Experts, one at a time: mxfp4.dequantize makes the unpacked weights (n values) through about
-    # 12 bytes of temporaries a weight (int64 indices, float32 halves, their interleaving), for at
+    # Experts, one at a time: mxfp4.dequantize makes the unpacked weights (n values) through at most
+    # about 13 bytes of temporaries a weight (int64 indices, float32 halves, their interleaving), for at
     # most _DEQUANT_CHUNK weights at a time; first for gate_up [2ff, d], then for down [d, ff] while
     # the SwiGLU output [N, ff] waits; between the two, gate_up's output and the SwiGLU's temporaries
     # take about 7 ff values a token. At worst every token picks the same expert. Beside these live
@@ -263,6 +263,7 @@ class MemoryPlan:
 
     @property
     def total(self) -> int:
+        """Bytes of the whole plan: weights, KV cache and workspace."""
         return self.weights + self.kv_cache + self.workspace
 
     @property

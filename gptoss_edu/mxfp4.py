@@ -61,7 +61,7 @@ def _check_packed(blocks: torch.Tensor, scales: torch.Tensor) -> None:
         )
 
 
-# Unpacking makes about 12 bytes of temporaries a weight (indices, two float32 halves, their
+# Unpacking makes at most about 13 bytes of temporaries a weight (indices, two float32 halves, their
 # interleaving; twice the halves for a float64 result): rows go through a few million weights at a time, so one
 # layer's gate_up_proj of gpt-oss-120b (2.1 billion weights) never needs more than its result plus a few tens of MB.
 _DEQUANT_CHUNK = 1 << 22  # weights

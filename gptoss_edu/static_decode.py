@@ -8,8 +8,9 @@ Here one decode step has the same shapes at every position:
 - the token ids and their position sit in small device tensors, written before each step;
 - each layer writes its key and value into the preallocated cache at that position (index_copy_),
   or, on a sliding-window layer, at the position's slot in the layer's rolling buffer;
-- attention runs over the whole cache and masks out the keys the position may not see
-  (causal, sliding window; sinks and GQA as in ``attention.attend``).
+- attention reads the position on the device: the PyTorch path runs over the whole cache and masks
+  out the keys the position may not see (causal, sliding window; sinks and GQA as in
+  ``attention.attend``), the Triton kernel reads only the keys it may see.
 
 Every launch is then the same at every position, so the step is recorded once as a CUDA graph
 and replayed per token: one launch from Python instead of hundreds. The step calls the model's
@@ -22,7 +23,7 @@ own modules (norms, projections, rotary, router, experts), so it shares their we
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -291,6 +292,6 @@ def fast_step(cuda_graph: bool | None = None) -> Callable[[GPT, KVCache], Decode
 
 
 def generate(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, cuda_graph: bool | None = None,
-             **kwargs) -> Generation:
+             **kwargs: Any) -> Generation:
     """``generate.generate`` on the static decode step (a CUDA graph on a GPU); returns tokens and timings."""
     return generate_.generate(model, prompt_ids, decoder=graph_step(cuda_graph), **kwargs)

@@ -355,6 +355,7 @@ class TrainResult:
 
     @property
     def tokens_seen(self) -> int:
+        """Training tokens read so far: steps x batch size x sequence length."""
         return self.step * self.train_config.batch_size * self.train_config.seq_len
 
     def final_loss(self, last: int = 20) -> float:
@@ -364,6 +365,7 @@ class TrainResult:
 
     @property
     def val_loss(self) -> float:
+        """The last evaluation's validation loss (NaN before the first)."""
         return self.evals[-1]["val_loss"] if self.evals else float("nan")
 
     def tokens_per_second(self) -> float:
@@ -847,7 +849,7 @@ def make_folders(folders: list[tuple[str, Path]]) -> None:
         raise
 
 
-COURSE_CHECKPOINT = REPO / "data" / "tiny-gpt-oss"  # notebooks 11 and 12 chat with it; their outputs are stored
+COURSE_CHECKPOINT = REPO / "data" / "tiny-gpt-oss"  # notebooks 11, 12 and 13 read it; their outputs are stored
 
 
 def check_not_the_course_checkpoint(path: Path, rec: Recipe, tc: TrainConfig) -> None:

@@ -1,4 +1,4 @@
-"""Exercise checks: each notebook's exercises have a module here (nb02, nb03, ...).
+"""Exercise checks: each notebook's exercises have a module here (nb00, nb01, ... nb13).
 
 A check takes the learner's answer, tries it on fresh inputs against the package's own
 version, and returns a :class:`CheckResult` that says what is right or what is wrong.

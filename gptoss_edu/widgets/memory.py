@@ -29,7 +29,7 @@ def usable_bytes(gpu_gib: int) -> int:
 
 
 def draw_plan(fig: Figure, cfg: ModelConfig, context: int, prompt_tokens: int, gpu_gib: int) -> memory.MemoryPlan:
-    """Left: the plan's parts stacked against the GPU; right: the total over every context. Returns the plan."""
+    """Draw the plan's parts stacked against the GPU (left) and the total over every context (right); return the plan."""
     prompt = min(prompt_tokens, context)
     usable = usable_bytes(gpu_gib)
     plan = memory.plan(cfg, context, usable, prompt_tokens=prompt)
