@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import weakref
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -152,14 +153,17 @@ class RunsOutOfMemory(Scripted):
 
     def forward(self, ids, cache, last_only=False):
         if cache.length == 0 and ids.shape[1] > self.limit:
-            raise self.error
+            cache.keys = torch.zeros(4)  # the failed reply's KV cache: memory to give back
+            self.failed_cache = weakref.ref(cache.keys)
+            raise type(self.error)(*self.error.args)  # a new one: a raised error keeps its traceback's frames
         return super().forward(ids, cache, last_only)
 
 
 @pytest.mark.parametrize("error", OUT_OF_MEMORY, ids=OUT_OF_MEMORY_IDS)
 def test_running_out_of_memory_drops_the_message_and_keeps_the_chat(monkeypatch, error):
-    freed = []
-    monkeypatch.setattr(chat_widget_module, "release_memory", lambda: freed.append(True))
+    freed = []  # for each release_memory(): was the failed reply's cache gone by then (else nothing is freed)?
+    monkeypatch.setattr(chat_widget_module, "release_memory",
+                        lambda: freed.append(getattr(model, "failed_cache", lambda: None)() is None))
     model = RunsOutOfMemory(THINK_THEN_ANSWER, limit=len(conversation_ids([harmony.user("Hi")], "medium")),
                             error=error)
     w = ChatWidget(model, temperature=0.0)
@@ -331,3 +335,21 @@ def test_a_reply_the_reader_cut_says_so_not_max_new_tokens():
     out = reply(Scripted("<|channel|>poetry<|message|>verse<|end|>"), [harmony.user("Hi")], temperature=0.0,
                 max_new_tokens=64)
     assert out.stats.stop_reason == "format_problem" and out.problem is not None
+
+
+def test_closing_the_chat_lets_the_model_go_and_a_closed_chat_says_so():
+    """A widget lives as long as the kernel: notebook 12's chat kept gpt-oss-20b (13.8 GiB of GPU) after `del model`."""
+    import gc
+
+    model = Scripted(THINK_THEN_ANSWER)
+    gone = weakref.ref(model)
+    w = ChatWidget(model, temperature=0.0)
+    assert w.send("Hi") is not None
+    del model
+    gc.collect()
+    assert gone() is not None  # held by the widget, which ipywidgets holds
+    w.close()
+    gc.collect()
+    assert gone() is None
+    with pytest.raises(RuntimeError, match="closed.*make a new ChatWidget"):
+        w.send("Hi again")

@@ -133,3 +133,20 @@ def test_a_weight_or_a_range_the_explorer_cannot_show_is_named():
         rope_explorer(max_pos=0)  # was traitlets' "setting min > max"
     with pytest.raises(ValueError, match=r"head_dim must be even \(2 or more\); got 0"):
         rope_explorer(head_dim=0)
+
+
+@pytest.mark.parametrize("make", [norm_explorer, kv_cache_explorer])
+def test_closing_an_explorer_lets_it_and_its_figure_go(make):
+    """ipywidgets keeps every widget until it is closed, and a control's observer keeps the explorer: re-running
+    an explorer's cell once kept each old one, with its figure (a few MB), for the life of the kernel."""
+    import gc
+    import weakref
+
+    ex = make()
+    gone, figure = weakref.ref(ex), weakref.ref(ex.figure)
+    del ex
+    gc.collect()
+    assert gone() is not None  # not closed: still held by ipywidgets, whatever the notebook does
+    gone().close()
+    gc.collect()
+    assert gone() is None and figure() is None

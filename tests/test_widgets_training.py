@@ -132,3 +132,23 @@ def test_the_axis_shows_where_runs_finish_not_where_they_all_start():
     flat.history[0]["loss"] = 5.0  # a run that falls little: nothing clipped, nothing said
     ex = loss_explorer({"gpt2": flat})
     assert ex.figure.axes[0].get_legend().get_title().get_text() == ""
+
+
+def test_the_explorer_keeps_the_curves_not_the_models_and_optimizers():
+    """A widget lives as long as the kernel: notebook 13's explorers kept every run's model and AdamW state."""
+    import gc
+    import weakref
+
+    import torch
+
+    runs = {"gpt2": fake_run(0.0), "gpt-oss": fake_run(-1.0)}
+    held = []
+    for run in runs.values():
+        run.model, run.optimizer = torch.nn.Linear(2, 2), torch.optim.AdamW(torch.nn.Linear(2, 2).parameters())
+        held += [weakref.ref(run.model), weakref.ref(run.optimizer)]
+    ex = loss_explorer(runs)
+    del runs, run
+    gc.collect()
+    assert [h() for h in held] == [None] * 4
+    ex.set(runs_shown=("gpt2", "gpt-oss"), smoothing=1)  # and it still draws both
+    assert len(ex.figure.axes[0].get_lines()) == 4

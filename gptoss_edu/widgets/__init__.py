@@ -47,6 +47,13 @@ def check_choice(name: str, value: Any, options: Sequence[Any], why: str = "") -
                          f"{', '.join(map(repr, offered))}{why}")
 
 
+def close_all(widget: widgets.Widget) -> None:
+    """Close ``widget`` and every widget inside it: ipywidgets keeps each one alive, and what it refers to, until then."""
+    for child in getattr(widget, "children", ()):
+        close_all(child)
+    widget.close()
+
+
 class Explorer(widgets.VBox):
     """Controls above a figure; every change calls ``draw(fig, **values)`` on a fresh figure."""
 
@@ -109,6 +116,13 @@ class Explorer(widgets.VBox):
             if self.last_error is not None:  # a script or a test must not miss what the learner would see
                 raise self.last_error
         return self
+
+    def close(self) -> None:
+        """Close the explorer and its controls, and let go of its figure and of what its drawing refers to."""
+        for child in self.children:
+            close_all(child)
+        self.figure, self.draw_fn = None, None
+        super().close()
 
     def fingerprint(self) -> str:
         """A short hash of the current picture: tests compare it before and after a change."""

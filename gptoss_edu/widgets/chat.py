@@ -23,6 +23,7 @@ from ..memory import is_out_of_memory
 from ..model import GPT
 from ..static_decode import fast_step
 from ..tokenizer import get_encoding
+from . import close_all
 
 EFFORTS = harmony.REASONING_EFFORTS
 OnText = Callable[[str, str], None]  # (channel, new text)
@@ -127,7 +128,8 @@ class ChatWidget(widgets.VBox):
                  top_p: float = 1.0, seed: int | None = None, date: str | None = None) -> None:
         if effort not in EFFORTS:
             raise ValueError(f"reasoning effort must be one of {', '.join(EFFORTS)}, got {effort!r}")
-        self.model, self.date = model, date
+        self.model: GPT | None = model
+        self.date = date
         self.max_new_tokens, self.temperature, self.top_p, self.seed = max_new_tokens, temperature, top_p, seed
         self.encoding = get_encoding("o200k_harmony")
         self.messages: list[harmony.Message] = []
@@ -150,6 +152,8 @@ class ChatWidget(widgets.VBox):
     # ---- what the learner does ------------------------------------------------------------
     def send(self, text: str | None = None) -> Reply | None:
         """Send ``text`` (default: the box's content) as the user, stream the reply, keep both."""
+        if self.model is None:
+            raise RuntimeError("this chat widget was closed, and has let go of its model: make a new ChatWidget")
         text = self.text.value if text is None else text
         if not text.strip():
             # A second click queued behind a reply finds the box emptied: keep that reply's summary in view.
@@ -167,6 +171,7 @@ class ChatWidget(widgets.VBox):
             live[channel] = live.get(channel, "") + delta
             self._show(live.get("analysis", ""), live.get("final", ""))
 
+        out_of_memory = False
         try:
             out = reply(self.model, pending, self.effort.value, max_new_tokens=self.max_new_tokens,
                         temperature=self.temperature, top_p=self.top_p, date=self.date, on_text=on_text,
@@ -176,20 +181,23 @@ class ChatWidget(widgets.VBox):
             self.status.value = f"<span style='color:#b00'>{html.escape(str(e), quote=False)}</span>"
             return None
         except BaseException as e:
-            if is_out_of_memory(e):  # the prompt grows every turn, and the cache with it
-                release_memory()
-                self._show_last()
-                self.status.value = ("<span style='color:#b00'>out of memory with the conversation so far: this message "
-                                     "is dropped. Send a shorter one, lower max_new_tokens, or start a New chat.</span>")
-                return None
-            # The stop button (KeyboardInterrupt), or a bug: said here, then raised.
-            why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"failed ({type(e).__name__}: {e})"
-            self._show_last()  # not the reply that is dropped
-            self.status.value = (f"<span style='color:#b00'>{html.escape(why, quote=False)}: this message is dropped, "
-                                 "the conversation is as before it.</span>")
-            raise
+            # Out of memory: the prompt grows every turn, and the cache with it. The memory is given back
+            # below, once this clause has let go of the error, whose traceback holds the failed reply's cache.
+            out_of_memory = is_out_of_memory(e)
+            if not out_of_memory:  # the stop button (KeyboardInterrupt), or a bug: said here, then raised
+                why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"failed ({type(e).__name__}: {e})"
+                self._show_last()  # not the reply that is dropped
+                self.status.value = (f"<span style='color:#b00'>{html.escape(why, quote=False)}: this message is "
+                                     "dropped, the conversation is as before it.</span>")
+                raise
         finally:
             self.send_button.disabled = False
+        if out_of_memory:
+            release_memory()
+            self._show_last()
+            self.status.value = ("<span style='color:#b00'>out of memory with the conversation so far: this message "
+                                 "is dropped. Send a shorter one, lower max_new_tokens, or start a New chat.</span>")
+            return None
         self.messages = [*pending, *out.messages]
         self.replies.append(out)
         self.text.value = ""
@@ -197,6 +205,13 @@ class ChatWidget(widgets.VBox):
         self._record(text, out)
         self.status.value = html.escape(self._summary(out), quote=False)
         return out
+
+    def close(self) -> None:
+        """Close the widget and its controls, and let go of the model (a widget lives as long as the kernel)."""
+        for child in self.children:
+            close_all(child)
+        self.model = None
+        super().close()
 
     def reset(self) -> None:
         """Start a new conversation."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Mapping, Sequence
 
 import ipywidgets as widgets
@@ -76,6 +77,8 @@ def loss_explorer(runs: Mapping[str, TrainResult], shown: Sequence[str] | None =
     unknown = set(shown) - set(names)
     if unknown:
         raise KeyError(f"no run(s) {sorted(unknown)}; the runs are {', '.join(names)}")
+    # The curves only: the explorer lives as long as the kernel, and need not keep models and optimizers.
+    runs = {n: dataclasses.replace(r, model=None, optimizer=None) for n, r in runs.items()}
 
     def draw(fig: Figure, runs_shown: tuple[str, ...], smoothing: int, show_val: bool, x_axis: str) -> None:
         ax = fig.subplots()
