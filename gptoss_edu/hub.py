@@ -623,6 +623,17 @@ def hub_cache() -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
+def cached_snapshot(repo_id: str, filenames: Sequence[str], revision: str | None = None) -> Path | None:
+    """The cached snapshot folder of ``repo_id`` when it holds every one of ``filenames``, else None; never online."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = [try_to_load_from_cache(repo_id, name, revision=revision) for name in filenames]
+    if not filenames or not all(isinstance(f, str) for f in found):  # None, or the library's "not on the Hub"
+        return None
+    # Every name resolves through the same revision, so into one snapshot folder (a nested name, deeper in it).
+    return Path(found[0]).parents[len(Path(filenames[0]).parts) - 1]
+
+
 def _network_errors() -> tuple[type[BaseException], ...]:
     """The exception types that mean "the Hub cannot be reached", for the installed huggingface_hub."""
     from huggingface_hub import errors as hf_errors

@@ -498,6 +498,25 @@ def test_resume_into_the_hugging_face_cache(tmp_path, monkeypatch):
     assert plan.needed_bytes == plan.total_bytes - 1_806 - 4_625 * 10**6
 
 
+def test_cached_snapshot_finds_a_download_made_before_without_asking_the_hub(tmp_path, monkeypatch):
+    """Notebook 01 takes GPT-2 from the cache offline: the snapshot counts only when every file asked for is in it."""
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: pytest.fail("went online"))
+    repo = tmp_path / "hub" / "models--openai-community--gpt2"
+    assert hub.cached_snapshot("openai-community/gpt2", ["config.json"]) is None  # nothing cached
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123abcd")
+    snapshot = repo / "snapshots" / "0123abcd"
+    fill(snapshot, ["config.json", "onnx/decoder.onnx"])
+    assert hub.cached_snapshot("openai-community/gpt2", ["config.json", "model.safetensors"]) is None  # half there
+    fill(snapshot, ["model.safetensors"])
+    for names in (["config.json", "model.safetensors"], ["onnx/decoder.onnx", "config.json"]):
+        assert hub.cached_snapshot("openai-community/gpt2", names) == snapshot
+    assert hub.cached_snapshot("openai-community/gpt2", ["config.json"], revision="other") is None
+    assert hub.cached_snapshot("openai-community/gpt2", []) is None
+    assert hub.cached_snapshot("someone/else", ["config.json"]) is None
+
+
 def test_hub_server_error_falls_back_to_disk(tmp_path, monkeypatch):
     def down(repo_id, revision=None):
         raise hf_errors.HfHubHTTPError("503 Service Unavailable", response=http_response(503, repo_id))
