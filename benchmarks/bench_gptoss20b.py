@@ -433,12 +433,16 @@ def main(args: argparse.Namespace) -> int:
 
     def attempt(path: str, work: Callable[[], None]) -> bool:
         """Run one path; a failure is recorded and the next path still runs. False: the device is unusable."""
+        failed = False
         try:
             work()
         except Exception as e:  # noqa: BLE001 - any failure of one path must not cost the others
+            failed = True
             errors[path] = f"{type(e).__name__}: {e}"
             print(f"{path} FAILED:", flush=True)
             traceback.print_exc()
+        if failed:
+            # Out of the except clause: the error's traceback, which holds the failed path's model, is gone.
             gc.collect()
             try:
                 sync(device)  # a CUDA error is sticky: after one, every later call fails too

@@ -85,11 +85,13 @@ class CodeDiff:
         rows = []
         for a, b in self.rows():
             changed = a != b
-            style_a = "background:#fdd" if changed and a is not None else ""
-            style_b = "background:#dfd" if changed and b is not None else ""
-            rows.append(f"<tr><td style='{style_a}'><pre style='margin:0'>{html.escape(a or '')}</pre></td>"
+            # On the <pre> itself, whose background JupyterLab's style sets (over the cell's), and with dark
+            # text, which a dark theme would otherwise make white on pale red and green.
+            style_a = "color:#1a1a1a;background:#fdd;" if changed and a is not None else ""
+            style_b = "color:#1a1a1a;background:#dfd;" if changed and b is not None else ""
+            rows.append(f"<tr><td><pre style='{style_a}margin:0'>{html.escape(a or '')}</pre></td>"
                         f"<td style='color:#080'>{'►' if changed else ''}</td>"
-                        f"<td style='{style_b}'><pre style='margin:0'>{html.escape(b or '')}</pre></td></tr>")
+                        f"<td><pre style='{style_b}margin:0'>{html.escape(b or '')}</pre></td></tr>")
         head = f"<tr><th>{html.escape(self.old_title)}</th><th></th><th>{html.escape(self.new_title)}</th></tr>"
         return f"<table style='font-size:12px;text-align:left'>{head}{''.join(rows)}</table>"
 

@@ -3,7 +3,8 @@
 ``check_environment()`` returns an :class:`EnvironmentReport` (a list of :class:`Check` rows
 that shows as a table in a notebook); ``main()`` prints the same table for
 ``python -m gptoss_edu.env`` (and ``run`` for ``python -m gptoss_edu doctor``) and returns 1
-when any row is FAIL: a required package missing, too old or broken, the Python version, the data files.
+when any row is FAIL: a required package missing, too old or broken, its dependencies, the Python version,
+the data files.
 """
 
 from __future__ import annotations
@@ -735,11 +736,11 @@ class EnvironmentReport:
         return self.table() + "\n\n" + self.summary()
 
     def _repr_html_(self) -> str:
-        colour = {OK: "#d4f4d4", WARN: "#fff1c2", FAIL: "#ffd0d0"}
+        colour = {OK: "#d4f4d4", WARN: "#fff1c2", FAIL: "#ffd0d0"}  # with dark text: a dark theme's is white
         head = "".join(f"<th style='text-align:left'>{c}</th>" for c in self.columns)
         body = "".join(
             "<tr>" + "".join(
-                f"<td style='text-align:left;{'background:' + colour[r.status] if c == 'status' else ''}'>"
+                f"<td style='text-align:left;{'color:#1a1a1a;background:' + colour[r.status] if c == 'status' else ''}'>"
                 f"{html.escape(getattr(r, c))}</td>" for c in self.columns) + "</tr>"
             for r in self.rows)
         return f"<table>{'<tr>' + head + '</tr>'}{body}</table><p><b>{html.escape(self.summary())}</b></p>"

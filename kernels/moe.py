@@ -52,9 +52,9 @@ def _load_mxfp4(blk_ptrs, scl_ptrs, mask):
     hi = (((byte & 0x70) << 5) | ((byte & 0x80) << 8)).to(tl.float16, bitcast=True).to(tl.float32)
     # The scale 2^(s - 127) takes the 2^14 back: the float with exponent field s + 14, a normal
     # float for every s up to 240. Above, that float would overflow, so the scale is 2^(s - 127)
-    # (exponent field s) and the 2^14 a factor of its own; both products are exact. That holds up to
-    # s = 254: 255 is MXFP4's NaN (exponent field 255 reads as inf here), and checkpoints are
-    # refused before that (gptoss_edu.checkpoint takes scale bytes up to 252).
+    # (exponent field s) and the 2^14 a factor of its own; both products are exact while they are
+    # finite: up to s = 252, the most a checkpoint may hold (gptoss_edu.checkpoint refuses more; at
+    # 253 and 254 the larger codes pass float32's range, and 255, MXFP4's NaN, reads as inf here).
     big = s > 240
     scale = tl.where(big, s << 23, (s + 14) << 23).to(tl.float32, bitcast=True)
     fix = tl.where(big, 16384.0, 1.0)

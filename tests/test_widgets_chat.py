@@ -350,6 +350,6 @@ def test_closing_the_chat_lets_the_model_go_and_a_closed_chat_says_so():
     assert gone() is not None  # held by the widget, which ipywidgets holds
     w.close()
     gc.collect()
-    assert gone() is None
+    assert gone() is None and repr(w) == "ChatWidget(closed)"
     with pytest.raises(RuntimeError, match="closed.*make a new ChatWidget"):
         w.send("Hi again")

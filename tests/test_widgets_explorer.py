@@ -150,3 +150,11 @@ def test_closing_an_explorer_lets_it_and_its_figure_go(make):
     gone().close()
     gc.collect()
     assert gone() is None and figure() is None
+
+    kept = make()  # a notebook's variable still names it: closing lets go of the figure all the same
+    figure = weakref.ref(kept.figure)
+    kept.close()
+    gc.collect()
+    assert figure() is None
+    with pytest.raises(RuntimeError, match="was closed.*make a new one"):
+        kept.redraw()

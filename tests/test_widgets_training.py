@@ -152,3 +152,18 @@ def test_the_explorer_keeps_the_curves_not_the_models_and_optimizers():
     assert [h() for h in held] == [None] * 4
     ex.set(runs_shown=("gpt2", "gpt-oss"), smoothing=1)  # and it still draws both
     assert len(ex.figure.axes[0].get_lines()) == 4
+
+
+def test_each_run_keeps_a_line_style_and_marker_of_its_own_when_others_are_hidden():
+    """Shades of purple alone are hard to tell apart: a run's style comes from its place among all the runs."""
+    runs = {name: fake_run(-0.1 * i) for i, name in enumerate(["01", "02a", "02", "03", "04", "05", "06", "07", "09"])}
+    assert list(run_colours(list(runs))) == list(runs)  # in the runs' order
+    ex = loss_explorer(runs, shown=list(runs))
+    # get_linestyle() calls every custom dash pattern "--": compare the patterns themselves.
+    styles = {l.get_label(): (str(l._unscaled_dash_pattern), l.get_marker()) for l in ex.figure.axes[0].get_lines()}
+    train = [styles[f"{n} (train)"][0] for n in runs]
+    val = [styles[f"{n} (val)"][1] for n in runs]
+    assert len(set(train)) == len(set(val)) == 9  # notebook 13's nine steps
+    ex.set(runs_shown=("02", "03"))
+    kept = {l.get_label(): (str(l._unscaled_dash_pattern), l.get_marker()) for l in ex.figure.axes[0].get_lines()}
+    assert kept == {k: v for k, v in styles.items() if k.startswith(("02 ", "03 "))}

@@ -26,7 +26,8 @@ class CheckResult:
         return ("✅ " if self.passed else "❌ ") + self.message
 
     def _repr_markdown_(self) -> str:
-        colour = "green" if self.passed else "#b00"
+        # JupyterLab's theme colours, readable on its light and dark backgrounds; elsewhere the plain ones.
+        colour = "var(--jp-success-color0, green)" if self.passed else "var(--jp-error-color1, #b00)"
         return f"<span style='color:{colour}'>{repr(self)}</span>"
 
 

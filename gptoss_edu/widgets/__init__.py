@@ -20,7 +20,7 @@ from matplotlib.figure import Figure  # noqa: E402
 Draw = Callable[..., None]
 
 
-def figure_png(fig: Figure, dpi: int = 80) -> bytes:
+def figure_png(fig: Figure, dpi: int = 100) -> bytes:
     """The figure rendered to PNG bytes."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
@@ -47,10 +47,10 @@ def check_choice(name: str, value: Any, options: Sequence[Any], why: str = "") -
                          f"{', '.join(map(repr, offered))}{why}")
 
 
-def close_all(widget: widgets.Widget) -> None:
+def close_with_children(widget: widgets.Widget) -> None:
     """Close ``widget`` and every widget inside it: ipywidgets keeps each one alive, and what it refers to, until then."""
     for child in getattr(widget, "children", ()):
-        close_all(child)
+        close_with_children(child)
     widget.close()
 
 
@@ -86,6 +86,8 @@ class Explorer(widgets.VBox):
 
     def redraw(self) -> None:
         """Draw the figure for the current values and show it."""
+        if self.draw_fn is None:
+            raise RuntimeError(f"the explorer {self.title!r} was closed, and has let go of its drawing: make a new one")
         fig = Figure(figsize=self.figsize, layout="constrained")
         self.draw_fn(fig, **self.values)
         self.figure = fig
@@ -98,7 +100,7 @@ class Explorer(widgets.VBox):
             self.redraw()
         except Exception as e:  # anything a draw raises is a bug to show, not to hide
             self.last_error = e
-            self.error.value = (f"<span style='color:#b00'>could not draw {self.values}: "
+            self.error.value = (f"<span style='color:var(--jp-error-color1, #b00)'>could not draw {self.values}: "
                                 f"{html.escape(type(e).__name__)}: {html.escape(str(e))}</span>")
             self.image.layout.display = "none"
         else:
@@ -120,7 +122,7 @@ class Explorer(widgets.VBox):
     def close(self) -> None:
         """Close the explorer and its controls, and let go of its figure and of what its drawing refers to."""
         for child in self.children:
-            close_all(child)
+            close_with_children(child)
         self.figure, self.draw_fn = None, None
         super().close()
 

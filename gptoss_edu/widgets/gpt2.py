@@ -62,10 +62,10 @@ def draw_parameters(fig: Figure, model: str, scale: str) -> None:
         ax.text(max(t / 1e6, 1e-2 if scale == "log" else 0), y - 0.2, f" {note}", va="center", fontsize=8)
         if 0 < counts[part][1] <= t / 2:  # what one token uses, where that is a small part of it (the experts)
             ax.text(counts[part][1] / 1e6, y + 0.2, f" {format_count(counts[part][1])}", va="center", fontsize=8,
-                    color="#c06000")
+                    color="#a35200")
         if counts[part][1] == 0 and t:  # an empty bar needs saying why
             ax.text(1e-2 if scale == "log" else 0, y + 0.2, " 0 active (a row lookup, no product)", va="center",
-                    fontsize=8, color="#c06000")
+                    fontsize=8, color="#a35200")
     ax.legend(loc="lower right", fontsize=8)
     if scale == "linear":
         ax.set_xlim(0, max(total) * 1.25)

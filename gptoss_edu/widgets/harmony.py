@@ -83,7 +83,8 @@ def token_kinds(ids: Sequence[int], enc: tiktoken.Encoding | None = None, in_hea
 def _chip(text: str, colour: str, tip: str) -> str:
     shown = html.escape(text).replace("\n", "↵").replace("\t", "→")
     # A chip never breaks inside; the line breaks after a token that holds a newline.
-    return (f"<span title='{html.escape(tip)}' style='display:inline-block;white-space:pre;background:{colour};"
+    # Dark text of its own: on the pale chips a dark theme's white text would all but vanish.
+    return (f"<span title='{html.escape(tip)}' style='display:inline-block;white-space:pre;color:#1a1a1a;background:{colour};"
             f"padding:0 2px;margin:1px;border-radius:3px'>{shown}</span>" + "<br>" * text.count("\n"))
 
 
@@ -101,7 +102,8 @@ def tokens_html(ids: Sequence[int], enc: tiktoken.Encoding | None = None, mode: 
         kinds = token_kinds(ids, enc, in_header)
         colours = [KIND_COLOURS[k] for k in kinds]
         used = [k for k in KINDS if k in kinds]
-    chips = "".join(_chip(s, c, f"id {t}") for s, c, t in zip(texts, colours, ids))
+    tips = [f"id {t}" for t in ids] if mode == "splits" else [f"id {t}: {KIND_LABELS[k]}" for t, k in zip(ids, kinds)]
+    chips = "".join(_chip(s, c, tip) for s, c, tip in zip(texts, colours, tips))
     body = f"<div style='font-family:monospace;font-size:12.5px;line-height:1.6'>{chips}</div>"
     if legend and used:
         keys = " ".join(_chip(KIND_LABELS[k], KIND_COLOURS[k], k) for k in used)

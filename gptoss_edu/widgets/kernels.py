@@ -90,7 +90,7 @@ def block_explorer(n: int = 50, block: int = 16) -> Explorer:
         ax2.set_yticks(range(0, 101, 20))
         for label in ax2.get_xticklabels():  # the chosen BLOCK, marked even where its bar has no height
             if label.get_text() == str(block):
-                label.set(color="#e07b00", fontweight="bold")
+                label.set(color="#a35200", fontweight="bold")
         ax2.set_xlabel("BLOCK")
         ax2.set_ylabel("% of lanes masked")
         ax2.set_title(f"n = {n}: the tail's waste\n(numbers: programs launched)", fontsize=9)
@@ -140,7 +140,8 @@ def kernel_costs(cfg: ModelConfig, tokens: int, context: int, act_bytes: int = 2
     The experts count every expert some token chose as read once (``min(E, tokens * k)`` of them) and
     the hidden h between their two matmuls as written and read once (these kernels keep it in memory);
     past ``DECODE_MAX_TOKENS`` tokens (the grouped path) also each (token, expert) pair's float32 output,
-    written by the down matmul and read back by the sum over a token's experts.
+    written by the down matmul and read back by the sum over a token's experts, and that sum, in float32,
+    written and read back by the cast to the activations' dtype (none when they are float32).
     """
     from gptoss_kernels.moe import DECODE_MAX_TOKENS  # here: importing the kernels may import Triton
 
@@ -159,6 +160,7 @@ def kernel_costs(cfg: ModelConfig, tokens: int, context: int, act_bytes: int = 2
         other = act * (used * (2 * I + d) + 2 * tokens * d + 2 * tokens * k * I)  # biases, x and out, h
         if tokens > DECODE_MAX_TOKENS:
             other += 2 * tokens * k * d * 4  # float32 y [tokens * k, d] written, then read by the sum
+            other += 2 * tokens * d * 4 if act != 4 else 0  # the float32 sum [tokens, d], read by the cast
         costs.append(KernelCost("experts, MXFP4", flops, used * 3 * I * d * MXFP4_BYTES_PER_VALUE + other))
         dtype = {2: "bf16", 4: "fp32"}.get(act, f"{8 * act}-bit")
         costs.append(KernelCost(f"experts, {dtype}", flops, used * 3 * I * d * act + other))

@@ -46,7 +46,7 @@ def rope_explorer(head_dim: int = 16, theta: float = 10000.0, max_pos: int = 64,
         for vec, rot, colour, name, pos in ((q, qr, "#1f77b4", "q", m), (k, kr, "#d62728", "k", n)):
             a, b = float(vec[pair]), float(vec[pair + half])
             ra, rb = float(rot[pair]), float(rot[pair + half])
-            plane.annotate("", xy=(a, b), xytext=(0, 0), arrowprops=dict(arrowstyle="->", color=colour, alpha=0.3,
+            plane.annotate("", xy=(a, b), xytext=(0, 0), arrowprops=dict(arrowstyle="->", color=colour, alpha=0.6,
                                                                           ls="--"))
             plane.annotate("", xy=(ra, rb), xytext=(0, 0), arrowprops=dict(arrowstyle="->", color=colour, lw=2))
             plane.text(ra * 1.08, rb * 1.08, f"{name} at {pos}", color=colour, fontsize=8)

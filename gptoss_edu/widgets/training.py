@@ -27,6 +27,12 @@ def smooth(values: Sequence[float], window: int) -> np.ndarray:
     return (c[n] - c[lo]) / (n - lo)
 
 
+# Nine of each: notebook 13 compares nine runs, one per course step.
+LINE_STYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (10, 3)), (0, (3, 5, 1, 5)), (0, (5, 1)),
+               (0, (1, 3)))
+VAL_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h")
+
+
 def plot_losses(ax: Axes, runs: Mapping[str, TrainResult], smoothing: int = 10, show_val: bool = True,
                 x_axis: str = "tokens", colours: Mapping[str, str] | None = None) -> None:
     """Training loss (smoothed line) and validation loss (dots) of each run against tokens or steps."""
@@ -36,11 +42,14 @@ def plot_losses(ax: Axes, runs: Mapping[str, TrainResult], smoothing: int = 10, 
         per_step = run.train_config.batch_size * run.train_config.seq_len if x_axis == "tokens" else 1
         steps = np.array([h["step"] for h in run.history])
         colour = colours[name] if colours else f"C{i}"
+        # Neighbouring shades of one colour are hard to tell apart (with a colour-vision deficiency, more so):
+        # each run has a line style and a marker of its own too, kept by its place among all the runs.
+        order = list(colours).index(name) if colours and name in colours else i
         ax.plot(steps * per_step, smooth([h["loss"] for h in run.history], smoothing), color=colour, lw=1.2,
-                label=f"{name} (train)")
+                ls=LINE_STYLES[order % len(LINE_STYLES)], label=f"{name} (train)")
         if show_val and run.evals:
-            ax.plot([e["step"] * per_step for e in run.evals], [e["val_loss"] for e in run.evals], "o", color=colour,
-                    ms=4, label=f"{name} (val)")
+            ax.plot([e["step"] * per_step for e in run.evals], [e["val_loss"] for e in run.evals],
+                    VAL_MARKERS[order % len(VAL_MARKERS)], color=colour, ms=4, label=f"{name} (val)")
     ax.set_xlabel("tokens seen" if x_axis == "tokens" else "optimizer step")
     ax.set_ylabel("loss (nats per token)")
     ax.grid(alpha=0.3)
@@ -63,8 +72,9 @@ def run_colours(names: Sequence[str]) -> dict[str, str]:
     names = list(names)
     between = names[1:-1]
     ramp = plt.get_cmap("Purples")(np.linspace(0.55, 0.95, len(between))) if between else []  # 0.4 is too pale
-    ends = {names[-1]: "C1", names[0]: "C0"} if names else {}
-    return {**{n: to_hex(c) for n, c in zip(between, ramp)}, **ends}
+    shades = {n: to_hex(c) for n, c in zip(between, ramp)}
+    # In the runs' order, which plot_losses reads to give each run its line style and marker.
+    return {n: "C0" if n == names[0] else "C1" if n == names[-1] else shades[n] for n in names}
 
 
 def loss_explorer(runs: Mapping[str, TrainResult], shown: Sequence[str] | None = None) -> Explorer:
