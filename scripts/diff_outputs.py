@@ -7,7 +7,9 @@ A re-run rewrites every widget's id and every picture's bytes, so `git diff` of 
 hundreds of lines for a change of one number. This prints only the code cells whose printed text
 changed (old beside new, each cell named by its id and its first line), and those whose pictures
 are no longer the same PNG bytes (whether that is more than rounding is conftest.py's call, under
-nbval). The exit status is 1 when something changed, 0 when nothing did.
+nbval). Rich text (HTML, markdown: a code diff's table, an exercise's verdict), which nbval compares
+too, is named when it changed, without its markup. The exit status is 1 when something changed, 0
+when nothing did.
 """
 
 from __future__ import annotations
@@ -19,6 +21,15 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+
+RICH = ("text/html", "text/markdown", "text/latex")
+
+
+def rich_outputs(cell: dict) -> list[tuple[str, str]]:
+    """(kind, hash) of each rich text output of a code cell: what nbval compares besides the plain text."""
+    return [(kind, hashlib.sha256("".join(out["data"][kind]).encode()).hexdigest()[:12])
+            for out in cell.get("outputs", []) for kind in RICH if kind in out.get("data", {})]
 
 
 def text_and_pictures(cell: dict) -> tuple[str, list[str]]:
@@ -58,6 +69,10 @@ def changes(old: dict, new: dict) -> list[str]:
                 old_text.splitlines(True), new_text.splitlines(True), "stored", "re-run", n=0)][2:]
         if old_pics != new_pics:
             lines.append(f"{name}: picture(s) changed ({len(old_pics)} before, {len(new_pics)} now)")
+        old_rich, new_rich = rich_outputs(before[cid]), rich_outputs(cell)
+        if old_rich != new_rich:
+            kinds = sorted({kind for kind, _ in set(old_rich) ^ set(new_rich)}) or sorted({k for k, _ in new_rich})
+            lines.append(f"{name}: {', '.join(kinds)} changed (nbval compares it)")
     return lines
 
 

@@ -171,6 +171,15 @@ def test_diff_outputs_names_the_cells_whose_text_or_pictures_changed(tmp_path):
         if "text" in says:
             assert "    -norms: 5" in done.stdout and "    +norms: 9" in done.stdout
 
+    # The same plain text, other HTML (a code diff's colours): nbval compares HTML too, so it is named.
+    for name, html in (("old", "<td style='background:#fdd'>x</td>"), ("new", "<td><pre style='color:#1a1a1a'>x</pre></td>")):
+        nb = stored("norms: 5\n", "AAAA")
+        nb.cells[0].outputs.append(nbformat.v4.new_output("display_data", data={"text/html": html, "text/plain": "x"}))
+        nbformat.write(nb, tmp_path / f"{name}.ipynb")
+    done = subprocess.run([sys.executable, "scripts/diff_outputs.py", str(tmp_path / "new.ipynb"), "--old",
+                           str(tmp_path / "old.ipynb")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "cell cell0 (print(n)): text/html changed (nbval compares it)" in done.stdout, done
+
 
 def test_diff_outputs_compares_with_the_last_commit_by_default(tmp_path):
     """In a git repository of its own, so that it runs in a copy of the course without .git too."""

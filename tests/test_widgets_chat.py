@@ -353,3 +353,28 @@ def test_closing_the_chat_lets_the_model_go_and_a_closed_chat_says_so():
     assert gone() is None and repr(w) == "ChatWidget(closed)"
     with pytest.raises(RuntimeError, match="closed.*make a new ChatWidget"):
         w.send("Hi again")
+
+
+@pytest.mark.slow
+def test_notebook_12s_recipe_for_giving_the_gpu_back_frees_every_tensor_of_the_model():
+    """Its markdown shows how to free the model before loading another; run after the notebook, it must free it all
+    (the notebook's byte table once kept every tensor in global names, so closing the chat freed nothing)."""
+    import re
+
+    import nbclient
+    import nbformat
+
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "12_gpt_oss_20b.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    (recipe,) = [m for c in nb.cells if c.cell_type == "markdown" and "### Giving the GPU back" in c.source
+                 for m in re.findall(r"```python\n(.*?)```", c.source, re.S)]
+    nb.cells = [c for c in nb.cells if c.cell_type == "code" and "solution" not in c.metadata.get("tags", [])]
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "import gc, weakref\nheld = [weakref.ref(t) for t in [*model.parameters(), *model.buffers()]]\n"
+        + recipe.replace("torch.cuda.empty_cache()", "torch.cuda.empty_cache() if torch.cuda.is_available() else None")
+        + "\nprint('alive', sum(r() is not None for r in held), 'of', len(held))"))
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}}).execute()
+    printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
+    alive, total = map(int, re.fullmatch(r"alive (\d+) of (\d+)\n", printed).groups())
+    assert total > 50 and alive == 0, printed
