@@ -18,6 +18,8 @@ matplotlib.use(matplotlib.get_backend())  # keep the notebook's backend; headles
 from matplotlib.figure import Figure  # noqa: E402
 
 Draw = Callable[..., None]
+# JupyterLab's error colour, readable on its light and dark themes; elsewhere a plain dark red.
+ERROR_STYLE = "color:var(--jp-error-color1, #b00)"
 
 
 def figure_png(fig: Figure, dpi: int = 100) -> bytes:
@@ -100,7 +102,7 @@ class Explorer(widgets.VBox):
             self.redraw()
         except Exception as e:  # anything a draw raises is a bug to show, not to hide
             self.last_error = e
-            self.error.value = (f"<span style='color:var(--jp-error-color1, #b00)'>could not draw {self.values}: "
+            self.error.value = (f"<span style='{ERROR_STYLE}'>could not draw {self.values}: "
                                 f"{html.escape(type(e).__name__)}: {html.escape(str(e))}</span>")
             self.image.layout.display = "none"
         else:

@@ -23,7 +23,7 @@ from ..memory import is_out_of_memory
 from ..model import GPT
 from ..static_decode import fast_step
 from ..tokenizer import get_encoding
-from . import close_with_children
+from . import ERROR_STYLE, close_with_children
 
 EFFORTS = harmony.REASONING_EFFORTS
 OnText = Callable[[str, str], None]  # (channel, new text)
@@ -178,7 +178,7 @@ class ChatWidget(widgets.VBox):
                         seed=None if self.seed is None else self.seed + len(self.replies), encoding=self.encoding)
         except ValueError as e:  # the conversation no longer fits the context
             self._show_last()
-            self.status.value = f"<span style='color:var(--jp-error-color1, #b00)'>{html.escape(str(e), quote=False)}</span>"
+            self.status.value = f"<span style='{ERROR_STYLE}'>{html.escape(str(e), quote=False)}</span>"
             return None
         except BaseException as e:
             # Out of memory: the prompt grows every turn, and the cache with it. The memory is given back
@@ -187,7 +187,7 @@ class ChatWidget(widgets.VBox):
             if not out_of_memory:  # the stop button (KeyboardInterrupt), or a bug: said here, then raised
                 why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"failed ({type(e).__name__}: {e})"
                 self._show_last()  # not the reply that is dropped
-                self.status.value = (f"<span style='color:var(--jp-error-color1, #b00)'>{html.escape(why, quote=False)}: this message is "
+                self.status.value = (f"<span style='{ERROR_STYLE}'>{html.escape(why, quote=False)}: this message is "
                                      "dropped, the conversation is as before it.</span>")
                 raise
         finally:
@@ -195,7 +195,7 @@ class ChatWidget(widgets.VBox):
         if out_of_memory:
             release_memory()
             self._show_last()
-            self.status.value = ("<span style='color:var(--jp-error-color1, #b00)'>out of memory with the conversation so far: this message "
+            self.status.value = (f"<span style='{ERROR_STYLE}'>out of memory with the conversation so far: this message "
                                  "is dropped. Send a shorter one, lower max_new_tokens, or start a New chat.</span>")
             return None
         self.messages = [*pending, *out.messages]
