@@ -177,7 +177,7 @@ class CUDAGraphDecoder:
         want = [(cfg.n_kv_heads, n, cfg.head_dim) for n in cache_slots(cfg, cache.max_len)]
         have = [tuple(k.shape[1:]) for k in cache.k]
         if have != want:
-            raise ValueError(f"the cache does not fit {cfg.name}: its layers hold (kv heads, positions, head_dim) "
+            raise ValueError(f"the cache does not fit {cfg.name}: its layers hold (KV heads, positions, head_dim) "
                              f"{have}, the model needs {want}: use model.new_cache()")
         if cache.k[0].device != device or cache.k[0].dtype != dtype:
             raise ValueError(f"the cache is {cache.k[0].dtype} on {cache.k[0].device}, the model {dtype} on {device}: "

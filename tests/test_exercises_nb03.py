@@ -49,7 +49,7 @@ def up(f):
     (up(lambda x, w, e: x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + e) * w), "you summed the squares"),
     (up(lambda x, w, e: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + e)), "`weight` is missing"),
     (lambda x, w, e: w * (x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + e)).to(x.dtype),
-     "before multiplying by the weight (Llama's order)"),
+     "before multiplying by the weight (LLaMA's order)"),
     (lambda x, w, e: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + e) * w, "you computed in bfloat16"),
     (lambda x, w, e: x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + e) * w, "you computed in bfloat16"),
 ])

@@ -33,6 +33,17 @@ def test_links_to_notebooks_resolve(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_each_notebook_ends_with_a_link_to_the_next(path):
+    # DEVELOPERS.md: link a notebook from the one before it; the last one leads back to the start.
+    later = NOTEBOOKS[NOTEBOOKS.index(path) + 1:]
+    target = (later[0] if later else NOTEBOOKS[0]).name
+    last = [c for c in cells(path) if c["cell_type"] == "markdown"][-1]
+    assert target in LINK.findall("".join(last["source"])), (
+        f"{path.name}'s last markdown cell should link to [{target[:2]} · ...](./{target}), the notebook a "
+        f"reader opens next")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_every_code_cell_ran_and_none_shows_an_error(path):
     code = [c for c in cells(path) if c["cell_type"] == "code"]
     assert all(c.get("execution_count") for c in code if "".join(c["source"]).strip()), \

@@ -43,7 +43,7 @@ def _bf16_mistakes(x: torch.Tensor, w: torch.Tensor, eps: float) -> list[tuple[t
     normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
     return [
         (w * normed.to(x.dtype),
-         "you cast back to bfloat16 before multiplying by the weight (Llama's order); gpt-oss multiplies by "
+         "you cast back to bfloat16 before multiplying by the weight (LLaMA's order); gpt-oss multiplies by "
          "the weight in float32 and casts once, at the end"),
         (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w, IN_BF16),
         (x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w, IN_BF16),
