@@ -42,11 +42,8 @@ if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
     unset TRITON_INTERPRET
 fi
 
-# pyproject.toml maps the import name gptoss_kernels onto kernels/; without an install a link does it.
-shim=$(mktemp -d)
-trap 'rm -rf "$shim"' EXIT
-ln -s "$PWD/kernels" "$shim/gptoss_kernels"
-export PYTHONPATH="$PWD:$shim${PYTHONPATH:+:$PYTHONPATH}"
+# Without an install of the course: its packages from the tree (gptoss_kernels lives in kernels/).
+export PYTHONPATH="$PWD:$PWD/kernels${PYTHONPATH:+:$PYTHONPATH}"
 
 {
     date -u +"%Y-%m-%d %H:%M UTC"

@@ -7,6 +7,7 @@ gptoss_edu.widgets or gptoss_edu.exercises would stop there.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,7 @@ def source_files() -> set[str]:
     """Every module and data file the wheel must hold, under its installed name."""
     files = {str(p.relative_to(REPO)) for p in (REPO / "gptoss_edu").rglob("*")
              if p.suffix in (".py", ".json", ".typed") and "__pycache__" not in p.parts}
-    files |= {"gptoss_kernels/" + str(p.relative_to(REPO / "kernels")) for p in (REPO / "kernels").glob("*.py")}
+    files |= {str(p.relative_to(REPO / "kernels")) for p in (REPO / "kernels" / "gptoss_kernels").glob("*.py")}
     return files
 
 
@@ -44,3 +45,17 @@ def test_a_wheel_holds_every_module(tmp_path: Path) -> None:
     want = source_files()
     assert {"gptoss_edu/widgets/chat.py", "gptoss_edu/exercises/nb01.py", "gptoss_kernels/moe.py"} <= want
     assert not want - held, f"missing from the wheel: {sorted(want - held)}"
+
+
+def test_the_kernels_folder_does_not_hide_the_pypi_package_kernels(tmp_path: Path) -> None:
+    # transformers imports the PyPI package `kernels` whenever it is installed (5.25 requires it). Python
+    # run in the course's folder puts that folder first on sys.path: a kernels/__init__.py there would be
+    # imported instead, and every transformers model would fail to import (ImportError: CUDAProperties).
+    site = tmp_path / "site"
+    (site / "kernels").mkdir(parents=True)
+    (site / "kernels" / "__init__.py").write_text("CUDAProperties = 'the PyPI package'\n")
+    code = "import kernels, gptoss_kernels; print(kernels.CUDAProperties, gptoss_kernels.__name__)"
+    ran = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(site)})
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ran.stdout.split() == ["the", "PyPI", "package", "gptoss_kernels"]
