@@ -8,6 +8,7 @@ SHA-256 that tiktoken itself expects for it, so a damaged or truncated file is r
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import os
@@ -77,28 +78,37 @@ def data_dir() -> Path:
 
 def check_bpe_file(filename: str) -> Path:
     """The path of one shipped BPE rank file, checked: present, and with the SHA-256 tiktoken expects."""
+    return _read_bpe_file(filename)[0]
+
+
+def _read_bpe_file(filename: str) -> tuple[Path, bytes]:
     if filename not in BPE_FILES:
         raise ValueError(f"unknown BPE file {filename!r}; known: {sorted(BPE_FILES)}")
     path = data_dir() / filename
     if not path.is_file():
         raise FileNotFoundError(f"missing tokenizer file {path}; restore it from the repository")
+    data = path.read_bytes()
     expected = BPE_FILES[filename]
-    # Checked here as well as by tiktoken: tiktoken keeps a cache of files keyed by path and
-    # would quietly serve an earlier good copy of a file that has since been damaged.
-    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         raise ValueError(
             f"tokenizer file {path} is damaged: its sha256 is {actual}, expected {expected}. "
             "Restore it from the repository (git checkout -- data/)."
         )
-    return path
+    return path, data
 
 
 def load_bpe_ranks(filename: str) -> dict[bytes, int]:
-    """Read one shipped BPE rank file through tiktoken, refusing it unless its hash is right."""
-    from tiktoken.load import load_tiktoken_bpe
-
-    return load_tiktoken_bpe(str(check_bpe_file(filename)), expected_hash=BPE_FILES[filename])
+    """One shipped BPE rank file as tiktoken's ranks, refusing it unless its hash is right."""
+    # Parsed here, not by tiktoken.load: before tiktoken 0.12 its loader needs blobfile for a local
+    # path, and every version copies the file into a cache it may later serve instead of the file.
+    # A line is a token in base64 and its rank.
+    ranks = {}
+    for line in _read_bpe_file(filename)[1].splitlines():
+        if line:
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    return ranks
 
 
 def harmony_special_tokens() -> dict[str, int]:

@@ -179,3 +179,16 @@ def test_missing_data_dir_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setattr(tokenizer, "__file__", str(tmp_path / "pkg" / "tokenizer.py"))
     with pytest.raises(FileNotFoundError, match="looked in: .*nowhere.*"):
         tokenizer.data_dir()
+
+
+@pytest.mark.parametrize("name", sorted(tokenizer.BPE_FILES))
+def test_bpe_ranks_are_tiktokens_own_and_nothing_is_cached(name, tmp_path, monkeypatch):
+    # The course parses the files itself: tiktoken's loader, the reference here, copies each file
+    # into its cache (and before tiktoken 0.12 needed blobfile to read a local path at all).
+    from tiktoken.load import load_tiktoken_bpe
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "cache"))
+    ours = tokenizer.load_bpe_ranks(name)
+    assert not (tmp_path / "cache").exists()
+    assert ours == load_tiktoken_bpe(str(DATA / name), expected_hash=tokenizer.BPE_FILES[name])
+    assert sorted(ours.values()) == list(range(len(ours)))  # every rank once, none skipped
