@@ -16,6 +16,9 @@ from gptoss_edu.env import triton_gpu
 # imports Triton.
 if not triton_gpu():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# Every buffer a kernel wrapper allocates starts as NaN, so an element no program writes fails a test: in
+# every test file, whichever of them a run collects.
+os.environ.setdefault("GPTOSS_KERNELS_POISON", "1")
 
 
 # Triton has builds for Linux only. Elsewhere (macOS, Windows) the tests of the kernels, and of

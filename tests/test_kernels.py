@@ -27,8 +27,8 @@ from gptoss_edu.env import triton_gpu
 ON_GPU = triton_gpu()  # a GPU Triton compiles for; an older one counts as none
 
 
-# tests/conftest.py sets TRITON_INTERPRET=1 (before any import of Triton) when there is no GPU.
-os.environ["GPTOSS_KERNELS_POISON"] = "1"
+# tests/conftest.py sets TRITON_INTERPRET=1 (before any import of Triton) when there is no GPU, and
+# GPTOSS_KERNELS_POISON=1.
 
 import dataclasses  # noqa: E402
 import importlib  # noqa: E402

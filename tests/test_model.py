@@ -244,9 +244,10 @@ def test_stop_tokens_may_be_one_id_a_tensor_or_numpy_ints():
     tokens = generate(model, [1], max_new_tokens=40, temperature=1.0, seed=11).tokens
     stop = tokens[5]
     want = tokens[:tokens.index(stop) + 1]
+    unseen = next(t for t in range(50) if t not in want)  # a second stop id the reply never reaches
     # A tensor hashes by identity: a set of them never held the sampled int, and the reply ran on.
     for given in (stop, [stop], torch.tensor([stop]), torch.tensor(stop), [torch.tensor(stop)], [np.int64(stop)],
-                  (stop, 49)):
+                  (stop, unseen)):
         got = generate(model, [1], max_new_tokens=40, temperature=1.0, seed=11, stop_tokens=given)
         assert (got.tokens, got.stop_reason) == (want, "stop_token"), given
     assert generate(model, [1], max_new_tokens=3, seed=11, stop_tokens=None).stop_reason == "max_new_tokens"
