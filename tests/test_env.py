@@ -330,6 +330,29 @@ def test_a_missing_or_drifted_dependency_is_named(monkeypatch):
     assert not report.ok and "dependencies" in report.summary()
 
 
+def test_drift_names_the_course_packages_and_new_releases_first_and_what_has_no_pin(monkeypatch):
+    """Of twenty drifted packages the row shows four: transformers' new minor release before patch bumps."""
+    real = env.metadata.version
+    pins = env.read_pins()
+    patched = sorted(n for n in pins if n not in {"torch", "triton", "transformers", "tornado"})[:18]
+
+    def version(name: str) -> str:
+        n = env._normal(name)
+        if n == "transformers":
+            return "5.99.0"
+        if n in patched:
+            *head, last = env._release(pins[n]) + (0,) * (3 - len(env._release(pins[n])))
+            return ".".join(map(str, (*head, last + 1)))
+        return real(name)
+
+    monkeypatch.setattr(env.metadata, "version", version)
+    row = {r.item: r for r in env.check_dependencies({n: v for n, v in pins.items() if n != "tornado"})}[
+        "pinned versions"]
+    assert row.status == WARN and row.found == "19 differ", row
+    assert row.meaning.startswith("transformers 5.99.0 (tested "), row.meaning
+    assert "without a pin (the versions pip chose): tornado " in row.meaning
+
+
 def test_a_cuda_torch_brings_the_triton_it_requires(tmp_path, monkeypatch):
     (tmp_path / "Makefile").write_text("TORCH_VERSION := 2.13.0\nTRITON_VERSION := 3.9.0\n")
     real = env.metadata.requires
