@@ -56,6 +56,19 @@ def _pictures(outputs) -> list[str]:
     return [o["data"]["image/png"] for o in outputs if "image/png" in o.get("data", {})]
 
 
+def _matplotlib_note() -> str:
+    """Why every picture may differ: another matplotlib than the one the pictures were drawn with."""
+    import matplotlib
+
+    from gptoss_edu.env import _same_release, read_pins
+
+    pinned = read_pins().get("matplotlib")
+    if pinned is None or _same_release(matplotlib.__version__, pinned):
+        return ""
+    return (f". This is matplotlib {matplotlib.__version__}; the pictures were drawn with {pinned}, and another "
+            f"version draws text and lines a little differently: make clean-venv, then make test, installs {pinned}")
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
     # nbval compares text only, so a figure whose code changed would keep its old picture on the page
@@ -73,7 +86,7 @@ def pytest_runtest_call(item):
             pytest.fail(f"the stored picture of cell {item.cell.get('id', '?')} ({first[:70]}) is not what it draws "
                         f"now ({why}). If the change is meant, "
                         f"store the notebook's new outputs: .venv/bin/python scripts/execute_notebooks.py "
-                        f"{os.path.relpath(item.path, item.config.rootpath)}", pytrace=False)
+                        f"{os.path.relpath(item.path, item.config.rootpath)}{_matplotlib_note()}", pytrace=False)
     return result
 
 

@@ -80,3 +80,13 @@ def test_nbval_leaves_the_pictures_of_a_cell_whose_output_it_ignores(tmp_path):
     ignored = "# NBVAL_IGNORE_OUTPUT\n# (a picture that varies)\n" + PLOT.format(ys=[0, 1, 4], title="squares")
     done = run_nbval(tmp_path, ignored, stale={0: ignored.replace("[0, 1, 4]", "[4, 1, 0]")})
     assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout + done.stderr
+
+
+def test_a_picture_failure_names_another_matplotlib(monkeypatch):
+    from gptoss_edu.env import read_pins
+
+    pinned = read_pins()["matplotlib"]
+    monkeypatch.setattr(matplotlib, "__version__", pinned)
+    assert course._matplotlib_note() == ""
+    monkeypatch.setattr(matplotlib, "__version__", "3.8.0")
+    assert f"This is matplotlib 3.8.0; the pictures were drawn with {pinned}" in course._matplotlib_note()
