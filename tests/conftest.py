@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import zlib
 
 import pytest
 import torch
@@ -156,3 +157,10 @@ def failing_fsync(monkeypatch):
         monkeypatch.setattr(os, "fsync", fsync)
 
     return arm
+
+
+@pytest.fixture(autouse=True)
+def _seeded_global_generator(request):
+    # Draws without a generator (torch.randn(3, 16)) are then the same whether a test runs alone or after
+    # others, so a failure reproduces with `pytest file::test`.
+    torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
