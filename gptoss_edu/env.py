@@ -286,6 +286,16 @@ def check_venv(repo: Path = REPO, prefix: str = sys.prefix) -> Check | None:
                  "doctor (or source .venv/bin/activate first); in JupyterLab, choose the course's kernel")
 
 
+def check_course_packages() -> Check:
+    """Whether the kernels' package imports beside this one: an install older than the course's files may lose it."""
+    if importlib.util.find_spec("gptoss_kernels") is not None:
+        return Check("course packages", "gptoss_edu, gptoss_kernels", "both found", OK, "the course's own code")
+    return Check("course packages", "gptoss_edu, gptoss_kernels", "no gptoss_kernels", FAIL,
+                 "the course's install is older than its files (the kernels moved to kernels/gptoss_kernels/): "
+                 "make lab reinstalls it (or .venv/bin/python -m pip install -e . in the course's folder); "
+                 "notebooks 10 and 12 stop without it")
+
+
 def _closure(extras: tuple[str, ...]) -> tuple[dict[str, str], set[str], set[str]]:
     """(found versions, missing, incompatible) over everything gptoss-edu[extras] needs, recursively."""
     from packaging.markers import default_environment
@@ -756,7 +766,7 @@ def check_environment() -> EnvironmentReport:
     broken = import_problems([p.module for p in PACKAGES if _installed(p) is not None])
     gpu = "torch" not in broken and triton_gpu()
     venv = check_venv()
-    packages = ([check_python()] + ([venv] if venv else [])
+    packages = ([check_python()] + ([venv] if venv else []) + [check_course_packages()]
                 + [check_package(p, pins, mins, gpu, broken.get(p.module)) for p in PACKAGES] + check_dependencies(pins))
     return EnvironmentReport(packages, check_machine(torch_imports="torch" not in broken) + [check_data()])
 

@@ -623,3 +623,15 @@ def test_the_environment_check_does_not_import_triton_into_the_notebook():
     assert proc.returncode == 0, proc.stderr
     status, imported = proc.stdout.split()
     assert imported == "False" and status in (OK, WARN)  # its import was tried elsewhere
+
+
+def test_an_install_older_than_the_kernels_folder_is_a_fail(monkeypatch):
+    """An editable install made before the kernels moved maps gptoss_kernels onto a folder with no package."""
+    assert env.check_course_packages().status == OK
+    real = env.importlib.util.find_spec
+    monkeypatch.setattr(env.importlib.util, "find_spec", lambda name, *a: None if name == "gptoss_kernels"
+                        else real(name, *a))
+    row = env.check_course_packages()
+    assert row.status == FAIL and "make lab reinstalls it" in row.meaning
+    report = env.check_environment()
+    assert not report.ok and "course packages" in report.summary()
