@@ -71,3 +71,47 @@ def test_every_check_is_a_notebook_exercise_and_has_its_tests(nb, name, check):
     # Calls, not the import line: a check imported and never called would count as tested.
     called = re.findall(rf"\b{name}\(", tests.read_text())
     assert len(called) >= 2, f"{tests.name} calls {name}(...) {len(called)} time(s): test a right answer and mistakes"
+
+
+# Verdicts show as markdown in JupyterLab, nbconvert and nbviewer: a hint such as in*out + 2*d must not
+# turn italic and lose its stars. Some stars, underscores, tags, dollars and pipes, and the hints that hold them.
+TRICKY = ["Count each nn.Linear as in*out + out, each LayerNorm as 2*d.", "a*cos - b*sin, then b*cos + a*sin",
+          "x_1 and y_2, __init__, [link](x) | a | b", "got <torch.Tensor of 3> & 2 &amp; 3", "costs $2 or $3",
+          "# not a heading ~~not struck~~ \\*kept\\* !", "did you forget to `return` the result? 2*x then `a*b`",
+          "first line\n- not a list"]
+
+
+def _hints() -> list[str]:
+    hints = []
+    for nb in MODULES:
+        module = importlib.import_module(f"gptoss_edu.exercises.{nb}")
+        hints += [why for _, why in getattr(module, "MISTAKES", ())]
+    assert len(hints) >= 5  # notebooks 01 and 02 name their learners' usual slips
+    return hints
+
+
+@pytest.mark.parametrize("renderer", ["mistune", "markdown_it"])
+def test_a_verdict_renders_as_its_own_text(renderer):
+    import html
+    import re
+
+    from gptoss_edu.exercises import CheckResult
+
+    if renderer == "mistune":  # nbconvert's, so nbviewer's
+        import mistune
+
+        render = mistune.html
+    else:  # CommonMark, as JupyterLab's marked reads it
+        from markdown_it import MarkdownIt
+
+        render = MarkdownIt().render
+    for passed in (True, False):
+        for message in TRICKY + _hints():
+            result = CheckResult(passed, message)
+            shown = render(result._repr_markdown_())
+            assert "mathjax_ignore" in shown  # MathJax reads the page after markdown: no $ opens a formula
+            assert "<em>" not in shown and "<strong>" not in shown and "<h1>" not in shown and "<li>" not in shown
+            text = html.unescape(re.sub(r"<[^>]+>", "", shown.replace("<br>", "\n").replace("<br />", "\n")))
+            assert text.strip() == repr(result).replace("`", ""), (renderer, message, shown)
+            assert re.findall(r"<code>(.*?)</code>", shown) == [html.escape(c, quote=False)
+                                                                 for c in re.findall(r"`([^`]+)`", message)]

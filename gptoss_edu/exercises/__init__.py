@@ -7,6 +7,7 @@ version, and returns a :class:`CheckResult` that says what is right or what is w
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -26,9 +27,24 @@ class CheckResult:
         return ("✅ " if self.passed else "❌ ") + self.message
 
     def _repr_markdown_(self) -> str:
-        # JupyterLab's theme colours, readable on its light and dark backgrounds; elsewhere the plain ones.
-        colour = "var(--jp-success-color0, green)" if self.passed else "var(--jp-error-color1, #b00)"
-        return f"<span style='color:{colour}'>{repr(self)}</span>"
+        # The plain colour first: an untrusted notebook (one opened without running it) may drop a declaration
+        # holding var(); a trusted one takes JupyterLab's theme colour, readable on light and dark backgrounds.
+        colour = "green;color:var(--jp-success-color0, green)" if self.passed else \
+            "#b00;color:var(--jp-error-color1, #b00)"
+        # MathJax reads the page after markdown has: the class keeps a $ in a verdict from opening a formula.
+        return f"<span class='tex2jax_ignore mathjax_ignore' style='color:{colour}'>{as_markdown_text(repr(self))}</span>"
+
+
+# Outside `code`, the characters markdown, HTML or MathJax would read as syntax: in*out + 2*d would turn
+# italic and lose its stars, <tensor> would vanish as a tag, $2 would open a formula.
+_MARKUP = re.compile(r"[\\*_\[\]<>|#~$&!]")
+
+
+def as_markdown_text(text: str) -> str:
+    """``text`` that renders as itself in markdown: its backtick spans shown as code, nothing else as syntax."""
+    pieces = re.split(r"(`[^`]+`)", text)  # odd pieces are the code spans, which markdown shows as written
+    return "".join(piece if i % 2 else _MARKUP.sub(lambda m: f"&#{ord(m.group())};", piece)
+                   for i, piece in enumerate(pieces)).replace("\n", "<br>")
 
 
 def passed(message: str = "Correct.") -> CheckResult:
