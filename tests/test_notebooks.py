@@ -65,7 +65,9 @@ def test_every_unchecked_cell_says_why(path):
 def test_readme_lists_every_notebook():
     readme = (REPO / "README.md").read_text()
     for path in NOTEBOOKS:
-        assert re.search(rf"^\| {path.name[:2]} \|", readme, re.M), f"README's notebook table lacks {path.name}"
+        # A link, not only a row: on GitHub the README is the course's front door.
+        assert re.search(rf"^\| {path.name[:2]} \| \[[^]]+\]\(notebooks/{re.escape(path.name)}\) \|", readme, re.M), \
+            f"README's notebook table lacks a row linking to notebooks/{path.name}"
 
 
 def _shows_explorer(cell: dict) -> bool:
