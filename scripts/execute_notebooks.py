@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                          "another folder, or no --out to run it in place as CI does")
 
     import nbclient
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
     import nbformat
 
     notebooks = {}
@@ -82,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(path.name)
             last = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()[-1]  # the error, without colours
             status = f"FAILED: {last}"
+        # Each flush of a print is an output of its own: joined, as JupyterLab joins them when it opens the
+        # notebook, or nbviewer and GitHub show a streamed reply one word a line.
+        CoalesceStreamsPreprocessor().preprocess(nb, {})
         tmp = target.with_name(target.name + ".tmp")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)

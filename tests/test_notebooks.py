@@ -53,6 +53,16 @@ def test_every_code_cell_ran_and_none_shows_an_error(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_cell_s_printed_text_is_stored_in_one_piece(path):
+    # nbclient stores each flush as an output; GitHub and nbviewer show each on a line of its own, so a streamed
+    # reply reads one word a line. scripts/execute_notebooks.py joins them, as JupyterLab does when it saves.
+    for i, c in enumerate(cells(path)):
+        streams = [o.get("name") if o.get("output_type") == "stream" else None for o in c.get("outputs", [])]
+        split = [s for s, t in zip(streams, streams[1:]) if s is not None and s == t]
+        assert not split, f"{path.name}, cell {i}: its {split[0]} is stored in several pieces"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_every_unchecked_cell_says_why(path):
     # nbval skips a cell whose first line is NBVAL_IGNORE_OUTPUT: its second says why, e.g. "# (timings)".
     for i, c in enumerate(cells(path)):
