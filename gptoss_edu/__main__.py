@@ -93,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         (parser if set(unknown) & set(before) else args.command_parser).error(
             f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = argv[1:]  # the command's own arguments, for commands that record how they were run
+    for stream in (sys.stdout, sys.stderr):
+        # A console that cannot show a character (a CJK folder name, a mark, in cp1252 or a Latin-1 locale)
+        # gets it as \uNNNN rather than a traceback after the work is done.
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         return args.run(args)
     except ModuleNotFoundError as err:  # a package a command imports only when it needs it

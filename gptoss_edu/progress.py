@@ -14,6 +14,7 @@ import argparse
 import json
 import re
 import sys
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +26,32 @@ CHECK_CALL = re.compile(r"^(check_\w+)\(", re.M)
 # The course's names, NN_topic.ipynb: not JupyterLab's duplicates (01_gpt2_block-Copy1.ipynb) beside them.
 NOTEBOOK_NAME = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
 MARKS = {"passed": "✅", "not yet": "❌", "error": "!", "not run": "·"}
-WIDE = {"✅", "❌"}  # two columns each in a terminal
+# For a terminal that cannot show those (a Windows console in cp1252, a Latin-1 locale).
+ASCII_MARKS = {"passed": "+", "not yet": "x", "error": "!", "not run": "."}
+
+
+def marks_for(stream: object) -> dict[str, str]:
+    """The marks ``stream`` can print: the course's, or plain ASCII ones where its encoding lacks them."""
+    try:
+        "".join(MARKS.values()).encode(getattr(stream, "encoding", None) or "utf-8")
+    except (UnicodeEncodeError, LookupError):
+        return ASCII_MARKS
+    return MARKS
+
+
+def _columns(text: str) -> int:
+    """How many terminal columns ``text`` takes: CJK and the marks take two, combining accents none."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _left(text: str, columns: int) -> str:
+    """``text`` left-aligned in ``columns`` terminal columns."""
+    return text + " " * max(0, columns - _columns(text))
 
 
 def _right(text: str, columns: int) -> str:
-    """``text`` right-aligned in ``columns`` terminal columns (the two marks are two columns wide)."""
-    return " " * max(0, columns - len(text) - sum(c in WIDE for c in text)) + text
+    """``text`` right-aligned in ``columns`` terminal columns."""
+    return " " * max(0, columns - _columns(text)) + text
 
 
 @dataclass(frozen=True)
@@ -165,19 +186,19 @@ def check_notebooks(paths: list[Path], run: bool = False, timeout: int = 1800) -
     return results
 
 
-def table(students: dict[str, dict[str, list[Exercise]]]) -> str:
+def table(students: dict[str, dict[str, list[Exercise]]], marks: dict[str, str] = MARKS) -> str:
     """One row a student (folder), one column a notebook: each exercise's mark."""
     columns = sorted({name for results in students.values() for name in results})
-    width = max(len("student"), *(len(s) for s in students))
+    width = max(len("student"), *(_columns(s) for s in students))
     most = max((len(found) for results in students.values() for found in results.values()), default=1)
     cols = max(3, 2 * most + 1)  # room for every mark of the notebook with the most exercises
     lines = [f"{'student':<{width}}  " + " ".join(_right(c[:2], cols) for c in columns) + "  passed"]
     for student, results in students.items():
-        marks = ["".join(MARKS[e.status] for e in results.get(c, [])) or "-" for c in columns]
+        shown = ["".join(marks[e.status] for e in results.get(c, [])) or "-" for c in columns]
         done = sum(e.status == "passed" for found in results.values() for e in found)
         total = sum(len(found) for found in results.values())
-        lines.append(f"{student:<{width}}  " + " ".join(_right(m, cols) for m in marks) + f"  {done}/{total}")
-    legend = ", ".join(f"{mark} {status}" for status, mark in MARKS.items())
+        lines.append(_left(student, width) + "  " + " ".join(_right(m, cols) for m in shown) + f"  {done}/{total}")
+    legend = ", ".join(f"{mark} {status}" for status, mark in marks.items())
     return "\n".join(lines) + f"\n({legend}; - no exercise, or no such notebook)"
 
 
@@ -226,13 +247,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"progress: {problem}", file=sys.stderr)
     if not students:
         return 2
+    marks = marks_for(sys.stdout)
     if len(set(found) | set(problems)) > 1:  # a class: a table, even when some rows could not be read
-        print(table(students))
+        print(table(students, marks))
     else:
         for results in students.values():
             for name, found_here in results.items():
                 for e in found_here:
-                    print(printable(f"{MARKS[e.status]} {name[:2]} {e.check}: {e.message}"))  # a notebook's text
+                    print(printable(f"{marks[e.status]} {name[:2]} {e.check}: {e.message}"))  # a notebook's text
                 if not found_here:
                     print(f"- {name[:2]} (no exercise)")
     every = [e for results in students.values() for found_here in results.values() for e in found_here]

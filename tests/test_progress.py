@@ -204,3 +204,39 @@ def test_run_stops_a_cell_that_runs_past_the_timeout_even_when_it_prints_nothing
 
     kernels = [c for c in psutil.Process().children(recursive=True) if "ipykernel" in " ".join(c.cmdline())]
     assert kernels == []  # shut down: the timed-out cell does not go on, nor does a kernel stay per notebook
+
+
+@pytest.mark.parametrize("encoding", ["cp1252", "ascii"])
+def test_a_console_that_cannot_show_the_marks_gets_plain_ones_and_no_traceback(tmp_path, encoding):
+    import os
+    import subprocess
+    import sys
+
+    # A Windows console (cp1252) or a Latin-1 locale has no ✅: progress crashed with UnicodeEncodeError
+    # and exit status 1, which a teacher's script reads as "not yet passed".
+    notebook(tmp_path / "ana" / "01_x.ipynb", ("check_a(f)", [result("✅ Right")]))
+    notebook(tmp_path / "ben 東京" / "01_x.ipynb", ("check_a(f)", [result("❌ not yet: 2*d ≠ d")]))
+    env = dict(os.environ, PYTHONIOENCODING=encoding, PYTHONPATH=os.pathsep.join(sys.path))
+    for folders, status, want in ((["ana"], 0, "+ 01 check_a: Right"),
+                                  (["ben 東京"], 1, "x 01 check_a: not yet: 2*d \\u2260 d"),
+                                  (["ana", "ben 東京"], 1, "ben \\u6771\\u4eac")):
+        run = subprocess.run([sys.executable, "-m", "gptoss_edu", "progress", *folders], cwd=tmp_path, env=env,
+                             capture_output=True, timeout=120)
+        out = run.stdout.decode(encoding)
+        assert run.returncode == status and not run.stderr and want in out, (run.returncode, out, run.stderr)
+    assert "+ passed, x not yet" in out
+
+
+def test_a_class_table_lines_up_whatever_the_students_names_are_written_in():
+    import unicodedata
+
+    from gptoss_edu.progress import Exercise, _columns, table
+
+    names = ["bob", "李小龙", unicodedata.normalize("NFD", "José Núñez"), "Zoë"]  # wide, combining accents
+    found = {"01_x.ipynb": [Exercise("01_x.ipynb", "check_a", "passed", "Right")],
+             "02_y.ipynb": [Exercise("02_y.ipynb", "check_b", "not yet", "no")]}
+    lines = table({name: found for name in names}).splitlines()
+    assert [_columns(line) for line in lines[1:5]] == [_columns(lines[1])] * 4
+    for name, line in zip(names, lines[1:5]):
+        assert _columns(line[:line.index("✅")]) == _columns(lines[0][:lines[0].index("01")])  # marks under 01
+        assert line.startswith(name)
