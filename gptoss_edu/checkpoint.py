@@ -31,7 +31,8 @@ from . import mxfp4
 from .config import (ModelConfig, alternating_layer_types, check_layer_count, checkpoint_name, read_number,
                      read_whole)
 from .env import device_problem, is_container_limit, total_ram
-from .files import DiskFull, is_no_room, leftovers, replace_folder, restore_folder, save_tensors, set_aside
+from .files import (DiskFull, is_no_room, leftovers, replace_folder, restore_folder, safetensors_path, save_tensors,
+                    set_aside)
 from .hub import pickle_weights
 from .memory import disk_free, format_bytes, is_out_of_memory
 from .model import GPT
@@ -341,7 +342,11 @@ def _open(file: Path):
 
     _readable(file)
     try:
-        return safe_open(str(file), framework="pt", device="cpu")
+        name = safetensors_path(file)
+    except ValueError as e:  # not a damaged file: downloading it again into the same folder would not help
+        raise CheckpointError(str(e)) from None
+    try:
+        return safe_open(name, framework="pt", device="cpu")
     except Exception as e:  # safetensors raises its own error types for bad headers
         raise CheckpointError(f"{file} is not a readable safetensors file (truncated or another format?): {e}. "
                               "Download or copy it again") from None
@@ -836,6 +841,7 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
         raise ValueError(f"dtype={dtype!r}: the weights other than MXFP4 experts are written as a floating-point "
                          "torch dtype (torch.bfloat16, as the real checkpoints, or float16, float32, float64)")
     path = Path(path).expanduser()
+    safetensors_path(path, "write_checkpoint: ")  # refused before the work, not once the shards are written
     if restore_folder(path):  # a write killed between its two renames had set the checkpoint aside
         warnings.warn(f"{path} was missing, and the copy a cut-short write had set aside is back in its place",
                       stacklevel=2)

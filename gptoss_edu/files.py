@@ -148,6 +148,20 @@ def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
     fsync_path(path.parent)
 
 
+def safetensors_path(path: Path, what: str = "") -> str:
+    """``path`` as safetensors opens it, or a ValueError: safetensors refuses a path whose bytes are not UTF-8."""
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        # A folder named under another encoding (an old zip, a Latin-1 machine), or any accent under a
+        # locale that is not UTF-8: safetensors writes such a file but never opens it again.
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise ValueError(f"{what}{shown}: safetensors can only open paths that are UTF-8 text, and this one is not "
+                         "(a folder named in another encoding, or a locale that is not UTF-8). Rename the folder "
+                         "with plain letters, or run under a UTF-8 locale (LANG=C.UTF-8)") from None
+    return str(path)
+
+
 def save_tensors(tensors: dict, file: Path, metadata: dict[str, str] | None = None) -> None:
     """safetensors' save_file, a write that fails (a full disk) raised as the OSError it is.
 
@@ -156,8 +170,9 @@ def save_tensors(tensors: dict, file: Path, metadata: dict[str, str] | None = No
     """
     from safetensors.torch import save_file
 
+    name = safetensors_path(file)  # before writing: a file it would write, it could not read back
     try:
-        save_file(tensors, str(file), metadata=metadata)
+        save_file(tensors, name, metadata=metadata)
     except Exception as e:
         code = re.search(r"os error (\d+)", str(e))
         if type(e).__name__ != "SafetensorError" or code is None:

@@ -41,8 +41,8 @@ from torch import nn
 from . import harmony
 from .checkpoint import CheckpointError, check_replaceable, write_checkpoint
 from .env import REPO
-from .files import (DiskFull, hold, is_no_room, remove_leftovers, replace_folder, restore_folder, save_tensors,
-                    set_aside)
+from .files import (DiskFull, hold, is_no_room, remove_leftovers, replace_folder, restore_folder, safetensors_path,
+                    save_tensors, set_aside)
 from .config import LAST_STEP, ModelConfig, course_config, preset
 from .corpus import Corpus, load_corpus
 from .model import GPT
@@ -716,7 +716,7 @@ def load_state(path: str | Path, model: GPT, optimizer: torch.optim.Optimizer, m
         raise CheckpointError(f"{path} was trained on other token data (fingerprint {meta['data']}, yours is "
                               f"{data_fingerprint}): resuming needs the same data (or start in another folder)")
     try:
-        f = safe_open(str(path / STATE_TENSORS), framework="pt", device="cpu")
+        f = safe_open(safetensors_path(path / STATE_TENSORS), framework="pt", device="cpu")
     except Exception as e:
         raise CheckpointError(f"{path / STATE_TENSORS} is not a readable safetensors file ({e})") from None
     with f:
@@ -1045,6 +1045,8 @@ def _run(args: argparse.Namespace, rec: Recipe, argv: list[str] | None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out or Path("runs") / rec.name)
+    for flag, folder in [("--out", out)] + ([("--export", Path(args.export))] if args.export else []):
+        safetensors_path(folder, f"{flag} ")  # said now, not when the first checkpoint of the run is written
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file: give a folder for the run's checkpoints")
     if args.export:

@@ -1241,3 +1241,23 @@ def test_packed_blocks_that_are_not_16_bytes_wide_are_named_as_such(tmp_path):
     with pytest.raises(g.CheckpointError, match=re.escape(f"tensor '{name}' has shape (8, 64, 4, 8); MXFP4 blocks are "
                                                           "[..., G, 16] (16 bytes for 32 values), here (8, 64, 2, 16)")):
         g.load_model(path)
+
+
+# A folder named under another encoding (b"caf\xe9" from a Latin-1 machine or an old zip), or any accent
+# under a locale that is not UTF-8: safetensors writes there but never opens the file again.
+NOT_UTF8 = os.fsdecode(b"caf\xe9")
+
+
+def test_a_folder_whose_name_is_not_utf8_is_refused_before_writing_and_named_when_loading(tmp_path):
+    model = small_gptoss(seed=8)
+    with pytest.raises(ValueError, match=r"write_checkpoint: .*caf\\xe9/ck: safetensors can only open paths that are "
+                                         r"UTF-8 text.*Rename the folder"):
+        g.write_checkpoint(model, tmp_path / NOT_UTF8 / "ck")
+    assert os.listdir(tmp_path) == []  # refused before anything was made
+    good = g.write_checkpoint(model, tmp_path / "ck")
+    os.rename(tmp_path / "ck", tmp_path / NOT_UTF8)  # a checkpoint moved into such a folder, as a download would be
+    with pytest.raises(ck.CheckpointError, match=r"caf\\xe9/model.safetensors: safetensors can only open") as e:
+        g.load_model(tmp_path / NOT_UTF8)
+    assert "Download" not in str(e.value)  # the file is fine: downloading it again would not help
+    os.rename(tmp_path / NOT_UTF8, good)
+    assert g.load_model(good) is not None

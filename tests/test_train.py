@@ -1014,3 +1014,20 @@ def test_a_second_run_into_the_same_folder_is_refused_while_the_first_goes_on(tm
         holder.wait()
     assert T.main(["course-step-13", "--out", str(out), "--steps", "2", *tiny]) == 0  # the lock died with its process
     assert sorted(p.name for p in out.iterdir()) == sorted([T.STATE_DIR, T.MODEL_DIR])  # and left no file behind
+
+
+@pytest.mark.parametrize("flag", ["--out", "--export"])
+def test_a_run_folder_whose_name_is_not_utf8_is_refused_before_training(tmp_path, capsys, monkeypatch, flag):
+    import os
+
+    from gptoss_edu.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    folder = os.fsdecode(b"runs/caf\xe9")  # safetensors would write its checkpoints there, and not open them again
+    argv = ["train", "tiny-gpt-oss-chat", "--steps", "2", flag, folder]
+    if flag == "--export":
+        argv += ["--out", "runs/ok"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"train: {flag} runs/caf\\xe9: safetensors can only open paths that are UTF-8 text" in err, err
+    assert not (tmp_path / "runs").exists()
