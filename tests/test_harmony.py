@@ -427,12 +427,24 @@ RAW_HEADERS = [
     "assistant<|channel|>final",
     "user",
 ]
+# Spaces other than the ASCII one, as a model might write them: trimmed from the ends and from the channel's
+# name, but inside the header only ASCII ones part words (so a no-break space stays in a tool's name).
+RAW_HEADERS += [header for space in ["\t", "\x0b", "\xa0", "\u3000", "\u2028", "\x85", "\x1f"] for header in (
+    f"assistant to=functions.天気{space}json<|channel|>commentary", f"assistant{space}to=functions.f<|channel|>analysis",
+    f"assistant to=functions.f{space}<|channel|>commentary", f"{space}assistant<|channel|>final",
+    *([f"assistant<|channel|>final{space}"] if space != "\x1f" else []))]  # 'final\x1f': no channel of ours
 
 
-@pytest.mark.parametrize("header", RAW_HEADERS)
+@pytest.mark.parametrize("header", RAW_HEADERS, ids=ascii)
 def test_hand_written_headers_read_as_openai_harmony_reads_them(header, ref):
     ids = get_encoding("o200k_harmony").encode(f"<|start|>{header}<|message|>hi<|end|>", allowed_special="all")
-    theirs = ref.parse_messages_from_completion_tokens(ids, role=None)
+    try:
+        theirs = ref.parse_messages_from_completion_tokens(ids, role=None)
+    except oh.HarmonyError as e:  # "assistant\xa0to=f": a role no one knows, for both
+        with pytest.raises(h.HarmonyError, match="unknown role"):
+            h.parse_completion(ids, role=None)
+        assert "Unknown role" in str(e)
+        return
     assert [as_tuple(m) for m in h.parse_completion(ids, role=None)] == [from_ref_message(m) for m in theirs]
 
 
