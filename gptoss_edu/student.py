@@ -116,7 +116,10 @@ def make_student_copy(src: str | Path, dst: str | Path, kernel: str | None = Non
                 raise ValueError(f"{path} is not a readable notebook ({e})") from None
             if spec is not None:
                 nb["metadata"] = {**nb.get("metadata", {}), "kernelspec": spec}
-            data = (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode()
+            try:
+                data = (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode()
+            except UnicodeEncodeError:  # half an emoji ("\ud83d", as JSON.stringify writes it): kept escaped, as it came
+                data = (json.dumps(nb, indent=1) + "\n").encode()
             (tmp / path.name).write_bytes(data)
             (tmp / path.name).chmod(0o644)  # a handout: readable by the class, whatever this user's umask
             written[path.name] = _sha256(data)

@@ -365,3 +365,15 @@ def test_the_copies_open_in_the_kernel_the_teacher_names(tmp_path, capsys, monke
     assert not (tmp_path / "other").exists()
     assert main(["student", str(src), str(tmp_path / "plain")]) == 0  # without --kernel: the notebook's own
     assert "kernelspec" not in json.loads((tmp_path / "plain" / "01_a.ipynb").read_text())["metadata"]
+
+
+def test_a_notebook_holding_half_an_emoji_is_copied_as_it_came(tmp_path, capsys):
+    """A lone surrogate is valid JSON ("\\ud83d", as JavaScript writes half an emoji) but no UTF-8: the copy
+    stopped with "surrogates not allowed", naming no notebook."""
+    src = course(tmp_path)
+    nb = json.loads((src / "01_a.ipynb").read_text())
+    nb["cells"][1]["source"] = "a smile: \ud83d, café"
+    (src / "01_a.ipynb").write_text(json.dumps(nb))  # ensure_ascii: the file holds \ud83d as six characters
+    assert main(["student", str(src), str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    copied = json.loads((tmp_path / "out" / "01_a.ipynb").read_text(encoding="utf-8"))
+    assert copied["cells"][1]["source"] == "a smile: \ud83d, café"
