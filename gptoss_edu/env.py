@@ -640,16 +640,16 @@ def _has_triton() -> bool:
 
 def _hub_cache_row(weights: int) -> Check:
     """Whether notebook 12 finds gpt-oss-20b in the Hugging Face cache, or room (and leave) to download it there."""
-    from .hub import hub_cache
+    from .hub import hub_cache, write_problem
 
     cache = hub_cache()
     wanted = f">={gib(weights)} for 12"
     if _cached_gpt_oss_20b():  # a teacher's shared copy, say: no room is needed, nor leave to write
         return Check("free disk (HF cache)", wanted, "gpt-oss-20b already there", OK,
                      "nothing to download: 12 finds it in the cache (HF_HUB_OFFLINE=1: without the network)")
-    existing = next((p for p in (cache, *cache.parents) if p.exists()), cache)
-    if not os.access(existing, os.W_OK):
-        return Check("free disk (HF cache)", wanted, f"{existing} is read-only", WARN,
+    unwritable = write_problem(cache)
+    if unwritable:
+        return Check("free disk (HF cache)", wanted, unwritable, WARN,
                      "nothing can be downloaded there: set HF_HOME to a folder you may write (12 uses the small "
                      "checkpoint)")
     free = disk_free(cache)

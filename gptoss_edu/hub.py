@@ -364,6 +364,11 @@ def _download(repo_id: str, local_dir: str | Path | None, include_original: bool
         return _from_disk(repo_id, local_dir, include_original, include_metal, revision, reason=unreachable)
     errors = _network_errors()
     again = _again(repo_id, local_dir, include_original)
+    unwritable = write_problem(plan.target) if plan.needed_bytes else None
+    if unwritable:  # said before the plan promises a download
+        raise HubError(f"{repo_id} cannot be downloaded into {plan.target} ({unwritable}): " + (
+            "set HF_HOME to a folder you may write, or download elsewhere with --local-dir DIR" if local_dir is None
+            else "give --local-dir a folder you may write"))
     if progress:
         print(plan)
     check_disk(plan.needed_bytes, plan.target, plan.unfinished_note, repo_id)
@@ -612,6 +617,24 @@ def _resolve(host: str, port: int, timeout: float) -> list[tuple[str, int]]:
     if not unique:
         raise OSError(f"the name lookup of {host} gave no address")
     return list(unique)
+
+
+def write_problem(folder: Path) -> str | None:
+    """Why files cannot be written into ``folder`` (made if missing), or None: the first part of it that exists decides."""
+    folder = Path(folder).absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file, so {folder} cannot be made"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is read-only for you"
+    return None
+
+
+def cache_problem() -> str | None:
+    """Why nothing can be downloaded into the Hugging Face cache (read-only, say), with what to do; or None."""
+    problem = write_problem(hub_cache())
+    return f"the Hugging Face cache cannot be written ({problem}): set HF_HOME to a folder you may write" \
+        if problem else None
 
 
 def hub_cache() -> Path:

@@ -556,7 +556,7 @@ def test_a_cache_that_already_holds_gpt_oss_20b_needs_no_room_and_a_read_only_on
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == cache else real_access(p, mode))
     row = _machine_row(monkeypatch, "free disk (HF cache)")
-    assert row.status == WARN and row.found == f"{cache} is read-only" and "set HF_HOME" in row.meaning
+    assert row.status == WARN and row.found == f"{cache} is read-only for you" and "set HF_HOME" in row.meaning
 
 
 def _broken_modules(folder: Path) -> None:

@@ -1003,3 +1003,22 @@ def test_hub_problem_says_why_the_hub_cannot_answer_and_never_waits_long(monkeyp
     assert hub.hub_problem() == "the Hub could not be reached (huggingface.co:443: timed out)"
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert hub.hub_problem() == "offline mode is on (HF_HUB_OFFLINE=1)"
+
+
+def test_a_folder_that_cannot_be_written_is_said_before_the_download_with_what_to_do(tmp_path, monkeypatch, capsys):
+    """A read-only cache (a class's shared HF_HOME) went as far as promising the download, then said 'the files it
+    finished are kept' of none; a file where a folder is needed is refused as well (root may write anywhere else)."""
+    fake = FakeHub(monkeypatch)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(hub.HubError, match=r"cannot be downloaded into .*file/w .*is a file.*give --local-dir a folder "
+                                           "you may write"):
+        hub.download(REPO, tmp_path / "file" / "w", progress=True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "file" / "hub"))
+    with pytest.raises(hub.HubError, match=r"is a file.*: set HF_HOME to a folder you may write, or download "
+                                           "elsewhere with --local-dir DIR"):
+        hub.download(REPO, progress=True)
+    assert capsys.readouterr().out == ""  # no plan printed, no download tried
+    assert fake.downloads == []
+    assert "set HF_HOME" in hub.cache_problem()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert hub.cache_problem() is None
