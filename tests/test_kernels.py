@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import torch
 
@@ -1098,18 +1099,25 @@ def test_aot_refuses_interpreted_kernels() -> None:
     assert proc.stderr.startswith("gptoss_kernels.aot: the kernels are interpreted here") and "Traceback" not in proc.stderr
 
 
-def compile_table(arch: str, dtype: str) -> list[list[str]]:
+def compile_table(arch: str, dtype: str, home: Path | None = None) -> list[list[str]]:
     """The rows of `python -m gptoss_kernels.aot`'s table: kernel, warps, shared bytes, registers, spills, PTX, launches."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    if home is not None:  # Triton's cache goes where HOME says, unless TRITON_CACHE_DIR says otherwise
+        env = {k: v for k, v in env.items() if k not in ("TRITON_CACHE_DIR", "TRITON_HOME")} | {"HOME": str(home)}
     proc = subprocess.run([sys.executable, "-m", "gptoss_kernels.aot", "--arch", arch, "--dtype", dtype],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    if home is not None:
+        assert "Triton's cache" in proc.stderr and "set TRITON_CACHE_DIR" in proc.stderr, proc.stderr[-3000:]
     return [line.split(None, 6) for line in proc.stdout.splitlines()[1:] if line.strip()]
 
 
-def test_kernels_compile_for_h100() -> None:
+def test_kernels_compile_for_h100(tmp_path) -> None:
     """Every kernel launch of a gpt-oss-20b forward compiles for sm_90 as the GPU would run it (no GPU needed)."""
-    rows = compile_table("90", "bf16")
+    # With a HOME that cannot be written (a read-only container, the account nobody): Triton has no fallback
+    # for its cache and stopped at the first compile with a PermissionError; the kernels give it one.
+    (tmp_path / "file").write_text("")
+    rows = compile_table("90", "bf16", home=tmp_path / "file" / "home")
     names = {r[0] for r in rows}
     assert {"_rmsnorm_kernel", "_attn_prefill_kernel", "_attn_decode_kernel", "_attn_combine_kernel",
             "_attn_decode_at_kernel", "_gate_up_matvec_kernel", "_down_matvec_kernel", "_gate_up_grouped_kernel",

@@ -15,11 +15,13 @@ path to use instead. On a machine without a GPU, set ``TRITON_INTERPRET=1`` befo
 to run the kernels in Triton's interpreter (slow, for checking and learning).
 """
 
-from ._common import interpreter_mode, require_triton, triton_available
+from ._common import interpreter_mode, require_triton, triton_available, writable_triton_cache
 from .attention import attention, attention_reference
 from .moe import moe_mxfp4, moe_mxfp4_reference
 from .rmsnorm import rmsnorm, rmsnorm_reference
 from .vector_add import vector_add, vector_add_reference
+
+writable_triton_cache()  # before the first compile, which would stop on a cache it cannot write
 
 __all__ = [
     "attention", "attention_reference", "interpreter_mode", "moe_mxfp4", "moe_mxfp4_reference",

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
 
@@ -46,6 +51,27 @@ def triton_available() -> bool:
 def interpreter_mode() -> bool:
     """True when TRITON_INTERPRET asks Triton to run kernels on the CPU with numpy."""
     return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def writable_triton_cache() -> str | None:
+    """Point Triton's cache at a temporary folder when its own (~/.triton/cache) cannot be written; that folder, or None.
+
+    Triton makes its cache folder when it first compiles and has no fallback: with HOME read-only or
+    missing (a read-only container, an account such as nobody), the first kernel call on a GPU would stop
+    with a PermissionError from deep inside Triton.
+    """
+    if os.environ.get("TRITON_CACHE_DIR") or interpreter_mode() or not triton_available():
+        return None  # chosen by the user; or nothing is compiled
+    folder = Path(os.environ.get("TRITON_HOME") or os.path.expanduser("~")) / ".triton" / "cache"
+    existing = next(p for p in (folder, *folder.parents) if p.exists())  # what makedirs would start from
+    if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
+        return None
+    tmp = tempfile.mkdtemp(prefix="triton-cache-")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    os.environ["TRITON_CACHE_DIR"] = tmp  # Triton reads it when it compiles, so setting it now is in time
+    warnings.warn(f"Triton's cache {folder} cannot be written here, so the kernels compile into {tmp} and again "
+                  "in the next session: set TRITON_CACHE_DIR to a folder you may write to keep them", stacklevel=2)
+    return tmp
 
 
 def _interpreted(kernel: Any) -> bool:
