@@ -137,13 +137,17 @@ def run_notebook(path: Path, timeout: int) -> dict:
     # The notebook's own folder is the working directory, as in JupyterLab. The kernel is this Python,
     # the course's, whatever kernel named python3 the machine's Jupyter knows (a JupyterHub's may lack torch).
     km = _this_python_kernel()
+    # The kernel's own warnings (it talks over TCP, unencrypted, on this machine) went to stderr once a
+    # notebook, 14 lines each, burying the class's real problems.
     client = nbclient.NotebookClient(nb, km=km, timeout=timeout, allow_errors=True,
+                                     extra_arguments=["--IPKernelApp.log_level=ERROR"],
                                      resources={"metadata": {"path": str(path.parent)}})
     try:
         client.execute()
     except (nbclient.exceptions.CellTimeoutError, nbclient.exceptions.DeadKernelError) as e:
-        print(f"progress: {path.name} stopped part-way ({type(e).__name__}); the exercises after it count as not run",
-              file=sys.stderr)
+        if not _interrupted(client):
+            print(f"progress: {path} stopped part-way ({type(e).__name__}); the exercises after it count as not run",
+                  file=sys.stderr)
     except RuntimeError as e:  # the kernel did not start
         raise ValueError(f"could not run {path}: the kernel ({sys.executable}) did not start ({e})") from None
     finally:
@@ -153,7 +157,14 @@ def run_notebook(path: Path, timeout: int) -> dict:
 
         if run_sync(km.is_alive)():
             run_sync(km.shutdown_kernel)(now=True)
+    if _interrupted(client):  # Ctrl-C meant the whole command, not a "!" for this notebook and on to the next
+        raise KeyboardInterrupt
     return json.loads(nbformat.writes(nb))
+
+
+def _interrupted(client: object) -> bool:
+    """Whether Ctrl-C (or SIGTERM) came while ``client`` ran: nbclient takes it to stop the kernel, and goes on."""
+    return getattr(client, "_async_cleanup_kernel_future", None) is not None
 
 
 def _this_python_kernel():

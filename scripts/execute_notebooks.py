@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         target = path if args.out is None else args.out / path.name
         t0 = time.perf_counter()
         client = nbclient.NotebookClient(nb, timeout=args.timeout, kernel_name="python3", record_timing=False,
+                                         extra_arguments=["--IPKernelApp.log_level=ERROR"],  # not its TCP warning
                                          resources={"metadata": {"path": str(path.parent)}})
         # In place: as CI runs it, without a GPU (an empty CUDA_VISIBLE_DEVICES hides every one).
         env = dict(os.environ, CUDA_VISIBLE_DEVICES="") if args.out is None else dict(os.environ)

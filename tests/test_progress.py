@@ -240,3 +240,32 @@ def test_a_class_table_lines_up_whatever_the_students_names_are_written_in():
     for name, line in zip(names, lines[1:5]):
         assert _columns(line[:line.index("✅")]) == _columns(lines[0][:lines[0].index("01")])  # marks under 01
         assert line.startswith(name)
+
+
+def test_ctrl_c_during_run_stops_the_whole_command(tmp_path):
+    """nbclient takes Ctrl-C to kill the kernel and carries on: each Ctrl-C cost the notebook it hit a false "!"
+    and progress went on to the next student, exiting 1 where the README promises 130."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cell = "import pathlib, time\npathlib.Path('started').write_text('')\ntime.sleep(60)"
+    for student in ("a", "b"):
+        notebook(tmp_path / student / "01_x.ipynb", (cell, []), ("check_a(f)", [result("✅ Right")]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, "-m", "gptoss_edu", "progress", "--run", "a", "b"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "a" / "started").exists():  # the kernel runs the first notebook's cell
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)  # as a terminal's Ctrl-C reaches the command (the kernel has its own session)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, (out, err)
+    assert not (tmp_path / "b" / "started").exists()  # the next student's notebook was not run
+    assert "stopped part-way" not in err and "Kernel is running over TCP" not in err, err
