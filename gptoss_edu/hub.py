@@ -50,14 +50,17 @@ ORIGINAL_DIR = "original"
 METAL_DIR = "metal"
 
 
-def _again(repo_id: str | None, local_dir: str | Path | None = None, original: bool = False) -> str:
-    """What to run to go on with a download: the same repository (not the default one), into the same folder."""
+def _again(repo_id: str | None, local_dir: str | Path | None = None, original: bool = False,
+           revision: str | None = None) -> str:
+    """What to run to go on with a download: the same repository (not the default one) and revision, into the
+    same folder."""
     repo = repo_id or "REPO_ID"
     in_python = ", ".join([repr(repo)] + ([f"local_dir={str(local_dir)!r}"] if local_dir is not None else [])
-                          + (["include_original=True"] if original else []))
+                          + (["include_original=True"] if original else [])
+                          + ([f"revision={revision!r}"] if revision else []))
     command = f"python -m gptoss_edu download {repo}" + (
         f" --local-dir {shlex.quote(str(local_dir))}" if local_dir is not None else "") + (
-        " --original" if original else "")
+        " --original" if original else "") + (f" --revision {shlex.quote(revision)}" if revision else "")
     return f"run the download again (download({in_python}) in Python, `{command}` on the command line)"
 
 
@@ -363,7 +366,7 @@ def _download(repo_id: str, local_dir: str | Path | None, include_original: bool
     if plan is None:  # what is on disk may still do
         return _from_disk(repo_id, local_dir, include_original, include_metal, revision, reason=unreachable)
     errors = _network_errors()
-    again = _again(repo_id, local_dir, include_original)
+    again = _again(repo_id, local_dir, include_original, revision)
     unwritable = write_problem(plan.target) if plan.needed_bytes else None
     if unwritable:  # said before the plan promises a download
         raise HubError(f"{repo_id} cannot be downloaded into {plan.target} ({unwritable}): " + (
@@ -439,8 +442,8 @@ def _from_disk(repo_id: str, local_dir: str | Path | None, include_original: boo
     raise WeightsUnavailable(
         f"the weights of {repo_id} could not be fetched: {reason}, and they are not complete {where} ({detail}). "
         f"Connect to the internet{' (and unset HF_HUB_OFFLINE)' if _offline() else ''} and "
-        f"{_again(repo_id, local_dir, include_original)}, or download them on "
-        f"another machine (`hf download {repo_id} {' '.join(excluded + ['--local-dir DIR'])}`), "
+        f"{_again(repo_id, local_dir, include_original, revision)}, or download them on another machine "
+        f"(`hf download {repo_id} {' '.join(([f'--revision {shlex.quote(revision)}'] if revision else []) + excluded + ['--local-dir DIR'])}`), "
         "copy DIR here and pass its path instead of the repository id.")
 
 
@@ -717,8 +720,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"download: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ndownload: interrupted; {KEPT}: {_again(args.repo, args.local_dir, args.original)} to fetch the rest",
-              file=sys.stderr)
+        again = _again(args.repo, args.local_dir, args.original, args.revision)
+        print(f"\ndownload: interrupted; {KEPT}: {again} to fetch the rest", file=sys.stderr)
         return 130
     print(folder)
     return 0

@@ -259,6 +259,14 @@ def test_offline_advice_fetches_what_was_asked_for(tmp_path, monkeypatch, offlin
     with pytest.raises(hub.WeightsUnavailable) as e:
         hub.download(REPO, tmp_path / "elsewhere", progress=False)
     assert f"`hf download {REPO} --exclude 'original/*' --exclude 'metal/*' --local-dir DIR`" in str(e.value)
+    # A revision asked for is a revision advised: without it the advice fetches main.
+    with pytest.raises(hub.WeightsUnavailable) as e:
+        hub.download(REPO, tmp_path / "elsewhere", revision="v1.0", progress=False)
+    assert f"`hf download {REPO} --revision v1.0 --exclude 'original/*' --exclude 'metal/*' --local-dir DIR`" in \
+        str(e.value)
+    assert (f"download({REPO!r}, local_dir={str(tmp_path / 'elsewhere')!r}, revision='v1.0') in Python, `python -m "
+            f"gptoss_edu download {REPO} --local-dir {tmp_path / 'elsewhere'} --revision v1.0` on the command line"
+            in str(e.value))
 
 
 def test_offline_with_the_weights_on_disk_returns_them(tmp_path, monkeypatch, offline):
