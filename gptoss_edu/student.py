@@ -43,6 +43,9 @@ def check_student_target(src: Path, dst: Path) -> None:
     src_r, dst_r, here = src.resolve(), dst.resolve(), Path.cwd().resolve()
     if dst_r == src_r or dst_r in src_r.parents:
         raise ValueError(f"{dst} holds the course itself: write the student copy to another folder, e.g. student")
+    if src_r in dst_r.parents:  # `student . student` typed in JupyterLab's terminal, which opens in notebooks/
+        raise ValueError(f"{dst} is inside {src}, the notebooks it copies: the copies without answers would sit "
+                         f"among the originals; write them beside it, e.g. {src_r.parent / 'student'}")
     if dst_r == here or dst_r in here.parents:
         raise ValueError(f"{dst} holds the folder you are in: write the student copy to a new folder, e.g. student")
     if dst.is_symlink() or (dst.exists() and not dst.is_dir()):
@@ -184,5 +187,5 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for name, n in counts.items():
         print(f"{name}: {n} solution cell{'s' if n != 1 else ''} removed")
-    print(f"student copy in {args.dst}/")
+    print(f"student copy in {os.path.join(args.dst, '')}")  # one slash, however the folder was typed
     return 0

@@ -377,3 +377,17 @@ def test_a_notebook_holding_half_an_emoji_is_copied_as_it_came(tmp_path, capsys)
     assert main(["student", str(src), str(tmp_path / "out")]) == 0, capsys.readouterr().err
     copied = json.loads((tmp_path / "out" / "01_a.ipynb").read_text(encoding="utf-8"))
     assert copied["cells"][1]["source"] == "a smile: \ud83d, café"
+
+
+def test_a_destination_inside_the_notebooks_it_copies_is_refused(tmp_path, capsys, monkeypatch):
+    """`student . student` from JupyterLab's terminal (which opens in notebooks/) put the answer-free copies among
+    the originals."""
+    src = course(tmp_path)
+    monkeypatch.chdir(src)
+    assert main(["student", ".", "student"]) == 2
+    err = capsys.readouterr().err
+    assert "student is inside ., the notebooks it copies" in err and str(tmp_path / "student") in err
+    assert sorted(p.name for p in src.iterdir()) == ["01_a.ipynb"]
+    monkeypatch.chdir(tmp_path)
+    assert main(["student", "course", "st/"]) == 0
+    assert capsys.readouterr().out.endswith("student copy in st/\n")  # not st//
