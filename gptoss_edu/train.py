@@ -950,7 +950,8 @@ def training_markdown(result: TrainResult, about: str, command: str, exported_va
     counts = cfg.param_counts()
     lines = [
         f"# {cfg.name}: how it was trained", "", about.strip(), "", "## Command", "",
-        "From the repository root, on a CPU:", "", "```", command, "```", "",
+        f"From {'the repository root' if Path.cwd() == REPO else 'the folder it was started in'}, on a CPU:", "",
+        "```", command, "```", "",
         "Running the same command again after an interruption resumes where it stopped.", "",
         "## Result", "",
         "| | |", "| --- | --- |",
@@ -997,13 +998,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: train a recipe into --out (resuming if it holds a run), optionally --export it."""
-    ap = argparse.ArgumentParser(prog="python -m gptoss_edu train", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(ap)
-    args = ap.parse_args(argv)
-    args.argv = argv if argv is not None else sys.argv[1:]
-    return run(args)
+    """`python -m gptoss_edu.train ...`, as TRAINING.md records a run: the same as `python -m gptoss_edu train ...`."""
+    from .__main__ import main as course_main  # its Ctrl-C, closed-pipe and console handling too
+
+    return course_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -1085,20 +1083,24 @@ def _run_in(args: argparse.Namespace, rec: Recipe, tc: TrainConfig, out: Path, a
     print(data, file=sys.stderr)
     result = train(rec.model, tc, data, out=out, progress=not args.no_progress)
     val = f"val loss {result.val_loss:.3f}" if result.evals else "no evaluation yet"
-    print(f"{result.step} steps: train loss {result.final_loss():.3f}, {val} (checkpoints in {out})")
+    summary = f"{result.step} steps: train loss {result.final_loss():.3f}, {val} (checkpoints in {out})"
     if result.interrupted:
+        print(summary)
         again = "the same command" + (" without --fresh" if args.fresh else "")
         print(f"interrupted after step {result.step}: run {again} again to resume", file=sys.stderr)
         return 130
-    if args.export:
+    if args.export:  # before the summary: a reader of the output gone (`| head`) must not cost the export
         try:
             export(result, args.export, command, rec.about, data)
         except KeyboardInterrupt:
+            print(summary)
             again = "the same command" + (" without --fresh" if args.fresh else "")
             print(f"\ninterrupted while exporting: {args.export} is as it was before (an export replaces it only "
                   f"once complete); the run is saved in {out}, so {again} exports it without training again",
                   file=sys.stderr)
             return 130
+    print(summary)
+    if args.export:
         record = json.loads((Path(args.export) / "training.json").read_text())
         print(f"exported to {args.export} (its val loss, {export_format(rec.model)}: {record['exported_val_loss']:.3f})")
     return 0

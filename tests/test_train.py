@@ -1031,3 +1031,27 @@ def test_a_run_folder_whose_name_is_not_utf8_is_refused_before_training(tmp_path
     err = capsys.readouterr().err
     assert f"train: {flag} runs/caf\\xe9: safetensors can only open paths that are UTF-8 text" in err, err
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_recorded_command_ends_as_the_course_s_command_line_does(tmp_path):
+    """`python -m gptoss_edu.train ...` (what TRAINING.md records) had its own parser: a reader gone (`| head`)
+    gave a BrokenPipeError traceback and status 1, and the export, written after the summary line, never came."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has already stopped
+    argv = ["course-step-13", "--out", "run", "--steps", "2", "--export", "exported", "--batch-size", "2",
+            "--seq-len", "16", "--warmup-steps", "1", "--no-progress"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    try:
+        done = subprocess.run([sys.executable, "-m", "gptoss_edu.train", *argv], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=600, cwd=tmp_path, env=env)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141 and "Traceback" not in done.stderr, done.stderr
+    assert g.load_model(tmp_path / "exported") is not None
+    training = (tmp_path / "exported" / "TRAINING.md").read_text()
+    assert "From the folder it was started in, on a CPU:" in training  # not "the repository root": it was not
+    assert "python -m gptoss_edu.train course-step-13 --out run --steps 2 --export exported" in training
