@@ -274,7 +274,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint folder, or Hugging Face repo id (e.g. openai/gpt-oss-20b)")
     parser.add_argument("--reasoning", default="medium", choices=harmony.REASONING_EFFORTS,
                         help="reasoning effort written in the system message (default: medium)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ..., mps (default: cuda if available)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ..., mps (default: auto, cuda if available, else cpu)")
     parser.add_argument("--backend", default="auto", choices=("auto", "torch", "triton"),
                         help="run the hot ops in PyTorch or in the course's Triton kernels (default: auto, the "
                              "Triton kernels on a GPU that can compile them when the experts are MXFP4, PyTorch elsewhere)")
@@ -312,7 +312,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
     try:  # before the model is fetched: a typo must not cost a 13 GB download first
         torch.device(args.device)
     except RuntimeError:
-        raise ChatError(f"--device {args.device!r} is not a device: use auto, cpu, cuda or cuda:N") from None
+        raise ChatError(f"--device {args.device!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
     problem = device_problem(torch.device(args.device))
     if problem:  # "no ... GPU": none of that kind at all, so the CPU is the way on
         raise ChatError(f"--device {args.device}: {problem}" + ("; use --device cpu" if problem.startswith("no ") else ""))

@@ -223,7 +223,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run each notebook first, in memory, its file untouched (minutes a notebook), "
                              "instead of reading its saved outputs. Their code runs as you: run others' notebooks "
                              "in an account or container of their own")
-    parser.add_argument("--timeout", type=int, default=1800, help="with --run: seconds a cell may take (default 1800)")
+    parser.add_argument("--timeout", type=int, default=1800, help="with --run: seconds a cell may take, 0 for no limit (default 1800)")
 
 
 def run(args: argparse.Namespace) -> int:

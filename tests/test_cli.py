@@ -200,7 +200,7 @@ def test_chat_refuses_a_device_that_is_not_one_before_fetching_the_model(monkeyp
 
     monkeypatch.setattr(chat, "resolve_model", fetch)
     assert main(["chat", "--model", "openai/gpt-oss-20b", "--device", "gpu"]) == 2
-    assert "--device 'gpu' is not a device: use auto, cpu, cuda or cuda:N" in capsys.readouterr().err
+    assert "--device 'gpu' is not a device: use auto, cpu, cuda, cuda:N or mps" in capsys.readouterr().err
     for device, message in (("xla", "--device xla: the course runs on cpu, cuda (an NVIDIA GPU) or mps (an Apple one)"),
                             ("meta", "--device meta: the course runs on cpu")):
         assert main(["chat", "--model", "openai/gpt-oss-20b", "--device", device]) == 2
