@@ -111,6 +111,8 @@ class TrainConfig:
         if self.eval_every < 1 or self.checkpoint_every < 1 or self.eval_batches < 1:
             raise ValueError(f"eval_every, eval_batches and checkpoint_every must be >= 1, got {self.eval_every}, "
                              f"{self.eval_batches}, {self.checkpoint_every}")
+        if not 0 <= self.seed < 2**63:  # torch.manual_seed's range; a bigger one failed after the corpus was read
+            raise ValueError(f"seed must be in 0 .. 2**63 - 1, got {self.seed}")
         if not self.grad_clip > 0:  # 0 would scale every gradient to nothing: only the weight decay would act
             raise ValueError(f"grad_clip must be > 0 (math.inf: no clipping), got {self.grad_clip}")
 

@@ -616,7 +616,10 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
     assert "no HF layout to export" in capsys.readouterr().err and not (tmp_path / "c").exists()
     for bad, message in ((["--lr", "0"], "lr must be a positive number, got 0.0"),
                          (["--seq-len", "100000"], "--seq-len 100000 is longer than the model's context"),
-                         (["--threads", "0"], "--threads must be at least 1")):
+                         (["--threads", "0"], "--threads must be at least 1"),
+                         # torch's seeds: a bigger one failed after the corpus was read, leaving an empty --out
+                         (["--seed", str(2**63)], f"seed must be in 0 .. 2**63 - 1, got {2**63}"),
+                         (["--seed", "-1"], "seed must be in 0 .. 2**63 - 1, got -1")):
         assert T.main(["course-step-13", "--out", str(tmp_path / "d"), "--steps", "2", "--no-progress", *bad]) == 2
         assert message in capsys.readouterr().err and not (tmp_path / "d").exists()
     for name in ("course-step-1", "course-step-001", "course-step-+3", "course-step-00"):
