@@ -30,6 +30,7 @@ class KVCache:
         self.v = [torch.zeros_like(k) for k in self.k]
         self.max_len = max_len
         self._length = 0
+        self._written = 0  # the furthest length reached since the last start over: what the buffers have seen
 
     @property
     def length(self) -> int:
@@ -39,17 +40,21 @@ class KVCache:
     @length.setter
     def length(self, value: int) -> None:
         # Going back is re-doing steps (notebook 05 times one step so): a rolling buffer that has wrapped
-        # no longer holds what a query more than one position back would see.
+        # no longer holds what a query more than one position back would see. Back from the furthest
+        # length written, not from the current one: two steps back of one each are two steps back.
         if value < 0 or value > self.max_len:
             raise ValueError(f"a cache of {self.max_len} positions cannot hold {value}")
-        wrapped = [n for n in self.slots if n < self.max_len and self._length > n] if 0 < value < self._length - 1 else []
+        written = self._written
+        wrapped = [n for n in self.slots if n < self.max_len and written > n] if 0 < value < written - 1 else []
         if wrapped:
             n = min(wrapped)
             raise ValueError(
-                f"the cache cannot go back from {self._length} to {value} positions: its sliding-window layers keep "
-                f"only their last {n}, and positions {self._length - n - 1} and before are overwritten, though a "
-                f"query at position {value} would see them. Go back one position, or to 0 (start over)")
+                f"the cache cannot go back to {value} positions, {written} having been written: its sliding-window "
+                f"layers keep only their last {n}, and positions {written - n - 1} and before are overwritten, "
+                f"though a query at position {value} would see them. Go back to {written - 1} at the earliest, "
+                "or to 0 (start over)")
         self._length = value
+        self._written = 0 if value == 0 else max(written, value)
 
     def rolling(self, layer: int) -> bool:
         """Whether ``layer`` keeps a rolling buffer shorter than the cache (a sliding-window layer)."""
