@@ -205,6 +205,8 @@ def test_a_stopped_or_failed_reply_leaves_the_conversation_as_it_was(error, said
         w.send("second")
     assert w.messages == kept and not w.send_button.disabled
     assert said in w.status.value and "this message is dropped" in w.status.value
+    # A failure's traceback goes to JupyterLab's log console, not under the cell: the status says so.
+    assert ("Show Log Console" in w.status.value) == (not isinstance(error, KeyboardInterrupt))
     assert "Hello there!" in w.answer.value  # the last kept answer, not the dropped one's beginning
     model.armed = False
     w.send("third")
@@ -281,6 +283,19 @@ def test_thinking_cut_short_is_not_kept_as_the_answer():
     out = reply(Scripted("<|channel|>analysis<|message|>I keep thinking and thinking"), [harmony.user("Hi")],
                 temperature=0.0, max_new_tokens=8)
     assert out.analysis and out.final == "" and out.messages == []
+
+
+def test_a_reply_still_thinking_at_max_new_tokens_drops_the_turn_and_says_what_to_do():
+    """No answer within the budget: the widget kept the user's message without one (the next prompt held two user
+    messages in a row), emptied the box, and said only 'stopped: max_new_tokens'."""
+    w = ChatWidget(Scripted("<|channel|>analysis<|message|>I keep thinking and thinking"), temperature=0.0,
+                   max_new_tokens=8)
+    w.text.value = "first question"
+    assert w.send() is None
+    assert w.messages == [] and w.replies == [] and w.text.value == "first question" and w.history.value == ""
+    assert "I keep thinking" in w.thinking.value
+    assert "still thinking after 8 tokens, no answer: this message is dropped" in w.status.value
+    assert "Raise max_new_tokens or lower the reasoning effort" in w.status.value
 
 
 def test_the_message_token_is_not_counted_as_text():

@@ -47,6 +47,30 @@ def test_a_draw_that_fails_says_so_where_the_picture_was():
     assert ex.error.value == "" and ex.image.layout.display is None and ex.last_error is None
 
 
+def test_a_draw_interrupted_or_failing_on_a_typed_value_says_so_as_text():
+    """The kernel's stop button mid-draw raised KeyboardInterrupt past the widget (it is no Exception): the old
+    picture stayed under the new value, unexplained. And a text box's value went into the message as markup."""
+    import ipywidgets as widgets
+
+    from gptoss_edu.widgets import Explorer
+
+    def draw(fig, x, text):
+        if x == 2:
+            raise KeyboardInterrupt
+        if x == 3:
+            raise ValueError("no")
+        fig.subplots().plot([0, x])
+
+    ex = Explorer("t", draw, {"x": widgets.IntSlider(value=1, min=0, max=5), "text": widgets.Text(value="<b>hi</b>")})
+    ex.controls["x"].value = 2
+    assert "interrupted before the picture for {'x': 2, 'text': '&lt;b&gt;hi&lt;/b&gt;'} was drawn" in ex.error.value
+    assert ex.image.layout.display == "none"
+    ex.controls["x"].value = 3
+    assert "could not draw {'x': 3, 'text': '&lt;b&gt;hi&lt;/b&gt;'}: ValueError: no" in ex.error.value
+    ex.controls["x"].value = 4
+    assert ex.error.value == "" and ex.image.layout.display is None
+
+
 def _counting_explorer():
     import ipywidgets as widgets
 

@@ -102,8 +102,12 @@ class Explorer(widgets.VBox):
             self.redraw()
         except Exception as e:  # anything a draw raises is a bug to show, not to hide
             self.last_error = e
-            self.error.value = (f"<span style='{ERROR_STYLE}'>could not draw {self.values}: "
+            self.error.value = (f"<span style='{ERROR_STYLE}'>could not draw {html.escape(repr(self.values), quote=False)}: "
                                 f"{html.escape(type(e).__name__)}: {html.escape(str(e))}</span>")
+            self.image.layout.display = "none"
+        except KeyboardInterrupt:  # the kernel's stop button, mid-draw: no Exception, and as unseen in the log
+            self.error.value = (f"<span style='{ERROR_STYLE}'>interrupted before the picture for "
+                                f"{html.escape(repr(self.values), quote=False)} was drawn: move a control to draw it</span>")
             self.image.layout.display = "none"
         else:
             self.last_error = None

@@ -187,8 +187,10 @@ class ChatWidget(widgets.VBox):
             if not out_of_memory:  # the stop button (KeyboardInterrupt), or a bug: said here, then raised
                 why = "interrupted" if isinstance(e, KeyboardInterrupt) else f"failed ({type(e).__name__}: {e})"
                 self._show_last()  # not the reply that is dropped
+                # A widget's error goes to JupyterLab's log, not under the cell: say where its traceback is.
+                where = "" if isinstance(e, KeyboardInterrupt) else " (its traceback: View, Show Log Console)"
                 self.status.value = (f"<span style='{ERROR_STYLE}'>{html.escape(why, quote=False)}: this message is "
-                                     "dropped, the conversation is as before it.</span>")
+                                     f"dropped, the conversation is as before it{where}.</span>")
                 raise
         finally:
             self.send_button.disabled = False
@@ -197,6 +199,14 @@ class ChatWidget(widgets.VBox):
             self._show_last()
             self.status.value = (f"<span style='{ERROR_STYLE}'>out of memory with the conversation so far: this message "
                                  "is dropped. Send a shorter one, lower max_new_tokens, or start a New chat.</span>")
+            return None
+        if not out.final and out.stats.stop_reason == "max_new_tokens":
+            # Still thinking when the budget ran out: no answer to keep, and a user turn left unanswered would put
+            # two user messages in a row. Dropped as a failed turn is: the conversation and the box as they were.
+            self._show(out.analysis, "")
+            self.status.value = (f"{html.escape(self._summary(out), quote=False)}<br><span style='{ERROR_STYLE}'>still "
+                                 f"thinking after {self.max_new_tokens} tokens, no answer: this message is dropped. "
+                                 "Raise max_new_tokens or lower the reasoning effort, then Send it again.</span>")
             return None
         self.messages = [*pending, *out.messages]
         self.replies.append(out)
