@@ -242,6 +242,9 @@ class CUDAGraphDecoder:
                 raise ValueError(f"tokens are token ids, whole numbers, one per sequence; got {tokens!r}")
             if ids:
                 check_token_ids(min(ids), max(ids), self.model.config.vocab_size)
+        count = 1 if isinstance(tokens, int) else (tokens.numel() if isinstance(tokens, torch.Tensor) else len(ids))
+        if not isinstance(tokens, int) and count != self.tokens.numel():
+            raise ValueError(f"tokens: one per sequence, and the cache holds {self.tokens.numel()}; got {count}")
         self._set_position()
         if isinstance(tokens, int):
             self.tokens.fill_(tokens)  # a fill kernel: no copy from the host

@@ -235,6 +235,11 @@ def test_a_batch_with_one_bad_id_is_refused_before_decoding() -> None:
         with pytest.raises(ValueError, match="tokens are token ids"):
             decoder(odd)
     assert cache.length == 2
+    # Too few or too many for the batch: PyTorch's "shape '[2]' is invalid for input of size 3" said neither.
+    for wrong, count in (([], 0), ([1, 2, 3], 3), (torch.tensor([[1, 2], [3, 4]]), 4)):
+        with pytest.raises(ValueError, match=f"tokens: one per sequence, and the cache holds 2; got {count}"):
+            decoder(wrong)
+    assert cache.length == 2
     decoder([5, 299])
     assert cache.length == 3
 
