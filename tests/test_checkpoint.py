@@ -1261,3 +1261,20 @@ def test_a_folder_whose_name_is_not_utf8_is_refused_before_writing_and_named_whe
     assert "Download" not in str(e.value)  # the file is fine: downloading it again would not help
     os.rename(tmp_path / NOT_UTF8, good)
     assert g.load_model(good) is not None
+
+
+def test_gpt2_files_that_store_the_causal_mask_load_as_those_without_it(tmp_path):
+    """Older GPT-2 files on the Hub hold h.N.attn.bias (the causal mask, [1, 1, T, T]) and h.N.attn.masked_bias:
+    no weights, skipped whatever their dtype."""
+    model = randomize(g.GPT(g.preset("gpt2-tiny").replace(dropout=0.0)), seed=3).eval()
+    path = g.write_checkpoint(model, tmp_path / "gpt2", mxfp4=False, dtype=torch.float32)
+    tensors = load_file(path / "model.safetensors")
+    prefix = next(n for n in tensors if n.endswith("h.0.ln_1.weight")).removesuffix("h.0.ln_1.weight")
+    T = model.config.context_length
+    for i in range(model.config.n_layers):
+        tensors[f"{prefix}h.{i}.attn.bias"] = torch.tril(torch.ones(T, T, dtype=torch.uint8)).view(1, 1, T, T)
+        tensors[f"{prefix}h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+    ids = torch.randint(0, model.config.vocab_size, (2, 9), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.equal(g.load_model(path, dtype=torch.float32)(ids), model(ids))
