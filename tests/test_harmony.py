@@ -560,6 +560,15 @@ def test_reply_reader_stops_where_the_model_writes_another_role_or_breaks_the_fo
     reader, pieces = _read("<|endoftext|>")  # nothing at all: no message either
     assert pieces == [] and reader.format_problem() == "no complete message header"
     assert _read("")[0].format_problem() is None
+    # Half a character in the header (a token of a UTF-8 sequence's first byte alone, which a small model can
+    # emit): a format problem the chat reports, not an exception out of it.
+    enc = get_encoding("o200k_harmony")
+    half = enc.encode_single_token("é".encode()[:1])
+    reader = h.ReplyReader()
+    ids = enc.encode("<|channel|>fin", allowed_special="all") + [half] + enc.encode("<|message|>x<|return|>",
+                                                                                   allowed_special="all")
+    assert list(reader.read(ids)) == [] and "is not valid UTF-8" in reader.format_problem()
+    assert reader.stop_reason("stop_token") == "format_problem"
 
 
 # --------------------------------------------------------------------------------------
