@@ -1058,3 +1058,16 @@ def test_the_recorded_command_ends_as_the_course_s_command_line_does(tmp_path):
     training = (tmp_path / "exported" / "TRAINING.md").read_text()
     assert "From the folder it was started in, on a CPU:" in training  # not "the repository root": it was not
     assert "python -m gptoss_edu.train course-step-13 --out run --steps 2 --export exported" in training
+
+
+def test_a_course_step_between_gpt2_and_gpt_oss_trains_into_a_folder_and_resumes(tmp_path, capsys):
+    """Steps 02..12 have no Hugging Face layout: a run keeps its state/ only, and resumes from it."""
+    tiny = ["--batch-size", "2", "--seq-len", "16", "--warmup-steps", "1", "--no-progress", "--eval-every", "1"]
+    assert T.main(["course-step-05", "--out", str(tmp_path), "--steps", "3", "--checkpoint-every", "2", *tiny]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [T.STATE_DIR]  # no model/: nothing to export it as
+    assert T.read_state_meta(tmp_path / T.STATE_DIR)["step"] == 3
+    capsys.readouterr()
+    assert T.main(["course-step-05", "--out", str(tmp_path), "--steps", "3", "--checkpoint-every", "2", *tiny]) == 0
+    assert f"resuming the run in {tmp_path} from step 3" in capsys.readouterr().err
+    assert T.main(["course-step-05", "--out", str(tmp_path), "--steps", "4", "--checkpoint-every", "2", *tiny]) == 2
+    assert "steps=3 (now steps=4)" in capsys.readouterr().err
