@@ -103,3 +103,15 @@ def test_legend_counts_every_token_even_repeated_ones():
     page = tokens_html(harmony.render_message(harmony.user("a a a a")))
     n = len(harmony.render_message(harmony.user("a a a a")))
     assert f">{n} tokens &nbsp;" in page
+
+
+def test_a_failed_draw_does_not_leave_the_last_prompt_s_tokens_shown(monkeypatch):
+    ex = harmony_explorer(effort="low", message="Hello!")
+    assert ex.tokens.value
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("forced")
+
+    monkeypatch.setattr(ex, "draw_fn", fails)
+    ex.controls["message"].value = "Bonjour"  # the learner types: the picture fails, and so must the chips go
+    assert "could not draw" in ex.error.value and ex.tokens.value == ""

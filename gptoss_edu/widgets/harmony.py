@@ -183,6 +183,7 @@ class HarmonyExplorer(Explorer):
 
     def redraw(self) -> None:
         """Render the conversation for the current values: the figure, then the coloured tokens."""
+        self.tokens.value = ""  # not the last prompt's tokens under a picture that failed to draw
         super().redraw()
         self.tokens.value = tokens_html(self.ids, self.enc)
 
