@@ -502,9 +502,9 @@ def end_of_text(encoding: tiktoken.Encoding | None = None) -> int:
 # --------------------------------------------------------------------------------------
 
 
-# As openai-harmony reads a header: spaces of any script trimmed from its ends and from the channel's
-# name (Unicode's White_Space, Rust's trim), but only ASCII ones between its words (Rust's
-# is_ascii_whitespace), so a no-break or ideographic space inside a tool's name stays in it.
+# As openai-harmony reads a header: a space of any script (Unicode's White_Space, Rust's trim and
+# is_whitespace) ends the channel's name and is trimmed from the header's ends, but only ASCII ones part
+# its words (Rust's is_ascii_whitespace), so a no-break or ideographic space inside a tool's name stays in it.
 HEADER_SPACE = " \t\n\x0c\r"
 WHITE_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
     "\u2028\u2029\u202f\u205f\u3000"  # str.isspace's, less the separators \x1c-\x1f
@@ -519,8 +519,8 @@ def _parse_header(header: str, role: str | None) -> tuple[str, str | None, str |
     at = header.find(CHANNEL)
     if at >= 0:
         rest = header[at + len(CHANNEL):]
-        end = next((i for i, c in enumerate(rest) if c in HEADER_SPACE or c == "<"), len(rest))
-        channel = rest[:end].strip(WHITE_SPACE)
+        end = next((i for i, c in enumerate(rest) if c in WHITE_SPACE or c == "<"), len(rest))
+        channel = rest[:end]
         if not channel:
             raise HarmonyError(f"header {header!r} has <|channel|> but no channel name")
         if channel not in CHANNELS:  # refused at the header, before any of its text is streamed

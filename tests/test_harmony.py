@@ -432,7 +432,8 @@ RAW_HEADERS = [
 RAW_HEADERS += [header for space in ["\t", "\x0b", "\xa0", "\u3000", "\u2028", "\x85", "\x1f"] for header in (
     f"assistant to=functions.天気{space}json<|channel|>commentary", f"assistant{space}to=functions.f<|channel|>analysis",
     f"assistant to=functions.f{space}<|channel|>commentary", f"{space}assistant<|channel|>final",
-    *([f"assistant<|channel|>final{space}"] if space != "\x1f" else []))]  # 'final\x1f': no channel of ours
+    *([f"assistant<|channel|>final{space}", f"assistant<|channel|>{space}analysis",  # '\x1fanalysis': no channel
+       f"assistant<|channel|>analysis{space}to=functions.f"] if space != "\x1f" else []))]  # of ours (theirs: any)
 
 
 @pytest.mark.parametrize("header", RAW_HEADERS, ids=ascii)
@@ -440,10 +441,9 @@ def test_hand_written_headers_read_as_openai_harmony_reads_them(header, ref):
     ids = get_encoding("o200k_harmony").encode(f"<|start|>{header}<|message|>hi<|end|>", allowed_special="all")
     try:
         theirs = ref.parse_messages_from_completion_tokens(ids, role=None)
-    except oh.HarmonyError as e:  # "assistant\xa0to=f": a role no one knows, for both
-        with pytest.raises(h.HarmonyError, match="unknown role"):
+    except oh.HarmonyError:  # "assistant\xa0to=f" (a role no one knows), "<|channel|>\xa0analysis" (no channel)
+        with pytest.raises(h.HarmonyError):
             h.parse_completion(ids, role=None)
-        assert "Unknown role" in str(e)
         return
     assert [as_tuple(m) for m in h.parse_completion(ids, role=None)] == [from_ref_message(m) for m in theirs]
 
