@@ -65,6 +65,9 @@ def test_a_draw_interrupted_or_failing_on_a_typed_value_says_so_as_text():
     ex.controls["x"].value = 2
     assert "interrupted before the picture for {'x': 2, 'text': '&lt;b&gt;hi&lt;/b&gt;'} was drawn" in ex.error.value
     assert ex.image.layout.display == "none"
+    ex.controls["x"].value = 1
+    with pytest.raises(KeyboardInterrupt):  # from a cell's set(), the stop button stops the cell (and Run All)
+        ex.set(x=2)
     ex.controls["x"].value = 3
     assert "could not draw {'x': 3, 'text': '&lt;b&gt;hi&lt;/b&gt;'}: ValueError: no" in ex.error.value
     ex.controls["x"].value = 4

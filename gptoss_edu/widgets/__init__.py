@@ -67,7 +67,7 @@ class Explorer(widgets.VBox):
         self.title, self.draw_fn, self.controls, self.figsize = title, draw, controls, figsize
         self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="100%"))
         self.error = widgets.HTML("")  # what went wrong with the last redraw, shown in the picture's place
-        self.last_error: Exception | None = None
+        self.last_error: BaseException | None = None
         self.figure: Figure | None = None
         for c in controls.values():
             if "continuous_update" in c.trait_names() and not isinstance(c, (widgets.Text, widgets.Textarea)):
@@ -105,7 +105,8 @@ class Explorer(widgets.VBox):
             self.error.value = (f"<span style='{ERROR_STYLE}'>could not draw {html.escape(repr(self.values), quote=False)}: "
                                 f"{html.escape(type(e).__name__)}: {html.escape(str(e))}</span>")
             self.image.layout.display = "none"
-        except KeyboardInterrupt:  # the kernel's stop button, mid-draw: no Exception, and as unseen in the log
+        except KeyboardInterrupt as e:  # the kernel's stop button, mid-draw: no Exception, and as unseen in the log
+            self.last_error = e  # set() raises it on: a cell that moves a control stops, as Run All must
             self.error.value = (f"<span style='{ERROR_STYLE}'>interrupted before the picture for "
                                 f"{html.escape(repr(self.values), quote=False)} was drawn: move a control to draw it</span>")
             self.image.layout.display = "none"
