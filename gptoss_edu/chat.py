@@ -223,7 +223,17 @@ class ChatSession:
         if out_of_memory:
             return self._drop_turn(len(prompt), line_open)
         stats.stop_reason = reader.stop_reason(stats.stop_reason)
-        self.messages += reader.messages()
+        kept = reader.messages()
+        if not interrupted and stats.stop_reason == "max_new_tokens" and reader.still_thinking():
+            # Still thinking when the budget ran out: kept, the message would stand unanswered and the next
+            # prompt hold two user messages in a row. Dropped, as a failed turn is.
+            self._undo_turn()
+            self._write(f"{chr(10) if line_open else ''}(still thinking after --max-new-tokens {self.max_new_tokens} "
+                        "tokens, no answer: this message is dropped, the conversation is as before it. Run the chat "
+                        "with a larger --max-new-tokens or a lower --reasoning to get an answer.)\n", dim=True)
+            self._write("")
+            return None
+        self.messages += kept
         if line_open:
             self._write("\n")
         self._report(stats, reader, interrupted, len(prompt) + len(stats.tokens) >= context)

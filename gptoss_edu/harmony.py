@@ -735,6 +735,12 @@ class ReplyReader:
             kept.append(assistant(parser.current_content, "final"))
         return kept
 
+    def still_thinking(self) -> bool:
+        """Whether the reply stopped inside the assistant's thinking (an analysis message), with no answer kept."""
+        parser = self.parser
+        return (parser.state == "content" and parser.current_role == "assistant"
+                and parser.current_channel == "analysis" and not self.messages())
+
     def stop_reason(self, generated: str) -> str:
         """Why the reply ended: ``generated`` (the generator's reason), unless this reader cut it first."""
         if self.taken is not None:  # the model began writing another role's turn: its reply was over

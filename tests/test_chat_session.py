@@ -407,3 +407,18 @@ def test_thinking_that_ends_in_a_carriage_return_stays_dim(scripted, monkeypatch
     session.reply("hi")
     shown = session.out.getvalue()
     assert f"think{chat.RESET}" not in shown and "think\\x0d" in shown, repr(shown)
+
+
+def test_a_reply_still_thinking_at_max_new_tokens_is_dropped_with_what_to_do(scripted):
+    """Kept, the user's message stood unanswered and the next prompt held two user messages in a row."""
+    printed, session = say("<|channel|>analysis<|message|>Let me think about", stop_reason="max_new_tokens")
+    assert session.messages == [] and session.turn == 0
+    assert "still thinking after --max-new-tokens 64 tokens, no answer: this message is dropped" in printed
+    assert "[thinking] Let me think about" in printed
+    # Cut short anywhere else, the turn is kept as before: an answer as far as it got, or a tool call not kept.
+    _, session = say("<|channel|>analysis<|message|>Hmm.<|end|><|start|>assistant<|channel|>final<|message|>Ye",
+                     stop_reason="max_new_tokens")
+    assert [(m.role, m.channel) for m in session.messages] == [("user", None), ("assistant", "analysis"),
+                                                                ("assistant", "final")]
+    _, session = say("<|channel|>analysis<|message|>Let me think about", interrupt=True)  # Ctrl-C: as before
+    assert [m.role for m in session.messages] == ["user"]

@@ -41,6 +41,7 @@ class Reply:
     problem: str | None = None  # set when the tokens do not follow the harmony format
     raw: str = ""  # the decoded tokens, for when they do not
     tool_calls: list[str] = field(default_factory=list)  # whom the model called (this chat has no tools)
+    still_thinking: bool = False  # it stopped inside its thinking, with no answer
 
     @property
     def analysis(self) -> str:
@@ -109,6 +110,7 @@ def reply(model: GPT, messages: Sequence[harmony.Message], effort: str = "medium
     out.stats.stop_reason = reader.stop_reason(out.stats.stop_reason)
     out.messages = reader.messages()
     out.tool_calls = reader.tool_calls()
+    out.still_thinking = reader.still_thinking()
     out.problem = reader.format_problem(cut_short=len(prompt) + len(out.stats.tokens) >= context)
     out.raw = enc.decode(out.stats.tokens)
     return out
@@ -200,7 +202,7 @@ class ChatWidget(widgets.VBox):
             self.status.value = (f"<span style='{ERROR_STYLE}'>out of memory with the conversation so far: this message "
                                  "is dropped. Send a shorter one, lower max_new_tokens, or start a New chat.</span>")
             return None
-        if not out.final and out.stats.stop_reason == "max_new_tokens":
+        if out.still_thinking and out.stats.stop_reason == "max_new_tokens":
             # Still thinking when the budget ran out: no answer to keep, and a user turn left unanswered would put
             # two user messages in a row. Dropped as a failed turn is: the conversation and the box as they were.
             self._show(out.analysis, "")
