@@ -39,6 +39,15 @@ def marks_for(stream: object) -> dict[str, str]:
     return MARKS
 
 
+def as_printed(text: str, stream: object) -> str:
+    """``text`` as ``stream`` prints it: what its encoding lacks written as \\uNNNN (the command line's setting)."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        return text.encode(encoding, "backslashreplace").decode(encoding)
+    except LookupError:  # an encoding Python does not know: printing will say so
+        return text
+
+
 def _columns(text: str) -> int:
     """How many terminal columns ``text`` takes: CJK and the marks take two, combining accents none."""
     return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
@@ -150,6 +159,10 @@ def run_notebook(path: Path, timeout: int) -> dict:
                   file=sys.stderr)
     except RuntimeError as e:  # the kernel did not start
         raise ValueError(f"could not run {path}: the kernel ({sys.executable}) did not start ({e})") from None
+    except BaseException:  # Ctrl-C while the kernel starts: nbclient cancels its wait (asyncio.CancelledError)
+        if _interrupted(client):
+            raise KeyboardInterrupt from None
+        raise
     finally:
         # nbclient leaves a kernel it was handed running: a timed-out cell would go on (and a class's
         # kernels, torch loaded in each, would pile up until progress exits).
@@ -260,7 +273,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     marks = marks_for(sys.stdout)
     if len(set(found) | set(problems)) > 1:  # a class: a table, even when some rows could not be read
-        print(table(students, marks))
+        # Names as the console will show them (東京 as \u6771\u4eac where it cannot), so the columns line up.
+        print(table({as_printed(name, sys.stdout): results for name, results in students.items()}, marks))
     else:
         for results in students.values():
             for name, found_here in results.items():
