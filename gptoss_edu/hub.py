@@ -625,7 +625,12 @@ def _resolve(host: str, port: int, timeout: float) -> list[tuple[str, int]]:
 def write_problem(folder: Path) -> str | None:
     """Why files cannot be written into ``folder`` (made if missing), or None: the first part of it that exists decides."""
     folder = Path(folder).absolute()
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    for existing in (folder, *folder.parents):
+        try:
+            if existing.exists():
+                break
+        except OSError as e:  # a folder on the way that may not be entered (HOME=/root for another user)
+            return f"{existing} cannot be reached ({e.strerror or e})"
     if not existing.is_dir():
         return f"{existing} is a file, so {folder} cannot be made"
     if not os.access(existing, os.W_OK | os.X_OK):

@@ -1030,3 +1030,20 @@ def test_a_folder_that_cannot_be_written_is_said_before_the_download_with_what_t
     assert "set HF_HOME" in hub.cache_problem()
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     assert hub.cache_problem() is None
+
+
+def test_a_folder_on_the_way_that_may_not_be_entered_is_said_not_raised(tmp_path, monkeypatch):
+    """HF_HOME under a folder this user may not enter: Path.exists raises PermissionError there (only ENOENT and the
+    like are False), and write_problem raised it out of the download and notebook 01."""
+    import pathlib
+
+    locked = tmp_path / "locked"
+    real_exists = pathlib.Path.exists
+
+    def exists(self, *args, **kwargs):
+        if locked in (self, *self.parents) and self != locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_exists(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "exists", exists)
+    assert hub.write_problem(locked / "hf" / "hub") == f"{locked / 'hf' / 'hub'} cannot be reached (Permission denied)"

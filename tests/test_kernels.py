@@ -1248,3 +1248,32 @@ def test_lengths_and_positions_are_not_specialized_on() -> None:
         listed = next((ast.literal_eval(k.value) for k in keywords if k.arg == "do_not_specialize"), [])
         args = {a.arg for a in f.args.args}
         assert args & varying <= set(listed), f"{f.name}: {sorted(args & varying - set(listed))} not listed"
+
+
+def test_a_home_that_may_not_be_entered_gets_a_temporary_triton_cache(tmp_path, monkeypatch) -> None:
+    """A container run as another user with HOME=/root: Path.exists raises PermissionError inside it, and importing
+    the kernels failed with it where Triton would only have needed another cache folder."""
+    import pathlib
+
+    from gptoss_kernels import _common
+
+    locked = tmp_path / "locked"
+    real_exists = pathlib.Path.exists
+
+    def exists(self, *args, **kwargs):
+        if locked in self.parents:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_exists(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "exists", exists)
+    monkeypatch.setattr(_common, "interpreter_mode", lambda: False)
+    monkeypatch.setattr(_common, "triton_available", lambda: True)
+    for name in ("TRITON_CACHE_DIR", "TRITON_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(locked / "home"))
+    with pytest.warns(UserWarning, match="set TRITON_CACHE_DIR"):
+        folder = _common.writable_triton_cache()
+    assert folder is not None and os.environ["TRITON_CACHE_DIR"] == folder and os.path.isdir(folder)
+    monkeypatch.setenv("HOME", str(tmp_path))  # a home that can be written: nothing to do
+    monkeypatch.delenv("TRITON_CACHE_DIR")
+    assert _common.writable_triton_cache() is None and "TRITON_CACHE_DIR" not in os.environ
