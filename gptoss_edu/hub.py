@@ -234,15 +234,19 @@ class DownloadPlan:
                 f"{self.target} ({format_bytes(self.free_bytes)} free){note}")
 
 
-def check_disk(needed_bytes: int, path: str | Path, unfinished_note: str = "", repo_id: str = "REPO_ID") -> int:
+def check_disk(needed_bytes: int, path: str | Path, unfinished_note: str = "", repo_id: str = "REPO_ID",
+               original: bool = False, revision: str | None = None) -> int:
     """Raise NotEnoughDiskSpace unless ``needed_bytes`` fit in the free space at ``path``; return the free bytes."""
     free = disk_free(path)
     if needed_bytes > free:
+        # The same download elsewhere: what was asked for (--original, --revision) with it.
+        flags = (" --original" if original else "") + (f" --revision {shlex.quote(revision)}" if revision else "")
+        kwargs = (", include_original=True" if original else "") + (f", revision={revision!r}" if revision else "")
         raise NotEnoughDiskSpace(
             f"the download needs {format_bytes(needed_bytes)}, and only {format_bytes(free)} are free at {path}: "
             + (f"{unfinished_note}; or " if unfinished_note else "")
             + f"free some space there, or download to a disk with room (`python -m gptoss_edu download {repo_id} "
-            f"--local-dir DIR`; in Python, download({repo_id!r}, local_dir=DIR)) and give DIR as the model")
+            f"--local-dir DIR{flags}`; in Python, download({repo_id!r}, local_dir=DIR{kwargs})) and give DIR as the model")
     return free
 
 
@@ -374,7 +378,7 @@ def _download(repo_id: str, local_dir: str | Path | None, include_original: bool
             else "give --local-dir a folder you may write"))
     if progress:
         print(plan)
-    check_disk(plan.needed_bytes, plan.target, plan.unfinished_note, repo_id)
+    check_disk(plan.needed_bytes, plan.target, plan.unfinished_note, repo_id, include_original, revision)
     from huggingface_hub import errors as hf_errors
     from huggingface_hub import snapshot_download
 
@@ -718,6 +722,11 @@ def run(args: argparse.Namespace) -> int:
                 raise HubError(f"cannot plan the download: {unreachable}. A dry run lists the repository on the "
                                "Hub, so it needs the network; run it where the Hub can be reached")
             print(plan)
+            unwritable = write_problem(plan.target) if plan.needed_bytes else None
+            if unwritable:  # as the download itself would refuse it
+                print(f"it cannot be written there ({unwritable}): choose a --local-dir you may write"
+                      + ("" if args.local_dir else ", or set HF_HOME to one"))
+                return 1
             print("it fits" if plan.fits else "it does NOT fit: free some space or choose --local-dir on a larger disk")
             return 0 if plan.fits else 1
         folder = download(args.repo, args.local_dir, include_original=args.original, revision=args.revision)

@@ -183,6 +183,12 @@ def test_disk_check_refuses_before_the_first_byte(tmp_path, monkeypatch):
     assert str(tmp_path / "w") in msg and "--local-dir DIR" in msg and "local_dir=DIR" in msg  # the command line's way and Python's
     assert f"`python -m gptoss_edu download {REPO} --local-dir DIR`" in msg  # this repository, not the default one
     assert fake.downloads == [] and not (tmp_path / "w").exists()
+    # What was asked for goes with the advice: without them, it would fetch main, and no original/.
+    fake.free = 1
+    with pytest.raises(hub.NotEnoughDiskSpace) as e:
+        hub.download(REPO, tmp_path / "w", include_original=True, revision="v1.0", progress=False)
+    assert (f"`python -m gptoss_edu download {REPO} --local-dir DIR --original --revision v1.0`; in Python, "
+            f"download({REPO!r}, local_dir=DIR, include_original=True, revision='v1.0')" in str(e.value))
 
 
 def test_disk_check_passes_with_exactly_enough(tmp_path, monkeypatch):
@@ -928,6 +934,9 @@ def test_a_dry_run_into_a_file_is_refused_as_the_download_is(tmp_path, monkeypat
     (tmp_path / "afile").write_text("x")
     assert main(["download", REPO, "--local-dir", str(tmp_path / "afile"), "--dry-run"]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+    # A folder that cannot be made: the dry run says so, as the download refuses it (it said "it fits").
+    assert main(["download", REPO, "--local-dir", str(tmp_path / "afile" / "w"), "--dry-run"]) == 1
+    assert "it cannot be written there" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("error, says", [
