@@ -35,16 +35,21 @@ class CheckResult:
         return f"<span class='tex2jax_ignore mathjax_ignore' style='color:{colour}'>{as_markdown_text(repr(self))}</span>"
 
 
-# Outside `code`, the characters markdown, HTML or MathJax would read as syntax: in*out + 2*d would turn
-# italic and lose its stars, <tensor> would vanish as a tag, $2 would open a formula.
-_MARKUP = re.compile(r"[\\*_\[\]<>|#~$&!]")
+# The characters markdown, HTML or MathJax would read as syntax: in*out + 2*d would turn italic and lose
+# its stars, <tensor> would vanish as a tag, $2 would open a formula, a stray ` would open code.
+_MARKUP = re.compile(r"[\\*_\[\]<>|#~$&!`]")
+
+
+def _entities(text: str) -> str:
+    return _MARKUP.sub(lambda m: f"&#{ord(m.group())};", text).replace("\n", "<br>")
 
 
 def as_markdown_text(text: str) -> str:
-    """``text`` that renders as itself in markdown: its backtick spans shown as code, nothing else as syntax."""
-    pieces = re.split(r"(`[^`]+`)", text)  # odd pieces are the code spans, which markdown shows as written
-    return "".join(piece if i % 2 else _MARKUP.sub(lambda m: f"&#{ord(m.group())};", piece)
-                   for i, piece in enumerate(pieces)).replace("\n", "<br>")
+    """``text`` that renders as itself in markdown: its `backtick` spans as code, nothing as syntax."""
+    # The code spans are written as HTML, so that markdown's own rules (runs of backticks, a span that
+    # holds a line end) have nothing left to read: a check's message is one line of text with some code.
+    pieces = re.split(r"`([^`]+)`", text)  # odd pieces are what single backticks enclose
+    return "".join(f"<code>{_entities(piece)}</code>" if i % 2 else _entities(piece) for i, piece in enumerate(pieces))
 
 
 def passed(message: str = "Correct.") -> CheckResult:
