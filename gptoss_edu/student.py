@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -119,10 +120,9 @@ def make_student_copy(src: str | Path, dst: str | Path, kernel: str | None = Non
                 raise ValueError(f"{path} is not a readable notebook ({e})") from None
             if spec is not None:
                 nb["metadata"] = {**nb.get("metadata", {}), "kernelspec": spec}
-            try:
-                data = (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode()
-            except UnicodeEncodeError:  # half an emoji ("\ud83d", as JSON.stringify writes it): kept escaped, as it came
-                data = (json.dumps(nb, indent=1) + "\n").encode()
+            text = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+            # Half an emoji ("\ud83d", valid JSON as JavaScript writes it) has no UTF-8: it stays escaped, as it came.
+            data = re.sub("[\ud800-\udfff]", lambda m: f"\\u{ord(m.group()):04x}", text).encode()
             (tmp / path.name).write_bytes(data)
             (tmp / path.name).chmod(0o644)  # a handout: readable by the class, whatever this user's umask
             written[path.name] = _sha256(data)
