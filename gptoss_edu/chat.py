@@ -223,21 +223,17 @@ class ChatSession:
         if out_of_memory:
             return self._drop_turn(len(prompt), line_open)
         stats.stop_reason = reader.stop_reason(stats.stop_reason)
-        kept = reader.messages()
-        if not interrupted and stats.stop_reason == "max_new_tokens" and reader.still_thinking():
-            # Still thinking when the budget ran out: kept, the message would stand unanswered and the next
-            # prompt hold two user messages in a row. Dropped, as a failed turn is.
+        # No answer when the budget ran out (still thinking, a tool call or babble cut short): kept, the message
+        # would stand unanswered and the next prompt hold two user messages in a row. Dropped, as a failed turn is.
+        unanswered = not interrupted and stats.stop_reason == "max_new_tokens" and not reader.answered()
+        if unanswered:
             self._undo_turn()
-            self._write(f"{chr(10) if line_open else ''}(still thinking after --max-new-tokens {self.max_new_tokens} "
-                        "tokens, no answer: this message is dropped, the conversation is as before it. Run the chat "
-                        "with a larger --max-new-tokens or a lower --reasoning to get an answer.)\n", dim=True)
-            self._write("")
-            return None
-        self.messages += kept
+        else:
+            self.messages += reader.messages()
         if line_open:
             self._write("\n")
-        self._report(stats, reader, interrupted, len(prompt) + len(stats.tokens) >= context)
-        return stats
+        self._report(stats, reader, interrupted, len(prompt) + len(stats.tokens) >= context, unanswered)
+        return None if unanswered else stats
 
     def _undo_turn(self) -> None:
         """Forget the user's message just sent: its reply failed."""
@@ -255,12 +251,17 @@ class ChatSession:
         self._write("")
         return None
 
-    def _report(self, stats: Generation, reader: harmony.ReplyReader, interrupted: bool, context_full: bool) -> None:
+    def _report(self, stats: Generation, reader: harmony.ReplyReader, interrupted: bool, context_full: bool,
+                dropped: bool = False) -> None:
         notes = []
         if interrupted:
             notes.append("interrupted")
         elif reader.taken is not None:
             notes.append(f"the model went on to write a {reader.taken} message itself: cut there")
+        elif dropped:
+            why = "still thinking" if reader.still_thinking() else "no answer"
+            notes.append(f"{why} at --max-new-tokens {self.max_new_tokens}: this message is dropped, the conversation "
+                         "is as before it. Run the chat with a larger --max-new-tokens or a lower --reasoning")
         elif stats.stop_reason not in ("stop_token", "format_problem"):
             notes.append("the context window is full: /reset to start over" if context_full
                          else f"stopped at --max-new-tokens {self.max_new_tokens}")

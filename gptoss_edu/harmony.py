@@ -735,11 +735,15 @@ class ReplyReader:
             kept.append(assistant(parser.current_content, "final"))
         return kept
 
+    def answered(self) -> bool:
+        """Whether the reply holds an answer to keep (the final channel, or none), complete or cut short."""
+        return any(is_answer(m.channel, m.recipient) for m in self.messages())
+
     def still_thinking(self) -> bool:
-        """Whether the reply stopped inside the assistant's thinking (an analysis message), with no answer kept."""
+        """Whether the reply stopped inside the assistant's thinking (an analysis message), with no answer."""
         parser = self.parser
         return (parser.state == "content" and parser.current_role == "assistant"
-                and parser.current_channel == "analysis" and not self.messages())
+                and parser.current_channel == "analysis" and not self.answered())
 
     def stop_reason(self, generated: str) -> str:
         """Why the reply ended: ``generated`` (the generator's reason), unless this reader cut it first."""

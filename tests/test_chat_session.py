@@ -357,8 +357,9 @@ def test_an_answer_addressed_to_a_tool_is_labelled_and_never_kept(scripted):
     printed, session = say("<|channel|>final to=functions.x<|message|>{}<|call|>")
     assert "[final to functions.x] {}" in printed and "the model called functions.x" in printed
     assert [m.role for m in session.messages] == ["user"]
-    _, session = say("<|channel|>final to=functions.x<|message|>partial", stop_reason="max_new_tokens")
-    assert [m.role for m in session.messages] == ["user"]  # cut short, it was kept as a plain answer
+    printed, session = say("<|channel|>final to=functions.x<|message|>partial", stop_reason="max_new_tokens")
+    assert session.messages == []  # cut short, it was kept as a plain answer; no answer at all: the turn is dropped
+    assert "no answer at --max-new-tokens 64: this message is dropped" in printed
 
 
 def test_two_answers_in_a_row_are_two_lines_and_no_channel_is_an_answer(scripted):
@@ -413,7 +414,7 @@ def test_a_reply_still_thinking_at_max_new_tokens_is_dropped_with_what_to_do(scr
     """Kept, the user's message stood unanswered and the next prompt held two user messages in a row."""
     printed, session = say("<|channel|>analysis<|message|>Let me think about", stop_reason="max_new_tokens")
     assert session.messages == [] and session.turn == 0
-    assert "still thinking after --max-new-tokens 64 tokens, no answer: this message is dropped" in printed
+    assert "still thinking at --max-new-tokens 64: this message is dropped, the conversation is as before it" in printed
     assert "[thinking] Let me think about" in printed
     # Cut short anywhere else, the turn is kept as before: an answer as far as it got, or a tool call not kept.
     _, session = say("<|channel|>analysis<|message|>Hmm.<|end|><|start|>assistant<|channel|>final<|message|>Ye",
@@ -422,3 +423,7 @@ def test_a_reply_still_thinking_at_max_new_tokens_is_dropped_with_what_to_do(scr
                                                                 ("assistant", "final")]
     _, session = say("<|channel|>analysis<|message|>Let me think about", interrupt=True)  # Ctrl-C: as before
     assert [m.role for m in session.messages] == ["user"]
+    # A first thought finished and a second one cut: still no answer (the finished thought was kept with the turn).
+    printed, session = say("<|channel|>analysis<|message|>Hmm.<|end|><|start|>assistant<|channel|>analysis<|message|>"
+                           "More", stop_reason="max_new_tokens")
+    assert session.messages == [] and "still thinking at --max-new-tokens 64" in printed

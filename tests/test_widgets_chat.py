@@ -294,8 +294,18 @@ def test_a_reply_still_thinking_at_max_new_tokens_drops_the_turn_and_says_what_t
     assert w.send() is None
     assert w.messages == [] and w.replies == [] and w.text.value == "first question" and w.history.value == ""
     assert "I keep thinking" in w.thinking.value
-    assert "still thinking after 8 tokens, no answer: this message is dropped" in w.status.value
+    assert "still thinking after 8 tokens: this message is dropped" in w.status.value
     assert "Raise max_new_tokens or lower the reasoning effort" in w.status.value
+    # No answer in any other way (babble, a tool call cut short, a second thought cut): dropped as well.
+    for script in ("no harmony at all, just words and more words", "<|channel|>final to=functions.x<|message|>{\"a\"",
+                   "<|channel|>analysis<|message|>Hmm.<|end|><|start|>assistant<|channel|>analysis<|message|>More and more"):
+        w = ChatWidget(Scripted(script), temperature=0.0, max_new_tokens=8)
+        assert w.send("first") is None and w.messages == [] and w.replies == []
+        assert "this message is dropped" in w.status.value
+    # An answer cut short is an answer: kept, as ever.
+    w = ChatWidget(Scripted("<|channel|>final<|message|>A long answer that goes on and on"), temperature=0.0,
+                   max_new_tokens=8)
+    assert w.send("first") is not None and [m.role for m in w.messages] == ["user", "assistant"]
 
 
 def test_the_message_token_is_not_counted_as_text():

@@ -42,6 +42,7 @@ class Reply:
     raw: str = ""  # the decoded tokens, for when they do not
     tool_calls: list[str] = field(default_factory=list)  # whom the model called (this chat has no tools)
     still_thinking: bool = False  # it stopped inside its thinking, with no answer
+    answered: bool = False  # it holds an answer to keep (the final channel), complete or cut short
 
     @property
     def analysis(self) -> str:
@@ -110,7 +111,7 @@ def reply(model: GPT, messages: Sequence[harmony.Message], effort: str = "medium
     out.stats.stop_reason = reader.stop_reason(out.stats.stop_reason)
     out.messages = reader.messages()
     out.tool_calls = reader.tool_calls()
-    out.still_thinking = reader.still_thinking()
+    out.still_thinking, out.answered = reader.still_thinking(), reader.answered()
     out.problem = reader.format_problem(cut_short=len(prompt) + len(out.stats.tokens) >= context)
     out.raw = enc.decode(out.stats.tokens)
     return out
@@ -202,13 +203,15 @@ class ChatWidget(widgets.VBox):
             self.status.value = (f"<span style='{ERROR_STYLE}'>out of memory with the conversation so far: this message "
                                  "is dropped. Send a shorter one, lower max_new_tokens, or start a New chat.</span>")
             return None
-        if out.still_thinking and out.stats.stop_reason == "max_new_tokens":
-            # Still thinking when the budget ran out: no answer to keep, and a user turn left unanswered would put
-            # two user messages in a row. Dropped as a failed turn is: the conversation and the box as they were.
+        if not out.answered and out.stats.stop_reason == "max_new_tokens":
+            # No answer when the budget ran out (still thinking, a tool call or babble cut short): a user turn left
+            # unanswered would put two user messages in a row. Dropped as a failed turn is: the conversation and
+            # the box as they were.
             self._show(out.analysis, "")
-            self.status.value = (f"{html.escape(self._summary(out), quote=False)}<br><span style='{ERROR_STYLE}'>still "
-                                 f"thinking after {self.max_new_tokens} tokens, no answer: this message is dropped. "
-                                 "Raise max_new_tokens or lower the reasoning effort, then Send it again.</span>")
+            why = "still thinking" if out.still_thinking else "no answer"
+            self.status.value = (f"{html.escape(self._summary(out), quote=False)}<br><span style='{ERROR_STYLE}'>{why} "
+                                 f"after {self.max_new_tokens} tokens: this message is dropped. Raise max_new_tokens "
+                                 "or lower the reasoning effort, then Send it again.</span>")
             return None
         self.messages = [*pending, *out.messages]
         self.replies.append(out)
