@@ -54,8 +54,11 @@ def test_a_draw_interrupted_or_failing_on_a_typed_value_says_so_as_text():
 
     from gptoss_edu.widgets import Explorer
 
+    stop = [True]  # the stop button, pressed once
+
     def draw(fig, x, text):
-        if x == 2:
+        if x == 2 and stop:
+            stop.pop()
             raise KeyboardInterrupt
         if x == 3:
             raise ValueError("no")
@@ -66,8 +69,11 @@ def test_a_draw_interrupted_or_failing_on_a_typed_value_says_so_as_text():
     assert "interrupted before the picture for {'x': 2, 'text': '&lt;b&gt;hi&lt;/b&gt;'} was drawn" in ex.error.value
     assert ex.image.layout.display == "none"
     ex.controls["x"].value = 1
+    stop.append(True)
     with pytest.raises(KeyboardInterrupt):  # from a cell's set(), the stop button stops the cell (and Run All)
         ex.set(x=2)
+    ex.set(x=2)  # the cell run again: the control holds 2 already, and the picture is drawn, not the stop raised
+    assert ex.error.value == "" and ex.image.layout.display is None and ex.last_error is None
     ex.controls["x"].value = 3
     assert "could not draw {'x': 3, 'text': '&lt;b&gt;hi&lt;/b&gt;'}: ValueError: no" in ex.error.value
     ex.controls["x"].value = 4

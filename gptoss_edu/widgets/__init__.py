@@ -121,7 +121,10 @@ class Explorer(widgets.VBox):
             if name not in self.controls:
                 raise KeyError(f"{self.title!r} has no control {name!r}; it has {', '.join(self.controls)}")
             check_in_range(name, value, self.controls[name])  # a slider would quietly clamp it
-            self.controls[name].value = value
+            if self.controls[name].value == value and isinstance(self.last_error, KeyboardInterrupt):
+                self._redraw_for_a_control()  # the cell run again after a stop: no change of value would draw
+            else:
+                self.controls[name].value = value
             if self.last_error is not None:  # a script or a test must not miss what the learner would see
                 raise self.last_error
         return self
