@@ -640,7 +640,8 @@ def _has_triton() -> bool:
 
 def _hub_cache_row(weights: int) -> Check:
     """Whether notebook 12 finds gpt-oss-20b in the Hugging Face cache, or room (and leave) to download it there."""
-    from .hub import hub_cache, write_problem
+    from .files import write_problem
+    from .hub import hub_cache
 
     cache = hub_cache()
     wanted = f">={gib(weights)} for 12"

@@ -148,6 +148,22 @@ def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
     fsync_path(path.parent)
 
 
+def write_problem(folder: Path) -> str | None:
+    """Why files cannot be written into ``folder`` (made if missing), or None: the first part of it that exists decides."""
+    folder = Path(folder).absolute()
+    for existing in (folder, *folder.parents):
+        try:
+            if existing.exists():
+                break
+        except OSError as e:  # a folder on the way that may not be entered (HOME=/root for another user)
+            return f"{existing} cannot be reached ({e.strerror or e})"
+    if not existing.is_dir():
+        return f"{existing} is a file, so {folder} cannot be made"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is read-only for you"
+    return None
+
+
 def safetensors_path(path: Path, what: str = "") -> str:
     """``path`` as safetensors opens it, or a ValueError: safetensors refuses a path whose bytes are not UTF-8."""
     try:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from .config import PRESET_DIR, cached_repo_id
-from .files import in_course_folder
+from .files import in_course_folder, write_problem
 from .memory import disk_free, format_bytes
 
 DEFAULT_REPO = "openai/gpt-oss-20b"
@@ -55,13 +55,18 @@ def _again(repo_id: str | None, local_dir: str | Path | None = None, original: b
     """What to run to go on with a download: the same repository (not the default one) and revision, into the
     same folder."""
     repo = repo_id or "REPO_ID"
-    in_python = ", ".join([repr(repo)] + ([f"local_dir={str(local_dir)!r}"] if local_dir is not None else [])
-                          + (["include_original=True"] if original else [])
-                          + ([f"revision={revision!r}"] if revision else []))
+    flags, keywords = _asked(original, revision)
+    in_python = repr(repo) + (f", local_dir={str(local_dir)!r}" if local_dir is not None else "") + keywords
     command = f"python -m gptoss_edu download {repo}" + (
-        f" --local-dir {shlex.quote(str(local_dir))}" if local_dir is not None else "") + (
-        " --original" if original else "") + (f" --revision {shlex.quote(revision)}" if revision else "")
+        f" --local-dir {shlex.quote(str(local_dir))}" if local_dir is not None else "") + flags
     return f"run the download again (download({in_python}) in Python, `{command}` on the command line)"
+
+
+def _asked(original: bool, revision: str | None) -> tuple[str, str]:
+    """What a download asked for beyond repository and folder: as command-line flags, and as download() keywords."""
+    flags = (" --original" if original else "") + (f" --revision {shlex.quote(revision)}" if revision else "")
+    keywords = (", include_original=True" if original else "") + (f", revision={revision!r}" if revision else "")
+    return flags, keywords
 
 
 # huggingface_hub deletes the file it was fetching when it fails (2.4), so only finished files stay.
@@ -239,14 +244,13 @@ def check_disk(needed_bytes: int, path: str | Path, unfinished_note: str = "", r
     """Raise NotEnoughDiskSpace unless ``needed_bytes`` fit in the free space at ``path``; return the free bytes."""
     free = disk_free(path)
     if needed_bytes > free:
-        # The same download elsewhere: what was asked for (--original, --revision) with it.
-        flags = (" --original" if original else "") + (f" --revision {shlex.quote(revision)}" if revision else "")
-        kwargs = (", include_original=True" if original else "") + (f", revision={revision!r}" if revision else "")
+        flags, keywords = _asked(original, revision)  # the same download elsewhere, with what was asked for
         raise NotEnoughDiskSpace(
             f"the download needs {format_bytes(needed_bytes)}, and only {format_bytes(free)} are free at {path}: "
             + (f"{unfinished_note}; or " if unfinished_note else "")
             + f"free some space there, or download to a disk with room (`python -m gptoss_edu download {repo_id} "
-            f"--local-dir DIR{flags}`; in Python, download({repo_id!r}, local_dir=DIR{kwargs})) and give DIR as the model")
+            f"--local-dir DIR{flags}`; in Python, download({repo_id!r}, local_dir=DIR{keywords})) and give DIR as "
+            "the model")
     return free
 
 
@@ -624,22 +628,6 @@ def _resolve(host: str, port: int, timeout: float) -> list[tuple[str, int]]:
     if not unique:
         raise OSError(f"the name lookup of {host} gave no address")
     return list(unique)
-
-
-def write_problem(folder: Path) -> str | None:
-    """Why files cannot be written into ``folder`` (made if missing), or None: the first part of it that exists decides."""
-    folder = Path(folder).absolute()
-    for existing in (folder, *folder.parents):
-        try:
-            if existing.exists():
-                break
-        except OSError as e:  # a folder on the way that may not be entered (HOME=/root for another user)
-            return f"{existing} cannot be reached ({e.strerror or e})"
-    if not existing.is_dir():
-        return f"{existing} is a file, so {folder} cannot be made"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return f"{existing} is read-only for you"
-    return None
 
 
 def cache_problem() -> str | None:

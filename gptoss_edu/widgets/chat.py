@@ -42,12 +42,16 @@ class Reply:
     raw: str = ""  # the decoded tokens, for when they do not
     tool_calls: list[str] = field(default_factory=list)  # whom the model called (this chat has no tools)
     still_thinking: bool = False  # it stopped inside its thinking, with no answer
-    answered: bool = False  # it holds an answer to keep (the final channel), complete or cut short
 
     @property
     def analysis(self) -> str:
         """The model's thinking (the analysis channel), empty when it wrote none."""
         return self.channels.get("analysis", "")
+
+    @property
+    def answered(self) -> bool:
+        """Whether it holds an answer to keep (the final channel, or none), complete or cut short."""
+        return any(harmony.is_answer(m.channel, m.recipient) for m in self.messages)
 
     @property
     def final(self) -> str:
@@ -111,7 +115,7 @@ def reply(model: GPT, messages: Sequence[harmony.Message], effort: str = "medium
     out.stats.stop_reason = reader.stop_reason(out.stats.stop_reason)
     out.messages = reader.messages()
     out.tool_calls = reader.tool_calls()
-    out.still_thinking, out.answered = reader.still_thinking(), reader.answered()
+    out.still_thinking = reader.still_thinking()
     out.problem = reader.format_problem(cut_short=len(prompt) + len(out.stats.tokens) >= context)
     out.raw = enc.decode(out.stats.tokens)
     return out

@@ -62,13 +62,11 @@ def writable_triton_cache() -> str | None:
     """
     if os.environ.get("TRITON_CACHE_DIR") or interpreter_mode() or not triton_available():
         return None  # chosen by the user; or nothing is compiled
+    from gptoss_edu.files import write_problem
+
     folder = Path(os.environ.get("TRITON_HOME") or os.path.expanduser("~")) / ".triton" / "cache"
-    try:
-        existing = next(p for p in (folder, *folder.parents) if p.exists())  # what makedirs would start from
-        if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
-            return None
-    except OSError:  # a folder on the way that may not be entered (HOME=/root for another user): no cache there
-        pass
+    if write_problem(folder) is None:  # what makedirs would start from can be written, and entered
+        return None
     tmp = tempfile.mkdtemp(prefix="triton-cache-")
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     os.environ["TRITON_CACHE_DIR"] = tmp  # Triton reads it when it compiles, so setting it now is in time
