@@ -24,3 +24,19 @@ def test_every_pale_background_sets_a_dark_text_colour():
         assert len(styles) >= 3, name  # the outputs do colour their backgrounds
         for style in styles:
             assert re.search(r"(^|;)color:#1a1a1a", style), f"{name}: {style!r} has no dark text of its own"
+
+
+def test_theme_colours_come_after_a_plain_one():
+    """A page that drops a declaration holding var() (GitHub's, an untrusted notebook's) keeps the plain colour."""
+    from gptoss_edu.exercises import CheckResult
+    from gptoss_edu.widgets import ERROR_STYLE
+
+    styles = {"widget error": ERROR_STYLE,
+              **{f"verdict {ok}": re.search(r"style='([^']*)'", CheckResult(ok, "x")._repr_markdown_())[1]
+                 for ok in (True, False)}}
+    for name, style in styles.items():
+        declarations = [d for d in style.split(";") if d]
+        assert "var(" in style, name  # the theme's colour is still offered
+        plain = [d for d in declarations if d.startswith("color:") and "var(" not in d]
+        assert plain and declarations.index(plain[0]) < min(i for i, d in enumerate(declarations) if "var(" in d), \
+            f"{name}: {style!r} has no plain colour before its var()"
