@@ -989,12 +989,20 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--export", help="also write the final model here (HF layout, MXFP4 experts, TRAINING.md)")
     ap.add_argument("--fresh", action="store_true",
                     help="start over even if --out holds a run (its state/ and model/ are deleted)")
-    ap.add_argument("--steps", type=int, help="override the recipe's steps (its warmup shrinks in proportion "
-                                               "unless --warmup-steps is given)")
-    for name in ("batch_size", "seq_len", "warmup_steps", "seed", "eval_every", "checkpoint_every"):
-        ap.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"override the recipe's {name}")
-    for name in ("lr", "min_lr"):
-        ap.add_argument(f"--{name.replace('_', '-')}", type=float, help=f"override the recipe's {name}")
+    # Each override says what it replaces: the chat recipe's value, then the course steps' (all alike).
+    chat, step = recipe("tiny-gpt-oss-chat").train, recipe("course-step-01").train
+
+    def defaults(name: str) -> str:
+        return f"(recipes: {getattr(chat, name):g} for tiny-gpt-oss-chat, {getattr(step, name):g} for course steps)"
+
+    ap.add_argument("--steps", type=int, help=f"training steps {defaults('steps')}; the warmup shrinks in proportion "
+                                               "unless --warmup-steps is given")
+    for name, kind, what in [("batch_size", int, "sequences a step"), ("seq_len", int, "tokens a sequence"),
+                             ("warmup_steps", int, "steps of linear warmup"), ("seed", int, "random seed"),
+                             ("eval_every", int, "steps between validation losses"),
+                             ("checkpoint_every", int, "steps between checkpoints"),
+                             ("lr", float, "peak learning rate"), ("min_lr", float, "learning rate of the last step, where the cosine ends")]:
+        ap.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"{what} {defaults(name)}")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -512,6 +512,22 @@ def test_cli_runs_and_refuses_unknown_recipes(tmp_path, capsys):
     assert code == 0 and T.read_state_meta(tmp_path / T.STATE_DIR)["step"] == 2
 
 
+def test_help_says_what_each_override_replaces_in_each_recipe():
+    """Every setting flag names the recipes' values, so a learner knows what --steps 50 shortens."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    T.add_arguments(ap)
+    helps = {a.dest: a.help for a in ap._actions}
+    chat, step = T.recipe("tiny-gpt-oss-chat").train, T.recipe(f"course-step-{T.LAST_STEP:02d}").train
+    for name in ("steps", "batch_size", "seq_len", "warmup_steps", "seed", "eval_every", "checkpoint_every", "lr",
+                 "min_lr"):
+        assert f"{getattr(chat, name):g} for tiny-gpt-oss-chat, {getattr(step, name):g} for course steps" in helps[name]
+    assert helps["steps"].startswith("training steps (recipes: 2000 for tiny-gpt-oss-chat, 300 for course steps)")
+    # The course steps share their settings, which is what lets the help give one value for all of them.
+    assert {T.recipe(f"course-step-{n:02d}").train for n in range(1, T.LAST_STEP + 1)} == {step}
+
+
 def test_a_full_disk_is_a_message_naming_the_folder_and_the_space(tmp_path, capsys, monkeypatch):
     """safetensors reports a full disk as its own SafetensorError, which went past the OSError the command
     handles as two tracebacks (the loop's last-chance save failed the same way a second time)."""
