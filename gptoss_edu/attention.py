@@ -8,8 +8,16 @@ from torch import nn
 from .config import ModelConfig
 from .rotary import apply_rotary
 
-# Queries are processed in chunks this long so the score matrix stays small on long prompts.
+# Queries are processed in chunks of at most QUERY_CHUNK, and of at most SCORE_CHUNK scores (256 MiB in
+# bf16), so the score matrix stays small on long prompts: at gpt-oss's 64 heads, 1,024 queries over
+# 131,072 keys would make 16 GiB of scores, three times over while the softmax runs.
 QUERY_CHUNK = 1024
+SCORE_CHUNK = 1 << 27
+
+
+def query_chunk(batch: int, heads: int, keys: int) -> int:
+    """How many queries attend() takes at a time over ``keys`` keys: QUERY_CHUNK, fewer on long prompts."""
+    return max(1, min(QUERY_CHUNK, SCORE_CHUNK // max(1, batch * heads * keys)))
 
 
 class KVCache:
@@ -139,9 +147,10 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float, q
         raise ValueError(f"q_start is the position of the first query, >= 0, got {q_start}")
     Tq, Tk = q.shape[2], k.shape[2]
     k_pos = torch.arange(Tk, device=q.device)
+    chunk = query_chunk(q.shape[0], q.shape[1], Tk)
     outs = []
-    for s in range(0, Tq, QUERY_CHUNK):  # a chunk of queries at a time: its scores are [.., QUERY_CHUNK, Tk]
-        qc = q[:, :, s:s + QUERY_CHUNK]
+    for s in range(0, Tq, chunk):  # a chunk of queries at a time: its scores are [.., chunk, Tk]
+        qc = q[:, :, s:s + chunk]
         q_pos = torch.arange(q_start + s, q_start + s + qc.shape[2], device=q.device)
         outs.append(attend_masked(qc, k, v, attention_mask(q_pos, k_pos, window), scale=scale, sinks=sinks,
                                   dropout=dropout))

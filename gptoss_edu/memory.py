@@ -112,8 +112,9 @@ def kv_cache_bytes(config: Any, context: int, batch: int = 1, dtype_bytes: int =
 
 # ---- workspace --------------------------------------------------------------------------------
 
-# attention.QUERY_CHUNK and mxfp4._DEQUANT_CHUNK, for a Python where torch does not import (tests hold them equal).
-CHUNKS_WITHOUT_TORCH = (1024, 1 << 22)
+# attention.QUERY_CHUNK, attention.SCORE_CHUNK and mxfp4._DEQUANT_CHUNK, for a Python where torch does not
+# import (tests hold them equal).
+CHUNKS_WITHOUT_TORCH = (1024, 1 << 27, 1 << 22)
 
 
 def workspace_parts(config: Any, prompt_tokens: int, context: int | None = None, batch: int = 1,
@@ -121,7 +122,7 @@ def workspace_parts(config: Any, prompt_tokens: int, context: int | None = None,
     """Peak temporary bytes of each phase of the course's PyTorch forward pass over ``prompt_tokens``.
 
     The phases follow one another, so a pass needs the largest of them (``workspace_bytes``):
-    attention holds the scores for ``QUERY_CHUNK`` queries at a time; the experts unpack one
+    attention holds the scores for a chunk of queries at a time (attention.query_chunk); the experts unpack one
     expert's MXFP4 weights through float32 temporaries; the last step makes the logits of every
     prompt position, or with ``last_only`` (as generation runs it) of the last one. Decode steps
     (one query over ``context`` keys) need far less. The Triton kernels never hold the scores nor
@@ -131,11 +132,11 @@ def workspace_parts(config: Any, prompt_tokens: int, context: int | None = None,
     within 1.6 times.
     """
     try:  # the model's own settings, read when called (tests change them)
-        from .attention import QUERY_CHUNK
+        from .attention import QUERY_CHUNK, SCORE_CHUNK
         from .mxfp4 import _DEQUANT_CHUNK
     except Exception:  # noqa: BLE001 - no torch, or one that does not import: the environment check plans
         # notebook 12 without it
-        QUERY_CHUNK, _DEQUANT_CHUNK = CHUNKS_WITHOUT_TORCH
+        QUERY_CHUNK, SCORE_CHUNK, _DEQUANT_CHUNK = CHUNKS_WITHOUT_TORCH
 
     c = dims(config)
     d, ff, V, E, hd = (c["hidden_size"], c["intermediate_size"], c["vocab_size"], c["num_local_experts"],
@@ -149,7 +150,8 @@ def workspace_parts(config: Any, prompt_tokens: int, context: int | None = None,
     # Attention, per score element, in the model's dtype: the scores, their masked copy, and the
     # softmax with its sink column (3 values); the previous chunk's masked scores and softmax stay
     # alive while the next chunk's are made.
-    chunks = [min(QUERY_CHUNK, P - s) for s in range(0, P, QUERY_CHUNK)]
+    chunk = max(1, min(QUERY_CHUNK, SCORE_CHUNK // max(1, B * H * P)))  # attention.query_chunk, over P keys
+    chunks = [min(chunk, P - s) for s in range(0, P, chunk)]
     prev = [0] + chunks[:-1]
     per_key = act * max(max(3 * c_ + p_, 2 * c_ + 2 * p_) for c_, p_ in zip(chunks, prev))
     decode = 3 * act * max(int(context or P), P)  # one query over every cached key

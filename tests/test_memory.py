@@ -223,6 +223,29 @@ def test_workspace_bounds_the_measured_peak(shape, prompt, dtype, monkeypatch):
         assert max(("attention", "experts", "logits"), key=parts.get) == shape
 
 
+@pytest.mark.parametrize("prompt", [50, 200])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_workspace_when_the_score_budget_shrinks_the_query_chunks(prompt, batch, monkeypatch):
+    """Past SCORE_CHUNK scores the chunks shrink with the keys (and the batch): the estimate follows them."""
+    monkeypatch.setattr(attention, "SCORE_CHUNK", 16 * 400)  # 16 heads: 400 scores a query's row, at most
+    cfg = g.preset("gpt-oss-tiny").replace(**SHAPES["attention"])
+    chunk = attention.query_chunk(batch, 16, prompt)
+    assert chunk == max(1, 400 // (batch * prompt)) < 64  # the budget, not QUERY_CHUNK, sets it here
+    measured = measured_workspace(cfg, prompt, torch.float32, batch)
+    estimate = memory.workspace_bytes(cfg, prompt, prompt, batch, dtype_bytes=4)
+    assert measured <= estimate <= 1.6 * measured, (prompt, batch, measured, estimate)
+
+
+def test_a_long_prompt_on_the_torch_path_needs_bounded_attention_memory():
+    """At 20b's 64 heads the scores of 1,024 queries over 131,072 keys were 16 GiB, three times over; the
+    query chunk now shrinks with the keys, to 16 queries there, and the plan counts what that leaves."""
+    cfg = g.preset("gpt-oss-20b")
+    assert [attention.query_chunk(1, 64, keys) for keys in (100, 2048, 8192, 131072)] == [1024, 1024, 256, 16]
+    for prompt in (8192, 131072):
+        scores = memory.workspace_parts(cfg, prompt)["attention"] - prompt * 3 * (2880 + 4096 + 2 * 512) * 2
+        assert scores <= 4 * attention.SCORE_CHUNK * 2, (prompt, scores)  # 1 GiB: 256 MiB of bf16 scores, 4 copies
+
+
 @pytest.mark.parametrize("prompt", [1, 200])
 def test_workspace_with_the_last_logits_only(prompt, monkeypatch):
     """Generation's prefill (last_only) makes one row of logits: the estimate follows, and still bounds it."""
@@ -392,4 +415,4 @@ def test_the_chunks_planned_without_torch_are_the_models():
     """doctor plans notebook 12 where torch does not import, from copies of two settings that could drift."""
     from gptoss_edu import mxfp4
 
-    assert memory.CHUNKS_WITHOUT_TORCH == (attention.QUERY_CHUNK, mxfp4._DEQUANT_CHUNK)
+    assert memory.CHUNKS_WITHOUT_TORCH == (attention.QUERY_CHUNK, attention.SCORE_CHUNK, mxfp4._DEQUANT_CHUNK)

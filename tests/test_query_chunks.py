@@ -46,8 +46,10 @@ def test_attend_past_one_query_chunk_matches_the_reference(Tq, Tk, window):
     torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("chunk", [5])  # several boundaries, a ragged last chunk
-def test_model_output_does_not_depend_on_the_query_chunk(chunk, monkeypatch):
+@pytest.mark.parametrize("chunk,scores", [(5, 1 << 27), (1024, 2 * 4 * 62)])  # several boundaries, a ragged last
+# chunk: set by QUERY_CHUNK, or by SCORE_CHUNK (2 sequences x 4 heads x 62 scores: 1 query at a time over the
+# 40 keys of the whole prompt, 2 over the 31 keys of the second prefill, 6 over the first's 9)
+def test_model_output_does_not_depend_on_the_query_chunk(chunk, scores, monkeypatch):
     cfg = g.preset("gpt-oss-tiny").replace(vocab_size=300, context_length=64)
     model = randomize(g.GPT(cfg), seed=chunk)
     ids = torch.randint(0, 300, (2, 40), generator=torch.Generator().manual_seed(chunk))
@@ -57,10 +59,13 @@ def test_model_output_does_not_depend_on_the_query_chunk(chunk, monkeypatch):
         model(ids[:, :9], cache)
         want_tail = model(ids[:, 9:], cache)
         monkeypatch.setattr(attention, "QUERY_CHUNK", chunk)
+        monkeypatch.setattr(attention, "SCORE_CHUNK", scores)
         got = model(ids)
         cache = model.new_cache(2, 40)
         model(ids[:, :9], cache)
         got_tail = model(ids[:, 9:], cache)  # a second prefill chunk: q_start > 0 as well
+    if scores < 1 << 27:
+        assert [attention.query_chunk(2, cfg.n_heads, keys) for keys in (40, 31, 9)] == [1, 2, 6]
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got_tail, want_tail, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got_tail, want[:, 9:], atol=1e-5, rtol=1e-5)
