@@ -65,44 +65,66 @@ def layer_outputs(model: nn.Module, input_ids: torch.Tensor) -> dict[str, torch.
 
 @dataclass
 class LayerComparison:
-    """Max abs difference per layer between two models on the same input, and the first that differs."""
+    """Max abs difference per layer between two models on the same input, its size, and the first that differs.
+
+    A layer differs when max |a - b| exceeds ``atol + rtol * max |b|``: rounding grows with the
+    size of the values, so the tolerance does too, and a bug in a model whose activations are
+    small (one just built, at 0.1) is not lost under a tolerance made for large ones.
+    """
 
     names: tuple[str, str]
     diffs: dict[str, float]
-    atol: float
+    sizes: dict[str, float]  # max |b| per layer
+    rtol: float
+    atol: float = 0.0
+
+    def tolerance(self, layer: str) -> float:
+        """The largest difference ``layer`` may show and still agree."""
+        return self.atol + self.rtol * self.sizes[layer]
 
     @property
     def first_difference(self) -> str | None:
-        """The first layer whose outputs differ by more than ``atol`` (None if all agree)."""
-        return next((layer for layer, d in self.diffs.items() if not d <= self.atol), None)
+        """The first layer whose outputs differ by more than its tolerance (None if all agree)."""
+        return next((layer for layer, d in self.diffs.items() if not d <= self.tolerance(layer)), None)
 
     @property
     def equal(self) -> bool:
-        """True when every layer agreed within ``atol``."""
+        """True when every layer agreed within its tolerance."""
         return self.first_difference is None
 
     def __repr__(self) -> str:
         first = self.first_difference
-        lines = [f"{'layer':<12}{'max |' + self.names[0] + ' - ' + self.names[1] + '|':>28}", "-" * 40]
+        heads = (f"max |{self.names[0]} - {self.names[1]}|", f"max |{self.names[1]}|", "relative")
+        w = [max(12, len(h) + 3) for h in heads]  # each column as wide as its heading, names included
+        lines = [f"{'layer':<12}{heads[0]:>{w[0]}}{heads[1]:>{w[1]}}{heads[2]:>{w[2]}}", "-" * (12 + sum(w))]
         for layer, d in self.diffs.items():
             mark = "   <- first difference" if layer == first else ""
-            lines.append(f"{layer:<12}{d:>28.1e}{mark}")
-        verdict = (f"all layers agree within {self.atol:g}" if first is None
-                   else f"{self.names[0]} and {self.names[1]} part at {first} (tolerance {self.atol:g})")
+            size = self.sizes[layer]
+            relative = f"{d / size:.1e}" if size else "-"
+            lines.append(f"{layer:<12}{d:>{w[0]}.1e}{size:>{w[1]}.3g}{relative:>{w[2]}}{mark}")
+        within = f"{self.rtol:g} of each layer's largest value" + (f" plus {self.atol:g}" if self.atol else "")
+        verdict = (f"all layers agree within {within}" if first is None
+                   else f"{self.names[0]} and {self.names[1]} part at {first} (tolerance: {within})")
         return "\n".join(lines + [verdict])
 
 
-def compare_layers(a: nn.Module, b: nn.Module, input_ids: torch.Tensor, atol: float = 1e-4,
+def compare_layers(a: nn.Module, b: nn.Module, input_ids: torch.Tensor, rtol: float = 1e-5, atol: float = 0.0,
                    names: tuple[str, str] = ("a", "b")) -> LayerComparison:
-    """Run both models on ``input_ids`` and compare their per-block hidden states and logits."""
+    """Run both models on ``input_ids`` and compare their per-block hidden states and logits.
+
+    The default ``rtol`` suits float32, where two implementations of the same model round apart by
+    1e-7 to 1e-6 of a layer's largest value (GPT-2 124M's 12 layers included); bfloat16, each of
+    whose roundings may move a value by 2^-9 (2e-3), needs a far larger one.
+    """
     out_a, out_b = layer_outputs(a, input_ids), layer_outputs(b, input_ids)
     if list(out_a) != list(out_b):
         raise ValueError(f"{names[0]} has {len(out_a) - 2} blocks and {names[1]} has {len(out_b) - 2}: "
                          "compare models of the same depth")
-    diffs = {}
+    diffs, sizes = {}, {}
     for layer, ta in out_a.items():
         tb = out_b[layer]
         if ta.shape != tb.shape:
             raise ValueError(f"{layer}: {names[0]} gives shape {tuple(ta.shape)}, {names[1]} {tuple(tb.shape)}")
         diffs[layer] = (ta - tb).abs().max().item()
-    return LayerComparison(names, diffs, atol)
+        sizes[layer] = tb.abs().max().item()
+    return LayerComparison(names, diffs, sizes, rtol, atol)
