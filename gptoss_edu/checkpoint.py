@@ -512,21 +512,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     """Build the course model from a checkpoint folder (HF GPT-2, HF gpt-oss, or gpt-oss ``original/``).
 
     Tensors stream shard by shard straight to ``device``; with ``keep_mxfp4`` the experts stay
-    packed (uint8) and are dequantized per use, so no dense copy of them is ever made.
+    packed (uint8) and each chosen expert is dequantized when used, so they are never dense all at once.
     """
     t0 = time.perf_counter()
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise CheckpointError(f"device={device!r} is not a device: use 'cpu', 'cuda' (or 'cuda:N') or 'mps'") from None
-    problem = device_problem(device)
-    if problem:
-        raise CheckpointError(f"device={str(device)!r}: {problem}" + (
-            "; device='cpu' loads it on the CPU (every notebook runs there)" if problem.startswith("no ") else ""))
-    if dtype not in (torch.bfloat16, torch.float16, torch.float32, torch.float64):
-        named = f" is a string: pass torch.{dtype}" if isinstance(dtype, str) and hasattr(torch, dtype) else ""
-        raise CheckpointError(f"dtype={dtype!r}{named}; weights load as a floating-point torch dtype (torch.bfloat16, "
-                              "float16, float32 or float64); MXFP4 experts stay packed with keep_mxfp4=True")
+    device = _check_load_args(device, dtype)
     path = Path(path).expanduser()
     cfg, layout, raw = read_config(path)
     files = weight_files(path)
@@ -604,14 +593,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
                     dense = _unpack_pair(base, pending.pop(base), tuple(expected[base].shape), dtype)
                     place(base, dense, name, tuple(dense.shape))
             else:
-                raise CheckpointError(
-                    f"tensor {name!r} does not fit this model (it would go to {target}): "
-                    + ("the checkpoint's experts are dense, so they cannot stay in MXFP4: "
-                       + ("config.json's quantization_config says they are MXFP4, which these files are not: remove "
-                          "it from config.json (so that every loader, the chat included, reads them dense), or load "
-                          "with keep_mxfp4=False" if packed_on_disk and layout == "gpt_oss" else "load with keep_mxfp4=False")
-                       if keep_mxfp4 and target.rsplit(".", 1)[-1] in ("gate_up_proj", "down_proj")
-                       else "is config.json from the same model?"))
+                raise _misfit_error(name, target, keep_mxfp4, packed_on_disk and layout == "gpt_oss")
         if bar is not None:
             bar.update(tensor.numel() * tensor.element_size())
     if bar is not None:
@@ -637,6 +619,35 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     if verbose:
         print(report)
     return model
+
+
+def _check_load_args(device: str | torch.device, dtype: torch.dtype) -> torch.device:
+    """load_model's device, checked to exist here, and its dtype, checked to be one that weights load as."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CheckpointError(f"device={device!r} is not a device: use 'cpu', 'cuda' (or 'cuda:N') or 'mps'") from None
+    problem = device_problem(device)
+    if problem:
+        raise CheckpointError(f"device={str(device)!r}: {problem}" + (
+            "; device='cpu' loads it on the CPU (every notebook runs there)" if problem.startswith("no ") else ""))
+    if dtype not in (torch.bfloat16, torch.float16, torch.float32, torch.float64):
+        named = f" is a string: pass torch.{dtype}" if isinstance(dtype, str) and hasattr(torch, dtype) else ""
+        raise CheckpointError(f"dtype={dtype!r}{named}; weights load as a floating-point torch dtype (torch.bfloat16, "
+                              "float16, float32 or float64); MXFP4 experts stay packed with keep_mxfp4=True")
+    return device
+
+
+def _misfit_error(name: str, target: str, keep_mxfp4: bool, config_says_mxfp4: bool) -> CheckpointError:
+    """The error for file tensor ``name`` that maps to ``target``, which the model being built does not have."""
+    if keep_mxfp4 and target.rsplit(".", 1)[-1] in ("gate_up_proj", "down_proj"):
+        fix = ("config.json's quantization_config says they are MXFP4, which these files are not: remove it from "
+               "config.json (so that every loader, the chat included, reads them dense), or load with "
+               "keep_mxfp4=False" if config_says_mxfp4 else "load with keep_mxfp4=False")
+        why = f"the checkpoint's experts are dense, so they cannot stay in MXFP4: {fix}"
+    else:
+        why = "is config.json from the same model?"
+    return CheckpointError(f"tensor {name!r} does not fit this model (it would go to {target}): {why}")
 
 
 def _layout_names(cfg: ModelConfig, layout: str, packed: bool, prefixed: bool = True) -> dict[str, str]:

@@ -120,27 +120,11 @@ def stream(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_toke
 
     One sequence, no padding. Prompt and reply together stay within the context, so that the whole
     reply can be fed back (a chat's next turn). A stop token ends the reply and is its last token.
-    A seeded draw uses a generator of its own (on the model's device: a GPU draws other numbers than
-    the CPU); without a seed, torch's global generator.
+    A seeded draw uses a generator of its own (on the GPU for a CUDA model, else on the CPU: a GPU
+    draws other numbers than the CPU); without a seed, torch's global generator.
     """
-    ids = _prompt_list(prompt_ids)
-    if not ids:
-        raise ValueError("the prompt is empty: give at least one token")
-    check_token_ids(min(ids), max(ids), model.config.vocab_size)
-    if model.training and model.config.dropout > 0:
-        raise ValueError(f"the model is in training mode, so dropout ({model.config.dropout}) would change every "
-                         "token: call model.eval() before generating")
-    check_max_new_tokens(max_new_tokens)
-    check_sampling(temperature, top_p)
-    stops = _stop_set(stop_tokens)
-    if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-            raise ValueError(f"seed must be a whole number (or None: torch's global generator), got {seed!r}")
-        seed = operator.index(seed)  # numpy's integers too: manual_seed takes only Python's
+    ids, stops, seed = _checked_stream_args(model, prompt_ids, max_new_tokens, temperature, top_p, seed, stop_tokens)
     ctx = model.config.context_length
-    if len(ids) >= ctx:
-        raise ValueError(f"the prompt has {len(ids)} tokens, and the context holds {ctx} with the reply: a prompt "
-                         f"of at most {ctx - 1} leaves room for one")
     stats = stats if stats is not None else Generation()
     stats.prompt_tokens = len(ids)
     if max_new_tokens == 0:  # nothing to sample: no prefill either (on gpt-oss-20b, a whole prompt's worth)
@@ -172,6 +156,31 @@ def stream(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, *, max_new_toke
         if step + 1 < budget:
             logits = step_logits(token)
     stats.stop_reason = "max_new_tokens" if budget == max_new_tokens else "context_full"
+
+
+def _checked_stream_args(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, max_new_tokens: int,
+                         temperature: float, top_p: float, seed: Any,
+                         stop_tokens: int | Sequence[int] | torch.Tensor) -> tuple[list[int], set[int], int | None]:
+    """stream's arguments checked, each mistake said in words: the prompt's ids, the stop set and the seed."""
+    ids = _prompt_list(prompt_ids)
+    if not ids:
+        raise ValueError("the prompt is empty: give at least one token")
+    check_token_ids(min(ids), max(ids), model.config.vocab_size)
+    if model.training and model.config.dropout > 0:
+        raise ValueError(f"the model is in training mode, so dropout ({model.config.dropout}) would change every "
+                         "token: call model.eval() before generating")
+    check_max_new_tokens(max_new_tokens)
+    check_sampling(temperature, top_p)
+    stops = _stop_set(stop_tokens)
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise ValueError(f"seed must be a whole number (or None: torch's global generator), got {seed!r}")
+        seed = operator.index(seed)  # numpy's integers too: manual_seed takes only Python's
+    ctx = model.config.context_length
+    if len(ids) >= ctx:
+        raise ValueError(f"the prompt has {len(ids)} tokens, and the context holds {ctx} with the reply: a prompt "
+                         f"of at most {ctx - 1} leaves room for one")
+    return ids, stops, seed
 
 
 def release_memory() -> None:

@@ -97,6 +97,25 @@ class GPT(nn.Module):
         after a prompt, whose every position's logits would take T x vocab numbers (for gpt-oss-20b,
         a 2,048-token prompt's 0.8 GB in bf16).
         """
+        start = cache.length if cache is not None else 0
+        self._check_input_ids(input_ids, start)
+        T = input_ids.shape[1]
+        positions = torch.arange(start, start + T, device=input_ids.device)
+        x = self.embed(input_ids)
+        if self.pos_embed is not None:
+            x = x + self.pos_embed(positions)
+        x = self.drop(x)
+        rope = self.rotary(positions, x.dtype) if self.rotary is not None else None
+        for block in self.blocks:
+            x = block(x, rope, cache)
+        if cache is not None:  # every layer wrote positions start..start+T-1: the cache moves on once, after all
+            cache.length += T
+        if last_only:
+            x = x[:, -1:]
+        return self.logits(x)
+
+    def _check_input_ids(self, input_ids: torch.Tensor, start: int) -> None:
+        """Refuse ids that are not [batch, tokens] of integers in the vocabulary, or that overrun the context."""
         if not isinstance(input_ids, torch.Tensor):
             raise TypeError(f"input_ids must be a tensor [batch, tokens], got a {type(input_ids).__name__}: "
                             "torch.tensor([ids]) makes one from a list of ids")
@@ -111,23 +130,9 @@ class GPT(nn.Module):
             raise ValueError(f"input_ids {tuple(input_ids.shape)} holds no tokens: give at least one sequence of one")
         if input_ids.device.type == "cpu":  # elsewhere the check would wait for the device at every step
             check_token_ids(*(int(v) for v in torch.aminmax(input_ids)), self.config.vocab_size)
-        start = cache.length if cache is not None else 0
         if start + T > self.config.context_length:
             raise ValueError(f"{start + T} positions exceed the context length of {self.config.context_length} "
                              f"({self.config.name}): shorten the prompt or generate fewer tokens")
-        positions = torch.arange(start, start + T, device=input_ids.device)
-        x = self.embed(input_ids)
-        if self.pos_embed is not None:
-            x = x + self.pos_embed(positions)
-        x = self.drop(x)
-        rope = self.rotary(positions, x.dtype) if self.rotary is not None else None
-        for block in self.blocks:
-            x = block(x, rope, cache)
-        if cache is not None:  # every layer wrote positions start..start+T-1: the cache moves on once, after all
-            cache.length += T
-        if last_only:
-            x = x[:, -1:]
-        return self.logits(x)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The final norm and the unembedding: hidden states [B, T, d_model] to logits [B, T, vocab]."""

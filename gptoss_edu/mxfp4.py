@@ -87,7 +87,9 @@ def dequantize(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype = 
         # Low nibble is element 2j, high nibble element 2j + 1.
         values = torch.stack((lut[(b & 0x0F).long()], lut[(b >> 4).long()]), dim=-1).flatten(-2)  # [rows, G, 32]
         # 2 * value * 2^(scale - 128): the same numbers as value * 2^(scale - 127), but the power of two stays
-        # finite at scale 255 (2^127, not 2^128 = inf), so 0 stays 0 there, not inf * 0 = NaN.
+        # finite at scale 255 (2^127, not 2^128 = inf), so 0 stays 0 there, not inf * 0 = NaN. The OCP spec
+        # reserves 255 for NaN (notebook 08) and load_model refuses it; unpacked here it gives what
+        # transformers' unpacking gives, so the two agree on every byte.
         exponents = (s.to(torch.int32) - (SCALE_BIAS + 1)).unsqueeze(-1).to(work)
         out[start:start + step] = torch.ldexp(values, exponents).flatten(-2)  # cast to dtype as it is stored
     return out.reshape(*blocks.shape[:-2], G * 32)
@@ -109,7 +111,8 @@ def quantize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Quantize ``w`` [..., rows, cols] (cols a multiple of 32) to MXFP4 ``(blocks, scales)``.
 
     Each block's scale is the smallest power of two that brings its largest magnitude
-    within E2M1's range (so nothing saturates), then each value rounds to the nearest code.
+    within E2M1's range (so nothing saturates below 6 x 2**125, the largest scale kept), then each
+    value rounds to the nearest code.
     """
     if w.shape[-1] % BLOCK_SIZE:
         raise ValueError(f"MXFP4 needs the last dimension to be a multiple of {BLOCK_SIZE}, got {tuple(w.shape)}")

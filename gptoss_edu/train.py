@@ -342,8 +342,9 @@ class TrainResult:
     model: GPT
     model_config: ModelConfig
     train_config: TrainConfig
-    history: list[dict] = field(default_factory=list)  # one entry per optimizer step
-    evals: list[dict] = field(default_factory=list)  # {"step", "val_loss"}
+    # One entry per optimizer step; its "step" counts the steps done (1-based), so its lr is lr_at(step - 1).
+    history: list[dict] = field(default_factory=list)
+    evals: list[dict] = field(default_factory=list)  # {"step": steps done, "val_loss"}
     resumed_from: int = 0
     interrupted: bool = False
     out: Path | None = None
@@ -485,7 +486,7 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, data: TokenData | None, *, 
     saved_at, aborted = start, False
     with _StopRequest(enabled=out is not None) as stop:
         try:
-            for step in range(start, cfg.steps):
+            for step in range(start, cfg.steps):  # 0-based; the step itself is notebook 13's train_steps
                 t0 = time.perf_counter()
                 torch.manual_seed(step_seed(cfg.seed, step))  # dropout's randomness, also a function of the step
                 lr = lr_at(step, cfg)

@@ -286,7 +286,8 @@ def test_values_past_float32_and_integer_dtypes_are_refused_not_truncated():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
 def test_every_scale_byte_unpacks_to_the_spec_value_in_every_dtype(dtype):
-    """value * 2^(scale - 127), computed in float64 and rounded once to ``dtype``: for all 256 scale bytes and 16 codes.
+    """value * 2^(scale - 127), computed in float64 and rounded once to ``dtype``: for all 256 scale bytes and 16 codes
+    (byte 255, NaN in the OCP spec and refused by load_model, as transformers unpacks it).
 
     At scale 255 the power 2^128 overflows float32: 0 must stay 0 (not inf * 0 = NaN) and 0.5 be 2^127; and
     in float64 nothing overflows at all.
