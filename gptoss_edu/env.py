@@ -286,14 +286,21 @@ def check_venv(repo: Path = REPO, prefix: str = sys.prefix) -> Check | None:
                  "doctor (or source .venv/bin/activate first); in JupyterLab, choose the course's kernel")
 
 
-def check_course_packages() -> Check:
-    """Whether the kernels' package imports beside this one: an install older than the course's files may lose it."""
+def check_course_packages(foreign: bool = False) -> Check:
+    """Whether the kernels' package imports beside this one: an install older than the course's files may lose it.
+
+    ``foreign``: this Python is not the course's .venv (check_venv said so), which is then the reason.
+    """
     if importlib.util.find_spec("gptoss_kernels") is not None:
         return Check("course packages", "gptoss_edu, gptoss_kernels", "both found", OK, "the course's own code")
-    return Check("course packages", "gptoss_edu, gptoss_kernels", "no gptoss_kernels", FAIL,
-                 "the course's install is older than its files (the kernels moved to kernels/gptoss_kernels/): "
-                 "make lab reinstalls it (or .venv/bin/python -m pip install -e . in the course's folder); "
-                 "notebooks 10 and 12 stop without it")
+    if foreign:  # the course is installed in its .venv, not here: an old install is not the cause
+        why = ("this Python does not have the course installed (see the environment row): its .venv does, so run "
+               "doctor with .venv/bin/python; notebooks 10 and 12 stop without gptoss_kernels")
+    else:
+        why = ("the course's install is older than its files (the kernels moved to kernels/gptoss_kernels/): "
+               "make lab reinstalls it (or .venv/bin/python -m pip install -e . in the course's folder); "
+               "notebooks 10 and 12 stop without it")
+    return Check("course packages", "gptoss_edu, gptoss_kernels", "no gptoss_kernels", FAIL, why)
 
 
 def _closure(extras: tuple[str, ...]) -> tuple[dict[str, str], set[str], set[str]]:
@@ -767,7 +774,8 @@ def check_environment() -> EnvironmentReport:
     broken = import_problems([p.module for p in PACKAGES if _installed(p) is not None])
     gpu = "torch" not in broken and triton_gpu()
     venv = check_venv()
-    packages = ([check_python()] + ([venv] if venv else []) + [check_course_packages()]
+    packages = ([check_python()] + ([venv] if venv else []) + [check_course_packages(foreign=venv is not None
+                                                                                     and venv.status != OK)]
                 + [check_package(p, pins, mins, gpu, broken.get(p.module)) for p in PACKAGES] + check_dependencies(pins))
     return EnvironmentReport(packages, check_machine(torch_imports="torch" not in broken) + [check_data()])
 

@@ -635,3 +635,18 @@ def test_an_install_older_than_the_kernels_folder_is_a_fail(monkeypatch):
     assert row.status == FAIL and "make lab reinstalls it" in row.meaning
     report = env.check_environment()
     assert not report.ok and "course packages" in report.summary()
+
+
+def test_a_python_other_than_the_course_s_is_the_reason_the_kernels_are_missing(monkeypatch, tmp_path):
+    """`python3 -m gptoss_edu doctor` from the course folder: gptoss_kernels is missing because this Python
+    is not the .venv, not because an install is old; `make lab` would mend nothing."""
+    real = env.importlib.util.find_spec
+    monkeypatch.setattr(env.importlib.util, "find_spec", lambda name, *a: None if name == "gptoss_kernels"
+                        else real(name, *a))
+    venv = env.check_venv(prefix=str(tmp_path))
+    assert venv is not None and venv.status == WARN
+    monkeypatch.setattr(env, "check_venv", lambda: venv)
+    rows = {row.item: row for row in env.check_environment().rows}
+    assert rows["course packages"].status == FAIL
+    assert "older than its files" not in rows["course packages"].meaning
+    assert "see the environment row" in rows["course packages"].meaning
