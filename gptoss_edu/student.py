@@ -20,16 +20,25 @@ PLACEHOLDER = "<i>The solution has been removed from this copy. Ask your teacher
 # What a copy writes besides its notebooks: their hashes, so a later copy knows what it may replace.
 MANIFEST = ".student-copy.json"
 IGNORED = {".ipynb_checkpoints", ".DS_Store"}  # made by Jupyter and macOS, never anyone's work
+# A markdown link out of the notebooks' folder, [text](../data/...): from a copy elsewhere (a class's
+# ~/gpt-oss-course) it would lead nowhere, so the copy names the file in the course's folder instead.
+_LINK_OUT = re.compile(r"\[([^\]\n]+)\]\(\.\./([^)\s]+)\)")
 
 
 def strip_notebook(nb: dict) -> tuple[dict, int]:
-    """A copy of notebook ``nb`` with every cell tagged 'solution' replaced by a note; and how many."""
+    """A copy of notebook ``nb`` with every cell tagged 'solution' replaced by a note; and how many.
+
+    Links out of the notebooks' folder become the file's name in the course's folder, in words.
+    """
     cells, removed = [], 0
     for cell in nb["cells"]:
         if SOLUTION_TAG in cell.get("metadata", {}).get("tags", []):
             removed += 1
             cell_id = {"id": cell["id"]} if "id" in cell else {}  # nbformat 4.5 wants every cell to have one
             cells.append({"cell_type": "markdown", **cell_id, "metadata": {}, "source": PLACEHOLDER})
+        elif cell.get("cell_type") == "markdown" and "](../" in "".join(cell.get("source", "")):
+            source = _LINK_OUT.sub(r"\1 (`\2` in the course's folder)", "".join(cell["source"]))
+            cells.append({**cell, "source": source})
         else:
             cells.append(cell)
     return {**nb, "cells": cells}, removed

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -392,3 +393,23 @@ def test_a_destination_inside_the_notebooks_it_copies_is_refused(tmp_path, capsy
     monkeypatch.chdir(tmp_path)
     assert main(["student", "course", "st/"]) == 0
     assert capsys.readouterr().out.endswith("student copy in st/\n")  # not st//
+
+
+def test_links_out_of_the_notebooks_folder_name_the_file_in_the_copy(tmp_path):
+    """A class's copy lives elsewhere (~/gpt-oss-course): ../data/... from there leads nowhere."""
+    src = Path(__file__).resolve().parents[1] / "notebooks"
+    assert main(["student", str(src), str(tmp_path / "student")]) == 0
+    rewritten = 0
+    for path in sorted((tmp_path / "student").glob("*.ipynb")):
+        original = json.loads((src / path.name).read_text())
+        for cell, was in zip(json.loads(path.read_text())["cells"], original["cells"]):
+            text, before = "".join(cell["source"]), "".join(was["source"])
+            assert "](../" not in text, path.name
+            if "](../" in before and was["cell_type"] == "markdown":
+                rewritten += 1
+                for target in re.findall(r"\]\(\.\./([^)\s]+)\)", before):
+                    assert (src.parent / target).exists(), target  # the file the words name is there
+                    assert f"(`{target}` in the course's folder)" in text
+            elif "solution" not in was["metadata"].get("tags", []):
+                assert cell == was  # nothing else is touched
+    assert rewritten == 3  # notebook 11's two links to TRAINING.md and notebook 13's
