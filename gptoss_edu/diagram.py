@@ -20,6 +20,18 @@ FOCUS = "#d7c9ef"  # worked on by the step, unchanged
 PLAIN = "#dce9f5"
 
 
+def _window_label(cfg: ModelConfig) -> str:
+    """Which layers slide a window, as the layers themselves say (cfg.window), not as the presets usually do."""
+    layers = [i for i in range(cfg.n_layers) if cfg.window(i)]
+    if not layers:
+        return ""
+    where = ("every layer" if len(layers) == cfg.n_layers
+             else "alternate layers" if layers in (list(range(0, cfg.n_layers, 2)), list(range(1, cfg.n_layers, 2)))
+             else f"layer{'s' * (len(layers) > 1)} {', '.join(map(str, layers))}" if len(layers) <= 4
+             else f"{len(layers)} of {cfg.n_layers} layers")
+    return f"window {cfg.window(layers[0])} on {where}"
+
+
 def _labels(cfg: ModelConfig) -> dict[str, str]:
     norm = "LayerNorm" if cfg.norm == "layernorm" else "RMSNorm"
     heads = (f"{cfg.n_heads} heads" if cfg.n_kv_heads == cfg.n_heads
@@ -27,8 +39,9 @@ def _labels(cfg: ModelConfig) -> dict[str, str]:
     extras = []
     if cfg.positions != "learned":
         extras.append("RoPE" if cfg.positions == "rope" else f"YaRN x{cfg.rope_scaling_factor:g}")
-    if cfg.sliding_window:
-        extras.append(f"window {cfg.sliding_window} on alternate layers")
+    window = _window_label(cfg)
+    if window:
+        extras.append(window)
     if cfg.sinks:
         extras.append("sinks")
     mlp = {"gelu": "GELU MLP", "swiglu": "SwiGLU MLP", "gptoss_swiglu": "clamped SwiGLU"}[cfg.mlp]

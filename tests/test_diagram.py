@@ -45,3 +45,24 @@ def test_parts_worked_on_but_unchanged_have_their_own_colour_and_a_key():
         draw_block(preset("gpt-oss-20b"), highlight="mlp", focus="mlp")
     with pytest.raises(ValueError, match="unknown part"):
         draw_block(preset("gpt-oss-20b"), focus="experts")
+
+
+def test_the_window_label_follows_the_layers_windows():
+    """It said "window W on alternate layers" whenever sliding_window was set, whatever layer_types said."""
+    from gptoss_edu import course_config
+    from gptoss_edu.diagram import _labels
+
+    def label(cfg):
+        return _labels(cfg)["attention"]
+
+    assert "window 128 on alternate layers" in label(preset("gpt-oss-20b"))  # even layers of 24
+    step6 = course_config(6)
+    assert [step6.window(i) for i in range(step6.n_layers)] == [8, 0]
+    assert "window 8 on alternate layers" in label(step6)  # layer 0 of 2
+    assert "window" not in label(course_config(5).replace(sliding_window=8))  # no layer slides
+    both = step6.replace(layer_types=("sliding_attention", "sliding_attention"))
+    assert "window 8 on every layer" in label(both)
+    six = preset("gpt-oss-20b").replace(n_layers=6, layer_types=("sliding_attention",) * 2 + ("full_attention",) * 4)
+    assert "window 128 on layers 0, 1" in label(six)
+    odd = preset("gpt-oss-20b").replace(n_layers=12, layer_types=("sliding_attention",) * 5 + ("full_attention",) * 7)
+    assert "window 128 on 5 of 12 layers" in label(odd)
