@@ -5,8 +5,10 @@
 The model's thinking (the analysis channel) is shown dimmed and its answer plainly. The
 conversation is kept between turns, with the thinking of answered turns dropped as the
 harmony format prescribes. Ctrl-C stops the current reply and keeps the session; Ctrl-D
-(end of input) quits; /reset starts a new conversation. A message that runs the GPU out of
-memory is dropped, and the conversation goes on as before it.
+(end of input) quits; /reset starts a new conversation. When the conversation would leave a reply
+less than --max-new-tokens of the context window, its oldest turns are left out, and the screen
+says so. A message that runs the GPU out of memory is dropped, and the conversation goes on as
+before it.
 """
 
 from __future__ import annotations
@@ -135,6 +137,7 @@ class ChatSession:
         self.enc = get_encoding("o200k_harmony")
         self.header = chat_header(reasoning, date, instructions)
         self.messages: list[harmony.Message] = []
+        self._before: list[harmony.Message] = []  # the conversation before the turn under way
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.seed, self.turn = seed, 0
         self.cuda_graph = cuda_graph  # None: decode steps replay a CUDA graph on a GPU (static_decode.fast_step)
@@ -148,9 +151,10 @@ class ChatSession:
         """Forget the conversation (the system and developer messages stay)."""
         self.messages = []
 
-    def prompt_ids(self) -> list[int]:
-        """The conversation rendered for the model, ending with `<|start|>assistant`."""
-        return harmony.render_conversation(self.header + self.messages, encoding=self.enc)
+    def prompt_ids(self, messages: list[harmony.Message] | None = None) -> list[int]:
+        """The conversation (or ``messages`` in its place) rendered for the model, ending with `<|start|>assistant`."""
+        return harmony.render_conversation(self.header + (self.messages if messages is None else messages),
+                                           encoding=self.enc)
 
     # ---- printing ------------------------------------------------------------------
     def _write(self, text: str, dim: bool = False) -> None:
@@ -162,21 +166,29 @@ class ChatSession:
 
     # ---- one turn --------------------------------------------------------------------
     def reply(self, text: str) -> Generation | None:
-        """Send a user message, stream the reply to the screen, keep both in the conversation (None: not kept)."""
-        self.messages.append(harmony.user(text))
-        try:
-            prompt = self.prompt_ids()
-        except BaseException:  # Ctrl-C while a long conversation renders: the message was never sent
-            self.messages.pop()
-            raise
+        """Send a user message, stream the reply to the screen, keep both in the conversation (None: not kept).
+
+        A conversation that would leave the reply less than max_new_tokens (at most half the context)
+        loses its oldest turns first: the model no longer sees them, and the screen says so.
+        """
+        self._before = self.messages  # what a failed turn puts back, the turns left out below included
         context = self.model.config.context_length
-        if len(prompt) >= context:
-            self.messages.pop()
-            self._write(
-                f"(not sent: the conversation would be {len(prompt)} tokens, over this model's context "
-                f"window of {context}. Shorten the message, or /reset to start over.)\n"
-            )
+        budget = context - min(self.max_new_tokens, context // 2)
+        # Nothing is kept until the message is sent: Ctrl-C while a long conversation renders leaves it as it was.
+        pending = [*self.messages, harmony.user(text)]
+        drop = harmony.turns_that_fit(pending, lambda kept: len(self.prompt_ids(kept)), budget)
+        pending = pending[drop:]
+        prompt = self.prompt_ids(pending)
+        if len(prompt) >= context:  # every earlier turn is left out by now: the message itself is too long
+            self._write(f"(not sent: this message, after the system message, would be {len(prompt)} tokens, over "
+                        f"this model's context window of {context}. Shorten it.)\n")
             return None
+        self.messages = pending
+        if drop:
+            turns = sum(m.role == "user" for m in self._before[:drop])
+            self._write(f"(the {'oldest turn is' if turns == 1 else f'{turns} oldest turns are'} left out to leave "
+                        f"room for the reply: the model no longer sees {'it' if turns == 1 else 'them'})\n", dim=True)
+            self._write("")
         stats = Generation()
         reader = harmony.ReplyReader(self.enc)
         tokens = stream(
@@ -236,8 +248,8 @@ class ChatSession:
         return None if unanswered else stats
 
     def _undo_turn(self) -> None:
-        """Forget the user's message just sent: its reply failed."""
-        self.messages.pop()
+        """Forget the user's message just sent, its reply failed: the conversation as before it, every turn back."""
+        self.messages = self._before
         self.turn -= 1
 
     def _drop_turn(self, prompt_tokens: int, line_open: bool) -> None:

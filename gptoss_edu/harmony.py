@@ -17,6 +17,7 @@ OpenAI's openai-harmony renderer does, so the token ids here match it token for 
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import decimal
 import json
@@ -24,7 +25,7 @@ import math
 import operator
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import tiktoken
 
@@ -484,6 +485,23 @@ def render_conversation(
             raise HarmonyError(f"unknown role {next_role!r}; choose one of {', '.join(ROLES)}")
         ids += [_special(enc, START)] + _text(enc, next_role)
     return ids
+
+
+def turns_that_fit(messages: Sequence[Message], length: Callable[[Sequence[Message]], int], budget: int) -> int:
+    """How many of the oldest messages to leave out, whole turns at a time, so ``length(kept) <= budget``.
+
+    A turn starts at a user message. The fewest turns go, and never the last one (the message being
+    sent): where even that one alone is over the budget, every earlier turn goes and the caller decides.
+    ``length`` is called a few times (a binary search over the turns), each on a shorter conversation.
+    """
+    if length(messages) <= budget:
+        return 0
+    starts = [i for i, m in enumerate(messages) if m.role == "user" and i > 0]  # where a later turn begins
+    if not starts:
+        return 0
+    # Leaving out more turns never lengthens the prompt: the first start whose rest fits is the answer.
+    k = bisect.bisect_left(range(len(starts)), True, key=lambda j: length(messages[starts[j]:]) <= budget)
+    return starts[min(k, len(starts) - 1)]
 
 
 def stop_tokens(encoding: tiktoken.Encoding | None = None) -> list[int]:

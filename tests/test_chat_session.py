@@ -105,6 +105,60 @@ def test_a_prompt_that_fills_the_context_exactly_is_not_sent(monkeypatch):
     assert session.reply("hi") is not None and len(calls) == 1
 
 
+def test_the_oldest_turns_are_left_out_to_leave_the_reply_its_room(monkeypatch):
+    """The conversation grows every turn: once it would leave the reply less than max_new_tokens, the
+    fewest oldest turns go (it was sent with a few tokens of room, or refused, until /reset)."""
+    calls: list = []
+    prompts: list = []
+    fake = recording(ANSWER, calls)
+
+    def stream(model, prompt_ids, **kwargs):
+        prompts.append(list(prompt_ids))
+        return fake(model, prompt_ids, **kwargs)
+
+    monkeypatch.setattr(chat, "stream", stream)
+    out = io.StringIO()
+    session = chat.ChatSession(fake_model(), max_new_tokens=40, out=out)
+    for word in ("one", "two", "three"):
+        session.reply(word)
+    assert "left out" not in out.getvalue()
+    full = len(session.prompt_ids([*session.messages, harmony.user("four")]))
+    without_one = len(session.prompt_ids([*session.messages[2:], harmony.user("four")]))
+    session.model = fake_model(context=full + 39)  # one token short of max_new_tokens' room
+    assert without_one + 40 <= full + 39  # leaving out the first turn is enough
+    session.reply("four")
+    assert "(the oldest turn is left out to leave room for the reply: the model no longer sees it)" in out.getvalue()
+    assert [m.content for m in session.messages if m.role == "user"] == ["two", "three", "four"]
+    assert prompts[-1] == session.prompt_ids(session.messages[:-1]) and len(prompts[-1]) == without_one
+    # A context that leaves room only for the last message: every earlier turn goes, and the screen counts them.
+    alone = len(session.prompt_ids([harmony.user("five")]))
+    session.model = fake_model(context=alone + 40)
+    session.reply("five")
+    assert "(the 3 oldest turns are left out" in out.getvalue()
+    assert [m.content for m in session.messages if m.role == "user"] == ["five"]
+
+
+def test_a_failed_turn_puts_back_the_turns_left_out_for_it(monkeypatch):
+    """A turn that fails ("the conversation is as before it") gets back what was left out to make room for it."""
+    monkeypatch.setattr(chat, "stream", recording(ANSWER, []))
+    out = io.StringIO()
+    session = chat.ChatSession(fake_model(), max_new_tokens=40, out=out)
+    session.reply("one")
+    session.reply("two")
+    before = list(session.messages)
+    session.model = fake_model(context=len(session.prompt_ids([*before, harmony.user("three")])) + 20)
+
+    def broken(*args, **kwargs):
+        yield from ()
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(chat, "stream", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        session.reply("three")
+    assert "the 2 oldest turns are left out" in out.getvalue()  # this turn did leave both out
+    assert session.messages == before and session.turn == 2
+
+
 def test_a_reply_that_runs_into_the_context_window_says_so(monkeypatch):
     out = io.StringIO()
     session = chat.ChatSession(fake_model(), max_new_tokens=100, out=out)
@@ -427,3 +481,26 @@ def test_a_reply_still_thinking_at_max_new_tokens_is_dropped_with_what_to_do(scr
     printed, session = say("<|channel|>analysis<|message|>Hmm.<|end|><|start|>assistant<|channel|>analysis<|message|>"
                            "More", stop_reason="max_new_tokens")
     assert session.messages == [] and "still thinking at --max-new-tokens 64" in printed
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_turns_that_fit_leaves_out_the_fewest_whole_turns(seed):
+    """The binary search gives what trying each turn boundary in order gives, on conversations with tool turns."""
+    import random
+
+    rng = random.Random(seed)
+    messages = []
+    for turn in range(rng.randint(1, 8)):
+        messages.append(harmony.user("u" * rng.randint(1, 30)))
+        for _ in range(rng.randint(0, 3)):  # the assistant's messages, a tool's replies
+            role = rng.choice(["assistant", "tool"])
+            messages.append(harmony.Message(role, "a" * rng.randint(1, 30),
+                                            name="functions.f" if role == "tool" else None))
+    length = lambda kept: sum(len(m.content) for m in kept)  # noqa: E731
+    starts = [i for i, m in enumerate(messages) if m.role == "user"]
+    for budget in range(0, length(messages) + 2):
+        fits = [s for s in starts if length(messages[s:]) <= budget]
+        want = fits[0] if fits else starts[-1]
+        got = harmony.turns_that_fit(messages, length, budget)
+        assert got == want, (budget, got, want)
+        assert messages[got].role == "user"  # a whole turn: the kept conversation starts at a user message

@@ -117,15 +117,39 @@ def test_empty_message_and_full_context_are_reported_not_raised():
     assert w.messages == [] and not w.send_button.disabled
 
 
-def test_a_message_that_overflows_a_conversation_suggests_a_new_chat_too():
+def test_a_message_that_overflows_a_conversation_leaves_the_oldest_turns_out():
+    """It was refused ("start a New chat"); the fewest oldest turns now go, and the status says so."""
     n = len(conversation_ids([harmony.user("Hi")], "medium"))
     model = Scripted(ANSWER, context=n + 40)
-    w = ChatWidget(model, temperature=0.0)
-    assert w.send("Hi") is not None
-    again = "Hi again " * 14  # 28 tokens more than "Hi": it fits alone, not after the first turn
-    assert len(conversation_ids([harmony.user(again)], "medium")) < n + 40
-    assert w.send(again) is None
-    assert "the conversation is" in w.status.value and "start a New chat" in w.status.value
+    w = ChatWidget(model, temperature=0.0, max_new_tokens=10)
+    assert w.send("Hi") is not None and w.send("Hi") is not None
+    assert "left out" not in w.status.value
+    again = "Hi again " * 14  # 28 tokens more than "Hi": it fits alone, not after the first turns
+    alone = conversation_ids([harmony.user(again)], "medium")
+    assert len(alone) + 10 <= n + 40 < len(conversation_ids([*w.messages, harmony.user(again)], "medium"))
+    assert w.send(again) is not None
+    assert model.prompts[-1] == alone  # both earlier turns left out: with either, no room for 10 tokens
+    assert "the 2 oldest turns of the conversation left out to leave room for the reply" in w.status.value
+    assert [m.content for m in w.messages if m.role == "user"] == [again]
+    assert w.history.value.count("<b>you</b>") == 3  # the history still shows every turn
+
+
+def test_the_fewest_turns_are_left_out_and_a_failed_turn_keeps_them():
+    n = len(conversation_ids([harmony.user("one")], "medium"))
+    model = Scripted(ANSWER, context=4096)
+    w = ChatWidget(model, temperature=0.0, max_new_tokens=20)
+    for word in ("one", "two", "three"):
+        w.send(word)
+    full = len(conversation_ids([*w.messages, harmony.user("four")], "medium"))
+    model.config.context_length = full + 19  # one token short of the reply's room
+    model.script = harmony_tokens("<|channel|>analysis<|message|>hm")  # still thinking at the end: a failed turn
+    before = list(w.messages)
+    assert w.send("four") is None  # still thinking / no answer at max_new_tokens: dropped
+    assert w.messages == before  # the turn left out for it is back
+    model.script = harmony_tokens(ANSWER)
+    assert w.send("four") is not None
+    assert [m.content for m in w.messages if m.role == "user"] == ["two", "three", "four"]
+    assert "the oldest turn of the conversation left out" in w.status.value and n < full
 
 
 def test_a_message_too_long_on_its_own_is_told_so_and_the_last_answer_stays():

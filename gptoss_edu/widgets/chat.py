@@ -169,6 +169,15 @@ class ChatWidget(widgets.VBox):
             return None
         # The message joins the conversation only with its reply: a failed or interrupted turn leaves no trace.
         pending = [*self.messages, harmony.user(text)]
+        # A conversation that would leave the reply less than max_new_tokens (at most half the context) loses
+        # its oldest turns: the model no longer sees them (the history above still shows them).
+        context = self.model.config.context_length
+        budget = context - min(self.max_new_tokens, context // 2)
+        effort = self.effort.value
+        drop = harmony.turns_that_fit(
+            pending, lambda kept: len(conversation_ids(kept, effort, self.date, self.encoding)), budget)
+        left_out = sum(m.role == "user" for m in pending[:drop])
+        pending = pending[drop:]
         self.send_button.disabled = True
         self.status.value = f"<i>generating (reasoning: {self.effort.value}) ...</i>"
         self._show("", "")
@@ -222,7 +231,9 @@ class ChatWidget(widgets.VBox):
         self.text.value = ""
         self._show(out.analysis, out.final)
         self._record(text, out)
-        self.status.value = html.escape(self._summary(out), quote=False)
+        note = (f"; the {'oldest turn' if left_out == 1 else f'{left_out} oldest turns'} of the conversation "
+                "left out to leave room for the reply" if left_out else "")
+        self.status.value = html.escape(self._summary(out) + note, quote=False)
         return out
 
     def close(self) -> None:
