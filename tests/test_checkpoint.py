@@ -1,8 +1,8 @@
 """Checkpoints in the real layouts: manifest of the full-size models, OpenAI's original layout, errors.
 
 Tolerances: a checkpoint read back, or the same weights read from another layout, gives the same
-logits exactly (atol 0); against transformers, atol 1e-4 (float32 sums in another order through
-every layer).
+logits exactly (atol 0); against transformers and OpenAI's gpt_oss, atol 1e-5 (float32 sums in
+another order through every layer: measured 1e-6).
 """
 
 from __future__ import annotations

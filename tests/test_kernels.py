@@ -245,8 +245,18 @@ def test_attention_never_reads_keys_after_the_last_query(kernel) -> None:
     assert_close(out, attention_reference(q, k[:, :, :filled], v[:, :, :filled], **kw), "attention")
 
 
-@pytest.mark.parametrize("window", [1, 2, 3, 15, 16, 17, 33, 63, 64, 65, 129])
-@pytest.mark.parametrize("q_start", [0, 5])
+PREFILL_WINDOWS, PREFILL_Q_STARTS = [1, 2, 3, 8, 9, 10, 11, 12, 15, 16, 17, 33, 63, 64, 65, 129], [0, 5]
+
+
+def test_the_window_cases_start_at_every_offset_of_a_key_tile() -> None:
+    """What the next test's comment says, computed as the kernel computes a tile's first key (tiles of 16)."""
+    offsets = {max(q_start + m * 16 - window + 1, 0) % 16  # the kernel: lo = max(first_pos - window + 1, 0)
+               for window in PREFILL_WINDOWS for q_start in PREFILL_Q_STARTS for m in range(math.ceil(150 / 16))}
+    assert offsets == set(range(16))
+
+
+@pytest.mark.parametrize("window", PREFILL_WINDOWS)
+@pytest.mark.parametrize("q_start", PREFILL_Q_STARTS)
 def test_attention_prefill_window_start_at_every_tile_offset(window: int, q_start: int) -> None:
     # A query tile's first visible key, first_pos - window + 1, lands at every offset of a key tile, the
     # tile's last slot included (window 2 at q_start 0); tiles of 16 here, a GPU's own (64) there.
@@ -261,7 +271,8 @@ def test_attention_prefill_window_start_at_every_tile_offset(window: int, q_star
 @pytest.mark.parametrize("window", [0, 5, 37])
 @pytest.mark.parametrize("sinks", [True, False])
 def test_attention_decode_window_over_several_splits(Tq: int, window: int, sinks: bool) -> None:
-    # A window that starts the keys late (kv_lo > 0) while they are still cut into 3 splits.
+    # A window that starts the keys late (kv_lo > 0): 37 keys or more still cut into 3 splits, and a window
+    # of 5 into one, but for 32 queries.
     Tk, D = 90, 16
     q, k, v, s = attention_inputs(1, 4, 2, Tq, Tk, D, sinks, seed=Tq * 100 + window)
     kw = dict(scale=D ** -0.5, sinks=s, window=window, q_start=Tk - Tq)
@@ -751,7 +762,7 @@ def routing(N: int, E: int, K: int, seed: int, unused: tuple[int, ...] = ()):
 # (N, D, I, E, K, unused experts, limit)
 MOE_DECODE_CASES = [
     (1, 64, 32, 4, 1, (), 7.0),
-    (1, 96, 64, 6, 4, (2,), 7.0),  # D = 96: the last step of each row is a partial tile
+    (1, 96, 64, 6, 4, (2,), 7.0),  # D = 96: 48 bytes a row, a partial last step of a GPU's 128
     (2, 64, 96, 8, 3, (1, 4, 6), 1.0),  # a small limit: the clamps bite
     (3, 160, 32, 5, 2, (), 7.0),
     (2, 64, 32, 128, 4, (), 7.0),  # gpt-oss-120b's 128 experts, top 4
@@ -781,7 +792,7 @@ def moe_case(case, seed):
 def test_moe_decode(case) -> None:
     x, idx, wts, experts, limit = moe_case(case, seed=60)
     kw = dict(alpha=1.702, limit=limit)
-    blocks = {} if ON_GPU else dict(block_rows=16, block_bytes=16)  # small tiles: several per row and edges
+    blocks = {} if ON_GPU else dict(block_rows=16, block_bytes=16)  # small tiles: several per row (partial ones: below)
     out = moe_mxfp4_decode(x, idx.to(torch.int32), wts, *experts, **kw, **blocks)
     assert_close(out, moe_mxfp4_reference(x, idx, wts, *experts, **kw), "moe", scale_atol=True)
 
@@ -790,7 +801,8 @@ def test_moe_decode(case) -> None:
 def test_moe_prefill(case) -> None:
     x, idx, wts, experts, limit = moe_case(case, seed=70)
     kw = dict(alpha=1.702, limit=limit)
-    blocks = {} if ON_GPU else dict(block_m=16, block_n=16, block_bytes=16)  # small tiles: several per row and edges
+    blocks = {} if ON_GPU else dict(block_m=16, block_n=16, block_bytes=16)  # small tiles: several per row, ragged token rows
+    # (partial byte and column tiles: test_moe_prefill_partial_tiles)
     out = moe_mxfp4_prefill(x, idx, wts, *experts, **kw, **blocks)
     assert_close(out, moe_mxfp4_reference(x, idx, wts, *experts, **kw), "moe", scale_atol=True)
 

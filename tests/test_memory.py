@@ -213,7 +213,7 @@ SHAPES = {
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_workspace_bounds_the_measured_peak(shape, prompt, dtype, monkeypatch):
     """The estimate is never below what the model allocates, and within 1.6x of it."""
-    monkeypatch.setattr(attention, "QUERY_CHUNK", 64)  # several query chunks at these prompt lengths
+    monkeypatch.setattr(attention, "QUERY_CHUNK", 64)  # several query chunks at prompt 200 (4, the last ragged)
     cfg = g.preset("gpt-oss-tiny").replace(**SHAPES[shape])
     measured = measured_workspace(cfg, prompt, dtype)
     estimate = memory.workspace_bytes(cfg, prompt, prompt, dtype_bytes=dtype.itemsize)

@@ -55,7 +55,7 @@ def test_gpt2_written_by_us_loads_in_transformers(tmp_path, tied):
 
 
 # Each shape exercises: sequences longer than the window, positions past YaRN's original
-# context, several experts with top-k > 1, GQA, and a sharded MXFP4 checkpoint.
+# context, several experts (top-k > 1, top-1 in the third), GQA, and a sharded MXFP4 checkpoint.
 GPTOSS_SHAPES = [
     dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, d_ff=64, n_experts=4, experts_per_token=2,
          sliding_window=4, rope_original_context=16, rope_scaling_factor=4.0, T=40),

@@ -68,7 +68,10 @@ def test_model_with_saturating_experts_matches_transformers(boost, limit, tmp_pa
         got = ours(ids)
     hook.remove()
     pre = seen[0]
-    assert (pre[..., 1::2] < -limit).float().mean() > 0.05 and (pre[..., 0::2] < -limit).float().mean() > 0.05
+    gate, up = pre[..., 0::2], pre[..., 1::2]
+    assert (gate > limit).float().mean() > 0.05  # clamped: the gate's only clamp, from above
+    assert (up < -limit).float().mean() > 0.05 and (up > limit).float().mean() > 0.05  # up's, on both sides
+    assert (gate < -limit).float().mean() > 0.05  # and the side of the gate that is left alone
     path = g.write_checkpoint(ours, tmp_path / "ck", mxfp4=False, dtype=torch.float32)
     ref = GptOssForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     loaded = g.load_model(path)
