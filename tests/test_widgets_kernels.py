@@ -244,3 +244,27 @@ def test_the_block_title_counts_in_words_and_names_the_mark_drawn(n, block, titl
     assert title in ex.figure.axes[0].get_title()
     drawn = {t.get_text() for t in ex.figure.axes[0].texts}
     assert ("×" in drawn) == (block <= 32)
+
+
+def test_counting_kernel_calls_counts_each_wrapper_and_puts_the_real_ones_back():
+    """Notebook 10 counts the kernel calls of a model run; the count must be the calls, and leave nothing patched."""
+    import collections
+    import importlib
+
+    import pytest
+
+    pytest.importorskip("triton")
+    from gptoss_edu.widgets.kernels import counting_kernel_calls
+
+    rms = importlib.import_module("gptoss_kernels.rmsnorm")  # the module: the package's rmsnorm is the function
+
+    real = rms.rmsnorm
+    calls: collections.Counter = collections.Counter()
+    with pytest.raises(RuntimeError, match="inside"):
+        with counting_kernel_calls(calls):
+            assert rms.rmsnorm is not real
+            for _ in range(3):
+                with pytest.raises(Exception):
+                    rms.rmsnorm(None, None)  # counted before the real wrapper refuses it
+            raise RuntimeError("an error inside")
+    assert calls == {"rmsnorm": 3} and rms.rmsnorm is real

@@ -7,8 +7,12 @@ is called, so the explorer and the cost model work on any machine.
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import importlib
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
+from unittest import mock
 
 import ipywidgets as widgets
 import matplotlib
@@ -103,6 +107,30 @@ def block_explorer(n: int = 50, block: int = 16) -> Explorer:
     explorer = Explorer("Which program handles which element", draw, controls, figsize=(9.0, 3.8), asked={"n": n})
     explorer.stats = stats  # the numbers behind the current picture, for tests and curious learners
     return explorer
+
+
+# ----------------------------------------------------------------------------- kernel calls
+
+# The wrappers the model calls, by the module of gptoss_kernels that holds them.
+KERNEL_WRAPPERS = {"rmsnorm": ("rmsnorm",), "attention": ("attention_prefill", "attention_decode"),
+                   "moe": ("moe_mxfp4_prefill", "moe_mxfp4_decode")}
+
+
+@contextlib.contextmanager
+def counting_kernel_calls(calls: collections.Counter) -> Iterator[collections.Counter]:
+    """While inside: each kernel wrapper the model calls adds one to calls[its name], then runs the real kernel."""
+    def counted(name: str, real: Callable) -> Callable:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return real(*args, **kwargs)
+        return wrapper
+
+    with contextlib.ExitStack() as undo:  # on leaving, even by an error, the real ones are back
+        for module, names in KERNEL_WRAPPERS.items():
+            mod = importlib.import_module(f"gptoss_kernels.{module}")
+            for name in names:
+                undo.enter_context(mock.patch.object(mod, name, counted(name, getattr(mod, name))))
+        yield calls
 
 
 # ------------------------------------------------------------------------------- cost model
