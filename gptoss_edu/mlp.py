@@ -9,10 +9,7 @@ from .config import ModelConfig
 
 
 class GeluMLP(nn.Module):
-    """GPT-2's MLP: widen to d_ff (4 x d_model in GPT-2), GELU (tanh approximation by default), narrow back.
-
-    fc_in and fc_out are GPT-2's c_fc and c_proj (notebook 01), stored as nn.Linear [out, in].
-    """
+    """GPT-2's MLP (its c_fc, c_proj are fc_in, fc_out): widen to d_ff, GELU (tanh by default), narrow back."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()

@@ -11,10 +11,7 @@ from .config import ModelConfig, yarn_correction_range
 
 
 def rope_inv_freq(head_dim: int, base: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Plain RoPE's angular frequencies theta_i = base^(-2i/head_dim), one per pair of dims.
-
-    "inv_freq" is transformers' name for theta_i: the frequency itself, the inverse of base^(2i/head_dim).
-    """
+    """Plain RoPE's angular frequencies theta_i = base^(-2i/head_dim) (transformers' inv_freq), one per pair of dims."""
     return 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=dtype) / head_dim))
 
 
