@@ -180,14 +180,18 @@ class ChatSession:
         pending = pending[drop:]
         prompt = self.prompt_ids(pending)
         if len(prompt) >= context:  # every earlier turn is left out by now: the message itself is too long
-            self._write(f"(not sent: this message, after the system message, would be {len(prompt)} tokens, over "
-                        f"this model's context window of {context}. Shorten it.)\n")
+            header = "the system and developer messages" if len(self.header) > 1 else "the system message"
+            self._write(f"(not sent: this message, with {header}, would be {len(prompt)} tokens, over this model's "
+                        f"context window of {context}. Shorten it.)\n")
             return None
         self.messages = pending
         if drop:
             turns = sum(m.role == "user" for m in self._before[:drop])
+            short = (f"; even so the reply has room for only {context - len(prompt)} tokens"
+                     if len(prompt) > budget else "")
             self._write(f"(the {'oldest turn is' if turns == 1 else f'{turns} oldest turns are'} left out to leave "
-                        f"room for the reply: the model no longer sees {'it' if turns == 1 else 'them'})\n", dim=True)
+                        f"room for the reply: the model no longer sees {'it' if turns == 1 else 'them'}{short})\n",
+                        dim=True)
             self._write("")
         stats = Generation()
         reader = harmony.ReplyReader(self.enc)
@@ -275,7 +279,8 @@ class ChatSession:
             notes.append(f"{why} at --max-new-tokens {self.max_new_tokens}: this message is dropped, the conversation "
                          "is as before it. Run the chat with a larger --max-new-tokens or a lower --reasoning")
         elif stats.stop_reason not in ("stop_token", "format_problem"):
-            notes.append("the context window is full: /reset to start over" if context_full
+            notes.append("the context window is full: the next message leaves out the oldest turns (/reset starts "
+                         "over)" if context_full
                          else f"stopped at --max-new-tokens {self.max_new_tokens}")
         calls = reader.tool_calls()
         if calls:

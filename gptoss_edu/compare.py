@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -85,7 +86,10 @@ class LayerComparison:
     @property
     def first_difference(self) -> str | None:
         """The first layer whose outputs differ by more than its tolerance (None if all agree)."""
-        return next((layer for layer, d in self.diffs.items() if not d <= self.tolerance(layer)), None)
+        # A difference that is not a finite number (inf where one model overflowed, NaN) is one whatever the size:
+        # an inf in b would make its tolerance inf too.
+        return next((layer for layer, d in self.diffs.items()
+                     if not (math.isfinite(d) and d <= self.tolerance(layer))), None)
 
     @property
     def equal(self) -> bool:

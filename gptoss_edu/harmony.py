@@ -490,8 +490,9 @@ def render_conversation(
 def turns_that_fit(messages: Sequence[Message], length: Callable[[Sequence[Message]], int], budget: int) -> int:
     """How many of the oldest messages to leave out, whole turns at a time, so ``length(kept) <= budget``.
 
-    A turn starts at a user message. The fewest turns go, and never the last one (the message being
-    sent): where even that one alone is over the budget, every earlier turn goes and the caller decides.
+    ``messages`` is a conversation after its system and developer messages, so it starts with a user
+    message, where a turn starts. The fewest turns go, and never the last one (the message being
+    sent): where even that one alone is over the budget, every earlier turn goes.
     ``length`` is called a few times (a binary search over the turns), each on a shorter conversation.
     """
     if length(messages) <= budget:

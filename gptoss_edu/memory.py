@@ -117,6 +117,12 @@ def kv_cache_bytes(config: Any, context: int, batch: int = 1, dtype_bytes: int =
 CHUNKS_WITHOUT_TORCH = (1024, 1 << 27, 1 << 22)
 
 
+def _query_chunk_without_torch(batch: int, heads: int, keys: int) -> int:
+    """attention.query_chunk, for a Python where torch does not import (tests hold the two equal)."""
+    query_chunk, score_chunk = CHUNKS_WITHOUT_TORCH[:2]
+    return max(1, min(query_chunk, score_chunk // max(1, batch * heads * keys)))
+
+
 def workspace_parts(config: Any, prompt_tokens: int, context: int | None = None, batch: int = 1,
                     dtype_bytes: int = 2, last_only: bool = False) -> dict[str, int]:
     """Peak temporary bytes of each phase of the course's PyTorch forward pass over ``prompt_tokens``.
@@ -132,11 +138,11 @@ def workspace_parts(config: Any, prompt_tokens: int, context: int | None = None,
     within 1.6 times.
     """
     try:  # the model's own settings, read when called (tests change them)
-        from .attention import QUERY_CHUNK, SCORE_CHUNK
+        from .attention import query_chunk
         from .mxfp4 import _DEQUANT_CHUNK
     except Exception:  # noqa: BLE001 - no torch, or one that does not import: the environment check plans
         # notebook 12 without it
-        QUERY_CHUNK, SCORE_CHUNK, _DEQUANT_CHUNK = CHUNKS_WITHOUT_TORCH
+        query_chunk, _DEQUANT_CHUNK = _query_chunk_without_torch, CHUNKS_WITHOUT_TORCH[2]
 
     c = dims(config)
     d, ff, V, E, hd = (c["hidden_size"], c["intermediate_size"], c["vocab_size"], c["num_local_experts"],
@@ -150,7 +156,7 @@ def workspace_parts(config: Any, prompt_tokens: int, context: int | None = None,
     # Attention, per score element, in the model's dtype: the scores, their masked copy, and the
     # softmax with its sink column (3 values); the previous chunk's masked scores and softmax stay
     # alive while the next chunk's are made.
-    chunk = max(1, min(QUERY_CHUNK, SCORE_CHUNK // max(1, B * H * P)))  # attention.query_chunk, over P keys
+    chunk = query_chunk(B, H, P)  # over the prompt's P keys
     chunks = [min(chunk, P - s) for s in range(0, P, chunk)]
     prev = [0] + chunks[:-1]
     per_key = act * max(max(3 * c_ + p_, 2 * c_ + 2 * p_) for c_, p_ in zip(chunks, prev))

@@ -20,9 +20,10 @@ PLACEHOLDER = "<i>The solution has been removed from this copy. Ask your teacher
 # What a copy writes besides its notebooks: their hashes, so a later copy knows what it may replace.
 MANIFEST = ".student-copy.json"
 IGNORED = {".ipynb_checkpoints", ".DS_Store"}  # made by Jupyter and macOS, never anyone's work
-# A markdown link out of the notebooks' folder, [text](../data/...): from a copy elsewhere (a class's
-# ~/gpt-oss-course) it would lead nowhere, so the copy names the file in the course's folder instead.
-_LINK_OUT = re.compile(r"\[([^\]\n]+)\]\(\.\./([^)\s]+)\)")
+# A markdown link out of the notebooks' folder, [text](../data/... "title"): from a copy elsewhere (a
+# class's ~/gpt-oss-course) it would lead nowhere, so the copy names the file in the course's folder
+# instead (an #anchor and a title go). An image, ![alt](../...), is left as it is.
+_LINK_OUT = re.compile(r'(?<!!)\[([^\]\n]+)\]\(\.\./([^)\s#]+)(?:#[^)\s]*)?(?:\s+"[^"\n]*")?\)')
 
 
 def strip_notebook(nb: dict) -> tuple[dict, int]:

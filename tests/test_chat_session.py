@@ -134,8 +134,14 @@ def test_the_oldest_turns_are_left_out_to_leave_the_reply_its_room(monkeypatch):
     alone = len(session.prompt_ids([harmony.user("five")]))
     session.model = fake_model(context=alone + 40)
     session.reply("five")
-    assert "(the 3 oldest turns are left out" in out.getvalue()
+    assert "(the 3 oldest turns are left out" in out.getvalue() and "room for only" not in out.getvalue()
     assert [m.content for m in session.messages if m.role == "user"] == ["five"]
+    # Room for less than max_new_tokens even alone: every earlier turn goes, and the note says what room is left.
+    session.model = fake_model(context=len(session.prompt_ids([*session.messages, harmony.user("six")])) - 5)
+    session.reply("six")
+    alone = len(session.prompt_ids([harmony.user("six")]))
+    assert f"(the oldest turn is left out to leave room for the reply: the model no longer sees it; even so the " \
+           f"reply has room for only {session.model.config.context_length - alone} tokens)" in out.getvalue()
 
 
 def test_a_failed_turn_puts_back_the_turns_left_out_for_it(monkeypatch):
@@ -166,7 +172,8 @@ def test_a_reply_that_runs_into_the_context_window_says_so(monkeypatch):
     session.model = fake_model(context=prompt_length(session, "q") + len(ids(text)))
     monkeypatch.setattr(chat, "stream", recording(text, [], stop_reason="context_full"))
     session.reply("q")
-    assert "the context window is full: /reset to start over" in out.getvalue()
+    assert "the context window is full: the next message leaves out the oldest turns (/reset starts over)" \
+        in out.getvalue()
     assert "--max-new-tokens" not in out.getvalue()
 
 

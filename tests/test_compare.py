@@ -252,3 +252,14 @@ def test_recorded_outputs_are_copies_not_views_of_a_stream_changed_in_place():
 
     outs = layer_outputs(Model(), torch.ones(1, 3, dtype=torch.long))
     assert [outs[k].flatten()[0].item() for k in ("embeddings", "block 0", "block 1", "logits")] == [1.0, 2.0, 4.0, 4.0]
+
+
+def test_an_overflow_in_one_model_is_named_where_it_happens(pair):
+    """b's inf makes its layer's size inf, and an inf tolerance would let the inf difference pass."""
+    ours, _, ids = pair
+    overflowed = copy.deepcopy(ours)
+    with torch.no_grad():
+        overflowed.blocks[0].mlp.fc_out.bias[0] = float("inf")
+    for a, b in ((ours, overflowed), (overflowed, ours)):
+        result = compare_layers(a, b, ids)
+        assert result.first_difference == "block 0", result

@@ -416,3 +416,5 @@ def test_the_chunks_planned_without_torch_are_the_models():
     from gptoss_edu import mxfp4
 
     assert memory.CHUNKS_WITHOUT_TORCH == (attention.QUERY_CHUNK, attention.SCORE_CHUNK, mxfp4._DEQUANT_CHUNK)
+    grid = [(b, h, k) for b in (1, 2, 8) for h in (1, 4, 64, 128) for k in (0, 1, 100, 2048, 4096, 8191, 131072)]
+    assert [memory._query_chunk_without_torch(*x) for x in grid] == [attention.query_chunk(*x) for x in grid]

@@ -3,10 +3,11 @@
 Tolerance: 1e-5: float32 rounding, against the reference (computed in float64) and between a model
 with small chunks and one with the real chunk size (sums over differently shaped blocks).
 
-attend() splits the queries into chunks of QUERY_CHUNK, so past 1024 queries the second chunk's
-positions (causal mask, window) must be right too. Compared here with a
-from-scratch softmax attention (one score matrix, sinks as an extra column), at the real chunk size
-and with the chunk made small so a whole model crosses several chunk boundaries.
+attend() splits the queries into chunks of at most QUERY_CHUNK, fewer where their scores would pass
+SCORE_CHUNK (attention.query_chunk), so past the first chunk the next one's positions (causal mask,
+window) must be right too. Compared here with a from-scratch softmax attention (one score matrix,
+sinks as an extra column), at the real chunk size and with the chunk made small, by either limit,
+so a whole model crosses several chunk boundaries.
 """
 
 from __future__ import annotations

@@ -413,3 +413,15 @@ def test_links_out_of_the_notebooks_folder_name_the_file_in_the_copy(tmp_path):
             elif "solution" not in was["metadata"].get("tags", []):
                 assert cell == was  # nothing else is touched
     assert rewritten == 3  # notebook 11's two links to TRAINING.md and notebook 13's
+
+
+def test_a_link_out_with_a_title_or_an_anchor_is_named_and_an_image_is_left_alone():
+    from gptoss_edu.student import strip_notebook
+
+    source = ('See [the data](../data/tiny.txt "a title"), [setup](../README.md#setup), '
+              '[here](01_a.ipynb) and ![a figure](../data/fig.png).')
+    nb = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": [source[:30], source[30:]]}]}
+    copied, _ = strip_notebook(nb)
+    (cell,) = copied["cells"]
+    assert cell["source"] == ("See the data (`data/tiny.txt` in the course's folder), setup (`README.md` in the "
+                              "course's folder), [here](01_a.ipynb) and ![a figure](../data/fig.png).")

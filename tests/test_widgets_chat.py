@@ -132,6 +132,12 @@ def test_a_message_that_overflows_a_conversation_leaves_the_oldest_turns_out():
     assert "the 2 oldest turns of the conversation left out to leave room for the reply" in w.status.value
     assert [m.content for m in w.messages if m.role == "user"] == [again]
     assert w.history.value.count("<b>you</b>") == 3  # the history still shows every turn
+    assert "room for only" not in w.status.value
+    w.max_new_tokens = n + 40  # more than the context: half of it is asked for, which the message alone leaves not
+    assert w.send(again) is not None
+    room = n + 40 - len(alone)
+    assert room < (n + 40) // 2 and f"left out to leave room for the reply (even so, room for only {room} tokens)" \
+        in w.status.value
 
 
 def test_the_fewest_turns_are_left_out_and_a_failed_turn_keeps_them():
