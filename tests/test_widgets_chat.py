@@ -433,3 +433,28 @@ def test_notebook_12s_recipe_for_giving_the_gpu_back_frees_every_tensor_of_the_m
     printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs)
     alive, total = map(int, re.fullmatch(r"alive (\d+) of (\d+)\n", printed).groups())
     assert total > 50 and alive == 0, printed
+
+
+def test_a_click_queued_behind_a_stopped_reply_does_not_send_again(monkeypatch):
+    """Send clicked twice, then Stop: the second click, queued behind the first reply, ran at once and
+    sent the message again, so Stop seemed not to work. A click that soon after a stop is ignored;
+    a later one sends."""
+    import gptoss_edu.widgets.chat as chat_widget
+
+    clock = [100.0]
+    monkeypatch.setattr(chat_widget.time, "monotonic", lambda: clock[0])
+    model = FailsAfter(THINK_THEN_ANSWER, KeyboardInterrupt(), after=3)
+    w = ChatWidget(model, temperature=0.0)
+    w.text.value = "Hi"
+    with pytest.raises(KeyboardInterrupt):
+        w.send_button.click()
+    assert len(model.prompts) == 1
+    model.armed = False
+    clock[0] += 0.05
+    w.send_button.click()  # the queued second click
+    assert len(model.prompts) == 1 and w.messages == []
+    assert "interrupted" in w.status.value  # what Stop said stays in view
+    clock[0] += 1.0
+    w.send_button.click()  # the learner sends again
+    assert len(model.prompts) == 2 and [m.content for m in w.messages if m.role == "user"] == ["Hi"]
+    assert w.send("again") is not None  # send() itself, as a cell calls it, is never held back

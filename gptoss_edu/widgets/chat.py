@@ -10,6 +10,7 @@ does what the button does, so tests and scripted tours drive it without a browse
 from __future__ import annotations
 
 import html
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -26,6 +27,9 @@ from ..tokenizer import get_encoding
 from . import ERROR_STYLE, close_with_children
 
 EFFORTS = harmony.REASONING_EFFORTS
+# A Send clicked twice queues the second click behind the first reply; when Stop ends that reply, the
+# queued click runs at once. A click this soon after a stop is that one, not a new request.
+QUEUED_CLICK_SECONDS = 0.5
 OnText = Callable[[str, str], None]  # (channel, new text)
 
 
@@ -150,13 +154,21 @@ class ChatWidget(widgets.VBox):
         self.thinking = widgets.HTML()
         self.answer = widgets.HTML()
         self.status = widgets.HTML()
-        self.send_button.on_click(lambda _b: self.send())
+        self._stopped_at: float | None = None  # when Stop last ended a reply (time.monotonic)
+        self.send_button.on_click(lambda _b: self._clicked())
         self.reset_button.on_click(lambda _b: self.reset())
         controls = widgets.HBox([self.text, self.effort, self.send_button, self.reset_button])
         super().__init__([controls, self.history, self.thinking, self.answer, self.status])
         self._show("", "")
 
     # ---- what the learner does ------------------------------------------------------------
+    def _clicked(self) -> Reply | None:
+        """Send, unless this click was queued behind the reply Stop just ended: Stop means stop."""
+        stopped, self._stopped_at = self._stopped_at, None
+        if stopped is not None and time.monotonic() - stopped < QUEUED_CLICK_SECONDS:
+            return None
+        return self.send()
+
     def send(self, text: str | None = None) -> Reply | None:
         """Send ``text`` (default: the box's content) as the user, stream the reply, keep both."""
         if self.model is None:
@@ -208,6 +220,8 @@ class ChatWidget(widgets.VBox):
                 where = "" if isinstance(e, KeyboardInterrupt) else " (its traceback: View, Show Log Console)"
                 self.status.value = (f"<span style='{ERROR_STYLE}'>{html.escape(why, quote=False)}: this message is "
                                      f"dropped, the conversation is as before it{where}.</span>")
+                if isinstance(e, KeyboardInterrupt):
+                    self._stopped_at = time.monotonic()
                 raise
         finally:
             self.send_button.disabled = False
