@@ -185,13 +185,16 @@ class ChatSession:
                         f"context window of {context}. Shorten it.)\n")
             return None
         self.messages = pending
+        room = context - len(prompt)
         if drop:
             turns = sum(m.role == "user" for m in self._before[:drop])
-            short = (f"; even so the reply has room for only {context - len(prompt)} tokens"
-                     if len(prompt) > budget else "")
+            short = f"; even so the reply has room for only {room} tokens" if len(prompt) > budget else ""
             self._write(f"(the {'oldest turn is' if turns == 1 else f'{turns} oldest turns are'} left out to leave "
                         f"room for the reply: the model no longer sees {'it' if turns == 1 else 'them'}{short})\n",
                         dim=True)
+            self._write("")
+        elif len(prompt) > budget:  # a first message this long: nothing earlier to leave out
+            self._write(f"(the reply has room for only {room} tokens of the context window)\n", dim=True)
             self._write("")
         stats = Generation()
         reader = harmony.ReplyReader(self.enc)

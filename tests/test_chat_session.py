@@ -511,3 +511,17 @@ def test_turns_that_fit_leaves_out_the_fewest_whole_turns(seed):
         got = harmony.turns_that_fit(messages, length, budget)
         assert got == want, (budget, got, want)
         assert messages[got].role == "user"  # a whole turn: the kept conversation starts at a user message
+
+
+def test_a_first_message_that_leaves_little_room_says_so(monkeypatch):
+    """Nothing earlier to leave out: the reply runs with less than --max-new-tokens, and the screen says how much."""
+    monkeypatch.setattr(chat, "stream", recording(ANSWER, []))
+    out = io.StringIO()
+    session = chat.ChatSession(fake_model(), max_new_tokens=40, out=out)
+    n = prompt_length(session, "hi")
+    session.model = fake_model(context=n + 25)
+    session.reply("hi")
+    assert "(the reply has room for only 25 tokens of the context window)" in out.getvalue()
+    session.model = fake_model(context=len(session.prompt_ids([*session.messages, harmony.user("again")])) + 40)
+    session.reply("again")  # room enough: no note
+    assert out.getvalue().count("room for only") == 1

@@ -458,3 +458,10 @@ def test_a_click_queued_behind_a_stopped_reply_does_not_send_again(monkeypatch):
     w.send_button.click()  # the learner sends again
     assert len(model.prompts) == 2 and [m.content for m in w.messages if m.role == "user"] == ["Hi"]
     assert w.send("again") is not None  # send() itself, as a cell calls it, is never held back
+
+
+def test_a_first_message_that_leaves_little_room_says_so():
+    n = len(conversation_ids([harmony.user("Hi")], "medium"))
+    w = ChatWidget(Scripted(ANSWER, context=n + 12), temperature=0.0, max_new_tokens=20)
+    assert w.send("Hi") is not None
+    assert w.status.value.endswith("; room for only 12 tokens") and "left out" not in w.status.value

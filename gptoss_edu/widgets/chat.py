@@ -190,7 +190,7 @@ class ChatWidget(widgets.VBox):
             pending, lambda kept: len(conversation_ids(kept, effort, self.date, self.encoding)), budget)
         left_out = sum(m.role == "user" for m in pending[:drop])
         pending = pending[drop:]
-        room = context - len(conversation_ids(pending, effort, self.date, self.encoding)) if drop else None
+        room = context - len(conversation_ids(pending, effort, self.date, self.encoding))
         self.send_button.disabled = True
         self.status.value = f"<i>generating (reasoning: {self.effort.value}) ...</i>"
         self._show("", "")
@@ -248,8 +248,8 @@ class ChatWidget(widgets.VBox):
         self._record(text, out)
         note = (f"; the {'oldest turn' if left_out == 1 else f'{left_out} oldest turns'} of the conversation "
                 "left out to leave room for the reply" if left_out else "")
-        if room is not None and room < context - budget:
-            note += f" (even so, room for only {room} tokens)"
+        if room < context - budget:  # even after leaving out every earlier turn, or with none to leave out
+            note += f"{' (even so, ' if left_out else '; '}room for only {room} tokens{')' if left_out else ''}"
         self.status.value = html.escape(self._summary(out) + note, quote=False)
         return out
 
