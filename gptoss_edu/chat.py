@@ -173,28 +173,24 @@ class ChatSession:
         """
         self._before = self.messages  # what a failed turn puts back, the turns left out below included
         context = self.model.config.context_length
-        budget = context - min(self.max_new_tokens, context // 2)
         # Nothing is kept until the message is sent: Ctrl-C while a long conversation renders leaves it as it was.
-        pending = [*self.messages, harmony.user(text)]
-        drop = harmony.turns_that_fit(pending, lambda kept: len(self.prompt_ids(kept)), budget)
-        pending = pending[drop:]
-        prompt = self.prompt_ids(pending)
-        if len(prompt) >= context:  # every earlier turn is left out by now: the message itself is too long
+        fit = harmony.make_room([*self.messages, harmony.user(text)], self.prompt_ids, context, self.max_new_tokens)
+        prompt = fit.prompt
+        if fit.room <= 0:  # every earlier turn is left out by now: the message itself is too long
             header = "the system and developer messages" if len(self.header) > 1 else "the system message"
             self._write(f"(not sent: this message, with {header}, would be {len(prompt)} tokens, over this model's "
                         f"context window of {context}. Shorten it.)\n")
             return None
-        self.messages = pending
-        room = context - len(prompt)
-        if drop:
-            turns = sum(m.role == "user" for m in self._before[:drop])
-            short = f"; even so the reply has room for only {room} tokens" if len(prompt) > budget else ""
+        self.messages = fit.kept
+        if fit.left_out:
+            turns = fit.left_out
+            short = f"; even so the reply has room for only {fit.room} tokens" if fit.short else ""
             self._write(f"(the {'oldest turn is' if turns == 1 else f'{turns} oldest turns are'} left out to leave "
                         f"room for the reply: the model no longer sees {'it' if turns == 1 else 'them'}{short})\n",
                         dim=True)
             self._write("")
-        elif len(prompt) > budget:  # a first message this long: nothing earlier to leave out
-            self._write(f"(the reply has room for only {room} tokens of the context window)\n", dim=True)
+        elif fit.short:  # a first message this long: nothing earlier to leave out
+            self._write(f"(the reply has room for only {fit.room} tokens of the context window)\n", dim=True)
             self._write("")
         stats = Generation()
         reader = harmony.ReplyReader(self.enc)

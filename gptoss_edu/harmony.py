@@ -25,7 +25,7 @@ import math
 import operator
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import tiktoken
 
@@ -503,6 +503,38 @@ def turns_that_fit(messages: Sequence[Message], length: Callable[[Sequence[Messa
     # Leaving out more turns never lengthens the prompt: the first start whose rest fits is the answer.
     k = bisect.bisect_left(range(len(starts)), True, key=lambda j: length(messages[starts[j]:]) <= budget)
     return starts[min(k, len(starts) - 1)]
+
+
+class Room(NamedTuple):
+    """A conversation fitted to a context window for the next reply (make_room)."""
+
+    kept: list[Message]  # the conversation the model sees
+    prompt: list[int]  # kept, rendered
+    left_out: int  # the turns (user messages, with what followed each) left out
+    room: int  # tokens of the context the reply has
+    short: bool  # less than it asked for, even so
+
+
+def make_room(messages: Sequence[Message], render: Callable[[Sequence[Message]], list[int]], context: int,
+              max_new_tokens: int) -> Room:
+    """``messages`` with their fewest oldest turns left out, so the reply has ``max_new_tokens`` of ``context``.
+
+    The room asked for is at most half the context, so a long reply setting never empties the
+    conversation. ``render`` gives a conversation's prompt; each length it is asked for once.
+    """
+    wanted = min(max_new_tokens, context // 2)
+    rendered: dict[int, list[int]] = {}  # by how many of the last messages are kept
+
+    def prompt(kept: Sequence[Message]) -> list[int]:
+        if len(kept) not in rendered:
+            rendered[len(kept)] = render(kept)
+        return rendered[len(kept)]
+
+    drop = turns_that_fit(messages, lambda kept: len(prompt(kept)), context - wanted)
+    kept = list(messages[drop:])
+    ids = prompt(kept)
+    room = context - len(ids)
+    return Room(kept, ids, sum(m.role == "user" for m in messages[:drop]), room, room < wanted)
 
 
 def stop_tokens(encoding: tiktoken.Encoding | None = None) -> list[int]:

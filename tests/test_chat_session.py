@@ -525,3 +525,24 @@ def test_a_first_message_that_leaves_little_room_says_so(monkeypatch):
     session.model = fake_model(context=len(session.prompt_ids([*session.messages, harmony.user("again")])) + 40)
     session.reply("again")  # room enough: no note
     assert out.getvalue().count("room for only") == 1
+
+
+def test_make_room_renders_each_length_once_and_gives_the_kept_prompt():
+    """The binary search and the prompt sent share their renders: none is made twice."""
+    messages = []
+    for i in range(12):
+        messages += [harmony.user(f"question {i} " * 5), harmony.Message("assistant", f"answer {i} " * 5)]
+    messages.append(harmony.user("last"))
+    session = chat.ChatSession(fake_model(), out=io.StringIO())
+    calls = []
+
+    def render(kept):
+        calls.append(len(kept))
+        return session.prompt_ids(list(kept))
+
+    full = len(render(messages))
+    calls.clear()
+    fit = harmony.make_room(messages, render, context=full - 50 + 40, max_new_tokens=40)
+    assert len(calls) == len(set(calls)) and len(calls) <= 6  # 1 + a binary search over 12 turns
+    assert fit.left_out >= 1 and fit.kept == messages[2 * fit.left_out:] and fit.prompt == session.prompt_ids(fit.kept)
+    assert fit.room == full - 50 + 40 - len(fit.prompt) and fit.room >= 40 and not fit.short

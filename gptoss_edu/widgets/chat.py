@@ -183,14 +183,10 @@ class ChatWidget(widgets.VBox):
         pending = [*self.messages, harmony.user(text)]
         # A conversation that would leave the reply less than max_new_tokens (at most half the context) loses
         # its oldest turns: the model no longer sees them (the history above still shows them).
-        context = self.model.config.context_length
-        budget = context - min(self.max_new_tokens, context // 2)
         effort = self.effort.value
-        drop = harmony.turns_that_fit(
-            pending, lambda kept: len(conversation_ids(kept, effort, self.date, self.encoding)), budget)
-        left_out = sum(m.role == "user" for m in pending[:drop])
-        pending = pending[drop:]
-        room = context - len(conversation_ids(pending, effort, self.date, self.encoding))
+        fit = harmony.make_room(pending, lambda kept: conversation_ids(kept, effort, self.date, self.encoding),
+                                self.model.config.context_length, self.max_new_tokens)
+        pending = fit.kept
         self.send_button.disabled = True
         self.status.value = f"<i>generating (reasoning: {self.effort.value}) ...</i>"
         self._show("", "")
@@ -246,10 +242,11 @@ class ChatWidget(widgets.VBox):
         self.text.value = ""
         self._show(out.analysis, out.final)
         self._record(text, out)
+        left_out = fit.left_out
         note = (f"; the {'oldest turn' if left_out == 1 else f'{left_out} oldest turns'} of the conversation "
                 "left out to leave room for the reply" if left_out else "")
-        if room < context - budget:  # even after leaving out every earlier turn, or with none to leave out
-            note += f"{' (even so, ' if left_out else '; '}room for only {room} tokens{')' if left_out else ''}"
+        if fit.short:  # even after leaving out every earlier turn, or with none to leave out
+            note += f"{' (even so, ' if left_out else '; '}room for only {fit.room} tokens{')' if left_out else ''}"
         self.status.value = html.escape(self._summary(out) + note, quote=False)
         return out
 
