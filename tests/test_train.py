@@ -149,12 +149,23 @@ def test_corpus_vocab_loss_equals_the_full_softmax(step, text_data):
     x, y = text_data.batch(0, 3, 24, seed=1)
     y[0, :5] = int(unused.nonzero()[-1])  # targets the corpus never uses still count, at the shared logit
     checked = [model.blocks[0].attn.q_proj.weight, model.norm.weight]
+    if not cfg.tie_embeddings:  # tied (step 1), the input side adds its own gradient to the rows of x's tokens
+        checked.append(model.lm_head.weight)
     cheap = T.lm_loss(model, x, y, vocab)
     grads_cheap = torch.autograd.grad(cheap, checked)
     full = T.lm_loss(model, x, y, None)
     grads_full = torch.autograd.grad(full, checked)
     assert abs(cheap.item() - full.item()) < 1e-5  # float32 rounding of a ~11-nat loss
-    for a, b in zip(grads_cheap, grads_full):  # sums over ~40,000 logits in float32: 1e-4 of the largest entry
+    want = list(grads_full)
+    if not cfg.tie_embeddings:
+        # The output rows: a used row's gradient is the full model's; the anchor's is the sum of every
+        # unused row's (the one vector they share), and the other unused rows get none of their own.
+        head_full = grads_full[-1]
+        want[-1] = head_full.clone()
+        want[-1][vocab.unused] = 0
+        want[-1][vocab.anchor] = head_full[vocab.unused].sum(0)
+        assert want[-1][vocab.anchor].abs().max() > 1e-3 and grads_cheap[-1][vocab.ids].abs().max() > 1e-3  # live
+    for a, b in zip(grads_cheap, want):  # sums over ~40,000 logits in float32: 1e-4 of the largest entry
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4 * b.abs().max().item())
 
 
