@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .memory import disk_free
+from .memory import CUDA_CONTEXT_BYTES, disk_free, gpu_memory
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
@@ -35,8 +35,6 @@ MIN_RAM_BYTES = 4 * GiB
 # Notebook 12 runs gpt-oss-20b on a GPU whose free memory holds memory.plan at its default settings:
 # a KV cache of 4,096 positions, prompts of up to 1,024 tokens read in one pass.
 NB12_CONTEXT, NB12_PROMPT_TOKENS = 4096, 1024
-# Free memory is what the device holds less the CUDA context torch creates (a few hundred MiB).
-CUDA_CONTEXT_BYTES = GiB // 2
 
 
 @dataclass(frozen=True)
@@ -468,6 +466,12 @@ def gpu_info() -> tuple[str, int] | None:
     return props.name, int(props.total_memory)
 
 
+def gpu_free() -> int | None:
+    """Free bytes of the first CUDA GPU, or None."""
+    found = gpu_memory(0)
+    return found.free if found is not None else None
+
+
 def _nvidia_smi(*args: str) -> str | None:
     exe = shutil.which("nvidia-smi")
     if exe is None:
@@ -496,6 +500,9 @@ def unused_nvidia_gpu() -> tuple[str, str] | None:
         return None
     name, _, driver = names.strip().splitlines()[0].partition(",")
     name, driver = name.strip(), driver.strip()
+    hidden = _hiding_visible_devices()
+    if hidden:
+        return name, hidden
     built_for = torch.version.cuda  # None in a CPU build
     if built_for is None:
         return name, (f"this torch ({torch.__version__}) is a CPU build: run make clean-venv, then make lab without "
@@ -510,8 +517,18 @@ def unused_nvidia_gpu() -> tuple[str, str] | None:
                   "torch prints at torch.cuda.is_available()")
 
 
-# Triton compiles for NVIDIA GPUs of compute capability 8.0 (Ampere) and newer, and the kernels'
-# bfloat16 needs sm_80 instructions: for a Tesla T4 (7.5) or a V100 (7.0), ptxas refuses them.
+def _hiding_visible_devices() -> str | None:
+    """Why torch sees no GPU when CUDA_VISIBLE_DEVICES hides them all ('' or '-1'), or None."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None or (visible.strip() and not visible.strip().startswith("-")):
+        return None
+    return (f"CUDA_VISIBLE_DEVICES is set to {visible!r}, which hides every GPU from torch: unset it, then start "
+            "Python (or JupyterLab) again")
+
+
+# Triton supports NVIDIA GPUs of compute capability 8.0 (Ampere) and newer. Triton 3.9 still compiles
+# the kernels for a Tesla T4 (7.5), but Triton does not support that GPU and the course never ran
+# them there, so below 8.0 the course takes the PyTorch path.
 TRITON_MIN_CAPABILITY = (8, 0)
 
 
@@ -535,7 +552,7 @@ def device_problem(device: Any) -> str | None:
 
 
 def triton_gpu_problem(device: object = None) -> str | None:
-    """Why Triton cannot compile the kernels for this CUDA GPU (it is too old), or None when it can or there is none."""
+    """Why the kernels do not run on this CUDA GPU (older than Triton supports), or None when they do or there is none."""
     try:
         import torch
     except ImportError:  # the environment check reports a missing torch; nothing else here needs it
@@ -546,8 +563,9 @@ def triton_gpu_problem(device: object = None) -> str | None:
     if (major, minor) >= TRITON_MIN_CAPABILITY:
         return None
     least = ".".join(map(str, TRITON_MIN_CAPABILITY))
-    return (f"this GPU, {torch.cuda.get_device_name(device)}, has compute capability {major}.{minor}, and Triton "
-            f"compiles the kernels only for {least} and newer (A100, RTX 30xx, L4, RTX 40xx, H100 and later)")
+    return (f"this GPU, {torch.cuda.get_device_name(device)}, has compute capability {major}.{minor}, and the course "
+            f"runs its Triton kernels only on {least} and newer, the GPUs Triton supports (A100, RTX 30xx, L4, "
+            "RTX 40xx, H100 and later)")
 
 
 def interpreter_problem(triton_version: str | None = None, numpy_version: str | None = None) -> str | None:
@@ -568,7 +586,7 @@ def interpreter_problem(triton_version: str | None = None, numpy_version: str | 
 
 
 def triton_gpu() -> bool:
-    """True when there is a CUDA GPU that Triton compiles the kernels for (else they run only in its interpreter)."""
+    """True when there is a CUDA GPU the Triton kernels run on (else they run only in Triton's interpreter)."""
     try:
         import torch
     except ImportError:
@@ -628,14 +646,19 @@ def check_machine(torch_imports: bool = True) -> list[Check]:
     else:
         name, mem = gpu
         big = mem >= need
+        # Free memory excludes the CUDA context (need counts one): others may hold what 12 needs.
+        free = gpu_free() if big else None
+        held = free is not None and free < need - CUDA_CONTEXT_BYTES
         old = triton_gpu_problem(0)
         least = ".".join(map(str, TRITON_MIN_CAPABILITY))
         ten = ("10 needs Triton, missing here" if not _has_triton() else "10 compiles and times the kernels" if not old
                else f"too old for Triton (compute capability below {least}): 10 uses Triton's interpreter")
-        twelve = ("12 runs gpt-oss-20b" + (" on the PyTorch path" if old else "") if big else
+        twelve = ("12 runs gpt-oss-20b" + (" on the PyTorch path" if old else "") if big and not held else
+                  f"other programs hold {gib(mem - free)} of it (nvidia-smi lists them), so 12 uses the small "
+                  "checkpoint until they end" if big else
                   f"gpt-oss-20b needs {gib(need)}, so 12 uses the small checkpoint")
-        rows.append(Check("GPU", f">={gib(need)} for 12", f"{name}, {gib(mem)}", OK if big and not old else WARN,
-                          f"{ten}; {twelve}"))
+        rows.append(Check("GPU", f">={gib(need)} for 12", f"{name}, {gib(mem)}" + (f" ({gib(free)} free)" if held else ""),
+                          OK if big and not old and not held else WARN, f"{ten}; {twelve}"))
     rows.append(_hub_cache_row(weights))
     return rows
 

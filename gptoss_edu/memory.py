@@ -6,6 +6,7 @@ Every figure is derived from a config: a dict of Hugging Face ``config.json`` ke
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any, Mapping, NamedTuple
 from .config import alternating_layer_types
 
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
+# A GPU's free memory is what it holds less the CUDA context torch creates on it (a few hundred MiB).
+CUDA_CONTEXT_BYTES = GiB // 2
 MXFP4_BLOCK = 32  # values per block: 16 bytes of E2M1 codes and one E8M0 scale byte
 
 # Hugging Face config key -> the course ModelConfig attribute that holds the same number.
@@ -197,16 +200,61 @@ class GpuMemory(NamedTuple):
     total: int
 
 
-def gpu_memory() -> GpuMemory | None:
-    """Free and total bytes of the current CUDA device, or None when there is no GPU."""
+def gpu_memory(index: int | None = None) -> GpuMemory | None:
+    """Free and total bytes of CUDA device ``index`` (None: the current one), or None when there is no GPU."""
     try:
         import torch
     except ImportError:
         return None
     if not torch.cuda.is_available():
         return None
-    free, total = torch.cuda.mem_get_info()
+    try:
+        free, total = torch.cuda.mem_get_info(index)
+    except RuntimeError:  # no room left for even a CUDA context: another program holds the whole GPU
+        try:
+            total = torch.cuda.get_device_properties(torch.cuda.current_device() if index is None else index).total_memory
+        except RuntimeError:
+            total = 0
+        return GpuMemory(0, int(total))
     return GpuMemory(int(free), int(total))
+
+
+def misfit_advice(config: Any, context: int, prompt_tokens: int, dtype_bytes: int = 2) -> str:
+    """What would let ``config``'s plan fit when the current GPU's free memory does not hold it.
+
+    Smaller settings help only while the weights fit; else the memory others hold, or another of the
+    machine's GPUs (its index in CUDA_VISIBLE_DEVICES' terms), or a larger GPU.
+    """
+    import torch
+
+    here = gpu_memory()
+    if here is None:
+        raise RuntimeError("misfit_advice needs a CUDA GPU: there is none here")
+    least = plan(config, 1, here.free, prompt_tokens=1, dtype_bytes=dtype_bytes)
+    if least.fits:
+        advice = "lower CONTEXT or PROMPT_TOKENS in the settings"
+    else:
+        advice = f"its weights alone take {format_bytes(least.weights)}"
+        mine = torch.cuda.memory_reserved()  # a model loaded earlier in this notebook, say
+        others = max(here.total - here.free - mine - CUDA_CONTEXT_BYTES, 0)
+        if not plan(config, context, here.total - CUDA_CONTEXT_BYTES, prompt_tokens=prompt_tokens,
+                    dtype_bytes=dtype_bytes).fits:
+            advice += ", more than this GPU holds"
+        elif mine >= others:
+            advice += f"; this Python holds {format_bytes(mine)} of the GPU: restart it (the notebook's kernel) first"
+        else:
+            advice += (f"; other programs hold {format_bytes(others)} of its {format_bytes(here.total)} "
+                       "(nvidia-smi lists them): the plan fits once they end")
+    current = torch.cuda.current_device()
+    for index in range(torch.cuda.device_count()):
+        there = gpu_memory(index) if index != current else None
+        if there is not None and plan(config, context, there.free, prompt_tokens=prompt_tokens,
+                                      dtype_bytes=dtype_bytes).fits:
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+            name = visible.split(",")[index].strip() if visible else str(index)
+            return (f"{advice}; or use GPU {index} ({torch.cuda.get_device_name(index)}, {format_bytes(there.free)} "
+                    f"free): start JupyterLab with CUDA_VISIBLE_DEVICES={name}")
+    return advice
 
 
 def disk_free(path: str | Path) -> int:

@@ -12,7 +12,7 @@ import torch
 from gptoss_edu.env import triton_gpu
 
 # Triton reads TRITON_INTERPRET when a @triton.jit function is defined, i.e. when a module of
-# kernels is first imported; without a GPU Triton compiles for (none, or one older than compute
+# kernels is first imported; without a GPU Triton supports (none, or one older than compute
 # capability 8.0) the kernels can only run in the interpreter, so set it before any test module
 # imports Triton.
 if not triton_gpu():

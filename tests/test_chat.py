@@ -379,8 +379,8 @@ def test_a_gpu_that_is_missing_or_too_old_for_triton_is_said_before_any_download
     assert "--device cuda:1: this machine has 1 CUDA GPU, cuda:0" in capsys.readouterr().err
     assert main(["chat", "--model", "openai/gpt-oss-20b", "--backend", "triton"]) == 2
     err = capsys.readouterr().err
-    assert ("--backend triton: this GPU, Tesla T4, has compute capability 7.5, and Triton compiles the kernels only "
-            "for 8.0 and newer") in err and err.rstrip().endswith("--backend torch runs on this GPU")
+    assert ("--backend triton: this GPU, Tesla T4, has compute capability 7.5, and the course runs its Triton "
+            "kernels only on 8.0 and newer") in err and err.rstrip().endswith("--backend torch runs on this GPU")
     stand_in_gpu((7, 5), "Tesla T4", count=2)
     assert main(["chat", "--model", "openai/gpt-oss-20b", "--device", "cuda:2"]) == 2
     assert "--device cuda:2: this machine has 2 CUDA GPUs, cuda:0 to cuda:1" in capsys.readouterr().err

@@ -121,9 +121,10 @@ def test_the_triton_row_warns_when_its_interpreter_cannot_run(monkeypatch):
     assert env.check_package(triton_pkg, {"triton": "3.6.0"}, {}, gpu=True).status == OK
 
 
-def _machine_row(monkeypatch, item, gpu=None, free=100 * env.GiB, unused=None, triton=True):
+def _machine_row(monkeypatch, item, gpu=None, free=100 * env.GiB, unused=None, triton=True, gpu_free=None):
     monkeypatch.setattr(env, "_has_triton", lambda: triton)  # as on Linux, whether or not it is installed here
     monkeypatch.setattr(env, "gpu_info", lambda: gpu)
+    monkeypatch.setattr(env, "gpu_free", lambda: gpu_free if gpu_free is not None else gpu[1] if gpu else None)
     monkeypatch.setattr(env, "unused_nvidia_gpu", lambda: unused)
     monkeypatch.setattr(env, "disk_free", lambda path: free)
     return next(r for r in env.check_machine() if r.item == item)
@@ -163,13 +164,27 @@ def test_gpu_size_decides_notebook_12(monkeypatch):
     assert small.status == WARN and "12 uses the small checkpoint" in small.meaning
 
 
+def test_a_gpu_others_hold_is_not_promised_to_notebook_12(monkeypatch):
+    """The doctor said OK by the GPU's size while notebook 12, reading its free memory, fell back to the CPU."""
+    need = env.gpu_bytes_for_notebook_12()
+    row = _machine_row(monkeypatch, "GPU", gpu=("RTX 4090", 24 * env.GiB), gpu_free=2 * env.GiB)
+    assert row.status == WARN and row.found == "RTX 4090, 24.0 GiB (2.0 GiB free)"
+    assert row.meaning.endswith("other programs hold 22.0 GiB of it (nvidia-smi lists them), so 12 uses the small "
+                                "checkpoint until they end")
+    # What the plan needs is free (the CUDA context aside, which free memory already leaves out): OK.
+    just = _machine_row(monkeypatch, "GPU", gpu=("RTX 4090", 24 * env.GiB), gpu_free=need - env.CUDA_CONTEXT_BYTES)
+    assert just.status == OK and just.found == "RTX 4090, 24.0 GiB" and "12 runs gpt-oss-20b" in just.meaning
+    assert _machine_row(monkeypatch, "GPU", gpu=("RTX 4090", 24 * env.GiB),
+                        gpu_free=need - env.CUDA_CONTEXT_BYTES - 1).status == WARN
+
+
 @pytest.mark.parametrize("capability, name", [((7, 5), "Tesla T4"), ((7, 0), "Tesla V100-SXM2-16GB"),
                                               ((6, 1), "NVIDIA GeForce GTX 1080")])
 def test_a_gpu_older_than_ampere_is_too_old_for_triton(stand_in_gpu, capability, name):
     stand_in_gpu(capability, name)
     problem = env.triton_gpu_problem()
-    assert problem.startswith(f"this GPU, {name}, has compute capability {capability[0]}.{capability[1]}, and Triton "
-                              "compiles the kernels only for 8.0 and newer")
+    assert problem.startswith(f"this GPU, {name}, has compute capability {capability[0]}.{capability[1]}, and the "
+                              "course runs its Triton kernels only on 8.0 and newer")
     assert not env.triton_gpu()
 
 
@@ -210,6 +225,7 @@ def _stand_in_smi(monkeypatch, torch_cuda, gpus="Tesla T4, 550.54.15\n", header=
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.version, "cuda", torch_cuda)
     monkeypatch.setattr(env, "_nvidia_smi", lambda *args: gpus if args else header)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # set to '' it would be the reason
 
 
 def test_a_driver_older_than_torchs_cuda_is_named_with_both_versions(monkeypatch):
@@ -237,6 +253,17 @@ def test_a_driver_new_enough_leaves_torchs_own_warning_to_explain(monkeypatch):
     # 12.9 < 12.10 as numbers, not as text
     _stand_in_smi(monkeypatch, "12.10", header=SMI_HEADER.replace("12.4 ", "12.9 "))
     assert "runs CUDA up to 12.9" in env.unused_nvidia_gpu()[1]
+
+
+@pytest.mark.parametrize("visible", ["", "-1", " "])
+def test_cuda_visible_devices_hiding_every_gpu_is_named(monkeypatch, visible):
+    """Not "see the warning torch prints": with every GPU hidden torch prints none."""
+    _stand_in_smi(monkeypatch, "12.4")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert env.unused_nvidia_gpu() == ("Tesla T4", f"CUDA_VISIBLE_DEVICES is set to {visible!r}, which hides every "
+                                       "GPU from torch: unset it, then start Python (or JupyterLab) again")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # shows one: not the reason
+    assert "cannot use it (driver 550.54.15)" in env.unused_nvidia_gpu()[1]
 
 
 def test_nvidia_smi_is_asked_and_its_failures_are_no_answer(tmp_path, monkeypatch):

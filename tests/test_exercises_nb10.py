@@ -22,7 +22,7 @@ import triton.language as tl  # noqa: E402
 
 from gptoss_edu.exercises.nb10 import check_swiglu_kernel  # noqa: E402
 
-ON_GPU = triton_gpu()  # a GPU Triton compiles for; an older one counts as none
+ON_GPU = triton_gpu()  # a GPU Triton supports; an older one counts as none
 
 
 @triton.jit
@@ -338,7 +338,7 @@ def test_compiled_kernel_without_gpu_gets_advice(tmp_path):
 
 @pytest.mark.skipif(ON_GPU, reason="on a GPU the kernels are compiled, as they should be")
 def test_compiled_kernel_on_a_gpu_too_old_for_triton_gets_advice(tmp_path):
-    """A Tesla T4 (compute capability 7.5): ptxas would refuse the kernel with a page of errors."""
+    """A Tesla T4 (compute capability 7.5), older than Triton supports: advice, not a compile."""
     out = check_compiled_kernel(tmp_path, """
         import torch
         torch.cuda.is_available = lambda: True  # a stand-in T4

@@ -25,7 +25,7 @@ import torch
 
 from gptoss_edu.env import triton_gpu
 
-ON_GPU = triton_gpu()  # a GPU Triton compiles for; an older one counts as none
+ON_GPU = triton_gpu()  # a GPU Triton supports; an older one counts as none
 
 
 # tests/conftest.py sets TRITON_INTERPRET=1 (before any import of Triton) when there is no GPU, and
@@ -573,12 +573,12 @@ def test_the_torch_paths_an_error_names_can_be_typed_as_written() -> None:
         assert callable(obj), name
 
 
-T4 = ("this GPU, Tesla T4, has compute capability 7.5, and Triton compiles the kernels only for 8.0 and newer "
-      "(A100, RTX 30xx, L4, RTX 40xx, H100 and later)")
+T4 = ("this GPU, Tesla T4, has compute capability 7.5, and the course runs its Triton kernels only on 8.0 and "
+      "newer, the GPUs Triton supports (A100, RTX 30xx, L4, RTX 40xx, H100 and later)")
 
 
 def test_a_gpu_too_old_for_triton_is_refused_with_what_runs_instead(stand_in_gpu, monkeypatch) -> None:
-    """Compiled for a T4, the kernels would fail in ptxas with a page of "requires .target sm_80 or higher"."""
+    """A T4 is older than Triton supports: the kernels are not run there, and the PyTorch path is named."""
     stand_in_gpu((7, 5), "Tesla T4")
     from types import SimpleNamespace
 
@@ -597,6 +597,26 @@ def test_a_gpu_too_old_for_triton_is_refused_with_what_runs_instead(stand_in_gpu
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(RuntimeError, match=r"set_backend\('torch'\)\. Or set TRITON_INTERPRET=1 before importing"):
         gptoss_kernels.require_triton()  # no device: the GPU, unless the interpreter is asked for
+
+
+@pytest.mark.skipif(ON_GPU, reason="needs the kernels imported under TRITON_INTERPRET=1, as without a GPU")
+def test_kernels_interpreted_on_a_gpu_are_refused_with_the_cause(stand_in_gpu) -> None:
+    """TRITON_INTERPRET inherited on an H100: set_backend('triton') passed, then bf16 failed as if on the CPU."""
+    stand_in_gpu((9, 0), "NVIDIA H100 80GB HBM3")
+    from types import SimpleNamespace
+
+    from gptoss_kernels.rmsnorm import _rmsnorm_kernel
+
+    on_gpu = SimpleNamespace(device=torch.device("cuda:0"), shape=(2, 8), dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError) as err:
+        common.check_launch(_rmsnorm_kernel, "rmsnorm", on_gpu, on_gpu)
+    assert str(err.value).startswith("gptoss_kernels.rmsnorm got GPU tensors, but TRITON_INTERPRET was set when "
+                                     "gptoss_kernels was imported")
+    assert "Unset TRITON_INTERPRET" in str(err.value) and "bfloat16" not in str(err.value).split("(")[0]
+    with pytest.raises(RuntimeError, match=r"^the Triton kernels cannot run on cuda:0: TRITON_INTERPRET was set .* "
+                                           r"The PyTorch path runs as it is: model.set_backend\('torch'\)\.$"):
+        gptoss_kernels.require_triton("cuda:0")
+    gptoss_kernels.require_triton("cpu")  # CPU tensors are what the interpreter is for
 
 
 def test_set_backend_asks_about_the_models_own_device(monkeypatch) -> None:

@@ -284,6 +284,59 @@ def test_disk_free_and_gpu_memory(tmp_path, monkeypatch):
         assert found is None
 
 
+def stand_in_gpus(monkeypatch, *gpus: tuple[str, float, float], mine: float = 0, current: int = 0) -> None:
+    """torch reports CUDA GPUs (name, total GiB, free GiB) that are not there; this process holds ``mine`` GiB."""
+    gib = memory.GiB
+
+    def mem_get_info(index=None):
+        _, total, free = gpus[current if index is None else index]
+        if free is None:  # all of it held elsewhere: CUDA cannot even make a context
+            raise torch.OutOfMemoryError("CUDA error: out of memory")
+        return int(free * gib), int(total * gib)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(gpus))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", mem_get_info)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: gpus[current if index is None else index][0])
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda index: type("Props", (), {"total_memory": int(gpus[index][1] * gib)}))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda index=None: int(mine * gib))
+
+
+def test_misfit_advice_says_what_would_make_the_plan_fit(monkeypatch):
+    """Not "lower CONTEXT" where the weights alone do not fit: the memory others hold, another GPU, a larger one."""
+    cfg20, cfg120 = g.preset("gpt-oss-20b"), g.preset("gpt-oss-120b")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    stand_in_gpus(monkeypatch, ("RTX 4090", 23.99, 14.0))  # the full context does not fit; a smaller one does
+    assert memory.misfit_advice(cfg20, 131072, 1024) == "lower CONTEXT or PROMPT_TOKENS in the settings"
+    stand_in_gpus(monkeypatch, ("RTX 4090", 23.99, 2.0), ("RTX 4090", 23.99, 23.6))  # GPU 0 busy, GPU 1 free
+    assert memory.misfit_advice(cfg20, 4096, 1024) == (
+        "its weights alone take 12.82 GiB; other programs hold 21.49 GiB of its 23.99 GiB (nvidia-smi lists them): "
+        "the plan fits once they end; or use GPU 1 (RTX 4090, 23.60 GiB free): start JupyterLab with "
+        "CUDA_VISIBLE_DEVICES=1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 5")  # torch's GPU 1 is the machine's GPU 5
+    assert memory.misfit_advice(cfg20, 4096, 1024).endswith("start JupyterLab with CUDA_VISIBLE_DEVICES=5")
+    stand_in_gpus(monkeypatch, ("RTX 4090", 23.99, 2.0), mine=21.0)  # this notebook loaded a model before
+    assert memory.misfit_advice(cfg20, 4096, 1024) == (
+        "its weights alone take 12.82 GiB; this Python holds 21.00 GiB of the GPU: restart it (the notebook's "
+        "kernel) first")
+    stand_in_gpus(monkeypatch, ("A100-SXM4-40GB", 39.5, 39.0))
+    assert memory.misfit_advice(cfg120, 4096, 1024) == "its weights alone take 60.77 GiB, more than this GPU holds"
+    # Each advice is true: the smaller settings fit, and the weights do not.
+    assert memory.plan(cfg120, 1, 39 * memory.GiB, prompt_tokens=1).fits is False
+    assert memory.plan(cfg20, 4096, 14 * memory.GiB, prompt_tokens=1024).fits is True
+
+
+def test_a_gpu_held_whole_by_another_program_has_no_free_memory(monkeypatch):
+    """Where CUDA cannot make a context (another program holds all of it), no free bytes, not a traceback."""
+    stand_in_gpus(monkeypatch, ("Tesla T4", 14.56, None))
+    assert memory.gpu_memory() == memory.GpuMemory(0, int(14.56 * memory.GiB))
+    assert memory.misfit_advice(g.preset("gpt-oss-20b"), 4096, 1024) == (
+        "its weights alone take 12.82 GiB; other programs hold 14.06 GiB of its 14.56 GiB (nvidia-smi lists them): "
+        "the plan fits once they end")
+
+
 def test_plan_adds_up_and_says_whether_it_fits():
     cfg = CONFIGS["20b"]
     p = memory.plan(cfg, 4096, gpu_bytes=16 * memory.GiB, prompt_tokens=512)

@@ -31,7 +31,7 @@ from random_weights import randomize
 pytestmark = pytest.mark.usefixtures("no_stray_memory")
 
 RTOL = ATOL = 1e-5
-ON_GPU = triton_gpu()  # a GPU Triton compiles for; an older one counts as none
+ON_GPU = triton_gpu()  # a GPU Triton supports; an older one counts as none
 # The kernel tests run where the kernels compile: on the GPU, or on the CPU in the interpreter.
 DEVICE = "cuda" if ON_GPU else "cpu"
 GPU_TOL = 1e-4  # float32 still, but GPU kernels order their sums their own way

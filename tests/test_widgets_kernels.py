@@ -16,7 +16,7 @@ from gptoss_edu.attention import attention_mask
 from gptoss_edu.env import triton_gpu
 from gptoss_edu.widgets.kernels import (BLOCKS, KernelCost, benchmark_cases, block_explorer, draw_roofline, kernel_costs, launch_stats, ownership)
 
-ON_GPU = triton_gpu()  # a GPU Triton compiles for; an older one counts as none
+ON_GPU = triton_gpu()  # a GPU Triton supports; an older one counts as none
 
 # ----------------------------------------------------------------------------- the explorer
 

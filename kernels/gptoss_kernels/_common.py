@@ -96,6 +96,12 @@ def gpu_problem(index: int | None) -> str | None:
     return triton_gpu_problem(index)
 
 
+# TRITON_INTERPRET inherited on a GPU machine (it is for the CPU tests): Triton would copy every tensor to
+# the CPU and interpret the kernel there, slowly, and wrongly in bfloat16.
+INTERPRETED_ON_GPU = ("TRITON_INTERPRET was set when gptoss_kernels was imported, so Triton would run the kernels "
+                      "in its interpreter on the CPU (slow, and wrong in bfloat16). Unset TRITON_INTERPRET (it is "
+                      "for machines without a GPU), then start Python, or the notebook's kernel, again")
+
 # How to get Triton, said the same way wherever it is missing: the Makefile installs the pinned one.
 INSTALL_TRITON = "Install it with the course (Triton has builds for Linux only: there, make clean-venv, then make lab)"
 
@@ -115,6 +121,12 @@ def require_triton(device: torch.device | str | None = None) -> None:
                      "gptoss_kernels to run the kernels on the CPU in Triton's (slow) interpreter.")
         raise RuntimeError(f"the Triton kernels cannot run on this GPU: {problem}. The PyTorch path runs on it: "
                            f"model.set_backend('torch').{interpret}")
+    if on_gpu and device is not None:
+        from .rmsnorm import _rmsnorm_kernel
+
+        if _interpreted(_rmsnorm_kernel):
+            raise RuntimeError(f"the Triton kernels cannot run on {device}: {INTERPRETED_ON_GPU}. The PyTorch path "
+                               "runs as it is: model.set_backend('torch').")
     if not on_gpu and interpreter_mode() and interpreter_problem():
         raise RuntimeError(f"the Triton kernels cannot run here: {interpreter_problem()}. The PyTorch path runs "
                            "anywhere: model.set_backend('torch').")
@@ -174,9 +186,12 @@ def check_launch(kernel: Any, name: str, *tensors: torch.Tensor) -> None:
             f"the kernel on the CPU in Triton's (slow) interpreter.{hint} The PyTorch path runs anywhere: "
             f"model.set_backend('torch'), or {fallback}."
         )
+    if devices == {"cuda"} and _interpreted(kernel):
+        raise RuntimeError(f"gptoss_kernels.{name} got GPU tensors, but {INTERPRETED_ON_GPU}. The PyTorch path runs "
+                           f"as it is: model.set_backend('torch'), or {fallback}.")
     if devices == {"cuda"} and not _interpreted(kernel):
         problem = gpu_problem(tensors[0].device.index)
-        if problem:  # else ptxas fails with a page of "requires .target sm_80 or higher"
+        if problem:  # a GPU older than Triton supports: not run there
             raise RuntimeError(f"gptoss_kernels.{name} cannot run on this GPU: {problem}. The PyTorch path runs on "
                                f"it: model.set_backend('torch'), or {fallback}.")
     if _interpreted(kernel) and interpreter_problem():
