@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import io
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -19,17 +21,36 @@ def pytest_runtest_setup(item):
     # are a machine's without a GPU (CI's), so the kernel must not see one: on a GPU machine notebooks
     # 10 and 12 would take their GPU branches and differ. This pytest process keeps the GPU for the
     # kernel tests; benchmarks/gpu_check.sh runs the notebooks' GPU branches.
+    # nbval kills each kernel at its notebook's end, before the notebooks' TemporaryDirectory folders (13's
+    # checkpoint of 55 MB) are removed: the kernels make them in a folder of the run's, removed at its end.
     if type(item).__name__ != "IPyNbCell":
         return (yield)
-    before = os.environ.get("CUDA_VISIBLE_DEVICES")
-    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    settings = {"CUDA_VISIBLE_DEVICES": "", "TMPDIR": _kernels_tmp()}
+    before = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
     try:
         return (yield)
     finally:
-        if before is None:
-            del os.environ["CUDA_VISIBLE_DEVICES"]
-        else:
-            os.environ["CUDA_VISIBLE_DEVICES"] = before
+        for name, value in before.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
+
+
+_KERNELS_TMP: list[str] = []
+
+
+def _kernels_tmp() -> str:
+    """The notebook kernels' temporary folder, made once a run and removed when the run ends."""
+    if not _KERNELS_TMP:
+        _KERNELS_TMP.append(tempfile.mkdtemp(prefix="nbval-kernels-"))
+    return _KERNELS_TMP[0]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for folder in _KERNELS_TMP:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # A picture may differ from the stored one by rounding (a few pixels of anti-aliasing a shade or two

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import shutil
 import sys
+import tempfile
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,6 +154,11 @@ def run_notebook(path: Path, timeout: int) -> dict:
     client = nbclient.NotebookClient(nb, km=km, timeout=timeout, allow_errors=True,
                                      extra_arguments=["--IPKernelApp.log_level=ERROR"],
                                      resources={"metadata": {"path": str(path.parent)}})
+    # The kernel's temporary folders go in one of ours, removed after it stops: a notebook's TemporaryDirectory
+    # (a checkpoint of 100 MB in 13) is removed by the kernel only when it ends in good order.
+    scratch = tempfile.mkdtemp(prefix="progress-kernel-")
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = scratch  # read when the kernel starts, in client.execute()
     try:
         client.execute()
     except (nbclient.exceptions.CellTimeoutError, nbclient.exceptions.DeadKernelError) as e:
@@ -169,7 +177,12 @@ def run_notebook(path: Path, timeout: int) -> dict:
         from jupyter_core.utils import run_sync
 
         if run_sync(km.is_alive)():
-            run_sync(km.shutdown_kernel)(now=True)
+            run_sync(km.shutdown_kernel)(now=False)  # asked first, killed if it does not answer in a few seconds
+        if before is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = before
+        shutil.rmtree(scratch, ignore_errors=True)
     if _interrupted(client):  # Ctrl-C meant the whole command, not a "!" for this notebook and on to the next
         raise KeyboardInterrupt
     return json.loads(nbformat.writes(nb))

@@ -429,10 +429,13 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: TokenData | None = Non
     run at a time writes into ``out``: another that is still going there is refused.
     ``on_step(result)`` is called after every step (a test can stop or break the run there).
     """
-    if out is None:
-        return _train(model_cfg, cfg, data, out=None, resume=resume, progress=progress, on_step=on_step)
-    with hold(Path(out), "training run"):
-        return _train(model_cfg, cfg, data, out=out, resume=resume, progress=progress, on_step=on_step)
+    # The run seeds torch with its own seeds (each step's a function of cfg.seed): the caller's random
+    # state is put back after, so a notebook's later cells draw what they drew before.
+    with torch.random.fork_rng(devices=[]):
+        if out is None:
+            return _train(model_cfg, cfg, data, out=None, resume=resume, progress=progress, on_step=on_step)
+        with hold(Path(out), "training run"):
+            return _train(model_cfg, cfg, data, out=out, resume=resume, progress=progress, on_step=on_step)
 
 
 def _train(model_cfg: ModelConfig, cfg: TrainConfig, data: TokenData | None, *, out: str | Path | None,

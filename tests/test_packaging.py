@@ -14,6 +14,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,3 +61,13 @@ def test_the_kernels_folder_does_not_hide_the_pypi_package_kernels(tmp_path: Pat
                          env={**os.environ, "PYTHONPATH": str(site)})
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert ran.stdout.split() == ["the", "PyPI", "package", "gptoss_kernels"]
+
+
+@pytest.mark.parametrize("path", ["runs/course-step-13/model/model.safetensors",
+                                  "notebooks/runs/course-step-01/state/optimizer.safetensors"])
+def test_training_runs_are_not_for_git(path: str) -> None:
+    """From JupyterLab's terminal (it opens in notebooks/) train wrote notebooks/runs/, 45 MB that git offered to add."""
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout: nothing to ignore")
+    done = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO)
+    assert done.returncode == 0, f"git would track {path}"

@@ -174,6 +174,24 @@ def test_run_uses_this_python_whatever_kernel_jupyter_calls_python3(tmp_path, ca
     assert "".join(ran["cells"][0]["outputs"][0]["text"]).strip() == sys.executable
 
 
+def test_run_leaves_no_temporary_files_of_the_notebooks_behind(tmp_path):
+    """A class's runs left each notebook's temporary folders (13's 55 MB checkpoint) in the teacher's /tmp."""
+    import os
+
+    from gptoss_edu.progress import run_notebook
+
+    path = notebook(tmp_path / "13_a.ipynb",
+                    ("import tempfile\nkept = tempfile.TemporaryDirectory()\nprint(kept.name)", []),
+                    ("import os\nnever = tempfile.mkdtemp()\nopen(os.path.join(never, 'x'), 'w').write('x')\n"
+                     "print(never)", []))
+    before = os.environ.get("TMPDIR")
+    ran = run_notebook(path, timeout=120)
+    folders = [Path("".join(cell["outputs"][0]["text"]).strip()) for cell in ran["cells"]]
+    assert all(folder.is_absolute() for folder in folders) and folders[0].parent == folders[1].parent
+    assert not any(folder.exists() for folder in folders) and not folders[0].parent.exists()
+    assert os.environ.get("TMPDIR") == before
+
+
 def test_progress_in_a_folder_of_course_notebooks_reads_that_folder(tmp_path, capsys, monkeypatch):
     """A student's own copy has no notebooks/ folder inside: "there is no file or folder notebooks" helped nobody."""
     notebook(tmp_path / "01_x.ipynb", ("check_a(f)", [result("✅ Right")]))

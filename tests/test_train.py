@@ -169,6 +169,16 @@ def test_corpus_vocab_loss_equals_the_full_softmax(step, text_data):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4 * b.abs().max().item())
 
 
+def test_training_leaves_the_callers_random_state_as_it_was(text_data):
+    """train() seeded torch and left it so: a learner's torch.rand after it drew the same numbers whatever their seed."""
+    for seed in (111, 222):
+        torch.manual_seed(seed)
+        want = torch.rand(3)
+        torch.manual_seed(seed)
+        T.train(small(13), quick(steps=2), text_data, progress=False)
+        assert torch.equal(torch.rand(3), want), f"seed {seed}: the draw after training is not the seed's first"
+
+
 def test_unused_rows_stay_tied_through_training(text_data):
     result = T.train(small(13), quick(steps=3), text_data, progress=False)
     vocab = T.CorpusVocab(text_data.used_ids(), 50257)

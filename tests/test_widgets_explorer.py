@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -191,3 +192,17 @@ def test_closing_an_explorer_lets_it_and_its_figure_go(make):
     assert figure() is None
     with pytest.raises(RuntimeError, match="was closed.*make a new one"):
         kept.redraw()
+
+
+def test_importing_the_widgets_leaves_matplotlibs_settings_alone():
+    """matplotlib.use(get_backend()) at import chose the backend early and turned off its fallback for the learner."""
+    import subprocess
+    import sys
+
+    code = ("import matplotlib; before = dict(matplotlib.rcParams)\n"
+            "import gptoss_edu.widgets\n"
+            "print(sorted(k for k, v in matplotlib.rcParams.items() if before[k] != v))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "MPLBACKEND": "agg"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

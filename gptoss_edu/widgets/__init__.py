@@ -12,10 +12,7 @@ import io
 from typing import Any, Callable, Sequence
 
 import ipywidgets as widgets
-import matplotlib
-
-matplotlib.use(matplotlib.get_backend())  # keep the notebook's backend; headless runs use Agg
-from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.figure import Figure  # drawn to PNG bytes by itself: no backend is chosen, nor changed
 
 Draw = Callable[..., None]
 # JupyterLab's error colour, readable on its light and dark themes; a plain dark red first, for a page
