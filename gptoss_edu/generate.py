@@ -26,6 +26,12 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1
         raise ValueError(f"sample_next takes the logits of one position, [vocab]; got shape {tuple(logits.shape)} "
                          "(for a batch, pick each row: logits[i])")
     check_sampling(temperature, top_p)
+    top = float(logits.max())  # NaN when any logit is NaN
+    if not math.isfinite(top):
+        nan, inf = int(logits.isnan().sum()), int(logits.isposinf().sum())
+        what = f"{nan:,} NaN" if nan else f"{inf:,} +inf" if inf else "only -inf"
+        raise ValueError(f"the logits hold {what} of {logits.numel():,}: there is nothing to sample from. The model's "
+                         "output is broken (a float16 overflow, say, or weights that did not load right)")
     if temperature == 0:
         return int(logits.argmax())
     logits = logits.float()
@@ -34,7 +40,7 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_p: float = 1
     # the top token (one of them, if tied) either way: 0 for the top, -inf for the rest. Decided on the
     # number, not on the tensor: no extra GPU sync at every token.
     if temperature < 1e-20:
-        scaled = torch.where(logits == logits.max(), 0.0, -math.inf)
+        scaled = torch.where(logits == top, 0.0, -math.inf)
     else:
         scaled = logits / temperature
     probs = torch.softmax(scaled, dim=-1)
@@ -71,14 +77,17 @@ def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     # with k growing until they hold top_p. On a CPU, sorting all of gpt-oss's 201,088 probabilities
     # takes about 20 ms, the top 1,024 about 1 ms.
     n = probs.shape[-1]
+    # A float32 softmax over 201,088 tokens sums to 1 give or take 3e-5: top_p is a share of that sum, not of 1.
+    wanted = top_p * probs.sum(dtype=torch.float64)
     for k in (64, 1024, 16384, n):
         k = min(k, n)
         top, order = probs.topk(k) if k < n else probs.sort(descending=True)  # most likely first
         mass = top.cumsum(-1, dtype=torch.float64)  # float32 would drift over 100,000 small terms
-        if k == n or mass[-1] >= top_p:  # every token after these is cut
+        if k == n or mass[-1] >= wanted:  # every token after these is cut
             break
-    # A token stays while the tokens before it hold less than top_p: the first always stays.
-    keep = torch.cat([mass.new_zeros(1), mass[:-1]]) < top_p
+    # A token stays while the tokens before it hold less than top_p: the first always stays. Of tokens
+    # tied at the edge, those sorted first stay (topk's order; transformers keeps the later ones).
+    keep = torch.cat([mass.new_zeros(1), mass[:-1]]) < wanted
     return torch.zeros_like(probs).scatter_(-1, order[keep], top[keep])
 
 

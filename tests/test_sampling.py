@@ -8,6 +8,9 @@ made on the model's device (on a GPU, there).
 
 from __future__ import annotations
 
+import math
+import re
+
 import pytest
 import torch
 
@@ -55,16 +58,40 @@ def test_samples_follow_the_tempered_nucleus_distribution(temperature, top_p, de
 @pytest.mark.parametrize("scale,top_p,sizes", [(5.0, 0.5, (1, 64)), (5.0, 0.99, (65, 1024)), (3.0, 0.9, (1025, 16384)),
                                                (1.0, 0.9, (16385, 201088)), (0.0, 0.9, (16385, 201088))])
 def test_the_nucleus_of_a_large_vocabulary_is_the_one_a_full_sort_gives(scale, top_p, sizes):
-    probs = torch.softmax(torch.randn(201088, generator=torch.Generator().manual_seed(9)) * scale, dim=-1)
+    """Against the exact nucleus: float64 probabilities, all sorted. A float32 softmax of 201,088 logits sums to
+    1 + 3e-5, and measuring top_p against 1 instead of that sum cut hundreds of tokens at the edge."""
+    logits = torch.randn(201088, generator=torch.Generator().manual_seed(9)) * scale
+    probs = torch.softmax(logits, dim=-1)
     got = nucleus(probs, top_p)
-    sorted_p, order = probs.sort(descending=True)  # every probability sorted; the mass summed in float64
-    keep = sorted_p.double().cumsum(0) - sorted_p.double() < top_p
-    want = torch.zeros_like(probs).scatter_(0, order[keep], sorted_p[keep])
+    exact, order = torch.softmax(logits.double(), dim=-1).sort(descending=True)
+    keep = exact.cumsum(0) - exact < top_p
+    want = torch.zeros_like(probs).scatter_(0, order[keep], probs[order[keep]])
     size = int((want > 0).sum())
     assert sizes[0] <= size <= sizes[1] and (got > 0).sum() == size
     if scale > 0:  # all equal (scale 0): any `size` of them are the nucleus
         assert torch.equal(got > 0, want > 0)
     assert torch.equal(got[got > 0], probs[got > 0])  # the kept probabilities, untouched
+
+
+@pytest.mark.parametrize("temperature,top_p", [(0.6, 0.95), (0.8, 0.999), (1.0, 0.5)])
+def test_sampling_draws_from_the_exact_nucleus_of_a_large_vocabulary(temperature, top_p, monkeypatch):
+    """What sample_next hands to multinomial: the float64 nucleus's tokens (6 and 152 were missing at the first two)."""
+    logits = torch.randn(201088, generator=torch.Generator().manual_seed(3)) * 2
+    seen = []
+    monkeypatch.setattr(torch, "multinomial", lambda probs, n, generator=None: seen.append(probs) or torch.zeros(1))
+    sample_next(logits, temperature, top_p)
+    exact, order = torch.softmax(logits.double() / temperature, dim=-1).sort(descending=True)
+    want = order[exact.cumsum(0) - exact < top_p]
+    assert torch.equal(seen[0].nonzero().squeeze(1).sort().values, want.sort().values)
+
+
+@pytest.mark.parametrize("logits,what", [([0.0, math.nan, 1.0], "1 NaN"), ([0.0, math.inf, 1.0], "1 +inf"),
+                                         ([-math.inf] * 3, "only -inf")])
+@pytest.mark.parametrize("temperature", [0.0, 1e-30, 1.0])
+def test_logits_with_nothing_to_sample_from_are_refused_by_name(logits, what, temperature):
+    """Greedy picked the NaN, a tiny temperature a random token, and 1.0 raised multinomial's riddle."""
+    with pytest.raises(ValueError, match=rf"^the logits hold {re.escape(what)} of 3: there is nothing to sample from"):
+        sample_next(torch.tensor(logits), temperature, 0.9)
 
 
 def test_nucleus_boundary_reaching_top_p_exactly_stops_there():
