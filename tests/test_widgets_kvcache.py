@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from gptoss_edu import preset
@@ -118,3 +120,11 @@ def test_a_small_models_context_still_gets_curves():
     lines = [line for line in ex.figure.axes[0].get_lines() if line.get_label().startswith(("MHA", "GQA", "MQA"))]
     assert len(lines) == 3 and all(len(line.get_xdata()) >= 5 for line in lines)
     assert min(lines[0].get_xdata()) == 16 and max(lines[0].get_xdata()) == 256
+
+
+def test_log_axes_draw_two_minor_ticks_a_decade_at_most():
+    """The log-log curves drew 80 minor ticks, with a grid line each: a third of every redraw."""
+    left = kv_cache_explorer(preset("gpt-oss-20b")).figure.axes[0]
+    for axis, (low, high) in ((left.xaxis, left.get_xlim()), (left.yaxis, left.get_ylim())):
+        decades = math.log10(high / low)
+        assert decades > 2 and len(axis.get_minorticklocs()) <= 2 * (decades + 2)

@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 
 from ..config import ModelConfig, preset
 from ..memory import short_bytes
-from . import Explorer
+from . import Explorer, few_minor_ticks
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float8": 1}
 
@@ -59,6 +59,8 @@ def draw_kv_cache(fig: Figure, cfg: ModelConfig, context: int, layers: int, kv_h
              title=f"{cfg.name}: {layers} layer{'' if layers == 1 else 's'}, head_dim {cfg.head_dim}, {dtype} "
                    "(every layer full)")
     left.title.set_fontsize(9)
+    left.xaxis.set_minor_locator(few_minor_ticks())
+    left.yaxis.set_minor_locator(few_minor_ticks())
     left.grid(alpha=0.3, which="both")
     left.legend(fontsize=8, loc="upper left")
 

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from ..config import ModelConfig, preset, yarn_correction_range
 from ..rotary import rope_inv_freq, yarn_inv_freq
-from . import Explorer
+from . import Explorer, few_minor_ticks
 
 
 def yarn_config(factor: float, truncate: bool = False, beta_fast: float = 32.0,
@@ -45,6 +45,7 @@ def yarn_explorer(base: ModelConfig | None = None) -> Explorer:
             if factor > 1:  # at factor 1 both ends of the ramp are the same frequency: there is no ramp
                 a.axvspan(low, high, color="#ffb347", alpha=0.3, lw=0, label="ramp (NTK-by-parts)")
             a.set_yscale("log")
+            a.yaxis.set_minor_locator(few_minor_ticks())
             a.set_xlabel("dim pair i")
         ax.plot(pairs, plain.numpy(), "o-", ms=3, label="plain RoPE")
         ax.plot(pairs, yarn.numpy(), "s-", ms=3, label=f"YaRN x{factor:g}")
