@@ -22,7 +22,7 @@ def pytest_runtest_setup(item):
     # 10 and 12 would take their GPU branches and differ. This pytest process keeps the GPU for the
     # kernel tests; benchmarks/gpu_check.sh runs the notebooks' GPU branches.
     # nbval kills each kernel at its notebook's end, before the notebooks' TemporaryDirectory folders (13's
-    # checkpoint of 55 MB) are removed: the kernels make them in a folder of the run's, removed at its end.
+    # checkpoint of 100 MB) are removed: the kernels make them in a folder of the run's, removed at its end.
     if type(item).__name__ != "IPyNbCell":
         return (yield)
     settings = {"CUDA_VISIBLE_DEVICES": "", "TMPDIR": _kernels_tmp()}

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .memory import CUDA_CONTEXT_BYTES, disk_free, gpu_memory
+from .memory import CUDA_CONTEXT_BYTES, disk_free, gpu_free_bytes
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
@@ -467,9 +467,8 @@ def gpu_info() -> tuple[str, int] | None:
 
 
 def gpu_free() -> int | None:
-    """Free bytes of the first CUDA GPU, or None."""
-    found = gpu_memory(0)
-    return found.free if found is not None else None
+    """Free bytes of the first CUDA GPU as nvidia-smi counts them (no CUDA context is made there), or None."""
+    return gpu_free_bytes(0) if gpu_info() is not None else None
 
 
 def _nvidia_smi(*args: str) -> str | None:
@@ -646,9 +645,9 @@ def check_machine(torch_imports: bool = True) -> list[Check]:
     else:
         name, mem = gpu
         big = mem >= need
-        # Free memory excludes the CUDA context (need counts one): others may hold what 12 needs.
+        # Others may hold what 12 needs (its own CUDA context included, as nvidia-smi's free memory is).
         free = gpu_free() if big else None
-        held = free is not None and free < need - CUDA_CONTEXT_BYTES
+        held = free is not None and free < need
         old = triton_gpu_problem(0)
         least = ".".join(map(str, TRITON_MIN_CAPABILITY))
         ten = ("10 needs Triton, missing here" if not _has_triton() else "10 compiles and times the kernels" if not old

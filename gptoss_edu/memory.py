@@ -219,40 +219,61 @@ def gpu_memory(index: int | None = None) -> GpuMemory | None:
     return GpuMemory(int(free), int(total))
 
 
+def gpu_free_bytes(index: int) -> int | None:
+    """Free bytes of CUDA GPU ``index`` as nvidia-smi counts them, or None where NVML cannot say.
+
+    Asked of NVML, not of CUDA: torch.cuda.mem_get_info makes a CUDA context on the GPU it asks
+    (a few hundred MiB, held until Python ends), which a look at another GPU must not leave behind.
+    """
+    import torch
+
+    try:
+        used = torch.cuda.device_memory_used(index)
+        total = torch.cuda.get_device_properties(index).total_memory
+    except Exception:  # noqa: BLE001 - no NVML (pynvml missing), or a driver that does not say
+        return None
+    return max(int(total) - int(used), 0)
+
+
 def misfit_advice(config: Any, context: int, prompt_tokens: int, dtype_bytes: int = 2) -> str:
     """What would let ``config``'s plan fit when the current GPU's free memory does not hold it.
 
-    Smaller settings help only while the weights fit; else the memory others hold, or another of the
-    machine's GPUs (its index in CUDA_VISIBLE_DEVICES' terms), or a larger GPU.
+    Smaller settings help only while the weights fit; else freeing what this Python or other programs
+    hold, or another of the machine's GPUs (named as CUDA_VISIBLE_DEVICES would name it), or a larger GPU.
     """
     import torch
 
     here = gpu_memory()
     if here is None:
         raise RuntimeError("misfit_advice needs a CUDA GPU: there is none here")
-    least = plan(config, 1, here.free, prompt_tokens=1, dtype_bytes=dtype_bytes)
-    if least.fits:
+
+    def fits(free: int, positions: int = context, prompt: int = prompt_tokens) -> bool:
+        return bool(plan(config, positions, free, prompt_tokens=prompt, dtype_bytes=dtype_bytes).fits)
+
+    if fits(here.free, 1, 1):
         advice = "lower CONTEXT or PROMPT_TOKENS in the settings"
     else:
-        advice = f"its weights alone take {format_bytes(least.weights)}"
+        advice = f"its weights alone take {format_bytes(plan(config, 1, 0, prompt_tokens=1).weights)}"
         mine = torch.cuda.memory_reserved()  # a model loaded earlier in this notebook, say
         others = max(here.total - here.free - mine - CUDA_CONTEXT_BYTES, 0)
-        if not plan(config, context, here.total - CUDA_CONTEXT_BYTES, prompt_tokens=prompt_tokens,
-                    dtype_bytes=dtype_bytes).fits:
+        room = here.total - CUDA_CONTEXT_BYTES  # all of it, but for this Python's CUDA context
+        held_here = f"this Python holds {format_bytes(mine)} of the GPU"
+        held_elsewhere = f"other programs hold {format_bytes(others)} of its {format_bytes(here.total)} (nvidia-smi lists them)"
+        if not fits(room):
             advice += ", more than this GPU holds"
-        elif mine >= others:
-            advice += f"; this Python holds {format_bytes(mine)} of the GPU: restart it (the notebook's kernel) first"
+        elif mine and fits(room - others):
+            advice += f"; {held_here}: restart it (the notebook's kernel) first"
+        elif fits(room - mine):
+            advice += f"; {held_elsewhere}: the plan fits once they end"
         else:
-            advice += (f"; other programs hold {format_bytes(others)} of its {format_bytes(here.total)} "
-                       "(nvidia-smi lists them): the plan fits once they end")
+            advice += f"; {held_here} and {held_elsewhere}: the plan fits once both are freed"
     current = torch.cuda.current_device()
+    visible = [name.strip() for name in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if name.strip()]
     for index in range(torch.cuda.device_count()):
-        there = gpu_memory(index) if index != current else None
-        if there is not None and plan(config, context, there.free, prompt_tokens=prompt_tokens,
-                                      dtype_bytes=dtype_bytes).fits:
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-            name = visible.split(",")[index].strip() if visible else str(index)
-            return (f"{advice}; or use GPU {index} ({torch.cuda.get_device_name(index)}, {format_bytes(there.free)} "
+        free = gpu_free_bytes(index) if index != current else None
+        if free is not None and fits(free):
+            name = visible[index] if index < len(visible) else str(index)  # changed since CUDA started: a guess
+            return (f"{advice}; or use GPU {index} ({torch.cuda.get_device_name(index)}, {format_bytes(free)} "
                     f"free): start JupyterLab with CUDA_VISIBLE_DEVICES={name}")
     return advice
 

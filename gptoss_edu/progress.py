@@ -176,13 +176,15 @@ def run_notebook(path: Path, timeout: int) -> dict:
         # kernels, torch loaded in each, would pile up until progress exits).
         from jupyter_core.utils import run_sync
 
-        if run_sync(km.is_alive)():
-            run_sync(km.shutdown_kernel)(now=False)  # asked first, killed if it does not answer in a few seconds
-        if before is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = before
-        shutil.rmtree(scratch, ignore_errors=True)
+        try:
+            if run_sync(km.is_alive)():
+                run_sync(km.shutdown_kernel)(now=False)  # asked first, killed if it does not answer in a few seconds
+        finally:  # a second Ctrl-C during that wait included
+            if before is None:
+                os.environ.pop("TMPDIR", None)
+            else:
+                os.environ["TMPDIR"] = before
+            shutil.rmtree(scratch, ignore_errors=True)
     if _interrupted(client):  # Ctrl-C meant the whole command, not a "!" for this notebook and on to the next
         raise KeyboardInterrupt
     return json.loads(nbformat.writes(nb))

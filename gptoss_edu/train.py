@@ -429,8 +429,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, data: TokenData | None = Non
     run at a time writes into ``out``: another that is still going there is refused.
     ``on_step(result)`` is called after every step (a test can stop or break the run there).
     """
-    # The run seeds torch with its own seeds (each step's a function of cfg.seed): the caller's random
-    # state is put back after, so a notebook's later cells draw what they drew before.
+    # The run seeds the CPU's generator with its own seeds (each step's a function of cfg.seed; training
+    # runs on the CPU): the caller's state is put back after, so a notebook's later cells draw what they
+    # drew before. A GPU's generator is never touched.
     with torch.random.fork_rng(devices=[]):
         if out is None:
             return _train(model_cfg, cfg, data, out=None, resume=resume, progress=progress, on_step=on_step)
@@ -453,7 +454,7 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, data: TokenData | None, *, 
         raise ValueError(f"seq_len {cfg.seq_len} is longer than the model's context of {model_cfg.context_length}")
     if len(data.val) <= cfg.seq_len:
         raise ValueError(f"the val split has {len(data.val)} tokens, fewer than seq_len + 1 ({cfg.seq_len + 1})")
-    torch.manual_seed(cfg.seed)
+    torch.default_generator.manual_seed(cfg.seed)
     model = GPT(model_cfg)
     vocab = CorpusVocab(data.used_ids(), model_cfg.vocab_size) if cfg.corpus_vocab else None
     if vocab is not None and vocab.rest:  # with every id used there is no anchor (-1 would be a real token)
@@ -491,7 +492,7 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, data: TokenData | None, *, 
         try:
             for step in range(start, cfg.steps):  # 0-based; the step itself is notebook 13's train_steps
                 t0 = time.perf_counter()
-                torch.manual_seed(step_seed(cfg.seed, step))  # dropout's randomness, also a function of the step
+                torch.default_generator.manual_seed(step_seed(cfg.seed, step))  # dropout's randomness, also a function of the step
                 lr = lr_at(step, cfg)
                 for group in optimizer.param_groups:
                     group["lr"] = lr

@@ -617,6 +617,11 @@ def test_kernels_interpreted_on_a_gpu_are_refused_with_the_cause(stand_in_gpu) -
                                            r"The PyTorch path runs as it is: model.set_backend\('torch'\)\.$"):
         gptoss_kernels.require_triton("cuda:0")
     gptoss_kernels.require_triton("cpu")  # CPU tensors are what the interpreter is for
+    # On a T4 the course sets TRITON_INTERPRET itself: the GPU's age is the reason given, not the variable.
+    stand_in_gpu((7, 5), "Tesla T4")
+    with pytest.raises(RuntimeError) as err:
+        common.check_launch(_rmsnorm_kernel, "rmsnorm", on_gpu, on_gpu)
+    assert str(err.value).startswith(f"gptoss_kernels.rmsnorm cannot run on this GPU: {T4}.")
 
 
 def test_set_backend_asks_about_the_models_own_device(monkeypatch) -> None:

@@ -289,15 +289,22 @@ def stand_in_gpus(monkeypatch, *gpus: tuple[str, float, float], mine: float = 0,
     gib = memory.GiB
 
     def mem_get_info(index=None):
-        _, total, free = gpus[current if index is None else index]
+        if index not in (None, current):  # it would leave a CUDA context on that GPU
+            raise AssertionError(f"mem_get_info asked of GPU {index}, not the current one")
+        _, total, free = gpus[current]
         if free is None:  # all of it held elsewhere: CUDA cannot even make a context
             raise torch.OutOfMemoryError("CUDA error: out of memory")
         return int(free * gib), int(total * gib)
+
+    def device_memory_used(index):  # NVML's count, as nvidia-smi's
+        _, total, free = gpus[index]
+        return int(total * gib) - int((free or 0) * gib)
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: len(gpus))
     monkeypatch.setattr(torch.cuda, "current_device", lambda: current)
     monkeypatch.setattr(torch.cuda, "mem_get_info", mem_get_info)
+    monkeypatch.setattr(torch.cuda, "device_memory_used", device_memory_used)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: gpus[current if index is None else index][0])
     monkeypatch.setattr(torch.cuda, "get_device_properties",
                         lambda index: type("Props", (), {"total_memory": int(gpus[index][1] * gib)}))
@@ -321,6 +328,15 @@ def test_misfit_advice_says_what_would_make_the_plan_fit(monkeypatch):
     assert memory.misfit_advice(cfg20, 4096, 1024) == (
         "its weights alone take 12.82 GiB; this Python holds 21.00 GiB of the GPU: restart it (the notebook's "
         "kernel) first")
+    stand_in_gpus(monkeypatch, ("RTX 4090", 23.99, 2.7), mine=10.6)  # neither alone frees enough
+    assert memory.misfit_advice(cfg20, 4096, 1024).endswith(
+        "this Python holds 10.60 GiB of the GPU and other programs hold 10.19 GiB of its 23.99 GiB (nvidia-smi lists "
+        "them): the plan fits once both are freed")
+    assert not memory.plan(cfg20, 4096, int((23.49 - 10.6) * memory.GiB), prompt_tokens=1024).fits
+    assert not memory.plan(cfg20, 4096, int((23.49 - 10.19) * memory.GiB), prompt_tokens=1024).fits
+    stand_in_gpus(monkeypatch, ("RTX 4090", 23.99, 2.0), ("RTX 4090", 23.99, 23.6))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # changed in a cell after CUDA started: shorter than the GPUs
+    assert memory.misfit_advice(cfg20, 4096, 1024).endswith("start JupyterLab with CUDA_VISIBLE_DEVICES=1")
     stand_in_gpus(monkeypatch, ("A100-SXM4-40GB", 39.5, 39.0))
     assert memory.misfit_advice(cfg120, 4096, 1024) == "its weights alone take 60.77 GiB, more than this GPU holds"
     # Each advice is true: the smaller settings fit, and the weights do not.

@@ -120,6 +120,18 @@ def test_float32_rounding_is_the_same_on_every_cpu_and_real_numbers_are_compared
         assert sanitized(kept) == kept
 
 
+def test_a_gpu_that_nbval_hides_reads_as_the_stored_cpu_mode():
+    """On a GPU machine notebook 12 said why torch saw none (the empty CUDA_VISIBLE_DEVICES nbval sets): a failure."""
+    stored = "CPU MODE: there is no CUDA GPU here.\nEvery cell below runs"
+    for reason in ("CUDA_VISIBLE_DEVICES is set to '', which hides every GPU from torch: unset it, then start Python "
+                   "(or JupyterLab) again", "torch 2.11.0 (CUDA 13.0) cannot use it (driver 580.65.06): see the warning"):
+        assert sanitized(f"CPU MODE: torch cannot use the NVIDIA H100 80GB HBM3 here: {reason}.\nEvery cell below "
+                         "runs") == sanitized(stored)
+    for kept in ("GPU MODE: NVIDIA H100 80GB HBM3 has 78.00 GiB free: the plan fits with 60.00 GiB to spare.",
+                 "CPU MODE: NVIDIA L4 has 2.00 GiB free and the plan of gpt-oss-20b needs 13.35 GiB: lower CONTEXT"):
+        assert sanitized(kept) == kept
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_no_cell_stores_when_it_ran(path):
     """Timestamps made every re-run's diff hundreds of lines: scripts/execute_notebooks.py records none."""

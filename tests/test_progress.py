@@ -175,7 +175,7 @@ def test_run_uses_this_python_whatever_kernel_jupyter_calls_python3(tmp_path, ca
 
 
 def test_run_leaves_no_temporary_files_of_the_notebooks_behind(tmp_path):
-    """A class's runs left each notebook's temporary folders (13's 55 MB checkpoint) in the teacher's /tmp."""
+    """A class's runs left each notebook's temporary folders (13's 100 MB checkpoint) in the teacher's /tmp."""
     import os
 
     from gptoss_edu.progress import run_notebook

@@ -169,14 +169,18 @@ def test_corpus_vocab_loss_equals_the_full_softmax(step, text_data):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4 * b.abs().max().item())
 
 
-def test_training_leaves_the_callers_random_state_as_it_was(text_data):
+def test_training_leaves_the_callers_random_state_as_it_was(text_data, monkeypatch):
     """train() seeded torch and left it so: a learner's torch.rand after it drew the same numbers whatever their seed."""
     for seed in (111, 222):
         torch.manual_seed(seed)
         want = torch.rand(3)
         torch.manual_seed(seed)
+        seeded_gpus = []  # torch.manual_seed seeds every GPU too, which fork_rng(devices=[]) would not put back
+        monkeypatch.setattr(torch.cuda, "manual_seed_all", seeded_gpus.append)
         T.train(small(13), quick(steps=2), text_data, progress=False)
+        monkeypatch.undo()
         assert torch.equal(torch.rand(3), want), f"seed {seed}: the draw after training is not the seed's first"
+        assert seeded_gpus == [], "training seeded the GPUs' generators"
 
 
 def test_unused_rows_stay_tied_through_training(text_data):

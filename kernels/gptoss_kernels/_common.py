@@ -186,14 +186,14 @@ def check_launch(kernel: Any, name: str, *tensors: torch.Tensor) -> None:
             f"the kernel on the CPU in Triton's (slow) interpreter.{hint} The PyTorch path runs anywhere: "
             f"model.set_backend('torch'), or {fallback}."
         )
-    if devices == {"cuda"} and _interpreted(kernel):
-        raise RuntimeError(f"gptoss_kernels.{name} got GPU tensors, but {INTERPRETED_ON_GPU}. The PyTorch path runs "
-                           f"as it is: model.set_backend('torch'), or {fallback}.")
-    if devices == {"cuda"} and not _interpreted(kernel):
+    if devices == {"cuda"}:
         problem = gpu_problem(tensors[0].device.index)
-        if problem:  # a GPU older than Triton supports: not run there
+        if problem:  # a GPU older than Triton supports: not run there, compiled or interpreted
             raise RuntimeError(f"gptoss_kernels.{name} cannot run on this GPU: {problem}. The PyTorch path runs on "
                                f"it: model.set_backend('torch'), or {fallback}.")
+        if _interpreted(kernel):  # on a T4, where the course sets TRITON_INTERPRET itself, the reason is the above
+            raise RuntimeError(f"gptoss_kernels.{name} got GPU tensors, but {INTERPRETED_ON_GPU}. The PyTorch path "
+                               f"runs as it is: model.set_backend('torch'), or {fallback}.")
     if _interpreted(kernel) and interpreter_problem():
         raise RuntimeError(f"gptoss_kernels.{name} cannot run: {interpreter_problem()}. The PyTorch path runs "
                            f"anywhere: model.set_backend('torch'), or {fallback}.")
