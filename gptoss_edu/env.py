@@ -466,11 +466,6 @@ def gpu_info() -> tuple[str, int] | None:
     return props.name, int(props.total_memory)
 
 
-def gpu_free() -> int | None:
-    """Free bytes of the first CUDA GPU as nvidia-smi counts them (no CUDA context is made there), or None."""
-    return gpu_free_bytes(0) if gpu_info() is not None else None
-
-
 def _nvidia_smi(*args: str) -> str | None:
     exe = shutil.which("nvidia-smi")
     if exe is None:
@@ -645,8 +640,9 @@ def check_machine(torch_imports: bool = True) -> list[Check]:
     else:
         name, mem = gpu
         big = mem >= need
-        # Others may hold what 12 needs (its own CUDA context included, as nvidia-smi's free memory is).
-        free = gpu_free() if big else None
+        # Others may hold what 12 needs (its own CUDA context included, as nvidia-smi's free memory is);
+        # asked of NVML, which makes no CUDA context on the GPU (notebook 00's kernel would keep one).
+        free = gpu_free_bytes(0) if big else None
         held = free is not None and free < need
         old = triton_gpu_problem(0)
         least = ".".join(map(str, TRITON_MIN_CAPABILITY))

@@ -200,8 +200,8 @@ class GpuMemory(NamedTuple):
     total: int
 
 
-def gpu_memory(index: int | None = None) -> GpuMemory | None:
-    """Free and total bytes of CUDA device ``index`` (None: the current one), or None when there is no GPU."""
+def gpu_memory() -> GpuMemory | None:
+    """Free and total bytes of the current CUDA device, or None when there is no GPU."""
     try:
         import torch
     except ImportError:
@@ -209,10 +209,10 @@ def gpu_memory(index: int | None = None) -> GpuMemory | None:
     if not torch.cuda.is_available():
         return None
     try:
-        free, total = torch.cuda.mem_get_info(index)
+        free, total = torch.cuda.mem_get_info()
     except RuntimeError:  # no room left for even a CUDA context: another program holds the whole GPU
         try:
-            total = torch.cuda.get_device_properties(torch.cuda.current_device() if index is None else index).total_memory
+            total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
         except RuntimeError:
             total = 0
         return GpuMemory(0, int(total))

@@ -124,7 +124,8 @@ def test_the_triton_row_warns_when_its_interpreter_cannot_run(monkeypatch):
 def _machine_row(monkeypatch, item, gpu=None, free=100 * env.GiB, unused=None, triton=True, gpu_free=None):
     monkeypatch.setattr(env, "_has_triton", lambda: triton)  # as on Linux, whether or not it is installed here
     monkeypatch.setattr(env, "gpu_info", lambda: gpu)
-    monkeypatch.setattr(env, "gpu_free", lambda: gpu_free if gpu_free is not None else gpu[1] if gpu else None)
+    monkeypatch.setattr(env, "gpu_free_bytes",
+                        lambda index: gpu_free if gpu_free is not None else gpu[1] if gpu else None)
     monkeypatch.setattr(env, "unused_nvidia_gpu", lambda: unused)
     monkeypatch.setattr(env, "disk_free", lambda path: free)
     return next(r for r in env.check_machine() if r.item == item)
@@ -182,12 +183,16 @@ def test_the_doctor_asks_nvml_for_free_memory_not_cuda(monkeypatch):
     import torch
 
     monkeypatch.setattr(env, "gpu_info", lambda: ("RTX 4090", 24 * env.GiB))
+    monkeypatch.setattr(env, "unused_nvidia_gpu", lambda: None)
+    monkeypatch.setattr(env, "disk_free", lambda path: 100 * env.GiB)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: pytest.fail("a CUDA context was made"))
-    monkeypatch.setattr(torch.cuda, "device_memory_used", lambda index: 2 * env.GiB)
+    monkeypatch.setattr(torch.cuda, "device_memory_used", lambda index: 22 * env.GiB)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: type("P", (), {"total_memory": 24 * env.GiB}))
-    assert env.gpu_free() == 22 * env.GiB
+    row = next(r for r in env.check_machine() if r.item == "GPU")
+    assert row.status == WARN and row.found == "RTX 4090, 24.0 GiB (2.0 GiB free)"
     monkeypatch.setattr(torch.cuda, "device_memory_used", lambda index: (_ for _ in ()).throw(ModuleNotFoundError("pynvml")))
-    assert env.gpu_free() is None  # no NVML: the row goes by the GPU's size, as before
+    row = next(r for r in env.check_machine() if r.item == "GPU")  # no NVML: the row goes by the GPU's size
+    assert row.found == "RTX 4090, 24.0 GiB" and "12 runs gpt-oss-20b" in row.meaning
 
 
 @pytest.mark.parametrize("capability, name", [((7, 5), "Tesla T4"), ((7, 0), "Tesla V100-SXM2-16GB"),
