@@ -21,7 +21,7 @@ import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Callable, Iterator
 
 import torch
@@ -242,6 +242,13 @@ def _readable(file: Path) -> None:
         raise CheckpointError(f"{file} cannot be read: {e.strerror or e}") from None
 
 
+def _looks_like_hub_id(path: PurePath) -> bool:
+    """Whether a missing ``path`` reads as a Hub id (owner/name) rather than a mistyped folder (data/tiny-gptoss)."""
+    # as_posix: Windows spells Path("openai/gpt-oss-20b") with a backslash
+    return (re.fullmatch(r"[\w.-]+/[\w.-]+", path.as_posix()) is not None and not Path(path.parts[0]).is_dir()
+            and not Path(path).exists())
+
+
 def read_config(path: str | Path) -> tuple[ModelConfig, str, dict[str, Any]]:
     """(config, layout, raw config.json) of a checkpoint folder; layout is gpt2, gpt_oss or original."""
     path = Path(path).expanduser()
@@ -252,9 +259,8 @@ def read_config(path: str | Path) -> tuple[ModelConfig, str, dict[str, Any]]:
             raise CheckpointError(f"{path} is missing, but {aside[-1].name} beside it is the copy a cut-short write "
                                   f"set aside: gptoss_edu.files.restore_folder({str(path)!r}) puts it back (as "
                                   "the next write_checkpoint there does)")
-        repo = (f"; for the Hub's {str(path)!r}, gptoss_edu.hub.download({str(path)!r}) fetches it and returns its "
-                "folder" if not path.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", str(path))
-                and not Path(str(path).split("/")[0]).is_dir() else "")  # data/tiny-gptoss: a mistyped folder
+        repo = (f"; for the Hub's {path.as_posix()!r}, gptoss_edu.hub.download({path.as_posix()!r}) fetches it and "
+                "returns its folder" if _looks_like_hub_id(path) else "")
         raise CheckpointError(f"{path} is not a folder: pass a checkpoint folder holding config.json and "
                               f"safetensors{repo}")
     if not cfg_file.exists():
@@ -352,6 +358,12 @@ def _open(file: Path):
                               "Download or copy it again") from None
 
 
+# A tensor kept as the file holds it (MXFP4 blocks; the file's own dtype) maps the file. Windows then cannot
+# delete or replace it (a temporary folder, a checkpoint written again), so there each tensor is copied. Linux
+# and macOS keep the mapping: its pages stay the page cache's, which the system can drop, where a copy's cannot.
+COPY_FROM_FILES = os.name == "nt"
+
+
 def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, tensor) of every tensor in ``files``, one at a time so memory stays near one tensor."""
     where: dict[str, str] = {}
@@ -363,9 +375,10 @@ def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
                                           "mixes files of two checkpoints; download it again into an empty folder")
                 where[name] = file.name
                 try:
-                    yield name, f.get_tensor(name)
+                    t = f.get_tensor(name)
                 except Exception as e:
                     raise CheckpointError(f"{file}: tensor {name!r} cannot be read (truncated file?): {e}") from None
+                yield name, t.clone() if COPY_FROM_FILES else t
 
 
 @dataclass

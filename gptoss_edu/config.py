@@ -242,7 +242,7 @@ class ModelConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> "ModelConfig":
         """Read a Hugging Face ``config.json`` file."""
-        with open(path) as f:
+        with open(path, "rb") as f:  # bytes: json reads them as UTF-8, whatever the locale
             folder = Path(path).parent
             return cls.from_hf_config(json.load(f), name=checkpoint_name(folder) if folder.name else None)
 

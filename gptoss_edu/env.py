@@ -613,6 +613,10 @@ def check_machine(torch_imports: bool = True) -> list[Check]:
     ``torch_imports=False`` (torch is installed but broken) leaves the GPU unknown rather than import torch.
     """
     rows = []
+    if _native_windows():  # the README sends Windows to WSL 2; a notebook's doctor is where a learner looks
+        rows.append(Check("system", "Linux", f"Windows {platform.release()}", WARN,
+                          "untried here: the course's make commands expect Linux, and Triton (notebook 10) has no "
+                          "Windows build; in WSL 2 (with Ubuntu, say) it runs as on Linux"))
     cores = cpu_cores()
     rows.append(Check("CPU cores", ">=2", str(cores), OK if cores >= 2 else WARN,
                       "every notebook runs on a CPU" if cores >= 2 else "one core: notebooks run, slowly"))
@@ -656,6 +660,11 @@ def check_machine(torch_imports: bool = True) -> list[Check]:
                           OK if big and not old and not held else WARN, f"{ten}; {twelve}"))
     rows.append(_hub_cache_row(weights))
     return rows
+
+
+def _native_windows() -> bool:
+    """Whether this Python runs on Windows itself (WSL 2's is a Linux one)."""
+    return os.name == "nt"
 
 
 def _has_triton() -> bool:

@@ -466,7 +466,7 @@ def _another_model(repo_id: str, folder: Path) -> str | None:
     if preset is None or not (folder / CONFIG).is_file():
         return None
     try:
-        theirs = json.loads((folder / CONFIG).read_text())
+        theirs = json.loads((folder / CONFIG).read_bytes())
     except (OSError, ValueError):
         return None  # read_config names a damaged config.json when the model loads
     if not isinstance(theirs, dict):

@@ -734,7 +734,9 @@ def load_state(path: str | Path, model: GPT, optimizer: torch.optim.Optimizer, m
         def get(name: str, like: torch.Tensor | None = None) -> torch.Tensor:
             if name not in stored:
                 raise CheckpointError(f"{path / STATE_TENSORS} is missing tensor {name!r}")
-            t = f.get_tensor(name)
+            # A copy: a tensor straight from the file keeps it mapped (AdamW keeps its moments), so Windows could
+            # not replace this folder at the next save, and Linux would hold the replaced file's space.
+            t = f.get_tensor(name).clone()
             if like is not None and (t.shape != like.shape or t.dtype != like.dtype):
                 raise CheckpointError(f"tensor {name!r} in {path / STATE_TENSORS} is {t.dtype} {tuple(t.shape)}; "
                                       f"the model needs {like.dtype} {tuple(like.shape)}")
@@ -822,7 +824,8 @@ def export(result: TrainResult, path: str | Path, command: str | None = None, ab
             exported = evaluate(load_model(folder), data, windows, None)
         (folder / "training.json").write_text(json.dumps(training_record(result, command, exported), indent=1) + "\n")
         if about is not None:
-            (folder / "TRAINING.md").write_text(training_markdown(result, about, command or "", exported))
+            (folder / "TRAINING.md").write_text(training_markdown(result, about, command or "", exported),
+                                              encoding="utf-8")  # the command line may name any folder
         _share(folder)
         _replace_dir(folder, path)
     finally:

@@ -8,12 +8,14 @@ another order through every layer: measured 1e-6).
 from __future__ import annotations
 
 import errno
+import gc
 import inspect
 import json
 import math
 import os
 import re
 import stat
+import sys
 import warnings
 
 import pytest
@@ -1107,6 +1109,11 @@ def test_a_device_string_a_dtype_string_and_a_repository_id_get_their_fix(writte
     (tmp_path / "data").mkdir()
     with pytest.raises(g.CheckpointError, match=r"data/tiny-gptoss is not a folder: .* safetensors$"):
         g.load_model("data/tiny-gptoss")  # a mistyped folder, not a repository id
+    # Windows spells Path("openai/gpt-oss-120b") with a backslash: the hint must still come
+    from pathlib import PureWindowsPath
+    from gptoss_edu.checkpoint import _looks_like_hub_id
+    assert _looks_like_hub_id(PureWindowsPath("openai/gpt-oss-120b"))
+    assert not _looks_like_hub_id(PureWindowsPath("data/tiny-gptoss")) and not _looks_like_hub_id(PureWindowsPath("x"))
 
 
 def test_overwrite_never_deletes_a_folder_that_holds_more_than_a_checkpoint(tmp_path):
@@ -1278,3 +1285,19 @@ def test_gpt2_files_that_store_the_causal_mask_load_as_those_without_it(tmp_path
     ids = torch.randint(0, model.config.vocab_size, (2, 9), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         assert torch.equal(g.load_model(path, dtype=torch.float32)(ids), model(ids))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the process's mappings from Linux's /proc/self/maps")
+@pytest.mark.parametrize("kwargs", [dict(keep_mxfp4=True), dict(dtype=torch.bfloat16)])
+def test_where_copy_from_files_is_set_a_loaded_model_keeps_no_file_mapped(written, monkeypatch, kwargs):
+    """Windows cannot delete a mapped file: tensors kept as the file holds them (MXFP4 blocks, the file's dtype)
+    mapped it, so notebook 01's temporary folder could not be removed there."""
+    def mapped() -> bool:
+        return any(str(written) in line for line in open("/proc/self/maps"))
+
+    for copy in (False, True):  # the mapping is there without the copy, so the check can see it
+        monkeypatch.setattr(ck, "COPY_FROM_FILES", copy)
+        model = g.load_model(written, **kwargs)
+        assert mapped() != copy
+        del model
+        gc.collect()

@@ -694,3 +694,12 @@ def test_a_python_other_than_the_course_s_is_the_reason_the_kernels_are_missing(
     assert rows["course packages"].status == FAIL
     assert "older than its files" not in rows["course packages"].meaning
     assert "see the environment row" in rows["course packages"].meaning
+
+
+def test_native_windows_gets_a_row_that_sends_it_to_wsl(monkeypatch):
+    """The README sends Windows users to WSL 2; notebook 00's doctor, where they look, said nothing of it."""
+    assert "system" not in {r.item for r in env.check_machine()}  # Linux, macOS, WSL 2: no row
+    monkeypatch.setattr(env, "_native_windows", lambda: True)
+    row = env.check_machine()[0]
+    assert (row.item, row.status) == ("system", env.WARN)
+    assert row.found.startswith("Windows") and "WSL 2" in row.meaning
