@@ -87,7 +87,7 @@ def load_chat_model(path: Path, device: str, backend: str = "torch") -> GPT:
 
 
 def experts_note(model: GPT) -> str:
-    """How the model holds its experts, for the banner: '; experts in MXFP4', '; experts dense, 3.61 GiB' or ''."""
+    """How the model holds its experts, for the banner: '; experts in MXFP4', '; experts dense, 1.50 MiB' or ''."""
     from .moe import Experts
 
     experts = [m for m in model.modules() if isinstance(m, Experts)]
@@ -336,7 +336,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
             raise ChatError(f"--date must be YYYY-MM-DD or 'today', got {args.date!r}") from None
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:  # before the model is fetched: a typo must not cost a 13 GB download first
+    try:  # before the model is fetched: a typo must not cost a 12.8 GiB download first
         torch.device(args.device)
     except RuntimeError:
         raise ChatError(f"--device {args.device!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None

@@ -147,7 +147,7 @@ def test_without_triton_the_gpu_row_does_not_promise_its_interpreter(monkeypatch
 
 def test_the_gpu_notebook_12_needs_is_its_own_memory_plan():
     """The doctor once asked for the weights plus a flat 2 GiB (14.8 GiB): a T4, 16 GB on the box and 14.56 GiB
-    to torch, was told notebook 12 would fall back, where the notebook's own plan (13.72 GiB) fits it."""
+    to torch, was told notebook 12 would fall back, where the notebook's own plan fits it."""
     from gptoss_edu import memory
 
     from gptoss_edu.config import preset

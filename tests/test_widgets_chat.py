@@ -393,7 +393,7 @@ def test_a_reply_the_reader_cut_says_so_not_max_new_tokens():
 
 
 def test_closing_the_chat_lets_the_model_go_and_a_closed_chat_says_so():
-    """A widget lives as long as the kernel: notebook 12's chat kept gpt-oss-20b (13.8 GiB of GPU) after `del model`."""
+    """A widget lives as long as the kernel: notebook 12's chat kept gpt-oss-20b (12.8 GiB of weights on the GPU) after `del model`."""
     import gc
 
     model = Scripted(THINK_THEN_ANSWER)

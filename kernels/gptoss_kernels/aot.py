@@ -31,7 +31,7 @@ import torch
 
 from ._common import AOT_TARGET, _interpreted, interpreter_mode, triton, triton_available
 
-H100_SMS = 132  # an H200 has as many: the split counts of attention_decode depend on it
+H100_SMS = 132  # an H100 SXM's, and an H200's (an H100 PCIe has 114): the split counts of attention_decode depend on it
 
 
 @dataclass
