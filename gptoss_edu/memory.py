@@ -370,6 +370,13 @@ class MemoryPlan:
         return "\n".join(lines)
 
 
+def _context_length(config: Any) -> int | None:
+    """The most positions the model attends to (max_position_embeddings), where the config says."""
+    value = (config.get("max_position_embeddings") if isinstance(config, Mapping)
+             else getattr(config, "context_length", getattr(config, "max_position_embeddings", None)))
+    return int(value) if value else None
+
+
 def plan(config: Any, context: int, gpu_bytes: int | None = None, *, prompt_tokens: int | None = None,
          batch: int = 1, dtype_bytes: int = 2) -> MemoryPlan:
     """Weights, KV cache and workspace for ``context`` positions, against ``gpu_bytes`` (default: this GPU's free memory).
@@ -381,6 +388,10 @@ def plan(config: Any, context: int, gpu_bytes: int | None = None, *, prompt_toke
     """
     if context <= 0 or batch <= 0:
         raise ValueError(f"context and batch must be positive, got {context} and {batch}")
+    most = _context_length(config)
+    if most is not None and context > most:  # the model refuses such a cache (new_cache): plan what can run
+        raise ValueError(f"context {context:,} is longer than the model's context length ({most:,}): it cannot use "
+                         "more positions, so plan for at most that")
     prompt = int(context if prompt_tokens is None else prompt_tokens)
     if not 0 < prompt <= context:
         raise ValueError(f"prompt_tokens must be in 1..context ({context}), got {prompt}")

@@ -389,6 +389,10 @@ def test_plan_rejects_bad_sizes():
         memory.plan(CONFIGS["20b"], 0, gpu_bytes=1)
     with pytest.raises(ValueError, match="prompt_tokens"):
         memory.plan(CONFIGS["20b"], 100, gpu_bytes=1, prompt_tokens=101)
+    # notebook 12 with CONTEXT = 200_000 planned a cache the model then refused to make
+    with pytest.raises(ValueError, match=r"context 131,073 is longer than .*context length \(131,072\)"):
+        memory.plan(CONFIGS["20b"], 131_073, gpu_bytes=1, prompt_tokens=1)
+    assert memory.plan(CONFIGS["20b"], 131_072, gpu_bytes=1, prompt_tokens=1).context == 131_072
 
 
 def test_format_bytes():
