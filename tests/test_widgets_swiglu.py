@@ -83,10 +83,24 @@ def test_limit_lines_and_label():
     ex = swiglu_explorer().set(limit=3.0)
     left, right = ex.figure.axes[:2]
     assert [t.get_text() for t in left.texts] == [" limit 3"]
-    vertical = [list(l.get_xdata()) for l in right.get_lines() if l.get_xdata()[0] == l.get_xdata()[1]]
-    horizontal = sorted(l.get_ydata()[0] for l in right.get_lines() if l.get_ydata()[0] == l.get_ydata()[1])
+    red = [l for l in right.get_lines() if l.get_color() == "tab:red"]
+    vertical = [list(l.get_xdata()) for l in red if l.get_xdata()[0] == l.get_xdata()[1]]
+    horizontal = sorted(l.get_ydata()[0] for l in red if l.get_ydata()[0] == l.get_ydata()[1])
     assert vertical == [[3.0, 3.0]]  # the gate is clamped above only
     assert horizontal == [-3.0, 3.0]  # the up half both ways
+
+
+@pytest.mark.parametrize("limit, zero_lines", [(3.0, [("gate", 0.0), ("up", -1.0)]), (0.5, [("gate", 0.0)])])
+def test_the_output_map_draws_its_zero_set_as_lines_not_as_a_contour(limit, zero_lines):
+    """The zero contour along up = -1 followed linspace's bits (-0.99999988 on AVX2, -1 elsewhere), so the
+    stored picture changed with the CPU; a limit under 1 keeps up + 1 above 0, with no zero there."""
+    right = swiglu_explorer().set(limit=limit).figure.axes[1]
+    black = [l for l in right.get_lines() if l.get_color() == "k"]
+    drawn = sorted(("gate", l.get_xdata()[0]) if l.get_xdata()[0] == l.get_xdata()[1] else ("up", l.get_ydata()[0])
+                   for l in black)
+    assert drawn == zero_lines
+    (contours,) = [c for c in right.collections if hasattr(c, "levels")]
+    assert 0 not in list(contours.levels) and len(contours.levels) >= 3
 
 
 def test_swiglu_colour_scale_is_symmetric():

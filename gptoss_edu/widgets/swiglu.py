@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipywidgets as widgets
 import torch
 from matplotlib.colors import Normalize
+from matplotlib.ticker import MaxNLocator
 from matplotlib.figure import Figure
 
 from ..mlp import gptoss_swiglu
@@ -42,7 +43,8 @@ def draw_swiglu(fig: Figure, alpha: float, limit: float) -> None:
     left.title.set_fontsize(9)
     left.legend(fontsize=7, loc="upper left")
 
-    g = torch.linspace(-SPAN, SPAN, 201)
+    # Not linspace: its bits depend on the CPU's kernels (-0.99999988 or -1), and so did the zero line drawn here.
+    g = torch.arange(-100, 101) * SPAN / 100
     gate, up = torch.meshgrid(g, g, indexing="xy")  # x axis: gate, y axis: up
     out = gptoss_swiglu(interleave(gate, up), alpha, limit).numpy()
     gate, up = gate.numpy(), up.numpy()
@@ -52,7 +54,13 @@ def draw_swiglu(fig: Figure, alpha: float, limit: float) -> None:
     norm = Normalize(vmin=-reach, vmax=reach)
     im = right.imshow(out, origin="lower", extent=(-SPAN, SPAN, -SPAN, SPAN), cmap="RdBu_r", norm=norm,
                       aspect="auto")
-    right.contour(gate, up, out, levels=8, colors="k", linewidths=0.4)
+    # The output is 0 exactly where up = -1 or the gate is 0: drawn as lines, not contoured out of rounding noise.
+    levels = [v for v in MaxNLocator(8).tick_values(lo, hi) if lo < v < hi and v != 0]
+    if levels:
+        right.contour(gate, up, out, levels=levels, colors="k", linewidths=0.4)
+    if limit >= 1:  # a lower limit clamps up = -1 to -limit, and (up + 1) is never 0
+        right.axhline(-1.0, color="k", lw=0.4)
+    right.axvline(0.0, color="k", lw=0.4)
     for v in (limit, -limit):
         right.axhline(v, color="tab:red", lw=0.8, ls="--")
     right.axvline(limit, color="tab:red", lw=0.8, ls="--")
