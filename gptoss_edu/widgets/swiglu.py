@@ -54,7 +54,8 @@ def draw_swiglu(fig: Figure, alpha: float, limit: float) -> None:
     norm = Normalize(vmin=-reach, vmax=reach)
     im = right.imshow(out, origin="lower", extent=(-SPAN, SPAN, -SPAN, SPAN), cmap="RdBu_r", norm=norm,
                       aspect="auto")
-    # The output is 0 exactly where up = -1 or the gate is 0: drawn as lines, not contoured out of rounding noise.
+    # The output is 0 exactly where the gate is 0 and where up = -1 (at limit 1, wherever up <= -1): drawn as
+    # lines, not contoured out of rounding noise.
     levels = [v for v in MaxNLocator(8).tick_values(lo, hi) if lo < v < hi and v != 0]
     if levels:
         right.contour(gate, up, out, levels=levels, colors="k", linewidths=0.4)
