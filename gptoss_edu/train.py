@@ -919,6 +919,12 @@ training 16.5 times narrower and loses nothing: no training text contains them. 
 that row down wherever the training text goes, but on text it has not seen the model can still
 give the unused tokens a share: now and then a sampled reply picks one and wanders off into
 other scripts.
+
+What the two losses measure: the 2,000 steps read the training chats about 8 times over (each
+speech twice, as a user's message and as the assistant's answer), and the loss counts every token
+of a chat, the user's included; the validation loss was lowest a few hundred steps before the end.
+It also scores the validation text's tokens that never occur in training, which only the shared row
+can predict, so part of the gap between the training and validation losses is theirs.
 """
 
 

@@ -1120,3 +1120,33 @@ def test_a_course_step_between_gpt2_and_gpt_oss_trains_into_a_folder_and_resumes
     assert f"resuming the run in {tmp_path} from step 3" in capsys.readouterr().err
     assert T.main(["course-step-05", "--out", str(tmp_path), "--steps", "4", "--checkpoint-every", "2", *tiny]) == 2
     assert "steps=3 (now steps=4)" in capsys.readouterr().err
+
+
+def test_notebook_13_states_the_command_lines_own_recipe():
+    """Notebook 13 said the command line "does the same" as its cells, whose settings differ from the recipe's."""
+    import nbformat
+
+    nb = nbformat.read(ROOT / "notebooks" / "13_train_tiny.ipynb", as_version=4)
+    (text,) = [c.source for c in nb.cells if "train course-step-13" in c.source and c.cell_type == "markdown"]
+    tc = T.recipe("course-step-13").train
+    said = " ".join(text.split())
+    def e(x: float) -> str:  # 3e-3, as the notebook writes it
+        return f"{x:.0e}".replace("e-0", "e-")
+
+    assert (f"({tc.steps} steps, learning rate {e(tc.lr)} down to {e(tc.min_lr)} after {tc.warmup_steps} steps of "
+            "warmup)" in said)
+
+
+def test_the_chat_recipes_note_says_what_its_losses_measure():
+    """The shipped model's note left out that its chats are read about 8 times and that its validation loss
+    bottoms out before the last step: both checked here against its recipe, data and training.json."""
+    tc = T.recipe("tiny-gpt-oss-chat").train
+    data = T.prepare_data("harmony", 201088)
+    passes = tc.steps * tc.batch_size * tc.seq_len / len(data.train)
+    evals = json.loads((SHIPPED / "training.json").read_text())["evals"]
+    best = min(evals, key=lambda e: e["val_loss"])["step"]
+    for notes in (T.CHAT_ABOUT, (SHIPPED / "TRAINING.md").read_text()):
+        said = " ".join(notes.split())
+        assert f"the {tc.steps:,} steps read the training chats about {round(passes)} times over" in said
+        assert "the validation loss was lowest a few hundred steps before the end" in said
+        assert 100 <= evals[-1]["step"] - best <= 900
