@@ -21,7 +21,7 @@ from gptoss_edu.model import GPT
 from gptoss_edu.tokenizer import data_dir
 from simulated import hide_modules
 
-# The real config.json files, shipped with the package (copies of ../shared/gptoss/, byte for byte).
+# The released config.json files, shipped with the package; the tests below hold them to SPEC.md's numbers.
 CONFIGS = {n: json.loads((PRESET_DIR / f"gpt-oss-{n}.config.json").read_text()) for n in ("20b", "120b")}
 
 # SPEC.md, section 1.
