@@ -44,7 +44,8 @@ DEFAULT_REPO = "openai/gpt-oss-20b"
 CONFIG = "config.json"
 INDEX = "model.safetensors.index.json"  # checkpoint.INDEX_FILE, named here: importing hub stays torch-free
 WEIGHTS_SUFFIX = ".safetensors"
-ROOT_FILES = (CONFIG, "generation_config.json", INDEX)
+# The licence and usage policy travel with the weights (11.5 kB): a folder copied for a class keeps its terms.
+ROOT_FILES = (CONFIG, "generation_config.json", INDEX, "LICENSE", "USAGE_POLICY")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 ORIGINAL_DIR = "original"
 METAL_DIR = "metal"

@@ -34,7 +34,7 @@ REAL_FILES = [
     ("original/config.json", 376), ("original/dtypes.json", 13_083), ("original/model.safetensors", 13_761 * 10**6),
     ("metal/model.bin", 13_750 * 10**6),
 ]
-COURSE = ["config.json", "generation_config.json", "model-00000-of-00002.safetensors",
+COURSE = ["LICENSE", "USAGE_POLICY", "config.json", "generation_config.json", "model-00000-of-00002.safetensors",
           "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json"]
 SHARDS = [n for n in COURSE if n.endswith(".safetensors")]
 
@@ -70,7 +70,7 @@ def test_select_adds_original_metal_and_tokenizer_only_when_asked():
     assert names(include_tokenizer=True) - set(COURSE) == {"tokenizer.json", "tokenizer_config.json",
                                                            "special_tokens_map.json", "chat_template.jinja"}
     everything = names(include_original=True, include_metal=True, include_tokenizer=True)
-    assert everything == {n for n, _ in REAL_FILES} - {".gitattributes", "LICENSE", "README.md", "USAGE_POLICY"}
+    assert everything == {n for n, _ in REAL_FILES} - {".gitattributes", "README.md"}
 
 
 def test_select_ignores_weights_in_other_folders_and_refuses_a_non_checkpoint():
@@ -160,7 +160,7 @@ def test_download_fetches_only_the_course_files(tmp_path, monkeypatch, capsys):
     fake = FakeHub(monkeypatch)
     out = hub.download(REPO, tmp_path / "w")
     assert out == tmp_path / "w"
-    assert f"{REPO}: 6 files" in capsys.readouterr().out
+    assert f"{REPO}: 8 files" in capsys.readouterr().out
     assert fake.downloads == [COURSE]
     assert sorted(p.name for p in out.iterdir()) == COURSE
 
@@ -205,8 +205,8 @@ def test_resume_does_not_count_files_already_there(tmp_path, monkeypatch):
     # A partial shard (wrong size) is still to fetch.
     with open(target / "model-00002-of-00002.safetensors", "wb") as f:
         f.truncate(10)
-    rest = sum(sizes[n] for n in ["generation_config.json", "model-00002-of-00002.safetensors",
-                                  "model.safetensors.index.json"])
+    rest = sum(sizes[n] for n in ["LICENSE", "USAGE_POLICY", "generation_config.json",
+                                  "model-00002-of-00002.safetensors", "model.safetensors.index.json"])
     FakeHub(monkeypatch, free=rest)
     plan = hub.plan_download(REPO, target)
     assert sorted(plan.present) == ["config.json", "model-00000-of-00002.safetensors",
