@@ -698,10 +698,13 @@ def check_resumable(path: str | Path, model_cfg: ModelConfig, cfg: TrainConfig) 
     """The saved state's metadata, if a run with these settings may resume it; else a CheckpointError saying why."""
     path = Path(path)
     meta = read_state_meta(path)
-    if meta["model_config"] != _config_dict(model_cfg):
-        diff = sorted(k for k in meta["model_config"] if meta["model_config"][k] != _config_dict(model_cfg).get(k))
-        raise CheckpointError(f"{path} was trained with another model config (differs in {', '.join(diff)}): "
-                              "resume with the same model, or start in another folder")
+    saved, now = meta["model_config"], _config_dict(model_cfg)
+    if saved != now:
+        # Over both sides' fields: one a later course version added is missing from the saved config.
+        diff = [k if k in saved else f"{k}, which the course version that saved it did not have"
+                for k in sorted(saved.keys() | now.keys()) if saved.get(k, ...) != now.get(k, ...)]
+        raise CheckpointError(f"{path} was trained with another model config (differs in {'; '.join(diff)}): "
+                              "resume with the same model, or start in another folder, or over with --fresh")
     mine = _config_dict(cfg)
     diff = sorted(k for k in mine if k not in RESUMABLE_CHANGES and meta["train_config"].get(k) != mine[k])
     if diff:
@@ -711,6 +714,23 @@ def check_resumable(path: str | Path, model_cfg: ModelConfig, cfg: TrainConfig) 
     return meta
 
 
+def check_same_data(path: str | Path, meta: dict, data_fingerprint: str | None, warn: bool = True) -> None:
+    """Refuse to resume a saved state on token data other than it was trained on."""
+    if data_fingerprint is None:
+        return
+    if not meta.get("data"):  # saved before states recorded their data: resumed, with a word of caution
+        if not warn:
+            return
+        print(f"{path} was saved before training states recorded their data, so nothing can check that this "
+              "corpus and tokenizer give the same tokens as then; if the course was updated since, start over "
+              "with --fresh", file=sys.stderr)
+    elif meta["data"] != data_fingerprint:
+        raise CheckpointError(f"{path} was trained on other token data than this corpus and tokenizer give now "
+                              f"(fingerprint {meta['data']}, now {data_fingerprint}; an update of the course that "
+                              "changes its corpus changes them): resuming needs the same data, so start over with "
+                              "--fresh, or in another folder")
+
+
 def load_state(path: str | Path, model: GPT, optimizer: torch.optim.Optimizer, model_cfg: ModelConfig,
                cfg: TrainConfig, data_fingerprint: str | None = None) -> dict:
     """Restore a saved training state into ``model`` and ``optimizer``; refuse one that is damaged or foreign."""
@@ -718,10 +738,7 @@ def load_state(path: str | Path, model: GPT, optimizer: torch.optim.Optimizer, m
 
     path = Path(path)
     meta = check_resumable(path, model_cfg, cfg)
-    # States saved before the fingerprint existed have none, and resume as before.
-    if data_fingerprint and meta.get("data") and meta["data"] != data_fingerprint:
-        raise CheckpointError(f"{path} was trained on other token data (fingerprint {meta['data']}, yours is "
-                              f"{data_fingerprint}): resuming needs the same data (or start in another folder)")
+    check_same_data(path, meta, data_fingerprint)
     try:
         f = safe_open(safetensors_path(path / STATE_TENSORS), framework="pt", device="cpu")
     except Exception as e:
@@ -1099,12 +1116,19 @@ def _run_in(args: argparse.Namespace, rec: Recipe, tc: TrainConfig, out: Path, a
     recorded = [a for a in argv if a != "--fresh"] if argv is not None else [args.recipe]
     command = "python -m gptoss_edu.train " + " ".join(shlex.quote(a) for a in recorded)
     restore_folder(out / STATE_DIR)
+    meta = None
     if (out / STATE_DIR).exists():
-        # Checked before it is announced (and before the corpus is read): a refusal is the only thing said.
-        step = check_resumable(out / STATE_DIR, rec.model, tc)["step"]
-        print(f"resuming the run in {out} from step {step}", file=sys.stderr)
+        # The settings are checked before the corpus is read, the data before the run is announced: a refusal
+        # is the only thing said.
+        meta = check_resumable(out / STATE_DIR, rec.model, tc)
     data = prepare_data(tc.data, rec.model.vocab_size, seed=tc.seed)
     print(data, file=sys.stderr)
+    if meta is not None:
+        check_same_data(out / STATE_DIR, meta, data.fingerprint(), warn=False)  # train() warns, once
+        if meta["step"] >= tc.steps:
+            print(f"the run in {out} has finished its {tc.steps} steps (--fresh starts it over)", file=sys.stderr)
+        else:
+            print(f"resuming the run in {out} from step {meta['step']}", file=sys.stderr)
     result = train(rec.model, tc, data, out=out, progress=not args.no_progress)
     val = f"val loss {result.val_loss:.3f}" if result.evals else "no evaluation yet"
     summary = f"{result.step} steps: train loss {result.final_loss():.3f}, {val} (checkpoints in {out})"

@@ -354,27 +354,41 @@ def test_resume_refuses_other_settings_and_an_existing_run_without_resume(text_d
     T.train(small(13), quick(steps=2), text_data, out=tmp_path, progress=False)
     with pytest.raises(g.CheckpointError, match=r"lr=0.003 \(now lr=0.001\)"):
         T.train(small(13), quick(steps=2, lr=1e-3), text_data, out=tmp_path, progress=False)
-    with pytest.raises(g.CheckpointError, match="another model config"):
+    with pytest.raises(g.CheckpointError, match=r"another model config \(differs in [^)]*n_kv_heads[^)]*\).*--fresh"):
         T.train(small(12).replace(n_kv_heads=4), quick(steps=2), text_data, out=tmp_path, progress=False)
+    # A state saved by a course version before a config field existed: the field is named, not left out.
+    meta_file = tmp_path / T.STATE_DIR / T.STATE_JSON
+    meta = json.loads(meta_file.read_text())
+    field = sorted(meta["model_config"])[0]
+    del meta["model_config"][field]
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(g.CheckpointError, match=rf"differs in {field}, which the course version that saved it "
+                                                 "did not have\)"):
+        T.train(small(13), quick(steps=2), text_data, out=tmp_path, progress=False)
+    shutil.rmtree(tmp_path / T.STATE_DIR)
+    T.train(small(13), quick(steps=2), text_data, out=tmp_path, progress=False)
     with pytest.raises(FileExistsError, match="already holds a run"):
         T.train(small(13), quick(steps=2), text_data, out=tmp_path, resume=False, progress=False)
     # Settings that change no weight may differ.
     T.train(small(13), quick(steps=2, eval_every=1, checkpoint_every=1), text_data, out=tmp_path, progress=False)
 
 
-def test_resume_refuses_other_data_and_accepts_a_state_saved_without_a_fingerprint(text_data, tmp_path):
+def test_resume_refuses_other_data_and_accepts_a_state_saved_without_a_fingerprint(text_data, tmp_path, capsys):
     T.train(small(13), quick(steps=2), text_data, out=tmp_path, progress=False)
     other = T.TokenData(text_data.train[1:].clone(), text_data.val, text_data.vocab_size, text_data.kind)
     assert other.fingerprint() != text_data.fingerprint()
-    with pytest.raises(g.CheckpointError, match="other token data"):
+    with pytest.raises(g.CheckpointError, match="other token data than this corpus and tokenizer give now.*"
+                                                 "start over with --fresh"):
         T.train(small(13), quick(steps=2), other, out=tmp_path, progress=False)
-    # A state written before fingerprints existed still resumes.
+    # A state written before fingerprints existed still resumes, and says what cannot be checked.
     meta_file = tmp_path / T.STATE_DIR / T.STATE_JSON
     meta = json.loads(meta_file.read_text())
     assert meta["data"] == text_data.fingerprint()
     del meta["data"]
     meta_file.write_text(json.dumps(meta))
+    capsys.readouterr()
     assert T.train(small(13), quick(steps=2), other, out=tmp_path, progress=False).resumed_from == 2
+    assert capsys.readouterr().err.count("saved before training states recorded their data") == 1
 
 
 def test_without_a_run_folder_ctrl_c_stops_the_whole_cell(text_data):
@@ -948,7 +962,7 @@ def test_a_run_removes_what_saves_killed_mid_way_left_in_its_folder(tmp_path, ca
         f.write_text("mine")
     capsys.readouterr()
     assert T.main(["course-step-13", "--out", str(run), *tiny]) == 0
-    assert "resuming the run in" in capsys.readouterr().err
+    assert f"the run in {run} has finished its 2 steps" in capsys.readouterr().err
     assert not any(f.exists() for f in killed)
     assert all(f.read_text() == "mine" for f in mine)
     assert T.read_state_meta(run / T.STATE_DIR)["step"] == 2
@@ -1117,9 +1131,17 @@ def test_a_course_step_between_gpt2_and_gpt_oss_trains_into_a_folder_and_resumes
     assert T.read_state_meta(tmp_path / T.STATE_DIR)["step"] == 3
     capsys.readouterr()
     assert T.main(["course-step-05", "--out", str(tmp_path), "--steps", "3", "--checkpoint-every", "2", *tiny]) == 0
-    assert f"resuming the run in {tmp_path} from step 3" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"the run in {tmp_path} has finished its 3 steps (--fresh starts it over)" in err
+    assert "resuming" not in err
     assert T.main(["course-step-05", "--out", str(tmp_path), "--steps", "4", "--checkpoint-every", "2", *tiny]) == 2
     assert "steps=3 (now steps=4)" in capsys.readouterr().err
+    # Other token data (a course update changed the corpus): refused before the run is announced.
+    meta_file = tmp_path / T.STATE_DIR / T.STATE_JSON
+    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "data": "0" * 16}))
+    assert T.main(["course-step-05", "--out", str(tmp_path), "--steps", "3", "--checkpoint-every", "2", *tiny]) == 2
+    err = capsys.readouterr().err
+    assert "other token data" in err and "--fresh" in err and "resuming the run" not in err and "has finished" not in err
 
 
 def test_notebook_13_states_the_command_lines_own_recipe():
