@@ -9,7 +9,9 @@ TRITON_VERSION := 3.9.0
 # An index to take torch from, e.g. https://download.pytorch.org/whl/cpu on a Linux machine without
 # an NVIDIA GPU (PyPI's Linux torch is the CUDA build, several GB more). `make venv` searches it, beside
 # PyPI, when it installs torch (and what torch needs); `make wheelhouse` searches it for every package.
-TORCH_INDEX ?=
+# The environment keeps the index it was made with (.torch-index in it), so that a reinstall after an
+# update of the pins takes torch from there again; TORCH_INDEX= (empty) goes back to PyPI.
+TORCH_INDEX ?= $(shell cat $(VENV)/.torch-index 2>/dev/null)
 # JupyterLab refuses to start as root unless told.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 # A folder of wheels (`make wheelhouse`): when it holds any, every install reads them alone, no network.
@@ -36,6 +38,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt Makefile
 	@[ -z "$(PIP_FROM)" ] || echo "installing from $(WHEELHOUSE)/ alone, without the network (wheels made by make wheelhouse for one kind of machine; move the folder away to install from the network)"
 	$(PY) -m pip install --quiet $(PIP_FROM) -c constraints.txt --upgrade pip
 	$(PY) -m pip install --quiet $(PIP_FROM) -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX) --extra-index-url https://pypi.org/simple) torch==$(TORCH_VERSION)
+	@$(if $(TORCH_INDEX),echo '$(TORCH_INDEX)' > $(VENV)/.torch-index,rm -f $(VENV)/.torch-index)
 	$(PY) -m pip install --quiet $(PIP_FROM) -c constraints.txt --build-constraint constraints.txt -e ".[dev]"
 	@# OpenAI's reference torch model, a second reference for the tests; it declares Python >= 3.12
 	@# but needs only torch and safetensors.

@@ -88,6 +88,28 @@ def test_a_new_pin_reinstalls_into_the_environment(course):
         assert "-m pip install --quiet" in (course / "log").read_text(), f"{name} changed, nothing reinstalled"
 
 
+def test_the_torch_index_a_venv_was_made_with_is_used_again_after_an_update(course):
+    """A CPU-only learner's .venv made with TORCH_INDEX: a new pin once reinstalled PyPI's CUDA build, several GB."""
+    log = course / "log"
+    script(course / ".venv" / "bin" / "python", HEALTHY.format(log=log))
+    index = "https://download.pytorch.org/whl/cpu"
+    assert make(course, "venv", f"TORCH_INDEX={index}").returncode == 0
+    assert f"--index-url {index} --extra-index-url https://pypi.org/simple torch==" in log.read_text()
+
+    def update_and_make(*args: str) -> str:
+        """An update of the Makefile (newer than the environment), then make: the line that installs torch."""
+        log.write_text("")
+        stamp = (course / ".venv" / ".installed").stat().st_mtime
+        os.utime(course / "Makefile", (stamp + 2, stamp + 2))
+        done = make(course, "venv", *args)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return next(line for line in log.read_text().splitlines() if "torch==" in line)
+
+    assert f"--index-url {index} " in update_and_make()  # no TORCH_INDEX given: the remembered one
+    assert "--index-url" not in update_and_make("TORCH_INDEX=")  # given empty: back to PyPI, and remembered
+    assert "--index-url" not in update_and_make() and not (course / ".venv" / ".torch-index").exists()
+
+
 def test_a_wheelhouse_holds_what_the_venv_installs_and_is_then_read_alone(course):
     """A class on a poor network: `make wheelhouse` on one machine, then every install reads its wheels only."""
     script(course / ".venv" / "bin" / "python", HEALTHY.format(log=course / "log"))
