@@ -25,6 +25,7 @@ from ..model import GPT
 from ..static_decode import fast_step
 from ..tokenizer import get_encoding
 from . import ERROR_STYLE, close_with_children
+from .memory import memory_explorer  # noqa: F401  its home until 2026-12-01: a learner's older notebook 12 imports it here
 
 EFFORTS = harmony.REASONING_EFFORTS
 # A Send clicked twice queues the second click behind the first reply; when Stop ends that reply, the

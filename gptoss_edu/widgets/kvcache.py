@@ -10,6 +10,9 @@ from ..config import ModelConfig, preset
 from ..memory import short_bytes
 from . import Explorer, few_minor_ticks
 
+# Its name here until 2026-12-06: a learner's older notebooks 05 and 06 import it so.
+format_bytes = short_bytes
+
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float8": 1}
 
 
