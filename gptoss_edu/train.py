@@ -1126,7 +1126,8 @@ def _run_in(args: argparse.Namespace, rec: Recipe, tc: TrainConfig, out: Path, a
     if meta is not None:
         check_same_data(out / STATE_DIR, meta, data.fingerprint(), warn=False)  # train() warns, once
         if meta["step"] >= tc.steps:
-            print(f"the run in {out} has finished its {tc.steps} steps (--fresh starts it over)", file=sys.stderr)
+            then = f", and is exported to {args.export}" if args.export else ""
+            print(f"the run in {out} has finished its {tc.steps} steps{then} (--fresh starts it over)", file=sys.stderr)
         else:
             print(f"resuming the run in {out} from step {meta['step']}", file=sys.stderr)
     result = train(rec.model, tc, data, out=out, progress=not args.no_progress)

@@ -989,7 +989,7 @@ def test_ctrl_c_during_the_export_says_the_export_is_untouched_and_how_to_finish
     assert {p.name: p.read_bytes() for p in (tmp_path / "exp").iterdir()} == before
     monkeypatch.setattr(T, "export", real_export)
     assert T.main(run) == 0
-    assert "resuming the run" in capsys.readouterr().err
+    assert f"has finished its 2 steps, and is exported to {tmp_path / 'exp'}" in capsys.readouterr().err
 
 
 def test_a_reader_that_stops_early_ends_train_quietly(tmp_path):
