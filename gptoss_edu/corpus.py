@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .files import write_file
+from .files import crlf_hint, write_file
 from .tokenizer import data_dir
 
 TEXT_FILE = "shakespeare.txt"
@@ -105,7 +105,7 @@ def load_corpus(path: str | Path | None = None) -> Corpus:
     digest = hashlib.sha256(raw).hexdigest()
     if digest != split.get("sha256"):
         raise CorpusError(f"{text_file} is damaged or changed: its sha256 is {digest}, split.json expects "
-                          f"{split.get('sha256')}. Restore data/corpus/ from the repository.")
+                          f"{split.get('sha256')}." + (crlf_hint(raw) or " Restore data/corpus/ from the repository."))
     text = raw.decode("utf-8")
     plays = []
     for entry in split["plays"]:

@@ -245,6 +245,16 @@ def in_course_folder(path: str | Path) -> str:
             f"course's folder has one: pass {REPO / path}, or run the command from {REPO}")
 
 
+def crlf_hint(data: bytes) -> str:
+    """For a checked data file whose bytes differ: a sentence when git gave its lines CRLF endings; else ''."""
+    if b"\r\n" not in data:  # the course's data files hold none
+        return ""
+    return (" Its lines end in CRLF: git converted them when it checked the file out (core.autocrlf, the "
+            "default of Git for Windows), and git checkout alone leaves them so. Delete the file, then run "
+            "`git checkout -- data/` (after `git pull`, if the course's .gitattributes is missing: it keeps data/ "
+            "as it is).")
+
+
 @contextmanager
 def hold(folder: Path, what: str) -> Iterator[None]:
     """Hold ``folder``'s lock while ``what`` writes into it: a second process is refused, not interleaved.

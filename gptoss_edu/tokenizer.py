@@ -91,9 +91,11 @@ def _read_bpe_file(filename: str) -> tuple[Path, bytes]:
     expected = BPE_FILES[filename]
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
+        from .files import crlf_hint
+
         raise ValueError(
             f"tokenizer file {path} is damaged: its sha256 is {actual}, expected {expected}. "
-            "Restore it from the repository (git checkout -- data/)."
+            + (crlf_hint(data) or "Restore it from the repository (git checkout -- data/).")
         )
     return path, data
 

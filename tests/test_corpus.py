@@ -220,7 +220,11 @@ def test_the_build_command_says_what_is_wrong(tmp_path, capsys):
 def test_damaged_corpus_is_refused(tmp_path):
     shutil.copytree(C.corpus_dir(), tmp_path / "corpus")
     text = tmp_path / "corpus" / C.TEXT_FILE
-    text.write_bytes(text.read_bytes()[:-100])
+    intact = text.read_bytes()
+    text.write_bytes(intact.replace(b"\n", b"\r\n"))  # what Git for Windows' checkout (core.autocrlf) writes
+    with pytest.raises(C.CorpusError, match=r"damaged or changed.*Its lines end in CRLF.*Delete the file"):
+        C.load_corpus(tmp_path / "corpus")
+    text.write_bytes(intact[:-100])
     with pytest.raises(C.CorpusError, match="damaged or changed.*Restore"):
         C.load_corpus(tmp_path / "corpus")
     (tmp_path / "corpus" / C.SPLIT_FILE).write_text("{")

@@ -71,3 +71,27 @@ def test_training_runs_are_not_for_git(path: str) -> None:
         pytest.skip("not a git checkout: nothing to ignore")
     done = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO)
     assert done.returncode == 0, f"git would track {path}"
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed here")
+def test_a_checkout_that_converts_line_endings_leaves_the_checked_files_as_they_are(tmp_path: Path) -> None:
+    """Git for Windows writes text files with CRLF (core.autocrlf): the tokenizer files and the corpus, checked by
+    SHA-256, were then refused as damaged. .gitattributes keeps data/ byte for byte, and scripts with LF for bash."""
+    files = [".gitattributes", "data/r50k_base.tiktoken", "data/corpus/shakespeare.txt", "data/corpus/split.json",
+             "scripts/device_wheels.sh", "Makefile"]
+    src = tmp_path / "src"
+    for f in files:
+        (src / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / f, src / f)
+
+    def git(*args: str, cwd: Path = src) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "core.autocrlf=false", *args],
+                       cwd=cwd, check=True, capture_output=True, timeout=120)
+
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "the course's files")
+    subprocess.run(["git", "clone", "-q", "-c", "core.autocrlf=true", str(src), str(tmp_path / "clone")],
+                   check=True, capture_output=True, timeout=120)
+    changed = [f for f in files[1:] if (tmp_path / "clone" / f).read_bytes() != (REPO / f).read_bytes()]
+    assert not changed, f"a checkout with core.autocrlf=true changed {changed}: mark them in .gitattributes"

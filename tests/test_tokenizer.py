@@ -168,6 +168,10 @@ def test_damaged_file_is_refused(tmp_path, monkeypatch):
     (tmp_path / "r50k_base.tiktoken").write_bytes(bytes(flipped))
     with pytest.raises(ValueError, match="is damaged"):
         tokenizer.load_bpe_ranks("r50k_base.tiktoken")
+    # Git for Windows' checkout (core.autocrlf) gives every line CRLF: said as such, with what brings the file back.
+    (tmp_path / "r50k_base.tiktoken").write_bytes(data.replace(b"\n", b"\r\n"))
+    with pytest.raises(ValueError, match=r"is damaged.*Its lines end in CRLF.*Delete the file, then run `git checkout"):
+        tokenizer.load_bpe_ranks("r50k_base.tiktoken")
     (tmp_path / "o200k_base.tiktoken").unlink()
     with pytest.raises(FileNotFoundError, match="missing tokenizer file"):
         tokenizer.load_bpe_ranks("o200k_base.tiktoken")
