@@ -33,8 +33,15 @@ def course(tmp_path: Path) -> Path:
     return tmp_path
 
 
+# What a make running these tests passes down: `make test VENV=$CONDA_PREFIX` (as the README has conda users
+# run it) put VENV in MAKEFLAGS, and the make below then ran pip on the learner's environment, not the stand-in.
+MAKE_SETTINGS = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "VENV", "PYTHON", "TORCH_INDEX", "WHEELHOUSE",
+                 "LAB_ARGS")
+
+
 def make(course: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", *args], cwd=course, capture_output=True, text=True, timeout=60)
+    env = {k: v for k, v in os.environ.items() if k not in MAKE_SETTINGS}
+    return subprocess.run(["make", *args], cwd=course, capture_output=True, text=True, timeout=60, env=env)
 
 
 def stand_in_python3(course: Path, works: bool) -> Path:
