@@ -237,7 +237,8 @@ class ChatSession:
             self._write("")  # back to normal text, even after an interrupt
         if out_of_memory:
             return self._drop_turn(len(prompt), line_open)
-        stats.stop_reason = reader.stop_reason(stats.stop_reason)
+        # What the caller gets back says why the reply ended: an interrupt is not the token budget running out.
+        stats.stop_reason = "interrupted" if interrupted else reader.stop_reason(stats.stop_reason)
         # No answer when the budget ran out (still thinking, a tool call or babble cut short): kept, the message
         # would stand unanswered and the next prompt hold two user messages in a row. Dropped, as a failed turn is.
         unanswered = not interrupted and stats.stop_reason == "max_new_tokens" and not reader.answered()

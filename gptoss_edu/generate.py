@@ -97,7 +97,8 @@ class Generation:
 
     tokens: list[int] = field(default_factory=list)
     # "max_new_tokens", "context_full", "stop_token"; a chat's reader sets "other_role" (it cut the
-    # reply where the model began a message of another role) or "format_problem" (where it broke harmony).
+    # reply where the model began a message of another role) or "format_problem" (where it broke harmony),
+    # and ChatSession.reply "interrupted" (Ctrl-C, or Jupyter's Interrupt, stopped the reply).
     stop_reason: str = "max_new_tokens"
     prompt_tokens: int = 0
     prefill_seconds: float = 0.0

@@ -190,7 +190,8 @@ def test_an_interrupt_keeps_no_thinking_and_no_empty_answer(monkeypatch, text):
     monkeypatch.setattr(chat, "stream", recording(text, [], interrupt=True))
     out = io.StringIO()
     session = chat.ChatSession(fake_model(), out=out)
-    session.reply("q")
+    # Said to the caller too (a notebook cell reads it): the budget did not run out, whatever generate left there.
+    assert session.reply("q").stop_reason == "interrupted"
     assert "interrupted" in out.getvalue()
     assert [(m.role, m.text) for m in session.messages] == [("user", "q")]
 
