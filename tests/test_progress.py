@@ -192,6 +192,21 @@ def test_run_leaves_no_temporary_files_of_the_notebooks_behind(tmp_path):
     assert os.environ.get("TMPDIR") == before
 
 
+def test_run_closes_the_kernel_client_s_sockets(tmp_path):
+    """nbclient closes a client's channels only for a kernel it started: each --run left two zmq sockets open."""
+    import os
+    import subprocess
+    import sys
+
+    path = notebook(tmp_path / "00_a.ipynb", ("print('ran')", []))
+    code = (f"from pathlib import Path\nfrom gptoss_edu.progress import run_notebook\n"
+            f"run_notebook(Path({str(path)!r}), timeout=120)\nimport gc\ngc.collect()")
+    done = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Unclosed socket" not in done.stderr, done.stderr[-2000:]
+
+
 def test_progress_in_a_folder_of_course_notebooks_reads_that_folder(tmp_path, capsys, monkeypatch):
     """A student's own copy has no notebooks/ folder inside: "there is no file or folder notebooks" helped nobody."""
     notebook(tmp_path / "01_x.ipynb", ("check_a(f)", [result("✅ Right")]))
