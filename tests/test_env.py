@@ -687,7 +687,10 @@ def test_a_python_other_than_the_course_s_is_the_reason_the_kernels_are_missing(
     real = env.importlib.util.find_spec
     monkeypatch.setattr(env.importlib.util, "find_spec", lambda name, *a: None if name == "gptoss_kernels"
                         else real(name, *a))
-    venv = env.check_venv(prefix=str(tmp_path))
+    course = tmp_path / "course"  # a course folder with a .venv, whether or not this checkout has one (conda)
+    (course / ".venv").mkdir(parents=True)
+    (course / ".venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    venv = env.check_venv(repo=course, prefix=str(tmp_path))
     assert venv is not None and venv.status == WARN
     monkeypatch.setattr(env, "check_venv", lambda: venv)
     rows = {row.item: row for row in env.check_environment().rows}

@@ -454,6 +454,11 @@ def test_a_compiled_kernels_source_counts_only_loads_that_can_leave_gu(kernel, u
     # The check as a GPU runs it: no addresses recorded.
     monkeypatch.setattr(nb10, "_recorded_loads", lambda: contextlib.nullcontext(None))
     result = check_swiglu_kernel(kernel)
+    if kernel is clamped_by_tl_clamp_through_a_pointer and "Only floating point clamp" in result.message:
+        # Triton 3.7 (which PyPI's CUDA torch 2.13 brings) clamps floats only; 3.9 integers too. The launch fails
+        # there, and the check says so in the learner's words.
+        assert not result.passed and "launching your kernel" in result.message, result.message
+        return
     assert result.passed is (unmasked == 0), result.message
     if unmasked:
         assert "2 tl.load call(s) in your kernel have no mask, and the check cannot see" in result.message
