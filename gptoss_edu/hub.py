@@ -1,4 +1,4 @@
-"""Download a gpt-oss checkpoint from the Hugging Face Hub: only what the course reads, checked first.
+"""Download a gpt-oss checkpoint from the Hugging Face Hub: what the course reads (and the licence), checked first.
 
 ``download("openai/gpt-oss-20b")`` lists the repository, keeps the files the course needs,
 skips those already on disk, checks the free disk space before the first byte, and then lets
@@ -44,7 +44,7 @@ DEFAULT_REPO = "openai/gpt-oss-20b"
 CONFIG = "config.json"
 INDEX = "model.safetensors.index.json"  # checkpoint.INDEX_FILE, named here: importing hub stays torch-free
 WEIGHTS_SUFFIX = ".safetensors"
-# The licence and usage policy travel with the weights (11.5 kB): a folder copied for a class keeps its terms.
+# The licence and usage policy travel with the weights (11.6 kB): a folder copied for a class keeps its terms.
 ROOT_FILES = (CONFIG, "generation_config.json", INDEX, "LICENSE", "USAGE_POLICY")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 ORIGINAL_DIR = "original"

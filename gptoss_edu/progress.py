@@ -177,10 +177,12 @@ def run_notebook(path: Path, timeout: int) -> dict:
         from jupyter_core.utils import run_sync
 
         try:
-            if client.kc is not None:  # nbclient closes the client's sockets only for a kernel it started itself
-                client.kc.stop_channels()
-            if run_sync(km.is_alive)():
-                run_sync(km.shutdown_kernel)(now=False)  # asked first, killed if it does not answer in a few seconds
+            try:
+                if client.kc is not None:  # nbclient closes the client's sockets only for a kernel it started
+                    client.kc.stop_channels()
+            finally:  # and the kernel is stopped even when that fails or a second Ctrl-C comes
+                if run_sync(km.is_alive)():
+                    run_sync(km.shutdown_kernel)(now=False)  # asked first, killed if it does not answer in seconds
         finally:  # a second Ctrl-C during that wait included
             if before is None:
                 os.environ.pop("TMPDIR", None)

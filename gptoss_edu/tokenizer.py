@@ -94,8 +94,8 @@ def _read_bpe_file(filename: str) -> tuple[Path, bytes]:
         from .files import crlf_hint
 
         raise ValueError(
-            f"tokenizer file {path} is damaged: its sha256 is {actual}, expected {expected}. "
-            + (crlf_hint(data) or "Restore it from the repository (git checkout -- data/).")
+            f"tokenizer file {path} is damaged: its sha256 is {actual}, expected {expected}."
+            + (crlf_hint(data) or " Restore it from the repository (git checkout -- data/).")
         )
     return path, data
 

@@ -1118,15 +1118,16 @@ def _run_in(args: argparse.Namespace, rec: Recipe, tc: TrainConfig, out: Path, a
     restore_folder(out / STATE_DIR)
     meta = None
     if (out / STATE_DIR).exists():
-        # The settings are checked before the corpus is read, the data before the run is announced: a refusal
-        # is the only thing said.
+        # The settings are checked before the corpus is read, the data before anything is said of them: a
+        # refusal is the only thing said.
         meta = check_resumable(out / STATE_DIR, rec.model, tc)
     data = prepare_data(tc.data, rec.model.vocab_size, seed=tc.seed)
-    print(data, file=sys.stderr)
     if meta is not None:
         check_same_data(out / STATE_DIR, meta, data.fingerprint(), warn=False)  # train() warns, once
+    print(data, file=sys.stderr)
+    if meta is not None:
         if meta["step"] >= tc.steps:
-            then = f", and is exported to {args.export}" if args.export else ""
+            then = f"; exporting it to {args.export}" if args.export else ""
             print(f"the run in {out} has finished its {tc.steps} steps{then} (--fresh starts it over)", file=sys.stderr)
         else:
             print(f"resuming the run in {out} from step {meta['step']}", file=sys.stderr)
