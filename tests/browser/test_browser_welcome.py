@@ -39,10 +39,12 @@ COURSE_MAP_JS = """() => {
 
 
 def readme_notebook_numbers() -> list[str]:
-    """The notebook numbers in the README's table ('00', '01', ...)."""
+    """The notebook numbers in the README's table of the notebooks ('00', '01', ...)."""
     text = (ls.REPO / "README.md").read_text()
     assert "make lab" in text, "README.md no longer tells learners to run `make lab`"
-    return re.findall(r"^\|\s*(\d\d)\s*\|", text, flags=re.M)
+    # That section alone: later tables (the further reading) have a row a notebook too.
+    section = text.split("\n## The notebooks\n", 1)[-1].split("\n## ", 1)[0]
+    return re.findall(r"^\|\s*(\d\d)\s*\|", section, flags=re.M)
 
 
 def make_lab_command() -> list[str]:
