@@ -363,7 +363,7 @@ def test_resume_refuses_other_settings_and_an_existing_run_without_resume(text_d
     del meta["model_config"][field]
     meta_file.write_text(json.dumps(meta))
     with pytest.raises(g.CheckpointError, match=rf"differs in {field}, which the course version that saved it "
-                                                 "did not have\)"):
+                                                 r"did not have\)"):
         T.train(small(13), quick(steps=2), text_data, out=tmp_path, progress=False)
     shutil.rmtree(tmp_path / T.STATE_DIR)
     T.train(small(13), quick(steps=2), text_data, out=tmp_path, progress=False)
