@@ -1,8 +1,10 @@
 # Two commands do all set-up: `make lab` opens the course, `make test` runs every test.
 # Both create the virtual environment first if it is missing (pinned by constraints.txt).
 
-PYTHON ?= python3
-VENV ?= .venv
+# `=`, not `?=`: a PYTHON or VENV exported for another project (node-gyp reads PYTHON) must not choose the
+# course's Python or install the course's pins into another environment; `make VENV=...` still does.
+PYTHON = python3
+VENV = .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION := 2.13.0
 TRITON_VERSION := 3.9.0

@@ -72,6 +72,18 @@ def test_a_failed_venv_says_what_to_install_and_leaves_nothing_behind(course):
     assert not (course / ".venv").exists()  # else the next make would take the half-made one for a venv
 
 
+def test_python_and_venv_exported_for_another_project_are_not_used(course):
+    """node-gyp users export PYTHON; a stray VENV once sent the course's pinned installs into another environment."""
+    script(course / ".venv" / "bin" / "python", HEALTHY.format(log=course / "log"))
+    other = course / "other-project-env"
+    env = {k: v for k, v in os.environ.items() if k not in MAKE_SETTINGS}
+    env.update(PYTHON="python2", VENV=str(other))
+    done = subprocess.run(["make", "-n", "venv"], cwd=course, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert str(other) not in done.stdout and ".venv/bin/python -m pip install" in done.stdout, done.stdout
+    assert f"{other}/bin/python -m pip" in make(course, "-n", "venv", f"VENV={other}").stdout  # the command line still may
+
+
 def test_a_working_environment_is_kept(course):
     script(course / ".venv" / "bin" / "python", HEALTHY.format(log=course / "log"))
     done = make(course, "venv", f"PYTHON={stand_in_python3(course, works=True)}")
