@@ -336,7 +336,7 @@ def _plan_online(repo_id: str, local_dir: str | Path | None, **selection) -> tup
         return None, (f"the Hub did not answer the listing of {repo_id} in {LIST_SECONDS:g} s (the connection opens, "
                       "then nothing comes back)")
     except _network_errors() as e:
-        return None, f"the Hub could not be reached ({type(e).__name__}: {e})"
+        return None, f"the Hub could not be reached{_through_proxy()} ({type(e).__name__}: {e})"
     except (hf_errors.RepositoryNotFoundError, hf_errors.GatedRepoError) as e:
         raise HubError(f"cannot list {repo_id!r} on the Hub ({type(e).__name__}): check the repository id; a "
                        "gated or private repository needs `hf auth login` first") from e
@@ -344,6 +344,8 @@ def _plan_online(repo_id: str, local_dir: str | Path | None, **selection) -> tup
         revision = selection.get("revision")
         raise HubError(f"{repo_id!r} has no revision {revision!r}: pass an existing branch, tag or commit") from e
     except hf_errors.HfHubHTTPError as e:  # the Hub is down or refuses
+        if getattr(getattr(e, "response", None), "status_code", None) == 401:  # the library's "not found" is 404
+            return None, TOKEN_REFUSED
         return None, f"the Hub answered with an error ({e})"
 
 
@@ -379,7 +381,7 @@ def _download(repo_id: str, local_dir: str | Path | None, include_original: bool
     unwritable = write_problem(plan.target) if plan.needed_bytes else None
     if unwritable:  # said before the plan promises a download
         raise HubError(f"{repo_id} cannot be downloaded into {plan.target} ({unwritable}): " + (
-            "set HF_HOME to a folder you may write, or download elsewhere with --local-dir DIR" if local_dir is None
+            f"set {cache_variable()} to a folder you may write, or download elsewhere with --local-dir DIR" if local_dir is None
             else "give --local-dir a folder you may write"))
     if progress:
         print(plan)
@@ -392,7 +394,7 @@ def _download(repo_id: str, local_dir: str | Path | None, include_original: bool
             folder = snapshot_download(repo_id, revision=revision, local_dir=local_dir,
                                        allow_patterns=[name for name, _ in plan.files])
     except errors as e:
-        raise HubError(f"the download of {repo_id} stopped ({type(e).__name__}: {e}); {KEPT}: "
+        raise HubError(f"the download of {repo_id} stopped{_through_proxy()} ({type(e).__name__}: {e}); {KEPT}: "
                        f"{again} to fetch the rest") from e
     except hf_errors.HfHubHTTPError as e:  # the Hub refused mid-way (rate limit, a server error after retries)
         raise HubError(f"the Hub answered the download of {repo_id} with an error ({e}); {KEPT}: wait a little, "
@@ -448,9 +450,11 @@ def _from_disk(repo_id: str, local_dir: str | Path | None, include_original: boo
         detail = f"missing {', '.join(missing)}"
     excluded = [f"--exclude '{d}/*'" for d, wanted in (("original", include_original), ("metal", include_metal))
                 if not wanted]
+    fix = ("Fix the token" if reason == TOKEN_REFUSED else
+           f"Connect to the internet{' (and unset HF_HUB_OFFLINE)' if _offline() else ''}")
     raise WeightsUnavailable(
         f"the weights of {repo_id} could not be fetched: {reason}, and they are not complete {where} ({detail}). "
-        f"Connect to the internet{' (and unset HF_HUB_OFFLINE)' if _offline() else ''} and "
+        f"{fix} and "
         f"{_again(repo_id, local_dir, include_original, revision)}, or download them on another machine "
         f"(`hf download {repo_id} {' '.join(([f'--revision {shlex.quote(revision)}'] if revision else []) + excluded + ['--local-dir DIR'])}`), "
         "copy DIR here and pass its path instead of the repository id.")
@@ -539,7 +543,7 @@ def hub_problem(repo_id: str = DEFAULT_REPO, seconds: float = 10.0) -> str | Non
     except _NoAnswer:
         return f"the Hub did not answer about {repo_id} in {seconds:g} s"
     except _network_errors() as e:
-        return f"the Hub could not be reached ({type(e).__name__})"
+        return f"the Hub could not be reached{_through_proxy()} ({type(e).__name__})"
     except Exception as e:  # noqa: BLE001 - the Hub answered, with an error (no such repository, rate limit, ...)
         return f"the Hub answered about {repo_id} with an error ({type(e).__name__})"
     return None
@@ -581,6 +585,23 @@ def _within(seconds: float, work):
     if "error" in answer:
         raise answer["error"]  # type: ignore[misc]
     return answer["result"]
+
+
+# A stale HF_TOKEN (or token saved by an old `hf auth login`) is refused even for a public repository.
+TOKEN_REFUSED = ("the Hub refused the access token this machine sends (401 Unauthorized: HF_TOKEN, or the token "
+                 "saved by `hf auth login`, is invalid or expired; a public repository needs none): unset HF_TOKEN, "
+                 "or run `hf auth logout` or `hf auth login` again")
+
+
+def _through_proxy() -> str:
+    """Words naming the proxy set for HTTPS, for a message about an unreachable Hub; "" when none is set."""
+    proxies = urllib.request.getproxies()
+    url = proxies.get("https") or proxies.get("all")
+    if not url:
+        return ""
+    names = [n for n in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy") if os.environ.get(n)]
+    origin = f"set in {names[0]}" if names else "from the system's proxy settings"
+    return f" through the proxy {url} ({origin}: check that it works, or unset it)"
 
 
 def _hub_unreachable() -> str | None:
@@ -634,8 +655,13 @@ def _resolve(host: str, port: int, timeout: float) -> list[tuple[str, int]]:
 def cache_problem() -> str | None:
     """Why nothing can be downloaded into the Hugging Face cache (read-only, say), with what to do; or None."""
     problem = write_problem(hub_cache())
-    return f"the Hugging Face cache cannot be written ({problem}): set HF_HOME to a folder you may write" \
-        if problem else None
+    return f"the Hugging Face cache cannot be written ({problem}): set {cache_variable()} to a folder you may " \
+        "write" if problem else None
+
+
+def cache_variable() -> str:
+    """The variable that moves the Hugging Face cache here: HF_HUB_CACHE when set (it wins over HF_HOME)."""
+    return "HF_HUB_CACHE" if os.environ.get("HF_HUB_CACHE") else "HF_HOME"
 
 
 def hub_cache() -> Path:
@@ -680,8 +706,12 @@ def _network_errors() -> tuple[type[BaseException], ...]:
 @contextmanager
 def _progress_bars(on: bool) -> Iterator[None]:
     """huggingface_hub's progress bars on or off for the duration, then as they were."""
+    from huggingface_hub import constants
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
 
+    if constants.HF_HUB_DISABLE_PROGRESS_BARS is not None:  # the learner's setting wins; asking otherwise warns
+        yield
+        return
     was_disabled = are_progress_bars_disabled()
     (enable_progress_bars if on else disable_progress_bars)()
     try:
@@ -714,7 +744,7 @@ def run(args: argparse.Namespace) -> int:
             unwritable = write_problem(plan.target) if plan.needed_bytes else None
             if unwritable:  # as the download itself would refuse it
                 print(f"it cannot be written there ({unwritable}): choose a --local-dir you may write"
-                      + ("" if args.local_dir else ", or set HF_HOME to one"))
+                      + ("" if args.local_dir else f", or set {cache_variable()} to one"))
                 return 1
             print("it fits" if plan.fits else "it does NOT fit: free some space or choose --local-dir on a larger disk")
             return 0 if plan.fits else 1

@@ -585,6 +585,64 @@ def test_a_refusal_or_a_full_disk_during_the_download_says_what_to_do(tmp_path, 
     assert main(["download", REPO, "--local-dir", str(tmp_path / "w")]) == 2
 
 
+def test_a_refused_token_says_to_fix_the_token_not_to_connect(tmp_path, monkeypatch):
+    """A stale HF_TOKEN is refused (401) even for a public repository: "Connect to the internet" misled."""
+    def refused(repo_id, revision=None):
+        raise hf_errors.HfHubHTTPError("401 Unauthorized: Invalid credentials in Authorization header",
+                                       response=http_response(401, repo_id))
+
+    FakeHub(monkeypatch)
+    monkeypatch.setattr(hub, "list_repo_files", refused)
+    with pytest.raises(hub.WeightsUnavailable, match="refused the access token") as e:
+        hub.download(REPO, tmp_path / "w", progress=False)
+    assert "unset HF_TOKEN" in str(e.value) and "Connect to the internet" not in str(e.value)
+    fill(tmp_path / "w", COURSE)  # the weights on disk still do
+    assert hub.download(REPO, tmp_path / "w", progress=False) == tmp_path / "w"
+
+
+def test_an_unreachable_hub_behind_a_proxy_names_the_proxy(tmp_path, monkeypatch):
+    """A proxy left set from another network: the learner saw 'could not be reached' and no word of the proxy."""
+    import httpx2
+    import urllib.request
+
+    def refused(repo_id, revision=None):
+        raise httpx2.ConnectError("[Errno 111] Connection refused")
+
+    FakeHub(monkeypatch)
+    monkeypatch.setattr(hub, "list_repo_files", refused)
+    monkeypatch.setattr(urllib.request, "getproxies", lambda: {"https": "http://127.0.0.1:9"})
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    with pytest.raises(hub.WeightsUnavailable, match=r"through the proxy http://127.0.0.1:9 \(set in HTTPS_PROXY"):
+        hub.download(REPO, tmp_path / "w", progress=False)
+    monkeypatch.setattr(urllib.request, "getproxies", lambda: {})
+    with pytest.raises(hub.WeightsUnavailable) as e:
+        hub.download(REPO, tmp_path / "w", progress=False)
+    assert "proxy" not in str(e.value)
+
+
+def test_a_cache_moved_by_hf_hub_cache_is_named_in_the_advice(tmp_path, monkeypatch):
+    """HF_HUB_CACHE wins over HF_HOME, so "set HF_HOME" could not help a learner who had set it."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(blocker / "hub"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    assert "set HF_HOME to a folder" in hub.cache_problem()
+    monkeypatch.setenv("HF_HUB_CACHE", str(blocker / "hub"))
+    assert "set HF_HUB_CACHE to a folder" in hub.cache_problem()
+
+
+def test_a_learners_progress_bar_setting_is_left_alone_without_a_warning(tmp_path, monkeypatch):
+    """HF_HUB_DISABLE_PROGRESS_BARS set: asking the library for the other setting printed a UserWarning."""
+    import warnings
+
+    FakeHub(monkeypatch)
+    for setting, progress in ((True, True), (False, False)):
+        monkeypatch.setattr(constants, "HF_HUB_DISABLE_PROGRESS_BARS", setting)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            hub.download(REPO, tmp_path / f"w{setting}", progress=progress)
+
+
 def test_progress_bars_are_restored(tmp_path, monkeypatch):
     from huggingface_hub.utils import are_progress_bars_disabled
 
@@ -1031,6 +1089,7 @@ def test_a_folder_that_cannot_be_written_is_said_before_the_download_with_what_t
                                            "you may write"):
         hub.download(REPO, tmp_path / "file" / "w", progress=True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "file" / "hub"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)  # set, it would be the variable to name
     with pytest.raises(hub.HubError, match=r"is a file.*: set HF_HOME to a folder you may write, or download "
                                            "elsewhere with --local-dir DIR"):
         hub.download(REPO, progress=True)
