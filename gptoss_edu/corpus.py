@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .files import crlf_hint, write_file
-from .tokenizer import data_dir
+from .tokenizer import data_dir, restore_advice, sentence
 
 TEXT_FILE = "shakespeare.txt"
 SPLIT_FILE = "split.json"
@@ -96,7 +96,7 @@ def load_corpus(path: str | Path | None = None) -> Corpus:
     text_file, split_file = folder / TEXT_FILE, folder / SPLIT_FILE
     for f in (text_file, split_file):
         if not f.is_file():
-            raise CorpusError(f"missing corpus file {f}: restore data/corpus/ from the repository")
+            raise CorpusError(f"missing corpus file {f}: {restore_advice('data/corpus/')}")
     try:
         split = json.loads(split_file.read_text())
     except json.JSONDecodeError as e:
@@ -105,7 +105,7 @@ def load_corpus(path: str | Path | None = None) -> Corpus:
     digest = hashlib.sha256(raw).hexdigest()
     if digest != split.get("sha256"):
         raise CorpusError(f"{text_file} is damaged or changed: its sha256 is {digest}, split.json expects "
-                          f"{split.get('sha256')}." + (crlf_hint(raw) or " Restore data/corpus/ from the repository."))
+                          f"{split.get('sha256')}." + (crlf_hint(raw) or f" {sentence(restore_advice('data/corpus/'))}"))
     text = raw.decode("utf-8")
     plays = []
     for entry in split["plays"]:

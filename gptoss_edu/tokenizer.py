@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # imported where used: the environment check finds data/ with
     import tiktoken
 
 DATA_ENV_VAR = "GPTOSS_EDU_DATA"
+DATA_CONTENTS = "the two .tiktoken files, corpus/ and tiny-gpt-oss/"
 
 # The SHA-256 of each rank file, as in tiktoken_ext/openai_public.py.
 BPE_FILES = {
@@ -62,7 +63,11 @@ def data_dir() -> Path:
     """The folder holding the course's data files (env GPTOSS_EDU_DATA, else the repo's data/)."""
     candidates = []
     if os.environ.get(DATA_ENV_VAR):
-        candidates.append(Path(os.environ[DATA_ENV_VAR]).expanduser())
+        chosen = Path(os.environ[DATA_ENV_VAR]).expanduser()
+        if not chosen.is_dir():  # not passed over in silence for data/: the learner asked for this folder
+            raise FileNotFoundError(f"{DATA_ENV_VAR} is set to {os.environ[DATA_ENV_VAR]}, which is not a folder: "
+                                    f"point it at a copy of the repository's data/ ({DATA_CONTENTS}), or unset it")
+        candidates.append(chosen)
     # The repository keeps data/ beside the package folder (an editable install).
     candidates.append(Path(__file__).resolve().parent.parent / "data")
     for path in candidates:
@@ -71,9 +76,22 @@ def data_dir() -> Path:
     looked = ", ".join(str(p) for p in candidates)
     raise FileNotFoundError(
         f"cannot find the course's data folder (looked in: {looked}). Run from a clone of the "
-        f"repository (pip install -e .), or set {DATA_ENV_VAR} to a folder holding "
-        f"{' and '.join(BPE_FILES)}."
+        f"repository (pip install -e .), or set {DATA_ENV_VAR} to a copy of the repository's data/ "
+        f"({DATA_CONTENTS})."
     )
+
+
+def sentence(words: str) -> str:
+    """``words`` as a sentence: a capital first letter (the rest as it is: names keep their case) and a full stop."""
+    return f"{words[:1].upper()}{words[1:]}."
+
+
+def restore_advice(what: str = "it") -> str:
+    """How to put back a missing or damaged data file: from the repository, or where GPTOSS_EDU_DATA points."""
+    chosen = os.environ.get(DATA_ENV_VAR)
+    if chosen:  # the repository's data/ is not where the file was looked for
+        return f"{DATA_ENV_VAR}={chosen} chose this folder: copy the repository's data/ into it, or unset {DATA_ENV_VAR}"
+    return f"restore {what} from the repository (git checkout -- data/)"
 
 
 def check_bpe_file(filename: str) -> Path:
@@ -86,7 +104,7 @@ def _read_bpe_file(filename: str) -> tuple[Path, bytes]:
         raise ValueError(f"unknown BPE file {filename!r}; known: {sorted(BPE_FILES)}")
     path = data_dir() / filename
     if not path.is_file():
-        raise FileNotFoundError(f"missing tokenizer file {path}; restore it from the repository")
+        raise FileNotFoundError(f"missing tokenizer file {path}; {restore_advice()}")
     data = path.read_bytes()
     expected = BPE_FILES[filename]
     actual = hashlib.sha256(data).hexdigest()
@@ -95,7 +113,7 @@ def _read_bpe_file(filename: str) -> tuple[Path, bytes]:
 
         raise ValueError(
             f"tokenizer file {path} is damaged: its sha256 is {actual}, expected {expected}."
-            + (crlf_hint(data) or " Restore it from the repository (git checkout -- data/).")
+            + (crlf_hint(data) or f" {sentence(restore_advice())}")
         )
     return path, data
 

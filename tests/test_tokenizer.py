@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
 import shutil
 
 import pytest
@@ -178,11 +179,30 @@ def test_damaged_file_is_refused(tmp_path, monkeypatch):
 
 
 def test_missing_data_dir_says_where_it_looked(tmp_path, monkeypatch):
-    monkeypatch.setenv(tokenizer.DATA_ENV_VAR, str(tmp_path / "nowhere"))
-    assert tokenizer.data_dir() != tmp_path / "nowhere"  # falls back to the repository's data/
+    monkeypatch.delenv(tokenizer.DATA_ENV_VAR, raising=False)
     monkeypatch.setattr(tokenizer, "__file__", str(tmp_path / "pkg" / "tokenizer.py"))
-    with pytest.raises(FileNotFoundError, match="looked in: .*nowhere.*"):
+    with pytest.raises(FileNotFoundError, match=r"looked in: [^,]*/data\). .*GPTOSS_EDU_DATA to a copy of the "
+                                                r"repository's data/ \(the two .tiktoken files, corpus/ and tiny"):
         tokenizer.data_dir()
+
+
+def test_a_data_folder_asked_for_is_named_where_it_is_wrong(tmp_path, monkeypatch):
+    """GPTOSS_EDU_DATA set to no folder was passed over in silence; set to a wrong one, "restore it from the
+    repository (git checkout -- data/)" pointed at a folder the files were not looked for in."""
+    from gptoss_edu.corpus import CorpusError, load_corpus
+
+    monkeypatch.setenv(tokenizer.DATA_ENV_VAR, str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match=r"GPTOSS_EDU_DATA is set to .*nowhere, which is not a folder: point "
+                                                r"it at a copy of the repository's data/ .*or unset it"):
+        tokenizer.data_dir()
+    monkeypatch.setenv(tokenizer.DATA_ENV_VAR, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=f"GPTOSS_EDU_DATA={re.escape(str(tmp_path))} chose this folder: "
+                                                "copy the repository's data/ into it, or unset GPTOSS_EDU_DATA"):
+        tokenizer.load_bpe_ranks("r50k_base.tiktoken")
+    with pytest.raises(CorpusError, match="missing corpus file .*GPTOSS_EDU_DATA=.* chose this folder"):
+        load_corpus()
+    monkeypatch.delenv(tokenizer.DATA_ENV_VAR)
+    assert "git checkout -- data/" in tokenizer.restore_advice()
 
 
 @pytest.mark.parametrize("name", sorted(tokenizer.BPE_FILES))
