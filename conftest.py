@@ -14,6 +14,11 @@ import tempfile
 
 import pytest
 
+# tests/conftest.py sets these for the tests (the interpreter, NaN-filled kernel buffers) as it is imported,
+# after this file: the notebooks' kernels get them as they were before, as a notebook run alone and
+# scripts/execute_notebooks.py (which stores the outputs) do.
+_AS_BEFORE_THE_TESTS = {name: os.environ.get(name) for name in ("TRITON_INTERPRET", "GPTOSS_KERNELS_POISON")}
+
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item):
@@ -25,17 +30,22 @@ def pytest_runtest_setup(item):
     # checkpoint of 100 MB) are removed: the kernels make them in a folder of the run's, removed at its end.
     if type(item).__name__ != "IPyNbCell":
         return (yield)
-    settings = {"CUDA_VISIBLE_DEVICES": "", "TMPDIR": _kernels_tmp()}
+    settings = {"CUDA_VISIBLE_DEVICES": "", "TMPDIR": _kernels_tmp(), **_AS_BEFORE_THE_TESTS}
     before = {name: os.environ.get(name) for name in settings}
-    os.environ.update(settings)
+    _set(settings)
     try:
         return (yield)
     finally:
-        for name, value in before.items():
-            if value is None:
-                del os.environ[name]
-            else:
-                os.environ[name] = value
+        _set(before)
+
+
+def _set(values: dict[str, str | None]) -> None:
+    """Set each environment variable to its value; None removes it."""
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 _KERNELS_TMP: list[str] = []

@@ -85,6 +85,11 @@ class Check:
 
 # ---- versions -------------------------------------------------------------------------------
 
+def env_flag(name: str) -> bool:
+    """True when the environment variable ``name`` says yes (1, true, yes, on); "0", "false" or "" say no."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _release(version: str) -> tuple[int, ...]:
     """The numeric release part of a version: '2.13.0+cpu' -> (2, 13, 0), '0.0.8' -> (0, 0, 8)."""
     nums = re.match(r"\d+(\.\d+)*", version.strip())
@@ -237,6 +242,10 @@ def check_package(pkg: Package, pins: dict[str, str], mins: dict[str, str], gpu:
         return Check(pkg.dist, wanted, "missing", status, f"{pkg.without} ({_pip_install(pkg.dist, pin)})")
     if least and _older(found, least):
         return Check(pkg.dist, wanted, found, FAIL, f"older than {least}, the oldest the course accepts: upgrade it")
+    if import_problem is not None and pkg.dist == "matplotlib" and os.environ.get("MPLBACKEND") \
+            and "backend" in import_problem:  # a setting from another project, not a broken install
+        return Check(pkg.dist, wanted, found, FAIL, f"MPLBACKEND={os.environ['MPLBACKEND']} is not a backend "
+                     "matplotlib knows, so import matplotlib fails: unset MPLBACKEND (the notebooks choose inline)")
     if import_problem is not None:
         # Installed but broken (a missing shared library, a build for another Python or CPU): reinstall it.
         fix = ("make clean-venv, then make lab" if pkg.dist in ("torch", "triton")
@@ -246,6 +255,10 @@ def check_package(pkg: Package, pins: dict[str, str], mins: dict[str, str], gpu:
                      f"{pkg.without.removesuffix(': install the course (make lab)')}: {fix}")
     if pkg.dist == "triton" and not gpu and (problem := interpreter_problem(found)):
         return Check(pkg.dist, wanted, found, WARN, f"notebook 10's kernels cannot run: {problem}")
+    if pkg.dist == "triton" and gpu and env_flag("TRITON_INTERPRET"):  # left set in a shell profile, say
+        return Check(pkg.dist, wanted, found, WARN, "TRITON_INTERPRET is set, so notebook 10 would run the kernels in "
+                     "Triton's interpreter on the CPU, not on the GPU: unset it (it is for machines without a GPU), "
+                     "then restart the kernel")
     if pkg.dist == "triton":
         meaning = ("notebook 10 compiles the kernels for the GPU" if gpu else
                    "notebook 10 runs the kernels in Triton's interpreter (TRITON_INTERPRET=1): correct, slow")
@@ -289,7 +302,17 @@ def check_course_packages(foreign: bool = False) -> Check:
 
     ``foreign``: this Python is not the course's .venv (check_venv said so), which is then the reason.
     """
-    if importlib.util.find_spec("gptoss_kernels") is not None:
+    spec = importlib.util.find_spec("gptoss_kernels")
+    if spec is not None:
+        # From a clone, gptoss_kernels is in <course>/kernels/; from an installed wheel, beside gptoss_edu.
+        here = Path(__file__).resolve().parent.parent
+        there = Path(spec.origin or "").resolve().parent.parent
+        if spec.origin and there not in (here, here / "kernels"):  # another clone on PYTHONPATH, say
+            path = os.environ.get("PYTHONPATH")
+            return Check("course packages", "gptoss_edu, gptoss_kernels", "from two course folders", FAIL,
+                         f"gptoss_edu comes from {here}, gptoss_kernels from {there}: two copies of the course are "
+                         "mixed" + (f" (PYTHONPATH={path} brings one in: unset it)" if path else
+                                    ": run from one course folder, with its own .venv"))
         return Check("course packages", "gptoss_edu, gptoss_kernels", "both found", OK, "the course's own code")
     if foreign:  # the course is installed in its .venv, not here: an old install is not the cause
         why = ("this Python does not have the course installed (see the environment row): its .venv does, so run "
@@ -675,7 +698,7 @@ def _has_triton() -> bool:
 def _hub_cache_row(weights: int) -> Check:
     """Whether notebook 12 finds gpt-oss-20b in the Hugging Face cache, or room (and leave) to download it there."""
     from .files import write_problem
-    from .hub import hub_cache
+    from .hub import cache_variable, hub_cache
 
     cache = hub_cache()
     wanted = f">={gib(weights)} for 12"
@@ -685,7 +708,7 @@ def _hub_cache_row(weights: int) -> Check:
     unwritable = write_problem(cache)
     if unwritable:
         return Check("free disk (HF cache)", wanted, unwritable, WARN,
-                     "nothing can be downloaded there: set HF_HOME to a folder you may write (12 uses the small "
+                     f"nothing can be downloaded there: set {cache_variable()} to a folder you may write (12 uses the small "
                      "checkpoint)")
     free = disk_free(cache)
     roomy = free >= weights
@@ -710,7 +733,7 @@ def _cached_gpt_oss_20b() -> bool:
 def check_data() -> Check:
     """The tokenizer files in data/ that notebooks 01, 07, 11, 12 and 13 read offline."""
     try:
-        from .tokenizer import BPE_FILES, check_bpe_file, data_dir
+        from .tokenizer import BPE_FILES, check_bpe_file, data_dir, restore_advice
 
         folder = data_dir()
     except (ImportError, FileNotFoundError) as e:
@@ -718,7 +741,7 @@ def check_data() -> Check:
     missing = [f for f in BPE_FILES if not (folder / f).is_file()]
     if missing:
         return Check("data files", "tokenizer BPE files", f"missing {', '.join(missing)}", FAIL,
-                     "restore them from the repository (git checkout -- data/)")
+                     restore_advice("them"))
     damaged = []
     for f in BPE_FILES:  # the tokenizer refuses a file whose hash is wrong: say so here first
         try:
@@ -727,7 +750,7 @@ def check_data() -> Check:
             damaged.append(f)
     if damaged:
         return Check("data files", "tokenizer BPE files", f"damaged {', '.join(damaged)}", FAIL,
-                     "their SHA-256 is not tiktoken's: restore them from the repository (git checkout -- data/)")
+                     f"their SHA-256 is not tiktoken's: {restore_advice('them')}")
     return Check("data files", "tokenizer BPE files", "present, hashes right", OK, "tokenizers load offline")
 
 

@@ -74,8 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         client = nbclient.NotebookClient(nb, timeout=args.timeout, kernel_name="python3", record_timing=False,
                                          extra_arguments=["--IPKernelApp.log_level=ERROR"],  # not its TCP warning
                                          resources={"metadata": {"path": str(path.parent)}})
-        # In place: as CI runs it, without a GPU (an empty CUDA_VISIBLE_DEVICES hides every one).
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES="") if args.out is None else dict(os.environ)
+        # In place: as CI runs it, without a GPU (an empty CUDA_VISIBLE_DEVICES hides every one), and never on
+        # notebook 13's short schedule (a CI or GPTOSS_EDU_QUICK left in the shell would store its numbers).
+        env = dict(os.environ)
+        if args.out is None:
+            env.update(CUDA_VISIBLE_DEVICES="")
+            for name in ("CI", "GPTOSS_EDU_QUICK"):
+                env.pop(name, None)
         try:
             client.execute(env=env)
             status = "ran"

@@ -91,12 +91,18 @@ def test_version_against_pin_and_minimum():
     assert old.status == FAIL and "older than 99.0" in old.meaning
 
 
-def test_triton_row_says_where_kernels_run():
+def test_triton_row_says_where_kernels_run(monkeypatch):
     triton_pkg = next(p for p in env.PACKAGES if p.dist == "triton")
     if env._installed(triton_pkg) is None:
         pytest.skip("triton is not installed here (its missing-package row is tested above)")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     assert "interpreter" in env.check_package(triton_pkg, {}, {}, gpu=False).meaning
     assert "compiles" in env.check_package(triton_pkg, {}, {}, gpu=True).meaning
+    # Left set in a shell profile on a GPU machine, it made notebook 10 interpret the kernels: "OK" hid it.
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    row = env.check_package(triton_pkg, {}, {}, gpu=True)
+    assert row.status == env.WARN and "TRITON_INTERPRET is set" in row.meaning and "unset it" in row.meaning
+    assert env.check_package(triton_pkg, {}, {}, gpu=False).status == env.OK  # where it belongs
 
 
 @pytest.mark.parametrize("triton, numpy, stops", [("3.6.0", "2.4.6", True), ("3.5.1", "2.5.2", True),
@@ -118,6 +124,7 @@ def test_the_triton_row_warns_when_its_interpreter_cannot_run(monkeypatch):
     row = env.check_package(triton_pkg, {"triton": "3.6.0"}, {}, gpu=False)
     assert row.status == WARN and row.meaning.startswith("notebook 10's kernels cannot run: Triton 3.6.0's")
     # A GPU compiles the kernels: the interpreter's trouble is not theirs.
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # set, it would be the trouble (tested above)
     assert env.check_package(triton_pkg, {"triton": "3.6.0"}, {}, gpu=True).status == OK
 
 
@@ -551,9 +558,14 @@ def test_damaged_or_missing_tokenizer_files_fail(tmp_path, monkeypatch):
     assert env.check_data().status == env.OK
     (tmp_path / "o200k_base.tiktoken").write_bytes((data_dir() / "o200k_base.tiktoken").read_bytes()[:1000])
     row = env.check_data()
-    assert row.status == env.FAIL and row.found == "damaged o200k_base.tiktoken" and "git checkout" in row.meaning
+    assert row.status == env.FAIL and row.found == "damaged o200k_base.tiktoken"
+    assert f"GPTOSS_EDU_DATA={tmp_path} chose this folder" in row.meaning  # not "git checkout": it is elsewhere
     (tmp_path / "r50k_base.tiktoken").unlink()
-    assert env.check_data().found == "missing r50k_base.tiktoken"
+    row = env.check_data()
+    assert row.found == "missing r50k_base.tiktoken" and "GPTOSS_EDU_DATA" in row.meaning
+    monkeypatch.delenv(DATA_ENV_VAR)
+    monkeypatch.setattr("gptoss_edu.tokenizer.data_dir", lambda: tmp_path)  # the repository's own data/, say
+    assert "git checkout -- data/" in env.check_data().meaning
 
 
 def test_notebook_00_names_a_kernel_that_is_not_the_courses_python(tmp_path):
@@ -587,6 +599,7 @@ def test_a_cache_that_already_holds_gpt_oss_20b_needs_no_room_and_a_read_only_on
     (cache / "models--openai--gpt-oss-20b" / "refs").mkdir()
     (cache / "models--openai--gpt-oss-20b" / "refs" / "main").write_text("abc123")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)  # set, it would be the variable the advice names
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     (snap / "config.json").write_text("{}")
     (snap / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "model-00000-of-00001.safetensors"}}))
@@ -679,6 +692,41 @@ def test_an_install_older_than_the_kernels_folder_is_a_fail(monkeypatch):
     assert row.status == FAIL and "make lab reinstalls it" in row.meaning
     report = env.check_environment()
     assert not report.ok and "course packages" in report.summary()
+
+
+def test_an_unknown_mplbackend_is_named_instead_of_advising_a_reinstall(monkeypatch):
+    """MPLBACKEND from another project made import matplotlib fail, and doctor said to reinstall matplotlib."""
+    import subprocess
+    import sys
+
+    child = subprocess.run([sys.executable, "-c", "import matplotlib"], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "MPLBACKEND": "foo"})
+    problem = child.stderr.strip().splitlines()[-1]
+    assert "backend" in problem, problem
+    pkg = next(p for p in env.PACKAGES if p.dist == "matplotlib")
+    monkeypatch.setenv("MPLBACKEND", "foo")
+    row = env.check_package(pkg, {}, {}, gpu=False, import_problem=problem)
+    assert row.status == FAIL and "MPLBACKEND=foo is not a backend" in row.meaning and "reinstall" not in row.meaning
+    monkeypatch.delenv("MPLBACKEND")
+    assert "--force-reinstall" in env.check_package(pkg, {}, {}, gpu=False, import_problem=problem).meaning
+
+
+def test_two_course_folders_mixed_by_pythonpath_are_a_fail(monkeypatch, tmp_path):
+    """An older clone on PYTHONPATH gave gptoss_edu from one folder and gptoss_kernels from another: doctor said OK."""
+    from importlib.machinery import ModuleSpec
+
+    real = env.importlib.util.find_spec
+    other = tmp_path / "old-clone" / "kernels" / "gptoss_kernels" / "__init__.py"
+    monkeypatch.setattr(env.importlib.util, "find_spec", lambda name, *a: ModuleSpec(name, None, origin=str(other))
+                        if name == "gptoss_kernels" else real(name, *a))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "old-clone" / "kernels"))
+    row = env.check_course_packages()
+    assert row.status == FAIL and row.found == "from two course folders", row
+    assert f"gptoss_kernels from {tmp_path / 'old-clone'}" in row.meaning and "PYTHONPATH=" in row.meaning
+    beside = Path(env.__file__).resolve().parent.parent / "gptoss_kernels" / "__init__.py"  # an installed wheel
+    monkeypatch.setattr(env.importlib.util, "find_spec", lambda name, *a: ModuleSpec(name, None, origin=str(beside))
+                        if name == "gptoss_kernels" else real(name, *a))
+    assert env.check_course_packages().status == OK
 
 
 def test_a_python_other_than_the_course_s_is_the_reason_the_kernels_are_missing(monkeypatch, tmp_path):

@@ -162,3 +162,21 @@ def test_notebook_00s_map_lists_every_notebook():
     assert len(maps) == 1, "notebook 00 has one course map, a table headed '| nb | notebook |'"
     listed = LINK.findall(maps[0])
     assert listed == [p.name for p in NOTEBOOKS], f"notebook 00's map lists {listed}"
+
+
+@pytest.mark.parametrize("value, quick", [("1", True), ("true", True), ("Yes", True), ("0", False), ("false", False),
+                                          ("no", False), ("", False), (None, False)])
+def test_notebook_13_reads_its_short_schedule_switch_as_a_yes_or_no(value, quick, monkeypatch):
+    """GPTOSS_EDU_QUICK=0 (or CI=false) once chose the short schedule, silently: any value but "" did."""
+    from gptoss_edu.env import env_flag
+
+    source = "".join(cells(REPO / "notebooks" / "13_train_tiny.ipynb")[1]["source"])
+    line = next(line for line in source.splitlines() if line.startswith("QUICK ="))
+    for name in ("CI", "GPTOSS_EDU_QUICK"):
+        monkeypatch.delenv("CI", raising=False)
+        monkeypatch.delenv("GPTOSS_EDU_QUICK", raising=False)
+        if value is not None:
+            monkeypatch.setenv(name, value)
+        scope = {"env_flag": env_flag, "os": __import__("os")}
+        exec(line, scope)
+        assert scope["QUICK"] is quick, (name, value)

@@ -96,10 +96,11 @@ def test_notebook_12_has_its_settings_cell_tagged():
 def test_in_place_runs_hide_the_gpu_and_copies_keep_it(tmp_path):
     # The stored outputs are the ones CI checks without a GPU: on a GPU machine an in-place run must
     # not store the GPU branches of notebooks 10 and 12. An empty CUDA_VISIBLE_DEVICES hides every GPU.
-    cell = "import os; print(repr(os.environ.get('CUDA_VISIBLE_DEVICES')))"
+    # Nor notebook 13's short schedule: a CI or GPTOSS_EDU_QUICK left in the shell stored its numbers.
+    cell = "import os; print(repr([os.environ.get(n) for n in ('CUDA_VISIBLE_DEVICES', 'CI', 'GPTOSS_EDU_QUICK')]))"
     src = notebook(tmp_path / "env.ipynb", cell)
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0"}
-    for args, seen in (((), "''"), (("--out", str(tmp_path / "out")), "'0'")):
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0", "CI": "true", "GPTOSS_EDU_QUICK": "1"}
+    for args, seen in (((), "['', None, None]"), (("--out", str(tmp_path / "out")), "['0', 'true', '1']")):
         done = subprocess.run([sys.executable, "scripts/execute_notebooks.py", *args, str(src)], cwd=ROOT,
                               capture_output=True, text=True, timeout=300, env=env)
         assert done.returncode == 0, done.stderr
@@ -112,13 +113,17 @@ def test_nbval_runs_notebooks_without_the_gpu_and_leaves_this_process_its_own(tm
     # run as `make test` runs it: a notebook whose stored output is the empty CUDA_VISIBLE_DEVICES
     # passes, and the test after it sees the variable as it was. A hook in tests/conftest.py alone
     # would never reach the notebook's cells: pytest calls it only for tests below tests/.
+    # Nor do the kernels get what tests/conftest.py sets for the tests (NaN-filled kernel buffers, the
+    # interpreter): a notebook run alone, or by execute_notebooks.py, which stores the outputs, has neither.
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "import os; print(repr(os.environ.get('CUDA_VISIBLE_DEVICES')))", execution_count=1,
-        outputs=[nbformat.v4.new_output("stream", name="stdout", text="''\n")])])
+        "import os; print(repr([os.environ.get(n) for n in ('CUDA_VISIBLE_DEVICES', 'GPTOSS_KERNELS_POISON')]))",
+        execution_count=1, outputs=[nbformat.v4.new_output("stream", name="stdout", text="['', None]\n")])])
     (tmp_path / "tests").mkdir()
     (tmp_path / "tests" / "test_after.py").write_text("import os\n\ndef test_after():\n"
-                                                      "    assert os.environ['CUDA_VISIBLE_DEVICES'] == '0'\n")
-    done = run_like_make_test(tmp_path, nb, "notebooks", "tests", name="env.ipynb", env={"CUDA_VISIBLE_DEVICES": "0"})
+                                                      "    assert os.environ['CUDA_VISIBLE_DEVICES'] == '0'\n"
+                                                      "    assert os.environ['GPTOSS_KERNELS_POISON'] == '1'\n")
+    done = run_like_make_test(tmp_path, nb, "notebooks", "tests", name="env.ipynb",
+                              env={"CUDA_VISIBLE_DEVICES": "0", "GPTOSS_KERNELS_POISON": None})
     assert done.returncode == 0 and "2 passed" in done.stdout, done.stdout + done.stderr
 
 

@@ -60,18 +60,22 @@ def writable_triton_cache() -> str | None:
     missing (a read-only container, an account such as nobody), the first kernel call on a GPU would stop
     with a PermissionError from deep inside Triton.
     """
-    if os.environ.get("TRITON_CACHE_DIR") or interpreter_mode() or not triton_available():
-        return None  # chosen by the user; or nothing is compiled
+    if interpreter_mode() or not triton_available():
+        return None  # nothing is compiled
     from gptoss_edu.files import write_problem
 
-    folder = Path(os.environ.get("TRITON_HOME") or os.path.expanduser("~")) / ".triton" / "cache"
-    if write_problem(folder) is None:  # what makedirs would start from can be written, and entered
+    chosen = os.environ.get("TRITON_CACHE_DIR")
+    folder = Path(chosen) if chosen else \
+        Path(os.environ.get("TRITON_HOME") or os.path.expanduser("~")) / ".triton" / "cache"
+    problem = write_problem(folder)
+    if problem is None:  # what makedirs would start from can be written, and entered
         return None
     tmp = tempfile.mkdtemp(prefix="triton-cache-")
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     os.environ["TRITON_CACHE_DIR"] = tmp  # Triton reads it when it compiles, so setting it now is in time
-    warnings.warn(f"Triton's cache {folder} cannot be written here, so the kernels compile into {tmp} and again "
-                  "in the next session: set TRITON_CACHE_DIR to a folder you may write to keep them", stacklevel=2)
+    where = f"TRITON_CACHE_DIR={chosen}" if chosen else f"Triton's cache {folder}"
+    warnings.warn(f"{where} cannot be written here ({problem}), so the kernels compile into {tmp} and again in the "
+                  "next session: set TRITON_CACHE_DIR to a folder you may write to keep them", stacklevel=2)
     return tmp
 
 
@@ -206,7 +210,11 @@ def check_launch(kernel: Any, name: str, *tensors: torch.Tensor) -> None:
 
 
 def refuse_grad(name: str, **activations: torch.Tensor) -> None:
-    """Raise if an activation wants a gradient: the kernels have no backward pass."""
+    """Raise if an activation wants a gradient: the kernels have no backward pass.
+
+    Weights (sinks, norm weights, expert biases) are read as constants, so one that alone requires grad (all
+    else frozen) gets none: train on the PyTorch path.
+    """
     # A graph built through a kernel would quietly stop there: in a model, the residual stream
     # still carries gradients around it, so training would run and freeze what the kernel read.
     wanting = [key for key, t in activations.items() if t is not None and t.requires_grad]
