@@ -239,9 +239,11 @@ class ChatSession:
             return self._drop_turn(len(prompt), line_open)
         # What the caller gets back says why the reply ended: an interrupt is not the token budget running out.
         stats.stop_reason = "interrupted" if interrupted else reader.stop_reason(stats.stop_reason)
-        # No answer when the budget ran out (still thinking, a tool call or babble cut short): kept, the message
-        # would stand unanswered and the next prompt hold two user messages in a row. Dropped, as a failed turn is.
-        unanswered = not interrupted and stats.stop_reason == "max_new_tokens" and not reader.answered()
+        # No answer when the budget or the context ran out (still thinking, a tool call or babble cut short): kept,
+        # the message would stand unanswered and the next prompt hold two user messages in a row. Dropped, as a
+        # failed turn is.
+        unanswered = (not interrupted and stats.stop_reason in ("max_new_tokens", "context_full")
+                      and not reader.answered())
         if unanswered:
             self._undo_turn()
         else:
@@ -276,8 +278,14 @@ class ChatSession:
             notes.append(f"the model went on to write a {reader.taken} message itself: cut there")
         elif dropped:
             why = "still thinking" if reader.still_thinking() else "no answer"
-            notes.append(f"{why} at --max-new-tokens {self.max_new_tokens}: this message is dropped, the conversation "
-                         "is as before it. Run the chat with a larger --max-new-tokens or a lower --reasoning")
+            if stats.stop_reason == "context_full":
+                notes.append(f"{why} when the context window filled: this message is dropped, the conversation is "
+                             "as before it. /reset starts over with the whole window, or run the chat with a lower "
+                             "--reasoning")
+            else:
+                notes.append(f"{why} at --max-new-tokens {self.max_new_tokens}: this message is dropped, the "
+                             "conversation is as before it. Run the chat with a larger --max-new-tokens or a lower "
+                             "--reasoning")
         elif stats.stop_reason not in ("stop_token", "format_problem"):
             notes.append("the context window is full: the next message leaves out the oldest turns (/reset starts "
                          "over)" if context_full
@@ -285,7 +293,7 @@ class ChatSession:
         calls = reader.tool_calls()
         if calls:
             notes.append(f"the model called {', '.join(calls)}, but this chat has no tools")
-        problem = reader.format_problem(cut_short=interrupted or context_full)
+        problem = reader.format_problem(cut_short=interrupted or context_full or stats.stop_reason == "max_new_tokens")
         if problem is not None:
             raw = self.enc.decode(stats.tokens)
             notes.append(f"the reply does not follow the harmony format ({problem}); raw text: {raw!r}")

@@ -24,7 +24,7 @@ import json
 import math
 import operator
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import tiktoken
@@ -281,7 +281,8 @@ def schema_to_typescript(schema: dict, indent: str = "") -> str:
 def _object_to_typescript(schema: dict, indent: str) -> str:
     out = f"{indent}// {schema['description']}\n" if isinstance(schema.get("description"), str) else ""
     out += "{\n"
-    required = set(schema.get("required") or [])
+    listed = schema.get("required")  # a list of names; anything else (a bare string, say) requires nothing
+    required = {r for r in listed if isinstance(r, str)} if isinstance(listed, list) else set()
     for key, prop in (schema.get("properties") or {}).items():
         prop = prop if isinstance(prop, dict) else {}  # `"key": true` allows any value
         optional = "" if key in required else "?"
@@ -660,6 +661,11 @@ class StreamParser:
         return self._header[3] if self.state == "content" else None
 
     @property
+    def header_so_far(self) -> str:
+        """The header of the message being read, as far as it got ("" once its text has begun)."""
+        return self.enc.decode(self._header_ids, errors="replace") if self.state == "header" else ""
+
+    @property
     def current_content(self) -> str:
         """The text of the message being read, so far."""
         return self._text if self.state == "content" else ""
@@ -735,6 +741,11 @@ def is_answer(channel: str | None, recipient: str | None) -> bool:
     return channel in ("final", None) and recipient is None
 
 
+# More tokens than any header holds (` to=functions.name<|channel|>commentary <|constrain|>json` is about a dozen):
+# a reply stopped after as many without a message begun was not writing a header.
+LONGEST_HEADER = 32
+
+
 class ReplyReader:
     """Follows an assistant reply as it streams, for a chat: its pieces of text, then the messages to keep.
 
@@ -780,7 +791,10 @@ class ReplyReader:
         Tool calls are left out (a chat without tools), and so is text in another role.
         """
         parser = self.parser
-        kept = [m for m in parser.messages if m.recipient is None and m.role == "assistant"]
+        # An answer without a channel is kept as final, finished or not: only a final answer lets the next
+        # prompt drop this turn's thinking (drop_earlier_analysis).
+        kept = [replace(m, channel="final") if m.channel is None else m
+                for m in parser.messages if m.recipient is None and m.role == "assistant"]
         if (parser.state == "content" and parser.current_role == "assistant" and parser.current_content
                 and is_answer(parser.current_channel, parser.current_recipient)):  # not a tool call cut short
             kept.append(assistant(parser.current_content, "final"))
@@ -811,14 +825,23 @@ class ReplyReader:
     def format_problem(self, cut_short: bool = False) -> str | None:
         """Why the reply does not follow the harmony format, or None when it does (as far as it got).
 
-        ``cut_short``: the reply was stopped from outside (Ctrl-C, a full context), so a header not yet
-        complete is no fault of the model's.
+        ``cut_short``: the reply was stopped from outside (Ctrl-C, a full context, the token budget), so a
+        header not yet complete is no fault of the model's, as long as it could still become one.
         """
         parser = self.parser
-        if (self.problem is None and not cut_short and self.tokens_read and not parser.messages
-                and parser.state != "content"):
+        if (self.problem is None and self.tokens_read and not parser.messages and parser.state != "content"
+                and (not cut_short or not self._could_be_a_header())):
             return "no complete message header"
         return self.problem
+
+    def _could_be_a_header(self) -> bool:
+        """Whether the unfinished header read so far could still be one: short, begun as a header begins
+        (`<|channel|>` or ` to=`), and with no "<" but its markers'."""
+        text = self.parser.header_so_far
+        lead = text.lstrip(HEADER_SPACE)
+        begun = CHANNEL in text or lead.startswith("to=") or "to=".startswith(lead)
+        words = text.replace(CHANNEL, " ").replace(CONSTRAIN, " ")
+        return begun and self.tokens_read <= LONGEST_HEADER and "<" not in words
 
 
 def parse_completion(

@@ -410,9 +410,16 @@ def test_a_header_cut_by_ctrl_c_or_a_full_context_is_not_blamed_on_the_model(scr
     assert "interrupted" in printed and "no complete message header" not in printed
     room = prompt_length(chat.ChatSession(fake_model(), out=io.StringIO()), "hi") + 2  # the two header tokens fill it
     printed, _ = say("<|channel|>final", stop_reason="context_full", context=room)
-    assert "context window is full" in printed and "no complete message header" not in printed
+    assert "no answer when the context window filled" in printed and "no complete message header" not in printed
     printed, _ = say("<|channel|>final<|message|", stop_reason="max_new_tokens")  # the model's own doing
     assert "no complete message header" in printed
+    # The token budget cut a header that was going well (--max-new-tokens 1 or 2): no fault of the model's either.
+    for header in ("<|channel|>", "<|channel|>final", " to=functions.get_weather<|channel|>commentary <|constrain|>"):
+        printed, _ = say(header, stop_reason="max_new_tokens")
+        assert "no complete message header" not in printed and "at --max-new-tokens 64" in printed, header
+    for babble in ("blah " * 40, "random words"):  # longer than a header, or not begun as one
+        printed, _ = say(babble, stop_reason="max_new_tokens")
+        assert "no complete message header" in printed, babble
 
 
 def test_an_answer_addressed_to_a_tool_is_labelled_and_never_kept(scripted):
@@ -430,6 +437,11 @@ def test_two_answers_in_a_row_are_two_lines_and_no_channel_is_an_answer(scripted
     printed, session = say("<|message|>Hi<|return|>")
     assert printed.startswith("Hi\n") and "[None]" not in printed
     assert session.messages[-1].content == "Hi"
+    # Kept as the final answer, finished as well as cut short, so that the next prompt drops this turn's thinking.
+    _, session = say("<|channel|>analysis<|message|>SECRET<|end|><|start|>assistant<|message|>Hi<|return|>")
+    assert [(m.channel, m.content) for m in session.messages[1:]] == [("analysis", "SECRET"), ("final", "Hi")]
+    session.messages.append(harmony.user("and?"))
+    assert "SECRET" not in ENC.decode(session.prompt_ids())
 
 
 def test_a_label_without_text_ends_its_line_and_a_split_windows_line_end_is_one(scripted):
@@ -470,6 +482,17 @@ def test_thinking_that_ends_in_a_carriage_return_stays_dim(scripted, monkeypatch
     session.reply("hi")
     shown = session.out.getvalue()
     assert f"think{chat.RESET}" not in shown and "think\\x0d" in shown, repr(shown)
+
+
+def test_a_reply_still_thinking_when_the_context_fills_is_dropped_too(scripted):
+    """With --max-new-tokens above half the context the window, not the budget, ends a long thought: the user's
+    message stood unanswered, and the note promised that older turns would be left out, which none were."""
+    room = prompt_length(chat.ChatSession(fake_model(), out=io.StringIO()), "hi") + 6
+    printed, session = say("<|channel|>analysis<|message|>Let me think about", stop_reason="context_full",
+                           context=room)
+    assert session.messages == [] and session.turn == 0
+    assert "still thinking when the context window filled: this message is dropped" in printed
+    assert "leaves out the oldest turns" not in printed
 
 
 def test_a_reply_still_thinking_at_max_new_tokens_is_dropped_with_what_to_do(scripted):

@@ -669,3 +669,15 @@ def test_text_where_messages_or_ids_belong_is_named():
     ids = h.render_conversation([h.Message("assistant", "Hi", channel="final")], next_role=None)[2:]
     for same in (ids, [np.int64(t) for t in ids], torch.tensor(ids)):
         assert h.parse_completion(same)[0].content == "Hi"
+
+
+def test_a_required_that_is_not_a_list_of_names_requires_nothing():
+    """"required": "ab" made properties a and b required (its letters); [["a"]] raised TypeError: unhashable."""
+    for required in ("ab", [["a"]], {"a": 1}, None):
+        rendered = h.schema_to_typescript({"type": "object", "properties": {"a": {"type": "string"},
+                                                                                   "b": {"type": "number"}},
+                                                 "required": required})
+        assert "a?: string" in rendered and "b?: number" in rendered, (required, rendered)
+    rendered = h.schema_to_typescript({"type": "object", "properties": {"a": {"type": "string"}},
+                                             "required": ["a", 3]})
+    assert "a: string" in rendered
