@@ -6,7 +6,7 @@ checkpoints every N steps: the exact fp32 training state (model, optimizer, step
 safetensors for resuming, and the model in the real Hugging Face layout with MXFP4 experts.
 Interrupting (Ctrl-C, a notebook's stop button, SIGTERM) finishes the current step, saves it
 and stops, so no step is lost; running the same command again resumes, and the result is bit
-for bit the run that was never interrupted.
+for bit the run that was never interrupted (on as many threads: another count sums in another order).
 
     python -m gptoss_edu.train tiny-gpt-oss-chat --out runs/tiny-gpt-oss --export data/tiny-gpt-oss
     python -m gptoss_edu.train course-step-01 --steps 300      # GPT-2 at the course's small size
@@ -363,6 +363,8 @@ class TrainResult:
 
     def final_loss(self, last: int = 20) -> float:
         """Mean training loss of the last ``last`` steps (one step alone is noisy)."""
+        if isinstance(last, bool) or not isinstance(last, int) or last < 1:  # history[-0:] is all of it
+            raise ValueError(f"last is a number of steps, a whole number >= 1, got {last!r}")
         tail = self.history[-last:]
         return sum(h["loss"] for h in tail) / len(tail) if tail else float("nan")
 
@@ -650,7 +652,7 @@ def save_state(path: str | Path, result: TrainResult, optimizer: torch.optim.Opt
             "format": STATE_FORMAT, "step": result.step, "sha256": _sha256(tmp / STATE_TENSORS),
             "tensors": sorted(tensors), "model_config": _config_dict(result.model_config),
             "train_config": _config_dict(result.train_config), "history": result.history, "evals": result.evals,
-            "data": result.data_fingerprint,
+            "data": result.data_fingerprint, "threads": torch.get_num_threads(),
         }
         (tmp / STATE_JSON).write_text(json.dumps(meta, indent=1) + "\n")
         _share(tmp)
@@ -739,6 +741,11 @@ def load_state(path: str | Path, model: GPT, optimizer: torch.optim.Optimizer, m
     path = Path(path)
     meta = check_resumable(path, model_cfg, cfg)
     check_same_data(path, meta, data_fingerprint)
+    threads = meta.get("threads")
+    if isinstance(threads, int) and threads != torch.get_num_threads():
+        print(f"{path} was trained on {threads} thread(s) and resumes on {torch.get_num_threads()}: the sums run in "
+              "another order, so the weights differ from an uninterrupted run's in their last bits (--threads "
+              f"{threads}, or torch.set_num_threads({threads}), resumes it exactly)", file=sys.stderr)
     try:
         f = safe_open(safetensors_path(path / STATE_TENSORS), framework="pt", device="cpu")
     except Exception as e:
@@ -893,11 +900,17 @@ def check_not_the_course_checkpoint(path: Path, rec: Recipe, tc: TrainConfig) ->
                      f"the course's model with another: export it elsewhere, e.g. --export runs/{rec.name}-export")
 
 
+def _rounded(x: float) -> float | None:
+    """``x`` to 4 decimals, or None when it is no number (NaN) or infinite."""
+    return round(x, 4) if math.isfinite(x) else None
+
+
 def training_record(result: TrainResult, command: str | None = None, exported_val_loss: float | None = None) -> dict:
     """How the model was trained and how far it got, for training.json and TRAINING.md."""
     return {
         "command": command, "steps": result.step, "tokens_seen": result.tokens_seen,
-        "final_train_loss": round(result.final_loss(), 4), "val_loss": round(result.val_loss, 4),
+        # None, not NaN, before any step or evaluation: NaN is not JSON, and strict readers refuse the file.
+        "final_train_loss": _rounded(result.final_loss()), "val_loss": _rounded(result.val_loss),
         "exported_val_loss": None if exported_val_loss is None else round(exported_val_loss, 4),
         "model_config": _config_dict(result.model_config), "train_config": _config_dict(result.train_config),
         "evals": [{"step": e["step"], "val_loss": round(e["val_loss"], 4)} for e in result.evals],
@@ -960,7 +973,7 @@ def recipe(name: str) -> Recipe:
         return Recipe(name, chat_model_config(), tc, CHAT_ABOUT)
     if name.startswith("course-step-"):
         digits = name.removeprefix("course-step-")
-        if not (len(digits) == 2 and digits.isdigit() and 1 <= int(digits) <= LAST_STEP):
+        if not (len(digits) == 2 and digits.isascii() and digits.isdigit() and 1 <= int(digits) <= LAST_STEP):
             raise ValueError(f"{name!r}: the course steps are course-step-01 .. course-step-{LAST_STEP:02d} (two digits)")
         step = int(digits)
         cfg = course_config(step)
@@ -1032,8 +1045,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                              ("warmup_steps", int, "steps of linear warmup"), ("seed", int, "random seed"),
                              ("eval_every", int, "steps between validation losses"),
                              ("checkpoint_every", int, "steps between checkpoints"),
-                             ("lr", float, "peak learning rate"), ("min_lr", float, "learning rate of the last step, where the cosine ends")]:
+                             ("min_lr", float, "learning rate of the last step, where the cosine ends")]:
         ap.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"{what} {defaults(name)}")
+    ap.add_argument("--lr", type=float, help=f"peak learning rate {defaults('lr')}; the last step's rate scales with "
+                                             "it unless --min-lr is given")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -1064,11 +1079,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, rec: Recipe, argv: list[str] | None) -> int:
+    for flag, given in (("--out", args.out), ("--export", args.export)):
+        if given is not None and not given.strip():  # an unset shell variable: "" was the default folder
+            raise ValueError(f"{flag} is empty: give it a folder (leave {flag} out for "
+                             + ("runs/<recipe>)" if flag == "--out" else "no export)"))
+    # `--out=~/run`: the shell leaves a ~ after = as it is, and a folder named ~ would be made here.
+    args.out = None if args.out is None else str(Path(args.out).expanduser())
+    args.export = None if args.export is None else str(Path(args.export).expanduser())
     overrides = {k: getattr(args, k) for k in ("steps", "batch_size", "seq_len", "warmup_steps", "seed", "eval_every",
                                                "checkpoint_every", "lr", "min_lr") if getattr(args, k) is not None}
     if "steps" in overrides and "warmup_steps" not in overrides:
         # A shorter run keeps the recipe's share of warmup (a warmup longer than the run is refused).
         overrides["warmup_steps"] = rec.train.warmup_steps * overrides["steps"] // rec.train.steps
+    if "lr" in overrides and "min_lr" not in overrides:
+        # As the warmup: the recipe's ratio of last to peak rate (a min_lr above a lowered lr is refused).
+        overrides["min_lr"] = rec.train.min_lr * overrides["lr"] / rec.train.lr
     tc = rec.train.replace(**overrides)
     if tc.seq_len > rec.model.context_length:
         raise ValueError(f"--seq-len {tc.seq_len} is longer than the model's context ({rec.model.context_length})")
@@ -1113,7 +1138,8 @@ def _run_in(args: argparse.Namespace, rec: Recipe, tc: TrainConfig, out: Path, a
             for folder in (out / name, *set_aside(out / name)):  # and copies a cut-short save set aside
                 shutil.rmtree(folder, ignore_errors=True)
     # What TRAINING.md records, and what resumes the run: without --fresh, which would start it over.
-    recorded = [a for a in argv if a != "--fresh"] if argv is not None else [args.recipe]
+    # argparse takes any start of it (--fr, --fre) as --fresh: each is left out.
+    recorded = [a for a in argv if not (len(a) > 2 and "--fresh".startswith(a))] if argv is not None else [args.recipe]
     command = "python -m gptoss_edu.train " + " ".join(shlex.quote(a) for a in recorded)
     restore_folder(out / STATE_DIR)
     meta = None

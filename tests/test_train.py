@@ -391,6 +391,46 @@ def test_resume_refuses_other_data_and_accepts_a_state_saved_without_a_fingerpri
     assert capsys.readouterr().err.count("saved before training states recorded their data") == 1
 
 
+def stop_after(step: int):
+    """An on_step callback that presses Ctrl-C after ``step``."""
+    def press_ctrl_c(result: T.TrainResult) -> None:
+        if result.step == step:
+            signal.raise_signal(signal.SIGINT)
+    return press_ctrl_c
+
+
+def test_a_run_resumed_on_another_thread_count_says_it_is_not_exact(text_data, tmp_path, capsys):
+    """Resumed on 2 threads after 1, the weights were 7e-8 off an uninterrupted run's, and nothing said so."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        T.train(small(13), quick(steps=4), text_data, out=tmp_path, progress=False, on_step=stop_after(1))
+        assert T.read_state_meta(tmp_path / T.STATE_DIR)["threads"] == 1
+        capsys.readouterr()
+        T.train(small(13), quick(steps=4), text_data, out=tmp_path, progress=False, on_step=stop_after(2))
+        assert "thread" not in capsys.readouterr().err  # the same count: exact, nothing to say
+        torch.set_num_threads(2)
+        T.train(small(13), quick(steps=4), text_data, out=tmp_path, progress=False)
+        assert "was trained on 1 thread(s) and resumes on 2: the sums run in another order" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_a_record_before_any_evaluation_is_strict_json(text_data, tmp_path):
+    """training.json held "val_loss": NaN before the first evaluation, which JSON readers other than Python's refuse."""
+    result = T.train(small(13), quick(steps=4), text_data, out=tmp_path, progress=False, on_step=stop_after(1))
+    assert result.evals == [] and result.step == 1
+    record = json.loads(json.dumps(T.training_record(result), allow_nan=False))
+    assert record["val_loss"] is None and isinstance(record["final_train_loss"], float)
+    with pytest.raises(ValueError, match="last is a number of steps, a whole number >= 1, got 0"):
+        result.final_loss(0)  # history[-0:] is the whole history: it gave the mean of every step
+
+
+def test_a_course_step_is_named_with_ascii_digits():
+    with pytest.raises(ValueError, match="the course steps are course-step-01"):
+        T.recipe("course-step-\u0661\u0663")  # Arabic-Indic 13: isdigit() says yes
+
+
 def test_without_a_run_folder_ctrl_c_stops_the_whole_cell(text_data):
     """Nothing would be saved, so there is no 'stop after this step': Ctrl-C interrupts as usual."""
     def press_ctrl_c(result: T.TrainResult) -> None:
@@ -716,6 +756,44 @@ def test_a_fresh_run_interrupted_resumes_without_fresh_and_records_no_fresh(tmp_
     assert "resuming the run" in capsys.readouterr().err
     record = json.loads((tmp_path / "exp" / "training.json").read_text())
     assert "--fresh" not in record["command"] and "--export" in record["command"]
+
+
+def test_a_shortened_fresh_is_left_out_of_the_recorded_command_too(tmp_path):
+    """argparse takes --fre for --fresh: kept in TRAINING.md's command, running that again started the run over."""
+    run = ["course-step-13", "--out", str(tmp_path / "run"), "--fre", "--export", str(tmp_path / "exp"),
+           "--steps", "2", "--batch-size", "2", "--seq-len", "16", "--eval-every", "1", "--no-progress"]
+    assert T.main(run) == 0
+    record = json.loads((tmp_path / "exp" / "training.json").read_text())
+    assert " --fre " not in record["command"] and "--steps 2" in record["command"], record["command"]
+
+
+def test_an_empty_out_or_export_is_refused_and_a_tilde_after_equals_is_home(tmp_path, capsys, monkeypatch):
+    """--out "$UNSET" --fresh wiped the default run; --out=~/x (no expansion by the shell after =) made a folder ~."""
+    monkeypatch.setattr(T, "prepare_data", lambda *a, **k: pytest.fail("the corpus was read: the refusal came late"))
+    tiny = ["--steps", "1", "--batch-size", "2", "--seq-len", "16", "--no-progress"]
+    for flag, says in (("--out", "runs/<recipe>"), ("--export", "no export")):
+        assert T.main(["course-step-13", flag, "", "--fresh", *tiny]) == 2
+        assert f"{flag} is empty: give it a folder (leave {flag} out for {says})" in capsys.readouterr().err
+    monkeypatch.undo()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert T.main(["course-step-13", "--out=~/run", "--export=~/exp", *tiny]) == 0
+    assert (tmp_path / "home" / "run" / T.STATE_DIR).is_dir() and (tmp_path / "home" / "exp" / "config.json").is_file()
+    assert not (tmp_path / "~").exists()
+
+
+def test_a_lower_lr_alone_lowers_the_last_steps_rate_with_it(tmp_path, monkeypatch):
+    """--lr 1e-4 was refused: "min_lr must be in 0..lr (0.0001), got 0.0003", a setting the learner never gave."""
+    settings = []
+    monkeypatch.setattr(T, "_run_in", lambda args, rec, tc, out, argv: settings.append(tc) or 0)
+    rec = T.recipe("course-step-13").train
+    run = ["course-step-13", "--out", str(tmp_path / "r"), "--lr", "1e-4", "--no-progress"]
+    assert T.main(run) == 0
+    assert settings[-1].lr == 1e-4 and settings[-1].min_lr == pytest.approx(rec.min_lr * 1e-4 / rec.lr)
+    assert T.main([*run, "--min-lr", "5e-5"]) == 0
+    assert settings[-1].min_lr == 5e-5  # given: as given
+    assert T.main(["course-step-13", "--out", str(tmp_path / "r"), "--no-progress"]) == 0
+    assert (settings[-1].lr, settings[-1].min_lr) == (rec.lr, rec.min_lr)  # neither given: the recipe's
 
 
 def test_out_and_export_that_overlap_or_an_out_that_is_a_file_are_refused_before_training(tmp_path, capsys):
