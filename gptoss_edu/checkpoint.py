@@ -505,19 +505,24 @@ def _missing_error(path: Path, cfg: ModelConfig, layout: str, files: list[Path],
                            + f" (for the model's {missing[0]}, shape {first_shape}): {why}")
 
 
-def _check_finite(path: Path, sound: list[tuple[str, torch.Tensor | None]]) -> None:
+def _check_finite(path: Path, sound: list[tuple[str, torch.Tensor | None]], dtype: torch.dtype) -> None:
     """Refuse the checkpoint if a placed tensor held NaN or infinity (one read of all the on-device checks)."""
     checked = [(name, ok) for name, ok in sound if ok is not None]
     if not checked:
         return
     damaged = [name for (name, _), ok in zip(checked, torch.stack([ok for _, ok in checked]).tolist()) if not ok]
-    if damaged:
-        raise CheckpointError(f"{path}: tensor(s) {', '.join(map(repr, damaged[:5]))}"
-                              + (f" and {len(damaged) - 5} more" if len(damaged) > 5 else "")
-                              + " hold NaN or infinite values (or MXFP4 scale bytes above "
-                              f"{mxfp4.MAX_FINITE_SCALE}: 255 is MXFP4's NaN, and 253 or 254 unpack past "
-                              "float32's range): the file is damaged, "
-                              "or was saved from a model whose weights had diverged")
+    if not damaged:
+        return
+    named = f"{path}: tensor(s) {', '.join(map(repr, damaged[:5]))}" + (
+        f" and {len(damaged) - 5} more" if len(damaged) > 5 else "")
+    if dtype == torch.float16:  # a sound bfloat16 file overflows float16 (a T4 learner's first guess of dtype)
+        raise CheckpointError(f"{named} hold values float16 cannot: beyond its range of +-65504 (or MXFP4 scale "
+                              f"bytes above {mxfp4.MAX_FINITE_SCALE_FP16}, which unpack past it), or NaN: load with "
+                              "dtype=torch.bfloat16 (gpt-oss's own) or torch.float32; if that fails too, the file "
+                              "is damaged")
+    raise CheckpointError(f"{named} hold NaN or infinite values (or MXFP4 scale bytes above "
+                          f"{mxfp4.MAX_FINITE_SCALE}: 255 is MXFP4's NaN, and 253 or 254 unpack past "
+                          "float32's range): the file is damaged, or was saved from a model whose weights had diverged")
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
@@ -566,16 +571,23 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
         # A damaged value is found here, not as a crash in sampling. The checks stay on the device and
         # are read once at the end; the smallest and largest values (NaN wins both) need no copy the
         # size of the tensor. Scale byte 255 is MXFP4's NaN; a packed block with scale 253 or 254
-        # unpacks to values past float32's and bfloat16's range (4 x 2^126 = 2^128), which no model holds.
-        sound.append((source, placed.max() <= mxfp4.MAX_FINITE_SCALE if target.endswith("_scales")
+        # unpacks to values past float32's and bfloat16's range (4 x 2^126 = 2^128), which no model holds;
+        # float16's range ends far sooner (scale 141), where a model loaded in it would compute infinities.
+        sound.append((source, placed.max() <= mxfp4.max_finite_scale(dtype) if target.endswith("_scales")
                       else None if placed.dtype == torch.uint8 or not placed.numel()
                       else torch.stack(torch.aminmax(placed)).isfinite().all()))
 
     def check_dtype(name: str, tensor: torch.Tensor, packed: bool) -> None:
         # MXFP4 halves are raw bytes; everything else is a number that is cast to ``dtype``.
         if packed and tensor.dtype != torch.uint8:
+            dense = tensor.is_floating_point() and name.endswith("_blocks")
             raise CheckpointError(f"tensor {name!r} is {str(tensor.dtype).removeprefix('torch.')}; MXFP4 blocks "
-                                  "and scales are uint8 bytes: the file is damaged or not a gpt-oss checkpoint")
+                                  "and scales are uint8 bytes: " + (
+                                      "dense experts under MXFP4's names are what transformers' save_pretrained "
+                                      "writes for a model loaded with Mxfp4Config(dequantize=True), and neither "
+                                      "transformers nor the course reads them back; write the course's model with "
+                                      "write_checkpoint(model, path, mxfp4=False) instead" if dense else
+                                      "the file is damaged or not a gpt-oss checkpoint"))
         if not packed and not tensor.is_floating_point():
             raise CheckpointError(f"tensor {name!r} is {str(tensor.dtype).removeprefix('torch.')}; a weight must be "
                                   "a floating-point tensor: the file is damaged or from another model")
@@ -617,7 +629,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
     missing = [n for n in expected if n not in seen and not n.endswith("inv_freq")]
     if missing:
         raise _missing_error(path, cfg, layout, files, read, pending, missing, tuple(expected[missing[0]].shape))
-    _check_finite(path, sound)
+    _check_finite(path, sound, dtype)
     if cfg.tie_embeddings:
         if tied_copy is not None and not torch.equal(tied_copy[1].to(device=device, dtype=dtype), model.embed.weight):
             raise CheckpointError(f"{path}: config.json ties the output layer to the embedding (tie_word_embeddings "
@@ -625,7 +637,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
                                   "trained untied, so set tie_word_embeddings to false in config.json")
         model.lm_head.weight = model.embed.weight
     if model.rotary is not None:  # computed, not stored: build it for real now
-        model.rotary = Rotary(cfg).to(device)
+        model.rotary = Rotary(cfg).to(device=device, dtype=dtype)  # float64 angles for a float64 model
     model.eval()
     report.seconds = time.perf_counter() - t0
     model.load_report = report
@@ -699,6 +711,7 @@ def _progress(files: list[Path], enabled: bool):
 def hf_state_dict(model: GPT, mxfp4_experts: bool = True,
                   dtype: torch.dtype = torch.bfloat16) -> Iterator[tuple[str, torch.Tensor]]:
     """The model's tensors under Hugging Face names, in the real layout (one tensor at a time)."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile's wrapper prefixes every name with _orig_mod.
     cfg = model.config
     sd = model.state_dict()
     if cfg.is_gpt2_shaped():
@@ -845,6 +858,15 @@ def check_replaceable(path: Path, advice: str, files: tuple[str, ...] = CHECKPOI
                               f"{' ...' if len(others) > 5 else ''}), which replacing it would delete: {advice}")
 
 
+def _within_float16(tensors: Iterator[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
+    """The tensors, each refused if its float16 copy overflowed (a value past 65504 is written as infinity)."""
+    for name, tensor in tensors:
+        if tensor.is_floating_point() and tensor.numel() and not torch.stack(torch.aminmax(tensor)).isfinite().all():
+            raise ValueError(f"{name} has values beyond float16's range (+-65504), which it would hold as infinite: "
+                             "write the checkpoint in torch.bfloat16 (the default) or torch.float32")
+        yield name, tensor
+
+
 def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: torch.dtype = torch.bfloat16,
                      max_shard_bytes: int | None = SHARD_BYTES, overwrite: bool = False, layout: str = "hf") -> Path:
     """Write ``model`` as a checkpoint folder in the real layout (MXFP4 experts by default).
@@ -864,6 +886,7 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
     if dtype not in (torch.bfloat16, torch.float16, torch.float32, torch.float64):
         raise ValueError(f"dtype={dtype!r}: the weights other than MXFP4 experts are written as a floating-point "
                          "torch dtype (torch.bfloat16, as the real checkpoints, or float16, float32, float64)")
+    model = getattr(model, "_orig_mod", model)  # a torch.compile'd model: the module it compiles
     path = Path(path).expanduser()
     safetensors_path(path, "write_checkpoint: ")  # refused before the work, not once the shards are written
     if restore_folder(path):  # a write killed between its two renames had set the checkpoint aside
@@ -890,6 +913,8 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
         tensors = hf_state_dict(model, mxfp4, dtype)
     else:
         raise ValueError(f"layout must be 'hf' or 'original', got {layout!r}")
+    if dtype == torch.float16:
+        tensors = _within_float16(tensors)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The old checkpoint stays until the new one is complete: the disk must hold the whole new one beside it.
     need = _written_bytes(model.config, layout, mxfp4, dtype)

@@ -158,6 +158,10 @@ class GPT(nn.Module):
             from gptoss_kernels import require_triton
 
             require_triton(self.embed.weight.device)
+            if self.embed.weight.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+                raise ValueError(f"the Triton kernels take float32, bfloat16 or float16, and this model is "
+                                 f"{str(self.embed.weight.dtype).removeprefix('torch.')}: convert it first "
+                                 "(model.float()), or keep the PyTorch path, which runs any dtype")
         for m in self.modules():
             if hasattr(m, "backend"):
                 m.backend = backend

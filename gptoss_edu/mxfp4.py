@@ -13,6 +13,13 @@ BLOCK_SIZE = 32
 SCALE_BIAS = 127
 # The largest scale byte whose every value float32 and bfloat16 hold: 6 x 2^(252 - 127) < 2^128 <= 4 x 2^126.
 MAX_FINITE_SCALE = 252
+# float16 holds far less (its largest value is 65504): above 140, 6 x 2^(141 - 127) = 98304 is past it.
+MAX_FINITE_SCALE_FP16 = 140
+
+
+def max_finite_scale(dtype: torch.dtype) -> int:
+    """The largest scale byte whose every value ``dtype`` holds: 252 in float32 and bfloat16, 140 in float16."""
+    return MAX_FINITE_SCALE_FP16 if dtype == torch.float16 else MAX_FINITE_SCALE
 
 # The 16 E2M1 codes: bit 3 is the sign, bits 2-1 the exponent, bit 0 the mantissa.
 FP4_VALUES: tuple[float, ...] = (

@@ -39,7 +39,8 @@ class Rotary(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.config = cfg
-        inv_freq, self.attention_factor = self.frequencies(torch.float32)
+        wide = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32  # as in _apply
+        inv_freq, self.attention_factor = self.frequencies(wide)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def frequencies(self, dtype: torch.dtype) -> tuple[torch.Tensor, float]:

@@ -490,6 +490,22 @@ def test_wrong_dtype_is_named(written, name, dtype, keep, message):
         g.load_model(written, keep_mxfp4=keep)
 
 
+def test_dense_experts_under_mxfp4_names_say_where_they_come_from(written):
+    """transformers' save_pretrained of a model loaded with Mxfp4Config(dequantize=True) writes float experts as
+    *_blocks with no scales: "the file is damaged" blamed a file transformers had written as it does."""
+    def as_transformers_saves(t):
+        for part in ("gate_up_proj", "down_proj"):
+            name = f"model.layers.0.mlp.experts.{part}"
+            t[name + "_blocks"] = torch.randn(*t[name + "_blocks"].shape[:2], 64)
+            del t[name + "_scales"]
+
+    rewrite(written, as_transformers_saves)
+    with pytest.raises(g.CheckpointError, match=r"_blocks' is float32; MXFP4 blocks and scales are uint8 bytes: "
+                                                r"dense experts under MXFP4's names are what transformers' "
+                                                r"save_pretrained writes.*write_checkpoint\(model, path, mxfp4=False\)"):
+        g.load_model(written)
+
+
 def test_tensors_too_misshaped_to_convert_are_named(tmp_path, written):
     # Packed on disk, dense in the model: scales that do not match their blocks.
     name = "model.layers.0.mlp.experts.gate_up_proj_scales"
@@ -904,6 +920,76 @@ def test_the_largest_finite_scale_is_252():
         assert mxfp4.dequantize(blocks, torch.tensor([mxfp4.MAX_FINITE_SCALE], dtype=torch.uint8), dtype).isfinite().all()
         assert not mxfp4.dequantize(blocks, torch.tensor([mxfp4.MAX_FINITE_SCALE + 1], dtype=torch.uint8),
                                     dtype).isfinite().all()
+
+
+def test_a_float64_model_has_float64_angles_however_it_is_made(tmp_path):
+    """load_model(dtype=torch.float64), or GPT built under a float64 default, kept float32 frequencies: angles 3e-3
+    off at 131k positions, in a model meant as a reference."""
+    path = g.write_checkpoint(small_gptoss(), tmp_path / "ck")
+    want = g.load_model(path).double().rotary.inv_freq
+    assert want.dtype == torch.float64
+    got = g.load_model(path, dtype=torch.float64).rotary.inv_freq
+    assert got.dtype == torch.float64 and torch.equal(got, want)
+    assert g.load_model(path, dtype=torch.bfloat16).rotary.inv_freq.dtype == torch.float32  # never rounded to 8 bits
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        built = g.GPT(small_gptoss().config)
+    finally:
+        torch.set_default_dtype(old)
+    assert torch.equal(built.rotary.inv_freq, want)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # torch's own, at compile
+def test_a_compiled_model_is_written_as_the_model_it_compiles(tmp_path):
+    """write_checkpoint(torch.compile(model)) stopped on a bare KeyError: 'embed.weight' (its names carry _orig_mod.)."""
+    model = small_gptoss()
+    path = g.write_checkpoint(torch.compile(model), tmp_path / "compiled")
+    plain = g.write_checkpoint(model, tmp_path / "plain")
+    a, b = load_file(path / "model.safetensors"), load_file(plain / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_writing_float16_refuses_a_weight_past_its_range_and_leaves_nothing(tmp_path):
+    """write_checkpoint(dtype=torch.float16) wrote infinity for a weight past 65504, which the loader then refused."""
+    model = small_gptoss()
+    with torch.no_grad():
+        model.blocks[1].attn.o_proj.bias[3] = 70000.0
+    with pytest.raises(ValueError, match=r"model.layers.1.self_attn.o_proj.bias has values beyond float16's range "
+                                         r"\(\+-65504\).*torch.bfloat16 \(the default\)"):
+        g.write_checkpoint(model, tmp_path / "ck", dtype=torch.float16)
+    assert list(tmp_path.iterdir()) == []  # no folder, half-written or otherwise
+    g.write_checkpoint(model, tmp_path / "ck")  # bfloat16 holds it
+
+
+def test_float16_holds_scales_up_to_140():
+    codes = torch.arange(16, dtype=torch.uint8)
+    blocks = (codes | codes << 4).repeat(2)[:16].reshape(1, 16)
+    assert mxfp4.max_finite_scale(torch.float16) == 140 and mxfp4.max_finite_scale(torch.bfloat16) == 252
+    assert mxfp4.dequantize(blocks, torch.tensor([140], dtype=torch.uint8), torch.float16).isfinite().all()
+    assert not mxfp4.dequantize(blocks, torch.tensor([141], dtype=torch.uint8), torch.float16).isfinite().all()
+
+
+@pytest.mark.parametrize("keep_mxfp4", [False, True])
+def test_a_sound_checkpoint_past_float16s_range_says_float16_not_damaged(tmp_path, keep_mxfp4):
+    """A T4 learner's load_model(dtype=torch.float16): a bfloat16 value past 65504 became infinite, and the file
+    was called damaged; packed experts kept in MXFP4 with scales past 140 loaded, and every forward gave NaN."""
+    model = small_gptoss()
+    path = g.write_checkpoint(model, tmp_path / "ck", mxfp4=True)
+    tensors = load_file(path / "model.safetensors")
+    if keep_mxfp4:
+        name = "model.layers.0.mlp.experts.down_proj_scales"
+        tensors[name][0, 0, 0] = 141
+    else:
+        name = "model.layers.1.self_attn.o_proj.bias"
+        tensors[name][3] = 70000.0
+    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(g.CheckpointError, match=re.escape(f"{name!r} hold values float16 cannot: beyond its range "
+                                                          "of +-65504") + ".*load with dtype=torch.bfloat16"):
+        g.load_model(path, dtype=torch.float16, keep_mxfp4=keep_mxfp4)
+    loaded = g.load_model(path, dtype=torch.bfloat16, keep_mxfp4=keep_mxfp4)  # the file is sound
+    with torch.no_grad():
+        assert loaded(torch.randint(0, 256, (1, 8))).isfinite().all()
 
 
 def test_packed_experts_of_the_wrong_shape_are_refused_before_they_are_unpacked(tmp_path, monkeypatch):
