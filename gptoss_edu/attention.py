@@ -39,6 +39,9 @@ class KVCache:
         self.max_len = max_len
         self._length = 0
         self._written = 0  # the furthest length reached since the last start over: what the buffers have seen
+        # Each layer's furthest position written, + 1: a step that fails after some layers wrote (an error, Ctrl-C)
+        # leaves them ahead of ``length``, and a sliding layer's writes have overwritten what a retry would read.
+        self._layer_written = [0] * len(self.slots)
 
     @property
     def length(self) -> int:
@@ -52,7 +55,7 @@ class KVCache:
         # length written, not from the current one: two steps back of one each are two steps back.
         if value < 0 or value > self.max_len:
             raise ValueError(f"a cache of {self.max_len} positions cannot hold {value}")
-        written = self._written
+        written = max(self._written, *self._layer_written)
         wrapped = [n for n in self.slots if n < self.max_len and written > n] if 0 < value < written - 1 else []
         if wrapped:
             n = min(wrapped)
@@ -63,6 +66,8 @@ class KVCache:
                 "or to 0 (start over)")
         self._length = value
         self._written = 0 if value == 0 else max(written, value)
+        if value == 0:
+            self._layer_written = [0] * len(self.slots)
 
     def rolling(self, layer: int) -> bool:
         """Whether ``layer`` keeps a rolling buffer shorter than the cache (a sliding-window layer)."""
@@ -79,6 +84,17 @@ class KVCache:
                              "model.new_cache(batch_size), after moving or converting the model")
         if end > self.max_len:
             raise ValueError(f"the KV cache holds {self.max_len} positions; this step needs {end}")
+        if keys.is_inference() and not torch.is_inference_mode_enabled():  # PyTorch's own error names no cure
+            raise RuntimeError("this KV cache was made inside torch.inference_mode(), and PyTorch writes into such "
+                               "tensors only there: step it under inference_mode too, or make the cache under "
+                               "torch.no_grad() (model.new_cache())")
+        ahead = self._layer_written[layer]
+        if n < self.max_len and ahead > n and start < ahead - 1:
+            raise RuntimeError(f"layer {layer}'s sliding-window buffer already holds positions up to {ahead - 1}, "
+                               f"written by a step that stopped part-way (an error or Ctrl-C inside the model), and "
+                               f"they overwrote keys that position {start} needs: start over with cache.length = 0, "
+                               "or make a new cache with model.new_cache()")
+        self._layer_written[layer] = max(ahead, end)
         if end <= n:  # nothing has rolled over yet: position p sits in slot p
             keys[:, :, start:end] = k
             values[:, :, start:end] = v
@@ -146,6 +162,9 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float, q
     if q_start < 0:
         raise ValueError(f"q_start is the position of the first query, >= 0, got {q_start}")
     Tq, Tk = q.shape[2], k.shape[2]
+    if q_start + Tq > Tk:  # a query past the last key has no key of its own: NaN, or all its weight on the sink
+        raise ValueError(f"the queries sit at positions q_start..q_start+Tq-1 = {q_start}..{q_start + Tq - 1}, which "
+                         f"must be keys too (Tk = {Tk}): need 0 <= q_start <= Tk - Tq")
     k_pos = torch.arange(Tk, device=q.device)
     chunk = query_chunk(q.shape[0], q.shape[1], Tk)
     outs = []
@@ -154,7 +173,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float, q
         q_pos = torch.arange(q_start + s, q_start + s + qc.shape[2], device=q.device)
         outs.append(attend_masked(qc, k, v, attention_mask(q_pos, k_pos, window), scale=scale, sinks=sinks,
                                   dropout=dropout))
-    return torch.cat(outs, dim=2)
+    return torch.cat(outs, dim=2) if outs else q.new_empty(q.shape)  # no queries: nothing to attend
 
 
 def attend_masked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, *, scale: float,

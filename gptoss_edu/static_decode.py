@@ -236,9 +236,12 @@ class CUDAGraphDecoder:
                 isinstance(tokens, torch.Tensor) and tokens.dtype not in (torch.int64, torch.int32)):
             kind = tokens.dtype if isinstance(tokens, torch.Tensor) else type(tokens).__name__
             raise ValueError(f"tokens are token ids, ints (or an int64/int32 tensor), one per sequence; got {kind}")
-        if not isinstance(tokens, torch.Tensor):  # host ids are checked for free; a device tensor would sync
+        if not isinstance(tokens, torch.Tensor) or tokens.device.type == "cpu":  # host ids are checked for free;
+            # a device tensor would sync
             ids = [tokens] if isinstance(tokens, int) else torch.as_tensor(tokens).reshape(-1).tolist()
-            if any(not isinstance(i, int) for i in ids):
+            given = tokens if isinstance(tokens, (list, tuple)) else ()  # [True, 5] becomes ints in a tensor
+            if any(not isinstance(i, int) or isinstance(i, bool) for i in ids) or any(
+                    isinstance(i, bool) for i in given):  # True is no token id
                 raise ValueError(f"tokens are token ids, whole numbers, one per sequence; got {tokens!r}")
             if ids:
                 check_token_ids(min(ids), max(ids), self.model.config.vocab_size)

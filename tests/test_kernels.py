@@ -440,6 +440,17 @@ def test_kernels_refuse_to_be_trained_through() -> None:
         model(torch.zeros(1, 3, dtype=torch.long, device=DEVICE))
 
 
+def test_a_float64_model_is_refused_by_the_triton_backend_with_what_to_do() -> None:
+    """A learner's reference model in float64: set_backend('triton') was accepted, and the first forward said only
+    "x must be one of [...]"."""
+    cfg = dataclasses.replace(g.preset("gpt-oss-tiny"), vocab_size=64, n_layers=1, layer_types=("sliding_attention",))
+    model = g.GPT(cfg).to(DEVICE).double()
+    with pytest.raises(ValueError, match=r"Triton kernels take float32, bfloat16 or float16, and this model is "
+                                         r"float64: convert it first \(model.float\(\)\)"):
+        model.set_backend("triton")
+    assert model.float().set_backend("triton") is model
+
+
 def test_attention_sinks_take_mass() -> None:
     # A sink far above every score takes nearly all the mass; far below, it changes nothing.
     q, k, v, _ = attention_inputs(1, 2, 1, 1, 9, 16, False, seed=30)
@@ -1314,3 +1325,39 @@ def test_a_home_that_may_not_be_entered_gets_a_temporary_triton_cache(tmp_path, 
     monkeypatch.setenv("HOME", str(tmp_path))  # a home that can be written: nothing to do
     monkeypatch.delenv("TRITON_CACHE_DIR")
     assert _common.writable_triton_cache() is None and "TRITON_CACHE_DIR" not in os.environ
+    # A TRITON_CACHE_DIR of the learner's own that cannot be written stopped the first compile deep inside Triton.
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "a-file" / "triton"))
+    with pytest.warns(UserWarning, match=r"TRITON_CACHE_DIR=.*a-file/triton cannot be written here \(.*is a file"):
+        folder = _common.writable_triton_cache()
+    assert os.environ["TRITON_CACHE_DIR"] == folder and os.path.isdir(folder)
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "mine"))  # one that can: kept
+    assert _common.writable_triton_cache() is None and os.environ["TRITON_CACHE_DIR"] == str(tmp_path / "mine")
+
+
+def test_numpy_numbers_and_a_tensor_scale_are_taken_as_the_reference_takes_them() -> None:
+    """np.int64 passed the whole-number check and failed inside Triton ("cannot convert ... to tensor"); a 0-d
+    tensor scale reached the kernel as a pointer. attend and the reference take both."""
+    import numpy as np
+
+    from gptoss_kernels.attention import attention_decode_at
+
+    q, k, v, s = attention_inputs(1, 4, 2, 2, 9, 16, True, seed=70)
+    want = attention_reference(q, k, v, scale=0.25, sinks=s, window=3, q_start=7)
+    for kernel in (attention, attention_prefill, attention_decode):
+        for scale in (np.float32(0.25), torch.tensor(0.25)):
+            got = kernel(q, k, v, scale=scale, sinks=s, window=np.int64(3), q_start=np.int64(7))
+            assert_close(got, want, "attention")
+    one = q[:, :, :1]
+    got = attention_decode_at(one, k, v, torch.tensor([8], device=DEVICE), scale=torch.tensor(0.25), sinks=s,
+                              window=np.int64(3))
+    assert_close(got, attention_reference(one, k, v, scale=0.25, sinks=s, window=3, q_start=8), "attention")
+    with pytest.raises(TypeError, match="scale must be a number, got 'x'"):
+        attention(q, k, v, scale="x", sinks=s, q_start=7)
+
+
+def test_no_queries_give_an_empty_result_on_both_paths() -> None:
+    """The reference attend stopped on torch.cat of an empty list; the kernels gave [B, Hq, 0, D]."""
+    q, k, v, s = attention_inputs(1, 4, 2, 0, 5, 16, True, seed=71)
+    assert g.attention.attend(q, k, v, scale=0.25, sinks=s, q_start=5).shape == (1, 4, 0, 16)
+    assert attention(q, k, v, scale=0.25, sinks=s, q_start=5).shape == (1, 4, 0, 16)

@@ -451,3 +451,68 @@ def test_tokens_per_second_counts_the_tokens_decoded_after_the_prefill():
 
     assert Generation(tokens=[7, 8, 9], decode_seconds=0.5).tokens_per_second == 4.0  # 2 tokens in 0.5 s
     assert Generation(tokens=[7], decode_seconds=0.5).tokens_per_second == 0.0
+
+
+def test_a_step_that_stops_part_way_cannot_be_retried_on_overwritten_keys(monkeypatch):
+    """A multi-token step that ran out of memory in layer 0's attention had already rolled that layer's window
+    buffer: retried in smaller chunks, it read overwritten keys and gave logits 1.5 off, without an error."""
+    import gptoss_edu.attention as A
+
+    cfg = g.preset("gpt-oss-tiny").replace(vocab_size=97, context_length=64)
+    window = cfg.sliding_window
+    model = randomize(g.GPT(cfg), seed=1).eval()
+    ids = torch.randint(0, 97, (1, 30), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full = model(ids)
+        cache = model.new_cache(1, 30)
+        model(ids[:, :12], cache)
+        real = A.attend
+
+        def out_of_memory(*args, **kwargs):
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+        monkeypatch.setattr(A, "attend", out_of_memory)
+        with pytest.raises(torch.OutOfMemoryError):
+            model(ids[:, 12:24], cache)
+        monkeypatch.setattr(A, "attend", real)
+        assert cache.length == 12 and 12 > window
+        with pytest.raises(RuntimeError, match=r"layer 0's sliding-window buffer already holds positions up to 23, "
+                                               r"written by a step that stopped part-way.*cache.length = 0"):
+            model(ids[:, 12:16], cache)
+        with pytest.raises(ValueError, match="cannot go back to 11 positions, 24 having been written"):
+            cache.length = 11
+        cache.length = 0  # starting over is always right
+        torch.testing.assert_close(torch.cat([model(ids[:, s:s + 6], cache) for s in range(0, 30, 6)], 1), full,
+                                   rtol=1e-5, atol=1e-5)
+        # A failed one-token step overwrote only the position leaving the window: retrying it is fine.
+        cache.length = 0
+        model(ids[:, :20], cache)
+        monkeypatch.setattr(A, "attend", out_of_memory)
+        with pytest.raises(torch.OutOfMemoryError):
+            model(ids[:, 20:21], cache)
+        monkeypatch.setattr(A, "attend", real)
+        torch.testing.assert_close(model(ids[:, 20:21], cache), full[:, 20:21], rtol=1e-5, atol=1e-5)
+
+
+def test_attend_refuses_queries_past_the_last_key():
+    """q_start + Tq > Tk left queries with no key of their own: NaN without sinks, zeros with them."""
+    q, k = torch.randn(1, 2, 1, 16), torch.randn(1, 1, 3, 16)
+    with pytest.raises(ValueError, match=r"positions q_start..q_start\+Tq-1 = 5..5, which must be keys too \(Tk = 3\)"):
+        attend(q, k, k, scale=0.25, q_start=5, window=2)
+    assert attend(q, k, k, scale=0.25, q_start=2, window=2).isfinite().all()
+
+
+def test_a_cache_made_in_inference_mode_and_stepped_outside_it_says_what_to_do():
+    """PyTorch's "Inplace update to inference tensor outside InferenceMode" named neither the cache nor the cure."""
+    model = randomize(g.GPT(g.preset("gpt-oss-tiny").replace(vocab_size=97, context_length=64)), seed=2).eval()
+    ids = torch.randint(0, 97, (1, 6), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        cache = model.new_cache(1, 16)
+        model(ids, cache)
+    with torch.no_grad(), pytest.raises(RuntimeError, match=r"made inside torch.inference_mode\(\).*step it under "
+                                                            "inference_mode too"):
+        model(ids[:, :1], cache)
+    assert cache.length == 6
+    with torch.inference_mode():
+        model(ids[:, :1], cache)  # in its own mode it goes on
+    assert cache.length == 7

@@ -229,12 +229,12 @@ def test_a_batch_with_one_bad_id_is_refused_before_decoding() -> None:
     with torch.no_grad():
         model(torch.tensor([[1, 2], [3, 4]]), cache)
     decoder = CUDAGraphDecoder(model, cache)
-    for bad, ids in ((-1, [5, -1]), (-7, [-7, 299]), (300, [0, 300])):
+    for bad, ids in ((-1, [5, -1]), (-7, [-7, 299]), (300, [0, 300]), (300, torch.tensor([0, 300]))):
         with pytest.raises(ValueError, match=f"token id {bad} is outside the vocabulary"):
-            decoder(ids)
+            decoder(ids)  # a CPU tensor too: it was a bare IndexError (on a GPU, a device-side assert)
     assert cache.length == 2  # nothing was decoded
-    # 1.5 was decoded as token 1, True as token 1, a float tensor converted silently.
-    for odd in (1.5, True, [5, 2.5], torch.tensor([1.0, 2.0])):
+    # 1.5 was decoded as token 1, True (or [True, 5]) as token 1, a float tensor converted silently.
+    for odd in (1.5, True, [5, 2.5], [True, 5], torch.tensor([1.0, 2.0])):
         with pytest.raises(ValueError, match="tokens are token ids"):
             decoder(odd)
     assert cache.length == 2

@@ -247,6 +247,14 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torc
                          f"which must be keys too (Tk = {k.shape[2]}): need 0 <= q_start <= Tk - Tq")
 
 
+def _as_float(name: str, value: float) -> float:
+    """``value`` as a Python float (a 0-d tensor or numpy float would reach the kernel as another type)."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, torch.Tensor)) or (
+            isinstance(value, torch.Tensor) and value.numel() != 1):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    return float(value)
+
+
 def _effective_window(window: int, q_start: int, Tq: int) -> int:
     # "No window" becomes a window wider than any distance, so the kernels need no branch.
     return window if window > 0 else q_start + Tq + 1
@@ -262,6 +270,7 @@ def attention_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scal
                       block_m: int | None = None, block_n: int | None = None) -> torch.Tensor:
     """Flash-attention kernel: q [B, Hq, Tq, D] over k, v [B, Hkv, Tk, D] -> [B, Hq, Tq, D]."""
     _check_inputs(q, k, v, sinks, window, q_start)
+    window, q_start, scale = int(window), int(q_start), _as_float("scale", scale)  # numpy's ints fail in Triton
     check_launch(_attn_prefill_kernel, "attention", q, k, v, *([sinks] if sinks is not None else []))
     refuse_grad("attention", q=q, k=k, v=v)
     B, Hq, Tq, D = q.shape
@@ -355,6 +364,7 @@ def attention_decode(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale
     tiles, so a short range runs in fewer (50 keys in tiles of 64: one split, whatever was asked).
     """
     _check_inputs(q, k, v, sinks, window, q_start)
+    window, q_start, scale = int(window), int(q_start), _as_float("scale", scale)  # numpy's ints fail in Triton
     check_launch(_attn_decode_kernel, "attention", q, k, v, *([sinks] if sinks is not None else []))
     refuse_grad("attention", q=q, k=k, v=v)
     B, Hq, Tq, D = q.shape
@@ -395,6 +405,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float
               sinks: torch.Tensor | None = None, window: int = 0, q_start: int = 0) -> torch.Tensor:
     """Causal attention of q [B, Hq, Tq, D] (query i at position q_start + i) over k, v [B, Hkv, Tk, D]."""
     _check_inputs(q, k, v, sinks, window, q_start)
+    window, q_start, scale = int(window), int(q_start), _as_float("scale", scale)  # numpy's ints fail in Triton
     rows = q.shape[1] // k.shape[1] * q.shape[2]  # query rows per KV head
     kernel = attention_decode if rows <= decode_max_rows(q.dtype, q.shape[3]) else attention_prefill
     return kernel(q, k, v, scale=scale, sinks=sinks, window=window, q_start=q_start)
@@ -467,6 +478,7 @@ def attention_decode_at(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, posit
     # Keys from position + Tq on are never read, so the cache past the filled part may hold anything.
     # The launches depend only on the shapes, never on the position: a CUDA graph can replay them.
     _check_inputs(q, k, v, sinks, window, 0)
+    window, scale = int(window), _as_float("scale", scale)  # numpy's ints fail in Triton, a tensor is a pointer
     check_tensor("position", position, ndim=1, dtypes=(torch.int32, torch.int64))
     if position.numel() != 1:
         raise ValueError(f"position must hold one position (shared by the batch), got shape {tuple(position.shape)}")
