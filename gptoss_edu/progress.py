@@ -29,6 +29,7 @@ CHECK_CALL = re.compile(r"^(check_\w+)\(", re.M)
 # The course's names, NN_topic.ipynb: not JupyterLab's duplicates (01_gpt2_block-Copy1.ipynb) beside them.
 NOTEBOOK_NAME = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
 MARKS = {"passed": "✅", "not yet": "❌", "error": "!", "not run": "·"}
+RANK = ("passed", "not yet", "error", "not run")  # of one check's cells, the first of these counts
 # For a terminal that cannot show those (a Windows console in cp1252, a Latin-1 locale).
 ASCII_MARKS = {"passed": "+", "not yet": "x", "error": "!", "not run": "."}
 
@@ -113,7 +114,14 @@ def exercises(nb: dict, name: str) -> list[Exercise]:
                 status = "passed" if verdict.startswith("✅") else "not yet"
                 message = verdict[1:].strip()
             found.append(Exercise(name, check, status, message))
-    return found
+    # A check called in several cells (an exercise cell duplicated to try again, a scratch copy) is one
+    # exercise: the best verdict among its cells counts, so a stub left "not yet" beside a solved copy
+    # does not read as unfinished.
+    best: dict[str, Exercise] = {}
+    for e in found:
+        if e.check not in best or RANK.index(e.status) < RANK.index(best[e.check].status):
+            best[e.check] = e
+    return list(best.values())
 
 
 def notebook_files(path: Path) -> list[Path]:
@@ -286,14 +294,14 @@ def run(args: argparse.Namespace) -> int:
             students[name] = check_notebooks(files, args.execute, args.timeout)
         except ValueError as e:  # one unreadable notebook: that student's row is missing, not the whole table
             problems[name] = str(e)
-    for name, problem in problems.items():
-        print(f"progress: {problem}", file=sys.stderr)
+    for name, problem in problems.items():  # folder names come from students: no terminal escapes
+        print(printable(f"progress: {problem}"), file=sys.stderr)
     if not students:
         return 2
     marks = marks_for(sys.stdout)
     if len(set(found) | set(problems)) > 1:  # a class: a table, even when some rows could not be read
         # Names as the console will show them (東京 as \u6771\u4eac where it cannot), so the columns line up.
-        print(table({as_printed(name, sys.stdout): results for name, results in students.items()}, marks))
+        print(table({as_printed(printable(name), sys.stdout): results for name, results in students.items()}, marks))
     else:
         for results in students.values():
             for name, found_here in results.items():

@@ -222,6 +222,36 @@ def test_a_saved_output_cannot_drive_the_teachers_terminal(tmp_path, capsys):
     assert capsys.readouterr().out == "❌ 01 check_a: \\x1b]52;c;cm0gLXJmIH4=\\x07\\x1b[2Jbad\n"
 
 
+def test_a_folder_name_cannot_drive_the_teachers_terminal_either(tmp_path, capsys):
+    """Folder names come from the students too (an unzipped submission): they were printed raw, table and errors."""
+    notebook(tmp_path / "ana" / "01_x.ipynb", ("check_a(f)", [result("✅ Right")]))
+    notebook(tmp_path / "eve\x1b]0;pwned\x07" / "01_x.ipynb", ("check_a(f)", [result("✅ Right")]))
+    (tmp_path / "mal\x1b[31mory").mkdir()
+    (tmp_path / "mal\x1b[31mory" / "01_x.ipynb").write_text("{")
+    assert main(["progress", *(str(tmp_path / n) for n in ("ana", "eve\x1b]0;pwned\x07", "mal\x1b[31mory"))]) == 2
+    out = capsys.readouterr()
+    assert "\x1b" not in out.out + out.err and "\x07" not in out.out
+    assert "eve\\x1b]0;pwned\\x07" in out.out and "mal\\x1b[31mory" in out.err
+    lines = out.out.splitlines()
+    assert lines[1].index("✅") == lines[2].index("✅")  # the escaped name is measured as printed: columns line up
+
+
+def test_a_check_in_several_cells_is_one_exercise_with_its_best_verdict(tmp_path, capsys):
+    """A duplicated exercise cell (the stub left "not yet", the copy solved) once read 1/2 and exited 1."""
+    nb = notebook(tmp_path / "ana" / "01_x.ipynb",
+                  ("check_a(f)", [result("❌ not yet: off by 1")]),
+                  ("check_a(g)", [result("✅ Right")]),
+                  ("check_b(h)", []),
+                  ("check_b(k)", [{"output_type": "error", "ename": "NameError", "evalue": "k", "traceback": []}]),
+                  ("check_b(m)", [result("❌ not yet: None")]))
+    found = exercises(nbformat.read(nb, as_version=4), nb.name)
+    assert [(e.check, e.status, e.message) for e in found] == [("check_a", "passed", "Right"),
+                                                                ("check_b", "not yet", "not yet: None")]
+    notebook(tmp_path / "ben" / "01_x.ipynb", ("check_a(f)", [result("✅ Right")]), ("check_a(f)", [result("✅ Right")]))
+    assert main(["progress", str(tmp_path / "ben")]) == 0
+    assert capsys.readouterr().out == "✅ 01 check_a: Right\n"
+
+
 def test_run_stops_a_cell_that_runs_past_the_timeout_even_when_it_prints_nothing(tmp_path, capsys):
     """A silent cell (a download stalled in its TLS handshake) held progress --run for ever: the timeout never fired."""
     import time
