@@ -6,6 +6,7 @@ import dataclasses
 import difflib
 import json
 import math
+import numbers
 import operator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,13 @@ def checkpoint_name(path: str | Path) -> str:
         path = path.parent
     repo = cached_repo_id(path)
     return repo.split("/")[-1] if repo else path.name
+
+
+# The fields validate() wants as Python ints, and as Python numbers.
+WHOLE_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "context_length",
+                "rope_original_context", "n_experts", "experts_per_token", "sliding_window")
+NUMBER_FIELDS = ("rope_theta", "rope_scaling_factor", "rope_beta_fast", "rope_beta_slow", "norm_eps", "swiglu_alpha",
+                 "swiglu_limit", "dropout")
 
 
 @dataclass
@@ -88,6 +96,15 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         self.layer_types = tuple(self.layer_types)
+        # NumPy's numbers (a sweep over np.arange) are numbers: kept as Python's, which torch and JSON take.
+        for f in WHOLE_FIELDS:
+            v = getattr(self, f)
+            if isinstance(v, numbers.Integral) and not isinstance(v, int):
+                setattr(self, f, int(v))
+        for f in NUMBER_FIELDS:
+            v = getattr(self, f)
+            if isinstance(v, numbers.Real) and not isinstance(v, (int, float)):
+                setattr(self, f, float(v))
         self.validate()
 
     # ---- checks -------------------------------------------------------------
@@ -98,12 +115,10 @@ class ModelConfig:
                 raise ValueError(f"ModelConfig {self.name!r}: {msg}")
 
         # Types first: a config.json with "hidden_size": "32" or 4.0 would otherwise fail deep inside torch.
-        for f in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff", "context_length",
-                  "rope_original_context", "n_experts", "experts_per_token", "sliding_window"):
+        for f in WHOLE_FIELDS:
             v = getattr(self, f)
             need(isinstance(v, int) and not isinstance(v, bool), f"{f} must be a whole number, got {v!r}")
-        for f in ("rope_theta", "rope_scaling_factor", "rope_beta_fast", "rope_beta_slow", "norm_eps", "swiglu_alpha",
-                  "swiglu_limit", "dropout"):
+        for f in NUMBER_FIELDS:
             v = getattr(self, f)
             need(isinstance(v, (int, float)) and not isinstance(v, bool), f"{f} must be a number, got {v!r}")
             need(math.isfinite(v), f"{f} must be a finite number, got {v!r}")  # JSON's NaN and Infinity too
@@ -140,6 +155,8 @@ class ModelConfig:
             need(1 <= self.experts_per_token <= self.n_experts,
                  f"experts_per_token must be in 1..n_experts ({self.n_experts}), got {self.experts_per_token}")
             need(self.mlp == "gptoss_swiglu", f"experts are gpt-oss SwiGLU experts: set mlp='gptoss_swiglu' (got {self.mlp!r})")
+            need(self.mlp_bias, "gpt-oss experts always have biases (the checkpoint's gate_up_proj_bias and "
+                 "down_proj_bias): mlp_bias=False is for a dense MLP, so keep mlp_bias=True with n_experts > 0")
         if self.layer_types:
             need(len(self.layer_types) == self.n_layers,
                  f"layer_types has {len(self.layer_types)} entries for {self.n_layers} layers")
@@ -364,6 +381,9 @@ def read_flag(d: dict[str, Any], key: str, default: bool, where: str = "config.j
 def _from_gpt2(cfg: dict[str, Any], name: str | None) -> ModelConfig:
     _require(cfg, ["vocab_size", "n_embd", "n_layer", "n_head"], "GPT-2")
     d, h = read_whole(cfg, "n_embd"), read_whole(cfg, "n_head")
+    if h > 0 and d % h:  # GPT-2's heads split the width evenly (transformers refuses this config too)
+        raise ValueError(f"GPT-2 config.json has n_embd {d}, which its n_head ({h}) does not divide: each head "
+                         f"would be {d / h:g} wide. Fix n_embd or n_head")
     act = cfg.get("activation_function", "gelu_new")
     if act not in ("gelu_new", "gelu", "gelu_pytorch_tanh"):
         raise ValueError(f"GPT-2 config.json has activation_function {act!r}: the course supports gelu_new and gelu")

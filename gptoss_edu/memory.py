@@ -36,8 +36,8 @@ _FLAGS = {"attention_bias": ("attn_bias", True), "tie_word_embeddings": ("tie_em
 def dims(config: Any) -> dict[str, int]:
     """The sizes memory planning needs, as HF config keys, from a dict, an HF config or a ModelConfig."""
     def get(key: str, course_name: str, default: Any = None) -> Any:
-        if isinstance(config, Mapping):
-            return config.get(key, default)
+        if isinstance(config, Mapping):  # OpenAI's original config.json says experts_per_token, as the course does
+            return config[key] if key in config else config.get(course_name, default)
         for name in (key, course_name):
             if hasattr(config, name):
                 return getattr(config, name)
@@ -94,6 +94,8 @@ def layer_windows(config: Any) -> list[int]:
         return [config.window(layer) for layer in range(n_layers)]
     get = config.get if isinstance(config, Mapping) else lambda key, default=None: getattr(config, key, default)
     types, window = get("layer_types"), int(get("sliding_window") or 0)
+    if isinstance(config, Mapping) and "sliding_window" not in config:
+        window = 128  # transformers' default, which the checkpoint reader takes too (null or 0 means none)
     if not types:  # a gpt-oss config.json without the list alternates, as the checkpoint reader does
         types = alternating_layer_types(n_layers)
     if len(types) != n_layers:
@@ -319,10 +321,13 @@ def short_bytes(n: int | float) -> str:
 
 
 def format_count(n: int | float) -> str:
-    """A parameter count in millions or billions, three significant digits: '6.86 M', '20.9 B'."""
-    millions = f"{n / 1e6:.3g}"
+    """A parameter count in millions, billions or trillions, three significant digits: '6.86 M', '20.9 B'."""
     # Compared after rounding: 999.6 M rounds to 1000 M, which is written 1 B (not '1e+03 M').
-    return f"{n / 1e9:.3g} B" if float(millions) >= 1000 else f"{millions} M"
+    for scale, unit in ((1e6, "M"), (1e9, "B")):
+        shown = f"{n / scale:.3g}"
+        if abs(float(shown)) < 1000:
+            return f"{shown} {unit}"
+    return f"{n / 1e12:.3g} T"
 
 
 # ---- the plan ---------------------------------------------------------------------------------

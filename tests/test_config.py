@@ -159,6 +159,35 @@ def test_whole_numbers_written_as_floats_are_read_as_transformers_reads_them():
         g.ModelConfig.from_hf_config(raw | {"hidden_size": 2880.5})
 
 
+def test_numpy_numbers_are_numbers():
+    """A sweep over np.arange once read "n_layers must be a whole number, got np.int64(2)"."""
+    import numpy as np
+
+    cfg = g.preset("gpt2-tiny").replace(n_layers=np.int64(2), d_ff=np.int32(96), dropout=np.float32(0.25))
+    assert (cfg.n_layers, cfg.d_ff, cfg.dropout) == (2, 96, 0.25)
+    assert type(cfg.n_layers) is int and type(cfg.d_ff) is int and type(cfg.dropout) is float
+    assert json.loads(json.dumps(cfg.to_hf_config()))["n_layer"] == 2  # JSON takes it as it is
+    for bad in (np.bool_(True), np.float64(2.0), 2.0):  # a flag or a float is still not a layer count
+        with pytest.raises(ValueError, match="n_layers must be a whole number"):
+            g.preset("gpt2-tiny").replace(n_layers=bad)
+
+
+def test_experts_without_biases_are_refused():
+    """gpt-oss's experts always have biases: mlp_bias=False with experts once built them anyway, and the
+    parameter counts and byte figures then disagreed with the model."""
+    with pytest.raises(ValueError, match="gpt-oss experts always have biases.*keep mlp_bias=True with n_experts > 0"):
+        g.course_config(LAST_STEP).replace(mlp_bias=False)
+    assert not g.course_config(LAST_STEP).replace(n_experts=0, experts_per_token=0, mlp_bias=False).mlp_bias
+
+
+def test_a_gpt2_width_its_heads_do_not_divide_is_refused():
+    """n_embd 100 with 3 heads once built heads 33 wide (99 of 100 channels); transformers refuses it."""
+    raw = {"model_type": "gpt2", "vocab_size": 50, "n_embd": 100, "n_layer": 1, "n_head": 3}
+    with pytest.raises(ValueError, match=r"n_embd 100, which its n_head \(3\) does not divide"):
+        g.ModelConfig.from_hf_config(raw)
+    assert g.ModelConfig.from_hf_config(raw | {"n_head": 4}).head_dim == 25
+
+
 def test_plain_rope_as_transformers_5_saves_it_is_read():
     """transformers 5 writes a plain-RoPE model's rope_theta inside rope_parameters, beside rope_type 'default'."""
     from transformers import GptOssConfig

@@ -122,6 +122,28 @@ def tensor_bytes(folder) -> int:
     return total
 
 
+
+def test_a_trimmed_config_json_is_read_as_the_loader_reads_it():
+    """Without sliding_window (transformers' default, 128) every layer was counted as full attention, twice the
+    cache; with OpenAI's experts_per_token alone the experts' workspace assumed 4 experts a token."""
+    hf = dict(CONFIGS["20b"])
+    trimmed = {k: v for k, v in hf.items() if k != "sliding_window"}
+    loaded = g.ModelConfig.from_hf_config(trimmed)
+    assert memory.kv_cache_bytes(trimmed, 8192) == memory.kv_cache_bytes(loaded, 8192) == memory.kv_cache_bytes(hf, 8192)
+    untyped = {k: v for k, v in trimmed.items() if k != "layer_types"} | {"sliding_window": None}  # null: no window
+    assert memory.kv_cache_bytes(untyped, 100) == memory.kv_cache_bytes(g.ModelConfig.from_hf_config(untyped), 100)
+    original = {k: v for k, v in hf.items() if k != "num_experts_per_tok"} | {"experts_per_token": 16}
+    loaded = g.ModelConfig.from_hf_config(original)
+    assert loaded.experts_per_token == 16
+    assert memory.workspace_bytes(original, 300, 4096) == memory.workspace_bytes(loaded, 300, 4096) != \
+        memory.workspace_bytes(hf, 300, 4096)
+
+
+@pytest.mark.parametrize("n,text", [(999.4e9, "999 B"), (999.6e9, "1 T"), (1.8e12, "1.8 T"), (5e5, "0.5 M")])
+def test_counts_of_a_trillion_and_more_are_trillions(n, text):
+    assert memory.format_count(n) == text  # '.3g' wrote them '1e+03 B' and '1.8e+03 B'
+
+
 def test_kv_cache_bytes_equal_the_course_cache():
     cfg = g.preset("gpt-oss-tiny")
     assert cfg.sliding_window and "sliding_attention" in cfg.layer_types
