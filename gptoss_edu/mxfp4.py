@@ -114,6 +114,12 @@ def round_to_e2m1(x: torch.Tensor) -> torch.Tensor:
     return (idx | sign).to(torch.uint8)
 
 
+# Quantizing makes about 60 bytes of temporaries a weight (a float32 copy, its scaled values, int64 bucket
+# indices): rows go through a few million weights at a time, so writing one layer's experts of gpt-oss-20b
+# (531 million weights in gate_up_proj) needs its packed result plus a few hundred MB, not 30 GB.
+_QUANT_CHUNK = 1 << 22  # weights
+
+
 def quantize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Quantize ``w`` [..., rows, cols] (cols a multiple of 32) to MXFP4 ``(blocks, scales)``.
 
@@ -123,12 +129,27 @@ def quantize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     if w.shape[-1] % BLOCK_SIZE:
         raise ValueError(f"MXFP4 needs the last dimension to be a multiple of {BLOCK_SIZE}, got {tuple(w.shape)}")
-    if not torch.isfinite(w).all():
-        raise ValueError("MXFP4 cannot represent inf or NaN: the weight to quantize has some")
-    x = w.detach().to(torch.float32).reshape(*w.shape[:-1], w.shape[-1] // BLOCK_SIZE, BLOCK_SIZE)
-    if not torch.isfinite(x).all():  # finite in float64, past float32's 3.4e38 (and MXFP4's 6 * 2**127)
-        raise ValueError(f"the weight has values up to {w.abs().max().item():.3g}, beyond float32's range and "
-                         "MXFP4's largest scale (2**127): scale it down first")
+    G = w.shape[-1] // BLOCK_SIZE
+    rows = w.detach().reshape(w.shape[:-1].numel(), G, BLOCK_SIZE)  # numel(): -1 is ambiguous when G is 0
+    blocks = torch.empty(*rows.shape[:2], BLOCK_SIZE // 2, dtype=torch.uint8, device=w.device)
+    scales = torch.empty(rows.shape[:2], dtype=torch.uint8, device=w.device)
+    step = max(1, _QUANT_CHUNK // max(1, G * BLOCK_SIZE))  # whole rows at a time
+    chunks = [slice(start, start + step) for start in range(0, rows.shape[0], step)]
+    for chunk in chunks:
+        if not torch.isfinite(rows[chunk]).all():
+            raise ValueError("MXFP4 cannot represent inf or NaN: the weight to quantize has some")
+    for chunk in chunks:
+        x = rows[chunk].to(torch.float32)
+        if not torch.isfinite(x).all():  # finite in float64, past float32's 3.4e38 (and MXFP4's 6 * 2**127)
+            largest = max(rows[c].abs().max().item() for c in chunks)
+            raise ValueError(f"the weight has values up to {largest:.3g}, beyond float32's range and "
+                             "MXFP4's largest scale (2**127): scale it down first")
+        blocks[chunk], scales[chunk] = _quantize_blocks(x)
+    return blocks.reshape(*w.shape[:-1], G, BLOCK_SIZE // 2), scales.reshape(*w.shape[:-1], G)
+
+
+def _quantize_blocks(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blocks [..., 32] of finite float32 values as their packed codes [..., 16] and scale bytes [...]."""
     amax = x.abs().amax(dim=-1)
     # frexp gives amax / 6 = m * 2**e with m in [0.5, 1): 2**e is then the smallest power
     # of two >= amax / 6, except that an exact power of two m == 0.5 needs e - 1.
@@ -139,8 +160,7 @@ def quantize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     e = torch.where(amax == 0, torch.full_like(e, -SCALE_BIAS), e).clamp(-SCALE_BIAS, MAX_FINITE_SCALE - SCALE_BIAS)
     scaled = torch.ldexp(x, (-e).unsqueeze(-1).to(torch.float32))
     codes = round_to_e2m1(scaled.clamp(-FP4_MAX, FP4_MAX))
-    packed = codes[..., 0::2] | (codes[..., 1::2] << 4)
-    return packed.contiguous(), (e + SCALE_BIAS).to(torch.uint8)
+    return codes[..., 0::2] | (codes[..., 1::2] << 4), (e + SCALE_BIAS).to(torch.uint8)
 
 
 def nbytes(shape: tuple[int, ...]) -> int:

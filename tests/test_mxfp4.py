@@ -270,6 +270,48 @@ def test_dequantize_by_chunks_equals_one_pass(monkeypatch, chunk):
     assert got.shape == (3, 7, 64) and torch.equal(got.view(torch.int32), whole.view(torch.int32))
 
 
+QUANTIZE_PEAK = """
+import resource, torch
+from gptoss_edu import mxfp4
+w = torch.randn(1024, 32768, generator=torch.Generator().manual_seed(0)).bfloat16()  # 2**25 weights, 64 MiB
+mxfp4.quantize(w[:1])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+blocks, scales = mxfp4.quantize(w)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024, w.numel())
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux only")
+def test_quantize_needs_a_bounded_workspace():
+    # write_checkpoint quantizes a dense model's experts a layer's projection at once (531 million weights in
+    # gpt-oss-20b's gate_up_proj). In one go that took 57 bytes a weight of temporaries (1.9 GB here, 30 GB for
+    # that projection); by chunks of rows, about 9 (the packed result plus a few hundred MB). A fresh process.
+    done = subprocess.run([sys.executable, "-c", QUANTIZE_PEAK], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    grew, weights = map(int, done.stdout.split())
+    assert grew < 16 * weights, f"quantize's peak grew by {grew / weights:.1f} bytes a weight"
+
+
+@pytest.mark.parametrize("chunk", [1, 64, 100, 1000])
+def test_quantize_by_chunks_equals_one_pass(monkeypatch, chunk):
+    """The bytes must not depend on how the rows were grouped (1 and 64 weights: a row at a time; 1000: uneven)."""
+    w = torch.randn(3, 7, 64, generator=torch.Generator().manual_seed(4)) * torch.logspace(-3, 3, 64)
+    whole = mxfp4.quantize(w)
+    monkeypatch.setattr(mxfp4, "_QUANT_CHUNK", chunk)
+    got = mxfp4.quantize(w)
+    assert got[0].shape == (3, 7, 2, 16) and got[1].shape == (3, 7, 2)
+    assert torch.equal(got[0], whole[0]) and torch.equal(got[1], whole[1])
+    late = w.clone().double()
+    late[2, 6, 63] = 1e39  # in the last chunk, after the others were quantized
+    with pytest.raises(ValueError, match="values up to 1e\\+39"):
+        mxfp4.quantize(late)
+    late[2, 6, 63] = float("nan")
+    with pytest.raises(ValueError, match="cannot represent inf or NaN"):
+        mxfp4.quantize(late)
+    assert [t.shape for t in mxfp4.quantize(torch.zeros(0, 5, 64))] == [(0, 5, 2, 16), (0, 5, 2)]
+    assert [t.shape for t in mxfp4.quantize(torch.zeros(4, 0))] == [(4, 0, 16), (4, 0)]
+
+
 def test_values_past_float32_and_integer_dtypes_are_refused_not_truncated():
     """A float64 1e39 became inf in float32 after the finiteness check and quantized to 6.0; dequantize to
     int32 truncated every value to a whole number (0.5 to 0)."""
