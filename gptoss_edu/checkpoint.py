@@ -324,6 +324,12 @@ def read_index(path: str | Path) -> dict[str, str]:
     return weight_map
 
 
+def safetensors_files(path: Path) -> list[Path]:
+    """The folder's *.safetensors files, sorted, but hidden ones: macOS writes ._model.safetensors (its
+    AppleDouble metadata, not weights) beside each file it copies to a USB stick or a network drive."""
+    return sorted(f for f in path.glob("*.safetensors") if not f.name.startswith("."))
+
+
 def weight_files(path: str | Path) -> list[Path]:
     """The safetensors files of a checkpoint folder, through its index when there is one."""
     path = Path(path).expanduser()
@@ -334,7 +340,7 @@ def weight_files(path: str | Path) -> list[Path]:
             raise CheckpointError(f"{path} is missing shard(s) {', '.join(missing)} named in {INDEX_FILE}: "
                                   "run the download again (it keeps the finished shards) or copy them in")
         return files
-    files = sorted(path.glob("*.safetensors"))
+    files = safetensors_files(path)
     if not files:
         pickles = pickle_weights(path)
         hint = (f" (found {', '.join(pickles)}: pickle files are never loaded; convert them to safetensors)"
@@ -496,7 +502,7 @@ def _missing_error(path: Path, cfg: ModelConfig, layout: str, files: list[Path],
         else theirs.get(n, n) for n in missing))
     # Only the files the index lists are read: one it leaves out may hold what is missing.
     listed = {f.name for f in files}
-    unlisted = sorted(f.name for f in path.glob("*.safetensors") if f.name not in listed)
+    unlisted = sorted(f.name for f in safetensors_files(path) if f.name not in listed)
     why = (f"{', '.join(unlisted)} in the folder is not in {INDEX_FILE}, which lists the files that are read: "
            "download the index again, or remove the file that does not belong" if unlisted and
            (path / INDEX_FILE).exists() else "the download may be incomplete, or config.json from another model")
@@ -763,7 +769,10 @@ def _gptoss_tensors(sd: dict[str, torch.Tensor], cfg: ModelConfig, mxfp4_experts
                 dense = mxfp4.dequantize(sd[e + "_blocks"], sd[e + "_scales"], dtype)
                 yield f"{h}mlp.experts.{w}", dense.transpose(1, 2).contiguous()
             elif mxfp4_experts:
-                blocks, scales = mxfp4.quantize(sd[e])
+                try:
+                    blocks, scales = mxfp4.quantize(sd[e])
+                except ValueError as err:  # NaN or a value past float32's range: say which tensor
+                    raise ValueError(f"{e}: {err}") from None
                 yield f"{h}mlp.experts.{w}_blocks", blocks
                 yield f"{h}mlp.experts.{w}_scales", scales
             else:
@@ -858,12 +867,16 @@ def check_replaceable(path: Path, advice: str, files: tuple[str, ...] = CHECKPOI
                               f"{' ...' if len(others) > 5 else ''}), which replacing it would delete: {advice}")
 
 
-def _within_float16(tensors: Iterator[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
-    """The tensors, each refused if its float16 copy overflowed (a value past 65504 is written as infinity)."""
+def _finite(tensors: Iterator[tuple[str, torch.Tensor]], dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+    """The tensors, each refused if it holds NaN or infinity: the loader would refuse the checkpoint."""
     for name, tensor in tensors:
         if tensor.is_floating_point() and tensor.numel() and not torch.stack(torch.aminmax(tensor)).isfinite().all():
-            raise ValueError(f"{name} has values beyond float16's range (+-65504), which it would hold as infinite: "
-                             "write the checkpoint in torch.bfloat16 (the default) or torch.float32")
+            if dtype == torch.float16:  # a value past 65504 is written as infinity
+                raise ValueError(f"{name} has values beyond float16's range (+-65504), which it would hold as "
+                                 "infinite (or NaN): write the checkpoint in torch.bfloat16 (the default) or "
+                                 "torch.float32")
+            raise ValueError(f"{name} holds NaN or infinite values, so the checkpoint would not load: the model's "
+                             "weights have diverged (a learning rate too high, say); write one saved before that")
         yield name, tensor
 
 
@@ -887,7 +900,11 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
         raise ValueError(f"dtype={dtype!r}: the weights other than MXFP4 experts are written as a floating-point "
                          "torch dtype (torch.bfloat16, as the real checkpoints, or float16, float32, float64)")
     model = getattr(model, "_orig_mod", model)  # a torch.compile'd model: the module it compiles
-    path = Path(path).expanduser()
+    path = Path(os.path.abspath(Path(path).expanduser()))  # "." or "out/..": a folder with a name, to write beside
+    here = Path.cwd()
+    if path.resolve() in (here, *here.parents):  # replacing it would pull the folder out from under the process
+        raise ValueError(f"write_checkpoint: {path} is the folder you are in (or holds it), and a write replaces its "
+                         "folder as a whole: name a new folder for the checkpoint, such as 'my-checkpoint'")
     safetensors_path(path, "write_checkpoint: ")  # refused before the work, not once the shards are written
     if restore_folder(path):  # a write killed between its two renames had set the checkpoint aside
         warnings.warn(f"{path} was missing, and the copy a cut-short write had set aside is back in its place",
@@ -913,8 +930,7 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
         tensors = hf_state_dict(model, mxfp4, dtype)
     else:
         raise ValueError(f"layout must be 'hf' or 'original', got {layout!r}")
-    if dtype == torch.float16:
-        tensors = _within_float16(tensors)
+    tensors = _finite(tensors, dtype)  # before the old checkpoint is replaced by one that would not load
     path.parent.mkdir(parents=True, exist_ok=True)
     # The old checkpoint stays until the new one is complete: the disk must hold the whole new one beside it.
     need = _written_bytes(model.config, layout, mxfp4, dtype)

@@ -962,6 +962,50 @@ def test_writing_float16_refuses_a_weight_past_its_range_and_leaves_nothing(tmp_
     g.write_checkpoint(model, tmp_path / "ck")  # bfloat16 holds it
 
 
+@pytest.mark.parametrize("where, layout, mxfp4, message", [
+    ("attn", "hf", True, r"model.layers.1.self_attn.q_proj.weight holds NaN or infinite values.*diverged"),
+    ("attn", "original", True, r"block.1.attn.qkv.weight holds NaN or infinite values"),
+    ("experts", "hf", True, r"blocks.1.mlp.experts.down_proj: MXFP4 cannot represent inf or NaN"),
+    ("experts", "hf", False, r"model.layers.1.mlp.experts.down_proj holds NaN or infinite values")])
+def test_a_diverged_model_is_refused_before_it_replaces_a_checkpoint(tmp_path, where, layout, mxfp4, message):
+    """A NaN weight was written (the loader then refused the folder, and overwrite=True had replaced the last good
+    one); in an expert it failed without naming the tensor."""
+    model = small_gptoss()
+    good = g.write_checkpoint(model, tmp_path / "ck", layout=layout, mxfp4=mxfp4)
+    before = {f.name: f.read_bytes() for f in good.iterdir()}
+    with torch.no_grad():
+        (model.blocks[1].attn.q_proj.weight if where == "attn" else model.blocks[1].mlp.experts.down_proj)[0, 0] = math.nan
+    with pytest.raises(ValueError, match=message):
+        g.write_checkpoint(model, good, layout=layout, mxfp4=mxfp4, overwrite=True)
+    assert {f.name: f.read_bytes() for f in good.iterdir()} == before and os.listdir(tmp_path) == ["ck"]
+
+
+def test_the_current_folder_is_refused_before_any_work(tmp_path, monkeypatch):
+    """write_checkpoint(model, ".", overwrite=True) converted every tensor, then failed: "PosixPath('.') has an empty
+    name"; and "out/.." would have been taken for a folder named ".."."""
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    for path in (".", "", tmp_path, "sub/.."):
+        with pytest.raises(ValueError, match="is the folder you are in \\(or holds it\\).*'my-checkpoint'"):
+            g.write_checkpoint(small_gptoss(), path, overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["here"] and os.listdir(tmp_path / "here") == []
+    path = g.write_checkpoint(small_gptoss(), "sub/../ck")  # relative paths with .. still name their folder
+    assert path == tmp_path / "here" / "ck" and (path / "config.json").exists()
+
+
+def test_macos_metadata_files_beside_the_weights_are_not_read(tmp_path):
+    """A folder a Mac copied to a USB stick holds ._model.safetensors (AppleDouble metadata): the course read it as
+    weights and refused the checkpoint, telling the learner to copy it again (which writes it again)."""
+    model = small_gptoss()
+    path = g.write_checkpoint(model, tmp_path / "ck")
+    for name in ("._model.safetensors", "._config.json"):
+        (path / name).write_bytes(b"\x00\x05\x16\x07" + bytes(4092))
+    loaded = g.load_model(path, dtype=torch.float32)
+    assert [f.name for f in ck.weight_files(path)] == ["model.safetensors"]
+    tokens = torch.tensor([[1, 2, 3]])
+    assert torch.equal(loaded(tokens), g.load_model(g.write_checkpoint(model, tmp_path / "clean"), dtype=torch.float32)(tokens))
+
+
 def test_float16_holds_scales_up_to_140():
     codes = torch.arange(16, dtype=torch.uint8)
     blocks = (codes | codes << 4).repeat(2)[:16].reshape(1, 16)
