@@ -203,7 +203,7 @@ class DownloadPlan:
     target: Path  # where the files go: local_dir, or the Hugging Face cache
     files: list[tuple[str, int]]
     present: list[str] = field(default_factory=list)
-    free_bytes: int = 0
+    free_bytes: int = 0  # on the disk the files land on (the cache's blobs/ folder of the repository may be a link)
     unfinished: list[tuple[Path, int]] = field(default_factory=list)  # what killed downloads left: unfinished_files
 
     @property
@@ -263,9 +263,19 @@ def plan_download(repo_id: str = DEFAULT_REPO, local_dir: str | Path | None = No
     target = Path(local_dir).expanduser() if local_dir is not None else hub_cache()
     present = [name for name, size in files if _present(repo_id, name, size, local_dir, revision)]
     plan = DownloadPlan(repo_id, target, files, present)
-    plan.free_bytes = disk_free(target)
+    plan.free_bytes = disk_free(landing_folder(repo_id, local_dir))
     plan.unfinished = [(f, f.stat().st_size) for f in unfinished_files(repo_id, local_dir)]
     return plan
+
+
+def landing_folder(repo_id: str, local_dir: str | Path | None = None) -> Path:
+    """Where the downloaded bytes are written: local_dir, or the repository's blobs/ folder in the cache, which a
+    learner may have moved to a larger disk and linked back."""
+    if local_dir is not None:
+        return Path(local_dir).expanduser()
+    from huggingface_hub.file_download import repo_folder_name
+
+    return hub_cache() / repo_folder_name(repo_id=repo_id, repo_type="model") / "blobs"
 
 
 def unfinished_files(repo_id: str, local_dir: str | Path | None = None) -> list[Path]:
@@ -273,9 +283,7 @@ def unfinished_files(repo_id: str, local_dir: str | Path | None = None) -> list[
     if local_dir is not None:  # huggingface_hub's bookkeeping inside a local_dir
         folder = Path(local_dir).expanduser() / ".cache" / "huggingface" / "download"
     else:
-        from huggingface_hub.file_download import repo_folder_name
-
-        folder = hub_cache() / repo_folder_name(repo_id=repo_id, repo_type="model") / "blobs"
+        folder = landing_folder(repo_id)
     # huggingface_hub 2.x names each attempt's file <...>.<8 hex>.incomplete, never reused by a rerun; an older
     # one's plain <etag>.incomplete is resumed, so it is left out (deleting it would throw progress away).
     attempt = re.compile(r".*\.[0-9a-f]{8}\.incomplete")
@@ -316,6 +324,12 @@ def _plan_online(repo_id: str, local_dir: str | Path | None, **selection) -> tup
     except ValueError as e:
         raise HubError(f"{repo_id!r} is neither a folder here nor a Hub repository id ({e})") from None
     folder = Path(local_dir).expanduser() if local_dir is not None else None
+    target = folder if folder is not None else hub_cache()
+    try:  # a folder on the way that this user may not enter (HF_HOME in another's home) raises, not says False
+        target.exists()
+    except OSError as e:
+        raise HubError(f"{repo_id} cannot be downloaded into {target} (it cannot be reached: {e.strerror or e}): "
+                       f"{_write_elsewhere(local_dir)}") from None
     if folder is not None and folder.exists() and not folder.is_dir():
         raise HubError(f"{local_dir} is a file, not a folder: give a folder to download into (local_dir=, or "
                        "--local-dir DIR)")
@@ -346,14 +360,14 @@ def _plan_online(repo_id: str, local_dir: str | Path | None, **selection) -> tup
     except hf_errors.HfHubHTTPError as e:  # the Hub is down or refuses
         if getattr(getattr(e, "response", None), "status_code", None) == 401:  # the library's "not found" is 404
             return None, TOKEN_REFUSED
-        return None, f"the Hub answered with an error ({e})"
+        return None, f"{HUB_ERROR} ({e})"
 
 
 def download(repo_id_or_path: str | Path = DEFAULT_REPO, local_dir: str | Path | None = None, *,
              include_original: bool = False, include_metal: bool = False, include_tokenizer: bool = False,
              revision: str | None = None, progress: bool = True) -> Path:
     """Fetch the course's files of a gpt-oss repository (or check a local folder) and return the folder."""
-    if _is_local(repo_id_or_path):
+    if _is_local(repo_id_or_path, local_dir):
         return check_local(repo_id_or_path, include_original, include_metal)
     try:
         return _download(str(repo_id_or_path), local_dir, include_original, include_metal, include_tokenizer,
@@ -380,12 +394,11 @@ def _download(repo_id: str, local_dir: str | Path | None, include_original: bool
     again = _again(repo_id, local_dir, include_original, revision)
     unwritable = write_problem(plan.target) if plan.needed_bytes else None
     if unwritable:  # said before the plan promises a download
-        raise HubError(f"{repo_id} cannot be downloaded into {plan.target} ({unwritable}): " + (
-            f"set {cache_variable()} to a folder you may write, or download elsewhere with --local-dir DIR" if local_dir is None
-            else "give --local-dir a folder you may write"))
+        raise HubError(f"{repo_id} cannot be downloaded into {plan.target} ({unwritable}): {_write_elsewhere(local_dir)}")
     if progress:
         print(plan)
-    check_disk(plan.needed_bytes, plan.target, plan.unfinished_note, repo_id, include_original, revision)
+    check_disk(plan.needed_bytes, landing_folder(repo_id, local_dir), plan.unfinished_note, repo_id, include_original,
+               revision)
     from huggingface_hub import errors as hf_errors
     from huggingface_hub import snapshot_download
 
@@ -399,31 +412,45 @@ def _download(repo_id: str, local_dir: str | Path | None, include_original: bool
     except hf_errors.HfHubHTTPError as e:  # the Hub refused mid-way (rate limit, a server error after retries)
         raise HubError(f"the Hub answered the download of {repo_id} with an error ({e}); {KEPT}: wait a little, "
                        f"then {again} to fetch the rest") from e
-    except OSError as e:  # writing failed (the disk filled up, no permission), or the Hub's storage (Xet) refused
+    except (OSError, RuntimeError) as e:  # writing failed (the disk filled up, no permission), or Xet refused
         xet_auth, xet_missing = _xet_errors()
+        code = e.errno if isinstance(e, OSError) else _os_error_code(e)
         if isinstance(e, xet_auth):  # a PermissionError, but the Hub's, not the disk's
             raise HubError(f"the Hub's storage refused the download of {repo_id} ({e}); {KEPT}: log in "
                            f"(`hf auth login`; a gated repository needs it), then {again}") from e
         if isinstance(e, xet_missing):  # a FileNotFoundError, but on the Hub
             raise HubError(f"the Hub's storage could not serve a file of {repo_id} ({e}); {KEPT}: wait a little, "
                            f"then {again}") from e
-        if e.errno == errno.EDQUOT:
+        if code == errno.EDQUOT:
             raise NotEnoughDiskSpace(
                 f"this account's disk quota was used up during the download of {repo_id} into {plan.target} (it "
                 f"needs {format_bytes(plan.needed_bytes)} in all); {KEPT}: free some space in your account, then "
                 f"{again}") from e
-        if e.errno == errno.ENOSPC:
+        if code == errno.ENOSPC:
             raise NotEnoughDiskSpace(
                 f"the disk at {plan.target} filled up during the download of {repo_id} (it needs "
                 f"{format_bytes(plan.needed_bytes)} in all); {KEPT}: free some space there, then "
                 f"{again}") from e
-        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        if code in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise HubError(f"the download of {repo_id} could not write to {plan.target} ({e}); {KEPT}: make the "
                            f"folder writable, then {again}; or download elsewhere with "
                            "--local-dir DIR") from e
-        raise HubError(f"the download of {repo_id} stopped ({type(e).__name__}: {e}); {KEPT}: "
+        raise HubError(f"the download of {repo_id} stopped{_through_proxy()} ({type(e).__name__}: {e}); {KEPT}: "
                        f"{again} to fetch the rest") from e
     return check_local(folder, include_original, include_metal)
+
+
+def _write_elsewhere(local_dir: str | Path | None) -> str:
+    """What to do when the download's folder cannot be written (or reached)."""
+    return (f"set {cache_variable()} to a folder you may write, or download elsewhere with --local-dir DIR"
+            if local_dir is None else "give --local-dir a folder you may write")
+
+
+def _os_error_code(e: BaseException) -> int | None:
+    """The errno an error names in its text: hf_xet, which fetches the large files, reports a full disk (and every
+    other failure, a lost connection too) as a RuntimeError ending "No space left on device (os error 28)"."""
+    found = re.search(r"\(os error (\d+)\)", str(e))
+    return int(found.group(1)) if found else None
 
 
 def _from_disk(repo_id: str, local_dir: str | Path | None, include_original: bool, include_metal: bool,
@@ -450,8 +477,13 @@ def _from_disk(repo_id: str, local_dir: str | Path | None, include_original: boo
         detail = f"missing {', '.join(missing)}"
     excluded = [f"--exclude '{d}/*'" for d, wanted in (("original", include_original), ("metal", include_metal))
                 if not wanted]
+    offline = _offline_switch()
     fix = ("Fix the token" if reason == TOKEN_REFUSED else
-           f"Connect to the internet{' (and unset HF_HUB_OFFLINE)' if _offline() else ''}")
+           "Wait a few minutes (the Hub is busy, or limits how often one address asks: `hf auth login` raises the "
+           "limit)" if reason.startswith(HUB_ERROR) else
+           "Restart the kernel (or Python), which reads the offline switch as huggingface_hub is imported,"
+           if offline == "" else
+           f"Connect to the internet{f' (and unset {offline})' if offline else ''}")
     raise WeightsUnavailable(
         f"the weights of {repo_id} could not be fetched: {reason}, and they are not complete {where} ({detail}). "
         f"{fix} and "
@@ -509,20 +541,31 @@ def _xet_errors() -> tuple[type[BaseException], type[BaseException]]:
     return (getattr(hf_xet, "XetAuthenticationError", _Never), getattr(hf_xet, "XetObjectNotFoundError", _Never))
 
 
-def _is_local(repo_id_or_path: str | Path) -> bool:
-    """A path, not a repository id: an existing file or folder, or written like a path."""
+def _is_local(repo_id_or_path: str | Path, local_dir: str | Path | None = None) -> bool:
+    """A path, not a repository id: an existing file or folder, or written like a path.
+
+    ``download("openai/gpt-oss-20b", local_dir="openai/gpt-oss-20b")`` is the repository, whose download is
+    resumed in that folder: taken for the folder, a half-finished download could never be finished.
+    """
     if isinstance(repo_id_or_path, Path):
         return True
     s = str(repo_id_or_path)
     # A repository id is "name" or "owner/name"; anything else is meant as a folder.
-    return (os.path.exists(os.path.expanduser(s)) or s.startswith(("/", ".", "~")) or "\\" in s
-            or s.count("/") > 1)
+    if s.startswith(("/", ".", "~")) or "\\" in s or s.count("/") > 1:
+        return True
+    if local_dir is not None and os.path.realpath(s) == os.path.realpath(os.path.expanduser(local_dir)):
+        return False
+    return os.path.exists(s)
 
 
 def _no_route() -> str | None:
     """Why the Hub cannot be asked at all (offline mode, or no connection opens), or None."""
-    if _offline():
-        return "offline mode is on (HF_HUB_OFFLINE=1)"
+    switch = _offline_switch()
+    if switch:
+        return f"offline mode is on ({switch}={os.environ[switch].strip()})"
+    if switch == "":
+        return ("offline mode is on (huggingface_hub read HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE as it was imported, "
+                "and keeps it though neither is set now)")
     unreachable = _hub_unreachable()
     return f"the Hub could not be reached ({unreachable})" if unreachable else None
 
@@ -549,12 +592,15 @@ def hub_problem(repo_id: str = DEFAULT_REPO, seconds: float = 10.0) -> str | Non
     return None
 
 
-def _offline() -> bool:
-    """Offline mode, from huggingface_hub (read at its import) or the environment now."""
+def _offline_switch() -> str | None:
+    """The variable that turns offline mode on (HF_HUB_OFFLINE, or transformers' TRANSFORMERS_OFFLINE, which
+    huggingface_hub obeys too); "" when huggingface_hub read one at its import that is unset now; None when online."""
     from huggingface_hub import constants
 
-    env = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
-    return bool(constants.HF_HUB_OFFLINE) or env
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+            return name
+    return "" if constants.HF_HUB_OFFLINE else None
 
 
 PROBE_SECONDS = 5.0
@@ -588,6 +634,7 @@ def _within(seconds: float, work):
 
 
 # A stale HF_TOKEN (or token saved by an old `hf auth login`) is refused even for a public repository.
+HUB_ERROR = "the Hub answered with an error"  # to the listing: a rate limit (429) or a server error (5xx)
 TOKEN_REFUSED = ("the Hub refused the access token this machine sends (401 Unauthorized: HF_TOKEN, or the token "
                  "saved by `hf auth login`, is invalid or expired; a public repository needs none): unset HF_TOKEN, "
                  "or run `hf auth logout` or `hf auth login` again")
@@ -734,7 +781,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Download (or check) the checkpoint and print the folder that holds it (the download command)."""
     try:
-        if args.dry_run and not _is_local(args.repo):
+        if args.dry_run and not _is_local(args.repo, args.local_dir):
             plan, unreachable = _plan_online(args.repo, args.local_dir, include_original=args.original,
                                              revision=args.revision)
             if plan is None:

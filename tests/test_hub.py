@@ -1115,3 +1115,101 @@ def test_a_folder_on_the_way_that_may_not_be_entered_is_said_not_raised(tmp_path
 
     monkeypatch.setattr(pathlib.Path, "exists", exists)
     assert hub.write_problem(locked / "hf" / "hub") == f"{locked / 'hf' / 'hub'} cannot be reached (Permission denied)"
+
+
+@pytest.mark.parametrize("text, kind, says", [
+    ("Task error: File reconstruction error: IO Error: No space left on device (os error 28)", hub.NotEnoughDiskSpace,
+     "filled up during the download .*finished are kept.*: free some space there"),
+    ("Task error: IO Error: Disk quota exceeded (os error 122)", hub.NotEnoughDiskSpace, "disk quota was used up"),
+    ("Task error: CAS Client Error: Request middleware error: error sending request", hub.HubError,
+     "the download of openai/gpt-oss-20b stopped \\(RuntimeError: Task error: CAS.*finished are kept.*to fetch the rest"),
+])
+def test_a_failure_inside_hf_xet_is_said_as_the_others_are(tmp_path, monkeypatch, capsys, text, kind, says):
+    """hf_xet, which fetches the shards, raises a bare RuntimeError for a full disk and for a lost connection alike:
+    it escaped the download (notebook 12's `except hub.HubError` missed it; the command line printed a traceback)."""
+    def fail(repo_id, **kw):
+        raise RuntimeError(text)
+
+    FakeHub(monkeypatch)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fail)
+    with pytest.raises(kind, match=says):
+        hub.download(REPO, tmp_path / "w", progress=False)
+    assert main(["download", REPO, "--local-dir", str(tmp_path / "w")]) == 2 and "Traceback" not in capsys.readouterr().err
+
+
+def test_a_busy_hub_says_wait_not_connect(tmp_path, monkeypatch):
+    """A class behind one address meets the Hub's rate limit (429) while listing: "Connect to the internet" misled."""
+    def limited(repo_id, revision=None):
+        raise hf_errors.HfHubHTTPError("429 Too Many Requests", response=http_response(429, repo_id))
+
+    FakeHub(monkeypatch)
+    monkeypatch.setattr(hub, "list_repo_files", limited)
+    with pytest.raises(hub.WeightsUnavailable, match="429 Too Many Requests.*Wait a few minutes") as e:
+        hub.download(REPO, tmp_path / "w", progress=False)
+    assert "Connect to the internet" not in str(e.value) and "hf auth login" in str(e.value)
+
+
+def test_offline_advice_names_the_switch_that_is_on(tmp_path, monkeypatch):
+    """TRANSFORMERS_OFFLINE=1 turns huggingface_hub offline too, and the advice said to unset HF_HUB_OFFLINE, which was
+    not set; once unset in a running kernel, huggingface_hub still holds what it read at its import."""
+    fake = FakeHub(monkeypatch)
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    with pytest.raises(hub.WeightsUnavailable, match=r"offline mode is on \(TRANSFORMERS_OFFLINE=1\).*Connect to the "
+                                                     r"internet \(and unset TRANSFORMERS_OFFLINE\)"):
+        hub.download(REPO, tmp_path / "w", progress=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # read at import, unset since
+    with pytest.raises(hub.WeightsUnavailable, match="as it was imported.*Restart the kernel") as e:
+        hub.download(REPO, tmp_path / "w", progress=False)
+    assert "unset" not in str(e.value).split("offline mode is on")[1].split(")")[1] and fake.listed == 0
+
+
+def test_a_download_folder_that_may_not_be_entered_is_said_not_raised(tmp_path, monkeypatch):
+    """HF_HOME (or --local-dir) under another user's folder: Path.exists raised PermissionError out of the plan."""
+    import pathlib
+
+    locked = tmp_path / "locked"
+    real_exists = pathlib.Path.exists
+
+    def exists(self, *args, **kwargs):
+        if locked in self.parents:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_exists(self, *args, **kwargs)
+
+    FakeHub(monkeypatch)
+    monkeypatch.setattr(pathlib.Path, "exists", exists)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(locked / "hf" / "hub"))
+    with pytest.raises(hub.HubError, match=r"cannot be reached: Permission denied\).*set HF_HOME to a folder you may"):
+        hub.download(REPO, progress=False)
+    with pytest.raises(hub.HubError, match="cannot be reached: Permission denied.*give --local-dir a folder you may"):
+        hub.download(REPO, locked / "w", progress=False)
+
+
+def test_a_local_dir_named_as_the_repository_resumes_its_download(tmp_path, monkeypatch):
+    """`download openai/gpt-oss-20b --local-dir openai/gpt-oss-20b` cut short: the next run took the half-filled
+    folder for the model and refused it, advising the very command that had been run."""
+    fake = FakeHub(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    fill(Path(REPO), COURSE[:4])
+    assert hub.download(REPO, REPO, progress=False) == Path(REPO)
+    assert fake.downloads == [COURSE] and sorted(p.name for p in Path(REPO).iterdir()) == COURSE
+    with pytest.raises(hub.HubError, match="missing"):  # without local_dir, an existing folder is still the folder
+        (Path(REPO) / SHARDS[0]).unlink()
+        hub.download(REPO, progress=False)
+
+
+def test_free_space_is_measured_where_the_blobs_land(tmp_path, monkeypatch):
+    """A learner who moved the repository's cache folder to a larger disk (and linked it back) was measured on the
+    cache's disk: refused with room to spare, or let through to fill the smaller disk."""
+    FakeHub(monkeypatch)
+    cache, big = tmp_path / "ssd" / "hub", tmp_path / "hdd"
+    (big / "blobs").mkdir(parents=True)
+    cache.mkdir(parents=True)
+    (cache / "models--openai--gpt-oss-20b").symlink_to(big)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    free = {cache: 5 * 2**30, big / "blobs": 500 * 2**30}
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1, 1, free[Path(p).resolve()]))  # links followed
+    plan = hub.plan_download(REPO)
+    assert plan.free_bytes == 500 * 2**30 and plan.fits
+    free[big / "blobs"] = 2**30
+    assert not hub.plan_download(REPO).fits
