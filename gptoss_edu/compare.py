@@ -37,19 +37,30 @@ def _tensor(out: object) -> torch.Tensor:
 
 
 @torch.no_grad()
-def layer_outputs(model: nn.Module, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The input to the first block ("embeddings"), every block's output, and the logits (in eval mode)."""
+def layer_outputs(model: nn.Module, input_ids: torch.Tensor, name: str = "the model") -> dict[str, torch.Tensor]:
+    """The input to the first block ("embeddings"), every block's output, and the logits (in eval mode).
+
+    Raises ValueError, naming what happened, when ``model`` does not run each of its blocks once and in order
+    (a loop over the blocks that skips one, repeats one or runs them backwards): compared layer by layer, such
+    a model would only seem to part somewhere.
+    """
     blocks = find_blocks(model)
     seen: dict[str, torch.Tensor] = {}
+    order: list[int] = []  # the blocks, as they ran
 
     def grab_input(_mod: nn.Module, args: tuple, kwargs: dict) -> None:
-        x = args[0] if args else kwargs.get("hidden_states", kwargs.get("x"))
-        seen["embeddings"] = _tensor(x).detach().float().clone()
+        if "embeddings" not in seen:  # what the first block to run is given, whichever block that is
+            x = args[0] if args else kwargs.get("hidden_states", kwargs.get("x"))
+            seen["embeddings"] = _tensor(x).detach().float().clone()
 
-    hooks = [blocks[0].register_forward_pre_hook(grab_input, with_kwargs=True)]
+    def grab_output(i: int, out: object) -> None:
+        order.append(i)
+        seen[f"block {i}"] = _tensor(out).detach().float().clone()
+
+    hooks = []
     for i, block in enumerate(blocks):
-        hooks.append(block.register_forward_hook(
-            lambda _m, _i, out, name=f"block {i}": seen.__setitem__(name, _tensor(out).detach().float().clone())))
+        hooks.append(block.register_forward_pre_hook(grab_input, with_kwargs=True))
+        hooks.append(block.register_forward_hook(lambda _m, _i, out, i=i: grab_output(i, out)))
     # In eval mode: dropout (GPT-2 has 0.1) would make two equal models differ from the embeddings on.
     modes = {m: m.training for m in model.modules()}
     model.eval()
@@ -60,8 +71,25 @@ def layer_outputs(model: nn.Module, input_ids: torch.Tensor) -> dict[str, torch.
             m.training = training
         for h in hooks:
             h.remove()
-    seen["logits"] = logits.detach().float()
-    return seen
+    problem = _loop_problem(order, len(blocks))
+    if problem:
+        raise ValueError(f"{name} {problem}: a model runs each of its {len(blocks)} blocks once, in order, so its "
+                         "loop over the blocks (its forward) is where to look")
+    out = {"embeddings": seen["embeddings"], **{f"block {i}": seen[f"block {i}"] for i in range(len(blocks))}}
+    out["logits"] = logits.detach().float()
+    return out
+
+
+def _loop_problem(order: list[int], n: int) -> str | None:
+    """What is wrong with the order in which a model of ``n`` blocks ran them, or None."""
+    if order == list(range(n)):
+        return None
+    counts = [order.count(i) for i in range(n)]
+    never = [str(i) for i in range(n) if counts[i] == 0]
+    again = [f"block {i} " + ("twice" if counts[i] == 2 else f"{counts[i]} times") for i in range(n) if counts[i] > 1]
+    parts = ([f"ran {', '.join(again)}"] if again else []) + (
+        [f"never ran block{'s' * (len(never) > 1)} {', '.join(never)}"] if never else [])
+    return " and ".join(parts) if parts else f"ran its blocks in the order {', '.join(map(str, order))}"
 
 
 @dataclass
@@ -120,15 +148,17 @@ def compare_layers(a: nn.Module, b: nn.Module, input_ids: torch.Tensor, rtol: fl
     1e-7 to 1e-6 of a layer's largest value (GPT-2 124M's 12 layers included); bfloat16, each of
     whose roundings may move a value by 2^-9 (2e-3), needs a far larger one.
     """
-    out_a, out_b = layer_outputs(a, input_ids), layer_outputs(b, input_ids)
-    if list(out_a) != list(out_b):
-        raise ValueError(f"{names[0]} has {len(out_a) - 2} blocks and {names[1]} has {len(out_b) - 2}: "
-                         "compare models of the same depth")
+    depth_a, depth_b = len(find_blocks(a)), len(find_blocks(b))
+    if depth_a != depth_b:
+        raise ValueError(f"{names[0]} has {depth_a} blocks and {names[1]} has {depth_b}: compare models of the same "
+                         "depth")
+    out_a, out_b = layer_outputs(a, input_ids, names[0]), layer_outputs(b, input_ids, names[1])
     diffs, sizes = {}, {}
     for layer, ta in out_a.items():
         tb = out_b[layer]
         if ta.shape != tb.shape:
             raise ValueError(f"{layer}: {names[0]} gives shape {tuple(ta.shape)}, {names[1]} {tuple(tb.shape)}")
-        diffs[layer] = (ta - tb).abs().max().item()
+        # Where both overflowed alike (inf and inf), they agree: inf - inf would be NaN, a difference.
+        diffs[layer] = torch.where(ta == tb, 0.0, (ta - tb).abs()).max().item()
         sizes[layer] = tb.abs().max().item()
     return LayerComparison(names, diffs, sizes, rtol, atol)

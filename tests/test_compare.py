@@ -8,6 +8,7 @@ differs by far more.
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import torch
@@ -263,3 +264,44 @@ def test_an_overflow_in_one_model_is_named_where_it_happens(pair):
     for a, b in ((ours, overflowed), (overflowed, ours)):
         result = compare_layers(a, b, ids)
         assert result.first_difference == "block 0", result
+
+
+class Looped(torch.nn.Module):
+    """The course's GPT with a forward whose loop over the blocks runs them in ``order``: a learner's loop bug."""
+
+    def __init__(self, gpt: g.GPT, order: list[int]) -> None:
+        super().__init__()
+        self.gpt, self.blocks, self.order = gpt, gpt.blocks, order
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.gpt.embed(ids) + self.gpt.pos_embed(torch.arange(ids.shape[1]))
+        for i in self.order:
+            x = self.blocks[i](x)
+        return self.gpt.logits(x)
+
+
+@pytest.mark.parametrize("order, says", [
+    ([2, 1, 0], "looped ran its blocks in the order 2, 1, 0: a model runs each of its 3 blocks once, in order"),
+    ([0, 1], "looped never ran block 2: a model runs each of its 3 blocks once"),
+    ([0, 0, 0], "looped ran block 0 3 times and never ran blocks 1, 2: a model"),
+    ([0, 1, 1, 2], "looped ran block 1 twice: a model"),
+])
+def test_a_loop_over_the_blocks_that_skips_repeats_or_reverses_is_named(pair, order, says):
+    """Such loops were told to "compare models of the same depth" ("looped has 1 blocks and hf has 3"), though both
+    had 3: what was recorded was taken for the depth."""
+    ours, ref, ids = pair
+    assert compare_layers(Looped(ours, [0, 1, 2]), ref, ids).equal  # the right loop agrees: the wrapper is sound
+    with pytest.raises(ValueError, match=re.escape(says) + ".*its loop over the blocks .* is where to look"):
+        compare_layers(Looped(ours, order), ref, ids, names=("looped", "hf"))
+    assert not ours.blocks[0]._forward_hooks and not ours.blocks[0]._forward_pre_hooks  # no hook left behind
+
+
+def test_two_models_that_overflow_alike_agree_there(pair):
+    """inf - inf is NaN: two models with the same infinite output were told they parted at that block."""
+    ours, _, ids = pair
+    overflowing = copy.deepcopy(ours)
+    with torch.no_grad():
+        overflowing.blocks[0].mlp.fc_out.bias[0] = float("inf")
+    result = compare_layers(overflowing, copy.deepcopy(overflowing), ids)
+    assert result.diffs["block 0"] == 0.0 and result.first_difference != "block 0", result
+    assert compare_layers(overflowing, ours, ids).first_difference == "block 0"  # against a finite model, it parts
