@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import difflib
 import html
 import inspect
@@ -45,15 +46,48 @@ def _class_source_from_methods(cls: type) -> str | None:
     """A class defined in a notebook cell: inspect cannot find it (its module has no file), but its
     methods' code objects name the cell, whose lines IPython keeps in linecache."""
     pattern = _class_line(cls)
-    for member in vars(cls).values():
-        code = getattr(getattr(member, "__func__", member), "__code__", None)
-        if code is None:
-            continue
+    for code in _member_codes(cls):
         lines = linecache.getlines(code.co_filename)
-        for i in range(min(code.co_firstlineno, len(lines)) - 1, -1, -1):
+        found = _class_in_lines(cls, lines, code.co_firstlineno)
+        if found is not None:
+            return found
+        for i in range(min(code.co_firstlineno, len(lines)) - 1, -1, -1):  # lines ast cannot parse
             if pattern.match(lines[i]):
                 return "".join(inspect.getblock(lines[i:]))
     return None
+
+
+def _member_codes(cls: type) -> list:
+    """The code objects of the class's own functions: through decorators that wrap them (torch.no_grad()),
+    properties' accessors, class and static methods."""
+    codes = []
+    for member in vars(cls).values():
+        functions = [member.fget, member.fset, member.fdel] if isinstance(member, property) else [member]
+        for f in functions:
+            f = getattr(f, "__func__", f)
+            try:
+                f = inspect.unwrap(f) if callable(f) else f
+            except ValueError:  # a cycle of __wrapped__
+                pass
+            code = getattr(f, "__code__", None)
+            if code is not None:
+                codes.append(code)
+    return codes
+
+
+def _class_in_lines(cls: type, lines: list[str], line: int) -> str | None:
+    """The source of class ``cls`` in ``lines`` (a cell), decorators included, the one that holds ``line``."""
+    try:
+        tree = ast.parse("".join(lines))
+    except (SyntaxError, ValueError):
+        return None
+    classes = [node for node in ast.walk(tree) if isinstance(node, ast.ClassDef) and node.name == cls.__name__
+               and node.lineno <= line <= (node.end_lineno or node.lineno)]
+    if not classes:
+        return None
+    node = max(classes, key=lambda n: n.lineno)  # the innermost, if one class of that name holds another
+    start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+    return "".join(lines[start - 1:node.end_lineno])
 
 
 class CodeDiff:
@@ -70,7 +104,20 @@ class CodeDiff:
         return sum(1 for line in difflib.ndiff(self.old, self.new) if line[:1] in "+-")
 
     def __repr__(self) -> str:
-        lines = difflib.unified_diff(self.old, self.new, self.old_title, self.new_title, lineterm="", n=2)
+        # A unified diff, from the matcher rows() uses: difflib.unified_diff's treats lines common in a source of
+        # 200 or more (blank ones, "return y") as junk, and would show them removed and added again.
+        matcher = difflib.SequenceMatcher(a=self.old, b=self.new, autojunk=False)
+        lines = []
+        for group in matcher.get_grouped_opcodes(2):
+            if not lines:
+                lines += [f"--- {self.old_title}", f"+++ {self.new_title}"]
+            (_, i1, _, j1, _), (_, _, i2, _, j2) = group[0], group[-1]
+            lines.append(f"@@ -{_span(i1, i2)} +{_span(j1, j2)} @@")
+            for tag, a1, a2, b1, b2 in group:
+                if tag == "equal":
+                    lines += [" " + line for line in self.old[a1:a2]]
+                    continue
+                lines += ["-" + line for line in self.old[a1:a2]] + ["+" + line for line in self.new[b1:b2]]
         return "\n".join(lines) or "(no change)"
 
     def rows(self) -> list[tuple[str | None, str | None]]:
@@ -94,6 +141,12 @@ class CodeDiff:
                         f"<td><pre style='{style_b}margin:0'>{html.escape(b or '')}</pre></td></tr>")
         head = f"<tr><th>{html.escape(self.old_title)}</th><th></th><th>{html.escape(self.new_title)}</th></tr>"
         return f"<table style='font-size:12px;text-align:left'>{head}{''.join(rows)}</table>"
+
+
+def _span(start: int, stop: int) -> str:
+    """Lines start..stop-1 as a unified diff's hunk header writes them: first line (1-based) and count."""
+    count = stop - start
+    return f"{start + 1}" if count == 1 else f"{start if count == 0 else start + 1},{count}"
 
 
 def _pair_similar(left: list[str], right: list[str], cutoff: float = 0.6,

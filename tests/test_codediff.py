@@ -241,3 +241,43 @@ def test_a_long_rewritten_run_is_paired_quickly_by_position(monkeypatch):
     new = [f"result_{i} = compute(alpha, beta, delta)  # stage {i}" for i in range(300)]
     assert CodeDiff("\n".join(old), "\n".join(new)).rows() == list(zip(old, new))
     assert len(made) <= 2, f"{len(made)} SequenceMatchers: the long run was paired by likeness"
+
+
+def test_a_decorated_class_in_a_cell_keeps_its_decorator():
+    """In a cell (not a module file) the class was cut at its class line: @dataclass was lost, and a change to the
+    decorator alone read "(no change)"."""
+    plain = run_as_notebook_cell("import dataclasses\n\n@dataclasses.dataclass\nclass Cfg:\n    d: int = 64\n\n"
+                                 "    def half(self):\n        return self.d // 2\n", "<ipython-input-11-dc>")
+    frozen = run_as_notebook_cell("import dataclasses\n\n@dataclasses.dataclass(\n    frozen=True,\n)\nclass Cfg:\n"
+                                  "    d: int = 64\n\n    def half(self):\n        return self.d // 2\n",
+                                  "<ipython-input-12-dc>")
+    assert source_of(plain.Cfg).startswith("@dataclasses.dataclass\nclass Cfg:\n")
+    assert source_of(frozen.Cfg).startswith("@dataclasses.dataclass(\n    frozen=True,\n)\nclass Cfg:\n")
+    diff = CodeDiff(plain.Cfg, frozen.Cfg)
+    assert diff.changed == 4 and "+    frozen=True," in repr(diff)
+
+
+def test_a_cell_class_whose_methods_are_wrapped_or_properties_is_found():
+    """A class whose every method is wrapped (@torch.no_grad(): its code is torch's) or a property raised OSError."""
+    cell = run_as_notebook_cell("import torch\n\nclass Sampler(torch.nn.Module):\n    @torch.no_grad()\n"
+                                "    def forward(self, x):\n        return x.argmax(-1)\n\n\nclass Plain:\n    x = 1\n\n"
+                                "    @property\n    def double(self):\n        return 2 * self.x\n\n"
+                                "    @staticmethod\n    def one():\n        return 1\n", "<ipython-input-13-wrap>")
+    assert source_of(cell.Sampler) == ("class Sampler(torch.nn.Module):\n    @torch.no_grad()\n    def forward(self, x):"
+                                       "\n        return x.argmax(-1)\n")
+    assert source_of(cell.Plain).startswith("class Plain:\n    x = 1\n") and "return 1" in source_of(cell.Plain)
+
+
+def test_a_long_source_shows_only_its_changed_lines():
+    """From 200 lines on, difflib.unified_diff's matcher took common lines (blank ones, "return y") for junk and
+    showed unchanged functions removed and added again; rows() and changed never did."""
+    old = "".join(f"def f{i}(x):\n    y = x * {i}\n    return y\n\n" for i in range(60)).splitlines()
+    new = list(old)
+    new[4:6] = new[8:10] = ["def g(x):", "    y = x * 1.5"]  # two neighbours rewritten: "return y" and "" between
+    new[120] = "def g30(x):"
+    diff = CodeDiff("\n".join(old), "\n".join(new))
+    shown = [line for line in repr(diff).splitlines() if line[:1] in "+-" and line[:3] not in ("---", "+++")]
+    assert shown == ["-def f1(x):", "-    y = x * 1", "+def g(x):", "+    y = x * 1.5", "-def f2(x):",
+                     "-    y = x * 2", "+def g(x):", "+    y = x * 1.5", "-def f30(x):", "+def g30(x):"], shown
+    assert diff.changed == len(shown) and sum(a != b for a, b in diff.rows()) == 5
+    assert repr(diff).count("@@ -") == 2 and "@@ -3,10 +3,10 @@" in repr(diff)
