@@ -306,7 +306,8 @@ def test_a_prompt_that_fills_the_context_exactly_is_refused():
     assert w.send("Hi") is None and "over this model's context" in w.status.value
     assert w.messages == [] and model.prompts == []
     model.config.context_length = n + 1
-    assert w.send("Hi") is not None and len(model.prompts) == 1  # one token of room: sent
+    out = w.send("Hi")  # one token of room: sent, though no answer fits in it, so the turn is dropped
+    assert len(model.prompts) == 1 and out is None and "when the context window filled" in w.status.value
 
 
 def test_thinking_cut_short_is_not_kept_as_the_answer():
@@ -336,6 +337,20 @@ def test_a_reply_still_thinking_at_max_new_tokens_drops_the_turn_and_says_what_t
     w = ChatWidget(Scripted("<|channel|>final<|message|>A long answer that goes on and on"), temperature=0.0,
                    max_new_tokens=8)
     assert w.send("first") is not None and [m.role for m in w.messages] == ["user", "assistant"]
+
+
+def test_a_reply_still_thinking_when_the_context_fills_drops_the_turn_too():
+    """The terminal chat dropped it; the widget kept the user's message unanswered, emptied the box, and said only
+    'stopped: context_full'."""
+    n = len(conversation_ids([harmony.user("first question")], "medium"))
+    w = ChatWidget(Scripted("<|channel|>analysis<|message|>I keep thinking and thinking and thinking and thinking",
+                            context=n + 10), temperature=0.0, max_new_tokens=64)
+    w.text.value = "first question"
+    assert w.send() is None
+    assert w.messages == [] and w.replies == [] and w.text.value == "first question"
+    assert "stopped: context_full" in w.status.value
+    assert "still thinking when the context window filled, after 10 tokens: this message is dropped" in w.status.value
+    assert "Start a New chat, or lower the reasoning effort" in w.status.value
 
 
 def test_the_message_token_is_not_counted_as_text():

@@ -102,6 +102,18 @@ def test_set_refuses_a_value_the_slider_would_clamp(name, value):
     assert (ex.values, len(drawn)) == before  # nothing moved, nothing redrawn
 
 
+def test_numpy_numbers_are_range_checked_too():
+    """np.int64(6) skipped the check (it is no int), and the slider clamped it to 5 without a word."""
+    import numpy as np
+
+    ex, drawn = _counting_explorer()
+    with pytest.raises(ValueError, match="x=np.int64\\(6\\) is outside the explorer's range 0..5"):
+        ex.set(x=np.int64(6))
+    with pytest.raises(ValueError, match="is outside the explorer's range"):
+        ex.set(f=np.float32(11.0))
+    assert ex.set(x=np.int64(4)).values["x"] == 4
+
+
 def test_set_takes_the_ends_of_the_range():
     ex, drawn = _counting_explorer()
     ex.set(x=5, f=10.0).set(x=0, f=1e-3)

@@ -57,6 +57,16 @@ def test_attention_explorer_moves_with_its_controls():
         ex.set(layer=1)
 
 
+def test_token_labels_with_dollar_signs_are_shown_as_text():
+    """GPT-2 has the tokens ' $$' and '$$': matplotlib read the label as mathtext and the explorer failed to build."""
+    q, k = torch.randn(1, 4, 8), torch.randn(1, 4, 8)
+    ex = attention_explorer(q, k, ["It", " costs", " $$", "$x^2$"])
+    ex.set(query=2)
+    assert ex.figure.axes[1].get_title() == "query 2 (\u2423\\$\\$): weights sum to 1.00"
+    ex.fingerprint()  # drawn to the end: a mathtext parse error would raise here
+    assert [t.get_text() for t in ex.figure.axes[0].get_xticklabels()][2:] == ["\u2423\\$\\$", "\\$x^2\\$"]
+
+
 def test_attention_explorer_names_bad_shapes():
     with pytest.raises(ValueError, match="q and k must both be"):
         attention_explorer(torch.zeros(2, 3), torch.zeros(2, 3), ["a", "b"])

@@ -25,6 +25,17 @@ def test_token_kinds_follow_the_message_structure():
     assert token_kinds(completion)[1] == "text"
 
 
+def test_tokens_of_an_encoding_without_harmony_are_text_and_specials():
+    """A TokenView of GPT-2 tokens (notebook 11 makes one) left as a cell's last line showed a KeyError traceback:
+    its HTML asked GPT-2's encoding for <|start|>."""
+    gpt2 = get_encoding("gpt2")
+    ids = gpt2.encode("Hi<|endoftext|>there", allowed_special="all")
+    assert token_kinds(ids, gpt2) == ["text", "special", "text"]
+    view = TokenView(ids, gpt2)
+    assert view._repr_html_() == tokens_html(ids, gpt2) and view._repr_html_().count("<span title='id ") == 3
+    assert "control token" in view._repr_html_()
+
+
 def test_token_texts_show_bytes_of_a_cut_character():
     gpt2 = get_encoding("gpt2")
     texts = token_texts(gpt2.encode_ordinary("🍕"), gpt2)

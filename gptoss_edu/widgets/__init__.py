@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import html
 import io
+import numbers
 from typing import Any, Callable, Sequence
 
 import ipywidgets as widgets
@@ -40,7 +41,7 @@ def check_in_range(name: str, value: Any, control: widgets.ValueWidget) -> None:
     """Refuse a value a bounded control (a slider) would clamp to its nearest end; other controls check their own."""
     if isinstance(control, widgets.FloatLogSlider):  # its min and max are exponents
         low, high = control.base ** control.min, control.base ** control.max
-    elif hasattr(control, "min") and hasattr(control, "max") and isinstance(value, (int, float)):
+    elif hasattr(control, "min") and hasattr(control, "max") and isinstance(value, numbers.Real):  # np.int64 too
         low, high = control.min, control.max
     else:
         return

@@ -228,15 +228,20 @@ class ChatWidget(widgets.VBox):
             self.status.value = (f"<span style='{ERROR_STYLE}'>out of memory with the conversation so far: this message "
                                  "is dropped. Send a shorter one, lower max_new_tokens, or start a New chat.</span>")
             return None
-        if not out.answered and out.stats.stop_reason == "max_new_tokens":
-            # No answer when the budget ran out (still thinking, a tool call or babble cut short): a user turn left
-            # unanswered would put two user messages in a row. Dropped as a failed turn is: the conversation and
-            # the box as they were.
+        if not out.answered and out.stats.stop_reason in ("max_new_tokens", "context_full"):
+            # No answer when the budget or the context ran out (still thinking, a tool call or babble cut short): a
+            # user turn left unanswered would put two user messages in a row. Dropped as a failed turn is: the
+            # conversation and the box as they were.
             self._show(out.analysis, "")
             why = "still thinking" if out.still_thinking else "no answer"
-            self.status.value = (f"{html.escape(self._summary(out), quote=False)}<br><span style='{ERROR_STYLE}'>{why} "
-                                 f"after {self.max_new_tokens} tokens: this message is dropped. Raise max_new_tokens "
-                                 "or lower the reasoning effort, then Send it again.</span>")
+            if out.stats.stop_reason == "context_full":
+                advice = (f"{why} when the context window filled, after {len(out.stats.tokens)} tokens: this message "
+                          "is dropped. Start a New chat, or lower the reasoning effort, then Send it again.")
+            else:
+                advice = (f"{why} after {self.max_new_tokens} tokens: this message is dropped. Raise max_new_tokens "
+                          "or lower the reasoning effort, then Send it again.")
+            self.status.value = (f"{html.escape(self._summary(out), quote=False)}<br><span style='{ERROR_STYLE}'>"
+                                 f"{advice}</span>")
             return None
         self.messages = [*pending, *out.messages]
         self.replies.append(out)

@@ -101,7 +101,8 @@ def attention_explorer(q: torch.Tensor, k: torch.Tensor, tokens: list[str]) -> E
     if len(tokens) != q.shape[1]:
         raise ValueError(f"{len(tokens)} tokens for {q.shape[1]} positions in q")
     q, k = q.detach().float(), k.detach().float()
-    labels = [repr(t)[1:-1].replace(" ", "\u2423") for t in tokens]  # show leading spaces as a visible mark
+    # Leading spaces shown as a visible mark; "$" escaped, or matplotlib reads "$$" (a GPT-2 token) as mathtext.
+    labels = [repr(t)[1:-1].replace(" ", "\u2423").replace("$", r"\$") for t in tokens]
 
     def draw(fig: Figure, head: int, query: int, sharpness: float) -> None:
         w = attention_weights(q[head], k[head], sharpness).numpy()

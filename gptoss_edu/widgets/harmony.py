@@ -61,9 +61,11 @@ def token_kinds(ids: Sequence[int], enc: tiktoken.Encoding | None = None, in_hea
     its first tokens still belong to the message header.
     """
     enc = _encoding(enc)
+    specials = {enc.encode_single_token(t) for t in enc.special_tokens_set}
+    if harmony.START not in enc.special_tokens_set:  # GPT-2's or o200k_base's tokens: no messages, only text
+        return ["special" if t in specials else "text" for t in ids]
     start, message = enc.encode_single_token(harmony.START), enc.encode_single_token(harmony.MESSAGE)
     ends = {enc.encode_single_token(t) for t in ENDS}
-    specials = {enc.encode_single_token(t) for t in enc.special_tokens_set}
     state = "header" if in_header else "text"
     kinds = []
     for t in ids:
