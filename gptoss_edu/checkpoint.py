@@ -31,8 +31,8 @@ from . import mxfp4
 from .config import (ModelConfig, alternating_layer_types, check_layer_count, checkpoint_name, read_number,
                      read_whole)
 from .env import device_problem, is_container_limit, total_ram
-from .files import (DiskFull, is_no_room, leftovers, replace_folder, restore_folder, safetensors_path, save_tensors,
-                    set_aside)
+from .files import (DiskFull, away_from_here, is_no_room, leftovers, replace_folder, restore_folder, safetensors_path,
+                    save_tensors, set_aside)
 from .hub import pickle_weights
 from .memory import disk_free, format_bytes, is_out_of_memory
 from .model import GPT
@@ -900,11 +900,7 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
         raise ValueError(f"dtype={dtype!r}: the weights other than MXFP4 experts are written as a floating-point "
                          "torch dtype (torch.bfloat16, as the real checkpoints, or float16, float32, float64)")
     model = getattr(model, "_orig_mod", model)  # a torch.compile'd model: the module it compiles
-    path = Path(os.path.abspath(Path(path).expanduser()))  # "." or "out/..": a folder with a name, to write beside
-    here = Path.cwd()
-    if path.resolve() in (here, *here.parents):  # replacing it would pull the folder out from under the process
-        raise ValueError(f"write_checkpoint: {path} is the folder you are in (or holds it), and a write replaces its "
-                         "folder as a whole: name a new folder for the checkpoint, such as 'my-checkpoint'")
+    path = away_from_here(path, "write_checkpoint: ", "my-checkpoint")
     safetensors_path(path, "write_checkpoint: ")  # refused before the work, not once the shards are written
     if restore_folder(path):  # a write killed between its two renames had set the checkpoint aside
         warnings.warn(f"{path} was missing, and the copy a cut-short write had set aside is back in its place",

@@ -90,6 +90,17 @@ def replace_folder(new: Path, path: Path) -> None:
             _remove(trash)
 
 
+def away_from_here(path: str | Path, what: str, example: str) -> Path:
+    """``path`` made absolute (".." taken as written), refused if it is the current folder or holds it: a write that
+    replaces its folder as a whole would pull it out from under the process (and "." has no name to write beside)."""
+    path = Path(os.path.abspath(Path(path).expanduser()))
+    here = Path.cwd()
+    if path.resolve() in (here, *here.parents):
+        raise ValueError(f"{what}{path} is the folder you are in (or holds it), and a write replaces its folder as a "
+                         f"whole: name a new folder for it, such as {example!r}")
+    return path
+
+
 def set_aside(path: Path) -> list[Path]:
     """The copies of ``path`` that cut-short replacements set aside (``.NAME.old-*``), the last one set aside last."""
     return sorted(path.parent.glob(f".{glob.escape(path.name)}.old-*"), key=lambda p: p.lstat().st_ctime_ns)

@@ -41,8 +41,8 @@ from torch import nn
 from . import harmony
 from .checkpoint import CheckpointError, check_replaceable, write_checkpoint
 from .env import REPO
-from .files import (DiskFull, hold, is_no_room, remove_leftovers, replace_folder, restore_folder, safetensors_path,
-                    save_tensors, set_aside)
+from .files import (DiskFull, away_from_here, hold, is_no_room, remove_leftovers, replace_folder, restore_folder,
+                    safetensors_path, save_tensors, set_aside)
 from .config import LAST_STEP, ModelConfig, course_config, preset
 from .corpus import Corpus, load_corpus
 from .model import GPT
@@ -822,8 +822,7 @@ def export(result: TrainResult, path: str | Path, command: str | None = None, ab
     """
     from .checkpoint import load_model
 
-    path = Path(path)
-    check_export_target(path)
+    path = check_export_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
@@ -857,9 +856,12 @@ def export(result: TrainResult, path: str | Path, command: str | None = None, ab
     return path
 
 
-def check_export_target(path: Path) -> None:
-    """Refuse to replace a file, or a folder that holds anything but an exported checkpoint."""
+def check_export_target(path: str | Path) -> Path:
+    """``path``, absolute; refused if it is the current folder, a file, or a folder that holds anything but an
+    exported checkpoint."""
+    path = away_from_here(path, "export to ", "my-export")
     check_replaceable(path, "export into an empty or new folder, or one that holds only an earlier export")
+    return path
 
 
 def make_folders(folders: list[tuple[str, Path]]) -> None:

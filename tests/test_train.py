@@ -11,6 +11,7 @@ import shutil
 import signal
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -780,6 +781,21 @@ def test_an_empty_out_or_export_is_refused_and_a_tilde_after_equals_is_home(tmp_
     assert T.main(["course-step-13", "--out=~/run", "--export=~/exp", *tiny]) == 0
     assert (tmp_path / "home" / "run" / T.STATE_DIR).is_dir() and (tmp_path / "home" / "exp" / "config.json").is_file()
     assert not (tmp_path / "~").exists()
+
+
+def test_an_export_to_the_current_folder_is_refused_before_the_training(tmp_path, capsys, monkeypatch):
+    """`--export .` in an empty folder trained to the end, then failed to export: "PosixPath('.') has an empty
+    name"; the run folder may be the current one (its model/ and state/ are replaced, not the folder)."""
+    monkeypatch.setattr(T, "prepare_data", lambda *a, **k: pytest.fail("the corpus was read: the refusal came late"))
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    tiny = ["--steps", "1", "--batch-size", "2", "--seq-len", "16", "--no-progress"]
+    for export in (".", "..", "sub/.."):
+        assert T.main(["course-step-13", "--out", str(tmp_path / "run"), "--export", export, *tiny]) == 2
+        assert "is the folder you are in (or holds it)" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["here"] and os.listdir(tmp_path / "here") == []
+    with pytest.raises(ValueError, match="export to .* is the folder you are in .*'my-export'"):
+        T.export(SimpleNamespace(), ".")  # the Python function refuses it before it looks at the result
 
 
 def test_a_lower_lr_alone_lowers_the_last_steps_rate_with_it(tmp_path, monkeypatch):
