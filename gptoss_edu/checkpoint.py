@@ -871,10 +871,9 @@ def _finite(tensors: Iterator[tuple[str, torch.Tensor]], dtype: torch.dtype) -> 
     """The tensors, each refused if it holds NaN or infinity: the loader would refuse the checkpoint."""
     for name, tensor in tensors:
         if tensor.is_floating_point() and tensor.numel() and not torch.stack(torch.aminmax(tensor)).isfinite().all():
-            if dtype == torch.float16:  # a value past 65504 is written as infinity
+            if dtype == torch.float16 and not tensor.isnan().any():  # past 65504 is infinity; NaN came diverged
                 raise ValueError(f"{name} has values beyond float16's range (+-65504), which it would hold as "
-                                 "infinite (or NaN): write the checkpoint in torch.bfloat16 (the default) or "
-                                 "torch.float32")
+                                 "infinite: write the checkpoint in torch.bfloat16 (the default) or torch.float32")
             raise ValueError(f"{name} holds NaN or infinite values, so the checkpoint would not load: the model's "
                              "weights have diverged (a learning rate too high, say); write one saved before that")
         yield name, tensor

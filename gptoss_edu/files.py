@@ -91,10 +91,15 @@ def replace_folder(new: Path, path: Path) -> None:
 
 
 def away_from_here(path: str | Path, what: str, example: str) -> Path:
-    """``path`` made absolute (".." taken as written), refused if it is the current folder or holds it: a write that
-    replaces its folder as a whole would pull it out from under the process (and "." has no name to write beside)."""
-    path = Path(os.path.abspath(Path(path).expanduser()))
-    here = Path.cwd()
+    """``path`` made absolute, refused if it is the current folder or holds it: a write that replaces its folder as
+    a whole would pull it out from under the process (and "." has no name to write beside)."""
+    path = Path(path).expanduser().absolute()
+    # ".." as the file system takes it (beside a link's target), and a name to write beside: "out/.." has none.
+    path = path.resolve() if path.name == ".." else path.parent.resolve() / path.name
+    try:
+        here = Path.cwd()
+    except FileNotFoundError:  # the current folder was deleted: the path is absolute, and cannot be it
+        return path
     if path.resolve() in (here, *here.parents):
         raise ValueError(f"{what}{path} is the folder you are in (or holds it), and a write replaces its folder as a "
                          f"whole: name a new folder for it, such as {example!r}")

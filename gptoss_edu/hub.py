@@ -597,9 +597,10 @@ def _offline_switch() -> str | None:
     huggingface_hub obeys too); "" when huggingface_hub read one at its import that is unset now; None when online."""
     from huggingface_hub import constants
 
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
-            return name
+    # huggingface_hub's own rule: HF_HUB_OFFLINE when it is set (to anything), else TRANSFORMERS_OFFLINE.
+    name = "HF_HUB_OFFLINE" if os.environ.get("HF_HUB_OFFLINE") else "TRANSFORMERS_OFFLINE"
+    if os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+        return name
     return "" if constants.HF_HUB_OFFLINE else None
 
 

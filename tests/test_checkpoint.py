@@ -978,6 +978,9 @@ def test_a_diverged_model_is_refused_before_it_replaces_a_checkpoint(tmp_path, w
     with pytest.raises(ValueError, match=message):
         g.write_checkpoint(model, good, layout=layout, mxfp4=mxfp4, overwrite=True)
     assert {f.name: f.read_bytes() for f in good.iterdir()} == before and os.listdir(tmp_path) == ["ck"]
+    if where == "attn":  # in float16 too a NaN is divergence, not a value past float16's range
+        with pytest.raises(ValueError, match="holds NaN or infinite values.*diverged"):
+            g.write_checkpoint(model, tmp_path / "f16", layout=layout, mxfp4=mxfp4, dtype=torch.float16)
 
 
 def test_the_current_folder_is_refused_before_any_work(tmp_path, monkeypatch):
@@ -991,6 +994,14 @@ def test_the_current_folder_is_refused_before_any_work(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["here"] and os.listdir(tmp_path / "here") == []
     path = g.write_checkpoint(small_gptoss(), "sub/../ck")  # relative paths with .. still name their folder
     assert path == tmp_path / "here" / "ck" and (path / "config.json").exists()
+    (tmp_path / "elsewhere" / "dir").mkdir(parents=True)
+    (tmp_path / "here" / "link").symlink_to(tmp_path / "elsewhere" / "dir")
+    path = g.write_checkpoint(small_gptoss(), "link/../ck2")  # ".." as the file system takes it: beside the target
+    assert path == tmp_path / "elsewhere" / "ck2" and (path / "config.json").exists()
+    (tmp_path / "gone").mkdir()
+    monkeypatch.chdir(tmp_path / "gone")
+    (tmp_path / "gone").rmdir()  # a deleted working folder: an absolute path is still written
+    assert (g.write_checkpoint(small_gptoss(), tmp_path / "abs") / "config.json").exists()
 
 
 def test_macos_metadata_files_beside_the_weights_are_not_read(tmp_path):

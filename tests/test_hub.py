@@ -1162,6 +1162,11 @@ def test_offline_advice_names_the_switch_that_is_on(tmp_path, monkeypatch):
     with pytest.raises(hub.WeightsUnavailable, match="as it was imported.*Restart the kernel") as e:
         hub.download(REPO, tmp_path / "w", progress=False)
     assert "unset" not in str(e.value).split("offline mode is on")[1].split(")")[1] and fake.listed == 0
+    # huggingface_hub's rule: a set HF_HUB_OFFLINE decides, TRANSFORMERS_OFFLINE only when it is not set.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    assert hub.download(REPO, tmp_path / "w", progress=False) == tmp_path / "w" and fake.listed == 1
 
 
 def test_a_download_folder_that_may_not_be_entered_is_said_not_raised(tmp_path, monkeypatch):
