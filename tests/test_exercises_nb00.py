@@ -80,3 +80,23 @@ def test_any_exception_is_reported_not_raised():
     # Kills: `except Exception` narrowed (the suite only tries ZeroDivisionError).
     r = check_block_params(lambda c: 12 * c.n_embd ** 2)
     assert not r.passed and "raised AttributeError" in r.message
+
+
+def test_a_function_that_writes_to_cfg_is_checked_against_the_real_config():
+    """cfg.d_ff = 4 * d (a local meant, the config's field written) moved the expected count with it, and passed."""
+    def writes_cfg(cfg):
+        d = cfg.d_model
+        cfg.d_ff = 4 * d
+        return right(cfg)
+
+    r = check_block_params(writes_cfg)
+    assert not r.passed and "use cfg.d_ff" in r.message, r.message
+
+
+def test_counts_two_mistakes_share_are_both_named():
+    """4 d short is the LayerNorms or attention's four biases; 2 d short, a shift per norm or one norm: the message
+    named one reading, and a learner whose norms were right added 4 d more of them."""
+    r = check_block_params(lambda c: right(c) - 4 * c.d_model)
+    assert "left out the two LayerNorms" in r.message and " - or - you left out the attention's biases" in r.message
+    r = check_block_params(lambda c: right(c) - 2 * c.d_model)
+    assert "only its scale" in r.message and " - or - you counted one LayerNorm" in r.message

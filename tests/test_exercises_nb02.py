@@ -99,3 +99,15 @@ def test_flipping_sin_in_place_is_named_as_the_wrong_direction():
 
     r = check_rope(flips_sin)
     assert not r.passed and "the wrong way (by -angle)" in r.message, r.message
+
+
+def test_a_right_rotation_that_changes_sin_in_place_is_refused():
+    """sin.neg_() with the formula flipped to match rotates q right, but the model rotates k next with the same sin:
+    the check passed it."""
+    def flips_sin_and_formula(x, cos, sin):
+        a, b = x.chunk(2, -1)
+        sin.neg_()
+        return torch.cat((a * cos + b * sin, b * cos - a * sin), -1)
+
+    r = check_rope(flips_sin_and_formula)
+    assert not r.passed and "your rotation is right, but your function changed sin in place" in r.message, r.message

@@ -85,3 +85,13 @@ def test_hard_coded_bf16_bytes_is_not_called_keys_only():
     r = check_kv_bytes_per_token(lambda cfg, b: 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * 2)
     # (Its answer is half the right one at 4-byte values, as "keys only" would be.)
     assert not r.passed and "does not change with dtype_bytes" in r.message, r.message
+
+
+def test_a_function_that_writes_to_cfg_is_checked_against_the_real_config():
+    """cfg.n_kv_heads = cfg.n_heads (the multi-head mistake, written into the config) moved the expected bytes too."""
+    def writes_cfg(cfg, dtype_bytes):
+        cfg.n_kv_heads = cfg.n_heads
+        return right(cfg, dtype_bytes)
+
+    r = check_kv_bytes_per_token(writes_cfg)
+    assert not r.passed and "you used n_heads" in r.message, r.message

@@ -201,3 +201,13 @@ def test_a_function_that_backpropagates_itself_gets_a_verdict_not_a_traceback(fn
     result = check_balance_loss(fn)
     assert not result.passed and "the value is right" in result.message
     assert "backward" in result.message
+
+
+def test_one_hot_without_num_classes_gets_advice_for_one_hot_too():
+    """The advice named only bincount's minlength, to a learner who had counted with F.one_hot."""
+    def one_hot_count(logits, indices, n_experts):
+        f = torch.nn.functional.one_hot(indices).sum((0, 1)).float() / indices.numel()
+        return n_experts * (f * logits.softmax(-1).mean(0)).sum()
+
+    r = check_balance_loss(one_hot_count)
+    assert not r.passed and "F.one_hot num_classes=n_experts" in r.message and "minlength=n_experts" in r.message

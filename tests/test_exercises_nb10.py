@@ -492,7 +492,7 @@ def test_a_kernel_that_writes_into_its_input_or_past_it_fails():
     r = check_swiglu_kernel(clamps_into_gu)
     assert not r.passed and "wrote into gu, its input" in r.message, r.message
     r = check_swiglu_kernel(scratch_past_gu)
-    assert not r.passed and "wrote outside out" in r.message, r.message
+    assert not r.passed and "wrote past gu" in r.message and "wrote outside out" not in r.message, r.message
     assert "writes nothing but out" in check_swiglu_kernel(right).message
 
 
@@ -502,3 +502,42 @@ def test_the_source_reading_refuses_clamps_that_leave_gu():
 
     assert nb10._unmasked_loads(where_past_gu) == 2
     assert nb10._unmasked_loads(one_pair_too_far) == 1
+
+
+@triton.jit
+def store_doubled(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    gate = tl.minimum(tl.load(gu_ptr + 2 * offs, mask=mask, other=0.0), limit)
+    up = tl.minimum(tl.maximum(tl.load(gu_ptr + 2 * offs + 1, mask=mask, other=0.0), -limit), limit)
+    tl.store(out_ptr + 2 * offs, (up + 1) * gate * tl.sigmoid(alpha * gate), mask=mask)  # the load's arithmetic
+
+
+@triton.jit
+def mask_at_half(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = 2 * offs < n  # as if n were gu's length
+    gate = tl.minimum(tl.load(gu_ptr + 2 * offs, mask=mask, other=0.0), limit)
+    up = tl.minimum(tl.maximum(tl.load(gu_ptr + 2 * offs + 1, mask=mask, other=0.0), -limit), limit)
+    tl.store(out_ptr + offs, (up + 1) * gate * tl.sigmoid(alpha * gate), mask=mask)
+
+
+@triton.jit
+def mask_at_n_over_2(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n // 2
+    gate = tl.minimum(tl.load(gu_ptr + 2 * offs, mask=mask, other=0.0), limit)
+    up = tl.minimum(tl.maximum(tl.load(gu_ptr + 2 * offs + 1, mask=mask, other=0.0), -limit), limit)
+    tl.store(out_ptr + offs, (up + 1) * gate * tl.sigmoid(alpha * gate), mask=mask)
+
+
+@pytest.mark.parametrize("kernel, says", [
+    (store_doubled, r"stored output i at out_ptr \+ 2 \* i \(n = 128, BLOCK = 64\).*tl.store\(out_ptr \+ offs"),
+    (mask_at_half, r"only the first BLOCK outputs .* - or - your mask stops at n / 2, but n counts the outputs"),
+    (mask_at_n_over_2, r"^not yet: only the first BLOCK outputs were written \(n = 128.* - or - your mask stops"),
+])
+def test_a_store_or_a_mask_sized_for_gu_is_named(kernel, says):
+    """The load's 2 * offs copied into the store was told to mask its stores (its mask was right); a mask at n / 2
+    was told its offsets ignore the program id, or to store at out_ptr + offs (it did)."""
+    r = check_swiglu_kernel(kernel)
+    assert not r.passed and re.search(says, r.message), r.message

@@ -131,3 +131,15 @@ def test_a_warmup_that_ends_one_step_before_the_run_is_tried():
     r = check_lr_schedule(lambda s, c: unguarded(s, c.replace(steps=c.steps + 1)) if c.steps - 1 == c.warmup_steps
                           else unguarded(s, c))  # no error, but the last step at the peak, not min_lr
     assert not r.passed and "should be exactly min_lr" in r.message, r.message
+
+
+def test_a_whole_cosine_period_is_named_not_the_range():
+    """cos(2 pi progress) over the right steps came back to lr, and was told its range was wrong."""
+    def whole_period(step, cfg):
+        span = cfg.steps - 1 - cfg.warmup_steps
+        return cfg.min_lr + (cfg.lr - cfg.min_lr) * (1 + math.cos(2 * math.pi * (step - cfg.warmup_steps) / span)) / 2
+
+    r = check_lr_schedule(with_warmup(whole_period))
+    assert not r.passed and "a whole cosine period comes back where it started" in r.message, r.message
+    r = check_lr_schedule(with_warmup(lambda step, cfg: cfg.lr))  # no decay at all: not a whole period
+    assert not r.passed and "whole cosine" not in r.message, r.message

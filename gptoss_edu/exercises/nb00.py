@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import torch
@@ -33,7 +34,9 @@ def _mistakes(cfg: ModelConfig) -> dict[str, int]:
         "you left out the biases (attention has 3d + d of them, the MLP d_ff + d); "
         "every nn.Linear in GPT-2 has one": right - (4 * d + f + d),
         "you left out the two LayerNorms: each has a scale and a shift of d_model values (4 d in all)": right - 4 * d,
+        "you left out the attention's biases: q, k, v and the output projection have d each": right - 4 * d,
         "you gave each LayerNorm only its scale: it has a shift (bias) too": right - 2 * d,
+        "you counted one LayerNorm: the block has two, one before attention and one before the MLP": right - 2 * d,
         "you left out the attention's output projection (d x d weights plus d biases)": right - (d * d + d),
         "you counted q, k and v as one d x d matrix: they are three": right - 2 * (d * d + d),
     }
@@ -57,7 +60,7 @@ def check_block_params(fn: Callable[[ModelConfig], int]) -> CheckResult:
     for shape in SHAPES:
         cfg = base.replace(**shape)
         try:
-            got = fn(cfg)
+            got = fn(copy.deepcopy(cfg))  # a copy: a learner's cfg.d_ff = 4 * d must not move the answer
         except Exception as e:  # the learner's code: report, don't crash the notebook
             return failed(f"not yet: your function raised {type(e).__name__}: {e}")
         if got is None:
@@ -68,10 +71,10 @@ def check_block_params(fn: Callable[[ModelConfig], int]) -> CheckResult:
         want = block_params(cfg)
         if got == want:
             continue
-        for why, wrong in _mistakes(cfg).items():
-            if got == wrong:
-                return failed(f"not yet: {got:,} for d_model={cfg.d_model}, d_ff={cfg.d_ff} "
-                              f"(expected {want:,}): {why}.")
+        whys = [why for why, wrong in _mistakes(cfg).items() if got == wrong]
+        if whys:  # some mistakes come to the same count (4 d: the norms, or attention's biases): each is named
+            return failed(f"not yet: {got:,} for d_model={cfg.d_model}, d_ff={cfg.d_ff} "
+                          f"(expected {want:,}): {' - or - '.join(whys)}.")
         if cfg.d_ff != 4 * cfg.d_model and got == block_params(cfg.replace(d_ff=4 * cfg.d_model)):
             return failed(f"not yet: right for GPT-2 124M, wrong for d_ff={cfg.d_ff}: "
                           "use cfg.d_ff, not 4 * cfg.d_model.")

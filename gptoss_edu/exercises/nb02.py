@@ -61,8 +61,9 @@ def check_rope(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Te
     for x, cos, sin in _inputs():
         x_before = x.clone()
         want = apply_rotary(x, cos, sin)  # before the learner's code runs, on inputs it cannot touch
+        given_cos, given_sin = cos.clone(), sin.clone()
         try:
-            got = fn(x, cos.clone(), sin.clone())
+            got = fn(x, given_cos, given_sin)
         except Exception as e:  # the learner's code: report, don't crash the notebook
             return failed(f"not yet: your function raised {type(e).__name__}: {e} (x is [..., T, d], "
                           f"cos and sin are [T, d/2])")
@@ -70,6 +71,11 @@ def check_rope(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Te
             return failed("not yet: your function changed x in place; compute a new tensor instead")
         verdict = compare(got, want, f"your rotation of x {tuple(x.shape)}", atol=ATOL)
         if verdict is None:
+            for name, given, kept in (("cos", given_cos, cos), ("sin", given_sin, sin)):
+                if not torch.equal(given, kept):  # the model rotates q, then k, with the same cos and sin
+                    return failed(f"not yet: your rotation is right, but your function changed {name} in place; the "
+                                  "model uses the same cos and sin for q and then for k, so k would turn by the wrong "
+                                  "angle: compute new tensors instead")
             continue
         if isinstance(got, torch.Tensor) and got.shape == want.shape:
             for wrong, why in MISTAKES:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Callable
 from unittest import mock
 
@@ -40,7 +41,7 @@ def _diagnose(got: float, cfg: ModelConfig, dtype_bytes: int) -> str:
 def _ignores_dtype(fn: Callable[[ModelConfig, int], int], cfg: ModelConfig, dtype_bytes: int, got: float) -> bool:
     """Whether ``fn`` gives ``got`` for another dtype size too (a size hard-coded, not read from dtype_bytes)."""
     try:
-        other, problem = as_number(fn(cfg, 1 if dtype_bytes != 1 else 2), "")
+        other, problem = as_number(fn(copy.deepcopy(cfg), 1 if dtype_bytes != 1 else 2), "")
     except Exception:  # the learner's code: any failure here only means "not that mistake"
         return False
     return problem is None and other == got
@@ -56,11 +57,11 @@ def _taken_from_the_package(fn: Callable[[ModelConfig, int], int]) -> bool:
     real_method, real_function = ModelConfig.kv_cache_bytes, memory.kv_cache_bytes
     cfg, dtype_bytes = _configs()[0]
     try:
-        honest = fn(cfg, dtype_bytes)
+        honest = fn(copy.deepcopy(cfg), dtype_bytes)
         # Twice theirs and one more: an answer derived from theirs (scaled, divided, rounded) moves with it.
         with mock.patch.object(ModelConfig, "kv_cache_bytes", lambda self, *a, **k: 2 * real_method(self, *a, **k) + 1), \
                 mock.patch.object(memory, "kv_cache_bytes", lambda *a, **k: 2 * real_function(*a, **k) + 1):
-            lied_to = fn(cfg, dtype_bytes)
+            lied_to = fn(copy.deepcopy(cfg), dtype_bytes)
     except Exception:  # noqa: BLE001 - the learner's code: a failure here is no evidence either way
         return False
     return lied_to != honest
@@ -72,7 +73,7 @@ def check_kv_bytes_per_token(fn: Callable[[ModelConfig, int], int]) -> CheckResu
         return wrong
     for cfg, dtype_bytes in _configs():
         try:
-            got = fn(cfg, dtype_bytes)
+            got = fn(copy.deepcopy(cfg), dtype_bytes)  # a copy: a learner's cfg.n_kv_heads = ... must not move the answer
         except Exception as e:  # the learner's code: report, do not crash the notebook
             return failed(f"not yet: your function raised {type(e).__name__}: {e}")
         if got is None:

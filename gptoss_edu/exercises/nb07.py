@@ -61,8 +61,9 @@ def check_balance_loss(fn: BalanceLoss) -> CheckResult:
         except Exception as e:  # the learner's code: say what went wrong, don't crash the notebook
             if idle and isinstance(e, RuntimeError) and "size of tensor" in str(e):
                 return failed(f"not yet: with experts {E - idle}..{E - 1} never chosen your function raised "
-                              f"RuntimeError: {e}. torch.bincount counts only up to the highest index it sees: "
-                              f"give it minlength=n_experts, so an idle expert gets a count of 0")
+                              f"RuntimeError: {e}. A count over the experts stops at the highest index it sees: "
+                              "give torch.bincount minlength=n_experts (or F.one_hot num_classes=n_experts), so an "
+                              "idle expert gets a count of 0")
             return failed(f"not yet: your function raised {type(e).__name__}: {e}")
         if got is None:
             return failed("not yet: your function returned None: did you forget to `return` the loss?")

@@ -92,9 +92,10 @@ def _recorded_loads() -> Iterator[list[tuple[int, int]] | None]:
 
 
 def _run(kernel: Any, gu: torch.Tensor, n: int, block: int, alpha: float,
-         limit: float) -> tuple[torch.Tensor, bool, bool, bool | None]:
-    """Launch the kernel with guard memory around both buffers: out, whether a guard changed, whether gu changed,
-    whether a load left gu (None where the loads could not be watched: compiled for a GPU)."""
+         limit: float) -> tuple[torch.Tensor, str | None, bool, bool | None]:
+    """Launch the kernel with guard memory around both buffers: out; where it wrote outside them ("gu", "doubled"
+    for out's outputs stored at out_ptr + 2 * i, "out", or None); whether gu changed; whether a load left gu (None
+    where the loads could not be watched: compiled for a GPU)."""
     import triton
 
     device = gu.device
@@ -112,7 +113,16 @@ def _run(kernel: Any, gu: torch.Tensor, n: int, block: int, alpha: float,
         torch.cuda.synchronize()
     guard = torch.cat((out_buf[:pad], out_buf[pad + n:]))
     gu_guard = torch.cat((gu_buf[:pad] != gu_before[:pad], gu_buf[pad + 2 * n:] != gu_before[pad + 2 * n:]))
-    wrote_outside = bool((guard != GUARD_VALUE).any() or gu_guard.any())
+    wrote_outside = None
+    if gu_guard.any():
+        wrote_outside = "gu"
+    elif (guard != GUARD_VALUE).any():
+        # The load's arithmetic copied into the store: output i at out_ptr + 2 * i, over twice out's length.
+        want = gptoss_swiglu(gu.cpu(), alpha, limit)
+        atol = TOLERANCE * (1 + want.abs().max().item())
+        doubled = (torch.allclose(out_buf[pad:pad + 2 * n:2].cpu(), want, rtol=TOLERANCE, atol=atol)
+                   and not torch.allclose(out_buf[pad:pad + n].cpu(), want, rtol=TOLERANCE, atol=atol))  # not a tail
+        wrote_outside = "doubled" if doubled else "out"
     wrote_gu = not torch.equal(gu_buf[pad:pad + 2 * n], gu_before[pad:pad + 2 * n])
     first = gu_buf[pad:].data_ptr()
     last = first + (2 * n - 1) * gu_buf.element_size()
@@ -241,7 +251,7 @@ def check_swiglu_kernel(kernel: Callable) -> CheckResult:
         return failed(f"{problem}: set os.environ['TRITON_INTERPRET'] = '1' before importing triton (first cell of "
                       "the notebook), restart, and run again, to run it in Triton's interpreter on the CPU")
     gen = torch.Generator().manual_seed(10)
-    read_past, watched = None, True
+    read_past, watched, nothing_written = None, True, None
     for n, block, alpha, limit in CASES:
         # Scale 6: about a quarter of the gates and ups pass the limit of 7, so every clamp matters.
         gu = torch.randn(2 * n, generator=gen) * 6
@@ -251,6 +261,13 @@ def check_swiglu_kernel(kernel: Callable) -> CheckResult:
         except Exception as e:  # the learner's code: report it, don't crash the notebook
             return failed(f"not yet: launching your kernel {where} raised {type(e).__name__}: {e}")
         got = got.cpu()
+        if wrote_outside == "gu":
+            return failed(f"not yet: your kernel wrote past gu {where}: its 2n floats are all of its memory (what "
+                          "lies past them is another tensor's). Keep what you compute in variables, and store only the "
+                          "output, at out_ptr + offs")
+        if wrote_outside == "doubled":
+            return failed(f"not yet: your kernel stored output i at out_ptr + 2 * i {where}, past the end of out: gu "
+                          "holds two floats an output, out holds one. tl.store(out_ptr + offs, y, mask=offs < n)")
         if wrote_outside:
             return failed(f"not yet: your kernel wrote outside out {where}. The last program's lanes past n must "
                           f"not store: tl.store(out_ptr + offs, y, mask=offs < n) (and mask the loads too)")
@@ -262,13 +279,25 @@ def check_swiglu_kernel(kernel: Callable) -> CheckResult:
         if read_outside and read_past is None:
             read_past = where  # told after the outputs: a wrong result is the first thing to fix
         unwritten = got.isnan()
+        # Half the outputs written, the first ones: a mask at n / 2 (offs < n // 2, 2 * offs < n), as if n were gu's
+        # length; n counts the outputs.
+        half_mask = "your mask stops at n / 2, but n counts the outputs (gu's floats are 2n): mask=offs < n"
+        written = int((~unwritten).sum())
+        prefix = written in (n // 2, (n + 1) // 2) and not unwritten[:written].any()
         if unwritten.all():
-            return failed(f"not yet: your kernel wrote nothing into out {where}: tl.store the result at out_ptr + offs")
+            if n == 1 and nothing_written is None:  # a stub, or a mask at n // 2 (0 here): the next size tells
+                nothing_written = where
+                continue
+            return failed(f"not yet: your kernel wrote nothing into out {nothing_written or where}: tl.store the "
+                          "result at out_ptr + offs")
         if unwritten.any():
             if n > block and not unwritten[:block].any() and unwritten[block:].all():
                 return failed(f"not yet: only the first BLOCK outputs were written {where}: every program wrote the "
                               f"same block. Offsets must start at the program's block: "
-                              f"offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)")
+                              f"offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)"
+                              + (f" - or - {half_mask}" if prefix else ""))
+            if prefix:
+                return failed(f"not yet: only the first {written} of {n} outputs were written {where}: {half_mask}")
             return failed(f"not yet: {int(unwritten.sum())} of {n} outputs were never written {where}. Program pid "
                           f"handles offs = pid * BLOCK + tl.arange(0, BLOCK), and stores all of them (mask offs < n)")
         want = gptoss_swiglu(gu, alpha, limit)
@@ -279,6 +308,9 @@ def check_swiglu_kernel(kernel: Callable) -> CheckResult:
             if torch.allclose(got, wrong, rtol=TOLERANCE, atol=TOLERANCE, equal_nan=True):
                 return failed(f"not yet {where}: {message}.")
         return failed("not yet: " + problem.message)
+    if nothing_written is not None:  # right for every other size
+        return failed(f"not yet: your kernel wrote nothing into out {nothing_written}: tl.store the result at "
+                      "out_ptr + offs, with mask=offs < n (n counts the outputs)")
     # Where every load's addresses were watched they are the evidence (an unmasked load of offsets clamped
     # into gu is safe); a kernel compiled for a GPU is judged by its source.
     unmasked = 0 if watched else _unmasked_loads(kernel)
