@@ -867,15 +867,20 @@ def check_replaceable(path: Path, advice: str, files: tuple[str, ...] = CHECKPOI
                               f"{' ...' if len(others) > 5 else ''}), which replacing it would delete: {advice}")
 
 
-def _finite(tensors: Iterator[tuple[str, torch.Tensor]], dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
-    """The tensors, each refused if it holds NaN or infinity: the loader would refuse the checkpoint."""
+def _diverged(model: nn.Module) -> None:
+    """Refuse a model whose weights hold NaN or infinity (diverged): the loader would refuse its checkpoint."""
+    for name, p in model.named_parameters():
+        if p.is_floating_point() and p.numel() and not torch.stack(torch.aminmax(p.detach())).isfinite().all():
+            raise ValueError(f"the model's {name} holds NaN or infinite values, so its checkpoint would not load: its "
+                             "weights have diverged (a learning rate too high, say); write one saved before that")
+
+
+def _within_float16(tensors: Iterator[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
+    """The tensors of a finite model, each refused if its float16 copy overflowed (past 65504 is infinity)."""
     for name, tensor in tensors:
         if tensor.is_floating_point() and tensor.numel() and not torch.stack(torch.aminmax(tensor)).isfinite().all():
-            if dtype == torch.float16 and not tensor.isnan().any():  # past 65504 is infinity; NaN came diverged
-                raise ValueError(f"{name} has values beyond float16's range (+-65504), which it would hold as "
-                                 "infinite: write the checkpoint in torch.bfloat16 (the default) or torch.float32")
-            raise ValueError(f"{name} holds NaN or infinite values, so the checkpoint would not load: the model's "
-                             "weights have diverged (a learning rate too high, say); write one saved before that")
+            raise ValueError(f"{name} has values beyond float16's range (+-65504), which it would hold as infinite: "
+                             "write the checkpoint in torch.bfloat16 (the default) or torch.float32")
         yield name, tensor
 
 
@@ -908,6 +913,7 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
     check_replaceable(path, "write into an empty or new folder, or one that holds only a checkpoint")
     if (path.exists() or path.is_symlink()) and not overwrite:
         raise FileExistsError(f"{path} exists: pass overwrite=True to replace it")
+    _diverged(model)  # before any work, and before the old checkpoint is replaced by one that would not load
     stale = leftovers(path)
     if stale:  # not removed here: another process may be writing the same checkpoint right now
         warnings.warn(f"beside {path} lies what writes killed mid-way left ({', '.join(p.name for p in stale)}): "
@@ -925,7 +931,8 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
         tensors = hf_state_dict(model, mxfp4, dtype)
     else:
         raise ValueError(f"layout must be 'hf' or 'original', got {layout!r}")
-    tensors = _finite(tensors, dtype)  # before the old checkpoint is replaced by one that would not load
+    if dtype == torch.float16:
+        tensors = _within_float16(tensors)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The old checkpoint stays until the new one is complete: the disk must hold the whole new one beside it.
     need = _written_bytes(model.config, layout, mxfp4, dtype)

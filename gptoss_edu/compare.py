@@ -103,9 +103,10 @@ class LayerComparison:
 
     names: tuple[str, str]
     diffs: dict[str, float]
-    sizes: dict[str, float]  # max |b| per layer
+    sizes: dict[str, float]  # max |b| per layer, over its finite values
     rtol: float
     atol: float = 0.0
+    overflowed: tuple[str, ...] = ()  # the layers where either model holds inf or NaN
 
     def tolerance(self, layer: str) -> float:
         """The largest difference ``layer`` may show and still agree."""
@@ -114,8 +115,8 @@ class LayerComparison:
     @property
     def first_difference(self) -> str | None:
         """The first layer whose outputs differ by more than its tolerance (None if all agree)."""
-        # A difference that is not a finite number (inf where one model overflowed, NaN) is one whatever the size:
-        # an inf in b would make its tolerance inf too.
+        # A difference that is not a finite number (inf where one model overflowed, NaN where one has it) is one
+        # whatever the size.
         return next((layer for layer, d in self.diffs.items()
                      if not (math.isfinite(d) and d <= self.tolerance(layer))), None)
 
@@ -137,6 +138,8 @@ class LayerComparison:
         within = f"{self.rtol:g} of each layer's largest value" + (f" plus {self.atol:g}" if self.atol else "")
         verdict = (f"all layers agree within {within}" if first is None
                    else f"{self.names[0]} and {self.names[1]} part at {first} (tolerance: {within})")
+        if self.overflowed and (first is None or list(self.diffs).index(self.overflowed[0]) < list(self.diffs).index(first)):
+            verdict += f"; from {self.overflowed[0]} on both hold inf or NaN, in the same places"
         return "\n".join(lines + [verdict])
 
 
@@ -153,12 +156,17 @@ def compare_layers(a: nn.Module, b: nn.Module, input_ids: torch.Tensor, rtol: fl
         raise ValueError(f"{names[0]} has {depth_a} blocks and {names[1]} has {depth_b}: compare models of the same "
                          "depth")
     out_a, out_b = layer_outputs(a, input_ids, names[0]), layer_outputs(b, input_ids, names[1])
-    diffs, sizes = {}, {}
+    diffs, sizes, overflowed = {}, {}, []
     for layer, ta in out_a.items():
         tb = out_b[layer]
         if ta.shape != tb.shape:
             raise ValueError(f"{layer}: {names[0]} gives shape {tuple(ta.shape)}, {names[1]} {tuple(tb.shape)}")
-        # Where both overflowed alike (inf and inf), they agree: inf - inf would be NaN, a difference.
-        diffs[layer] = torch.where(ta == tb, 0.0, (ta - tb).abs()).max().item()
-        sizes[layer] = tb.abs().max().item()
-    return LayerComparison(names, diffs, sizes, rtol, atol)
+        # Where both overflowed alike (inf and inf, then NaN and NaN), they agree: inf - inf would be NaN, a
+        # difference. The size is of the finite values: an inf in b would make the tolerance inf too.
+        alike = (ta == tb) | (ta.isnan() & tb.isnan())
+        diffs[layer] = torch.where(alike, 0.0, (ta - tb).abs()).max().item()
+        finite = tb[tb.isfinite()]
+        sizes[layer] = finite.abs().max().item() if finite.numel() else 0.0
+        if not (ta.isfinite().all() and tb.isfinite().all()):
+            overflowed.append(layer)
+    return LayerComparison(names, diffs, sizes, rtol, atol, tuple(overflowed))

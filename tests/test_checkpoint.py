@@ -962,25 +962,31 @@ def test_writing_float16_refuses_a_weight_past_its_range_and_leaves_nothing(tmp_
     g.write_checkpoint(model, tmp_path / "ck")  # bfloat16 holds it
 
 
-@pytest.mark.parametrize("where, layout, mxfp4, message", [
-    ("attn", "hf", True, r"model.layers.1.self_attn.q_proj.weight holds NaN or infinite values.*diverged"),
-    ("attn", "original", True, r"block.1.attn.qkv.weight holds NaN or infinite values"),
-    ("experts", "hf", True, r"blocks.1.mlp.experts.down_proj: MXFP4 cannot represent inf or NaN"),
-    ("experts", "hf", False, r"model.layers.1.mlp.experts.down_proj holds NaN or infinite values")])
-def test_a_diverged_model_is_refused_before_it_replaces_a_checkpoint(tmp_path, where, layout, mxfp4, message):
+@pytest.mark.parametrize("where, value, layout, mxfp4", [
+    ("attn", math.nan, "hf", True), ("attn", math.inf, "original", True), ("experts", math.nan, "hf", True),
+    ("experts", -math.inf, "hf", False)])
+def test_a_diverged_model_is_refused_before_it_replaces_a_checkpoint(tmp_path, where, value, layout, mxfp4):
     """A NaN weight was written (the loader then refused the folder, and overwrite=True had replaced the last good
-    one); in an expert it failed without naming the tensor."""
+    one); in an expert it failed without naming the tensor; in float16, an inf was blamed on float16's range."""
     model = small_gptoss()
     good = g.write_checkpoint(model, tmp_path / "ck", layout=layout, mxfp4=mxfp4)
     before = {f.name: f.read_bytes() for f in good.iterdir()}
+    name = "blocks.1.attn.q_proj.weight" if where == "attn" else "blocks.1.mlp.experts.down_proj"
     with torch.no_grad():
-        (model.blocks[1].attn.q_proj.weight if where == "attn" else model.blocks[1].mlp.experts.down_proj)[0, 0] = math.nan
-    with pytest.raises(ValueError, match=message):
-        g.write_checkpoint(model, good, layout=layout, mxfp4=mxfp4, overwrite=True)
+        model.get_parameter(name)[0, 0] = value
+    for dtype in (torch.bfloat16, torch.float16):  # in float16 too: divergence, not a value past its range
+        with pytest.raises(ValueError, match=f"the model's {re.escape(name)} holds NaN or infinite values.*diverged"):
+            g.write_checkpoint(model, good, layout=layout, mxfp4=mxfp4, overwrite=True, dtype=dtype)
     assert {f.name: f.read_bytes() for f in good.iterdir()} == before and os.listdir(tmp_path) == ["ck"]
-    if where == "attn":  # in float16 too a NaN is divergence, not a value past float16's range
-        with pytest.raises(ValueError, match="holds NaN or infinite values.*diverged"):
-            g.write_checkpoint(model, tmp_path / "f16", layout=layout, mxfp4=mxfp4, dtype=torch.float16)
+
+
+def test_an_expert_past_float32s_range_is_named():
+    """A float64 model's expert past float32's range (and MXFP4's largest scale) failed without naming the tensor."""
+    model = small_gptoss().double()
+    with torch.no_grad():
+        model.blocks[1].mlp.experts.down_proj[0, 0, 0] = 1e39
+    with pytest.raises(ValueError, match=r"blocks.1.mlp.experts.down_proj: the weight has values up to 1e\+39"):
+        dict(ck.hf_state_dict(model, True, torch.bfloat16))
 
 
 def test_the_current_folder_is_refused_before_any_work(tmp_path, monkeypatch):

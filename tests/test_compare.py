@@ -8,6 +8,7 @@ differs by far more.
 from __future__ import annotations
 
 import copy
+import math
 import re
 
 import pytest
@@ -297,11 +298,19 @@ def test_a_loop_over_the_blocks_that_skips_repeats_or_reverses_is_named(pair, or
 
 
 def test_two_models_that_overflow_alike_agree_there(pair):
-    """inf - inf is NaN: two models with the same infinite output were told they parted at that block."""
+    """inf - inf is NaN: two models with the same infinite output were told they parted at that block (and, with
+    LayerNorm's NaN after it, one block later); an inf in b must not make a layer's tolerance infinite either."""
     ours, _, ids = pair
     overflowing = copy.deepcopy(ours)
     with torch.no_grad():
         overflowing.blocks[0].mlp.fc_out.bias[0] = float("inf")
     result = compare_layers(overflowing, copy.deepcopy(overflowing), ids)
-    assert result.diffs["block 0"] == 0.0 and result.first_difference != "block 0", result
+    assert result.equal and result.diffs["block 0"] == 0.0, result
+    assert repr(result).endswith("all layers agree within 1e-05 of each layer's largest value; from block 0 on both "
+                                 "hold inf or NaN, in the same places")
     assert compare_layers(overflowing, ours, ids).first_difference == "block 0"  # against a finite model, it parts
+    buggy = copy.deepcopy(overflowing)  # the same overflow, and a real bug beside it in the same block
+    with torch.no_grad():
+        buggy.blocks[0].mlp.fc_out.bias[1] += 100.0
+    result = compare_layers(buggy, overflowing, ids)
+    assert result.first_difference == "block 0" and math.isfinite(result.tolerance("block 0")), result

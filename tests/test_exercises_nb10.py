@@ -533,11 +533,13 @@ def mask_at_n_over_2(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
 
 @pytest.mark.parametrize("kernel, says", [
     (store_doubled, r"stored output i at out_ptr \+ 2 \* i \(n = 128, BLOCK = 64\).*tl.store\(out_ptr \+ offs"),
-    (mask_at_half, r"only the first BLOCK outputs .* - or - your mask stops at n / 2, but n counts the outputs"),
-    (mask_at_n_over_2, r"^not yet: only the first BLOCK outputs were written \(n = 128.* - or - your mask stops"),
+    (mask_at_half, r"^not yet: only the first 500 of 1000 outputs were written \(n = 1000, BLOCK = 256\): your mask stops"),
+    (mask_at_n_over_2, r"^not yet: only the first 500 of 1000 outputs were written \(n = 1000, BLOCK = 256\): your mask"),
 ])
 def test_a_store_or_a_mask_sized_for_gu_is_named(kernel, says):
     """The load's 2 * offs copied into the store was told to mask its stores (its mask was right); a mask at n / 2
     was told its offsets ignore the program id, or to store at out_ptr + offs (it did)."""
     r = check_swiglu_kernel(kernel)
     assert not r.passed and re.search(says, r.message), r.message
+    r = check_swiglu_kernel(no_pid)  # at n = 2 BLOCK it writes what a mask at n / 2 writes: told apart by the next size
+    assert "every program wrote the same block" in r.message and "mask stops" not in r.message, r.message

@@ -143,3 +143,13 @@ def test_a_whole_cosine_period_is_named_not_the_range():
     assert not r.passed and "a whole cosine period comes back where it started" in r.message, r.message
     r = check_lr_schedule(with_warmup(lambda step, cfg: cfg.lr))  # no decay at all: not a whole period
     assert not r.passed and "whole cosine" not in r.message, r.message
+
+
+def test_a_rising_cosine_is_named_as_rising():
+    """(1 - cos) / 2 runs from min_lr up to lr: it was told it used a whole cosine period."""
+    def rising(step, cfg):
+        span = cfg.steps - 1 - cfg.warmup_steps
+        return cfg.min_lr + (cfg.lr - cfg.min_lr) * (1 - math.cos(math.pi * (step - cfg.warmup_steps) / span)) / 2
+
+    r = check_lr_schedule(with_warmup(rising))
+    assert not r.passed and "your cosine rises, from min_lr at step 10 to lr at the last step (99)" in r.message, r.message

@@ -30,6 +30,8 @@ CASES = ((1, 64, ALPHA, LIMIT), (128, 64, ALPHA, LIMIT), (1000, 256, ALPHA, LIMI
          (777, 64, 1.0, 3.0))
 GUARD_VALUE = 1234.5  # what the memory around ``out`` holds; a kernel that writes there changes it
 TOLERANCE = 1e-4
+# Half the outputs written, the first ones: a mask at n / 2 (offs < n // 2, 2 * offs < n), as if n were gu's length.
+HALF_MASK = "your mask stops at n / 2, but n counts the outputs (gu's floats are 2n): mask=offs < n"
 INF = float("inf")
 
 
@@ -251,7 +253,7 @@ def check_swiglu_kernel(kernel: Callable) -> CheckResult:
         return failed(f"{problem}: set os.environ['TRITON_INTERPRET'] = '1' before importing triton (first cell of "
                       "the notebook), restart, and run again, to run it in Triton's interpreter on the CPU")
     gen = torch.Generator().manual_seed(10)
-    read_past, watched, nothing_written = None, True, None
+    read_past, watched, nothing_written, ambiguous = None, True, None, None
     for n, block, alpha, limit in CASES:
         # Scale 6: about a quarter of the gates and ups pass the limit of 7, so every clamp matters.
         gu = torch.randn(2 * n, generator=gen) * 6
@@ -279,9 +281,6 @@ def check_swiglu_kernel(kernel: Callable) -> CheckResult:
         if read_outside and read_past is None:
             read_past = where  # told after the outputs: a wrong result is the first thing to fix
         unwritten = got.isnan()
-        # Half the outputs written, the first ones: a mask at n / 2 (offs < n // 2, 2 * offs < n), as if n were gu's
-        # length; n counts the outputs.
-        half_mask = "your mask stops at n / 2, but n counts the outputs (gu's floats are 2n): mask=offs < n"
         written = int((~unwritten).sum())
         prefix = written in (n // 2, (n + 1) // 2) and not unwritten[:written].any()
         if unwritten.all():
@@ -291,13 +290,16 @@ def check_swiglu_kernel(kernel: Callable) -> CheckResult:
             return failed(f"not yet: your kernel wrote nothing into out {nothing_written or where}: tl.store the "
                           "result at out_ptr + offs")
         if unwritten.any():
-            if n > block and not unwritten[:block].any() and unwritten[block:].all():
+            same_block = n > block and not unwritten[:block].any() and unwritten[block:].all()
+            if same_block and prefix and ambiguous is None:  # n = 2 BLOCK: either mistake; the next size tells
+                ambiguous = where
+                continue
+            if same_block:
                 return failed(f"not yet: only the first BLOCK outputs were written {where}: every program wrote the "
                               f"same block. Offsets must start at the program's block: "
-                              f"offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)"
-                              + (f" - or - {half_mask}" if prefix else ""))
+                              f"offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)")
             if prefix:
-                return failed(f"not yet: only the first {written} of {n} outputs were written {where}: {half_mask}")
+                return failed(f"not yet: only the first {written} of {n} outputs were written {where}: {HALF_MASK}")
             return failed(f"not yet: {int(unwritten.sum())} of {n} outputs were never written {where}. Program pid "
                           f"handles offs = pid * BLOCK + tl.arange(0, BLOCK), and stores all of them (mask offs < n)")
         want = gptoss_swiglu(gu, alpha, limit)
@@ -308,6 +310,9 @@ def check_swiglu_kernel(kernel: Callable) -> CheckResult:
             if torch.allclose(got, wrong, rtol=TOLERANCE, atol=TOLERANCE, equal_nan=True):
                 return failed(f"not yet {where}: {message}.")
         return failed("not yet: " + problem.message)
+    if ambiguous is not None:  # right for every other size
+        return failed(f"not yet: only the first BLOCK outputs were written {ambiguous}: every program wrote the same "
+                      f"block (offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)) - or - {HALF_MASK}")
     if nothing_written is not None:  # right for every other size
         return failed(f"not yet: your kernel wrote nothing into out {nothing_written}: tl.store the result at "
                       "out_ptr + offs, with mask=offs < n (n counts the outputs)")
