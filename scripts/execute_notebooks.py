@@ -47,9 +47,16 @@ def main(argv: list[str] | None = None) -> int:
             # --out keeps the GPU visible and --set writes its override: neither must land on the notebook.
             parser.error(f"--out {args.out} is the folder {path.name} is in: the copy would replace it. Give "
                          "another folder, or no --out to run it in place as CI does")
+    if args.out is not None:  # said now, not after a run of minutes whose copy then has nowhere to go
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+            probe = args.out / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            parser.error(f"--out {args.out} cannot hold the copies ({e.strerror or e}): give a folder you may write")
 
     import nbclient
-    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
     import nbformat
 
     notebooks = {}
@@ -81,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             env.update(CUDA_VISIBLE_DEVICES="")
             for name in ("CI", "GPTOSS_EDU_QUICK"):
                 env.pop(name, None)
+        interrupted = False
         try:
             client.execute(env=env)
             status = "ran"
@@ -89,23 +97,60 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(path.name)
             last = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()[-1]  # the error, without colours
             status = f"FAILED: {last}"
-        # Each flush of a print is an output of its own: joined, as JupyterLab joins them when it opens the
-        # notebook, or nbviewer and GitHub show a streamed reply one word a line.
-        CoalesceStreamsPreprocessor().preprocess(nb, {})
+        except (KeyboardInterrupt, AssertionError):
+            # Ctrl-C, or a time limit's SIGINT (gpu_check.sh): the kernel dies with it, and nbclient's clean-up may
+            # then trip on it (an AssertionError). A copy keeps the cells that ran, to show where it stalled.
+            interrupted = True
+            failed.append(path.name)
+            status = "stopped (interrupted)"
+            if args.out is None:
+                print(f"{path.name}: stopped; run in place, it is left as it was", file=sys.stderr)
+                return 130
+        join_streams(nb)
         tmp = target.with_name(target.name + ".tmp")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             nbformat.write(nb, tmp)
             tmp.replace(target)  # never a half-written notebook
         except BaseException as e:
-            tmp.unlink(missing_ok=True)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
             if not isinstance(e, OSError):
                 raise
             print(f"{path.name}: {status}, but {target} could not be written ({e.strerror or e}): it is as it was",
                   file=sys.stderr)
             return 2
         print(f"{path.name}: {status} in {time.perf_counter() - t0:.0f} s -> {target}", flush=True)
+        if interrupted:  # the whole command was asked to stop, not only this notebook
+            return 130
     return 1 if failed else 0
+
+
+CARRIAGE_RETURN = re.compile(r".*\r(?=[^\n])")  # a line a progress bar rewrote: its last state is kept
+
+
+def join_streams(nb) -> None:
+    """Join each cell's consecutive outputs to one stream, as JupyterLab does when it opens the notebook.
+
+    Each flush of a print is an output of its own: unjoined, nbviewer and GitHub show a streamed reply one word a
+    line. (nbconvert's CoalesceStreamsPreprocessor does this too; a GPU machine's image has no nbconvert.)
+    """
+    for cell in nb.cells:
+        joined = []
+        for out in cell.get("outputs", []):
+            last = joined[-1] if joined else None
+            if (last is not None and out.output_type == "stream" and last.output_type == "stream"
+                    and last.name == out.name):
+                last.text += out.text
+            else:
+                joined.append(out)
+        for out in joined:
+            if out.output_type == "stream" and "\r" in out.text:
+                out.text = CARRIAGE_RETURN.sub("", out.text)
+        if "outputs" in cell:
+            cell.outputs = joined
 
 
 if __name__ == "__main__":

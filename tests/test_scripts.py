@@ -3,6 +3,7 @@ with --set after the cell tagged 'parameters', and reports a failing cell by its
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -147,6 +148,74 @@ def test_a_notebook_that_cannot_be_written_is_said_and_leaves_no_temporary_file(
     assert f"a.ipynb: ran, but {src} could not be written (No space left on device): it is as it was" in \
         capsys.readouterr().err
     assert src.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["a.ipynb"]
+
+
+def load_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("execute_notebooks", ROOT / "scripts" / "execute_notebooks.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_streams_are_joined_as_nbconvert_joins_them_without_nbconvert():
+    """The GPU machine's image has no nbconvert: importing its CoalesceStreamsPreprocessor stopped the notebooks step
+    before any ran. The script's own join must give what nbconvert gives."""
+    import random
+
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
+
+    source = (ROOT / "scripts" / "execute_notebooks.py").read_text()
+    assert "from nbconvert" not in source and "import nbconvert" not in source  # scripts/device_wheels.sh has none
+    join_streams = load_script().join_streams
+    rng = random.Random(0)
+    pieces = ["a", "b\n", "\r50%", "\r100%\n", "\n", "x\ry", ""]
+    for _ in range(300):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x"), nbformat.v4.new_markdown_cell("m")])
+        for _ in range(rng.randint(0, 6)):
+            if rng.random() < 0.8:
+                out = nbformat.v4.new_output("stream", name=rng.choice(["stdout", "stderr"]),
+                                             text="".join(rng.choices(pieces, k=rng.randint(1, 3))))
+            else:
+                out = nbformat.v4.new_output("execute_result", data={"text/plain": "1"}, execution_count=1)
+            nb.cells[0].outputs.append(out)
+        theirs = copy.deepcopy(nb)
+        join_streams(nb)
+        CoalesceStreamsPreprocessor().preprocess(theirs, {})
+        assert nbformat.writes(nb) == nbformat.writes(theirs)
+
+
+def test_an_out_folder_that_cannot_hold_the_copies_is_refused_before_any_run(tmp_path):
+    """An --out that is a file ran the notebook to the end, then failed with a traceback (NotADirectoryError)."""
+    (tmp_path / "afile").write_text("x")
+    src = notebook(tmp_path / "a.ipynb", "open('ran', 'w').close()")
+    done = execute("--out", str(tmp_path / "afile"), str(src))
+    assert done.returncode == 2 and "--out" in done.stderr and "cannot hold the copies" in done.stderr, done.stderr
+    assert not (tmp_path / "ran").exists() and "Traceback" not in done.stderr
+
+
+def test_an_interrupted_run_keeps_the_cells_that_ran_and_stops(tmp_path):
+    """gpu_check.sh stops a step with SIGINT at its limit: the kernel died with it, nbclient's clean-up raised an
+    AssertionError, and nothing was written, not even the cells that had run."""
+    import signal
+    import time
+
+    slow = notebook(tmp_path / "slow.ipynb", "print('started', flush=True); open('started', 'w').close()",
+                    "import time; time.sleep(60)")
+    later = notebook(tmp_path / "later.ipynb", "print('later')")
+    proc = subprocess.Popen([sys.executable, "scripts/execute_notebooks.py", "--out", str(tmp_path / "out"),
+                             str(slow), str(later)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (tmp_path / "started").exists():  # the kernel runs in the folder
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)  # as timeout -s INT does: the whole group, the kernel included
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert "slow.ipynb: stopped (interrupted)" in out and "execute_notebooks.py\", line" not in err, out + err
+    assert outputs(tmp_path / "out" / "slow.ipynb")[0] == "started\n"  # saved as far as it ran
+    assert not (tmp_path / "out" / "later.ipynb").exists()  # the whole command stopped
 
 
 def test_diff_outputs_names_the_cells_whose_text_or_pictures_changed(tmp_path):
