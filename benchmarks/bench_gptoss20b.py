@@ -31,6 +31,7 @@ import gc
 import importlib.util
 import json
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -72,6 +73,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--json {args.json} is a folder: give the path of a file, e.g. {args.json / 'bench.json'}")
     if args.json is not None and not args.json.parent.is_dir():
         p.error(f"--json {args.json}: there is no folder {args.json.parent} to write it in")
+    if args.json is not None:
+        probe = args.json.with_name(f".{args.json.name}.write-test")
+        try:
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            p.error(f"--json {args.json} cannot be written there ({e.strerror or e}): give a folder you may write")
     return args
 
 
@@ -369,7 +377,9 @@ def main(args: argparse.Namespace) -> int:
         print("No CUDA GPU here, so there is nothing to measure. This benchmark needs one NVIDIA GPU with room for")
         print("  " + describe_needs(cfg) + ".")
         print("Use --layers N for a shrunken model, or --smoke for a tiny CPU run that only checks the script works.")
-        return 0
+        # Asked for figures (--json, as gpu_check.sh asks), or on a machine whose GPU torch cannot use: a failure,
+        # so a run that measured nothing is not taken for one that passed.
+        return 1 if args.json is not None or shutil.which("nvidia-smi") else 0
     if not args.smoke and os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on"):
         print("TRITON_INTERPRET is set, so the kernels would run in Triton's interpreter on the CPU, not on the GPU:")
         print("unset it (it is for the CPU tests), or pass --smoke for the CPU check.")
@@ -413,10 +423,18 @@ def main(args: argparse.Namespace) -> int:
     skipped: dict[str, str] = {}
     errors: dict[str, str] = {}  # a path that failed, and why: the others still run
 
+    unsaved: list[str] = []
+
     def save() -> None:
         if args.json:
             compare_paths(results)
-            write_json(args.json, cfg, name, versions, bw, results, skipped, args, errors, quiet=True)
+            try:
+                write_json(args.json, cfg, name, versions, bw, results, skipped, args, errors, quiet=True)
+            except OSError as e:  # the figures are printed all the same: a failed save is no path's failure
+                if not unsaved:
+                    print(f"could not save {args.json} ({e.strerror or e}); the figures are in the table above",
+                          file=sys.stderr, flush=True)
+                unsaved.append(str(e))
 
     def run(runner: Runner, check: Callable[[], dict[str, Any]] | None = None) -> None:
         print(f"running {runner.name} ...", flush=True)
@@ -511,8 +529,14 @@ def main(args: argparse.Namespace) -> int:
     if args.smoke:
         print("(smoke run: the kernels ran in Triton's interpreter on the CPU; these figures only show the script works)")
     if args.json:
-        write_json(args.json, cfg, name, versions, bw, results, skipped, args, errors, complete=not stopped)
-    return 1 if errors or stopped else 0
+        try:
+            write_json(args.json, cfg, name, versions, bw, results, skipped, args, errors, complete=not stopped)
+            unsaved.clear()
+        except OSError as e:
+            print(f"could not save {args.json} ({e.strerror or e}); the figures are in the table above",
+                  file=sys.stderr)
+            unsaved.append(str(e))
+    return 1 if errors or stopped or unsaved else 0
 
 
 def table_header(args: argparse.Namespace) -> str:

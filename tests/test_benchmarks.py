@@ -44,6 +44,9 @@ def test_benchmark_without_a_gpu_says_what_it_needs():
         pytest.skip("there is a GPU here: the benchmark would run for real")
     done = run([sys.executable, "benchmarks/bench_gptoss20b.py"])
     assert done.returncode == 0 and "No CUDA GPU here" in done.stdout and "12.8 GiB" in done.stdout
+    # Asked for figures (gpu_check.sh's --json) where torch sees no GPU: a failure, not a pass that measured nothing.
+    done = run([sys.executable, "benchmarks/bench_gptoss20b.py", "--json", str(ROOT / ".no-gpu-bench.json")])
+    assert done.returncode == 1 and "No CUDA GPU here" in done.stdout and not (ROOT / ".no-gpu-bench.json").exists()
 
 
 @pytest.mark.slow
@@ -199,6 +202,38 @@ def test_a_json_that_cannot_be_written_leaves_no_tmp_file(bench, tmp_path, monke
     with pytest.raises(OSError, match="No space left"):
         bench.write_json(out, bench.bench_config(args), "cpu", {}, 1.0, {}, {}, args)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_json_that_cannot_be_saved_costs_no_path_and_no_run(bench, tmp_path, capsys, monkeypatch):
+    """A save that failed mid-run was recorded as the measured path's own failure, then raised out of the run:
+    the later paths never ran, and there was no closing report."""
+    out = tmp_path / "bench.json"
+    args = bench.parse_args(["--smoke", "--paths", "torch", "transformers", "--json", str(out)])
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(bench, "write_json", full)
+    rc = bench.main(args)
+    printed = capsys.readouterr()
+    assert rc == 1 and "FAILED" not in printed.out and "Traceback" not in printed.err
+    assert printed.err.count(f"could not save {out} (No space left on device)") == 2  # once in the run, once at the end
+    last_table = printed.out.split("path ")[-1]
+    assert "torch" in last_table and "transformers" in last_table  # both paths ran, and the closing report came
+
+
+def test_a_json_folder_that_cannot_be_written_is_refused_before_anything_runs(bench, tmp_path, capsys, monkeypatch):
+    real = bench.Path.write_text
+
+    def refuse(self, *a, **k):
+        if self.parent == tmp_path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(bench.Path, "write_text", refuse)
+    with pytest.raises(SystemExit) as e:
+        bench.parse_args(["--json", str(tmp_path / "bench.json")])
+    assert e.value.code == 2 and "cannot be written there (Permission denied)" in capsys.readouterr().err
 
 
 def test_the_gpu_run_refuses_triton_s_interpreter(bench, monkeypatch, capsys):
