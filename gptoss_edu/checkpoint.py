@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 import time
 import warnings
 from collections import Counter
@@ -32,7 +31,7 @@ from .config import (ModelConfig, alternating_layer_types, check_layer_count, ch
                      read_whole)
 from .env import device_problem, is_container_limit, total_ram
 from .files import (DiskFull, away_from_here, is_no_room, leftovers, replace_folder, restore_folder, safetensors_path,
-                    save_tensors, set_aside)
+                    save_tensors, set_aside, temporary_folder)
 from .hub import pickle_weights
 from .memory import disk_free, format_bytes, is_out_of_memory
 from .model import GPT
@@ -938,7 +937,7 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
     need = _written_bytes(model.config, layout, mxfp4, dtype)
     if need > disk_free(path.parent):
         raise DiskFull(path, need, before=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = temporary_folder(path)
     size = total = 0
     try:
         # One shard in memory at a time; shards are named once their count is known.

@@ -113,9 +113,9 @@ def set_aside(path: Path) -> list[Path]:
 
 def leftovers(path: Path) -> list[Path]:
     """What writes of ``path`` that were killed mid-way left beside it: their temporary folders or files
-    (``.NAME.`` and tempfile's eight characters), old copies whose deletion was cut short (``.NAME.del-*``)
+    (``.NAME.tmp-`` and tempfile's eight characters), old copies whose deletion was cut short (``.NAME.del-*``)
     and, once ``path`` is in place, the copies set aside."""
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.([a-z0-9_]{{8}}|del-[0-9a-f]{{8}})")  # del-: a deletion cut short
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.({TEMPORARY}[a-z0-9_]{{8}}|del-[0-9a-f]{{8}})")  # del-: cut short
     found = [p for p in path.parent.glob(f".{glob.escape(path.name)}.*") if pattern.fullmatch(p.name)]
     if path.exists():
         found += set_aside(path)
@@ -149,9 +149,19 @@ def restore_folder(path: Path) -> bool:
     return True
 
 
+# The mark of the course's temporary names beside a destination, .NAME.tmp-XXXXXXXX: none a person would choose
+# (.student.original is someone's backup), so what a killed write leaves can be told apart and removed.
+TEMPORARY = "tmp-"
+
+
+def temporary_folder(path: Path) -> Path:
+    """A new, private folder beside ``path`` to write its next version in (renamed into place when done)."""
+    return Path(tempfile.mkdtemp(prefix=f".{path.name}.{TEMPORARY}", dir=path.parent))
+
+
 def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to the file ``path`` whole: the old contents stay until the new ones are on the disk."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{TEMPORARY}", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

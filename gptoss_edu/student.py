@@ -10,10 +10,9 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
-from .files import NO_ROOM, in_course_folder, remove_leftovers, replace_folder, restore_folder
+from .files import NO_ROOM, in_course_folder, remove_leftovers, replace_folder, restore_folder, temporary_folder
 
 SOLUTION_TAG = "solution"
 PLACEHOLDER = "<i>The solution has been removed from this copy. Ask your teacher, or see the full course.</i>"
@@ -120,7 +119,7 @@ def make_student_copy(src: str | Path, dst: str | Path, kernel: str | None = Non
     check_student_target(src, dst)
     dst = dst.resolve()  # "student/." and the like get a real name to put the temporary folder beside
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    tmp = temporary_folder(dst)
     try:
         counts, written = {}, {}
         for path in notebooks:

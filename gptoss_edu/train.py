@@ -27,7 +27,6 @@ import shlex
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -42,7 +41,7 @@ from . import harmony
 from .checkpoint import CheckpointError, check_replaceable, write_checkpoint
 from .env import REPO
 from .files import (DiskFull, away_from_here, hold, is_no_room, remove_leftovers, replace_folder, restore_folder,
-                    safetensors_path, save_tensors, set_aside)
+                    safetensors_path, save_tensors, set_aside, temporary_folder)
 from .config import LAST_STEP, ModelConfig, course_config, preset
 from .corpus import Corpus, load_corpus
 from .model import GPT
@@ -645,7 +644,7 @@ def save_state(path: str | Path, result: TrainResult, optimizer: torch.optim.Opt
             tensors[f"optim.{names[p]}.{key}"] = value.detach().contiguous()
     tensors["rng.torch"] = torch.get_rng_state()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = temporary_folder(path)
     try:
         save_tensors(tensors, tmp / STATE_TENSORS, metadata={"format": STATE_FORMAT})
         meta = {
@@ -824,7 +823,7 @@ def export(result: TrainResult, path: str | Path, command: str | None = None, ab
 
     path = check_export_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = temporary_folder(path)
     try:
         try:
             folder = write_checkpoint(result.model, tmp / "ckpt", mxfp4=True)

@@ -767,12 +767,12 @@ def test_writing_packed_experts_dense_holds_one_shard_at_a_time(tmp_path, monkey
 
 def test_a_write_killed_mid_way_is_reported_by_the_next(tmp_path):
     path = g.write_checkpoint(small_gptoss(), tmp_path / "ck")
-    (tmp_path / ".ck.a1b2c3d4").mkdir()  # what a write killed mid-way leaves (tempfile's name)
-    (tmp_path / ".ck.a1b2c3d4" / "shard-0.part").write_bytes(b"x" * 10)
-    said = r"killed mid-way left \(\.ck\.a1b2c3d4\).* remove it with gptoss_edu\.files\.remove_leftovers\("
+    (tmp_path / ".ck.tmp-a1b2c3d4").mkdir()  # what a write killed mid-way leaves (tempfile's name)
+    (tmp_path / ".ck.tmp-a1b2c3d4" / "shard-0.part").write_bytes(b"x" * 10)
+    said = r"killed mid-way left \(\.ck\.tmp-a1b2c3d4\).* remove it with gptoss_edu\.files\.remove_leftovers\("
     with pytest.warns(UserWarning, match=said):
         g.write_checkpoint(small_gptoss(), path, overwrite=True)
-    assert (tmp_path / ".ck.a1b2c3d4").is_dir()  # reported, not removed: another process may be writing it
+    assert (tmp_path / ".ck.tmp-a1b2c3d4").is_dir()  # reported, not removed: another process may be writing it
     gptoss_edu.files.remove_leftovers(path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

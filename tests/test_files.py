@@ -133,11 +133,11 @@ def test_a_link_at_the_path_is_not_replaced_by_a_copy_set_aside(tmp_path):
 def test_leftovers_are_the_temporary_names_of_killed_writes_and_nothing_of_the_users(tmp_path):
     """A run deletes what remove_leftovers finds: a user's own '.state.something' beside it must never be among it."""
     target = folder(tmp_path / "state", "step 2")
-    killed = [tmp_path / name for name in (".state.hrlqefjb", ".state.a1b2c3_d", ".state.old-3ff9ab5e")]
+    killed = [tmp_path / name for name in (".state.tmp-hrlqefjb", ".state.tmp-a1b2c3_d", ".state.old-3ff9ab5e")]
     for path in killed:
         path.mkdir()
     mine = [tmp_path / name for name in (".state.notes.md", ".state.my_backup_of_step_1", ".state.backup01.tar",
-                                         ".state.notes", "state.hrlqefjb", ".other.hrlqefjb")]
+                                         ".state.notes", "state.tmp-hrlqefjb", ".other.tmp-hrlqefjb", ".state.hrlqefjb", ".state.original")]
     for path in mine:
         path.write_text("mine")
     assert remove_leftovers(target) == sorted(killed)

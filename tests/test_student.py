@@ -126,14 +126,14 @@ def test_the_copy_is_readable_by_others(tmp_path, capsys, umask):
 
 
 def test_a_destination_that_may_not_be_written_is_named_with_what_to_do(tmp_path, capsys, monkeypatch):
-    """From a course installed read-only it said "[Errno 13] Permission denied: '.../.student._o1l4wmk'"."""
+    """From a course installed read-only it said "[Errno 13] Permission denied: '.../.student.tmp-_o1l4wmk'"."""
     import errno
     import tempfile
 
     src = course(tmp_path)
 
     def denied(*args, **kwargs):
-        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / ".student._o1l4wmk"))
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / ".student.tmp-_o1l4wmk"))
 
     monkeypatch.setattr(tempfile, "mkdtemp", denied)
     assert main(["student", str(src), str(tmp_path / "student")]) == 2
@@ -196,7 +196,7 @@ def test_a_copy_killed_between_its_renames_is_undone_by_the_next(tmp_path, capsy
     (out / ".ipynb_checkpoints").mkdir()
     (out / ".ipynb_checkpoints" / "01_a-checkpoint.ipynb").write_text("my saved answers")
     out.rename(tmp_path / ".out.old-0123abcd")  # killed after the first rename: the copy is only set aside
-    (tmp_path / ".out.a1b2c3d4").mkdir()  # and the new copy's temporary folder stays
+    (tmp_path / ".out.tmp-a1b2c3d4").mkdir()  # and the new copy's temporary folder stays
     capsys.readouterr()
     assert main(["student", str(src), str(out)]) == 0
     err = capsys.readouterr().err
@@ -425,3 +425,18 @@ def test_a_link_out_with_a_title_or_an_anchor_is_named_and_an_image_is_left_alon
     (cell,) = copied["cells"]
     assert cell["source"] == ("See the data (`data/tiny.txt` in the course's folder), setup (`README.md` in the "
                               "course's folder), [here](01_a.ipynb) and ![a figure](../data/fig.png).")
+
+
+def test_a_learners_backup_beside_the_copy_is_never_taken_for_a_leftover(tmp_path, capsys):
+    """.student.original (eight letters, as tempfile's names) was deleted as "what a cut-short copy left", answers in
+    it, even when the command then refused to write."""
+    src = course(tmp_path)
+    out = tmp_path / "student"
+    assert main(["student", str(src), str(out)]) == 0
+    for name in (".student.original", ".student.backup_1"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "01_a.ipynb").write_text("my answers")
+    (out / "01_a.ipynb").write_text("changed")  # the copy holds work too: refused
+    assert main(["student", str(src), str(out)]) == 2
+    assert "removed" not in capsys.readouterr().err
+    assert all((tmp_path / name / "01_a.ipynb").read_text() == "my answers" for name in (".student.original", ".student.backup_1"))

@@ -690,15 +690,16 @@ def test_a_full_disk_is_a_message_naming_the_folder_and_the_space(tmp_path, caps
 
 def test_an_export_clears_what_killed_exports_left_beside_it(tmp_path, capsys):
     """A killed --export left its hidden temporary folder (6 MB for the tiny model) beside the target, unreported."""
-    killed = tmp_path / ".exported.k1ll3d00"
+    killed = tmp_path / ".exported.tmp-k1ll3d00"
     killed.mkdir()
     (killed / "model.safetensors").write_bytes(b"x" * 100)
-    (tmp_path / ".exported.notours").mkdir()  # not tempfile's eight characters: not a killed export's
+    (tmp_path / ".exported.notours").mkdir()  # not the course's temporary name: not a killed export's
+    (tmp_path / ".exported.k1ll3d00").mkdir()  # eight characters, as tempfile's are: a person's, and kept
     tiny = ["--batch-size", "2", "--seq-len", "16", "--warmup-steps", "1", "--no-progress"]
     assert T.main(["course-step-13", "--out", str(tmp_path / "run"), "--steps", "2", "--export",
                    str(tmp_path / "exported"), *tiny]) == 0
     assert f"removed {killed}, what a killed export left" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".exported.notours", "exported", "run"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".exported.k1ll3d00", ".exported.notours", "exported", "run"]
 
 
 def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
@@ -1047,11 +1048,12 @@ def test_a_run_removes_what_saves_killed_mid_way_left_in_its_folder(tmp_path, ca
     tiny = ["--steps", "2", "--batch-size", "2", "--seq-len", "16", "--no-progress"]
     run = tmp_path / "run"
     assert T.main(["course-step-13", "--out", str(run), *tiny]) == 0
-    killed = [run / f".{T.STATE_DIR}.hrlqefjb", run / f".{T.STATE_DIR}.w8sssroe", run / f".{T.MODEL_DIR}.a1b2c3_d",
-              run / f".{T.STATE_DIR}.old-3ff9ab5e"]
+    killed = [run / f".{T.STATE_DIR}.tmp-hrlqefjb", run / f".{T.STATE_DIR}.tmp-w8sssroe",
+              run / f".{T.MODEL_DIR}.tmp-a1b2c3_d", run / f".{T.STATE_DIR}.old-3ff9ab5e"]
     for folder in killed:
         shutil.copytree(run / T.STATE_DIR, folder)
-    mine = [run / f".{T.STATE_DIR}.notes", run / f".{T.STATE_DIR}.keep-this-one", run / "notes.txt"]
+    mine = [run / f".{T.STATE_DIR}.notes", run / f".{T.STATE_DIR}.keep-this-one", run / "notes.txt",
+            run / f".{T.STATE_DIR}.original"]  # eight letters, as tempfile's names were: a person's backup
     for f in mine:
         f.write_text("mine")
     capsys.readouterr()
