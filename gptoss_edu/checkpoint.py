@@ -874,12 +874,16 @@ def _diverged(model: nn.Module) -> None:
                              "weights have diverged (a learning rate too high, say); write one saved before that")
 
 
-def _within_float16(tensors: Iterator[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
-    """The tensors of a finite model, each refused if its float16 copy overflowed (past 65504 is infinity)."""
+def _within_range(tensors: Iterator[tuple[str, torch.Tensor]], dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+    """The tensors of a finite model, each refused if it overflowed as written (float16 past 65504, a float64 weight
+    past float32's 3.4e38, a packed scale past 252): the loader would refuse the checkpoint."""
     for name, tensor in tensors:
         if tensor.is_floating_point() and tensor.numel() and not torch.stack(torch.aminmax(tensor)).isfinite().all():
-            raise ValueError(f"{name} has values beyond float16's range (+-65504), which it would hold as infinite: "
-                             "write the checkpoint in torch.bfloat16 (the default) or torch.float32")
+            if dtype == torch.float16:
+                raise ValueError(f"{name} has values beyond float16's range (+-65504), which it would hold as "
+                                 "infinite: write the checkpoint in torch.bfloat16 (the default) or torch.float32")
+            raise ValueError(f"{name} has values beyond {str(dtype).removeprefix('torch.')}'s range, which it would "
+                             "hold as infinite: scale them down, or write the checkpoint in torch.float64")
         yield name, tensor
 
 
@@ -930,8 +934,7 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
         tensors = hf_state_dict(model, mxfp4, dtype)
     else:
         raise ValueError(f"layout must be 'hf' or 'original', got {layout!r}")
-    if dtype == torch.float16:
-        tensors = _within_float16(tensors)
+    tensors = _within_range(tensors, dtype)  # before the old checkpoint is replaced by one that would not load
     path.parent.mkdir(parents=True, exist_ok=True)
     # The old checkpoint stays until the new one is complete: the disk must hold the whole new one beside it.
     need = _written_bytes(model.config, layout, mxfp4, dtype)

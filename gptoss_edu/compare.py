@@ -138,8 +138,11 @@ class LayerComparison:
         within = f"{self.rtol:g} of each layer's largest value" + (f" plus {self.atol:g}" if self.atol else "")
         verdict = (f"all layers agree within {within}" if first is None
                    else f"{self.names[0]} and {self.names[1]} part at {first} (tolerance: {within})")
-        if self.overflowed and (first is None or list(self.diffs).index(self.overflowed[0]) < list(self.diffs).index(first)):
-            verdict += f"; from {self.overflowed[0]} on both hold inf or NaN, in the same places"
+        order = list(self.diffs)
+        alike = [layer for layer in self.overflowed if first is None or order.index(layer) < order.index(first)]
+        if alike:  # agreeing layers, but not finite ones: said, so "agree" is not read as "all is well"
+            verdict += (f"; both hold inf or NaN, in the same places, at {alike[0]}"
+                        + (f" and {len(alike) - 1} more layer{'s' * (len(alike) > 2)}" if len(alike) > 1 else ""))
         return "\n".join(lines + [verdict])
 
 

@@ -266,6 +266,20 @@ def test_gpu_check_gives_the_benchmark_the_time_left_and_on_a_gpu_drops_the_inte
     assert "== benchmark (limit 120 s)" in done.stdout  # never less than 120 s
 
 
+def test_gpu_check_stops_the_notebooks_step_when_notebook_10_was_interrupted(tmp_path):
+    """execute_notebooks.py catches the step limit's SIGINT and exits 130: the step went on to start notebook 12,
+    which the limit's SIGKILL then cut 5 s in."""
+    log = tmp_path / "seen"
+    fake_python = tmp_path / "python"
+    fake_python.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\ncase "$*" in *10_triton*) exit 130 ;; esac\nexit 0\n')
+    fake_python.chmod(0o755)
+    done = run(["bash", "benchmarks/gpu_check.sh"], OUT=str(tmp_path / "out"), PYTHON=str(fake_python), STEPS="notebooks")
+    assert done.returncode == 1, done.stdout + done.stderr
+    started = [line for line in log.read_text().splitlines() if "execute_notebooks.py" in line]
+    assert len(started) == 1 and "10_triton_kernels" in started[0], started
+    assert "notebooks: exit 130" in (tmp_path / "out" / "summary.txt").read_text()
+
+
 def test_count_decode_ops_prints_the_kernels_of_a_step():
     """The counts RESULTS.md quotes come from this script: the static step runs fewer aten ops than the eager one."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # launches recorded, not interpreted

@@ -980,6 +980,22 @@ def test_a_diverged_model_is_refused_before_it_replaces_a_checkpoint(tmp_path, w
     assert {f.name: f.read_bytes() for f in good.iterdir()} == before and os.listdir(tmp_path) == ["ck"]
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_a_float64_weight_past_the_written_dtypes_range_is_refused_before_it_replaces_a_checkpoint(tmp_path, dtype):
+    """A finite float64 weight of 1e39 became infinite as written: the checkpoint replaced the good one, and would not
+    load."""
+    model = small_gptoss().double()
+    good = g.write_checkpoint(model, tmp_path / "ck", dtype=dtype)
+    before = {f.name: f.read_bytes() for f in good.iterdir()}
+    with torch.no_grad():
+        model.blocks[1].attn.q_proj.weight[0, 0] = 1e39
+    name = str(dtype).removeprefix("torch.")
+    with pytest.raises(ValueError, match=f"model.layers.1.self_attn.q_proj.weight has values beyond {name}'s range"):
+        g.write_checkpoint(model, good, dtype=dtype, overwrite=True)
+    assert {f.name: f.read_bytes() for f in good.iterdir()} == before
+    assert (g.write_checkpoint(model, tmp_path / "f64", dtype=torch.float64, mxfp4=False) / "config.json").exists()
+
+
 def test_an_expert_past_float32s_range_is_named():
     """A float64 model's expert past float32's range (and MXFP4's largest scale) failed without naming the tensor."""
     model = small_gptoss().double()

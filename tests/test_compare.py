@@ -306,11 +306,24 @@ def test_two_models_that_overflow_alike_agree_there(pair):
         overflowing.blocks[0].mlp.fc_out.bias[0] = float("inf")
     result = compare_layers(overflowing, copy.deepcopy(overflowing), ids)
     assert result.equal and result.diffs["block 0"] == 0.0, result
-    assert repr(result).endswith("all layers agree within 1e-05 of each layer's largest value; from block 0 on both "
-                                 "hold inf or NaN, in the same places")
+    n = len(result.overflowed) - 1
+    assert repr(result).endswith("all layers agree within 1e-05 of each layer's largest value; both hold inf or NaN, "
+                                 f"in the same places, at block 0 and {n} more layers"), repr(result)
     assert compare_layers(overflowing, ours, ids).first_difference == "block 0"  # against a finite model, it parts
     buggy = copy.deepcopy(overflowing)  # the same overflow, and a real bug beside it in the same block
     with torch.no_grad():
         buggy.blocks[0].mlp.fc_out.bias[1] += 100.0
     result = compare_layers(buggy, overflowing, ids)
     assert result.first_difference == "block 0" and math.isfinite(result.tolerance("block 0")), result
+
+
+def test_the_verdict_names_only_the_non_finite_layers_before_the_parting(pair):
+    """It said "from block 0 on both hold inf or NaN" of models that parted later because one alone held a NaN."""
+    from gptoss_edu.compare import LayerComparison
+
+    diffs = {"embeddings": 0.0, "block 0": 0.0, "block 1": float("nan"), "logits": float("nan")}
+    sizes = {"embeddings": 1.0, "block 0": 3.0, "block 1": 5.0, "logits": 5.0}
+    result = LayerComparison(("a", "b"), diffs, sizes, 1e-5, overflowed=("block 0", "block 1", "logits"))
+    assert result.first_difference == "block 1"
+    assert repr(result).endswith("a and b part at block 1 (tolerance: 1e-05 of each layer's largest value); both hold "
+                                 "inf or NaN, in the same places, at block 0")

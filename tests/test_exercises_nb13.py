@@ -141,6 +141,11 @@ def test_a_whole_cosine_period_is_named_not_the_range():
 
     r = check_lr_schedule(with_warmup(whole_period))
     assert not r.passed and "a whole cosine period comes back where it started" in r.message, r.message
+    def whole_period_from_step_0(step, cfg):  # progress counted from step 0, not from the warmup's end
+        return cfg.min_lr + (cfg.lr - cfg.min_lr) * (1 + math.cos(2 * math.pi * step / (cfg.steps - 1))) / 2
+
+    r = check_lr_schedule(with_warmup(whole_period_from_step_0))
+    assert not r.passed and "a whole cosine period comes back where it started" in r.message, r.message
     r = check_lr_schedule(with_warmup(lambda step, cfg: cfg.lr))  # no decay at all: not a whole period
     assert not r.passed and "whole cosine" not in r.message, r.message
 

@@ -61,7 +61,7 @@ def _diagnose(fn: Callable[[int, TrainConfig], float], cfg: TrainConfig) -> str 
     if cfg.min_lr > 0 and abs(got[last]) < 1e-12:
         return f"your cosine ends at 0; it should end at min_lr = {cfg.min_lr:g} on the last step"
     dips = min(got[w:]) - cfg.min_lr < 0.05 * (cfg.lr - cfg.min_lr)  # down near min_lr on the way
-    if close(got[last], cfg.lr) and close(got[w], cfg.lr) and not close(cfg.lr, cfg.min_lr) and dips:
+    if close(got[last], cfg.lr) and not close(got[w], cfg.min_lr) and not close(cfg.lr, cfg.min_lr) and dips:
         return (f"at the last step ({last}) your rate is back at lr = {cfg.lr:g}: a whole cosine period comes back "
                 "where it started; use half a cosine, cos(pi * progress), which ends at min_lr")
     if close(got[last], cfg.lr) and close(got[w], cfg.min_lr) and not close(cfg.lr, cfg.min_lr):
