@@ -11,6 +11,7 @@ account or container of their own, and read the solutions you grade.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import re
@@ -92,28 +93,25 @@ def _output_text(cell: dict) -> tuple[str, str | None]:
 
 def exercises(nb: dict, name: str) -> list[Exercise]:
     """The exercises of notebook ``nb`` (its cells that call a check, solutions left out) and their verdicts."""
-    found, first_error = [], None  # the first cell that raised: a later NameError is mostly its consequence
+    found, first_error, cells = [], None, []  # the first cell that raised: a later NameError is mostly its consequence
     for cell in nb.get("cells", []):
         source = "".join(cell.get("source", ""))
         if cell.get("cell_type") != "code" or SOLUTION_TAG in cell.get("metadata", {}).get("tags", []):
             continue
+        cells.append((source, cell, first_error))
         checks = CHECK_CALL.findall(source)
         if not checks:
             first_error = first_error or _output_text(cell)[1]
         for check in checks:
-            text, error = _output_text(cell)
-            # A check's verdict is one line that starts with its mark (CheckResult's repr and print).
-            verdict = next((line for line in text.splitlines() if line.startswith(("✅", "❌"))), None)
-            if error:
-                status, message = "error", f"the cell raised {error}"
-                if first_error is not None and error.startswith("NameError"):
-                    message += f", after an earlier cell raised {first_error}"
-            elif verdict is None:
-                status, message = "not run", "no verdict in the saved output: run the cell"
-            else:
-                status = "passed" if verdict.startswith("✅") else "not yet"
-                message = verdict[1:].strip()
-            found.append(Exercise(name, check, status, message))
+            found.append(_verdict(name, check, cell, first_error))
+    if not found:  # the course's exercise of this notebook: called another way, or its cell deleted
+        for check in expected_checks(name):
+            call = re.compile(rf"(?<![\w.]){check}\(")
+            cell = next(((c, err) for source, c, err in cells if call.search(source)
+                         and not re.search(rf"def\s+{check}\(", source)), None)
+            found.append(_verdict(name, check, *cell) if cell is not None else Exercise(
+                name, check, "not run", f"no cell calls {check}(...): the exercise cell was deleted or changed; take "
+                "it back from the course's copy of the notebook"))
     # A check called in several cells (an exercise cell duplicated to try again, a scratch copy) is one
     # exercise: the best verdict among its cells counts, so a stub left "not yet" beside a solved copy
     # does not read as unfinished.
@@ -122,6 +120,35 @@ def exercises(nb: dict, name: str) -> list[Exercise]:
         if e.check not in best or RANK.index(e.status) < RANK.index(best[e.check].status):
             best[e.check] = e
     return list(best.values())
+
+
+def _verdict(name: str, check: str, cell: dict, first_error: str | None) -> Exercise:
+    """The verdict ``cell`` saved for ``check``: passed, not yet, error, or not run."""
+    text, error = _output_text(cell)
+    # A check's verdict is one line that starts with its mark (CheckResult's repr and print).
+    verdict = next((line for line in text.splitlines() if line.startswith(("✅", "❌"))), None)
+    if error:
+        status, message = "error", f"the cell raised {error}"
+        if first_error is not None and error.startswith("NameError"):
+            message += f", after an earlier cell raised {first_error}"
+    elif verdict is None:
+        status, message = "not run", "no verdict in the saved output: run the cell"
+    else:
+        status = "passed" if verdict.startswith("✅") else "not yet"
+        message = verdict[1:].strip()
+    return Exercise(name, check, status, message)
+
+
+def expected_checks(name: str) -> list[str]:
+    """The checks the course's notebook ``NN_...`` has its exercise call (from gptoss_edu.exercises.nbNN)."""
+    if not re.match(r"\d\d_", name):
+        return []
+    try:
+        module = importlib.import_module(f"{__package__}.exercises.nb{name[:2]}")
+    except ImportError:
+        return []
+    return sorted(n for n, f in vars(module).items()
+                  if n.startswith("check_") and callable(f) and getattr(f, "__module__", None) == module.__name__)
 
 
 def notebook_files(path: Path) -> list[Path]:
@@ -135,6 +162,8 @@ def notebook_files(path: Path) -> list[Path]:
             raise ValueError(f"there is no file or folder {path}")
         # glob finds nothing in a folder it may not list: say why, rather than "holds no course notebooks"
         found = sorted(p for p in path.iterdir() if NOTEBOOK_NAME.match(p.name))
+        if not found and (path / "notebooks").is_dir():  # a student's whole copy of the course, as handed out
+            found = sorted(p for p in (path / "notebooks").iterdir() if NOTEBOOK_NAME.match(p.name))
     except OSError as e:  # a student's private folder, on a shared machine
         raise ValueError(f"cannot read {path} ({e.strerror or e}): run progress as a user who may read it") from None
     if not found:

@@ -351,3 +351,27 @@ def test_ctrl_c_while_a_kernel_starts_is_an_interrupt_not_a_traceback(tmp_path, 
     path = notebook(tmp_path / "01_a.ipynb", ("check_a(f)", []))
     assert main(["progress", "--run", str(path)]) == 130
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_deleted_or_wrapped_exercise_call_is_not_a_pass(tmp_path, capsys):
+    """A learner who deleted the exercise cell (or wrote print(check_gelu(...))) had no exercise: "- 01 (no
+    exercise)", and exit 0, as if every exercise had passed."""
+    notebook(tmp_path / "cy" / "01_gpt2_block.ipynb", ("x = 1", []))
+    notebook(tmp_path / "cy" / "03_rmsnorm.ipynb", ("print(check_rms_norm(my_rms_norm))", [result("✅ Right")]))
+    notebook(tmp_path / "cy" / "02_rope.ipynb", ("def check_rope(f):\n    return 1", []))
+    assert main(["progress", str(tmp_path / "cy")]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == ("· 01 check_gelu: no cell calls check_gelu(...): the exercise cell was deleted or changed; "
+                        "take it back from the course's copy of the notebook")
+    assert lines[1].startswith("· 02 check_rope: no cell calls check_rope(...)")  # a def is not a call
+    assert lines[2] == "✅ 03 check_rms_norm: Right"  # called inside print(...): found, and its verdict read
+
+
+def test_a_students_whole_copy_of_the_course_is_read_from_its_notebooks_folder(tmp_path, capsys):
+    """The README hands out the repository: the class's folders hold notebooks/ one level down, and progress said
+    "holds no course notebooks"."""
+    notebook(tmp_path / "alice" / "notebooks" / "01_x.ipynb", ("check_a(f)", [result("✅ Right")]))
+    notebook(tmp_path / "bob" / "notebooks" / "01_x.ipynb", ("check_a(f)", [result("❌ not yet")]))
+    assert main(["progress", str(tmp_path / "alice"), str(tmp_path / "bob")]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == [str(tmp_path / "alice"), "✅", "1/1"] and lines[2].split()[-1] == "0/1"
