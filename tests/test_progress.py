@@ -8,7 +8,7 @@ import nbformat
 import pytest
 
 from gptoss_edu.__main__ import main
-from gptoss_edu.progress import exercises
+from gptoss_edu.progress import exercises, expected_checks
 
 ROOT = Path(__file__).resolve().parents[1]
 COURSE = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -40,6 +40,7 @@ def test_each_course_notebook_has_one_exercise_stored_as_not_yet(path):
     assert [e.status for e in found] == ["not yet"], (f"{path.name}: one exercise, whose stub's stored verdict is "
                                                       f"'not yet' (DEVELOPERS.md, Adding an exercise); found {found}")
     assert found[0].check.startswith("check_") and found[0].message.startswith("not yet")
+    assert [found[0].check] == expected_checks(path.name)  # what progress expects where the call is gone
 
 
 def test_each_verdict_is_read_from_what_the_cell_saved(tmp_path):
