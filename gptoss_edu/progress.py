@@ -107,11 +107,12 @@ def exercises(nb: dict, name: str) -> list[Exercise]:
     if not found:  # the course's exercise of this notebook: called another way, or its cell deleted
         for check in expected_checks(name):
             call = re.compile(rf"(?<![\w.]){check}\(")
-            cell = next(((c, err) for source, c, err in cells if call.search(source)
-                         and not re.search(rf"def\s+{check}\(", source)), None)
-            found.append(_verdict(name, check, *cell) if cell is not None else Exercise(
+            # Every cell that calls it, inside print(...) say (a comment's mention is no call; a def is none)
+            calling = [(c, err) for source, c, err in cells if call.search(re.sub(r"#.*", "", source))
+                       and not re.search(rf"def\s+{check}\(", source)]
+            found += [_verdict(name, check, *c) for c in calling] or [Exercise(
                 name, check, "not run", f"no cell calls {check}(...): the exercise cell was deleted or changed; take "
-                "it back from the course's copy of the notebook"))
+                "it back from the course's copy of the notebook")]
     # A check called in several cells (an exercise cell duplicated to try again, a scratch copy) is one
     # exercise: the best verdict among its cells counts, so a stub left "not yet" beside a solved copy
     # does not read as unfinished.
@@ -139,9 +140,28 @@ def _verdict(name: str, check: str, cell: dict, first_error: str | None) -> Exer
     return Exercise(name, check, status, message)
 
 
+# The course's notebooks: a learner's own 01_my_notes.ipynb beside them has no exercise to miss.
+COURSE_NOTEBOOKS = (
+    "00_welcome.ipynb",
+    "01_gpt2_block.ipynb",
+    "02_rope.ipynb",
+    "03_rmsnorm.ipynb",
+    "04_swiglu.ipynb",
+    "05_gqa_kv_cache.ipynb",
+    "06_sliding_window_sinks.ipynb",
+    "07_mixture_of_experts.ipynb",
+    "08_mxfp4.ipynb",
+    "09_yarn.ipynb",
+    "10_triton_kernels.ipynb",
+    "11_tokenizer_harmony.ipynb",
+    "12_gpt_oss_20b.ipynb",
+    "13_train_tiny.ipynb",
+)
+
+
 def expected_checks(name: str) -> list[str]:
-    """The checks the course's notebook ``NN_...`` has its exercise call (from gptoss_edu.exercises.nbNN)."""
-    if not re.match(r"\d\d_", name):
+    """The checks the course's notebook ``name`` calls in its exercise cell (from gptoss_edu.exercises.nbNN)."""
+    if name not in COURSE_NOTEBOOKS:
         return []
     try:
         module = importlib.import_module(f"{__package__}.exercises.nb{name[:2]}")

@@ -8,7 +8,7 @@ import nbformat
 import pytest
 
 from gptoss_edu.__main__ import main
-from gptoss_edu.progress import exercises, expected_checks
+from gptoss_edu.progress import COURSE_NOTEBOOKS, exercises, expected_checks
 
 ROOT = Path(__file__).resolve().parents[1]
 COURSE = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -376,3 +376,26 @@ def test_a_students_whole_copy_of_the_course_is_read_from_its_notebooks_folder(t
     assert main(["progress", str(tmp_path / "alice"), str(tmp_path / "bob")]) == 1
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split() == [str(tmp_path / "alice"), "✅", "1/1"] and lines[2].split()[-1] == "0/1"
+
+
+def test_wrapped_calls_take_the_best_verdict_and_a_comment_is_no_call(tmp_path, capsys):
+    """Two print(check_gelu(...)) cells, the first saved ❌ and the second ✅, read ❌ (the first that mentioned the
+    check counted); a comment that mentions check_gelu( was taken for the call, and read "run the cell"."""
+    notebook(tmp_path / "a" / "01_gpt2_block.ipynb", ("print(check_gelu(g))", [result("❌ not yet: off")]),
+             ("print(check_gelu(h))", [result("✅ Right")]))
+    notebook(tmp_path / "b" / "01_gpt2_block.ipynb", ("x = 1  # test it with check_gelu(my_gelu)", []),
+             ("r = check_gelu(my_gelu); print(r)", [result("✅ Right")]))
+    for who in ("a", "b"):
+        assert main(["progress", str(tmp_path / who)]) == 0, who
+        assert capsys.readouterr().out == "✅ 01 check_gelu: Right\n"
+
+
+def test_a_learners_own_notebook_beside_the_course_has_no_exercise_to_miss(tmp_path, capsys):
+    notebook(tmp_path / "a" / "01_gpt2_block.ipynb", ("check_gelu(my_gelu)", [result("✅ Right")]))
+    notebook(tmp_path / "a" / "01_my_notes.ipynb", ("x = 1", []))
+    assert main(["progress", str(tmp_path / "a")]) == 0
+    assert capsys.readouterr().out == "✅ 01 check_gelu: Right\n- 01 (no exercise)\n"
+
+
+def test_the_course_notebooks_progress_knows_are_the_course_s():
+    assert list(COURSE_NOTEBOOKS) == [p.name for p in COURSE]
