@@ -21,6 +21,7 @@ from huggingface_hub import errors as hf_errors
 
 from gptoss_edu import hub
 from gptoss_edu.__main__ import main
+from simulated import unenterable
 
 REPO = "openai/gpt-oss-20b"
 
@@ -1103,17 +1104,8 @@ def test_a_folder_that_cannot_be_written_is_said_before_the_download_with_what_t
 def test_a_folder_on_the_way_that_may_not_be_entered_is_said_not_raised(tmp_path, monkeypatch):
     """HF_HOME under a folder this user may not enter: Path.exists raises PermissionError there (only ENOENT and the
     like are False), and write_problem raised it out of the download and notebook 01."""
-    import pathlib
-
     locked = tmp_path / "locked"
-    real_exists = pathlib.Path.exists
-
-    def exists(self, *args, **kwargs):
-        if locked in (self, *self.parents) and self != locked:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_exists(self, *args, **kwargs)
-
-    monkeypatch.setattr(pathlib.Path, "exists", exists)
+    unenterable(monkeypatch, locked)
     assert hub.write_problem(locked / "hf" / "hub") == f"{locked / 'hf' / 'hub'} cannot be reached (Permission denied)"
 
 
@@ -1171,18 +1163,9 @@ def test_offline_advice_names_the_switch_that_is_on(tmp_path, monkeypatch):
 
 def test_a_download_folder_that_may_not_be_entered_is_said_not_raised(tmp_path, monkeypatch):
     """HF_HOME (or --local-dir) under another user's folder: Path.exists raised PermissionError out of the plan."""
-    import pathlib
-
     locked = tmp_path / "locked"
-    real_exists = pathlib.Path.exists
-
-    def exists(self, *args, **kwargs):
-        if locked in self.parents:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_exists(self, *args, **kwargs)
-
     FakeHub(monkeypatch)
-    monkeypatch.setattr(pathlib.Path, "exists", exists)
+    unenterable(monkeypatch, locked)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(locked / "hf" / "hub"))
     with pytest.raises(hub.HubError, match=r"cannot be reached: Permission denied\).*set HF_HOME to a folder you may"):
         hub.download(REPO, progress=False)

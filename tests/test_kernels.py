@@ -1301,19 +1301,11 @@ def test_lengths_and_positions_are_not_specialized_on() -> None:
 def test_a_home_that_may_not_be_entered_gets_a_temporary_triton_cache(tmp_path, monkeypatch) -> None:
     """A container run as another user with HOME=/root: Path.exists raises PermissionError inside it, and importing
     the kernels failed with it where Triton would only have needed another cache folder."""
-    import pathlib
-
     from gptoss_kernels import _common
+    from simulated import unenterable
 
     locked = tmp_path / "locked"
-    real_exists = pathlib.Path.exists
-
-    def exists(self, *args, **kwargs):
-        if locked in self.parents:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_exists(self, *args, **kwargs)
-
-    monkeypatch.setattr(pathlib.Path, "exists", exists)
+    unenterable(monkeypatch, locked)
     monkeypatch.setattr(_common, "interpreter_mode", lambda: False)
     monkeypatch.setattr(_common, "triton_available", lambda: True)
     for name in ("TRITON_CACHE_DIR", "TRITON_HOME"):

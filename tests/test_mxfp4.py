@@ -245,14 +245,20 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024, out.
 """
 
 
+def peak_growth(script: str) -> tuple[int, int]:
+    """Run ``script`` in a fresh Python; it prints how many bytes its peak RSS grew by, and a size to compare with."""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    grew, size = map(int, done.stdout.split())
+    return grew, size
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux only")
 def test_dequantize_needs_little_more_memory_than_its_result():
     # A dense load dequantizes a layer's experts one projection at once (2.1 billion weights in gpt-oss-120b's gate_up_proj).
     # Unpacked in one go that took about 14 bytes a weight of temporaries (920 MiB here, 7 times the
     # result); by chunks of rows, the result plus a few tens of MB. Measured in a fresh process.
-    done = subprocess.run([sys.executable, "-c", DEQUANTIZE_PEAK], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    grew, result = map(int, done.stdout.split())
+    grew, result = peak_growth(DEQUANTIZE_PEAK)
     assert grew < 2.5 * result, f"dequantize's peak grew by {grew / 2**20:.0f} MiB for a {result / 2**20:.0f} MiB result"
 
 
@@ -286,9 +292,7 @@ def test_quantize_needs_a_bounded_workspace():
     # write_checkpoint quantizes a dense model's experts a layer's projection at once (531 million weights in
     # gpt-oss-20b's gate_up_proj). In one go that took 57 bytes a weight of temporaries (1.9 GB here, 30 GB for
     # that projection); by chunks of rows, about 9 (the packed result plus a few hundred MB). A fresh process.
-    done = subprocess.run([sys.executable, "-c", QUANTIZE_PEAK], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    grew, weights = map(int, done.stdout.split())
+    grew, weights = peak_growth(QUANTIZE_PEAK)
     assert grew < 16 * weights, f"quantize's peak grew by {grew / weights:.1f} bytes a weight"
 
 
