@@ -878,6 +878,11 @@ def _within_range(tensors: Iterator[tuple[str, torch.Tensor]], dtype: torch.dtyp
     """The tensors of a finite model, each refused if it overflowed as written (float16 past 65504, a float64 weight
     past float32's 3.4e38, a packed scale past 252): the loader would refuse the checkpoint."""
     for name, tensor in tensors:
+        if tensor.dtype == torch.uint8 and "scales" in name and tensor.numel() and \
+                int(tensor.max()) > mxfp4.MAX_FINITE_SCALE:  # packed already: quantize stays at or below it
+            raise ValueError(f"{name} holds scale bytes up to {int(tensor.max())}, past {mxfp4.MAX_FINITE_SCALE}: "
+                             "unpacked, those values are infinite (255 is MXFP4's NaN), so the loader would refuse "
+                             "the checkpoint; the model's packed experts hold what no finite weight gives")
         if tensor.is_floating_point() and tensor.numel() and not torch.stack(torch.aminmax(tensor)).isfinite().all():
             if dtype == torch.float16:
                 raise ValueError(f"{name} has values beyond float16's range (+-65504), which it would hold as "

@@ -996,6 +996,21 @@ def test_a_float64_weight_past_the_written_dtypes_range_is_refused_before_it_rep
     assert (g.write_checkpoint(model, tmp_path / "f64", dtype=torch.float64, mxfp4=False) / "config.json").exists()
 
 
+def test_packed_scales_past_252_are_refused_before_they_replace_a_checkpoint(tmp_path):
+    """Packed experts holding a scale byte of 255 (MXFP4's NaN) were written as they were, over a good checkpoint,
+    and the loader refused the result."""
+    good = g.write_checkpoint(small_gptoss(), tmp_path / "ck")
+    model = g.load_model(good, dtype=torch.bfloat16, keep_mxfp4=True)
+    before = {f.name: f.read_bytes() for f in good.iterdir()}
+    scales = next(b for n, b in model.named_buffers() if n.endswith("gate_up_proj_scales"))
+    scales.view(-1)[0] = 255
+    with pytest.raises(ValueError, match="gate_up_proj_scales holds scale bytes up to 255, past 252"):
+        g.write_checkpoint(model, good, overwrite=True)
+    assert {f.name: f.read_bytes() for f in good.iterdir()} == before
+    scales.view(-1)[0] = 252  # the largest the loader takes
+    g.load_model(g.write_checkpoint(model, good, overwrite=True), dtype=torch.bfloat16, keep_mxfp4=True)
+
+
 def test_an_expert_past_float32s_range_is_named():
     """A float64 model's expert past float32's range (and MXFP4's largest scale) failed without naming the tensor."""
     model = small_gptoss().double()
