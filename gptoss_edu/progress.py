@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import json
 import os
 import re
 import shutil
 import sys
 import tempfile
+import tokenize
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,7 +110,7 @@ def exercises(nb: dict, name: str) -> list[Exercise]:
         for check in expected_checks(name):
             call = re.compile(rf"(?<![\w.]){check}\(")
             # Every cell that calls it, inside print(...) say (a comment's mention is no call; a def is none)
-            calling = [(c, err) for source, c, err in cells if call.search(re.sub(r"#.*", "", source))
+            calling = [(c, err) for source, c, err in cells if call.search(_code_only(source))
                        and not re.search(rf"def\s+{check}\(", source)]
             found += [_verdict(name, check, *c) for c in calling] or [Exercise(
                 name, check, "not run", f"no cell calls {check}(...): the exercise cell was deleted or changed; take "
@@ -121,6 +123,15 @@ def exercises(nb: dict, name: str) -> list[Exercise]:
         if e.check not in best or RANK.index(e.status) < RANK.index(best[e.check].status):
             best[e.check] = e
     return list(best.values())
+
+
+def _code_only(source: str) -> str:
+    """A cell's source without its comments (a '#' inside a string is no comment)."""
+    try:
+        tokens = [t for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type != tokenize.COMMENT]
+        return tokenize.untokenize(tokens)
+    except (tokenize.TokenError, SyntaxError):  # IPython's %magic or !shell lines: whole-line comments only
+        return re.sub(r"(?m)^\s*#.*", "", source)
 
 
 def _verdict(name: str, check: str, cell: dict, first_error: str | None) -> Exercise:

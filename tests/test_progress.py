@@ -383,11 +383,14 @@ def test_wrapped_calls_take_the_best_verdict_and_a_comment_is_no_call(tmp_path, 
     check counted); a comment that mentions check_gelu( was taken for the call, and read "run the cell"."""
     notebook(tmp_path / "a" / "01_gpt2_block.ipynb", ("print(check_gelu(g))", [result("❌ not yet: off")]),
              ("print(check_gelu(h))", [result("✅ Right")]))
-    notebook(tmp_path / "b" / "01_gpt2_block.ipynb", ("x = 1  # test it with check_gelu(my_gelu)", []),
-             ("r = check_gelu(my_gelu); print(r)", [result("✅ Right")]))
-    for who in ("a", "b"):
+    notebook(tmp_path / "b" / "01_gpt2_block.ipynb", ("print('#1'); print(check_gelu(h))", [result("✅ Right")]))
+    for who in ("a", "b"):  # b: a '#' inside a string is no comment
         assert main(["progress", str(tmp_path / who)]) == 0, who
         assert capsys.readouterr().out == "✅ 01 check_gelu: Right\n"
+    notebook(tmp_path / "c" / "01_gpt2_block.ipynb", ("x = 1  # test it with check_gelu(my_gelu)", []),
+             ("%time y = 2\n# check_gelu(my_gelu)", []))
+    assert main(["progress", str(tmp_path / "c")]) == 1
+    assert capsys.readouterr().out.startswith("· 01 check_gelu: no cell calls check_gelu(...)")
 
 
 def test_a_learners_own_notebook_beside_the_course_has_no_exercise_to_miss(tmp_path, capsys):
