@@ -866,10 +866,15 @@ def check_replaceable(path: Path, advice: str, files: tuple[str, ...] = CHECKPOI
                               f"{' ...' if len(others) > 5 else ''}), which replacing it would delete: {advice}")
 
 
+def _finite(tensor: torch.Tensor) -> bool:
+    """Whether every value of ``tensor`` is finite: its smallest and largest (NaN wins both), no copy of its size."""
+    return bool(torch.stack(torch.aminmax(tensor)).isfinite().all())
+
+
 def _diverged(model: nn.Module) -> None:
     """Refuse a model whose weights hold NaN or infinity (diverged): the loader would refuse its checkpoint."""
     for name, p in model.named_parameters():
-        if p.is_floating_point() and p.numel() and not torch.stack(torch.aminmax(p.detach())).isfinite().all():
+        if p.is_floating_point() and p.numel() and not _finite(p.detach()):
             raise ValueError(f"the model's {name} holds NaN or infinite values, so its checkpoint would not load: its "
                              "weights have diverged (a learning rate too high, say); write one saved before that")
 
@@ -883,7 +888,7 @@ def _within_range(tensors: Iterator[tuple[str, torch.Tensor]], dtype: torch.dtyp
             raise ValueError(f"{name} holds scale bytes up to {int(tensor.max())}, past {mxfp4.MAX_FINITE_SCALE}: "
                              "unpacked, those values are infinite (255 is MXFP4's NaN), so the loader would refuse "
                              "the checkpoint; the model's packed experts hold what no finite weight gives")
-        if tensor.is_floating_point() and tensor.numel() and not torch.stack(torch.aminmax(tensor)).isfinite().all():
+        if tensor.is_floating_point() and tensor.numel() and not _finite(tensor):
             if dtype == torch.float16:
                 raise ValueError(f"{name} has values beyond float16's range (+-65504), which it would hold as "
                                  "infinite: write the checkpoint in torch.bfloat16 (the default) or torch.float32")

@@ -106,6 +106,16 @@ def away_from_here(path: str | Path, what: str, example: str) -> Path:
     return path
 
 
+# The mark of the course's temporary names beside a destination, .NAME.tmp-XXXXXXXX: none a person would choose
+# (.student.original is someone's backup), so what a killed write leaves can be told apart and removed.
+TEMPORARY = "tmp-"
+
+
+def temporary_folder(path: Path) -> Path:
+    """A new, private folder beside ``path`` to write its next version in (renamed into place when done)."""
+    return Path(tempfile.mkdtemp(prefix=f".{path.name}.{TEMPORARY}", dir=path.parent))
+
+
 def set_aside(path: Path) -> list[Path]:
     """The copies of ``path`` that cut-short replacements set aside (``.NAME.old-*``), the last one set aside last."""
     return sorted(path.parent.glob(f".{glob.escape(path.name)}.old-*"), key=lambda p: p.lstat().st_ctime_ns)
@@ -147,16 +157,6 @@ def restore_folder(path: Path) -> bool:
     os.replace(aside[-1], path)
     fsync_path(path.parent)
     return True
-
-
-# The mark of the course's temporary names beside a destination, .NAME.tmp-XXXXXXXX: none a person would choose
-# (.student.original is someone's backup), so what a killed write leaves can be told apart and removed.
-TEMPORARY = "tmp-"
-
-
-def temporary_folder(path: Path) -> Path:
-    """A new, private folder beside ``path`` to write its next version in (renamed into place when done)."""
-    return Path(tempfile.mkdtemp(prefix=f".{path.name}.{TEMPORARY}", dir=path.parent))
 
 
 def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from .config import PRESET_DIR, cached_repo_id
+from .env import env_flag
 from .files import in_course_folder, write_problem
 from .memory import disk_free, format_bytes
 
@@ -599,7 +600,7 @@ def _offline_switch() -> str | None:
 
     # huggingface_hub's own rule: HF_HUB_OFFLINE when it is set (to anything), else TRANSFORMERS_OFFLINE.
     name = "HF_HUB_OFFLINE" if os.environ.get("HF_HUB_OFFLINE") else "TRANSFORMERS_OFFLINE"
-    if os.environ.get(name, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+    if env_flag(name):
         return name
     return "" if constants.HF_HUB_OFFLINE else None
 
