@@ -576,7 +576,7 @@ def test_the_torch_paths_an_error_names_can_be_typed_as_written() -> None:
     import re
 
     names = {name for text in common.TORCH_FALLBACK.values() for name in re.findall(r"gptoss_\w+(?:\.\w+)+", text)}
-    assert len(names) == 5  # two per norm and attention, one for the experts; vector_add's is `x + y`
+    assert len(names) == 6  # norm, attention: two each; experts, dequantizer: one each; vector_add's is `x + y`
     for name in names:
         obj = {"gptoss_edu": g, "gptoss_kernels": gptoss_kernels}[name.split(".")[0]]
         for part in name.split(".")[1:]:
@@ -604,7 +604,11 @@ def test_a_gpu_too_old_for_triton_is_refused_with_what_runs_instead(stand_in_gpu
         gptoss_kernels.require_triton("cuda:0")  # as model.set_backend("triton") asks for a model on the T4
     assert str(err.value) == (f"the Triton kernels cannot run on this GPU: {T4}. The PyTorch path runs on it: "
                               "model.set_backend('torch').")
-    gptoss_kernels.require_triton("cpu")  # a model on the CPU: the interpreter runs the kernels
+    if ON_GPU:  # kernels compiled for the GPU cannot take a model left on the CPU
+        with pytest.raises(RuntimeError, match="this model is on cpu: move it to the GPU first"):
+            gptoss_kernels.require_triton("cpu")
+    else:
+        gptoss_kernels.require_triton("cpu")  # a model on the CPU: the interpreter runs the kernels
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pytest.raises(RuntimeError, match=r"set_backend\('torch'\)\. Or set TRITON_INTERPRET=1 before importing"):
         gptoss_kernels.require_triton()  # no device: the GPU, unless the interpreter is asked for
@@ -642,6 +646,34 @@ def test_set_backend_asks_about_the_models_own_device(monkeypatch) -> None:
     assert model.set_backend("triton") is model and asked == [torch.device("cpu")]
     model.set_backend("torch")
     assert asked == [torch.device("cpu")]  # the PyTorch path needs nothing of Triton
+
+
+def test_set_backend_refuses_a_cpu_model_the_kernels_were_not_made_to_run(stand_in_gpu, monkeypatch) -> None:
+    """A model left on the CPU of a GPU machine, or TRITON_INTERPRET set after the import: the switch passed and
+    the first forward failed, leaving the model on the triton backend."""
+    model = g.GPT(dataclasses.replace(g.preset("gpt-oss-tiny"), vocab_size=64))
+    monkeypatch.setattr(common, "interpreter_problem", lambda: None)
+    monkeypatch.setattr(common, "_interpreted", lambda kernel: False)  # as imported without TRITON_INTERPRET
+    stand_in_gpu((9, 0), "NVIDIA H100 80GB HBM3")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(RuntimeError, match=r"^the Triton kernels compile for the GPU, and this model is on cpu: move "
+                                           r"it to the GPU first \(model.to\('cuda'\)\), or set TRITON_INTERPRET=1 "
+                                           r"before importing .*interpreter\. The PyTorch path runs anywhere"):
+        model.set_backend("triton")
+    assert {m.backend for m in model.modules() if hasattr(m, "backend")} == {"torch"}
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # set now, too late for the kernels
+    with pytest.raises(RuntimeError, match=r"interpreter\. TRITON_INTERPRET is set now but was not when "
+                                           r"gptoss_kernels was imported: restart Python"):
+        model.set_backend("triton")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match=r"^the Triton kernels need a CUDA GPU, or set TRITON_INTERPRET=1 .*"
+                                           r"set now but was not"):
+        gptoss_kernels.require_triton("cpu")
+    # Made for the interpreter, with the variable unset since: the kernels still run on the CPU.
+    monkeypatch.setattr(common, "_interpreted", lambda kernel: True)
+    monkeypatch.delenv("TRITON_INTERPRET")
+    gptoss_kernels.require_triton("cpu")
+    assert model.set_backend("triton") is model
 
 
 class _OnSecondGpu(torch.Tensor):
@@ -1137,6 +1169,33 @@ def test_cpu_tensors_without_interpreter_clear_error() -> None:
     """, env)
     assert proc.returncode == 0, proc.stderr
     assert "TRITON_INTERPRET=1" in proc.stdout and "set_backend('torch')" in proc.stdout
+
+
+def test_dequantize_mxfp4_names_itself_and_its_fallback_without_the_interpreter() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = run_python("""
+        import torch
+        from gptoss_kernels.moe import dequantize_mxfp4
+        try:
+            dequantize_mxfp4(torch.zeros(2, 16, dtype=torch.uint8), torch.zeros(2, dtype=torch.uint8))
+        except RuntimeError as err:
+            print(err)
+    """, env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("gptoss_kernels.moe.dequantize_mxfp4 got CPU tensors"), proc.stdout
+    assert proc.stdout.rstrip().endswith("or gptoss_edu.mxfp4.dequantize."), proc.stdout
+
+
+@pytest.mark.skipif(ON_GPU, reason="the interpreter runs only without a GPU here")
+def test_dequantize_mxfp4_refuses_to_write_bfloat16_in_the_interpreter() -> None:
+    """Its inputs are bytes, so the launch check's bfloat16 guard missed it: scale bytes 0 and 1 came out 0."""
+    blocks = torch.full((2, 16), 0x11, dtype=torch.uint8)
+    scales = torch.tensor([0, 1], dtype=torch.uint8)
+    assert mxfp4.dequantize(blocks, scales, torch.bfloat16).abs().min() > 0  # subnormal, not 0
+    with pytest.raises(RuntimeError, match=r"dequantize_mxfp4 cannot write bfloat16 in Triton's interpreter.*"
+                                           r"dtype=torch.float32, or use gptoss_edu.mxfp4.dequantize"):
+        dequantize_mxfp4(blocks, scales, torch.bfloat16)
+    assert torch.equal(dequantize_mxfp4(blocks, scales, torch.float32), mxfp4.dequantize(blocks, scales, torch.float32))
 
 
 def test_aot_refuses_interpreted_kernels() -> None:

@@ -39,6 +39,7 @@ TORCH_FALLBACK = {
     "rmsnorm": "gptoss_edu.norms.rms_norm (or gptoss_kernels.rmsnorm_reference)",
     "attention": "gptoss_edu.attention.attend (or gptoss_kernels.attention_reference)",
     "moe": "gptoss_kernels.moe.moe_mxfp4_reference",
+    "moe.dequantize_mxfp4": "gptoss_edu.mxfp4.dequantize",
     "vector_add": "x + y",
 }
 
@@ -131,15 +132,25 @@ def require_triton(device: torch.device | str | None = None) -> None:
         if _interpreted(_rmsnorm_kernel):
             raise RuntimeError(f"the Triton kernels cannot run on {device}: {INTERPRETED_ON_GPU}. The PyTorch path "
                                "runs as it is: model.set_backend('torch').")
-    if not on_gpu and interpreter_mode() and interpreter_problem():
-        raise RuntimeError(f"the Triton kernels cannot run here: {interpreter_problem()}. The PyTorch path runs "
-                           "anywhere: model.set_backend('torch').")
-    if not torch.cuda.is_available() and not interpreter_mode():
-        raise RuntimeError(
-            "the Triton kernels need a CUDA GPU, or TRITON_INTERPRET=1 set before importing triton and "
-            "gptoss_kernels to run them on the CPU in Triton's (slow) interpreter. The PyTorch path runs "
-            "anywhere: model.set_backend('torch')."
-        )
+    if on_gpu:
+        return
+    from .rmsnorm import _rmsnorm_kernel
+
+    # On the CPU the kernels run only if they were made for the interpreter: the environment is read when
+    # gptoss_kernels is imported, so ask a kernel, not TRITON_INTERPRET as it is now.
+    if _interpreted(_rmsnorm_kernel):
+        if interpreter_problem():
+            raise RuntimeError(f"the Triton kernels cannot run here: {interpreter_problem()}. The PyTorch path runs "
+                               "anywhere: model.set_backend('torch').")
+        return
+    late = (" TRITON_INTERPRET is set now but was not when gptoss_kernels was imported: restart Python (or the "
+            "notebook's kernel) and set it first." if interpreter_mode() else "")
+    interpret = ("set TRITON_INTERPRET=1 before importing triton and gptoss_kernels to run them on the CPU in "
+                 f"Triton's (slow) interpreter.{late} The PyTorch path runs anywhere: model.set_backend('torch').")
+    if torch.cuda.is_available():  # a GPU machine, and a model left on the CPU
+        raise RuntimeError(f"the Triton kernels compile for the GPU, and this model is on {device or 'the CPU'}: "
+                           f"move it to the GPU first (model.to('cuda')), or {interpret}")
+    raise RuntimeError(f"the Triton kernels need a CUDA GPU, or {interpret}")
 
 
 # Set by gptoss_kernels.aot while it records the launches a GPU would get: the wrappers then pick

@@ -27,8 +27,8 @@ kernels split the activations instead: dot(x, w) = dot(x_even, w_low) + dot(x_od
 
 import torch
 
-from ._common import (DOT_PRECISION, FLOAT_DTYPES, check_index_range, check_launch, check_shape, check_tensor, extent,
-                      gpu_tiles, new_buffer, on_tensors_device, refuse_grad, tile_size, tl, triton)
+from ._common import (DOT_PRECISION, FLOAT_DTYPES, _interpreted, check_index_range, check_launch, check_shape,
+                      check_tensor, extent, gpu_tiles, new_buffer, on_tensors_device, refuse_grad, tile_size, tl, triton)
 
 # moe_mxfp4() takes the decode path up to this many tokens. That path reads an expert's weights once
 # for every (token, expert) pair, which costs nothing extra while the few tokens of a decode step
@@ -54,7 +54,8 @@ def _load_mxfp4(blk_ptrs, scl_ptrs, mask):
     # float for every s up to 240. Above, that float would overflow, so the scale is 2^(s - 127)
     # (exponent field s) and the 2^14 a factor of its own; both products are exact while they are
     # finite: up to s = 252, the most a checkpoint may hold (gptoss_edu.checkpoint refuses more; at
-    # 253 and 254 the larger codes pass float32's range, and 255, MXFP4's NaN, reads as inf here).
+    # 253 and 254 the larger codes pass float32's range, and 255, MXFP4's NaN, reads here as NaN for
+    # the zero codes and inf for the others).
     big = s > 240
     scale = tl.where(big, s << 23, (s + 14) << 23).to(tl.float32, bitcast=True)
     fix = tl.where(big, 16384.0, 1.0)
@@ -387,7 +388,11 @@ def dequantize_mxfp4(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dt
     if blocks.dim() < 2 or blocks.shape[-1] != 16 or blocks.shape[:-1] != scales.shape:
         raise ValueError(f"MXFP4 blocks must be [..., G, 16] and scales [..., G]; got {tuple(blocks.shape)} "
                          f"and {tuple(scales.shape)}")
-    check_launch(_dequant_kernel, "moe", blocks, scales)
+    check_launch(_dequant_kernel, "moe.dequantize_mxfp4", blocks, scales)
+    if dtype == torch.bfloat16 and _interpreted(_dequant_kernel):  # the inputs are bytes: check_launch cannot see it
+        raise RuntimeError("gptoss_kernels.moe.dequantize_mxfp4 cannot write bfloat16 in Triton's interpreter, which "
+                           "gets bfloat16 wrong (the smallest weights, at scale bytes 0 and 1, come out 0): on the CPU "
+                           "ask for dtype=torch.float32, or use gptoss_edu.mxfp4.dequantize, which writes bfloat16")
     check_index_range("dequantize_mxfp4", **{"the output": 2 * blocks.numel()})  # two weights a byte, 32-bit offsets
     blocks, scales = blocks.contiguous(), scales.contiguous()
     out = new_buffer((*blocks.shape[:-2], blocks.shape[-2] * 32), dtype, blocks.device)
