@@ -26,7 +26,7 @@ import torch
 
 from . import harmony
 from .env import device_problem, total_ram, triton_gpu_problem
-from .generate import Generation, check_max_new_tokens, check_sampling, release_memory, stream
+from .generate import Generation, check_max_new_tokens, check_sampling, check_seed, release_memory, stream
 from .memory import format_bytes, format_count, is_out_of_memory
 from .model import GPT
 from .static_decode import fast_step
@@ -132,7 +132,10 @@ class ChatSession:
         cuda_graph: bool | None = None,
     ) -> None:
         check_max_new_tokens(max_new_tokens)  # here, not at the first reply: a bad setting is no turn's fault
+        if max_new_tokens < 1:  # every message would be dropped unanswered
+            raise ValueError(f"max_new_tokens must be at least 1 for a chat to answer, got {max_new_tokens}")
         check_sampling(temperature, top_p)
+        seed = check_seed(seed)
         self.model = model
         self.enc = get_encoding("o200k_harmony")
         self.header = chat_header(reasoning, date, instructions)
@@ -142,6 +145,8 @@ class ChatSession:
         self.seed, self.turn = seed, 0
         self.cuda_graph = cuda_graph  # None: decode steps replay a CUDA graph on a GPU (static_decode.fast_step)
         self.out = out if out is not None else sys.stdout
+        if self.out is None:  # sys.stdout is None when Python starts with it closed
+            raise ValueError("the chat has nowhere to write: standard output is closed, so give it a file (out=...)")
         if color is None:  # NO_COLOR (no-color.org) and a dumb terminal ask for plain text
             color = self.out.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
         self.color = color
@@ -196,7 +201,7 @@ class ChatSession:
         reader = harmony.ReplyReader(self.enc)
         tokens = stream(
             self.model, prompt, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
-            top_p=self.top_p, seed=None if self.seed is None else self.seed + self.turn,
+            top_p=self.top_p, seed=None if self.seed is None else (self.seed + self.turn) % 2**63,
             stop_tokens=reader.stop_tokens, stats=stats, decoder=fast_step(self.cuda_graph),
         )
         self.turn += 1
@@ -386,6 +391,8 @@ def _triton_runs_well(device: str) -> bool:
 
 def read_line(prompt: str) -> str:
     """One line of user input; a prompt only when someone is typing at a terminal."""
+    if sys.stdin is None:  # started with standard input closed: nothing more will come
+        raise EOFError
     if sys.stdin.isatty():
         return input(prompt)
     line = sys.stdin.readline()
@@ -398,6 +405,11 @@ def run(args: argparse.Namespace) -> int:
     """The chat loop; returns the exit status."""
     try:
         _check_arguments(args)
+        closed = [name for name in ("stdin", "stdout") if getattr(sys, name) is None]
+        if closed:  # found before the model loads, which takes minutes for gpt-oss-20b
+            raise ChatError(f"the chat reads your messages from standard input and writes its replies to standard "
+                            f"output, and {' and '.join(closed)} {'is' if len(closed) == 1 else 'are'} closed: run it at a terminal, or pipe messages in "
+                            "(echo 'Hello' | python -m gptoss_edu chat ...)")
         path = resolve_model(args.model)
         t0 = time.perf_counter()
         model = load_chat_model(path, args.device, args.backend)

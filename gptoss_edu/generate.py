@@ -60,6 +60,18 @@ def check_max_new_tokens(max_new_tokens: int) -> None:
         raise ValueError(f"max_new_tokens must be a whole number, 0 or more (an int), got {max_new_tokens!r}")
 
 
+def check_seed(seed: Any) -> int | None:
+    """A seed as torch's generators take it (a whole number, 0 .. 2**63 - 1, numpy's too), or None; else ValueError."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ValueError(f"seed must be a whole number (or None: torch's global generator), got {seed!r}")
+    seed = operator.index(seed)  # numpy's integers too: manual_seed takes only Python's
+    if not 0 <= seed < 2**63:  # past it manual_seed said only "Overflow when unpacking long long", at the first token
+        raise ValueError(f"seed must be in 0 .. 2**63 - 1, got {seed}")
+    return seed
+
+
 def check_sampling(temperature: float, top_p: float) -> None:
     """Refuse a temperature that is not a finite number >= 0, or a top_p outside (0, 1] (NaN included)."""
     for name, value in (("temperature", temperature), ("top_p", top_p)):
@@ -182,10 +194,7 @@ def _checked_stream_args(model: GPT, prompt_ids: Sequence[int] | torch.Tensor, m
     check_max_new_tokens(max_new_tokens)
     check_sampling(temperature, top_p)
     stops = _stop_set(stop_tokens)
-    if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-            raise ValueError(f"seed must be a whole number (or None: torch's global generator), got {seed!r}")
-        seed = operator.index(seed)  # numpy's integers too: manual_seed takes only Python's
+    seed = check_seed(seed)
     ctx = model.config.context_length
     if len(ids) >= ctx:
         raise ValueError(f"the prompt has {len(ids)} tokens, and the context holds {ctx} with the reply: a prompt "

@@ -371,6 +371,43 @@ def test_bad_arguments(checkpoints, capsys, tmp_path, monkeypatch):
     assert e.value.code == 2
 
 
+def test_a_closed_stdin_or_stdout_is_said_before_the_model_loads(checkpoints, capsys, monkeypatch):
+    """Started with stdin closed (`<&-`), the chat loaded the model, then died on its first read with a traceback."""
+    command = chat_command(checkpoints["answer"])
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120, preexec_fn=lambda: os.close(0))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == ("error: the chat reads your messages from standard input and writes its replies to "
+                           "standard output, and stdin is closed: run it at a terminal, or pipe messages in "
+                           "(echo 'Hello' | python -m gptoss_edu chat ...)\n")
+    monkeypatch.setattr(chat, "resolve_model", lambda name: pytest.fail("the model was fetched"))
+    monkeypatch.setattr(sys, "stdout", None)
+    assert main(["chat", "--model", str(checkpoints["answer"])]) == 2
+    assert "and stdout is closed: run it" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", None)
+    assert main(["chat", "--model", str(checkpoints["answer"])]) == 2
+    assert "and stdin and stdout are closed: run it" in capsys.readouterr().err
+    with pytest.raises(EOFError):
+        chat.read_line(">>> ")
+
+
+def test_session_settings_that_would_fail_every_turn_are_refused_up_front(answer_model, monkeypatch):
+    with pytest.raises(ValueError, match="max_new_tokens must be at least 1 for a chat to answer, got 0"):
+        chat.ChatSession(answer_model, max_new_tokens=0)  # every message was dropped, naming a flag never used
+    for seed in (2**63, -1):  # 2**70 failed at the first reply: "Overflow when unpacking long long"
+        with pytest.raises(ValueError, match=rf"seed must be in 0 .. 2\*\*63 - 1, got {seed}"):
+            chat.ChatSession(answer_model, seed=seed)
+    import numpy as np
+
+    out = io.StringIO()
+    session = chat.ChatSession(answer_model, seed=np.int64(2**63 - 1), out=out, max_new_tokens=12)
+    session.reply("Hi")
+    session.reply("Again")  # the second turn's seed, 2**63, wraps round rather than overflowing
+    assert out.getvalue().count("Hello world!") == 2
+    monkeypatch.setattr(sys, "stdout", None)
+    with pytest.raises(ValueError, match="the chat has nowhere to write: standard output is closed"):
+        chat.ChatSession(answer_model)
+
+
 @pytest.mark.needs_triton
 def test_a_gpu_that_is_missing_or_too_old_for_triton_is_said_before_any_download(monkeypatch, capsys, stand_in_gpu):
     stand_in_gpu((7, 5), "Tesla T4", count=1)  # alone in the machine
