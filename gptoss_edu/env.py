@@ -16,6 +16,7 @@ import importlib.util
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -69,6 +70,8 @@ PACKAGES = (
             "the tests against OpenAI's harmony renderer cannot run"),
     Package("pytest", "pytest", "test", "make test", "make test cannot run"),
     Package("nbval", "nbval", "test", "make test (the notebooks)", "make test cannot check the notebooks"),
+    Package("gpt-oss", "gpt_oss", "test", "make test (OpenAI's reference model)",
+            "the tests against OpenAI's reference model cannot run"),
 )
 
 
@@ -127,9 +130,48 @@ def _older(found: str, least: str) -> bool:
     return bool(rf) and rf < rl
 
 
-def _pip_install(dist: str, pin: str | None) -> str:
+def _pip_install(dist: str, pin: str | None, least: str | None = None) -> str:
     """The command that installs ``dist`` at its pin into this Python, from any folder (notebook 00 runs in notebooks/)."""
-    return (f"{sys.executable} -m pip install -c {REPO / 'constraints.txt'} {dist}" + (f"=={pin}" if pin else ""))
+    wanted = dist + (f"=={pin}" if pin else f">={least}" if least else "")
+    if dist == "gpt-oss":  # as the Makefile installs it: it declares Python >= 3.12, and needs only torch
+        return f"{shlex.quote(sys.executable)} -m pip install --no-deps --ignore-requires-python {wanted}"
+    # Quoted: a course folder in "My Drive" made the command two words at the space.
+    return (f"{shlex.quote(sys.executable)} -m pip install -c {shlex.quote(str(REPO / 'constraints.txt'))} "
+            f"{shlex.quote(wanted)}")
+
+
+def course_installed() -> bool:
+    """Whether this Python has the course installed (pip knows gptoss-edu), as make lab installs it."""
+    try:
+        metadata.distribution("gptoss-edu")
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def _remake() -> str:
+    """How to install torch and Triton (which the Makefile installs) again, at their pins, in this Python."""
+    prefix = Path(sys.prefix)
+    if prefix.resolve() == (REPO / ".venv").resolve() or not course_installed():
+        return "make clean-venv, then make lab"
+    # Another environment the course was installed into (make VENV=$CONDA_PREFIX lab): clean-venv refuses
+    # it, and a plain make lab would build a second one, .venv.
+    here = shlex.quote(str(prefix))
+    return f"rm -f {shlex.quote(str(prefix / '.installed'))}, then make VENV={here} lab (it installs the pins again)"
+
+
+def elsewhere_fix(venv: Check | None) -> str | None:
+    """The fix for every package row when this Python is not the course's own environment, or None when it is.
+
+    Installing into a Python the notebooks do not run (the machine's own, which Debian refuses to pip into)
+    mends nothing: ``venv`` is check_venv's row.
+    """
+    if venv is not None and venv.status != OK:
+        return (f"this Python is not the course's (see the environment row): run "
+                f"{shlex.quote(str(REPO / '.venv' / 'bin' / 'python'))} -m gptoss_edu doctor")
+    if venv is None and not course_installed():
+        return "the course is not installed in this Python: make lab installs it, with its packages, into .venv"
+    return None
 
 
 def _normal(name: str) -> str:
@@ -151,6 +193,9 @@ def read_pins(repo: Path = REPO) -> dict[str, str]:
             m = re.search(rf"^{var}\s*:?=\s*(\S+)", makefile.read_text(), re.M)
             if m:
                 pins[dist] = m.group(1)
+        m = re.search(r"^GPT_OSS_REF\s*:?=\s*gpt-oss\s*==\s*(\S+)", makefile.read_text(), re.M)
+        if m:  # OpenAI's reference model, which the Makefile installs for the tests
+            pins["gpt-oss"] = m.group(1)
     # A CUDA build of torch requires its own Triton (the Makefile adds one only to the CPU build).
     try:
         torch_triton = [r for r in metadata.requires("torch") or [] if re.match(r"triton\s*==", r)]
@@ -175,12 +220,22 @@ def read_minimums() -> dict[str, str]:
     return mins
 
 
+UNKNOWN_VERSION = "present (version unknown)"
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _installed(pkg: Package) -> str | None:
     try:
         return metadata.version(pkg.dist)
     except metadata.PackageNotFoundError:
         # Some environments (conda, system packages) import fine without pip metadata.
-        return "present (version unknown)" if importlib.util.find_spec(pkg.module) else None
+        return UNKNOWN_VERSION if _importable(pkg.module) else None
 
 
 # Run in a Python of its own: an import can hang or crash, and importing Triton before TRITON_INTERPRET
@@ -224,32 +279,39 @@ def import_problems(modules: list[str], timeout: float = 180) -> dict[str, str]:
 
 
 def check_package(pkg: Package, pins: dict[str, str], mins: dict[str, str], gpu: bool,
-                  import_problem: str | None = None) -> Check:
+                  import_problem: str | None = None, elsewhere: str | None = None) -> Check:
     """Compare one package with its pin and its minimum; say what it means for the course.
 
-    ``import_problem`` is why an installed package does not import (see :func:`import_problems`).
+    ``import_problem`` is why an installed package does not import (see :func:`import_problems`);
+    ``elsewhere``, the fix when this Python is not the course's environment (see :func:`elsewhere_fix`).
     """
     pin, least = pins.get(_normal(pkg.dist)), mins.get(_normal(pkg.dist))
     wanted = pin or (f">={least}" if least else "any")
     found = _installed(pkg)
+    # torch and Triton come from the Makefile, which picks the build (CPU or CUDA); a bare pip install of
+    # torch fetches PyPI's CUDA build on Linux.
+    reinstall = elsewhere or (_remake() if pkg.dist in ("torch", "triton") else _pip_install(pkg.dist, pin, least))
     if found is None:
         status = FAIL if pkg.role == "course" else WARN
         if pkg.dist == "triton" and sys.platform != "linux":  # no wheel to install: saying "pip install" would fail
             return Check(pkg.dist, wanted, "missing", status, f"{pkg.without} (Triton has builds for Linux only)")
-        if pkg.dist in ("torch", "triton"):  # installed by the Makefile, which picks the build (CPU or CUDA)
+        if pkg.dist in ("torch", "triton") or elsewhere:
             return Check(pkg.dist, wanted, "missing", status, pkg.without.removesuffix(": install the course (make lab)")
-                         + ": make clean-venv, then make lab")
-        return Check(pkg.dist, wanted, "missing", status, f"{pkg.without} ({_pip_install(pkg.dist, pin)})")
+                         + f": {reinstall}")
+        return Check(pkg.dist, wanted, "missing", status, f"{pkg.without} ({reinstall})")
+    if found == UNKNOWN_VERSION:  # no pip metadata (a conda or system package): it imports, its version is not said
+        return Check(pkg.dist, wanted, found, WARN, f"{pkg.used_for}; its version cannot be compared with "
+                     f"{'the pin' if pin else 'the minimum' if least else 'any'}: if something fails, {reinstall}")
     if least and _older(found, least):
-        return Check(pkg.dist, wanted, found, FAIL, f"older than {least}, the oldest the course accepts: upgrade it")
+        return Check(pkg.dist, wanted, found, FAIL, f"older than {least}, the oldest the course accepts: {reinstall}")
     if import_problem is not None and pkg.dist == "matplotlib" and os.environ.get("MPLBACKEND") \
             and "backend" in import_problem:  # a setting from another project, not a broken install
         return Check(pkg.dist, wanted, found, FAIL, f"MPLBACKEND={os.environ['MPLBACKEND']} is not a backend "
                      "matplotlib knows, so import matplotlib fails: unset MPLBACKEND (the notebooks choose inline)")
     if import_problem is not None:
         # Installed but broken (a missing shared library, a build for another Python or CPU): reinstall it.
-        fix = ("make clean-venv, then make lab" if pkg.dist in ("torch", "triton")
-               else _pip_install(pkg.dist, pin).replace(" install ", " install --force-reinstall "))
+        fix = elsewhere or ("make clean-venv, then make lab" if pkg.dist in ("torch", "triton")
+                            else _pip_install(pkg.dist, pin).replace(" install ", " install --force-reinstall ", 1))
         return Check(pkg.dist, wanted, found, FAIL if pkg.role == "course" else WARN,
                      f"installed, but import {pkg.module} fails ({import_problem}), so "
                      f"{pkg.without.removesuffix(': install the course (make lab)')}: {fix}")
@@ -265,8 +327,7 @@ def check_package(pkg: Package, pins: dict[str, str], mins: dict[str, str], gpu:
     else:
         meaning = pkg.used_for
     if pin and _release(found) and not _same_release(found, pin):
-        fix = ("make clean-venv, then make lab" if pkg.dist in ("torch", "triton")
-               else f"{_pip_install(pkg.dist, pin)} (or make clean-venv, then make lab)")
+        fix = reinstall if elsewhere or pkg.dist in ("torch", "triton") else f"{reinstall} (or {_remake()})"
         return Check(pkg.dist, wanted, found, WARN, f"not the tested version: if something fails, {fix}")
     return Check(pkg.dist, wanted, found, OK, meaning)
 
@@ -293,7 +354,8 @@ def check_venv(repo: Path = REPO, prefix: str = sys.prefix) -> Check | None:
     if Path(prefix).resolve() == venv.resolve():
         return Check("environment", ".venv", ".venv", OK, "the course's own")
     return Check("environment", ".venv", prefix, WARN,
-                 f"not the course's .venv, so the rows below are this Python's: run {venv}/bin/python -m gptoss_edu "
+                 f"not the course's .venv, so the rows below are this Python's: run "
+                 f"{shlex.quote(str(venv / 'bin' / 'python'))} -m gptoss_edu "
                  "doctor (or source .venv/bin/activate first); in JupyterLab, choose the course's kernel")
 
 
@@ -317,6 +379,9 @@ def check_course_packages(foreign: bool = False) -> Check:
     if foreign:  # the course is installed in its .venv, not here: an old install is not the cause
         why = ("this Python does not have the course installed (see the environment row): its .venv does, so run "
                "doctor with .venv/bin/python; notebooks 10 and 12 stop without gptoss_kernels")
+    elif not course_installed():  # the machine's own Python, before make lab ever ran
+        why = ("the course is not installed in this Python: make lab installs it into .venv (then run doctor with "
+               ".venv/bin/python); notebooks 10 and 12 stop without gptoss_kernels")
     else:
         why = ("the course's install is older than its files (the kernels moved to kernels/gptoss_kernels/): "
                "make lab reinstalls it (or .venv/bin/python -m pip install -e . in the course's folder); "
@@ -354,7 +419,10 @@ def _closure(extras: tuple[str, ...]) -> tuple[dict[str, str], set[str], set[str
             try:
                 version = metadata.version(req.name)
             except metadata.PackageNotFoundError:
-                missing.add(f"{name} (for {_normal(dist)})")
+                # Imported without pip metadata (conda, system packages): there, with a version not said.
+                module = next((p.module for p in PACKAGES if _normal(p.dist) == name), name.replace("-", "_"))
+                if not _importable(module):
+                    missing.add(f"{name} (for {_normal(dist)})")
                 continue
             if req.specifier and not req.specifier.contains(version, prereleases=True):
                 broken.add(f"{name} {version} ({_normal(dist)} needs {req.specifier})")
@@ -367,19 +435,23 @@ def _listed(problems: list[str]) -> str:
     return "; ".join(problems[:4]) + (" ..." if len(problems) > 4 else "")
 
 
-def check_dependencies(pins: dict[str, str]) -> list[Check]:
-    """Every package the course's packages need, recursively: installed, compatible, at its pin."""
+def check_dependencies(pins: dict[str, str], elsewhere: str | None = None) -> list[Check]:
+    """Every package the course's packages need, recursively: installed, compatible, at its pin.
+
+    ``elsewhere``: the fix when this Python is not the course's environment (see :func:`elsewhere_fix`).
+    """
     try:
         course = _closure(())
         full = _closure(("dev",))
     except ImportError:
         return [Check("dependencies", "installed, compatible", "not checked", WARN,
-                      "the packaging library is missing: pip install packaging")]
+                      "the packaging library is missing: "
+                      + (elsewhere or _pip_install("packaging", pins.get("packaging"))))]
     rows = []
     bad = sorted(course[1]) + sorted(course[2])
     if bad:
         rows.append(Check("dependencies", "installed, compatible", f"{len(bad)} problem(s)", FAIL,
-                          f"{_listed(bad)}: make clean-venv, then make lab"))
+                          f"{_listed(bad)}: {elsewhere or _remake()}"))
     else:
         rows.append(Check("dependencies", "installed, compatible", f"{len(course[0])} packages", OK,
                           "every package the course's packages need is there, in a version they accept"))
@@ -399,9 +471,12 @@ def check_dependencies(pins: dict[str, str]) -> list[Check]:
     loose = sorted(f"{n} {v}" for n, v in full[0].items() if n not in pins)
     unpinned = (f"; without a pin (the versions pip chose): {', '.join(loose[:4])}{' ...' if len(loose) > 4 else ''}"
                 if loose else "")
-    if drift:
+    if not full[0]:  # nothing of the course's installed here: "0 of 0 as pinned" would read as a pass
+        rows.append(Check("pinned versions", "constraints.txt", "nothing to compare", WARN,
+                          f"none of the course's packages is installed in this Python: {elsewhere or _remake()}"))
+    elif drift:
         rows.append(Check("pinned versions", "constraints.txt", f"{len(drift)} differ", WARN,
-                          f"{_listed(drift)}: the tests passed with the pins (make clean-venv, then make lab, "
+                          f"{_listed(drift)}: the tests passed with the pins ({elsewhere or _remake()}, "
                           f"reinstalls them){unpinned}"))
     else:
         pinned = sum(n in pins for n in full[0])
@@ -824,9 +899,11 @@ def check_environment() -> EnvironmentReport:
     broken = import_problems([p.module for p in PACKAGES if _installed(p) is not None])
     gpu = "torch" not in broken and triton_gpu()
     venv = check_venv()
+    fix = elsewhere_fix(venv)
     packages = ([check_python()] + ([venv] if venv else []) + [check_course_packages(foreign=venv is not None
                                                                                      and venv.status != OK)]
-                + [check_package(p, pins, mins, gpu, broken.get(p.module)) for p in PACKAGES] + check_dependencies(pins))
+                + [check_package(p, pins, mins, gpu, broken.get(p.module), fix) for p in PACKAGES]
+                + check_dependencies(pins, fix))
     return EnvironmentReport(packages, check_machine(torch_imports="torch" not in broken) + [check_data()])
 
 

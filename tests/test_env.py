@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import sys
 from importlib import metadata
@@ -422,9 +424,33 @@ def test_a_missing_test_only_package_is_a_warning(monkeypatch):
         return real(name)
 
     monkeypatch.setattr(env.metadata, "version", version)
+    real_importable = env._importable
+    monkeypatch.setattr(env, "_importable", lambda module: module != "playwright" and real_importable(module))
     rows = {r.item: r for r in env.check_dependencies(env.read_pins())}
     assert rows["dependencies"].status == OK
     assert rows["test dependencies"].status == WARN and "playwright (for gptoss-edu)" in rows["test dependencies"].meaning
+
+
+def test_a_dependency_that_imports_without_pip_metadata_is_there_with_its_version_not_said(monkeypatch):
+    """A conda or system torch has no pip metadata: its own row said OK and the dependencies row said it was missing."""
+    real = env.metadata.version
+
+    def version(name: str) -> str:
+        if env._normal(name) == "torch":
+            raise env.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(env.metadata, "version", version)
+    rows = {r.item: r for r in env.check_dependencies(env.read_pins())}
+    assert rows["dependencies"].status == OK, rows["dependencies"]
+    torch_package = next(p for p in env.PACKAGES if p.dist == "torch")
+    row = env.check_package(torch_package, env.read_pins(), {"torch": "2.5"}, gpu=False)
+    assert (row.found, row.status) == ("present (version unknown)", WARN)
+    assert row.meaning.endswith("its version cannot be compared with the pin: if something fails, make clean-venv, "
+                                "then make lab")
+    monkeypatch.setattr(env, "_importable", lambda module: False)  # and not importable either: missing
+    rows = {r.item: r for r in env.check_dependencies(env.read_pins())}
+    assert rows["dependencies"].status == FAIL and "torch (for gptoss-edu)" in rows["dependencies"].meaning
 
 
 # ---- found by mutation testing: the disk and memory rows at their limits, pins, unknown versions ----------
@@ -754,3 +780,95 @@ def test_native_windows_gets_a_row_that_sends_it_to_wsl(monkeypatch):
     row = env.check_machine()[0]
     assert (row.item, row.status) == ("system", env.WARN)
     assert row.found.startswith("Windows") and "WSL 2" in row.meaning
+
+
+def test_the_machines_own_python_without_the_course_is_sent_to_make_lab(monkeypatch):
+    """`python3 -m gptoss_edu doctor` before make lab: "older than its files", pip installs Debian refuses, and a
+    "0 of 0 as pinned" OK."""
+    monkeypatch.setattr(env, "course_installed", lambda: False)
+    monkeypatch.setattr(env, "check_venv", lambda: None)  # no .venv yet
+    real = env.importlib.util.find_spec
+    monkeypatch.setattr(env.importlib.util, "find_spec", lambda name, *a: None if name == "gptoss_kernels"
+                        else real(name, *a))
+    pins = env.read_pins()
+    monkeypatch.setattr(env, "_installed", lambda pkg: None if pkg.dist in ("safetensors", "torch")
+                        else pins[env._normal(pkg.dist)])
+    monkeypatch.setattr(env, "_closure", lambda extras: ({}, set(), set()))
+    rows = {row.item: row for row in env.check_environment().rows}
+    assert rows["course packages"].meaning.startswith("the course is not installed in this Python: make lab installs "
+                                                      "it into .venv"), rows["course packages"]
+    fix = "the course is not installed in this Python: make lab installs it, with its packages, into .venv"
+    assert rows["safetensors"] == Check("safetensors", "0.8.0", "missing", FAIL,
+                                        f"checkpoints cannot be read or written: {fix}")
+    assert rows["torch"].meaning == f"nothing runs: {fix}"
+    assert not any("pip install" in row.meaning for row in rows.values())
+    assert rows["pinned versions"] == Check("pinned versions", "constraints.txt", "nothing to compare", WARN,
+                                            f"none of the course's packages is installed in this Python: {fix}")
+    # With a .venv beside it, the fix is to run the doctor with that Python.
+    venv = Check("environment", ".venv", "/usr", WARN, "not the course's .venv")
+    assert env.elsewhere_fix(venv) == (f"this Python is not the course's (see the environment row): run "
+                                   f"{env.REPO / '.venv' / 'bin' / 'python'} -m gptoss_edu doctor")
+    monkeypatch.setattr(env, "course_installed", lambda: True)
+    assert env.elsewhere_fix(None) is None  # a conda environment the course is installed in: its own fixes
+
+
+def test_every_failing_package_row_says_what_to_run(monkeypatch):
+    """An older-than-the-minimum row said only "upgrade it"; pip install -U torch fetches PyPI's CUDA build."""
+    pins = env.read_pins()
+    torch_package = next(p for p in env.PACKAGES if p.dist == "torch")
+    monkeypatch.setattr(env, "_installed", lambda pkg: "2.4.1")
+    row = env.check_package(torch_package, pins, {"torch": "2.5"}, gpu=False)
+    assert row == Check("torch", pins["torch"], "2.4.1", FAIL,
+                        "older than 2.5, the oldest the course accepts: make clean-venv, then make lab")
+    transformers = next(p for p in env.PACKAGES if p.dist == "transformers")
+    row = env.check_package(transformers, pins, {"transformers": "5.19"}, gpu=False)
+    assert row.status == FAIL and row.meaning.endswith(
+        f"oldest the course accepts: {sys.executable} -m pip install -c {env.REPO / 'constraints.txt'} "
+        f"transformers=={pins['transformers']}")
+    row = env.check_package(transformers, {}, {"transformers": "5.19"}, gpu=False)  # no pin: the minimum
+    assert row.meaning.endswith("install -c " + str(env.REPO / "constraints.txt") + " 'transformers>=5.19'")
+
+
+def test_a_conda_environment_is_told_to_reinstall_the_pins_into_itself(monkeypatch, tmp_path):
+    """make clean-venv refuses VENV=$CONDA_PREFIX, and a plain make lab builds a second environment."""
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "my env"))
+    monkeypatch.setattr(env, "course_installed", lambda: True)
+    here = shlex.quote(str(tmp_path / "my env"))
+    assert env._remake() == (f"rm -f {shlex.quote(str(tmp_path / 'my env' / '.installed'))}, then make VENV={here} "
+                             "lab (it installs the pins again)")
+    torch_package = next(p for p in env.PACKAGES if p.dist == "torch")
+    monkeypatch.setattr(env, "_installed", lambda pkg: "2.12.0")
+    row = env.check_package(torch_package, {"torch": "2.13.0"}, {}, gpu=False)
+    assert row.status == WARN and row.meaning.endswith(f"make VENV={here} lab (it installs the pins again)")
+    monkeypatch.setattr(sys, "prefix", str(env.REPO / ".venv"))
+    assert env._remake() == "make clean-venv, then make lab"
+
+
+def test_openai_s_reference_model_has_a_row_and_its_own_install_command(monkeypatch):
+    """The Makefile installs gpt-oss for the tests (--no-deps: it declares Python >= 3.12); doctor never looked."""
+    pins = env.read_pins()
+    assert pins["gpt-oss"] == re.search(r"^GPT_OSS_REF := gpt-oss==(\S+)", (env.REPO / "Makefile").read_text(),
+                                        re.M).group(1)
+    package = next(p for p in env.PACKAGES if p.dist == "gpt-oss")
+    assert env.check_package(package, pins, {}, gpu=False).status == OK  # the tests import it
+    monkeypatch.setattr(env, "_installed", lambda pkg: None)
+    row = env.check_package(package, pins, {}, gpu=False)
+    assert row == Check("gpt-oss", pins["gpt-oss"], "missing", WARN,
+                        "the tests against OpenAI's reference model cannot run ("
+                        f"{sys.executable} -m pip install --no-deps --ignore-requires-python "
+                        f"gpt-oss=={pins['gpt-oss']})")
+
+
+def test_commands_stay_whole_in_a_course_folder_with_a_space(monkeypatch, tmp_path):
+    """A course in "My Drive": the pasted command split at the space."""
+    course = tmp_path / "My Courses" / "gpt-oss"
+    (course / ".venv").mkdir(parents=True)
+    (course / ".venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    monkeypatch.setattr(env, "REPO", course)
+    monkeypatch.setattr(sys, "executable", str(course / ".venv/bin/python"))
+    assert shlex.split(env._pip_install("tiktoken", "0.14.0")) == [
+        str(course / ".venv/bin/python"), "-m", "pip", "install", "-c", str(course / "constraints.txt"),
+        "tiktoken==0.14.0"]
+    meaning = env.check_venv(course, "/usr").meaning
+    command = meaning.split(": run ")[1].split(" (or")[0]
+    assert shlex.split(command) == [str(course / ".venv/bin/python"), "-m", "gptoss_edu", "doctor"], meaning
