@@ -19,7 +19,7 @@ import tiktoken
 import torch
 
 from .. import harmony
-from ..generate import Generation, release_memory, stream
+from ..generate import Generation, check_max_new_tokens, check_sampling, check_seed, release_memory, stream
 from ..memory import is_out_of_memory
 from ..model import GPT
 from ..static_decode import fast_step
@@ -140,6 +140,12 @@ class ChatWidget(widgets.VBox):
                  top_p: float = 1.0, seed: int | None = None, date: str | None = None) -> None:
         if effort not in EFFORTS:
             raise ValueError(f"reasoning effort must be one of {', '.join(EFFORTS)}, got {effort!r}")
+        # Here, not at the first Send: a bad setting would fail every turn, in the status line.
+        check_max_new_tokens(max_new_tokens)
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1 for a chat to answer, got {max_new_tokens}")
+        check_sampling(temperature, top_p)
+        seed = check_seed(seed)
         self.model: GPT | None = model
         self.date = date
         self.max_new_tokens, self.temperature, self.top_p, self.seed = max_new_tokens, temperature, top_p, seed
@@ -201,7 +207,7 @@ class ChatWidget(widgets.VBox):
         try:
             out = reply(self.model, pending, self.effort.value, max_new_tokens=self.max_new_tokens,
                         temperature=self.temperature, top_p=self.top_p, date=self.date, on_text=on_text,
-                        seed=None if self.seed is None else self.seed + len(self.replies), encoding=self.encoding)
+                        seed=None if self.seed is None else (self.seed + len(self.replies)) % 2**63, encoding=self.encoding)
         except ValueError as e:  # the conversation no longer fits the context
             self._show_last()
             self.status.value = f"<span style='{ERROR_STYLE}'>{html.escape(str(e), quote=False)}</span>"
