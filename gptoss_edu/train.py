@@ -44,6 +44,7 @@ from .files import (DiskFull, away_from_here, hold, is_no_room, remove_leftovers
                     safetensors_path, save_tensors, set_aside, temporary_folder)
 from .config import LAST_STEP, ModelConfig, course_config, preset
 from .corpus import Corpus, load_corpus
+from .memory import is_out_of_memory
 from .model import GPT
 from .moe import MoE, load_balancing_loss
 from .tokenizer import HARMONY_SPECIAL_TOKENS, encoding_for_vocab
@@ -380,7 +381,7 @@ class TrainResult:
 
 
 class _StopRequest:
-    """Turn SIGINT/SIGTERM into 'stop after this step' (which is then saved); a second Ctrl-C aborts at once."""
+    """Turn SIGINT/SIGTERM/SIGHUP into 'stop after this step' (which is then saved); a second Ctrl-C aborts at once."""
 
     # Only a run that saves its state installs it: without a folder, stopping early would save
     # nothing, and a notebook cell training several models must stop as a whole, as Ctrl-C does.
@@ -393,12 +394,18 @@ class _StopRequest:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nstopping after this step (its state is saved; press Ctrl-C again to abort now)", file=sys.stderr)
+        try:
+            print("\nstopping after this step (its state is saved; press Ctrl-C again to abort now)", file=sys.stderr)
+        except OSError:  # the terminal has gone (the hang-up this is): the save matters, not the words
+            pass
 
     def __enter__(self) -> "_StopRequest":
         if self.enabled and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
+            # SIGHUP: the terminal the run was started in was closed, which killed it with every step since
+            # the last checkpoint unsaved.
+            for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+                if sig is not None:
+                    self._old[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -541,7 +548,10 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, data: TokenData | None, *, 
             raise
         finally:
             if bar is not None:
-                bar.close()
+                try:
+                    bar.close()
+                except OSError:  # it writes to a terminal that may have gone (a hang-up): the save below matters
+                    pass
             # Whatever else stopped the loop, the last finished step is kept, unless it is already on disk.
             if (out is not None and not aborted and (result.step > saved_at or model_behind)
                     and _consistent(result, optimizer)
@@ -1123,7 +1133,16 @@ def _run(args: argparse.Namespace, rec: Recipe, argv: list[str] | None) -> int:
     # training, not after it.
     make_folders([("--out", out)] + ([("--export", Path(args.export).parent)] if args.export else []))
     with hold(out, "training run"):  # from --fresh to the export: two commands on one --out would undo each other
-        return _run_in(args, rec, tc, out, argv)
+        try:
+            return _run_in(args, rec, tc, out, argv)
+        except RuntimeError as e:
+            if not is_out_of_memory(e):
+                raise
+            # The steps done are saved (train keeps the last finished one), but a run resumes only with the
+            # settings it began with.
+            raise ValueError(f"out of memory at {tc.batch_size} x {tc.seq_len} tokens a step "
+                             f"({str(e).splitlines()[0][:200]}): run again with a smaller --batch-size or --seq-len, "
+                             "and --fresh (a run resumes only with the settings it began with)") from None
 
 
 def _run_in(args: argparse.Namespace, rec: Recipe, tc: TrainConfig, out: Path, argv: list[str] | None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import math
@@ -243,6 +244,59 @@ def test_interrupt_and_resume_gives_the_uninterrupted_weights(step, text_data, t
     if sys.platform == "linux":  # AdamW's moments kept the loaded state file mapped: Windows cannot replace it
         assert mapped_under(tmp_path) == []
     assert [e["step"] for e in second.evals] == [3, 6]
+
+
+class _GoneTerminal(io.TextIOBase):
+    """stderr after its terminal was closed: every write fails with EIO."""
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no hang-up signal on Windows")
+def test_a_hang_up_stops_after_the_step_and_saves_it(text_data, tmp_path, monkeypatch):
+    """Closing the terminal sends SIGHUP, which killed the run with every step since the last checkpoint."""
+    cfg = quick(steps=6)
+    before = signal.getsignal(signal.SIGHUP)
+
+    def close_the_terminal(result: T.TrainResult) -> None:
+        if result.step == 3:
+            monkeypatch.setattr(sys, "stderr", _GoneTerminal())  # nothing can be said any more
+            signal.raise_signal(signal.SIGHUP)
+
+    first = T.train(small(13), cfg, text_data, out=tmp_path / "run", progress=False, on_step=close_the_terminal)
+    monkeypatch.undo()
+    assert first.interrupted and first.step == 3
+    assert T.read_state_meta(tmp_path / "run" / T.STATE_DIR)["step"] == 3
+    assert signal.getsignal(signal.SIGHUP) == before  # put back after the run
+
+
+def test_running_out_of_memory_is_a_message_and_the_steps_done_are_kept(tmp_path, capsys, monkeypatch):
+    """The CPU allocator's RuntimeError escaped as a traceback with exit status 1 (a larger --batch-size)."""
+    tiny = ["--steps", "4", "--batch-size", "2", "--seq-len", "16", "--no-progress"]
+    real_train = T.train
+
+    def out_of_memory_after_step_2(*args, **kwargs):
+        def allocate(result: T.TrainResult) -> None:
+            if result.step == 2:
+                raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                                   "memory: you tried to allocate 536870912 bytes. Error code 12")
+        return real_train(*args, **kwargs, on_step=allocate)
+
+    monkeypatch.setattr(T, "train", out_of_memory_after_step_2)
+    assert T.main(["course-step-13", "--out", str(tmp_path / "run"), *tiny]) == 2
+    err = capsys.readouterr().err
+    assert "train: out of memory at 2 x 16 tokens a step ([enforce fail at alloc_cpu.cpp:127]" in err
+    assert err.rstrip().endswith("run again with a smaller --batch-size or --seq-len, and --fresh (a run resumes "
+                                 "only with the settings it began with)") and "Traceback" not in err
+    assert T.read_state_meta(tmp_path / "run" / T.STATE_DIR)["step"] == 2  # the steps done are on disk
+
+    def a_bug(*args, **kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(T, "train", a_bug)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):  # not an allocation: not disguised
+        T.main(["course-step-13", "--out", str(tmp_path / "other"), *tiny])
 
 
 def test_a_model_save_that_failed_is_made_again_on_resume(text_data, tmp_path, monkeypatch, capsys):
