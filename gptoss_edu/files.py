@@ -247,9 +247,12 @@ class DiskFull(OSError):
         # Measured now, once the partial files are removed: what a rerun would find.
         free = disk_free(destination.parent)
         # A temporary folder's disk (a shared /tmp, a small tmpfs) is not one a learner can free: say how to move it.
+        # TMPDIR moves only the folders made as temporary ones (notebook 13's); one given by name (train --out
+        # /tmp/run) is moved by naming another.
         temporary = Path(tempfile.gettempdir()).resolve() in Path(destination).resolve().parents
-        elsewhere = (f". It is in the temporary folder {tempfile.gettempdir()}: to put temporary files on a disk with "
-                     "room, make a folder there and set TMPDIR to it before starting Python or JupyterLab "
+        elsewhere = (f". It is in the temporary folder {tempfile.gettempdir()}: give a folder on a disk with room "
+                     "instead where you chose this one (train --out), and for the temporary folders a notebook "
+                     "makes, make a folder on such a disk and set TMPDIR to it before starting Python or JupyterLab "
                      "(mkdir -p ~/tmp, then TMPDIR=~/tmp: a TMPDIR that does not exist is ignored)"
                      if temporary else "")
         what = (f"not enough room on the disk to write {destination}: nothing was written" if before else

@@ -173,10 +173,13 @@ def test_a_full_temporary_disk_says_how_to_move_temporary_files(tmp_path, monkey
     monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     inside = str(DiskFull(tmp_path / "tmp" / "run" / "state", 83 * 2**20))
-    assert inside.endswith(f"free some space, then run again. It is in the temporary folder {tmp_path / 'tmp'}: to put "
-                           "temporary files on a disk with room, make a folder there and set TMPDIR to it before "
-                           "starting Python or JupyterLab (mkdir -p ~/tmp, then TMPDIR=~/tmp: a TMPDIR that does not "
-                           "exist is ignored)"), inside
+    # TMPDIR moves only what is made as temporary: a folder given by name (train --out /tmp/run) is moved by naming
+    # another, which the advice once left out.
+    assert inside.endswith(f"free some space, then run again. It is in the temporary folder {tmp_path / 'tmp'}: give "
+                           "a folder on a disk with room instead where you chose this one (train --out), and for the "
+                           "temporary folders a notebook makes, make a folder on such a disk and set TMPDIR to it "
+                           "before starting Python or JupyterLab (mkdir -p ~/tmp, then TMPDIR=~/tmp: a TMPDIR that "
+                           "does not exist is ignored)"), inside
     outside = str(DiskFull(tmp_path / "home" / "run", 83 * 2**20))
     assert outside.endswith("free some space, then run again") and "TMPDIR" not in outside
 
