@@ -19,6 +19,8 @@ import importlib
 import os
 import sys
 
+from .terminal import reader_gone
+
 # command name -> (module holding add_arguments and run, one-line help)
 COMMANDS = {
     "doctor": ("gptoss_edu.env", "check what this machine can run of the course"),
@@ -107,9 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         print(file=sys.stderr)
         return 130
     except BrokenPipeError:  # `... | head`: the reader has gone, which is no error of ours
-        # Python would complain again when it flushes stdout at exit: point it at nothing.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+        return reader_gone()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .files import crlf_hint, write_file
+from .terminal import reader_gone
 from .tokenizer import data_dir, restore_advice, sentence
 
 TEXT_FILE = "shakespeare.txt"
@@ -269,9 +270,13 @@ def main(argv: list[str] | None = None) -> None:
     except (CorpusError, OSError) as e:
         print(f"corpus: {e}", file=sys.stderr)
         sys.exit(2)
-    print(corpus)
-    for p in corpus.plays:
-        print(f"  {p.title:<40} {len(p.train_text):>8,} train + {len(p.val_text):>6,} val characters")
+    try:
+        print(corpus)
+        for p in corpus.plays:
+            print(f"  {p.title:<40} {len(p.train_text):>8,} train + {len(p.val_text):>6,} val characters")
+        sys.stdout.flush()  # here, where a reader that has gone (`info | head`) is caught
+    except BrokenPipeError:
+        sys.exit(reader_gone())
 
 
 if __name__ == "__main__":

@@ -179,12 +179,13 @@ def test_ctrl_c_while_the_command_is_still_importing_is_no_traceback():
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 130 and "Traceback" not in done.stderr and "KeyboardInterrupt" not in done.stderr
 
-def test_output_piped_into_a_reader_that_stops_early_is_no_error(tmp_path):
+@pytest.mark.parametrize("command", [["gptoss_edu", "doctor"], ["gptoss_edu.corpus", "info"]])
+def test_output_piped_into_a_reader_that_stops_early_is_no_error(tmp_path, command):
     """`python -m gptoss_edu doctor | head -1`: the closed pipe ends the command quietly, with no traceback."""
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader has already stopped: the first write meets a closed pipe
     try:
-        done = subprocess.run([sys.executable, "-m", "gptoss_edu", "doctor"], stdout=write_end,
+        done = subprocess.run([sys.executable, "-m", *command], stdout=write_end,
                               stderr=subprocess.PIPE, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
     finally:
         os.close(write_end)
