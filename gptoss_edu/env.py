@@ -149,15 +149,15 @@ def course_installed() -> bool:
     return True
 
 
-def _remake() -> str:
-    """How to install torch and Triton (which the Makefile installs) again, at their pins, in this Python."""
+def _remake(target: str = "lab") -> str:
+    """How to install the pins (torch and Triton, which the Makefile installs, too) again in this Python, then
+    run make ``target``."""
     prefix = Path(sys.prefix)
     if prefix.resolve() == (REPO / ".venv").resolve() or not course_installed():
-        return "make clean-venv, then make lab"
+        return f"make clean-venv, then make {target}"
     # Another environment the course was installed into (make VENV=$CONDA_PREFIX lab): clean-venv refuses
     # it, and a plain make lab would build a second one, .venv.
-    here = shlex.quote(str(prefix))
-    return f"rm -f {shlex.quote(str(prefix / '.installed'))}, then make VENV={here} lab (it installs the pins again)"
+    return f"rm -f {shlex.quote(str(prefix / '.installed'))}, then make VENV={shlex.quote(str(prefix))} {target}"
 
 
 def elsewhere_fix(venv: Check | None) -> str | None:
@@ -291,6 +291,9 @@ def check_package(pkg: Package, pins: dict[str, str], mins: dict[str, str], gpu:
     # torch and Triton come from the Makefile, which picks the build (CPU or CUDA); a bare pip install of
     # torch fetches PyPI's CUDA build on Linux.
     reinstall = elsewhere or (_remake() if pkg.dist in ("torch", "triton") else _pip_install(pkg.dist, pin, least))
+
+    def advice(said: str, fix: str) -> str:  # where this Python is not the course's, that is the advice
+        return f"{said}; {elsewhere}" if elsewhere else f"{said}: {fix}"
     if found is None:
         status = FAIL if pkg.role == "course" else WARN
         if pkg.dist == "triton" and sys.platform != "linux":  # no wheel to install: saying "pip install" would fail
@@ -300,21 +303,23 @@ def check_package(pkg: Package, pins: dict[str, str], mins: dict[str, str], gpu:
                          + f": {reinstall}")
         return Check(pkg.dist, wanted, "missing", status, f"{pkg.without} ({reinstall})")
     if found == UNKNOWN_VERSION:  # no pip metadata (a conda or system package): it imports, its version is not said
-        return Check(pkg.dist, wanted, found, WARN, f"{pkg.used_for}; its version cannot be compared with "
-                     f"{'the pin' if pin else 'the minimum' if least else 'any'}: if something fails, {reinstall}")
+        return Check(pkg.dist, wanted, found, WARN, advice(
+            f"{pkg.used_for}; its version cannot be compared with "
+            f"{'the pin' if pin else 'the minimum' if least else 'any'}", f"if something fails, {reinstall}"))
     if least and _older(found, least):
-        return Check(pkg.dist, wanted, found, FAIL, f"older than {least}, the oldest the course accepts: {reinstall}")
+        return Check(pkg.dist, wanted, found, FAIL,
+                     advice(f"older than {least}, the oldest the course accepts", reinstall))
     if import_problem is not None and pkg.dist == "matplotlib" and os.environ.get("MPLBACKEND") \
             and "backend" in import_problem:  # a setting from another project, not a broken install
         return Check(pkg.dist, wanted, found, FAIL, f"MPLBACKEND={os.environ['MPLBACKEND']} is not a backend "
                      "matplotlib knows, so import matplotlib fails: unset MPLBACKEND (the notebooks choose inline)")
     if import_problem is not None:
         # Installed but broken (a missing shared library, a build for another Python or CPU): reinstall it.
-        fix = elsewhere or ("make clean-venv, then make lab" if pkg.dist in ("torch", "triton")
-                            else _pip_install(pkg.dist, pin).replace(" install ", " install --force-reinstall ", 1))
-        return Check(pkg.dist, wanted, found, FAIL if pkg.role == "course" else WARN,
-                     f"installed, but import {pkg.module} fails ({import_problem}), so "
-                     f"{pkg.without.removesuffix(': install the course (make lab)')}: {fix}")
+        fix = ("make clean-venv, then make lab" if pkg.dist in ("torch", "triton")
+               else _pip_install(pkg.dist, pin).replace(" install ", " install --force-reinstall ", 1))
+        return Check(pkg.dist, wanted, found, FAIL if pkg.role == "course" else WARN, advice(
+            f"installed, but import {pkg.module} fails ({import_problem}), so "
+            f"{pkg.without.removesuffix(': install the course (make lab)')}", fix))
     if pkg.dist == "triton" and not gpu and (problem := interpreter_problem(found)):
         return Check(pkg.dist, wanted, found, WARN, f"notebook 10's kernels cannot run: {problem}")
     if pkg.dist == "triton" and gpu and env_flag("TRITON_INTERPRET"):  # left set in a shell profile, say
@@ -327,8 +332,8 @@ def check_package(pkg: Package, pins: dict[str, str], mins: dict[str, str], gpu:
     else:
         meaning = pkg.used_for
     if pin and _release(found) and not _same_release(found, pin):
-        fix = reinstall if elsewhere or pkg.dist in ("torch", "triton") else f"{reinstall} (or {_remake()})"
-        return Check(pkg.dist, wanted, found, WARN, f"not the tested version: if something fails, {fix}")
+        fix = reinstall if pkg.dist in ("torch", "triton") else f"{reinstall} (or {_remake()})"
+        return Check(pkg.dist, wanted, found, WARN, advice("not the tested version", f"if something fails, {fix}"))
     return Check(pkg.dist, wanted, found, OK, meaning)
 
 
@@ -459,8 +464,8 @@ def check_dependencies(pins: dict[str, str], elsewhere: str | None = None) -> li
     tests_only = sorted((full[1] | full[2]) - (course[1] | course[2]))
     if tests_only:
         rows.append(Check("test dependencies", "installed, compatible", f"{len(tests_only)} problem(s)", WARN,
-                          f"{_listed(tests_only)}: the notebooks run; make test needs them (make clean-venv, "
-                          "then make test)"))
+                          f"{_listed(tests_only)}: the notebooks run; make test needs them "
+                          + (f"({elsewhere})" if elsewhere else f"({_remake('test')})")))
     # The table shows four: the course's own packages first, then new major or minor versions, then patches.
     named = {_normal(p.dist) for p in PACKAGES} | {"numpy"}
     drifted = sorted((_normal(n) not in named, _release(v)[:2] == _release(pins[n])[:2], n, v)
@@ -473,11 +478,11 @@ def check_dependencies(pins: dict[str, str], elsewhere: str | None = None) -> li
                 if loose else "")
     if not full[0]:  # nothing of the course's installed here: "0 of 0 as pinned" would read as a pass
         rows.append(Check("pinned versions", "constraints.txt", "nothing to compare", WARN,
-                          f"none of the course's packages is installed in this Python: {elsewhere or _remake()}"))
+                          elsewhere or f"none of the course's packages is installed in this Python: {_remake()}"))
     elif drift:
         rows.append(Check("pinned versions", "constraints.txt", f"{len(drift)} differ", WARN,
-                          f"{_listed(drift)}: the tests passed with the pins ({elsewhere or _remake()}, "
-                          f"reinstalls them){unpinned}"))
+                          f"{_listed(drift)}: the tests passed with the pins"
+                          + (f"; {elsewhere}" if elsewhere else f" ({_remake()}, reinstalls them)") + unpinned))
     else:
         pinned = sum(n in pins for n in full[0])
         rows.append(Check("pinned versions", "constraints.txt", f"{pinned} of {len(full[0])} as pinned", OK,

@@ -802,8 +802,11 @@ def test_the_machines_own_python_without_the_course_is_sent_to_make_lab(monkeypa
                                         f"checkpoints cannot be read or written: {fix}")
     assert rows["torch"].meaning == f"nothing runs: {fix}"
     assert not any("pip install" in row.meaning for row in rows.values())
-    assert rows["pinned versions"] == Check("pinned versions", "constraints.txt", "nothing to compare", WARN,
-                                            f"none of the course's packages is installed in this Python: {fix}")
+    assert rows["pinned versions"] == Check("pinned versions", "constraints.txt", "nothing to compare", WARN, fix)
+    pytest_package = next(p for p in env.PACKAGES if p.dist == "pytest")
+    monkeypatch.setattr(env, "_installed", lambda pkg: "1.0.0")  # another version, as the machine's own may hold
+    assert env.check_package(pytest_package, pins, {}, gpu=False, elsewhere=fix).meaning == (
+        f"not the tested version; {fix}")
     # With a .venv beside it, the fix is to run the doctor with that Python.
     venv = Check("environment", ".venv", "/usr", WARN, "not the course's .venv")
     assert env.elsewhere_fix(venv) == (f"this Python is not the course's (see the environment row): run "
@@ -834,12 +837,21 @@ def test_a_conda_environment_is_told_to_reinstall_the_pins_into_itself(monkeypat
     monkeypatch.setattr(sys, "prefix", str(tmp_path / "my env"))
     monkeypatch.setattr(env, "course_installed", lambda: True)
     here = shlex.quote(str(tmp_path / "my env"))
-    assert env._remake() == (f"rm -f {shlex.quote(str(tmp_path / 'my env' / '.installed'))}, then make VENV={here} "
-                             "lab (it installs the pins again)")
+    assert env._remake() == f"rm -f {shlex.quote(str(tmp_path / 'my env' / '.installed'))}, then make VENV={here} lab"
+    assert env._remake("test").endswith(f"make VENV={here} test")
     torch_package = next(p for p in env.PACKAGES if p.dist == "torch")
     monkeypatch.setattr(env, "_installed", lambda pkg: "2.12.0")
     row = env.check_package(torch_package, {"torch": "2.13.0"}, {}, gpu=False)
-    assert row.status == WARN and row.meaning.endswith(f"make VENV={here} lab (it installs the pins again)")
+    assert row.status == WARN and row.meaning.endswith(f"make VENV={here} lab")
+    # What only the tests need: make test, into the same environment (clean-venv refuses it).
+    real = env.metadata.version
+    monkeypatch.setattr(env.metadata, "version", lambda name: "1.0.0" if env._normal(name) == "pytest" else real(name))
+    rows = {r.item: r for r in env.check_dependencies(env.read_pins())}
+    assert rows["test dependencies"].meaning.endswith(f"make test needs them (rm -f "
+                                                      f"{shlex.quote(str(tmp_path / 'my env' / '.installed'))}, "
+                                                      f"then make VENV={here} test)"), rows["test dependencies"]
+    assert rows["pinned versions"].meaning.startswith(f"pytest 1.0.0 (tested ")
+    assert f"the tests passed with the pins (rm -f " in rows["pinned versions"].meaning
     monkeypatch.setattr(sys, "prefix", str(env.REPO / ".venv"))
     assert env._remake() == "make clean-venv, then make lab"
 
