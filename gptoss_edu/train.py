@@ -404,7 +404,8 @@ class _StopRequest:
             # SIGHUP: the terminal the run was started in was closed, which killed it with every step since
             # the last checkpoint unsaved.
             for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-                if sig is not None:
+                # A hang-up that is ignored (nohup) is one the run was started to survive.
+                if sig is not None and not (sig != signal.SIGINT and signal.getsignal(sig) is signal.SIG_IGN):
                     self._old[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -1133,16 +1134,11 @@ def _run(args: argparse.Namespace, rec: Recipe, argv: list[str] | None) -> int:
     # training, not after it.
     make_folders([("--out", out)] + ([("--export", Path(args.export).parent)] if args.export else []))
     with hold(out, "training run"):  # from --fresh to the export: two commands on one --out would undo each other
-        try:
-            return _run_in(args, rec, tc, out, argv)
-        except RuntimeError as e:
-            if not is_out_of_memory(e):
-                raise
-            # The steps done are saved (train keeps the last finished one), but a run resumes only with the
-            # settings it began with.
-            raise ValueError(f"out of memory at {tc.batch_size} x {tc.seq_len} tokens a step "
-                             f"({str(e).splitlines()[0][:200]}): run again with a smaller --batch-size or --seq-len, "
-                             "and --fresh (a run resumes only with the settings it began with)") from None
+        return _run_in(args, rec, tc, out, argv)
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).splitlines() or [""])[0][:200]
 
 
 def _run_in(args: argparse.Namespace, rec: Recipe, tc: TrainConfig, out: Path, argv: list[str] | None) -> int:
@@ -1177,7 +1173,16 @@ def _run_in(args: argparse.Namespace, rec: Recipe, tc: TrainConfig, out: Path, a
             print(f"the run in {out} has finished its {tc.steps} steps{then} (--fresh starts it over)", file=sys.stderr)
         else:
             print(f"resuming the run in {out} from step {meta['step']}", file=sys.stderr)
-    result = train(rec.model, tc, data, out=out, progress=not args.no_progress)
+    try:
+        result = train(rec.model, tc, data, out=out, progress=not args.no_progress)
+    except RuntimeError as e:
+        if not is_out_of_memory(e):
+            raise
+        # The steps done are saved (train keeps the last finished one), but a run resumes only with the
+        # settings it began with.
+        raise ValueError(f"out of memory at {tc.batch_size} x {tc.seq_len} tokens a step ({_first_line(e)}): run "
+                         "again with a smaller --batch-size or --seq-len, and --fresh (a run resumes only with the "
+                         "settings it began with)") from None
     val = f"val loss {result.val_loss:.3f}" if result.evals else "no evaluation yet"
     summary = f"{result.step} steps: train loss {result.final_loss():.3f}, {val} (checkpoints in {out})"
     if result.interrupted:
@@ -1188,6 +1193,13 @@ def _run_in(args: argparse.Namespace, rec: Recipe, tc: TrainConfig, out: Path, a
     if args.export:  # before the summary: a reader of the output gone (`| head`) must not cost the export
         try:
             export(result, args.export, command, rec.about, data)
+        except RuntimeError as e:
+            if not is_out_of_memory(e):
+                raise
+            again = "the same command" + (" without --fresh" if args.fresh else "")
+            raise ValueError(f"out of memory while exporting to {args.export} ({_first_line(e)}): it is as it was "
+                             f"before, and the run is saved in {out}: free some memory (close other programs and "
+                             f"notebooks), then {again} exports it without training again") from None
         except KeyboardInterrupt:
             print(summary)
             again = "the same command" + (" without --fresh" if args.fresh else "")

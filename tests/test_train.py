@@ -271,6 +271,23 @@ def test_a_hang_up_stops_after_the_step_and_saves_it(text_data, tmp_path, monkey
     assert signal.getsignal(signal.SIGHUP) == before  # put back after the run
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no hang-up signal on Windows")
+def test_a_run_started_with_nohup_trains_through_a_hang_up(text_data, tmp_path):
+    """nohup ignores SIGHUP so that the run outlives its terminal: the stop request must not take that over."""
+    def close_the_terminal(result: T.TrainResult) -> None:
+        if result.step == 2:
+            signal.raise_signal(signal.SIGHUP)
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup starts it
+    try:
+        result = T.train(small(13), quick(steps=4), text_data, out=tmp_path / "run", progress=False,
+                         on_step=close_the_terminal)
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert not result.interrupted and result.step == 4
+
+
 def test_running_out_of_memory_is_a_message_and_the_steps_done_are_kept(tmp_path, capsys, monkeypatch):
     """The CPU allocator's RuntimeError escaped as a traceback with exit status 1 (a larger --batch-size)."""
     tiny = ["--steps", "4", "--batch-size", "2", "--seq-len", "16", "--no-progress"]
@@ -290,6 +307,28 @@ def test_running_out_of_memory_is_a_message_and_the_steps_done_are_kept(tmp_path
     assert err.rstrip().endswith("run again with a smaller --batch-size or --seq-len, and --fresh (a run resumes "
                                  "only with the settings it began with)") and "Traceback" not in err
     assert T.read_state_meta(tmp_path / "run" / T.STATE_DIR)["step"] == 2  # the steps done are on disk
+
+    # Out of memory while exporting (it loads the written checkpoint back beside the trained model): the run is
+    # done, so the advice is the same command, not --fresh with a smaller batch.
+    monkeypatch.setattr(T, "train", real_train)
+    real_export = T.export
+
+    def export_out_of_memory(result, path, *args, **kwargs):
+        if Path(path) == tmp_path / "exp":  # not the run's own model/, which train writes at each checkpoint
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 6291456 bytes.")
+        return real_export(result, path, *args, **kwargs)
+
+    monkeypatch.setattr(T, "export", export_out_of_memory)
+    exported = ["course-step-13", "--out", str(tmp_path / "done"), "--export", str(tmp_path / "exp"), *tiny]
+    assert T.main(exported) == 2
+    err = capsys.readouterr().err
+    assert f"train: out of memory while exporting to {tmp_path / 'exp'} (DefaultCPUAllocator" in err
+    assert err.rstrip().endswith(f"the run is saved in {tmp_path / 'done'}: free some memory (close other programs "
+                                 "and notebooks), then the same command exports it without training again"), err
+    assert "--fresh" not in err
+    monkeypatch.setattr(T, "export", real_export)
+    assert T.main(exported) == 0 and (tmp_path / "exp" / "config.json").is_file()
+    assert "has finished its 4 steps; exporting it" in capsys.readouterr().err
 
     def a_bug(*args, **kwargs):
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
