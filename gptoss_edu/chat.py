@@ -26,7 +26,8 @@ import torch
 
 from . import harmony
 from .env import device_problem, total_ram, triton_gpu_problem
-from .generate import Generation, check_max_new_tokens, check_sampling, check_seed, release_memory, stream
+from .generate import (Generation, check_max_new_tokens, check_sampling, check_seed, release_memory, stream,
+                       turn_seed)
 from .memory import format_bytes, format_count, is_out_of_memory
 from .model import GPT
 from .static_decode import fast_step
@@ -72,7 +73,7 @@ def load_chat_model(path: Path, device: str, backend: str = "torch") -> GPT:
         raise ChatError(f"--backend triton: the experts of {path} are not in MXFP4, and the Triton kernels read "
                         "MXFP4 experts; --backend torch runs this checkpoint")
     if backend == "auto":
-        backend = "triton" if packed else "torch"
+        backend = "triton" if packed and _kernels_run_on(device) else "torch"
         if cfg.is_moe and not packed:
             print(f"--backend auto: the experts of {path} are not in MXFP4, which the Triton kernels read; running "
                   "on the PyTorch path", file=sys.stderr)
@@ -84,6 +85,17 @@ def load_chat_model(path: Path, device: str, backend: str = "torch") -> GPT:
     keep = packed and (on_gpu or backend == "triton" or ram is None or cfg.param_counts()["total"] * 4 > ram // 4)
     model = load_model(path, device=device, dtype=dtype, keep_mxfp4=keep)
     return model.set_backend(backend)
+
+
+def _kernels_run_on(device: str) -> bool:
+    """Whether the Triton kernels can run a model on ``device``: kernels compiled for a GPU cannot take a CPU model."""
+    try:
+        from gptoss_kernels import require_triton
+
+        require_triton(torch.device(device))
+    except (ImportError, RuntimeError):
+        return False
+    return True
 
 
 def experts_note(model: GPT) -> str:
@@ -201,7 +213,7 @@ class ChatSession:
         reader = harmony.ReplyReader(self.enc)
         tokens = stream(
             self.model, prompt, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
-            top_p=self.top_p, seed=None if self.seed is None else (self.seed + self.turn) % 2**63,
+            top_p=self.top_p, seed=turn_seed(self.seed, self.turn),
             stop_tokens=reader.stop_tokens, stats=stats, decoder=fast_step(self.cuda_graph),
         )
         self.turn += 1

@@ -61,15 +61,22 @@ def check_max_new_tokens(max_new_tokens: int) -> None:
 
 
 def check_seed(seed: Any) -> int | None:
-    """A seed as torch's generators take it (a whole number, 0 .. 2**63 - 1, numpy's too), or None; else ValueError."""
+    """A seed as torch's generators take it (a whole number in -2**63 .. 2**64 - 1, numpy's too), or None."""
     if seed is None:
         return None
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise ValueError(f"seed must be a whole number (or None: torch's global generator), got {seed!r}")
     seed = operator.index(seed)  # numpy's integers too: manual_seed takes only Python's
-    if not 0 <= seed < 2**63:  # past it manual_seed said only "Overflow when unpacking long long", at the first token
-        raise ValueError(f"seed must be in 0 .. 2**63 - 1, got {seed}")
+    if not -2**63 <= seed < 2**64:  # past it, manual_seed said only "Overflow when unpacking long long"
+        raise ValueError(f"seed must be in -2**63 .. 2**64 - 1 (torch's range), got {seed}")
     return seed
+
+
+def turn_seed(seed: int | None, turn: int) -> int | None:
+    """A chat's seed for its turn ``turn`` (0, 1, ...): seed + turn, wrapped round into torch's range (None: None)."""
+    if seed is None:
+        return None
+    return seed + turn - 2**64 if seed + turn >= 2**64 else seed + turn
 
 
 def check_sampling(temperature: float, top_p: float) -> None:

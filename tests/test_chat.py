@@ -26,6 +26,7 @@ import torch
 import gptoss_edu
 from gptoss_edu import chat, harmony
 from gptoss_edu.__main__ import main
+from gptoss_edu.env import triton_gpu
 from gptoss_edu.memory import format_bytes
 from gptoss_edu.tokenizer import get_encoding
 from test_chat_session import recording
@@ -393,15 +394,17 @@ def test_a_closed_stdin_or_stdout_is_said_before_the_model_loads(checkpoints, ca
 def test_session_settings_that_would_fail_every_turn_are_refused_up_front(answer_model, monkeypatch):
     with pytest.raises(ValueError, match="max_new_tokens must be at least 1 for a chat to answer, got 0"):
         chat.ChatSession(answer_model, max_new_tokens=0)  # every message was dropped, naming a flag never used
-    for seed in (2**63, -1):  # 2**70 failed at the first reply: "Overflow when unpacking long long"
-        with pytest.raises(ValueError, match=rf"seed must be in 0 .. 2\*\*63 - 1, got {seed}"):
+    for seed in (2**64, -2**63 - 1):  # 2**70 failed at the first reply: "Overflow when unpacking long long"
+        with pytest.raises(ValueError, match=rf"seed must be in -2\*\*63 .. 2\*\*64 - 1 \(torch's range\), "
+                                             rf"got {seed}"):
             chat.ChatSession(answer_model, seed=seed)
     import numpy as np
 
+    assert chat.ChatSession(answer_model, seed=np.int64(-1)).seed == -1  # numpy's, and negative, as torch takes
     out = io.StringIO()
-    session = chat.ChatSession(answer_model, seed=np.int64(2**63 - 1), out=out, max_new_tokens=12)
+    session = chat.ChatSession(answer_model, seed=2**64 - 1, out=out, max_new_tokens=12)
     session.reply("Hi")
-    session.reply("Again")  # the second turn's seed, 2**63, wraps round rather than overflowing
+    session.reply("Again")  # the second turn's seed, 2**64, wraps round rather than overflowing
     assert out.getvalue().count("Hello world!") == 2
     monkeypatch.setattr(sys, "stdout", None)
     with pytest.raises(ValueError, match="the chat has nowhere to write: standard output is closed"):
@@ -460,6 +463,7 @@ def test_an_original_layout_checkpoint_keeps_its_experts_packed_too(tmp_path, mo
     assert all(m.packed for m in loaded.modules() if isinstance(m, Experts))
 
 
+@pytest.mark.skipif(triton_gpu(), reason="the kernels are compiled for the GPU there: a CPU model cannot use them")
 def test_the_triton_backend_keeps_the_experts_packed_even_when_they_would_fit():
     """The Triton MoE kernels read the MXFP4 bytes: --backend triton on a CPU must not dequantize them."""
     import torch
@@ -536,7 +540,14 @@ def test_backend_auto_runs_triton_only_on_mxfp4_experts(tmp_path, monkeypatch, c
     with pytest.raises(chat.ChatError, match="not in MXFP4, and the Triton kernels read MXFP4 experts; --backend torch"):
         chat.load_chat_model(dense, "cpu", "triton")
     monkeypatch.setattr(chat, "total_ram", lambda: 1)  # kept packed: as on a GPU
-    assert chat.load_chat_model(folder, "cpu", "auto").backend == "triton"
+    # Here the kernels are interpreted; on a GPU machine they are compiled for it, and cannot take a CPU model.
+    assert chat.load_chat_model(folder, "cpu", "auto").backend == ("torch" if triton_gpu() else "triton")
+    import importlib
+
+    # Kernels that cannot take this CPU model (compiled for a GPU, or imported without the interpreter): auto
+    # falls back to PyTorch, where set_backend("triton") refused and the load failed.
+    monkeypatch.setattr(importlib.import_module("gptoss_kernels._common"), "_interpreted", lambda kernel: False)
+    assert chat.load_chat_model(folder, "cpu", "auto").backend == "torch"
 
 
 def test_backend_triton_without_triton_says_how_to_get_it(monkeypatch, capsys):

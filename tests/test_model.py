@@ -313,9 +313,12 @@ def test_what_a_learner_passes_by_mistake_is_named_with_the_fix():
         generate(model, list(range(16)), max_new_tokens=3)
     with pytest.raises(ValueError, match=r"seed must be a whole number .*got 1.5"):
         generate(model, [1], max_new_tokens=2, seed=1.5)
-    for seed in (2**64, -1):  # torch's message was "Overflow when unpacking long long", at the first token
-        with pytest.raises(ValueError, match=rf"seed must be in 0 .. 2\*\*63 - 1, got {seed}"):
+    for seed in (2**64, -2**63 - 1):  # torch's message was "Overflow when unpacking long long", at the first token
+        with pytest.raises(ValueError, match=rf"seed must be in -2\*\*63 .. 2\*\*64 - 1 \(torch's range\), "
+                                             rf"got {seed}"):
             generate(model, [1], max_new_tokens=2, seed=seed)
+    for seed in (-1, 2**64 - 1):  # hash() and getrandbits(64) give these, and torch takes them
+        assert len(generate(model, [1], max_new_tokens=2, seed=seed).tokens) == 2
     import numpy as np
 
     # What a widget or numpy hands over is a number too.

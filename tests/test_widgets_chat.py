@@ -298,10 +298,10 @@ def test_each_turn_samples_with_the_next_seed(monkeypatch):
     w.send("two")
     assert seeds == [7, 8]
     seeds.clear()
-    w = ChatWidget(Scripted(ANSWER), seed=2**63 - 1, temperature=0.0)
+    w = ChatWidget(Scripted(ANSWER), seed=2**64 - 1, temperature=0.0)
     w.send("one")
     w.send("two")
-    assert seeds == [2**63 - 1, 0]  # round, not past torch's range
+    assert seeds == [2**64 - 1, 0]  # round, not past torch's range
 
 
 def test_settings_that_would_fail_every_send_are_refused_when_the_widget_is_made():
@@ -310,7 +310,7 @@ def test_settings_that_would_fail_every_send_are_refused_when_the_widget_is_made
                            (dict(max_new_tokens=2.5), "max_new_tokens must be a whole number"),
                            (dict(temperature=-1.0), "temperature must be"),
                            (dict(top_p=0.0), r"top_p in \(0, 1\], got 1.0 and 0.0"),
-                           (dict(seed=-1), r"seed must be in 0 .. 2\*\*63 - 1, got -1"),
+                           (dict(seed=2**64), r"seed must be in -2\*\*63 .. 2\*\*64 - 1 \(torch's range\), got "),
                            (dict(seed="7"), "seed must be a whole number")):
         with pytest.raises(ValueError, match=said):
             ChatWidget(Scripted(ANSWER), **settings)

@@ -19,7 +19,8 @@ import tiktoken
 import torch
 
 from .. import harmony
-from ..generate import Generation, check_max_new_tokens, check_sampling, check_seed, release_memory, stream
+from ..generate import (Generation, check_max_new_tokens, check_sampling, check_seed, release_memory, stream,
+                        turn_seed)
 from ..memory import is_out_of_memory
 from ..model import GPT
 from ..static_decode import fast_step
@@ -207,7 +208,7 @@ class ChatWidget(widgets.VBox):
         try:
             out = reply(self.model, pending, self.effort.value, max_new_tokens=self.max_new_tokens,
                         temperature=self.temperature, top_p=self.top_p, date=self.date, on_text=on_text,
-                        seed=None if self.seed is None else (self.seed + len(self.replies)) % 2**63, encoding=self.encoding)
+                        seed=turn_seed(self.seed, len(self.replies)), encoding=self.encoding)
         except ValueError as e:  # the conversation no longer fits the context
             self._show_last()
             self.status.value = f"<span style='{ERROR_STYLE}'>{html.escape(str(e), quote=False)}</span>"
