@@ -570,3 +570,17 @@ def test_make_room_renders_each_length_once_and_gives_the_kept_prompt():
     assert len(calls) == len(set(calls)) and len(calls) <= 6  # 1 + a binary search over 12 turns
     assert fit.left_out >= 1 and fit.kept == messages[2 * fit.left_out:] and fit.prompt == session.prompt_ids(fit.kept)
     assert fit.room == full - 50 + 40 - len(fit.prompt) and fit.room >= 40 and not fit.short
+
+
+def test_a_reply_setting_over_half_the_context_keeps_a_conversation_that_fits_half():
+    """The room asked for is at most half the context: max_new_tokens=4096 must not empty a 200-token chat."""
+    messages = [harmony.user("a"), harmony.Message("assistant", "b"), harmony.user("c"),
+                harmony.Message("assistant", "d"), harmony.user("e")]
+
+    def render(kept):  # twenty tokens a message
+        return list(range(20 * len(kept)))
+
+    fit = harmony.make_room(messages, render, context=200, max_new_tokens=4096)
+    assert (fit.kept, fit.left_out, fit.room, fit.short) == (messages, 0, 100, False)
+    fit = harmony.make_room(messages, render, context=160, max_new_tokens=4096)  # 100 tokens, over half of 160
+    assert (fit.left_out, len(fit.kept), fit.room, fit.short) == (1, 3, 100, False)

@@ -290,6 +290,15 @@ EDGE_SCHEMAS = {
     "huge_integer_defaults": {"type": "object", "properties": {
         f"n{i}": {"type": "integer", "default": v}
         for i, v in enumerate((2**63 - 1, 2**64 - 1, 2**64, -2**63, -2**63 - 1, 10**30, -(10**25) - 7))}},
+    # Text outside ASCII in a default is written as it is, not as \u escapes.
+    "non_ascii_default": {"type": "object", "properties": {
+        "cities": {"type": "array", "items": {"type": "string"}, "default": ["Zürich", "東京"]}}},
+    # An enum's default inside a variant of an array's items keeps its quotes.
+    "enum_default_in_nested_variant": {"type": "object", "properties": {"a": {"type": "array", "items": {"oneOf": [
+        {"type": "string", "enum": ["C", "F"], "default": "C"}, {"type": "number"}]}}}},
+    # nullable beside a type list that already names null: null once.
+    "nullable_type_list_with_null": {"type": "object", "properties": {
+        "a": {"type": ["string", "null"], "nullable": True}}},
 }
 
 

@@ -61,6 +61,10 @@ def test_int8_baseline_rounds_to_the_nearest_step():  # X10
     # Round-to-nearest errors spread over +-step/2: RMS step/sqrt(12) (~0.29 step); flooring gives ~0.58 step.
     assert err["int8"] * rms < 0.4 * step.pow(2).mean().sqrt()
     assert err["int8"] < err["mxfp4"] and err["bf16"] < err["int8"]
+    # 127 levels each side of a row's absmax, as notebook 08 says (a step of absmax / 128 clips each row's largest).
+    amax = w.abs().amax(dim=-1, keepdim=True)
+    q = torch.round(w * 127 / amax) * amax / 127
+    assert math.isclose(err["int8"], float((q - w).pow(2).mean().sqrt() / rms), rel_tol=1e-4)
 
 
 def test_moe_in_bf16_returns_bf16():  # E05 (moe.py)

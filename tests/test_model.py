@@ -157,7 +157,8 @@ def test_kv_cache_update_returns_what_the_step_attends_over(monkeypatch):
         g.attention.KVCache(cfg, 1, 65)
 
 
-@pytest.mark.parametrize("prefill, steps", [(5, 2), (22, 3), (6, 4)])
+# (8, 1): one position past the window of 8 written, where going back two is the first refusal.
+@pytest.mark.parametrize("prefill, steps", [(5, 2), (22, 3), (6, 4), (8, 1)])
 def test_rewinding_the_cache_is_exact_or_refused(prefill, steps):
     """Going back one position re-does a step exactly; further back, once a rolling buffer has wrapped,
     the keys a query would see are overwritten: that is refused, not answered with wrong logits (it was).
@@ -498,6 +499,23 @@ def test_a_step_that_stops_part_way_cannot_be_retried_on_overwritten_keys(monkey
             model(ids[:, 20:21], cache)
         monkeypatch.setattr(A, "attend", real)
         torch.testing.assert_close(model(ids[:, 20:21], cache), full[:, 20:21], rtol=1e-5, atol=1e-5)
+        # Each size of failed step, retried one or two tokens at a time: refused, or the uncached logits.
+        refusals = 0
+        for failed, retry in itertools.product((1, 2, 3), (1, 2)):
+            cache.length = 0
+            model(ids[:, :20], cache)
+            monkeypatch.setattr(A, "attend", out_of_memory)
+            with pytest.raises(torch.OutOfMemoryError):
+                model(ids[:, 20:20 + failed], cache)
+            monkeypatch.setattr(A, "attend", real)
+            try:
+                logits = model(ids[:, 20:20 + retry], cache)
+            except RuntimeError as e:
+                assert "written by a step that stopped part-way" in str(e)
+                refusals += 1
+                continue
+            torch.testing.assert_close(logits, full[:, 20:20 + retry], rtol=1e-5, atol=1e-5)
+        assert refusals >= 3  # a failed step of 2 or 3 tokens overwrote keys a retry of 2 reads
 
 
 def test_attend_refuses_queries_past_the_last_key():
