@@ -160,6 +160,16 @@ def _remake(target: str = "lab") -> str:
     return f"rm -f {shlex.quote(str(prefix / '.installed'))}, then make VENV={shlex.quote(str(prefix))} {target}"
 
 
+def _rebuild() -> str:
+    """How to make this Python's environment again, where torch or Triton is installed but broken (a reinstall
+    at the same version is skipped by pip)."""
+    prefix = Path(sys.prefix)
+    if prefix.resolve() == (REPO / ".venv").resolve() or not course_installed():
+        return "make clean-venv, then make lab"
+    return (f"make the environment {shlex.quote(str(prefix))} again (a conda one: conda env remove -p "
+            f"{shlex.quote(str(prefix))}, then the README's conda steps)")
+
+
 def elsewhere_fix(venv: Check | None) -> str | None:
     """The fix for every package row when this Python is not the course's own environment, or None when it is.
 
@@ -315,7 +325,7 @@ def check_package(pkg: Package, pins: dict[str, str], mins: dict[str, str], gpu:
                      "matplotlib knows, so import matplotlib fails: unset MPLBACKEND (the notebooks choose inline)")
     if import_problem is not None:
         # Installed but broken (a missing shared library, a build for another Python or CPU): reinstall it.
-        fix = ("make clean-venv, then make lab" if pkg.dist in ("torch", "triton")
+        fix = (_rebuild() if pkg.dist in ("torch", "triton")
                else _pip_install(pkg.dist, pin).replace(" install ", " install --force-reinstall ", 1))
         return Check(pkg.dist, wanted, found, FAIL if pkg.role == "course" else WARN, advice(
             f"installed, but import {pkg.module} fails ({import_problem}), so "

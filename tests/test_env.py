@@ -852,8 +852,11 @@ def test_a_conda_environment_is_told_to_reinstall_the_pins_into_itself(monkeypat
                                                       f"then make VENV={here} test)"), rows["test dependencies"]
     assert rows["pinned versions"].meaning.startswith(f"pytest 1.0.0 (tested ")
     assert f"the tests passed with the pins (rm -f " in rows["pinned versions"].meaning
+    row = env.check_package(torch_package, {"torch": "2.13.0"}, {}, gpu=False, import_problem="libcudart.so.12")
+    assert row.meaning.endswith(f"make the environment {here} again (a conda one: conda env remove -p {here}, then "
+                                "the README's conda steps)"), row  # clean-venv refuses it; make lab would skip it
     monkeypatch.setattr(sys, "prefix", str(env.REPO / ".venv"))
-    assert env._remake() == "make clean-venv, then make lab"
+    assert env._remake() == env._rebuild() == "make clean-venv, then make lab"
 
 
 def test_openai_s_reference_model_has_a_row_and_its_own_install_command(monkeypatch):
