@@ -414,16 +414,21 @@ def test_a_cuda_torch_brings_the_triton_it_requires(tmp_path, monkeypatch):
     assert env.read_pins(tmp_path)["triton"] == "3.7.1"
 
 
-def test_a_missing_test_only_package_is_a_warning(monkeypatch):
-    """playwright drives the browser tests; no notebook needs it, so no FAIL."""
+def without_metadata(monkeypatch, dist: str) -> None:
+    """pip knows nothing of ``dist`` (its import is another matter)."""
     real = env.metadata.version
 
     def version(name: str) -> str:
-        if env._normal(name) == "playwright":
+        if env._normal(name) == dist:
             raise env.metadata.PackageNotFoundError(name)
         return real(name)
 
     monkeypatch.setattr(env.metadata, "version", version)
+
+
+def test_a_missing_test_only_package_is_a_warning(monkeypatch):
+    """playwright drives the browser tests; no notebook needs it, so no FAIL."""
+    without_metadata(monkeypatch, "playwright")
     real_importable = env._importable
     monkeypatch.setattr(env, "_importable", lambda module: module != "playwright" and real_importable(module))
     rows = {r.item: r for r in env.check_dependencies(env.read_pins())}
@@ -433,14 +438,7 @@ def test_a_missing_test_only_package_is_a_warning(monkeypatch):
 
 def test_a_dependency_that_imports_without_pip_metadata_is_there_with_its_version_not_said(monkeypatch):
     """A conda or system torch has no pip metadata: its own row said OK and the dependencies row said it was missing."""
-    real = env.metadata.version
-
-    def version(name: str) -> str:
-        if env._normal(name) == "torch":
-            raise env.metadata.PackageNotFoundError(name)
-        return real(name)
-
-    monkeypatch.setattr(env.metadata, "version", version)
+    without_metadata(monkeypatch, "torch")
     rows = {r.item: r for r in env.check_dependencies(env.read_pins())}
     assert rows["dependencies"].status == OK, rows["dependencies"]
     torch_package = next(p for p in env.PACKAGES if p.dist == "torch")
