@@ -131,16 +131,21 @@ def test_attention_of_a_bf16_model_is_openais_bit_for_bit(head_dim, T, window):
     torch.testing.assert_close(ours[0].transpose(0, 1).reshape(T, -1), theirs, atol=0, rtol=0)
 
 
+def bf16_experts(cfg: g.ModelConfig, gen: torch.Generator) -> Experts:
+    """cfg's experts with random weights of size 0.3 drawn from ``gen``, in bfloat16."""
+    experts = Experts(cfg)
+    with torch.no_grad():
+        for p in experts.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    return experts.to(torch.bfloat16)
+
+
 @pytest.mark.parametrize("n_experts, k", [(8, 2), (32, 4)])
 def test_the_experts_outputs_of_a_bf16_model_are_summed_then_rounded_once(n_experts, k):
     """Each token's k weighted expert outputs, summed in float32 and rounded once: not k roundings in bf16."""
     cfg = g.preset("gpt-oss-tiny").replace(d_model=64, d_ff=64, n_experts=n_experts, experts_per_token=k)
     gen = torch.Generator().manual_seed(n_experts)
-    experts = Experts(cfg)
-    with torch.no_grad():
-        for p in experts.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    experts = experts.to(torch.bfloat16)
+    experts = bf16_experts(cfg, gen)
     x = torch.randn(512, 64, generator=gen).bfloat16()
     indices = torch.rand(512, n_experts, generator=gen).topk(k, dim=-1).indices
     weights = torch.softmax(torch.randn(512, k, generator=gen), dim=-1)  # float32, as the router gives them
@@ -165,11 +170,7 @@ def test_one_bf16_expert_is_openai_s_reference_bit_for_bit(seed):
 
     cfg = g.preset("gpt-oss-tiny").replace(d_model=64, d_ff=96, n_experts=4, experts_per_token=1)
     gen = torch.Generator().manual_seed(seed)
-    experts = Experts(cfg)
-    with torch.no_grad():
-        for p in experts.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    experts = experts.to(torch.bfloat16)
+    experts = bf16_experts(cfg, gen)
     x = torch.randn(64, 64, generator=gen).bfloat16() * 3  # past the clamp (7) in places
     chosen = torch.randint(0, 4, (64, 1), generator=gen)
     with torch.no_grad():

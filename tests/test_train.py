@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -288,19 +289,28 @@ def test_a_run_started_with_nohup_trains_through_a_hang_up(text_data, tmp_path):
     assert not result.interrupted and result.step == 4
 
 
+def train_doing_after_step(step: int, action: Callable[[], None]) -> Callable[..., T.TrainResult]:
+    """T.train that calls ``action()`` after step ``step``: for a run the command line starts."""
+    real_train = T.train
+
+    def doing(*args, **kwargs):
+        def after(result: T.TrainResult) -> None:
+            if result.step == step:
+                action()
+        return real_train(*args, **kwargs, on_step=after)
+    return doing
+
+
 def test_running_out_of_memory_is_a_message_and_the_steps_done_are_kept(tmp_path, capsys, monkeypatch):
     """The CPU allocator's RuntimeError escaped as a traceback with exit status 1 (a larger --batch-size)."""
     tiny = ["--steps", "4", "--batch-size", "2", "--seq-len", "16", "--no-progress"]
     real_train = T.train
 
-    def out_of_memory_after_step_2(*args, **kwargs):
-        def allocate(result: T.TrainResult) -> None:
-            if result.step == 2:
-                raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
-                                   "memory: you tried to allocate 536870912 bytes. Error code 12")
-        return real_train(*args, **kwargs, on_step=allocate)
+    def allocate() -> None:
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                           "memory: you tried to allocate 536870912 bytes. Error code 12")
 
-    monkeypatch.setattr(T, "train", out_of_memory_after_step_2)
+    monkeypatch.setattr(T, "train", train_doing_after_step(2, allocate))
     assert T.main(["course-step-13", "--out", str(tmp_path / "run"), *tiny]) == 2
     err = capsys.readouterr().err
     assert "train: out of memory at 2 x 16 tokens a step ([enforce fail at alloc_cpu.cpp:127]" in err
@@ -835,14 +845,7 @@ def test_cli_reports_a_diverged_run_without_a_traceback(tmp_path, capsys):
 def test_a_fresh_run_interrupted_resumes_without_fresh_and_records_no_fresh(tmp_path, capsys, monkeypatch):
     tiny = ["--steps", "4", "--batch-size", "2", "--seq-len", "16", "--no-progress"]
     real_train = T.train
-
-    def stopped_at_step_2(*args, **kwargs):
-        def press_ctrl_c(result: T.TrainResult) -> None:
-            if result.step == 2:
-                signal.raise_signal(signal.SIGINT)
-        return real_train(*args, **kwargs, on_step=press_ctrl_c)
-
-    monkeypatch.setattr(T, "train", stopped_at_step_2)
+    monkeypatch.setattr(T, "train", train_doing_after_step(2, lambda: signal.raise_signal(signal.SIGINT)))
     run = ["course-step-13", "--out", str(tmp_path / "run"), "--fresh", "--export", str(tmp_path / "exp"), *tiny]
     assert T.main(run) == 130
     assert "interrupted after step 2: run the same command without --fresh again to resume" in capsys.readouterr().err
