@@ -26,8 +26,7 @@ import torch
 
 from . import harmony
 from .env import device_problem, total_ram, triton_gpu_problem
-from .generate import (Generation, check_max_new_tokens, check_sampling, check_seed, release_memory, stream,
-                       turn_seed)
+from .generate import Generation, check_chat_settings, release_memory, stream, turn_seed
 from .memory import format_bytes, format_count, is_out_of_memory
 from .model import GPT
 from .static_decode import fast_step
@@ -143,11 +142,7 @@ class ChatSession:
         color: bool | None = None,
         cuda_graph: bool | None = None,
     ) -> None:
-        check_max_new_tokens(max_new_tokens)  # here, not at the first reply: a bad setting is no turn's fault
-        if max_new_tokens < 1:  # every message would be dropped unanswered
-            raise ValueError(f"max_new_tokens must be at least 1 for a chat to answer, got {max_new_tokens}")
-        check_sampling(temperature, top_p)
-        seed = check_seed(seed)
+        seed = check_chat_settings(max_new_tokens, temperature, top_p, seed)  # here: a bad one is no turn's fault
         self.model = model
         self.enc = get_encoding("o200k_harmony")
         self.header = chat_header(reasoning, date, instructions)
@@ -419,9 +414,10 @@ def run(args: argparse.Namespace) -> int:
         _check_arguments(args)
         closed = [name for name in ("stdin", "stdout") if getattr(sys, name) is None]
         if closed:  # found before the model loads, which takes minutes for gpt-oss-20b
+            verb = "is" if len(closed) == 1 else "are"
             raise ChatError(f"the chat reads your messages from standard input and writes its replies to standard "
-                            f"output, and {' and '.join(closed)} {'is' if len(closed) == 1 else 'are'} closed: run it at a terminal, or pipe messages in "
-                            "(echo 'Hello' | python -m gptoss_edu chat ...)")
+                            f"output, and {' and '.join(closed)} {verb} closed: run it at a terminal, or pipe messages "
+                            "in (echo 'Hello' | python -m gptoss_edu chat ...)")
         path = resolve_model(args.model)
         t0 = time.perf_counter()
         model = load_chat_model(path, args.device, args.backend)

@@ -149,22 +149,27 @@ def course_installed() -> bool:
     return True
 
 
+def _other_environment() -> Path | None:
+    """This Python's environment where the course was installed into one other than its .venv (make
+    VENV=$CONDA_PREFIX lab), else None: there clean-venv refuses, and a plain make lab would build a .venv."""
+    prefix = Path(sys.prefix)
+    return None if prefix.resolve() == (REPO / ".venv").resolve() or not course_installed() else prefix
+
+
 def _remake(target: str = "lab") -> str:
     """How to install the pins (torch and Triton, which the Makefile installs, too) again in this Python, then
     run make ``target``."""
-    prefix = Path(sys.prefix)
-    if prefix.resolve() == (REPO / ".venv").resolve() or not course_installed():
+    prefix = _other_environment()
+    if prefix is None:
         return f"make clean-venv, then make {target}"
-    # Another environment the course was installed into (make VENV=$CONDA_PREFIX lab): clean-venv refuses
-    # it, and a plain make lab would build a second one, .venv.
     return f"rm -f {shlex.quote(str(prefix / '.installed'))}, then make VENV={shlex.quote(str(prefix))} {target}"
 
 
 def _rebuild() -> str:
     """How to make this Python's environment again, where torch or Triton is installed but broken (a reinstall
     at the same version is skipped by pip)."""
-    prefix = Path(sys.prefix)
-    if prefix.resolve() == (REPO / ".venv").resolve() or not course_installed():
+    prefix = _other_environment()
+    if prefix is None:
         return "make clean-venv, then make lab"
     return (f"make the environment {shlex.quote(str(prefix))} again (a conda one: conda env remove -p "
             f"{shlex.quote(str(prefix))}, then the README's conda steps)")

@@ -72,6 +72,15 @@ def check_seed(seed: Any) -> int | None:
     return seed
 
 
+def check_chat_settings(max_new_tokens: int, temperature: float, top_p: float, seed: Any) -> int | None:
+    """A chat's settings checked when it is made (a bad one would fail every turn); the seed as check_seed gives it."""
+    check_max_new_tokens(max_new_tokens)
+    if max_new_tokens < 1:  # every message would be dropped unanswered
+        raise ValueError(f"max_new_tokens must be at least 1 for a chat to answer, got {max_new_tokens}")
+    check_sampling(temperature, top_p)
+    return check_seed(seed)
+
+
 def turn_seed(seed: int | None, turn: int) -> int | None:
     """A chat's seed for its turn ``turn`` (0, 1, ...): seed + turn, wrapped round into torch's range (None: None)."""
     if seed is None:

@@ -404,9 +404,10 @@ class _StopRequest:
             # SIGHUP: the terminal the run was started in was closed, which killed it with every step since
             # the last checkpoint unsaved.
             for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-                # A hang-up that is ignored (nohup) is one the run was started to survive.
-                if sig is not None and not (sig != signal.SIGINT and signal.getsignal(sig) is signal.SIG_IGN):
-                    self._old[sig] = signal.signal(sig, self._handle)
+                # A hang-up (or TERM) that is ignored (nohup) is one the run was started to survive.
+                if sig is None or (sig != signal.SIGINT and signal.getsignal(sig) is signal.SIG_IGN):
+                    continue
+                self._old[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc: Any) -> None:

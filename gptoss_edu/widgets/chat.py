@@ -19,8 +19,7 @@ import tiktoken
 import torch
 
 from .. import harmony
-from ..generate import (Generation, check_max_new_tokens, check_sampling, check_seed, release_memory, stream,
-                        turn_seed)
+from ..generate import Generation, check_chat_settings, release_memory, stream, turn_seed
 from ..memory import is_out_of_memory
 from ..model import GPT
 from ..static_decode import fast_step
@@ -141,12 +140,7 @@ class ChatWidget(widgets.VBox):
                  top_p: float = 1.0, seed: int | None = None, date: str | None = None) -> None:
         if effort not in EFFORTS:
             raise ValueError(f"reasoning effort must be one of {', '.join(EFFORTS)}, got {effort!r}")
-        # Here, not at the first Send: a bad setting would fail every turn, in the status line.
-        check_max_new_tokens(max_new_tokens)
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1 for a chat to answer, got {max_new_tokens}")
-        check_sampling(temperature, top_p)
-        seed = check_seed(seed)
+        seed = check_chat_settings(max_new_tokens, temperature, top_p, seed)  # not at each Send, in the status line
         self.model: GPT | None = model
         self.date = date
         self.max_new_tokens, self.temperature, self.top_p, self.seed = max_new_tokens, temperature, top_p, seed
