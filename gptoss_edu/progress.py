@@ -297,6 +297,32 @@ def check_notebooks(paths: list[Path], run: bool = False, timeout: int = 1800) -
     return results
 
 
+def by_course_notebook(results: dict[str, list[Exercise]]) -> dict[str, list[Exercise]]:
+    """``results`` with a renamed copy's exercises (06_mine.ipynb calling notebook 06's check) under their notebook."""
+    home = {check: name for name in COURSE_NOTEBOOKS for check in expected_checks(name)}
+    merged: dict[str, dict[str, Exercise]] = {}
+    for name, found in results.items():
+        merged.setdefault(name, {})
+        for e in found:
+            where = name if name in COURSE_NOTEBOOKS else home.get(e.check, name)
+            if where != name:
+                e = Exercise(where, e.check, e.status, f"{e.message} (in {name})")
+            best = merged.setdefault(where, {}).get(e.check)
+            if best is None or RANK.index(e.status) < RANK.index(best.status):
+                merged[where][e.check] = e
+    # A copy whose exercises all went to their notebook is no column of its own (a notebook without any still is)
+    return {name: list(found.values()) for name, found in sorted(merged.items()) if found or not results.get(name)}
+
+
+def missing_notebooks(students: dict[str, dict[str, list[Exercise]]]) -> None:
+    """In a class, a course notebook some students have and others not: each of its exercises not run for those."""
+    present = {name for results in students.values() for name in results if name in COURSE_NOTEBOOKS}
+    for results in students.values():
+        for name in present - results.keys():
+            results[name] = [Exercise(name, check, "not run", f"there is no {name} in the folder: take it back "
+                                      "from the course's copy") for check in expected_checks(name)]
+
+
 def table(students: dict[str, dict[str, list[Exercise]]], marks: dict[str, str] = MARKS) -> str:
     """One row a student (folder), one column a notebook: each exercise's mark."""
     columns = sorted({name for results in students.values() for name in results})
@@ -351,7 +377,7 @@ def run(args: argparse.Namespace) -> int:
         found.setdefault(key, []).extend(f for f in files if f not in found.get(key, []))
     for name, files in found.items():
         try:
-            students[name] = check_notebooks(files, args.execute, args.timeout)
+            students[name] = by_course_notebook(check_notebooks(files, args.execute, args.timeout))
         except ValueError as e:  # one unreadable notebook: that student's row is missing, not the whole table
             problems[name] = str(e)
     for name, problem in problems.items():  # folder names come from students: no terminal escapes
@@ -360,6 +386,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     marks = marks_for(sys.stdout)
     if len(set(found) | set(problems)) > 1:  # a class: a table, even when some rows could not be read
+        missing_notebooks(students)  # so that every row's total counts the same exercises
         # Names as the console will show them (東京 as \u6771\u4eac where it cannot), so the columns line up.
         print(table({as_printed(printable(name), sys.stdout): results for name, results in students.items()}, marks))
     else:

@@ -402,3 +402,38 @@ def test_a_learners_own_notebook_beside_the_course_has_no_exercise_to_miss(tmp_p
 
 def test_the_course_notebooks_progress_knows_are_the_course_s():
     assert list(COURSE_NOTEBOOKS) == [p.name for p in COURSE]
+
+
+def test_a_course_notebook_missing_from_a_students_folder_counts_as_not_run(tmp_path, capsys):
+    """Bob, handed notebooks 00..13, kept 00 and 01: his row read 1/2 where Ana's read 1/14, as if nearly done."""
+    right = ("check_gelu(my_gelu)", [result("✅ Right")])
+    for who in ("ana", "bob"):
+        notebook(tmp_path / who / "01_gpt2_block.ipynb", right)
+        notebook(tmp_path / who / "00_welcome.ipynb", ("check_block_params(count)", [result("❌ not yet: off")]))
+    for name in COURSE_NOTEBOOKS[2:]:
+        notebook(tmp_path / "ana" / name, *[(f"{check}(f)", [result("❌ not yet")]) for check in expected_checks(name)])
+    assert main(["progress", str(tmp_path / "ana"), str(tmp_path / "bob")]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["student", *(name[:2] for name in COURSE_NOTEBOOKS), "passed"]
+    assert lines[1].split() == [str(tmp_path / "ana"), "❌", "✅", *["❌"] * 12, "1/14"]
+    assert lines[2].split() == [str(tmp_path / "bob"), "❌", "✅", *["·"] * 12, "1/14"]
+    assert main(["progress", str(tmp_path / "bob"), str(tmp_path / "ana")]) == 1  # in either order
+    assert capsys.readouterr().out.splitlines()[1].split()[3:5] == ["·", "·"]
+    assert main(["progress", str(tmp_path / "bob")]) == 1  # one learner alone: what their folder holds
+    assert capsys.readouterr().out == "❌ 00 check_block_params: not yet: off\n✅ 01 check_gelu: Right\n"
+
+
+def test_a_renamed_copy_of_a_course_notebook_counts_for_that_notebook(tmp_path, capsys):
+    """06_mine.ipynb was a column of its own beside 06, both headed "06", and its exercise counted twice."""
+    notebook(tmp_path / "a" / "06_sliding_window_sinks.ipynb", ("check_sink_share(f)", [result("❌ not yet: None")]))
+    notebook(tmp_path / "a" / "06_mine.ipynb", ("check_sink_share(g)", [result("✅ Right")]))
+    notebook(tmp_path / "a" / "07_notes.ipynb", ("x = 1", []))
+    notebook(tmp_path / "b" / "06_sliding_window_sinks_v2.ipynb", ("check_sink_share(g)", [result("❌ not yet: None")]))
+    notebook(tmp_path / "b" / "06_sliding_window_sinks.ipynb", ("x = 1", []))
+    assert main(["progress", str(tmp_path / "a")]) == 0
+    assert capsys.readouterr().out == "✅ 06 check_sink_share: Right (in 06_mine.ipynb)\n- 07 (no exercise)\n"
+    assert main(["progress", str(tmp_path / "a"), str(tmp_path / "b")]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["student", "06", "07", "passed"]
+    assert lines[1].split()[1:] == ["✅", "-", "1/1"]  # 07_notes has no exercise, and b has no notebook 07
+    assert lines[2].split()[1:] == ["❌", "-", "0/1"]  # the best of _v2's ❌ and the course copy's cell-less ·
