@@ -412,7 +412,7 @@ def _from_gpt_oss(cfg: dict[str, Any], name: str | None) -> ModelConfig:
     if k_key not in cfg:
         raise KeyError("gpt-oss config.json is missing 'num_experts_per_tok' (or 'experts_per_token')")
     rs, rs_key = _rope_settings(cfg)
-    theta_in = cfg if "rope_theta" in cfg else rs
+    theta_in = rs if "rope_theta" in rs else cfg  # set in both, transformers takes the rope settings' own
     if "rope_theta" not in theta_in:
         raise KeyError("gpt-oss config.json is missing 'rope_theta' (at the top or in 'rope_parameters')")
     factor = read_number(rs, "factor", 1.0, rs_key)

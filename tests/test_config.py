@@ -3,6 +3,7 @@ and what course_config(n) changes at each notebook (found unpinned by mutation t
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import pytest
@@ -132,23 +133,38 @@ def test_rope_type_default_is_plain_rope():
     assert cfg.positions == "rope" and cfg.rope_theta == raw["rope_theta"]
 
 
-@pytest.mark.parametrize("drop, set_to", [(("rope_scaling",), {}), ((), {"rope_scaling": None}), ((), {"rope_scaling": {}}),
-                                          (("sliding_window", "layer_types"), {}), (("layer_types",), {})])
+@pytest.mark.parametrize("drop, set_to", [
+    (("rope_scaling",), {}), ((), {"rope_scaling": None}), ((), {"rope_scaling": {}}),
+    (("sliding_window", "layer_types"), {}), (("layer_types",), {}), (("tie_word_embeddings",), {}),
+    ((), {"rope_scaling": _oss_json(beta_fast=None, beta_slow=None, truncate=None)["rope_scaling"]}),
+    # Set twice, differently: the rope settings' own rope_theta, and the newer key beside the original's
+    ((), {"rope_scaling": _oss_json(rope_theta=10000.0)["rope_scaling"]}),
+    ((), {"rope_parameters": _oss_json(rope_theta=10000.0)["rope_scaling"], "rope_scaling": None}),
+    ((), {"experts_per_token": 2}),
+])
 def test_settings_left_out_are_read_as_transformers_reads_them(drop, set_to):
     """No rope settings once read as plain RoPE, where transformers reads gpt-oss's YaRN (logits 1.4 apart);
-    no sliding_window as no window, where transformers takes 128 on every other layer."""
+    no sliding_window as no window, where transformers takes 128 on every other layer; a rope_theta inside the
+    rope settings lost to the one at the top, where transformers takes the inner one."""
     from transformers import GptOssConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from gptoss_edu.rotary import Rotary
 
     raw = {k: v for k, v in _oss_json().items() if k not in drop} | set_to
     ours, theirs = g.ModelConfig.from_hf_config(raw), GptOssConfig.from_dict(raw)
     rope = theirs.rope_parameters
     assert ours.positions == ("yarn" if rope["rope_type"] == "yarn" and rope["factor"] > 1 else "rope")
-    assert (ours.rope_scaling_factor, ours.rope_original_context, ours.rope_beta_fast, ours.rope_beta_slow,
-            ours.rope_truncate, ours.rope_theta) == (rope["factor"], rope["original_max_position_embeddings"],
-                                                     rope["beta_fast"], rope["beta_slow"], rope["truncate"],
-                                                     rope["rope_theta"])
+    assert (ours.rope_scaling_factor, ours.rope_original_context, ours.rope_theta) == (
+        rope["factor"], rope["original_max_position_embeddings"], rope["rope_theta"])
+    # beta_fast, beta_slow and truncate left out are defaults inside transformers' YaRN: compare what it makes
+    want_freq, want_factor = ROPE_INIT_FUNCTIONS[rope["rope_type"]](theirs, "cpu")
+    rotary = Rotary(ours)
+    torch.testing.assert_close(rotary.inv_freq, want_freq.float(), atol=0, rtol=1e-6)
+    assert math.isclose(rotary.attention_factor, want_factor, rel_tol=1e-12)
     assert [ours.window(i) for i in range(ours.n_layers)] == [
         theirs.sliding_window if t == "sliding_attention" else 0 for t in theirs.layer_types]
+    assert (ours.tie_embeddings, ours.experts_per_token) == (theirs.tie_word_embeddings, theirs.num_experts_per_tok)
 
 
 def test_whole_numbers_written_as_floats_are_read_as_transformers_reads_them():
@@ -274,3 +290,18 @@ def test_a_number_with_more_digits_than_str_prints_is_still_named():
     for read in (g.config.read_number, g.config.read_whole):
         with pytest.raises(ValueError, match=r"'k' is too large a number \(thousands of digits\)"):
             read({"k": 10 ** 5000}, "k", None)
+
+
+def test_a_whole_number_is_too_large_from_2_to_the_63():
+    """torch's sizes are 64-bit: 2**63 (as an int or as 2.0**63) passes no tensor size, 2**63 - 1 is read."""
+    assert g.config.read_whole({"k": 2**63 - 1}, "k") == 2**63 - 1
+    for big in (2**63, 2.0**63, -(2**63)):
+        with pytest.raises(ValueError, match=r"'k' is too large a number \(19 digits\)"):
+            g.config.read_whole({"k": big}, "k")
+
+
+def test_grouped_query_attention_of_a_one_head_model_keeps_its_head():
+    """Notebook 05 halves the key/value heads: a one-head base keeps one (half of it, 0, was refused)."""
+    base = g.preset("gpt2-tiny").replace(n_heads=1, n_kv_heads=1, head_dim=g.preset("gpt2-tiny").d_model)
+    assert (g.course_config(5, base).n_heads, g.course_config(5, base).n_kv_heads) == (1, 1)
+    assert g.course_config(5, base.replace(n_heads=4, n_kv_heads=4, head_dim=base.d_model // 4)).n_kv_heads == 2
