@@ -103,7 +103,8 @@ def test_nucleus_boundary_reaching_top_p_exactly_stops_there():
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=on_gpu)])
 def test_a_seeded_generation_draws_where_the_model_is(device, monkeypatch):
-    """No copy of the probabilities to the CPU at every token on a GPU; the same seed, the same reply."""
+    """No copy of the probabilities to the CPU at every token on a GPU; the same seed, the same reply, and
+    another seed another reply (a generator seeded with a constant passed every other test)."""
     model = randomize(g.GPT(g.preset("gpt-oss-tiny").replace(vocab_size=300, context_length=64)), seed=5).to(device)
     draws = []
     multinomial = torch.multinomial
@@ -116,6 +117,7 @@ def test_a_seeded_generation_draws_where_the_model_is(device, monkeypatch):
     first = generate(model, [1, 2, 3], max_new_tokens=12, temperature=1.0, seed=7).tokens
     assert draws == [(device, device)] * 12
     assert generate(model, [1, 2, 3], max_new_tokens=12, temperature=1.0, seed=7).tokens == first
+    assert generate(model, [1, 2, 3], max_new_tokens=12, temperature=1.0, seed=8).tokens != first
 
 
 @pytest.mark.parametrize("temperature", [1e-30, 1e-40, 1e-45, 1e-46, 5e-324])
