@@ -157,6 +157,21 @@ def test_original_layout_matches_openai_reference(tmp_path, seed, window, k):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)  # float32 sums in another order: measured 1.2e-6
 
 
+def test_an_original_config_with_rope_scaling_factor_1_is_plain_rope_as_openai_reads_it(tmp_path):
+    """OpenAI's reference takes factor 1 for plain RoPE (YaRN only above 1); "must be 1 or more, got 1.0" refused it."""
+    from gpt_oss.torch.model import Transformer
+
+    path = g.write_checkpoint(small_gptoss(seed=6), tmp_path / "original", layout="original")
+    raw = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps(raw | {"rope_scaling_factor": 1.0}))
+    ours = g.load_model(path)
+    assert (ours.config.positions, ours.config.context_length) == ("rope", raw["initial_context_length"])
+    ids = torch.randint(0, 256, (ours.config.context_length,), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        want, got = Transformer.from_checkpoint(str(path), device="cpu").float()(ids), ours(ids[None])[0]
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)  # float32 sums in another order, as above
+
+
 def test_keep_mxfp4_never_dequantizes_while_loading(tmp_path, monkeypatch):
     path = g.write_checkpoint(small_gptoss(seed=4), tmp_path / "ck")
 
