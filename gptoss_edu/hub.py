@@ -393,7 +393,12 @@ def _download(repo_id: str, local_dir: str | Path | None, include_original: bool
         return _from_disk(repo_id, local_dir, include_original, include_metal, revision, reason=unreachable)
     errors = _network_errors()
     again = _again(repo_id, local_dir, include_original, revision)
-    unwritable = write_problem(plan.target) if plan.needed_bytes else None
+    unwritable = write_problem(plan.target)
+    if unwritable and not plan.needed_bytes:
+        # A class's shared copy, complete and read-only: huggingface_hub would still write its bookkeeping there
+        if progress:
+            print(f"{repo_id}: every file is already there ({unwritable}): used as it is")
+        return _from_disk(repo_id, local_dir, include_original, include_metal, revision, reason=unwritable)
     if unwritable:  # said before the plan promises a download
         raise HubError(f"{repo_id} cannot be downloaded into {plan.target} ({unwritable}): {_write_elsewhere(local_dir)}")
     if progress:

@@ -864,6 +864,7 @@ def test_relative_and_home_paths_are_folders_not_repository_ids(tmp_path, monkey
 
 def test_metal_weights_are_checked_when_asked_for(tmp_path):
     fill(tmp_path / "ck", COURSE)
+    (tmp_path / "ck" / "metal").mkdir()  # an empty one: a copy cut short
     with pytest.raises(hub.IncompleteCheckpoint, match="metal/"):
         hub.check_local(tmp_path / "ck", include_metal=True)
     fill(tmp_path / "ck", ["metal/model.bin"])
@@ -1099,6 +1100,25 @@ def test_a_folder_that_cannot_be_written_is_said_before_the_download_with_what_t
     assert "set HF_HOME" in hub.cache_problem()
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     assert hub.cache_problem() is None
+
+
+def test_a_complete_read_only_copy_is_used_as_it_is_and_an_incomplete_one_refused(tmp_path, monkeypatch, capsys):
+    """A class's shared copy: every file there, the folder read-only. huggingface_hub was handed it anyway, and
+    writes its bookkeeping (.cache/huggingface) into the folder, which fails there."""
+    fake = FakeHub(monkeypatch)
+    shared = tmp_path / "shared"
+    fill(shared, COURSE)
+    monkeypatch.setattr(hub, "write_problem", lambda folder: f"{folder} is read-only for you")  # root writes anywhere
+    assert hub.download(REPO, shared, progress=True) == shared
+    assert fake.downloads == []
+    assert capsys.readouterr().out == f"{REPO}: every file is already there ({shared} is read-only for you): used " \
+                                      "as it is\n"
+    assert main(["download", REPO, "--local-dir", str(shared), "--dry-run"]) == 0
+    assert "it fits" in capsys.readouterr().out
+    (shared / "config.json").unlink()
+    with pytest.raises(hub.HubError, match="cannot be downloaded into .*shared .*is read-only for you"):
+        hub.download(REPO, shared, progress=False)
+    assert fake.downloads == []  # nor then
 
 
 def test_a_folder_on_the_way_that_may_not_be_entered_is_said_not_raised(tmp_path, monkeypatch):
