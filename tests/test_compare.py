@@ -121,6 +121,15 @@ def test_find_blocks_skips_an_empty_list():
     assert find_blocks(model) is model.layers
 
 
+
+def test_a_gpt2_written_from_scratch_is_found_at_h():
+    """Notebook 01's own GPT2 names its parts as OpenAI's GPT-2 did: wte, wpe, h, ln_f."""
+    model = torch.nn.Module()
+    model.wte, model.ln_f = torch.nn.Embedding(4, 2), torch.nn.LayerNorm(2)
+    model.h = torch.nn.ModuleList([torch.nn.Identity()])
+    assert find_blocks(model) is model.h
+
+
 def test_a_nan_is_a_difference(pair):
     """NaN compares false with everything: a NaN layer must not pass as 'within tolerance'."""
     ours, ref, ids = pair

@@ -470,11 +470,14 @@ def test_the_torch_backend_runs_packed_experts_without_the_triton_kernel(monkeyp
     assert cache.length == 4
 
 
-def test_the_static_step_in_float64_keeps_float64() -> None:
+@pytest.mark.parametrize("made_once", [False, True])
+def test_the_static_step_in_float64_keeps_float64(made_once) -> None:
     # The course checks its model to 1e-15 in float64 (attend keeps its scores and softmax in float64); the
-    # static step must not round its scores or sinks to float32 (that gave 4e-8).
+    # static step must not round its scores or sinks to float32 (that gave 4e-8), nor the routers' weights that
+    # CUDAGraphDecoder makes once (made_once: wide_routers) to float32 (2e-7).
     cfg = config("gpt-oss-tiny")
     model = randomize(g.GPT(cfg), seed=7).double().eval()
+    routers = static_decode.wide_routers(model) if made_once else None
     ids = torch.randint(0, cfg.vocab_size, (2, 20), generator=torch.Generator().manual_seed(7))
     eager_cache, static_cache = model.new_cache(2, 20), model.new_cache(2, 20)
     with torch.no_grad():
@@ -482,7 +485,7 @@ def test_the_static_step_in_float64_keeps_float64() -> None:
         model(ids[:, :3], static_cache)
         for t in range(3, 20):  # past the window of 8
             want = model(ids[:, t:t + 1], eager_cache)[:, -1]
-            got = static_decode_step(model, static_cache, ids[:, t], torch.tensor([t]))
+            got = static_decode_step(model, static_cache, ids[:, t], torch.tensor([t]), routers)
             static_cache.length = t + 1
             assert got.dtype == torch.float64
             torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12, msg=lambda m: f"step {t}: {m}")
