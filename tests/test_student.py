@@ -14,13 +14,16 @@ from gptoss_edu.__main__ import main
 from gptoss_edu.student import MANIFEST, PLACEHOLDER
 
 
+PYTHON3 = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+
+
 def course(root: Path, tags=("solution",), outputs=None) -> Path:
     src = root / "course"
     src.mkdir()
     nb = {"cells": [{"cell_type": "code", "metadata": {"tags": list(tags)}, "source": "x = 1", "execution_count": 3,
                      "outputs": outputs or []},
                     {"cell_type": "markdown", "metadata": {}, "source": "text"}],
-          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+          "metadata": {"kernelspec": PYTHON3}, "nbformat": 4, "nbformat_minor": 5}  # as the course's name one
     (src / "01_a.ipynb").write_text(json.dumps(nb))
     return src
 
@@ -28,8 +31,9 @@ def course(root: Path, tags=("solution",), outputs=None) -> Path:
 def test_a_solution_leaves_no_output_and_a_valid_markdown_cell(tmp_path, capsys):
     """The solution's outputs (a printed answer, a ✅) go with it; the note is a plain markdown cell."""
     out = [{"output_type": "stream", "name": "stdout", "text": "SECRET ANSWER 42"}]
-    src = course(tmp_path, tags=("solution", "hide-input"), outputs=out)  # other tags beside 'solution'
+    src = course(tmp_path, tags=("hide-input", "solution"), outputs=out)  # other tags beside 'solution'
     assert main(["student", str(src), str(tmp_path / "out")]) == 0
+    assert "01_a.ipynb: 1 solution cell removed" in capsys.readouterr().out
     copied = json.loads((tmp_path / "out" / "01_a.ipynb").read_text())
     assert "SECRET" not in json.dumps(copied)
     assert copied["cells"][0] == {"cell_type": "markdown", "metadata": {}, "source": PLACEHOLDER}
@@ -100,6 +104,14 @@ def test_a_link_is_not_a_destination(tmp_path, capsys):
     assert main(["student", str(src), str(tmp_path / "link")]) == 2
     assert "not a folder" in capsys.readouterr().err
     assert (tmp_path / "link").is_symlink() and list(target.iterdir()) == []
+
+
+def test_the_course_itself_is_never_the_destination(tmp_path, capsys):
+    src = course(tmp_path)
+    for dst in (src, tmp_path):  # the notebooks' folder, or the course's folder that holds it
+        assert main(["student", str(src), str(dst)]) == 2
+        assert f"{dst} holds the course itself: write the student copy to another folder" in capsys.readouterr().err
+    assert (src / "01_a.ipynb").exists()
 
 
 def test_the_folder_you_are_in_is_never_replaced(tmp_path, capsys, monkeypatch):
@@ -356,7 +368,7 @@ def test_the_copies_open_in_the_kernel_the_teacher_names(tmp_path, capsys, monke
                                                   "display_name": "gpt-oss course", "language": "python"}))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     src = course(tmp_path)
-    assert main(["student", str(src), str(tmp_path / "out"), "--kernel", "gptoss-edu"]) == 0
+    assert main(["student", str(src), str(tmp_path / "out"), "--kernel", "gptoss-edu"]) == 0  # in place of python3
     copied = json.loads((tmp_path / "out" / "01_a.ipynb").read_text())
     assert copied["metadata"]["kernelspec"] == {"display_name": "gpt-oss course", "language": "python",
                                                 "name": "gptoss-edu"}
@@ -365,7 +377,7 @@ def test_the_copies_open_in_the_kernel_the_teacher_names(tmp_path, capsys, monke
     assert "no Jupyter kernel named 'gptoss-edux'" in err and "ipykernel install --name gptoss-edux" in err
     assert not (tmp_path / "other").exists()
     assert main(["student", str(src), str(tmp_path / "plain")]) == 0  # without --kernel: the notebook's own
-    assert "kernelspec" not in json.loads((tmp_path / "plain" / "01_a.ipynb").read_text())["metadata"]
+    assert json.loads((tmp_path / "plain" / "01_a.ipynb").read_text())["metadata"]["kernelspec"] == PYTHON3
 
 
 def test_a_notebook_holding_half_an_emoji_is_copied_as_it_came(tmp_path, capsys):
