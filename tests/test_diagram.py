@@ -1,4 +1,4 @@
-"""The block diagram every notebook opens with: its title's parameter count."""
+"""The block diagram every notebook opens with: its title's parameter count and what its boxes say."""
 
 from __future__ import annotations
 
@@ -9,6 +9,20 @@ from gptoss_edu.diagram import draw_block
 def test_block_diagram_writes_billions_as_b():
     assert draw_block(preset("gpt-oss-20b")).axes[0].get_title() == "gpt-oss-20b: 20.9 B parameters"
     assert draw_block(preset("gpt2-124m")).axes[0].get_title() == "gpt2-124m: 124.4 M parameters"
+    wide = preset("gpt2-124m").replace(name="wide", n_layers=24, d_model=2048, n_heads=16, n_kv_heads=16,
+                                       head_dim=128, d_ff=8192)  # between 1 and 10 B: in B too
+    assert 1e9 <= wide.param_counts()["total"] < 1e10
+    assert draw_block(wide).axes[0].get_title() == f"wide: {wide.param_counts()['total'] / 1e9:.1f} B parameters"
+
+
+def test_the_labels_say_grouped_query_attention_and_tied_embeddings():
+    from gptoss_edu.diagram import _labels
+
+    oss, gpt2 = _labels(preset("gpt-oss-20b")), _labels(preset("gpt2-124m"))
+    assert oss["attention"].startswith("causal attention, 64 q heads / 8 kv heads\n")
+    assert gpt2["attention"] == "causal attention, 12 heads"
+    assert oss["unembedding"] == "unembedding (its own weights)"
+    assert gpt2["unembedding"] == "unembedding (tied to the embedding)"
 
 
 def test_a_note_says_what_of_a_marked_part_changes():
@@ -64,5 +78,8 @@ def test_the_window_label_follows_the_layers_windows():
     assert "window 8 on every layer" in label(both)
     six = preset("gpt-oss-20b").replace(n_layers=6, layer_types=("sliding_attention",) * 2 + ("full_attention",) * 4)
     assert "window 128 on layers 0, 1" in label(six)
+    four = preset("gpt-oss-20b").replace(layer_types=tuple(
+        "sliding_attention" if i in (0, 2, 5, 7) else "full_attention" for i in range(24)))
+    assert "window 128 on layers 0, 2, 5, 7" in label(four)  # four listed, as many as fit
     odd = preset("gpt-oss-20b").replace(n_layers=12, layer_types=("sliding_attention",) * 5 + ("full_attention",) * 7)
     assert "window 128 on 5 of 12 layers" in label(odd)
