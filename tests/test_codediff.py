@@ -127,6 +127,19 @@ def test_the_unified_diff_runs_from_old_to_new():
     assert text.splitlines()[:2] == ["--- before", "+++ after"] and "-a = 1" in text and "+a = 2" in text
 
 
+@pytest.mark.parametrize("old, new", [
+    ("".join(f"line{i}\n" for i in range(12)), "".join(["added0\n", "added1\n", "added2\n"] + [
+        "CHANGED\n" if i == 9 else f"line{i}\n" for i in range(12)])),  # context after lines added higher up
+    ("", "x = 1\n"), ("x = 1\n", ""), ("a\nb\nc\n", "a\nc\n"), ("a\nb\n", "a\nb\nc\nd\n"),
+])
+def test_the_unified_diff_of_a_short_source_is_difflibs(old, new):
+    """Under 200 lines difflib's junk heuristic does not apply: the same hunks, headers and context lines."""
+    import difflib
+
+    want = difflib.unified_diff(old.splitlines(), new.splitlines(), "before", "after", n=2, lineterm="")
+    assert repr(CodeDiff(old, new, "before", "after")) == "\n".join(want)
+
+
 def test_code_without_source_raises():
     with pytest.raises(TypeError):
         source_of(len)  # a builtin has no Python source: say so, do not show an empty diff
