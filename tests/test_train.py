@@ -258,18 +258,22 @@ class _GoneTerminal(io.TextIOBase):
 def test_a_hang_up_stops_after_the_step_and_saves_it(text_data, tmp_path, monkeypatch):
     """Closing the terminal sends SIGHUP, which killed the run with every step since the last checkpoint."""
     cfg = quick(steps=6)
-    before = signal.getsignal(signal.SIGHUP)
+    # The terminal's default, whatever the tests were started with (under nohup the run rightly trains through it)
+    started_with = signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
     def close_the_terminal(result: T.TrainResult) -> None:
         if result.step == 3:
             monkeypatch.setattr(sys, "stderr", _GoneTerminal())  # nothing can be said any more
             signal.raise_signal(signal.SIGHUP)
 
-    first = T.train(small(13), cfg, text_data, out=tmp_path / "run", progress=False, on_step=close_the_terminal)
+    try:
+        first = T.train(small(13), cfg, text_data, out=tmp_path / "run", progress=False, on_step=close_the_terminal)
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL  # put back after the run
+    finally:
+        signal.signal(signal.SIGHUP, started_with)
     monkeypatch.undo()
     assert first.interrupted and first.step == 3
     assert T.read_state_meta(tmp_path / "run" / T.STATE_DIR)["step"] == 3
-    assert signal.getsignal(signal.SIGHUP) == before  # put back after the run
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no hang-up signal on Windows")
@@ -481,6 +485,8 @@ def test_resume_refuses_other_data_and_accepts_a_state_saved_without_a_fingerpri
     T.train(small(13), quick(steps=2), text_data, out=tmp_path, progress=False)
     other = T.TokenData(text_data.train[1:].clone(), text_data.val, text_data.vocab_size, text_data.kind)
     assert other.fingerprint() != text_data.fingerprint()
+    other_val = T.TokenData(text_data.train, text_data.val[1:].clone(), text_data.vocab_size, text_data.kind)
+    assert other_val.fingerprint() != text_data.fingerprint()  # evaluations on two validation sets, mixed
     with pytest.raises(g.CheckpointError, match="other token data than this corpus and tokenizer give now.*"
                                                  "start over with --fresh"):
         T.train(small(13), quick(steps=2), other, out=tmp_path, progress=False)
@@ -856,13 +862,14 @@ def test_a_fresh_run_interrupted_resumes_without_fresh_and_records_no_fresh(tmp_
     assert "--fresh" not in record["command"] and "--export" in record["command"]
 
 
-def test_a_shortened_fresh_is_left_out_of_the_recorded_command_too(tmp_path):
+@pytest.mark.parametrize("fresh", ["--f", "--fre", "--fres"])
+def test_a_shortened_fresh_is_left_out_of_the_recorded_command_too(tmp_path, fresh):
     """argparse takes --fre for --fresh: kept in TRAINING.md's command, running that again started the run over."""
-    run = ["course-step-13", "--out", str(tmp_path / "run"), "--fre", "--export", str(tmp_path / "exp"),
+    run = ["course-step-13", "--out", str(tmp_path / "run"), fresh, "--export", str(tmp_path / "exp"),
            "--steps", "2", "--batch-size", "2", "--seq-len", "16", "--eval-every", "1", "--no-progress"]
     assert T.main(run) == 0
     record = json.loads((tmp_path / "exp" / "training.json").read_text())
-    assert " --fre " not in record["command"] and "--steps 2" in record["command"], record["command"]
+    assert f" {fresh} " not in record["command"] and "--steps 2" in record["command"], record["command"]
 
 
 def test_an_empty_out_or_export_is_refused_and_a_tilde_after_equals_is_home(tmp_path, capsys, monkeypatch):

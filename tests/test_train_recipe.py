@@ -49,6 +49,17 @@ def test_training_targets_are_the_next_tokens(batch_size, seq_len, step, seed):
         assert torch.equal(yr, data.train[s + 1:s + 1 + seq_len])
 
 
+
+def test_each_seed_and_each_step_reads_its_own_batches():
+    """Runs of several seeds (notebook 13) read different windows, not only start from different weights."""
+    data = distinct_tokens()
+    first = data.batch(5, 4, 16, 0)[0]
+    assert torch.equal(data.batch(5, 4, 16, 0)[0], first)  # a function of (seed, step) alone
+    assert not torch.equal(data.batch(5, 4, 16, 1)[0], first) and not torch.equal(data.batch(6, 4, 16, 0)[0], first)
+    with pytest.raises(ValueError, match=r"the train split has 16 tokens, fewer than seq_len \+ 1 \(17\)"):
+        T.TokenData(data.train[:16], data.val, data.vocab_size, data.kind).batch(0, 1, 16, 0)
+
+
 @pytest.mark.parametrize("batch_size,seq_len,max_batches", [(4, 16, 3), (3, 50, 2), (1, 99, 7)])
 def test_validation_targets_are_the_next_tokens(batch_size, seq_len, max_batches):
     data = distinct_tokens()
