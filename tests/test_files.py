@@ -228,3 +228,15 @@ def test_an_old_copy_whose_deletion_was_cut_short_is_never_put_back(tmp_path, mo
     shutil.rmtree(target)  # the learner deletes the checkpoint on purpose
     assert not restore_folder(target) and not target.exists()
     assert [p.name for p in remove_leftovers(target)] == left and sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("refused", [os.W_OK, os.X_OK])
+def test_a_folder_that_may_not_be_written_or_entered_is_read_only_for_you(tmp_path, monkeypatch, refused):
+    """Writing a file into a folder takes both rights: one without x (chmod a-x) refuses it as one without w does.
+    The tests run as root, who has both everywhere: os.access answers as another user would."""
+    from gptoss_edu.files import write_problem
+
+    assert write_problem(tmp_path / "new" / "deeper") is None
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: not mode & refused and real(path, mode))
+    assert write_problem(tmp_path / "new" / "deeper") == f"{tmp_path} is read-only for you"
