@@ -877,12 +877,25 @@ def test_moe_prefill(case) -> None:
 
 # I = 96 and D = 96 or 160 leave partial tiles of 64 rows and of 32 bytes (48 or 80 bytes a row).
 @pytest.mark.parametrize("case", [(20, 96, 96, 4, 2, (), 7.0), (13, 160, 96, 3, 3, (), 7.0), (9, 96, 32, 5, 1, (), 7.0)])
-@pytest.mark.parametrize("block_m, block_n, block_bytes", [(64, 64, 32), (16, 64, 32), (32, 32, 32)])
+@pytest.mark.parametrize("block_m, block_n, block_bytes", [(64, 64, 32), (16, 64, 32), (32, 32, 32), (32, 16, 32)])
 def test_moe_prefill_partial_tiles(case, block_m: int, block_n: int, block_bytes: int) -> None:
     x, idx, wts, experts, limit = moe_case(case, seed=sum(case[:5]))
     kw = dict(alpha=1.702, limit=limit)
     out = moe_mxfp4_prefill(x, idx, wts, *experts, **kw, block_m=block_m, block_n=block_n, block_bytes=block_bytes)
     assert_close(out, moe_mxfp4_reference(x, idx, wts, *experts, **kw), "moe", scale_atol=True)
+
+
+@pytest.mark.parametrize("case", [(3, 96, 96, 4, 2, (), 7.0), (20, 64, 96, 4, 2, (), 7.0)])
+def test_moe_takes_tokens_whose_rows_are_not_next_to_each_other(case) -> None:
+    """hidden[:, -1], each sequence's last token: rows 3 * D apart. The kernels read x as rows of D (22.6 off)."""
+    x, idx, wts, experts, limit = moe_case(case, seed=sum(case[:5]) + 2)
+    kw = dict(alpha=1.702, limit=limit)
+    hidden = torch.randn(x.shape[0], 3, x.shape[1], dtype=x.dtype, device=x.device)
+    hidden[:, -1] = x
+    last = hidden[:, -1]  # decode for 3 tokens, prefill for 20
+    assert not last.is_contiguous()
+    assert_close(moe_mxfp4(last, idx, wts, *experts, **kw), moe_mxfp4_reference(x, idx, wts, *experts, **kw), "moe",
+                 scale_atol=True)
 
 
 @pytest.mark.parametrize("case", [(3, 96, 96, 4, 2, (), 7.0), (1, 160, 32, 3, 3, (), 7.0)])
