@@ -314,7 +314,7 @@ def by_course_notebook(results: dict[str, list[Exercise]]) -> dict[str, list[Exe
     return {name: list(found.values()) for name, found in sorted(merged.items()) if found or not results.get(name)}
 
 
-def missing_notebooks(students: dict[str, dict[str, list[Exercise]]]) -> None:
+def add_missing_notebooks(students: dict[str, dict[str, list[Exercise]]]) -> None:
     """In a class, a course notebook some students have and others not: each of its exercises not run for those."""
     present = {name for results in students.values() for name in results if name in COURSE_NOTEBOOKS}
     for results in students.values():
@@ -386,7 +386,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     marks = marks_for(sys.stdout)
     if len(set(found) | set(problems)) > 1:  # a class: a table, even when some rows could not be read
-        missing_notebooks(students)  # so that every row's total counts the same exercises
+        add_missing_notebooks(students)  # so that every row's total counts the same exercises
         # Names as the console will show them (東京 as \u6771\u4eac where it cannot), so the columns line up.
         print(table({as_printed(printable(name), sys.stdout): results for name, results in students.items()}, marks))
     else:
