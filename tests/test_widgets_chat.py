@@ -262,6 +262,24 @@ def test_text_that_is_not_harmony_is_shown_raw():
     assert "not harmony" in w.status.value and "(nothing)" in w.answer.value
 
 
+def test_a_header_cut_by_the_token_budget_or_a_full_context_is_not_blamed_on_the_model():
+    for header in ("<|channel|>", "<|channel|>final", " to=functions.get_weather<|channel|>commentary"):
+        n = len(harmony_tokens(header))
+        out = reply(Scripted(header + "<|message|>Hello!<|return|>"), [harmony.user("Hi")], temperature=0.0,
+                    max_new_tokens=n)
+        assert out.stats.stop_reason == "max_new_tokens" and out.problem is None, (header, out.problem)
+        room = len(conversation_ids([harmony.user("Hi")], "medium", encoding=ENC)) + n
+        out = reply(Scripted(header + "<|message|>Hello!<|return|>", context=room), [harmony.user("Hi")],
+                    temperature=0.0)
+        assert out.stats.stop_reason == "context_full" and out.problem is None, (header, out.problem)
+    # Words that cannot begin a header are the model's own doing, cut short or not.
+    out = reply(Scripted("random words go on and on"), [harmony.user("Hi")], temperature=0.0, max_new_tokens=3)
+    assert out.stats.stop_reason == "max_new_tokens" and out.problem == "no complete message header"
+    w = ChatWidget(Scripted("<|channel|>final<|message|>Hello!<|return|>"), temperature=0.0, max_new_tokens=2)
+    w.send("Hi")
+    assert "max_new_tokens" in w.status.value and "not harmony" not in w.status.value
+
+
 def test_the_tiny_checkpoint_answers_on_the_final_channel():
     model = g.load_model(TINY, keep_mxfp4=True)
     w = ChatWidget(model, effort="low", temperature=0.0, max_new_tokens=60)

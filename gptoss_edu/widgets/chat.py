@@ -121,7 +121,9 @@ def reply(model: GPT, messages: Sequence[harmony.Message], effort: str = "medium
     out.messages = reader.messages()
     out.tool_calls = reader.tool_calls()
     out.still_thinking = reader.still_thinking()
-    out.problem = reader.format_problem(cut_short=len(prompt) + len(out.stats.tokens) >= context)
+    # A header the token budget or a full context cut off was no fault of the model's (as in the terminal chat).
+    out.problem = reader.format_problem(cut_short=len(prompt) + len(out.stats.tokens) >= context
+                                        or out.stats.stop_reason == "max_new_tokens")
     out.raw = enc.decode(out.stats.tokens)
     return out
 
