@@ -423,7 +423,7 @@ def render_message(
         ids += _text(enc, message.name)  # a tool's reply is authored by the tool itself
     else:
         ids += _text(enc, message.role)
-        if message.name:
+        if message.name is not None:  # an empty name still gets its colon, as openai-harmony writes it
             ids += _text(enc, f":{message.name}")
     if message.recipient is not None and message.recipient != "all":
         ids += _text(enc, f" to={message.recipient}")
@@ -590,8 +590,8 @@ def _parse_header(header: str, role: str | None) -> tuple[str, str | None, str |
         if parts[0] in ROLES:
             role = parts[0]
             name = parts[0] if role == "tool" else None
-        elif first in ROLES and first != "tool" and author:
-            role, name = first, author  # "user:alice" (openai-harmony 0.0.8 cannot read it)
+        elif first in ROLES and first != "tool" and parts[0] != first:
+            role, name = first, author  # "user:alice", or "user:" for name="" (openai-harmony 0.0.8 reads neither)
             parts[0] = role
         elif len(parts) > 1 or parts[0].startswith("to="):
             role, name = "tool", parts.pop(0)  # a tool's reply names the tool as its author

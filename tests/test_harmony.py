@@ -234,6 +234,7 @@ def conversations() -> dict[str, list[h.Message]]:
         "preamble_and_names": [
             h.system("medium"),
             h.Message("user", "Hello from Alice", name="alice"),
+            h.Message("user", "And from no one", name=""),
             h.assistant("Let me look that up.", "commentary"),
             h.assistant("{}", "commentary", recipient="functions.get_location"),
             h.tool_result("functions.get_location", '"Paris"'),
@@ -435,6 +436,9 @@ RAW_HEADERS = [
     "assistant to=functions.f<|channel|>commentary<|constrain|>json",  # the channel's name ends at the token too
     "assistant<|channel|>final",
     "user",
+    "tool",  # a bare tool: its name is the role's
+    "tool:foo to=assistant<|channel|>commentary",  # "tool:foo" names the tool, whole
+    "assistant<|channel|>final a b c",  # three words after the channel: refused, as openai-harmony refuses them
 ]
 # Spaces other than the ASCII one, as a model might write them: trimmed from the ends and from the channel's
 # name, but inside the header only ASCII ones part words (so a no-break space stays in a tool's name).
@@ -550,6 +554,16 @@ def test_reply_reader_gives_each_token_its_channel_and_keeps_the_assistants_mess
     assert reader.stop_tokens == h.stop_tokens() + [h.end_of_text()]
 
 
+def test_a_header_cut_short_is_excused_only_while_it_could_still_be_one():
+    """The token budget may cut a header that was going well: begun as one, and not longer than any header."""
+    assert _read(" to")[0].format_problem(cut_short=True) is None  # " to=functions.f" had begun
+    assert _read(" to")[0].format_problem() == "no complete message header"  # the model stopped there itself
+    for dots, excused in ((28, True), (29, False)):  # 32 tokens, then 33 (LONGEST_HEADER is 32)
+        reader, _ = _read(" to=functions.f" + ".x" * dots)
+        assert reader.tokens_read == 4 + dots
+        assert (reader.format_problem(cut_short=True) is None) == excused, dots
+
+
 def test_reply_reader_ends_at_end_of_text_and_keeps_an_answer_cut_short():
     reader, pieces = _read("<|channel|>final<|message|>Hi<|endoftext|>")
     assert "".join(p.text for p in pieces) == "Hi" and "endoftext" not in "".join(p.text for p in pieces)
@@ -599,6 +613,10 @@ def test_a_reply_cut_inside_a_character_shows_the_replacement_character():
     ids += enc.encode("ok<|return|>", allowed_special="all")
     (message,) = h.parse_completion(ids)
     assert message.text == "\ufffdok"
+    # And at the end of a message: the bytes left over when <|return|> comes are shown too.
+    ids = enc.encode("<|channel|>final<|message|>ok", allowed_special="all") + [enc.encode_single_token(b"\xe4")]
+    (message,) = h.parse_completion(ids + enc.encode("<|return|>", allowed_special="all"))
+    assert message.text == "ok\ufffd"
 
 
 def test_bad_input_is_refused_clearly():
@@ -606,6 +624,8 @@ def test_bad_input_is_refused_clearly():
         h.system("extreme")
     with pytest.raises(h.HarmonyError, match="unknown role 'robot'"):
         h.Message("robot", "hi")
+    with pytest.raises(h.HarmonyError, match="unknown role 'robot'"):
+        h.StreamParser("robot")  # at once, not at the first <|message|>
     with pytest.raises(h.HarmonyError, match="unknown channel 'thoughts'"):
         h.assistant("hi", "thoughts")
     with pytest.raises(h.HarmonyError, match="tool's name"):
