@@ -17,6 +17,13 @@ from gptoss_edu import env, hub
 from gptoss_edu.env import FAIL, OK, WARN, Check, EnvironmentReport, Package
 
 
+@pytest.fixture
+def course_venv(monkeypatch):
+    """This Python taken as the course's own .venv, whose fix is make clean-venv: the tests may run in another
+    environment the course is installed in (make VENV=$CONDA_PREFIX test), where the advice differs (tested apart)."""
+    monkeypatch.setattr(sys, "prefix", str(env.REPO / ".venv"))
+
+
 def test_pins_come_from_constraints_and_makefile(tmp_path):
     (tmp_path / "constraints.txt").write_text("# a comment\nnumpy==2.4.6\nHuggingFace_Hub==2.4.0\n-e .\n")
     (tmp_path / "Makefile").write_text("PY := x\nTORCH_VERSION := 2.13.0\nTRITON_VERSION := 3.9.0\n")
@@ -62,6 +69,7 @@ def test_missing_course_package_fails_and_says_how_to_install():
     assert (env.REPO / "constraints.txt").is_file()
 
 
+@pytest.mark.usefixtures("course_venv")
 @pytest.mark.parametrize("platform", ["linux", "darwin", "win32"])
 def test_missing_triton_never_advises_a_pip_install_that_cannot_work(monkeypatch, platform):
     triton_pkg = next(p for p in env.PACKAGES if p.dist == "triton")
@@ -79,6 +87,7 @@ def test_missing_optional_package_only_warns():
     assert row.status == WARN and row.wanted == "any"
 
 
+@pytest.mark.usefixtures("course_venv")
 def test_version_against_pin_and_minimum():
     torch_pkg = next(p for p in env.PACKAGES if p.dist == "torch")
     import torch
@@ -436,6 +445,7 @@ def test_a_missing_test_only_package_is_a_warning(monkeypatch):
     assert rows["test dependencies"].status == WARN and "playwright (for gptoss-edu)" in rows["test dependencies"].meaning
 
 
+@pytest.mark.usefixtures("course_venv")
 def test_a_dependency_that_imports_without_pip_metadata_is_there_with_its_version_not_said(monkeypatch):
     """A conda or system torch has no pip metadata: its own row said OK and the dependencies row said it was missing."""
     without_metadata(monkeypatch, "torch")
@@ -663,6 +673,7 @@ def test_import_problems_names_each_package_that_does_not_import_and_why(tmp_pat
     assert env.import_problems(["broken_lib_xyz"]) == {}
 
 
+@pytest.mark.usefixtures("course_venv")
 @pytest.mark.parametrize("dist, role, status, fix", [
     ("torch", "course", FAIL, "make clean-venv, then make lab"),
     ("triton", "kernels", WARN, "make clean-venv, then make lab"),
@@ -813,6 +824,7 @@ def test_the_machines_own_python_without_the_course_is_sent_to_make_lab(monkeypa
     assert env.elsewhere_fix(None) is None  # a conda environment the course is installed in: its own fixes
 
 
+@pytest.mark.usefixtures("course_venv")
 def test_every_failing_package_row_says_what_to_run(monkeypatch):
     """An older-than-the-minimum row said only "upgrade it"; pip install -U torch fetches PyPI's CUDA build."""
     pins = env.read_pins()
