@@ -38,6 +38,14 @@ def test_missing_vectors_are_counted_in_d_model():
     assert not r.passed and "off by +7)" in r.message, r.message
 
 
+def test_the_mlps_biases_left_out_or_sized_d_model_are_named():
+    """Read as whole vectors of d_model, these slips pointed at the norms (-5 x d_model, -3 x d_model)."""
+    r = check_block_params(lambda c: right(c) - (c.d_ff + c.d_model))
+    assert not r.passed and "left out the MLP's two biases" in r.message, r.message
+    r = check_block_params(lambda c: right(c) - c.d_ff + c.d_model)
+    assert not r.passed and "the first MLP layer's bias has d_ff values" in r.message, r.message
+
+
 def test_no_layernorms():
     r = check_block_params(lambda c: right(c) - 4 * c.d_model)
     assert not r.passed and "left out the two LayerNorms" in r.message

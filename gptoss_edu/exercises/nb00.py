@@ -39,6 +39,8 @@ def _mistakes(cfg: ModelConfig) -> dict[str, int]:
         "you counted one LayerNorm: the block has two, one before attention and one before the MLP": right - 2 * d,
         "you left out the attention's output projection (d x d weights plus d biases)": right - (d * d + d),
         "you counted q, k and v as one d x d matrix: they are three": right - 2 * (d * d + d),
+        "you left out the MLP's two biases: d_ff values for the first layer, d_model for the second": right - (f + d),
+        "the first MLP layer's bias has d_ff values, one per output, not d_model": right - f + d,
     }
 
 
