@@ -514,6 +514,15 @@ def store_doubled(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def width_64(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * 64 + tl.arange(0, 64)  # right while BLOCK is 64
+    mask = offs < n
+    gate = tl.minimum(tl.load(gu_ptr + 2 * offs, mask=mask, other=0.0), limit)
+    up = tl.minimum(tl.maximum(tl.load(gu_ptr + 2 * offs + 1, mask=mask, other=0.0), -limit), limit)
+    tl.store(out_ptr + offs, (up + 1) * gate * tl.sigmoid(alpha * gate), mask=mask)
+
+
+@triton.jit
 def mask_at_half(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = 2 * offs < n  # as if n were gu's length
@@ -535,6 +544,8 @@ def mask_at_n_over_2(gu_ptr, out_ptr, n, alpha, limit, BLOCK: tl.constexpr):
     (store_doubled, r"stored output i at out_ptr \+ 2 \* i \(n = 128, BLOCK = 64\).*tl.store\(out_ptr \+ offs"),
     (mask_at_half, r"^not yet: only the first 500 of 1000 outputs were written \(n = 1000, BLOCK = 256\): your mask stops"),
     (mask_at_n_over_2, r"^not yet: only the first 500 of 1000 outputs were written \(n = 1000, BLOCK = 256\): your mask"),
+    # 4 programs of 64 write the first 256 outputs, as 4 programs of the same block of 256 would.
+    (width_64, r"\(n = 1000, BLOCK = 256\): every program wrote the same block, or each wrote fewer than BLOCK"),
 ])
 def test_a_store_or_a_mask_sized_for_gu_is_named(kernel, says):
     """The load's 2 * offs copied into the store was told to mask its stores (its mask was right); a mask at n / 2

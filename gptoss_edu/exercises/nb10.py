@@ -295,8 +295,10 @@ def check_swiglu_kernel(kernel: Callable) -> CheckResult:
                 ambiguous = where
                 continue
             if same_block:
+                # A width written as a number (64) where BLOCK belongs leaves the same prefix when grid * 64 = BLOCK.
                 return failed(f"not yet: only the first BLOCK outputs were written {where}: every program wrote the "
-                              f"same block. Offsets must start at the program's block: "
+                              f"same block, or each wrote fewer than BLOCK (a number where BLOCK belongs). Offsets "
+                              f"must start at the program's block and span it: "
                               f"offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)")
             if prefix:
                 return failed(f"not yet: only the first {written} of {n} outputs were written {where}: {HALF_MASK}")
