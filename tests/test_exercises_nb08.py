@@ -75,6 +75,31 @@ def int_divide(blocks, scales):
     return (torch.stack((lo, hi), dim=-1).flatten(-2) / (2 ** (127 - scales.int()))[..., None]).flatten(-2)
 
 
+def bias_128(blocks, scales):
+    lo, hi = LUT[(blocks & 0xF).long()], LUT[(blocks >> 4).long()]
+    return (torch.stack((lo, hi), dim=-1).flatten(-2) * torch.pow(2.0, scales.int() - 128).float()[..., None]).flatten(-2)
+
+
+def bias_126(blocks, scales):
+    lo, hi = LUT[(blocks & 0xF).long()], LUT[(blocks >> 4).long()]
+    return (torch.stack((lo, hi), dim=-1).flatten(-2) * torch.pow(2.0, scales.int() - 126).float()[..., None]).flatten(-2)
+
+
+def concatenated(blocks, scales):
+    lo, hi = LUT[(blocks & 0xF).long()], LUT[(blocks >> 4).long()]
+    return (torch.cat((lo, hi), dim=-1) * 2.0 ** (scales.int() - 127).float()[..., None]).flatten(-2)
+
+
+def by_formula_without_subnormals(blocks, scales):
+    def e2m1(c):
+        c = c.int()
+        sign = torch.where(c >= 8, -1.0, 1.0)
+        e, m = (c >> 1) & 3, c & 1
+        return sign * 2.0 ** (e - 1).float() * (1 + m / 2)
+    lo, hi = e2m1(blocks & 0xF), e2m1(blocks >> 4)
+    return (torch.stack((lo, hi), dim=-1).flatten(-2) * 2.0 ** (scales.int() - 127).float()[..., None]).flatten(-2)
+
+
 def not_flattened(blocks, scales):
     return right(blocks, scales).unflatten(-1, (-1, 32))
 
@@ -107,6 +132,10 @@ def test_package_version_passes():
     (as_integers, "integer 0..15"),
     (twos_complement, "two's-complement"),
     (unsigned, "dropped the sign"),
+    (bias_128, "half what it should be"),
+    (bias_126, "twice what it should be"),
+    (concatenated, "16 low nibbles first"),
+    (by_formula_without_subnormals, "subnormal"),
     (not_flattened, r"\[..., G, 32\]"),
     (stub, "returned None"),
     (raises, "raised NotImplementedError: fill me in"),

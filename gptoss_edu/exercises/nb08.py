@@ -14,11 +14,12 @@ Dequantize = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def _lut_dequantize(blocks: torch.Tensor, scales: torch.Tensor, lut: torch.Tensor, high_first: bool = False,
                     bias: int = mxfp4.SCALE_BIAS, use_scale: bool = True, wrap: bool = False,
-                    int_power: bool = False, signed: bool = False, int_divide: bool = False) -> torch.Tensor:
+                    int_power: bool = False, signed: bool = False, int_divide: bool = False,
+                    concatenated: bool = False) -> torch.Tensor:
     """A float32 dequantizer with one knob per typical mistake, to recognise what a wrong answer did."""
     lo, hi = lut[(blocks & 0x0F).long()], lut[(blocks >> 4).long()]
     pair = (hi, lo) if high_first else (lo, hi)
-    values = torch.stack(pair, dim=-1).flatten(-2)
+    values = torch.cat(pair, dim=-1) if concatenated else torch.stack(pair, dim=-1).flatten(-2)
     if use_scale:
         exponent = (scales.to(torch.int8) if signed else scales).long() - bias  # int8: 128..255 become -128..-1
         if wrap:  # what uint8 arithmetic does to scales - 127
@@ -36,6 +37,9 @@ def _typical_mistakes(blocks: torch.Tensor, scales: torch.Tensor) -> dict[str, t
     as_int = torch.arange(16, dtype=torch.float32)
     twos = torch.where(as_int < 8, as_int, as_int - 16)
     magnitude_only = lut[:8].repeat(2)
+    # E2M1 by its formula, 2**(e - 1) * (1 + m/2), with exponent 0 read as a normal number (it is 0 or 0.5).
+    no_subnormal = lut.clone()
+    no_subnormal[[0, 1, 8, 9]] = torch.tensor([0.5, 0.75, -0.5, -0.75])
     return {
         "you put the high nibble first: the low nibble (byte & 0x0F) is element 2j, the high nibble (byte >> 4) "
         "element 2j + 1": _lut_dequantize(blocks, scales, lut, high_first=True),
@@ -52,6 +56,16 @@ def _typical_mistakes(blocks: torch.Tensor, scales: torch.Tensor) -> dict[str, t
         "2 ** an integer tensor stays an integer, so 2 ** (127 - scale) is 0 for every scale above 127 and the "
         "division gave inf: raise a float, 2.0 ** (scales.int() - 127), and multiply":
             _lut_dequantize(blocks, scales, lut, int_divide=True),
+        "every value is half what it should be: the E8M0 bias is 127, not 128, so the scale is 2**(scale - 127)":
+            _lut_dequantize(blocks, scales, lut, bias=128),
+        "every value is twice what it should be: the E8M0 bias is 127, not 126, so the scale is 2**(scale - 127)":
+            _lut_dequantize(blocks, scales, lut, bias=126),
+        "you put the 16 low nibbles first, then the 16 high ones: interleave them, byte j's low nibble is element "
+        "2j and its high nibble element 2j + 1 (torch.stack((lo, hi), dim=-1), then flatten)":
+            _lut_dequantize(blocks, scales, lut, concatenated=True),
+        "codes with exponent bits 0 are not 2**(0 - 1) * (1 + m/2): they are subnormal, 0 and 0.5 (m/2), so 0001 "
+        "is 0.5 and 0000 is 0; look the codes up in FP4_VALUES":
+            _lut_dequantize(blocks, scales, no_subnormal),
         "you left the scale out: every value of a block is multiplied by 2**(scale - 127)":
             _lut_dequantize(blocks, scales, lut, use_scale=False),
         "you read each 4-bit code as an integer 0..15: it is an E2M1 float, look it up in FP4_VALUES":
