@@ -111,3 +111,10 @@ def test_a_right_rotation_that_changes_sin_in_place_is_refused():
 
     r = check_rope(flips_sin_and_formula)
     assert not r.passed and "your rotation is right, but your function changed sin in place" in r.message, r.message
+
+
+def test_a_right_rotation_in_another_dtype_is_refused_and_one_computed_there_and_cast_back_passes():
+    """In the model the result is q and k: a float64 one would carry attention into float64 with it."""
+    r = check_rope(lambda x, cos, sin: right(x.double(), cos.double(), sin.double()))
+    assert not r.passed and "x is torch.float32 and your result is torch.float64" in r.message, r.message
+    assert check_rope(lambda x, cos, sin: right(x.double(), cos.double(), sin.double()).to(x.dtype)).passed

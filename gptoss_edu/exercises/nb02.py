@@ -70,6 +70,9 @@ def check_rope(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Te
         if not torch.equal(x, x_before):
             return failed("not yet: your function changed x in place; compute a new tensor instead")
         verdict = compare(got, want, f"your rotation of x {tuple(x.shape)}", atol=ATOL)
+        if verdict is None and got.dtype != x.dtype:  # q and k in float64 would take attention there with them
+            return failed(f"not yet: the values are right, but x is {x.dtype} and your result is {got.dtype}: the "
+                          "rotated q and k keep x's dtype (compute in it, or .to(x.dtype) at the end)")
         if verdict is None:
             for name, given, kept in (("cos", given_cos, cos), ("sin", given_sin, sin)):
                 if not torch.equal(given, kept):  # the model rotates q, then k, with the same cos and sin
