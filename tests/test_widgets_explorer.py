@@ -177,7 +177,7 @@ def test_a_weight_or_a_range_the_explorer_cannot_show_is_named():
         mxfp4_blocks(torch.randn(4, 33))  # was "shape '[-1, 32]' is invalid for input of size 132"
     with pytest.raises(ValueError, match="max_pos is the positions the sliders offer, a whole number >= 1, got 0"):
         rope_explorer(max_pos=0)  # was traitlets' "setting min > max"
-    with pytest.raises(ValueError, match=r"head_dim must be even \(2 or more\); got 0"):
+    with pytest.raises(ValueError, match=r"head_dim must be an even whole number \(2 or more\); got 0"):
         rope_explorer(head_dim=0)
 
 

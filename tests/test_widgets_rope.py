@@ -61,7 +61,7 @@ def test_rotation_keeps_length_and_matches_the_angle():
 
 
 def test_odd_head_dim_is_refused():
-    with pytest.raises(ValueError, match="head_dim must be even"):
+    with pytest.raises(ValueError, match="head_dim must be an even whole number"):
         rope_explorer(head_dim=7)
 
 
@@ -132,3 +132,14 @@ def test_pair_panel_draws_the_pair_turned_to_its_position():
     assert arrows[1].xy == pytest.approx((q_tip.real, q_tip.imag), abs=1e-6)
     assert arrows[3].xy == pytest.approx((k_tip.real, k_tip.imag), abs=1e-6)
     assert arrows[0].xy == pytest.approx((float(q[5]), float(q[13])))
+
+
+def test_no_head_dim_and_a_fractional_max_pos_are_refused_clearly():
+    """head_dim=0 passes the evenness test but has no pair to draw; max_pos is a slider's end, so a whole number."""
+    for head_dim in (0, -2, 16.0, True):  # 16.0 passed the evenness test and failed inside torch.randn
+        with pytest.raises(ValueError, match=rf"head_dim must be an even whole number \(2 or more\); got {head_dim!r}"):
+            rope_explorer(head_dim=head_dim)
+    for max_pos in (16.0, 0, True):
+        with pytest.raises(ValueError, match=f"max_pos is the positions the sliders offer, .*got {max_pos!r}"):
+            rope_explorer(max_pos=max_pos)
+    assert rope_explorer(head_dim=2, max_pos=1).controls["pair"].max == 0  # the smallest legal explorer

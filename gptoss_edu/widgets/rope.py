@@ -28,8 +28,8 @@ def scores_by_offset(q: torch.Tensor, k: torch.Tensor, inv_freq: torch.Tensor, q
 
 def rope_explorer(head_dim: int = 16, theta: float = 10000.0, max_pos: int = 64, seed: int = 0) -> Explorer:
     """Sliders over the query and key positions, a shift of both, and the frequency pair shown."""
-    if head_dim % 2 or head_dim < 2:
-        raise ValueError(f"RoPE pairs dimensions, so head_dim must be even (2 or more); got {head_dim}")
+    if isinstance(head_dim, bool) or not isinstance(head_dim, int) or head_dim % 2 or head_dim < 2:
+        raise ValueError(f"RoPE pairs dimensions, so head_dim must be an even whole number (2 or more); got {head_dim!r}")
     if isinstance(max_pos, bool) or not isinstance(max_pos, int) or max_pos < 1:
         raise ValueError(f"max_pos is the positions the sliders offer, a whole number >= 1, got {max_pos!r}")
     gen = torch.Generator().manual_seed(seed)
