@@ -110,3 +110,12 @@ def test_no_tokens_or_a_negative_window_is_named():
         window_sink_explorer(window=-1)
     with pytest.raises(ValueError, match="window must be >= 0"):  # the probabilities were all NaN
         attention_probs(torch.randn(4, 4), window=-1)
+
+
+def test_a_window_as_wide_as_the_tokens_drawn_is_allowed():
+    """The slider's own maximum (window == tokens) is a legal value: only a wider window is refused."""
+    ex = window_sink_explorer(tokens=8, window=8)
+    assert ex.controls["window"].max == 8 and ex.values["window"] == 8
+    assert ex.figure.axes[0].get_title() == "mask: window 8"
+    with pytest.raises(ValueError, match="window=9 is wider than the 8 tokens drawn"):
+        window_sink_explorer(tokens=8, window=9)

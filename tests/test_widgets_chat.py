@@ -515,3 +515,16 @@ def test_a_first_message_that_leaves_little_room_says_so():
     w = ChatWidget(Scripted(ANSWER, context=n + 12), temperature=0.0, max_new_tokens=20)
     assert w.send("Hi") is not None
     assert w.status.value.endswith("; room for only 12 tokens") and "left out" not in w.status.value
+
+
+def test_a_last_message_that_alone_fills_the_context_is_told_to_be_shortened():
+    """With the system message it is exactly the context: no room for a reply even in a new chat."""
+    long = "word " * 50
+    n = len(conversation_ids([harmony.user(long)], "medium"))
+    history = [harmony.user("Hi"), harmony.assistant("Hello there!", "final"), harmony.user(long)]
+    with pytest.raises(ValueError) as error:
+        reply(Scripted(ANSWER, context=n), history, temperature=0.0)
+    assert str(error.value) == (f"this message (with the system message) is {n} tokens, over this model's context "
+                                f"of {n}: shorten it")
+    with pytest.raises(ValueError, match="the conversation is .* start a New chat"):
+        reply(Scripted(ANSWER, context=n + 1), history, temperature=0.0)

@@ -142,3 +142,9 @@ def test_the_parameter_axis_reads_as_counts_on_either_scale():
         ticks = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
         assert ticks and all(t == "0" or t[-1] in "KMB" for t in ticks), ticks
     assert "100B" in ticks or "120B" in ticks  # linear: gpt-oss-120b's experts, 115 B
+
+
+def test_more_tokens_than_positions_is_named_too():
+    """Too many labels, not only too few: the query slider would run past q's last row."""
+    with pytest.raises(ValueError, match="4 tokens for 3 positions in q"):
+        attention_explorer(torch.zeros(1, 3, 4), torch.zeros(1, 3, 4), ["a", "b", "c", "d"])

@@ -126,3 +126,17 @@ def test_a_failed_draw_does_not_leave_the_last_prompt_s_tokens_shown(monkeypatch
     monkeypatch.setattr(ex, "draw_fn", fails)
     ex.controls["message"].value = "Bonjour"  # the learner types: the picture fails, and so must the chips go
     assert "could not draw" in ex.error.value and ex.tokens.value == ""
+
+
+def test_instructions_of_only_spaces_add_no_developer_message():
+    ex = harmony_explorer(effort="low", instructions="  ", message="Hello!")
+    assert ex.ids == harmony.render_conversation([harmony.system("low"), harmony.user("Hello!")])
+    assert [t.get_text() for t in ex.figure.axes[0].get_yticklabels()] == ["system", "user", "reply starts"]
+
+
+def test_a_token_view_of_exactly_max_plain_tokens_shows_them_all_with_no_more_mark():
+    ids = ENC.encode_ordinary("one two three")
+    texts = token_texts(ids)
+    assert len(ids) == 3
+    assert repr(TokenView(ids, max_plain=3)) == f"3 tokens: {'|'.join(texts)}"
+    assert repr(TokenView(ids, max_plain=2)) == f"3 tokens: {'|'.join(texts[:2])}|… (+1)"

@@ -128,3 +128,17 @@ def test_log_axes_draw_two_minor_ticks_a_decade_at_most():
     for axis, (low, high) in ((left.xaxis, left.get_xlim()), (left.yaxis, left.get_ylim())):
         decades = math.log10(high / low)
         assert decades > 2 and len(axis.get_minorticklocs()) <= 2 * (decades + 2)
+
+
+def test_a_context_shorter_than_sixteen_or_not_a_power_of_two_still_draws():
+    """The curves start at context // 16 (at least 1, never 0 on a log axis); a context length that is not a
+    power of two is offered as the slider's last stop."""
+    tiny = preset("gpt-oss-tiny").replace(context_length=8)
+    ex = kv_cache_explorer(tiny)
+    assert list(ex.controls["context"].options) == [("1", 1), ("2", 2), ("4", 4), ("8", 8)]
+    assert marked_point(ex)[0] == 8 and min(ex.figure.axes[0].get_lines()[0].get_xdata()) == 1
+    odd = preset("gpt-oss-tiny").replace(context_length=1000)
+    ex = kv_cache_explorer(odd, context=1000)
+    assert [v for _, v in ex.controls["context"].options][-2:] == [512, 1000]
+    x, y = marked_point(ex)
+    assert x == 1000 and y == pytest.approx(full_cache(odd, 1000, odd.n_layers, odd.n_kv_heads, 2), rel=1e-9)

@@ -78,3 +78,15 @@ def test_a_plan_that_fills_the_gpu_to_its_size_does_not_fit_beside_the_cuda_cont
     plan = ex.current["plan"]
     assert 15.5 * memory.GiB < plan.total < 16 * memory.GiB and not plan.fits
     assert "does not fit" in ex.figure.axes[0].get_title() and "15.50 GiB usable" in ex.figure.axes[0].get_title()
+
+
+def test_a_context_past_the_chosen_models_own_is_capped_to_it():
+    """The context slider runs to the longest model's context; a shorter model is planned at its own."""
+    ex = memory_explorer(models=("gpt-oss-tiny", "gpt-oss-20b"), model="gpt-oss-tiny", context=131072,
+                         prompt_tokens=1024, gpu="16 GiB")
+    tiny = g.preset("gpt-oss-tiny")
+    assert tiny.context_length < 131072
+    want = memory.plan(tiny, tiny.context_length, 16 * memory.GiB - CUDA_CONTEXT_BYTES, prompt_tokens=1024)
+    assert ex.current["plan"] == want and ex.current["plan"].context == tiny.context_length
+    ex.set(model="gpt-oss-20b")  # the same slider value is the 20b's whole context
+    assert ex.current["plan"].context == 131072

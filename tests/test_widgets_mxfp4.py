@@ -107,3 +107,26 @@ def test_the_title_counts_the_grid_lines_drawn():
     grid = [line for line in ex.figure.axes[0].get_lines() if line.get_color() == "#bbb"]
     assert len(grid) == len(set(mxfp4.FP4_VALUES)) == 15
     assert "16 codes, 15 values" in ex.figure.axes[0].get_title()
+
+
+def test_a_value_exactly_at_six_steps_is_on_the_grid_not_saturated():
+    """6 x step is E2M1's largest value: stored exactly, so not counted among the saturated."""
+    x = torch.full((1, 32), 0.25)
+    x[0, 0], x[0, 1] = 6.0, 3.0
+    ex = block_explorer(x)
+    assert ex.stats["chosen_code"] == 127 and ex.stats["saturated"] == 0
+    ex.set(scale_shift=-1)  # step 0.5: 6.0 is past 6 x 0.5, and 3.0 sits exactly on it
+    assert ex.stats["scale_code"] == 126 and ex.stats["saturated"] == 1
+
+
+def test_the_outlier_inflates_the_largest_magnitude_even_when_it_is_negative():
+    """The block's largest value is -0.5 (above 0.3 as a magnitude): the outlier multiplies it, not the 0.3."""
+    x = torch.zeros(1, 32)
+    x[0, 3], x[0, 10] = -0.5, 0.3
+    ex = block_explorer(x).set(outlier=4.0)
+    inflated = x[0].clone()
+    inflated[3] = -2.0
+    _, scales = mxfp4.quantize(inflated[None])
+    assert ex.stats["chosen_code"] == int(scales[0, 0]) == 126
+    weights = ex.figure.axes[0].get_lines()[15].get_ydata()  # after the 15 grey grid lines
+    assert list(weights[[3, 10]]) == pytest.approx([-2.0, 0.3])
