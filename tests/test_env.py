@@ -897,3 +897,118 @@ def test_commands_stay_whole_in_a_course_folder_with_a_space(monkeypatch, tmp_pa
     meaning = env.check_venv(course, "/usr").meaning
     command = meaning.split(": run ")[1].split(" (or")[0]
     assert shlex.split(command) == [str(course / ".venv/bin/python"), "-m", "gptoss_edu", "doctor"], meaning
+
+
+@pytest.mark.parametrize("found, requires, wanted, status", [
+    ("3.10.12", ">=3.11", ">=3.11", FAIL), ("3.11.0", ">=3.11", ">=3.11", OK), ("3.11.0", ">=3.11.0", ">=3.11.0", OK),
+    ("3.13.1", ">=3.11", ">=3.11", OK), ("3.11.9", ">=3.12", ">=3.12", FAIL), ("3.11.9", None, ">=3.11", OK),
+    ("3.10.12", None, ">=3.11", FAIL)])
+def test_python_is_checked_against_the_courses_requires_python(monkeypatch, found, requires, wanted, status):
+    """The minimum comes from the installed course's metadata; without a Requires-Python there, 3.11 (pyproject's)."""
+    monkeypatch.setattr(env.platform, "python_version", lambda: found)
+    monkeypatch.setattr(env.metadata, "metadata", lambda dist: {"Requires-Python": requires})
+    row = env.check_python()
+    assert (row.item, row.wanted, row.found, row.status) == ("python", wanted, found, status)
+    assert row.meaning == ("supported" if status == OK else f"the course needs Python {wanted[2:]} or newer")
+
+
+def test_python_without_the_course_installed_is_checked_against_3_11(monkeypatch):
+    def not_installed(dist):
+        raise env.metadata.PackageNotFoundError(dist)
+
+    monkeypatch.setattr(env.metadata, "metadata", not_installed)
+    monkeypatch.setattr(env.platform, "python_version", lambda: "3.11.2")
+    assert (env.check_python().wanted, env.check_python().status) == (">=3.11", OK)
+    monkeypatch.setattr(env.platform, "python_version", lambda: "3.10.12")
+    assert env.check_python().status == FAIL
+
+
+@pytest.mark.parametrize("value, says_yes", [("1", True), ("TRUE", True), ("True", True), ("yes", True), ("ON", True),
+                                             ("on", True), ("0", False), ("false", False), ("no", False), ("", False),
+                                             (None, False)])
+def test_env_flag_reads_yes_and_no_in_any_case(monkeypatch, value, says_yes):
+    if value is None:
+        monkeypatch.delenv("GPTOSS_EDU_FLAG_XYZ", raising=False)
+    else:
+        monkeypatch.setenv("GPTOSS_EDU_FLAG_XYZ", value)
+    assert env.env_flag("GPTOSS_EDU_FLAG_XYZ") is says_yes
+
+
+def test_a_version_packaging_cannot_read_is_compared_by_its_numbers():
+    """'2.13_cuda' is no PEP 440 version: its release numbers still match 2.13.0, and "unknown" is not called too old."""
+    assert env._version("2.13_cuda") is None and env._version("unknown") is None  # the fallback is what is tested
+    assert env._same_release("2.13_cuda", "2.13.0") is True
+    assert env._same_release("2.14_cuda", "2.13.0") is False
+    assert env._older("unknown", "2.5") is False
+    assert env._older("2.4_cuda", "2.5") is True
+
+
+def test_pins_allow_spaces_around_the_equals_signs(tmp_path):
+    (tmp_path / "constraints.txt").write_text("numpy == 2.3.5\n")
+    assert env.read_pins(tmp_path) == {"numpy": "2.3.5"} | env.read_pins(tmp_path / "nothing")
+
+
+def test_a_valid_mplbackend_does_not_hide_a_broken_matplotlib(monkeypatch):
+    """MPLBACKEND=agg is a backend matplotlib knows: a missing library is still a broken install, to reinstall."""
+    pkg = next(p for p in env.PACKAGES if p.dist == "matplotlib")
+    monkeypatch.setenv("MPLBACKEND", "agg")
+    row = env.check_package(pkg, {}, {}, gpu=False, import_problem="ImportError: libfreetype.so.6 missing")
+    assert row.status == FAIL and "not a backend" not in row.meaning
+    assert "import matplotlib fails (ImportError: libfreetype.so.6 missing)" in row.meaning
+    assert "--force-reinstall" in row.meaning
+
+
+def test_a_version_without_numbers_is_not_called_untested(monkeypatch):
+    """A version with no release number ("dev", a build from source) cannot be compared with the pin: no warning."""
+    pkg = Package("safetensors", "safetensors", "course", "checkpoints", "no checkpoints")
+    monkeypatch.setattr(env, "_installed", lambda pkg: "dev")
+    row = env.check_package(pkg, {"safetensors": "0.8.0"}, {"safetensors": "0.7"}, gpu=False)
+    assert (row.found, row.status, row.meaning) == ("dev", OK, "checkpoints")
+
+
+@pytest.mark.parametrize("cores, status", [(1, WARN), (2, OK), (16, OK)])
+def test_two_cpu_cores_are_enough(monkeypatch, cores, status):
+    monkeypatch.setattr(env, "cpu_cores", lambda: cores)
+    row = _machine_row(monkeypatch, "CPU cores")
+    assert (row.found, row.status) == (str(cores), status)
+    assert row.meaning == ("every notebook runs on a CPU" if status == OK else "one core: notebooks run, slowly")
+
+
+def test_the_tables_columns_line_up_under_their_headers():
+    """Each column is as wide as its widest cell, the header's included (narrow rows left the header sticking out)."""
+    narrow = EnvironmentReport([Check("GPU", "x", "none", WARN, "CPU only")], [])
+    assert narrow.table().splitlines() == ["item  wanted  found  status  meaning",
+                                           "----  ------  -----  ------  -------",
+                                           "GPU   x       none   WARN    CPU only"]
+    wide = EnvironmentReport([Check("memory (RAM)", ">=4.0 GiB", "16.0 GiB", OK, "enough")],
+                             [Check("GPU", "x", "none", WARN, "CPU only")])
+    assert wide.table().splitlines() == ["item          wanted     found     status  meaning",
+                                         "------------  ---------  --------  ------  -------",
+                                         "memory (RAM)  >=4.0 GiB  16.0 GiB  OK      enough",
+                                         "GPU           x          none      WARN    CPU only"]
+
+
+def test_the_html_table_escapes_what_the_rows_say():
+    """A meaning that says pip install "numpy<2.4" must not open an HTML tag in the notebook."""
+    report = EnvironmentReport([Check("triton", "3.6.0", "3.6.0", WARN, 'install "numpy<2.4" & retry')], [])
+    page = report._repr_html_()
+    assert "install &quot;numpy&lt;2.4&quot; &amp; retry" in page and "numpy<2.4" not in page
+
+
+@pytest.mark.parametrize("n, listed", [(3, "p0; p1; p2"), (4, "p0; p1; p2; p3"), (5, "p0; p1; p2; p3 ...")])
+def test_up_to_four_problems_are_listed_whole(n, listed):
+    assert env._listed([f"p{i}" for i in range(n)]) == listed
+
+
+def test_a_venv_reached_through_a_symlink_is_the_courses_own(tmp_path):
+    """.venv a link to the environment (or the Python started through a link): the same folder, not another Python."""
+    real = tmp_path / "envs" / "gptoss"
+    real.mkdir(parents=True)
+    (real / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    course = tmp_path / "course"
+    course.mkdir()
+    (course / ".venv").symlink_to(real, target_is_directory=True)
+    assert env.check_venv(course, str(real)).status == OK
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    assert env.check_venv(course, str(tmp_path / "link")).status == OK
+    assert env.check_venv(course, str(tmp_path)).status == WARN
