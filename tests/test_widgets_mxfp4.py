@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gptoss_edu import mxfp4
-from gptoss_edu.widgets.mxfp4 import block_explorer, quantize_with_scale, sample_weight
+from gptoss_edu.widgets.mxfp4 import block_error, block_explorer, quantize_with_scale, sample_weight
 
 
 def test_each_control_redraws():
@@ -65,6 +65,14 @@ def test_rms_error_is_relative_to_the_block():
     blocks, scales = mxfp4.quantize(x[None])
     q = mxfp4.dequantize(blocks, scales, torch.float32).reshape(32)
     assert ex.stats["rms_error"] == pytest.approx(rel_rms(q, x), rel=1e-5)
+
+
+def test_block_error_at_any_scale_and_for_an_all_zero_block():
+    # Notebook 08 counts with it how often a clipping scale beats the chosen one.
+    x = sample_weight(seed=5).reshape(-1, 32)[4]
+    for code in (100, 118, 122, 130):
+        assert block_error(x, code) == pytest.approx(rel_rms(quantize_with_scale(x, code), x), rel=1e-6)
+    assert block_error(torch.zeros(32), 120) == 0.0  # stored exactly, not 0/0
 
 
 def test_shift_bars_are_measured_from_the_chosen_scale_whatever_the_shift():

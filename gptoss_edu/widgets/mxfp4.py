@@ -31,6 +31,13 @@ def quantize_with_scale(x: torch.Tensor, scale_code: int) -> torch.Tensor:
     return (mxfp4.fp4_lut(torch.float64)[codes.long()] * step).to(x.dtype)
 
 
+def block_error(x: torch.Tensor, scale_code: int) -> float:
+    """Relative RMS error of the values ``x`` stored with scale code ``scale_code`` (the explorer's bars)."""
+    size = float(x.pow(2).mean().sqrt())
+    error = float((quantize_with_scale(x, scale_code) - x).pow(2).mean().sqrt())
+    return error / size if size else 0.0  # an all-zero block is stored exactly
+
+
 def block_explorer(weight: torch.Tensor | None = None) -> Explorer:
     """Pick a block of ``weight`` (default: :func:`sample_weight`), move its scale, inflate its largest value."""
     w = sample_weight() if weight is None else weight.detach().float()
@@ -39,11 +46,6 @@ def block_explorer(weight: torch.Tensor | None = None) -> Explorer:
                          f"along it), got shape {tuple(w.shape)}")
     blocks = w.reshape(-1, mxfp4.BLOCK_SIZE)
     stats: dict[str, float] = {}
-
-    def rms_error(x: torch.Tensor, code: int) -> float:
-        size = float(x.pow(2).mean().sqrt())
-        error = float((quantize_with_scale(x, code) - x).pow(2).mean().sqrt())
-        return error / size if size else 0.0  # an all-zero block is stored exactly
 
     def draw(fig: Figure, block: int, scale_shift: int, outlier: float) -> None:
         x = blocks[block].clone()
@@ -54,7 +56,7 @@ def block_explorer(weight: torch.Tensor | None = None) -> Explorer:
         code = min(max(best + scale_shift, 0), 254)
         q = quantize_with_scale(x, code)
         step = 2.0 ** (code - mxfp4.SCALE_BIAS)
-        stats.update(scale_code=code, chosen_code=best, rms_error=rms_error(x, code),
+        stats.update(scale_code=code, chosen_code=best, rms_error=block_error(x, code),
                      saturated=int((x.abs() > mxfp4.FP4_MAX * step).sum()), zeros=int((q == 0).sum()))
 
         ax, ax2 = fig.subplots(1, 2, width_ratios=(2.2, 1))
@@ -69,7 +71,7 @@ def block_explorer(weight: torch.Tensor | None = None) -> Explorer:
                      fontsize=9)
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)  # below: never on a value
 
-        errs = [rms_error(x, min(max(best + s, 0), 254)) for s in SHIFTS]
+        errs = [block_error(x, min(max(best + s, 0), 254)) for s in SHIFTS]
         colours = ["#ffb347" if s == scale_shift else "#8aa9c9" for s in SHIFTS]
         ax2.bar([str(s) for s in SHIFTS], errs, color=colours)
         ax2.set_xlabel("scale shift from the chosen one")
