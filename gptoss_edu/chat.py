@@ -305,7 +305,7 @@ class ChatSession:
         calls = reader.tool_calls()
         if calls:
             notes.append(f"the model called {', '.join(calls)}, but this chat has no tools")
-        problem = reader.format_problem(cut_short=interrupted or context_full or stats.stop_reason == "max_new_tokens")
+        problem = reader.format_problem(cut_short=stats.cut_short)
         if problem is not None:
             raw = self.enc.decode(stats.tokens)
             notes.append(f"the reply does not follow the harmony format ({problem}); raw text: {raw!r}")

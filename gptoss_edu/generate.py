@@ -133,6 +133,11 @@ class Generation:
     decode_seconds: float = 0.0
 
     @property
+    def cut_short(self) -> bool:
+        """Whether something outside the model ended the reply: the token budget, a full context, an interrupt."""
+        return self.stop_reason in ("max_new_tokens", "context_full", "interrupted")
+
+    @property
     def tokens_per_second(self) -> float:
         """Decode speed: new tokens after the first over the time spent producing them."""
         return (len(self.tokens) - 1) / self.decode_seconds if len(self.tokens) > 1 and self.decode_seconds else 0.0

@@ -461,6 +461,16 @@ def test_tokens_per_second_counts_the_tokens_decoded_after_the_prefill():
     assert Generation(tokens=[7], decode_seconds=0.5).tokens_per_second == 0.0
 
 
+def test_a_reply_is_cut_short_only_when_something_outside_the_model_ended_it():
+    # Both chats excuse an unfinished harmony header on this alone (a stop token at the context's last place is
+    # the model's own end, not a full context).
+    from gptoss_edu.generate import Generation
+
+    outside = {"max_new_tokens", "context_full", "interrupted"}
+    for reason in sorted(outside | {"stop_token", "other_role", "format_problem"}):
+        assert Generation(stop_reason=reason).cut_short is (reason in outside), reason
+
+
 def test_a_step_that_stops_part_way_cannot_be_retried_on_overwritten_keys(monkeypatch):
     """A multi-token step that ran out of memory in layer 0's attention had already rolled that layer's window
     buffer: retried in smaller chunks, it read overwritten keys and gave logits 1.5 off, without an error."""

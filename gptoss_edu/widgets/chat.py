@@ -122,8 +122,7 @@ def reply(model: GPT, messages: Sequence[harmony.Message], effort: str = "medium
     out.tool_calls = reader.tool_calls()
     out.still_thinking = reader.still_thinking()
     # A header the token budget or a full context cut off was no fault of the model's (as in the terminal chat).
-    out.problem = reader.format_problem(cut_short=len(prompt) + len(out.stats.tokens) >= context
-                                        or out.stats.stop_reason == "max_new_tokens")
+    out.problem = reader.format_problem(cut_short=out.stats.cut_short)
     out.raw = enc.decode(out.stats.tokens)
     return out
 
