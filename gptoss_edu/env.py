@@ -89,8 +89,14 @@ class Check:
 # ---- versions -------------------------------------------------------------------------------
 
 def env_flag(name: str) -> bool:
-    """True when the environment variable ``name`` says yes (1, true, yes, on); "0", "false" or "" say no."""
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+    """True when the environment variable ``name`` says yes as huggingface_hub reads one: 1, true, yes, on (any case)."""
+    # Not trimmed, as huggingface_hub does not trim: " 1" must not read as offline here and online there.
+    return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
+
+
+def triton_interpret_flag() -> bool:
+    """True when TRITON_INTERPRET says yes as Triton reads it: 1, true, y, yes, on (any case, not trimmed)."""
+    return os.environ.get("TRITON_INTERPRET", "").lower() in ("1", "true", "y", "yes", "on")
 
 
 def _release(version: str) -> tuple[int, ...]:
@@ -337,7 +343,7 @@ def check_package(pkg: Package, pins: dict[str, str], mins: dict[str, str], gpu:
             f"{pkg.without.removesuffix(': install the course (make lab)')}", fix))
     if pkg.dist == "triton" and not gpu and (problem := interpreter_problem(found)):
         return Check(pkg.dist, wanted, found, WARN, f"notebook 10's kernels cannot run: {problem}")
-    if pkg.dist == "triton" and gpu and env_flag("TRITON_INTERPRET"):  # left set in a shell profile, say
+    if pkg.dist == "triton" and gpu and triton_interpret_flag():  # left set in a shell profile, say
         return Check(pkg.dist, wanted, found, WARN, "TRITON_INTERPRET is set, so notebook 10 would run the kernels in "
                      "Triton's interpreter on the CPU, not on the GPU: unset it (it is for machines without a GPU), "
                      "then restart the kernel")

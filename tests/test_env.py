@@ -934,6 +934,28 @@ def test_env_flag_reads_yes_and_no_in_any_case(monkeypatch, value, says_yes):
     assert env.env_flag("GPTOSS_EDU_FLAG_XYZ") is says_yes
 
 
+SPELLINGS = ["1", " 1", "1 ", "TRUE", "True", "true", "yes", "YES", "Y", "y", "on", "ON", "0", "false", "no", "n",
+             "off", "", "2", "t", "yes please"]
+
+
+@pytest.mark.parametrize("value", SPELLINGS)
+def test_env_flag_reads_a_value_as_huggingface_hub_does(monkeypatch, value):
+    # hub.py tells offline from online with it: it must agree with the library that goes online or not.
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("GPTOSS_EDU_FLAG_XYZ", value)
+    assert env.env_flag("GPTOSS_EDU_FLAG_XYZ") is constants._is_true(value), repr(value)
+
+
+@pytest.mark.parametrize("value", SPELLINGS)
+def test_triton_interpret_flag_reads_a_value_as_triton_does(monkeypatch, value):
+    # The doctor warns that Triton would interpret on a GPU machine: only when Triton itself would.
+    from triton import knobs
+
+    monkeypatch.setenv("TRITON_INTERPRET", value)
+    assert env.triton_interpret_flag() is bool(knobs.runtime.interpret), repr(value)
+
+
 def test_a_version_packaging_cannot_read_is_compared_by_its_numbers():
     """'2.13_cuda' is no PEP 440 version: its release numbers still match 2.13.0, and "unknown" is not called too old."""
     assert env._version("2.13_cuda") is None and env._version("unknown") is None  # the fallback is what is tested

@@ -96,6 +96,19 @@ def test_interpreter_is_on_without_gpu() -> None:
     gptoss_kernels.require_triton()  # a GPU or the interpreter: the kernels can run here
 
 
+@pytest.mark.parametrize("value", ["1", " 1", "true", "TRUE", "y", "Y", "yes", "on", "0", "no", "", "2", "t"])
+def test_interpreter_mode_reads_triton_interpret_as_triton_does(monkeypatch, value):
+    # It picks the messages and the cache folder: " 1" (Triton compiles) or "y" (Triton interprets) read
+    # otherwise would send a learner to the wrong fix. The fallback, for a Triton without knobs, agrees too.
+    from triton import knobs
+
+    monkeypatch.setenv("TRITON_INTERPRET", value)
+    triton_says = bool(knobs.runtime.interpret)
+    assert gptoss_kernels.interpreter_mode() is triton_says, repr(value)
+    monkeypatch.setattr(common, "triton_available", lambda: False)
+    assert gptoss_kernels.interpreter_mode() is triton_says, repr(value)
+
+
 # ---------------------------------------------------------------------------- vector add
 
 

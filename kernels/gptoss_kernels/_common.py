@@ -50,8 +50,15 @@ def triton_available() -> bool:
 
 
 def interpreter_mode() -> bool:
-    """True when TRITON_INTERPRET asks Triton to run kernels on the CPU with numpy."""
-    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on")
+    """True when Triton runs kernels on the CPU with numpy: TRITON_INTERPRET, read as Triton itself reads it."""
+    if triton_available():
+        try:
+            from triton import knobs
+            return bool(knobs.runtime.interpret)
+        except (ImportError, AttributeError):  # a Triton older than its knobs (3.4)
+            pass
+    # Triton's spelling of yes: any case, not trimmed (" 1" is no), and "y" counts.
+    return os.environ.get("TRITON_INTERPRET", "").lower() in ("1", "true", "y", "yes", "on")
 
 
 def writable_triton_cache() -> str | None:
