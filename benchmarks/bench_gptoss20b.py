@@ -89,7 +89,7 @@ if ARGS is not None and ARGS.smoke:
 import torch  # noqa: E402
 
 import gptoss_edu as g  # noqa: E402
-from gptoss_edu.env import triton_gpu_problem  # noqa: E402
+from gptoss_edu.env import triton_gpu_problem, triton_interpret_flag  # noqa: E402
 from gptoss_edu.model import GPT  # noqa: E402
 from gptoss_edu.rotary import Rotary  # noqa: E402
 
@@ -379,7 +379,7 @@ def main(args: argparse.Namespace) -> int:
         # Asked for figures (--json, as gpu_check.sh asks): a failure, so a run that measured nothing is not taken
         # for one that passed (on a GPU machine whose torch cannot use the GPU, say).
         return 1 if args.json is not None else 0
-    if not args.smoke and os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on"):
+    if not args.smoke and triton_interpret_flag():
         print("TRITON_INTERPRET is set, so the kernels would run in Triton's interpreter on the CPU, not on the GPU:")
         print("unset it (it is for the CPU tests), or pass --smoke for the CPU check.")
         return 2

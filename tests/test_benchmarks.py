@@ -259,6 +259,9 @@ def test_the_gpu_run_refuses_triton_s_interpreter(bench, monkeypatch, capsys):
     monkeypatch.setattr(bench.torch.cuda, "is_available", lambda: True)  # as on the lent GPU machine
     assert bench.main(bench.parse_args([])) == 2
     assert "TRITON_INTERPRET is set, so the kernels would run in Triton's interpreter" in capsys.readouterr().out
+    monkeypatch.setenv("TRITON_INTERPRET", "y")  # Triton's yes too
+    assert bench.main(bench.parse_args([])) == 2
+    assert "TRITON_INTERPRET is set" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("gpu", [True, False])
