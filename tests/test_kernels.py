@@ -13,9 +13,11 @@ tl.dot, the probabilities, the SwiGLU output and the output itself (about 2^-8 r
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -1282,7 +1284,8 @@ def test_aot_compiles_the_gpu_tiles_and_splits() -> None:
         import json
         from gptoss_kernels.aot import compile_all
         print(json.dumps([(c.name, {k: v for k, v in c.constexprs.items() if k.isupper()}, c.launches,
-                           c.num_warps, c.loop_instructions) for c in compile_all("bf16", 90, 132)]))
+                           c.num_warps, c.loop_instructions, c.shared_bytes, c.registers)
+                          for c in compile_all("bf16", 90, 132)]))
     """, env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -1305,11 +1308,23 @@ def test_aot_compiles_the_gpu_tiles_and_splits() -> None:
     # bandwidth it streams. Decoding E2M1 bit by bit in fp32 cost 43 instructions per byte a thread
     # reads (a GPU would have run out of instruction slots first); read as fp16 bits, about 21.
     for name, rows_per_pass, weights in (("_gate_up_matvec_kernel", "BLOCK_I", 2), ("_down_matvec_kernel", "BLOCK_N", 1)):
-        (c, warps, loop), = {(json.dumps(c), w, n) for k, c, _, w, n in rows if k == name}
+        (c, warps, loop), = {(json.dumps(c), w, n) for k, c, _, w, n, *_ in rows if k == name}
         c = json.loads(c)
         bytes_a_thread = c[rows_per_pass] * c["BLOCK_B"] * weights / (warps * 32)
         assert loop is not None, f"{name}: no loop found in cuobjdump's SASS (is cuobjdump in triton's nvidia backend?)"
         assert loop / bytes_a_thread <= 28, f"{name}: {loop} SASS instructions a pass for {bytes_a_thread:g} bytes a thread"
+    # benchmarks/RESULTS.md's table of these kernels (its Triton 3.9 halves) is what they compile to now: a kernel
+    # change must refresh it (python -m gptoss_kernels.aot prints the figures).
+    table: collections.Counter = collections.Counter()
+    for line in (Path(__file__).parents[1] / "benchmarks" / "RESULTS.md").read_text().splitlines():
+        m = re.match(r"\| `(_\w+)`.*\| (\d+) \| (\d+) / \d+ \| (\d+) / \d+ \| (?:(\d+) / \d+|\(no loop\)) \|$", line)
+        if m:
+            table[(m[1], int(m[2]), int(m[3]), int(m[4]), int(m[5]) if m[5] else None)] += 1
+    assert sum(table.values()) == 12, table  # the table's rows, all read
+    compiled = collections.Counter((n, w, shared, regs, loop) for n, _, _, w, loop, shared, regs in rows
+                                   if n in {row[0] for row in table})
+    assert table == compiled, (f"benchmarks/RESULTS.md says {sorted(table - compiled)}, the kernels compile to "
+                               f"{sorted(compiled - table)} (kernel, warps, shared bytes, registers, loop SASS)")
 
 
 def test_dot_precision_and_poison() -> None:
