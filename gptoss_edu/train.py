@@ -32,7 +32,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -321,16 +321,27 @@ def lm_loss(model: GPT, x: torch.Tensor, y: torch.Tensor, vocab: CorpusVocab | N
 
 
 @torch.no_grad()
-def evaluate(model: GPT, data: TokenData, cfg: TrainConfig, vocab: CorpusVocab | None = None) -> float:
-    """Mean next-token loss (nats) over the fixed val windows, with dropout off."""
+def mean_loss(model: GPT, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+              vocab: CorpusVocab | None = None) -> float:
+    """Mean next-token loss (nats) a target token over ``batches`` of (inputs, targets), with dropout off."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    for x, y in data.val_batches(cfg.batch_size, cfg.seq_len, cfg.eval_batches):
-        total += lm_loss(model, x, y, vocab).item() * y.numel()
-        count += y.numel()
-    model.train(was_training)
+    try:
+        for x, y in batches:
+            # Weighted by tokens: a short last batch must not count its windows more than the others'.
+            total += lm_loss(model, x, y, vocab).item() * y.numel()
+            count += y.numel()
+    finally:
+        model.train(was_training)  # generate refuses a model left in training mode (its dropout)
+    if count == 0:
+        raise ValueError("mean_loss was given no batches (or only empty ones): there is no loss to average")
     return total / count
+
+
+def evaluate(model: GPT, data: TokenData, cfg: TrainConfig, vocab: CorpusVocab | None = None) -> float:
+    """Mean next-token loss (nats) over the fixed val windows, with dropout off."""
+    return mean_loss(model, data.val_batches(cfg.batch_size, cfg.seq_len, cfg.eval_batches), vocab)
 
 
 # ---- the loop -----------------------------------------------------------------------------

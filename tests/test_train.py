@@ -1132,6 +1132,35 @@ def test_evaluate_weighs_every_validation_window_alike_and_keeps_the_models_mode
         assert model.training is mode
 
 
+def test_mean_loss_scores_any_batches_restores_the_mode_on_error_and_refuses_none():
+    # Notebook 13 scores the windows a run trained on with it; evaluate is mean_loss over the val windows.
+    gen = torch.Generator().manual_seed(1)
+    torch.manual_seed(1)
+    model = g.GPT(small(1))
+    x = torch.randint(0, 300, (3, 12), generator=gen)
+    y = torch.randint(0, 300, (3, 12), generator=gen)
+    model.eval()
+    one = [T.lm_loss(model, x[i:i + 1], y[i:i + 1], None).item() for i in range(3)]
+    model.train()
+    batches = [(x[:2], y[:2]), (x[2:], y[2:])]  # 2 windows, then 1: weighted by tokens, not by batches
+    assert T.mean_loss(model, batches) == pytest.approx(sum(one) / 3, rel=1e-5)
+    assert model.training  # dropout off while scoring, back on after
+    vocab = T.CorpusVocab(torch.unique(torch.cat([x.flatten(), y.flatten()])), 50257)
+    model.eval()
+    expected = T.lm_loss(model, x, y, vocab).item()
+    assert T.mean_loss(model, [(x, y)], vocab) == pytest.approx(expected, rel=1e-6)
+
+    def broken():
+        yield x, y
+        raise RuntimeError("a batch that cannot be read")
+    model.train()
+    with pytest.raises(RuntimeError, match="cannot be read"):
+        T.mean_loss(model, broken())
+    assert model.training
+    with pytest.raises(ValueError, match="no batches"):
+        T.mean_loss(model, [])
+
+
 def test_every_window_of_the_train_split_can_be_drawn():
     # Two windows (starting at 0 and 1): an off-by-one in the draw would never give the last one.
     gen = torch.Generator().manual_seed(0)
