@@ -268,3 +268,16 @@ def test_counting_kernel_calls_counts_each_wrapper_and_puts_the_real_ones_back()
                     rms.rmsnorm(None, None)  # counted before the real wrapper refuses it
             raise RuntimeError("an error inside")
     assert calls == {"rmsnorm": 3} and rms.rmsnorm is real
+
+
+def test_block_explorer_no_program_is_drawn_grey_like_the_masked_lanes():
+    import numpy as np
+
+    from gptoss_edu.widgets.kernels import block_explorer
+
+    e = block_explorer(n=100, block=4)  # 25 programs: pids 7 and 17 used tab10's grey
+    rgb = e.figure.axes[0].images[0].get_array()
+    for pid in range(rgb.shape[0]):
+        r, g, b = rgb[pid, 0][:3]
+        assert max(r, g, b) - min(r, g, b) > 0.05, f"program {pid} is drawn grey, like a masked lane"
+    e.close()

@@ -52,7 +52,8 @@ def launch_stats(n: int, block: int) -> dict[str, float]:
 def block_explorer(n: int = 50, block: int = 16) -> Explorer:
     """Choose n elements and a BLOCK: see which program handles which element, and the masked tail."""
     stats: dict[str, float] = {}
-    colours = matplotlib.colormaps["tab10"]
+    # tab10 without its grey (index 7): a program in grey reads as masked lanes, which are grey.
+    colours = [matplotlib.colormaps["tab10"](j) for j in range(10) if j != 7]
 
     def draw(fig: Figure, n: int, block: int) -> None:
         own = ownership(n, block)
@@ -61,7 +62,7 @@ def block_explorer(n: int = 50, block: int = 16) -> Explorer:
         rgb = np.ones((*own.shape, 3)) * 0.88  # masked lanes: light grey
         for pid in range(programs):
             active = own[pid] >= 0
-            rgb[pid, active] = 0.55 * np.array(colours(pid % 10)[:3]) + 0.45  # pale, so the numbers read
+            rgb[pid, active] = 0.55 * np.array(colours[pid % len(colours)][:3]) + 0.45  # pale, so the numbers read
 
         ax, ax2 = fig.subplots(1, 2, width_ratios=(2.2, 1))
         ax.imshow(rgb, aspect="auto", interpolation="nearest")
