@@ -140,3 +140,15 @@ def test_a_token_view_of_exactly_max_plain_tokens_shows_them_all_with_no_more_ma
     assert len(ids) == 3
     assert repr(TokenView(ids, max_plain=3)) == f"3 tokens: {'|'.join(texts)}"
     assert repr(TokenView(ids, max_plain=2)) == f"3 tokens: {'|'.join(texts[:2])}|… (+1)"
+
+
+def test_the_legend_sits_below_the_bars_never_on_one_nor_on_the_axis_label():
+    # A long user message runs its bar to the right edge, where the legend used to sit.
+    ex = harmony_explorer()
+    ex.set(instructions="Answer in one word.", message="What is the capital of Portugal? " * 30)
+    fig = ex.figure
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent()
+    assert legend.y1 <= ax.xaxis.label.get_window_extent().y0  # under "tokens", so under every bar too
+    assert legend.y0 >= -1  # and inside the picture (constrained layout places it to within a pixel)

@@ -181,7 +181,8 @@ class HarmonyExplorer(Explorer):
         ax.set_xlim(0, max(left) * 1.15)
         ax.set_xlabel("tokens", fontsize=8)
         ax.set_title(f"Reasoning: {effort}  ·  {len(self.ids)} tokens in all", fontsize=9)
-        ax.legend(fontsize=7, loc="lower right")
+        # Below the bars, never on one: a long message runs its bar to the right edge.
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3)
 
     def redraw(self) -> None:
         """Render the conversation for the current values: the figure, then the coloured tokens."""
