@@ -64,7 +64,7 @@ def routing_explorer(tokens: int = 512, d_model: int = 64, seed: int = 0) -> Exp
         ax2.set_ylim(0, 1)
         ax2.set_xlabel("choice (1 = highest logit)")
         ax2.set_ylabel("mean routing weight")
-        ax2.set_title(f"weights sum to 1 per token\n(dotted: 1/k = {1 / k:.2f})", fontsize=9)
+        ax2.set_title(f"weights sum to 1 per token\n(dotted: 1/k = {1 / k:.3g})", fontsize=9)
 
     controls = {
         "n_experts": widgets.IntSlider(value=8, min=2, max=MAX_EXPERTS, description="experts"),
