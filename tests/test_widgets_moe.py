@@ -91,3 +91,5 @@ def test_one_over_k_line_uses_the_capped_k():
     ax2 = ex.figure.axes[1]
     assert list(ax2.get_lines()[0].get_ydata()) == [0.25, 0.25]
     assert ax2.get_title().endswith("(dotted: 1/k = 0.25)")
+    ex.set(top_k=8, n_experts=8)  # 1/8 in full, not rounded to 0.12
+    assert ex.figure.axes[1].get_title().endswith("(dotted: 1/k = 0.125)")
