@@ -886,8 +886,9 @@ def check_export_target(path: str | Path) -> Path:
     return path
 
 
-def make_folders(folders: list[tuple[str, Path]]) -> None:
-    """Make each (option, folder) and check it is writable; on a refusal, remove the folders this call made."""
+def make_folders(folders: list[tuple[str, Path]]) -> list[Path]:
+    """Make each (option, folder) and check it is writable: the folders this call made, deepest first; on a
+    refusal, those are removed."""
     made: list[Path] = []
     try:
         for option, folder in folders:
@@ -907,6 +908,7 @@ def make_folders(folders: list[tuple[str, Path]]) -> None:
             except OSError:
                 pass  # not empty after all, or gone: leave it
         raise
+    return made
 
 
 COURSE_CHECKPOINT = REPO / "data" / "tiny-gpt-oss"  # notebooks 11, 12 and 13 read it; their outputs are stored
@@ -1121,8 +1123,12 @@ def _run(args: argparse.Namespace, rec: Recipe, argv: list[str] | None) -> int:
     tc = rec.train.replace(**overrides)
     if tc.seq_len > rec.model.context_length:
         raise ValueError(f"--seq-len {tc.seq_len} is longer than the model's context ({rec.model.context_length})")
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be at least 1, got {args.threads}")
+    # Above the cores, threads only take turns; thousands of them crash torch outright (a segmentation fault, with
+    # 2048 on a 2-core machine). 256 still lets a run resume on the thread count of any machine it began on.
+    most = max(256, os.cpu_count() or 1)
+    if args.threads is not None and not 1 <= args.threads <= most:
+        raise ValueError(f"--threads must be in 1 .. {most} (this machine has {os.cpu_count()} cores), "
+                         f"got {args.threads}")
     if args.export and not _has_hf_layout(rec.model):
         print(f"train: {rec.name} is a course step between GPT-2 and gpt-oss: it has no HF layout to export "
               "(drop --export)", file=sys.stderr)
@@ -1144,9 +1150,19 @@ def _run(args: argparse.Namespace, rec: Recipe, argv: list[str] | None) -> int:
                              "the run keeps its checkpoints in --out, so give each a folder of its own")
     # Made now, before --fresh deletes anything: a folder that cannot be written is said before the
     # training, not after it.
-    make_folders([("--out", out)] + ([("--export", Path(args.export).parent)] if args.export else []))
-    with hold(out, "training run"):  # from --fresh to the export: two commands on one --out would undo each other
-        return _run_in(args, rec, tc, out, argv)
+    made = make_folders([("--out", out)] + ([("--export", Path(args.export).parent)] if args.export else []))
+    try:
+        with hold(out, "training run"):  # from --fresh to the export: two commands on one --out would undo each other
+            return _run_in(args, rec, tc, out, argv)
+    except BaseException:
+        # Refused or stopped before the first checkpoint (a missing corpus, out of memory, Ctrl-C): the folders
+        # this command made go again, as long as nothing was written into them.
+        for folder in made:
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise
 
 
 def _first_line(error: BaseException) -> str:

@@ -747,7 +747,7 @@ def test_a_full_disk_is_a_message_naming_the_folder_and_the_space(tmp_path, caps
                      "disk is full\\): nothing there was changed. It needs [0-9.]+ MiB, and .* free on that disk: free "
                      "some space, then run again", err), err
     assert "Traceback" not in err and len(writes) == 1  # not tried again on the way out
-    assert not any(tmp_path.joinpath("run").iterdir())  # no temporary folder left behind
+    assert not (tmp_path / "run").exists()  # no temporary folder left behind, nor the empty --out the command made
     # write_checkpoint too (a notebook's export): the folder it was writing, and what the whole needs.
     model = g.GPT(g.preset("gpt2-tiny"))
     whole = sum(t.numel() * t.element_size() for _, t in g.checkpoint.hf_state_dict(model, False, torch.float32))
@@ -766,19 +766,19 @@ def test_a_full_disk_is_a_message_naming_the_folder_and_the_space(tmp_path, caps
     monkeypatch.setattr(safetensors.torch, "save_file", full_at_second)
     with pytest.raises(OSError, match=f"the disk is full.*It needs {re.escape(g.memory.format_bytes(whole))}, and "):
         g.write_checkpoint(model, tmp_path / "ck", dtype=torch.float32, max_shard_bytes=1)  # a shard a tensor
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert list(tmp_path.iterdir()) == []
     # A run's model export names the run's folder, not the temporary one it was written in.
     monkeypatch.setattr(safetensors.torch, "save_file", full)
     result = T.train(small(13), quick(steps=1, warmup_steps=0), T.prepare_data("text", 50257), progress=False)
     with pytest.raises(OSError, match=f"could not write {re.escape(str(tmp_path / 'exported'))} \\(the disk"):
         T.export(result, tmp_path / "exported")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert list(tmp_path.iterdir()) == []
     # Measured not to fit before anything is written: said so, under the export's own name.
     monkeypatch.setattr(g.checkpoint, "disk_free", lambda path: 0)
     with pytest.raises(OSError, match=f"not enough room on the disk to write {re.escape(str(tmp_path / 'exported'))}"
                                       ": nothing was written"):
         T.export(result, tmp_path / "exported")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert list(tmp_path.iterdir()) == []
     monkeypatch.setattr(g.checkpoint, "disk_free", g.memory.disk_free)
     # A full quota (a shared JupyterHub's limit, Errno 122) is said as such, for the state as for a checkpoint.
     monkeypatch.setattr(safetensors.torch, "save_file", lambda *a, **k: (_ for _ in ()).throw(
@@ -789,7 +789,7 @@ def test_a_full_disk_is_a_message_naming_the_folder_and_the_space(tmp_path, caps
     with pytest.raises(OSError, match=f"could not write {re.escape(str(tmp_path / 'exported'))} \\(this account's "
                                       "disk quota is used up\\)"):
         T.export(result, tmp_path / "exported")  # the run's model, written first at each checkpoint
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    assert list(tmp_path.iterdir()) == []
     # Any other error of safetensors' is left as it is.
     monkeypatch.setattr(safetensors.torch, "save_file", lambda *a, **k: (_ for _ in ()).throw(
         SafetensorError("invalid tensor")))
@@ -830,7 +830,8 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
     assert "no HF layout to export" in capsys.readouterr().err and not (tmp_path / "c").exists()
     for bad, message in ((["--lr", "0"], "lr must be a positive number, got 0.0"),
                          (["--seq-len", "100000"], "--seq-len 100000 is longer than the model's context"),
-                         (["--threads", "0"], "--threads must be at least 1"),
+                         (["--threads", "0"], "--threads must be in 1 .. "),
+                         (["--threads", "100000"], "--threads must be in 1 .. "),  # thousands crashed torch
                          # torch's seeds: a bigger one failed after the corpus was read, leaving an empty --out
                          (["--seed", str(2**63)], f"seed must be in 0 .. 2**63 - 1, got {2**63}"),
                          (["--seed", "-1"], "seed must be in 0 .. 2**63 - 1, got -1")):
@@ -839,6 +840,32 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
     for name in ("course-step-1", "course-step-001", "course-step-+3", "course-step-00"):
         assert T.main([name, "--out", str(tmp_path / "e")]) == 2
         assert "course-step-01 .. course-step-13 (two digits)" in capsys.readouterr().err
+
+
+def test_a_run_refused_or_stopped_before_its_first_checkpoint_leaves_no_empty_out(tmp_path, capsys, monkeypatch):
+    # The folders the command made go again; one that held something before, or got a checkpoint, stays.
+    tiny = ["--steps", "2", "--batch-size", "2", "--seq-len", "16", "--no-progress"]
+
+    def no_corpus(*a, **k):
+        raise FileNotFoundError(2, "No such file or directory", "data/corpus/shakespeare.txt")
+    monkeypatch.setattr(T, "prepare_data", no_corpus)
+    out = tmp_path / "new" / "run"
+    assert T.main(["course-step-13", "--out", str(out), *tiny]) == 2
+    assert "shakespeare.txt" in capsys.readouterr().err and not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    assert T.main(["course-step-13", "--out", str(tmp_path / "mine"), *tiny]) == 2
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    monkeypatch.undo()
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(T, "train", ctrl_c)
+    assert T.main(["course-step-13", "--out", str(out), *tiny]) == 130  # Ctrl-C before the first step
+    assert not (tmp_path / "new").exists()
+    monkeypatch.undo()
+    assert T.main(["course-step-13", "--out", str(out), *tiny]) == 0  # a run that wrote its checkpoints keeps them
+    assert (out / T.STATE_DIR).is_dir()
 
 
 def test_cli_reports_a_diverged_run_without_a_traceback(tmp_path, capsys):
