@@ -323,7 +323,7 @@ def lm_loss(model: GPT, x: torch.Tensor, y: torch.Tensor, vocab: CorpusVocab | N
 @torch.no_grad()
 def mean_loss(model: GPT, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
               vocab: CorpusVocab | None = None) -> float:
-    """Mean next-token loss (nats) a target token over ``batches`` of (inputs, targets), with dropout off."""
+    """Mean next-token loss (nats) per target token over ``batches`` of (inputs, targets), with dropout off."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
