@@ -357,3 +357,39 @@ def test_the_largest_weights_get_a_scale_the_loader_takes_and_saturate():
     assert scales.max().item() == MAX_FINITE_SCALE
     back = dequantize(blocks, scales, torch.float32)
     assert back.isfinite().all() and back[0, :3].tolist() == [6 * 2.0 ** 125, 6 * 2.0 ** 125, -6 * 2.0 ** 125]
+
+
+# ---- found by mutation testing: scales' dtype, zero widths, zero blocks, int8's step --------------
+
+def test_dequantize_refuses_scales_that_are_not_uint8():
+    # Scale bytes read as int32 or float (a hand-made tensor, a file edited with numpy) unpacked without a word;
+    # the blocks' own dtype was checked, the scales' was not.
+    blocks = torch.zeros(2, 3, 4, 16, dtype=torch.uint8)
+    for dtype in (torch.int32, torch.float32):
+        with pytest.raises(TypeError, match="uint8"):
+            mxfp4.dequantize(blocks, torch.full((2, 3, 4), 127, dtype=dtype))
+
+
+def test_a_weight_of_width_0_round_trips():
+    # quantize takes [rows, 0] (G = 0 blocks a row); dequantize must give [rows, 0] back, not divide by G.
+    for shape in ((4, 0), (2, 3, 0)):
+        back = mxfp4.dequantize(*mxfp4.quantize(torch.zeros(shape)), torch.float32)
+        assert back.shape == shape and back.dtype == torch.float32
+
+
+def test_an_all_zero_block_gets_scale_byte_0():
+    # frexp(0) gives exponent 0, i.e. scale byte 127; quantize writes 0 instead (the smallest scale, as
+    # assert_scale_is_smallest_that_fits documents), so a zero block's bytes do not depend on that detail.
+    w = torch.zeros(3, 64)
+    w[1, 32:] = torch.linspace(-1, 1, 32)
+    _, scales = mxfp4.quantize(w)
+    assert scales[0].tolist() == [0, 0] and scales[1, 0].item() == 0 and scales[2].tolist() == [0, 0]
+    assert_scale_is_smallest_that_fits(w, scales)
+
+
+def test_quantization_errors_int8_is_exact_on_whole_numbers_up_to_127():
+    # Per-row absmax int8 has a step of absmax / 127: a row of the integers -127..127 is held exactly (a step of
+    # absmax / 128 would round most of them), while MXFP4 is not exact there.
+    w = torch.cat([torch.arange(-127.0, 128.0), torch.zeros(1)]).reshape(1, 256)
+    err = mxfp4.quantization_error(w)
+    assert err["int8"] == 0.0 and err["bf16"] == 0.0 and err["mxfp4"] > 0.0
