@@ -516,6 +516,7 @@ def _check_finite(path: Path, sound: list[tuple[str, torch.Tensor | None]], dtyp
     if not checked:
         return
     damaged = [name for (name, _), ok in zip(checked, torch.stack([ok for _, ok in checked]).tolist()) if not ok]
+    damaged = list(dict.fromkeys(damaged))  # a scales tensor is checked as bytes and as the values it unpacks to
     if not damaged:
         return
     named = f"{path}: tensor(s) {', '.join(map(repr, damaged[:5]))}" + (
@@ -619,6 +620,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
                 # Packed on disk, dense in the model: dequantize once both halves have arrived.
                 base, kind = target.rsplit("_", 1)
                 pending.setdefault(base, {})[kind] = (name, value.to(device))
+                if kind == "scales" and value.numel():
+                    # The bytes too, not only what they unpack to: scale 255 (MXFP4's NaN) over codes of 0 unpacks
+                    # to finite zeros, and scales 253 to 255 to finite values in float64.
+                    sound.append((name, pending[base][kind][1].max() <= mxfp4.MAX_FINITE_SCALE))
                 if len(pending[base]) == 2:
                     dense = _unpack_pair(base, pending.pop(base), tuple(expected[base].shape), dtype)
                     place(base, dense, name, tuple(dense.shape))

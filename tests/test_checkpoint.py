@@ -434,8 +434,10 @@ def _tensor_bytes(folder) -> int:
     return sum(t.numel() * t.element_size() for f in folder.glob("*.safetensors") for t in load_file(f).values())
 
 
+# ("original", False): the original/ layout packs the experts whatever mxfp4 says, and the size check must count
+# them packed too (found by mutation testing: counted from a dense model, the check crashed on its meta tensors).
 @pytest.mark.parametrize("layout,mxfp4,dtype", [("hf", True, torch.bfloat16), ("hf", False, torch.float32),
-                                                ("original", True, torch.bfloat16)])
+                                                ("original", True, torch.bfloat16), ("original", False, torch.float32)])
 def test_a_disk_without_room_is_found_before_anything_is_written(tmp_path, monkeypatch, layout, mxfp4, dtype):
     """The size is known before the write: exactly the tensors' bytes, said in full, with nothing written."""
     model = small_gptoss()
@@ -1134,6 +1136,20 @@ def test_nan_or_infinite_weights_and_the_nan_scale_are_refused_by_name(tmp_path,
         with pytest.raises(g.CheckpointError) as e:
             g.load_model(path, keep_mxfp4=keep_mxfp4)
         assert f"tensor(s) {name!r} hold NaN or infinite values" in str(e.value)
+    if not keep_mxfp4:  # unpacked, the scale bytes are checked too, not only the values they give
+        blocks = scales.replace("_scales", "_blocks")
+        for scale, dtype, zero_codes in ((255, torch.float32, True), (255, torch.float64, False),
+                                         (253, torch.float64, False)):
+            bad = dict(tensors)
+            bad[scales] = tensors[scales].clone()
+            bad[scales].view(-1)[1] = scale
+            if zero_codes:  # NaN's scale over codes of 0 unpacks to zeros: finite in any dtype
+                bad[blocks] = tensors[blocks].clone()
+                bad[blocks].view(-1, 16)[1] = 0
+            save_file(bad, str(path / "model.safetensors"), metadata={"format": "pt"})
+            with pytest.raises(g.CheckpointError) as e:
+                g.load_model(path, dtype=dtype)
+            assert f"tensor(s) {scales!r} hold NaN or infinite values (or MXFP4 scale bytes above 252" in str(e.value)
     if keep_mxfp4:  # packed, a scale of 253 or 254 is found as it is placed; dense, as the values it gives
         for scale in (253, 254):
             bad = dict(tensors)
@@ -1494,3 +1510,138 @@ def test_where_copy_from_files_is_set_a_loaded_model_keeps_no_file_mapped(writte
         assert mapped() != copy
         del model
         gc.collect()
+
+
+# ---- found by mutation testing: layout detection, a shard name's length limit -------------------------------
+
+def test_a_hugging_face_config_that_also_says_num_experts_is_read_as_hugging_faces(written):
+    """The Hub's gpt-oss config.json carries OpenAI's 'experts_per_token' beside 'num_experts_per_tok', and
+    transformers takes 'num_experts' for 'num_local_experts': with both, only 'model_type' tells the layouts apart
+    (read as original/, it was refused as missing OpenAI's keys)."""
+    config = json.loads((written / "config.json").read_text())
+    assert config["model_type"] == "gpt_oss" and "experts_per_token" in config
+    (written / "config.json").write_text(json.dumps({**config, "num_experts": config["num_local_experts"]}))
+    cfg, layout, _ = ck.read_config(written)
+    assert layout == "gpt_oss" and cfg.n_experts == config["num_local_experts"]
+    g.load_model(written)
+
+
+def test_a_shard_name_of_256_bytes_is_refused_and_one_of_255_is_looked_for(written):
+    """255 bytes is the longest file name: one byte more gave an OSError ("File name too long") from the check
+    that the shard exists, not the CheckpointError that says the index is damaged."""
+    names = list(load_file(written / "model.safetensors"))
+    (written / ck.INDEX_FILE).write_text(json.dumps({"metadata": {}, "weight_map": dict.fromkeys(names, "x" * 256)}))
+    with pytest.raises(g.CheckpointError, match="of 256 bytes, longer than a file name can be"):
+        g.load_model(written)
+    (written / ck.INDEX_FILE).write_text(json.dumps({"metadata": {}, "weight_map": dict.fromkeys(names, "x" * 255)}))
+    with pytest.raises(g.CheckpointError, match="missing shard\\(s\\) x{255} named in"):
+        g.load_model(written)
+
+
+def test_six_missing_tensors_are_five_named_and_one_more(written):
+    # The boundary of the "and N more" count: with six missing, the sixth must still be counted, not dropped.
+    gone = [f"model.layers.{i}.{part}" for i in range(3) for part in ("self_attn.sinks", "input_layernorm.weight")]
+    rewrite(written, lambda t: [t.pop(n) for n in gone])
+    with pytest.raises(g.CheckpointError, match=r"missing tensor\(s\) ([\w.]+, ){4}[\w.]+ and 1 more \(for"):
+        g.load_model(written)
+
+
+def test_a_float64_checkpoint_loads_in_the_dtype_asked_for(tmp_path):
+    """Every weight is cast to load_model's dtype whatever the file holds; only MXFP4's bytes stay uint8
+    (a float64 file's weights kept float64 would make a float32 model compute in mixed precision)."""
+    path = g.write_checkpoint(small_gptoss(), tmp_path / "ck", dtype=torch.float64)
+    for keep_mxfp4 in (False, True):
+        model = g.load_model(path, dtype=torch.float32, keep_mxfp4=keep_mxfp4)
+        dtypes = {t.dtype for t in model.state_dict().values()}
+        assert dtypes == ({torch.float32, torch.uint8} if keep_mxfp4 else {torch.float32}), dtypes
+
+
+def test_a_missing_tensor_of_a_gpt2_file_without_the_transformer_prefix_is_named_as_the_file_names_it(tmp_path):
+    # The Hub's GPT-2 files name their tensors h.0.ln_1.weight, not transformer.h.0.ln_1.weight: the message must
+    # say the name the learner can find in that file.
+    model = randomize(g.GPT(g.preset("gpt2-tiny")), seed=3)
+    path = g.write_checkpoint(model, tmp_path / "gpt2", dtype=torch.float32)
+    tensors = {n.removeprefix("transformer."): t for n, t in load_file(path / "model.safetensors").items()}
+    tensors.pop("h.1.ln_2.weight")
+    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(g.CheckpointError, match=r"missing tensor\(s\) h\.1\.ln_2\.weight \(for the model's "
+                                                r"blocks\.1\.mlp_norm\.weight"):
+        g.load_model(path)
+
+
+def test_the_shape_said_for_missing_tensors_is_the_first_ones(written):
+    # "(for the model's X, shape S)": S is X's shape, here an expert's (8, 64, 64), not the last missing one's.
+    rewrite(written, lambda t: [t.pop(n) for n in ("model.layers.0.mlp.experts.down_proj_scales",
+                                                   "model.layers.2.self_attn.sinks")])
+    with pytest.raises(g.CheckpointError, match=re.escape("(for the model's blocks.0.mlp.experts.down_proj, "
+                                                          "shape (8, 64, 64))")):
+        g.load_model(written)
+
+
+def test_packed_experts_missing_both_halves_are_named_by_both(written):
+    # Loaded dense, an expert is made of two tensors of the file: when neither came, both are named.
+    half = "model.layers.1.mlp.experts.gate_up_proj"
+    rewrite(written, lambda t: [t.pop(half + "_blocks"), t.pop(half + "_scales")])
+    with pytest.raises(g.CheckpointError, match=re.escape(f"missing tensor(s) {half}_blocks and {half}_scales (for")):
+        g.load_model(written)
+
+
+def test_packed_scales_past_252_are_refused_in_the_original_layout_too(tmp_path):
+    # OpenAI's layout names them block.N.mlp.mlp1_weight.scales (a dot, not _scales): refused before writing too.
+    model = g.load_model(g.write_checkpoint(small_gptoss(), tmp_path / "ck"), dtype=torch.bfloat16, keep_mxfp4=True)
+    next(b for n, b in model.named_buffers() if n.endswith("gate_up_proj_scales")).view(-1)[0] = 255
+    with pytest.raises(ValueError, match=r"block\.0\.mlp\.mlp1_weight\.scales holds scale bytes up to 255, past 252"):
+        g.write_checkpoint(model, tmp_path / "original", layout="original")
+    assert not (tmp_path / "original").exists()
+
+
+def test_a_gpt2_loaded_with_keep_mxfp4_reports_no_mxfp4_experts(tmp_path):
+    # keep_mxfp4 applies to gpt-oss's experts: GPT-2 has none, and its report must not say they stay packed.
+    path = g.write_checkpoint(randomize(g.GPT(g.preset("gpt2-tiny")), seed=3), tmp_path / "gpt2")
+    report = g.load_model(path, keep_mxfp4=True).load_report
+    assert not report.packed_experts and "MXFP4" not in str(report)
+
+
+def test_a_tensor_whose_bytes_torch_cannot_take_is_named(written):
+    # safetensors opens a file holding an F6_E3M2 tensor (a dtype torch has no type for), and fails only in
+    # get_tensor: that failure must be a CheckpointError naming the file and the tensor, not safetensors' own error.
+    import struct
+
+    rewrite(written, lambda t: t.pop("model.norm.weight"))
+    header = json.dumps({"model.norm.weight": {"dtype": "F6_E3M2", "shape": [64], "data_offsets": [0, 48]}}).encode()
+    header += b" " * (-len(header) % 8)
+    (written / "extra.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bytes(48))
+    with pytest.raises(g.CheckpointError, match=r"extra\.safetensors: tensor 'model\.norm\.weight' cannot be read"):
+        g.load_model(written)
+
+
+def test_a_loaded_models_weights_require_grad_and_its_packed_bytes_do_not(tmp_path):
+    # Fine-tuning starts from a loaded checkpoint: weights loaded as frozen tensors would never train (their .grad
+    # stays None), while uint8 bytes cannot require a gradient at all.
+    path = g.write_checkpoint(small_gptoss(), tmp_path / "ck")
+    for keep_mxfp4 in (False, True):
+        model = g.load_model(path, keep_mxfp4=keep_mxfp4)
+        params = dict(model.named_parameters())
+        assert params and all(p.requires_grad for p in params.values() if p.is_floating_point())
+        assert not any(t.requires_grad for t in model.state_dict(keep_vars=True).values() if t.dtype == torch.uint8)
+
+
+def test_packed_halves_are_let_go_once_unpacked(written, monkeypatch):
+    """Loading dense, each expert's blocks and scales are dropped as soon as they are unpacked: kept to the end of the
+    load, they would hold the whole packed model (12 GiB of gpt-oss-20b, on the GPU) beside the dense one."""
+    import weakref
+
+    monkeypatch.setattr(ck, "COPY_FROM_FILES", True)  # each tensor its own memory, as on Windows (or on a GPU)
+    real, refs, alive = ck.iter_tensors, [], []
+
+    def watched(files):
+        for name, tensor in real(files):
+            # The loader still holds the tensor it was given last (its loop variable), and nothing older.
+            alive.extend(n for n, ref in refs[:-1] if ref() is not None)
+            if name.endswith(("_blocks", "_scales")):
+                refs.append((name, weakref.ref(tensor)))
+            yield name, tensor
+
+    monkeypatch.setattr(ck, "iter_tensors", watched)
+    g.load_model(written)
+    assert len(refs) == 4 * ck.read_config(written)[0].n_layers and alive == [], alive  # two packed projections a layer
