@@ -396,6 +396,17 @@ def test_plan_adds_up_and_says_whether_it_fits():
     assert "12.82 GiB" in text and "fits" in text and "KV cache (4096 positions)" in text
 
 
+
+def test_a_plan_for_a_batch_holds_a_cache_for_each_sequence():
+    """Every sequence of a batch has its own keys and values (and activations); the weights are shared. No test
+    planned a batch, so a plan whose KV cache ignored ``batch`` went unnoticed."""
+    cfg = CONFIGS["20b"]
+    one = memory.plan(cfg, 4096, gpu_bytes=0, prompt_tokens=512)
+    eight = memory.plan(cfg, 4096, gpu_bytes=0, prompt_tokens=512, batch=8)
+    assert eight.kv_cache == 8 * one.kv_cache == memory.kv_cache_bytes(cfg, 4096, batch=8)
+    assert eight.workspace == memory.workspace_bytes(cfg, 512, 4096, batch=8, last_only=True) > one.workspace
+    assert eight.weights == one.weights  # shared by the batch
+
 def test_plan_without_a_gpu_figure(monkeypatch):
     monkeypatch.setattr(memory, "gpu_memory", lambda: None)
     p = memory.plan(CONFIGS["20b"], 1024)

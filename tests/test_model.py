@@ -157,8 +157,9 @@ def test_kv_cache_update_returns_what_the_step_attends_over(monkeypatch):
         g.attention.KVCache(cfg, 1, 65)
 
 
-# (8, 1): one position past the window of 8 written, where going back two is the first refusal.
-@pytest.mark.parametrize("prefill, steps", [(5, 2), (22, 3), (6, 4), (8, 1)])
+# (8, 1): one position past the window of 8 written, where going back two is the first refusal. (6, 2): exactly
+# the window written, nothing overwritten yet: every way back is exact, none refused.
+@pytest.mark.parametrize("prefill, steps", [(5, 2), (22, 3), (6, 4), (8, 1), (6, 2)])
 def test_rewinding_the_cache_is_exact_or_refused(prefill, steps):
     """Going back one position re-does a step exactly; further back, once a rolling buffer has wrapped,
     the keys a query would see are overwritten: that is refused, not answered with wrong logits (it was).
@@ -254,8 +255,9 @@ def test_stop_tokens_may_be_one_id_a_tensor_or_numpy_ints():
     want = tokens[:tokens.index(stop) + 1]
     unseen = next(t for t in range(50) if t not in want)  # a second stop id the reply never reaches
     # A tensor hashes by identity: a set of them never held the sampled int, and the reply ran on.
+    # Tensors of several ids, in any shape: every id in them stops (not only the first).
     for given in (stop, [stop], torch.tensor([stop]), torch.tensor(stop), [torch.tensor(stop)], [np.int64(stop)],
-                  (stop, unseen)):
+                  (stop, unseen), torch.tensor([unseen, stop]), torch.tensor([[unseen], [stop]])):
         got = generate(model, [1], max_new_tokens=40, temperature=1.0, seed=11, stop_tokens=given)
         assert (got.tokens, got.stop_reason) == (want, "stop_token"), given
     assert generate(model, [1], max_new_tokens=3, seed=11, stop_tokens=None).stop_reason == "max_new_tokens"
@@ -551,3 +553,34 @@ def test_a_cache_made_in_inference_mode_and_stepped_outside_it_says_what_to_do()
     with torch.inference_mode():
         model(ids[:, :1], cache)  # in its own mode it goes on
     assert cache.length == 7
+
+
+# ---- found by mutation testing: a stop token drawn first, prefill against decode time ----------------------
+
+
+def test_a_stop_token_drawn_as_the_first_token_ends_the_reply_there():
+    """The first token comes from the prefill's logits, not a decode step: a check skipped there let a reply whose
+    first token is the end (an empty answer) run on past it."""
+    model = randomize(g.GPT(g.preset("gpt2-tiny").replace(vocab_size=50)), seed=5, std=0.02)
+    first = generate(model, [1, 2], max_new_tokens=1, temperature=0).tokens[0]
+    out = generate(model, [1, 2], max_new_tokens=10, temperature=0, stop_tokens=[first])
+    assert (out.tokens, out.stop_reason) == ([first], "stop_token")
+
+
+def test_the_prefill_is_timed_apart_from_the_decode_steps(monkeypatch):
+    """On a clock that the prefill moves by 10 s and each decode step by 1 s: the first token's time is the
+    prefill's, and tokens/s counts only the steps after it."""
+    import types
+
+    clock = [0.0]
+    monkeypatch.setattr(g.generate, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    model = g.GPT(g.preset("gpt2-tiny").replace(vocab_size=50)).eval()
+    forward = model.forward
+
+    def timed(ids, cache=None, last_only=False):
+        clock[0] += 10.0 if last_only else 1.0  # generation's prefill asks for the last logits only
+        return forward(ids, cache, last_only=last_only)
+
+    monkeypatch.setattr(model, "forward", timed)
+    out = generate(model, [1, 2], max_new_tokens=5, temperature=0)
+    assert (out.prefill_seconds, out.decode_seconds, out.tokens_per_second) == (10.0, 4.0, 1.0)

@@ -172,3 +172,32 @@ def test_max_new_tokens_that_is_no_whole_number_is_named(value):
     model = g.GPT(g.preset("gpt2-tiny").replace(vocab_size=50, context_length=16)).eval()
     with pytest.raises(ValueError, match=r"max_new_tokens must be a whole number, 0 or more \(an int\), got"):
         generate(model, [1, 2], max_new_tokens=value)
+
+
+# ---- found by mutation testing: the 1e-20 threshold, near-ties at a tiny temperature, top_p = 1 ----------
+
+
+@pytest.mark.parametrize("temperature", [1e-21, 1e-25])
+def test_below_1e_20_a_temperature_whose_division_would_overflow_is_greedy(temperature):
+    """The threshold is 1e-20, not lower: 1e18 / 1e-21 overflows float32 to inf (softmax: NaN, multinomial an
+    error), and a threshold moved down to 1e-30 let such a temperature divide."""
+    logits = torch.tensor([0.0, 1e18, -1e18])
+    gen = torch.Generator().manual_seed(0)
+    assert [sample_next(logits, temperature, 1.0, gen) for _ in range(5)] == [1] * 5
+
+
+def test_a_tiny_temperature_draws_the_top_token_not_one_just_below_it():
+    """Only the logits equal to the top are kept: one a millionth below it has probability 0 at 1e-30."""
+    logits = torch.tensor([3.0 - 2**-20, 3.0, 2.5, 3.0 - 2**-20])
+    gen = torch.Generator().manual_seed(0)
+    assert {sample_next(logits, 1e-30, 1.0, gen) for _ in range(40)} == {1}
+
+
+def test_top_p_of_one_hands_every_token_with_any_probability_to_the_draw(monkeypatch):
+    """top_p = 1 skips the nucleus: run anyway, its float64 cumulative mass reaches the whole sum before a token of
+    probability 4e-44 (a float32 denormal), and cut it. (Skipping it also spares gpt-oss a sort of 201,088 at
+    every token.)"""
+    seen = []
+    monkeypatch.setattr(torch, "multinomial", lambda probs, n, generator=None: seen.append(probs) or torch.zeros(1))
+    sample_next(torch.tensor([0.0, -100.0]), 1.0, 1.0)
+    assert seen[0][1] > 0 and torch.equal(seen[0], torch.softmax(torch.tensor([0.0, -100.0]), dim=-1))

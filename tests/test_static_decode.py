@@ -267,6 +267,29 @@ def test_full_cache_and_bad_caches_are_clear_errors() -> None:
         CUDAGraphDecoder(g.GPT(config("gpt2-tiny").replace(dropout=0.1)), model.new_cache(1, 4))
 
 
+
+def test_after_static_steps_the_cache_goes_back_one_position_exactly_and_no_further() -> None:
+    """The static step writes the rolling buffers without KVCache.update, so only the cache's own count of the
+    furthest length reached remembers what they hold: counted from the current length instead, two steps back of
+    one each were let through, and the query redone saw a key from its own future."""
+    cfg = config("gpt-oss-tiny")
+    model = randomize(g.GPT(cfg), seed=2)
+    ids = torch.randint(0, cfg.vocab_size, (1, 24), generator=torch.Generator().manual_seed(2))
+    cache = model.new_cache(1, 24)
+    with torch.no_grad():
+        full = model(ids)[0]
+        model(ids[:, :3], cache)
+        decoder = CUDAGraphDecoder(model, cache)
+        for t in range(3, 20):  # 20 > the window of 8: the buffers have wrapped
+            decoder(ids[:, t])
+        cache.length -= 1  # one back: the last step redone
+        torch.testing.assert_close(decoder(ids[:, 19])[0], full[19], rtol=RTOL, atol=ATOL)
+        cache.length -= 1
+        with pytest.raises(ValueError, match="cannot go back to 18 positions, 20 having been written"):
+            cache.length -= 1
+    assert cache.length == 19
+
+
 # ------------------------------------------------- what a CUDA graph cannot record, caught on a CPU
 
 HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__int__", "__float__", "__index__")
