@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
@@ -59,15 +61,31 @@ class KVCache:
         wrapped = [n for n in self.slots if n < self.max_len and written > n] if 0 < value < written - 1 else []
         if wrapped:
             n = min(wrapped)
+            # After a step that stopped part-way, the furthest length written is no place to go back to either.
+            later = "" if self._part_way() else f"Go back to {written - 1} at the earliest, or "
             raise ValueError(
                 f"the cache cannot go back to {value} positions, {written} having been written: its sliding-window "
                 f"layers keep only their last {n}, and positions {written - n - 1} and before are overwritten, "
-                f"though a query at position {value} would see them. Go back to {written - 1} at the earliest, "
-                "or to 0 (start over)")
+                f"though a query at position {value} would see them. {later or 'Go back '}to 0 (start over)")
         self._length = value
         self._written = 0 if value == 0 else max(written, value)
         if value == 0:
             self._layer_written = [0] * len(self.slots)
+
+    def check_step(self, start: int, layers: Iterable[int] | None = None) -> None:
+        """Refuse a step from position ``start`` whose keys a step that stopped part-way has overwritten."""
+        for layer in range(len(self.slots)) if layers is None else layers:
+            n, ahead = self.slots[layer], self._layer_written[layer]
+            if n < self.max_len and ahead > n and start < ahead - 1:
+                raise RuntimeError(f"layer {layer}'s sliding-window buffer already holds positions up to {ahead - 1}, "
+                                   "written by a step that stopped part-way (an error or Ctrl-C inside the model), "
+                                   f"and they overwrote keys that position {start} needs: start over with "
+                                   "cache.length = 0, or make a new cache with model.new_cache()")
+
+    def _part_way(self) -> bool:
+        """Whether a step stopped part-way: some layers wrote past ``length``, others did not."""
+        furthest = max(self._layer_written)
+        return furthest > self._length and min(self._layer_written) < furthest
 
     def rolling(self, layer: int) -> bool:
         """Whether ``layer`` keeps a rolling buffer shorter than the cache (a sliding-window layer)."""
@@ -88,12 +106,8 @@ class KVCache:
             raise RuntimeError("this KV cache was made inside torch.inference_mode(), and PyTorch writes into such "
                                "tensors only there: step it under inference_mode too, or make the cache under "
                                "torch.no_grad() (model.new_cache())")
+        self.check_step(start, (layer,))
         ahead = self._layer_written[layer]
-        if n < self.max_len and ahead > n and start < ahead - 1:
-            raise RuntimeError(f"layer {layer}'s sliding-window buffer already holds positions up to {ahead - 1}, "
-                               f"written by a step that stopped part-way (an error or Ctrl-C inside the model), and "
-                               f"they overwrote keys that position {start} needs: start over with cache.length = 0, "
-                               "or make a new cache with model.new_cache()")
         self._layer_written[layer] = max(ahead, end)
         if end <= n:  # nothing has rolled over yet: position p sits in slot p
             keys[:, :, start:end] = k

@@ -204,6 +204,7 @@ class CUDAGraphDecoder:
         if self.cache.length >= self.cache.max_len:
             raise ValueError(f"the KV cache holds {self.cache.max_len} positions and all are filled: "
                              "make a larger cache (model.new_cache(batch, max_len)) to decode further")
+        self.cache.check_step(self.cache.length)  # before the step writes, as the eager path checks
         self.position.fill_(self.cache.length)
 
     @torch.no_grad()

@@ -499,8 +499,14 @@ def test_a_step_that_stops_part_way_cannot_be_retried_on_overwritten_keys(monkey
         with pytest.raises(RuntimeError, match=r"layer 0's sliding-window buffer already holds positions up to 23, "
                                                r"written by a step that stopped part-way.*cache.length = 0"):
             model(ids[:, 12:16], cache)
-        with pytest.raises(ValueError, match="cannot go back to 11 positions, 24 having been written"):
+        with pytest.raises(ValueError, match="cannot go back to 11 positions, 24 having been written") as e:
             cache.length = 11
+        # Not "go back to 23": the layers after layer 0 never wrote 12..22, and their logits would be 1.35 off.
+        assert "Go back to 23" not in str(e.value) and str(e.value).endswith("Go back to 0 (start over)")
+        from gptoss_edu.static_decode import CUDAGraphDecoder  # the chats' decode step refuses it as the eager one
+        with pytest.raises(RuntimeError, match=r"layer 0's sliding-window buffer already holds positions up to 23"):
+            CUDAGraphDecoder(model, cache, False)(int(ids[0, 12]))
+        assert cache.length == 12  # refused before the step wrote anything
         cache.length = 0  # starting over is always right
         torch.testing.assert_close(torch.cat([model(ids[:, s:s + 6], cache) for s in range(0, 30, 6)], 1), full,
                                    rtol=1e-5, atol=1e-5)
