@@ -74,6 +74,8 @@ class KVCache:
 
     def check_step(self, start: int, layers: Iterable[int] | None = None) -> None:
         """Refuse a step from position ``start`` whose keys a step that stopped part-way has overwritten."""
+        if max(self._layer_written) <= start + 1:  # the usual case, at every decode step: no layer wrote ahead
+            return
         for layer in range(len(self.slots)) if layers is None else layers:
             n, ahead = self.slots[layer], self._layer_written[layer]
             if n < self.max_len and ahead > n and start < ahead - 1:

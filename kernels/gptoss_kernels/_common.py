@@ -57,8 +57,9 @@ def interpreter_mode() -> bool:
             return bool(knobs.runtime.interpret)
         except (ImportError, AttributeError):  # a Triton older than its knobs (3.4)
             pass
-    # Triton's spelling of yes: any case, not trimmed (" 1" is no), and "y" counts.
-    return os.environ.get("TRITON_INTERPRET", "").lower() in ("1", "true", "y", "yes", "on")
+    from gptoss_edu.env import triton_interpret_flag  # Triton's spelling of yes, without Triton
+
+    return triton_interpret_flag()
 
 
 def writable_triton_cache() -> str | None:
