@@ -102,6 +102,8 @@ def load_corpus(path: str | Path | None = None) -> Corpus:
         split = json.loads(split_file.read_text())
     except json.JSONDecodeError as e:
         raise CorpusError(f"{split_file} is not valid JSON ({e}): restore it from the repository") from None
+    if not isinstance(split, dict) or not isinstance(split.get("plays"), list):
+        raise CorpusError(f"{split_file} has no list of plays: {restore_advice('data/corpus/')}")
     raw = text_file.read_bytes()
     digest = hashlib.sha256(raw).hexdigest()
     if digest != split.get("sha256"):
@@ -109,9 +111,14 @@ def load_corpus(path: str | Path | None = None) -> Corpus:
                           f"{split.get('sha256')}." + (crlf_hint(raw) or f" {sentence(restore_advice('data/corpus/'))}"))
     text = raw.decode("utf-8")
     plays = []
-    for entry in split["plays"]:
+    for i, entry in enumerate(split["plays"]):
+        # A hand-edited split.json is refused by name, not with a KeyError.
+        fields = ("title", "start", "end", "val_start")
+        if not isinstance(entry, dict) or any(k not in entry for k in fields):
+            raise CorpusError(f"{split_file}: play {i} lacks one of {', '.join(fields)}: "
+                              f"{restore_advice('data/corpus/')}")
         start, end, val = entry["start"], entry["end"], entry["val_start"]
-        if not 0 <= start < val < end <= len(text):
+        if not all(type(n) is int for n in (start, end, val)) or not 0 <= start < val < end <= len(text):
             raise CorpusError(f"split.json has impossible offsets for {entry['title']!r}: {start}, {val}, {end}")
         plays.append(Play(entry["title"], text[start:end], val - start))
     return Corpus(plays)

@@ -292,6 +292,22 @@ def test_impossible_split_offsets_are_refused(tmp_path, change):
         C.load_corpus(tmp_path / "corpus")
 
 
+@pytest.mark.parametrize("change, message", [
+    (lambda split: [split], "has no list of plays"),
+    (lambda split: {k: v for k, v in split.items() if k != "plays"}, "has no list of plays"),
+    (lambda split: {**split, "plays": [{k: v for k, v in split["plays"][0].items() if k != "end"}]},
+     "play 0 lacks one of title, start, end, val_start"),
+    (lambda split: {**split, "plays": ["HAMLET"]}, "play 0 lacks one of"),
+    (lambda split: {**split, "plays": [{**split["plays"][0], "val_start": "12"}]}, "impossible offsets for 'HAMLET'"),
+], ids=["a-list", "no-plays", "no-end", "a-string", "offset-a-string"])
+def test_a_split_file_of_the_wrong_shape_is_refused_by_name(tmp_path, change, message):
+    shutil.copytree(C.corpus_dir(), tmp_path / "corpus")
+    split_file = tmp_path / "corpus" / C.SPLIT_FILE
+    split_file.write_text(json.dumps(change(json.loads(split_file.read_text()))))
+    with pytest.raises(C.CorpusError, match=message):
+        C.load_corpus(tmp_path / "corpus")
+
+
 def test_speeches_need_a_speaker_line_and_text():
     text = "HAMLET:\n\nROSENCRANTZ & GUILDENSTERN:\nMy honoured lord!\n\n[Exit]\n"
     assert C.parse_speeches(text) == [C.Speech("ROSENCRANTZ & GUILDENSTERN", "My honoured lord!")]
