@@ -117,8 +117,11 @@ def temporary_folder(path: Path) -> Path:
 
 
 def set_aside(path: Path) -> list[Path]:
-    """The copies of ``path`` that cut-short replacements set aside (``.NAME.old-*``), the last one set aside last."""
-    return sorted(path.parent.glob(f".{glob.escape(path.name)}.old-*"), key=lambda p: p.lstat().st_ctime_ns)
+    """The copies of ``path`` that cut-short replacements set aside (``.NAME.old-XXXXXXXX``), the last one set aside last."""
+    # Only replace_folder's own names: a learner's ".state.old-before-lr-change" is a backup, never removed or put back.
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.old-[0-9a-f]{{8}}")
+    found = [p for p in path.parent.glob(f".{glob.escape(path.name)}.old-*") if pattern.fullmatch(p.name)]
+    return sorted(found, key=lambda p: p.lstat().st_ctime_ns)
 
 
 def leftovers(path: Path) -> list[Path]:

@@ -240,3 +240,118 @@ def test_a_folder_that_may_not_be_written_or_entered_is_read_only_for_you(tmp_pa
     real = os.access
     monkeypatch.setattr(os, "access", lambda path, mode: not mode & refused and real(path, mode))
     assert write_problem(tmp_path / "new" / "deeper") == f"{tmp_path} is read-only for you"
+
+
+# ---- found by mutation testing (review B): a dangling link, a failed swap, syncs, DiskFull, the lock --------
+
+
+def test_a_dangling_link_at_the_path_is_replaced_too(tmp_path):
+    """exists() is False for it, and a folder cannot be renamed onto a link (ENOTDIR): it is set aside first."""
+    target = tmp_path / "out"
+    target.symlink_to(tmp_path / "gone")
+    replace_folder(folder(tmp_path / ".out.new", "new"), target)
+    assert not target.is_symlink() and (target / "data.txt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_swap_that_fails_puts_the_old_version_back(tmp_path, monkeypatch):
+    target = folder(tmp_path / "state", "step 1")
+    real = os.replace
+    calls = []
+
+    def second_fails(src, dst):
+        calls.append(src)
+        if len(calls) == 2:  # the new folder into place
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", second_fails)
+    with pytest.raises(OSError, match=os.strerror(errno.EIO)):
+        replace_folder(folder(tmp_path / ".state.new", "step 2"), target)
+    monkeypatch.setattr(os, "replace", real)
+    assert (target / "data.txt").read_text() == "step 1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".state.new", "state"]  # no copy left aside
+
+
+@pytest.mark.skipif(os.name != "posix", reason="files and folders are fsynced on POSIX systems only")
+def test_a_written_file_and_its_rename_are_on_the_disk(tmp_path, monkeypatch):
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.fstat(fd).st_ino) or real(fd))
+    write_file(tmp_path / "f", b"data")
+    assert (tmp_path / "f").stat().st_ino in synced  # the bytes, before the rename (the inode stays the same)
+    assert tmp_path.stat().st_ino in synced  # and the rename
+
+
+def test_a_path_ending_in_dot_dot_is_the_folder_it_names(tmp_path, monkeypatch):
+    from gptoss_edu.files import away_from_here
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    assert away_from_here(tmp_path / "a" / "b" / "..", "", "x") == tmp_path / "a"  # a name to write beside
+
+
+def test_a_temporary_folder_is_a_leftover_once_its_write_is_killed(tmp_path):
+    from gptoss_edu.files import leftovers, temporary_folder
+
+    target = folder(tmp_path / "state", "step 1")
+    tmp = temporary_folder(target)
+    assert tmp.name.startswith(".") and leftovers(target) == [tmp]  # hidden, and found to remove
+
+
+def test_names_like_the_temporary_ones_but_not_theirs_are_the_users(tmp_path):
+    target = folder(tmp_path / "state", "step 1")
+    mine = [tmp_path / name for name in (".state.tmp-mine", ".state.tmp-hrlqefjb.bak", ".state.del-0123abcd.notes",
+                                         ".state.old-before-lr-change", ".state.old-0123abcd.bak")]
+    for path in mine:
+        path.write_text("mine")
+    assert remove_leftovers(target) == []
+    assert all(path.read_text() == "mine" for path in mine)
+
+
+def test_a_learners_old_named_backup_is_never_put_back_as_the_state(tmp_path):
+    """Deleting state/ to start over, beside a backup of one's own: the next run starts over, and the backup stays."""
+    backup = folder(tmp_path / ".state.old-before-lr-change", "my backup")
+    assert restore_folder(tmp_path / "state") is False
+    assert not (tmp_path / "state").exists() and (backup / "data.txt").read_text() == "my backup"
+
+
+def test_a_full_disk_message_names_the_free_space_and_a_temporary_folder_right_inside_tmp(tmp_path, monkeypatch):
+    import pickle
+    import shutil
+    import tempfile
+
+    from gptoss_edu.files import DiskFull
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 * 2**30, 9 * 2**30, 3 * 2**30))
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    message = str(DiskFull(tmp_path / "ck", 5 * 2**30, before=True))  # write_checkpoint("/tmp/ck")
+    assert "It needs 5.00 GiB, and 3.00 GiB are free on that disk" in message and "TMPDIR" in message
+    # Picklable as itself (a DataLoader worker, a process pool): the quota's advice survives the trip.
+    quota = pickle.loads(pickle.dumps(DiskFull(tmp_path / "ck", 2**30, quota=True)))
+    assert quota.quota and quota.errno == errno.EDQUOT and "quota" in str(quota)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="flock is POSIX")
+def test_a_lock_let_go_is_taken_again_by_the_next_hold(tmp_path):
+    import fcntl
+
+    from gptoss_edu.files import hold
+
+    def locked_by_someone(path: Path) -> bool:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    run = tmp_path / "run"
+    for _ in range(2):  # the second time as well: a process that trains twice
+        with hold(run, "training run"):
+            with hold(run, "training run"):  # nested
+                assert locked_by_someone(run)
+            assert locked_by_someone(run)
+        assert not locked_by_someone(run)
