@@ -1221,3 +1221,106 @@ def test_free_space_is_measured_where_the_blobs_land(tmp_path, monkeypatch):
     assert plan.free_bytes == 500 * 2**30 and plan.fits
     free[big / "blobs"] = 2**30
     assert not hub.plan_download(REPO).fits
+
+
+# ---- found by mutation testing (review B): messages' numbers and quoting, selection, older partial files -------
+
+def test_selection_is_sorted_takes_only_the_folders_named_and_says_everything_missing():
+    assert hub.select_files(list(reversed(REAL_FILES))) == hub.select_files(REAL_FILES)  # sorted, whatever the order
+    files = [("config.json", 1), ("model.safetensors", 2), ("originals/model.safetensors", 3), ("metal2/x.bin", 4)]
+    assert hub.select_files(files, include_original=True, include_metal=True) == files[:2]
+    with pytest.raises(hub.HubError, match=r"no config\.json and no \*\.safetensors weights at its root"):
+        hub.select_files([("README.md", 1)])
+
+
+def test_a_folder_named_like_a_shard_is_no_shard(tmp_path):
+    fill(tmp_path / "ck", [n for n in COURSE if n != SHARDS[1]])
+    (tmp_path / "ck" / SHARDS[1]).mkdir()
+    assert hub.missing_files(tmp_path / "ck") == [SHARDS[1]]
+
+
+def test_the_disk_messages_name_the_free_space_and_what_is_still_to_fetch(tmp_path, monkeypatch):
+    needed = sum(s for n, s in REAL_FILES if n in COURSE)
+    FakeHub(monkeypatch, free=needed // 2)
+    with pytest.raises(hub.NotEnoughDiskSpace) as e:
+        hub.download(REPO, tmp_path / "w", progress=False)
+    assert f"needs {hub.format_bytes(needed)}, and only {hub.format_bytes(needed // 2)} are free" in str(e.value)
+    # Filled up mid-way on a resume: what this run still had to fetch, not the whole checkpoint.
+    fill(tmp_path / "w", SHARDS[:2])
+    rest = needed - sum(dict(REAL_FILES)[n] for n in SHARDS[:2])
+
+    def full(repo_id, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    FakeHub(monkeypatch)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", full)
+    with pytest.raises(hub.NotEnoughDiskSpace, match=re.escape(f"(it needs {hub.format_bytes(rest)} in all)")):
+        hub.download(REPO, tmp_path / "w", progress=False)
+
+
+def test_a_read_only_file_system_during_the_download_says_to_write_elsewhere(tmp_path, monkeypatch):
+    def read_only(repo_id, **kw):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    FakeHub(monkeypatch)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", read_only)
+    with pytest.raises(hub.HubError, match="could not write to .*Read-only file system.*--local-dir DIR"):
+        hub.download(REPO, tmp_path / "w", progress=False)
+
+
+def test_the_command_advised_works_for_a_folder_with_a_space(tmp_path, monkeypatch):
+    import shlex
+
+    def cut(repo_id, **kw):
+        raise ConnectionError("reset")
+
+    FakeHub(monkeypatch)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", cut)
+    where = tmp_path / "my models"
+    with pytest.raises(hub.HubError) as e:
+        hub.download(REPO, where, progress=False)
+    command = str(e.value).split("`")[1]
+    assert shlex.split(command)[-2:] == ["--local-dir", str(where)]
+
+
+def test_unfinished_files_are_named_two_at_most_in_the_right_number(tmp_path, monkeypatch):
+    partial = tmp_path / "w" / ".cache" / "huggingface" / "download"
+    partial.mkdir(parents=True)
+    (partial / "abc.01234560.incomplete").write_bytes(b"x")
+    # An older huggingface_hub's partial file (<hash>.<etag>.incomplete): it resumes it, so it is not counted.
+    (partial / f"abc.{'0123abcd' * 5}.incomplete").write_bytes(b"x")
+    FakeHub(monkeypatch)
+    plan = hub.plan_download(REPO, tmp_path / "w")
+    assert plan.unfinished_note.startswith("1 unfinished file of downloads that were killed hold 1 B (")
+    for i in (1, 2):
+        (partial / f"abc.0123456{i}.incomplete").write_bytes(b"x")
+    note = hub.plan_download(REPO, tmp_path / "w").unfinished_note
+    assert "3 unfinished files" in note and "abc.01234561" in note and "abc.01234562" not in note and ", ...)" in note
+
+
+def test_an_unreachable_hub_names_a_proxy_set_for_all_protocols(tmp_path, monkeypatch):
+    import urllib.request
+
+    import httpx2
+
+    def refused(repo_id, revision=None):
+        raise httpx2.ConnectError("[Errno 111] Connection refused")
+
+    FakeHub(monkeypatch)
+    monkeypatch.setattr(hub, "list_repo_files", refused)
+    monkeypatch.setattr(urllib.request, "getproxies", lambda: {"all": "socks5://127.0.0.1:9"})
+    monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:9")
+    with pytest.raises(hub.WeightsUnavailable, match=r"through the proxy socks5://127.0.0.1:9 \(set in ALL_PROXY"):
+        hub.download(REPO, tmp_path / "w", progress=False)
+
+
+def test_a_mistyped_folder_is_said_with_what_its_parent_holds(tmp_path, monkeypatch):
+    """'data/tiny-gptoss' for data/tiny-gpt-oss: taken for a repository id, the message says which folder is missing."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "weights" / "tiny-gpt-oss").mkdir(parents=True)
+    with pytest.raises(hub.HubError) as e:
+        hub.download("weights/tiny-gptoss", progress=False)
+    assert str(e.value).startswith("there is no folder weights/tiny-gptoss (weights/ holds tiny-gpt-oss), so it was "
+                                   "taken for a Hub repository id, and the weights of weights/tiny-gptoss")
