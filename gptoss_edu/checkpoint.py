@@ -31,7 +31,7 @@ from .config import (ModelConfig, alternating_layer_types, check_layer_count, ch
                      read_whole)
 from .env import device_problem, is_container_limit, total_ram
 from .files import (DiskFull, away_from_here, is_no_room, leftovers, replace_folder, restore_folder, safetensors_path,
-                    save_tensors, set_aside, temporary_folder)
+                    save_tensors, set_aside, share, temporary_folder)
 from .hub import pickle_weights
 from .memory import disk_free, format_bytes, is_out_of_memory
 from .model import GPT
@@ -984,13 +984,7 @@ def write_checkpoint(model: GPT, path: str | Path, mxfp4: bool = True, dtype: to
             index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
             (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
         (tmp / "config.json").write_text(json.dumps(cfg_json, indent=2, sort_keys=True) + "\n")
-        # mkdtemp makes the folder private (0700), and safetensors its files (0600): a checkpoint gets the
-        # usual permissions, so that others on a shared machine (a class's students) can read it.
-        umask = os.umask(0)
-        os.umask(umask)
-        for f in tmp.iterdir():
-            os.chmod(f, 0o666 & ~umask)
-        os.chmod(tmp, 0o777 & ~umask)
+        share(tmp)
         replace_folder(tmp, path)
     except OSError as e:
         if not is_no_room(e) or isinstance(e, DiskFull):

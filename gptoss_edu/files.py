@@ -59,6 +59,17 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def share(folder: Path) -> None:
+    """Give a finished folder and its files the permissions the umask allows, as a plain mkdir and open would."""
+    # mkdtemp makes the folder private (0700), and safetensors its files (0600): a checkpoint gets the usual
+    # permissions, so that others on a shared machine (a class's students) can read it, unless the umask says not.
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in folder.iterdir():
+        os.chmod(f, 0o666 & ~umask)
+    os.chmod(folder, 0o777 & ~umask)
+
+
 def replace_folder(new: Path, path: Path) -> None:
     """Move the finished folder ``new`` (beside ``path``) to ``path``, in place of whatever is there.
 

@@ -41,7 +41,7 @@ from . import harmony
 from .checkpoint import CheckpointError, check_replaceable, write_checkpoint
 from .env import REPO
 from .files import (DiskFull, away_from_here, hold, is_no_room, remove_leftovers, replace_folder, restore_folder,
-                    safetensors_path, save_tensors, set_aside, temporary_folder)
+                    safetensors_path, save_tensors, set_aside, share, temporary_folder)
 from .config import LAST_STEP, ModelConfig, course_config, preset
 from .corpus import Corpus, load_corpus
 from .memory import is_out_of_memory
@@ -638,13 +638,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _share(folder: Path) -> None:
-    """Give a finished folder ordinary permissions (temporary folders and files start private)."""
-    os.chmod(folder, 0o755)
-    for f in folder.iterdir():
-        os.chmod(f, 0o644)
-
-
 def _replace_dir(tmp: Path, path: Path) -> None:
     """Move the finished folder ``tmp`` to ``path``; a replacement cut short earlier is undone first."""
     restore_folder(path)
@@ -677,7 +670,7 @@ def save_state(path: str | Path, result: TrainResult, optimizer: torch.optim.Opt
             "data": result.data_fingerprint, "threads": torch.get_num_threads(),
         }
         (tmp / STATE_JSON).write_text(json.dumps(meta, indent=1) + "\n")
-        _share(tmp)
+        share(tmp)
         _replace_dir(tmp, path)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -871,7 +864,7 @@ def export(result: TrainResult, path: str | Path, command: str | None = None, ab
         if about is not None:
             (folder / "TRAINING.md").write_text(training_markdown(result, about, command or "", exported),
                                               encoding="utf-8")  # the command line may name any folder
-        _share(folder)
+        share(folder)
         _replace_dir(folder, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

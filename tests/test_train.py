@@ -1480,3 +1480,283 @@ def test_the_exported_loss_is_measured_on_the_windows_training_measured(text_dat
     monkeypatch.setattr(T, "evaluate", counting)
     T.export(result, tmp_path / "exported", data=text_data)
     assert scored == [sum(len(x) for x, _ in text_data.val_batches(4, cfg.seq_len, 2))] == [8]
+
+
+# ---- found by mutation testing of train.py: boundaries and guards no test above reached ----------------------
+
+def test_each_settings_boundary_is_where_its_message_says():
+    """Each limit of TrainConfig at its edge: the value on the allowed side is taken, the other refused by name."""
+    for change, says in ((dict(steps=0, warmup_steps=0), r"steps, batch_size must be >= 1 and seq_len >= 2, got 0, "),
+                         (dict(batch_size=0), r"steps, batch_size must be >= 1 and seq_len >= 2, got 300, 0, "),
+                         (dict(seq_len=1), r"seq_len >= 2, got 300, 8, 1"),
+                         (dict(eval_every=0), r"must be >= 1, got 0, 8, 100"),  # it failed later: done % 0
+                         (dict(checkpoint_every=0), r"must be >= 1, got 50, 8, 0"),
+                         (dict(lr=1e-3, min_lr=-1e-9), "min_lr must be in 0..lr")):
+        with pytest.raises(ValueError, match=says):
+            T.TrainConfig(**change)
+    # The allowed edges: a constant rate (min_lr == lr), a cosine down to 0, the shortest windows.
+    assert T.TrainConfig(lr=1e-3, min_lr=1e-3).min_lr == 1e-3
+    assert T.TrainConfig(min_lr=0.0).min_lr == 0.0
+    assert T.TrainConfig(seq_len=2, steps=1, warmup_steps=0, eval_every=1, checkpoint_every=1).seq_len == 2
+
+
+def test_token_ids_outside_the_vocabulary_are_refused_at_the_edge():
+    ok = torch.arange(10)
+    assert T.TokenData(ok, ok, 10, "text").vocab_size == 10  # 9 is the last id of a vocabulary of 10
+    with pytest.raises(ValueError, match=r"train ids must lie in 0..9"):
+        T.TokenData(torch.arange(11), ok, 10, "text")  # id 10 is one past it
+    with pytest.raises(ValueError, match=r"val ids must lie in 0..9"):
+        T.TokenData(ok, torch.tensor([0, -1]), 10, "text")
+
+
+def test_the_data_fingerprint_sees_tokens_moved_between_the_splits():
+    """A corpus update that moves the split (data/corpus/split.json) keeps the same ids one after another:
+    resuming on it would mix two validation sets."""
+    ids = torch.arange(100)
+    a = T.TokenData(ids[:80].clone(), ids[80:].clone(), 100, "text")
+    b = T.TokenData(ids[:81].clone(), ids[81:].clone(), 100, "text")
+    assert a.fingerprint() != b.fingerprint()
+
+
+def test_validation_windows_are_spread_by_rounding_and_a_short_split_is_refused():
+    # 5 windows, 4 taken: linspace(0, 4, 4) = 0, 1.33, 2.67, 4 rounds to windows 0, 1, 3, 4 (not 0, 1, 2, 4).
+    data = T.TokenData(torch.arange(200), torch.arange(5 * 10 + 1), 200, "text")
+    rows = torch.cat([x for x, _ in data.val_batches(2, 10, 2)])
+    assert [int(r[0]) // 10 for r in rows] == [0, 1, 3, 4]
+    short = T.TokenData(torch.arange(200), torch.arange(10), 200, "text")  # 10 tokens: no window of 10 + 1
+    with pytest.raises(ValueError, match=r"the val split has 10 tokens, fewer than seq_len \+ 1 \(11\)"):
+        list(short.val_batches(2, 10, 1))
+
+
+def test_two_turn_chats_train_no_pair_of_speeches_twice():
+    from gptoss_edu import harmony
+    from gptoss_edu.corpus import Corpus, Play
+
+    text = "".join(f"A{i}:\nSpeech number {i}.\n\n" for i in range(200))
+    ids = T.harmony_ids(Corpus([Play("TEST", text, len(text) - 1)]), "train", seed=0).tolist()
+    ret = harmony.stop_tokens()[0]
+    pairs, start, two_turns = [], 0, 0
+    for i, t in enumerate(ids):
+        if t == ret:
+            turns = [m for m in harmony.parse_completion(ids[start: i + 1], role=None) if m.role != "system"]
+            two_turns += len(turns) == 4
+            pairs += [(q.text, a.text) for q, a in zip(turns[::2], turns[1::2])]
+            start = i + 1
+    assert two_turns > 5 and len(pairs) == len(set(pairs))  # each (speech, answer) is read once
+
+
+def test_a_sequence_as_long_as_the_context_trains_and_a_val_split_of_seq_len_tokens_is_refused(text_data):
+    model_cfg = small(1).replace(context_length=16)
+    done = T.train(model_cfg, quick(steps=1, warmup_steps=0, seq_len=16), text_data, progress=False)
+    assert done.step == 1
+    short_val = T.TokenData(text_data.train, text_data.val[:16].clone(), text_data.vocab_size, "text")
+    steps_run = []
+    with pytest.raises(ValueError, match=r"the val split has 16 tokens, fewer than seq_len \+ 1 \(17\)"):
+        T.train(small(1), quick(steps=2, seq_len=16), short_val, progress=False, on_step=steps_run.append)
+    assert steps_run == []  # refused before step 0, not at the first evaluation
+
+
+def test_a_non_finite_gradient_norm_or_aux_loss_stops_the_run_before_its_update(text_data, tmp_path, monkeypatch):
+    real_clip, real_aux = torch.nn.utils.clip_grad_norm_, T.aux_loss
+    calls = []
+
+    def inf_norm_at_step_2(params, max_norm):
+        calls.append(1)
+        norm = real_clip(params, max_norm)
+        return norm * math.inf if len(calls) == 2 else norm
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", inf_norm_at_step_2)
+    with pytest.raises(FloatingPointError, match="step 2 gave loss .*gradient norm inf.*diverged"):
+        T.train(small(13), quick(steps=3), text_data, out=tmp_path / "a", progress=False)
+    assert T.read_state_meta(tmp_path / "a" / T.STATE_DIR)["step"] == 1
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", real_clip)
+    calls.clear()
+
+    def inf_aux_at_step_2(model):
+        calls.append(1)
+        aux = real_aux(model)
+        return torch.tensor(math.inf) if len(calls) == 2 else aux  # no gradient: only the check can see it
+
+    monkeypatch.setattr(T, "aux_loss", inf_aux_at_step_2)
+    with pytest.raises(FloatingPointError, match="step 2 gave loss"):
+        T.train(small(13), quick(steps=3), text_data, out=tmp_path / "b", progress=False)
+    assert T.read_state_meta(tmp_path / "b" / T.STATE_DIR)["step"] == 1
+
+
+def test_a_failure_mid_step_resumes_exactly_with_dropout_too(text_data, tmp_path, monkeypatch):
+    """Out of memory in step 3, after its forward pass drew its dropout masks: the state of step 2 is kept, and
+    the resumed run draws step 3's masks again, as the uninterrupted run did (each step reseeds its dropout)."""
+    cfg = quick(steps=4)
+    assert small(1).dropout > 0
+    real, calls = T.lm_loss, []
+
+    def out_of_memory_in_step_3(*args, **kwargs):
+        calls.append(1)
+        loss = real(*args, **kwargs)
+        if len(calls) == 3:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+        return loss
+
+    monkeypatch.setattr(T, "lm_loss", out_of_memory_in_step_3)
+    with pytest.raises(RuntimeError, match="allocate"):
+        T.train(small(1), cfg, text_data, out=tmp_path / "run", progress=False)
+    monkeypatch.undo()
+    assert T.read_state_meta(tmp_path / "run" / T.STATE_DIR)["step"] == 2
+    resumed = T.train(small(1), cfg, text_data, out=tmp_path / "run", progress=False)
+    whole = T.train(small(1), cfg, text_data, progress=False)
+    assert resumed.resumed_from == 2
+    same_state(whole, resumed)
+
+
+def test_a_finished_run_is_saved_once_and_a_second_ctrl_c_saves_nothing(text_data, tmp_path, monkeypatch):
+    saves, real_save = [], T.save_run
+    monkeypatch.setattr(T, "save_run", lambda out, result: saves.append(result.step) or real_save(out, result))
+    T.train(small(13), quick(steps=2), text_data, out=tmp_path / "run", progress=False)
+    assert saves == [2]  # at the end, not again on the way out
+    T.train(small(13), quick(steps=2), text_data, out=tmp_path / "run", progress=False)
+    assert saves == [2]  # resumed with nothing left to run: nothing to write
+
+    def abort(result: T.TrainResult) -> None:  # the second Ctrl-C: "abort now", keeping only what is on disk
+        if result.step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        T.train(small(13), quick(steps=4), text_data, out=tmp_path / "aborted", progress=False, on_step=abort)
+    assert saves == [2] and not (tmp_path / "aborted" / T.STATE_DIR).exists()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="POSIX signals")
+def test_a_run_started_with_ctrl_c_ignored_still_stops_on_sigint_and_saves(text_data, tmp_path):
+    """A shell's background job (`make train &`) starts with SIGINT ignored: kill -INT still stops it after the step."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        result = T.train(small(13), quick(steps=4), text_data, out=tmp_path, progress=False, on_step=stop_after(2))
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # put back after the run
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert result.interrupted and result.step == 2
+    assert T.read_state_meta(tmp_path / T.STATE_DIR)["step"] == 2
+
+
+def test_a_model_folder_older_than_the_state_is_written_again(text_data, tmp_path, capsys):
+    cfg = quick(steps=4, checkpoint_every=2)
+
+    def keep_step_2(result: T.TrainResult) -> None:
+        if result.step == 2:
+            shutil.copytree(tmp_path / "run" / T.MODEL_DIR, tmp_path / "model-at-2")
+
+    T.train(small(13), cfg, text_data, out=tmp_path / "run", progress=False, on_step=keep_step_2)
+    shutil.rmtree(tmp_path / "run" / T.MODEL_DIR)
+    shutil.copytree(tmp_path / "model-at-2", tmp_path / "run" / T.MODEL_DIR)  # an older copy put back
+    capsys.readouterr()
+    T.train(small(13), cfg, text_data, out=tmp_path / "run", progress=False)
+    assert "model is from step 2, the state from step 4: the model is written again" in capsys.readouterr().err
+    assert T._exported_step(tmp_path / "run" / T.MODEL_DIR) == 4
+
+
+def test_a_course_step_without_hf_layout_resumed_finished_writes_nothing_and_says_no_model(tmp_path, capsys):
+    tiny = ["--steps", "2", "--batch-size", "2", "--seq-len", "16", "--warmup-steps", "0", "--no-progress"]
+    assert T.main(["course-step-05", "--out", str(tmp_path), *tiny]) == 0
+    before = (tmp_path / T.STATE_DIR / T.STATE_JSON).stat().st_mtime_ns
+    capsys.readouterr()
+    assert T.main(["course-step-05", "--out", str(tmp_path), *tiny]) == 0
+    err = capsys.readouterr().err
+    assert "written again" not in err and "is missing" not in err  # it has no model/ to be missing
+    assert (tmp_path / T.STATE_DIR / T.STATE_JSON).stat().st_mtime_ns == before
+
+
+def test_the_cli_says_once_that_an_old_state_s_data_cannot_be_checked(tmp_path, capsys):
+    tiny = ["--steps", "2", "--batch-size", "2", "--seq-len", "16", "--warmup-steps", "0", "--no-progress"]
+    assert T.main(["course-step-05", "--out", str(tmp_path), *tiny]) == 0
+    meta_file = tmp_path / T.STATE_DIR / T.STATE_JSON
+    meta = json.loads(meta_file.read_text())
+    del meta["data"]
+    meta_file.write_text(json.dumps(meta))
+    capsys.readouterr()
+    assert T.main(["course-step-05", "--out", str(tmp_path), *tiny]) == 0
+    assert capsys.readouterr().err.count("saved before training states recorded their data") == 1
+
+
+def test_the_cli_resumes_a_state_a_crash_left_set_aside_and_says_so(tmp_path, capsys):
+    tiny = ["--steps", "2", "--batch-size", "2", "--seq-len", "16", "--warmup-steps", "0", "--no-progress"]
+    assert T.main(["course-step-05", "--out", str(tmp_path), *tiny]) == 0
+    os.replace(tmp_path / T.STATE_DIR, tmp_path / f".{T.STATE_DIR}.old-0123abcd")  # cut between the two renames
+    capsys.readouterr()
+    assert T.main(["course-step-05", "--out", str(tmp_path), *tiny]) == 0
+    assert f"the run in {tmp_path} has finished its 2 steps" in capsys.readouterr().err
+
+
+def test_the_cli_takes_a_seq_len_of_the_whole_context_and_up_to_256_threads(tmp_path, capsys, monkeypatch):
+    settings = []
+    monkeypatch.setattr(T, "_run_in", lambda args, rec, tc, out, argv: settings.append(tc) or 0)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: settings.append(("threads", n)))
+    context = T.recipe("course-step-13").model.context_length
+    assert T.main(["course-step-13", "--out", str(tmp_path / "r"), "--seq-len", str(context)]) == 0
+    assert settings[-1].seq_len == context
+    assert T.main(["course-step-13", "--out", str(tmp_path / "r"), "--threads", "256"]) == 0
+    assert ("threads", 256) in settings  # a run begun on a 256-core machine resumes on its thread count anywhere
+    for flag in ("--out", "--export"):
+        assert T.main(["course-step-13", flag, "  "]) == 2
+        assert f"{flag} is empty" in capsys.readouterr().err
+
+
+def test_an_export_scores_one_window_at_a_time(text_data, tmp_path, monkeypatch):
+    """Full-vocabulary logits of a whole batch would take gigabytes for the chat model (8 x 256 x 201,088 floats)."""
+    result = T.train(small(13), quick(steps=1, warmup_steps=0, batch_size=4, eval_batches=2), text_data, progress=False)
+    sizes, real = [], T.mean_loss
+
+    def recording(model, batches, vocab=None):
+        batches = list(batches)
+        sizes.extend(len(x) for x, _ in batches)
+        return real(model, batches, vocab)
+
+    monkeypatch.setattr(T, "mean_loss", recording)
+    T.export(result, tmp_path / "exported", data=text_data)
+    assert sizes == [1] * 8
+
+
+def test_generation_config_names_call_only_when_the_vocabulary_holds_it(tmp_path):
+    call = T.HARMONY_SPECIAL_TOKENS["<|call|>"]
+    for vocab_size, written in ((call, False), (call + 1, True)):
+        cfg = small(13).replace(vocab_size=vocab_size)
+        result = T.TrainResult(g.GPT(cfg), cfg, quick())
+        folder = T.export(result, tmp_path / f"v{vocab_size}")
+        assert (folder / "generation_config.json").exists() is written, vocab_size
+
+
+def test_training_md_names_the_lowest_validation_loss():
+    result = T.TrainResult(g.GPT(small(1)), small(1), quick())
+    result.history = [{"step": s, "loss": 5.0, "seconds": 1.0} for s in (1, 2, 3)]
+    result.evals = [{"step": 1, "val_loss": 6.0}, {"step": 2, "val_loss": 4.5}, {"step": 3, "val_loss": 5.0}]
+    md = T.training_markdown(result, "about", "cmd", None)
+    assert "| lowest validation loss during the run | 4.500 at step 2 |" in md
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_a_runs_checkpoints_are_readable_by_others_under_the_usual_umask(text_data, tmp_path):
+    """Temporary folders start private (0700, files 0600): a class could not read a teacher's run or export."""
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        T.train(small(13), quick(steps=1, warmup_steps=0), text_data, out=tmp_path / "run", progress=False)
+    finally:
+        os.umask(old)
+    for folder in (tmp_path / "run" / T.STATE_DIR, tmp_path / "run" / T.MODEL_DIR):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755, folder
+        assert {stat.S_IMODE(f.stat().st_mode) for f in folder.iterdir()} == {0o644}, folder
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_a_private_umask_keeps_a_runs_checkpoints_and_export_private(text_data, tmp_path):
+    import stat
+
+    old = os.umask(0o077)
+    try:
+        result = T.train(small(13), quick(steps=1, warmup_steps=0), text_data, out=tmp_path / "run", progress=False)
+        T.export(result, tmp_path / "exp")
+    finally:
+        os.umask(old)
+    for folder in (tmp_path / "run" / T.STATE_DIR, tmp_path / "run" / T.MODEL_DIR, tmp_path / "exp"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+        assert {stat.S_IMODE(f.stat().st_mode) for f in folder.iterdir()} == {0o600}, folder
