@@ -106,8 +106,11 @@ def exercises(nb: dict, name: str) -> list[Exercise]:
             first_error = first_error or _output_text(cell)[1]
         for check in checks:
             found.append(_verdict(name, check, cell, first_error))
-    if not found:  # the course's exercise of this notebook: called another way, or its cell deleted
-        for check in expected_checks(name):
+    # The course's exercise of this notebook, called another way or its cell deleted: looked for even when the
+    # notebook calls other checks (notebook 01's run again in 02 does not stand for 02's own).
+    called = {e.check for e in found}
+    for check in expected_checks(name):
+        if check not in called:
             call = re.compile(rf"(?<![\w.]){check}\(")
             # Every cell that calls it, inside print(...) say (a comment's mention is no call; a def is none)
             calling = [(c, err) for source, c, err in cells if call.search(_code_only(source))
@@ -304,7 +307,7 @@ def by_course_notebook(results: dict[str, list[Exercise]]) -> dict[str, list[Exe
     for name, found in results.items():
         merged.setdefault(name, {})
         for e in found:
-            where = name if name in COURSE_NOTEBOOKS else home.get(e.check, name)
+            where = home.get(e.check, name)  # a check of notebook 01 run again in 02 counts for 01
             if where != name:
                 e = Exercise(where, e.check, e.status, f"{e.message} (in {name})")
             best = merged.setdefault(where, {}).get(e.check)

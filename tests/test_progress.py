@@ -423,6 +423,20 @@ def test_a_course_notebook_missing_from_a_students_folder_counts_as_not_run(tmp_
     assert capsys.readouterr().out == "❌ 00 check_block_params: not yet: off\n✅ 01 check_gelu: Right\n"
 
 
+def test_another_notebooks_check_run_again_never_stands_for_this_notebooks_own(tmp_path, capsys):
+    """02 calling notebook 01's check_gelu at a line's start hid 02's own check_rope: "2/2" and exit 0 for a ❌."""
+    for who in "ab":
+        notebook(tmp_path / who / "01_gpt2_block.ipynb", ("check_gelu(g)", [result("✅ Right")]))
+    notebook(tmp_path / "a" / "02_rope.ipynb", ("check_gelu(g)", [result("✅ Right")]),
+             ("print(check_rope(r))", [result("❌ not yet: off")]))
+    notebook(tmp_path / "b" / "02_rope.ipynb", ("check_gelu(g)", [result("✅ Right")]))  # the rope cell deleted
+    assert main(["progress", str(tmp_path / "a")]) == 1
+    assert capsys.readouterr().out == "✅ 01 check_gelu: Right\n❌ 02 check_rope: not yet: off\n"
+    assert main(["progress", str(tmp_path / "a"), str(tmp_path / "b")]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1:] for line in lines[1:3]] == [["✅", "❌", "1/2"], ["✅", "·", "1/2"]]
+
+
 def test_a_renamed_copy_of_a_course_notebook_counts_for_that_notebook(tmp_path, capsys):
     """06_mine.ipynb was a column of its own beside 06, both headed "06", and its exercise counted twice."""
     notebook(tmp_path / "a" / "06_sliding_window_sinks.ipynb", ("check_sink_share(f)", [result("❌ not yet: None")]))
@@ -437,3 +451,126 @@ def test_a_renamed_copy_of_a_course_notebook_counts_for_that_notebook(tmp_path, 
     assert lines[0].split() == ["student", "06", "07", "passed"]
     assert lines[1].split()[1:] == ["✅", "-", "1/1"]  # 07_notes has no exercise, and b has no notebook 07
     assert lines[2].split()[1:] == ["❌", "-", "0/1"]  # the best of _v2's ❌ and the course copy's cell-less ·
+
+
+# ---- found by mutation testing of progress.py ----
+
+def _error(ename: str, evalue: str) -> dict:
+    return {"output_type": "error", "ename": ename, "evalue": evalue, "traceback": []}
+
+
+def test_each_verdict_has_a_mark_of_its_own_whatever_the_console_can_show():
+    """An error's mark must never read as "not yet"; a stream with no or an unknown encoding is no crash."""
+    from types import SimpleNamespace
+
+    from gptoss_edu.progress import ASCII_MARKS, MARKS, marks_for
+
+    for encoding, want in (("utf-8", MARKS), (None, MARKS), ("cp1252", ASCII_MARKS), ("ascii", ASCII_MARKS),
+                           ("no-such-codec", ASCII_MARKS)):
+        marks = marks_for(SimpleNamespace(encoding=encoding))
+        assert marks is want, encoding
+        assert len(set(marks.values())) == 4 and all(m.isprintable() for m in marks.values())
+    assert marks_for(object()) is MARKS  # a stream that names no encoding
+    assert all(m.isascii() for m in ASCII_MARKS.values())
+
+
+def test_a_check_whose_cells_raised_or_never_ran_reads_as_the_error(tmp_path):
+    """Of a stub never run and a copy that raised, the error (which says what went wrong) counts."""
+    nb = notebook(tmp_path / "01_x.ipynb", ("check_a(f)", []),
+                  ("check_a(g)", [_error("NameError", "name 'g' is not defined")]))
+    found = exercises(nbformat.read(nb, as_version=4), nb.name)
+    assert [(e.status, e.message) for e in found] == [("error", "the cell raised NameError: name 'g' is not defined")]
+
+
+def test_only_a_name_error_is_blamed_on_an_earlier_cell_however_many_cells_ran_between(tmp_path, capsys):
+    notebook(tmp_path / "a" / "10_x.ipynb",
+             ("import triton", [_error("ModuleNotFoundError", "No module named 'triton'")]),
+             ("import torch", []),  # a clean cell after the failed one does not hide it
+             ("check_k(kernel)", [_error("NameError", "name 'kernel' is not defined")]),
+             ("check_v(f)", [_error("ValueError", "bad shape")]),  # the check's own failure, not the import's
+             ("check_i(f)", [_error("KeyboardInterrupt", "")]))  # interrupted: no message to add
+    assert main(["progress", str(tmp_path / "a")]) == 1
+    assert capsys.readouterr().out == (
+        "! 10 check_k: the cell raised NameError: name 'kernel' is not defined, after an earlier cell raised "
+        "ModuleNotFoundError: No module named 'triton'\n"
+        "! 10 check_v: the cell raised ValueError: bad shape\n"
+        "! 10 check_i: the cell raised KeyboardInterrupt\n")
+
+
+def test_prose_a_helper_of_ones_own_or_a_comment_is_no_call_of_the_exercise(tmp_path, capsys):
+    prose = nbformat.v4.new_notebook()
+    prose.cells = [nbformat.v4.new_markdown_cell("check_gelu(my_gelu) prints ✅ once your function is right."),
+                   nbformat.v4.new_code_cell("x = 1")]
+    (tmp_path / "md").mkdir()
+    nbformat.write(prose, tmp_path / "md" / "01_gpt2_block.ipynb")
+    notebook(tmp_path / "own" / "01_gpt2_block.ipynb", ("my_check_gelu(my_gelu)", [result("✅ Right")]))
+    # A cell Python cannot tokenize (an unclosed bracket): its comment lines are still no call.
+    notebook(tmp_path / "typo" / "01_gpt2_block.ipynb", ("y = (1,\n# check_gelu(my_gelu)", []))
+    for who in ("md", "own", "typo"):
+        assert main(["progress", str(tmp_path / who)]) == 1, who
+        assert capsys.readouterr().out.startswith("· 01 check_gelu: no cell calls check_gelu(...)"), who
+
+
+def test_a_class_table_measures_names_and_marks_in_terminal_columns():
+    import unicodedata
+
+    from gptoss_edu.progress import Exercise, _columns, table
+
+    # Fullwidth Latin (a name typed with a Japanese IME) and CJK take two columns; combining accents none.
+    assert [_columns(s) for s in ("bob", "李小龙", "Ａｎａ", unicodedata.normalize("NFD", "José"), "✅❌")] == [3, 6, 6, 4, 4]
+    found = {"01_x.ipynb": [Exercise("01_x.ipynb", "check_a", "passed", "Right")]}
+    lines = table({name: found for name in ("bob", "李小龙李小龙")}).splitlines()  # the widest name is the wide one
+    for line in lines[1:3]:
+        assert _columns(line[:line.index("✅")]) == lines[0].index("01"), lines
+
+
+def test_a_notebook_with_several_exercises_keeps_the_table_lined_up():
+    from gptoss_edu.progress import Exercise, _columns, table
+
+    two = {"01_x.ipynb": [Exercise("01_x.ipynb", "check_a", "passed", ""), Exercise("01_x.ipynb", "check_b", "not yet", "")]}
+    lines = table({"ana": two, "ben": {"01_x.ipynb": []}}).splitlines()
+    assert lines[1].split()[1:] == ["✅❌", "1/2"] and lines[2].split()[1:] == ["-", "0/0"]
+    assert len({_columns(line[:line.rindex("  ")]) for line in lines[:3]}) == 1, lines  # marks end under the header
+
+
+def test_a_folder_with_notebooks_of_its_own_is_read_not_a_notebooks_folder_inside_it(tmp_path, capsys):
+    notebook(tmp_path / "a" / "01_x.ipynb", ("check_a(f)", [result("✅ Right")]))
+    notebook(tmp_path / "a" / "notebooks" / "01_x.ipynb", ("check_a(f)", [result("❌ not yet: old")]))
+    assert main(["progress", str(tmp_path / "a")]) == 0
+    assert capsys.readouterr().out == "✅ 01 check_a: Right\n"
+
+
+def test_json_that_is_no_notebook_is_refused_without_running_it(tmp_path, capsys):
+    for text in ("{}", '{"cells": 5}'):
+        (tmp_path / "01_a.ipynb").write_text(text)
+        assert main(["progress", str(tmp_path / "01_a.ipynb")]) == 2, text
+        assert "is not a readable notebook (no list of cells)" in capsys.readouterr().err
+
+
+def test_a_folder_without_any_exercise_is_not_all_passed(tmp_path, capsys):
+    notebook(tmp_path / "a" / "01_my_notes.ipynb", ("x = 1", []))
+    assert main(["progress", str(tmp_path / "a")]) == 1
+    assert capsys.readouterr().out == "- 01 (no exercise)\n"
+
+
+def test_a_class_none_of_whose_folders_can_be_read_prints_no_empty_table(tmp_path, capsys):
+    assert main(["progress", str(tmp_path / "ana"), str(tmp_path / "ben")]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and out.err.count("there is no file or folder") == 2
+
+
+def test_progress_in_a_folder_without_course_notebooks_names_the_notebooks_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["progress"]) == 2
+    assert "there is no file or folder notebooks" in capsys.readouterr().err
+
+
+def test_run_counts_an_error_as_such_and_no_saved_verdict_of_a_cell_it_did_not_reach(tmp_path, capsys):
+    """A cell that raises is a "!" and the run goes on; after the kernel dies, a cell's saved ✅ counts for nothing."""
+    path = notebook(tmp_path / "01_a.ipynb", ("check_a(f)", []), ("import os\nos._exit(1)", []),
+                    ("check_b(f)", [result("✅ Right")]))
+    assert main(["progress", "--run", "--timeout", "60", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ("! 01 check_a: the cell raised NameError: name 'check_a' is not defined\n"
+                            "· 01 check_b: no verdict in the saved output: run the cell\n"), captured
+    assert "stopped part-way (DeadKernelError)" in captured.err

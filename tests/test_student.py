@@ -452,3 +452,62 @@ def test_a_learners_backup_beside_the_copy_is_never_taken_for_a_leftover(tmp_pat
     assert main(["student", str(src), str(out)]) == 2
     assert "removed" not in capsys.readouterr().err
     assert all((tmp_path / name / "01_a.ipynb").read_text() == "my answers" for name in (".student.original", ".student.backup_1"))
+
+
+# ---- found by mutation testing of student.py ----
+
+def test_every_solution_cell_goes_whatever_its_other_tags(tmp_path, capsys):
+    src = course(tmp_path, tags=("solution", "hide-input"))  # 'solution' first among the tags
+    nb = json.loads((src / "01_a.ipynb").read_text())
+    nb["cells"].append({"cell_type": "code", "metadata": {"tags": ["solution"]}, "source": "y = 2",
+                        "execution_count": None, "outputs": []})
+    (src / "01_a.ipynb").write_text(json.dumps(nb))
+    assert main(["student", str(src), str(tmp_path / "out")]) == 0
+    assert "01_a.ipynb: 2 solution cells removed" in capsys.readouterr().out
+    cells = json.loads((tmp_path / "out" / "01_a.ipynb").read_text())["cells"]
+    assert [c["source"] for c in cells] == [PLACEHOLDER, "text", PLACEHOLDER]
+
+
+def test_a_link_in_a_code_cell_is_code_and_left_alone():
+    from gptoss_edu.student import strip_notebook
+
+    cell = {"cell_type": "code", "metadata": {}, "source": 'Markdown("[the data](../data/tiny.txt)")',
+            "execution_count": None, "outputs": []}
+    copied, removed = strip_notebook({"cells": [cell]})
+    assert copied["cells"] == [cell] and removed == 0
+
+
+def test_the_folder_you_are_in_is_never_the_destination_either(tmp_path, capsys, monkeypatch):
+    src, out = course(tmp_path), tmp_path / "out"
+    assert main(["student", str(src), str(out)]) == 0
+    monkeypatch.chdir(out)  # a shell inside the earlier copy, which would be swapped from under it
+    capsys.readouterr()
+    for dst in (".", str(out)):
+        assert main(["student", str(src), dst]) == 2
+        assert "holds the folder you are in" in capsys.readouterr().err
+
+
+def test_what_jupyter_and_macos_left_in_the_copy_is_kept_as_it_was(tmp_path, capsys):
+    src, out = course(tmp_path), tmp_path / "out"
+    assert main(["student", str(src), str(out)]) == 0
+    (tmp_path / "answers.txt").write_text("mine")
+    (out / ".ipynb_checkpoints").mkdir()
+    (out / ".ipynb_checkpoints" / "link").symlink_to(tmp_path / "answers.txt")
+    (out / ".DS_Store").write_bytes(b"\x00\x01")
+    assert main(["student", str(src), str(out)]) == 0
+    assert os.readlink(out / ".ipynb_checkpoints" / "link") == str(tmp_path / "answers.txt")  # still a link
+    assert (out / ".DS_Store").read_bytes() == b"\x00\x01"
+
+
+def test_a_destination_in_folders_that_do_not_exist_yet_is_made(tmp_path, capsys):
+    src = course(tmp_path)
+    assert main(["student", str(src), str(tmp_path / "class" / "2025" / "student")]) == 0
+    assert (tmp_path / "class" / "2025" / "student" / "01_a.ipynb").is_file()
+
+
+def test_a_course_notebook_without_cells_is_named_not_a_traceback(tmp_path, capsys):
+    src = course(tmp_path)
+    (src / "02_b.ipynb").write_text("{}")
+    assert main(["student", str(src), str(tmp_path / "out")]) == 2
+    assert "02_b.ipynb is not a readable notebook" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
