@@ -204,7 +204,8 @@ def text_ids(corpus: Corpus, split: str, vocab_size: int) -> torch.Tensor:
 def harmony_ids(corpus: Corpus, split: str, seed: int = 0) -> torch.Tensor:
     """Speeches as harmony chats: the user says one speech, the assistant answers with the next.
 
-    Each speech is the answer to the one before it. A quarter of the chats start with a system
+    Each speech answers the one before it, except where a two-turn chat's second user speech follows its
+    first answer (that pair is not trained as question and answer). A quarter of the chats start with a system
     message (reasoning effort and sometimes a date drawn at random), a fifth have two turns;
     the last answer ends with <|return|>, so a model trained on them learns to stop.
     """
