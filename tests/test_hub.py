@@ -611,10 +611,13 @@ def test_an_unreachable_hub_behind_a_proxy_names_the_proxy(tmp_path, monkeypatch
 
     FakeHub(monkeypatch)
     monkeypatch.setattr(hub, "list_repo_files", refused)
-    monkeypatch.setattr(urllib.request, "getproxies", lambda: {"https": "http://127.0.0.1:9"})
-    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
-    with pytest.raises(hub.WeightsUnavailable, match=r"through the proxy http://127.0.0.1:9 \(set in HTTPS_PROXY"):
-        hub.download(REPO, tmp_path / "w", progress=False)
+    for scheme, variable, proxy in (("https", "HTTPS_PROXY", "http://127.0.0.1:9"),
+                                    ("all", "ALL_PROXY", "socks5://127.0.0.1:9")):  # for every protocol
+        monkeypatch.setattr(urllib.request, "getproxies", lambda: {scheme: proxy})
+        monkeypatch.setenv(variable, proxy)
+        with pytest.raises(hub.WeightsUnavailable, match=rf"through the proxy {re.escape(proxy)} \(set in {variable}"):
+            hub.download(REPO, tmp_path / "w", progress=False)
+        monkeypatch.delenv(variable)
     monkeypatch.setattr(urllib.request, "getproxies", lambda: {})
     with pytest.raises(hub.WeightsUnavailable) as e:
         hub.download(REPO, tmp_path / "w", progress=False)
@@ -1296,22 +1299,6 @@ def test_unfinished_files_are_named_two_at_most_in_the_right_number(tmp_path, mo
         (partial / f"abc.0123456{i}.incomplete").write_bytes(b"x")
     note = hub.plan_download(REPO, tmp_path / "w").unfinished_note
     assert "3 unfinished files" in note and "abc.01234561" in note and "abc.01234562" not in note and ", ...)" in note
-
-
-def test_an_unreachable_hub_names_a_proxy_set_for_all_protocols(tmp_path, monkeypatch):
-    import urllib.request
-
-    import httpx2
-
-    def refused(repo_id, revision=None):
-        raise httpx2.ConnectError("[Errno 111] Connection refused")
-
-    FakeHub(monkeypatch)
-    monkeypatch.setattr(hub, "list_repo_files", refused)
-    monkeypatch.setattr(urllib.request, "getproxies", lambda: {"all": "socks5://127.0.0.1:9"})
-    monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:9")
-    with pytest.raises(hub.WeightsUnavailable, match=r"through the proxy socks5://127.0.0.1:9 \(set in ALL_PROXY"):
-        hub.download(REPO, tmp_path / "w", progress=False)
 
 
 def test_a_mistyped_folder_is_said_with_what_its_parent_holds(tmp_path, monkeypatch):
