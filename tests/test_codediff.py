@@ -281,6 +281,23 @@ def test_a_cell_class_whose_methods_are_wrapped_or_properties_is_found():
     assert source_of(cell.Plain).startswith("class Plain:\n    x = 1\n") and "return 1" in source_of(cell.Plain)
 
 
+def test_a_cell_class_with_only_a_property_a_magic_line_or_a_namesake_inside_is_found():
+    """Three ways the cell lookup had no test: a property's accessor is the only code, IPython's %magic
+    keeps ast from parsing the cell (the class line is searched for instead), and a class holding one of
+    its own name (the innermost holding the method is the one asked for)."""
+    only = run_as_notebook_cell("class Only:\n    @property\n    def two(self):\n        return 2\n",
+                                "<ipython-input-14-prop>")
+    assert source_of(only.Only) == "class Only:\n    @property\n    def two(self):\n        return 2\n"
+    cell = "class Timed:\n    def f(self):\n        return 3\n"
+    timed = run_as_notebook_cell(cell, "<ipython-input-15-magic>")
+    linecache.cache["<ipython-input-15-magic>"] = (0, None, ["%time 1 + 1\n", *cell.splitlines(True)],
+                                                   "<ipython-input-15-magic>")  # as IPython keeps it: not Python
+    assert source_of(timed.Timed) == cell
+    nested = run_as_notebook_cell("class Box:\n    class Box:\n        def f(self):\n            return 1\n",
+                                  "<ipython-input-16-nested>")
+    assert source_of(nested.Box.Box) == "    class Box:\n        def f(self):\n            return 1\n"
+
+
 def test_a_long_source_shows_only_its_changed_lines():
     """From 200 lines on, difflib.unified_diff's matcher took common lines (blank ones, "return y") for junk and
     showed unchanged functions removed and added again; rows() and changed never did."""
