@@ -111,9 +111,9 @@ def load_corpus(path: str | Path | None = None) -> Corpus:
                           f"{split.get('sha256')}." + (crlf_hint(raw) or f" {sentence(restore_advice('data/corpus/'))}"))
     text = raw.decode("utf-8")
     plays = []
+    fields = ("title", "start", "end", "val_start")
     for i, entry in enumerate(split["plays"]):
         # A hand-edited split.json is refused by name, not with a KeyError.
-        fields = ("title", "start", "end", "val_start")
         if not isinstance(entry, dict) or any(k not in entry for k in fields):
             raise CorpusError(f"{split_file}: play {i} lacks one of {', '.join(fields)}: "
                               f"{restore_advice('data/corpus/')}")

@@ -301,13 +301,14 @@ def check_notebooks(paths: list[Path], run: bool = False, timeout: int = 1800) -
 
 
 def by_course_notebook(results: dict[str, list[Exercise]]) -> dict[str, list[Exercise]]:
-    """``results`` with a renamed copy's exercises (06_mine.ipynb calling notebook 06's check) under their notebook."""
+    """``results`` with each exercise under the notebook its check belongs to: a renamed copy's (06_mine.ipynb calling
+    notebook 06's check) under 06, and a check run again elsewhere (01's check_gelu in 02) under 01."""
     home = {check: name for name in COURSE_NOTEBOOKS for check in expected_checks(name)}
     merged: dict[str, dict[str, Exercise]] = {}
     for name, found in results.items():
         merged.setdefault(name, {})
         for e in found:
-            where = home.get(e.check, name)  # a check of notebook 01 run again in 02 counts for 01
+            where = home.get(e.check, name)
             if where != name:
                 e = Exercise(where, e.check, e.status, f"{e.message} (in {name})")
             best = merged.setdefault(where, {}).get(e.check)
